@@ -1,0 +1,379 @@
+"""CBOR-encoded protobuf: protobuf messages to and from deterministic CBOR, driven by descriptors.
+
+The mapping (docs/wire.md has the full table): a message is a CBOR map keyed by field number;
+integers and enums are CBOR integers, bool is a CBOR bool, double the shortest CBOR float that
+keeps its value, bytes a byte string, string a text string, repeated an array, a nested message a
+nested map, a oneof exactly one key. Fields at their default are omitted; a present oneof member or
+sub-message is written even when empty. Encoding is deterministic (RFC 8949 §4.2.1): cbor2's
+canonical mode gives shortest forms and, for our non-negative integer keys, sorted maps.
+
+Decoding is schema-directed and distrusts its input: it reads the CBOR item a field's type calls
+for, so every error names the message and the field. It accepts indefinite-length items and
+non-shortest heads, skips unknown field numbers (forward compatibility), and refuses everything in
+the list below with one exception type, `DecodeError`:
+wrong CBOR type, invalid UTF-8, trailing bytes, nesting deeper than `Limits.max_depth`, a
+string/bytes/array longer than its limit, a map key that is not a non-negative integer, duplicate
+keys, integers outside the field's range, truncated input, reserved or unassigned CBOR encodings.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import cbor2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+__all__ = ["DecodeError", "Limits", "DEFAULT_LIMITS", "encode", "decode", "to_tree"]
+
+M = TypeVar("M", bound=Message)
+
+
+class DecodeError(ValueError):
+    """Bad bytes from the network. The message names the protobuf message and field."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one decode may accept. Defaults suit control traffic; module uploads
+    raise `max_bytes` explicitly."""
+
+    max_depth: int = 16          # our deepest legal message nests 6 maps; 16 leaves room
+    max_string: int = 64 * 1024  # text: names, messages, env values
+    max_bytes: int = 64 * 1024   # byte strings: hashes, chunks, published data
+    max_items: int = 4096        # elements of one array or entries of one map
+    max_input: int = 8 * 1024 * 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+_T = FieldDescriptor
+_MESSAGE = _T.TYPE_MESSAGE
+_ENUM = _T.TYPE_ENUM
+_DOUBLE_TYPES = frozenset({_T.TYPE_DOUBLE, _T.TYPE_FLOAT})
+_REPEATED = _T.LABEL_REPEATED
+
+
+def _is_repeated(fd: FieldDescriptor) -> bool:
+    # `label` is deprecated in newer protobuf releases in favour of `is_repeated`.
+    rep = getattr(fd, "is_repeated", None)
+    return bool(rep) if rep is not None else fd.label == _REPEATED
+
+
+def to_tree(msg: Message) -> dict[int, Any]:
+    """The CBOR data model of a message: {field number: value}, defaults left out."""
+    tree: dict[int, Any] = {}
+    for fd, value in msg.ListFields():
+        t = fd.type
+        if _is_repeated(fd):
+            if t == _MESSAGE:
+                tree[fd.number] = [to_tree(v) for v in value]
+            elif t in _DOUBLE_TYPES:
+                tree[fd.number] = [float(v) for v in value]
+            else:
+                tree[fd.number] = list(value)
+        elif t == _MESSAGE:
+            tree[fd.number] = to_tree(value)
+        elif t in _DOUBLE_TYPES:
+            tree[fd.number] = float(value)
+        else:
+            tree[fd.number] = value
+    return tree
+
+
+def encode(msg: Message) -> bytes:
+    """Deterministic CBOR bytes of `msg`."""
+    return cbor2.dumps(to_tree(msg), canonical=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+_INT_RANGES: dict[int, tuple[int, int]] = {
+    _T.TYPE_UINT32: (0, 2**32 - 1),
+    _T.TYPE_FIXED32: (0, 2**32 - 1),
+    _T.TYPE_UINT64: (0, 2**64 - 1),
+    _T.TYPE_FIXED64: (0, 2**64 - 1),
+    _T.TYPE_INT32: (-(2**31), 2**31 - 1),
+    _T.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    _T.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    _ENUM: (-(2**31), 2**31 - 1),
+    _T.TYPE_INT64: (-(2**63), 2**63 - 1),
+    _T.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    _T.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+}
+
+_MAJOR_NAMES = (
+    "unsigned integer", "negative integer", "byte string", "text string",
+    "array", "map", "tag", "simple value or float",
+)
+
+_INDEFINITE = -1
+_BREAK = 0xFF
+
+
+class _Reader:
+    """A cursor over untrusted bytes. Raises `_Bad` with a bare reason; the schema walk adds
+    the message and field to it."""
+
+    __slots__ = ("buf", "pos", "limits")
+
+    def __init__(self, buf: bytes, limits: Limits) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.limits = limits
+
+    def head(self) -> tuple[int, int, int]:
+        """(major type, additional info, argument or _INDEFINITE) of the next item."""
+        buf, pos = self.buf, self.pos
+        if pos >= len(buf):
+            raise _Bad("truncated input")
+        ib = buf[pos]
+        major, info = ib >> 5, ib & 0x1F
+        if info < 24:
+            self.pos = pos + 1
+            return major, info, info
+        if info <= 27:
+            n = 1 << (info - 24)
+            end = pos + 1 + n
+            if end > len(buf):
+                raise _Bad("truncated input")
+            self.pos = end
+            return major, info, int.from_bytes(buf[pos + 1:end], "big")
+        if info == 31 and major in (2, 3, 4, 5, 7):
+            self.pos = pos + 1
+            return major, info, _INDEFINITE
+        raise _Bad(f"reserved additional information {info} in initial byte 0x{ib:02x}")
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.buf):
+            raise _Bad("truncated input")
+        data = self.buf[self.pos:end]
+        self.pos = end
+        return data
+
+    def at_break(self) -> bool:
+        if self.pos >= len(self.buf):
+            raise _Bad("truncated input")
+        if self.buf[self.pos] == _BREAK:
+            self.pos += 1
+            return True
+        return False
+
+
+class _Bad(Exception):
+    """Internal: a reason without its location."""
+
+
+def _string(r: _Reader, major: int, arg: int, limit: int) -> bytes:
+    if arg != _INDEFINITE:
+        if arg > limit:
+            raise _Bad(f"length {arg} over the limit of {limit}")
+        return r.take(arg)
+    chunks = []
+    total = 0
+    while not r.at_break():
+        cmajor, _, carg = r.head()
+        if cmajor != major or carg == _INDEFINITE:
+            raise _Bad("bad chunk in indefinite-length string")
+        total += carg
+        if total > limit:
+            raise _Bad(f"length over the limit of {limit}")
+        chunks.append(r.take(carg))
+    return b"".join(chunks)
+
+
+def _float(info: int, arg: int) -> float:
+    if info == 25:
+        return float(struct.unpack(">e", arg.to_bytes(2, "big"))[0])
+    if info == 26:
+        return float(struct.unpack(">f", arg.to_bytes(4, "big"))[0])
+    if info == 27:
+        return float(struct.unpack(">d", arg.to_bytes(8, "big"))[0])
+    raise _Bad("expected a float")
+
+
+def _skip(r: _Reader, depth: int) -> None:
+    """Skip one well-formed item of any kind (an unknown field)."""
+    if depth > r.limits.max_depth:
+        raise _Bad(f"nesting deeper than {r.limits.max_depth}")
+    major, info, arg = r.head()
+    if major in (0, 1):
+        return
+    if major in (2, 3):
+        _string(r, major, arg, r.limits.max_bytes if major == 2 else r.limits.max_string)
+        return
+    if major in (4, 5):
+        per = 1 if major == 4 else 2
+        if arg == _INDEFINITE:
+            n = 0
+            while not r.at_break():
+                for _ in range(per):
+                    _skip(r, depth + 1)
+                n += 1
+                if n > r.limits.max_items:
+                    raise _Bad(f"more than {r.limits.max_items} items")
+            return
+        if arg > r.limits.max_items:
+            raise _Bad(f"{arg} items over the limit of {r.limits.max_items}")
+        for _ in range(arg * per):
+            _skip(r, depth + 1)
+        return
+    if major == 6:
+        _skip(r, depth + 1)
+        return
+    # major 7
+    if arg == _INDEFINITE:
+        raise _Bad("unexpected break")
+    if info == 24 and arg < 32:
+        raise _Bad("invalid simple value encoding")
+
+
+def _where(desc: Descriptor, fd: FieldDescriptor | None) -> str:
+    return f"{desc.name}.{fd.name}" if fd is not None else desc.name
+
+
+def _scalar(r: _Reader, fd: FieldDescriptor) -> Any:
+    major, info, arg = r.head()
+    t = fd.type
+    if t in _INT_RANGES:
+        if major == 0 and arg != _INDEFINITE:
+            value = arg
+        elif major == 1 and arg != _INDEFINITE:
+            value = -1 - arg
+        else:
+            raise _Bad(f"expected integer, got {_MAJOR_NAMES[major]}")
+        lo, hi = _INT_RANGES[t]
+        if not lo <= value <= hi:
+            raise _Bad(f"integer {value} out of range")
+        return value
+    if t in _DOUBLE_TYPES:
+        if major != 7 or info not in (25, 26, 27):
+            raise _Bad(f"expected float, got {_MAJOR_NAMES[major]}")
+        return _float(info, arg)
+    if t == _T.TYPE_BOOL:
+        if major == 7 and info in (20, 21):
+            return info == 21
+        raise _Bad(f"expected bool, got {_MAJOR_NAMES[major]}")
+    if t == _T.TYPE_STRING:
+        if major != 3:
+            raise _Bad(f"expected text string, got {_MAJOR_NAMES[major]}")
+        raw = _string(r, 3, arg, r.limits.max_string)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Bad("invalid UTF-8") from None
+    if t == _T.TYPE_BYTES:
+        if major != 2:
+            raise _Bad(f"expected byte string, got {_MAJOR_NAMES[major]}")
+        return _string(r, 2, arg, r.limits.max_bytes)
+    raise _Bad(f"unsupported field type {t}")  # pragma: no cover - schema has none
+
+
+def _message(r: _Reader, msg: Message, depth: int) -> None:
+    desc = msg.DESCRIPTOR
+    if depth > r.limits.max_depth:
+        raise DecodeError(f"{desc.name}: nesting deeper than {r.limits.max_depth}")
+    try:
+        major, _, count = r.head()
+    except _Bad as e:
+        raise DecodeError(f"{desc.name}: {e}") from None
+    if major != 5:
+        raise DecodeError(f"{desc.name}: expected map, got {_MAJOR_NAMES[major]}")
+    if count != _INDEFINITE and count > r.limits.max_items:
+        raise DecodeError(f"{desc.name}: {count} entries over the limit of {r.limits.max_items}")
+    msg.SetInParent()
+    seen: set[int] = set()
+    oneofs_seen: set[str] = set()
+    fields_by_number = desc.fields_by_number
+    n = 0
+    while True:
+        fd: FieldDescriptor | None = None
+        try:
+            if count == _INDEFINITE:
+                if r.at_break():
+                    break
+                n += 1
+                if n > r.limits.max_items:
+                    raise _Bad(f"more than {r.limits.max_items} entries")
+            else:
+                if n == count:
+                    break
+                n += 1
+            kmajor, _, key = r.head()
+            if kmajor != 0 or key == _INDEFINITE:
+                raise _Bad(f"map key must be a non-negative integer, got {_MAJOR_NAMES[kmajor]}")
+            if key in seen:
+                raise _Bad(f"duplicate key {key}")
+            seen.add(key)
+            fd = fields_by_number.get(key)
+            if fd is None:
+                _skip(r, depth + 1)
+                continue
+            oneof = fd.containing_oneof
+            if oneof is not None:
+                if oneof.name in oneofs_seen:
+                    raise _Bad(f"a second member of oneof {oneof.name}")
+                oneofs_seen.add(oneof.name)
+            if _is_repeated(fd):
+                _repeated(r, msg, fd, depth)
+            elif fd.type == _MESSAGE:
+                _message(r, getattr(msg, fd.name), depth + 1)
+            else:
+                setattr(msg, fd.name, _scalar(r, fd))
+        except _Bad as e:
+            raise DecodeError(f"{_where(desc, fd)}: {e}") from None
+        except DecodeError as e:
+            if fd is None:
+                raise
+            raise DecodeError(f"{_where(desc, fd)} > {e}") from None
+
+
+def _repeated(r: _Reader, msg: Message, fd: FieldDescriptor, depth: int) -> None:
+    major, _, count = r.head()
+    if major != 4:
+        raise _Bad(f"expected array, got {_MAJOR_NAMES[major]}")
+    if count != _INDEFINITE and count > r.limits.max_items:
+        raise _Bad(f"{count} items over the limit of {r.limits.max_items}")
+    target = getattr(msg, fd.name)
+    is_msg = fd.type == _MESSAGE
+    n = 0
+    while True:
+        if count == _INDEFINITE:
+            if r.at_break():
+                return
+            if n >= r.limits.max_items:
+                raise _Bad(f"more than {r.limits.max_items} items")
+        elif n == count:
+            return
+        n += 1
+        if is_msg:
+            _message(r, target.add(), depth + 1)
+        else:
+            target.append(_scalar(r, fd))
+
+
+def decode(cls: type[M], data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> M:
+    """Decode untrusted bytes into a new `cls`. Raises only `DecodeError`."""
+    name = cls.DESCRIPTOR.name
+    if len(data) > limits.max_input:
+        raise DecodeError(f"{name}: input of {len(data)} bytes over the limit of {limits.max_input}")
+    r = _Reader(bytes(data), limits)
+    msg = cls()
+    try:
+        _message(r, msg, 1)
+    except RecursionError:
+        raise DecodeError(f"{name}: nesting too deep") from None
+    except (ValueError, TypeError) as e:
+        if isinstance(e, DecodeError):
+            raise
+        raise DecodeError(f"{name}: {e}") from None
+    if r.pos != len(r.buf):
+        raise DecodeError(f"{name}: {len(r.buf) - r.pos} trailing bytes")
+    return msg
