@@ -359,11 +359,15 @@ def _repeated(r: _Reader, msg: Message, fd: FieldDescriptor, depth: int) -> None
             target.append(_scalar(r, fd))
 
 
-def decode(cls: type[M], data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> M:
+def decode(
+    cls: type[M], data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
+) -> M:
     """Decode untrusted bytes into a new `cls`. Raises only `DecodeError`."""
     name = cls.DESCRIPTOR.name
     if len(data) > limits.max_input:
-        raise DecodeError(f"{name}: input of {len(data)} bytes over the limit of {limits.max_input}")
+        raise DecodeError(
+            f"{name}: input of {len(data)} bytes over the limit of {limits.max_input}"
+        )
     r = _Reader(bytes(data), limits)
     msg = cls()
     try:

@@ -9,9 +9,9 @@ import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests_wire_strategies import ALL_TYPES, message  # type: ignore[import-not-found]
 
 from edgerm.wire import DecodeError, Limits, decode, encode, pb, to_tree
-from tests_wire_strategies import ALL_TYPES, message  # type: ignore[import-not-found]
 
 
 @pytest.mark.parametrize("type_name", ALL_TYPES)
