@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian/Ubuntu machine, then run it.
+#   bash scripts/test.sh            # the whole suite
+#   bash scripts/test.sh tests/wire # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: a Docker engine and busybox for local images, libcoap's CoAP client (an
+# independent peer), clang/lld for wasm32 tasks and libFuzzer, the Cortex-M4 toolchain and QEMU.
+APT_PACKAGES=(
+  docker.io busybox-static libcoap3-bin
+  clang lld wasi-libc libclang-rt-14-dev-wasm32 libclang-rt-14-dev wabt make
+  gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+  iproute2 iptables
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+echo "== installing Python packages (pip install -e '.[test]')"
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "== lint: ruff and mypy"
+python3 -m ruff check .
+python3 -m mypy
+
+echo "== tests"
+exec python3 -m pytest "$@"
