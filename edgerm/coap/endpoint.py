@@ -66,8 +66,6 @@ from edgerm.coap.options import (
     CONTENT_FORMAT,
     OBSERVE,
     OBSERVE_SEQ_MODULUS,
-    PROXY_SCHEME,
-    PROXY_URI,
     SIZE1,
     SIZE2,
     URI_HOST,
@@ -94,7 +92,8 @@ _HOUSEKEEPING_SLACK = 1.0
 # gone; older ones are forgotten first.
 _MAX_NON_NOTIFICATIONS = 4096
 _CON_NON = (CON, NON)
-_OBSERVABLE = (Code.GET, Code.FETCH)
+# Encoded Content-Format values that are on every response (CBOR, text, link-format, JSON).
+_CF_CACHE = {cf: encode_uint(cf) for cf in (0, 40, 42, 50, 60)}
 
 
 @dataclass
@@ -207,6 +206,8 @@ class CoapEndpoint:
         self._max_dedup = cfg.max_dedup_entries
         self._pref_szx = cfg.block_szx
         self._pref_size = cfg.block_size
+        self._max_datagram = cfg.max_datagram_size
+        self._max_payload = cfg.max_request_payload
         # Deduplication: (peer, mid) -> bytes we answered (None while the handler runs).
         self._dedup: dict[tuple[Addr, int], bytes | None] = {}
         self._dedup_fifo: deque[tuple[float, tuple[Addr, int]]] = deque()
@@ -222,6 +223,9 @@ class CoapEndpoint:
         # Retransmission.
         self._pending: dict[tuple[Addr, int], _Pending] = {}
         self._timers: list[tuple[float, int, _Pending]] = []
+        #: Incremented whenever something is scheduled that may make ``get_timer()`` earlier;
+        #: a shell can skip re-reading the timer when it has not changed.
+        self.timer_generation = 0
         self._timer_seq = 0
         # Client side.
         self._requests: dict[int, _ClientRequest] = {}
@@ -365,6 +369,8 @@ class CoapEndpoint:
                                                      msg.token), remote))
                 return
         dedup[key] = None
+        if not self._dedup_fifo:
+            self.timer_generation += 1
         self._dedup_fifo.append((now + self._lifetime, key))
 
         # Lift the options the request layer needs; anything critical we do not implement, a
@@ -375,40 +381,42 @@ class CoapEndpoint:
         block1 = block2 = None
         bad = 0
         prev = -1
+        # Hot loop: option numbers are literals (a global lookup per comparison costs more than
+        # the rest of the loop); the names are in the comments and in options.py.
         for num, val in msg.options:
-            if num == URI_PATH:
+            if num == 11:  # Uri-Path
                 if len(val) > 255:
                     bad = num
                 path.append(val)
-            elif num == CONTENT_FORMAT:
+            elif num == 12:  # Content-Format
                 if len(val) <= 2 and num != prev:
                     cf = int.from_bytes(val, "big")
-            elif num == URI_QUERY:
+            elif num == 15:  # Uri-Query
                 if len(val) > 255:
                     bad = num
                 query.append(val)
-            elif num == OBSERVE:
+            elif num == 6:  # Observe
                 if len(val) <= 3 and num != prev:
                     observe = int.from_bytes(val, "big")
-            elif num == ACCEPT:
+            elif num == 17:  # Accept
                 if len(val) > 2 or num == prev:
                     bad = num
                 accept = int.from_bytes(val, "big")
-            elif num == BLOCK2 or num == BLOCK1:
+            elif num == 23 or num == 27:  # Block2, Block1
                 value = decode_block(val)
                 if value is None or num == prev:
                     bad = num
-                elif num == BLOCK2:
+                elif num == 23:
                     block2 = value
                 else:
                     block1 = value
-            elif num == SIZE1:
+            elif num == 60:  # Size1
                 if len(val) <= 4:
                     size1 = int.from_bytes(val, "big")
-            elif num == URI_HOST or num == URI_PORT:
-                if num == prev or len(val) > (255 if num == URI_HOST else 2):
+            elif num == 3 or num == 7:  # Uri-Host, Uri-Port
+                if num == prev or len(val) > (255 if num == 3 else 2):
                     bad = num
-            elif num == PROXY_URI or num == PROXY_SCHEME:
+            elif num == 35 or num == 39:  # Proxy-Uri, Proxy-Scheme
                 self._reply(msg, remote, key, Code.PROXYING_NOT_SUPPORTED)
                 return
             elif num & 1:
@@ -428,7 +436,7 @@ class CoapEndpoint:
         method = msg.code
         payload = msg.payload
         cfg = self.config
-        if size > cfg.max_datagram_size and block1 is None:
+        if size > self._max_datagram and block1 is None:
             self.stats.too_large += 1
             self._reply(msg, remote, key, Code.REQUEST_ENTITY_TOO_LARGE, b"",
                         [(SIZE1, encode_uint(cfg.max_request_payload)),
@@ -438,6 +446,7 @@ class CoapEndpoint:
             result = self._block1.receive((remote, method, tuple(path), tuple(query)), block1,
                                           payload, size1, now)
             if result.status == CONTINUE:
+                self.timer_generation += 1
                 self._reply(msg, remote, key, Code.CONTINUE, b"",
                             [(BLOCK1, BlockValue(block1.num, True, result.value).encode())])
                 return
@@ -451,7 +460,7 @@ class CoapEndpoint:
                 return
             payload = result.payload
             block1 = BlockValue(block1.num, False, result.value)
-        elif len(payload) > cfg.max_request_payload:
+        elif len(payload) > self._max_payload:
             self.stats.too_large += 1
             self._reply(msg, remote, key, Code.REQUEST_ENTITY_TOO_LARGE, b"",
                         [(SIZE1, encode_uint(cfg.max_request_payload))])
@@ -470,7 +479,7 @@ class CoapEndpoint:
                 code, body, opts = self._block2_slice(rep.code, rep.payload, opts, block2)
                 self._reply(msg, remote, key, code, body, opts)
                 return
-        if observe is not None and method in _OBSERVABLE:
+        if observe is not None and (method == 1 or method == 5):  # GET, FETCH
             old = self._observers.find(remote, msg.token)
             if old is not None:
                 # Observe=1 deregisters; Observe=0 with the same token re-registers, which ends
@@ -481,10 +490,12 @@ class CoapEndpoint:
         rid = self._next_request_id
         self._next_request_id = rid + 1
         event = RequestReceived(rid, remote, method, spath, squery, payload, cf, accept, observe,
-                                msg.mtype == CON, msg.options)
+                                msg.mtype == 0, msg.options)
         self._exchanges[rid] = _Exchange(event, msg.mid, msg.token, key, block2, block1,
                                          cache_key)
-        if msg.mtype == CON:
+        if msg.mtype == 0:  # CON
+            if not self._empty_ack_fifo:
+                self.timer_generation += 1
             self._empty_ack_fifo.append((now + self._empty_ack_delay, rid))
         self._events.append(event)
 
@@ -522,10 +533,10 @@ class CoapEndpoint:
         event = ex.event
         opts = list(options)
         if content_format is not None:
-            opts.append((CONTENT_FORMAT, encode_uint(content_format)))
+            opts.append((12, _CF_CACHE.get(content_format) or encode_uint(content_format)))
         obs_id: int | None = None
         szx = self._pref_szx if ex.block2 is None else min(ex.block2.szx, self._pref_szx)
-        if observe and event.observe == 0 and is_success(code):
+        if observe and event.observe == 0 and (code >> 5) == 2:
             ob = self._observers.add(event.remote, ex.token, ex.cache_key, szx)
             if ob is not None:
                 obs_id = ob.id
@@ -537,13 +548,14 @@ class CoapEndpoint:
                 self._block2.put(ex.cache_key if ex.cache_key is not None else
                                  (event.remote, event.method, event.path, event.query, b""),
                                  code, payload, opts, now)
+                self.timer_generation += 1
             code, payload, opts = self._block2_slice(code, payload, opts,
                                                      ex.block2 or BlockValue(0, False, szx))
         mid = ex.mid
         remote = event.remote
         if event.confirmable:
             if not ex.acked:
-                data = encode_message(ACK, code, mid, ex.token, opts, payload)
+                data = encode_message(2, code, mid, ex.token, opts, payload)  # ACK
                 if ex.key in self._dedup:
                     self._dedup[ex.key] = data
                 self._out.append((data, remote))
@@ -619,6 +631,7 @@ class CoapEndpoint:
             opts.append((OBSERVE, encode_uint(self._bump_seq())))
         if len(payload) > (1 << (ob.szx + 4)):
             self._block2.put(ob.cache_key, code, payload, opts, now)
+            self.timer_generation += 1
             code, payload, opts = self._block2_slice(code, payload, opts,
                                                      BlockValue(0, False, ob.szx))
         mid = self._new_mid()
@@ -987,6 +1000,7 @@ class CoapEndpoint:
     def _add_pending(self, p: _Pending) -> None:
         self._pending[(p.remote, p.mid)] = p
         self._new_pending.append(p)
+        self.timer_generation += 1
 
     def _cancel_pending(self, p: _Pending) -> None:
         p.done = True

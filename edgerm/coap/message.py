@@ -192,11 +192,7 @@ def encode_message(
     tkl = len(token)
     if tkl > 8:
         raise CoapLocalError("token longer than 8 bytes")
-    out = bytearray(4)
-    out[0] = 0x40 | (mtype << 4) | tkl
-    out[1] = code
-    out[2] = (mid >> 8) & 0xFF
-    out[3] = mid & 0xFF
+    out = bytearray((0x40 | (mtype << 4) | tkl, code, (mid >> 8) & 0xFF, mid & 0xFF))
     out += token
     if options:
         out += encode_options(options)
