@@ -1,0 +1,272 @@
+"""Fixtures for the framework SDK and CLI tests.
+
+`fake_master`: a scripted stand-in for the master's framework and state resources, over a real
+WebSocket on loopback.
+
+It speaks the framework side of docs/protocol.md just far enough for SDK and CLI unit tests:
+subscribe (token check, failover by framework id within a window), accept (answers `accepted`,
+then optionally plays a task's life: STAGING, RUNNING, outputs, a final state, each update with a
+uuid re-sent until acknowledged), upload (`module_stored`), kill, reconcile, decline, teardown,
+and `/state`. Tests also push any event and drop the connection at will. The end-to-end tests use
+the real master (`edgerm_master.testing.MasterProcess`); this one only makes the SDK testable
+before and apart from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio_websocket
+
+from edgerm.wire import decode, encode, pb
+
+
+@dataclass
+class TaskScript:
+    """How a launched task behaves: states after RUNNING, outputs published while running."""
+
+    outputs: list[bytes] = field(default_factory=list)
+    final: int = pb.FINISHED
+    reason: int = pb.REASON_UNSPECIFIED
+    message: str = ""
+    exit_code: int = 0
+    step_s: float = 0.01
+    hold: bool = False          # stay RUNNING until killed
+
+
+class FakeMaster:
+    TaskScript = TaskScript
+
+    def __init__(self, token: str = "fw-token", operator_token: str = "op-token",
+                 heartbeat_interval_s: float = 0.0, failover_window_s: float = 5.0) -> None:
+        self.token = token
+        self.operator_token = operator_token
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.failover_window_s = failover_window_s
+        self.port = 0
+        self.calls: list[pb.FrameworkCall] = []
+        self.acks: list[tuple[str, bytes]] = []
+        self.subscribes: list[pb.Subscribe] = []
+        self.state = pb.ClusterState(version="fake")
+        self.script: Callable[[pb.TaskInfo], TaskScript] = lambda info: TaskScript()
+        self.refuse_accept: pb.Error | None = None
+        self.resend_unacked_after_s = 0.05
+        self.ws: trio_websocket.WebSocketConnection | None = None
+        self.framework_ids: dict[str, float | None] = {}   # id -> disconnected at (None: live)
+        self.tasks: dict[str, pb.TaskStatus] = {}
+        self.killed: set[str] = set()
+        self._ids = itertools.count(1)
+        self._uuids = itertools.count(1)
+        self._unacked: dict[bytes, pb.TaskStatus] = {}
+        self._output_seq: dict[str, int] = {}
+        self._nursery: trio.Nursery | None = None
+        self.call_received = trio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            server = await nursery.start(trio_websocket.serve_websocket, self._handle,
+                                         "127.0.0.1", 0, None)
+            self.port = server.port
+            nursery.start_soon(self._resender)
+            task_status.started()
+
+    # -- test controls
+
+    async def push(self, event: pb.FrameworkEvent) -> None:
+        assert self.ws is not None, "no framework connected"
+        await self.ws.send_message(encode(event))
+
+    async def push_raw(self, data: bytes) -> None:
+        assert self.ws is not None
+        await self.ws.send_message(data)
+
+    async def drop(self) -> None:
+        """Close the framework's connection as a network failure would."""
+        if self.ws is not None:
+            await self.ws.aclose()
+
+    def offer(self, offer_id: str = "", agent_id: int = 1, agent_name: str = "pi-1",
+              cpus: float = 1.0, mem_mb: float = 256.0, devices: tuple[str, ...] = ("temp",),
+              executors: tuple[int, ...] = (pb.WASM,),
+              attributes: dict[str, str] | None = None) -> pb.Offer:
+        offer = pb.Offer(offer_id=offer_id or f"o{next(self._ids)}", agent_id=agent_id,
+                         agent_name=agent_name, executors=list(executors), expires_in_s=30)
+        offer.resources.cpus = cpus
+        offer.resources.mem_mb = mem_mb
+        for d in devices:
+            offer.resources.devices.add(name=d, kind=pb.SENSOR, shares=4)
+        for k, v in (attributes or {"os": "linux"}).items():
+            offer.attributes.add(name=k, text=v)
+        return offer
+
+    async def wait_for_call(self, kind: str, timeout: float = 5.0) -> pb.FrameworkCall:
+        with trio.fail_after(timeout):
+            while True:
+                for call in self.calls:
+                    if call.WhichOneof("call") == kind:
+                        return call
+                self.call_received = trio.Event()
+                await self.call_received.wait()
+
+    def calls_of(self, kind: str) -> list[pb.FrameworkCall]:
+        return [c for c in self.calls if c.WhichOneof("call") == kind]
+
+    # -- the resources
+
+    async def _handle(self, request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            if request.path == "/state":
+                await self._state(ws)
+            elif request.path == "/framework":
+                await self._framework(ws)
+            else:
+                await ws.aclose(code=1008, reason="unknown path")
+        except trio_websocket.ConnectionClosed:
+            pass
+
+    async def _state(self, ws: trio_websocket.WebSocketConnection) -> None:
+        req = decode(pb.StateRequest, await ws.get_message())
+        if req.token != self.operator_token:
+            await ws.send_message(encode(pb.FrameworkEvent(error=pb.Error(
+                code=pb.UNAUTHENTICATED, message="wrong operator token"))))
+        else:
+            await ws.send_message(encode(self.state))
+        await ws.aclose()
+
+    async def _framework(self, ws: trio_websocket.WebSocketConnection) -> None:
+        call = decode(pb.FrameworkCall, await ws.get_message())
+        sub = call.subscribe
+        self.subscribes.append(sub)
+        if sub.token != self.token:
+            await ws.send_message(encode(pb.FrameworkEvent(call_id=call.call_id, error=pb.Error(
+                code=pb.UNAUTHENTICATED, message="wrong token"))))
+            await ws.aclose()
+            return
+        fid = call.framework_id
+        if fid:
+            gone_at = self.framework_ids.get(fid, 0.0)
+            if fid not in self.framework_ids or (
+                    gone_at is not None and trio.current_time() - gone_at > self.failover_window_s):
+                await ws.send_message(encode(pb.FrameworkEvent(
+                    call_id=call.call_id, error=pb.Error(code=pb.NOT_FOUND,
+                                                         message="unknown framework"))))
+                await ws.aclose()
+                return
+        else:
+            fid = f"fw-{next(self._ids)}"
+        self.framework_ids[fid] = None
+        self.ws = ws
+        subscribed = pb.Subscribed(framework_id=fid, weight=1.0,
+                                   heartbeat_interval_s=self.heartbeat_interval_s)
+        await ws.send_message(encode(pb.FrameworkEvent(call_id=call.call_id,
+                                                       subscribed=subscribed)))
+        try:
+            while True:
+                call = decode(pb.FrameworkCall, await ws.get_message())
+                self.calls.append(call)
+                self.call_received.set()
+                await self._on_call(ws, call)
+        finally:
+            if self.ws is ws:
+                self.ws = None
+            self.framework_ids[fid] = trio.current_time()
+
+    async def _on_call(self, ws: trio_websocket.WebSocketConnection,
+                       call: pb.FrameworkCall) -> None:
+        kind = call.WhichOneof("call")
+        if kind == "accept":
+            if self.refuse_accept is not None:
+                await ws.send_message(encode(pb.FrameworkEvent(call_id=call.call_id,
+                                                               error=self.refuse_accept)))
+                return
+            ids = [t.task_id for t in call.accept.launch]
+            await ws.send_message(encode(pb.FrameworkEvent(
+                call_id=call.call_id, accepted=pb.Accepted(task_ids=ids))))
+            assert self._nursery is not None
+            for info in call.accept.launch:
+                self._nursery.start_soon(self._play, info, self.script(info))
+        elif kind == "upload":
+            data = call.upload.data
+            await ws.send_message(encode(pb.FrameworkEvent(
+                call_id=call.call_id, module_stored=pb.ModuleStored(
+                    sha256=hashlib.sha256(data).digest(), size=len(data),
+                    format=call.upload.format))))
+        elif kind == "acknowledge":
+            self.acks.append((call.acknowledge.task_id, call.acknowledge.uuid))
+            self._unacked.pop(call.acknowledge.uuid, None)
+        elif kind == "kill":
+            self.killed.add(call.kill.task_id)
+        elif kind == "reconcile":
+            ids = list(call.reconcile.task_ids) or list(self.tasks)
+            for task_id in ids:
+                status = pb.TaskStatus()
+                if task_id in self.tasks:
+                    status.CopyFrom(self.tasks[task_id])
+                    status.uuid = b""
+                    status.reason = pb.RECONCILIATION
+                else:
+                    status.task_id, status.state = task_id, pb.LOST
+                    status.reason = pb.TASK_UNKNOWN
+                await ws.send_message(encode(pb.FrameworkEvent(update=status)))
+
+    async def _status(self, task_id: str, state: int, reason: int = 0, message: str = "",
+                      exit_code: int = 0) -> None:
+        status = pb.TaskStatus(task_id=task_id, state=state, reason=reason, message=message,
+                               agent_id=1, uuid=next(self._uuids).to_bytes(16, "big"),
+                               timestamp=1_700_000_000.0, exit_code=exit_code)
+        self.tasks[task_id] = status
+        self._unacked[status.uuid] = status
+        await self._send_soft(pb.FrameworkEvent(update=status))
+
+    async def _send_soft(self, event: pb.FrameworkEvent) -> None:
+        # The real master keeps events for a disconnected framework; here they are dropped and
+        # only updates come back (by the re-send loop), which is what the tests check.
+        if self.ws is not None:
+            try:
+                await self.ws.send_message(encode(event))
+            except trio_websocket.ConnectionClosed:
+                pass
+
+    async def _play(self, info: pb.TaskInfo, script: TaskScript) -> None:
+        task_id = info.task_id
+        await self._status(task_id, pb.STAGING)
+        await trio.sleep(script.step_s)
+        await self._status(task_id, pb.RUNNING)
+        for data in script.outputs:
+            await trio.sleep(script.step_s)
+            seq = self._output_seq[task_id] = self._output_seq.get(task_id, 0) + 1
+            await self._send_soft(pb.FrameworkEvent(output=pb.TaskOutput(
+                task_id=task_id, seq=seq, data=data)))
+        while script.hold and task_id not in self.killed:
+            await trio.sleep(script.step_s)
+        await trio.sleep(script.step_s)
+        if task_id in self.killed:
+            await self._status(task_id, pb.KILLED, pb.KILL_REQUESTED)
+        else:
+            await self._status(task_id, script.final, script.reason, script.message,
+                               script.exit_code)
+
+    async def _resender(self) -> None:
+        while True:
+            await trio.sleep(self.resend_unacked_after_s)
+            for status in list(self._unacked.values()):
+                await self._send_soft(pb.FrameworkEvent(update=status))
+
+
+@pytest.fixture
+async def fake_master(nursery: trio.Nursery) -> FakeMaster:
+    master = FakeMaster()
+    await nursery.start(master.serve)
+    return master

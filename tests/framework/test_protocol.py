@@ -1,0 +1,181 @@
+"""The framework's sans-IO core, driven by hand with a fake clock: no sockets."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from edgerm.framework import (
+    Backoff,
+    CallAnswered,
+    CallError,
+    ErrorEvent,
+    FailoverExpired,
+    FrameworkProtocol,
+    OffersEvent,
+    OutputEvent,
+    RescindEvent,
+    Subscribed,
+    UpdateEvent,
+    endpoint_url,
+)
+from edgerm.wire import decode, encode, pb
+
+
+def ev(**kw: object) -> bytes:
+    return encode(pb.FrameworkEvent(**kw))  # type: ignore[arg-type]
+
+
+def sent(frames: list[bytes]) -> list[pb.FrameworkCall]:
+    return [decode(pb.FrameworkCall, f) for f in frames]
+
+
+def subscribed_core(auto_ack: bool = True) -> FrameworkProtocol:
+    core = FrameworkProtocol("demo", "tok", failover_timeout_s=10, role="r", auto_ack=auto_ack)
+    first = decode(pb.FrameworkCall, core.connection_made(now=0.0))
+    events = core.receive_frame(ev(call_id=first.call_id, subscribed=pb.Subscribed(
+        framework_id="fw-7", heartbeat_interval_s=2.0, weight=1.0)), now=0.0)
+    assert events == [Subscribed("fw-7", 2.0, 1.0, failover=False)]
+    return core
+
+
+def test_subscribe_frame_carries_name_token_role_and_no_framework_id() -> None:
+    core = FrameworkProtocol("demo", "tok", failover_timeout_s=12.5, role="sensors")
+    call = decode(pb.FrameworkCall, core.connection_made(now=0.0))
+    assert call.WhichOneof("call") == "subscribe"
+    assert call.framework_id == "" and call.call_id == 1
+    assert (call.subscribe.name, call.subscribe.token, call.subscribe.role) == \
+        ("demo", "tok", "sensors")
+    assert call.subscribe.failover_timeout_s == 12.5
+
+
+def test_calls_need_a_subscription_and_carry_the_framework_id() -> None:
+    core = FrameworkProtocol("demo", "tok")
+    with pytest.raises(Exception, match="not subscribed"):
+        core.call(kill=pb.KillTask(task_id="t"))
+    core = subscribed_core()
+    call_id, frame = core.call(kill=pb.KillTask(task_id="t"))
+    call = decode(pb.FrameworkCall, frame)
+    assert call.framework_id == "fw-7" and call.call_id == call_id
+    assert call.kill.task_id == "t"
+
+
+def test_offers_are_tracked_until_used_declined_or_rescinded() -> None:
+    core = subscribed_core()
+    offers = [pb.Offer(offer_id=f"o{i}", agent_id=i) for i in (1, 2, 3)]
+    [event] = core.receive_frame(ev(offers=pb.Offers(offers=offers)), now=1.0)
+    assert isinstance(event, OffersEvent) and len(event.offers) == 3
+    assert set(core.offers) == {"o1", "o2", "o3"}
+    assert core.receive_frame(ev(rescind=pb.Rescind(offer_id="o1")), 1.0) == [RescindEvent("o1")]
+    core.decline(["o2"])
+    core.accept(["o3"], [])
+    assert core.offers == {}
+
+
+def test_updates_with_a_uuid_are_acknowledged_once_delivered_and_resends_hidden() -> None:
+    core = subscribed_core()
+    status = pb.TaskStatus(task_id="t1", state=pb.RUNNING, uuid=b"u1")
+    [event] = core.receive_frame(ev(update=status), now=1.0)
+    assert isinstance(event, UpdateEvent) and event.state == pb.RUNNING and not event.terminal
+    [ack] = sent(core.frames_to_send())
+    assert (ack.acknowledge.task_id, ack.acknowledge.uuid) == ("t1", b"u1")
+    assert core.tasks["t1"].state == pb.RUNNING
+    # The master did not get the ack and re-sends: acknowledge again, tell nobody.
+    assert core.receive_frame(ev(update=status), now=2.0) == []
+    assert [c.acknowledge.uuid for c in sent(core.frames_to_send())] == [b"u1"]
+    # A reconciliation answer has no uuid: delivered, never acknowledged.
+    recon = pb.TaskStatus(task_id="t1", state=pb.RUNNING, reason=pb.RECONCILIATION)
+    assert len(core.receive_frame(ev(update=recon), now=3.0)) == 1
+    assert core.frames_to_send() == []
+
+
+def test_without_auto_ack_nothing_is_acknowledged() -> None:
+    core = subscribed_core(auto_ack=False)
+    core.receive_frame(ev(update=pb.TaskStatus(task_id="t", state=pb.FINISHED, uuid=b"u")), 1.0)
+    assert core.frames_to_send() == []
+
+
+def test_output_repeats_are_dropped() -> None:
+    core = subscribed_core()
+    out = pb.TaskOutput(task_id="t", seq=1, data=b"21.5", topic="temp")
+    assert core.receive_frame(ev(output=out), 1.0) == [OutputEvent("t", 1, b"21.5", "temp")]
+    assert core.receive_frame(ev(output=out), 1.0) == []
+    out.seq = 2
+    assert len(core.receive_frame(ev(output=out), 1.0)) == 1
+
+
+def test_answers_to_awaited_calls_go_to_the_shell_others_to_the_user() -> None:
+    core = subscribed_core()
+    call_id, _ = core.accept(["o1"], [])
+    answer = pb.FrameworkEvent(call_id=call_id, accepted=pb.Accepted(task_ids=["t"]))
+    assert core.receive_frame(encode(answer), 1.0) == [CallAnswered(call_id, answer)]
+    kill_id, _ = core.call(kill=pb.KillTask(task_id="zz"))
+    refusal = ev(call_id=kill_id, error=pb.Error(code=pb.NOT_FOUND, message="no task zz"))
+    assert core.receive_frame(refusal, 1.0) == [ErrorEvent(pb.NOT_FOUND, "no task zz", kill_id)]
+
+
+def test_bad_frames_are_counted_and_change_nothing() -> None:
+    core = subscribed_core()
+    for junk in (b"", b"\xff", b"\xa1\x03\x63abc", b"\x00" * 10):
+        assert core.receive_frame(junk, 1.0) == []
+    assert core.bad_frames == 4
+    assert core.framework_id == "fw-7" and core.subscribed
+
+
+def test_ping_keeps_the_connection_alive() -> None:
+    core = subscribed_core()
+    assert core.liveness_deadline() == 6.0   # 3 intervals of 2 s after the last frame at 0
+    assert core.receive_frame(ev(ping=pb.Ping()), now=5.0) == []
+    assert core.liveness_deadline() == 11.0
+
+
+def test_failover_resubscribes_with_the_id_and_reconciles() -> None:
+    core = subscribed_core()
+    pending, _ = core.accept(["o1"], [])
+    assert core.connection_lost(now=3.0) == [pending]
+    assert core.failover_deadline() == 13.0
+    assert core.liveness_deadline() == math.inf
+    call = decode(pb.FrameworkCall, core.connection_made(now=4.0))
+    assert call.framework_id == "fw-7"
+    core.connection_lost(now=5.0)            # a failed attempt does not move the deadline
+    assert core.failover_deadline() == 13.0
+    call = decode(pb.FrameworkCall, core.connection_made(now=6.0))
+    events = core.receive_frame(ev(call_id=call.call_id, subscribed=pb.Subscribed(
+        framework_id="fw-7", heartbeat_interval_s=2.0)), now=6.0)
+    assert events == [Subscribed("fw-7", 2.0, 0.0, failover=True)]
+    [recon] = sent(core.frames_to_send())
+    assert recon.WhichOneof("call") == "reconcile" and list(recon.reconcile.task_ids) == []
+    assert core.failover_deadline() is None
+
+
+def test_refused_resubscription_means_the_framework_is_gone() -> None:
+    core = subscribed_core()
+    core.connection_lost(now=1.0)
+    call = decode(pb.FrameworkCall, core.connection_made(now=20.0))
+    with pytest.raises(FailoverExpired):
+        core.receive_frame(ev(call_id=call.call_id, error=pb.Error(code=pb.NOT_FOUND)), 20.0)
+
+
+def test_refused_first_subscription_raises_the_masters_error() -> None:
+    core = FrameworkProtocol("demo", "bad")
+    call = decode(pb.FrameworkCall, core.connection_made(now=0.0))
+    with pytest.raises(CallError, match="UNAUTHENTICATED: wrong token"):
+        core.receive_frame(ev(call_id=call.call_id, error=pb.Error(
+            code=pb.UNAUTHENTICATED, message="wrong token")), 0.0)
+
+
+def test_backoff_doubles_to_its_cap_with_bounded_jitter() -> None:
+    b = Backoff(first=0.1, cap=1.0, jitter=0.2, rng=random.Random(0))
+    delays = [b.next_delay() for _ in range(6)]
+    for got, base in zip(delays, [0.1, 0.2, 0.4, 0.8, 1.0, 1.0], strict=True):
+        assert base * 0.8 <= got <= base * 1.2
+    b.reset()
+    assert b.next_delay() <= 0.12
+
+
+def test_endpoint_urls() -> None:
+    assert endpoint_url("ws://h:5690", "/framework") == "ws://h:5690/framework"
+    assert endpoint_url("h:5690", "/state") == "ws://h:5690/state"
+    assert endpoint_url("ws://h:5690/framework", "/state") == "ws://h:5690/state"
