@@ -1,0 +1,507 @@
+"""The DRF allocator: fed agents, frameworks and resource events, it answers with offers.
+
+Like Mesos's hierarchical allocator with its DRF sorter, it only decides. The master core tells
+it what happened (`add_agent`, `allocate`, `recover`, `suppress`, `filter`, ...) and calls
+`offers(now)` for one allocation round; it never does I/O, never reads a clock and never sees a
+protobuf message, so it is benchmarked on its own (`bench/allocator.py`).
+
+Theory of operation
+-------------------
+Per agent it keeps ``total``, ``free`` and ``used[fid]`` (the `Res` each framework holds there:
+outstanding offers plus launched tasks). The invariant, checked by the stateful test::
+
+    free + sum(used.values()) == total          for every agent, always
+
+An allocation round hands every active agent's free resources, whole, to the eligible framework
+(active, not suppressed, not filtering that agent) with the lowest *weighted dominant share*
+(dominant share / weight; ties by framework id), then counts them as used by it. What a round
+returns stays allocated until the master `recover`s it (decline, expiry, rescind, the unused part
+of an accepted offer, terminal tasks). So nothing is ever offered to two frameworks at once.
+
+Why it is fast (100,000 agents x 100 frameworks in one round):
+
+* Agents with something free and active sit in `_offerable` (insertion-ordered, so rounds are
+  deterministic); a round touches only them, and a steady-state round touches few.
+* Frameworks sit in a binary heap keyed ``(weighted share, fid)``; each offer is one
+  `heapreplace`.
+* Shares are kept per framework as integer micro-unit amounts per resource *kind* (the keys of
+  `Res.quantities`, numbered on first sight), and each agent caches its free resources in that
+  form when they change (an event, not the round). Giving an agent to a framework adds a few
+  integers and raises the framework's share with the touched kinds only: amounts only grow
+  within a round. Integer micro-units make every add and subtract exact, so recovering what was
+  offered restores the previous share bit for bit.
+* Cluster totals count active agents only. When they change, or a framework's amounts shrink,
+  the affected shares are recomputed once, at the start of the next round.
+
+Refuse filters live on the agent (``filtered_by[fid] = until``); expired ones are dropped when
+met. `revive` clears all of a framework's filters.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import math
+from collections.abc import Iterable
+
+from edgerm.resources import Res, ResourceError
+
+__all__ = ["Allocator", "UnknownAgent", "UnknownFramework"]
+
+# Amounts are counted in integer millionths: the same quantum as `Res` scalars, so exact.
+_MICRO = 1_000_000
+
+_Vec = tuple[tuple[int, int], ...]  # ((kind index, micro-units), ...) of the non-zero kinds
+
+
+class UnknownFramework(KeyError):
+    """A framework id the allocator was never told about (or was told to remove)."""
+
+
+class UnknownAgent(KeyError):
+    """An agent id the allocator was never told about (or was told to remove)."""
+
+
+class _Agent:
+    __slots__ = ("aid", "total", "free", "used", "active", "free_vec", "total_vec",
+                 "filtered_by")
+
+    def __init__(self, aid: int, total: Res) -> None:
+        self.aid = aid
+        self.total = total
+        self.free = total
+        self.used: dict[str, Res] = {}
+        self.active = True
+        self.free_vec: _Vec = ()
+        self.total_vec: _Vec = ()
+        # fid -> time before which this agent is not offered to that framework
+        self.filtered_by: dict[str, float] = {}
+
+
+class _Framework:
+    __slots__ = ("fid", "role", "weight", "inv_weight", "active", "suppressed", "amounts",
+                 "share", "dirty", "filtering")
+
+    def __init__(self, fid: str, role: str, weight: float) -> None:
+        self.fid = fid
+        self.role = role
+        self.weight = weight
+        self.inv_weight = 1.0 / weight  # heap keys multiply: cheaper than dividing
+        self.active = True
+        self.suppressed = False
+        self.amounts: list[int] = []  # micro-units held, by kind index
+        self.share = 0.0  # dominant share over the active cluster total (unweighted)
+        self.dirty = False  # amounts shrank: share must be recomputed
+        self.filtering: set[int] = set()  # agents it has refuse filters on
+
+
+def _check_weight(weight: float) -> float:
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) \
+            or not math.isfinite(weight) or weight <= 0:
+        raise ValueError(f"weight must be a finite number > 0, got {weight!r}")
+    return float(weight)
+
+
+class Allocator:
+    """Dominant Resource Fairness over agents' free resources. Pure: time is an argument.
+
+    Args:
+        refuse_default_s: how long `decline` filters an agent when no refuse_seconds is given.
+
+    Error handling: unknown ids raise `UnknownFramework` / `UnknownAgent` (KeyErrors), duplicate
+    ids and bad weights `ValueError`, accounting that does not add up `ResourceError`; a call
+    that raises has changed nothing.
+    """
+
+    def __init__(self, refuse_default_s: float = 5.0) -> None:
+        self.refuse_default_s = refuse_default_s
+        self._frameworks: dict[str, _Framework] = {}
+        self._agents: dict[int, _Agent] = {}
+        # Active agents with non-empty free resources, in the order they became so.
+        self._offerable: dict[int, _Agent] = {}
+        self._kinds: dict[str, int] = {}
+        self._kind_names: list[str] = []
+        self._totals: list[int] = []  # micro-units over active agents, by kind index
+        self._inv: list[float] = []  # 1 / totals (0 where the total is 0)
+        self._totals_changed = False
+
+    # ------------------------------------------------------------------ frameworks
+
+    def add_framework(self, fid: str, role: str = "*", weight: float = 1.0) -> None:
+        """A subscribed framework: active, not suppressed, holding nothing."""
+        if fid in self._frameworks:
+            raise ValueError(f"framework {fid!r} already added")
+        fw = _Framework(fid, role, _check_weight(weight))
+        fw.amounts = [0] * len(self._kind_names)
+        self._frameworks[fid] = fw
+
+    def remove_framework(self, fid: str) -> None:
+        """Forget a framework; everything it held goes back to free."""
+        fw = self._fw(fid)
+        # A scan of all agents: rare, and it keeps the round from maintaining an index.
+        for ag in self._agents.values():
+            held = ag.used.pop(fid, None)
+            if held is not None:
+                self._set_free(ag, ag.free + held)
+        for aid in fw.filtering:
+            self._agents[aid].filtered_by.pop(fid, None)
+        del self._frameworks[fid]
+
+    def set_framework_active(self, fid: str, active: bool) -> None:
+        """Disconnected frameworks keep what they hold but get no offers."""
+        self._fw(fid).active = active
+
+    def update_weight(self, fid: str, weight: float) -> None:
+        fw = self._fw(fid)
+        fw.weight = _check_weight(weight)
+        fw.inv_weight = 1.0 / fw.weight
+
+    def suppress(self, fid: str) -> None:
+        """No more offers to this framework until `revive`."""
+        self._fw(fid).suppressed = True
+
+    def revive(self, fid: str) -> None:
+        """Offers again, and none of its refuse filters hold any more."""
+        fw = self._fw(fid)
+        fw.suppressed = False
+        for aid in fw.filtering:
+            self._agents[aid].filtered_by.pop(fid, None)
+        fw.filtering.clear()
+
+    def frameworks(self) -> list[str]:
+        return list(self._frameworks)
+
+    # ------------------------------------------------------------------ agents
+
+    def add_agent(self, aid: int, total: Res) -> None:
+        """A registered agent, active, everything free."""
+        if aid in self._agents:
+            raise ValueError(f"agent {aid} already added")
+        ag = _Agent(aid, total)
+        ag.total_vec = self._vec(total)
+        ag.free_vec = ag.total_vec
+        self._agents[aid] = ag
+        self._add_totals(ag.total_vec, 1)
+        if not total.is_empty():
+            self._offerable[aid] = ag
+
+    def update_agent_total(self, aid: int, total: Res) -> None:
+        """The agent's total changed. It must still hold everything frameworks hold there.
+
+        Raises `ResourceError` (changing nothing) otherwise: rescind the agent's outstanding
+        offers (`recover`) first; if its tasks alone exceed it, the agent is overcommitted.
+        """
+        ag = self._ag(aid)
+        held = _sum(ag.used.values())
+        if not total.contains(held):
+            raise ResourceError(f"agent {aid}: new total cannot hold what frameworks hold: "
+                                + "; ".join(total.missing(held)))
+        new_vec = self._vec(total)
+        if ag.active:
+            self._add_totals(ag.total_vec, -1)
+            self._add_totals(new_vec, 1)
+        ag.total = total
+        ag.total_vec = new_vec
+        self._set_free(ag, total - held)
+
+    def set_agent_active(self, aid: int, active: bool) -> None:
+        """Unreachable agents are not offered and leave the cluster total; holdings stay."""
+        ag = self._ag(aid)
+        if ag.active == active:
+            return
+        ag.active = active
+        self._add_totals(ag.total_vec, 1 if active else -1)
+        if active and not ag.free.is_empty():
+            self._offerable[aid] = ag
+        else:
+            self._offerable.pop(aid, None)
+
+    def remove_agent(self, aid: int) -> None:
+        """Forget an agent and everything anyone held on it."""
+        ag = self._ag(aid)
+        for fid, res in ag.used.items():
+            fw = self._frameworks[fid]
+            self._fw_add(fw, self._vec(res), -1)
+        for fid in ag.filtered_by:
+            self._frameworks[fid].filtering.discard(aid)
+        if ag.active:
+            self._add_totals(ag.total_vec, -1)
+        self._offerable.pop(aid, None)
+        del self._agents[aid]
+
+    def agents(self) -> list[int]:
+        return list(self._agents)
+
+    # ------------------------------------------------------------------ resource events
+
+    def allocate(self, fid: str, aid: int, res: Res) -> None:
+        """Mark `res` (free on `aid`) as held by `fid`: recovered tasks, or a direct launch."""
+        fw = self._fw(fid)
+        ag = self._ag(aid)
+        if res.is_empty():
+            return
+        if not ag.free.contains(res):
+            raise ResourceError(f"agent {aid}: cannot allocate to {fid!r}: "
+                                + "; ".join(ag.free.missing(res)))
+        self._set_free(ag, ag.free - res)
+        prev = ag.used.get(fid)
+        ag.used[fid] = res if prev is None else prev + res
+        self._fw_add(fw, self._vec(res), 1)
+
+    def recover(self, fid: str, aid: int, res: Res) -> bool:
+        """`res`, held by `fid` on `aid`, is free again (declined, expired, rescinded, unused,
+        or a terminal task's).
+
+        Returns False, changing nothing, when the agent or framework is already gone (its
+        holdings were released then). Raises `ResourceError` if `fid` does not hold `res` there.
+        """
+        fw = self._frameworks.get(fid)
+        ag = self._agents.get(aid)
+        if fw is None or ag is None:
+            return False
+        if res.is_empty():
+            return True
+        held = ag.used.get(fid, Res.EMPTY)
+        if not held.contains(res):
+            raise ResourceError(f"agent {aid}: {fid!r} does not hold that: "
+                                + "; ".join(held.missing(res)))
+        left = held - res
+        if left.is_empty():
+            del ag.used[fid]
+        else:
+            ag.used[fid] = left
+        self._set_free(ag, ag.free + res)
+        self._fw_add(fw, self._vec(res), -1)
+        return True
+
+    def filter(self, fid: str, aid: int, until: float) -> None:
+        """Do not offer `aid` to `fid` before `until` (a decline's refuse_seconds)."""
+        fw = self._fw(fid)
+        ag = self._ag(aid)
+        if until > ag.filtered_by.get(fid, -math.inf):
+            ag.filtered_by[fid] = until
+        fw.filtering.add(aid)
+
+    def decline(self, fid: str, aid: int, res: Res, now: float,
+                refuse_s: float | None = None) -> bool:
+        """`recover` plus a refuse filter of `refuse_s` (default `refuse_default_s`)."""
+        if not self.recover(fid, aid, res):
+            return False
+        secs = self.refuse_default_s if refuse_s is None else refuse_s
+        if secs > 0:
+            self.filter(fid, aid, now + secs)
+        return True
+
+    # ------------------------------------------------------------------ the round
+
+    def offers(self, now: float) -> list[tuple[str, int, Res]]:
+        """One allocation round: ``[(fid, aid, res), ...]``, each now held by that framework.
+
+        Each offerable agent's free resources go, whole, to the eligible framework with the
+        lowest weighted dominant share that does not filter it; shares grow as the round goes.
+        """
+        if not self._offerable:
+            return []
+        # The round allocates hundreds of thousands of small acyclic objects (tuples, heap
+        # keys): letting the cyclic GC scan the whole heap over and over meanwhile costs as much
+        # as the round itself. The round is synchronous, so pausing it is invisible to others.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._round(now)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _round(self, now: float) -> list[tuple[str, int, Res]]:
+        offerable = self._offerable
+        self._refresh_shares()
+        heap = [(fw.share * fw.inv_weight, fid, fw) for fid, fw in self._frameworks.items()
+                if fw.active and not fw.suppressed]
+        if not heap:
+            return []
+        heapq.heapify(heap)
+        eligible = len(heap)
+        inv = self._inv
+        out: list[tuple[str, int, Res]] = []
+        append = out.append
+        heapreplace = heapq.heapreplace
+        kept: dict[int, _Agent] = {}
+        empty = Res.EMPTY
+        for aid, ag in offerable.items():
+            fb = ag.filtered_by
+            stash = None
+            if fb:
+                if self._filtered_by_all(ag, now, eligible):
+                    kept[aid] = ag
+                    continue
+                # Set aside frameworks that filter this agent; one that does not is left.
+                while True:
+                    top = heap[0]
+                    until = fb.get(top[1])
+                    if until is None or until <= now:
+                        break
+                    if stash is None:
+                        stash = []
+                    stash.append(heapq.heappop(heap))
+            fw = heap[0][2]
+            fid = fw.fid
+            free = ag.free
+            used = ag.used
+            if used:
+                prev = used.get(fid)
+                used[fid] = free if prev is None else prev + free
+            else:
+                used[fid] = free
+            ag.free = empty
+            # ag.free_vec is left stale: it is only read while ag is offerable, and ag becomes
+            # offerable again only through _set_free, which recomputes it.
+            share = fw.share
+            amounts = fw.amounts
+            for k, v in ag.free_vec:
+                x = amounts[k] + v
+                amounts[k] = x
+                kind_share = x * inv[k]
+                if kind_share > share:
+                    share = kind_share
+            fw.share = share
+            heapreplace(heap, (share * fw.inv_weight, fid, fw))
+            if stash is not None:
+                for entry in stash:
+                    heapq.heappush(heap, entry)
+            append((fid, aid, free))
+        self._offerable = kept
+        return out
+
+    def _filtered_by_all(self, ag: _Agent, now: float, eligible: int) -> bool:
+        # Drops expired filters as a side effect; True if every eligible framework filters ag.
+        live = 0
+        expired = None
+        frameworks = self._frameworks
+        for fid, until in ag.filtered_by.items():
+            if until <= now:
+                if expired is None:
+                    expired = []
+                expired.append(fid)
+                continue
+            fw = frameworks[fid]
+            if fw.active and not fw.suppressed:
+                live += 1
+        if expired is not None:
+            for fid in expired:
+                del ag.filtered_by[fid]
+                frameworks[fid].filtering.discard(ag.aid)
+        return live >= eligible
+
+    # ------------------------------------------------------------------ queries
+
+    def free(self, aid: int) -> Res:
+        return self._ag(aid).free
+
+    def allocation(self, aid: int) -> dict[str, Res]:
+        """What each framework holds on `aid` (a copy)."""
+        return dict(self._ag(aid).used)
+
+    def allocated(self, fid: str, aid: int | None = None) -> Res:
+        """What `fid` holds, on `aid` or summed over all agents (ranges merged across agents,
+        so use `allocated_quantities` to count ports cluster-wide)."""
+        self._fw(fid)
+        if aid is not None:
+            return self._ag(aid).used.get(fid, Res.EMPTY)
+        return _sum(ag.used[fid] for ag in self._agents.values() if fid in ag.used)
+
+    def allocated_quantities(self, fid: str) -> dict[str, float]:
+        fw = self._fw(fid)
+        return {self._kind_names[k]: v / _MICRO for k, v in enumerate(fw.amounts) if v}
+
+    def dominant_share(self, fid: str) -> float:
+        """`fid`'s dominant share of the active cluster (unweighted)."""
+        fw = self._fw(fid)
+        self._refresh_shares()
+        return fw.share
+
+    def total(self) -> Res:
+        """Sum of the active agents' totals (O(agents); ranges and sets are unioned)."""
+        return _sum(ag.total for ag in self._agents.values() if ag.active)
+
+    def total_quantities(self) -> dict[str, float]:
+        """Cluster total of active agents as summable quantities (ports counted per agent)."""
+        return {self._kind_names[k]: v / _MICRO for k, v in enumerate(self._totals) if v}
+
+    # ------------------------------------------------------------------ internals
+
+    def _fw(self, fid: str) -> _Framework:
+        try:
+            return self._frameworks[fid]
+        except KeyError:
+            raise UnknownFramework(f"unknown framework {fid!r}") from None
+
+    def _ag(self, aid: int) -> _Agent:
+        try:
+            return self._agents[aid]
+        except KeyError:
+            raise UnknownAgent(f"unknown agent {aid!r}") from None
+
+    def _vec(self, res: Res) -> _Vec:
+        kinds = self._kinds
+        out = []
+        for name, amount in res.quantities().items():
+            k = kinds.get(name)
+            if k is None:
+                k = len(self._kind_names)
+                kinds[name] = k
+                self._kind_names.append(name)
+                self._totals.append(0)
+                self._inv.append(0.0)
+                for fw in self._frameworks.values():
+                    fw.amounts.append(0)
+            out.append((k, round(amount * _MICRO)))
+        return tuple(out)
+
+    def _set_free(self, ag: _Agent, free: Res) -> None:
+        ag.free = free
+        ag.free_vec = self._vec(free)
+        if ag.active and not free.is_empty():
+            self._offerable.setdefault(ag.aid, ag)
+        else:
+            self._offerable.pop(ag.aid, None)
+
+    def _add_totals(self, vec: _Vec, sign: int) -> None:
+        totals = self._totals
+        for k, v in vec:
+            totals[k] += sign * v
+        if vec:
+            self._totals_changed = True
+
+    def _fw_add(self, fw: _Framework, vec: _Vec, sign: int) -> None:
+        amounts = fw.amounts
+        inv = self._inv
+        for k, v in vec:
+            x = amounts[k] + sign * v
+            amounts[k] = x
+            if sign > 0 and not fw.dirty and not self._totals_changed:
+                s = x * inv[k]
+                if s > fw.share:
+                    fw.share = s
+        if sign < 0 and vec:
+            fw.dirty = True
+
+    def _refresh_shares(self) -> None:
+        if self._totals_changed:
+            self._inv = [1.0 / t if t > 0 else 0.0 for t in self._totals]
+            self._totals_changed = False
+            for fw in self._frameworks.values():
+                fw.dirty = True
+        inv = self._inv
+        for fw in self._frameworks.values():
+            if fw.dirty:
+                fw.share = max((a * i for a, i in zip(fw.amounts, inv, strict=True) if a),
+                               default=0.0)
+                fw.dirty = False
+
+
+def _sum(items: Iterable[Res]) -> Res:
+    out = Res.EMPTY
+    for r in items:
+        out = out + r
+    return out
