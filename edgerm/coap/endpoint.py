@@ -468,8 +468,7 @@ class CoapEndpoint:
 
         cache_key: Hashable = None
         if block2 is not None or observe is not None:
-            cache_key = (remote, method, tuple(path), tuple(query),
-                         payload if method == Code.FETCH else b"")
+            cache_key = (remote, method, spath, squery, payload if method == 5 else b"")
         if block2 is not None and block2.num > 0:
             rep = self._block2.get(cache_key, now)
             if rep is not None:

@@ -1,0 +1,292 @@
+"""Trio CoAP server and client over real loopback sockets (IPv4 and IPv6)."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from edgerm.coap import CoapConfig, Code, NotFound, Unauthorized, parse_links
+from edgerm.coap.codes import ACK, CON
+from edgerm.coap.message import decode_message_untrusted, encode_message
+from edgerm.coap.options import URI_PATH
+from edgerm.transport.coap import (
+    CoapRequestError,
+    CoapServer,
+    CoapTimeout,
+    Observation,
+    ObservationGone,
+    Request,
+    Response,
+    Site,
+    open_coap_client,
+    serve_coap,
+)
+
+BIG = bytes(range(256)) * 24  # 6 KiB
+
+
+def make_site(holder: list[Observation] | None = None) -> Site:
+    site = Site()
+
+    async def echo(req: Request) -> Response:
+        return Response(Code.CHANGED, req.payload, req.content_format)
+
+    async def info(req: Request) -> Response:
+        return Response(Code.CONTENT, repr((req.method, req.path, req.query,
+                                            req.content_format)).encode())
+
+    async def manifest(req: Request) -> Response:
+        if len(req.path) != 2 or len(req.path[1]) != 64:
+            raise NotFound("no such manifest")
+        return Response(Code.CONTENT, BIG)
+
+    async def commands(req: Request) -> Response:
+        if req.payload != b"secret":
+            raise Unauthorized("bad credentials")
+        if req.observation is not None and holder is not None:
+            holder.append(req.observation)
+        return Response(Code.CONTENT, b"registered", 60, observe=True)
+
+    async def slow(req: Request) -> Response:
+        await trio.sleep(float(req.payload or b"0.5"))
+        return Response(Code.CONTENT, b"slow done")
+
+    async def crash(req: Request) -> Response:
+        raise RuntimeError("handler bug")
+
+    site.add("a", echo, methods=[Code.POST], rt="edgerm.heartbeat", ct=60)
+    site.add("info", info)
+    site.add("m", manifest, methods=[Code.GET], prefix=True)
+    site.add("c", commands, methods=[Code.FETCH], observable=True)
+    site.add("slow", slow)
+    site.add("crash", crash)
+    return site
+
+
+async def test_requests_over_ipv4_and_ipv6(nursery: trio.Nursery) -> None:
+    server = CoapServer(make_site())
+    addr = await nursery.start(server.serve, "::", 0)
+    port = addr[1]
+    async with open_coap_client() as client:
+        for host in ("127.0.0.1", "::1"):
+            r = await client.post((host, port), "a", b"\xa1\x01\x02", content_format=60,
+                                  token_length=1)
+            assert (r.code, r.payload, r.content_format) == (Code.CHANGED, b"\xa1\x01\x02", 60)
+        r = await client.get(("127.0.0.1", port), "info", query=["x=1", "y"])
+        assert r.payload == repr((1, ("info",), ("x=1", "y"), None)).encode()
+        r = await client.get(("127.0.0.1", port), "nope")
+        assert r.code == Code.NOT_FOUND
+        r = await client.request(("127.0.0.1", port), Code.DELETE, "a")
+        assert r.code == Code.METHOD_NOT_ALLOWED
+        r = await client.fetch(("127.0.0.1", port), "c", b"wrong")
+        assert (r.code, r.payload) == (Code.UNAUTHORIZED, b"bad credentials")
+        r = await client.get(("127.0.0.1", port), "crash")
+        assert r.code == Code.INTERNAL_SERVER_ERROR
+        r = await client.get(("localhost", port), ".well-known/core")
+        links = {link.target: link.attrs for link in parse_links(r.payload.decode())}
+        assert links["/a"] == {"rt": "edgerm.heartbeat", "ct": 60}
+        assert links["/c"] == {"obs": True}
+    assert server.shell_stats.handler_errors == 1
+
+
+async def test_serve_coap_reports_bound_address(nursery: trio.Nursery) -> None:
+    addr = await nursery.start(serve_coap, make_site(), "127.0.0.1", 0)
+    assert addr[0] == "127.0.0.1" and addr[1] > 0
+    async with open_coap_client() as client:
+        assert (await client.post(addr, "a", b"x")).payload == b"x"
+
+
+async def test_block2_download_with_64_byte_blocks(nursery: trio.Nursery) -> None:
+    server = CoapServer(make_site())
+    addr = await nursery.start(server.serve, "127.0.0.1", 0)
+    async with open_coap_client() as client:
+        r = await client.get(addr, "m/" + "ab" * 32, block_size=64)
+        assert r.payload == BIG
+        assert server.endpoint.stats.received == len(BIG) // 64
+        r = await client.get(addr, "m/short")
+        assert r.code == Code.NOT_FOUND
+
+
+async def test_block1_upload(nursery: trio.Nursery) -> None:
+    addr = await nursery.start(serve_coap, make_site(), "127.0.0.1", 0)
+    async with open_coap_client() as client:
+        r = await client.post(addr, "a", BIG, block_size=256)
+        assert r.payload == BIG  # uploaded in 24 blocks, echoed back block-wise
+
+
+async def test_slow_handler_does_not_block_others(nursery: trio.Nursery) -> None:
+    addr = await nursery.start(serve_coap, make_site(), "127.0.0.1", 0)
+    async with open_coap_client() as client:
+        done: list[str] = []
+
+        async def slow() -> None:
+            r = await client.request(addr, Code.GET, "slow")
+            done.append(r.payload.decode())
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(slow)
+            await trio.sleep(0.05)
+            with trio.fail_after(0.3):
+                for _ in range(20):
+                    assert (await client.post(addr, "a", b"quick")).payload == b"quick"
+            assert done == []
+        assert done == ["slow done"]
+
+
+async def test_observe_push_later_and_gone_detection(nursery: trio.Nursery) -> None:
+    holder: list[Observation] = []
+    server = CoapServer(make_site(holder))
+    addr = await nursery.start(server.serve, "::", 0)
+    async with open_coap_client() as client:
+        async with client.observe(("::1", addr[1]), "c", b"secret", method=Code.FETCH,
+                                  token_length=2) as obs:
+            first = await obs.__anext__()
+            assert (first.payload, first.content_format) == (b"registered", 60)
+            (observation,) = holder
+            for i in range(3):
+                await observation.notify(b"cmd%d" % i, content_format=60)
+            await observation.notify(BIG)  # large: completed block-wise by the client
+            got = [(await obs.__anext__()).payload for _ in range(4)]
+            assert got == [b"cmd0", b"cmd1", b"cmd2", BIG]
+        # Leaving the block deregistered explicitly.
+        with trio.fail_after(2):
+            assert await observation.wait_gone() == "deregistered"
+        with pytest.raises(ObservationGone):
+            await observation.notify(b"late")
+    assert server.observer_count == 0
+
+
+async def test_vanished_observer_detected_by_con_timeout(autojump_clock: trio.abc.Clock,
+                                                         nursery: trio.Nursery) -> None:
+    holder: list[Observation] = []
+    server = CoapServer(make_site(holder))
+    addr = await nursery.start(server.serve, "127.0.0.1", 0)
+    # A raw socket registers and then goes silent (no ACKs, no RST).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+        raw.bind(("127.0.0.1", 0))
+        raw.setblocking(False)
+        raw.sendto(encode_message(CON, Code.FETCH, 1, b"t", [(6, b""), (URI_PATH, b"c")],
+                                  b"secret"), addr)
+        await trio.lowlevel.wait_readable(raw)
+        first = decode_message_untrusted(raw.recv(2048))
+        assert first.mtype == ACK and first.code == Code.CONTENT and first.opt(6) is not None
+        (observation,) = holder
+        await observation.notify(b"are you there?")
+        start = trio.current_time()
+        assert await observation.wait_gone() == "timeout"
+        elapsed = trio.current_time() - start
+        assert 62 <= elapsed <= 93  # 31 x ACK_TIMEOUT x U(1, 1.5): MAX_TRANSMIT_WAIT at most
+        copies = 0
+        while True:
+            try:
+                raw.recv(2048)
+                copies += 1
+            except BlockingIOError:
+                break
+        assert copies == 5  # the notification and its 4 retransmissions
+
+
+async def test_client_timeout_on_silent_server(autojump_clock: trio.abc.Clock) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        async with open_coap_client(rng=random.Random(3)) as client:
+            start = trio.current_time()
+            with pytest.raises(CoapTimeout):
+                await client.post(silent.getsockname(), "a", b"x")
+            assert 62 <= trio.current_time() - start <= 93
+            with pytest.raises(CoapTimeout):
+                await client.post(silent.getsockname(), "a", b"x", timeout=1.0)
+            assert client.endpoint.outstanding_requests == 0
+
+
+async def test_rst_fails_request() -> None:
+    # A server that answers everything with RST.
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+
+        async def resetter() -> None:
+            while True:
+                data, addr = await sock.recvfrom(2048)
+                await sock.sendto(bytes((0x70, 0, data[2], data[3])), addr)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(resetter)
+            async with open_coap_client() as client:
+                with pytest.raises(CoapRequestError, match="reset"):
+                    await client.get(sock.getsockname(), "x")
+            nursery.cancel_scope.cancel()
+
+
+async def test_handler_timeout_and_overload(nursery: trio.Nursery) -> None:
+    cfg = CoapConfig(handler_timeout=0.2, handler_workers=2, max_pending_requests=2)
+    server = CoapServer(make_site(), config=cfg)
+    addr = await nursery.start(server.serve, "127.0.0.1", 0)
+    async with open_coap_client() as client:
+        results: list[int] = []
+
+        async def one() -> None:
+            results.append((await client.request(addr, Code.GET, "slow", b"5")).code)
+
+        async with trio.open_nursery() as inner:
+            for _ in range(6):
+                inner.start_soon(one)
+        # 2 running + 2 queued time out (5.03 from the watchdog); 2 refused at once (5.03).
+        assert results == [Code.SERVICE_UNAVAILABLE] * 6
+        assert server.shell_stats.overloaded == 2
+        assert server.shell_stats.handler_timeouts == 4
+        # And the server still serves.
+        assert (await client.post(addr, "a", b"ok")).payload == b"ok"
+
+
+async def test_hostile_datagrams_over_a_real_socket(nursery: trio.Nursery) -> None:
+    server = CoapServer(make_site())
+    addr = await nursery.start(server.serve, "127.0.0.1", 0)
+    rng = random.Random(7)
+    seeds = [encode_message(CON, Code.POST, 1, b"\x01", [(URI_PATH, b"a")], b"hello"),
+             encode_message(CON, Code.GET, 2, b"ab", [(URI_PATH, b"m"), (23, b"\x12")])]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        raw.setblocking(False)
+        for i in range(5000):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 3)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            if rng.random() < 0.2:
+                data = bytearray(rng.randbytes(rng.randrange(60)))
+            try:
+                raw.sendto(bytes(data), addr)
+            except BlockingIOError:
+                pass
+            if i % 200 == 0:
+                await trio.sleep(0)
+                try:
+                    while raw.recv(4096):
+                        pass
+                except BlockingIOError:
+                    pass
+    await trio.sleep(0.1)
+    assert server.endpoint.stats.received >= 4000
+    async with open_coap_client() as client:
+        with trio.fail_after(5):
+            assert (await client.post(addr, "a", b"still here")).payload == b"still here"
+
+
+async def test_clean_shutdown_leaks_nothing() -> None:
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = fds()
+    tasks_before = trio.lowlevel.current_statistics().tasks_living
+    async with trio.open_nursery() as nursery:
+        addr = await nursery.start(serve_coap, make_site(), "::", 0)
+        async with open_coap_client() as client:
+            await client.post(("127.0.0.1", addr[1]), "a", b"x")
+            await client.post(("::1", addr[1]), "a", b"x")
+        nursery.cancel_scope.cancel()
+    assert fds() == before
+    assert trio.lowlevel.current_statistics().tasks_living == tasks_before
