@@ -1,0 +1,1494 @@
+"""The master as a plain object: decoded calls and the clock in; replies, pushed messages, timers
+and durable records out. No sockets, no sleeping, no clock reads (sans-IO, like h11).
+
+Inputs (the shell calls these; `now` is seconds since the epoch):
+  `agent_call(data, now, transport)` -> `AgentResult` (the reply to send back),
+  `agent_channel(agent_id, open)` (an Observe on `c` or an agent WebSocket opened/closed),
+  `framework_call(conn, data, now)`, `framework_disconnected(conn, now)`,
+  `cluster_state(data, now)`, `handle_timer(now)`, `recover(snapshot, now)`.
+Outputs (the shell pulls these):
+  `take_records()` -> records to commit in one transaction;
+  `take_outbox()` -> `ToFramework` / `ToAgent` / `CloseFramework` to send *after* that commit;
+  `get_timer()` -> the next deadline at which to call `handle_timer`.
+
+Persist, then act: every state change emits its record into the same ordered batch as the
+messages that tell anyone about it. The shell commits everything `take_records()` returned before
+it sends anything `take_outbox()` returned after it, and answers a call only once every record
+emitted before the answer is durable. So nothing a framework or an agent was told can be lost by
+a crash; what was not yet told may be lost and is recomputed from what is durable.
+
+In-between states are explicit (Mesos's `Slaves` sets): an agent recovered from the store is
+`synced=False` until it re-registers (the master lost its seq baseline, so it trusts no call but a
+signed Register); a framework being torn down is `removing` until its last task is terminal.
+
+Memory: one `Agent` (slots, small ints, the encoded registration) per agent; tasks, commands and
+offers exist only while they do. No per-agent protobuf message is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from edgerm.resources import Res, ResourceError
+from edgerm.wire import PROTOCOL_VERSION, DecodeError, Limits, decode, encode, pb, sign, verify
+from edgerm_master import records as rec
+from edgerm_master.allocator import Allocator
+from edgerm_master.defaults import MasterConfig
+from edgerm_master.store import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHABLE, Snapshot
+from edgerm_master.task_states import (
+    ACTIVE,
+    TERMINAL,
+    IllegalTransition,
+    check_transition,
+    state_name,
+)
+from edgerm_master.validation import (
+    CallError,
+    check_refuse_seconds,
+    check_task_info,
+    check_text,
+    executor_of,
+    module_of,
+    tokens_match,
+)
+
+__all__ = [
+    "Master", "AgentResult", "ModuleRead", "ToFramework", "ToAgent", "CloseFramework",
+    "Agent", "Task", "Framework", "Offer", "VERSION",
+]
+
+VERSION = "edgerm-master 0.1.0"
+
+E = pb.ErrorCode
+TS = pb.TaskState
+R = pb.Reason
+
+ACTIVE_STATE, UNREACHABLE_STATE, LOST_STATE = AGENT_ACTIVE, AGENT_UNREACHABLE, AGENT_LOST
+_AGENT_STATE_NAMES = {AGENT_ACTIVE: "active", AGENT_UNREACHABLE: "unreachable", AGENT_LOST: "lost"}
+
+# What an agent may report in a StatusUpdate; the rest are the master's to decide.
+AGENT_REPORTABLE = frozenset({TS.STARTING, TS.RUNNING, TS.FINISHED, TS.FAILED, TS.KILLED,
+                              TS.ERROR})
+
+# Timer kinds in the heap (deadline, tie, kind, key).
+_T_AGENT_CHECK = 1
+_T_AGENT_LOST = 2
+_T_OFFER = 3
+_T_FAILOVER = 4
+_T_RETRY = 5
+_T_MODULE = 6
+
+# A reply's framing around its commands (seq, mac, update_ack and the array head); the rest of
+# the agent's max_payload is the commands' budget.
+_REPLY_OVERHEAD = 32
+# The smallest allocation gap: a burst of events triggers one round, not one per event.
+_ALLOC_MIN_GAP_S = 0.02
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass(slots=True)
+class ToFramework:
+    """Send `event` on framework connection `conn` (after the commit)."""
+    conn: int
+    event: pb.FrameworkEvent
+
+
+@dataclass(slots=True)
+class CloseFramework:
+    """Close framework connection `conn` (after sending what precedes this)."""
+    conn: int
+    reason: str
+
+
+@dataclass(slots=True)
+class ToAgent:
+    """Push this signed `AgentReply` (seq 0) on the agent's Observe or WebSocket."""
+    agent_id: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class ModuleRead:
+    """The shell reads `length` bytes at `offset` of a module and answers with a ModuleChunk."""
+    sha256: bytes
+    offset: int
+    length: int
+    total: int
+    seq: int
+
+
+@dataclass(slots=True)
+class AgentResult:
+    """The answer to one AgentCall."""
+    data: bytes               # encoded AgentReply; signed when the caller authenticated
+    error: int = 0            # a pb.ErrorCode; 0 when the call succeeded
+    agent_id: int = 0         # the authenticated agent, 0 if none
+    module: ModuleRead | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# State
+
+
+class Agent:
+    __slots__ = (
+        "agent_id", "secret", "info", "name", "total", "executors", "max_payload", "state",
+        "synced", "seq", "last_seen", "unreachable_since", "update_ack", "command_ack",
+        "next_command", "next_task", "commands", "tasks", "pushable", "transport", "rereg_cid",
+    )
+
+    def __init__(self, agent_id: int, secret: bytes, info: bytes, reg: pb.Register,
+                 total: Res) -> None:
+        self.agent_id = agent_id
+        self.secret = secret
+        self.info = info                      # encoded pb.Register (no token, no tasks)
+        self.name = reg.name
+        self.total = total
+        self.executors = _executor_mask(reg.executors)
+        self.max_payload = reg.max_payload or 0
+        self.state = ACTIVE_STATE
+        self.synced = True
+        self.seq = 0
+        self.last_seen = 0.0
+        self.unreachable_since = 0.0
+        self.update_ack = 0
+        self.command_ack = 0
+        self.next_command = 1
+        self.next_task = 1
+        self.commands: dict[int, pb.Command] | None = None   # unacknowledged, by id
+        self.tasks: dict[int, Task] | None = None            # non-terminal, by number
+        self.pushable = False
+        self.transport = ""
+        self.rereg_cid = 0
+
+
+class Task:
+    __slots__ = (
+        "framework_id", "task_id", "agent_id", "number", "spec", "res", "state", "prev_state",
+        "reason", "message", "exit_code", "launch_cid", "updates", "outputs", "output_seq",
+        "outputs_dropped", "module",
+    )
+
+    def __init__(self, framework_id: str, task_id: str, agent_id: int, number: int, spec: bytes,
+                 res: Res, state: int) -> None:
+        self.framework_id = framework_id
+        self.task_id = task_id
+        self.agent_id = agent_id
+        self.number = number
+        self.spec = spec                      # encoded pb.TaskSpec
+        self.res = res
+        self.state = state
+        self.prev_state = 0
+        self.reason = 0
+        self.message = ""
+        self.exit_code = 0
+        self.launch_cid = 0
+        self.updates: deque[pb.TaskStatus] | None = None  # unacknowledged, oldest first
+        self.outputs: deque[pb.TaskOutput] | None = None  # undelivered
+        self.output_seq = 0
+        self.outputs_dropped = 0
+        self.module: bytes | None = None
+
+
+class Framework:
+    __slots__ = (
+        "framework_id", "name", "role", "weight", "failover_s", "conn", "disconnected_at",
+        "removing", "tasks", "completed", "offers", "pending", "retry_at", "suppressed",
+    )
+
+    def __init__(self, framework_id: str, name: str, role: str, weight: float,
+                 failover_s: float) -> None:
+        self.framework_id = framework_id
+        self.name = name
+        self.role = role
+        self.weight = weight
+        self.failover_s = failover_s
+        self.conn: int | None = None
+        self.disconnected_at = 0.0
+        self.removing = False
+        self.tasks: dict[str, Task] = {}        # every task not yet forgotten
+        self.completed: dict[str, Task] = {}    # terminal and acknowledged, the newest kept
+        self.offers: set[str] = set()
+        self.pending: set[str] = set()          # task ids with unacknowledged updates
+        self.retry_at = 0.0
+        self.suppressed = False
+
+
+class Offer:
+    __slots__ = ("offer_id", "framework_id", "agent_id", "res", "expires")
+
+    def __init__(self, offer_id: str, framework_id: str, agent_id: int, res: Res,
+                 expires: float) -> None:
+        self.offer_id = offer_id
+        self.framework_id = framework_id
+        self.agent_id = agent_id
+        self.res = res
+        self.expires = expires
+
+
+class ModuleInfo:
+    __slots__ = ("size", "fmt", "name", "refs", "idle_since")
+
+    def __init__(self, size: int, fmt: int, name: str, idle_since: float) -> None:
+        self.size = size
+        self.fmt = fmt
+        self.name = name
+        self.refs = 0
+        self.idle_since = idle_since
+
+
+def _executor_mask(executors: Iterable[int]) -> int:
+    mask = 0
+    for e in executors:
+        if 0 < e < 32:
+            mask |= 1 << e
+    return mask
+
+
+def _error_reply(code: int, text: str, seq: int = 0) -> pb.AgentReply:
+    return pb.AgentReply(seq=seq, error=pb.Error(code=code, message=text))  # type: ignore[arg-type]
+
+
+_BAD_AGENT = ("unknown agent, bad mac or stale seq; an agent the master does not know registers "
+              "afresh with the agent token")
+
+
+# --------------------------------------------------------------------------------------------
+# The core
+
+
+class Master:
+    """The EdgeRM master's state machine. See the module docstring for the I/O contract.
+
+    Args:
+        config: settings (`MasterConfig`).
+        random_bytes: the source of secrets and ids (`os.urandom`; tests pass a seeded one).
+    """
+
+    def __init__(self, config: MasterConfig | None = None,
+                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+        self.config = cfg = config or MasterConfig()
+        self.random_bytes = random_bytes
+        self.allocator = Allocator(refuse_default_s=cfg.refuse_default_s)
+        self.agents: dict[int, Agent] = {}
+        self.frameworks: dict[str, Framework] = {}
+        self.conns: dict[int, str] = {}
+        self.offers: dict[str, Offer] = {}
+        self.offers_by_agent: dict[int, set[str]] = {}
+        self.modules: dict[bytes, ModuleInfo] = {}
+        self.module_sizes: dict[bytes, int] = {}
+        self.modules_total = 0
+        self.epoch = 1
+        self.next_agent_id = 1
+        self._offer_seq = 0
+        self._timers: list[tuple[float, int, int, Any]] = []
+        self._tie = 0
+        self._records: list[rec.Record] = []
+        self._outbox: list[ToFramework | ToAgent | CloseFramework] = []
+        self._push: set[int] = set()
+        self._alloc_due = 0.0
+        self._last_alloc = -math.inf
+        self.records_emitted = 0
+        self.stats: dict[str, int] = {
+            "agent_calls": 0, "agent_errors": 0, "framework_calls": 0, "framework_errors": 0,
+            "updates_ignored": 0, "outputs_dropped": 0, "offers_made": 0, "tasks_launched": 0,
+        }
+        self._agent_limits = Limits(max_input=cfg.agent_message_max,
+                                    max_bytes=cfg.agent_message_max,
+                                    max_string=cfg.agent_message_max)
+        self._framework_limits = Limits(
+            max_input=cfg.framework_message_max,
+            max_bytes=cfg.module_max_bytes + 1,
+            max_string=64 * 1024,
+            max_items=max(4096, cfg.max_tasks_per_accept))
+
+    # ----------------------------------------------------------------------------- outputs
+
+    def take_records(self) -> list[rec.Record]:
+        out, self._records = self._records, []
+        return out
+
+    def take_outbox(self) -> list[ToFramework | ToAgent | CloseFramework]:
+        for aid in sorted(self._push):
+            agent = self.agents.get(aid)
+            if agent is None or not agent.pushable or not agent.commands:
+                continue
+            reply = pb.AgentReply(seq=0, update_ack=agent.update_ack)
+            self._fill_commands(agent, reply)
+            self._outbox.append(ToAgent(aid, sign(reply, agent.secret)))
+        self._push.clear()
+        out, self._outbox = self._outbox, []
+        return out
+
+    def get_timer(self) -> float:
+        """The next time `handle_timer` has work (never later than the next allocation)."""
+        due = self._alloc_due
+        if self._timers and self._timers[0][0] < due:
+            due = self._timers[0][0]
+        return due
+
+    def _record(self, r: rec.Record) -> None:
+        self._records.append(r)
+        self.records_emitted += 1
+
+    def _send(self, fw: Framework, event: pb.FrameworkEvent) -> None:
+        if fw.conn is not None:
+            self._outbox.append(ToFramework(fw.conn, event))
+
+    def _timer(self, deadline: float, kind: int, key: Any) -> None:
+        self._tie += 1
+        heapq.heappush(self._timers, (deadline, self._tie, kind, key))
+
+    def _alloc_soon(self, now: float) -> None:
+        due = max(now, self._last_alloc + _ALLOC_MIN_GAP_S)
+        if due < self._alloc_due:
+            self._alloc_due = due
+
+    # ----------------------------------------------------------------------------- recovery
+
+    def recover(self, snap: Snapshot, now: float) -> None:
+        """Rebuild the state from the store. Agents are unsynced until they re-register,
+        frameworks disconnected until they re-subscribe (their failover clocks start now)."""
+        cfg = self.config
+        self.epoch = snap.epoch
+        self.next_agent_id = max(self.next_agent_id, snap.next_agent_id)
+        for m in snap.modules:
+            self.modules[m.sha256] = ModuleInfo(m.size, m.fmt, m.name, now)
+            self.module_sizes[m.sha256] = m.size
+            self.modules_total += m.size
+        for f in snap.frameworks:
+            fw = Framework(f.framework_id, f.name, f.role, self._weight(f.role), f.failover_s)
+            fw.disconnected_at = now
+            fw.removing = f.removing
+            self.frameworks[fw.framework_id] = fw
+            self.allocator.add_framework(fw.framework_id, fw.role, fw.weight)
+            self.allocator.set_framework_active(fw.framework_id, False)
+            self._timer(now + fw.failover_s, _T_FAILOVER, fw.framework_id)
+        for a in snap.agents:
+            reg = decode(pb.Register, a.info)
+            agent = Agent(a.agent_id, a.secret, a.info, reg, Res.from_pb(reg.resources))
+            agent.state = a.state
+            agent.synced = False
+            agent.last_seen = now
+            agent.unreachable_since = a.unreachable_since
+            agent.update_ack = a.update_ack
+            agent.command_ack = a.command_ack
+            agent.next_command = a.next_command
+            agent.next_task = a.next_task
+            self.agents[agent.agent_id] = agent
+            self.next_agent_id = max(self.next_agent_id, agent.agent_id + 1)
+            if agent.state != LOST_STATE:
+                self.allocator.add_agent(agent.agent_id, agent.total)
+                self.allocator.set_agent_active(agent.agent_id, False)
+            if agent.state == ACTIVE_STATE:
+                self._timer(now + cfg.unreachable_after_s, _T_AGENT_CHECK, agent.agent_id)
+            elif agent.state == UNREACHABLE_STATE:
+                self._timer(agent.unreachable_since + cfg.lost_after_s, _T_AGENT_LOST,
+                            agent.agent_id)
+        for aid, cid, body in snap.commands:
+            holder = self.agents.get(aid)
+            if holder is None:
+                continue
+            if holder.commands is None:
+                holder.commands = {}
+            cmd = decode(pb.Command, body)
+            holder.commands[cid] = cmd
+            if cmd.WhichOneof("command") == "reregister":
+                holder.rereg_cid = cid
+        for t in snap.tasks:
+            owner = self.frameworks.get(t.framework_id)
+            host = self.agents.get(t.agent_id)
+            if owner is None or host is None:
+                continue
+            fw, agent = owner, host
+            res = Res.from_pb(decode(pb.Resources, t.resources))
+            task = Task(t.framework_id, t.task_id, t.agent_id, t.number, t.spec, res, t.state)
+            task.prev_state = t.prev_state
+            task.reason = t.reason
+            task.message = t.message
+            task.exit_code = t.exit_code
+            fw.tasks[task.task_id] = task
+            if t.state in TERMINAL:
+                continue
+            if agent.tasks is None:
+                agent.tasks = {}
+            agent.tasks[task.number] = task
+            mod = module_of(decode(pb.TaskSpec, t.spec))
+            if mod is not None and mod[0] in self.modules:
+                task.module = mod[0]
+                self.modules[mod[0]].refs += 1
+            if agent.state != LOST_STATE:
+                self.allocator.allocate(fw.framework_id, agent.agent_id, res)
+            for cid, cmd in (agent.commands or {}).items():
+                if cmd.WhichOneof("command") == "launch" and cmd.launch.task == task.number:
+                    task.launch_cid = cid
+        for u in snap.updates:
+            owner = self.frameworks.get(u.framework_id)
+            known = owner.tasks.get(u.task_id) if owner else None
+            if owner is None or known is None:
+                continue
+            if known.updates is None:
+                known.updates = deque()
+            known.updates.append(decode(pb.TaskStatus, u.body))
+            owner.pending.add(known.task_id)
+        for fw in list(self.frameworks.values()):
+            for task in list(fw.tasks.values()):
+                if task.state in TERMINAL and not task.updates:
+                    self._forget_task(fw, task)
+            if fw.removing:
+                self._finish_removal(fw)
+        for sha, info in self.modules.items():
+            if info.refs == 0:
+                self._timer(now + cfg.module_grace_s, _T_MODULE, sha)
+        self._alloc_due = now
+
+    # ----------------------------------------------------------------------------- timers
+
+    def handle_timer(self, now: float) -> None:
+        cfg = self.config
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, key = heapq.heappop(timers)
+            if kind == _T_AGENT_CHECK:
+                agent = self.agents.get(key)
+                if agent is None or agent.state != ACTIVE_STATE:
+                    continue
+                deadline = agent.last_seen + cfg.unreachable_after_s
+                if now >= deadline:
+                    self._mark_unreachable(agent, now)
+                else:
+                    self._timer(deadline, _T_AGENT_CHECK, key)
+            elif kind == _T_AGENT_LOST:
+                agent = self.agents.get(key)
+                if (agent is not None and agent.state == UNREACHABLE_STATE
+                        and now >= agent.unreachable_since + cfg.lost_after_s):
+                    self._mark_lost(agent, now)
+            elif kind == _T_OFFER:
+                offer = self.offers.get(key)
+                if offer is not None and now >= offer.expires:
+                    self._remove_offer(offer, rescind=True)
+            elif kind == _T_FAILOVER:
+                fw = self.frameworks.get(key)
+                if (fw is not None and fw.conn is None and not fw.removing
+                        and now >= fw.disconnected_at + fw.failover_s):
+                    self._remove_framework(fw, now)
+            elif kind == _T_RETRY:
+                fw = self.frameworks.get(key)
+                if fw is None:
+                    continue
+                fw.retry_at = 0.0
+                if fw.conn is not None:
+                    for tid in sorted(fw.pending):
+                        task = fw.tasks.get(tid)
+                        if task is not None and task.updates:
+                            self._send(fw, pb.FrameworkEvent(update=task.updates[0]))
+                if fw.pending:
+                    self._arm_retry(fw, now)
+            elif kind == _T_MODULE:
+                m = self.modules.get(key)
+                if m is not None and m.refs == 0 and now >= m.idle_since + cfg.module_grace_s:
+                    self._record(rec.RemoveModule(key))
+                    del self.modules[key]
+                    del self.module_sizes[key]
+                    self.modules_total -= m.size
+        if now >= self._alloc_due:
+            self._last_alloc = now
+            self._allocate(now)
+            self._alloc_due = now + cfg.allocation_interval_s
+
+    # ----------------------------------------------------------------------------- agents
+
+    def agent_call(self, data: bytes, now: float, transport: str = "coap") -> AgentResult:
+        """One AgentCall from the network (untrusted bytes) -> the reply to send back."""
+        self.stats["agent_calls"] += 1
+        if len(data) > self.config.agent_message_max:
+            return self._agent_error(E.TOO_LARGE, f"AgentCall of {len(data)} bytes is over the "
+                                     f"limit of {self.config.agent_message_max}")
+        try:
+            call = decode(pb.AgentCall, data, self._agent_limits)
+        except DecodeError as e:
+            return self._agent_error(E.BAD_REQUEST, f"bad AgentCall: {e}")
+        kind = call.WhichOneof("call")
+        if call.agent_id == 0:
+            if kind != "register":
+                return self._agent_error(
+                    E.UNAUTHENTICATED, "an AgentCall without agent_id must be a Register with "
+                    "the agent token")
+            try:
+                return self._first_registration(call.register, call.seq, now, transport)
+            except CallError as e:
+                return self._agent_error(e.code, e.text)
+        agent = self.agents.get(call.agent_id)
+        if agent is None or not verify(call, agent.secret):
+            return self._agent_error(E.UNAUTHENTICATED, _BAD_AGENT)
+        try:
+            if kind == "register":
+                return self._reregister(agent, call.register, call.seq, now, transport)
+            if kind is None:
+                raise CallError(E.BAD_REQUEST, "AgentCall carries no call (register, heartbeat, "
+                                "status, publish or module)")
+            if not agent.synced or agent.state == LOST_STATE:
+                # The master restarted (no seq baseline) or gave the agent up: only a signed
+                # Register is trusted now. Nothing else of this call is applied.
+                self._ask_reregister(agent)
+                return self._reply(agent, call.seq)
+            if call.seq <= agent.seq:
+                return self._agent_error(E.UNAUTHENTICATED, _BAD_AGENT, agent, call.seq)
+            if kind == "heartbeat":
+                self._heartbeat_check(agent, call.heartbeat)
+            agent.seq = call.seq
+            self._seen(agent, now, transport)
+            if kind == "heartbeat":
+                self._heartbeat(agent, call.heartbeat, now)
+            elif kind == "status":
+                self._status(agent, call.status, now)
+            elif kind == "publish":
+                self._publish(agent, call.publish, now)
+            elif kind == "module":
+                return self._module_request(agent, call.module, call.seq)
+            return self._reply(agent, call.seq)
+        except CallError as e:
+            return self._agent_error(e.code, e.text, agent, call.seq)
+
+    def agent_channel(self, agent_id: int, open: bool) -> None:
+        """The agent's push channel (CoAP Observe on `c`, or its WebSocket) opened or closed."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            return
+        agent.pushable = open
+        if open and agent.commands:
+            self._push.add(agent_id)
+
+    def agent_secret(self, agent_id: int) -> bytes | None:
+        agent = self.agents.get(agent_id)
+        return agent.secret if agent else None
+
+    def _agent_error(self, code: int, text: str, agent: Agent | None = None,
+                     seq: int = 0) -> AgentResult:
+        self.stats["agent_errors"] += 1
+        reply = _error_reply(code, text, seq)
+        if agent is not None:
+            return AgentResult(sign(reply, agent.secret), code, agent.agent_id)
+        return AgentResult(encode(reply), code)
+
+    def _reply(self, agent: Agent, seq: int, registered: pb.Registered | None = None
+               ) -> AgentResult:
+        reply = pb.AgentReply(seq=seq, update_ack=agent.update_ack)
+        if registered is not None:
+            reply.registered.CopyFrom(registered)
+        self._fill_commands(agent, reply)
+        return AgentResult(sign(reply, agent.secret), 0, agent.agent_id)
+
+    def _fill_commands(self, agent: Agent, reply: pb.AgentReply) -> None:
+        if not agent.commands:
+            return
+        budget = (agent.max_payload or self.config.default_max_payload) - _REPLY_OVERHEAD
+        used = 0
+        for cmd in agent.commands.values():
+            size = cmd.ByteSize() + 4
+            if used and used + size > budget:
+                break
+            reply.commands.append(cmd)
+            used += size
+
+    def _check_register(self, reg: pb.Register) -> Res:
+        if reg.protocol_version != PROTOCOL_VERSION:
+            raise CallError(E.UNSUPPORTED, f"Register.protocol_version {reg.protocol_version} is "
+                            f"not supported; this master speaks {PROTOCOL_VERSION}")
+        check_text(reg.name, "Register.name")
+        try:
+            return Res.from_pb(reg.resources)
+        except ResourceError as e:
+            raise CallError(E.BAD_REQUEST, f"Register.resources: {e}") from None
+
+    @staticmethod
+    def _info(reg: pb.Register) -> bytes:
+        info = pb.Register()
+        info.CopyFrom(reg)
+        info.ClearField("token")
+        info.ClearField("tasks")
+        info.ClearField("update_next")
+        return encode(info)
+
+    def _first_registration(self, reg: pb.Register, seq: int, now: float,
+                            transport: str) -> AgentResult:
+        if not tokens_match(reg.token, self.config.agent_tokens):
+            raise CallError(E.UNAUTHENTICATED, "wrong agent token")
+        total = self._check_register(reg)
+        aid = self.next_agent_id
+        self.next_agent_id += 1
+        secret = self.random_bytes(16)
+        info = self._info(reg)
+        agent = Agent(aid, secret, info, reg, total)
+        agent.seq = seq
+        agent.last_seen = now
+        agent.transport = transport
+        self.agents[aid] = agent
+        self._record(rec.AdmitAgent(aid, secret, info, now))
+        self.allocator.add_agent(aid, total)
+        self._timer(now + self.config.unreachable_after_s, _T_AGENT_CHECK, aid)
+        self._alloc_soon(now)
+        return self._reply(agent, seq, self._registered(agent))
+
+    def _registered(self, agent: Agent) -> pb.Registered:
+        cfg = self.config
+        return pb.Registered(agent_id=agent.agent_id, secret=agent.secret,
+                             heartbeat_ms=cfg.heartbeat_ms, jitter_ms=cfg.jitter_ms,
+                             update_ack=agent.update_ack)
+
+    def _reregister(self, agent: Agent, reg: pb.Register, seq: int, now: float,
+                    transport: str) -> AgentResult:
+        """A signed Register from a known agent (restart, ReRegister, master restart)."""
+        total = self._check_register(reg)
+        reported: dict[int, int] = {}
+        for rep in reg.tasks:
+            reported[rep.task] = rep.state
+        # Checks done; from here on the call is applied.
+        aid = agent.agent_id
+        agent.seq = seq
+        agent.synced = True
+        agent.last_seen = now
+        agent.transport = transport
+        info = self._info(reg)
+        if info != agent.info:
+            agent.info = info
+            agent.name = reg.name
+            agent.executors = _executor_mask(reg.executors)
+            agent.max_payload = reg.max_payload
+            self._record(rec.UpdateAgentInfo(aid, info))
+        if agent.rereg_cid and agent.commands and agent.rereg_cid in agent.commands:
+            del agent.commands[agent.rereg_cid]
+            self._record(rec.DropCommand(aid, agent.rereg_cid))
+        agent.rereg_cid = 0
+        if agent.state == LOST_STATE:
+            agent.total = total
+            agent.state = ACTIVE_STATE
+            self._record(rec.MarkAgentReachable(aid))
+            self.allocator.add_agent(aid, total)
+            self._timer(now + self.config.unreachable_after_s, _T_AGENT_CHECK, aid)
+        else:
+            self._set_total(agent, total, now)
+            if agent.state == UNREACHABLE_STATE:
+                self._mark_reachable(agent, now, reported)
+            else:
+                self.allocator.set_agent_active(aid, True)
+        # The agent numbers new updates from max(update_next, update_ack + 1).
+        if reg.update_next > agent.update_ack + 1:
+            agent.update_ack = reg.update_next - 1
+            self._record(rec.AckAgentUpdates(aid, agent.update_ack))
+        # Reconcile the agent's tasks with ours.
+        for task in list((agent.tasks or {}).values()):
+            state = reported.get(task.number)
+            if state is None:
+                self._task_missing_on_agent(agent, task, now)
+            elif task.state == TS.UNREACHABLE:
+                self._restore_task(task, now, reported=state)
+        for number, state in reported.items():
+            if (agent.tasks is None or number not in agent.tasks) and state not in TERMINAL:
+                self._enqueue_kill(agent, number)
+        self._alloc_soon(now)
+        return self._reply(agent, seq, self._registered(agent))
+
+    def _task_missing_on_agent(self, agent: Agent, task: Task, now: float) -> None:
+        """Our non-terminal task is not in the agent's report after its restart."""
+        was = task.prev_state if task.state == TS.UNREACHABLE else task.state
+        if was == TS.STAGING:
+            if task.state == TS.UNREACHABLE:
+                self._restore_task(task, now)
+            if not (agent.commands and task.launch_cid in agent.commands):
+                self._enqueue_launch(agent, task)
+        elif was == TS.KILLING:
+            self._set_state(task, TS.KILLED, R.KILL_REQUESTED,
+                            "the agent restarted while the task was being killed", 0, now)
+        else:
+            self._set_state(task, TS.FAILED, R.AGENT_RESTARTED,
+                            "the agent restarted and does not have the task", 0, now)
+
+    def _ask_reregister(self, agent: Agent) -> None:
+        if agent.rereg_cid and agent.commands and agent.rereg_cid in agent.commands:
+            return
+        agent.rereg_cid = self._enqueue(agent, pb.Command(reregister=pb.ReRegister()),
+                                        push=False)
+
+    def _seen(self, agent: Agent, now: float, transport: str) -> None:
+        agent.last_seen = now
+        agent.transport = transport
+        if agent.state == UNREACHABLE_STATE:
+            self._mark_reachable(agent, now)
+
+    def _heartbeat_check(self, agent: Agent, hb: pb.Heartbeat) -> None:
+        if hb.HasField("resources"):
+            try:
+                Res.from_pb(hb.resources)
+            except ResourceError as e:
+                raise CallError(E.BAD_REQUEST, f"Heartbeat.resources: {e}") from None
+
+    def _heartbeat(self, agent: Agent, hb: pb.Heartbeat, now: float) -> None:
+        if hb.HasField("resources") or len(hb.attributes):
+            info = decode(pb.Register, agent.info)
+            if hb.HasField("resources"):
+                info.resources.CopyFrom(hb.resources)
+                self._set_total(agent, Res.from_pb(hb.resources), now)
+            if len(hb.attributes):
+                del info.attributes[:]
+                info.attributes.extend(hb.attributes)
+            agent.info = encode(info)
+            self._record(rec.UpdateAgentInfo(agent.agent_id, agent.info))
+        if hb.command_ack > agent.command_ack:
+            self._ack_commands(agent, min(hb.command_ack, agent.next_command - 1))
+
+    def _set_total(self, agent: Agent, total: Res, now: float) -> None:
+        if total == agent.total:
+            return
+        # Outstanding offers on the agent are rescinded: they may no longer fit.
+        for oid in list(self.offers_by_agent.get(agent.agent_id, ())):
+            self._remove_offer(self.offers[oid], rescind=True)
+        try:
+            self.allocator.update_agent_total(agent.agent_id, total)
+        except ResourceError:
+            # Its tasks hold more than it now says it has: keep accounting by the old total
+            # until they end (the agent enforces its own limits).
+            self.stats["overcommitted_agents"] = self.stats.get("overcommitted_agents", 0) + 1
+            return
+        agent.total = total
+        self._alloc_soon(now)
+
+    def _ack_commands(self, agent: Agent, upto: int) -> None:
+        if upto <= agent.command_ack:
+            return
+        agent.command_ack = upto
+        if agent.commands:
+            for cid in [c for c in agent.commands if c <= upto]:
+                del agent.commands[cid]
+        self._record(rec.AckCommands(agent.agent_id, upto))
+
+    def _enqueue(self, agent: Agent, cmd: pb.Command, push: bool = True) -> int:
+        cid = agent.next_command
+        agent.next_command += 1
+        cmd.id = cid
+        if agent.commands is None:
+            agent.commands = {}
+        agent.commands[cid] = cmd
+        self._record(rec.EnqueueCommand(agent.agent_id, cid, encode(cmd)))
+        if push and agent.pushable and agent.synced and agent.state == ACTIVE_STATE:
+            self._push.add(agent.agent_id)
+        return cid
+
+    def _enqueue_launch(self, agent: Agent, task: Task) -> None:
+        spec = decode(pb.TaskSpec, task.spec)
+        task.launch_cid = self._enqueue(
+            agent, pb.Command(launch=pb.Launch(task=task.number, spec=spec)))
+
+    def _enqueue_kill(self, agent: Agent, number: int) -> None:
+        for cmd in (agent.commands or {}).values():
+            if cmd.WhichOneof("command") == "kill" and cmd.kill.task == number:
+                return
+        self._enqueue(agent, pb.Command(kill=pb.Kill(task=number)))
+
+    def _mark_unreachable(self, agent: Agent, now: float) -> None:
+        aid = agent.agent_id
+        agent.state = UNREACHABLE_STATE
+        agent.unreachable_since = now
+        self._record(rec.MarkAgentUnreachable(aid, now))
+        for oid in list(self.offers_by_agent.get(aid, ())):
+            self._remove_offer(self.offers[oid], rescind=True)
+        self.allocator.set_agent_active(aid, False)
+        for task in list((agent.tasks or {}).values()):
+            self._set_state(task, TS.UNREACHABLE, R.AGENT_UNREACHABLE,
+                            "the agent missed its heartbeats", 0, now, prev=task.state,
+                            kind=rec.MarkTaskUnreachable)
+        self._timer(now + self.config.lost_after_s, _T_AGENT_LOST, aid)
+
+    def _mark_reachable(self, agent: Agent, now: float,
+                        reported: dict[int, int] | None = None) -> None:
+        aid = agent.agent_id
+        agent.state = ACTIVE_STATE
+        agent.unreachable_since = 0.0
+        self._record(rec.MarkAgentReachable(aid))
+        if agent.synced:
+            self.allocator.set_agent_active(aid, True)
+        if reported is None:
+            for task in list((agent.tasks or {}).values()):
+                if task.state == TS.UNREACHABLE:
+                    self._restore_task(task, now)
+        self._timer(now + self.config.unreachable_after_s, _T_AGENT_CHECK, aid)
+        self._alloc_soon(now)
+        if agent.pushable and agent.commands:
+            self._push.add(aid)
+
+    def _restore_task(self, task: Task, now: float, reported: int = 0) -> None:
+        """UNREACHABLE -> the state before it (rule 3), or what the agent reports running."""
+        target = task.prev_state or TS.RUNNING
+        if reported in (TS.STARTING, TS.RUNNING) and target in (TS.STAGING, TS.STARTING):
+            target = reported
+        self._set_state(task, target, R.REASON_UNSPECIFIED, "the agent is reachable again", 0,
+                        now)
+
+    def _mark_lost(self, agent: Agent, now: float) -> None:
+        aid = agent.agent_id
+        agent.state = LOST_STATE
+        self._record(rec.MarkAgentLost(aid))
+        for task in list((agent.tasks or {}).values()):
+            self._set_state(task, TS.LOST, R.AGENT_LOST,
+                            f"the agent did not come back within {self.config.lost_after_s:g} s",
+                            0, now, kind=rec.MarkTaskLost)
+        for cid in list(agent.commands or ()):
+            self._record(rec.DropCommand(aid, cid))
+        agent.commands = None
+        agent.rereg_cid = 0
+        self.allocator.remove_agent(aid)
+
+    def _status(self, agent: Agent, su: pb.StatusUpdate, now: float) -> None:
+        if su.update_id <= agent.update_ack:
+            return  # already applied: the reply re-acknowledges it
+        if su.update_id != agent.update_ack + 1:
+            return  # a gap: the agent sends the missing one first
+        agent.update_ack = su.update_id
+        self._record(rec.AckAgentUpdates(agent.agent_id, su.update_id))
+        task = agent.tasks.get(su.task) if agent.tasks else None
+        if su.state not in AGENT_REPORTABLE:
+            self.stats["updates_ignored"] += 1
+            return
+        if task is None:
+            # A task we hold as terminal or never had: make sure it does not run.
+            if su.state not in TERMINAL:
+                self._enqueue_kill(agent, su.task)
+            self.stats["updates_ignored"] += 1
+            return
+        try:
+            check_transition(task.state, su.state)
+        except IllegalTransition:
+            self.stats["updates_ignored"] += 1
+            return
+        message = su.message[: self.config.max_message_text]
+        self._set_state(task, su.state, su.reason, message, su.exit_code, now)
+
+    def _publish(self, agent: Agent, pu: pb.Publish, now: float) -> None:
+        if pu.update_id <= agent.update_ack or pu.update_id != agent.update_ack + 1:
+            return
+        agent.update_ack = pu.update_id
+        self._record(rec.AckAgentUpdates(agent.agent_id, pu.update_id))
+        task = agent.tasks.get(pu.task) if agent.tasks else None
+        if task is None:
+            self.stats["updates_ignored"] += 1
+            return
+        fw = self.frameworks.get(task.framework_id)
+        if fw is None or fw.removing:
+            return
+        task.output_seq += 1
+        out = pb.TaskOutput(task_id=task.task_id, seq=task.output_seq, data=pu.data,
+                            topic=pu.topic)
+        if fw.conn is not None:
+            self._send(fw, pb.FrameworkEvent(output=out))
+            return
+        if task.outputs is None:
+            task.outputs = deque()
+        task.outputs.append(out)
+        if len(task.outputs) > self.config.outputs_kept:
+            task.outputs.popleft()
+            task.outputs_dropped += 1
+            self.stats["outputs_dropped"] += 1
+
+    def _module_request(self, agent: Agent, mr: pb.ModuleRequest, seq: int) -> AgentResult:
+        m = self.modules.get(mr.sha256)
+        if m is None:
+            raise CallError(E.NOT_FOUND, f"no module {mr.sha256.hex()}")
+        if mr.offset > m.size:
+            raise CallError(E.BAD_REQUEST, f"offset {mr.offset} beyond the module's {m.size} "
+                            "bytes")
+        limit = 64 * 1024
+        length = min(mr.length or limit, limit, m.size - mr.offset)
+        result = self._reply(agent, seq)
+        result.module = ModuleRead(mr.sha256, mr.offset, length, m.size, seq)
+        return result
+
+    def module_chunk(self, agent_id: int, read: ModuleRead, data: bytes) -> bytes:
+        """The shell read the bytes of `read`: the signed reply that carries them."""
+        agent = self.agents[agent_id]
+        reply = pb.AgentReply(seq=read.seq, update_ack=agent.update_ack,
+                              module=pb.ModuleChunk(sha256=read.sha256, offset=read.offset,
+                                                    total=read.total, data=data))
+        return sign(reply, agent.secret)
+
+    def module_size(self, sha256: bytes) -> int | None:
+        m = self.modules.get(sha256)
+        return m.size if m else None
+
+    # ----------------------------------------------------------------------------- tasks
+
+    def _set_state(self, task: Task, state: int, reason: int, message: str, exit_code: int,
+                   now: float, prev: int = 0,
+                   kind: type[rec.UpdateTaskState] = rec.UpdateTaskState) -> None:
+        check_transition(task.state, state)
+        task.state = state
+        task.prev_state = prev
+        task.reason = reason
+        task.message = message
+        task.exit_code = exit_code
+        self._record(kind(task.framework_id, task.task_id, state, prev, reason, message,
+                          exit_code))
+        self._status_update(task, now)
+        if state in TERMINAL:
+            self._task_terminal(task, now)
+
+    def _status_update(self, task: Task, now: float) -> None:
+        fw = self.frameworks.get(task.framework_id)
+        if fw is None or fw.removing:
+            return
+        st = pb.TaskStatus(task_id=task.task_id, state=task.state, reason=task.reason,  # type: ignore[arg-type]
+                           message=task.message, agent_id=task.agent_id,
+                           uuid=self.random_bytes(16), timestamp=now, exit_code=task.exit_code)
+        self._record(rec.AddStatusUpdate(fw.framework_id, task.task_id, st.uuid, encode(st)))
+        if task.updates is None:
+            task.updates = deque()
+        task.updates.append(st)
+        fw.pending.add(task.task_id)
+        if len(task.updates) == 1:
+            self._send(fw, pb.FrameworkEvent(update=st))
+        self._arm_retry(fw, now)
+
+    def _arm_retry(self, fw: Framework, now: float) -> None:
+        if fw.retry_at == 0.0:
+            fw.retry_at = now + self.config.status_retry_s
+            self._timer(fw.retry_at, _T_RETRY, fw.framework_id)
+
+    def _task_terminal(self, task: Task, now: float) -> None:
+        agent = self.agents.get(task.agent_id)
+        if agent is not None:
+            if agent.tasks is not None:
+                agent.tasks.pop(task.number, None)
+            if agent.commands and task.launch_cid in agent.commands:
+                del agent.commands[task.launch_cid]
+                self._record(rec.DropCommand(agent.agent_id, task.launch_cid))
+        self.allocator.recover(task.framework_id, task.agent_id, task.res)
+        if task.module is not None:
+            m = self.modules.get(task.module)
+            if m is not None:
+                m.refs -= 1
+                if m.refs == 0:
+                    m.idle_since = now
+                    self._timer(now + self.config.module_grace_s, _T_MODULE, task.module)
+            task.module = None
+        self._alloc_soon(now)
+        fw = self.frameworks.get(task.framework_id)
+        if fw is None:
+            return
+        if fw.removing:
+            self._forget_task(fw, task)
+            self._finish_removal(fw)
+
+    def _forget_task(self, fw: Framework, task: Task) -> None:
+        fw.tasks.pop(task.task_id, None)
+        fw.pending.discard(task.task_id)
+        self._record(rec.RemoveTask(fw.framework_id, task.task_id))
+        task.updates = None
+        task.outputs = None
+        fw.completed[task.task_id] = task
+        while len(fw.completed) > self.config.completed_tasks_kept:
+            del fw.completed[next(iter(fw.completed))]
+
+    def _kill_task(self, task: Task, now: float, removing: bool = False) -> None:
+        agent = self.agents.get(task.agent_id)
+        assert agent is not None
+        queued = bool(agent.commands) and task.launch_cid in agent.commands  # type: ignore[operator]
+        was = task.prev_state if task.state == TS.UNREACHABLE else task.state
+        if was == TS.STAGING and queued:
+            # The agent never got the launch: cancel it (the prototype sent both and ran it).
+            if removing:
+                self._set_state(task, TS.DROPPED, R.FRAMEWORK_REMOVED,
+                                "the framework was removed before the launch was delivered", 0,
+                                now)
+            else:
+                self._set_state(task, TS.KILLED, R.KILLED_BEFORE_LAUNCH,
+                                "killed before the agent got the launch", 0, now)
+            return
+        if task.state == TS.KILLING or (task.state == TS.UNREACHABLE
+                                        and task.prev_state == TS.KILLING):
+            return
+        if task.state == TS.UNREACHABLE:
+            # Stays UNREACHABLE; the kill waits in the agent's queue and the task returns as
+            # KILLING if the agent comes back.
+            task.prev_state = TS.KILLING
+            self._record(rec.UpdateTaskState(task.framework_id, task.task_id, task.state,
+                                             TS.KILLING, task.reason, task.message,
+                                             task.exit_code))
+        else:
+            reason = R.FRAMEWORK_REMOVED if removing else R.KILL_REQUESTED
+            self._set_state(task, TS.KILLING, reason, "", 0, now)
+        self._enqueue_kill(agent, task.number)
+
+    # ----------------------------------------------------------------------------- frameworks
+
+    def framework_call(self, conn: int, data: bytes, now: float) -> None:
+        """One FrameworkCall (untrusted bytes) on connection `conn`; answers go to the outbox."""
+        self.stats["framework_calls"] += 1
+        if len(data) > self.config.framework_message_max:
+            self._fw_error(conn, 0, E.TOO_LARGE, f"FrameworkCall of {len(data)} bytes is over the"
+                           f" limit of {self.config.framework_message_max}")
+            return
+        try:
+            call = decode(pb.FrameworkCall, data, self._framework_limits)
+        except DecodeError as e:
+            self._fw_error(conn, 0, E.BAD_REQUEST, f"bad FrameworkCall: {e}")
+            return
+        kind = call.WhichOneof("call")
+        try:
+            if kind == "subscribe":
+                self._subscribe(conn, call, now)
+                return
+            fid = self.conns.get(conn)
+            if fid is None:
+                self._fw_error(conn, call.call_id, E.UNAUTHENTICATED,
+                               "subscribe first: the first call on a connection is Subscribe")
+                self._outbox.append(CloseFramework(conn, "not subscribed"))
+                return
+            if call.framework_id != fid:
+                raise CallError(E.FORBIDDEN, "framework_id does not match the framework "
+                                "subscribed on this connection")
+            fw = self.frameworks[fid]
+            if kind is None:
+                raise CallError(E.BAD_REQUEST, "FrameworkCall carries no call")
+            handler = self._FRAMEWORK_CALLS[kind]
+            handler(self, fw, call, now)
+        except CallError as e:
+            self._fw_error(conn, call.call_id, e.code, e.text)
+
+    def framework_disconnected(self, conn: int, now: float) -> None:
+        fid = self.conns.pop(conn, None)
+        if fid is None:
+            return
+        fw = self.frameworks.get(fid)
+        if fw is None or fw.conn != conn:
+            return
+        fw.conn = None
+        fw.disconnected_at = now
+        self.allocator.set_framework_active(fid, False)
+        for oid in list(fw.offers):
+            self._remove_offer(self.offers[oid], rescind=False)
+        if not fw.removing:
+            self._timer(now + fw.failover_s, _T_FAILOVER, fid)
+
+    def _fw_error(self, conn: int, call_id: int, code: int, text: str) -> None:
+        self.stats["framework_errors"] += 1
+        self._outbox.append(ToFramework(conn, pb.FrameworkEvent(
+            call_id=call_id, error=pb.Error(code=code, message=text))))  # type: ignore[arg-type]
+
+    def _weight(self, role: str) -> float:
+        return float(self.config.role_weights.get(role, 1.0))
+
+    def _subscribe(self, conn: int, call: pb.FrameworkCall, now: float) -> None:
+        cfg = self.config
+        sub = call.subscribe
+        if not tokens_match(sub.token, cfg.framework_tokens):
+            self._fw_error(conn, call.call_id, E.UNAUTHENTICATED, "wrong framework token")
+            self._outbox.append(CloseFramework(conn, "unauthenticated"))
+            return
+        check_text(sub.name, "Subscribe.name")
+        check_text(sub.role, "Subscribe.role")
+        failover = sub.failover_timeout_s
+        if math.isnan(failover) or failover < 0:
+            raise CallError(E.BAD_REQUEST, "Subscribe.failover_timeout_s must be >= 0")
+        failover = min(failover or cfg.failover_default_s, cfg.failover_max_s)
+        role = sub.role or "*"
+        current = self.conns.get(conn)
+        if current is not None and current != call.framework_id:
+            raise CallError(E.CONFLICT, f"this connection is already subscribed as {current}")
+        if call.framework_id:
+            fw = self.frameworks.get(call.framework_id)
+            if fw is None or fw.removing:
+                self._fw_error(conn, call.call_id, E.NOT_FOUND,
+                               f"no framework {call.framework_id!r} (removed, or its failover "
+                               "timeout passed): subscribe without framework_id to start anew")
+                self._outbox.append(CloseFramework(conn, "unknown framework"))
+                return
+            if sub.role and role != fw.role:
+                raise CallError(E.BAD_REQUEST, f"the framework's role is {fw.role!r}; it cannot "
+                                "change on failover")
+            if fw.conn is not None and fw.conn != conn:
+                self._outbox.append(CloseFramework(fw.conn, "another connection subscribed as "
+                                                   "this framework"))
+                self.conns.pop(fw.conn, None)
+            if fw.name != sub.name or fw.failover_s != failover:
+                fw.name = sub.name
+                fw.failover_s = failover
+                self._record(rec.UpdateFramework(fw.framework_id, fw.name, failover))
+        else:
+            fid = "fw-" + self.random_bytes(8).hex()
+            while fid in self.frameworks:
+                fid = "fw-" + self.random_bytes(8).hex()
+            fw = Framework(fid, sub.name, role, self._weight(role), failover)
+            self.frameworks[fid] = fw
+            self._record(rec.AddFramework(fid, sub.name, role, failover))
+            self.allocator.add_framework(fid, role, fw.weight)
+        fw.conn = conn
+        self.conns[conn] = fw.framework_id
+        self.allocator.set_framework_active(fw.framework_id, True)
+        self._send(fw, pb.FrameworkEvent(call_id=call.call_id, subscribed=pb.Subscribed(
+            framework_id=fw.framework_id, heartbeat_interval_s=cfg.framework_heartbeat_s,
+            weight=fw.weight)))
+        # Resume delivery: the head of every task's unacknowledged updates, buffered outputs.
+        for tid in sorted(fw.pending):
+            task = fw.tasks.get(tid)
+            if task is not None and task.updates:
+                self._send(fw, pb.FrameworkEvent(update=task.updates[0]))
+        if fw.pending:
+            self._arm_retry(fw, now)
+        for task in fw.tasks.values():
+            if task.outputs:
+                for out in task.outputs:
+                    self._send(fw, pb.FrameworkEvent(output=out))
+                task.outputs = None
+        self._alloc_soon(now)
+
+    def _accept(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
+        acc = call.accept
+        if not acc.offer_ids:
+            raise CallError(E.BAD_REQUEST, "Accept.offer_ids is empty")
+        if len(acc.launch) > self.config.max_tasks_per_accept:
+            raise CallError(E.TOO_LARGE, f"{len(acc.launch)} tasks in one accept, limit "
+                            f"{self.config.max_tasks_per_accept}")
+        refuse = check_refuse_seconds(acc.refuse_seconds, "Accept.refuse_seconds")
+        offers: list[Offer] = []
+        for oid in acc.offer_ids:
+            offer = self.offers.get(oid)
+            # Someone else's offer looks exactly like an unknown one: nothing leaks.
+            if offer is None or offer.framework_id != fw.framework_id:
+                raise CallError(E.INVALID_OFFER, f"offer {oid!r} is unknown, expired, rescinded "
+                                "or already used")
+            if offer in offers:
+                raise CallError(E.BAD_REQUEST, f"offer {oid!r} is named twice")
+            if now >= offer.expires:
+                raise CallError(E.INVALID_OFFER, f"offer {oid!r} has expired")
+            offers.append(offer)
+        aid = offers[0].agent_id
+        if any(o.agent_id != aid for o in offers):
+            raise CallError(E.INVALID_OFFER, "the offers of one accept must all be on one agent")
+        agent = self.agents[aid]
+        if agent.state != ACTIVE_STATE or not agent.synced:
+            raise CallError(E.INVALID_OFFER, f"agent {aid} is not active")
+        offered = offers[0].res
+        for o in offers[1:]:
+            offered = offered + o.res
+        claims: list[Res] = []
+        needed = Res.EMPTY
+        ids: set[str] = set()
+        for ti in acc.launch:
+            check_task_info(ti, agent.executors, self.module_sizes)
+            if ti.task_id in ids or ti.task_id in fw.tasks or ti.task_id in fw.completed:
+                raise CallError(E.CONFLICT, f"task id {ti.task_id!r} is already used by this "
+                                "framework")
+            ids.add(ti.task_id)
+            try:
+                claim = Res.claim_from_pb(ti.spec.resources, agent.total)
+            except ResourceError as e:
+                raise CallError(E.BAD_REQUEST, f"task {ti.task_id!r}: resources: {e}") from None
+            claims.append(claim)
+            needed = needed + claim
+        if not offered.contains(needed):
+            raise CallError(E.INVALID_OFFER, "the tasks need more than the offers hold: "
+                            + "; ".join(offered.missing(needed)))
+        # Valid: from here on nothing raises.
+        for o in offers:
+            self._drop_offer(o)
+        rest = offered - needed
+        if not rest.is_empty():
+            self.allocator.recover(fw.framework_id, aid, rest)
+        if refuse > 0:
+            self.allocator.filter(fw.framework_id, aid, now + refuse)
+        for ti, claim in zip(acc.launch, claims, strict=True):
+            self._launch(fw, agent, ti, claim)
+        self._send(fw, pb.FrameworkEvent(call_id=call.call_id, accepted=pb.Accepted(
+            task_ids=[ti.task_id for ti in acc.launch])))
+        self._alloc_soon(now)
+
+    def _launch(self, fw: Framework, agent: Agent, ti: pb.TaskInfo, claim: Res) -> None:
+        number = agent.next_task
+        agent.next_task += 1
+        spec = ti.spec
+        mod = module_of(spec)
+        if mod is not None:
+            size = self.module_sizes[mod[0]]
+            if spec.WhichOneof("kind") == "wasm":
+                spec.wasm.size = size
+            else:
+                spec.micropython.size = size
+        spec_bytes = encode(spec)
+        task = Task(fw.framework_id, ti.task_id, agent.agent_id, number, spec_bytes, claim,
+                    TS.STAGING)
+        self._record(rec.AddTask(fw.framework_id, ti.task_id, agent.agent_id, number,
+                                 spec_bytes, encode(claim.to_pb()), TS.STAGING))
+        fw.tasks[ti.task_id] = task
+        if agent.tasks is None:
+            agent.tasks = {}
+        agent.tasks[number] = task
+        if mod is not None:
+            task.module = mod[0]
+            self.modules[mod[0]].refs += 1
+        task.launch_cid = self._enqueue(
+            agent, pb.Command(launch=pb.Launch(task=number, spec=spec)))
+        self.stats["tasks_launched"] += 1
+
+    def _decline(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
+        dec = call.decline
+        refuse = check_refuse_seconds(dec.refuse_seconds, "Decline.refuse_seconds")
+        refuse = refuse or self.config.refuse_default_s
+        for oid in dec.offer_ids:
+            offer = self.offers.get(oid)
+            if offer is None or offer.framework_id != fw.framework_id:
+                continue  # expired or rescinded meanwhile: nothing to give back
+            self._remove_offer(offer, rescind=False)
+            self.allocator.filter(fw.framework_id, offer.agent_id, now + refuse)
+
+    def _kill(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
+        tid = call.kill.task_id
+        task = fw.tasks.get(tid) or fw.completed.get(tid)
+        if task is None:
+            raise CallError(E.NOT_FOUND, f"this framework has no task {tid!r}")
+        if task.state in TERMINAL:
+            self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=self._view_status(
+                task, now, R.RECONCILIATION)))
+            return
+        self._kill_task(task, now)
+
+    def _view_status(self, task: Task, now: float, reason: int = 0) -> pb.TaskStatus:
+        """A status without uuid: informational, not to be acknowledged."""
+        return pb.TaskStatus(task_id=task.task_id, state=task.state,  # type: ignore[arg-type]
+                             reason=reason or task.reason, message=task.message,  # type: ignore[arg-type]
+                             agent_id=task.agent_id, timestamp=now, exit_code=task.exit_code)
+
+    def _reconcile(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
+        ids = list(call.reconcile.task_ids)
+        if ids:
+            for tid in ids:
+                task = fw.tasks.get(tid) or fw.completed.get(tid)
+                if task is None:
+                    st = pb.TaskStatus(task_id=tid, state=TS.LOST, reason=R.TASK_UNKNOWN,
+                                       message="the master has no such task", timestamp=now)
+                else:
+                    st = self._view_status(task, now, R.RECONCILIATION)
+                self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=st))
+        else:
+            for task in fw.tasks.values():
+                self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=self._view_status(
+                    task, now, R.RECONCILIATION)))
+
+    def _acknowledge(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
+        ack = call.acknowledge
+        task = fw.tasks.get(ack.task_id)
+        if task is None or not task.updates:
+            return  # already acknowledged (delivery is at least once)
+        if task.updates[0].uuid != ack.uuid:
+            if any(u.uuid == ack.uuid for u in task.updates):
+                raise CallError(E.CONFLICT, "acknowledge the updates of a task in the order "
+                                "they came")
+            return
+        task.updates.popleft()
+        self._record(rec.AckStatusUpdate(fw.framework_id, task.task_id, ack.uuid))
+        if task.updates:
+            self._send(fw, pb.FrameworkEvent(update=task.updates[0]))
+            return
+        fw.pending.discard(task.task_id)
+        if task.state in TERMINAL:
+            self._forget_task(fw, task)
+
+    def _teardown(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
+        self._remove_framework(fw, now)
+
+    def _revive(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
+        fw.suppressed = False
+        self.allocator.revive(fw.framework_id)
+        self._alloc_soon(now)
+
+    def _suppress(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
+        fw.suppressed = True
+        self.allocator.suppress(fw.framework_id)
+
+    def _upload(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
+        cfg = self.config
+        up = call.upload
+        data = up.data
+        if up.format == pb.MODULE_FORMAT_UNSPECIFIED:
+            raise CallError(E.BAD_REQUEST, "UploadModule.format must be WASM_MODULE, "
+                            "MICROPYTHON_SOURCE or MICROPYTHON_MPY")
+        if not data:
+            raise CallError(E.BAD_REQUEST, "UploadModule.data is empty")
+        if len(data) > cfg.module_max_bytes:
+            raise CallError(E.TOO_LARGE, f"module of {len(data)} bytes, limit "
+                            f"{cfg.module_max_bytes}")
+        check_text(up.name, "UploadModule.name")
+        if up.format == pb.WASM_MODULE and not data.startswith(b"\0asm"):
+            raise CallError(E.BAD_REQUEST, "UploadModule.data is not a WASM module (no \\0asm "
+                            "magic)")
+        if up.format == pb.MICROPYTHON_MPY and not data.startswith(b"M"):
+            raise CallError(E.BAD_REQUEST, "UploadModule.data is not .mpy bytecode")
+        if up.format == pb.MICROPYTHON_SOURCE:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CallError(E.BAD_REQUEST, "MicroPython source must be UTF-8") from None
+        sha = hashlib.sha256(data).digest()
+        m = self.modules.get(sha)
+        if m is None:
+            if self.modules_total + len(data) > cfg.modules_total_bytes:
+                raise CallError(E.TOO_LARGE, "the module store is full "
+                                f"({self.modules_total} of {cfg.modules_total_bytes} bytes)")
+            m = ModuleInfo(len(data), up.format, up.name, now)
+            self.modules[sha] = m
+            self.module_sizes[sha] = m.size
+            self.modules_total += m.size
+            self._record(rec.StoreModule(sha, up.format, up.name, data, now))
+            self._timer(now + cfg.module_grace_s, _T_MODULE, sha)
+        elif m.refs == 0:
+            m.idle_since = now
+            self._timer(now + cfg.module_grace_s, _T_MODULE, sha)
+        self._send(fw, pb.FrameworkEvent(call_id=call.call_id, module_stored=pb.ModuleStored(
+            sha256=sha, size=m.size, format=m.fmt)))  # type: ignore[arg-type]
+
+    _FRAMEWORK_CALLS: dict[str, Callable[[Master, Framework, pb.FrameworkCall, float], None]] = {
+        "accept": _accept, "decline": _decline, "kill": _kill, "reconcile": _reconcile,
+        "acknowledge": _acknowledge, "teardown": _teardown, "upload": _upload,
+        "revive": _revive, "suppress": _suppress,
+    }
+
+    def _remove_framework(self, fw: Framework, now: float) -> None:
+        """Teardown or failover timeout: kill its tasks; forget it once they are all over."""
+        if fw.removing:
+            return
+        fw.removing = True
+        self._record(rec.MarkFrameworkRemoving(fw.framework_id))
+        for oid in list(fw.offers):
+            self._remove_offer(self.offers[oid], rescind=False)
+        self.allocator.set_framework_active(fw.framework_id, False)
+        if fw.conn is not None:
+            self._outbox.append(CloseFramework(fw.conn, "framework removed"))
+            self.conns.pop(fw.conn, None)
+            fw.conn = None
+        for task in fw.tasks.values():
+            task.updates = None
+        fw.pending.clear()
+        for task in list(fw.tasks.values()):
+            if task.state not in TERMINAL:
+                self._kill_task(task, now, removing=True)
+        self._finish_removal(fw)
+
+    def _finish_removal(self, fw: Framework) -> None:
+        if fw.framework_id not in self.frameworks:
+            return
+        if any(t.state not in TERMINAL for t in fw.tasks.values()):
+            return
+        self._record(rec.RemoveFramework(fw.framework_id))
+        self.allocator.remove_framework(fw.framework_id)
+        del self.frameworks[fw.framework_id]
+
+    # ----------------------------------------------------------------------------- offers
+
+    def _allocate(self, now: float) -> None:
+        batches: dict[str, list[pb.Offer]] = {}
+        expires = now + self.config.offer_timeout_s
+        infos: dict[int, pb.Register] = {}
+        for fid, aid, res in self.allocator.offers(now):
+            fw = self.frameworks.get(fid)
+            agent = self.agents.get(aid)
+            if (fw is None or fw.conn is None or fw.removing or agent is None
+                    or agent.state != ACTIVE_STATE or not agent.synced):
+                self.allocator.recover(fid, aid, res)
+                continue
+            self._offer_seq += 1
+            oid = f"{self.epoch}-{self._offer_seq}"
+            offer = Offer(oid, fid, aid, res, expires)
+            self.offers[oid] = offer
+            self.offers_by_agent.setdefault(aid, set()).add(oid)
+            fw.offers.add(oid)
+            self._timer(expires, _T_OFFER, oid)
+            reg = infos.get(aid)
+            if reg is None:
+                reg = infos[aid] = decode(pb.Register, agent.info)
+            batches.setdefault(fid, []).append(pb.Offer(
+                offer_id=oid, agent_id=aid, agent_name=agent.name, resources=res.to_pb(),
+                attributes=reg.attributes, executors=reg.executors,
+                expires_in_s=self.config.offer_timeout_s))
+            self.stats["offers_made"] += 1
+        for fid, offers in batches.items():
+            self._send(self.frameworks[fid], pb.FrameworkEvent(offers=pb.Offers(offers=offers)))
+
+    def _drop_offer(self, offer: Offer) -> None:
+        del self.offers[offer.offer_id]
+        by_agent = self.offers_by_agent.get(offer.agent_id)
+        if by_agent is not None:
+            by_agent.discard(offer.offer_id)
+            if not by_agent:
+                del self.offers_by_agent[offer.agent_id]
+        fw = self.frameworks.get(offer.framework_id)
+        if fw is not None:
+            fw.offers.discard(offer.offer_id)
+
+    def _remove_offer(self, offer: Offer, rescind: bool) -> None:
+        """Declined, expired, rescinded: the offer's resources are free again."""
+        self._drop_offer(offer)
+        self.allocator.recover(offer.framework_id, offer.agent_id, offer.res)
+        fw = self.frameworks.get(offer.framework_id)
+        if rescind and fw is not None:
+            self._send(fw, pb.FrameworkEvent(rescind=pb.Rescind(offer_id=offer.offer_id)))
+
+    # ----------------------------------------------------------------------------- operator
+
+    def cluster_state(self, data: bytes, now: float) -> tuple[int, bytes]:
+        """A StateRequest -> (0, encoded ClusterState) or (error code, encoded Error)."""
+        try:
+            req = decode(pb.StateRequest, data, Limits(max_input=4096))
+        except DecodeError as e:
+            return E.BAD_REQUEST, encode(pb.Error(code=E.BAD_REQUEST,
+                                                  message=f"bad StateRequest: {e}"))
+        if not tokens_match(req.token, self.config.operator_tokens):
+            return E.UNAUTHENTICATED, encode(pb.Error(code=E.UNAUTHENTICATED,
+                                                      message="wrong operator token"))
+        return 0, encode(self.state_view(now))
+
+    def state_view(self, now: float) -> pb.ClusterState:
+        cs = pb.ClusterState(now=now, version=VERSION)
+        for agent in self.agents.values():
+            reg = decode(pb.Register, agent.info)
+            used = Res.EMPTY
+            for task in (agent.tasks or {}).values():
+                used = used + task.res
+            view = cs.agents.add(agent_id=agent.agent_id, name=agent.name,
+                                 state=_AGENT_STATE_NAMES.get(agent.state, "?"),
+                                 total=agent.total.to_pb(), used=used.to_pb(),
+                                 last_seen=agent.last_seen, transport=agent.transport)
+            view.attributes.extend(reg.attributes)
+            view.executors.extend(reg.executors)
+        for fw in self.frameworks.values():
+            try:
+                share = self.allocator.dominant_share(fw.framework_id)
+            except KeyError:
+                share = 0.0
+            cs.frameworks.add(framework_id=fw.framework_id, name=fw.name, role=fw.role,
+                              weight=fw.weight, connected=fw.conn is not None,
+                              tasks=sum(1 for t in fw.tasks.values() if t.state in ACTIVE),
+                              dominant_share=share)
+            for task in list(fw.tasks.values()) + list(fw.completed.values()):
+                spec = decode(pb.TaskSpec, task.spec)
+                cs.tasks.add(task_id=task.task_id, framework_id=fw.framework_id,
+                             agent_id=task.agent_id, name=spec.name, state=task.state,  # type: ignore[arg-type]
+                             reason=task.reason, message=task.message,  # type: ignore[arg-type]
+                             executor=executor_of(spec), resources=task.res.to_pb())  # type: ignore[arg-type]
+        for offer in self.offers.values():
+            cs.offers.add(offer_id=offer.offer_id, agent_id=offer.agent_id,
+                          resources=offer.res.to_pb(),
+                          expires_in_s=max(0.0, offer.expires - now))
+        return cs
+
+    def describe_task(self, framework_id: str, task_id: str) -> str:
+        fw = self.frameworks.get(framework_id)
+        task = fw.tasks.get(task_id) if fw else None
+        return state_name(task.state) if task else "unknown"

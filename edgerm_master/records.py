@@ -1,0 +1,193 @@
+"""Durable records: the operations the core asks the store to make durable, named like Mesos's
+registry operations.
+
+Persist, then act: the core emits records together with the messages they allow; the shell
+commits every record of a batch in one SQLite transaction and only then sends those messages.
+A record holds plain values (ints, strings, encoded bytes) so the store needs no protobuf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Record", "AdmitAgent", "UpdateAgentInfo", "MarkAgentUnreachable", "MarkAgentReachable",
+    "MarkAgentLost", "AckAgentUpdates", "EnqueueCommand", "AckCommands", "DropCommand",
+    "AddFramework", "UpdateFramework", "MarkFrameworkRemoving", "RemoveFramework", "AddTask",
+    "UpdateTaskState", "MarkTaskUnreachable", "MarkTaskLost", "MarkTaskKilled", "RemoveTask",
+    "AddStatusUpdate", "AckStatusUpdate", "StoreModule", "RemoveModule",
+]
+
+
+class Record:
+    """Base of every durable record."""
+
+    __slots__ = ()
+
+
+# --- agents ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class AdmitAgent(Record):
+    """A first registration: a new agent id with its secret."""
+    agent_id: int
+    secret: bytes
+    info: bytes          # encoded pb.Register without token and tasks
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAgentInfo(Record):
+    """A re-registration or a heartbeat that changed resources or attributes."""
+    agent_id: int
+    info: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MarkAgentUnreachable(Record):
+    agent_id: int
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class MarkAgentReachable(Record):
+    agent_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkAgentLost(Record):
+    """Past lost_after: the agent must register again to be used; it keeps id and secret."""
+    agent_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckAgentUpdates(Record):
+    """Every update_id <= update_ack from this agent is applied (written with its effects)."""
+    agent_id: int
+    update_ack: int
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueCommand(Record):
+    """A command for an agent, kept until the agent acknowledges it."""
+    agent_id: int
+    command_id: int
+    body: bytes          # encoded pb.Command
+
+
+@dataclass(frozen=True, slots=True)
+class AckCommands(Record):
+    agent_id: int
+    command_ack: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropCommand(Record):
+    """A queued command withdrawn before the agent got it (a launch killed before launch)."""
+    agent_id: int
+    command_id: int
+
+
+# --- frameworks -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class AddFramework(Record):
+    framework_id: str
+    name: str
+    role: str
+    failover_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateFramework(Record):
+    """A re-subscription (failover) that changed name or failover timeout."""
+    framework_id: str
+    name: str
+    failover_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class MarkFrameworkRemoving(Record):
+    """Teardown or failover timeout: its tasks are being killed; it takes no more calls."""
+    framework_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveFramework(Record):
+    framework_id: str
+
+
+# --- tasks ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class AddTask(Record):
+    """An accepted launch: the task, its number on the agent and what it holds."""
+    framework_id: str
+    task_id: str
+    agent_id: int
+    number: int
+    spec: bytes          # encoded pb.TaskSpec
+    resources: bytes     # encoded pb.Resources actually claimed
+    state: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateTaskState(Record):
+    framework_id: str
+    task_id: str
+    state: int
+    prev_state: int      # the state to return to after UNREACHABLE (else 0)
+    reason: int
+    message: str
+    exit_code: int
+
+
+class MarkTaskUnreachable(UpdateTaskState):
+    __slots__ = ()
+
+
+class MarkTaskLost(UpdateTaskState):
+    __slots__ = ()
+
+
+class MarkTaskKilled(UpdateTaskState):
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveTask(Record):
+    """A terminal task whose last status update was acknowledged: forget it."""
+    framework_id: str
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddStatusUpdate(Record):
+    """A status update to deliver at least once, in order per task, until acknowledged."""
+    framework_id: str
+    task_id: str
+    uuid: bytes
+    body: bytes          # encoded pb.TaskStatus
+
+
+@dataclass(frozen=True, slots=True)
+class AckStatusUpdate(Record):
+    framework_id: str
+    task_id: str
+    uuid: bytes
+
+
+# --- modules --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StoreModule(Record):
+    sha256: bytes
+    fmt: int
+    name: str
+    data: bytes
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveModule(Record):
+    sha256: bytes

@@ -1,0 +1,578 @@
+"""Test helpers for everyone who talks to the master.
+
+Sans-IO (no sockets, a hand-held clock):
+  `ScriptedAgent` — a minimal, honest agent core: registers, heartbeats, applies commands in id
+  order and at most once (a launch it already has never starts a second copy), reports status
+  updates oldest first until acknowledged, survives a "restart" with its identity.
+  `ScriptedFramework` — builds FrameworkCalls and collects FrameworkEvents.
+  `Cluster` — joins a master core (optionally with a real SQLite `Store`), agents and frameworks
+  with a fake clock: `cluster.step(dt)`, `cluster.heartbeat(agent)`, `cluster.call(fw, ...)`.
+
+Over real sockets:
+  `MasterProcess` — runs `python -m edgerm_master` on a data directory (start, stop, kill -9,
+  restart on the same ports).
+  `CoapAgentClient` / `WsAgentClient` — drive a `ScriptedAgent` over CoAP or WebSocket.
+  `WsFrameworkClient` — drive a `ScriptedFramework` over WebSocket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from typing import Any
+
+from edgerm.wire import PROTOCOL_VERSION, decode, encode, pb, sign, verify
+
+__all__ = [
+    "ScriptedAgent", "ScriptedFramework", "Cluster", "MasterProcess", "wasm_module",
+]
+
+TS = pb.TaskState
+R = pb.Reason
+_TERMINAL = {TS.FINISHED, TS.FAILED, TS.KILLED, TS.ERROR, TS.LOST, TS.DROPPED}
+
+
+def wasm_module(tag: bytes = b"") -> bytes:
+    """The smallest valid-looking WASM module (magic + version), made unique by `tag`
+    (a custom section)."""
+    body = b"\x00asm\x01\x00\x00\x00"
+    if tag:
+        name = b"t"
+        content = bytes([len(name)]) + name + tag
+        body += b"\x00" + bytes([len(content)]) + content
+    return body
+
+
+# --------------------------------------------------------------------------------------------
+# Sans-IO agent
+
+
+class ScriptedAgent:
+    """An agent core for tests. Every `*_call()` returns encoded AgentCall bytes; feed the
+    master's answer to `handle_reply()`.
+
+    Args:
+        name, resources, executors: what it registers.
+        token: the cluster's agent token.
+        auto_run: a launch reports RUNNING at once (else it stays STARTING until `run()`).
+    """
+
+    def __init__(self, name: str = "agent", resources: pb.Resources | None = None,
+                 executors: Iterable[int] = (pb.DOCKER, pb.WASM, pb.MICROPYTHON),
+                 token: str = "agent-token", auto_run: bool = True,
+                 attributes: Iterable[pb.Attribute] = (), max_payload: int = 0) -> None:
+        self.name = name
+        self.resources = resources if resources is not None else pb.Resources(
+            cpus=4, mem_mb=4096, disk_mb=10000, ports=[pb.Range(begin=31000, end=31099)])
+        self.executors = list(executors)
+        self.attributes = list(attributes)
+        self.token = token
+        self.auto_run = auto_run
+        self.max_payload = max_payload
+        self.agent_id = 0
+        self.secret = b""
+        self.seq = 0
+        self.heartbeat_ms = 0
+        self.applied = 0                      # highest command id applied
+        self.acked_applied = 0                # what the master last heard as command_ack
+        self.tasks: dict[int, int] = {}       # task number -> state
+        self.specs: dict[int, pb.TaskSpec] = {}
+        self.starts: Counter[int] = Counter()  # launches that started a task, per number
+        self.queue: deque[pb.AgentCall] = deque()  # unacknowledged updates, oldest first
+        self.next_update = 1
+        self.update_ack = 0
+        self.need_register = True
+        self.replies: list[pb.AgentReply] = []
+        self.errors: list[pb.Error] = []
+        self.bad_macs = 0
+
+    # --- calls
+
+    def _call(self, **kw: Any) -> bytes:
+        self.seq += 1
+        call = pb.AgentCall(seq=self.seq, **kw)
+        if self.agent_id:
+            call.agent_id = self.agent_id
+            return sign(call, self.secret)
+        return encode(call)
+
+    def register_call(self) -> bytes:
+        reg = pb.Register(name=self.name, resources=self.resources,
+                          executors=self.executors,  # type: ignore[arg-type]
+                          attributes=self.attributes, protocol_version=PROTOCOL_VERSION,
+                          max_payload=self.max_payload)
+        if self.agent_id:
+            reg.tasks.extend(pb.TaskReport(task=n, state=s)  # type: ignore[arg-type]
+                             for n, s in sorted(self.tasks.items()))
+            reg.update_next = self.next_update
+        else:
+            reg.token = self.token
+        return self._call(register=reg)
+
+    def heartbeat_call(self, resources: pb.Resources | None = None) -> bytes:
+        hb = pb.Heartbeat()
+        if self.applied != self.acked_applied:
+            hb.command_ack = self.applied
+            self.acked_applied = self.applied
+        if resources is not None:
+            hb.resources.CopyFrom(resources)
+            self.resources = resources
+        return self._call(heartbeat=hb)
+
+    def next_call(self) -> bytes:
+        """What a real agent sends next: a registration when it must, else its oldest
+        unacknowledged update, else a heartbeat."""
+        if self.need_register:
+            return self.register_call()
+        if self.queue:
+            head = self.queue[0]
+            kind = head.WhichOneof("call")
+            return self._call(**{kind: getattr(head, kind)})  # type: ignore[arg-type]
+        return self.heartbeat_call()
+
+    # --- replies
+
+    def handle_reply(self, data: bytes) -> pb.AgentReply:
+        reply = decode(pb.AgentReply, data)
+        self.replies.append(reply)
+        if reply.HasField("error"):
+            self.errors.append(reply.error)
+        if reply.HasField("registered"):
+            r = reply.registered
+            if not self.agent_id:
+                self.agent_id, self.secret = r.agent_id, r.secret
+            self.heartbeat_ms = r.heartbeat_ms
+            self.need_register = False
+            self._ack_updates(r.update_ack)
+            self.next_update = max(self.next_update, r.update_ack + 1)
+        if self.secret and reply.mac and not verify(reply, self.secret):
+            self.bad_macs += 1
+            return reply
+        self._ack_updates(reply.update_ack)
+        for cmd in reply.commands:
+            self._apply(cmd)
+        return reply
+
+    def _ack_updates(self, ack: int) -> None:
+        self.update_ack = max(self.update_ack, ack)
+        while self.queue:
+            head = self.queue[0]
+            uid = getattr(head, head.WhichOneof("call") or "status").update_id
+            if uid > ack:
+                break
+            self.queue.popleft()
+
+    def _apply(self, cmd: pb.Command) -> None:
+        if cmd.id <= self.applied:
+            return
+        self.applied = cmd.id
+        kind = cmd.WhichOneof("command")
+        if kind == "launch":
+            n = cmd.launch.task
+            if n in self.tasks:
+                return  # idempotent: never a second copy
+            self.starts[n] += 1
+            self.specs[n] = cmd.launch.spec
+            self.tasks[n] = TS.STARTING
+            self.report(n, TS.STARTING)
+            if self.auto_run:
+                self.run(n)
+        elif kind == "kill":
+            n = cmd.kill.task
+            state = self.tasks.get(n)
+            if state is None:
+                self.tasks[n] = TS.KILLED
+                self.report(n, TS.KILLED, R.KILLED_BEFORE_LAUNCH)
+            elif state in _TERMINAL:
+                self.report(n, state)
+            else:
+                self.tasks[n] = TS.KILLED
+                self.report(n, TS.KILLED, R.KILL_REQUESTED)
+        elif kind == "reregister":
+            self.need_register = True
+
+    # --- the tasks' side
+
+    def report(self, number: int, state: int, reason: int = 0, message: str = "",
+               exit_code: int = 0) -> None:
+        self.queue.append(pb.AgentCall(status=pb.StatusUpdate(
+            update_id=self.next_update, task=number, state=state, reason=reason,  # type: ignore[arg-type]
+            message=message, exit_code=exit_code)))
+        self.next_update += 1
+
+    def run(self, number: int) -> None:
+        self.tasks[number] = TS.RUNNING
+        self.report(number, TS.RUNNING)
+
+    def finish(self, number: int, state: int = TS.FINISHED, exit_code: int = 0) -> None:
+        self.tasks[number] = state
+        self.report(number, state, exit_code=exit_code)
+
+    def publish(self, number: int, data: bytes, topic: str = "") -> None:
+        self.queue.append(pb.AgentCall(publish=pb.Publish(
+            update_id=self.next_update, task=number, data=data, topic=topic)))
+        self.next_update += 1
+
+    def restart(self, keep_tasks: bool = True) -> None:
+        """A reboot: identity, unacknowledged updates and (optionally) tasks survive; the seq
+        starts again and the first call is a registration."""
+        self.seq = 0
+        self.need_register = True
+        if not keep_tasks:
+            self.tasks.clear()
+
+    def running(self) -> list[int]:
+        return sorted(n for n, s in self.tasks.items() if s not in _TERMINAL)
+
+
+# --------------------------------------------------------------------------------------------
+# Sans-IO framework
+
+
+class ScriptedFramework:
+    """Builds FrameworkCalls (encoded) and collects the events the master sends."""
+
+    def __init__(self, name: str = "fw", token: str = "framework-token", role: str = "",
+                 failover_timeout_s: float = 0.0) -> None:
+        self.name = name
+        self.token = token
+        self.role = role
+        self.failover_timeout_s = failover_timeout_s
+        self.framework_id = ""
+        self.call_id = 0
+        self.events: list[pb.FrameworkEvent] = []
+        self.offers: dict[str, pb.Offer] = {}
+        self.updates: list[pb.TaskStatus] = []
+        self.outputs: list[pb.TaskOutput] = []
+        self.errors: list[pb.Error] = []
+        self.closed = False
+
+    def _call(self, **kw: Any) -> bytes:
+        self.call_id += 1
+        return encode(pb.FrameworkCall(framework_id=self.framework_id, call_id=self.call_id,
+                                       **kw))
+
+    def subscribe(self) -> bytes:
+        return self._call(subscribe=pb.Subscribe(
+            name=self.name, token=self.token, role=self.role,
+            failover_timeout_s=self.failover_timeout_s))
+
+    def accept(self, offer_ids: Iterable[str], tasks: Iterable[pb.TaskInfo],
+               refuse_seconds: float = 0.0) -> bytes:
+        offer_ids = list(offer_ids)
+        for oid in offer_ids:
+            self.offers.pop(oid, None)
+        return self._call(accept=pb.Accept(offer_ids=list(offer_ids), launch=list(tasks),
+                                           refuse_seconds=refuse_seconds))
+
+    def decline(self, offer_ids: Iterable[str], refuse_seconds: float = 0.0) -> bytes:
+        offer_ids = list(offer_ids)
+        for oid in offer_ids:
+            self.offers.pop(oid, None)
+        return self._call(decline=pb.Decline(offer_ids=list(offer_ids),
+                                             refuse_seconds=refuse_seconds))
+
+    def kill(self, task_id: str) -> bytes:
+        return self._call(kill=pb.KillTask(task_id=task_id))
+
+    def reconcile(self, task_ids: Iterable[str] = ()) -> bytes:
+        return self._call(reconcile=pb.Reconcile(task_ids=list(task_ids)))
+
+    def acknowledge(self, status: pb.TaskStatus) -> bytes:
+        return self._call(acknowledge=pb.Acknowledge(task_id=status.task_id, uuid=status.uuid))
+
+    def teardown(self) -> bytes:
+        return self._call(teardown=pb.Teardown())
+
+    def upload(self, data: bytes, fmt: int = pb.WASM_MODULE, name: str = "") -> bytes:
+        return self._call(upload=pb.UploadModule(format=fmt, data=data, name=name))  # type: ignore[arg-type]
+
+    def revive(self) -> bytes:
+        return self._call(revive=pb.Revive())
+
+    def suppress(self) -> bytes:
+        return self._call(suppress=pb.Suppress())
+
+    def handle_event(self, data: bytes | pb.FrameworkEvent) -> pb.FrameworkEvent:
+        ev = decode(pb.FrameworkEvent, data) if isinstance(data, bytes | bytearray) else data
+        self.events.append(ev)
+        kind = ev.WhichOneof("event")
+        if kind == "subscribed":
+            self.framework_id = ev.subscribed.framework_id
+        elif kind == "offers":
+            for o in ev.offers.offers:
+                self.offers[o.offer_id] = o
+        elif kind == "rescind":
+            self.offers.pop(ev.rescind.offer_id, None)
+        elif kind == "update":
+            self.updates.append(ev.update)
+        elif kind == "output":
+            self.outputs.append(ev.output)
+        elif kind == "error":
+            self.errors.append(ev.error)
+        return ev
+
+    def last(self, kind: str) -> Any:
+        for ev in reversed(self.events):
+            if ev.WhichOneof("event") == kind:
+                return getattr(ev, kind)
+        raise LookupError(f"no {kind} event")
+
+    def states(self, task_id: str) -> list[int]:
+        return [u.state for u in self.updates if u.task_id == task_id]
+
+
+def task_info(task_id: str, cpus: float = 1.0, mem_mb: float = 128.0,
+              image: str = "busybox", **res: Any) -> pb.TaskInfo:
+    """A Docker task for tests."""
+    return pb.TaskInfo(task_id=task_id, spec=pb.TaskSpec(
+        name=task_id, resources=pb.Resources(cpus=cpus, mem_mb=mem_mb, **res),
+        docker=pb.DockerTask(image=image)))
+
+
+# --------------------------------------------------------------------------------------------
+# Sans-IO cluster
+
+
+class Cluster:
+    """A master core, optionally persisting to a real `Store`, with scripted agents and
+    frameworks and a hand-held clock. Messages go out only after their records are applied to
+    the store, as in the service."""
+
+    def __init__(self, config: Any = None, store: Any = None, now: float = 1_000_000.0,
+                 seed: int = 0) -> None:
+        import random
+
+        from edgerm_master.core import Master
+        from edgerm_master.defaults import MasterConfig
+
+        if config is None:
+            config = MasterConfig(agent_tokens=["agent-token"],
+                                  framework_tokens=["framework-token"],
+                                  operator_tokens=["operator-token"])
+        self.rng = random.Random(seed)
+        self.master = Master(config, random_bytes=self.rng.randbytes)
+        self.store = store
+        self.now = now
+        self.conns: dict[int, ScriptedFramework] = {}
+        self.fw_conn: dict[int, int] = {}
+        self.pushes: dict[int, list[bytes]] = {}
+        self.closed: list[int] = []
+        self._next_conn = 1
+        self.committed = 0
+        if store is not None:
+            self.master.recover(store.recover(), now)
+
+    # --- plumbing
+
+    def flush(self) -> None:
+        """Commit what the core emitted, then deliver what it allowed."""
+        records = self.master.take_records()
+        if self.store is not None and records:
+            self.store.apply(records)
+        self.committed += len(records)
+        from edgerm_master.core import CloseFramework, ToAgent, ToFramework
+        for item in self.master.take_outbox():
+            if isinstance(item, ToFramework):
+                fw = self.conns.get(item.conn)
+                if fw is not None:
+                    fw.handle_event(item.event)
+            elif isinstance(item, ToAgent):
+                self.pushes.setdefault(item.agent_id, []).append(item.data)
+            elif isinstance(item, CloseFramework):
+                fw = self.conns.pop(item.conn, None)
+                self.closed.append(item.conn)
+                if fw is not None:
+                    fw.closed = True
+
+    def step(self, dt: float = 0.0) -> None:
+        """Advance the clock by `dt`, running every timer that falls due on the way."""
+        end = self.now + dt
+        while True:
+            due = self.master.get_timer()
+            if due > end:
+                break
+            self.now = max(self.now, due)
+            self.master.handle_timer(self.now)
+            self.flush()
+        self.now = end
+        self.master.handle_timer(self.now)
+        self.flush()
+
+    # --- agents
+
+    def send(self, agent: ScriptedAgent, data: bytes, transport: str = "coap") -> pb.AgentReply:
+        result = self.master.agent_call(data, self.now, transport)
+        self.flush()
+        return agent.handle_reply(result.data)
+
+    def exchange(self, agent: ScriptedAgent) -> pb.AgentReply:
+        """One call of the agent (registration, oldest update or heartbeat) and its reply."""
+        return self.send(agent, agent.next_call())
+
+    def settle(self, agent: ScriptedAgent, rounds: int = 20) -> None:
+        """Exchange until the agent has nothing to say beyond a steady heartbeat."""
+        for _ in range(rounds):
+            self.exchange(agent)
+            if not agent.need_register and not agent.queue and agent.applied == agent.acked_applied:
+                self.exchange(agent)  # the heartbeat carrying the final command_ack
+                if not agent.queue and not agent.need_register:
+                    return
+        raise AssertionError("agent did not settle")
+
+    def add_agent(self, agent: ScriptedAgent) -> ScriptedAgent:
+        self.settle(agent)
+        self.step()
+        return agent
+
+    # --- frameworks
+
+    def connect(self, fw: ScriptedFramework) -> int:
+        conn = self._next_conn
+        self._next_conn += 1
+        self.conns[conn] = fw
+        fw.closed = False
+        self.fw_conn[id(fw)] = conn
+        return conn
+
+    def call(self, fw: ScriptedFramework, data: bytes) -> None:
+        conn = self.fw_conn.get(id(fw))
+        if conn is None or conn not in self.conns:
+            conn = self.connect(fw)
+        self.master.framework_call(conn, data, self.now)
+        self.flush()
+
+    def subscribe(self, fw: ScriptedFramework) -> ScriptedFramework:
+        self.connect(fw)
+        self.call(fw, fw.subscribe())
+        self.step()
+        return fw
+
+    def disconnect(self, fw: ScriptedFramework) -> None:
+        conn = self.fw_conn.pop(id(fw), None)
+        if conn is not None:
+            self.conns.pop(conn, None)
+            self.master.framework_disconnected(conn, self.now)
+            self.flush()
+
+    def ack_all(self, fw: ScriptedFramework) -> None:
+        """Acknowledge every update that asks for it, in order, until none is left."""
+        for _ in range(1000):
+            pending = [u for u in fw.updates if u.uuid and u.uuid not in self._acked]
+            if not pending:
+                return
+            for u in pending:
+                self._acked.add(u.uuid)
+                self.call(fw, fw.acknowledge(u))
+
+    @property
+    def _acked(self) -> set[bytes]:
+        acked: set[bytes] | None = getattr(self, "_acked_set", None)
+        if acked is None:
+            acked = set()
+            self._acked_set = acked
+        return acked
+
+
+# --------------------------------------------------------------------------------------------
+# Real processes
+
+
+class MasterProcess:
+    """`python -m edgerm_master` as a subprocess on `data_dir`, for end-to-end tests.
+
+    `start()` waits for the ready line and fills `coap` / `ws` (host, port); `restart()` reuses
+    the same ports and data directory; `kill()` is SIGKILL; `stop()` SIGTERM then SIGKILL.
+    """
+
+    def __init__(self, data_dir: str, agent_token: str = "agent-token",
+                 framework_token: str = "framework-token",
+                 operator_token: str = "operator-token", heartbeat_ms: int = 200,
+                 extra: Iterable[str] = (), host: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.args = [
+            "--data-dir", data_dir, "--host", host,
+            "--agent-token", agent_token, "--framework-token", framework_token,
+            "--operator-token", operator_token, "--heartbeat-ms", str(heartbeat_ms),
+            *extra,
+        ]
+        self.coap_port = 0
+        self.ws_port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.coap: tuple[str, int] = (host, 0)
+        self.ws: tuple[str, int] = (host, 0)
+        self.log_path = os.path.join(data_dir, "master.log")
+
+    def start(self, timeout: float = 20.0) -> MasterProcess:
+        os.makedirs(self.data_dir, exist_ok=True)
+        args = [sys.executable, "-m", "edgerm_master", *self.args,
+                "--coap-port", str(self.coap_port), "--ws-port", str(self.ws_port)]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its life
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)
+        log.close()
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("event") == "ready":
+                h, p = ev["coap"].rsplit(":", 1)
+                self.coap = (h, int(p))
+                h, p = ev["ws"].rsplit(":", 1)
+                self.ws = (h, int(p))
+                self.coap_port, self.ws_port = self.coap[1], self.ws[1]
+                return self
+        self.kill()
+        with open(self.log_path, "rb") as f:
+            tail = f.read()[-3000:].decode(errors="replace")
+        raise RuntimeError(f"the master did not become ready; log tail:\n{tail}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self._close()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self._close()
+        return code
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def restart(self, kill: bool = True) -> MasterProcess:
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        return self.start()
+
+    def __enter__(self) -> MasterProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
