@@ -1,0 +1,234 @@
+"""The agent's configuration: a TOML file parsed into one frozen `AgentConfig`.
+
+docs/agent.md lists every key. Every default lives here; every error names the key.
+Example::
+
+    name = "pi-kitchen"
+    work_dir = "/var/lib/edgerm-agent"
+
+    [master]
+    url = "ws://master.example:5690/agent"    # or "coap://master.example:5683"
+    token = "the cluster agent token"
+
+    [resources]
+    cpus = 2            # caps on what is detected (omit to offer all)
+    reserved_mem_mb = 256
+    ports = ["31000-31999"]
+
+    [attributes]
+    zone = "kitchen"    # labels, offered as text attributes
+
+    [[devices]]
+    name = "temp"
+    kind = "sensor"
+    unit = "Cel"
+    file = "/sys/class/thermal/thermal_zone0/temp"
+    scale = 0.001
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgerm_agent.sensors import SensorSpec
+
+__all__ = ["AgentConfig", "ConfigError", "DeviceConfig", "load_config", "parse_config"]
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str
+    kind: str                      # "sensor", "actuator", "other"
+    shares: int = 0                # 0: exclusive
+    unit: str = ""
+    path: str = ""                 # host device node passed to containers (kind "other")
+    sensor: SensorSpec | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    work_dir: Path
+    master_url: str
+    token: str
+    # resources: caps (None = detected value) and reservations subtracted from them
+    cpus: float | None = None
+    mem_mb: float | None = None
+    disk_mb: float | None = None
+    reserved_cpus: float = 0.0
+    reserved_mem_mb: float = 0.0
+    reserved_disk_mb: float = 0.0
+    ports: tuple[tuple[int, int], ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    devices: tuple[DeviceConfig, ...] = ()
+    executors: tuple[str, ...] = ("docker", "wasm")
+    docker_host: str | None = None      # None: DOCKER_HOST or the default socket
+    docker_pull: bool = False           # pull images missing locally
+    wasm_default_mem_mb: float = 16.0   # cap for WASM tasks that ask for no memory
+    wasm_stack_kb: int = 64
+    call_timeout_s: float = 10.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    heartbeat_s: float = 5.0            # until the master sends its own interval
+    max_payload: int = 0                # 0: 1024 over CoAP; WebSocket always takes 64 KiB
+
+    @property
+    def transport(self) -> str:
+        return "coap" if urlsplit(self.master_url).scheme == "coap" else "websocket"
+
+
+def load_config(path: str | os.PathLike[str]) -> AgentConfig:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return parse_config(raw, base=Path(path).parent)
+
+
+def _get(raw: dict[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
+    value = raw.get(key)
+    if value is None:
+        return None
+    allowed = types if isinstance(types, tuple) else (types,)
+    if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+        names = " or ".join(t.__name__ for t in allowed)
+        raise ConfigError(f"{where}{key}: expected {names}, got {type(value).__name__}")
+    return value
+
+
+def _number(raw: dict[str, Any], key: str, where: str, default: float | None) -> float | None:
+    value = _get(raw, key, (int, float), where)
+    if value is None:
+        return default
+    if value < 0:
+        raise ConfigError(f"{where}{key}: must not be negative")
+    return float(value)
+
+
+def _ports(items: Any) -> tuple[tuple[int, int], ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ConfigError("resources.ports: expected a list like [\"31000-31999\"]")
+    out = []
+    for item in items:
+        try:
+            lo, _, hi = str(item).partition("-")
+            begin, end = int(lo), int(hi or lo)
+        except ValueError:
+            raise ConfigError(f"resources.ports: bad range {item!r}") from None
+        if not 0 < begin <= end <= 65535:
+            raise ConfigError(f"resources.ports: bad range {item!r}")
+        out.append((begin, end))
+    return tuple(out)
+
+
+def _device(raw: Any, i: int) -> DeviceConfig:
+    where = f"devices[{i}]."
+    if not isinstance(raw, dict):
+        raise ConfigError(f"devices[{i}]: expected a table")
+    name = _get(raw, "name", str, where)
+    if not name:
+        raise ConfigError(f"{where}name: required")
+    kind = _get(raw, "kind", str, where) or "sensor"
+    if kind not in ("sensor", "actuator", "other"):
+        raise ConfigError(f"{where}kind: one of sensor, actuator, other")
+    shares = _get(raw, "shares", int, where) or 0
+    sensor = None
+    if kind == "sensor":
+        sources = [k for k in ("constant", "sine", "file") if k in raw]
+        if len(sources) != 1:
+            raise ConfigError(f"{where}: a sensor needs exactly one of constant, sine, file")
+        src = sources[0]
+        if src == "constant":
+            sensor = SensorSpec(name, "constant", value=float(_get(raw, "constant",
+                                                                     (int, float), where)))
+        elif src == "sine":
+            s = raw["sine"]
+            if not isinstance(s, dict):
+                raise ConfigError(f"{where}sine: expected {{mean, amplitude, period_s}}")
+            period = float(s.get("period_s", 60.0))
+            if period <= 0:
+                raise ConfigError(f"{where}sine.period_s: must be positive")
+            sensor = SensorSpec(name, "sine", mean=float(s.get("mean", 0.0)),
+                                amplitude=float(s.get("amplitude", 1.0)), period_s=period)
+        else:
+            sensor = SensorSpec(name, "file", path=str(raw["file"]),
+                                scale=float(_get(raw, "scale", (int, float), where) or 1.0))
+    return DeviceConfig(name=name, kind=kind, shares=shares,
+                        unit=_get(raw, "unit", str, where) or "",
+                        path=_get(raw, "path", str, where) or "", sensor=sensor)
+
+
+def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
+    import socket
+
+    master = raw.get("master") or {}
+    if not isinstance(master, dict):
+        raise ConfigError("master: expected a table")
+    url = _get(master, "url", str, "master.")
+    if not url:
+        raise ConfigError("master.url: required (ws://HOST:PORT/agent or coap://HOST:PORT)")
+    scheme = urlsplit(url).scheme
+    if scheme not in ("ws", "wss", "coap"):
+        raise ConfigError(f"master.url: scheme {scheme!r} is not ws, wss or coap")
+    token = _get(master, "token", str, "master.") or ""
+    work_dir = Path(_get(raw, "work_dir", str, "") or "edgerm-agent")
+    if base is not None and not work_dir.is_absolute():
+        work_dir = base / work_dir
+    res = raw.get("resources") or {}
+    w = "resources."
+    labels = raw.get("attributes") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise ConfigError("attributes: a table of text labels")
+    devices_raw = raw.get("devices") or []
+    if not isinstance(devices_raw, list):
+        raise ConfigError("devices: expected an array of tables ([[devices]])")
+    devices = tuple(_device(d, i) for i, d in enumerate(devices_raw))
+    names = [d.name for d in devices]
+    if len(set(names)) != len(names):
+        raise ConfigError("devices: names must be unique")
+    ex = raw.get("executors") or {}
+    enabled = tuple(ex.get("enabled", ("docker", "wasm")))
+    for e in enabled:
+        if e not in ("docker", "wasm"):
+            raise ConfigError(f"executors.enabled: unknown executor {e!r}")
+    docker = raw.get("docker") or {}
+    wasm = raw.get("wasm") or {}
+    timing = raw.get("timing") or {}
+    t = "timing."
+    return AgentConfig(
+        name=_get(raw, "name", str, "") or socket.gethostname(),
+        work_dir=work_dir,
+        master_url=url,
+        token=token,
+        cpus=_number(res, "cpus", w, None),
+        mem_mb=_number(res, "mem_mb", w, None),
+        disk_mb=_number(res, "disk_mb", w, None),
+        reserved_cpus=_number(res, "reserved_cpus", w, 0.0) or 0.0,
+        reserved_mem_mb=_number(res, "reserved_mem_mb", w, 0.0) or 0.0,
+        reserved_disk_mb=_number(res, "reserved_disk_mb", w, 0.0) or 0.0,
+        ports=_ports(res.get("ports")),
+        labels=dict(labels),
+        devices=devices,
+        executors=enabled,
+        docker_host=_get(docker, "host", str, "docker."),
+        docker_pull=bool(_get(docker, "pull", bool, "docker.") or False),
+        wasm_default_mem_mb=_number(wasm, "default_mem_mb", "wasm.", 16.0) or 16.0,
+        wasm_stack_kb=int(_number(wasm, "stack_kb", "wasm.", 64) or 64),
+        call_timeout_s=_number(timing, "call_timeout_s", t, 10.0) or 10.0,
+        backoff_initial_s=_number(timing, "backoff_initial_s", t, 1.0) or 1.0,
+        backoff_max_s=_number(timing, "backoff_max_s", t, 60.0) or 60.0,
+        heartbeat_s=_number(timing, "heartbeat_s", t, 5.0) or 5.0,
+        max_payload=int(_number(master, "max_payload", "master.", 0) or 0),
+    )

@@ -1,0 +1,727 @@
+"""The agent's side of the agent link (docs/protocol.md) as a plain object: no I/O, no clock.
+
+Theory of operation
+-------------------
+The agent speaks to the master in *calls*: one `AgentCall` out, one `AgentReply` back, one call
+in flight at a time (CoAP's NSTART=1 and the master's "seq must grow" rule both want that order).
+The shell asks `next_call(now)` for the next signed call, sends it, and feeds back either
+`receive_reply(data, now)` or `call_failed(now)`. Pushed replies (seq 0: an Observe notification
+or a WebSocket push) go to `receive_push(data, now)`. `get_timer()` is the one deadline at which
+`handle_timer(now)` wants to run (the next heartbeat or the end of a back-off). Everything the
+shell must *do* comes out of `next_event()`: launch or kill a task, fetch a module, a module chunk
+that arrived. Executors report back with `task_changed()` and `publish()`.
+
+What goes out next, by priority:
+ 1. `register` when the session is not registered (boot, `ReRegister`, UNAUTHENTICATED);
+ 2. module requests (WebSocket module transfer; the fetch waits on them);
+ 3. a heartbeat carrying a moved `command_ack` (so the master stops re-sending commands);
+ 4. the oldest unacknowledged update (`StatusUpdate` or `Publish`), one per call;
+ 5. a heartbeat when the interval (± jitter) has passed.
+After a failed call nothing is sent until the back-off ends (exponential, capped).
+
+Rules this file keeps (and tests check):
+- Commands are applied once each, in id order; `Launch` is idempotent by task number.
+- Updates are numbered from one counter, kept until `update_ack` covers them, sent oldest first.
+- Every call after the first registration carries agent_id, seq (strictly growing) and mac;
+  replies with a wrong mac or seq are dropped and count as a failed call.
+- `dirty` is set whenever state that must survive a SIGKILL changed; the shell writes the
+  checkpoint (`snapshot()`) before it sends the next call, so nothing leaves the agent that the
+  agent could forget: a `command_ack` only goes out after the launched task is on disk, an
+  update only after it is in the queue on disk.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from edgerm.wire import PROTOCOL_VERSION, DecodeError, Limits, decode, encode, pb, sign, verify
+
+__all__ = [
+    "AgentCore", "CoreConfig", "OutgoingCall", "TaskRecord",
+    "LaunchTask", "KillTask", "FetchModule", "ModuleChunk", "ModuleFailed", "Registered",
+    "Event", "TERMINAL_STATES", "EXECUTOR_OF_KIND",
+]
+
+TERMINAL_STATES = frozenset({pb.FINISHED, pb.FAILED, pb.KILLED, pb.ERROR, pb.LOST, pb.DROPPED})
+
+# Which executor a TaskSpec's `kind` oneof needs.
+EXECUTOR_OF_KIND = {"docker": pb.DOCKER, "wasm": pb.WASM, "micropython": pb.MICROPYTHON}
+
+# Replies may carry module chunks larger than control traffic; everything else keeps the
+# codec's defaults.
+_REPLY_LIMITS = Limits(max_bytes=1024 * 1024)
+
+# Terminal tasks whose final update is acknowledged are kept (for Launch idempotency and Kill
+# re-reports) up to this many; the oldest are forgotten first.
+_KEEP_TERMINAL = 256
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Everything the core needs from the agent's configuration."""
+
+    name: str
+    token: str
+    resources: pb.Resources
+    attributes: tuple[pb.Attribute, ...]
+    executors: tuple[int, ...]
+    #: largest payload the agent accepts in one reply (Register.max_payload; 0 means 1024).
+    max_payload: int = 0
+    #: interval used until the master tells us its own (Registered.heartbeat_ms).
+    heartbeat_s: float = 5.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    #: publishes queued beyond this are refused (the task sees EDGERM_E_AGAIN).
+    max_queued_publishes: int = 256
+
+
+@dataclass
+class TaskRecord:
+    """What the agent knows about one task; survives restarts through the checkpoint."""
+
+    task: int
+    spec: pb.TaskSpec
+    state: int
+    reason: int = pb.REASON_UNSPECIFIED
+    message: str = ""
+    exit_code: int = 0
+    #: update_id of the update that reported `state`; 0 when none is queued.
+    update_id: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def executor(self) -> int:
+        return EXECUTOR_OF_KIND.get(self.spec.WhichOneof("kind") or "", pb.EXECUTOR_UNSPECIFIED)
+
+
+# ---------------------------------------------------------------------------------------------
+# Events (core -> shell)
+
+@dataclass(frozen=True)
+class LaunchTask:
+    """Start `task` with `spec`; its STARTING update is already queued."""
+
+    task: int
+    spec: pb.TaskSpec
+
+
+@dataclass(frozen=True)
+class KillTask:
+    """Stop `task` and report it KILLED with `reason`."""
+
+    task: int
+    reason: int = pb.KILL_REQUESTED
+
+
+@dataclass(frozen=True)
+class FetchModule:
+    """Put module `sha256` into the cache ahead of a launch."""
+
+    sha256: bytes
+    size: int
+
+
+@dataclass(frozen=True)
+class ModuleChunk:
+    """A piece of a module, answering `request_module()`."""
+
+    sha256: bytes
+    offset: int
+    total: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ModuleFailed:
+    """The master could not give the module asked for with `request_module()`."""
+
+    sha256: bytes
+    message: str
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The session is registered. `fresh`: a new identity (earlier tasks are orphans)."""
+
+    agent_id: int
+    fresh: bool
+
+
+Event = LaunchTask | KillTask | FetchModule | ModuleChunk | ModuleFailed | Registered
+
+
+@dataclass(frozen=True)
+class OutgoingCall:
+    """A signed AgentCall to send; `data` is the encoded message."""
+
+    seq: int
+    kind: str
+    data: bytes
+
+
+@dataclass
+class _InFlight:
+    seq: int
+    kind: str                      # "register", "heartbeat", "update", "module"
+    fresh: bool = False            # register without identity
+    command_ack: int = 0           # heartbeat: the ack it carried
+    resources: bool = False        # heartbeat: carried resources/attributes
+    update_id: int = 0
+    module: pb.ModuleRequest | None = None
+
+
+@dataclass
+class _Update:
+    update_id: int
+    status: pb.StatusUpdate | None = None
+    publish: pb.Publish | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+
+class AgentCore:
+    """The agent link state machine. See the module docstring for the contract."""
+
+    def __init__(self, config: CoreConfig, *, rng: random.Random | None = None,
+                 snapshot: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self._rng = rng or random.Random()
+        self.agent_id = 0
+        self.secret = b""
+        self.seq = 0
+        self.command_ack = 0
+        self.update_next = 1
+        self.tasks: dict[int, TaskRecord] = {}
+        self._updates: deque[_Update] = deque()
+        self._events: deque[Event] = deque()
+        self._module_requests: deque[pb.ModuleRequest] = deque()
+        self._want_observe = False
+        self.registered = False
+        self.heartbeat_s = config.heartbeat_s
+        self.jitter_s = 0.0
+        self._acked_command_ack = 0
+        self._resources_dirty = False
+        self._resources = config.resources
+        self._attributes = list(config.attributes)
+        self._in_flight: _InFlight | None = None
+        self._failures = 0
+        self._retry_at: float | None = None
+        self._next_heartbeat: float | None = None
+        self._started = False
+        #: set when snapshot() would return something new; the shell clears it after writing.
+        self.dirty = False
+        #: counters for logs and tests.
+        self.stats: dict[str, int] = {"bad_replies": 0, "failed_calls": 0, "commands": 0}
+        if snapshot is not None:
+            self._restore(snapshot)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready state that must survive a SIGKILL."""
+        return {
+            "version": 1,
+            "agent_id": self.agent_id,
+            "secret": self.secret.hex(),
+            "seq": self.seq,
+            "command_ack": self.command_ack,
+            "update_next": self.update_next,
+            "updates": [self._update_to_json(u) for u in self._updates],
+            "tasks": [
+                {"task": t.task, "spec": encode(t.spec).hex(), "state": t.state,
+                 "reason": t.reason, "message": t.message, "exit_code": t.exit_code,
+                 "update_id": t.update_id}
+                for t in self.tasks.values()
+            ],
+        }
+
+    @staticmethod
+    def _update_to_json(u: _Update) -> dict[str, Any]:
+        if u.status is not None:
+            return {"status": encode(u.status).hex()}
+        assert u.publish is not None
+        return {"publish": encode(u.publish).hex()}
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        self.agent_id = int(snap.get("agent_id", 0))
+        self.secret = bytes.fromhex(snap.get("secret", ""))
+        self.seq = int(snap.get("seq", 0))
+        self.command_ack = int(snap.get("command_ack", 0))
+        self._acked_command_ack = self.command_ack
+        self.update_next = int(snap.get("update_next", 1))
+        for raw in snap.get("updates", []):
+            if "status" in raw:
+                st = decode(pb.StatusUpdate, bytes.fromhex(raw["status"]))
+                self._updates.append(_Update(st.update_id, status=st))
+            else:
+                p = decode(pb.Publish, bytes.fromhex(raw["publish"]))
+                self._updates.append(_Update(p.update_id, publish=p))
+        for raw in snap.get("tasks", []):
+            rec = TaskRecord(
+                task=int(raw["task"]), spec=decode(pb.TaskSpec, bytes.fromhex(raw["spec"])),
+                state=int(raw["state"]), reason=int(raw.get("reason", 0)),
+                message=str(raw.get("message", "")), exit_code=int(raw.get("exit_code", 0)),
+                update_id=int(raw.get("update_id", 0)))
+            self.tasks[rec.task] = rec
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Begin the session: the first call is always a registration."""
+        self._started = True
+        self.registered = False
+        self._retry_at = None
+        self._next_heartbeat = now
+
+    def set_resources(self, resources: pb.Resources,
+                      attributes: Iterable[pb.Attribute] | None = None) -> None:
+        """The agent's totals changed: the next heartbeat carries them."""
+        self._resources = resources
+        if attributes is not None:
+            self._attributes = list(attributes)
+        self._resources_dirty = True
+
+    def task_changed(self, task: int, state: int, *, reason: int = pb.REASON_UNSPECIFIED,
+                     message: str = "", exit_code: int = 0) -> bool:
+        """An executor reports a new state for `task`; queues a StatusUpdate.
+
+        Returns False (and changes nothing) when the task is unknown, already terminal (the
+        first terminal state wins a race between exit and kill), or already in `state`.
+        """
+        rec = self.tasks.get(task)
+        if rec is None or rec.terminal or rec.state == state:
+            return False
+        self._set_state(rec, state, reason, message, exit_code)
+        return True
+
+    def publish(self, task: int, data: bytes, topic: str = "") -> bool:
+        """Queue data published by `task`. False when the queue is full (try later)."""
+        rec = self.tasks.get(task)
+        if rec is None:
+            return False
+        queued = sum(1 for u in self._updates if u.publish is not None)
+        if queued >= self.config.max_queued_publishes:
+            return False
+        uid = self._next_update_id()
+        self._updates.append(_Update(uid, publish=pb.Publish(
+            update_id=uid, task=task, data=data, topic=topic)))
+        self.dirty = True
+        return True
+
+    def publish_room(self) -> int:
+        queued = sum(1 for u in self._updates if u.publish is not None)
+        return max(0, self.config.max_queued_publishes - queued)
+
+    def request_module(self, sha256: bytes, offset: int, length: int = 0) -> None:
+        """Ask the master for a piece of a module over the call channel (WebSocket)."""
+        self._module_requests.append(pb.ModuleRequest(sha256=sha256, offset=offset,
+                                                      length=length))
+
+    def request_observe(self) -> None:
+        """The shell wants a push channel (CoAP Observe on `c`): the next call is its signed
+        registration heartbeat, kind "observe", answered like a heartbeat."""
+        self._want_observe = True
+
+    def handle_timer(self, now: float) -> None:
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+
+    def call_failed(self, now: float) -> None:
+        """The call in flight got no usable reply (timeout, connection lost, bad reply)."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return
+        self.stats["failed_calls"] += 1
+        self._failures += 1
+        if flight.kind == "module" and flight.module is not None:
+            # Retried after the back-off, at the front of the queue.
+            self._module_requests.appendleft(flight.module)
+        elif flight.kind == "observe":
+            self._want_observe = True
+        self._back_off(now)
+
+    def receive_reply(self, data: bytes, now: float) -> None:
+        """The reply to the call in flight."""
+        flight = self._in_flight
+        if flight is None:
+            self.stats["bad_replies"] += 1
+            return
+        try:
+            reply = decode(pb.AgentReply, data, _REPLY_LIMITS)
+        except DecodeError:
+            self.stats["bad_replies"] += 1
+            self.call_failed(now)
+            return
+        if reply.seq != flight.seq:
+            self.stats["bad_replies"] += 1
+            self.call_failed(now)
+            return
+        if reply.HasField("error"):
+            self._in_flight = None
+            self._on_error(flight, reply, now)
+            return
+        if flight.kind == "register" and reply.HasField("registered"):
+            key = reply.registered.secret if flight.fresh else self.secret
+            if not verify(reply, key):
+                self.stats["bad_replies"] += 1
+                self.call_failed(now)
+                return
+        elif not (self.secret and verify(reply, self.secret)):
+            self.stats["bad_replies"] += 1
+            self.call_failed(now)
+            return
+        self._in_flight = None
+        self._failures = 0
+        self._retry_at = None
+        if flight.kind == "register":
+            if not reply.HasField("registered"):
+                self.stats["bad_replies"] += 1
+                self._back_off(now)
+                return
+            self._on_registered(flight, reply.registered)
+        elif flight.kind == "heartbeat":
+            if flight.command_ack > self._acked_command_ack:
+                self._acked_command_ack = flight.command_ack
+            if flight.resources:
+                self._resources_dirty = False
+        elif flight.kind == "module" and flight.module is not None:
+            if reply.HasField("module") and reply.module.sha256 == flight.module.sha256:
+                m = reply.module
+                self._events.append(ModuleChunk(m.sha256, m.offset, m.total, m.data))
+            else:
+                self._events.append(ModuleFailed(flight.module.sha256, "no module in reply"))
+        self._apply_reply(reply)
+        self._schedule_heartbeat(now)
+
+    def receive_push(self, data: bytes, now: float, seq: int = 0) -> None:
+        """A reply the master pushed: commands and update_ack, authenticated. Its seq is 0, or
+        `seq` for CoAP notifications that echo the Observe registration's call."""
+        try:
+            reply = decode(pb.AgentReply, data, _REPLY_LIMITS)
+        except DecodeError:
+            self.stats["bad_replies"] += 1
+            return
+        if reply.seq not in (0, seq) or not self.registered or not verify(reply, self.secret):
+            self.stats["bad_replies"] += 1
+            return
+        if reply.HasField("error") or reply.HasField("registered"):
+            self.stats["bad_replies"] += 1
+            return
+        self._apply_reply(reply)
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer`/`next_call` next has something to do; None: only on input."""
+        if self._in_flight is not None or not self._started:
+            return None
+        if self._retry_at is not None:
+            return self._retry_at
+        if self._has_urgent():
+            return float("-inf")
+        return self._next_heartbeat
+
+    def next_call(self, now: float) -> OutgoingCall | None:
+        """The next call to send, signed; None when nothing is due or one is in flight."""
+        if self._in_flight is not None or not self._started:
+            return None
+        if self._retry_at is not None:
+            if now < self._retry_at:
+                return None
+            self._retry_at = None
+        if not self.registered:
+            return self._register_call()
+        if self._want_observe:
+            self._want_observe = False
+            return self._send(pb.AgentCall(heartbeat=pb.Heartbeat()), _InFlight(0, "observe"))
+        if self._module_requests:
+            req = self._module_requests.popleft()
+            call = pb.AgentCall(module=req)
+            return self._send(call, _InFlight(0, "module", module=req))
+        if self.command_ack > self._acked_command_ack or self._resources_dirty:
+            return self._heartbeat_call()
+        if self._updates:
+            u = self._updates[0]
+            call = pb.AgentCall()
+            if u.status is not None:
+                call.status.CopyFrom(u.status)
+            else:
+                assert u.publish is not None
+                call.publish.CopyFrom(u.publish)
+            return self._send(call, _InFlight(0, "update", update_id=u.update_id))
+        if self._next_heartbeat is not None and now >= self._next_heartbeat:
+            return self._heartbeat_call()
+        return None
+
+    def verify_push(self, data: bytes) -> bool:
+        """Cheap check used by shells that route pushes: a decodable, authentic seq-0 reply."""
+        try:
+            reply = decode(pb.AgentReply, data, _REPLY_LIMITS)
+        except DecodeError:
+            return False
+        return bool(self.secret) and verify(reply, self.secret)
+
+    @property
+    def pending_updates(self) -> int:
+        return len(self._updates)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _has_urgent(self) -> bool:
+        if not self.registered:
+            return True
+        return bool(self._want_observe or self._module_requests or self._updates
+                    or self.command_ack > self._acked_command_ack or self._resources_dirty)
+
+    def _send(self, call: pb.AgentCall, flight: _InFlight) -> OutgoingCall:
+        self.seq += 1
+        call.seq = self.seq
+        flight.seq = self.seq
+        if flight.fresh:
+            data = encode(call)
+        else:
+            call.agent_id = self.agent_id
+            data = sign(call, self.secret)
+        self._in_flight = flight
+        return OutgoingCall(self.seq, flight.kind, data)
+
+    def _register_call(self) -> OutgoingCall:
+        reg = pb.Register(name=self.config.name, protocol_version=PROTOCOL_VERSION,
+                          max_payload=self.config.max_payload)
+        reg.resources.CopyFrom(self._resources)
+        reg.attributes.extend(self._attributes)
+        reg.executors.extend(self.config.executors)
+        fresh = not (self.agent_id and self.secret)
+        if fresh:
+            reg.token = self.config.token
+        else:
+            reg.update_next = self.update_next
+            for rec in sorted(self.tasks.values(), key=lambda r: r.task):
+                # Non-terminal tasks, and terminal ones whose final update the master may not
+                # have yet: otherwise it would fail a finished task as AGENT_RESTARTED.
+                if not rec.terminal or rec.update_id >= self._first_unacked_update():
+                    reg.tasks.append(pb.TaskReport(task=rec.task, state=cast(Any, rec.state)))
+        return self._send(pb.AgentCall(register=reg), _InFlight(0, "register", fresh=fresh))
+
+    def _first_unacked_update(self) -> int:
+        return self._updates[0].update_id if self._updates else self.update_next
+
+    def _heartbeat_call(self) -> OutgoingCall:
+        hb = pb.Heartbeat()
+        if self.command_ack != self._acked_command_ack:
+            hb.command_ack = self.command_ack
+        carried = self._resources_dirty
+        if carried:
+            hb.resources.CopyFrom(self._resources)
+            hb.attributes.extend(self._attributes)
+        return self._send(pb.AgentCall(heartbeat=hb),
+                          _InFlight(0, "heartbeat", command_ack=self.command_ack,
+                                    resources=carried))
+
+    def _schedule_heartbeat(self, now: float) -> None:
+        jitter = self._rng.uniform(-self.jitter_s, self.jitter_s) if self.jitter_s else 0.0
+        self._next_heartbeat = now + max(0.0, self.heartbeat_s + jitter)
+
+    def _back_off(self, now: float) -> None:
+        n = max(1, self._failures)
+        delay = min(self.config.backoff_max_s,
+                    self.config.backoff_initial_s * 2 ** min(n - 1, 30))
+        # ±10 % so that agents cut off together do not come back in lockstep.
+        delay *= self._rng.uniform(0.9, 1.1)
+        self._retry_at = now + delay
+
+    def _on_error(self, flight: _InFlight, reply: pb.AgentReply, now: float) -> None:
+        code = reply.error.code
+        if code == pb.UNAUTHENTICATED:
+            if flight.kind == "register" and not flight.fresh:
+                # The master does not know this identity: start afresh with the token.
+                self._forget_identity()
+            self.registered = False
+            self._failures += 1
+            self._back_off(now)
+            if self._failures == 1:
+                self._retry_at = now  # re-register at once the first time
+            return
+        if flight.kind == "module" and flight.module is not None and code in (
+                pb.NOT_FOUND, pb.BAD_REQUEST, pb.TOO_LARGE):
+            self._events.append(ModuleFailed(flight.module.sha256, reply.error.message))
+            return
+        if flight.kind == "update" and code in (pb.BAD_REQUEST, pb.TOO_LARGE, pb.NOT_FOUND):
+            # The master will never take this update; keeping it would block the queue.
+            if self._updates and self._updates[0].update_id == flight.update_id:
+                self._updates.popleft()
+                self.dirty = True
+            return
+        # UNAVAILABLE, INTERNAL, UNSUPPORTED, anything else: try again later.
+        self._failures += 1
+        self._back_off(now)
+
+    def _forget_identity(self) -> None:
+        """Our identity is gone at the master: tasks it gave us belong to nobody now."""
+        self.agent_id = 0
+        self.secret = b""
+        self.command_ack = 0
+        self._acked_command_ack = 0
+        self._updates.clear()
+        self.update_next = 1
+        for rec in self.tasks.values():
+            if not rec.terminal:
+                self._events.append(KillTask(rec.task, pb.AGENT_RESTARTED))
+        self.tasks.clear()
+        self.dirty = True
+
+    def _on_registered(self, flight: _InFlight, reg: pb.Registered) -> None:
+        fresh = flight.fresh or reg.agent_id != self.agent_id
+        if fresh and self.agent_id and reg.agent_id != self.agent_id:
+            self._forget_identity()
+        self.agent_id = reg.agent_id
+        self.secret = bytes(reg.secret)
+        if reg.heartbeat_ms:
+            self.heartbeat_s = reg.heartbeat_ms / 1000.0
+        self.jitter_s = reg.jitter_ms / 1000.0
+        self.registered = True
+        self._acked_command_ack = self.command_ack if not fresh else 0
+        self._resources_dirty = False
+        self._drop_acked(reg.update_ack)
+        self.update_next = max(self.update_next, reg.update_ack + 1)
+        if self._updates and self._updates[0].update_id != reg.update_ack + 1:
+            self._renumber(reg.update_ack + 1)
+        self._events.append(Registered(self.agent_id, fresh))
+        self.dirty = True
+
+    def _renumber(self, first: int) -> None:
+        uid = first
+        for u in self._updates:
+            u.update_id = uid
+            msg = u.status if u.status is not None else u.publish
+            assert msg is not None
+            msg.update_id = uid
+            if u.status is not None:
+                rec = self.tasks.get(u.status.task)
+                if rec is not None and rec.state == u.status.state:
+                    rec.update_id = uid
+            uid += 1
+        self.update_next = uid
+
+    def _apply_reply(self, reply: pb.AgentReply) -> None:
+        self._drop_acked(reply.update_ack)
+        for cmd in sorted(reply.commands, key=lambda c: c.id):
+            if cmd.id <= self.command_ack:
+                continue
+            self._apply_command(cmd)
+            self.command_ack = cmd.id
+            self.stats["commands"] += 1
+            self.dirty = True
+
+    def _drop_acked(self, update_ack: int) -> None:
+        dropped = False
+        while self._updates and self._updates[0].update_id <= update_ack:
+            self._updates.popleft()
+            dropped = True
+        if dropped:
+            self.dirty = True
+            self._prune_tasks()
+
+    def _prune_tasks(self) -> None:
+        first_unacked = self._first_unacked_update()
+        done = [r.task for r in self.tasks.values()
+                if r.terminal and r.update_id < first_unacked]
+        for task in done[: max(0, len(done) - _KEEP_TERMINAL)]:
+            del self.tasks[task]
+
+    def _apply_command(self, cmd: pb.Command) -> None:
+        kind = cmd.WhichOneof("command")
+        if kind == "launch":
+            self._launch(cmd.launch)
+        elif kind == "kill":
+            self._kill(cmd.kill.task)
+        elif kind == "fetch":
+            self._events.append(FetchModule(bytes(cmd.fetch.sha256), cmd.fetch.size))
+        elif kind == "reregister":
+            self.registered = False
+
+    def _launch(self, launch: pb.Launch) -> None:
+        if launch.task in self.tasks:
+            return  # idempotent: the task's state is already on its way
+        spec = pb.TaskSpec()
+        spec.CopyFrom(launch.spec)
+        rec = TaskRecord(task=launch.task, spec=spec, state=pb.STAGING)
+        self.tasks[launch.task] = rec
+        problem = self._check_launch(rec)
+        if problem is not None:
+            reason, message = problem
+            self._set_state(rec, pb.ERROR, reason, message, 0)
+            return
+        self._set_state(rec, pb.STARTING, pb.REASON_UNSPECIFIED, "", 0)
+        self._events.append(LaunchTask(rec.task, spec))
+
+    def _check_launch(self, rec: TaskRecord) -> tuple[int, str] | None:
+        kind = rec.spec.WhichOneof("kind")
+        if kind is None:
+            return pb.INVALID_TASK, "the task names no executor (docker, wasm, micropython)"
+        if rec.executor not in self.config.executors:
+            return pb.UNSUPPORTED_EXECUTOR, f"this agent has no {kind} executor"
+        want = rec.spec.resources
+        used_cpus = used_mem = 0.0
+        for other in self.tasks.values():
+            if other.task != rec.task and not other.terminal:
+                used_cpus += other.spec.resources.cpus
+                used_mem += other.spec.resources.mem_mb
+        have = self._resources
+        eps = 1e-9
+        if want.cpus > 0 and used_cpus + want.cpus > have.cpus + eps:
+            return pb.RESOURCES_UNAVAILABLE, (
+                f"cpus {want.cpus:g} asked, {max(0.0, have.cpus - used_cpus):g} free")
+        if want.mem_mb > 0 and used_mem + want.mem_mb > have.mem_mb + eps:
+            return pb.RESOURCES_UNAVAILABLE, (
+                f"mem_mb {want.mem_mb:g} asked, {max(0.0, have.mem_mb - used_mem):g} free")
+        known = {d.name for d in have.devices}
+        for dev in want.devices:
+            if dev.name not in known:
+                return pb.RESOURCES_UNAVAILABLE, f"no device {dev.name!r} on this agent"
+        return None
+
+    def _kill(self, task: int) -> None:
+        rec = self.tasks.get(task)
+        if rec is None:
+            # Remember it, so that a launch arriving late for this number stays dead.
+            rec = TaskRecord(task=task, spec=pb.TaskSpec(), state=pb.STAGING)
+            self.tasks[task] = rec
+            self._set_state(rec, pb.KILLED, pb.KILLED_BEFORE_LAUNCH, "", 0)
+            return
+        if rec.terminal:
+            self._queue_status(rec)  # report the terminal state again
+            return
+        self._events.append(KillTask(task, pb.KILL_REQUESTED))
+
+    def _set_state(self, rec: TaskRecord, state: int, reason: int, message: str,
+                   exit_code: int) -> None:
+        rec.state = state
+        rec.reason = reason
+        rec.message = message
+        rec.exit_code = exit_code
+        self._queue_status(rec)
+
+    def _queue_status(self, rec: TaskRecord) -> None:
+        uid = self._next_update_id()
+        rec.update_id = uid
+        self._updates.append(_Update(uid, status=pb.StatusUpdate(
+            update_id=uid, task=rec.task, state=cast(Any, rec.state),
+            reason=cast(Any, rec.reason),
+            message=rec.message, exit_code=rec.exit_code)))
+        self.dirty = True
+
+    def _next_update_id(self) -> int:
+        uid = self.update_next
+        self.update_next += 1
+        return uid

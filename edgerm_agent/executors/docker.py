@@ -1,0 +1,236 @@
+"""The Docker executor: one container per task, through the Docker SDK.
+
+Every SDK call blocks, so each goes through `trio.to_thread.run_sync`. Containers carry the
+labels `edgerm.agent` (this agent's key) and `edgerm.task` (the task number): the agent finds its
+containers after a restart by label, and it only ever touches, kills or removes containers that
+carry its own key. It never prunes anything.
+
+Outcomes: exit 0 → FINISHED; OOM kill → FAILED MEMORY_LIMIT; kill → KILLED; other exits →
+FAILED EXITED_NONZERO with the tail of the logs; an image that is not there → ERROR
+LAUNCH_FAILED; any other Docker error → FAILED EXECUTOR_ERROR for that task only.
+
+Resource handling: the container is removed once its terminal state is on disk (the report
+persists it), so a crash in between leaves it for the restarted agent to find.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from edgerm.wire import pb
+from edgerm_agent.executors.base import MAX_MESSAGE, TaskContext, tail_text
+
+__all__ = ["DockerExecutor", "LABEL_AGENT", "LABEL_TASK"]
+
+LABEL_AGENT = "edgerm.agent"
+LABEL_TASK = "edgerm.task"
+# One wait request covers this long; between them kills and cancellation get through.
+_WAIT_SLICE_S = 2
+_LOG_LINES = 200
+_NETWORK = {pb.NETWORK_MODE_UNSPECIFIED: "none", pb.NONE: "none", pb.HOST: "host",
+            pb.BRIDGE: "bridge"}
+
+T = TypeVar("T")
+
+
+class DockerExecutor:
+    """Runs `DockerTask`s. `agent_key` names this agent's containers."""
+
+    def __init__(self, agent_key: str, *, base_url: str | None = None, pull: bool = False,
+                 device_paths: dict[str, str] | None = None) -> None:
+        self.agent_key = agent_key
+        self.base_url = base_url
+        self.pull = pull
+        self.device_paths = device_paths or {}
+        self._client: Any = None
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _make_client(self) -> Any:
+        import docker
+
+        if self._client is None:
+            if self.base_url:
+                self._client = docker.DockerClient(base_url=self.base_url, timeout=30)
+            else:
+                self._client = docker.from_env(timeout=30)
+        return self._client
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    async def _client_async(self) -> Any:
+        return await self._call(self._make_client)
+
+    async def ping(self) -> bool:
+        """True when the engine answers."""
+        try:
+            client = await self._client_async()
+            return bool(await self._call(client.ping))
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def container_name(self, task: int) -> str:
+        return f"edgerm-{self.agent_key}-{task}"
+
+    async def list_own(self) -> dict[int, Any]:
+        """This agent's containers by task number (running or not)."""
+        client = await self._client_async()
+        found = await self._call(client.containers.list, all=True,
+                                 filters={"label": f"{LABEL_AGENT}={self.agent_key}"})
+        out: dict[int, Any] = {}
+        for c in found:
+            try:
+                out[int(c.labels.get(LABEL_TASK, ""))] = c
+            except ValueError:
+                continue
+        return out
+
+    async def remove_task_container(self, task: int) -> None:
+        """Remove the container of `task` if it is ours; errors are ignored (best effort)."""
+        try:
+            own = await self.list_own()
+            c = own.get(task)
+            if c is not None:
+                await self._call(c.remove, force=True)
+        except Exception:
+            pass
+
+    # -- one task ------------------------------------------------------------------------------
+
+    async def run(self, ctx: TaskContext) -> None:
+        """Run (or, with `ctx.recovered`, re-attach to) one task and report its end."""
+        import docker.errors
+        import requests.exceptions
+
+        container: Any = None
+        try:
+            if ctx.recovered:
+                container = (await self.list_own()).get(ctx.task)
+                if container is None:
+                    ctx.report(pb.FAILED, reason=pb.AGENT_RESTARTED,
+                               message="container gone after the agent restarted")
+                    return
+                await self._call(container.reload)
+                if container.status in ("created", "running", "restarting", "paused"):
+                    ctx.report(pb.RUNNING)
+            else:
+                if ctx.killed.is_set():
+                    ctx.report(pb.KILLED, reason=ctx.kill_reason)
+                    return
+                container = await self._create(ctx)
+                if container is None:
+                    return
+                await self._call(container.start)
+                ctx.report(pb.RUNNING)
+            await self._wait(ctx, container)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+            ctx.report(pb.FAILED, reason=pb.EXECUTOR_ERROR,
+                       message=tail_text(f"docker: {e}".encode(), MAX_MESSAGE))
+        if container is not None:
+            with trio.CancelScope(shield=True):
+                await ctx.flush()
+                try:
+                    await self._call(container.remove, force=True)
+                except Exception:
+                    pass  # found and removed by label on the next start
+
+    async def _create(self, ctx: TaskContext) -> Any:
+        import docker.errors
+
+        client = await self._client_async()
+        d = ctx.spec.docker
+        if not d.image:
+            ctx.report(pb.ERROR, reason=pb.INVALID_TASK, message="docker.image is empty")
+            return None
+        try:
+            await self._call(client.images.get, d.image)
+        except docker.errors.ImageNotFound:
+            if not self.pull:
+                ctx.report(pb.ERROR, reason=pb.LAUNCH_FAILED,
+                           message=f"image {d.image!r} is not on this agent (pulling is off)")
+                return None
+            try:
+                await self._call(client.images.pull, d.image)
+            except docker.errors.DockerException as e:
+                ctx.report(pb.ERROR, reason=pb.LAUNCH_FAILED,
+                           message=tail_text(f"pull {d.image!r}: {e}".encode(), MAX_MESSAGE))
+                return None
+        res = ctx.spec.resources
+        devices = []
+        for dev in res.devices:
+            path = self.device_paths.get(dev.name)
+            if path:
+                devices.append(f"{path}:{path}:rwm")
+        env = {e.name: e.value for e in d.env}
+        env.setdefault("EDGERM_TASK", str(ctx.task))
+        kwargs: dict[str, Any] = {
+            "image": d.image,
+            "command": list(d.command) or None,
+            "environment": env,
+            "labels": {LABEL_AGENT: self.agent_key, LABEL_TASK: str(ctx.task)},
+            "name": self.container_name(ctx.task),
+            "network_mode": _NETWORK.get(d.network, "none"),
+            "detach": True,
+        }
+        if res.cpus > 0:
+            kwargs["nano_cpus"] = int(res.cpus * 1e9)
+        if res.mem_mb > 0:
+            limit = int(res.mem_mb * 1024 * 1024)
+            kwargs["mem_limit"] = limit
+            kwargs["memswap_limit"] = limit  # no swap: over the limit means OOM, not slowness
+        if devices:
+            kwargs["devices"] = devices
+        if d.ports and kwargs["network_mode"] == "bridge":
+            kwargs["ports"] = {f"{p.container_port}/{'udp' if p.udp else 'tcp'}": p.host_port
+                               for p in d.ports}
+        # A container left over from a crash between create and checkpoint: ours, replace it.
+        await self.remove_task_container(ctx.task)
+        return await self._call(client.containers.create, **kwargs)
+
+    async def _wait(self, ctx: TaskContext, container: Any) -> None:
+        import requests.exceptions
+
+        async def kill_on_request() -> None:
+            await ctx.killed.wait()
+            try:
+                await self._call(container.kill)
+            except Exception:
+                pass  # already stopped: the wait below sees the exit
+
+        async with trio.open_nursery() as n:
+            n.start_soon(kill_on_request)
+            while True:
+                try:
+                    status = await self._call(container.wait, timeout=_WAIT_SLICE_S)
+                    break
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                    await self._call(container.reload)
+                    if container.status in ("exited", "dead"):
+                        status = {"StatusCode": container.attrs["State"].get("ExitCode", -1)}
+                        break
+            n.cancel_scope.cancel()
+        await self._call(container.reload)
+        state = container.attrs.get("State", {})
+        code = int(status.get("StatusCode", state.get("ExitCode", -1)))
+        raw_logs = await self._call(container.logs, tail=_LOG_LINES)
+        logs = tail_text(raw_logs, MAX_MESSAGE)
+        if ctx.killed.is_set():
+            ctx.report(pb.KILLED, reason=ctx.kill_reason, exit_code=code, message=logs)
+        elif state.get("OOMKilled"):
+            ctx.report(pb.FAILED, reason=pb.MEMORY_LIMIT, exit_code=code,
+                       message=tail_text((raw_logs + b"\nOOM: killed at its memory limit"),
+                                         MAX_MESSAGE))
+        elif code == 0:
+            ctx.report(pb.FINISHED, exit_code=0, message=logs)
+        else:
+            ctx.report(pb.FAILED, reason=pb.EXITED_NONZERO, exit_code=code, message=logs)

@@ -1,0 +1,270 @@
+"""The WASM executor: each task runs in its own `wasm_child` process, driven from Trio.
+
+Launch: fetch the module into the cache (verified by sha256), hand the task to the spare child
+(one is always kept warm, with wasm3 already imported), start the next spare, then read the
+child's frames: RUNNING on `R`, log lines into a 4 KiB tail, published data into the agent's
+update queue (one credit byte back per publish queued), a final `X`/`T`/`E`.
+
+Resource handling: every child is started in its own session (process group) and is killed
+with SIGKILL on kill, timeout, or agent shutdown; it also dies with the agent
+(PR_SET_PDEATHSIG), so after an agent restart its tasks are reported FAILED AGENT_RESTARTED.
+
+Error handling: nothing a task does reaches the agent beyond its frames: a child that dies
+without a final frame is FAILED EXECUTOR_ERROR with its stderr tail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import sys
+import time
+from typing import Any
+
+import trio
+
+from edgerm.wire import pb
+from edgerm_agent.executors.base import OutputTail, TaskContext, tail_text
+from edgerm_agent.modules import ModuleHashMismatch, ModuleStore, ModuleUnavailable
+from edgerm_agent.sensors import SensorSpec
+
+__all__ = ["WasmExecutor"]
+
+_PAGE = 65536
+# Bound on one frame from a child: a log line or a publish is ≤ 4 KiB; anything bigger is a bug.
+_MAX_FRAME = 64 * 1024
+_STDERR_TAIL = 2048
+
+
+class _FrameReader:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+
+    async def _fill(self, n: int) -> bool:
+        while len(self.buf) < n:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                return False
+            self.buf += chunk
+        return True
+
+    async def next(self) -> tuple[bytes, bytes] | None:
+        if not await self._fill(5):
+            return None
+        kind = bytes(self.buf[:1])
+        (length,) = struct.unpack(">I", self.buf[1:5])
+        if length > _MAX_FRAME:
+            raise ValueError(f"frame of {length} bytes from the WASM child")
+        if not await self._fill(5 + length):
+            return None
+        payload = bytes(self.buf[5:5 + length])
+        del self.buf[:5 + length]
+        return kind, payload
+
+
+class WasmExecutor:
+    """Runs `WasmTask`s. Create, then `await start(nursery)`; `run(ctx)` per task."""
+
+    def __init__(self, modules: ModuleStore, *, sensors: dict[str, SensorSpec],
+                 default_mem_mb: float = 16.0, stack_kb: int = 64,
+                 epoch: float | None = None) -> None:
+        self.modules = modules
+        self.sensors = sensors
+        self.default_mem_mb = default_mem_mb
+        self.stack_kb = stack_kb
+        self.epoch = time.monotonic() if epoch is None else epoch
+        self._spare: trio.Process | None = None
+        self._nursery: trio.Nursery | None = None
+        self._spawning = False
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        await self._spawn_spare()
+
+    async def _spawn(self) -> trio.Process:
+        return await trio.lowlevel.open_process(
+            [sys.executable, "-m", "edgerm_agent.executors.wasm_child", str(os.getpid())],
+            stdin=-1, stdout=-1, stderr=-1, start_new_session=True)
+
+    async def _spawn_spare(self) -> None:
+        if self._spare is not None or self._spawning:
+            return
+        self._spawning = True
+        try:
+            self._spare = await self._spawn()
+        finally:
+            self._spawning = False
+
+    async def _take_process(self) -> trio.Process:
+        proc, self._spare = self._spare, None
+        if proc is None or proc.poll() is not None:
+            proc = await self._spawn()
+        if self._nursery is not None:
+            self._nursery.start_soon(self._spawn_spare)
+        return proc
+
+    def close(self) -> None:
+        """Kill the spare (running tasks are killed by their own `run`)."""
+        proc, self._spare = self._spare, None
+        if proc is not None:
+            _kill_group(proc)
+
+    def _task_json(self, ctx: TaskContext, module: str) -> dict[str, Any]:
+        w = ctx.spec.wasm
+        mem_mb = ctx.spec.resources.mem_mb or self.default_mem_mb
+        wanted = [d.name for d in ctx.spec.resources.devices]
+        return {
+            "module": module,
+            "entry": w.entry,
+            "args": list(w.args),
+            "env": {e.name: e.value for e in w.env},
+            "sensors": [self.sensors[n].to_json() for n in wanted if n in self.sensors],
+            "known": sorted(self.sensors),
+            "mem_pages": max(1, int(mem_mb * 1024 * 1024) // _PAGE),
+            "stack_bytes": self.stack_kb * 1024,
+            "epoch": self.epoch,
+        }
+
+    async def run(self, ctx: TaskContext) -> None:
+        """Run one task to its end, reporting every state through `ctx`."""
+        if ctx.recovered:
+            # A child process cannot be re-adopted: it died with the previous agent.
+            ctx.report(pb.FAILED, reason=pb.AGENT_RESTARTED,
+                       message="the agent restarted; WASM tasks cannot be re-adopted")
+            return
+        w = ctx.spec.wasm
+        fetched: Any = None
+        with trio.CancelScope() as fetch_scope:
+            async with trio.open_nursery() as n:
+                async def watch() -> None:
+                    await ctx.killed.wait()
+                    fetch_scope.cancel()
+                n.start_soon(watch)
+                try:
+                    fetched = await self.modules.get(bytes(w.sha256), w.size)
+                except ModuleHashMismatch as e:
+                    fetched = (pb.MODULE_HASH_MISMATCH, str(e))
+                except ModuleUnavailable as e:
+                    fetched = (pb.MODULE_UNAVAILABLE, str(e))
+                n.cancel_scope.cancel()
+        if ctx.killed.is_set():
+            ctx.report(pb.KILLED, reason=ctx.kill_reason)
+            return
+        if isinstance(fetched, tuple):
+            ctx.report(pb.ERROR, reason=fetched[0], message=fetched[1])
+            return
+        proc = await self._take_process()
+        try:
+            await self._drive(ctx, proc, str(fetched))
+        finally:
+            _kill_group(proc)
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+
+    async def _drive(self, ctx: TaskContext, proc: trio.Process, module: str) -> None:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+        tail = OutputTail()
+        err_tail = bytearray()
+        result: dict[str, Any] = {}
+        timeout = ctx.spec.wasm.timeout_s or float("inf")
+        try:
+            await stdin.send_all(json.dumps(self._task_json(ctx, module)).encode() + b"\n")
+        except trio.BrokenResourceError:
+            pass  # the child died; reported below from its exit status
+
+        async def read_frames() -> None:
+            reader = _FrameReader(stdout)
+            try:
+                while (frame := await reader.next()) is not None:
+                    kind, payload = frame
+                    if kind == b"R":
+                        result["running"] = True
+                        ctx.report(pb.RUNNING)
+                    elif kind == b"L":
+                        tail.add(payload)
+                    elif kind == b"P":
+                        await ctx.publish(payload)
+                        try:
+                            await stdin.send_all(b"A")
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            pass
+                    elif kind in (b"X", b"T", b"E"):
+                        result["kind"] = kind
+                        result["payload"] = payload
+            except ValueError as e:
+                result["kind"] = b"!"
+                result["payload"] = str(e).encode()
+
+        async def read_stderr() -> None:
+            while chunk := await stderr.receive_some(4096):
+                err_tail.extend(chunk)
+                del err_tail[:-_STDERR_TAIL]
+
+        async with trio.open_nursery() as n:
+            n.start_soon(read_stderr)
+
+            async def kill_on_request() -> None:
+                await ctx.killed.wait()
+                result.setdefault("stopped", "kill")
+                _kill_group(proc)
+
+            n.start_soon(kill_on_request)
+            with trio.move_on_after(timeout):
+                await read_frames()
+                await proc.wait()
+            if proc.returncode is None:
+                result.setdefault("stopped", "timeout")
+                _kill_group(proc)
+                await proc.wait()
+            n.cancel_scope.cancel()
+        self._report_end(ctx, proc, result, tail, bytes(err_tail))
+
+    def _report_end(self, ctx: TaskContext, proc: trio.Process, result: dict[str, Any],
+                    tail: OutputTail, err: bytes) -> None:
+        stopped = result.get("stopped")
+        kind = result.get("kind")
+        payload: bytes = result.get("payload", b"")
+        if kind == b"X":
+            info = json.loads(payload)
+            code = int(info["code"])
+            if code == 0:
+                ctx.report(pb.FINISHED, message=tail.text())
+            elif info.get("at_mem_cap"):
+                ctx.report(pb.FAILED, reason=pb.MEMORY_LIMIT, exit_code=code,
+                           message=tail.text("memory limit reached (memory.grow refused)"))
+            else:
+                ctx.report(pb.FAILED, reason=pb.EXITED_NONZERO, exit_code=code,
+                           message=tail.text())
+        elif kind == b"T":
+            ctx.report(pb.FAILED, reason=pb.TRAPPED,
+                       message=tail.text(payload.decode("utf-8", "replace")))
+        elif kind == b"E":
+            info = json.loads(payload)
+            reason = pb.MEMORY_LIMIT if info.get("reason") == "MEMORY_LIMIT" \
+                else pb.LAUNCH_FAILED
+            ctx.report(pb.FAILED if result.get("running") else pb.ERROR, reason=reason,
+                       message=tail.text(str(info.get("message", ""))))
+        elif stopped == "kill":
+            ctx.report(pb.KILLED, reason=ctx.kill_reason, message=tail.text())
+        elif stopped == "timeout":
+            ctx.report(pb.FAILED, reason=pb.TIMEOUT,
+                       message=tail.text(f"timeout after {ctx.spec.wasm.timeout_s} s"))
+        else:
+            rc = proc.returncode
+            why = f"signal {-rc}" if rc is not None and rc < 0 else f"status {rc}"
+            ctx.report(pb.FAILED, reason=pb.EXECUTOR_ERROR,
+                       message=tail.text(f"WASM runner died ({why}): "
+                                         + tail_text(err, 1024)))
+
+
+def _kill_group(proc: trio.Process) -> None:
+    if proc.returncode is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,329 @@
+"""The Trio shell of the agent: drives `AgentCore` with a link, a clock, executors and the
+checkpoint.
+
+One nursery holds everything: the link's connection task, the call loop, and one task per
+running task (`executor.run(ctx)`). The call loop is the only place that sends calls:
+
+    events from the core → act (start/kill tasks, fetch modules)
+    checkpoint if the core is dirty (so nothing leaves that could be forgotten)
+    next_call(now) → link.call() → receive_reply()/call_failed()
+    nothing due → sleep until get_timer() or a wake-up (a report, a push, a publish)
+
+Error handling: a link error or a timeout is a failed call (the core backs off); a bad reply is
+counted and dropped by the core; an executor that raises fails only its task (FAILED
+EXECUTOR_ERROR). Nothing a master, a task or the Docker engine does stops the agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from typing import Any
+
+import trio
+
+from edgerm.wire import pb
+from edgerm_agent.checkpoint import Checkpoint
+from edgerm_agent.config import AgentConfig
+from edgerm_agent.core import (
+    AgentCore,
+    CoreConfig,
+    FetchModule,
+    KillTask,
+    LaunchTask,
+    ModuleChunk,
+    ModuleFailed,
+    Registered,
+)
+from edgerm_agent.executors.base import MAX_MESSAGE, TaskContext, tail_text
+from edgerm_agent.inventory import EXECUTOR_NAMES, detect_attributes, detect_resources
+from edgerm_agent.links import Link, LinkError, open_link
+from edgerm_agent.modules import ModuleStore, ModuleUnavailable
+
+__all__ = ["Agent"]
+
+log = logging.getLogger("edgerm_agent")
+
+# Overall limit on fetching one module over WebSocket chunks (the core retries each chunk).
+_MODULE_FETCH_TIMEOUT_S = 120.0
+
+
+class Agent:
+    """One agent process. `await agent.run(task_status=...)` never returns unless cancelled.
+
+    Args:
+      config: the parsed configuration.
+      link: override the link built from `config.master_url` (tests).
+      rng: randomness for jitter and back-off (seed it in tests).
+    """
+
+    def __init__(self, config: AgentConfig, *, link: Link | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.link = link or open_link(config.master_url,
+                                      backoff_max_s=min(10.0, config.backoff_max_s))
+        self.checkpoint = Checkpoint(config.work_dir)
+        self.rng = rng or random.Random()
+        # Names this agent's containers; stable for one work dir.
+        self.agent_key = hashlib.sha256(
+            str(config.work_dir.resolve()).encode()).hexdigest()[:12]
+        self.core: AgentCore | None = None
+        self.contexts: dict[int, TaskContext] = {}
+        self.executors: dict[int, Any] = {}
+        self._wake = trio.Event()
+        self._room = trio.Event()
+        self._save_lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        self._chunks: dict[bytes, trio.MemorySendChannel[ModuleChunk | ModuleFailed]] = {}
+        self.modules = ModuleStore(config.work_dir / "modules", self._fetch_module)
+        self.registered = trio.Event()
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    async def _make_executors(self) -> list[str]:
+        names: list[str] = []
+        if "wasm" in self.config.executors:
+            from edgerm_agent.executors.wasm import WasmExecutor
+
+            sensors = {d.name: d.sensor for d in self.config.devices if d.sensor is not None}
+            self.executors[pb.WASM] = WasmExecutor(
+                self.modules, sensors=sensors, default_mem_mb=self.config.wasm_default_mem_mb,
+                stack_kb=self.config.wasm_stack_kb)
+            names.append("wasm")
+        if "docker" in self.config.executors:
+            from edgerm_agent.executors.docker import DockerExecutor
+
+            docker = DockerExecutor(
+                self.agent_key, base_url=self.config.docker_host, pull=self.config.docker_pull,
+                device_paths={d.name: d.path for d in self.config.devices if d.path})
+            if await docker.ping():
+                self.executors[pb.DOCKER] = docker
+                names.append("docker")
+            else:
+                log.warning("docker engine not reachable: the DOCKER executor is off")
+        return names
+
+    async def run(self, *, task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        snap = await trio.to_thread.run_sync(self.checkpoint.load)
+        names = await self._make_executors()
+        resources = await trio.to_thread.run_sync(detect_resources, self.config)
+        core_config = CoreConfig(
+            name=self.config.name, token=self.config.token, resources=resources,
+            attributes=tuple(detect_attributes(self.config, names)),
+            executors=tuple(EXECUTOR_NAMES[n] for n in names),
+            max_payload=self.config.max_payload, heartbeat_s=self.config.heartbeat_s,
+            backoff_initial_s=self.config.backoff_initial_s,
+            backoff_max_s=self.config.backoff_max_s)
+        self.core = AgentCore(core_config, rng=self.rng, snapshot=snap)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for ex in self.executors.values():
+                    if hasattr(ex, "start"):
+                        await ex.start(nursery)
+                await self._recover()
+                await self._save()
+                await nursery.start(self.link.run, self._on_push)
+                self.core.start(trio.current_time())
+                nursery.start_soon(self._call_loop)
+                task_status.started(self)
+        finally:
+            for ex in self.executors.values():
+                ex.close()
+
+    async def _recover(self) -> None:
+        """After a restart: re-attach to what still runs, report what cannot be recovered,
+        remove our containers that no live task owns."""
+        assert self.core is not None
+        live = {t for t, r in self.core.tasks.items() if not r.terminal}
+        docker = self.executors.get(pb.DOCKER)
+        if docker is not None:
+            try:
+                for task, container in (await docker.list_own()).items():
+                    if task not in live:
+                        await docker._call(container.remove, force=True)
+            except Exception as e:  # engine trouble must not stop the agent
+                log.warning("docker: could not list this agent's containers: %s", e)
+        for task in sorted(live):
+            rec = self.core.tasks[task]
+            if rec.executor not in self.executors:
+                self.core.task_changed(task, pb.FAILED, reason=pb.AGENT_RESTARTED,
+                                       message="the agent restarted without this executor")
+                continue
+            self._start_task(task, rec.spec, recovered=True)
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def _start_task(self, task: int, spec: pb.TaskSpec, *, recovered: bool = False) -> None:
+        assert self.core is not None and self._nursery is not None
+        rec = self.core.tasks[task]
+        ctx = TaskContext(task=task, spec=spec, report=self._reporter(task),
+                          publish=self._publisher(task), flush=self._save, recovered=recovered)
+        self.contexts[task] = ctx
+        self._nursery.start_soon(self._run_task, self.executors[rec.executor], ctx)
+
+    async def _run_task(self, executor: Any, ctx: TaskContext) -> None:
+        try:
+            await executor.run(ctx)
+        except Exception as e:
+            log.exception("executor failed on task %d", ctx.task)
+            ctx.report(pb.FAILED, reason=pb.EXECUTOR_ERROR,
+                       message=tail_text(f"{type(e).__name__}: {e}".encode(), MAX_MESSAGE))
+        finally:
+            self.contexts.pop(ctx.task, None)
+            self._wake.set()
+
+    def _reporter(self, task: int) -> Any:
+        def report(state: int, *, reason: int = pb.REASON_UNSPECIFIED, message: str = "",
+                   exit_code: int = 0) -> None:
+            assert self.core is not None
+            if self.core.task_changed(task, state, reason=reason, message=message,
+                                      exit_code=exit_code):
+                log.info("task %d: %s %s", task, pb.TaskState.Name(state),
+                         pb.Reason.Name(reason) if reason else "")
+            self._wake.set()
+        return report
+
+    def _publisher(self, task: int) -> Any:
+        async def publish(data: bytes) -> None:
+            assert self.core is not None
+            while not self.core.publish(task, data):
+                if task not in self.core.tasks:
+                    return
+                await self._room.wait()
+            self._wake.set()
+        return publish
+
+    def _handle_events(self) -> None:
+        assert self.core is not None
+        while (ev := self.core.next_event()) is not None:
+            if isinstance(ev, LaunchTask):
+                self._start_task(ev.task, ev.spec)
+            elif isinstance(ev, KillTask):
+                ctx = self.contexts.get(ev.task)
+                if ctx is not None:
+                    ctx.kill_reason = ev.reason
+                    ctx.killed.set()
+                else:
+                    self.core.task_changed(ev.task, pb.KILLED, reason=ev.reason)
+            elif isinstance(ev, FetchModule):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._prefetch, ev.sha256, ev.size)
+            elif isinstance(ev, ModuleChunk | ModuleFailed):
+                chan = self._chunks.get(ev.sha256)
+                if chan is not None:
+                    try:
+                        chan.send_nowait(ev)
+                    except (trio.WouldBlock, trio.BrokenResourceError):
+                        pass
+            elif isinstance(ev, Registered):
+                log.info("registered as agent %d%s", ev.agent_id, " (new)" if ev.fresh else "")
+                self.registered.set()
+
+    # -- modules -------------------------------------------------------------------------------
+
+    async def _prefetch(self, sha256: bytes, size: int) -> None:
+        try:
+            await self.modules.get(sha256, size)
+        except Exception as e:
+            log.warning("prefetch of module %s failed: %s", sha256.hex(), e)
+
+    async def _fetch_module(self, sha256: bytes, size: int) -> bytes:
+        try:
+            data = await self.link.fetch_module(sha256, size)
+        except LinkError as e:
+            raise ModuleUnavailable(str(e)) from None
+        if data is not None:
+            return data
+        return await self._fetch_module_chunks(sha256, size)
+
+    async def _fetch_module_chunks(self, sha256: bytes, size: int) -> bytes:
+        """WebSocket: ModuleRequest calls through the core until the module is complete."""
+        assert self.core is not None
+        if sha256 in self._chunks:
+            raise ModuleUnavailable("already being fetched")
+        send, receive = trio.open_memory_channel[ModuleChunk | ModuleFailed](4)
+        self._chunks[sha256] = send
+        buf = bytearray()
+        try:
+            with trio.fail_after(_MODULE_FETCH_TIMEOUT_S):
+                while True:
+                    self.core.request_module(sha256, len(buf))
+                    self._wake.set()
+                    ev = await receive.receive()
+                    if isinstance(ev, ModuleFailed):
+                        raise ModuleUnavailable(ev.message or "the master has no such module")
+                    if ev.offset != len(buf) or ev.total > max(size, 1) * 2 + 1024 * 1024:
+                        raise ModuleUnavailable("module chunk out of order or oversized")
+                    buf += ev.data
+                    if len(buf) >= ev.total or not ev.data:
+                        return bytes(buf)
+        except trio.TooSlowError:
+            raise ModuleUnavailable("module fetch timed out") from None
+        finally:
+            del self._chunks[sha256]
+
+    # -- the call loop -------------------------------------------------------------------------
+
+    def _on_push(self, data: bytes, seq: int) -> None:
+        assert self.core is not None
+        self.core.receive_push(data, trio.current_time(), seq)
+        self._wake.set()
+
+    async def _save(self) -> None:
+        assert self.core is not None
+        async with self._save_lock:
+            if not self.core.dirty:
+                return
+            self.core.dirty = False
+            snap = self.core.snapshot()
+            try:
+                await trio.to_thread.run_sync(self.checkpoint.save, snap)
+            except BaseException:
+                self.core.dirty = True
+                raise
+
+    async def _call_loop(self) -> None:
+        core = self.core
+        assert core is not None
+        timeout = self.config.call_timeout_s
+        while True:
+            self._handle_events()
+            await self._save()
+            self._handle_events()
+            room = core.publish_room() > 0
+            if room:
+                self._room.set()
+                self._room = trio.Event()
+            if (self.link.observe_wanted and core.registered
+                    and not self.link.observation_alive and not self._observe_pending):
+                self._observe_pending = True
+                core.request_observe()
+            now = trio.current_time()
+            out = core.next_call(now)
+            if out is None:
+                deadline = core.get_timer()
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                core.handle_timer(trio.current_time())
+                continue
+            try:
+                with trio.fail_after(timeout):
+                    if out.kind == "observe":
+                        self._observe_pending = False
+                        reply = await self.link.observe(out.data, self._on_push)
+                    else:
+                        reply = await self.link.call(out.data)
+            except (LinkError, trio.TooSlowError) as e:
+                log.debug("call %s seq %d failed: %s", out.kind, out.seq, e)
+                core.call_failed(trio.current_time())
+            else:
+                core.receive_reply(reply, trio.current_time())
+
+    _observe_pending = False
+
