@@ -1,0 +1,251 @@
+"""A minimal CoAP client (RFC 7252) for one master: CON requests with retransmission, token
+matching, piggybacked and separate responses, Block2 downloads (RFC 7959).
+
+Economy: one preallocated datagram buffer, `TX` and `RX` are memoryview halves of it. A caller
+builds a request in place (`begin` writes header and options, the caller writes its payload after
+it), `request` sends it and returns where the response's payload lies in `RX`. One request is in
+flight at a time (NSTART = 1): whoever builds a request holds `lock` from `begin` until it has
+read the response, so the agent loop and a task's module download take turns with the buffer.
+
+Datagrams are read from any source: the token and message id select a response, and the
+agent's MAC decides whether to believe it. Anything unparsable is dropped.
+"""
+
+import asyncio
+from micropython import const
+from time import ticks_ms, ticks_diff
+
+try:
+    from random import getrandbits
+except ImportError:  # a port without random: ticks are good enough for spreading timers
+    def getrandbits(n):
+        return ticks_ms() & ((1 << n) - 1)
+
+_CON = const(0)
+_NON = const(1)
+_ACK = const(2)
+_RST = const(3)
+_OPT_OBSERVE = const(6)
+_OPT_URI_PATH = const(11)
+_OPT_CONTENT_FORMAT = const(12)
+_OPT_BLOCK2 = const(23)
+_CF_CBOR = const(60)
+_POLL_MS = const(5)
+_TX_SIZE = const(576)
+_RX_SIZE = const(640)
+
+GET = const(1)
+POST = const(2)
+FETCH = const(5)
+CONTENT = const(0x45)
+CHANGED = const(0x44)
+
+BUF = bytearray(_TX_SIZE + _RX_SIZE)
+TX = memoryview(BUF)[:_TX_SIZE]
+RX = memoryview(BUF)[_TX_SIZE:]
+_ack = bytearray(4)  # empty ACKs go out from here so TX survives for retransmission
+lock = asyncio.Lock()
+_sock = None
+_addr = None
+_mid = getrandbits(16)
+_tok = getrandbits(16)
+_ack_ms = 2000
+_retries = 4
+stats = [0, 0, 0]  # datagrams sent, received, dropped as malformed or unmatched
+
+
+def setup(sock, addr, ack_timeout_ms=2000, max_retransmit=4):
+    global _sock, _addr, _ack_ms, _retries
+    _sock = sock
+    _addr = addr
+    _ack_ms = ack_timeout_ms
+    _retries = max_retransmit
+
+
+def _opt(i, prev, num, val):
+    # One option after option number `prev`; val is bytes, str or a non-negative int.
+    if type(val) is int:
+        n = 0 if val == 0 else 1 if val < 0x100 else 2 if val < 0x10000 else 3
+        v = val
+        val = None
+    else:
+        n = len(val)
+    d = num - prev
+    hd = d if d < 13 else 13
+    hn = n if n < 13 else 13
+    TX[i] = (hd << 4) | hn
+    i += 1
+    if hd == 13:
+        TX[i] = d - 13
+        i += 1
+    if hn == 13:
+        TX[i] = n - 13
+        i += 1
+    if val is None:
+        for k in range(n - 1, -1, -1):
+            TX[i + k] = v & 0xFF
+            v >>= 8
+    else:
+        TX[i:i + n] = val if type(val) is not str else val.encode()
+    return i + n
+
+
+def begin(code, path, path2=None, cbor=False, block2=-1, observe=-1):
+    """Write a CON request's header and options into TX; returns the index after them. A
+    caller with a payload writes 0xFF at that index and the payload after it."""
+    global _mid, _tok
+    _mid = (_mid + 1) & 0xFFFF
+    _tok = (_tok + 1) & 0xFFFF
+    TX[0] = 0x42  # version 1, CON, token length 2
+    TX[1] = code
+    TX[2] = _mid >> 8
+    TX[3] = _mid & 0xFF
+    TX[4] = _tok >> 8
+    TX[5] = _tok & 0xFF
+    i = 6
+    prev = 0
+    if observe >= 0:
+        i = _opt(i, prev, _OPT_OBSERVE, observe)
+        prev = _OPT_OBSERVE
+    i = _opt(i, prev, _OPT_URI_PATH, path)
+    if path2 is not None:
+        i = _opt(i, _OPT_URI_PATH, _OPT_URI_PATH, path2)
+    prev = _OPT_URI_PATH
+    if cbor:
+        i = _opt(i, prev, _OPT_CONTENT_FORMAT, _CF_CBOR)
+        prev = _OPT_CONTENT_FORMAT
+    if block2 >= 0:
+        i = _opt(i, prev, _OPT_BLOCK2, block2)
+    return i
+
+
+def parse(n):
+    """(type, code, mid, token or -1, payload start, block2 or -1) of the datagram RX[:n].
+    Raises ValueError when it is not a well-formed CoAP message."""
+    if n < 4 or RX[0] >> 6 != 1:
+        raise ValueError
+    tkl = RX[0] & 15
+    if tkl > 8 or 4 + tkl > n:
+        raise ValueError
+    tok = (RX[4] << 8 | RX[5]) if tkl == 2 else -1
+    i = 4 + tkl
+    num = 0
+    blk = -1
+    while i < n and RX[i] != 0xFF:
+        b = RX[i]
+        i += 1
+        d = b >> 4
+        ln = b & 15
+        if d == 13:
+            d = 13 + RX[i]
+            i += 1
+        elif d == 14:
+            d = 269 + (RX[i] << 8 | RX[i + 1])
+            i += 2
+        elif d == 15:
+            raise ValueError
+        if ln == 13:
+            ln = 13 + RX[i]
+            i += 1
+        elif ln == 14:
+            ln = 269 + (RX[i] << 8 | RX[i + 1])
+            i += 2
+        elif ln == 15:
+            raise ValueError
+        num += d
+        if i + ln > n:
+            raise ValueError
+        if num == _OPT_BLOCK2:
+            blk = 0
+            for k in range(ln):
+                blk = blk << 8 | RX[i + k]
+        i += ln
+    if i < n:
+        i += 1  # the payload marker
+        if i == n:
+            raise ValueError  # a marker with no payload is a format error
+    return RX[0] >> 4 & 3, RX[1], RX[2] << 8 | RX[3], tok, i, blk
+
+
+def _send_empty(mtype, mid):
+    _ack[0] = 0x40 | mtype << 4
+    _ack[1] = 0
+    _ack[2] = mid >> 8
+    _ack[3] = mid & 0xFF
+    _sock.sendto(_ack, _addr)
+
+
+def _recv():
+    try:
+        n = _sock.readinto(RX)
+    except OSError:
+        return 0
+    if n:
+        stats[1] += 1
+    return n or 0
+
+
+async def request(n):
+    """Send the CON request TX[:n]; return (code, payload start, payload end, block2) of its
+    response in RX, or None when the peer did not answer within the retransmission budget.
+    The caller holds `lock`."""
+    if True:
+        mid = TX[2] << 8 | TX[3]
+        tok = TX[4] << 8 | TX[5]
+        timeout = _ack_ms + getrandbits(8) * _ack_ms // 512  # ACK_TIMEOUT * [1, 1.5)
+        tries = 0
+        acked = False
+        _sock.sendto(TX[:n], _addr)
+        stats[0] += 1
+        t0 = ticks_ms()
+        while True:
+            k = _recv()
+            if not k:
+                if ticks_diff(ticks_ms(), t0) >= timeout:
+                    if acked or tries >= _retries:
+                        return None
+                    tries += 1
+                    timeout *= 2
+                    t0 = ticks_ms()
+                    _sock.sendto(TX[:n], _addr)
+                    stats[0] += 1
+                await asyncio.sleep_ms(_POLL_MS)
+                continue
+            try:
+                mtype, code, rmid, rtok, a, blk = parse(k)
+            except (ValueError, IndexError):
+                stats[2] += 1
+                continue
+            if mtype == _CON:
+                _send_empty(_ACK, rmid)  # a separate response (ours or a stale one)
+            if mtype == _RST and rmid == mid:
+                return None
+            if code == 0:
+                if mtype == _ACK and rmid == mid and not acked:
+                    acked = True  # the response will follow separately
+                    timeout = _ack_ms * (1 << _retries)
+                    t0 = ticks_ms()
+                continue
+            if rtok != tok or (mtype == _ACK and rmid != mid) or mtype == _RST:
+                stats[2] += 1
+                continue
+            return code, a, k, blk
+
+
+async def get_blocks(path, path2, szx, sink):
+    """GET a resource block by block, handing each block's payload (a memoryview) to `sink`.
+    Returns the final response code, or 0 when the peer went silent."""
+    num = 0
+    while True:
+        async with lock:
+            r = await request(begin(GET, path, path2, block2=num << 4 | szx))
+            if r is None:
+                return 0
+            code, a, b, blk = r
+            if code != CONTENT:
+                return code
+            sink(RX[a:b])
+        if blk < 0 or not blk & 8:
+            return code
+        szx = blk & 7
+        num = (blk >> 4) + 1

@@ -1,0 +1,227 @@
+"""The `micropython` executor: fetch a task's module by hash, run it as an asyncio task.
+
+A task is MicroPython source or .mpy, content-addressed: GET `m/<sha256 hex>` with Block2, the
+hash checked while the blocks stream into the cache directory (nothing of it is held in RAM).
+The module is imported from the cache under a fresh name; before its `async def main()` runs,
+its globals get the host API of the WASM ABI and nothing else the agent has:
+    read_sensor(name) -> float   (OSError -1 unknown, -2 not among the task's devices, -3 I/O)
+    publish(data, topic="") -> 0 | -4 too big | -5 queue full
+    await sleep_ms(ms)   log(text)   now_ms()   args (list of str)   env (dict)
+main() returning None or 0 -> FINISHED; another int -> FAILED EXITED_NONZERO; an exception ->
+FAILED TRAPPED with its text; MemoryError -> FAILED MEMORY_LIMIT; timeout_s -> FAILED TIMEOUT;
+kill() -> KILLED. The agent survives all of these. (asyncio cannot pre-empt: a task that never
+awaits holds the agent until it does.)
+"""
+
+import asyncio
+import gc
+import hashlib
+import os
+import sys
+from binascii import hexlify
+from micropython import const
+from time import ticks_ms, ticks_diff
+
+import coap
+import sensors
+
+_MP_SHA256 = const(1)  # pb: MicroPythonTask.sha256
+_MP_SIZE = const(2)  # pb: MicroPythonTask.size
+_MP_ARGS = const(4)  # pb: MicroPythonTask.args
+_MP_ENV = const(5)  # pb: MicroPythonTask.env
+_MP_TIMEOUT_S = const(6)  # pb: MicroPythonTask.timeout_s
+_ENV_NAME = const(1)  # pb: EnvVar.name
+_ENV_VALUE = const(2)  # pb: EnvVar.value
+
+_RUNNING = const(3)  # pb: TaskState.RUNNING
+_FINISHED = const(5)  # pb: TaskState.FINISHED
+_FAILED = const(6)  # pb: TaskState.FAILED
+_KILLED = const(7)  # pb: TaskState.KILLED
+_ERROR = const(8)  # pb: TaskState.ERROR
+_EXITED_NONZERO = const(1)  # pb: Reason.EXITED_NONZERO
+_MEMORY_LIMIT = const(2)  # pb: Reason.MEMORY_LIMIT
+_KILL_REQUESTED = const(3)  # pb: Reason.KILL_REQUESTED
+_MODULE_UNAVAILABLE = const(8)  # pb: Reason.MODULE_UNAVAILABLE
+_MODULE_HASH_MISMATCH = const(9)  # pb: Reason.MODULE_HASH_MISMATCH
+_TIMEOUT = const(10)  # pb: Reason.TIMEOUT
+_TRAPPED = const(11)  # pb: Reason.TRAPPED
+_INVALID_TASK = const(12)  # pb: Reason.INVALID_TASK
+_RESOURCES_UNAVAILABLE = const(18)  # pb: Reason.RESOURCES_UNAVAILABLE
+_MSG_MAX = const(200)
+
+_run = {}  # task number -> asyncio.Task
+_report = None  # report(task, state, reason, message, exit_code)
+_publish = None  # publish(task, data, topic) -> 0 | -4 | -5
+_cache = "cache"
+_szx = 5
+_max_module = 16384
+_t0 = ticks_ms()
+
+
+def setup(report, publish, cache="cache", szx=5, max_module=16384):
+    global _report, _publish, _cache, _szx, _max_module
+    _report = report
+    _publish = publish
+    _cache = cache
+    _szx = szx
+    _max_module = max_module
+    try:
+        os.mkdir(cache)
+    except OSError:
+        pass  # already there
+    if cache not in sys.path:
+        sys.path.append(cache)
+
+
+def clip(s):
+    """`s` cut to the last _MSG_MAX bytes of UTF-8 (the tail is what explains a failure)."""
+    b = s.encode()
+    if len(b) <= _MSG_MAX:
+        return s
+    b = b[-_MSG_MAX:]
+    while b and b[0] & 0xC0 == 0x80:  # do not start inside a multi-byte character
+        b = b[1:]
+    return str(b, "utf-8")
+
+
+class _Refused(Exception):
+    pass  # args: (state, reason, message)
+
+
+def _name(sha):
+    return "t" + str(hexlify(sha), "ascii")
+
+
+def _cached(name):
+    for ext in (".mpy", ".py"):
+        try:
+            os.stat(_cache + "/" + name + ext)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+async def fetch(sha, size):
+    """The import name of the module with hash `sha` in the cache, downloading it if needed.
+    Raises _Refused(ERROR, reason, text) when it cannot be had. Source or .mpy is told by the
+    bytes (an .mpy starts with "M" and a small version byte), so a prefetch needs no format."""
+    name = _name(sha)
+    if _cached(name):
+        return name
+    if size > _max_module:
+        raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module of %d bytes over %d" % (size, _max_module))
+    h = hashlib.sha256()
+    got = [0, b""]
+    tmp = _cache + "/" + name + ".part"
+    with open(tmp, "wb") as f:
+        def sink(mv):
+            if not got[0]:
+                got[1] = bytes(mv[:2])
+            got[0] += len(mv)
+            if got[0] > _max_module:
+                raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module over %d bytes" % _max_module)
+            h.update(mv)
+            f.write(mv)
+        code = await coap.get_blocks("m", str(hexlify(sha), "ascii"), _szx, sink)
+    if code != coap.CONTENT:
+        os.remove(tmp)
+        raise _Refused(_ERROR, _MODULE_UNAVAILABLE, "module: no answer" if code == 0 else "module: code %d.%02d" % (code >> 5, code & 31))
+    if h.digest() != sha:
+        os.remove(tmp)
+        raise _Refused(_ERROR, _MODULE_HASH_MISMATCH, "module hash mismatch")
+    mpy = len(got[1]) == 2 and got[1][0] == 77 and got[1][1] < 32
+    os.rename(tmp, _cache + "/" + name + (".mpy" if mpy else ".py"))
+    return name
+
+
+def _api(task, mp, devices, tail):
+    def read_sensor(name):
+        if name not in devices:
+            raise OSError(-2)
+        return sensors.read(name)
+
+    def publish(data, topic=""):
+        return _publish(task, data if type(data) is not str else data.encode(), topic)
+
+    def log(text):
+        tail[0] = clip(tail[0] + str(text) + "\n")
+
+    def now_ms():
+        return ticks_diff(ticks_ms(), _t0)
+
+    env = {}
+    for e in mp.get(_MP_ENV, ()):
+        env[e.get(_ENV_NAME, "")] = e.get(_ENV_VALUE, "")
+    return {"read_sensor": read_sensor, "publish": publish, "log": log, "now_ms": now_ms,
+            "sleep_ms": asyncio.sleep_ms, "args": list(mp.get(_MP_ARGS, ())), "env": env}
+
+
+async def _main(task, mp, devices):
+    tail = [""]
+    try:
+        sha = mp.get(_MP_SHA256, b"")
+        if type(sha) is not bytes or len(sha) != 32:
+            raise _Refused(_ERROR, _INVALID_TASK, "micropython.sha256 must be 32 bytes")
+        name = await fetch(sha, mp.get(_MP_SIZE, 0))
+        # A fresh module object per run, so two runs of one module keep separate globals.
+        sys.modules.pop(name, None)
+        try:
+            mod = __import__(name)
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise _Refused(_FAILED, _TRAPPED, "%s: %s" % (type(e).__name__, e))
+        finally:
+            sys.modules.pop(name, None)
+        g = mod.__dict__
+        g.update(_api(task, mp, devices, tail))
+        main = g.get("main")
+        if main is None:
+            raise _Refused(_FAILED, _TRAPPED, "the module has no async def main()")
+        _report(task, _RUNNING, 0, "", 0)
+        t = mp.get(_MP_TIMEOUT_S, 0)
+        rc = await (asyncio.wait_for_ms(main(), t * 1000) if t else main())
+        if rc is None or rc == 0:
+            _report(task, _FINISHED, 0, tail[0], 0)
+        else:
+            rc = rc if type(rc) is int else 1
+            _report(task, _FAILED, _EXITED_NONZERO, tail[0], rc)
+    except _Refused as e:
+        _report(task, e.args[0], e.args[1], clip(e.args[2]), 0)
+    except asyncio.CancelledError:
+        _report(task, _KILLED, _KILL_REQUESTED, tail[0], 0)
+    except asyncio.TimeoutError:
+        _report(task, _FAILED, _TIMEOUT, tail[0], 0)
+    except MemoryError:
+        tail[0] = ""
+        gc.collect()
+        _report(task, _FAILED, _MEMORY_LIMIT, "MemoryError", 0)
+    except Exception as e:
+        _report(task, _FAILED, _TRAPPED, clip("%s: %s" % (type(e).__name__, e)), 0)
+    finally:
+        _run.pop(task, None)
+        gc.collect()
+
+
+def launch(task, mp, devices):
+    """Start task `task` (a MicroPythonTask dict); `devices` the sensor names it holds."""
+    _run[task] = asyncio.create_task(_main(task, mp, devices))
+
+
+def prefetch(sha, size):
+    async def go():
+        try:
+            await fetch(sha, size)
+        except Exception as e:
+            print("edgerm: prefetch failed:", e)
+    asyncio.create_task(go())
+
+
+def kill(task):
+    """Cancel a running task; False when it is not running here."""
+    t = _run.get(task)
+    if t is None:
+        return False
+    t.cancel()
+    return True

@@ -1,0 +1,84 @@
+"""Sensors and actuators declared in the configuration, read through `machine` on a board.
+
+Each entry of the config's "sensors" list names one device:
+    {"name": "temp", "kind": "sensor" | "actuator", "unit": "Cel", "shares": 0,
+     one of  "adc": pin                          -> ADC.read_u16()
+             "pin": pin                          -> Pin.value() (actuators: an output pin)
+             "i2c": [bus, addr, reg, nbytes]     -> big-endian unsigned of nbytes from reg
+             "sim": number or [numbers]          -> a constant, or the list in turn (unix port)
+     optional "scale" and "offset": value = raw * scale + offset}
+`read(name)` returns a float or raises OSError(-1) unknown / OSError(-3) I/O error, the codes of
+the WASM ABI's read_sensor.
+"""
+
+try:
+    import machine
+except ImportError:  # the unix port: only simulated devices
+    machine = None
+
+from micropython import const
+
+_DEVICE_NAME = const(1)  # pb: Device.name
+_DEVICE_KIND = const(2)  # pb: Device.kind
+_DEVICE_SHARES = const(3)  # pb: Device.shares
+_DEVICE_UNIT = const(4)  # pb: Device.unit
+_SENSOR = const(1)  # pb: DeviceKind.SENSOR
+_ACTUATOR = const(2)  # pb: DeviceKind.ACTUATOR
+
+_dev = {}  # name -> (reader, scale, offset)
+
+
+def _reader(e):
+    if "sim" in e:
+        v = e["sim"]
+        if type(v) is not list:
+            return lambda: v
+        st = [0]
+
+        def cycle():
+            st[0] += 1
+            return v[(st[0] - 1) % len(v)]
+        return cycle
+    if machine is None:
+        raise OSError(-3)
+    if "adc" in e:
+        return machine.ADC(e["adc"]).read_u16
+    if "pin" in e:
+        out = e.get("kind") == "actuator"
+        return machine.Pin(e["pin"], machine.Pin.OUT if out else machine.Pin.IN).value
+    if "i2c" in e:
+        bus, addr, reg, n = e["i2c"]
+        i2c = machine.I2C(bus)
+        return lambda: int.from_bytes(i2c.readfrom_mem(addr, reg, n), "big")
+    raise OSError(-3)
+
+
+def setup(entries):
+    """Open every configured device; returns the agent's Device list (defaults left out, as
+    the wire wants)."""
+    inv = []
+    for e in entries:
+        name = e["name"]
+        try:
+            _dev[name] = (_reader(e), e.get("scale", 1), e.get("offset", 0))
+        except Exception as x:
+            print("edgerm: device", name, "unavailable:", x)
+            continue
+        d = {_DEVICE_NAME: name,
+             _DEVICE_KIND: _ACTUATOR if e.get("kind") == "actuator" else _SENSOR}
+        if e.get("shares"):
+            d[_DEVICE_SHARES] = e["shares"]
+        if e.get("unit"):
+            d[_DEVICE_UNIT] = e["unit"]
+        inv.append(d)
+    return inv
+
+
+def read(name):
+    d = _dev.get(name)
+    if d is None:
+        raise OSError(-1)
+    try:
+        return float(d[0]()) * d[1] + d[2]
+    except Exception:
+        raise OSError(-3)

@@ -1,0 +1,84 @@
+"""Fixtures for the MicroPython agent's tests: the real `micropython` unix port as a child
+process, with a limited heap, pointed at a master over loopback UDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+ROOT = Path(__file__).resolve().parents[2]
+MICRO = ROOT / "micro_agent"
+MICROPYTHON = shutil.which("micropython")
+
+needs_micropython = pytest.mark.skipif(MICROPYTHON is None, reason="micropython is not installed")
+
+
+def run_mp(script: str | Path, *args: str, heap: str = "256k", path: Path = MICRO,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a MicroPython script with the agent's modules importable."""
+    assert MICROPYTHON is not None
+    env = dict(os.environ, MICROPYPATH=f"{path}:.frozen")
+    return subprocess.run([MICROPYTHON, "-X", f"heapsize={heap}", str(script), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+class AgentProcess:
+    """The agent under `micropython -X heapsize=…`, restartable on the same state file."""
+
+    def __init__(self, workdir: Path, config: dict, heap: str = "64k") -> None:  # type: ignore[type-arg]
+        self.workdir = workdir
+        self.heap = heap
+        self.config = dict(config)
+        self.config.setdefault("state", str(workdir / "state.cbor"))
+        self.config.setdefault("cache", str(workdir / "cache"))
+        self.cfg_path = workdir / "config.json"
+        self.proc: trio.Process | None = None
+        self.log = workdir / "agent.log"
+
+    def write_config(self) -> None:
+        self.cfg_path.write_text(json.dumps(self.config))
+
+    async def start(self) -> None:
+        assert MICROPYTHON is not None
+        self.write_config()
+        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it while it runs
+        self.proc = await trio.lowlevel.open_process(
+            [MICROPYTHON, "-X", f"heapsize={self.heap}", str(MICRO / "main.py"), str(self.cfg_path)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
+        out.close()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+        self.proc = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+async def agent_factory(tmp_path: Path) -> AsyncIterator:  # type: ignore[type-arg]
+    made: list[AgentProcess] = []
+
+    def make(config: dict, heap: str = "256k") -> AgentProcess:  # type: ignore[type-arg]
+        a = AgentProcess(tmp_path, config, heap)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        await a.stop()
+        print(f"--- agent output ({a.log}) ---")  # shown by pytest when the test failed
+        print(a.output()[-6000:])

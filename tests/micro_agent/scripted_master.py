@@ -1,0 +1,181 @@
+"""A small scripted CoAP master for the MicroPython agent's tests.
+
+It speaks the agent half of docs/protocol.md over real UDP on loopback, with the real wire codec
+(`edgerm.wire`) and the real CoAP message codec (`edgerm.coap.message`): registration with the
+token, re-registration with agent_id + mac, seq checks, heartbeats with command_ack, commands
+re-sent until acknowledged, status/publish applied exactly once in update_id order, modules by
+GET m/<hex> with Block2. Tests queue commands, read what was applied, make it deaf for a while
+(a master outage), and inject datagrams at the agent from the master's own address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import trio
+
+from edgerm.coap.message import decode_message_untrusted, encode_message
+from edgerm.wire import DecodeError, decode, encode, pb, sign, verify
+
+_ACK = 2
+_CON = 0
+_URI_PATH = 11
+_BLOCK2 = 23
+_CF = 12
+
+
+@dataclass
+class AgentRecord:
+    agent_id: int
+    secret: bytes
+    name: str = ""
+    last_seq: int = 0
+    update_ack: int = 0
+    command_ack: int = 0
+    commands: list[pb.Command] = field(default_factory=list)
+    next_command: int = 1
+    statuses: list[pb.StatusUpdate] = field(default_factory=list)
+    publishes: list[pb.Publish] = field(default_factory=list)
+    registrations: list[pb.Register] = field(default_factory=list)
+    heartbeats: int = 0
+
+
+class ScriptedMaster:
+    def __init__(self, token: str = "tok", heartbeat_ms: int = 300) -> None:
+        self.token = token
+        self.heartbeat_ms = heartbeat_ms
+        self.agents: dict[int, AgentRecord] = {}
+        self.modules: dict[bytes, bytes] = {}
+        self.sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        self.port = 0
+        self.deaf = False
+        self.peer: tuple[str, int] | None = None
+        self.malformed_calls = 0
+        self.changed = trio.Event()
+        self._cache: dict[tuple[object, int], bytes] = {}
+
+    async def bind(self, port: int = 0) -> None:
+        await self.sock.bind(("127.0.0.1", port))
+        self.port = self.sock.getsockname()[1]
+
+    # -- what tests use ------------------------------------------------------------------------
+
+    def add_module(self, data: bytes) -> bytes:
+        sha = hashlib.sha256(data).digest()
+        self.modules[sha] = data
+        return sha
+
+    def command(self, agent_id: int, **kind: object) -> pb.Command:
+        rec = self.agents[agent_id]
+        cmd = pb.Command(id=rec.next_command, **kind)  # type: ignore[arg-type]
+        rec.next_command += 1
+        rec.commands.append(cmd)
+        return cmd
+
+    def states(self, agent_id: int, task: int) -> list[int]:
+        return [s.state for s in self.agents[agent_id].statuses if s.task == task]
+
+    async def wait_for(self, predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+        with trio.fail_after(timeout):
+            while not predicate():
+                self.changed = trio.Event()
+                await self.changed.wait()
+
+    async def inject(self, data: bytes) -> None:
+        assert self.peer is not None
+        await self.sock.sendto(data, self.peer)
+
+    # -- the server ----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        while True:
+            data, addr = await self.sock.recvfrom(2048)
+            if self.deaf:
+                continue
+            self.peer = addr
+            out = self._datagram(data, addr)
+            if out is not None:
+                await self.sock.sendto(out, addr)
+            self.changed.set()
+
+    def _datagram(self, data: bytes, addr: object) -> bytes | None:
+        try:
+            req = decode_message_untrusted(data)
+        except Exception:
+            return None
+        if req.mtype != _CON or req.code == 0:
+            return None
+        key = (addr, req.mid)
+        if key in self._cache:  # a retransmission: the same answer, not a second execution
+            return self._cache[key]
+        path = [v.decode() for n, v in req.options if n == _URI_PATH]
+        if path == ["a"] and req.code == 2:
+            code, payload = self._agent_call(req.payload)
+            opts = [(_CF, b"\x3c")]
+        elif len(path) == 2 and path[0] == "m" and req.code == 1:
+            code, payload, opts = self._module(path[1], req.opt(_BLOCK2))
+        else:
+            code, payload, opts = 0x84, b"", []
+        out = encode_message(_ACK, code, req.mid, req.token, opts, payload)
+        self._cache[key] = out
+        return out
+
+    def _module(self, hexname: str, block: bytes | None) -> tuple[int, bytes, list]:  # type: ignore[type-arg]
+        data = self.modules.get(bytes.fromhex(hexname)) if len(hexname) == 64 else None
+        if data is None:
+            return 0x84, b"", []
+        v = int.from_bytes(block or b"", "big")
+        num, szx = v >> 4, v & 7
+        size = 16 << szx
+        chunk = data[num * size:(num + 1) * size]
+        more = (num + 1) * size < len(data)
+        b2 = (num << 4 | (8 if more else 0) | szx)
+        b2b = b2.to_bytes((b2.bit_length() + 7) // 8, "big") if b2 else b""
+        return 0x45, chunk, [(_BLOCK2, b2b)]
+
+    def _error(self, code: int, err: int, text: str) -> tuple[int, bytes]:
+        return code, encode(pb.AgentReply(error=pb.Error(code=err, message=text)))
+
+    def _agent_call(self, payload: bytes) -> tuple[int, bytes]:
+        try:
+            call = decode(pb.AgentCall, payload)
+        except DecodeError as e:
+            self.malformed_calls += 1
+            return self._error(0x80, pb.BAD_REQUEST, str(e))
+        which = call.WhichOneof("call")
+        if which == "register" and not call.agent_id:
+            if call.register.token != self.token:
+                return self._error(0x81, pb.UNAUTHENTICATED, "bad token")
+            aid = max(self.agents, default=0) + 1
+            rec = self.agents[aid] = AgentRecord(aid, os.urandom(16), call.register.name)
+            rec.last_seq = call.seq
+            rec.registrations.append(call.register)
+            reply = pb.AgentReply(seq=call.seq, registered=pb.Registered(
+                agent_id=aid, secret=rec.secret, heartbeat_ms=self.heartbeat_ms))
+            return 0x44, sign(reply, rec.secret)
+        found = self.agents.get(call.agent_id)
+        if found is None or not verify(call, found.secret):
+            return self._error(0x81, pb.UNAUTHENTICATED, "unknown agent or bad mac")
+        rec = found
+        if which != "register" and call.seq <= rec.last_seq:
+            return self._error(0x81, pb.UNAUTHENTICATED, "stale seq")
+        rec.last_seq = call.seq
+        reply = pb.AgentReply(seq=call.seq)
+        if which == "register":
+            rec.registrations.append(call.register)
+            reply.registered.CopyFrom(pb.Registered(
+                agent_id=rec.agent_id, secret=rec.secret, heartbeat_ms=self.heartbeat_ms,
+                update_ack=rec.update_ack))
+        elif which == "heartbeat":
+            rec.heartbeats += 1
+            rec.command_ack = max(rec.command_ack, call.heartbeat.command_ack)
+        elif which in ("status", "publish"):
+            upd = getattr(call, which)
+            if upd.update_id == rec.update_ack + 1:
+                rec.update_ack += 1
+                (rec.statuses if which == "status" else rec.publishes).append(upd)
+        reply.update_ack = rec.update_ack
+        reply.commands.extend(c for c in rec.commands if c.id > rec.command_ack)
+        return 0x44, sign(reply, rec.secret)

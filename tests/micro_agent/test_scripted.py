@@ -1,0 +1,172 @@
+"""The MicroPython agent, for real under `micropython -X heapsize=64k`, against a scripted
+master over loopback UDP: register, heartbeat, launch/finish/fail/kill, module download with
+Block2 and hash check, restarts of either side, and garbage at the agent's socket."""
+
+from __future__ import annotations
+
+import trio
+
+from edgerm.wire import pb
+
+from .conftest import needs_micropython
+from .scripted_master import ScriptedMaster
+
+pytestmark = needs_micropython
+
+SAMPLER = b"""
+async def main():
+    n = int(args[0]) if args else 3
+    for i in range(n):
+        publish(str(read_sensor("temp")), "temp")
+        await sleep_ms(5)
+    log("done %d" % n)
+"""
+FAILER = b"""
+async def main():
+    await sleep_ms(1)
+    raise ValueError("boom")
+"""
+SLEEPER = b"""
+async def main():
+    while True:
+        await sleep_ms(20)
+"""
+HOG = b"""
+async def main():
+    junk = []
+    while True:
+        junk.append(bytearray(1024))
+        await sleep_ms(0)
+"""
+
+
+def _config(port: int) -> dict:  # type: ignore[type-arg]
+    return {"master": f"127.0.0.1:{port}", "token": "tok", "name": "mp-test",
+            "heartbeat_ms": 300, "ack_timeout_ms": 150, "max_retransmit": 2, "log_level": 2,
+            "block_szx": 2,
+            "sensors": [{"name": "temp", "unit": "Cel", "sim": [20.5, 21.0, 21.5]}]}
+
+
+def _mp_task(sha: bytes, size: int, *args: str, devices=("temp",), timeout_s: int = 0) -> pb.TaskSpec:  # type: ignore[no-untyped-def]
+    return pb.TaskSpec(
+        name="t", resources=pb.Resources(devices=[pb.Device(name=d) for d in devices]),
+        micropython=pb.MicroPythonTask(sha256=sha, size=size, args=list(args), timeout_s=timeout_s))
+
+
+async def _start(nursery: trio.Nursery, agent_factory):  # type: ignore[no-untyped-def]
+    m = ScriptedMaster(heartbeat_ms=300)
+    await m.bind()
+    nursery.start_soon(m.serve)
+    a = agent_factory(_config(m.port))
+    await a.start()
+    await m.wait_for(lambda: 1 in m.agents and m.agents[1].heartbeats >= 1)
+    return m, a
+
+
+async def test_register_heartbeat_and_tasks(agent_factory) -> None:  # type: ignore[no-untyped-def]
+    async with trio.open_nursery() as n:
+        m, a = await _start(n, agent_factory)
+        rec = m.agents[1]
+        reg = rec.registrations[0]
+        assert reg.name == "mp-test" and reg.protocol_version == 1
+        assert list(reg.executors) == [pb.MICROPYTHON]
+        assert [d.name for d in reg.resources.devices] == ["temp"]
+        await m.wait_for(lambda: rec.heartbeats >= 3)
+
+        # A task that finishes, publishing three readings; the launch is sent twice.
+        sha = m.add_module(SAMPLER)
+        launch = pb.Launch(task=1, spec=_mp_task(sha, len(SAMPLER), "3"))
+        m.command(1, launch=launch)
+        m.command(1, launch=launch)
+        await m.wait_for(lambda: pb.FINISHED in m.states(1, 1))
+        assert m.states(1, 1) == [pb.STARTING, pb.RUNNING, pb.FINISHED]
+        assert [p.data for p in rec.publishes] == [b"20.5", b"21.0", b"21.5"]
+        assert {p.topic for p in rec.publishes} == {"temp"}
+        fin = rec.statuses[-1]
+        assert fin.message == "done 3\n"
+
+        # An exception: FAILED TRAPPED with its text.
+        sha2 = m.add_module(FAILER)
+        m.command(1, launch=pb.Launch(task=2, spec=_mp_task(sha2, len(FAILER))))
+        await m.wait_for(lambda: pb.FAILED in m.states(1, 2))
+        st = [s for s in rec.statuses if s.task == 2][-1]
+        assert st.reason == pb.TRAPPED and "ValueError: boom" in st.message
+
+        # A kill of a running task, of an ended one, of an unknown one.
+        sha3 = m.add_module(SLEEPER)
+        m.command(1, launch=pb.Launch(task=3, spec=_mp_task(sha3, len(SLEEPER))))
+        await m.wait_for(lambda: pb.RUNNING in m.states(1, 3))
+        m.command(1, kill=pb.Kill(task=3))
+        m.command(1, kill=pb.Kill(task=1))
+        m.command(1, kill=pb.Kill(task=99))
+        await m.wait_for(lambda: m.states(1, 99) and pb.KILLED in m.states(1, 3)
+                         and len(m.states(1, 1)) == 4)
+        assert m.states(1, 1)[-1] == pb.FINISHED  # a kill after the end re-reports the end
+        k3 = [s for s in rec.statuses if s.task == 3][-1]
+        assert (k3.state, k3.reason) == (pb.KILLED, pb.KILL_REQUESTED)
+        k99 = [s for s in rec.statuses if s.task == 99][-1]
+        assert (k99.state, k99.reason) == (pb.KILLED, pb.KILLED_BEFORE_LAUNCH)
+
+        # WASM is not this agent's; a wrong hash, a missing module, a heap hog.
+        m.command(1, launch=pb.Launch(task=4, spec=pb.TaskSpec(wasm=pb.WasmTask(sha256=sha))))
+        m.command(1, launch=pb.Launch(task=5, spec=_mp_task(sha3, len(SAMPLER))))
+        bogus = b"\0" + sha3[1:]
+        m.modules[bogus] = SAMPLER  # served under a name it does not hash to
+        m.command(1, launch=pb.Launch(task=6, spec=_mp_task(bogus, len(SAMPLER))))
+        m.command(1, launch=pb.Launch(task=7, spec=_mp_task(b"\1" * 32, 10)))
+        shah = m.add_module(HOG)
+        m.command(1, launch=pb.Launch(task=8, spec=_mp_task(shah, len(HOG))))
+        await m.wait_for(lambda: all(m.states(1, t) and m.states(1, t)[-1] >= pb.FINISHED
+                                     for t in (4, 6, 7, 8)), timeout=20)
+        last = {s.task: s for s in rec.statuses}
+        assert (last[4].state, last[4].reason) == (pb.ERROR, pb.UNSUPPORTED_EXECUTOR)
+        assert (last[6].state, last[6].reason) == (pb.ERROR, pb.MODULE_HASH_MISMATCH)
+        assert (last[7].state, last[7].reason) == (pb.ERROR, pb.MODULE_UNAVAILABLE)
+        assert (last[8].state, last[8].reason) == (pb.FAILED, pb.MEMORY_LIMIT)
+        # task 5 reuses the cached SLEEPER module (cache is by hash, not by declared size)
+        await m.wait_for(lambda: pb.RUNNING in m.states(1, 5))
+
+        # The agent is alive after all of it and its update ids were applied in order.
+        beats = rec.heartbeats
+        await m.wait_for(lambda: rec.heartbeats > beats + 1)
+        assert a.alive(), a.output()
+        ids = [u.update_id for u in sorted([*rec.statuses, *rec.publishes], key=lambda u: u.update_id)]
+        assert ids == list(range(1, len(ids) + 1))
+        n.cancel_scope.cancel()
+
+
+async def test_restarts_and_garbage(agent_factory) -> None:  # type: ignore[no-untyped-def]
+    async with trio.open_nursery() as n:
+        m, a = await _start(n, agent_factory)
+        rec = m.agents[1]
+
+        # Garbage from the master's address: not CoAP, CoAP with bad CBOR, a reply to nothing.
+        for junk in (b"", b"\xff" * 40, b"\x40", b"\x62\x44\x00\x01\xab\xcd\xff\xa1\x01",
+                     b"\x62\x44\x00\x01\xab\xcd\xc1\x3c\xff\x9f\x9f\x9f",
+                     b"\x52\x45\x12\x34\x00\x00\xff\xa0"):
+            await m.inject(junk)
+        beats = rec.heartbeats
+        await m.wait_for(lambda: rec.heartbeats >= beats + 2)
+
+        # The agent restarts: same agent_id and secret, re-registration with the mac.
+        sha = m.add_module(SLEEPER)
+        m.command(1, launch=pb.Launch(task=1, spec=_mp_task(sha, len(SLEEPER))))
+        await m.wait_for(lambda: pb.RUNNING in m.states(1, 1))
+        await a.stop()
+        await a.start()
+        await m.wait_for(lambda: len(rec.registrations) == 2)
+        again = rec.registrations[1]
+        assert not again.token and again.update_next == rec.update_ack + 1
+        assert list(m.agents) == [1]
+        beats = rec.heartbeats
+        await m.wait_for(lambda: rec.heartbeats > beats)
+
+        # The master goes silent (a restart) for longer than the CoAP retransmission budget;
+        # the agent keeps trying and carries on, and its queued update gets through once.
+        m.deaf = True
+        m.command(1, kill=pb.Kill(task=5))  # queued while it is down
+        await trio.sleep(2.0)
+        m.deaf = False
+        await m.wait_for(lambda: m.states(1, 5) == [pb.KILLED], timeout=20)
+        assert a.alive(), a.output()
+        n.cancel_scope.cancel()
