@@ -40,7 +40,11 @@ def format_links(links: Iterable[Link]) -> str:
 
 
 def parse_links(text: str) -> list[Link]:
-    """Parse link-format text; raises ``ValueError`` on malformed input."""
+    """Parse link-format text; raises ``ValueError`` on malformed input.
+
+    Surrounding whitespace (a trailing newline from command-line tools) is ignored.
+    """
+    text = text.strip()
     links: list[Link] = []
     i, n = 0, len(text)
     while i < n:

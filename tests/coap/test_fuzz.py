@@ -73,7 +73,7 @@ def test_core_survives_100k_hostile_datagrams() -> None:
     cfg = CoapConfig(max_dedup_entries=20_000, max_block1_transfers=8, max_observers=16,
                      max_block2_entries=8)
     ep = CoapEndpoint(cfg, rng=random.Random(1))
-    peers = [("192.0.2.%d" % i, 5683 + i) for i in range(8)]
+    peers = [(f"192.0.2.{i}", 5683 + i) for i in range(8)]
     now = 0.0
     requests = 0
     body = bytes(3000)
