@@ -41,6 +41,7 @@ from edgerm.wire import PROTOCOL_VERSION, DecodeError, Limits, decode, encode, p
 from edgerm_master import records as rec
 from edgerm_master.allocator import Allocator
 from edgerm_master.defaults import MasterConfig
+from edgerm_master.modules import ModuleError, check_module
 from edgerm_master.store import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHABLE, Snapshot
 from edgerm_master.task_states import (
     ACTIVE,
@@ -313,6 +314,9 @@ class Master:
             max_items=max(4096, cfg.max_tasks_per_accept))
 
     # ----------------------------------------------------------------------------- outputs
+
+    def has_output(self) -> bool:
+        return bool(self._records or self._outbox or self._push)
 
     def take_records(self) -> list[rec.Record]:
         out, self._records = self._records, []
@@ -1317,25 +1321,16 @@ class Master:
         cfg = self.config
         up = call.upload
         data = up.data
-        if up.format == pb.MODULE_FORMAT_UNSPECIFIED:
-            raise CallError(E.BAD_REQUEST, "UploadModule.format must be WASM_MODULE, "
-                            "MICROPYTHON_SOURCE or MICROPYTHON_MPY")
         if not data:
             raise CallError(E.BAD_REQUEST, "UploadModule.data is empty")
         if len(data) > cfg.module_max_bytes:
             raise CallError(E.TOO_LARGE, f"module of {len(data)} bytes, limit "
                             f"{cfg.module_max_bytes}")
         check_text(up.name, "UploadModule.name")
-        if up.format == pb.WASM_MODULE and not data.startswith(b"\0asm"):
-            raise CallError(E.BAD_REQUEST, "UploadModule.data is not a WASM module (no \\0asm "
-                            "magic)")
-        if up.format == pb.MICROPYTHON_MPY and not data.startswith(b"M"):
-            raise CallError(E.BAD_REQUEST, "UploadModule.data is not .mpy bytecode")
-        if up.format == pb.MICROPYTHON_SOURCE:
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise CallError(E.BAD_REQUEST, "MicroPython source must be UTF-8") from None
+        try:
+            check_module(up.format, data)
+        except ModuleError as e:
+            raise CallError(E.BAD_REQUEST, str(e)) from None
         sha = hashlib.sha256(data).digest()
         m = self.modules.get(sha)
         if m is None:

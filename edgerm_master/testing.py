@@ -31,6 +31,7 @@ from edgerm.wire import PROTOCOL_VERSION, decode, encode, pb, sign, verify
 
 __all__ = [
     "ScriptedAgent", "ScriptedFramework", "Cluster", "MasterProcess", "wasm_module",
+    "task_info", "CoapAgentClient", "WsAgentClient", "WsFrameworkClient",
 ]
 
 TS = pb.TaskState
@@ -576,3 +577,109 @@ class MasterProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Network drivers (Trio)
+
+
+class CoapAgentClient:
+    """Drives a `ScriptedAgent` over real CoAP: `await client.exchange()` sends its next call
+    (POST `a`) and applies the reply. Use inside `open_coap_client()`:
+
+        async with open_coap_client() as coap:
+            client = CoapAgentClient(coap, master.coap, agent)
+    """
+
+    def __init__(self, coap: Any, remote: tuple[str, int], agent: ScriptedAgent) -> None:
+        self.coap = coap
+        self.remote = remote
+        self.agent = agent
+        self.codes: list[int] = []
+
+    async def send(self, data: bytes, path: str = "a") -> pb.AgentReply:
+        from edgerm.wire import CONTENT_FORMAT_CBOR
+
+        resp = await self.coap.post(self.remote, path, data, content_format=CONTENT_FORMAT_CBOR,
+                                    token_length=2)
+        self.codes.append(resp.code)
+        return self.agent.handle_reply(resp.payload)
+
+    async def exchange(self) -> pb.AgentReply:
+        return await self.send(self.agent.next_call())
+
+    async def settle(self, rounds: int = 30) -> None:
+        a = self.agent
+        for _ in range(rounds):
+            await self.exchange()
+            if not a.need_register and not a.queue and a.applied == a.acked_applied:
+                await self.exchange()
+                if not a.queue and not a.need_register:
+                    return
+        raise AssertionError("agent did not settle")
+
+
+class WsAgentClient:
+    """Drives a `ScriptedAgent` over a WebSocket to `/agent`; pushed replies (seq 0) are applied
+    as they come by `await client.receive()`."""
+
+    def __init__(self, ws: Any, agent: ScriptedAgent) -> None:
+        self.ws = ws
+        self.agent = agent
+        self.pushed: list[pb.AgentReply] = []
+
+    async def exchange(self) -> pb.AgentReply:
+        data = self.agent.next_call()
+        call = decode(pb.AgentCall, data)
+        await self.ws.send_message(data)
+        while True:
+            reply = self.agent.handle_reply(await self.ws.get_message())
+            if reply.seq == call.seq:
+                return reply
+            self.pushed.append(reply)
+
+    async def receive(self) -> pb.AgentReply:
+        reply = self.agent.handle_reply(await self.ws.get_message())
+        if reply.seq == 0:
+            self.pushed.append(reply)
+        return reply
+
+    async def settle(self, rounds: int = 30) -> None:
+        a = self.agent
+        for _ in range(rounds):
+            await self.exchange()
+            if not a.need_register and not a.queue and a.applied == a.acked_applied:
+                await self.exchange()
+                if not a.queue and not a.need_register:
+                    return
+        raise AssertionError("agent did not settle")
+
+
+class WsFrameworkClient:
+    """Drives a `ScriptedFramework` over a WebSocket to `/framework`."""
+
+    def __init__(self, ws: Any, fw: ScriptedFramework) -> None:
+        self.ws = ws
+        self.fw = fw
+
+    async def send(self, data: bytes) -> None:
+        await self.ws.send_message(data)
+
+    async def receive(self) -> pb.FrameworkEvent:
+        return self.fw.handle_event(await self.ws.get_message())
+
+    async def until(self, predicate: Any, timeout: float = 10.0) -> pb.FrameworkEvent:
+        """Receive events until `predicate(event)` is true; return that event."""
+        import trio
+
+        with trio.fail_after(timeout):
+            while True:
+                ev = await self.receive()
+                if predicate(ev):
+                    return ev
+
+    async def until_kind(self, kind: str, timeout: float = 10.0) -> Any:
+        ev = await self.until(lambda e: e.WhichOneof("event") in (kind, "error"), timeout)
+        if ev.WhichOneof("event") == "error" and kind != "error":
+            raise AssertionError(f"error instead of {kind}: {ev.error}")
+        return getattr(ev, kind)

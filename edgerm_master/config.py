@@ -1,0 +1,134 @@
+"""The operator's settings: a TOML file (`--config`), then command-line flags on top.
+
+TOML keys are the field names of `MasterConfig` (see docs/master.md); tokens are lists
+(`agent_tokens = ["..."]`), role weights a table (`[role_weights] prod = 2.0`). Unknown keys are
+an error, so a typo does not silently leave a default in place. `--dev` generates any missing
+token and prints them as one JSON line (`{"event": "dev-tokens", ...}`) before the ready line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import secrets
+import tomllib
+from typing import Any
+
+from edgerm_master.defaults import MasterConfig
+
+__all__ = ["parse_args", "load_config", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgerm-master",
+        description="EdgeRM master: offers agents' resources to frameworks (CoAP + WebSocket).")
+    p.add_argument("--config", help="TOML file with MasterConfig keys")
+    p.add_argument("--data-dir", help="directory for the SQLite store and modules")
+    p.add_argument("--host", help="bind address for CoAP and WebSocket (default 127.0.0.1)")
+    p.add_argument("--coap-port", type=int, help="CoAP/UDP port (default 5683; 0: any)")
+    p.add_argument("--ws-port", type=int, help="WebSocket port (default 5690; 0: any)")
+    p.add_argument("--agent-token", action="append", help="agent token (repeatable)")
+    p.add_argument("--framework-token", action="append", help="framework token (repeatable)")
+    p.add_argument("--operator-token", action="append", help="operator token (repeatable)")
+    p.add_argument("--heartbeat-ms", type=int, help="agent heartbeat interval")
+    p.add_argument("--unreachable-after-missed", type=int,
+                   help="missed heartbeats before an agent is UNREACHABLE (default 3)")
+    p.add_argument("--lost-after-s", type=float,
+                   help="seconds UNREACHABLE before an agent's tasks are LOST (default 600)")
+    p.add_argument("--offer-timeout-s", type=float, help="offer lifetime (default 30)")
+    p.add_argument("--failover-timeout-s", type=float,
+                   help="default framework failover timeout (default 60)")
+    p.add_argument("--allocation-interval-s", type=float, help="allocation period (default 1)")
+    p.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "EXTRA"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--dev", action="store_true",
+                   help="development mode: generate missing tokens and print them")
+    return p
+
+
+_FLAG_TO_FIELD = {
+    "data_dir": "data_dir", "host": "host", "coap_port": "coap_port", "ws_port": "ws_port",
+    "agent_token": "agent_tokens", "framework_token": "framework_tokens",
+    "operator_token": "operator_tokens", "heartbeat_ms": "heartbeat_ms",
+    "unreachable_after_missed": "unreachable_after_missed", "lost_after_s": "lost_after_s",
+    "offer_timeout_s": "offer_timeout_s", "failover_timeout_s": "failover_default_s",
+    "allocation_interval_s": "allocation_interval_s",
+    "sqlite_synchronous": "sqlite_synchronous", "log_level": "log_level",
+}
+
+
+def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None = None
+                ) -> MasterConfig:
+    cfg = MasterConfig()
+    fields = {f.name: f for f in dataclasses.fields(MasterConfig)}
+    values: dict[str, Any] = {}
+    if toml_text:
+        try:
+            values.update(tomllib.loads(toml_text))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config: {e}") from None
+    values.update(overrides or {})
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"config: unknown key {key!r}")
+        default = getattr(cfg, key)
+        if isinstance(default, list):
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"config: {key} must be a list of strings")
+        elif isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config: {key} must be a table")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"config: {key} must be true or false")
+        elif isinstance(default, int):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"config: {key} must be an integer")
+        elif isinstance(default, float):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"config: {key} must be a number")
+            value = float(value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"config: {key} must be a string")
+        setattr(cfg, key, value)
+    if cfg.heartbeat_ms <= 0:
+        raise ConfigError("heartbeat_ms must be > 0")
+    if cfg.unreachable_after_missed < 1:
+        raise ConfigError("unreachable_after_missed must be >= 1")
+    for key in ("lost_after_s", "offer_timeout_s", "allocation_interval_s"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be > 0")
+    return cfg
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[MasterConfig, dict[str, str]]:
+    """Flags (and the TOML file they name) -> (config, tokens generated by --dev)."""
+    args = _parser().parse_args(argv)
+    text = None
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(f"config: {e}") from None
+    overrides = {}
+    for flag, field in _FLAG_TO_FIELD.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[field] = value
+    cfg = load_config(text, overrides)
+    generated: dict[str, str] = {}
+    if args.dev:
+        for field in ("agent_tokens", "framework_tokens", "operator_tokens"):
+            if not getattr(cfg, field):
+                token = secrets.token_urlsafe(16)
+                setattr(cfg, field, [token])
+                generated[field[:-1]] = token
+    return cfg, generated

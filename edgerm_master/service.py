@@ -1,0 +1,417 @@
+"""The Trio shell around the master core: CoAP and WebSocket in, SQLite and sockets out.
+
+It does four things and decides nothing:
+1. feeds every decoded-enough input to the core (`agent_call`, `framework_call`, ...);
+2. a single *flusher* task takes the core's records and outbox together, commits the records in
+   one SQLite transaction (`trio.to_thread.run_sync(store.apply, ...)`), and only then sends the
+   outbox (persist, then act); request handlers that answer directly (CoAP POST `a`, agent
+   WebSocket frames) wait until every record emitted before their answer is durable;
+3. one timer task sleeps until the core's `get_timer()` and calls `handle_timer`;
+4. keeps the push channels: an agent's CoAP Observe on `c` or its WebSocket, and each
+   framework's WebSocket (with a writer task and a bounded queue).
+
+Resource handling: everything runs in the nursery of `MasterService.run`; the store is closed
+when it exits. A framework connection whose queue overflows (a consumer that does not read) is
+closed; it can re-subscribe and reconcile.
+
+Error handling: bad input never reaches here as an exception (the core answers it); a failing
+commit escapes and stops the master (it must not act on what it could not persist).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from edgerm.coap.codes import Code
+from edgerm.transport.coap import CoapServer, Observation, ObservationGone, Request, Response, Site
+from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
+from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
+from edgerm_master.defaults import MasterConfig
+from edgerm_master.modules import ModuleReader, parse_hex
+from edgerm_master.store import Store
+
+__all__ = ["MasterService", "ERROR_TO_COAP"]
+
+log = logging.getLogger("edgerm_master")
+
+E = pb.ErrorCode
+ERROR_TO_COAP = {
+    0: Code.CHANGED,
+    E.BAD_REQUEST: Code.BAD_REQUEST,
+    E.UNAUTHENTICATED: Code.UNAUTHORIZED,
+    E.FORBIDDEN: Code.FORBIDDEN,
+    E.NOT_FOUND: Code.NOT_FOUND,
+    E.CONFLICT: Code.CONFLICT,
+    E.TOO_LARGE: Code.REQUEST_ENTITY_TOO_LARGE,
+    E.INVALID_OFFER: Code.BAD_REQUEST,
+    E.UNSUPPORTED: Code.NOT_IMPLEMENTED,
+    E.UNAVAILABLE: Code.SERVICE_UNAVAILABLE,
+    E.INTERNAL: Code.INTERNAL_SERVER_ERROR,
+}
+_OCTET_STREAM = 42
+# Events queued for one framework before it counts as not reading and is disconnected.
+_FRAMEWORK_QUEUE = 10_000
+_CLOSE = b""  # sentinel in a framework's queue
+
+
+class MasterService:
+    """Run with `await nursery.start(service.run)`; `started` gives ((coap host, port),
+    (ws host, port))."""
+
+    def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.core = Master(config)
+        self.store: Store | None = None
+        self.modules: ModuleReader | None = None
+        self._kick = trio.Event()
+        self._durable_event = trio.Event()
+        self._durable = 0
+        self._timer_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._conn_ids = itertools.count(1)
+        self._fw_queues: dict[int, trio.MemorySendChannel[bytes]] = {}
+        self._agent_push: dict[int, Observation | trio.MemorySendChannel[bytes]] = {}
+        self.coap_server: CoapServer | None = None
+        self.commits = 0
+
+    # ------------------------------------------------------------------------------ running
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        cfg = self.config
+        store = await trio.to_thread.run_sync(Store, cfg.data_dir, cfg.sqlite_synchronous)
+        self.store = store
+        self.modules = ModuleReader(store.module_dir)
+        try:
+            snap = await trio.to_thread.run_sync(store.recover)
+            self.core.recover(snap, self.clock())
+            # Recovery may itself emit records (pruning); commit them before serving.
+            await trio.to_thread.run_sync(store.apply, self.core.take_records())
+            self._durable = self.core.records_emitted
+            self.core.take_outbox()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._flusher)
+                nursery.start_soon(self._timer_loop)
+                site = Site()
+                site.add("a", self._coap_agent, methods=(Code.POST,), rt="edgerm.agent")
+                site.add("c", self._coap_commands, methods=(Code.FETCH,), observable=True,
+                         rt="edgerm.commands")
+                site.add("m", self._coap_module, methods=(Code.GET,), prefix=True,
+                         rt="edgerm.module")
+                site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
+                self.coap_server = CoapServer(site)
+                coap_addr = await nursery.start(self.coap_server.serve, cfg.host, cfg.coap_port)
+                ws_server = await nursery.start(functools_partial(
+                    trio_websocket.serve_websocket, self._ws_handler, cfg.host, cfg.ws_port,
+                    None, handler_nursery=nursery,
+                    max_message_size=cfg.framework_message_max, message_queue_size=16))
+                ws_port = ws_server.port
+                task_status.started(((coap_addr[0], coap_addr[1]), (cfg.host, ws_port)))
+        finally:
+            store.close()
+
+    def _after_core(self) -> None:
+        """Wake the flusher if the core has something, and pull the timer in if needed."""
+        core = self.core
+        if core.has_output():
+            self._kick.set()
+        scope = self._timer_scope
+        if scope is not None:
+            deadline = trio.current_time() + max(0.0, core.get_timer() - self.clock())
+            if deadline < scope.deadline:
+                scope.deadline = deadline
+
+    async def _wait_durable(self) -> None:
+        """Return once every record the core emitted so far is committed."""
+        target = self.core.records_emitted
+        while self._durable < target:
+            self._kick.set()
+            await self._durable_event.wait()
+
+    async def _flusher(self) -> None:
+        core = self.core
+        assert self.store is not None
+        store = self.store
+        while True:
+            await self._kick.wait()
+            self._kick = trio.Event()
+            target = core.records_emitted
+            records = core.take_records()
+            outbox = core.take_outbox()
+            if records:
+                await trio.to_thread.run_sync(store.apply, records)
+                self.commits += 1
+                for r in records:
+                    if type(r).__name__ == "RemoveModule" and self.modules is not None:
+                        self.modules.forget(r.sha256)  # type: ignore[attr-defined]
+            self._durable = target
+            event, self._durable_event = self._durable_event, trio.Event()
+            event.set()
+            for item in outbox:
+                self._dispatch(item)
+
+    def _dispatch(self, item: ToFramework | ToAgent | CloseFramework) -> None:
+        if isinstance(item, ToFramework):
+            q = self._fw_queues.get(item.conn)
+            if q is None:
+                return
+            try:
+                q.send_nowait(encode(item.event))
+            except trio.WouldBlock:
+                log.warning("framework connection %d does not read; closing it", item.conn)
+                self._close_fw(item.conn)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+        elif isinstance(item, CloseFramework):
+            self._close_fw(item.conn)
+        else:
+            channel = self._agent_push.get(item.agent_id)
+            if channel is None:
+                return
+            assert self._nursery is not None
+            if isinstance(channel, Observation):
+                self._nursery.start_soon(self._notify, item.agent_id, channel, item.data)
+            else:
+                try:
+                    channel.send_nowait(item.data)
+                except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                    pass
+
+    def _close_fw(self, conn: int) -> None:
+        q = self._fw_queues.pop(conn, None)
+        if q is not None:
+            try:
+                q.send_nowait(_CLOSE)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+            q.close()
+
+    async def _notify(self, agent_id: int, obs: Observation, data: bytes) -> None:
+        try:
+            await obs.notify(data, content_format=CONTENT_FORMAT_CBOR)
+        except ObservationGone:
+            self._drop_agent_channel(agent_id, obs)
+
+    def _drop_agent_channel(self, agent_id: int, channel: object) -> None:
+        if self._agent_push.get(agent_id) is channel:
+            del self._agent_push[agent_id]
+            self.core.agent_channel(agent_id, False)
+
+    def _set_agent_channel(self, agent_id: int,
+                           channel: Observation | trio.MemorySendChannel[bytes]) -> None:
+        old = self._agent_push.get(agent_id)
+        if old is channel:
+            return
+        if isinstance(old, Observation):
+            old.cancel()
+        self._agent_push[agent_id] = channel
+        self.core.agent_channel(agent_id, True)
+        self._after_core()
+
+    async def _timer_loop(self) -> None:
+        core = self.core
+        while True:
+            delay = max(0.0, core.get_timer() - self.clock())
+            with trio.CancelScope(deadline=trio.current_time() + delay) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            core.handle_timer(self.clock())
+            if core.has_output():
+                self._kick.set()
+
+    # ------------------------------------------------------------------------------ agents
+
+    async def _agent_result(self, result: AgentResult) -> bytes:
+        """Wait for durability, read a module chunk if asked; the bytes to answer with."""
+        self._after_core()
+        await self._wait_durable()
+        if result.module is not None and self.modules is not None:
+            read = result.module
+            try:
+                data = await trio.to_thread.run_sync(self.modules.read, read.sha256)
+            except OSError:
+                return encode(pb.AgentReply(seq=read.seq, error=pb.Error(
+                    code=E.UNAVAILABLE, message="module file unreadable; try again")))
+            return self.core.module_chunk(result.agent_id, read,
+                                          data[read.offset:read.offset + read.length])
+        return result.data
+
+    def _check_format(self, request: Request) -> Response | None:
+        if request.content_format not in (None, CONTENT_FORMAT_CBOR):
+            return Response(Code.UNSUPPORTED_CONTENT_FORMAT, encode(pb.AgentReply(
+                error=pb.Error(code=E.UNSUPPORTED, message="Content-Format must be 60 (CBOR)"))),
+                CONTENT_FORMAT_CBOR)
+        return None
+
+    async def _coap_agent(self, request: Request) -> Response:
+        bad = self._check_format(request)
+        if bad is not None:
+            return bad
+        result = self.core.agent_call(request.payload, self.clock(), "coap")
+        data = await self._agent_result(result)
+        return Response(ERROR_TO_COAP.get(result.error, Code.BAD_REQUEST), data,
+                        CONTENT_FORMAT_CBOR)
+
+    async def _coap_commands(self, request: Request) -> Response:
+        bad = self._check_format(request)
+        if bad is not None:
+            return bad
+        result = self.core.agent_call(request.payload, self.clock(), "coap")
+        data = await self._agent_result(result)
+        observe = False
+        if result.error == 0 and result.agent_id and request.observation is not None:
+            obs = request.observation
+            self._set_agent_channel(result.agent_id, obs)
+            observe = True
+            assert self._nursery is not None
+            self._nursery.start_soon(self._watch_observation, result.agent_id, obs)
+        code = Code.CONTENT if result.error == 0 else ERROR_TO_COAP.get(result.error,
+                                                                         Code.BAD_REQUEST)
+        return Response(code, data, CONTENT_FORMAT_CBOR, observe=observe)
+
+    async def _watch_observation(self, agent_id: int, obs: Observation) -> None:
+        await obs.wait_gone()
+        self._drop_agent_channel(agent_id, obs)
+
+    async def _coap_module(self, request: Request) -> Response:
+        if len(request.path) != 2:
+            return Response(Code.NOT_FOUND, b"use m/<sha256 hex>")
+        sha = parse_hex(request.path[1])
+        if sha is None or self.core.module_size(sha) is None or self.modules is None:
+            return Response(Code.NOT_FOUND, b"no such module")
+        data = self.modules.cached(sha)
+        if data is None:
+            try:
+                data = await trio.to_thread.run_sync(self.modules.read, sha)
+            except OSError:
+                return Response(Code.SERVICE_UNAVAILABLE, b"module file unreadable")
+        return Response(Code.CONTENT, data, _OCTET_STREAM)
+
+    async def _coap_state(self, request: Request) -> Response:
+        code, data = self.core.cluster_state(request.payload, self.clock())
+        if code == 0:
+            return Response(Code.CONTENT, data, CONTENT_FORMAT_CBOR)
+        return Response(ERROR_TO_COAP.get(code, Code.BAD_REQUEST), data, CONTENT_FORMAT_CBOR)
+
+    # ------------------------------------------------------------------------------ websocket
+
+    async def _ws_handler(self, request: WebSocketRequest) -> None:
+        path = request.path.split("?", 1)[0]
+        if path not in ("/agent", "/framework", "/state"):
+            await request.reject(404, body=b"use /agent, /framework or /state")
+            return
+        ws = await request.accept()
+        try:
+            if path == "/agent":
+                await self._ws_agent(ws)
+            elif path == "/framework":
+                await self._ws_framework(ws)
+            else:
+                await self._ws_state(ws)
+        except ConnectionClosed:
+            pass
+        finally:
+            with trio.move_on_after(1):
+                await ws.aclose()
+
+    async def _ws_state(self, ws: WebSocketConnection) -> None:
+        msg = await ws.get_message()
+        if isinstance(msg, str):
+            msg = msg.encode()
+        code, data = self.core.cluster_state(msg, self.clock())
+        await ws.send_message(data)
+
+    async def _ws_agent(self, ws: WebSocketConnection) -> None:
+        send, receive = trio.open_memory_channel[bytes](256)
+        agent_id = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ws_writer, ws, receive)
+            try:
+                while True:
+                    msg = await ws.get_message()
+                    if isinstance(msg, str):
+                        msg = msg.encode()
+                    result = self.core.agent_call(msg, self.clock(), "websocket")
+                    data = await self._agent_result(result)
+                    await send.send(data)
+                    if result.error == E.UNAUTHENTICATED:
+                        break
+                    if result.error == 0 and result.agent_id and not agent_id:
+                        agent_id = result.agent_id
+                        self._set_agent_channel(agent_id, send)
+            finally:
+                if agent_id:
+                    self._drop_agent_channel(agent_id, send)
+                send.close()
+
+    async def _ws_writer(self, ws: WebSocketConnection,
+                         receive: trio.MemoryReceiveChannel[bytes]) -> None:
+        async with receive:
+            async for data in receive:
+                if data is _CLOSE or data == _CLOSE:
+                    await ws.aclose()
+                    return
+                await ws.send_message(data)
+            # The sender closed: flush done; close the connection (the reader notices).
+            await ws.aclose()
+
+    async def _ws_framework(self, ws: WebSocketConnection) -> None:
+        conn = next(self._conn_ids)
+        send, receive = trio.open_memory_channel[bytes](_FRAMEWORK_QUEUE)
+        self._fw_queues[conn] = send
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ws_writer_then_cancel, ws, receive, nursery.cancel_scope)
+                nursery.start_soon(self._ws_pinger, conn)
+                while True:
+                    msg = await ws.get_message()
+                    if isinstance(msg, str):
+                        msg = msg.encode()
+                    self.core.framework_call(conn, msg, self.clock())
+                    self._after_core()
+        finally:
+            self._fw_queues.pop(conn, None)
+            send.close()
+            self.core.framework_disconnected(conn, self.clock())
+            self._after_core()
+
+    async def _ws_writer_then_cancel(self, ws: WebSocketConnection,
+                                     receive: trio.MemoryReceiveChannel[bytes],
+                                     scope: trio.CancelScope) -> None:
+        try:
+            await self._ws_writer(ws, receive)
+        except ConnectionClosed:
+            pass
+        scope.cancel()
+
+    async def _ws_pinger(self, conn: int) -> None:
+        ping = encode(pb.FrameworkEvent(ping=pb.Ping()))
+        while True:
+            await trio.sleep(self.config.framework_heartbeat_s)
+            q = self._fw_queues.get(conn)
+            if q is None:
+                return
+            try:
+                q.send_nowait(ping)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+
+
+def functools_partial(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
+    """`functools.partial` that keeps `task_status` passable by `nursery.start`."""
+
+    async def run(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> Any:
+        return await fn(*args, task_status=task_status, **kwargs)
+
+    return run
