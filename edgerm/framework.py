@@ -667,6 +667,8 @@ class Framework:
         self._waiters: dict[int, _Waiter] = {}
         self._fatal: FrameworkError | None = None
         self._closing = False
+        self._started = False                  # the first subscription succeeded
+        self._run_scope = trio.CancelScope()   # the connection task's; teardown cancels it
         self._send_lock = trio.Lock()
         # Unbounded on purpose: the receive task must never block on a slow consumer, or the
         # answer to an `accept` the consumer awaits would queue behind the events it does not
@@ -776,9 +778,7 @@ class Framework:
         """End the framework at the master: its tasks are killed. The connection closes."""
         await self._send(self.core.call(teardown=pb.Teardown())[1])
         self._closing = True
-        ws = self._ws
-        if ws is not None:
-            await ws.aclose()
+        self._run_scope.cancel()
 
     # -- internals
 
@@ -832,42 +832,44 @@ class Framework:
     async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                    ) -> None:
         """The connection task: connect, subscribe, receive; on a drop, back off and fail over.
-        Ends only when cancelled or when the master refuses the framework."""
-        started = False
-        first_deadline = trio.current_time() + self.connect_timeout_s
+        Ends when cancelled, torn down, or when the master refuses the framework."""
         try:
-            while not self._closing:
-                try:
-                    await self._connection(task_status if not started else None)
-                    started = True
-                    reason = "closed by the master"
-                except (OSError, trio_websocket.HandshakeError,
-                        trio_websocket.ConnectionClosed, _Silent) as e:
-                    reason = _describe(e)
-                except CallError as e:
-                    if e.code in (pb.UNAUTHENTICATED, pb.BAD_REQUEST, pb.FORBIDDEN,
-                                  pb.UNSUPPORTED):
-                        raise
-                    reason = str(e)
-                if self._ws is not None:
-                    started = True
-                self._disconnect(reason)
-                if self._closing:
-                    break
-                now = trio.current_time()
-                failover = self.core.failover_deadline()
-                if failover is not None and now > failover:
-                    raise FailoverExpired(f"could not re-subscribe within the failover timeout "
-                                          f"({self.core.failover_timeout_s:g} s): {reason}")
-                if not started and now > first_deadline:
-                    raise FrameworkError(f"cannot subscribe at {self.url}: {reason}")
-                await trio.sleep(self.backoff.next_delay())
+            with self._run_scope:
+                await self._connect_loop(task_status)
         except FrameworkError as e:
-            if not started:
+            if not self._started:
                 raise
             self._end(e)
         finally:
+            self._ws = None
+            self._fail_waiters(list(self._waiters), FrameworkError("the framework is closed"))
+            self._notify()
             self._events_in.close()
+
+    async def _connect_loop(self, task_status: trio.TaskStatus[None]) -> None:
+        first_deadline = trio.current_time() + self.connect_timeout_s
+        while not self._closing:
+            try:
+                await self._connection(None if self._started else task_status)
+                reason = "closed by the master"
+            except (OSError, trio_websocket.HandshakeError,
+                    trio_websocket.ConnectionClosed, _Silent) as e:
+                reason = _describe(e)
+            except CallError as e:
+                if e.code in (pb.UNAUTHENTICATED, pb.BAD_REQUEST, pb.FORBIDDEN, pb.UNSUPPORTED):
+                    raise
+                reason = str(e)     # UNAVAILABLE (master recovering) and the like: retry
+            self._disconnect(reason)
+            if self._closing:
+                return
+            now = trio.current_time()
+            failover = self.core.failover_deadline()
+            if failover is not None and now > failover:
+                raise FailoverExpired(f"could not re-subscribe within the failover timeout "
+                                      f"({self.core.failover_timeout_s:g} s): {reason}")
+            if not self._started and now > first_deadline:
+                raise FrameworkError(f"cannot subscribe at {self.url}: {reason}")
+            await trio.sleep(self.backoff.next_delay())
 
     def _end(self, error: FrameworkError) -> None:
         log.error("framework %s ended: %s", self.core.framework_id, error)
@@ -905,6 +907,7 @@ class Framework:
             self._notify()
             self.backoff.reset()
             if task_status is not None:
+                self._started = True
                 task_status.started()
             await self._flush(ws)
             while True:

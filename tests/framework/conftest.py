@@ -55,6 +55,7 @@ class FakeMaster:
         self.state = pb.ClusterState(version="fake")
         self.script: Callable[[pb.TaskInfo], TaskScript] = lambda info: TaskScript()
         self.refuse_accept: pb.Error | None = None
+        self.offers_on_subscribe: list[pb.Offer] = []   # pushed right after `subscribed`
         self.resend_unacked_after_s = 0.05
         self.ws: trio_websocket.WebSocketConnection | None = None
         self.framework_ids: dict[str, float | None] = {}   # id -> disconnected at (None: live)
@@ -172,6 +173,9 @@ class FakeMaster:
                                    heartbeat_interval_s=self.heartbeat_interval_s)
         await ws.send_message(encode(pb.FrameworkEvent(call_id=call.call_id,
                                                        subscribed=subscribed)))
+        if self.offers_on_subscribe:
+            await ws.send_message(encode(pb.FrameworkEvent(offers=pb.Offers(
+                offers=self.offers_on_subscribe))))
         try:
             while True:
                 call = decode(pb.FrameworkCall, await ws.get_message())
