@@ -10,7 +10,7 @@ seq (one more per call) and an 8-byte HMAC-SHA256 mac; replies with a wrong mac 
 dropped. A call that gets no answer is retried with exponential back-off up to 60 s, forever.
 
 Messages are dicts keyed by field number (cbor.py); the numbers are the schema's, named by
-the `_X = const(n)  # pb: Message.field` lines below, which a test checks against the
+the `_X = const(n)` lines below with their "pb: Message.field" comments, which a test checks against the
 descriptors of edgerm.wire.pb.
 """
 

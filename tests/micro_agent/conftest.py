@@ -30,10 +30,25 @@ def run_mp(script: str | Path, *args: str, heap: str = "256k", path: Path = MICR
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
+@pytest.fixture(scope="session")
+def mpy_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The agent precompiled by micro_agent/build.py, as it goes onto a board."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("micro_agent_build", MICRO / "build.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path_factory.mktemp("mpy")
+    mod.build(out)
+    return out
+
+
 class AgentProcess:
     """The agent under `micropython -X heapsize=…`, restartable on the same state file."""
 
-    def __init__(self, workdir: Path, config: dict, heap: str = "64k") -> None:  # type: ignore[type-arg]
+    def __init__(self, workdir: Path, config: dict, heap: str, code: Path) -> None:  # type: ignore[type-arg]
+        self.code = code
         self.workdir = workdir
         self.heap = heap
         self.config = dict(config)
@@ -51,7 +66,8 @@ class AgentProcess:
         self.write_config()
         out = open(self.log, "ab")  # noqa: SIM115 - the child owns it while it runs
         self.proc = await trio.lowlevel.open_process(
-            [MICROPYTHON, "-X", f"heapsize={self.heap}", str(MICRO / "main.py"), str(self.cfg_path)],
+            [MICROPYTHON, "-X", f"heapsize={self.heap}", str(self.code / "main.py"),
+             str(self.cfg_path)],
             stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
         out.close()
 
@@ -69,11 +85,12 @@ class AgentProcess:
 
 
 @pytest.fixture
-async def agent_factory(tmp_path: Path) -> AsyncIterator:  # type: ignore[type-arg]
+async def agent_factory(tmp_path: Path, mpy_build: Path) -> AsyncIterator:  # type: ignore[type-arg]
+    """Makes agents that run the .mpy build with a 64 KB heap (the size of a small board's)."""
     made: list[AgentProcess] = []
 
-    def make(config: dict, heap: str = "256k") -> AgentProcess:  # type: ignore[type-arg]
-        a = AgentProcess(tmp_path, config, heap)
+    def make(config: dict, heap: str = "64k") -> AgentProcess:  # type: ignore[type-arg]
+        a = AgentProcess(tmp_path, config, heap, mpy_build)
         made.append(a)
         return a
 

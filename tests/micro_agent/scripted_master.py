@@ -135,7 +135,7 @@ class ScriptedMaster:
         b2b = b2.to_bytes((b2.bit_length() + 7) // 8, "big") if b2 else b""
         return 0x45, chunk, [(_BLOCK2, b2b)]
 
-    def _error(self, code: int, err: int, text: str) -> tuple[int, bytes]:
+    def _error(self, code: int, err: pb.ErrorCode.ValueType, text: str) -> tuple[int, bytes]:
         return code, encode(pb.AgentReply(error=pb.Error(code=err, message=text)))
 
     def _agent_call(self, payload: bytes) -> tuple[int, bytes]:

@@ -47,7 +47,8 @@ def _config(port: int) -> dict:  # type: ignore[type-arg]
             "sensors": [{"name": "temp", "unit": "Cel", "sim": [20.5, 21.0, 21.5]}]}
 
 
-def _mp_task(sha: bytes, size: int, *args: str, devices=("temp",), timeout_s: int = 0) -> pb.TaskSpec:  # type: ignore[no-untyped-def]
+def _mp_task(sha: bytes, size: int, *args: str, devices: tuple[str, ...] = ("temp",),
+             timeout_s: int = 0) -> pb.TaskSpec:
     return pb.TaskSpec(
         name="t", resources=pb.Resources(devices=[pb.Device(name=d) for d in devices]),
         micropython=pb.MicroPythonTask(sha256=sha, size=size, args=list(args), timeout_s=timeout_s))
@@ -130,7 +131,7 @@ async def test_register_heartbeat_and_tasks(agent_factory) -> None:  # type: ign
         beats = rec.heartbeats
         await m.wait_for(lambda: rec.heartbeats > beats + 1)
         assert a.alive(), a.output()
-        ids = [u.update_id for u in sorted([*rec.statuses, *rec.publishes], key=lambda u: u.update_id)]
+        ids = sorted(u.update_id for u in [*rec.statuses, *rec.publishes])
         assert ids == list(range(1, len(ids) + 1))
         n.cancel_scope.cancel()
 
