@@ -359,7 +359,9 @@ class AgentCore:
             self.stats["bad_replies"] += 1
             self.call_failed(now)
             return
-        if reply.seq != flight.seq:
+        # An error to a call the master could not authenticate cannot echo its seq (nor be
+        # signed): seq 0 with an error is the answer to the call in flight.
+        if reply.seq != flight.seq and not (reply.seq == 0 and reply.HasField("error")):
             self.stats["bad_replies"] += 1
             self.call_failed(now)
             return
@@ -505,7 +507,9 @@ class AgentCore:
         if fresh:
             reg.token = self.config.token
         else:
-            reg.update_next = self.update_next
+            # The id of our oldest unacknowledged update (or the next new one): the master
+            # treats everything below it as delivered, so it must not skip queued updates.
+            reg.update_next = self._first_unacked_update()
             for rec in sorted(self.tasks.values(), key=lambda r: r.task):
                 # Non-terminal tasks, and terminal ones whose final update the master may not
                 # have yet: otherwise it would fail a finished task as AGENT_RESTARTED.

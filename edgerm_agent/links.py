@@ -129,9 +129,12 @@ class WebSocketLink(Link):
 
     def _dispatch(self, msg: bytes, on_push: PushHandler) -> None:
         try:
-            seq = decode(pb.AgentReply, msg, _REPLY_LIMITS).seq
+            reply = decode(pb.AgentReply, msg, _REPLY_LIMITS)
         except DecodeError:
             return  # the core would refuse it anyway; nothing waits on garbage
+        seq = reply.seq
+        if seq == 0 and reply.HasField("error") and self._waiting is not None:
+            seq = self._waiting[0]  # an unauthenticated call's error cannot echo its seq
         if seq == 0:
             on_push(msg, 0)
         elif self._waiting is not None and self._waiting[0] == seq:

@@ -1,0 +1,258 @@
+"""AgentCore against the real master core (sans-IO, fake clock): registration, heartbeats,
+commands once and in order, updates until acknowledged, restarts, bad replies, back-off."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from edgerm.wire import decode, encode, pb, sign
+from edgerm_agent.core import AgentCore, KillTask, LaunchTask, Registered
+from edgerm_master.testing import task_info
+
+from .pair import Pair, core_config, framework
+
+TS = pb.TaskState
+
+
+def launch_one(p: Pair, task_id: str = "t1", **kw: object) -> pb.TaskInfo:
+    fw = framework(p.cluster)
+    offer = next(iter(fw.offers.values()))
+    info = task_info(task_id, cpus=0.5, mem_mb=64, **kw)  # type: ignore[arg-type]
+    p.cluster.call(fw, fw.accept([offer.offer_id], [info]))
+    p._fw = fw  # type: ignore[attr-defined]
+    return info
+
+
+def states(p: Pair, task_id: str = "t1") -> list[int]:
+    """What the framework has seen of the task (acknowledging as it goes: the master holds
+    the next update of a task until the previous one is acknowledged)."""
+    fw = p._fw  # type: ignore[attr-defined]
+    p.cluster.ack_all(fw)
+    return list(fw.states(task_id))
+
+
+def registered_pair() -> Pair:
+    p = Pair()
+    p.start()
+    p.settle()
+    assert p.core.registered
+    p.cluster.master.agent_channel(p.core.agent_id, True)  # as over WebSocket: pushes flow
+    return p
+
+
+def test_first_registration_is_unsigned_with_token_then_everything_is_signed() -> None:
+    p = Pair()
+    p.start()
+    out = p.core.next_call(p.now)
+    assert out is not None and out.kind == "register"
+    call = decode(pb.AgentCall, out.data)
+    assert call.register.token == "agent-token" and not call.mac and call.agent_id == 0
+    p.core.receive_reply(p.cluster.master.agent_call(out.data, p.now).data, p.now)
+    assert p.core.agent_id == 1 and len(p.core.secret) == 16
+    assert isinstance(p.drain()[0], Registered)
+    p.step(10)
+    hb = p.core.next_call(p.now)
+    assert hb is not None and hb.kind == "heartbeat"
+    call = decode(pb.AgentCall, hb.data)
+    assert call.agent_id == 1 and len(call.mac) == 8 and call.seq == 2
+    assert len(hb.data) <= 32  # a steady heartbeat is tiny
+
+
+def test_heartbeat_interval_and_jitter_come_from_the_master() -> None:
+    p = registered_pair()
+    assert p.core.heartbeat_s == 5.0 and p.core.jitter_s == 0.5
+    deadlines = []
+    for _ in range(20):
+        t = p.core.get_timer()
+        assert t is not None
+        deadlines.append(t - p.now)
+        p.step(t - p.now)
+        assert p.exchange()
+    assert all(4.5 <= d <= 5.5 for d in deadlines)
+    assert len({round(d, 3) for d in deadlines}) > 5  # really jittered
+
+
+def test_launch_runs_once_even_when_commands_are_resent() -> None:
+    p = registered_pair()
+    launch_one(p)
+    # The launch is pushed; the agent takes it, and the reply carrying the ack is lost.
+    for data in p.cluster.pushes.pop(1, []):
+        p.core.receive_push(data, p.now)
+    assert [e.task for e in p.drain() if isinstance(e, LaunchTask)] == [1]
+    p.lose_replies = 1
+    p.exchange()  # heartbeat(command_ack) reached the master, its reply did not
+    # Replayed pushes and re-sent commands change nothing.
+    p.step(2)
+    p.settle()
+    assert len(p.launches()) == 1
+    assert states(p) == [TS.STARTING]
+    p.core.task_changed(1, TS.RUNNING)
+    p.core.task_changed(1, TS.FINISHED, exit_code=0)
+    p.settle()
+    assert states(p) == [TS.STARTING, TS.RUNNING, TS.FINISHED]
+    assert p.core.pending_updates == 0
+
+
+def test_updates_are_sent_oldest_first_until_acked_and_applied_once() -> None:
+    p = registered_pair()
+    launch_one(p)
+    p.settle()
+    p.core.task_changed(1, TS.RUNNING)
+    for i in range(5):
+        assert p.core.publish(1, b"r%d" % i)
+    p.lose_replies = 3  # the first three sends reach the master but their acks are lost
+    for _ in range(3):
+        p.exchange()
+        p.step(p.core.get_timer() - p.now)  # type: ignore[operator]
+    p.settle()
+    fw = p._fw  # type: ignore[attr-defined]
+    assert [o.data for o in fw.outputs] == [b"r%d" % i for i in range(5)]
+    assert states(p) == [TS.STARTING, TS.RUNNING]
+
+
+def test_kill_of_unknown_task_reports_killed_before_launch_and_late_launch_stays_dead() -> None:
+    p = registered_pair()
+    p.core.receive_push(sign(pb.AgentReply(commands=[
+        pb.Command(id=1, kill=pb.Kill(task=9)),
+        pb.Command(id=2, launch=pb.Launch(task=9, spec=task_info("x").spec)),
+    ]), p.core.secret), p.now)
+    assert p.drain() == []
+    rec = p.core.tasks[9]
+    assert rec.state == TS.KILLED and rec.reason == pb.KILLED_BEFORE_LAUNCH
+    assert p.core.command_ack == 2
+
+
+def test_kill_running_task_asks_the_shell_and_terminal_kill_rereports() -> None:
+    p = registered_pair()
+    launch_one(p)
+    p.settle()
+    p.core.task_changed(1, TS.RUNNING)
+    secret = p.core.secret
+    p.core.receive_push(sign(pb.AgentReply(commands=[pb.Command(id=50, kill=pb.Kill(task=1))]),
+                             secret), p.now)
+    assert KillTask(1, pb.KILL_REQUESTED) in p.drain()
+    p.core.task_changed(1, TS.KILLED, reason=pb.KILL_REQUESTED)
+    # A second kill of a terminal task queues its terminal state again.
+    before = p.core.pending_updates
+    p.core.receive_push(sign(pb.AgentReply(commands=[pb.Command(id=51, kill=pb.Kill(task=1))]),
+                             secret), p.now)
+    assert p.core.pending_updates == before + 1
+    # Exit after kill: the first terminal state wins.
+    assert not p.core.task_changed(1, TS.FINISHED)
+
+
+@pytest.mark.parametrize("spec, reason", [
+    (pb.TaskSpec(micropython=pb.MicroPythonTask()), pb.UNSUPPORTED_EXECUTOR),
+    (pb.TaskSpec(resources=pb.Resources(cpus=3), docker=pb.DockerTask(image="x")),
+     pb.RESOURCES_UNAVAILABLE),
+    (pb.TaskSpec(resources=pb.Resources(devices=[pb.Device(name="cam")]),
+                 wasm=pb.WasmTask()), pb.RESOURCES_UNAVAILABLE),
+    (pb.TaskSpec(), pb.INVALID_TASK),
+])
+def test_launch_that_cannot_run_is_error_without_starting(spec: pb.TaskSpec, reason: int
+                                                          ) -> None:
+    p = registered_pair()
+    p.core.receive_push(sign(pb.AgentReply(commands=[
+        pb.Command(id=1, launch=pb.Launch(task=3, spec=spec))]), p.core.secret), p.now)
+    assert p.drain() == []
+    assert p.core.tasks[3].state == TS.ERROR and p.core.tasks[3].reason == reason
+
+
+def test_restart_from_snapshot_reregisters_with_tasks_and_delivers_pending_updates() -> None:
+    p = registered_pair()
+    launch_one(p)
+    p.settle()
+    p.core.task_changed(1, TS.RUNNING)
+    p.core.publish(1, b"before crash")
+    snap = p.core.snapshot()  # what the shell wrote before the SIGKILL
+    # A new process: same identity, same queue.
+    core2 = AgentCore(core_config(), rng=random.Random(2), snapshot=snap)
+    p2 = Pair(core=core2, cluster=p.cluster)
+    p2.start()
+    out = core2.next_call(p.now)
+    assert out is not None and out.kind == "register"
+    reg = decode(pb.AgentCall, out.data)
+    assert reg.agent_id == 1 and not reg.register.token
+    assert [(t.task, t.state) for t in reg.register.tasks] == [(1, TS.STARTING)] or \
+        [(t.task, t.state) for t in reg.register.tasks] == [(1, TS.RUNNING)]
+    core2._in_flight = None  # discard that probe; settle sends it again
+    core2.seq -= 1
+    p2.settle()
+    fw = p._fw  # type: ignore[attr-defined]
+    assert states(p) == [TS.STARTING, TS.RUNNING]
+    assert [o.data for o in fw.outputs] == [b"before crash"]
+
+
+def test_replies_with_bad_mac_or_seq_or_garbage_are_dropped_and_back_off() -> None:
+    p = registered_pair()
+    p.step(10)
+    for bad in (b"\xff\x00garbage",
+                sign(pb.AgentReply(seq=p.core.seq + 1), b"x" * 16),
+                encode(pb.AgentReply(seq=99))):
+        out = p.core.next_call(p.now)
+        assert out is not None
+        if bad == encode(pb.AgentReply(seq=99)):
+            bad = sign(pb.AgentReply(seq=out.seq,
+                                     commands=[pb.Command(id=1, reregister=pb.ReRegister())]),
+                       b"y" * 16)
+        p.core.receive_reply(bad, p.now)
+        assert p.core.next_call(p.now) is None  # backing off, nothing applied
+        assert p.core.command_ack == 0
+        p.step(p.core.get_timer() - p.now)  # type: ignore[operator]
+    assert p.core.stats["bad_replies"] == 3
+    # A forged push is ignored too.
+    p.core.receive_push(sign(pb.AgentReply(commands=[
+        pb.Command(id=1, launch=pb.Launch(task=1, spec=task_info("x").spec))]), b"z" * 16),
+        p.now)
+    assert p.drain() == [] and p.core.command_ack == 0
+
+
+def test_back_off_doubles_to_the_cap_and_never_stops() -> None:
+    p = Pair()
+    p.start()
+    delays = []
+    for _ in range(12):
+        out = p.core.next_call(p.now)
+        assert out is not None and out.kind == "register"
+        p.core.call_failed(p.now)
+        t = p.core.get_timer()
+        assert t is not None
+        delays.append(t - p.now)
+        p.step(t - p.now)
+    assert 0.9 <= delays[0] <= 1.1
+    for a, b in zip(delays[:5], delays[1:6], strict=True):
+        assert 1.6 < b / a < 2.5
+    assert max(delays) <= 66 and delays[-1] >= 54
+    p.settle()
+    assert p.core.registered
+
+
+def test_unknown_identity_registers_afresh_and_orphans_its_tasks() -> None:
+    p = registered_pair()
+    launch_one(p)
+    p.settle()
+    snap = p.core.snapshot()
+    snap["agent_id"] = 77  # an identity this master never gave out
+    core2 = AgentCore(core_config(), rng=random.Random(3), snapshot=snap)
+    p2 = Pair(core=core2, cluster=p.cluster)
+    p2.start()
+    p2.settle()
+    p2.step(2)
+    p2.settle()
+    assert core2.registered and core2.agent_id not in (0, 77)
+    assert KillTask(1, pb.AGENT_RESTARTED) in p2.events
+    assert core2.tasks == {}
+
+
+def test_publish_queue_is_bounded() -> None:
+    p = Pair(core=AgentCore(core_config(max_queued_publishes=3)))
+    p.start()
+    p.settle()
+    p.cluster.master.agent_channel(p.core.agent_id, True)
+    launch_one(p)
+    p.settle()
+    assert [p.core.publish(1, b"x") for _ in range(4)] == [True, True, True, False]
+    assert p.core.publish_room() == 0
+    assert not p.core.publish(42, b"unknown task")
