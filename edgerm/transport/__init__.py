@@ -19,8 +19,19 @@ from edgerm.transport.coap import (
     open_coap_client,
     serve_coap,
 )
+from edgerm.transport.websocket import (
+    Backoff,
+    ConnectionClosed,
+    WebSocketConfig,
+    WsConnection,
+    connect_websocket,
+    run_with_reconnect,
+    serve_websocket,
+)
 
 __all__ = [
+    "Backoff", "ConnectionClosed", "WebSocketConfig", "WsConnection", "connect_websocket",
+    "run_with_reconnect", "serve_websocket",
     "ClientObservation", "ClientResponse", "CoapClient", "CoapRequestError", "CoapServer",
     "CoapTimeout", "Observation", "ObservationGone", "Request", "Response", "Site",
     "open_coap_client", "serve_coap",

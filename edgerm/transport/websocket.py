@@ -1,0 +1,259 @@
+"""WebSocket transport (trio-websocket): one binary frame carries one CBOR message.
+
+Linux agents and frameworks may use this instead of CoAP. The master serves several paths
+(``/agent``, ``/framework``) on one port with :func:`serve_websocket`; each accepted
+connection is wrapped in a :class:`WsConnection` and handed to that path's async handler.
+Clients use :func:`connect_websocket` for one connection, or :func:`run_with_reconnect` to
+keep a session alive across failures with exponential back-off and jitter.
+
+Design:
+
+* Bytes only: the message layer above owns CBOR. A text frame is a protocol violation for
+  us and closes the connection with 1003 (unsupported data).
+* Keepalive: each side pings every ``ping_interval``; no pong within ``ping_timeout`` means
+  the peer (or the path to it) is dead, and the connection is closed so that a pending
+  ``receive()`` raises :class:`ConnectionClosed` instead of hanging on a half-open TCP
+  connection. The closing handshake is bounded by ``disconnect_timeout``.
+* A handler failing is logged and closes its connection (1011); it never stops the server.
+
+Resource handling: connections live exactly as long as their handler call or ``async
+with`` block; every task runs in a nursery owned by that scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WebSocketConfig:
+    # Keepalive: one ping per interval, the peer is dead if no pong within the timeout.
+    ping_interval: float = 20.0
+    ping_timeout: float = 10.0
+    # Largest message accepted; a bigger one closes the connection (1009).
+    max_message_size: int = 1024 * 1024
+    # Messages buffered per connection before the reader stops reading (TCP back-pressure).
+    message_queue_size: int = 16
+    # Opening and closing handshakes with a silent peer give up after these.
+    connect_timeout: float = 10.0
+    disconnect_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off with jitter for reconnecting.
+
+    Attempt ``n`` (0-based) waits ``min(maximum, initial * multiplier**n)``, of which the
+    fraction ``jitter`` is randomised ("equal jitter": at least ``1 - jitter`` of the delay is
+    kept so a flapping master is not hammered, the rest spreads agents apart).
+    """
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.maximum, self.initial * self.multiplier ** attempt)
+        return base * (1.0 - self.jitter) + rng.uniform(0.0, base * self.jitter)
+
+
+class WsConnection:
+    """One WebSocket connection exchanging whole binary messages."""
+
+    def __init__(self, ws: WebSocketConnection, path: str, remote: Any) -> None:
+        self._ws = ws
+        #: The request path (without query), e.g. ``"/agent"``.
+        self.path = path
+        #: The peer's address as trio-websocket reports it.
+        self.remote = remote
+        #: Set when the keepalive declared the peer dead.
+        self.keepalive_failed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed is not None
+
+    async def send(self, data: bytes) -> None:
+        """Send one binary message. Raises :class:`ConnectionClosed`."""
+        await self._ws.send_message(bytes(data))
+
+    async def receive(self) -> bytes:
+        """The next binary message. Raises :class:`ConnectionClosed` when the connection ends
+        (closed by the peer, by keepalive, or after a text frame, which we refuse)."""
+        message = await self._ws.get_message()
+        if isinstance(message, str):
+            await self._ws.aclose(code=1003, reason="binary frames only")
+            raise ConnectionClosed(self._ws.closed)
+        return message
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        await self._ws.aclose(code=code, reason=reason)
+
+    async def _keepalive(self, config: WebSocketConfig) -> None:
+        while not self.closed:
+            await trio.sleep(config.ping_interval)
+            try:
+                with trio.move_on_after(config.ping_timeout) as scope:
+                    await self._ws.ping()
+            except ConnectionClosed:
+                return
+            if scope.cancelled_caught:
+                log.info("websocket %s: no pong within %.1fs, closing", self.remote,
+                         config.ping_timeout)
+                self.keepalive_failed = True
+                await self._ws.aclose(code=1011, reason="keepalive timeout")
+                return
+
+
+def _remote_of(ws: WebSocketConnection) -> Any:
+    try:
+        return ws.remote
+    except Exception:  # noqa: BLE001 - the peer address is informational only
+        return None
+
+
+ConnectionHandler = Callable[[WsConnection], Awaitable[None]]
+
+
+async def serve_websocket(
+    handlers: Mapping[str, ConnectionHandler],
+    host: str,
+    port: int,
+    *,
+    config: WebSocketConfig | None = None,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve WebSocket connections on ``host``:``port`` until cancelled.
+
+    Args:
+      handlers: request path -> async handler called with each :class:`WsConnection`; other
+        paths are rejected with HTTP 404 during the handshake.
+      config: keepalive and size limits.
+
+    Reports ``(host, bound_port)`` through ``task_status.started``.
+    """
+    cfg = config or WebSocketConfig()
+
+    async def on_request(request: trio_websocket.WebSocketRequest) -> None:
+        path = request.path.split("?", 1)[0]
+        handler = handlers.get(path)
+        if handler is None:
+            await request.reject(404)
+            return
+        ws = await request.accept()
+        conn = WsConnection(ws, path, _remote_of(ws))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn._keepalive, cfg)
+            try:
+                await handler(conn)
+            except ConnectionClosed:
+                pass
+            except Exception:
+                log.exception("websocket handler for %s failed", path)
+                with trio.move_on_after(cfg.disconnect_timeout) as cleanup:
+                    cleanup.shield = True
+                    await ws.aclose(code=1011, reason="internal error")
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trio_websocket.serve_websocket(
+                on_request, host, port, ssl_context=None,
+                max_message_size=cfg.max_message_size,
+                message_queue_size=cfg.message_queue_size,
+                connect_timeout=cfg.connect_timeout,
+                disconnect_timeout=cfg.disconnect_timeout,
+                task_status=task_status))
+        task_status.started((host, server.port))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@asynccontextmanager
+async def connect_websocket(url: str, *, config: WebSocketConfig | None = None
+                            ) -> AsyncIterator[WsConnection]:
+    """One client connection with keepalive, for the ``async with`` block.
+
+    Raises :class:`HandshakeError` (incl. ``ConnectionRejected``, ``ConnectionTimeout``) or
+    ``OSError`` if it cannot connect.
+    """
+    cfg = config or WebSocketConfig()
+    try:
+        async with trio_websocket.open_websocket_url(
+                url, max_message_size=cfg.max_message_size,
+                message_queue_size=cfg.message_queue_size,
+                connect_timeout=cfg.connect_timeout,
+                disconnect_timeout=cfg.disconnect_timeout) as ws:
+            conn = WsConnection(ws, ws.path or "/", _remote_of(ws))
+            # Non-strict so an exception from the caller's block (e.g. ConnectionClosed)
+            # reaches run_with_reconnect as itself, not wrapped in an ExceptionGroup.
+            async with trio.open_nursery(strict_exception_groups=False) as nursery:
+                nursery.start_soon(conn._keepalive, cfg)
+                try:
+                    yield conn
+                finally:
+                    nursery.cancel_scope.cancel()
+    except trio_websocket.DisconnectionTimeout:
+        # Closing towards a dead peer: the connection is gone either way.
+        log.info("websocket %s: closing handshake timed out", url)
+
+
+# Failures after which reconnecting makes sense (network, handshake, peer went away).
+RECONNECTABLE = (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError)
+
+
+async def run_with_reconnect(
+    url: str,
+    session: Callable[[WsConnection], Awaitable[T]],
+    *,
+    config: WebSocketConfig | None = None,
+    backoff: Backoff | None = None,
+    rng: random.Random | None = None,
+    max_attempts: int | None = None,
+    on_retry: Callable[[int, float, BaseException], None] | None = None,
+) -> T:
+    """Run ``session(conn)`` on a connection to ``url``, reconnecting when it breaks.
+
+    The back-off restarts from ``initial`` after every successful connection. Returns what
+    ``session`` returns once it returns normally.
+
+    Error handling: the exceptions in :data:`RECONNECTABLE` trigger a reconnect; after
+    ``max_attempts`` consecutive failures (if given) the last one is raised. Everything else
+    (including exceptions of ``session`` that are not connection failures) propagates.
+    ``on_retry(attempt, delay, exc)`` is called before each wait, e.g. for logging.
+    """
+    backoff = backoff or Backoff()
+    rng = rng or random.Random()
+    attempt = 0
+    while True:
+        try:
+            async with connect_websocket(url, config=config) as conn:
+                attempt = 0
+                return await session(conn)
+        except RECONNECTABLE as exc:
+            if max_attempts is not None and attempt + 1 >= max_attempts:
+                raise
+            delay = backoff.delay(attempt, rng)
+            if on_retry is not None:
+                on_retry(attempt, delay, exc)
+            log.info("websocket %s: %r; reconnecting in %.2fs", url, exc, delay)
+            attempt += 1
+            await trio.sleep(delay)
+
+
+__all__ = ["WebSocketConfig", "Backoff", "WsConnection", "ConnectionClosed", "HandshakeError",
+           "serve_websocket", "connect_websocket", "run_with_reconnect", "RECONNECTABLE"]
