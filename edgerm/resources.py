@@ -16,6 +16,8 @@ Design notes:
   the whole device: every unit the inventory has of it; ``shares=n`` means n units.
 * **Subtraction is checked.** ``a - b`` raises `ResourceError` (a `ValueError`) naming what is
   missing unless ``a.contains(b)``; no result ever holds a negative amount.
+* **Ranges and sets add as unions** (Mesos semantics), so ``(a + b) - b == a`` holds when they
+  do not overlap, which is always so for parts split from one agent's resources.
 * **Quantities for fairness.** `Res.quantities()` flattens a `Res` into ``{kind: amount}``
   (ports and ranges as counts, sets as sizes) so that shares can be summed across agents, where
   a port range means a different port on each host. `dominant_share` works on either form.
