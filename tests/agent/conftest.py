@@ -82,8 +82,8 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         tar = d / "busybox.tar"
         _busybox_tar(tar)
         with open(tar, "rb") as f:
-            client.images.import_image(src=f, repository=IMAGE.split(":")[0],
-                                       tag=IMAGE.split(":")[1])
+            client.api.import_image_from_data(f.read(), repository=IMAGE.split(":")[0],
+                                              tag=IMAGE.split(":")[1])
         client.close()
         yield host
     finally:

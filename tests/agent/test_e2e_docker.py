@@ -1,0 +1,99 @@
+"""End to end with a real Docker engine (started by the session fixture): container tasks
+finish, fail with their logs, hit their memory limit, are killed; a Docker error fails only
+the task; the agent touches only containers it labelled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import trio
+
+from edgerm.wire import pb
+from edgerm_agent.executors.docker import LABEL_AGENT
+from edgerm_master.testing import MasterProcess
+
+from .cluster import AgentProcess, docker_spec, open_framework
+from .conftest import IMAGE
+
+TS = pb.TaskState
+
+
+@pytest.fixture
+def dagent(tmp_path: Path, master: MasterProcess, docker_engine: str) -> Iterator[AgentProcess]:
+    host, port = master.ws
+    a = AgentProcess(tmp_path / "agent", f"ws://{host}:{port}/agent",
+                     executors=("docker", "wasm"), docker_host=docker_engine).start()
+    yield a
+    a.stop()
+
+
+async def test_docker_tasks_finish_fail_oom_and_kill(dagent: AgentProcess, master: MasterProcess,
+                                                     docker_engine: str) -> None:
+    client = docker.DockerClient(base_url=docker_engine)
+    # A container that is not ours must survive everything the agent does.
+    stranger = client.containers.create(IMAGE, ["true"], name="not-edgerm")
+    try:
+        async with trio.open_nursery() as nursery:
+            f = await open_framework(nursery, master.ws)
+            await f.launch("ok", docker_spec(IMAGE, "sh", "-c", "echo done; exit 0"))
+            await f.launch("bad", docker_spec(IMAGE, "sh", "-c", "echo oops >&2; exit 3"))
+            await f.launch("oom", docker_spec(IMAGE, "tail", "/dev/zero", mem_mb=16))
+            await f.launch("sleepy", docker_spec(IMAGE, "sleep", "600"))
+            await f.launch("noimage", docker_spec("edgerm-test/absent:1", "true"))
+            st = await f.wait_state("ok", TS.FINISHED, TS.FAILED, TS.ERROR)
+            assert st.state == TS.FINISHED and "done" in st.message, (st, dagent.log())
+            st = await f.wait_state("bad", TS.FAILED, TS.FINISHED)
+            assert (st.reason, st.exit_code) == (pb.EXITED_NONZERO, 3) and "oops" in st.message
+            st = await f.wait_state("oom", TS.FAILED, TS.FINISHED)
+            assert st.reason == pb.MEMORY_LIMIT, st
+            st = await f.wait_state("noimage", TS.ERROR, TS.FAILED)
+            assert st.reason == pb.LAUNCH_FAILED and "absent" in st.message
+            await f.wait_state("sleepy", TS.RUNNING)
+            await f.send(f.fw.kill("sleepy"))
+            st = await f.wait_state("sleepy", TS.KILLED)
+            assert st.reason == pb.KILL_REQUESTED
+            nursery.cancel_scope.cancel()
+        # Finished containers were removed; the stranger was not touched.
+        with trio.fail_after(10):
+            while client.containers.list(all=True, filters={"label": LABEL_AGENT}):
+                await trio.sleep(0.1)
+        assert client.containers.get("not-edgerm").status == "created"
+    finally:
+        stranger.remove(force=True)
+        client.close()
+
+
+async def test_agent_sigkill_reattaches_to_running_containers(
+        tmp_path: Path, master: MasterProcess, docker_engine: str,
+        wasm_modules: dict[str, bytes]) -> None:
+    host, port = master.ws
+    agent = AgentProcess(tmp_path / "agent", f"ws://{host}:{port}/agent",
+                         executors=("docker", "wasm"), docker_host=docker_engine).start()
+    try:
+        async with trio.open_nursery() as nursery:
+            f = await open_framework(nursery, master.ws)
+            sha = await f.upload(wasm_modules["spin"])
+            await f.launch("long", docker_spec(IMAGE, "sleep", "600"))
+            await f.launch("short", docker_spec(IMAGE, "sh", "-c", "sleep 2; exit 5"))
+            from .cluster import wasm_spec
+            await f.launch("wspin", wasm_spec(sha, len(wasm_modules["spin"])))
+            for t in ("long", "short", "wspin"):
+                await f.wait_state(t, TS.RUNNING)
+            agent.kill()  # SIGKILL: no chance to clean up
+            await trio.sleep(2.5)  # "short" exits while the agent is down
+            agent.start()
+            st = await f.wait_state("short", TS.FAILED, TS.FINISHED)
+            assert (st.reason, st.exit_code) == (pb.EXITED_NONZERO, 5), agent.log()
+            st = await f.wait_state("wspin", TS.FAILED, TS.FINISHED)
+            assert st.reason == pb.AGENT_RESTARTED
+            # "long" was re-adopted: still RUNNING, never relaunched, and a kill reaches it.
+            assert f.states("long").count(TS.RUNNING) >= 1
+            assert TS.STARTING not in f.states("long")[f.states("long").index(TS.RUNNING):]
+            await f.send(f.fw.kill("long"))
+            st = await f.wait_state("long", TS.KILLED)
+            nursery.cancel_scope.cancel()
+    finally:
+        agent.stop()
