@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -57,8 +58,8 @@ class Pair:
                 code, payload = handler(ev)
                 self.server.respond(ev.request_id, code, payload, now=self.now)
 
-    def events(self, ep: CoapEndpoint) -> list[object]:
-        out = []
+    def events(self, ep: CoapEndpoint) -> list[Any]:
+        out: list[Any] = []
         while (ev := ep.next_event()) is not None:
             out.append(ev)
         return out
@@ -159,7 +160,8 @@ def test_slow_handler_gets_empty_ack_then_separate_response() -> None:
     p.server.handle_timer(p.now)
     p.s2c()
     p.c2s()  # the client's ACK
-    assert p.server.get_timer() is None or p.server.get_timer() > 200  # only dedup expiry left
+    remaining = p.server.get_timer()
+    assert remaining is None or remaining > 200  # only dedup expiry left
     (resp,) = p.events(p.client)
     assert isinstance(resp, ResponseReceived) and resp.payload == b"late"
 
@@ -344,13 +346,14 @@ def register(p: Pair, path: str = "c") -> tuple[int, int]:
 def test_observe_notifications_in_order_and_stale_ones_dropped() -> None:
     p = Pair()
     rid, oid = register(p)
-    seqs = []
+    seqs: list[int] = []
     for i in range(5):
         assert p.server.notify(oid, payload=b"cmd%d" % i)
         p.roundtrip()
         (ev,) = p.events(p.client)
         assert isinstance(ev, ResponseReceived) and ev.request_id == rid
         assert ev.payload == b"cmd%d" % i
+        assert ev.observe is not None
         seqs.append(ev.observe)
     assert seqs == sorted(seqs)
     # A reordered (older) notification is ACKed but not delivered.

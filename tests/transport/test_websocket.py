@@ -63,12 +63,14 @@ async def test_text_frames_and_handler_errors_close_the_connection(
     async with connect_websocket(f"ws://127.0.0.1:{port}/text") as conn:
         with pytest.raises(ConnectionClosed):
             await conn.receive()
-        assert conn._ws.closed.code == 1003  # noqa: SLF001
+        reason = conn._ws.closed  # noqa: SLF001
+        assert reason is not None and reason.code == 1003
     async with connect_websocket(f"ws://127.0.0.1:{port}/crash") as conn:
         await conn.send(b"x")
         with pytest.raises(ConnectionClosed):
             await conn.receive()
-        assert conn._ws.closed.code == 1011  # noqa: SLF001
+        reason = conn._ws.closed  # noqa: SLF001
+        assert reason is not None and reason.code == 1011
     # The server survived both.
     async with connect_websocket(f"ws://127.0.0.1:{port}/agent") as conn:
         await conn.send(cbor2.dumps({"seq": 1}))
