@@ -1,0 +1,611 @@
+"""A local EdgeRM cluster in one command: `python -m edgerm.cluster`.
+
+It starts, as supervised child processes in one Trio nursery:
+- the master (`python -m edgerm_master`), its SQLite store and modules under the data directory
+  (`./.edgerm` by default), with development tokens generated once and kept in
+  `<data dir>/tokens.json`;
+- a Linux agent (`python -m edgerm_agent`) over WebSocket with the WASM executor (and Docker when
+  a Docker engine answers) and two simulated sensors, `temp` and `humidity`;
+- the MicroPython agent (`micropython micro_agent/main.py`) over CoAP, when both the interpreter
+  and `micro_agent/` are there;
+
+then a demo framework: it builds the example WASM sampler (`examples/wasm/`), uploads it,
+launches it on an agent that offers a `temp` sensor, prints each state transition and each
+reading as it arrives, and the final state. With `--keep-running` the cluster stays up after the
+demo until Ctrl-C; `edgerm agents|tasks|...` and `edgerm run` find it through
+`<data dir>/cluster.json` (the CLI reads `$EDGERM_HOME/cluster.json`, `./.edgerm` by default).
+
+Resource handling: every child runs in the nursery; when the cluster stops (Ctrl-C, SIGTERM, the
+demo done, or one child dying) each child gets SIGTERM, then SIGKILL after
+`STOP_GRACE_S`, and the state file is removed. Child logs go to `<data dir>/logs/`.
+
+Error handling: a child that exits on its own stops the cluster with its name, exit code and
+the tail of its log. A missing optional part (Docker, MicroPython, a compiler for the demo) is
+reported and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from edgerm.cli import StateError, fetch_state
+from edgerm.framework import (
+    WASM,
+    ConnectionLost,
+    Constraints,
+    Framework,
+    FrameworkError,
+    OffersEvent,
+    OutputEvent,
+    UpdateEvent,
+    reason_name,
+    state_name,
+    wasm_task,
+)
+from edgerm.wire import pb
+
+# The repository root, when running from a clone (the demo needs examples/ and micro_agent/).
+REPO = Path(__file__).resolve().parents[1]
+
+# A child gets this long to stop after SIGTERM before SIGKILL: the master commits its store and
+# closes its sockets in well under a second.
+STOP_GRACE_S = 5.0
+
+# The master binds, recovers its store and prints its ready line within a second or two; on a
+# busy 2-core machine give it more.
+MASTER_READY_TIMEOUT_S = 30.0
+
+# An agent registers within one heartbeat of starting; starting the Python interpreter and
+# importing the agent takes the rest.
+AGENT_READY_TIMEOUT_S = 30.0
+
+# The state resource is polled at this period while waiting for agents.
+POLL_S = 0.2
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded default configuration
+
+
+@dataclass
+class ClusterSettings:
+    """Everything the local cluster can be told; the defaults need no file."""
+
+    data_dir: Path = Path(".edgerm")
+    host: str = "127.0.0.1"
+    ws_port: int = 5690
+    coap_port: int = 5683
+    heartbeat_ms: int = 1000
+    linux_agent: bool = True
+    docker: str = "auto"          # auto: use it when an engine answers; on; off
+    micropython: str = "auto"     # auto: when `micropython` and micro_agent/ exist; on; off
+    demo: bool = True
+    keep_running: bool = False
+    samples: int = 5              # readings the demo sampler takes
+    period_ms: int = 300          # between readings
+    # Simulated sensors of the Linux agent: name -> (unit, mean, amplitude, period in s).
+    sensors: dict[str, tuple[str, float, float, float]] = field(default_factory=lambda: {
+        "temp": ("Cel", 21.0, 1.5, 60.0),
+        "humidity": ("%RH", 45.0, 5.0, 90.0),
+    })
+
+
+@dataclass(frozen=True)
+class Tokens:
+    agent: str
+    framework: str
+    operator: str
+
+
+def load_or_create_tokens(data_dir: Path) -> Tokens:
+    """The cluster's development tokens: read from `tokens.json`, generated on first use (so a
+    restarted cluster keeps its agents and frameworks)."""
+    path = data_dir / "tokens.json"
+    try:
+        raw = json.loads(path.read_text())
+        return Tokens(raw["agent"], raw["framework"], raw["operator"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    tokens = Tokens(*(f"dev-{kind}-{secrets.token_hex(12)}"
+                      for kind in ("agent", "framework", "operator")))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(tokens.__dict__, f, indent=2)
+    return tokens
+
+
+def linux_agent_toml(name: str, master_ws: str, token: str, work_dir: Path,
+                     executors: Sequence[str], settings: ClusterSettings) -> str:
+    """The Linux agent's configuration (see edgerm_agent/config.py)."""
+    lines = [
+        f"name = {json.dumps(name)}",
+        f"work_dir = {json.dumps(str(work_dir))}",
+        "",
+        "[master]",
+        f"url = {json.dumps(master_ws + '/agent')}",
+        f"token = {json.dumps(token)}",
+        "",
+        "[resources]",
+        "cpus = 2",
+        "mem_mb = 1024",
+        "disk_mb = 1024",
+        "",
+        "[executors]",
+        f"enabled = {json.dumps(list(executors))}",
+        "",
+        "[attributes]",
+        'zone = "local"',
+    ]
+    for dev, (unit, mean, amplitude, period) in settings.sensors.items():
+        lines += ["", "[[devices]]", f"name = {json.dumps(dev)}", 'kind = "sensor"',
+                  f"unit = {json.dumps(unit)}", "shares = 4",
+                  f"sine = {{ mean = {mean}, amplitude = {amplitude}, period_s = {period} }}"]
+    return "\n".join(lines) + "\n"
+
+
+def micro_agent_config(name: str, master_coap: str, token: str, work_dir: Path,
+                       heartbeat_ms: int) -> dict[str, Any]:
+    """The MicroPython agent's config.json (see micro_agent/agent.py)."""
+    return {
+        "name": name, "master": master_coap, "token": token, "heartbeat_ms": heartbeat_ms,
+        "state": str(work_dir / "state.cbor"), "cache": str(work_dir / "cache"),
+        "mem_mb": 0.0625, "log_level": 1,
+        "sensors": [{"name": "temp", "unit": "Cel", "sim": [20.5, 21.0, 21.5, 21.0]}],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes
+
+
+class ChildDied(Exception):
+    """A supervised child exited on its own."""
+
+
+@dataclass
+class Child:
+    """One supervised process; `log` receives its stderr (and stdout after readiness)."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    proc: trio.Process | None = None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+async def _stop(child: Child) -> None:
+    """SIGTERM, then SIGKILL after STOP_GRACE_S. Shielded: runs while the cluster is cancelled."""
+    proc = child.proc
+    if proc is None or proc.returncode is not None:
+        return
+    with trio.CancelScope(shield=True):
+        proc.send_signal(signal.SIGTERM)
+        with trio.move_on_after(STOP_GRACE_S):
+            await proc.wait()
+            return
+        proc.kill()
+        await proc.wait()
+
+
+async def supervise(child: Child, ready_line: bool = False,
+                    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run `child` until cancelled; raises ChildDied if it exits by itself.
+
+    With `ready_line`, the child's stdout is read until a JSON line `{"event": "ready", ...}`
+    and that object is passed to `task_status.started`; otherwise started() comes at once."""
+    child.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(child.log, "ab") as log:
+        child.proc = await trio.lowlevel.open_process(
+            child.argv, stdout=subprocess.PIPE if ready_line else log, stderr=log,
+            env=child.env, cwd=child.cwd, start_new_session=True)
+    proc = child.proc
+    try:
+        async with trio.open_nursery() as nursery:
+            if ready_line:
+                assert proc.stdout is not None
+                ready = await _read_ready(child, proc.stdout)
+                nursery.start_soon(_drain, proc.stdout, child.log)
+                task_status.started(ready)
+            else:
+                task_status.started(None)
+            code = await proc.wait()
+            raise ChildDied(f"{child.name} exited with code {code}; the end of {child.log}:\n"
+                            f"{child.log_tail()}")
+    finally:
+        await _stop(child)
+
+
+async def _read_ready(child: Child, stdout: trio.abc.ReceiveStream) -> dict[str, Any]:
+    buf = b""
+    with trio.move_on_after(MASTER_READY_TIMEOUT_S):
+        while True:
+            chunk = await stdout.receive_some(4096)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and event.get("event") == "ready":
+                    return event
+    raise ChildDied(f"{child.name} did not become ready; the end of {child.log}:\n"
+                    f"{child.log_tail()}")
+
+
+async def _drain(stdout: trio.abc.ReceiveStream, log: Path) -> None:
+    # Keep reading so the child never blocks on a full pipe.
+    with open(log, "ab") as f:
+        while chunk := await stdout.receive_some(4096):
+            f.write(chunk)
+            f.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster
+
+
+@dataclass
+class RunningCluster:
+    master_ws: str
+    master_coap: str
+    tokens: Tokens
+    agents: list[str]
+    data_dir: Path
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers (DOCKER_HOST or the default socket)."""
+    try:
+        import docker
+        client = docker.from_env(timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - any failure means "no engine here"
+        return False
+
+
+def micropython_available() -> bool:
+    return shutil.which("micropython") is not None and (REPO / "micro_agent" / "agent.py").exists()
+
+
+async def wait_for_agents(master: str, operator_token: str, names: Sequence[str],
+                          timeout_s: float = AGENT_READY_TIMEOUT_S) -> None:
+    """Until every agent in `names` is active at the master."""
+    with trio.fail_after(timeout_s):
+        while True:
+            try:
+                state = await fetch_state(master, operator_token)
+                active = {a.name for a in state.agents if a.state == "active"}
+                if set(names) <= active:
+                    return
+            except StateError:
+                pass
+            await trio.sleep(POLL_S)
+
+
+class Console:
+    """What the cluster tells its user: one timestamped line per step."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp}  {text}", file=self.out, flush=True)
+
+
+async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
+                        console: Console) -> RunningCluster:
+    data_dir = settings.data_dir.resolve()
+    logs = data_dir / "logs"
+    tokens = load_or_create_tokens(data_dir)
+    master = Child("master", [
+        sys.executable, "-m", "edgerm_master", "--data-dir", str(data_dir / "master"),
+        "--host", settings.host, "--ws-port", str(settings.ws_port),
+        "--coap-port", str(settings.coap_port), "--heartbeat-ms", str(settings.heartbeat_ms),
+        "--agent-token", tokens.agent, "--framework-token", tokens.framework,
+        "--operator-token", tokens.operator], logs / "master.log")
+    ready = await nursery.start(supervise, master, True)
+    master_ws, master_coap = f"ws://{ready['ws']}", str(ready["coap"])
+    console.say(f"master up: WebSocket {master_ws}, CoAP {master_coap}")
+    agents: list[str] = []
+
+    if settings.linux_agent:
+        executors = ["wasm"]
+        use_docker = settings.docker == "on" or (
+            settings.docker == "auto" and await trio.to_thread.run_sync(docker_available))
+        if use_docker:
+            executors.append("docker")
+        work = data_dir / "linux-agent"
+        work.mkdir(parents=True, exist_ok=True)
+        config = work / "agent.toml"
+        config.write_text(linux_agent_toml("linux-1", master_ws, tokens.agent, work, executors,
+                                           settings))
+        await nursery.start(supervise, Child("linux agent", [
+            sys.executable, "-m", "edgerm_agent", str(config)], logs / "linux-agent.log"))
+        agents.append("linux-1")
+        console.say(f"Linux agent linux-1 starting (executors: {', '.join(executors)}; "
+                    f"sensors: {', '.join(settings.sensors)})"
+                    + ("" if use_docker else "; no Docker engine, so no Docker executor"))
+
+    use_mp = settings.micropython == "on" or (settings.micropython == "auto"
+                                              and micropython_available())
+    if use_mp:
+        work = data_dir / "micro-agent"
+        work.mkdir(parents=True, exist_ok=True)
+        config = work / "config.json"
+        config.write_text(json.dumps(micro_agent_config(
+            "micro-1", master_coap, tokens.agent, work, settings.heartbeat_ms)))
+        # ".frozen" keeps the interpreter's frozen modules (asyncio) importable.
+        env = dict(os.environ, MICROPYPATH=f"{REPO / 'micro_agent'}:.frozen")
+        micropython = shutil.which("micropython") or "micropython"
+        await nursery.start(supervise, Child("MicroPython agent", [
+            micropython, "-X", "heapsize=256k", str(REPO / "micro_agent" / "main.py"),
+            str(config)], logs / "micro-agent.log", env=env, cwd=work))
+        agents.append("micro-1")
+        console.say("MicroPython agent micro-1 starting (CoAP; sensor: temp)")
+    elif settings.micropython == "auto":
+        console.say("no MicroPython agent (needs `micropython` on PATH and micro_agent/)")
+
+    await wait_for_agents(master_ws, tokens.operator, agents)
+    console.say(f"agents registered: {', '.join(agents) or 'none'}")
+    return RunningCluster(master_ws, master_coap, tokens, agents, data_dir)
+
+
+def write_state_file(cluster: RunningCluster) -> Path:
+    path = cluster.data_dir / "cluster.json"
+    body = {"master": cluster.master_ws, "coap": cluster.master_coap,
+            "framework_token": cluster.tokens.framework,
+            "operator_token": cluster.tokens.operator, "agent_token": cluster.tokens.agent,
+            "pid": os.getpid(), "logs": str(cluster.data_dir / "logs")}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(body, f, indent=2)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo framework
+
+
+class DemoFailed(Exception):
+    pass
+
+
+async def build_sampler(console: Console) -> bytes:
+    """examples/wasm/build/sampler.wasm, built with the example Makefile when missing or stale."""
+    wasm_dir = REPO / "examples" / "wasm"
+    target = wasm_dir / "build" / "sampler.wasm"
+    if not (wasm_dir / "Makefile").exists():
+        if target.exists():
+            return target.read_bytes()
+        raise DemoFailed(f"{wasm_dir} is missing: run from a clone of the repository")
+    if shutil.which("make") is None or shutil.which("clang") is None:
+        if target.exists():
+            return target.read_bytes()
+        raise DemoFailed("building the WASM sampler needs make and clang (with lld): "
+                         "apt-get install make clang lld")
+    result = await trio.run_process(["make", "-s", "-C", str(wasm_dir), "build/sampler.wasm"],
+                                    capture_stdout=True, capture_stderr=True, check=False)
+    if result.returncode != 0:
+        raise DemoFailed("building the WASM sampler failed:\n"
+                         + result.stderr.decode(errors="replace")[-2000:])
+    data = target.read_bytes()
+    console.say(f"built {target.relative_to(REPO)} ({len(data)} bytes)")
+    return data
+
+
+def format_reading(data: bytes, unit: str) -> str:
+    """The sampler publishes each reading as a little-endian f64."""
+    if len(data) == 8:
+        (value,) = struct.unpack("<d", data)
+        return f"{value:.2f} {unit}".strip()
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data.hex()
+
+
+async def run_demo(cluster: RunningCluster, settings: ClusterSettings, console: Console,
+                   timeout_s: float = 60.0) -> bool:
+    """Upload the WASM sampler, launch it on a `temp`-offering WASM agent, show its progress and
+    readings. True when the task FINISHED."""
+    module_bytes = await build_sampler(console)
+    sensor = "temp"
+    unit = settings.sensors.get(sensor, ("",))[0]
+    want = Constraints(cpus=0.1, mem_mb=16, devices=[sensor], executors=[WASM])
+    with trio.fail_after(timeout_s):
+        async with Framework.connect(cluster.master_ws, name="edgerm-demo",
+                                     token=cluster.tokens.framework,
+                                     failover_timeout_s=10) as fw:
+            console.say(f"demo framework subscribed ({fw.framework_id})")
+            module = await fw.upload(module_bytes, name="sampler.wasm")
+            console.say(f"uploaded sampler.wasm, sha256 {module.hex[:16]}…")
+            task_id = f"demo-sampler-{secrets.token_hex(3)}"
+            launched_on = ""
+            readings = 0
+            final: pb.TaskStatus | None = None
+            async for ev in fw.events():
+                if isinstance(ev, OffersEvent):
+                    for offer in ev.offers:
+                        if launched_on or not want.match(offer):
+                            await fw.decline(offer.offer_id, refuse_seconds=5)
+                            continue
+                        spec = wasm_task(module, name="sampler", resources=want.resources(offer),
+                                         args=[sensor, str(settings.samples),
+                                               str(settings.period_ms)])
+                        await fw.launch(offer, task_id, spec)
+                        launched_on = offer.agent_name
+                        console.say(f"launched {task_id} on {offer.agent_name}: "
+                                    f"{settings.samples} readings of {sensor}, "
+                                    f"{settings.period_ms} ms apart")
+                elif isinstance(ev, UpdateEvent) and ev.task_id == task_id:
+                    s = ev.status
+                    extra = f" ({reason_name(s.reason)})" if s.reason else ""
+                    extra += f": {s.message.strip()}" if s.message.strip() else ""
+                    console.say(f"task {state_name(s.state)}{extra}")
+                    if ev.terminal:
+                        final = s
+                        break
+                elif isinstance(ev, OutputEvent) and ev.task_id == task_id:
+                    readings += 1
+                    console.say(f"reading {readings}: {sensor} = {format_reading(ev.data, unit)}")
+                elif isinstance(ev, ConnectionLost):
+                    console.say(f"demo framework lost its connection ({ev.reason}); "
+                                f"re-connecting")
+            await fw.teardown()
+    ok = final is not None and final.state == pb.FINISHED
+    console.say(f"demo {'finished' if ok else 'failed'}: {readings} readings from "
+                f"{launched_on or 'no agent'}")
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+async def run(settings: ClusterSettings, out: TextIO = sys.stdout) -> int:
+    console = Console(out)
+    data_dir = settings.data_dir.resolve()
+    console.say(f"data directory {data_dir} (tokens in {data_dir / 'tokens.json'}, "
+                f"logs in {data_dir / 'logs'})")
+    code = 0
+    state_path: Path | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            if _in_main_thread():
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope, console)
+            try:
+                cluster = await start_cluster(settings, nursery, console)
+                state_path = write_state_file(cluster)
+                console.say(f"tokens: framework {cluster.tokens.framework}, "
+                            f"operator {cluster.tokens.operator} (state file {state_path})")
+                if settings.demo:
+                    code = 0 if await _demo(cluster, settings, console) else 1
+                if settings.keep_running or not settings.demo:
+                    console.say("the cluster is running; try `edgerm agents`, `edgerm tasks`, "
+                                "`edgerm run --wasm examples/wasm/build/hello.wasm --arg hi` "
+                                "(Ctrl-C stops it)")
+                    await trio.sleep_forever()
+            except trio.TooSlowError:
+                console.say(f"the agents did not register in time; see {data_dir / 'logs'}")
+                code = 1
+            nursery.cancel_scope.cancel()
+    except ChildDied as e:
+        # A child that exits by itself takes the cluster down (the others are stopped).
+        console.say(str(e))
+        code = 1
+    finally:
+        if state_path is not None:
+            state_path.unlink(missing_ok=True)
+    console.say("stopped")
+    return code
+
+
+async def _demo(cluster: RunningCluster, settings: ClusterSettings, console: Console) -> bool:
+    try:
+        return await run_demo(cluster, settings, console)
+    except (DemoFailed, FrameworkError) as e:
+        console.say(f"demo failed: {e}")
+    except trio.TooSlowError:
+        console.say("demo failed: it did not finish in time")
+    return False
+
+
+async def _stop_on_signal(scope: trio.CancelScope, console: Console) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            console.say("stopping the cluster")
+            scope.cancel()
+            return
+
+
+def _in_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = ClusterSettings()
+    p = argparse.ArgumentParser(
+        prog="python -m edgerm.cluster",
+        description="Start a local EdgeRM cluster (master, Linux agent, MicroPython agent) and "
+                    "run a WASM demo task on it. No configuration file needed.")
+    p.add_argument("--data-dir", type=Path, default=d.data_dir,
+                   help="store, tokens, logs and agent state (default ./.edgerm)")
+    p.add_argument("--host", default=d.host, help="address the master binds")
+    p.add_argument("--ws-port", type=int, default=d.ws_port, help="WebSocket port (0: any)")
+    p.add_argument("--coap-port", type=int, default=d.coap_port, help="CoAP port (0: any)")
+    p.add_argument("--heartbeat-ms", type=int, default=d.heartbeat_ms)
+    p.add_argument("--docker", choices=["auto", "on", "off"], default=d.docker,
+                   help="Docker executor on the Linux agent (auto: when an engine answers)")
+    p.add_argument("--micropython", choices=["auto", "on", "off"], default=d.micropython,
+                   help="the MicroPython agent (auto: when `micropython` is installed)")
+    p.add_argument("--no-linux-agent", action="store_true")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--demo-only", action="store_true",
+                      help="run the demo, then stop the cluster (the default)")
+    mode.add_argument("--keep-running", action="store_true",
+                      help="keep the cluster up after the demo, until Ctrl-C")
+    mode.add_argument("--no-demo", action="store_true",
+                      help="only start the cluster and keep it up, until Ctrl-C")
+    p.add_argument("--samples", type=int, default=d.samples, help="readings the demo takes")
+    p.add_argument("--period-ms", type=int, default=d.period_ms)
+    p.add_argument("--fresh", action="store_true",
+                   help="empty the data directory first (new tokens, empty store)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = ClusterSettings(
+        data_dir=args.data_dir, host=args.host, ws_port=args.ws_port, coap_port=args.coap_port,
+        heartbeat_ms=args.heartbeat_ms, docker=args.docker, micropython=args.micropython,
+        linux_agent=not args.no_linux_agent, demo=not args.no_demo,
+        keep_running=args.keep_running or args.no_demo, samples=args.samples,
+        period_ms=args.period_ms)
+    if args.fresh and settings.data_dir.exists():
+        for entry in settings.data_dir.iterdir():
+            if entry.name == "venv":
+                continue    # scripts/cluster.sh's virtualenv is not cluster state
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    try:
+        return trio.run(run, settings)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
