@@ -309,7 +309,7 @@ class Master:
                                     max_string=cfg.agent_message_max)
         self._framework_limits = Limits(
             max_input=cfg.framework_message_max,
-            max_bytes=cfg.module_max_bytes + 1,
+            max_bytes=max(cfg.framework_message_max, cfg.module_max_bytes + 1),
             max_string=64 * 1024,
             max_items=max(4096, cfg.max_tasks_per_accept))
 

@@ -31,7 +31,8 @@ from edgerm.wire import PROTOCOL_VERSION, decode, encode, pb, sign, verify
 
 __all__ = [
     "ScriptedAgent", "ScriptedFramework", "Cluster", "MasterProcess", "wasm_module",
-    "task_info", "CoapAgentClient", "WsAgentClient", "WsFrameworkClient",
+    "task_info", "offer_on", "launch", "task_state", "number_of", "CoapAgentClient",
+    "WsAgentClient", "WsFrameworkClient",
 ]
 
 TS = pb.TaskState
@@ -429,7 +430,7 @@ class Cluster:
 
     def add_agent(self, agent: ScriptedAgent) -> ScriptedAgent:
         self.settle(agent)
-        self.step()
+        self.step(0.05)
         return agent
 
     # --- frameworks
@@ -452,7 +453,7 @@ class Cluster:
     def subscribe(self, fw: ScriptedFramework) -> ScriptedFramework:
         self.connect(fw)
         self.call(fw, fw.subscribe())
-        self.step()
+        self.step(0.05)
         return fw
 
     def disconnect(self, fw: ScriptedFramework) -> None:
@@ -479,6 +480,39 @@ class Cluster:
             acked = set()
             self._acked_set = acked
         return acked
+
+
+# Steps shared by tests of the core
+def offer_on(fw: ScriptedFramework, agent: ScriptedAgent) -> pb.Offer:
+    for o in fw.offers.values():
+        if o.agent_id == agent.agent_id:
+            return o
+    raise AssertionError(f"no offer on agent {agent.agent_id}: {list(fw.offers.values())}")
+
+
+def launch(c: Cluster, fw: ScriptedFramework, agent: ScriptedAgent, *task_ids: str,
+           cpus: float = 1.0, mem_mb: float = 128.0, settle: bool = True) -> None:
+    """Accept an offer on `agent` with Docker tasks, and let the agent run them."""
+    if not any(o.agent_id == agent.agent_id for o in fw.offers.values()):
+        c.step(1.0)
+    o = offer_on(fw, agent)
+    errors = len(fw.errors)
+    c.call(fw, fw.accept([o.offer_id], [task_info(t, cpus, mem_mb) for t in task_ids]))
+    assert len(fw.errors) == errors, fw.errors[-1]
+    if settle:
+        c.settle(agent)
+        c.ack_all(fw)
+
+
+def task_state(c: Cluster, fw: ScriptedFramework, task_id: str) -> int:
+    f = c.master.frameworks[fw.framework_id]
+    t = f.tasks.get(task_id) or f.completed[task_id]
+    return t.state
+
+
+def number_of(c: Cluster, fw: ScriptedFramework, task_id: str) -> int:
+    f = c.master.frameworks[fw.framework_id]
+    return (f.tasks.get(task_id) or f.completed[task_id]).number
 
 
 # --------------------------------------------------------------------------------------------
