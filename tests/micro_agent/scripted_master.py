@@ -135,8 +135,9 @@ class ScriptedMaster:
         b2b = b2.to_bytes((b2.bit_length() + 7) // 8, "big") if b2 else b""
         return 0x45, chunk, [(_BLOCK2, b2b)]
 
-    def _error(self, code: int, err: pb.ErrorCode.ValueType, text: str) -> tuple[int, bytes]:
-        return code, encode(pb.AgentReply(error=pb.Error(code=err, message=text)))
+    def _error(self, code: int, err: int, text: str) -> tuple[int, bytes]:
+        error = pb.Error(code=pb.ErrorCode.Name(err), message=text)
+        return code, encode(pb.AgentReply(error=error))
 
     def _agent_call(self, payload: bytes) -> tuple[int, bytes]:
         try:
