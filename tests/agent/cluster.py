@@ -145,9 +145,13 @@ class Framework:
                                  f", waited for {[TS.Name(s) for s in states]}") from None
 
 
-async def open_framework(nursery: trio.Nursery, ws: tuple[str, int]) -> Framework:
+async def open_framework(nursery: trio.Nursery, ws: tuple[str, int],
+                         framework_id: str = "") -> Framework:
+    """Subscribe (or fail over into `framework_id`) and start reading events."""
     conn = await _connect(nursery, ws)
     f = Framework(conn)
+    f.fw.failover_timeout_s = 120.0
+    f.fw.framework_id = framework_id
     await f.send(f.fw.subscribe())
     nursery.start_soon(f.reader)
     await f.wait_for(lambda: f.fw.framework_id)
