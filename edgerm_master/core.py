@@ -686,10 +686,8 @@ class Master:
                 self._mark_reachable(agent, now, reported)
             else:
                 self.allocator.set_agent_active(aid, True)
-        # The agent numbers new updates from max(update_next, update_ack + 1).
-        if reg.update_next > agent.update_ack + 1:
-            agent.update_ack = reg.update_next - 1
-            self._record(rec.AckAgentUpdates(aid, agent.update_ack))
+        # Registered.update_ack tells the agent which of its queued updates we already hold; it
+        # keeps sending the rest oldest first, so our update_ack never jumps over one.
         # Reconcile the agent's tasks with ours.
         for task in list((agent.tasks or {}).values()):
             state = reported.get(task.number)

@@ -32,7 +32,9 @@ def new_cluster(tmp_path: Any) -> Iterator[Callable[..., Cluster]]:
     def make(**kw: Any) -> Cluster:
         if stores:
             stores[-1].close()
-        store = Store(str(tmp_path / "data"))
+        # NORMAL survives a process crash, which is what these tests simulate; FULL (the
+        # default) also survives power loss and is what the end-to-end crash test runs.
+        store = Store(str(tmp_path / "data"), "NORMAL")
         stores.append(store)
         if kw or "config" not in made:
             made["config"] = make_config(**kw)
