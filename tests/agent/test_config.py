@@ -1,0 +1,62 @@
+"""Agent configuration and inventory: caps, reservations, devices, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgerm.wire import pb
+from edgerm_agent.config import ConfigError, parse_config
+from edgerm_agent.inventory import detect_attributes, detect_resources
+from edgerm_agent.sensors import SensorError, read_sensor
+
+BASE = {"master": {"url": "ws://127.0.0.1:1/agent", "token": "t"}}
+
+
+def test_caps_reservations_ports_devices_and_labels(tmp_path: Path) -> None:
+    cfg = parse_config({**BASE, "work_dir": str(tmp_path), "attributes": {"zone": "lab"},
+                        "resources": {"cpus": 1, "reserved_cpus": 0.25, "mem_mb": 512,
+                                      "reserved_mem_mb": 128, "ports": ["31000-31009"]},
+                        "devices": [{"name": "temp", "kind": "sensor", "constant": 20},
+                                    {"name": "cam", "kind": "other", "path": "/dev/video0"}]})
+    res = detect_resources(cfg)
+    assert (res.cpus, res.mem_mb) == (0.75, 384)
+    assert [(r.begin, r.end) for r in res.ports] == [(31000, 31009)]
+    assert [(d.name, d.kind, d.path) for d in res.devices] == [("temp", pb.SENSOR, ""),
+                                                               ("cam", pb.OTHER, "")]
+    attrs = {a.name: a for a in detect_attributes(cfg, ["wasm"])}
+    assert attrs["zone"].text == "lab" and list(attrs["executors"].set.items) == ["wasm"]
+    assert {"os", "arch", "hostname"} <= set(attrs)
+    assert cfg.transport == "websocket"
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({}, "master.url"),
+    ({"master": {"url": "http://x"}}, "master.url"),
+    ({**BASE, "resources": {"cpus": -1}}, "resources.cpus"),
+    ({**BASE, "resources": {"cpus": "two"}}, "resources.cpus"),
+    ({**BASE, "resources": {"ports": ["9-1"]}}, "resources.ports"),
+    ({**BASE, "devices": [{"name": "t", "kind": "sensor"}]}, "devices[0]"),
+    ({**BASE, "devices": [{"name": "t", "constant": 1}, {"name": "t", "constant": 2}]},
+     "devices"),
+    ({**BASE, "executors": {"enabled": ["lxc"]}}, "executors.enabled"),
+])
+def test_bad_config_names_the_key(raw: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        parse_config(raw)
+
+
+def test_sensors(tmp_path: Path) -> None:
+    f = tmp_path / "temp"
+    f.write_text("42000\n")
+    cfg = parse_config({**BASE, "devices": [
+        {"name": "a", "file": str(f), "scale": 0.001},
+        {"name": "b", "sine": {"mean": 10, "amplitude": 2, "period_s": 4}},
+        {"name": "c", "file": str(tmp_path / "missing")}]})
+    a, b, c = (d.sensor for d in cfg.devices)
+    assert a is not None and b is not None and c is not None
+    assert read_sensor(a, 0) == 42.0
+    assert read_sensor(b, 1.0) == pytest.approx(12.0)
+    with pytest.raises(SensorError):
+        read_sensor(c, 0)
