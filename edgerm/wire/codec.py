@@ -4,8 +4,9 @@ The mapping (docs/wire.md has the full table): a message is a CBOR map keyed by 
 integers and enums are CBOR integers, bool is a CBOR bool, double the shortest CBOR float that
 keeps its value, bytes a byte string, string a text string, repeated an array, a nested message a
 nested map, a oneof exactly one key. Fields at their default are omitted; a present oneof member or
-sub-message is written even when empty. Encoding is deterministic (RFC 8949 §4.2.1): cbor2's
-canonical mode gives shortest forms and, for our non-negative integer keys, sorted maps.
+sub-message is written even when empty. Encoding is deterministic (RFC 8949 §4.2.1): shortest
+heads, shortest exact floats, keys ascending. `to_tree` gives the CBOR data model of a message,
+and cbor2's canonical encoder of it is the reference the tests hold `encode` to.
 
 Decoding is schema-directed and distrusts its input: it reads the CBOR item a field's type calls
 for, so every error names the message and the field. It accepts indefinite-length items and
@@ -22,7 +23,6 @@ import struct
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import cbor2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -86,9 +86,93 @@ def to_tree(msg: Message) -> dict[int, Any]:
     return tree
 
 
+_pack_half = struct.Struct(">e").pack
+_pack_single = struct.Struct(">f").pack
+_pack_double = struct.Struct(">d").pack
+_unpack_half = struct.Struct(">e").unpack
+_unpack_single = struct.Struct(">f").unpack
+_STRING = _T.TYPE_STRING
+_BYTES = _T.TYPE_BYTES
+_BOOL = _T.TYPE_BOOL
+
+
+def _head(major: int, n: int) -> bytes:
+    """The shortest head for major type `major` and argument `n` (RFC 8949 §4.2.1)."""
+    mt = major << 5
+    if n < 24:
+        return bytes((mt | n,))
+    if n < 0x100:
+        return bytes((mt | 24, n))
+    if n < 0x10000:
+        return bytes((mt | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((mt | 26,)) + n.to_bytes(4, "big")
+    return bytes((mt | 27,)) + n.to_bytes(8, "big")
+
+
+def _float_bytes(x: float) -> bytes:
+    """The shortest of float16/32/64 that keeps `x` exactly; NaN as the canonical f97e00."""
+    if x != x:
+        return b"\xf9\x7e\x00"
+    try:
+        half = _pack_half(x)
+        if _unpack_half(half)[0] == x:
+            return b"\xf9" + half
+    except OverflowError:
+        pass
+    try:
+        single = _pack_single(x)
+        if _unpack_single(single)[0] == x:
+            return b"\xfa" + single
+    except OverflowError:
+        pass
+    return b"\xfb" + _pack_double(x)
+
+
+def _encode_value(t: int, v: Any, out: bytearray) -> None:
+    if t == _MESSAGE:
+        _encode_message(v, out)
+    elif t == _STRING:
+        b = v.encode("utf-8")
+        out += _head(3, len(b))
+        out += b
+    elif t == _BYTES:
+        out += _head(2, len(v))
+        out += v
+    elif t == _BOOL:
+        out += b"\xf5" if v else b"\xf4"
+    elif t in _DOUBLE_TYPES:
+        out += _float_bytes(v)
+    else:  # integers and enums
+        out += _head(0, v) if v >= 0 else _head(1, -1 - v)
+
+
+def _encode_message(msg: Message, out: bytearray) -> None:
+    # ListFields() yields the present fields in field-number order, which for our integer keys
+    # is exactly the canonical key order, so no sorting pass is needed.
+    fields = msg.ListFields()
+    out += _head(5, len(fields))
+    for fd, value in fields:
+        out += _head(0, fd.number)
+        t = fd.type
+        if _is_repeated(fd):
+            out += _head(4, len(value))
+            for item in value:
+                _encode_value(t, item, out)
+        else:
+            _encode_value(t, value, out)
+
+
 def encode(msg: Message) -> bytes:
-    """Deterministic CBOR bytes of `msg`."""
-    return cbor2.dumps(to_tree(msg), canonical=True)
+    """Deterministic CBOR bytes of `msg` (RFC 8949 §4.2.1).
+
+    One pass from the message to bytes. cbor2's canonical encoder of `to_tree(msg)` gives the
+    same bytes (the tests hold the two together); this path is 1.4-3x faster, which the master's
+    heartbeat path needs (bench/README.md, wire codec).
+    """
+    out = bytearray()
+    _encode_message(msg, out)
+    return bytes(out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,11 @@ def test_round_trip_every_message_type(type_name: str, data: st.DataObject) -> N
     assert encode(back) == raw                       # deterministic
     assert encode(msg) == raw                        # twice, same bytes
     assert cbor2.loads(raw) == to_tree(msg)          # independent decoder agrees
+    assert raw == cbor2.dumps(to_tree(msg), canonical=True)  # and cbor2's canonical encoder
+
+
+def test_nan_is_canonical_half() -> None:
+    assert encode(pb.Resources(cpus=float("nan"))) == bytes.fromhex("a101f97e00")
 
 
 @given(st.floats(allow_nan=False))
