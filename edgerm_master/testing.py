@@ -47,7 +47,13 @@ def wasm_module(tag: bytes = b"") -> bytes:
     if tag:
         name = b"t"
         content = bytes([len(name)]) + name + tag
-        body += b"\x00" + bytes([len(content)]) + content
+        size, leb = len(content), bytearray()
+        while True:  # unsigned LEB128, as WASM section sizes are
+            byte, size = size & 0x7F, size >> 7
+            leb.append(byte | (0x80 if size else 0))
+            if not size:
+                break
+        body += b"\x00" + bytes(leb) + content
     return body
 
 
@@ -418,7 +424,7 @@ class Cluster:
         """One call of the agent (registration, oldest update or heartbeat) and its reply."""
         return self.send(agent, agent.next_call())
 
-    def settle(self, agent: ScriptedAgent, rounds: int = 20) -> None:
+    def settle(self, agent: ScriptedAgent, rounds: int = 1000) -> None:
         """Exchange until the agent has nothing to say beyond a steady heartbeat."""
         for _ in range(rounds):
             self.exchange(agent)
@@ -642,7 +648,7 @@ class CoapAgentClient:
     async def exchange(self) -> pb.AgentReply:
         return await self.send(self.agent.next_call())
 
-    async def settle(self, rounds: int = 30) -> None:
+    async def settle(self, rounds: int = 1000) -> None:
         a = self.agent
         for _ in range(rounds):
             await self.exchange()
@@ -678,7 +684,7 @@ class WsAgentClient:
             self.pushed.append(reply)
         return reply
 
-    async def settle(self, rounds: int = 30) -> None:
+    async def settle(self, rounds: int = 1000) -> None:
         a = self.agent
         for _ in range(rounds):
             await self.exchange()

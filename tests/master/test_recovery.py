@@ -118,7 +118,6 @@ def test_offers_are_not_persisted_but_nothing_is_double_offered(new_cluster: New
 
 def test_modules_survive_restart(new_cluster: NewCluster) -> None:
     c = new_cluster()
-    a = c.add_agent(ScriptedAgent("a1"))
     f = c.subscribe(ScriptedFramework())
     mod = wasm_module(b"keep")
     c.call(f, f.upload(mod))

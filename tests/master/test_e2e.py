@@ -1,0 +1,259 @@
+"""End to end: `python -m edgerm_master` as a process, real CoAP/UDP and WebSocket on loopback,
+scripted agents and frameworks; and the crash test (SIGKILL in the middle of launches)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from edgerm.coap.codes import Code
+from edgerm.transport.coap import open_coap_client
+from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb, sign
+from edgerm_master.testing import (
+    CoapAgentClient,
+    MasterProcess,
+    ScriptedAgent,
+    ScriptedFramework,
+    WsAgentClient,
+    WsFrameworkClient,
+    task_info,
+    wasm_module,
+)
+
+TS = pb.TaskState
+
+
+@pytest.fixture
+def master(tmp_path: Any) -> Iterator[MasterProcess]:
+    m = MasterProcess(str(tmp_path / "data"), heartbeat_ms=2000,
+                      extra=["--allocation-interval-s", "0.2"])
+    m.start()
+    yield m
+    m.stop()
+
+
+def as_bytes(msg: str | bytes) -> bytes:
+    return msg.encode() if isinstance(msg, str) else msg
+
+
+def ws_url(m: MasterProcess, path: str) -> str:
+    return f"ws://{m.ws[0]}:{m.ws[1]}{path}"
+
+
+async def subscribe(ws: Any, fw: ScriptedFramework | None = None) -> WsFrameworkClient:
+    client = WsFrameworkClient(ws, fw or ScriptedFramework())
+    await client.send(client.fw.subscribe())
+    await client.until_kind("subscribed")
+    return client
+
+
+async def test_launch_over_coap_and_websocket(master: MasterProcess) -> None:
+    async with open_coap_client() as coap, open_websocket_url(ws_url(master, "/framework")) as ws:
+        agent = ScriptedAgent("pi-1")
+        ac = CoapAgentClient(coap, master.coap, agent)
+        await ac.settle()
+        assert agent.agent_id == 1 and ac.codes[0] == Code.CHANGED
+        fc = await subscribe(ws)
+        offers = await fc.until_kind("offers")
+        await fc.send(fc.fw.accept([offers.offers[0].offer_id], [task_info("t1")]))
+        assert list((await fc.until_kind("accepted")).task_ids) == ["t1"]
+        await ac.settle()
+        assert agent.running() == [1] and agent.starts[1] == 1
+        for want in (TS.STARTING, TS.RUNNING):
+            up = await fc.until_kind("update")
+            assert up.state == want
+            await fc.send(fc.fw.acknowledge(up))
+        # Kill, delivered on the next heartbeat.
+        await fc.send(fc.fw.kill("t1"))
+        assert (await fc.until_kind("update")).state == TS.KILLING
+        await ac.settle()
+        assert agent.tasks[1] == TS.KILLED
+
+
+async def test_observe_pushes_commands_at_once(master: MasterProcess) -> None:
+    async with open_coap_client() as coap, open_websocket_url(ws_url(master, "/framework")) as ws:
+        agent = ScriptedAgent("obs")
+        ac = CoapAgentClient(coap, master.coap, agent)
+        await ac.settle()
+        fc = await subscribe(ws)
+        offers = await fc.until_kind("offers")
+        async with coap.observe(master.coap, "c", agent.heartbeat_call(), method=Code.FETCH,
+                                content_format=CONTENT_FORMAT_CBOR) as obs:
+            it = obs.__aiter__()
+            first = await it.__anext__()
+            assert first.code == Code.CONTENT
+            agent.handle_reply(first.payload)
+            await fc.send(fc.fw.accept([offers.offers[0].offer_id], [task_info("t1")]))
+            with trio.fail_after(5):
+                note = await it.__anext__()
+            reply = agent.handle_reply(note.payload)
+            assert reply.seq == 0 and reply.commands[0].launch.task == 1
+            assert agent.starts[1] == 1 and agent.bad_macs == 0
+
+
+async def test_websocket_agent_gets_pushes_and_modules(master: MasterProcess) -> None:
+    async with open_websocket_url(ws_url(master, "/agent")) as aws, \
+            open_websocket_url(ws_url(master, "/framework")) as fws, \
+            open_coap_client() as coap:
+        agent = ScriptedAgent("ws-agent")
+        ac = WsAgentClient(aws, agent)
+        await ac.settle()
+        fc = await subscribe(fws)
+        mod = wasm_module(os.urandom(3000))
+        await fc.send(fc.fw.upload(mod, name="big.wasm"))
+        stored = await fc.until_kind("module_stored")
+        sha = hashlib.sha256(mod).digest()
+        assert stored.sha256 == sha
+        offers = await fc.until_kind("offers")
+        spec = pb.TaskSpec(name="w", resources=pb.Resources(cpus=1),
+                           wasm=pb.WasmTask(sha256=sha))
+        await fc.send(fc.fw.accept([offers.offers[0].offer_id],
+                                   [pb.TaskInfo(task_id="w", spec=spec)]))
+        await fc.until_kind("accepted")
+        with trio.fail_after(5):
+            pushed = await ac.receive()
+        assert pushed.seq == 0 and pushed.commands[0].launch.spec.wasm.size == len(mod)
+        # The module over WebSocket, in chunks.
+        got = b""
+        while len(got) < len(mod):
+            agent.seq += 1
+            call = pb.AgentCall(agent_id=agent.agent_id, seq=agent.seq,
+                                module=pb.ModuleRequest(sha256=sha, offset=len(got),
+                                                        length=1000))
+            await aws.send_message(sign(call, agent.secret))
+            reply = decode(pb.AgentReply, as_bytes(await aws.get_message()))
+            while reply.seq == 0:
+                reply = decode(pb.AgentReply, as_bytes(await aws.get_message()))
+            assert reply.module.total == len(mod)
+            got += reply.module.data
+        assert got == mod
+        # And over CoAP GET m/<hex> with small Block2 blocks.
+        resp = await coap.get(master.coap, f"m/{sha.hex()}", block_size=64)
+        assert resp.code == Code.CONTENT and resp.payload == mod
+        missing = await coap.get(master.coap, "m/" + "00" * 32)
+        assert missing.code == Code.NOT_FOUND
+
+
+async def test_state_resource_needs_operator_token(master: MasterProcess) -> None:
+    async with open_coap_client() as coap:
+        ac = CoapAgentClient(coap, master.coap, ScriptedAgent("s1"))
+        await ac.settle()
+        bad = await coap.post(master.coap, "s", encode(pb.StateRequest(token="x")),
+                              content_format=CONTENT_FORMAT_CBOR)
+        assert bad.code == Code.UNAUTHORIZED
+        ok = await coap.post(master.coap, "s", encode(pb.StateRequest(token="operator-token")),
+                             content_format=CONTENT_FORMAT_CBOR)
+        state = decode(pb.ClusterState, ok.payload)
+        assert [a.name for a in state.agents] == ["s1"] and state.agents[0].state == "active"
+    async with open_websocket_url(ws_url(master, "/state")) as ws:
+        await ws.send_message(encode(pb.StateRequest(token="operator-token")))
+        state = decode(pb.ClusterState, as_bytes(await ws.get_message()))
+        assert state.agents[0].transport == "coap"
+
+
+async def test_hostile_input_does_not_hurt(master: MasterProcess) -> None:
+    rng = random.Random(7)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(300):
+            s.sendto(rng.randbytes(rng.randrange(0, 300)), master.coap)
+    async with open_websocket_url(ws_url(master, "/framework")) as ws:
+        await ws.send_message(b"\xff\x00garbage")
+        err = decode(pb.FrameworkEvent, as_bytes(await ws.get_message()))
+        assert err.error.code == pb.UNAUTHENTICATED or err.error.code == pb.BAD_REQUEST
+    async with open_coap_client() as coap:
+        resp = await coap.post(master.coap, "a", b"\xa1\x01", content_format=CONTENT_FORMAT_CBOR)
+        assert resp.code in (Code.BAD_REQUEST, Code.UNAUTHORIZED)
+        resp = await coap.post(master.coap, "a", b"{}", content_format=50)
+        assert resp.code == Code.UNSUPPORTED_CONTENT_FORMAT
+        # Still serving.
+        ac = CoapAgentClient(coap, master.coap, ScriptedAgent("after"))
+        await ac.settle()
+        assert ac.agent.agent_id == 1
+
+
+async def test_sigkill_in_the_middle_of_launches(tmp_path: Any) -> None:
+    """Every task the framework saw accepted exists after a SIGKILL and restart; agents and
+    frameworks reconnect; running tasks keep running and none is started twice."""
+    m = MasterProcess(str(tmp_path / "data"), heartbeat_ms=2000,
+                      extra=["--allocation-interval-s", "0.05", "--offer-timeout-s", "5"])
+    m.start()
+    agents = [ScriptedAgent(f"a{i}", resources=pb.Resources(cpus=64, mem_mb=65536))
+              for i in range(3)]
+    accepted: set[str] = set()
+    fw = ScriptedFramework(failover_timeout_s=600)
+    try:
+        async with open_coap_client() as coap:
+            clients = [CoapAgentClient(coap, m.coap, a) for a in agents]
+            for c in clients:
+                await c.settle()
+            async with trio.open_nursery() as nursery:
+                async def launcher() -> None:
+                    try:
+                        async with open_websocket_url(ws_url(m, "/framework")) as ws:
+                            fc = await subscribe(ws, fw)
+                            n = 0
+                            while True:
+                                offers = await fc.until_kind("offers")
+                                for o in offers.offers:
+                                    ids = [f"t{n + i}" for i in range(4)]
+                                    n += 4
+                                    await fc.send(fc.fw.accept(
+                                        [o.offer_id], [task_info(t, 0.1, 16) for t in ids]))
+                                    acc = await fc.until_kind("accepted")
+                                    accepted.update(acc.task_ids)
+                    except Exception:
+                        return  # the master died under us
+
+                async def heartbeats() -> None:
+                    while True:
+                        for c in clients:
+                            try:
+                                await c.exchange()
+                            except Exception:
+                                return
+                        await trio.sleep(0.01)
+
+                nursery.start_soon(launcher)
+                nursery.start_soon(heartbeats)
+                with trio.fail_after(30):
+                    while len(accepted) < 60:
+                        await trio.sleep(0.01)
+                m.kill()
+                nursery.cancel_scope.cancel()
+            seen_before = set(accepted)
+            m.start()
+            for c in clients:
+                c.agent.need_register = True
+                await c.settle()
+                await c.settle()
+            async with open_websocket_url(ws_url(m, "/framework")) as ws:
+                fw2 = ScriptedFramework(failover_timeout_s=600)
+                fw2.framework_id = fw.framework_id
+                fc = await subscribe(ws, fw2)
+                await fc.send(fc.fw.reconcile(sorted(seen_before)))
+                states: dict[str, int] = {}
+                with trio.fail_after(10):
+                    while len(states) < len(seen_before):
+                        up = await fc.until_kind("update")
+                        if up.reason == pb.RECONCILIATION or up.reason == pb.TASK_UNKNOWN:
+                            states[up.task_id] = up.state
+            lost = {t for t, s in states.items() if s not in (TS.STAGING, TS.STARTING,
+                                                                TS.RUNNING)}
+            assert not lost, f"acknowledged tasks lost or failed after SIGKILL: {sorted(lost)}"
+            for c in clients:
+                for _ in range(3):
+                    await c.settle()
+            starts = [n for a in agents for n in a.starts.values()]
+            assert starts and max(starts) == 1
+            running = sum(len(a.running()) for a in agents)
+            assert running >= len(seen_before)
+    finally:
+        m.stop()
