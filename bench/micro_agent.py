@@ -45,7 +45,8 @@ def _load(name: str, path: Path):  # type: ignore[no-untyped-def]
     return mod
 
 
-scripted = _load("micro_agent_scripted_master", ROOT / "tests" / "micro_agent" / "scripted_master.py")
+scripted = _load("micro_agent_scripted_master",
+                 ROOT / "tests" / "micro_agent" / "scripted_master.py")
 build = _load("micro_agent_build", MICRO / "build.py")
 
 PROBE = """

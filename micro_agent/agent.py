@@ -285,8 +285,7 @@ async def _register():
         err = rep.get(_REPLY_ERROR) or {}
         _log(1, "registration refused:", err.get(_ERR_CODE), err.get(_ERR_MESSAGE))
         if _id and err.get(_ERR_CODE) == _UNAUTHENTICATED:
-            _id = 0  # the master does not know us (any more): register afresh with the token
-            _secret = b""
+            _forget()  # the master does not know us (any more): register afresh with the token
         _fails += 1
         return False
     _id = reg.get(_RGD_AGENT_ID, 0)
@@ -302,6 +301,21 @@ async def _register():
     _save()
     _log(0, "registered", _id)
     return True
+
+
+def _forget():
+    """Drop the identity and everything numbered under it: a new agent_id starts update ids
+    and command ids from 1, and the tasks of the old identity are no one's any more."""
+    global _id, _secret, _next, _cmd, _queue
+    for t in list(_tasks):
+        if executor is not None:
+            executor.kill(t, True)
+    _tasks.clear()
+    _id = 0
+    _secret = b""
+    _next = 1
+    _cmd = 0
+    _queue = []
 
 
 def _acked(ack):

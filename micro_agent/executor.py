@@ -50,6 +50,7 @@ _RESOURCES_UNAVAILABLE = const(18)  # pb: Reason.RESOURCES_UNAVAILABLE
 _MSG_MAX = const(200)
 
 _run = {}  # task number -> asyncio.Task
+_silent = set()  # asyncio Tasks cancelled without a report: their agent identity is gone
 _report = None  # report(task, state, reason, message, exit_code)
 _publish = None  # publish(task, data, topic) -> 0 | -4 | -5
 _cache = "cache"
@@ -157,6 +158,11 @@ def _api(task, mp, devices, tail):
             "sleep_ms": asyncio.sleep_ms, "args": list(mp.get(_MP_ARGS, ())), "env": env}
 
 
+def _say(task, state, reason, message, exit_code):
+    if asyncio.current_task() not in _silent:
+        _report(task, state, reason, message, exit_code)
+
+
 async def _main(task, mp, devices):
     tail = [""]
     try:
@@ -179,28 +185,31 @@ async def _main(task, mp, devices):
         main = g.get("main")
         if main is None:
             raise _Refused(_FAILED, _TRAPPED, "the module has no async def main()")
-        _report(task, _RUNNING, 0, "", 0)
+        _say(task, _RUNNING, 0, "", 0)
         t = mp.get(_MP_TIMEOUT_S, 0)
         rc = await (asyncio.wait_for_ms(main(), t * 1000) if t else main())
         if rc is None or rc == 0:
-            _report(task, _FINISHED, 0, tail[0], 0)
+            _say(task, _FINISHED, 0, tail[0], 0)
         else:
             rc = rc if type(rc) is int else 1
-            _report(task, _FAILED, _EXITED_NONZERO, tail[0], rc)
+            _say(task, _FAILED, _EXITED_NONZERO, tail[0], rc)
     except _Refused as e:
-        _report(task, e.args[0], e.args[1], clip(e.args[2]), 0)
+        _say(task, e.args[0], e.args[1], clip(e.args[2]), 0)
     except asyncio.CancelledError:
-        _report(task, _KILLED, _KILL_REQUESTED, tail[0], 0)
+        _say(task, _KILLED, _KILL_REQUESTED, tail[0], 0)
     except asyncio.TimeoutError:
-        _report(task, _FAILED, _TIMEOUT, tail[0], 0)
+        _say(task, _FAILED, _TIMEOUT, tail[0], 0)
     except MemoryError:
         tail[0] = ""
         gc.collect()
-        _report(task, _FAILED, _MEMORY_LIMIT, "MemoryError", 0)
+        _say(task, _FAILED, _MEMORY_LIMIT, "MemoryError", 0)
     except Exception as e:
-        _report(task, _FAILED, _TRAPPED, clip("%s: %s" % (type(e).__name__, e)), 0)
+        _say(task, _FAILED, _TRAPPED, clip("%s: %s" % (type(e).__name__, e)), 0)
     finally:
-        _run.pop(task, None)
+        me = asyncio.current_task()
+        if _run.get(task) is me:  # a relaunch under a new identity may have taken the number
+            del _run[task]
+        _silent.discard(me)
         gc.collect()
 
 
@@ -218,10 +227,13 @@ def prefetch(sha, size):
     asyncio.create_task(go())
 
 
-def kill(task):
-    """Cancel a running task; False when it is not running here."""
+def kill(task, silent=False):
+    """Cancel a running task; False when it is not running here. `silent`: it ends without a
+    report (the agent registered afresh and the task belongs to no one)."""
     t = _run.get(task)
     if t is None:
         return False
+    if silent:
+        _silent.add(t)
     t.cancel()
     return True

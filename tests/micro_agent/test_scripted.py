@@ -170,4 +170,17 @@ async def test_restarts_and_garbage(agent_factory) -> None:  # type: ignore[no-u
         m.deaf = False
         await m.wait_for(lambda: m.states(1, 5) == [pb.KILLED], timeout=20)
         assert a.alive(), a.output()
+
+        # The master loses everything (a wiped data directory): the agent's mac'd calls are
+        # refused, its re-registration too, so it registers afresh with the token and numbers
+        # its updates from 1 again; the task of its old identity ends without a report.
+        m.agents.clear()
+        await m.wait_for(lambda: 1 in m.agents and m.agents[1].heartbeats >= 1, timeout=20)
+        fresh = m.agents[1]
+        assert fresh.registrations[0].token == "tok"
+        sha = m.add_module(SAMPLER)
+        m.command(1, launch=pb.Launch(task=1, spec=_mp_task(sha, len(SAMPLER), "1")))
+        await m.wait_for(lambda: pb.FINISHED in m.states(1, 1))
+        assert [s.update_id for s in fresh.statuses][:1] == [1]
+        assert m.states(1, 1) == [pb.STARTING, pb.RUNNING, pb.FINISHED]
         n.cancel_scope.cancel()
