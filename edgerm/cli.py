@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -133,14 +135,21 @@ async def fetch_state(master: str, operator_token: str, timeout_s: float = 10.0)
     try:
         return decode(pb.ClusterState, raw, _state_limits())
     except DecodeError as e:
-        # A refusal is an Error in field 6, as in FrameworkEvent and AgentReply.
-        try:
-            refusal = decode(pb.FrameworkEvent, raw)
-        except DecodeError:
-            raise StateError(f"undecodable answer from {url}: {e}") from None
-        if refusal.WhichOneof("event") == "error":
-            raise StateError(_error_text(refusal.error.code, refusal.error.message)) from None
-        raise StateError(f"undecodable answer from {url}: {e}") from None
+        problem = e
+    # A refusal: the master sends an `Error` (bare, or inside a FrameworkEvent).
+    errors: list[pb.Error] = []
+    try:
+        errors.append(decode(pb.Error, raw))
+    except DecodeError:
+        pass
+    try:
+        errors.append(decode(pb.FrameworkEvent, raw).error)
+    except DecodeError:
+        pass
+    for error in errors:
+        if error.code:
+            raise StateError(_error_text(error.code, error.message))
+    raise StateError(f"undecodable answer from {url}: {problem}")
 
 
 def _state_limits() -> Any:
@@ -304,13 +313,31 @@ def parse_attributes(items: Sequence[str]) -> dict[str, str | float]:
     return attrs
 
 
-def format_output(data: bytes) -> str:
-    """Published bytes as text when they are UTF-8, as hex otherwise."""
+def format_output(data: bytes, how: str = "auto") -> str:
+    """Published bytes for a terminal. `text`: UTF-8; `hex`; `f64`: a little-endian double
+    (what the example sampler publishes); `auto`: printable UTF-8 as text, 8 other bytes as an
+    f64, the rest as hex."""
+    if how == "hex":
+        return data.hex()
+    if how == "f64" or (how == "auto" and len(data) == 8 and not _printable(data)):
+        if len(data) == 8:
+            return f"{struct.unpack('<d', data)[0]:g}"
+        return data.hex()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return data.hex()
+    if how == "auto" and not _printable(data):
+        return data.hex()
     return text.rstrip("\n")
+
+
+def _printable(data: bytes) -> bool:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def _clock(timestamp: float) -> str:
@@ -321,10 +348,12 @@ def _clock(timestamp: float) -> str:
 class Progress:
     """Prints what happens to a task, one line per transition (stderr) and per output (stdout)."""
 
-    def __init__(self, out: TextIO, err: TextIO, quiet: bool = False) -> None:
+    def __init__(self, out: TextIO, err: TextIO, quiet: bool = False,
+                 output_format: str = "auto") -> None:
         self.out = out
         self.err = err
         self.quiet = quiet
+        self.output_format = output_format
         self._last: tuple[int, int] | None = None
 
     def note(self, text: str) -> None:
@@ -353,7 +382,7 @@ class Progress:
 
     def output(self, ev: OutputEvent) -> None:
         prefix = f"[{ev.topic}] " if ev.topic else ""
-        print(prefix + format_output(ev.data), file=self.out, flush=True)
+        print(prefix + format_output(ev.data, self.output_format), file=self.out, flush=True)
 
 
 def build_spec(args: argparse.Namespace, module: Module | None,
@@ -379,7 +408,7 @@ def run_constraints(args: argparse.Namespace) -> Constraints:
 
 async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     target = resolve_target(args)
-    progress = Progress(out, err, quiet=args.quiet)
+    progress = Progress(out, err, quiet=args.quiet, output_format=args.output)
     try:
         constraints = run_constraints(args)
         parse_env(args.env)
@@ -577,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--failover-timeout", type=float, default=30.0,
                      help="how long the master keeps the task if this command loses its link")
     run.add_argument("--framework-name", default="edgerm-run")
+    run.add_argument("--output", choices=["auto", "text", "hex", "f64"], default="auto",
+                     help="how to print published data (auto: text, or an f64 for 8 bytes, "
+                          "else hex)")
     run.add_argument("-q", "--quiet", action="store_true", help="only output and failures")
 
     for name, (_, _table) in LISTINGS.items():
@@ -589,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The SDK logs connection changes; `edgerm run` reports them itself.
+    logging.basicConfig(level=logging.ERROR, format="edgerm: %(message)s")
+    logging.getLogger("edgerm.framework").setLevel(logging.CRITICAL)
     if args.command == "run" and args.docker_command and not args.docker:
         parser.error("a command after -- is only for --docker tasks")
     try:

@@ -16,8 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -140,8 +147,8 @@ class FakeMaster:
     async def _state(self, ws: trio_websocket.WebSocketConnection) -> None:
         req = decode(pb.StateRequest, await ws.get_message())
         if req.token != self.operator_token:
-            await ws.send_message(encode(pb.FrameworkEvent(error=pb.Error(
-                code=pb.UNAUTHENTICATED, message="wrong operator token"))))
+            await ws.send_message(encode(pb.Error(code=pb.UNAUTHENTICATED,
+                                                  message="wrong operator token")))
         else:
             await ws.send_message(encode(self.state))
         await ws.aclose()
@@ -274,3 +281,142 @@ async def fake_master(nursery: trio.Nursery) -> FakeMaster:
     master = FakeMaster()
     await nursery.start(master.serve)
     return master
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: the real master and a real Linux agent, as processes
+
+
+ROOT = Path(__file__).resolve().parents[2]
+WASM_DIR = ROOT / "examples" / "wasm"
+AGENT_TOKEN, FRAMEWORK_TOKEN, OPERATOR_TOKEN = "e2e-agent", "e2e-framework", "e2e-operator"
+
+
+@dataclass
+class RealCluster:
+    """A master (`MasterProcess`) and one Linux agent named `agent_name`, WASM executor, with
+    simulated sensors `temp` and `humidity`."""
+
+    master: Any
+    agent: subprocess.Popen[bytes]
+    agent_name: str
+    agent_log: Path
+
+    @property
+    def url(self) -> str:
+        host, port = self.master.ws
+        return f"ws://{host}:{port}"
+
+    def connect(self, **kw: Any) -> Any:
+        from edgerm.framework import Framework
+        opts: dict[str, Any] = {"name": "e2e", "token": FRAMEWORK_TOKEN, "call_timeout_s": 10.0}
+        opts.update(kw)
+        return Framework.connect(self.url, **opts)
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, EDGERM_MASTER=self.url, EDGERM_TOKEN=FRAMEWORK_TOKEN,
+                    EDGERM_OPERATOR_TOKEN=OPERATOR_TOKEN, EDGERM_HOME=str(self.agent_log.parent))
+
+
+@pytest.fixture(scope="session")
+def wasm_modules() -> dict[str, bytes]:
+    """The example WASM tasks, built with their Makefile (clang + lld)."""
+    if shutil.which("clang") is None:
+        pytest.fail("clang is needed to build examples/wasm (apt-get install clang lld)")
+    subprocess.run(["make", "-s", "-C", str(WASM_DIR)], check=True)
+    return {p.stem: p.read_bytes() for p in (WASM_DIR / "build").glob("*.wasm")}
+
+
+def _agent_toml(url: str, work: Path, name: str) -> str:
+    from edgerm.cluster import ClusterSettings, linux_agent_toml
+    settings = ClusterSettings()
+    settings.sensors = {"temp": ("Cel", 21.0, 0.5, 30.0), "humidity": ("%RH", 40.0, 2.0, 30.0)}
+    return linux_agent_toml(name, url, AGENT_TOKEN, work, ["wasm"], settings)
+
+
+async def wait_for_agent(url: str, name: str, timeout: float = 30.0) -> None:
+    from edgerm.cli import StateError, fetch_state
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                state = await fetch_state(url, OPERATOR_TOKEN)
+                if any(a.name == name and a.state == "active" for a in state.agents):
+                    return
+            except StateError:
+                pass
+            await trio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory,
+                 wasm_modules: dict[str, bytes]) -> Iterator[RealCluster]:
+    from edgerm_master.testing import MasterProcess
+
+    base = tmp_path_factory.mktemp("cluster")
+    master = MasterProcess(str(base / "master"), agent_token=AGENT_TOKEN,
+                           framework_token=FRAMEWORK_TOKEN, operator_token=OPERATOR_TOKEN,
+                           heartbeat_ms=300).start()
+    host, port = master.ws
+    work = base / "agent"
+    work.mkdir()
+    config = work / "agent.toml"
+    config.write_text(_agent_toml(f"ws://{host}:{port}", work, "linux-e2e"))
+    log = base / "agent.log"
+    with open(log, "wb") as out:
+        agent = subprocess.Popen([sys.executable, "-m", "edgerm_agent", str(config)],
+                                 stdout=out, stderr=subprocess.STDOUT)
+    cluster = RealCluster(master, agent, "linux-e2e", log)
+    try:
+        trio.run(wait_for_agent, cluster.url, "linux-e2e")
+        yield cluster
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(10)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        master.stop()
+        print(f"--- agent log ({log}) ---\n" + log.read_text(errors="replace")[-3000:])
+        print(f"--- master log ({master.log_path}) ---\n"
+              + Path(master.log_path).read_text(errors="replace")[-3000:])
+
+
+class TcpRelay:
+    """A TCP relay on loopback in front of the master; `cut()` drops every connection through
+    it at once, as a failing network would (the SDK sees its WebSocket die)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self._scopes: set[trio.CancelScope] = set()
+
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                server = await trio.open_tcp_stream(*self.target)
+                async with client, server, trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pipe, client, server)
+                    nursery.start_soon(self._pipe, server, client)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                self._scopes.discard(scope)
+
+    @staticmethod
+    async def _pipe(src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        while data := await src.receive_some(65536):
+            await dst.send_all(data)
+        raise trio.BrokenResourceError("closed")
+
+    def cut(self) -> None:
+        for scope in list(self._scopes):
+            scope.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,9 @@ async def test_run_wasm_prints_progress_and_output_and_exits_0(fake_master, wasm
                                "--arg", "3", "--env", "PERIOD_MS=10", "--task-id", "t-cli")
     assert code == cli.EXIT_FINISHED, err
     assert out.splitlines() == ["temp=21.5", "01ff"]
+    assert cli.format_output(struct.pack("<d", 21.25)) == "21.25"
+    assert cli.format_output(b"abc", "hex") == "616263"
+    assert cli.format_output(b"21.5", "text") == "21.5"
     for state in ("STAGING", "RUNNING", "FINISHED"):
         assert f"task t-cli  {state}" in err
     assert "uploaded task.wasm (8 bytes" in err

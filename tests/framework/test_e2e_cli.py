@@ -1,0 +1,76 @@
+"""`edgerm run` and the listings as a user runs them: a subprocess against the real master and a
+real Linux agent, configured through the environment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import trio
+
+from .conftest import WASM_DIR
+
+
+async def edgerm(cluster: Any, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process([sys.executable, "-m", "edgerm.cli", *args],
+                                  env=cluster.env(), capture_stdout=True, capture_stderr=True,
+                                  check=False)
+
+
+async def test_run_wasm_end_to_end(real_cluster, wasm_modules) -> None:
+    done = await edgerm(real_cluster, "run", "--wasm", str(WASM_DIR / "build" / "hello.wasm"),
+                        "--arg", "hello", "--arg", "edge", "--task-id", "cli-hello")
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert done.stdout.decode().splitlines() == ["hello", "edge"]
+    assert "task cli-hello  RUNNING" in err and "task cli-hello  FINISHED" in err
+    assert "launched task cli-hello on agent" in err and real_cluster.agent_name in err
+
+
+async def test_run_sampler_prints_readings(real_cluster, wasm_modules) -> None:
+    done = await edgerm(real_cluster, "run", "--wasm", str(WASM_DIR / "build" / "sampler.wasm"),
+                        "--device", "temp", "--arg", "temp", "--arg", "2", "-q")
+    assert done.returncode == 0, done.stderr.decode()
+    readings = [float(x) for x in done.stdout.decode().split()]
+    assert len(readings) == 2 and all(20 <= r <= 22 for r in readings)
+
+
+async def test_run_failing_task_exits_1(real_cluster, wasm_modules) -> None:
+    done = await edgerm(real_cluster, "run", "--wasm", str(WASM_DIR / "build" / "fail.wasm"))
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert "FAILED  (EXITED_NONZERO)" in err and "exit code 3" in err
+
+
+async def test_run_without_a_matching_agent_exits_3(real_cluster, wasm_modules) -> None:
+    done = await edgerm(real_cluster, "run", "--wasm", str(WASM_DIR / "build" / "hello.wasm"),
+                        "--device", "camera", "--offer-timeout", "2")
+    assert done.returncode == 3
+    assert "device 'camera' not offered" in done.stderr.decode()
+
+
+async def test_listings(real_cluster, wasm_modules) -> None:
+    done = await edgerm(real_cluster, "agents")
+    assert done.returncode == 0, done.stderr.decode()
+    header, *rows = done.stdout.decode().splitlines()
+    assert header.split()[:3] == ["ID", "NAME", "STATE"]
+    assert any(real_cluster.agent_name in row and "active" in row for row in rows)
+    done = await edgerm(real_cluster, "agents", "--json")
+    agents = json.loads(done.stdout)
+    assert [a["name"] for a in agents] == [real_cluster.agent_name]
+    assert {d["name"] for d in agents[0]["total"]["devices"]} == {"temp", "humidity"}
+    for what in ("frameworks", "tasks", "offers"):
+        done = await edgerm(real_cluster, what)
+        assert done.returncode == 0, done.stderr.decode()
+    done = await edgerm(real_cluster, "tasks", "--json")
+    for task in json.loads(done.stdout):
+        assert task["task_id"] and task["state"] in ("FINISHED", "FAILED", "KILLED", "RUNNING",
+                                                     "STARTING", "STAGING")
+
+
+async def test_listing_with_a_wrong_operator_token_fails(real_cluster, wasm_modules) -> None:
+    done = await edgerm(real_cluster, "agents", "--operator-token", "wrong")
+    assert done.returncode == 4
+    assert "UNAUTHENTICATED" in done.stderr.decode()
