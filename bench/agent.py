@@ -67,7 +67,11 @@ async def latencies(f, launches, runs: int) -> list[float]:  # type: ignore[no-u
         await f.wait_for(lambda: next(iter(f.fw.offers.values()), None), 30)
         f.fw.errors.clear()
         await f.launch(task_id, spec)
-        await f.wait_state(task_id, TS.RUNNING, TS.FINISHED, TS.FAILED, TS.ERROR, timeout=60)
+        try:
+            await f.wait_state(task_id, TS.RUNNING, TS.FINISHED, TS.FAILED, TS.ERROR,
+                               timeout=60)
+        except AssertionError:
+            raise RuntimeError(f"{task_id}: no state; framework errors: {f.fw.errors}") from None
         if f.fw.errors:
             raise RuntimeError(f"{task_id}: {f.fw.errors}")
         t = f.state_at.get((task_id, TS.RUNNING))

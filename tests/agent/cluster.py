@@ -121,7 +121,12 @@ class Framework:
         return sha
 
     async def launch(self, task_id: str, spec: pb.TaskSpec, timeout: float = 15.0) -> None:
-        offer = await self.wait_for(lambda: next(iter(self.fw.offers.values()), None), timeout)
+        def roomy() -> pb.Offer | None:
+            fits = [o for o in self.fw.offers.values()
+                    if o.resources.cpus >= spec.resources.cpus
+                    and o.resources.mem_mb >= spec.resources.mem_mb]
+            return fits[-1] if fits else None
+        offer = await self.wait_for(roomy, timeout)
         self.accepted_at[task_id] = trio.current_time()
         await self.send(self.fw.accept([offer.offer_id], [pb.TaskInfo(task_id=task_id,
                                                                        spec=spec)]))
