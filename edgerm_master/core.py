@@ -42,6 +42,7 @@ from edgerm_master import records as rec
 from edgerm_master.allocator import Allocator
 from edgerm_master.defaults import MasterConfig
 from edgerm_master.modules import ModuleError, check_module
+from edgerm_master.replies import build_reply
 from edgerm_master.store import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHABLE, Snapshot
 from edgerm_master.task_states import (
     ACTIVE,
@@ -143,9 +144,10 @@ class AgentResult:
 
 class Agent:
     __slots__ = (
-        "agent_id", "secret", "info", "name", "total", "executors", "max_payload", "state",
+        "agent_id", "secret", "info", "total", "executors", "max_payload", "state",
         "synced", "seq", "last_seen", "unreachable_since", "update_ack", "command_ack",
-        "next_command", "next_task", "commands", "tasks", "pushable", "transport", "rereg_cid",
+        "next_command", "next_task", "commands", "sent", "tasks", "pushable", "transport",
+        "rereg_cid",
     )
 
     def __init__(self, agent_id: int, secret: bytes, info: bytes, reg: pb.Register,
@@ -153,7 +155,6 @@ class Agent:
         self.agent_id = agent_id
         self.secret = secret
         self.info = info                      # encoded pb.Register (no token, no tasks)
-        self.name = reg.name
         self.total = total
         self.executors = _executor_mask(reg.executors)
         self.max_payload = reg.max_payload or 0
@@ -166,7 +167,8 @@ class Agent:
         self.command_ack = 0
         self.next_command = 1
         self.next_task = 1
-        self.commands: dict[int, pb.Command] | None = None   # unacknowledged, by id
+        self.commands: dict[int, bytes] | None = None   # unacknowledged, encoded, by id
+        self.sent: dict[int, float] | None = None       # when each last went out
         self.tasks: dict[int, Task] | None = None            # non-terminal, by number
         self.pushable = False
         self.transport = ""
@@ -292,11 +294,14 @@ class Master:
         self.epoch = 1
         self.next_agent_id = 1
         self._offer_seq = 0
-        self._timers: list[tuple[float, int, int, Any]] = []
-        self._tie = 0
+        # (deadline, kind, key): keys of one kind share a type, so ties compare fine.
+        self._timers: list[tuple[float, int, Any]] = []
+        # Agents of one fleet report identical inventories: share one Res per distinct one.
+        self._inventories: dict[bytes, Res] = {}
         self._records: list[rec.Record] = []
         self._outbox: list[ToFramework | ToAgent | CloseFramework] = []
         self._push: set[int] = set()
+        self._now = 0.0
         self._alloc_due = 0.0
         self._last_alloc = -math.inf
         self.records_emitted = 0
@@ -327,9 +332,10 @@ class Master:
             agent = self.agents.get(aid)
             if agent is None or not agent.pushable or not agent.commands:
                 continue
-            reply = pb.AgentReply(seq=0, update_ack=agent.update_ack)
-            self._fill_commands(agent, reply)
-            self._outbox.append(ToAgent(aid, sign(reply, agent.secret)))
+            commands = self._commands_for(agent)
+            if commands:
+                self._outbox.append(ToAgent(aid, build_reply(
+                    agent.secret, 0, agent.update_ack, commands)))
         self._push.clear()
         out, self._outbox = self._outbox, []
         return out
@@ -350,8 +356,18 @@ class Master:
             self._outbox.append(ToFramework(fw.conn, event))
 
     def _timer(self, deadline: float, kind: int, key: Any) -> None:
-        self._tie += 1
-        heapq.heappush(self._timers, (deadline, self._tie, kind, key))
+        heapq.heappush(self._timers, (deadline, kind, key))
+
+    def _inventory(self, resources: pb.Resources) -> Res:
+        """Res.from_pb, shared between agents with the same inventory. Raises ResourceError."""
+        key = resources.SerializeToString(deterministic=True)
+        res = self._inventories.get(key)
+        if res is None:
+            res = Res.from_pb(resources)
+            if len(self._inventories) >= 4096:
+                self._inventories.clear()
+            self._inventories[key] = res
+        return res
 
     def _alloc_soon(self, now: float) -> None:
         due = max(now, self._last_alloc + _ALLOC_MIN_GAP_S)
@@ -380,7 +396,7 @@ class Master:
             self._timer(now + fw.failover_s, _T_FAILOVER, fw.framework_id)
         for a in snap.agents:
             reg = decode(pb.Register, a.info)
-            agent = Agent(a.agent_id, a.secret, a.info, reg, Res.from_pb(reg.resources))
+            agent = Agent(a.agent_id, a.secret, a.info, reg, self._inventory(reg.resources))
             agent.state = a.state
             agent.synced = False
             agent.last_seen = now
@@ -405,9 +421,8 @@ class Master:
                 continue
             if holder.commands is None:
                 holder.commands = {}
-            cmd = decode(pb.Command, body)
-            holder.commands[cid] = cmd
-            if cmd.WhichOneof("command") == "reregister":
+            holder.commands[cid] = body
+            if decode(pb.Command, body).WhichOneof("command") == "reregister":
                 holder.rereg_cid = cid
         for t in snap.tasks:
             owner = self.frameworks.get(t.framework_id)
@@ -433,7 +448,8 @@ class Master:
                 self.modules[mod[0]].refs += 1
             if agent.state != LOST_STATE:
                 self.allocator.allocate(fw.framework_id, agent.agent_id, res)
-            for cid, cmd in (agent.commands or {}).items():
+            for cid, body in (agent.commands or {}).items():
+                cmd = decode(pb.Command, body)
                 if cmd.WhichOneof("command") == "launch" and cmd.launch.task == task.number:
                     task.launch_cid = cid
         for u in snap.updates:
@@ -460,9 +476,10 @@ class Master:
 
     def handle_timer(self, now: float) -> None:
         cfg = self.config
+        self._now = now
         timers = self._timers
         while timers and timers[0][0] <= now:
-            _, _, kind, key = heapq.heappop(timers)
+            _, kind, key = heapq.heappop(timers)
             if kind == _T_AGENT_CHECK:
                 agent = self.agents.get(key)
                 if agent is None or agent.state != ACTIVE_STATE:
@@ -515,6 +532,7 @@ class Master:
     def agent_call(self, data: bytes, now: float, transport: str = "coap") -> AgentResult:
         """One AgentCall from the network (untrusted bytes) -> the reply to send back."""
         self.stats["agent_calls"] += 1
+        self._now = now
         if len(data) > self.config.agent_message_max:
             return self._agent_error(E.TOO_LARGE, f"AgentCall of {len(data)} bytes is over the "
                                      f"limit of {self.config.agent_message_max}")
@@ -587,23 +605,40 @@ class Master:
 
     def _reply(self, agent: Agent, seq: int, registered: pb.Registered | None = None
                ) -> AgentResult:
-        reply = pb.AgentReply(seq=seq, update_ack=agent.update_ack)
-        if registered is not None:
-            reply.registered.CopyFrom(registered)
-        self._fill_commands(agent, reply)
-        return AgentResult(sign(reply, agent.secret), 0, agent.agent_id)
+        data = build_reply(agent.secret, seq, agent.update_ack, self._commands_for(agent),
+                           encode(registered) if registered is not None else None)
+        return AgentResult(data, 0, agent.agent_id)
 
-    def _fill_commands(self, agent: Agent, reply: pb.AgentReply) -> None:
-        if not agent.commands:
-            return
-        budget = (agent.max_payload or self.config.default_max_payload) - _REPLY_OVERHEAD
-        used = 0
-        for cmd in agent.commands.values():
-            size = cmd.ByteSize() + 4
-            if used and used + size > budget:
+    def _commands_for(self, agent: Agent) -> list[bytes]:
+        """The unacknowledged commands to put in a reply: always a prefix of the queue (the
+        agent applies ids in order and skips ids below what it applied, so a later command
+        must never travel without the earlier ones), and only when one of them is new or was
+        last sent `command_resend_s` ago (a burst of update replies does not repeat them all).
+        """
+        cmds = agent.commands
+        if not cmds:
+            return []
+        now = self._now
+        sent = agent.sent
+        if sent is None:
+            sent = agent.sent = {}
+        gap = self.config.command_resend_s
+        for cid in cmds:
+            t = sent.get(cid)
+            if t is None or now - t >= gap:
                 break
-            reply.commands.append(cmd)
-            used += size
+        else:
+            return []
+        budget = (agent.max_payload or self.config.default_max_payload) - _REPLY_OVERHEAD
+        out: list[bytes] = []
+        used = 0
+        for cid, body in cmds.items():
+            if out and used + len(body) > budget:
+                break
+            out.append(body)
+            used += len(body)
+            sent[cid] = now
+        return out
 
     def _check_register(self, reg: pb.Register) -> Res:
         if reg.protocol_version != PROTOCOL_VERSION:
@@ -611,7 +646,7 @@ class Master:
                             f"not supported; this master speaks {PROTOCOL_VERSION}")
         check_text(reg.name, "Register.name")
         try:
-            return Res.from_pb(reg.resources)
+            return self._inventory(reg.resources)
         except ResourceError as e:
             raise CallError(E.BAD_REQUEST, f"Register.resources: {e}") from None
 
@@ -666,13 +701,11 @@ class Master:
         info = self._info(reg)
         if info != agent.info:
             agent.info = info
-            agent.name = reg.name
             agent.executors = _executor_mask(reg.executors)
             agent.max_payload = reg.max_payload
             self._record(rec.UpdateAgentInfo(aid, info))
         if agent.rereg_cid and agent.commands and agent.rereg_cid in agent.commands:
-            del agent.commands[agent.rereg_cid]
-            self._record(rec.DropCommand(aid, agent.rereg_cid))
+            self._drop_command(agent, agent.rereg_cid)
         agent.rereg_cid = 0
         if agent.state == LOST_STATE:
             agent.total = total
@@ -740,7 +773,7 @@ class Master:
             info = decode(pb.Register, agent.info)
             if hb.HasField("resources"):
                 info.resources.CopyFrom(hb.resources)
-                self._set_total(agent, Res.from_pb(hb.resources), now)
+                self._set_total(agent, self._inventory(hb.resources), now)
             if len(hb.attributes):
                 del info.attributes[:]
                 info.attributes.extend(hb.attributes)
@@ -772,7 +805,18 @@ class Master:
         if agent.commands:
             for cid in [c for c in agent.commands if c <= upto]:
                 del agent.commands[cid]
+                if agent.sent:
+                    agent.sent.pop(cid, None)
+            if not agent.commands:
+                agent.commands = agent.sent = None
         self._record(rec.AckCommands(agent.agent_id, upto))
+
+    def _drop_command(self, agent: Agent, cid: int) -> None:
+        if agent.commands is not None:
+            agent.commands.pop(cid, None)
+        if agent.sent is not None:
+            agent.sent.pop(cid, None)
+        self._record(rec.DropCommand(agent.agent_id, cid))
 
     def _enqueue(self, agent: Agent, cmd: pb.Command, push: bool = True) -> int:
         cid = agent.next_command
@@ -780,8 +824,9 @@ class Master:
         cmd.id = cid
         if agent.commands is None:
             agent.commands = {}
-        agent.commands[cid] = cmd
-        self._record(rec.EnqueueCommand(agent.agent_id, cid, encode(cmd)))
+        body = encode(cmd)
+        agent.commands[cid] = body
+        self._record(rec.EnqueueCommand(agent.agent_id, cid, body))
         if push and agent.pushable and agent.synced and agent.state == ACTIVE_STATE:
             self._push.add(agent.agent_id)
         return cid
@@ -792,7 +837,8 @@ class Master:
             agent, pb.Command(launch=pb.Launch(task=task.number, spec=spec)))
 
     def _enqueue_kill(self, agent: Agent, number: int) -> None:
-        for cmd in (agent.commands or {}).values():
+        for body in (agent.commands or {}).values():
+            cmd = decode(pb.Command, body)
             if cmd.WhichOneof("command") == "kill" and cmd.kill.task == number:
                 return
         self._enqueue(agent, pb.Command(kill=pb.Kill(task=number)))
@@ -846,7 +892,7 @@ class Master:
                             0, now, kind=rec.MarkTaskLost)
         for cid in list(agent.commands or ()):
             self._record(rec.DropCommand(aid, cid))
-        agent.commands = None
+        agent.commands = agent.sent = None
         agent.rereg_cid = 0
         self.allocator.remove_agent(aid)
 
@@ -970,8 +1016,7 @@ class Master:
             if agent.tasks is not None:
                 agent.tasks.pop(task.number, None)
             if agent.commands and task.launch_cid in agent.commands:
-                del agent.commands[task.launch_cid]
-                self._record(rec.DropCommand(agent.agent_id, task.launch_cid))
+                self._drop_command(agent, task.launch_cid)
         self.allocator.recover(task.framework_id, task.agent_id, task.res)
         if task.module is not None:
             m = self.modules.get(task.module)
@@ -1034,6 +1079,7 @@ class Master:
     def framework_call(self, conn: int, data: bytes, now: float) -> None:
         """One FrameworkCall (untrusted bytes) on connection `conn`; answers go to the outbox."""
         self.stats["framework_calls"] += 1
+        self._now = now
         if len(data) > self.config.framework_message_max:
             self._fw_error(conn, 0, E.TOO_LARGE, f"FrameworkCall of {len(data)} bytes is over the"
                            f" limit of {self.config.framework_message_max}")
@@ -1407,7 +1453,7 @@ class Master:
             if reg is None:
                 reg = infos[aid] = decode(pb.Register, agent.info)
             batches.setdefault(fid, []).append(pb.Offer(
-                offer_id=oid, agent_id=aid, agent_name=agent.name, resources=res.to_pb(),
+                offer_id=oid, agent_id=aid, agent_name=reg.name, resources=res.to_pb(),
                 attributes=reg.attributes, executors=reg.executors,
                 expires_in_s=self.config.offer_timeout_s))
             self.stats["offers_made"] += 1
@@ -1454,7 +1500,7 @@ class Master:
             used = Res.EMPTY
             for task in (agent.tasks or {}).values():
                 used = used + task.res
-            view = cs.agents.add(agent_id=agent.agent_id, name=agent.name,
+            view = cs.agents.add(agent_id=agent.agent_id, name=reg.name,
                                  state=_AGENT_STATE_NAMES.get(agent.state, "?"),
                                  total=agent.total.to_pb(), used=used.to_pb(),
                                  last_seen=agent.last_seen, transport=agent.transport)

@@ -34,6 +34,9 @@ class MasterConfig:
     unreachable_after_missed: int = 3
     # An UNREACHABLE agent that stays away this long is LOST and so are its tasks.
     lost_after_s: float = 600.0
+    # An unacknowledged command goes out again in a reply only this long after it last did,
+    # so the replies to a burst of status updates do not each repeat every launch.
+    command_resend_s: float = 1.0
     # Payload budget for commands in one reply when the agent did not say (CoAP without Block2).
     default_max_payload: int = 1024
 

@@ -425,8 +425,11 @@ class Cluster:
         return self.send(agent, agent.next_call())
 
     def settle(self, agent: ScriptedAgent, rounds: int = 1000) -> None:
-        """Exchange until the agent has nothing to say beyond a steady heartbeat."""
+        """Exchange until the agent has nothing to say beyond a steady heartbeat. A heartbeat
+        comes `command_resend_s` after the previous call, as a real agent's would come later."""
         for _ in range(rounds):
+            if not agent.need_register and not agent.queue:
+                self.step(self.master.config.command_resend_s)
             self.exchange(agent)
             if not agent.need_register and not agent.queue and agent.applied == agent.acked_applied:
                 self.exchange(agent)  # the heartbeat carrying the final command_ack
@@ -717,6 +720,12 @@ class WsFrameworkClient:
                 ev = await self.receive()
                 if predicate(ev):
                     return ev
+
+    async def offers(self, timeout: float = 10.0) -> list[pb.Offer]:
+        """The offers the framework holds now, or the next ones to arrive."""
+        if not self.fw.offers:
+            await self.until_kind("offers", timeout)
+        return list(self.fw.offers.values())
 
     async def until_kind(self, kind: str, timeout: float = 10.0) -> Any:
         ev = await self.until(lambda e: e.WhichOneof("event") in (kind, "error"), timeout)

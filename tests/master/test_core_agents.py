@@ -154,7 +154,9 @@ def test_commands_ride_on_the_heartbeat_reply(cluster: Cluster) -> None:
     # Until acknowledged it is re-sent in every reply, with the same id.
     a.applied = a.acked_applied = 0
     a.tasks.clear()
-    again = cluster.send(a, a.heartbeat_call())
+    assert not cluster.send(a, a.heartbeat_call()).commands  # not again at once...
+    cluster.step(1.0)
+    again = cluster.send(a, a.heartbeat_call())  # ...but after command_resend_s
     assert again.commands[0].id == reply.commands[0].id
 
 

@@ -230,6 +230,7 @@ def test_redelivered_launch_never_starts_a_second_copy(cluster: Cluster) -> None
     for _ in range(2):
         cluster.master.agent_call(a.heartbeat_call(), cluster.now)  # reply lost
         cluster.flush()
+        cluster.step(1.0)
     cluster.settle(a)
     # The agent applied it, but its ack was lost too: re-sent once more, applied by number.
     a.applied = 0
@@ -244,6 +245,7 @@ def test_kill_race_with_a_launch_the_agent_already_has(cluster: Cluster) -> None
     launch(cluster, f, a, "t1", settle=False)
     cluster.master.agent_call(a.heartbeat_call(), cluster.now)  # reply lost in transit...
     cluster.flush()
+    cluster.step(1.0)
     cluster.exchange(a)  # ...but the next one arrives: the agent starts the task
     cluster.call(f, f.kill("t1"))
     cluster.settle(a)

@@ -62,7 +62,7 @@ async def test_launch_over_coap_and_websocket(master: MasterProcess) -> None:
         await ac.settle()
         assert agent.agent_id == 1 and ac.codes[0] == Code.CHANGED
         fc = await subscribe(ws)
-        offers = await fc.until_kind("offers")
+        offers = pb.Offers(offers=await fc.offers())
         await fc.send(fc.fw.accept([offers.offers[0].offer_id], [task_info("t1")]))
         assert list((await fc.until_kind("accepted")).task_ids) == ["t1"]
         await ac.settle()
@@ -84,7 +84,7 @@ async def test_observe_pushes_commands_at_once(master: MasterProcess) -> None:
         ac = CoapAgentClient(coap, master.coap, agent)
         await ac.settle()
         fc = await subscribe(ws)
-        offers = await fc.until_kind("offers")
+        offers = pb.Offers(offers=await fc.offers())
         async with coap.observe(master.coap, "c", agent.heartbeat_call(), method=Code.FETCH,
                                 content_format=CONTENT_FORMAT_CBOR) as obs:
             it = obs.__aiter__()
@@ -112,7 +112,7 @@ async def test_websocket_agent_gets_pushes_and_modules(master: MasterProcess) ->
         stored = await fc.until_kind("module_stored")
         sha = hashlib.sha256(mod).digest()
         assert stored.sha256 == sha
-        offers = await fc.until_kind("offers")
+        offers = pb.Offers(offers=await fc.offers())
         spec = pb.TaskSpec(name="w", resources=pb.Resources(cpus=1),
                            wasm=pb.WasmTask(sha256=sha))
         await fc.send(fc.fw.accept([offers.offers[0].offer_id],
@@ -201,7 +201,7 @@ async def test_sigkill_in_the_middle_of_launches(tmp_path: Any) -> None:
                             fc = await subscribe(ws, fw)
                             n = 0
                             while True:
-                                offers = await fc.until_kind("offers")
+                                offers = pb.Offers(offers=await fc.offers())
                                 for o in offers.offers:
                                     ids = [f"t{n + i}" for i in range(4)]
                                     n += 4
