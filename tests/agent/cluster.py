@@ -125,7 +125,7 @@ class Framework:
             fits = [o for o in self.fw.offers.values()
                     if o.resources.cpus >= spec.resources.cpus
                     and o.resources.mem_mb >= spec.resources.mem_mb]
-            return fits[-1] if fits else None
+            return fits[0] if fits else None
         offer = await self.wait_for(roomy, timeout)
         self.accepted_at[task_id] = trio.current_time()
         await self.send(self.fw.accept([offer.offer_id], [pb.TaskInfo(task_id=task_id,
