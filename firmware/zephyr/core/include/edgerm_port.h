@@ -1,0 +1,63 @@
+/*
+ * edgerm_port.h - everything the EdgeRM agent core needs from its platform, and nothing else.
+ *
+ * Like WAMR's platform_api_vmcore.h, this is a short list of functions each port implements:
+ * port/zephyr (sockets, NVS settings, sensor API, WAMR threads) and port/posix (UDP, a state
+ * file, simulated sensors, wasm3 in child processes). The core never reads a clock: time is an
+ * argument of every edgerm_agent_* call; edgerm_port_now_ms is for the shells and the ABI.
+ *
+ * Rules for ports: a port never calls back into the agent from inside one of these functions
+ * (the core is not reentrant), and every pointer handed to a port is valid only during the call.
+ * `ctx` is edgerm_agent_config_t.port, passed through untouched.
+ */
+#ifndef EDGERM_PORT_H
+#define EDGERM_PORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgerm/wire.h"
+
+/* What the agent keeps across reboots (a file, NVS): written when it changes. */
+typedef struct {
+	uint32_t agent_id;     /* 0: never registered */
+	uint8_t secret[16];
+	uint32_t seq_reserved; /* every seq below this may have been used: start here */
+	uint32_t command_ack;  /* highest command id applied */
+} edgerm_persist_t;
+
+/* A task to start: the module stays valid until the task has ended (the cache pins it); the
+ * spec (args, env, devices) only during the call - copy what you keep. */
+typedef struct {
+	uint32_t task;
+	const uint8_t *module;
+	size_t module_len;
+	const edgerm_task_spec_t *spec;
+} edgerm_task_start_t;
+
+/* Task start failures the core tells apart. */
+#define EDGERM_PORT_E_RESOURCES (-100) /* no free slot or memory: ERROR RESOURCES_UNAVAILABLE */
+#define EDGERM_PORT_E_LAUNCH (-101)    /* module refused (bad module, missing import): ERROR
+					* LAUNCH_FAILED with the message */
+
+/* Monotonic milliseconds since boot. */
+uint64_t edgerm_port_now_ms(void);
+
+/* Send one datagram to the master. 0, or a negative errno (the core treats it as a loss). */
+int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len);
+
+/* Store the persistent record. 0 or a negative errno. */
+int edgerm_port_persist(void *ctx, const edgerm_persist_t *p);
+
+/* Start a WASM task; it runs until it ends (the port then calls edgerm_agent_task_exited) or is
+ * killed. 0: running. On failure write a short reason into msg (NUL-terminated). */
+int edgerm_port_task_start(void *ctx, const edgerm_task_start_t *start, char *msg, size_t msg_cap);
+
+/* Stop a running task now. When it returns the task runs no more and will not be reported by
+ * the port as exited. */
+int edgerm_port_task_kill(void *ctx, uint32_t task);
+
+/* Read a sensor by its device name. 0, or EDGERM_ABI_E_* of edgerm/abi.h. */
+int edgerm_port_sensor_read(void *ctx, const char *name, size_t name_len, double *value);
+
+#endif /* EDGERM_PORT_H */

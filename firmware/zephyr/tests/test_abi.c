@@ -1,0 +1,2 @@
+#include "unit.h"
+void suite_abi(void) {}

@@ -1,0 +1,673 @@
+/*
+ * The agent state machine driven by hand, with a hand-held clock and a fake port: a test
+ * "master" decodes what the agent sent and answers with signed AgentReply datagrams built by
+ * the same codec (the real master is exercised by tests/firmware/test_posix_agent.py).
+ */
+#include "edgerm/agent.h"
+#include "edgerm/coap.h"
+#include "edgerm/sha256.h"
+#include "edgerm/wire.h"
+#include "unit.h"
+
+/* ---- fake port ---------------------------------------------------------------------------- */
+
+static uint8_t sent[16][CONFIG_EDGERM_TX_BUF_SIZE];
+static size_t sent_len[16];
+static int n_sent;
+#define SENT(i) sent[(i) % 16]
+#define SENT_LEN(i) sent_len[(i) % 16]
+static edgerm_persist_t stored;
+static int n_persist;
+static uint32_t started[8], killed[8];
+static int n_started, n_killed;
+static int start_result;
+
+uint64_t edgerm_port_now_ms(void)
+{
+	return 0;
+}
+
+int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len)
+{
+	(void)ctx;
+	/* A ring of the last 16 datagrams: SENT(i) is the i-th one sent. */
+	if (len <= sizeof(sent[0])) {
+		memcpy(sent[n_sent % 16], buf, len);
+		sent_len[n_sent % 16] = len;
+		n_sent++;
+	}
+	return 0;
+}
+
+int edgerm_port_persist(void *ctx, const edgerm_persist_t *p)
+{
+	(void)ctx;
+	stored = *p;
+	n_persist++;
+	return 0;
+}
+
+int edgerm_port_task_start(void *ctx, const edgerm_task_start_t *s, char *msg, size_t cap)
+{
+	(void)ctx;
+	if (start_result != 0) {
+		snprintf(msg, cap, "missing import edgerm.foo");
+		return start_result;
+	}
+	/* The module handed over is the one the agent verified. */
+	CHECK_EQ_INT(s->module_len, 300);
+	CHECK(s->spec->which == 4);
+	if (n_started < 8) {
+		started[n_started++] = s->task;
+	}
+	return 0;
+}
+
+int edgerm_port_task_kill(void *ctx, uint32_t task)
+{
+	(void)ctx;
+	if (n_killed < 8) {
+		killed[n_killed++] = task;
+	}
+	return 0;
+}
+
+int edgerm_port_sensor_read(void *ctx, const char *name, size_t len, double *v)
+{
+	(void)ctx, (void)name, (void)len;
+	*v = 21.5;
+	return 0;
+}
+
+static void reset_port(void)
+{
+	n_sent = n_persist = n_started = n_killed = 0;
+	start_result = 0;
+}
+
+/* ---- test master -------------------------------------------------------------------------- */
+
+static const uint8_t SECRET[16] = {0xa0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+static uint8_t module[300];
+static uint8_t module_sha[32];
+static uint8_t module_mem[2 * 512];
+static edgerm_agent_t agent;
+static edgerm_agent_call_t call;
+static edgerm_coap_msg_t last;
+
+static const edgerm_device_t devices[1] = {
+	{{(const uint8_t *)"temp", 4}, {(const uint8_t *)"Cel", 3}, {(const uint8_t *)"", 0}, 1, 0}};
+
+static void init_agent(const edgerm_persist_t *persisted)
+{
+	edgerm_agent_config_t cfg = {
+		.name = "permamote-test",
+		.token = "tok",
+		.cpus = 1.0,
+		.mem_mb = 0.0625,
+		.devices = devices,
+		.devices_count = 1,
+		.os = "zephyr",
+		.rng_seed = 42,
+		.module_mem = module_mem,
+		.module_slot_size = 512,
+		.module_slots = 2,
+	};
+
+	reset_port();
+	edgerm_agent_init(&agent, &cfg, persisted, 0);
+}
+
+/* Decode the most recent datagram the agent sent as a CoAP POST "a" carrying an AgentCall. */
+static int last_call(void)
+{
+	CHECK(n_sent > 0);
+	if (n_sent == 0) {
+		return -1;
+	}
+	CHECK_EQ_INT(edgerm_coap_parse_untrusted(SENT(n_sent - 1), SENT_LEN(n_sent - 1), &last), 0);
+	CHECK_EQ_INT(last.type, EDGERM_COAP_CON);
+	if (last.code != EDGERM_COAP_POST) {
+		return -1;
+	}
+	return edgerm_wire_decode_agent_call_untrusted(last.payload, last.payload_len, &call);
+}
+
+struct hsink {
+	edgerm_hmac_t h;
+};
+
+static void hs(void *c, const uint8_t *d, size_t n)
+{
+	edgerm_hmac_update(&((struct hsink *)c)->h, d, n);
+}
+
+/* The agent's mac over its call is right for `key`. */
+static bool call_mac_ok(const uint8_t *key)
+{
+	struct hsink s;
+	uint8_t full[32];
+
+	if (call.mac.len != 8) {
+		return false;
+	}
+	edgerm_hmac_init(&s.h, key, 16);
+	if (edgerm_wire_unsigned_view(last.payload, last.payload_len, 3, hs, &s) < 0) {
+		return false;
+	}
+	edgerm_hmac_final(&s.h, full);
+	return memcmp(full, call.mac.ptr, 8) == 0;
+}
+
+/* Sign `r` with key and answer the last request (piggybacked ACK, code). */
+static int answer(edgerm_agent_reply_t *r, const uint8_t *key, uint8_t code, uint64_t now)
+{
+	static uint8_t body[600], dgram[700];
+	uint8_t full[32];
+	edgerm_hmac_t h;
+	edgerm_coap_builder_t b;
+
+	r->mac.len = 0;
+	r->mac.ptr = full;
+	int n = edgerm_wire_encode_agent_reply(r, body, sizeof(body));
+
+	CHECK(n > 0);
+	if (n <= 0) {
+		return -99;
+	}
+	if (key) {
+		edgerm_hmac_init(&h, key, 16);
+		edgerm_hmac_update(&h, body, (size_t)n);
+		edgerm_hmac_final(&h, full);
+		r->mac.len = 8;
+		n = edgerm_wire_encode_agent_reply(r, body, sizeof(body));
+	}
+	edgerm_coap_begin(&b, dgram, sizeof(dgram), EDGERM_COAP_ACK, code, last.mid, last.token,
+			  last.tkl);
+	edgerm_coap_option_uint(&b, EDGERM_COAP_OPT_CONTENT_FORMAT, EDGERM_COAP_CF_CBOR);
+	edgerm_coap_payload(&b, body, (size_t)n);
+	int len = edgerm_coap_end(&b);
+
+	CHECK(len > 0);
+	return edgerm_agent_on_datagram(&agent, dgram, (size_t)len, now);
+}
+
+/* Encoded commands for replies. */
+static uint8_t cmd_buf[4][256];
+
+static edgerm_slice_t launch_cmd(int slot, uint32_t id, uint32_t task, bool wasm)
+{
+	/* Command{id, launch{task, spec{name, resources{devices[temp]}, wasm{sha, size, args}}}} */
+	uint8_t *p = cmd_buf[slot];
+	size_t k = 0;
+
+	p[k++] = 0xa2, p[k++] = 0x01, p[k++] = (uint8_t)id;
+	p[k++] = 0x02, p[k++] = 0xa2, p[k++] = 0x01, p[k++] = (uint8_t)task;
+	p[k++] = 0x02, p[k++] = 0xa3;
+	p[k++] = 0x01, p[k++] = 0x61, p[k++] = 't';
+	p[k++] = 0x02, p[k++] = 0xa1, p[k++] = 0x05, p[k++] = 0x81, p[k++] = 0xa1, p[k++] = 0x01,
+	p[k++] = 0x64, memcpy(p + k, "temp", 4), k += 4;
+	if (wasm) {
+		p[k++] = 0x04, p[k++] = 0xa3, p[k++] = 0x01, p[k++] = 0x58, p[k++] = 32;
+		memcpy(p + k, module_sha, 32), k += 32;
+		p[k++] = 0x02, p[k++] = 0x19, p[k++] = 0x01, p[k++] = 0x2c; /* 300 */
+		p[k++] = 0x04, p[k++] = 0x81, p[k++] = 0x62, p[k++] = '1', p[k++] = '0';
+	} else {
+		p[k++] = 0x03, p[k++] = 0xa1, p[k++] = 0x01, p[k++] = 0x61, p[k++] = 'x';
+	}
+	edgerm_slice_t s = {p, k};
+
+	return s;
+}
+
+static edgerm_slice_t kill_cmd(int slot, uint32_t id, uint32_t task)
+{
+	uint8_t *p = cmd_buf[slot];
+	size_t k = 0;
+
+	p[k++] = 0xa2, p[k++] = 0x01, p[k++] = (uint8_t)id;
+	p[k++] = 0x03, p[k++] = 0xa1, p[k++] = 0x01, p[k++] = (uint8_t)task;
+	edgerm_slice_t s = {p, k};
+
+	return s;
+}
+
+/* Answer the last call with an empty signed reply (update_ack as given). */
+static void ok_reply(uint32_t update_ack, uint64_t now)
+{
+	edgerm_agent_reply_t r;
+
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.update_ack = update_ack;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, now), 0);
+}
+
+static void register_fresh(void)
+{
+	edgerm_agent_reply_t r;
+
+	init_agent(NULL);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REGISTERING);
+	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 0);
+	edgerm_agent_on_timer(&agent, 0);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 4);
+	CHECK_EQ_INT(call.agent_id, 0);
+	CHECK_EQ_INT(call.mac.len, 0);
+	CHECK(call.call.reg.token.len == 3 && memcmp(call.call.reg.token.ptr, "tok", 3) == 0);
+	CHECK_EQ_INT(call.call.reg.executors_count, 1);
+	CHECK_EQ_INT(call.call.reg.executors[0], EDGERM_EXECUTOR_WASM);
+	CHECK_EQ_INT(call.call.reg.protocol_version, 1);
+	CHECK_EQ_INT(call.call.reg.resources.devices_count, 1);
+
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.has_registered = true;
+	r.registered.agent_id = 7;
+	r.registered.secret.ptr = SECRET;
+	r.registered.secret.len = 16;
+	r.registered.heartbeat_ms = 5000;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 10), 0);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
+	CHECK_EQ_INT(stored.agent_id, 7);
+	CHECK_MEM(stored.secret, SECRET, 16);
+	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 5010);
+}
+
+static void test_registration_and_heartbeat(void)
+{
+	register_fresh();
+	int before = n_sent;
+
+	edgerm_agent_on_timer(&agent, 5009);
+	CHECK_EQ_INT(n_sent, before); /* not yet due */
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(n_sent, before + 1);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 5);
+	CHECK_EQ_INT(call.agent_id, 7);
+	CHECK(call_mac_ok(SECRET));
+	/* docs/protocol.md: a steady heartbeat is at most 32 bytes on the wire. */
+	CHECK(SENT_LEN(n_sent - 1) <= 32);
+	ok_reply(0, 5020);
+	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 10020);
+}
+
+static void test_retransmission(void)
+{
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	int first = n_sent;
+	uint64_t d = edgerm_agent_next_deadline_ms(&agent);
+
+	/* ACK_TIMEOUT 2000 ms x [1, 1.5]. */
+	CHECK(d >= 5010 + 2000 && d <= 5010 + 3000);
+	uint64_t prev = 5010;
+
+	for (int i = 0; i < CONFIG_EDGERM_COAP_MAX_RETRANSMIT; i++) {
+		uint64_t now = edgerm_agent_next_deadline_ms(&agent);
+		uint64_t gap = now - prev;
+
+		edgerm_agent_on_timer(&agent, now);
+		CHECK_EQ_INT(n_sent, first + i + 1);
+		/* The same datagram again, and the timeout doubles. */
+		CHECK(SENT_LEN(n_sent - 1) == SENT_LEN(first - 1) &&
+		      memcmp(SENT(n_sent - 1), SENT(first - 1), SENT_LEN(first - 1)) == 0);
+		CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent) - now, gap * 2);
+		prev = now;
+	}
+	uint64_t now = edgerm_agent_next_deadline_ms(&agent);
+
+	edgerm_agent_on_timer(&agent, now);
+	CHECK_EQ_INT(agent.stats.exchanges_failed, 1);
+	/* Back-off, then a new heartbeat (a new seq). */
+	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), now + CONFIG_EDGERM_RETRY_MIN_MS);
+	uint32_t old_seq = call.seq;
+
+	edgerm_agent_on_timer(&agent, now + CONFIG_EDGERM_RETRY_MIN_MS);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK(call.seq > old_seq);
+}
+
+static void test_bad_replies(void)
+{
+	edgerm_agent_reply_t r;
+
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	/* Wrong key: dropped. */
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	static const uint8_t other[16] = {1};
+
+	answer(&r, other, EDGERM_COAP_CHANGED, 5020);
+	CHECK_EQ_INT(agent.stats.replies_bad_mac, 1);
+	/* Wrong seq (a replayed reply): dropped. */
+	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq - 1;
+	answer(&r, SECRET, EDGERM_COAP_CHANGED, 7000);
+	CHECK_EQ_INT(agent.stats.replies_bad_mac, 2);
+	/* Garbage of every length: counted, nothing changes. */
+	uint8_t junk[64];
+
+	for (size_t n = 0; n < sizeof(junk); n++) {
+		junk[n] = (uint8_t)(n * 37 + 11);
+		CHECK(edgerm_agent_on_datagram(&agent, junk, n, 7001) <= 0);
+	}
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
+}
+
+/* Serve the module download the agent is asking for, block by block. */
+static void serve_module(uint64_t now, bool corrupt)
+{
+	for (int guard = 0; guard < 16; guard++) {
+		edgerm_coap_msg_t m;
+		uint8_t dgram[600];
+		edgerm_coap_builder_t b;
+
+		CHECK_EQ_INT(edgerm_coap_parse_untrusted(SENT(n_sent - 1), SENT_LEN(n_sent - 1), &m), 0);
+		if (m.code != EDGERM_COAP_GET) {
+			return;
+		}
+		CHECK(m.has_block2);
+		uint32_t szx = m.block2 & 7, num = m.block2 >> 4, size = 16u << szx;
+		uint32_t off = num * size;
+		uint32_t n = sizeof(module) - off < size ? (uint32_t)sizeof(module) - off : size;
+		bool more = off + n < sizeof(module);
+		uint8_t block[1024];
+
+		memcpy(block, module + off, n);
+		if (corrupt && !more) {
+			block[0] ^= 1;
+		}
+		edgerm_coap_begin(&b, dgram, sizeof(dgram), EDGERM_COAP_ACK, EDGERM_COAP_CONTENT,
+				  m.mid, m.token, m.tkl);
+		edgerm_coap_option_uint(&b, EDGERM_COAP_OPT_BLOCK2, num << 4 | (more ? 8u : 0u) | szx);
+		edgerm_coap_payload(&b, block, n);
+		CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)edgerm_coap_end(&b), now), 0);
+	}
+}
+
+static void test_launch_kill_publish(void)
+{
+	edgerm_agent_reply_t r;
+
+	for (size_t i = 0; i < sizeof(module); i++) {
+		module[i] = (uint8_t)(i * 7);
+	}
+	edgerm_sha256_t h;
+
+	edgerm_sha256_init(&h);
+	edgerm_sha256_update(&h, module, sizeof(module));
+	edgerm_sha256_final(&h, module_sha);
+
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.commands[0] = launch_cmd(0, 1, 4, true);
+	r.commands[1] = launch_cmd(1, 2, 5, false); /* docker: not here */
+	r.commands_count = 2;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020), 0);
+	CHECK_EQ_INT(agent.persist.command_ack, 2);
+	CHECK_EQ_INT(stored.command_ack, 2);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 4), EDGERM_STARTING);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 5), EDGERM_ERROR);
+
+	/* Updates go first, oldest first, one per call: STARTING(4) is update 1. */
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 6);
+	CHECK_EQ_INT(call.call.status.update_id, 1);
+	CHECK_EQ_INT(call.call.status.task, 4);
+	CHECK_EQ_INT(call.call.status.state, EDGERM_STARTING);
+	ok_reply(1, 5030);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.call.status.update_id, 2);
+	CHECK_EQ_INT(call.call.status.task, 5);
+	CHECK_EQ_INT(call.call.status.state, EDGERM_ERROR);
+	CHECK_EQ_INT(call.call.status.reason, EDGERM_UNSUPPORTED_EXECUTOR);
+	ok_reply(2, 5040);
+
+	/* Then the module, by Block2, verified, and the task starts. */
+	serve_module(5050, false);
+	CHECK_EQ_INT(n_started, 1);
+	CHECK_EQ_INT(started[0], 4);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 4), EDGERM_RUNNING);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.call.status.update_id, 3);
+	CHECK_EQ_INT(call.call.status.state, EDGERM_RUNNING);
+	ok_reply(3, 5060);
+	/* command_ack moved: a heartbeat says so at once. */
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 5);
+	CHECK_EQ_INT(call.call.heartbeat.command_ack, 2);
+
+	/* The master re-sends the launch (its reply crossed our ack): nothing happens. */
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.update_ack = 3;
+	r.commands[0] = launch_cmd(0, 1, 4, true);
+	r.commands_count = 1;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5070), 0);
+	CHECK_EQ_INT(n_started, 1);
+	CHECK_EQ_INT(agent.q_count, 0);
+
+	/* Publish: queued with the next update id. */
+	CHECK_EQ_INT(edgerm_agent_publish(&agent, 4, (const uint8_t *)"21.5", 4, 6000), 0);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 7);
+	CHECK_EQ_INT(call.call.publish.update_id, 4);
+	CHECK(call.call.publish.data.len == 4 && memcmp(call.call.publish.data.ptr, "21.5", 4) == 0);
+	CHECK_EQ_INT(edgerm_agent_publish(&agent, 4, module, CONFIG_EDGERM_PUBLISH_MAX_SIZE + 1, 6000),
+		     -4);
+	CHECK_EQ_INT(edgerm_agent_publish(&agent, 99, module, 1, 6000), -1);
+	/* Fill the queue: publishes stop short of the reserve kept for status updates. */
+	int again = 0;
+
+	for (int i = 0; i < 64 && !again; i++) {
+		again = edgerm_agent_publish(&agent, 4, module, 100, 6000) == -5;
+	}
+	CHECK(again);
+	CHECK(sizeof(agent.q) - agent.q_len >= CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE - 114);
+	ok_reply(4, 6010);
+	for (int guard = 0; agent.q_count > 0 && guard < 64; guard++) {
+		CHECK_EQ_INT(last_call(), 0);
+		CHECK_EQ_INT(call.which, 7);
+		ok_reply(call.call.publish.update_id, 6020);
+	}
+	CHECK_EQ_INT(agent.q_count, 0);
+
+	/* Kill: the port stops it, KILLED KILL_REQUESTED; a second kill re-reports; an unknown
+	 * task is KILLED_BEFORE_LAUNCH. */
+	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.commands[0] = kill_cmd(0, 3, 4);
+	r.commands[1] = kill_cmd(1, 4, 4);
+	r.commands[2] = kill_cmd(2, 5, 20);
+	r.commands_count = 3;
+	uint32_t next_id = agent.q_first_id;
+
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 20000), 0);
+	CHECK_EQ_INT(n_killed, 1);
+	CHECK_EQ_INT(killed[0], 4);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 4), EDGERM_KILLED);
+	CHECK_EQ_INT(agent.q_count, 3);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.call.status.update_id, next_id);
+	CHECK_EQ_INT(call.call.status.reason, EDGERM_KILL_REQUESTED);
+	ok_reply(next_id, 20010);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.call.status.state, EDGERM_KILLED);
+	ok_reply(next_id + 1, 20020);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.call.status.task, 20);
+	CHECK_EQ_INT(call.call.status.reason, EDGERM_KILLED_BEFORE_LAUNCH);
+	ok_reply(next_id + 2, 20030);
+
+	/* The task ending by itself after the kill is not reported twice. */
+	edgerm_agent_task_exited(&agent, 4, EDGERM_FINISHED, 0, 0, NULL, 0, 20040);
+	CHECK_EQ_INT(agent.q_count, 0);
+
+	/* A second launch of the same module is served from the cache: no download. */
+	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.commands[0] = launch_cmd(0, 6, 8, true);
+	r.commands_count = 1;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 30000), 0);
+	CHECK_EQ_INT(n_started, 2);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 8), EDGERM_RUNNING);
+	/* It ends with a trap: FAILED TRAPPED with the (tail of the) message. */
+	edgerm_agent_task_exited(&agent, 8, EDGERM_FAILED, EDGERM_TRAPPED, 0, "unreachable", 11,
+				 30001);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 8), EDGERM_FAILED);
+}
+
+static void test_hash_mismatch_and_launch_failure(void)
+{
+	edgerm_agent_reply_t r;
+
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.commands[0] = launch_cmd(0, 1, 4, true);
+	r.commands_count = 1;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020), 0);
+	ok_reply(1, 5030); /* STARTING acknowledged */
+	serve_module(5040, true);
+	CHECK_EQ_INT(n_started, 0);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 4), EDGERM_ERROR);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.call.status.reason, EDGERM_MODULE_HASH_MISMATCH);
+	ok_reply(2, 5050);
+
+	/* The executor refuses the module: ERROR LAUNCH_FAILED with its message. */
+	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.commands[0] = launch_cmd(0, 2, 6, true);
+	r.commands_count = 1;
+	start_result = EDGERM_PORT_E_LAUNCH;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 9000), 0);
+	ok_reply(3, 9010);
+	serve_module(9020, false);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 6), EDGERM_ERROR);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.call.status.reason, EDGERM_LAUNCH_FAILED);
+	CHECK(call.call.status.message.len > 0);
+}
+
+static void test_reboot_and_unauthenticated(void)
+{
+	edgerm_agent_reply_t r;
+	edgerm_persist_t p;
+
+	register_fresh();
+	p = stored;
+	uint32_t reserved = p.seq_reserved;
+
+	/* Reboot: the same identity, a re-registration signed with the secret, a seq never used. */
+	init_agent(&p);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REREGISTERING);
+	edgerm_agent_on_timer(&agent, 0);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 4);
+	CHECK_EQ_INT(call.agent_id, 7);
+	CHECK_EQ_INT(call.call.reg.token.len, 0);
+	CHECK(call.seq >= reserved);
+	CHECK(call_mac_ok(SECRET));
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.has_registered = true;
+	r.registered.agent_id = 7;
+	r.registered.secret.ptr = SECRET;
+	r.registered.secret.len = 16;
+	r.registered.update_ack = 41;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 10), 0);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
+	CHECK_EQ_INT(agent.q_first_id, 42); /* numbering continues where the master is */
+
+	/* UNAUTHENTICATED (stale seq, unknown agent): re-register; refused again: afresh. */
+	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.has_error = true;
+	r.error.code = 2;
+	answer(&r, NULL, EDGERM_COAP_CODE(4, 1), 30000);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REREGISTERING);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 4);
+	CHECK_EQ_INT(call.agent_id, 7);
+	answer(&r, NULL, EDGERM_COAP_CODE(4, 1), 30010);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REGISTERING);
+	CHECK_EQ_INT(stored.agent_id, 0);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.agent_id, 0);
+	CHECK_EQ_INT(call.call.reg.token.len, 3);
+}
+
+static void test_separate_response(void)
+{
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	/* Empty ACK: no more retransmissions; the response comes as its own CON. */
+	uint8_t ack[4];
+
+	edgerm_coap_empty(ack, EDGERM_COAP_ACK, last.mid);
+	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, ack, 4, 5011), 0);
+	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 5011 + CONFIG_EDGERM_COAP_RESPONSE_TIMEOUT_MS);
+	edgerm_agent_reply_t r;
+	uint8_t body[128], dgram[160], full[32];
+	edgerm_hmac_t h;
+	edgerm_coap_builder_t b;
+
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.mac.ptr = full;
+	int n = edgerm_wire_encode_agent_reply(&r, body, sizeof(body));
+
+	edgerm_hmac_init(&h, SECRET, 16);
+	edgerm_hmac_update(&h, body, (size_t)n);
+	edgerm_hmac_final(&h, full);
+	r.mac.len = 8;
+	n = edgerm_wire_encode_agent_reply(&r, body, sizeof(body));
+	edgerm_coap_begin(&b, dgram, sizeof(dgram), EDGERM_COAP_CON, EDGERM_COAP_CHANGED, 0x1234,
+			  last.token, last.tkl);
+	edgerm_coap_payload(&b, body, (size_t)n);
+	int before = n_sent;
+
+	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)edgerm_coap_end(&b), 5100), 0);
+	/* It was acknowledged with its own message id. */
+	CHECK_EQ_INT(n_sent, before + 1);
+	CHECK(SENT_LEN(before) == 4 && SENT(before)[0] == 0x60 && SENT(before)[2] == 0x12 &&
+	      SENT(before)[3] == 0x34);
+	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 5100 + 5000);
+	/* Its retransmission (our ACK was lost) is acknowledged again, and changes nothing. */
+	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)edgerm_coap_end(&b), 5200), 0);
+	CHECK_EQ_INT(n_sent, before + 2);
+	CHECK_EQ_INT(SENT(before + 1)[0], 0x60);
+}
+
+void suite_agent(void)
+{
+	test_registration_and_heartbeat();
+	test_retransmission();
+	test_bad_replies();
+	test_launch_kill_publish();
+	test_hash_mismatch_and_launch_failure();
+	test_reboot_and_unauthenticated();
+	test_separate_response();
+}

@@ -1,0 +1,44 @@
+/*
+ * A very small unit-test harness that runs the same way on the host (under ASan/UBSan) and on
+ * Cortex-M4 in QEMU (printf over semihosting). main() returns the number of failures, which
+ * QEMU hands back as its exit code.
+ */
+#ifndef EDGERM_UNIT_H
+#define EDGERM_UNIT_H
+
+#include <stdio.h>
+#include <string.h>
+
+extern int unit_failures;
+extern int unit_checks;
+
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		unit_checks++;                                                                     \
+		if (!(cond)) {                                                                     \
+			unit_failures++;                                                           \
+			printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                     \
+		}                                                                                  \
+	} while (0)
+
+#define CHECK_EQ_INT(a, b)                                                                         \
+	do {                                                                                       \
+		long long a_ = (long long)(a), b_ = (long long)(b);                                \
+		unit_checks++;                                                                     \
+		if (a_ != b_) {                                                                    \
+			unit_failures++;                                                           \
+			printf("FAIL %s:%d: %s == %s (%lld != %lld)\n", __FILE__, __LINE__, #a,    \
+			       #b, a_, b_);                                                        \
+		}                                                                                  \
+	} while (0)
+
+#define CHECK_MEM(a, b, n) CHECK(memcmp((a), (b), (n)) == 0)
+
+/* Suites, one per core module. */
+void suite_sha256(void);
+void suite_wire(void);
+void suite_coap(void);
+void suite_agent(void);
+void suite_abi(void);
+
+#endif
