@@ -294,13 +294,14 @@ AGENT_TOKEN, FRAMEWORK_TOKEN, OPERATOR_TOKEN = "e2e-agent", "e2e-framework", "e2
 
 @dataclass
 class RealCluster:
-    """A master (`MasterProcess`) and one Linux agent named `agent_name`, WASM executor, with
-    simulated sensors `temp` and `humidity`."""
+    """A master (`MasterProcess`) and two Linux agents with the WASM executor: `agent_name`
+    with simulated sensors `temp` and `humidity`, `second_agent` with `humidity` only."""
 
     master: Any
-    agent: subprocess.Popen[bytes]
+    agents: list[subprocess.Popen[bytes]]
     agent_name: str
-    agent_log: Path
+    second_agent: str
+    home: Path
 
     @property
     def url(self) -> str:
@@ -315,7 +316,7 @@ class RealCluster:
 
     def env(self) -> dict[str, str]:
         return dict(os.environ, EDGERM_MASTER=self.url, EDGERM_TOKEN=FRAMEWORK_TOKEN,
-                    EDGERM_OPERATOR_TOKEN=OPERATOR_TOKEN, EDGERM_HOME=str(self.agent_log.parent))
+                    EDGERM_OPERATOR_TOKEN=OPERATOR_TOKEN, EDGERM_HOME=str(self.home))
 
 
 @pytest.fixture(scope="session")
@@ -327,10 +328,11 @@ def wasm_modules() -> dict[str, bytes]:
     return {p.stem: p.read_bytes() for p in (WASM_DIR / "build").glob("*.wasm")}
 
 
-def _agent_toml(url: str, work: Path, name: str) -> str:
+def _agent_toml(url: str, work: Path, name: str, sensors: tuple[str, ...]) -> str:
     from edgerm.cluster import ClusterSettings, linux_agent_toml
     settings = ClusterSettings()
-    settings.sensors = {"temp": ("Cel", 21.0, 0.5, 30.0), "humidity": ("%RH", 40.0, 2.0, 30.0)}
+    known = {"temp": ("Cel", 21.0, 0.5, 30.0), "humidity": ("%RH", 40.0, 2.0, 30.0)}
+    settings.sensors = {s: known[s] for s in sensors}
     return linux_agent_toml(name, url, AGENT_TOKEN, work, ["wasm"], settings)
 
 
@@ -347,6 +349,11 @@ async def wait_for_agent(url: str, name: str, timeout: float = 30.0) -> None:
             await trio.sleep(0.1)
 
 
+async def wait_for_agents(url: str, names: list[str]) -> None:
+    for name in names:
+        await wait_for_agent(url, name)
+
+
 @pytest.fixture(scope="module")
 def real_cluster(tmp_path_factory: pytest.TempPathFactory,
                  wasm_modules: dict[str, bytes]) -> Iterator[RealCluster]:
@@ -357,27 +364,35 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory,
                            framework_token=FRAMEWORK_TOKEN, operator_token=OPERATOR_TOKEN,
                            heartbeat_ms=300).start()
     host, port = master.ws
-    work = base / "agent"
-    work.mkdir()
-    config = work / "agent.toml"
-    config.write_text(_agent_toml(f"ws://{host}:{port}", work, "linux-e2e"))
-    log = base / "agent.log"
-    with open(log, "wb") as out:
-        agent = subprocess.Popen([sys.executable, "-m", "edgerm_agent", str(config)],
-                                 stdout=out, stderr=subprocess.STDOUT)
-    cluster = RealCluster(master, agent, "linux-e2e", log)
+    agents: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    names = {"linux-e2e": ("temp", "humidity"), "linux-e2e-2": ("humidity",)}
     try:
-        trio.run(wait_for_agent, cluster.url, "linux-e2e")
+        for name, sensors in names.items():
+            work = base / name
+            work.mkdir()
+            config = work / "agent.toml"
+            config.write_text(_agent_toml(f"ws://{host}:{port}", work, name, sensors))
+            logs.append(base / f"{name}.log")
+            with open(logs[-1], "wb") as out:
+                agents.append(subprocess.Popen(
+                    [sys.executable, "-m", "edgerm_agent", str(config)],
+                    stdout=out, stderr=subprocess.STDOUT))
+        cluster = RealCluster(master, agents, "linux-e2e", "linux-e2e-2", base)
+        trio.run(wait_for_agents, cluster.url, list(names))
         yield cluster
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(10)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        for agent in agents:
+            agent.send_signal(signal.SIGTERM)
+        for agent in agents:
+            try:
+                agent.wait(10)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
         master.stop()
-        print(f"--- agent log ({log}) ---\n" + log.read_text(errors="replace")[-3000:])
+        for log in logs:
+            print(f"--- {log} ---\n" + log.read_text(errors="replace")[-2000:])
         print(f"--- master log ({master.log_path}) ---\n"
               + Path(master.log_path).read_text(errors="replace")[-3000:])
 
