@@ -297,19 +297,30 @@ def micropython_available() -> bool:
     return shutil.which("micropython") is not None and (REPO / "micro_agent" / "agent.py").exists()
 
 
+class AgentsNotReady(Exception):
+    """Some agents did not register in time; `missing` names them."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(f"not registered: {', '.join(self.missing)}")
+
+
 async def wait_for_agents(master: str, operator_token: str, names: Sequence[str],
                           timeout_s: float = AGENT_READY_TIMEOUT_S) -> None:
-    """Until every agent in `names` is active at the master."""
-    with trio.fail_after(timeout_s):
+    """Until every agent in `names` is active at the master; AgentsNotReady after
+    `timeout_s`."""
+    missing = set(names)
+    with trio.move_on_after(timeout_s):
         while True:
             try:
                 state = await fetch_state(master, operator_token)
-                active = {a.name for a in state.agents if a.state == "active"}
-                if set(names) <= active:
+                missing = set(names) - {a.name for a in state.agents if a.state == "active"}
+                if not missing:
                     return
             except StateError:
                 pass
             await trio.sleep(POLL_S)
+    raise AgentsNotReady(sorted(missing))
 
 
 class Console:
@@ -338,6 +349,7 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
     master_ws, master_coap = f"ws://{ready['ws']}", str(ready["coap"])
     console.say(f"master up: WebSocket {master_ws}, CoAP {master_coap}")
     agents: list[str] = []
+    children: dict[str, Child] = {}
 
     if settings.linux_agent:
         executors = ["wasm"]
@@ -350,8 +362,9 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
         config = work / "agent.toml"
         config.write_text(linux_agent_toml("linux-1", master_ws, tokens.agent, work, executors,
                                            settings))
-        await nursery.start(supervise, Child("linux agent", [
-            sys.executable, "-m", "edgerm_agent", str(config)], logs / "linux-agent.log"))
+        child = children["linux-1"] = Child("linux agent", [
+            sys.executable, "-m", "edgerm_agent", str(config)], logs / "linux-agent.log")
+        await nursery.start(supervise, child)
         agents.append("linux-1")
         console.say(f"Linux agent linux-1 starting (executors: {', '.join(executors)}; "
                     f"sensors: {', '.join(settings.sensors)})"
@@ -368,15 +381,23 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
         # ".frozen" keeps the interpreter's frozen modules (asyncio) importable.
         env = dict(os.environ, MICROPYPATH=f"{REPO / 'micro_agent'}:.frozen")
         micropython = shutil.which("micropython") or "micropython"
-        await nursery.start(supervise, Child("MicroPython agent", [
+        child = children["micro-1"] = Child("MicroPython agent", [
             micropython, "-X", "heapsize=256k", str(REPO / "micro_agent" / "main.py"),
-            str(config)], logs / "micro-agent.log", env=env, cwd=work))
+            str(config)], logs / "micro-agent.log", env=env, cwd=work)
+        await nursery.start(supervise, child)
         agents.append("micro-1")
         console.say("MicroPython agent micro-1 starting (CoAP; sensor: temp)")
     elif settings.micropython == "auto":
         console.say("no MicroPython agent (needs `micropython` on PATH and micro_agent/)")
 
-    await wait_for_agents(master_ws, tokens.operator, agents)
+    try:
+        await wait_for_agents(master_ws, tokens.operator, agents)
+    except AgentsNotReady as e:
+        for name in e.missing:
+            child = children[name]
+            console.say(f"{name} did not register within {AGENT_READY_TIMEOUT_S:g} s; the end "
+                        f"of {child.log}:\n{child.log_tail()}")
+        raise
     console.say(f"agents registered: {', '.join(agents) or 'none'}")
     return RunningCluster(master_ws, master_coap, tokens, agents, data_dir)
 
@@ -516,8 +537,7 @@ async def run(settings: ClusterSettings, out: TextIO = sys.stdout) -> int:
                                 "`edgerm run --wasm examples/wasm/build/hello.wasm --arg hi` "
                                 "(Ctrl-C stops it)")
                     await trio.sleep_forever()
-            except trio.TooSlowError:
-                console.say(f"the agents did not register in time; see {data_dir / 'logs'}")
+            except AgentsNotReady:
                 code = 1
             nursery.cancel_scope.cancel()
     except ChildDied as e:
