@@ -32,7 +32,6 @@ import os
 import secrets
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -43,8 +42,9 @@ from typing import Any, TextIO
 
 import trio
 
-from edgerm.cli import StateError, fetch_state
+from edgerm.cli import StateError, fetch_state, format_output
 from edgerm.framework import (
+    MICROPYTHON,
     WASM,
     ConnectionLost,
     Constraints,
@@ -53,6 +53,7 @@ from edgerm.framework import (
     OffersEvent,
     OutputEvent,
     UpdateEvent,
+    micropython_task,
     reason_name,
     state_name,
     wasm_task,
@@ -446,67 +447,97 @@ async def build_sampler(console: Console) -> bytes:
 
 
 def format_reading(data: bytes, unit: str) -> str:
-    """The sampler publishes each reading as a little-endian f64."""
-    if len(data) == 8:
-        (value,) = struct.unpack("<d", data)
-        return f"{value:.2f} {unit}".strip()
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return data.hex()
+    """A reading as published: the WASM sampler sends a little-endian f64, the MicroPython
+    sampler text."""
+    shown = format_output(data, "auto")
+    if len(data) == 8 or shown == data.decode("utf-8", "replace").rstrip("\n"):
+        try:
+            return f"{float(shown):.2f} {unit}".strip()
+        except ValueError:
+            pass
+    return shown
+
+
+@dataclass
+class DemoJob:
+    """One sampler of the demo: what it needs, what it runs, what became of it."""
+
+    label: str                      # "WASM sampler"
+    want: Constraints
+    build: Any                      # (offer) -> pb.TaskSpec
+    unit: str
+    task_id: str = ""
+    agent: str = ""
+    readings: int = 0
+    final: pb.TaskStatus | None = None
+
+
+MICRO_SAMPLER = REPO / "micro_agent" / "examples" / "sampler.py"
 
 
 async def run_demo(cluster: RunningCluster, settings: ClusterSettings, console: Console,
                    timeout_s: float = 60.0) -> bool:
-    """Upload the WASM sampler, launch it on a `temp`-offering WASM agent, show its progress and
-    readings. True when the task FINISHED."""
-    module_bytes = await build_sampler(console)
+    """Upload the WASM sampler, launch it on a `temp`-offering WASM agent (and, when the
+    MicroPython agent is up, the MicroPython sampler on it), show progress and readings.
+    True when every sampler FINISHED."""
+    wasm_bytes = await build_sampler(console)
     sensor = "temp"
-    unit = settings.sensors.get(sensor, ("",))[0]
-    want = Constraints(cpus=0.1, mem_mb=16, devices=[sensor], executors=[WASM])
+    samples, period = str(settings.samples), str(settings.period_ms)
     with trio.fail_after(timeout_s):
         async with Framework.connect(cluster.master_ws, name="edgerm-demo",
                                      token=cluster.tokens.framework,
                                      failover_timeout_s=10) as fw:
             console.say(f"demo framework subscribed ({fw.framework_id})")
-            module = await fw.upload(module_bytes, name="sampler.wasm")
-            console.say(f"uploaded sampler.wasm, sha256 {module.hex[:16]}…")
-            task_id = f"demo-sampler-{secrets.token_hex(3)}"
-            launched_on = ""
-            readings = 0
-            final: pb.TaskStatus | None = None
+            wasm = await fw.upload(wasm_bytes, name="sampler.wasm")
+            console.say(f"uploaded sampler.wasm, sha256 {wasm.hex[:16]}…")
+            wasm_want = Constraints(cpus=0.1, mem_mb=16, devices=[sensor], executors=[WASM])
+            jobs = [DemoJob("WASM sampler", wasm_want, lambda offer: wasm_task(
+                wasm, name="sampler", resources=wasm_want.resources(offer),
+                args=[sensor, samples, period]), settings.sensors.get(sensor, ("",))[0])]
+            if "micro-1" in cluster.agents and MICRO_SAMPLER.exists():
+                mp = await fw.upload(MICRO_SAMPLER.read_bytes(), pb.MICROPYTHON_SOURCE,
+                                     name="sampler.py")
+                mp_want = Constraints(cpus=0.01, devices=[sensor], executors=[MICROPYTHON],
+                                      agent_name="micro-1")
+                jobs.append(DemoJob("MicroPython sampler", mp_want, lambda offer: micropython_task(
+                    mp, name="sampler", resources=mp_want.resources(offer), args=[samples],
+                    env={"PERIOD_MS": period}), "Cel"))
+            by_task: dict[str, DemoJob] = {}
             async for ev in fw.events():
                 if isinstance(ev, OffersEvent):
                     for offer in ev.offers:
-                        if launched_on or not want.match(offer):
+                        job = next((j for j in jobs if not j.task_id and j.want.match(offer)),
+                                   None)
+                        if job is None:
                             await fw.decline(offer.offer_id, refuse_seconds=5)
                             continue
-                        spec = wasm_task(module, name="sampler", resources=want.resources(offer),
-                                         args=[sensor, str(settings.samples),
-                                               str(settings.period_ms)])
-                        await fw.launch(offer, task_id, spec)
-                        launched_on = offer.agent_name
-                        console.say(f"launched {task_id} on {offer.agent_name}: "
-                                    f"{settings.samples} readings of {sensor}, "
-                                    f"{settings.period_ms} ms apart")
-                elif isinstance(ev, UpdateEvent) and ev.task_id == task_id:
-                    s = ev.status
-                    extra = f" ({reason_name(s.reason)})" if s.reason else ""
-                    extra += f": {s.message.strip()}" if s.message.strip() else ""
-                    console.say(f"task {state_name(s.state)}{extra}")
+                        task_id = f"demo-{job.label.split()[0].lower()}-{secrets.token_hex(3)}"
+                        await fw.launch(offer, task_id, job.build(offer))
+                        job.task_id, job.agent = task_id, offer.agent_name
+                        by_task[task_id] = job
+                        console.say(f"launched {task_id} ({job.label}) on {offer.agent_name}: "
+                                    f"{samples} readings of {sensor}, {period} ms apart")
+                elif isinstance(ev, UpdateEvent) and ev.task_id in by_task:
+                    job, st = by_task[ev.task_id], ev.status
+                    extra = f" ({reason_name(st.reason)})" if st.reason else ""
+                    extra += f": {st.message.strip()}" if st.message.strip() else ""
+                    console.say(f"{job.label} on {job.agent}: task {state_name(st.state)}{extra}")
                     if ev.terminal:
-                        final = s
-                        break
-                elif isinstance(ev, OutputEvent) and ev.task_id == task_id:
-                    readings += 1
-                    console.say(f"reading {readings}: {sensor} = {format_reading(ev.data, unit)}")
+                        job.final = st
+                        if all(j.final is not None for j in jobs):
+                            break
+                elif isinstance(ev, OutputEvent) and ev.task_id in by_task:
+                    job = by_task[ev.task_id]
+                    job.readings += 1
+                    console.say(f"{job.label} on {job.agent}: reading {job.readings}: "
+                                f"{sensor} = {format_reading(ev.data, job.unit)}")
                 elif isinstance(ev, ConnectionLost):
                     console.say(f"demo framework lost its connection ({ev.reason}); "
                                 f"re-connecting")
             await fw.teardown()
-    ok = final is not None and final.state == pb.FINISHED
-    console.say(f"demo {'finished' if ok else 'failed'}: {readings} readings from "
-                f"{launched_on or 'no agent'}")
+    ok = all(j.final is not None and j.final.state == pb.FINISHED for j in jobs)
+    console.say(f"demo {'finished' if ok else 'failed'}: " + ", ".join(
+        f"{j.readings} readings from {j.agent or 'no agent'} ({j.label})" for j in jobs))
     return ok
 
 

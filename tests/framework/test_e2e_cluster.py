@@ -35,12 +35,18 @@ async def test_demo_only_reaches_the_wasm_tasks_output(tmp_path: Path, wasm_modu
     out = done.stdout.decode()
     assert done.returncode == 0, out + done.stderr.decode()
     for expected in ("master up", "Linux agent linux-1 starting", "agents registered",
-                     "uploaded sampler.wasm", "launched demo-sampler-", "task RUNNING",
-                     "reading 1: temp = ", "reading 3: temp = ", "task FINISHED",
-                     "demo finished: 3 readings from linux-1", "stopped"):
+                     "uploaded sampler.wasm", "(WASM sampler) on linux-1",
+                     "WASM sampler on linux-1: task RUNNING",
+                     "WASM sampler on linux-1: reading 1: temp = ",
+                     "WASM sampler on linux-1: reading 3: temp = ",
+                     "WASM sampler on linux-1: task FINISHED",
+                     "demo finished: 3 readings from linux-1 (WASM sampler)", "stopped"):
         assert expected in out, out
     if shutil.which("micropython"):
+        # The MicroPython agent joins, and runs the MicroPython sampler over CoAP.
         assert "agents registered: linux-1, micro-1" in out, out
+        assert "MicroPython sampler on micro-1: reading 3: temp = 21.50 Cel" in out, out
+        assert "3 readings from micro-1 (MicroPython sampler)" in out, out
     tokens = json.loads((data / "tokens.json").read_text())
     assert tokens["framework"] in out           # where the tokens are is printed
     assert oct((data / "tokens.json").stat().st_mode & 0o777) == "0o600"
@@ -112,4 +118,6 @@ def test_embedded_agent_config_is_valid_for_the_linux_agent(tmp_path: Path) -> N
 def test_readings_are_shown_as_numbers() -> None:
     import struct
     assert format_reading(struct.pack("<d", 21.456), "Cel") == "21.46 Cel"
-    assert format_reading(b"21.5", "") == "21.5"
+    assert format_reading(b"21.5", "Cel") == "21.50 Cel"
+    assert format_reading(b"21.12345", "") == "21.12"   # 8 bytes of text stay text
+    assert format_reading(b"\x00\x01", "") == "0001"
