@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import hmac
 import math
 import os
 from collections import deque
@@ -37,10 +38,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgerm.resources import Res, ResourceError
-from edgerm.wire import PROTOCOL_VERSION, DecodeError, Limits, decode, encode, pb, sign, verify
+from edgerm.wire import (
+    PROTOCOL_VERSION,
+    DecodeError,
+    Limits,
+    compute_mac,
+    decode,
+    encode,
+    pb,
+    sign,
+    verify,
+)
 from edgerm_master import records as rec
 from edgerm_master.allocator import Allocator
 from edgerm_master.defaults import MasterConfig
+from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
 from edgerm_master.modules import ModuleError, check_module
 from edgerm_master.replies import build_reply
 from edgerm_master.store import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHABLE, Snapshot
@@ -536,6 +548,20 @@ class Master:
         if len(data) > self.config.agent_message_max:
             return self._agent_error(E.TOO_LARGE, f"AgentCall of {len(data)} bytes is over the "
                                      f"limit of {self.config.agent_message_max}")
+        fast = parse_steady_heartbeat_untrusted(data)
+        if fast is not None:
+            aid, seq, mac, unsigned, ack = fast
+            agent = self.agents.get(aid)
+            if (agent is not None and agent.synced and agent.state == ACTIVE_STATE
+                    and seq > agent.seq
+                    and hmac.compare_digest(compute_mac(agent.secret, unsigned), mac)):
+                agent.seq = seq
+                agent.last_seen = now
+                agent.transport = transport
+                if ack > agent.command_ack:
+                    self._ack_commands(agent, min(ack, agent.next_command - 1))
+                return self._reply(agent, seq)
+            # Anything unusual about it: the general path decides (and gives the same answer).
         try:
             call = decode(pb.AgentCall, data, self._agent_limits)
         except DecodeError as e:

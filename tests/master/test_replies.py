@@ -37,3 +37,38 @@ def test_build_reply_matches_sign(seq: int, ack: int, cmds: list[pb.Command],
     assert got == want
     if signed:
         assert verify(decode(pb.AgentReply, got), secret)
+
+
+# --- the steady-heartbeat fast path agrees with the codec
+
+
+@given(aid=st.integers(1, 2**32 - 1), seq=st.integers(1, 2**32 - 1),
+       ack=st.integers(0, 2**32 - 1))
+def test_fast_path_reads_what_the_codec_writes(aid: int, seq: int, ack: int) -> None:
+    from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
+
+    secret = b"s" * 16
+    call = pb.AgentCall(agent_id=aid, seq=seq, heartbeat=pb.Heartbeat(command_ack=ack))
+    data = sign(call, secret)
+    got = parse_steady_heartbeat_untrusted(data)
+    assert got is not None
+    g_aid, g_seq, mac, unsigned, g_ack = got
+    call.ClearField("mac")
+    assert (g_aid, g_seq, g_ack, unsigned) == (aid, seq, ack, encode(call))
+
+
+@given(st.binary(max_size=40))
+def test_fast_path_never_raises(data: bytes) -> None:
+    from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
+
+    parse_steady_heartbeat_untrusted(data)
+
+
+def test_fast_path_declines_other_calls() -> None:
+    from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
+
+    secret = b"s" * 16
+    for call in (pb.AgentCall(agent_id=1, seq=2, status=pb.StatusUpdate(update_id=1)),
+                 pb.AgentCall(agent_id=1, seq=2, heartbeat=pb.Heartbeat(
+                     resources=pb.Resources(cpus=1)))):
+        assert parse_steady_heartbeat_untrusted(sign(call, secret)) is None

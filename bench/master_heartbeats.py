@@ -1,0 +1,190 @@
+"""Heartbeats per second the master sustains over real CoAP on loopback, with round-trip
+percentiles. The master runs as its own process (`python -m edgerm_master`); the load
+generator is a second process speaking raw CoAP over UDP (a hand-rolled encoder, so it costs
+the master's side as little as possible): it registers `--agents` agents, then keeps
+`--window` signed heartbeats (CON POST `a`, 2-byte token, Content-Format 60) in flight for
+`--seconds`, each agent with at most one outstanding call.
+
+    python bench/master_heartbeats.py [--agents 2000] [--window 64] [--seconds 10]
+
+Prints JSON lines {"metric", "value", "unit", "goal"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from edgerm.wire import decode, encode, pb, sign  # noqa: E402
+from edgerm_master.testing import MasterProcess  # noqa: E402
+
+
+def emit(metric: str, value: float, unit: str, goal: str = "") -> None:
+    print(json.dumps({"metric": metric, "value": round(value, 3), "unit": unit, "goal": goal}),
+          flush=True)
+
+
+def coap_post(mid: int, token: bytes, payload: bytes) -> bytes:
+    # CON POST, TKL 2 | Uri-Path "a" (option 11) | Content-Format 60 (option 12) | payload
+    return (bytes((0x42, 0x02)) + mid.to_bytes(2, "big") + token + b"\xb1a\x11\x3c\xff"
+            + payload)
+
+
+def coap_parse(data: bytes) -> tuple[int, bytes, bytes]:
+    """(code, token, payload) of a piggybacked response."""
+    tkl = data[0] & 0x0F
+    code = data[1]
+    token = data[4:4 + tkl]
+    i = 4 + tkl
+    while i < len(data) and data[i] != 0xFF:
+        b = data[i]
+        i += 1
+        delta, length = b >> 4, b & 0x0F
+        for v in (delta, length):
+            if v == 13:
+                i += 1
+            elif v == 14:
+                i += 2
+        if length == 13:
+            length = data[i - 1] + 13
+        elif length == 14:
+            length = int.from_bytes(data[i - 2:i], "big") + 269
+        i += length
+    return code, token, data[i + 1:] if i < len(data) else b""
+
+
+def loadgen(host: str, port: int, n_agents: int, window: int, seconds: float) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.connect((host, port))
+    mid = 0
+    tok = 0
+
+    def rpc(payload: bytes) -> bytes:
+        nonlocal mid, tok
+        for _ in range(5):
+            mid = (mid + 1) & 0xFFFF
+            tok = (tok + 1) & 0xFFFF
+            token = tok.to_bytes(2, "big")
+            sock.send(coap_post(mid, token, payload))
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                r, _, _ = select.select([sock], [], [], 0.5)
+                if r:
+                    code, t, body = coap_parse(sock.recv(65535))
+                    if t == token:
+                        return body
+        raise RuntimeError("no answer")
+
+    agents = []  # [agent_id, secret, seq]
+    for i in range(n_agents):
+        reg = pb.AgentCall(seq=1, register=pb.Register(
+            name=f"bench-{i}", protocol_version=1, token="agent-token",
+            resources=pb.Resources(cpus=1, mem_mb=64)))
+        reply = decode(pb.AgentReply, rpc(encode(reg)))
+        agents.append([reply.registered.agent_id, reply.registered.secret, 1])
+    sock.setblocking(False)
+    inflight: dict[bytes, tuple[int, float]] = {}  # token -> (agent index, sent)
+    idle = list(range(len(agents)))
+    rtts: list[float] = []
+    errors = 0
+    timeouts = 0
+    clock = time.perf_counter
+
+    def send_one() -> None:
+        nonlocal mid, tok
+        idx = idle.pop()
+        ag = agents[idx]
+        ag[2] += 1
+        data = sign(pb.AgentCall(agent_id=ag[0], seq=ag[2], heartbeat=pb.Heartbeat()), ag[1])
+        mid = (mid + 1) & 0xFFFF
+        tok = (tok + 1) & 0xFFFF
+        token = tok.to_bytes(2, "big")
+        inflight[token] = (idx, clock())
+        try:
+            sock.send(coap_post(mid, token, data))
+        except BlockingIOError:
+            pass
+
+    start = clock()
+    end = start + seconds
+    while len(inflight) < window and idle:
+        send_one()
+    while True:
+        now = clock()
+        if now >= end:
+            break
+        r, _, _ = select.select([sock], [], [], 0.05)
+        if r:
+            while True:
+                try:
+                    data = sock.recv(65535)
+                except BlockingIOError:
+                    break
+                code, token, _ = coap_parse(data)
+                entry = inflight.pop(token, None)
+                if entry is None:
+                    continue
+                idx, sent = entry
+                rtts.append(clock() - sent)
+                if code != 0x44:
+                    errors += 1
+                idle.append(idx)
+        now = clock()
+        for token, (idx, sent) in list(inflight.items()):
+            if now - sent > 2.0:  # lost: count it and move on
+                del inflight[token]
+                timeouts += 1
+                idle.append(idx)
+        while len(inflight) < window and idle and clock() < end:
+            send_one()
+    elapsed = clock() - start
+    rtts.sort()
+
+    def pct(p: float) -> float:
+        return rtts[min(len(rtts) - 1, int(p * len(rtts)))] * 1000 if rtts else float("nan")
+
+    print(json.dumps({"ok": len(rtts) - errors, "errors": errors, "timeouts": timeouts,
+                      "elapsed": elapsed, "p50": pct(0.50), "p99": pct(0.99),
+                      "agents": n_agents, "window": window}), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--agents", type=int, default=2000)
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--loadgen", nargs=2, metavar=("HOST", "PORT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.loadgen:
+        loadgen(args.loadgen[0], int(args.loadgen[1]), args.agents, args.window, args.seconds)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        master = MasterProcess(d, heartbeat_ms=600_000, extra=["--log-level", "warning"])
+        master.start()
+        try:
+            out = subprocess.run(
+                [sys.executable, __file__, "--loadgen", master.coap[0], str(master.coap[1]),
+                 "--agents", str(args.agents), "--window", str(args.window),
+                 "--seconds", str(args.seconds)],
+                check=True, capture_output=True, text=True)
+        finally:
+            master.stop()
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    emit("heartbeats_per_s_coap", r["ok"] / r["elapsed"], "1/s", ">= 5000")
+    emit("heartbeat_rtt_p50_coap", r["p50"], "ms")
+    emit("heartbeat_rtt_p99_coap", r["p99"], "ms", "<= 50")
+    emit("heartbeat_errors", r["errors"] + r["timeouts"], "count", "0")
+
+
+if __name__ == "__main__":
+    main()
