@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -85,3 +86,30 @@ async def test_listing_with_a_wrong_operator_token_fails(real_cluster, wasm_modu
     done = await edgerm(real_cluster, "agents", "--operator-token", "wrong")
     assert done.returncode == 4
     assert "UNAUTHENTICATED" in done.stderr.decode()
+
+
+async def test_ctrl_c_kills_the_task_and_exits_130(real_cluster, wasm_modules) -> None:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "edgerm.cli", "run", "--wasm",
+         str(WASM_DIR / "build" / "spin.wasm"), "--task-id", "cli-spin"],
+        env=real_cluster.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = b""
+    try:
+        with trio.fail_after(30):
+            while b"cli-spin  RUNNING" not in err:
+                chunk = await proc.stderr.receive_some(4096)
+                assert chunk, err.decode()
+                err += chunk
+            proc.send_signal(signal.SIGINT)
+            while chunk := await proc.stderr.receive_some(4096):
+                err += chunk
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = err.decode()
+    assert code == 130, text
+    assert "interrupted: killing task cli-spin" in text
+    assert "cli-spin  KILLED  (KILL_REQUESTED)" in text

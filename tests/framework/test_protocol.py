@@ -6,6 +6,8 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgerm.framework import (
     Backoff,
@@ -179,3 +181,31 @@ def test_endpoint_urls() -> None:
     assert endpoint_url("ws://h:5690", "/framework") == "ws://h:5690/framework"
     assert endpoint_url("h:5690", "/state") == "ws://h:5690/state"
     assert endpoint_url("ws://h:5690/framework", "/state") == "ws://h:5690/state"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_frames_never_raise(data: bytes) -> None:
+    core = subscribed_core()
+    events = core.receive_frame(data, now=1.0)
+    assert all(not isinstance(e, Subscribed) for e in events)
+    assert core.framework_id == "fw-7" and core.subscribed
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["t1", "t2"]), st.integers(1, 11),
+                          st.binary(min_size=0, max_size=2)), max_size=30))
+def test_every_update_with_a_uuid_is_acknowledged_and_delivered_once(updates) -> None:
+    core = subscribed_core()
+    delivered: list[tuple[str, bytes]] = []
+    acked: set[tuple[str, bytes]] = set()
+    for task_id, state, uuid in updates:
+        status = pb.TaskStatus(task_id=task_id, state=state, uuid=uuid)
+        for e in core.receive_frame(ev(update=status), 1.0):
+            assert isinstance(e, UpdateEvent)
+            delivered.append((task_id, uuid))
+        for call in sent(core.frames_to_send()):
+            acked.add((call.acknowledge.task_id, call.acknowledge.uuid))
+    with_uuid = {(t, u) for t, _, u in updates if u}
+    assert acked == with_uuid
+    assert len([d for d in delivered if d[1]]) == len(with_uuid)
