@@ -520,6 +520,10 @@ async def _run_task(fw: Framework, args: argparse.Namespace, constraints: Constr
                 progress.update(ev.status, agents)
                 if ev.terminal:
                     terminal = ev.status
+                    if args.docker and terminal.message:
+                        # A container's output is its log (the tail the agent reports), as
+                        # `docker run` would print it.
+                        print(terminal.message.rstrip("\n"), file=progress.out, flush=True)
             elif isinstance(ev, OutputEvent) and ev.task_id == task_id:
                 progress.output(ev)
             elif isinstance(ev, ConnectionLost):

@@ -435,3 +435,75 @@ class TcpRelay:
     def cut(self) -> None:
         for scope in list(self._scopes):
             scope.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# A private Docker engine (ENVIRONMENT.md's recipe) with a local busybox image
+
+BUSYBOX_IMAGE = "edgerm-fw/busybox:1"
+
+
+def _busybox_rootfs_tar(path: Path) -> None:
+    import tarfile
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise RuntimeError("busybox-static is not installed (apt-get install busybox-static)")
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("bin")
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        tar.addfile(info)
+        tar.add(busybox, "bin/busybox")
+        for applet in ("sh", "echo", "sleep", "cat"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            tar.addfile(link)
+
+
+@pytest.fixture(scope="module")
+def docker_host() -> Iterator[str]:
+    """A dockerd of our own for this module; yields its DOCKER_HOST. Fails (never skips) with
+    the engine's log when it cannot start."""
+    import time
+
+    import docker
+
+    d = Path("/tmp") / f"edgerm-fw-dockerd-{os.getpid()}"    # short: a unix socket path
+    d.mkdir(parents=True, exist_ok=True)
+    host = f"unix://{d}/docker.sock"
+    with open(d / "dockerd.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
+             "--data-root", str(d / "data"), "--exec-root", str(d / "exec"),
+             "--pidfile", str(d / "dockerd.pid"), "-H", host],
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        client = None
+        deadline = time.monotonic() + 30
+        while client is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                client = docker.DockerClient(base_url=host, timeout=10)
+                client.ping()
+            except Exception:  # noqa: BLE001 - not up yet
+                client = None
+                time.sleep(0.1)
+        if client is None:
+            raise RuntimeError("dockerd did not start:\n"
+                               + (d / "dockerd.log").read_text(errors="replace")[-3000:])
+        _busybox_rootfs_tar(d / "busybox.tar")
+        repo, tag = BUSYBOX_IMAGE.split(":")
+        client.api.import_image_from_data((d / "busybox.tar").read_bytes(), repository=repo,
+                                          tag=tag)
+        client.close()
+        yield host
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["umount", str(d / "exec" / "netns" / "default")],
+                       stderr=subprocess.DEVNULL, check=False)
+        shutil.rmtree(d, ignore_errors=True)
