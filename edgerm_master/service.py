@@ -201,6 +201,9 @@ class MasterService:
             await obs.notify(data, content_format=CONTENT_FORMAT_CBOR)
         except ObservationGone:
             self._drop_agent_channel(agent_id, obs)
+        except Exception:
+            log.exception("notifying agent %d failed", agent_id)
+            self._drop_agent_channel(agent_id, obs)
 
     def _drop_agent_channel(self, agent_id: int, channel: object) -> None:
         if self._agent_push.get(agent_id) is channel:
@@ -226,7 +229,11 @@ class MasterService:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
-            core.handle_timer(self.clock())
+            try:
+                core.handle_timer(self.clock())
+            except Exception:
+                log.exception("handle_timer failed")
+                await trio.sleep(0.1)
             if core.has_output():
                 self._kick.set()
 
@@ -321,6 +328,9 @@ class MasterService:
                 await self._ws_state(ws)
         except ConnectionClosed:
             pass
+        except Exception:
+            # A bug must cost one connection, never the master (handlers share its nursery).
+            log.exception("websocket %s handler failed", path)
         finally:
             with trio.move_on_after(1):
                 await ws.aclose()

@@ -1,0 +1,35 @@
+"""Configuration: TOML keys, flags on top, validation, --dev tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from edgerm_master.config import ConfigError, load_config, parse_args
+
+
+def test_toml_then_flags(tmp_path: Any) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('heartbeat_ms = 2000\nagent_tokens = ["a1", "a2"]\n'
+                    'lost_after_s = 30\n[role_weights]\nprod = 2.5\n')
+    cfg, generated = parse_args(["--config", str(path), "--heartbeat-ms", "500",
+                                 "--framework-token", "f", "--coap-port", "0"])
+    assert cfg.heartbeat_ms == 500 and cfg.agent_tokens == ["a1", "a2"]
+    assert cfg.lost_after_s == 30.0 and cfg.role_weights == {"prod": 2.5}
+    assert cfg.framework_tokens == ["f"] and cfg.coap_port == 0 and generated == {}
+
+
+@pytest.mark.parametrize("text", ["nope = 1", "heartbeat_ms = 'x'", "heartbeat_ms = 0",
+                                  "agent_tokens = 3", "lost_after_s = -1", "[broken"])
+def test_bad_config_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError):
+        load_config(text)
+
+
+def test_dev_generates_missing_tokens() -> None:
+    cfg, generated = parse_args(["--dev", "--agent-token", "mine"])
+    assert cfg.agent_tokens == ["mine"]
+    assert set(generated) == {"framework_token", "operator_token"}
+    assert cfg.framework_tokens == [generated["framework_token"]]
+    assert len(generated["operator_token"]) >= 16
