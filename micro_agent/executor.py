@@ -57,6 +57,10 @@ _cache = "cache"
 _szx = 5
 _max_module = 16384
 _t0 = ticks_ms()
+# Import name -> Event set when its download ends. Tasks launched together with one module
+# must not write the same ".part" file at once (they would truncate and rename it under each
+# other): the first downloads, the others wait for it.
+_fetching = {}
 
 
 def setup(report, publish, cache="cache", szx=5, max_module=16384):
@@ -108,10 +112,21 @@ async def fetch(sha, size):
     Raises _Refused(ERROR, reason, text) when it cannot be had. Source or .mpy is told by the
     bytes (an .mpy starts with "M" and a small version byte), so a prefetch needs no format."""
     name = _name(sha)
+    while name in _fetching:  # another task is downloading it: wait, then use what it got
+        await _fetching[name].wait()
     if _cached(name):
         return name
     if size > _max_module:
         raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module of %d bytes over %d" % (size, _max_module))
+    done = _fetching[name] = asyncio.Event()
+    try:
+        return await _download(sha, name)
+    finally:
+        del _fetching[name]
+        done.set()
+
+
+async def _download(sha, name):
     h = hashlib.sha256()
     got = [0, b""]
     tmp = _cache + "/" + name + ".part"
