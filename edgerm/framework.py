@@ -410,6 +410,7 @@ class FrameworkProtocol:
         self.heartbeat_interval_s = 0.0
         self.weight = 0.0
         self.offers: dict[str, pb.Offer] = {}
+        self._offer_expiry: dict[str, float] = {}   # offer id -> when the master drops it
         self.tasks: dict[str, pb.TaskStatus] = {}
         self.bad_frames = 0
         self._next_call_id = 1
@@ -510,6 +511,7 @@ class FrameworkProtocol:
             log.warning("dropped an undecodable frame from the master: %s", e)
             return []
         self._last_rx = now
+        self._expire_offers(now)
         kind = ev.WhichOneof("event")
         if ev.call_id and ev.call_id == self._subscribe_call_id and not self.subscribed:
             return self._answer_to_subscribe(ev, kind)
@@ -520,6 +522,8 @@ class FrameworkProtocol:
             offers = list(ev.offers.offers)
             for offer in offers:
                 self.offers[offer.offer_id] = offer
+                if offer.expires_in_s > 0:
+                    self._offer_expiry[offer.offer_id] = now + offer.expires_in_s
             return [OffersEvent(offers)] if offers else []
         if kind == "rescind":
             self.offers.pop(ev.rescind.offer_id, None)
@@ -537,6 +541,12 @@ class FrameworkProtocol:
         # ping (liveness already noted), late answers to calls nobody awaits any more, and
         # event kinds from a newer master: nothing for the user.
         return []
+
+    def _expire_offers(self, now: float) -> None:
+        for offer_id, deadline in list(self._offer_expiry.items()):
+            if deadline <= now or offer_id not in self.offers:
+                del self._offer_expiry[offer_id]
+                self.offers.pop(offer_id, None)
 
     def _answer_to_subscribe(self, ev: pb.FrameworkEvent, kind: str | None) -> list[Event]:
         if kind == "error":

@@ -76,6 +76,15 @@ def test_offers_are_tracked_until_used_declined_or_rescinded() -> None:
     assert core.offers == {}
 
 
+def test_offers_expire_when_the_master_says() -> None:
+    core = subscribed_core()
+    offers = [pb.Offer(offer_id="short", expires_in_s=2), pb.Offer(offer_id="long",
+                                                                   expires_in_s=30)]
+    core.receive_frame(ev(offers=pb.Offers(offers=offers)), now=10.0)
+    core.receive_frame(ev(ping=pb.Ping()), now=12.5)
+    assert set(core.offers) == {"long"}
+
+
 def test_updates_with_a_uuid_are_acknowledged_once_delivered_and_resends_hidden() -> None:
     core = subscribed_core()
     status = pb.TaskStatus(task_id="t1", state=pb.RUNNING, uuid=b"u1")
