@@ -27,7 +27,7 @@ from edgerm.wire import pb
 
 __all__ = [
     "TERMINAL", "ACTIVE", "TRANSITIONS", "IllegalTransition", "check_transition", "is_terminal",
-    "state_name",
+    "state_name", "markdown_table",
 ]
 
 S = pb.TaskState
@@ -94,3 +94,12 @@ def check_transition(old: int, new: int) -> None:
 
 def is_terminal(state: int) -> bool:
     return state in TERMINAL
+
+
+def markdown_table() -> str:
+    """The table as Markdown (docs/master.md embeds it; a test keeps the two equal)."""
+    lines = ["| from | may become |", "|---|---|"]
+    for old, new in TRANSITIONS.items():
+        targets = ", ".join(state_name(n) for n in sorted(new)) or "(terminal)"
+        lines.append(f"| {state_name(old)} | {targets} |")
+    return "\n".join(lines) + "\n"

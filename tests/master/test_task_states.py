@@ -47,3 +47,12 @@ def test_terminal_states_have_no_way_out() -> None:
 
 def test_both_lists_partition_all_pairs() -> None:
     assert len(LEGAL) + len(ILLEGAL) == len(ALL) ** 2
+
+
+def test_docs_table_is_current() -> None:
+    import pathlib
+
+    from edgerm_master.task_states import markdown_table
+
+    doc = pathlib.Path(__file__).parents[2] / "docs" / "master.md"
+    assert markdown_table() in doc.read_text(), "regenerate the table in docs/master.md"
