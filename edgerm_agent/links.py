@@ -12,20 +12,27 @@ and checks every message. The shell uses:
 - `await link.fetch_module(sha256, size) -> bytes` when the transport fetches modules outside
   the call channel (CoAP GET `m/<hex>`, Block2); WebSocket returns None and the shell fetches
   through `AgentCore.request_module` instead.
+
+The WebSocket link uses the shared transport (`edgerm.transport.websocket`: connect, keepalive
+pings that close a half-open connection, reconnect with exponential back-off and jitter). The
+CoAP stack is imported only by `CoapLink`, so a WebSocket agent does not carry it in memory.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import trio
 
-from edgerm.coap.codes import Code
-from edgerm.transport.coap import CoapClient, CoapRequestError, open_coap_client
 from edgerm.wire import CONTENT_FORMAT_CBOR, DecodeError, Limits, decode, pb
+
+if TYPE_CHECKING:
+    from edgerm.transport.coap import CoapClient
+    from edgerm.transport.websocket import WsConnection
 
 __all__ = ["Link", "LinkError", "WebSocketLink", "CoapLink", "open_link"]
 
@@ -64,32 +71,41 @@ class Link:
 class WebSocketLink(Link):
     """Binary frames on `/agent`: calls up, replies (seq = call's) and pushes (seq 0) down.
 
-    Resource handling: `run` owns the connection; it reconnects with back-off (capped at
-    `backoff_max_s`) after the master goes away, forever.
+    Resource handling: `run` owns the connection (`run_with_reconnect`); it reconnects with
+    back-off (from `backoff_initial_s`, capped at `backoff_max_s`, jittered) after the master
+    goes away, forever. A call in flight when the connection drops fails with `LinkError`.
     """
 
     def __init__(self, url: str, *, backoff_initial_s: float = 0.2,
-                 backoff_max_s: float = 10.0) -> None:
+                 backoff_max_s: float = 10.0, ping_interval_s: float = 20.0,
+                 ping_timeout_s: float = 10.0, rng: random.Random | None = None) -> None:
         self.url = url
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
-        self._ws: Any = None
+        self.ping_interval_s = ping_interval_s
+        self.ping_timeout_s = ping_timeout_s
+        self.rng = rng or random.Random()
+        self._conn: WsConnection | None = None
         self._connected = trio.Event()
         self._waiting: tuple[int, trio.MemorySendChannel[bytes]] | None = None
+        #: connections made so far (logs and tests).
+        self.connects = 0
 
     async def call(self, data: bytes) -> bytes:
-        from trio_websocket import ConnectionClosed
+        from edgerm.transport.websocket import ConnectionClosed
 
         await self._connected.wait()
-        ws = self._ws
+        conn = self._conn
+        if conn is None:
+            raise LinkError("websocket: not connected")
         seq = _call_seq(data)
         send, receive = trio.open_memory_channel[bytes](1)
         self._waiting = (seq, send)
         try:
             try:
-                await ws.send_message(data)
-            except (ConnectionClosed, trio.BrokenResourceError) as e:
-                raise LinkError(f"websocket: {e}") from None
+                await conn.send(data)
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                raise LinkError(f"websocket: {e!r}") from None
             async with receive:
                 try:
                     return await receive.receive()
@@ -100,32 +116,30 @@ class WebSocketLink(Link):
 
     async def run(self, on_push: PushHandler, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+        from edgerm.transport.websocket import Backoff, WebSocketConfig, run_with_reconnect
 
-        task_status.started()
-        delay = self.backoff_initial_s
-        while True:
+        config = WebSocketConfig(ping_interval=self.ping_interval_s,
+                                 ping_timeout=self.ping_timeout_s,
+                                 max_message_size=_MAX_WS_MESSAGE)
+        backoff = Backoff(initial=self.backoff_initial_s, maximum=self.backoff_max_s)
+
+        async def session(conn: WsConnection) -> None:
+            self._conn = conn
+            self.connects += 1
+            self._connected.set()
             try:
-                async with open_websocket_url(self.url, max_message_size=_MAX_WS_MESSAGE,
-                                              connect_timeout=10) as ws:
-                    self._ws = ws
-                    self._connected.set()
-                    delay = self.backoff_initial_s
-                    while True:
-                        msg = await ws.get_message()
-                        if isinstance(msg, str):
-                            continue  # the protocol is binary only
-                        self._dispatch(msg, on_push)
-            except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError,
-                    trio.TooSlowError):
-                pass
+                while True:
+                    self._dispatch(await conn.receive(), on_push)
             finally:
-                self._ws = None
+                self._conn = None
                 self._connected = trio.Event()
                 if self._waiting is not None:
                     self._waiting[1].close()
-            await trio.sleep(delay)
-            delay = min(self.backoff_max_s, delay * 2)
+
+        task_status.started()
+        while True:  # the session only ends by an error, which reconnects
+            await run_with_reconnect(self.url, session, config=config, backoff=backoff,
+                                     rng=self.rng)
 
     def _dispatch(self, msg: bytes, on_push: PushHandler) -> None:
         try:
@@ -163,6 +177,8 @@ class CoapLink(Link):
         return self._client
 
     async def call(self, data: bytes) -> bytes:
+        from edgerm.transport.coap import CoapRequestError
+
         client = await self._client_ready()
         try:
             resp = await client.post(self.remote, "a", data, content_format=CONTENT_FORMAT_CBOR,
@@ -189,6 +205,9 @@ class CoapLink(Link):
 
     async def _observe(self, data: bytes, on_push: PushHandler,
                        first: trio.MemorySendChannel[bytes]) -> None:
+        from edgerm.coap.codes import Code
+        from edgerm.transport.coap import CoapRequestError
+
         assert self._client is not None
         seq = _call_seq(data)
         delivered = False
@@ -209,6 +228,7 @@ class CoapLink(Link):
             self.observation_alive = False
 
     async def fetch_module(self, sha256: bytes, size: int) -> bytes | None:
+        from edgerm.transport.coap import CoapRequestError
         from edgerm_agent.modules import ModuleUnavailable
 
         client = await self._client_ready()
@@ -224,6 +244,8 @@ class CoapLink(Link):
 
     async def run(self, on_push: PushHandler, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        from edgerm.transport.coap import open_coap_client
+
         async with open_coap_client() as client, trio.open_nursery() as nursery:
             self._client = client
             self._nursery = nursery

@@ -143,9 +143,9 @@ class Agent:
         docker = self.executors.get(pb.DOCKER)
         if docker is not None:
             try:
-                for task, container in (await docker.list_own()).items():
-                    if task not in live:
-                        await docker._call(container.remove, force=True)
+                removed = await docker.remove_orphans(live)
+                if removed:
+                    log.info("docker: removed containers of ended tasks %s", removed)
             except Exception as e:  # engine trouble must not stop the agent
                 log.warning("docker: could not list this agent's containers: %s", e)
         for task in sorted(live):

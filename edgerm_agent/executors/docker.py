@@ -11,6 +11,10 @@ LAUNCH_FAILED; any other Docker error → FAILED EXECUTOR_ERROR for that task on
 
 Resource handling: the container is removed once its terminal state is on disk (the report
 persists it), so a crash in between leaves it for the restarted agent to find.
+
+Memory: the Docker SDK (with requests and urllib3, ~7 MB RSS) is imported when the first task
+runs. Start-up (is the engine there? remove our containers no live task owns) goes through
+`docker_api.EngineApi`, plain HTTP on the engine socket, unless the engine URL needs TLS.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import trio
 
 from edgerm.wire import pb
 from edgerm_agent.executors.base import MAX_MESSAGE, TaskContext, tail_text
+from edgerm_agent.executors.docker_api import EngineApi
 
 __all__ = ["DockerExecutor", "LABEL_AGENT", "LABEL_TASK"]
 
@@ -47,6 +52,8 @@ class DockerExecutor:
         self.pull = pull
         self.device_paths = device_paths or {}
         self._client: Any = None
+        #: the SDK-free client for start-up; None when the URL needs the SDK (TLS, ssh).
+        self.engine = EngineApi.for_url(base_url)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -68,11 +75,39 @@ class DockerExecutor:
 
     async def ping(self) -> bool:
         """True when the engine answers."""
+        if self.engine is not None:
+            return await self._call(self.engine.ping)
         try:
             client = await self._client_async()
             return bool(await self._call(client.ping))
         except Exception:
             return False
+
+    async def remove_orphans(self, live: set[int]) -> list[int]:
+        """Remove this agent's containers whose task is not in `live`; their task numbers.
+
+        Raises: whatever the engine client raises (the caller logs it and goes on).
+        """
+        label = f"{LABEL_AGENT}={self.agent_key}"
+        removed: list[int] = []
+        if self.engine is None:
+            for task, container in (await self.list_own()).items():
+                if task not in live:
+                    await self._call(container.remove, force=True)
+                    removed.append(task)
+            return removed
+        for c in await self._call(self.engine.containers_with_label, label):
+            labels = c.get("Labels") or {}
+            if labels.get(LABEL_AGENT) != self.agent_key:
+                continue  # never touch a stranger's container, whatever the filter did
+            try:
+                task = int(labels.get(LABEL_TASK, ""))
+            except ValueError:
+                continue
+            if task not in live:
+                await self._call(self.engine.remove_container, str(c.get("Id", "")))
+                removed.append(task)
+        return removed
 
     def close(self) -> None:
         if self._client is not None:

@@ -58,7 +58,9 @@ async def test_docker_tasks_finish_fail_oom_and_kill(dagent: AgentProcess, maste
             nursery.cancel_scope.cancel()
         # Finished containers were removed; the stranger was not touched.
         with trio.fail_after(10):
-            while client.containers.list(all=True, filters={"label": LABEL_AGENT}):
+            # The low-level list: containers.list() inspects each one it found and fails on
+            # one the agent removes in between.
+            while client.api.containers(all=True, filters={"label": LABEL_AGENT}):
                 await trio.sleep(0.1)
         assert client.containers.get("not-edgerm").status == "created"
     finally:
@@ -97,3 +99,54 @@ async def test_agent_sigkill_reattaches_to_running_containers(
             nursery.cancel_scope.cancel()
     finally:
         agent.stop()
+
+
+_STARTUP_PROBE = """
+import sys, trio
+from edgerm_agent.executors.docker import DockerExecutor
+
+async def main():
+    ex = DockerExecutor(sys.argv[2], base_url=sys.argv[1])
+    assert await ex.ping()
+    removed = await ex.remove_orphans({7})
+    print(sorted(removed), "docker" in sys.modules, "requests" in sys.modules)
+
+trio.run(main)
+"""
+
+
+def test_startup_talks_to_the_engine_without_the_sdk(docker_engine: str) -> None:
+    """Ping and orphan removal work on the engine socket alone: the SDK (and requests) stay
+    out of an agent that has not run a Docker task yet. Only this agent's containers of tasks
+    that are not live are removed."""
+    import subprocess
+    import sys
+
+    client = docker.DockerClient(base_url=docker_engine)
+    made = []
+    try:
+        for name, key, task in (("orph-ours-3", "k-ours", "3"), ("orph-ours-7", "k-ours", "7"),
+                                ("orph-theirs-3", "k-theirs", "3")):
+            made.append(client.containers.create(IMAGE, ["true"], name=name, labels={
+                LABEL_AGENT: key, "edgerm.task": task}))
+        out = subprocess.run([sys.executable, "-c", _STARTUP_PROBE, docker_engine, "k-ours"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["[3]", "False", "False"], out.stdout
+        left = {c.name for c in client.containers.list(all=True, filters={"name": "orph-"})}
+        assert left == {"orph-ours-7", "orph-theirs-3"}
+    finally:
+        for c in made:
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        client.close()
+
+
+async def test_engine_api_reports_a_missing_engine(tmp_path: Path) -> None:
+    from edgerm_agent.executors.docker import DockerExecutor
+
+    ex = DockerExecutor("k", base_url=f"unix://{tmp_path}/no.sock")
+    assert ex.engine is not None
+    assert not await ex.ping()
