@@ -75,6 +75,11 @@ MISSED_PINGS_BEFORE_RECONNECT = 3
 # Status updates remembered per task to hide re-sends; a task has far fewer transitions.
 MAX_UUIDS_PER_TASK = 32
 
+# Ended tasks whose last status (and re-send filter) the core keeps; older ones are forgotten so
+# a long-lived service framework does not grow without bound. A re-send of a forgotten task's
+# update is then delivered again, which at-least-once delivery allows.
+MAX_ENDED_TASKS = 10_000
+
 # Events arriving from the network may be large (offers of a big cluster, module answers), but
 # a framework never receives module bytes: the default decode limits fit.
 EVENT_LIMITS: Limits = DEFAULT_LIMITS
@@ -420,6 +425,7 @@ class FrameworkProtocol:
         self._disconnected_at: float | None = None
         self._seen_uuids: dict[str, list[bytes]] = {}  # task id -> uuids of delivered updates
         self._output_seq: dict[str, int] = {}    # task id -> last output seq delivered
+        self._ended: dict[str, None] = {}        # ended task ids, oldest first
         self._outbox: list[bytes] = []
 
     # -- connection lifecycle
@@ -580,6 +586,8 @@ class FrameworkProtocol:
                 self._outbox.append(self.acknowledge(task_id, status.uuid)[1])
             return []
         self.tasks[task_id] = status
+        if status.state in TERMINAL_STATES:
+            self._forget_old_tasks(task_id)
         if status.uuid:
             seen.append(status.uuid)
             # A task has a handful of transitions; bound the memory against a master that
@@ -588,6 +596,15 @@ class FrameworkProtocol:
             if self.auto_ack:
                 self._outbox.append(self.acknowledge(task_id, status.uuid)[1])
         return [UpdateEvent(status)]
+
+    def _forget_old_tasks(self, ended: str) -> None:
+        self._ended.pop(ended, None)
+        self._ended[ended] = None
+        while len(self._ended) > MAX_ENDED_TASKS:
+            old = next(iter(self._ended))
+            del self._ended[old]
+            for table in (self.tasks, self._seen_uuids, self._output_seq):
+                table.pop(old, None)
 
     def frames_to_send(self) -> list[bytes]:
         """Frames the core decided to send on its own (acknowledgements, reconciliation)."""

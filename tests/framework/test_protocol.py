@@ -102,6 +102,17 @@ def test_updates_with_a_uuid_are_acknowledged_once_delivered_and_resends_hidden(
     assert core.frames_to_send() == []
 
 
+def test_ended_tasks_beyond_the_limit_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgerm.framework as framework
+    monkeypatch.setattr(framework, "MAX_ENDED_TASKS", 2)
+    core = subscribed_core()
+    core.receive_frame(ev(update=pb.TaskStatus(task_id="live", state=pb.RUNNING)), 1.0)
+    for i in range(4):
+        core.receive_frame(ev(update=pb.TaskStatus(task_id=f"t{i}", state=pb.FINISHED,
+                                                   uuid=b"u")), 1.0)
+    assert set(core.tasks) == {"live", "t2", "t3"}
+
+
 def test_without_auto_ack_nothing_is_acknowledged() -> None:
     core = subscribed_core(auto_ack=False)
     core.receive_frame(ev(update=pb.TaskStatus(task_id="t", state=pb.FINISHED, uuid=b"u")), 1.0)
