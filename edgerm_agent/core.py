@@ -91,6 +91,9 @@ class TaskRecord:
     exit_code: int = 0
     #: update_id of the update that reported `state`; 0 when none is queued.
     update_id: int = 0
+    #: why a kill was asked for this task (0: none). Checkpointed before the kill is carried
+    #: out, so that a task killed across an agent crash is still reported KILLED.
+    kill_reason: int = pb.REASON_UNSPECIFIED
 
     @property
     def terminal(self) -> bool:
@@ -237,7 +240,7 @@ class AgentCore:
             "tasks": [
                 {"task": t.task, "spec": encode(t.spec).hex(), "state": t.state,
                  "reason": t.reason, "message": t.message, "exit_code": t.exit_code,
-                 "update_id": t.update_id}
+                 "update_id": t.update_id, "kill": t.kill_reason}
                 for t in self.tasks.values()
             ],
         }
@@ -268,7 +271,7 @@ class AgentCore:
                 task=int(raw["task"]), spec=decode(pb.TaskSpec, bytes.fromhex(raw["spec"])),
                 state=int(raw["state"]), reason=int(raw.get("reason", 0)),
                 message=str(raw.get("message", "")), exit_code=int(raw.get("exit_code", 0)),
-                update_id=int(raw.get("update_id", 0)))
+                update_id=int(raw.get("update_id", 0)), kill_reason=int(raw.get("kill", 0)))
             self.tasks[rec.task] = rec
 
     # -- inputs --------------------------------------------------------------------------------
@@ -706,6 +709,8 @@ class AgentCore:
         if rec.terminal:
             self._queue_status(rec)  # report the terminal state again
             return
+        rec.kill_reason = pb.KILL_REQUESTED
+        self.dirty = True
         self._events.append(KillTask(task, pb.KILL_REQUESTED))
 
     def _set_state(self, rec: TaskRecord, state: int, reason: int, message: str,

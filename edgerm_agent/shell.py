@@ -77,6 +77,7 @@ class Agent:
         self._save_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._chunks: dict[bytes, trio.MemorySendChannel[ModuleChunk | ModuleFailed]] = {}
+        self._pending_kills: list[tuple[TaskContext, int]] = []
         self.modules = ModuleStore(config.work_dir / "modules", self._fetch_module)
         self.registered = trio.Event()
 
@@ -151,10 +152,19 @@ class Agent:
         for task in sorted(live):
             rec = self.core.tasks[task]
             if rec.executor not in self.executors:
-                self.core.task_changed(task, pb.FAILED, reason=pb.AGENT_RESTARTED,
-                                       message="the agent restarted without this executor")
+                if rec.kill_reason:
+                    self.core.task_changed(task, pb.KILLED, reason=rec.kill_reason,
+                                           message="killed; the agent restarted meanwhile")
+                else:
+                    self.core.task_changed(task, pb.FAILED, reason=pb.AGENT_RESTARTED,
+                                           message="the agent restarted without this executor")
                 continue
             self._start_task(task, rec.spec, recovered=True)
+            if rec.kill_reason:
+                # Asked before the crash (and checkpointed): finish the job.
+                ctx = self.contexts[task]
+                ctx.kill_reason = rec.kill_reason
+                ctx.killed.set()
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -206,8 +216,10 @@ class Agent:
             elif isinstance(ev, KillTask):
                 ctx = self.contexts.get(ev.task)
                 if ctx is not None:
-                    ctx.kill_reason = ev.reason
-                    ctx.killed.set()
+                    # Carried out once the kill request is in the checkpoint (`_save`): a
+                    # crash in between must not turn the kill into an unexplained exit.
+                    self._pending_kills.append((ctx, ev.reason))
+                    self._wake.set()
                 else:
                     self.core.task_changed(ev.task, pb.KILLED, reason=ev.reason)
             elif isinstance(ev, FetchModule):
@@ -275,17 +287,22 @@ class Agent:
         self._wake.set()
 
     async def _save(self) -> None:
+        """Write the checkpoint if the core changed; then carry out the kills it now holds."""
         assert self.core is not None
         async with self._save_lock:
-            if not self.core.dirty:
-                return
-            self.core.dirty = False
-            snap = self.core.snapshot()
-            try:
-                await trio.to_thread.run_sync(self.checkpoint.save, snap)
-            except BaseException:
-                self.core.dirty = True
-                raise
+            kills, self._pending_kills = self._pending_kills, []
+            if self.core.dirty:
+                self.core.dirty = False
+                snap = self.core.snapshot()
+                try:
+                    await trio.to_thread.run_sync(self.checkpoint.save, snap)
+                except BaseException:
+                    self.core.dirty = True
+                    self._pending_kills[:0] = kills
+                    raise
+            for ctx, reason in kills:
+                ctx.kill_reason = reason
+                ctx.killed.set()
 
     async def _call_loop(self) -> None:
         core = self.core

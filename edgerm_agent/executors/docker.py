@@ -152,8 +152,12 @@ class DockerExecutor:
             if ctx.recovered:
                 container = (await self.list_own()).get(ctx.task)
                 if container is None:
-                    ctx.report(pb.FAILED, reason=pb.AGENT_RESTARTED,
-                               message="container gone after the agent restarted")
+                    if ctx.killed.is_set():
+                        ctx.report(pb.KILLED, reason=ctx.kill_reason,
+                                   message="container gone after the agent restarted")
+                    else:
+                        ctx.report(pb.FAILED, reason=pb.AGENT_RESTARTED,
+                                   message="container gone after the agent restarted")
                     return
                 await self._call(container.reload)
                 if container.status in ("created", "running", "restarting", "paused"):

@@ -132,8 +132,12 @@ class WasmExecutor:
         """Run one task to its end, reporting every state through `ctx`."""
         if ctx.recovered:
             # A child process cannot be re-adopted: it died with the previous agent.
-            ctx.report(pb.FAILED, reason=pb.AGENT_RESTARTED,
-                       message="the agent restarted; WASM tasks cannot be re-adopted")
+            if ctx.killed.is_set():
+                ctx.report(pb.KILLED, reason=ctx.kill_reason,
+                           message="killed; the agent restarted meanwhile")
+            else:
+                ctx.report(pb.FAILED, reason=pb.AGENT_RESTARTED,
+                           message="the agent restarted; WASM tasks cannot be re-adopted")
             return
         w = ctx.spec.wasm
         fetched: Any = None

@@ -143,6 +143,23 @@ def test_kill_running_task_asks_the_shell_and_terminal_kill_rereports() -> None:
     assert not p.core.task_changed(1, TS.FINISHED)
 
 
+def test_kill_request_is_checkpointed_before_the_shell_acts_on_it() -> None:
+    p = registered_pair()
+    launch_one(p)
+    p.settle()
+    p.core.task_changed(1, TS.RUNNING)
+    p.core.dirty = False  # as after the shell's last checkpoint
+    p.core.receive_push(sign(pb.AgentReply(commands=[pb.Command(id=50, kill=pb.Kill(task=1))]),
+                             p.core.secret), p.now)
+    assert p.core.dirty  # the shell writes the checkpoint before it kills
+    snap = p.core.snapshot()
+    # The agent dies right after writing it: the new process knows the kill was asked for.
+    core2 = AgentCore(core_config(), rng=random.Random(2), snapshot=snap)
+    rec = core2.tasks[1]
+    assert (rec.state, rec.kill_reason, core2.command_ack) == (TS.RUNNING, pb.KILL_REQUESTED, 50)
+    assert core2.task_changed(1, TS.KILLED, reason=rec.kill_reason)
+
+
 @pytest.mark.parametrize("spec, reason", [
     (pb.TaskSpec(micropython=pb.MicroPythonTask()), pb.UNSUPPORTED_EXECUTOR),
     (pb.TaskSpec(resources=pb.Resources(cpus=3), docker=pb.DockerTask(image="x")),

@@ -4,6 +4,9 @@ the task; the agent touches only containers it labelled."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +153,59 @@ async def test_engine_api_reports_a_missing_engine(tmp_path: Path) -> None:
     ex = DockerExecutor("k", base_url=f"unix://{tmp_path}/no.sock")
     assert ex.engine is not None
     assert not await ex.ping()
+
+
+def _dockerd_pid(docker_host: str) -> int:
+    run_dir = Path(docker_host.removeprefix("unix://")).parent
+    return int((run_dir / "dockerd.pid").read_text().strip())
+
+
+def _kill_reason_in_checkpoint(work_dir: Path, task: int) -> int:
+    try:
+        snap = json.loads((work_dir / "agent.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    for t in snap.get("tasks", []):
+        if t.get("task") == task:
+            return int(t.get("kill", 0))
+    return 0
+
+
+async def test_kill_applied_just_before_an_agent_crash_ends_killed(
+        tmp_path: Path, master: MasterProcess, docker_engine: str) -> None:
+    """The kill command is applied (and checkpointed), the engine is frozen so the container
+    cannot be killed yet, the agent is SIGKILLed. After the restart the task must end KILLED
+    KILL_REQUESTED, whether or not the engine carried out the first kill request when it
+    woke up (exit 137) — never FAILED, never left running."""
+    host, port = master.ws
+    agent = AgentProcess(tmp_path / "agent", f"ws://{host}:{port}/agent",
+                         executors=("docker",), docker_host=docker_engine).start()
+    dockerd = _dockerd_pid(docker_engine)
+    try:
+        async with trio.open_nursery() as nursery:
+            f = await open_framework(nursery, master.ws)
+            await f.launch("long", docker_spec(IMAGE, "sleep", "600"))
+            await f.wait_state("long", TS.RUNNING)
+            os.kill(dockerd, signal.SIGSTOP)
+            try:
+                await f.send(f.fw.kill("long"))
+                with trio.fail_after(15):
+                    while not _kill_reason_in_checkpoint(agent.work_dir, 1):
+                        await trio.sleep(0.005)
+                agent.kill()
+            finally:
+                os.kill(dockerd, signal.SIGCONT)
+            assert TS.KILLED not in f.states("long")  # the crash came first
+            agent.start()
+            st = await f.wait_state("long", TS.KILLED, TS.FAILED, TS.FINISHED, timeout=30)
+            assert (st.state, st.reason) == (TS.KILLED, pb.KILL_REQUESTED), (st, agent.log())
+            nursery.cancel_scope.cancel()
+        client = docker.DockerClient(base_url=docker_engine)
+        try:
+            with trio.fail_after(10):
+                while client.api.containers(all=True, filters={"label": LABEL_AGENT}):
+                    await trio.sleep(0.1)
+        finally:
+            client.close()
+    finally:
+        agent.stop()
