@@ -75,6 +75,8 @@ class AgentConfig:
     docker_pull: bool = False           # pull images missing locally
     wasm_default_mem_mb: float = 16.0   # cap for WASM tasks that ask for no memory
     wasm_stack_kb: int = 64
+    wasm_fetch_attempts: int = 3        # a launch tries to get its module this many times
+    wasm_fetch_retry_s: float = 1.0     # first pause between attempts (doubles each time)
     call_timeout_s: float = 10.0
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
@@ -226,6 +228,8 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
         docker_pull=bool(_get(docker, "pull", bool, "docker.") or False),
         wasm_default_mem_mb=_number(wasm, "default_mem_mb", "wasm.", 16.0) or 16.0,
         wasm_stack_kb=int(_number(wasm, "stack_kb", "wasm.", 64) or 64),
+        wasm_fetch_attempts=max(1, int(_number(wasm, "fetch_attempts", "wasm.", 3) or 3)),
+        wasm_fetch_retry_s=float(_number(wasm, "fetch_retry_s", "wasm.", 1.0) or 0.0),
         call_timeout_s=_number(timing, "call_timeout_s", t, 10.0) or 10.0,
         backoff_initial_s=_number(timing, "backoff_initial_s", t, 1.0) or 1.0,
         backoff_max_s=_number(timing, "backoff_max_s", t, 60.0) or 60.0,

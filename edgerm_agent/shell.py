@@ -80,6 +80,8 @@ class Agent:
         self._pending_kills: list[tuple[TaskContext, int]] = []
         self.modules = ModuleStore(config.work_dir / "modules", self._fetch_module)
         self.registered = trio.Event()
+        #: counters for logs and tests.
+        self.stats: dict[str, int] = {"prefetch_failures": 0}
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -91,7 +93,9 @@ class Agent:
             sensors = {d.name: d.sensor for d in self.config.devices if d.sensor is not None}
             self.executors[pb.WASM] = WasmExecutor(
                 self.modules, sensors=sensors, default_mem_mb=self.config.wasm_default_mem_mb,
-                stack_kb=self.config.wasm_stack_kb)
+                stack_kb=self.config.wasm_stack_kb,
+                fetch_attempts=self.config.wasm_fetch_attempts,
+                fetch_retry_s=self.config.wasm_fetch_retry_s)
             names.append("wasm")
         if "docker" in self.config.executors:
             from edgerm_agent.executors.docker import DockerExecutor
@@ -239,10 +243,14 @@ class Agent:
     # -- modules -------------------------------------------------------------------------------
 
     async def _prefetch(self, sha256: bytes, size: int) -> None:
+        """`FetchModule`: only a head start. A failure is logged and counted; the launch that
+        needs the module fetches it again (with retries) and reports what finally happened."""
         try:
             await self.modules.get(sha256, size)
         except Exception as e:
-            log.warning("prefetch of module %s failed: %s", sha256.hex(), e)
+            self.stats["prefetch_failures"] += 1
+            log.warning("prefetch of module %s failed (%d so far): %s", sha256.hex(),
+                        self.stats["prefetch_failures"], e)
 
     async def _fetch_module(self, sha256: bytes, size: int) -> bytes:
         try:

@@ -70,12 +70,15 @@ class WasmExecutor:
 
     def __init__(self, modules: ModuleStore, *, sensors: dict[str, SensorSpec],
                  default_mem_mb: float = 16.0, stack_kb: int = 64,
-                 epoch: float | None = None) -> None:
+                 epoch: float | None = None, fetch_attempts: int = 3,
+                 fetch_retry_s: float = 1.0) -> None:
         self.modules = modules
         self.sensors = sensors
         self.default_mem_mb = default_mem_mb
         self.stack_kb = stack_kb
         self.epoch = time.monotonic() if epoch is None else epoch
+        self.fetch_attempts = max(1, fetch_attempts)
+        self.fetch_retry_s = fetch_retry_s
         self._spare: trio.Process | None = None
         self._nursery: trio.Nursery | None = None
         self._spawning = False
@@ -147,12 +150,7 @@ class WasmExecutor:
                     await ctx.killed.wait()
                     fetch_scope.cancel()
                 n.start_soon(watch)
-                try:
-                    fetched = await self.modules.get(bytes(w.sha256), w.size)
-                except ModuleHashMismatch as e:
-                    fetched = (pb.MODULE_HASH_MISMATCH, str(e))
-                except ModuleUnavailable as e:
-                    fetched = (pb.MODULE_UNAVAILABLE, str(e))
+                fetched = await self._fetch(bytes(w.sha256), w.size)
                 n.cancel_scope.cancel()
         if ctx.killed.is_set():
             ctx.report(pb.KILLED, reason=ctx.kill_reason)
@@ -167,6 +165,29 @@ class WasmExecutor:
             _kill_group(proc)
             with trio.CancelScope(shield=True):
                 await proc.wait()
+
+    async def _fetch(self, sha256: bytes, size: int) -> Any:
+        """The module's path, or (reason, message) once `fetch_attempts` tries failed.
+
+        A link that is down or a master that is restarting is worth waiting for; the pause
+        doubles from `fetch_retry_s`. Bytes that do not match the hash are not: the master
+        would serve the same bytes again. A kill cancels the wait (the caller's cancel scope).
+        """
+        delay = self.fetch_retry_s
+        why = ""
+        for attempt in range(1, self.fetch_attempts + 1):
+            try:
+                return await self.modules.get(sha256, size)
+            except ModuleHashMismatch as e:
+                return pb.MODULE_HASH_MISMATCH, str(e)
+            except ModuleUnavailable as e:
+                why = str(e)
+            if attempt < self.fetch_attempts:
+                await trio.sleep(delay)
+                delay *= 2
+        n = self.fetch_attempts
+        return pb.MODULE_UNAVAILABLE, (f"module {sha256.hex()} unavailable after {n} "
+                                       f"attempt{'s' if n > 1 else ''}: {why}")
 
     async def _drive(self, ctx: TaskContext, proc: trio.Process, module: str) -> None:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None

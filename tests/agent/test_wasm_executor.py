@@ -19,7 +19,7 @@ from edgerm_agent.executors.wasm_module import (
     cap_memory_untrusted,
     parse_module_untrusted,
 )
-from edgerm_agent.modules import ModuleStore
+from edgerm_agent.modules import ModuleStore, ModuleUnavailable
 from edgerm_agent.sensors import SensorSpec
 
 TS = pb.TaskState
@@ -55,16 +55,23 @@ def wat(tmp_path: Path, text: str) -> bytes:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, modules: dict[bytes, bytes]) -> None:
+    """The executor with a module source that fails its first `failures` fetches (as a link
+    that is down, or a master that is restarting, would)."""
+
+    def __init__(self, tmp_path: Path, modules: dict[bytes, bytes], *, failures: int = 0,
+                 fetch_attempts: int = 3) -> None:
         async def fetch(sha: bytes, size: int) -> bytes:
             self.fetches += 1
+            if self.fetches <= failures or sha not in modules:
+                raise ModuleUnavailable(f"link down (fetch {self.fetches})")
             return modules[sha]
         self.fetches = 0
         self.store = ModuleStore(tmp_path / "modules", fetch)
         self.reports: list[tuple[int, dict[str, Any]]] = []
         self.published: list[bytes] = []
         self.ex = WasmExecutor(self.store, sensors={
-            "temp": SensorSpec("temp", "constant", value=1.5)})
+            "temp": SensorSpec("temp", "constant", value=1.5)},
+            fetch_attempts=fetch_attempts, fetch_retry_s=0.01)
 
     async def run(self, sha: bytes, size: int, *args: str, mem_mb: float = 1,
                   kill_after: float | None = None) -> list[tuple[int, dict[str, Any]]]:
@@ -169,3 +176,38 @@ def test_memory_cap_rewrites_the_declared_maximum(wasm_modules: dict[str, bytes]
 def test_module_parser_refuses_garbage(data: bytes) -> None:
     with pytest.raises(BadModule):
         parse_module_untrusted(data)
+
+
+async def test_launch_retries_the_module_fetch(tmp_path: Path) -> None:
+    mod = wat(tmp_path, BIG_MEMORY.replace("64", "1"))
+    h = Harness(tmp_path, {sha(mod): mod}, failures=2)
+    reports = await h.run(sha(mod), len(mod))
+    assert h.fetches == 3
+    assert [s for s, _ in reports] == [TS.RUNNING, TS.FINISHED]
+
+
+async def test_module_unavailable_after_the_retries_is_a_clear_error(tmp_path: Path) -> None:
+    missing = sha(b"nobody uploaded this")
+    h = Harness(tmp_path, {}, fetch_attempts=4)
+    reports = await h.run(missing, 100)
+    assert h.fetches == 4
+    assert len(reports) == 1
+    state, kw = reports[0]
+    assert (state, kw["reason"]) == (TS.ERROR, pb.MODULE_UNAVAILABLE)
+    assert kw["message"] == (f"module {missing.hex()} unavailable after 4 attempts: "
+                             "link down (fetch 4)")
+
+
+async def test_failed_prefetch_is_logged_and_counted(tmp_path: Path) -> None:
+    from edgerm_agent.config import parse_config
+    from edgerm_agent.shell import Agent
+
+    agent = Agent(parse_config({"master": {"url": "ws://127.0.0.1:1/agent"},
+                                "work_dir": str(tmp_path)}))
+
+    async def down(sha256: bytes, size: int) -> bytes:
+        raise ModuleUnavailable("link down")
+    agent.modules = ModuleStore(tmp_path / "modules", down)
+    await agent._prefetch(sha(b"x"), 10)
+    await agent._prefetch(sha(b"y"), 10)
+    assert agent.stats["prefetch_failures"] == 2
