@@ -1,2 +1,81 @@
+/* The host ABI helpers: bounds checks trap, copies are bounded, sensors need the resource. */
+#include "edgerm/abi.h"
 #include "unit.h"
-void suite_abi(void) {}
+
+static int fake_sensor(void *ctx, const char *name, size_t len, double *v)
+{
+	(void)ctx;
+	if (len == 4 && memcmp(name, "temp", 4) == 0) {
+		*v = 21.5;
+		return 0;
+	}
+	return EDGERM_ABI_E_IO;
+}
+
+void suite_abi(void)
+{
+	edgerm_task_spec_t spec;
+	edgerm_abi_task_t t;
+	static uint8_t mem[256];
+
+	memset(&spec, 0, sizeof(spec));
+	spec.which = 4;
+	spec.kind.wasm.args[0].ptr = (const uint8_t *)"10";
+	spec.kind.wasm.args[0].len = 2;
+	spec.kind.wasm.args_count = 1;
+	spec.kind.wasm.env[0].name.ptr = (const uint8_t *)"UNIT";
+	spec.kind.wasm.env[0].name.len = 4;
+	spec.kind.wasm.env[0].value.ptr = (const uint8_t *)"C";
+	spec.kind.wasm.env[0].value.len = 1;
+	spec.kind.wasm.env_count = 1;
+	spec.has_resources = true;
+	spec.resources.devices[0].name.ptr = (const uint8_t *)"temp";
+	spec.resources.devices[0].name.len = 4;
+	spec.resources.devices[1].name.ptr = (const uint8_t *)"press";
+	spec.resources.devices[1].name.len = 5;
+	spec.resources.devices_count = 2;
+	CHECK_EQ_INT(edgerm_abi_task_init(&t, &spec), 0);
+
+	CHECK_EQ_INT(edgerm_abi_arg_count(&t), 1);
+	CHECK_EQ_INT(edgerm_abi_arg_get(&t, mem, sizeof(mem), 0, 10, 8), 2);
+	CHECK_MEM(mem + 10, "10", 2);
+	/* Truncated copy still returns the full length; nothing written past cap. */
+	mem[21] = 0x55;
+	CHECK_EQ_INT(edgerm_abi_arg_get(&t, mem, sizeof(mem), 0, 20, 1), 2);
+	CHECK_EQ_INT(mem[21], 0x55);
+	CHECK_EQ_INT(edgerm_abi_arg_get(&t, mem, sizeof(mem), 1, 10, 8), EDGERM_ABI_E_NOTFOUND);
+	CHECK_EQ_INT(edgerm_abi_arg_get(&t, mem, sizeof(mem), 0, 250, 8), EDGERM_ABI_TRAP);
+	CHECK_EQ_INT(edgerm_abi_arg_get(&t, mem, sizeof(mem), 0, 0xfffffff8u, 16), EDGERM_ABI_TRAP);
+
+	memcpy(mem + 100, "UNIT", 4);
+	CHECK_EQ_INT(edgerm_abi_env_get(&t, mem, sizeof(mem), 100, 4, 120, 4), 1);
+	CHECK_EQ_INT(mem[120], 'C');
+	CHECK_EQ_INT(edgerm_abi_env_get(&t, mem, sizeof(mem), 100, 3, 120, 4), EDGERM_ABI_E_NOTFOUND);
+	CHECK_EQ_INT(edgerm_abi_env_get(&t, mem, sizeof(mem), 254, 4, 120, 4), EDGERM_ABI_TRAP);
+
+	memcpy(mem + 40, "temp", 4);
+	CHECK_EQ_INT(edgerm_abi_read_sensor(&t, mem, sizeof(mem), 40, 4, 48, fake_sensor, NULL), 0);
+	double v;
+	uint64_t bits = 0;
+
+	for (int k = 7; k >= 0; k--) {
+		bits = bits << 8 | mem[48 + k]; /* little-endian on every host */
+	}
+	memcpy(&v, &bits, 8);
+	CHECK(v == 21.5);
+	memcpy(mem + 40, "humi", 4);
+	CHECK_EQ_INT(edgerm_abi_read_sensor(&t, mem, sizeof(mem), 40, 4, 48, fake_sensor, NULL),
+		     EDGERM_ABI_E_DENIED);
+	memcpy(mem + 40, "press", 5);
+	CHECK_EQ_INT(edgerm_abi_read_sensor(&t, mem, sizeof(mem), 40, 5, 48, fake_sensor, NULL),
+		     EDGERM_ABI_E_IO);
+	CHECK_EQ_INT(edgerm_abi_read_sensor(&t, mem, sizeof(mem), 40, 4, 252, fake_sensor, NULL),
+		     EDGERM_ABI_TRAP);
+
+	/* Launch data beyond the bounded copy is refused, not truncated. */
+	static uint8_t big[CONFIG_EDGERM_ABI_TASK_DATA_SIZE + 1];
+
+	spec.kind.wasm.args[0].ptr = big;
+	spec.kind.wasm.args[0].len = sizeof(big);
+	CHECK_EQ_INT(edgerm_abi_task_init(&t, &spec), EDGERM_ABI_E_TOOBIG);
+}

@@ -163,6 +163,36 @@ static size_t utf8_tail_start(const char *msg, size_t len, size_t keep)
 	return start;
 }
 
+/* Replace every byte that is not part of a valid UTF-8 sequence by '?': a task's log may hold
+ * anything, and the master would refuse the whole update for one bad byte. */
+static void utf8_sanitize(uint8_t *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		uint8_t c = s[i];
+		size_t extra = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
+					: (c & 0xf8) == 0xf0 ? 3 : 9;
+		uint32_t cp = extra == 0 ? c : extra == 1 ? c & 0x1fu : extra == 2 ? c & 0x0fu : c & 0x07u;
+		bool ok = extra <= 3 && n - i > extra;
+
+		for (size_t k = 1; ok && k <= extra; k++) {
+			ok = (s[i + k] & 0xc0) == 0x80;
+			cp = cp << 6 | (s[i + k] & 0x3fu);
+		}
+		if (ok && extra > 0) {
+			static const uint32_t min[4] = {0, 0x80, 0x800, 0x10000};
+
+			ok = cp >= min[extra] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
+		}
+		if (!ok) {
+			s[i++] = '?';
+			continue;
+		}
+		i += extra + 1;
+	}
+}
+
 static void status(edgerm_agent_t *a, uint32_t task, uint8_t state, uint8_t reason,
 		   int32_t exit_code, const char *msg, size_t msg_len)
 {
@@ -177,7 +207,9 @@ static void status(edgerm_agent_t *a, uint32_t task, uint8_t state, uint8_t reas
 	 * oldest publish would have to go; the reserve is sized so this does not happen. */
 	if (q_push(a, 6, task, state, reason, exit_code, (const uint8_t *)msg, msg_len, 0) < 0) {
 		a->stats.updates_dropped++;
+		return;
 	}
+	utf8_sanitize(a->q + a->q_len - msg_len, msg_len);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -1,0 +1,110 @@
+/*
+ * edgerm_port.h for POSIX: monotonic clock, send on the connected UDP socket, the persistent
+ * record in a small text file (written to a temporary file, fsynced, renamed: a crash leaves
+ * the old or the new record, never half of one), simulated sensors, and the wasm3 executor.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "edgerm/abi.h"
+#include "posix.h"
+
+uint64_t edgerm_port_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len)
+{
+	posix_port_t *p = ctx;
+
+	return send(p->sock, buf, len, 0) < 0 ? -errno : 0;
+}
+
+int posix_state_load(const char *path, edgerm_persist_t *p)
+{
+	FILE *f = fopen(path, "r");
+	char hex[40] = {0};
+	unsigned long id = 0, seq = 0, ack = 0;
+
+	memset(p, 0, sizeof(*p));
+	if (!f) {
+		return -1;
+	}
+	int n = fscanf(f, "agent_id=%lu secret=%32s seq_reserved=%lu command_ack=%lu", &id, hex,
+		       &seq, &ack);
+
+	fclose(f);
+	if (n != 4 || strlen(hex) != 32) {
+		return -1;
+	}
+	for (int i = 0; i < 16; i++) {
+		unsigned v;
+
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1) {
+			return -1;
+		}
+		p->secret[i] = (uint8_t)v;
+	}
+	p->agent_id = (uint32_t)id;
+	p->seq_reserved = (uint32_t)seq;
+	p->command_ack = (uint32_t)ack;
+	return 0;
+}
+
+int edgerm_port_persist(void *ctx, const edgerm_persist_t *r)
+{
+	posix_port_t *p = ctx;
+	char tmp[4096];
+	FILE *f;
+
+	if (!p->state_path) {
+		return 0;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp", p->state_path);
+	f = fopen(tmp, "w");
+	if (!f) {
+		return -errno;
+	}
+	fprintf(f, "agent_id=%lu secret=", (unsigned long)r->agent_id);
+	for (int i = 0; i < 16; i++) {
+		fprintf(f, "%02x", r->secret[i]);
+	}
+	fprintf(f, " seq_reserved=%lu command_ack=%lu\n", (unsigned long)r->seq_reserved,
+		(unsigned long)r->command_ack);
+	fflush(f);
+	fsync(fileno(f));
+	fclose(f);
+	return rename(tmp, p->state_path) < 0 ? -errno : 0;
+}
+
+int edgerm_port_sensor_read(void *ctx, const char *name, size_t len, double *value)
+{
+	posix_port_t *p = ctx;
+
+	for (uint8_t i = 0; i < p->devices_count; i++) {
+		if (strlen(p->names[i]) == len && memcmp(p->names[i], name, len) == 0) {
+			*value = p->values[i];
+			return 0;
+		}
+	}
+	return EDGERM_ABI_E_NOTFOUND;
+}
+
+int edgerm_port_task_start(void *ctx, const edgerm_task_start_t *s, char *msg, size_t cap)
+{
+	return posix_exec_start(ctx, s, msg, cap);
+}
+
+int edgerm_port_task_kill(void *ctx, uint32_t task)
+{
+	return posix_exec_kill(ctx, task);
+}

@@ -1,0 +1,41 @@
+"""Fixtures for the Zephyr agent's tests: the host builds under firmware/zephyr (its Makefile
+fetches zcbor and wasm3 at build time) and the example WASM tasks.
+
+Builds run once per session; a build failure fails the tests that need it (never a skip: every
+tool used here is part of the project's test setup)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware" / "zephyr"
+BUILD = FIRMWARE / "build-host"
+EXAMPLES = ROOT / "examples" / "wasm"
+
+
+def make(*targets: str, cwd: Path = FIRMWARE, timeout: float = 240,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run make; the result carries stdout+stderr in `.stdout`."""
+    jobs = os.environ.get("EDGERM_MAKE_JOBS", "2")
+    return subprocess.run(
+        ["make", f"-j{jobs}", *targets], cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})})
+
+
+def must(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def posix_agent() -> Path:
+    """The POSIX build of the agent, plus the example tasks it runs."""
+    must(make("agent"))
+    must(make(cwd=EXAMPLES))
+    return BUILD / "edgerm-agent-posix"

@@ -1,0 +1,70 @@
+"""The Zephyr agent's portable C core: unit tests and the shared wire vectors under ASan and
+UBSan on the host, the same tests cross-compiled for Cortex-M4 and run in QEMU, a bounded
+libFuzzer run over every parser, and the size report's shape."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+from .conftest import FIRMWARE, ROOT, make, must
+
+SUMMARY = re.compile(r"edgerm core unit tests: (\d+) checks, (\d+) failures")
+
+
+def _summary(out: str) -> tuple[int, int]:
+    m = SUMMARY.search(out)
+    assert m, out[-3000:]
+    return int(m.group(1)), int(m.group(2))
+
+
+def _vector_counts(out: str) -> tuple[int, int]:
+    pos = re.search(r"wire vectors: (\d+) positive vectors checked", out)
+    neg = re.search(r"wire vectors: (\d+) negative vectors refused", out)
+    assert pos and neg, out[-3000:]
+    return int(pos.group(1)), int(neg.group(1))
+
+
+def _agent_vector_total() -> tuple[int, int]:
+    """How many vectors of the agent-link types proto/vectors holds (what the C test must see)."""
+    doc = json.loads((ROOT / "proto" / "vectors" / "vectors.json").read_text())
+    src = (FIRMWARE / "core" / "src" / "wire.c").read_text()
+    types = set(re.findall(r"^TYPE\((\w+),", src, re.M))
+    return (sum(v["type"] in types for v in doc["vectors"]),
+            sum(v["type"] in types for v in doc["negative"]))
+
+
+def test_unit_and_vectors_under_asan_ubsan() -> None:
+    out = must(make("test"))
+    checks, failures = _summary(out)
+    assert failures == 0 and checks > 900
+    assert _vector_counts(out) == _agent_vector_total()
+
+
+def test_unit_and_vectors_on_cortex_m4_in_qemu() -> None:
+    out = must(make("test-m4"))
+    checks, failures = _summary(out)
+    assert failures == 0 and checks > 900
+    assert _vector_counts(out) == _agent_vector_total()
+    # The test ELF really is Thumb code for an M-profile core.
+    header = subprocess.run(["arm-none-eabi-readelf", "-A", str(FIRMWARE / "build-host" /
+                                                                 "unit-m4.elf")],
+                            capture_output=True, text=True, check=True).stdout
+    assert "Tag_CPU_name: \"cortex-m4\"" in header
+
+
+def test_fuzz_parsers_bounded() -> None:
+    out = must(make("fuzz", env={"FUZZ_SECONDS": "8", "FUZZ_RUNS": "300000"}))
+    assert re.search(r"Done \d+ runs in \d+ second", out), out[-3000:]
+
+
+def test_size_report_is_json_lines() -> None:
+    proc = subprocess.run([str(ROOT / "bench" / "firmware_size")], capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    metrics = {r["metric"] for r in rows}
+    assert {"firmware_core_flash", "firmware_core_static_ram"} <= metrics
+    for r in rows:
+        assert set(r) >= {"metric", "value", "unit", "goal"} and r["value"] > 0

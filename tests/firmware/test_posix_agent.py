@@ -1,0 +1,275 @@
+"""The Zephyr agent's C core, built as a Linux program (firmware/zephyr/port/posix, wasm3 in a
+child process per task), against the real master (`python -m edgerm_master`) over loopback UDP,
+with a framework on the real WebSocket API: register, launch the example WASM tasks, receive
+their published results, a trap and a non-zero exit, kill a runaway loop, garbage datagrams,
+and an agent restart that re-registers with the same identity."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import open_websocket_url
+
+from edgerm.wire import pb
+from edgerm_master.testing import MasterProcess, ScriptedFramework, WsFrameworkClient
+
+from .conftest import EXAMPLES
+
+NAME = "zephyr-posix-e2e"
+
+
+class Relay:
+    """Forwards datagrams agent <-> master, so that `inject` can reach the agent from the
+    address it talks to (the agent's socket is connected: it hears nobody else)."""
+
+    def __init__(self, master: tuple[str, int]) -> None:
+        self.master = master
+        self.agent: Any = None
+        self.front = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        self.back = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        self.port = 0
+
+    async def bind(self) -> None:
+        await self.front.bind(("127.0.0.1", 0))
+        await self.back.bind(("127.0.0.1", 0))
+        self.port = self.front.getsockname()[1]
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as n:
+            n.start_soon(self._up)
+            n.start_soon(self._down)
+
+    async def _up(self) -> None:
+        while True:
+            data, self.agent = await self.front.recvfrom(4096)
+            await self.back.sendto(data, self.master)
+
+    async def _down(self) -> None:
+        while True:
+            data, _ = await self.back.recvfrom(4096)
+            if self.agent is not None:
+                await self.front.sendto(data, self.agent)
+
+    async def inject(self, data: bytes) -> None:
+        await self.front.sendto(data, self.agent)
+
+
+class PosixAgent:
+    """The agent binary as a subprocess; its JSON-line events are read from a log file."""
+
+    def __init__(self, binary: Path, master: tuple[str, int], workdir: Path) -> None:
+        self.binary = binary
+        self.master = master
+        self.state = workdir / "agent.state"
+        self.log = workdir / "agent.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(self.binary), "--master", f"{self.master[0]}:{self.master[1]}",
+                 "--token", "tok", "--state", str(self.state), "--name", NAME,
+                 "--sensor", "temp=21.5:Cel"],
+                stdout=out, stderr=subprocess.STDOUT)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+async def _until(c: WsFrameworkClient, pred: Any, timeout: float = 20.0) -> None:
+    """Receive events until `pred()` holds, acknowledging every status update on the way."""
+    try:
+        with trio.fail_after(timeout):
+            while not pred():
+                ev = await c.receive()
+                if ev.WhichOneof("event") == "update" and ev.update.uuid:
+                    await c.send(c.fw.acknowledge(ev.update))
+    except trio.TooSlowError:
+        raise AssertionError(f"timed out; offers {list(c.fw.offers.values())} updates {list(c.fw.updates)} outputs "
+                             f"{list(c.fw.outputs)} errors {c.fw.errors}") from None
+
+
+def _answer(fw: ScriptedFramework, before: int) -> pb.FrameworkEvent | None:
+    for ev in fw.events[before:]:
+        if ev.call_id == fw.call_id:
+            return ev
+    return None
+
+
+async def _upload(c: WsFrameworkClient, data: bytes) -> bytes:
+    before = len(c.fw.events)
+    await c.send(c.fw.upload(data, pb.WASM_MODULE, "t"))
+    await _until(c, lambda: _answer(c.fw, before) is not None)
+    ev = _answer(c.fw, before)
+    assert ev is not None and ev.WhichOneof("event") == "module_stored", ev
+    return bytes(ev.module_stored.sha256)
+
+
+def _spec(wasm: bytes, sha: bytes, *args: str, devices: tuple[str, ...] = (),
+          timeout_s: int = 0) -> pb.TaskSpec:
+    return pb.TaskSpec(name="w", resources=pb.Resources(
+        cpus=0.1, mem_mb=0.0625, devices=[pb.Device(name=d, shares=1) for d in devices]),
+        wasm=pb.WasmTask(sha256=sha, size=len(wasm), args=list(args), timeout_s=timeout_s))
+
+
+def _fitting(fw: ScriptedFramework, spec: pb.TaskSpec) -> list[str]:
+    """Ids of our agent's offers, when together they hold what `spec` needs (the master may
+    offer an agent's resources in several pieces; one accept may name them all)."""
+    need = spec.resources
+    mine = [o for o in fw.offers.values() if o.agent_name == NAME]
+    cpus = sum(o.resources.cpus for o in mine)
+    mem = sum(o.resources.mem_mb for o in mine)
+    shares: dict[str, int] = {}
+    for o in mine:
+        for d in o.resources.devices:
+            shares[d.name] = shares.get(d.name, 0) + d.shares
+    ok = (cpus >= need.cpus - 1e-9 and mem >= need.mem_mb - 1e-9
+          and all(shares.get(d.name, 0) >= d.shares for d in need.devices))
+    return [o.offer_id for o in mine] if ok else []
+
+
+async def _launch(c: WsFrameworkClient, task_id: str, spec: pb.TaskSpec) -> None:
+    fw = c.fw
+    await _until(c, lambda: bool(_fitting(fw, spec)))
+    before = len(fw.events)
+    await c.send(fw.accept(_fitting(fw, spec), [pb.TaskInfo(task_id=task_id, spec=spec)]))
+    await _until(c, lambda: _answer(fw, before) is not None)
+    ev = _answer(fw, before)
+    assert ev is not None and ev.WhichOneof("event") == "accepted", ev
+
+
+def _last(fw: ScriptedFramework, task_id: str) -> pb.TaskStatus:
+    return [u for u in fw.updates if u.task_id == task_id][-1]
+
+
+def _wasm(name: str) -> bytes:
+    return (EXAMPLES / "build" / f"{name}.wasm").read_bytes()
+
+
+async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: Path) -> None:
+    master = MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=300)
+    await trio.to_thread.run_sync(master.start)
+    relay = Relay(master.coap)
+    await relay.bind()
+    agent = PosixAgent(posix_agent, ("127.0.0.1", relay.port), tmp_path)
+    try:
+        async with trio.open_nursery() as nursery, \
+                open_websocket_url(f"ws://{master.ws[0]}:{master.ws[1]}/framework") as ws:
+            nursery.start_soon(relay.run)
+            agent.start()
+            c = WsFrameworkClient(ws, ScriptedFramework(name="fw", token="framework-token"))
+            await c.send(c.fw.subscribe())
+            await c.until_kind("subscribed")
+            fw = c.fw
+
+            # Registered: an offer for the agent, WASM only, its sensor as a device.
+            await _until(c, lambda: any(o.agent_name == NAME for o in fw.offers.values()))
+            offer = next(o for o in fw.offers.values() if o.agent_name == NAME)
+            agent_id = offer.agent_id
+            assert list(offer.executors) == [pb.WASM]
+            assert [d.name for d in offer.resources.devices] == ["temp"]
+            assert agent.state.exists()  # the identity is persisted
+
+            # The sampler reads the sensor it holds and publishes each reading (an f64).
+            sampler = _wasm("sampler")
+            sha = await _upload(c, sampler)
+            await _launch(c, "s1", _spec(sampler, sha, "temp", "3", devices=("temp",)))
+            await _until(c, lambda: pb.FINISHED in fw.states("s1"))
+            readings = [struct.unpack("<d", o.data)[0] for o in fw.outputs if o.task_id == "s1"]
+            assert readings == [21.5, 21.5, 21.5]
+            assert fw.states("s1")[-2:] == [pb.RUNNING, pb.FINISHED]
+
+            # hello publishes its arguments in order; the cached module needs no download.
+            hello = _wasm("hello")
+            hsha = await _upload(c, hello)
+            await _launch(c, "h1", _spec(hello, hsha, "a", "bc"))
+            await _until(c, lambda: pb.FINISHED in fw.states("h1"))
+            assert [o.data for o in fw.outputs if o.task_id == "h1"] == [b"a", b"bc"]
+
+            # A sensor the task does not hold is denied: sampler exits 1 and says why.
+            await _launch(c, "s2", _spec(sampler, sha, "temp", "1"))
+            await _until(c, lambda: pb.FAILED in fw.states("s2"))
+            s2 = _last(fw, "s2")
+            assert (s2.reason, s2.exit_code) == (pb.EXITED_NONZERO, 1)
+            assert "read_sensor failed: -2" in s2.message
+
+            # A trap: FAILED TRAPPED with the trap text.
+            trap = _wasm("trap")
+            tsha = await _upload(c, trap)
+            await _launch(c, "t1", _spec(trap, tsha))
+            await _until(c, lambda: pb.FAILED in fw.states("t1"))
+            assert _last(fw, "t1").reason == pb.TRAPPED
+            assert "trap" in _last(fw, "t1").message
+
+            # A runaway loop is killed on request, and times out when given a limit.
+            spin = _wasm("spin")
+            ssha = await _upload(c, spin)
+            await _launch(c, "k1", _spec(spin, ssha))
+            await _until(c, lambda: pb.RUNNING in fw.states("k1"))
+            await c.send(fw.kill("k1"))
+            await _until(c, lambda: pb.KILLED in fw.states("k1"))
+            await _launch(c, "k2", _spec(spin, ssha, timeout_s=1))
+            await _until(c, lambda: pb.FAILED in fw.states("k2"))
+            assert _last(fw, "k2").reason == pb.TIMEOUT
+
+            # Garbage from the master's address: dropped, counted, nothing changes. (An empty
+            # datagram, a lone byte run, a truncated header, a reply with a bogus token, a CON
+            # request, a 2.04 whose payload is deeply nested CBOR.)
+            for junk in (b"", b"\xff" * 40, b"\x40\x00", b"\x62\x44\x00\x01\xab\xcd\xff\xa1",
+                         b"\x40\x02\x00\x09\xb1a", b"\x60\x44\x00\x01\xff" + b"\x81" * 300):
+                await relay.inject(junk)
+            await _launch(c, "h2", _spec(hello, hsha, "still here"))
+            await _until(c, lambda: pb.FINISHED in fw.states("h2"))
+
+            # The agent restarts: the same identity re-registers; a task it was running does
+            # not stay RUNNING; new tasks run.
+            await _launch(c, "k3", _spec(spin, ssha))
+            await _until(c, lambda: pb.RUNNING in fw.states("k3"))
+            assert agent.stop() == 0
+            agent.start()
+            # (It may be UNREACHABLE for a moment first: three missed 300 ms heartbeats.)
+            await _until(c, lambda: fw.states("k3")[-1] not in (pb.RUNNING, pb.UNREACHABLE),
+                         timeout=30)
+            k3 = _last(fw, "k3")
+            assert (k3.state, k3.reason) == (pb.FAILED, pb.AGENT_RESTARTED), k3
+            await _launch(c, "s3", _spec(sampler, sha, "temp", "1", devices=("temp",)))
+            await _until(c, lambda: pb.FINISHED in fw.states("s3"))
+            offer = next(o for o in fw.offers.values() if o.agent_name == NAME)
+            assert offer.agent_id == agent_id
+            states = [e["state"] for e in agent.events() if e.get("event") == "state"]
+            assert states.count("reregistering") == 1 and states[-1] == "active", states
+            assert agent.alive(), agent.log.read_text()[-3000:]
+            nursery.cancel_scope.cancel()
+    finally:
+        agent.stop()
+        await trio.to_thread.run_sync(master.stop)
+        if os.environ.get("EDGERM_KEEP_LOGS"):
+            print(agent.log.read_text())
