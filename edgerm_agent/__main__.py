@@ -22,17 +22,29 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
-    except (OSError, ConfigError) as e:
-        print(f"edgerm-agent: {e}", file=sys.stderr)
-        return 2
+    except FileNotFoundError:
+        return _fail(f"config {args.config} not found: write one (docs/agent.md lists the keys; "
+                     "master.url is required) or give the right path")
+    except OSError as e:
+        return _fail(f"cannot read config {args.config} ({e.strerror}): fix its permissions")
+    except ConfigError as e:
+        return _fail(f"config {args.config}: {e}")
     try:
         trio.run(Agent(config).run)
     except CheckpointError as e:
-        print(f"edgerm-agent: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
+    except OSError as e:
+        # The work dir (checkpoint, module cache) cannot be created or written.
+        return _fail(f"work_dir {config.work_dir}: {e.strerror or e} ({e.filename or ''}): "
+                     "point work_dir at a writable directory")
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"edgerm-agent: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -12,14 +12,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Checkpoint", "CheckpointError"]
+__all__ = ["Checkpoint", "CheckpointError", "corrupt"]
 
 FILENAME = "agent.json"
 
 
 class CheckpointError(Exception):
     """The checkpoint exists but cannot be read; the agent refuses to start rather than forget
-    its tasks (move the file away to start afresh)."""
+    its tasks (move the file away to start afresh). The message says what to do."""
+
+
+def corrupt(path: Path, why: str) -> CheckpointError:
+    """The error for a checkpoint that is there but unusable, with the way out."""
+    return CheckpointError(
+        f"checkpoint {path} is corrupt ({why}): move it away to register as a new agent "
+        "(the master then ends the old agent's tasks as lost)")
 
 
 class Checkpoint:
@@ -33,12 +40,16 @@ class Checkpoint:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as e:
+            raise CheckpointError(f"cannot read checkpoint {self.path} ({e.strerror}): "
+                                  "fix its permissions, or move it away to register as a new "
+                                  "agent") from None
         try:
             snap = json.loads(raw)
         except ValueError as e:
-            raise CheckpointError(f"{self.path}: not valid JSON ({e})") from None
+            raise corrupt(self.path, f"not valid JSON: {e}") from None
         if not isinstance(snap, dict) or snap.get("version") != 1:
-            raise CheckpointError(f"{self.path}: not a version 1 agent checkpoint")
+            raise corrupt(self.path, "not a version 1 agent checkpoint")
         return snap
 
     def save(self, snapshot: dict[str, Any]) -> None:

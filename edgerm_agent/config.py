@@ -93,7 +93,7 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"not valid TOML ({e}): fix the syntax") from None
     return parse_config(raw, base=Path(path).parent)
 
 

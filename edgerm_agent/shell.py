@@ -24,8 +24,8 @@ from typing import Any
 
 import trio
 
-from edgerm.wire import pb
-from edgerm_agent.checkpoint import Checkpoint
+from edgerm.wire import DecodeError, pb
+from edgerm_agent.checkpoint import Checkpoint, corrupt
 from edgerm_agent.config import AgentConfig
 from edgerm_agent.core import (
     AgentCore,
@@ -123,7 +123,12 @@ class Agent:
             max_payload=self.config.max_payload, heartbeat_s=self.config.heartbeat_s,
             backoff_initial_s=self.config.backoff_initial_s,
             backoff_max_s=self.config.backoff_max_s)
-        self.core = AgentCore(core_config, rng=self.rng, snapshot=snap)
+        try:
+            self.core = AgentCore(core_config, rng=self.rng, snapshot=snap)
+        except (KeyError, ValueError, TypeError, AttributeError, DecodeError) as e:
+            for ex in self.executors.values():
+                ex.close()
+            raise corrupt(self.checkpoint.path, f"{type(e).__name__}: {e}") from None
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
