@@ -58,6 +58,10 @@ def test_framework_id_must_match_its_connection(cluster: Cluster) -> None:
     f2.framework_id = real
     cluster.call(f2, f2.kill("t1"))  # its own id: f1's task is simply not there
     assert f2.errors[-1].code == E.NOT_FOUND
+    cluster.call(f2, f2.reconcile(["t1"]))  # nor can it see it
+    assert f2.updates[-1].state == TS.LOST and f2.updates[-1].reason == pb.TASK_UNKNOWN
+    cluster.call(f2, f2.reconcile())
+    assert all(u.task_id != "t1" or u.reason == pb.TASK_UNKNOWN for u in f2.updates)
     assert task_state(cluster, f1, "t1") == TS.RUNNING
 
 
