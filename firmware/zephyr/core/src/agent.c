@@ -245,8 +245,10 @@ static void start_exchange(edgerm_agent_t *a, uint8_t kind, uint64_t now)
 	a->x_state = X_WAIT_ACK;
 	a->x_retries = 0;
 	/* ACK_TIMEOUT x [1, ACK_RANDOM_FACTOR], in integer percent. */
-	a->x_timeout_ms = (uint32_t)((uint64_t)CONFIG_EDGERM_COAP_ACK_TIMEOUT_MS *
-				     (100 + (span ? rnd(a) % (span + 1) : 0)) / 100);
+	/* 32-bit arithmetic (no 64-bit division on the device): the Kconfig ranges keep the
+	 * products below 2^32. */
+	a->x_timeout_ms = (uint32_t)CONFIG_EDGERM_COAP_ACK_TIMEOUT_MS *
+			  (100u + (span ? rnd(a) % (span + 1) : 0u)) / 100u;
 	a->x_deadline = now + a->x_timeout_ms;
 	transmit(a);
 }
@@ -1063,8 +1065,9 @@ void edgerm_agent_on_timer(edgerm_agent_t *a, uint64_t now)
 		if (a->x_retries < CONFIG_EDGERM_COAP_MAX_RETRANSMIT) {
 			a->x_retries++;
 			a->stats.retransmissions++;
-			a->x_timeout_ms = (uint32_t)((uint64_t)a->x_timeout_ms *
-						     CONFIG_EDGERM_COAP_BACKOFF_PERCENT / 100);
+			/* t * B / 100 without a 64-bit division: t = 100q + r. */
+			a->x_timeout_ms = a->x_timeout_ms / 100u * CONFIG_EDGERM_COAP_BACKOFF_PERCENT +
+					  a->x_timeout_ms % 100u * CONFIG_EDGERM_COAP_BACKOFF_PERCENT / 100u;
 			a->x_deadline = now + a->x_timeout_ms;
 			transmit(a);
 		} else {

@@ -88,20 +88,22 @@ static int d_u32(st_t *s, uint32_t *v)
 	return zcbor_uint32_decode(s, v) ? OK : BAD;
 }
 
-static int d_u64(st_t *s, uint64_t *v)
-{
-	return zcbor_uint64_decode(s, v) ? OK : BAD;
-}
-
 static int d_i32(st_t *s, int32_t *v)
 {
 	return zcbor_int32_decode(s, v) ? OK : BAD;
+}
+
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
+static int d_u64(st_t *s, uint64_t *v)
+{
+	return zcbor_uint64_decode(s, v) ? OK : BAD;
 }
 
 static int d_bool(st_t *s, bool *v)
 {
 	return zcbor_bool_decode(s, v) ? OK : BAD;
 }
+#endif
 
 static int d_f64(st_t *s, double *v)
 {
@@ -152,6 +154,17 @@ static int d_map(st_t *s, field_fn fn, void *out)
 	return OK;
 }
 
+#if !CONFIG_EDGERM_WIRE_FULL_SCHEMA
+/* Device builds: a member the agent never looks at (a Docker or MicroPython spec, custom
+ * resources, port ranges) must be a well-formed item of the right major type, and is skipped. */
+static int skip_typed(st_t *s, uint8_t major)
+{
+	NEED(s->payload < s->payload_end && (*s->payload >> 5) == major);
+	NEED(zcbor_any_skip(s, NULL));
+	return OK;
+}
+#endif
+
 /* Decode a repeated field into items[0..max) with `one` per element. */
 typedef int (*elem_fn)(st_t *s, void *item);
 
@@ -192,6 +205,7 @@ static int e_i32_item(st_t *s, void *item)
 /* ------------------------------------------------------------------------------------------ */
 /* Decoders, one per message */
 
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
 static int f_range(st_t *s, uint32_t k, void *o)
 {
 	edgerm_range_t *m = o;
@@ -208,6 +222,8 @@ static int d_range(st_t *s, void *o)
 	memset(o, 0, sizeof(edgerm_range_t));
 	return d_map(s, f_range, o);
 }
+
+#endif /* CONFIG_EDGERM_WIRE_FULL_SCHEMA */
 
 static int f_set(st_t *s, uint32_t k, void *o)
 {
@@ -246,6 +262,7 @@ static int d_device(st_t *s, void *o)
 	return d_map(s, f_device, o);
 }
 
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
 static int f_custom(st_t *s, uint32_t k, void *o)
 {
 	edgerm_custom_t *m = o;
@@ -264,6 +281,7 @@ static int d_custom(st_t *s, void *o)
 	memset(o, 0, sizeof(edgerm_custom_t));
 	return d_map(s, f_custom, o);
 }
+#endif /* CONFIG_EDGERM_WIRE_FULL_SCHEMA */
 
 static int f_resources(st_t *s, uint32_t k, void *o)
 {
@@ -273,12 +291,17 @@ static int f_resources(st_t *s, uint32_t k, void *o)
 	case 1: return d_f64(s, &m->cpus);
 	case 2: return d_f64(s, &m->mem_mb);
 	case 3: return d_f64(s, &m->disk_mb);
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
 	case 4: return d_list(s, d_range, m->ports, sizeof(m->ports[0]), EDGERM_MAX_REP,
 			      &m->ports_count);
-	case 5: return d_list(s, d_device, m->devices, sizeof(m->devices[0]), EDGERM_MAX_REP,
-			      &m->devices_count);
 	case 6: return d_list(s, d_custom, m->custom, sizeof(m->custom[0]), EDGERM_MAX_REP,
 			      &m->custom_count);
+#else
+	case 4:
+	case 6: return skip_typed(s, 4);
+#endif
+	case 5: return d_list(s, d_device, m->devices, sizeof(m->devices[0]), EDGERM_MAX_REP,
+			      &m->devices_count);
 	default: return SKIP;
 	}
 }
@@ -325,6 +348,7 @@ static int d_env(st_t *s, void *o)
 	return d_map(s, f_env, o);
 }
 
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
 static int f_port_mapping(st_t *s, uint32_t k, void *o)
 {
 	edgerm_port_mapping_t *m = o;
@@ -364,6 +388,7 @@ static int d_docker(st_t *s, void *o)
 	memset(o, 0, sizeof(edgerm_docker_task_t));
 	return d_map(s, f_docker, o);
 }
+#endif /* CONFIG_EDGERM_WIRE_FULL_SCHEMA */
 
 /* WasmTask and MicroPythonTask differ only in field 3: entry (text) vs mpy (bool). */
 static int f_wasm_common(st_t *s, uint32_t k, edgerm_wasm_task_t *m)
@@ -386,12 +411,14 @@ static int f_wasm(st_t *s, uint32_t k, void *o)
 	return k == 3 ? d_tstr(s, &m->entry) : f_wasm_common(s, k, m);
 }
 
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
 static int f_mpy(st_t *s, uint32_t k, void *o)
 {
 	edgerm_wasm_task_t *m = o;
 
 	return k == 3 ? d_bool(s, &m->mpy) : f_wasm_common(s, k, m);
 }
+#endif
 
 static int d_wasm(st_t *s, void *o)
 {
@@ -399,11 +426,13 @@ static int d_wasm(st_t *s, void *o)
 	return d_map(s, f_wasm, o);
 }
 
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
 static int d_mpy(st_t *s, void *o)
 {
 	memset(o, 0, sizeof(edgerm_wasm_task_t));
 	return d_map(s, f_mpy, o);
 }
+#endif
 
 static int f_task_spec(st_t *s, uint32_t k, void *o)
 {
@@ -412,9 +441,14 @@ static int f_task_spec(st_t *s, uint32_t k, void *o)
 	switch (k) {
 	case 1: return d_tstr(s, &m->name);
 	case 2: m->has_resources = true; return d_resources(s, &m->resources);
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
 	case 3: ONEOF(m->which, 3); return d_docker(s, &m->kind.docker);
-	case 4: ONEOF(m->which, 4); return d_wasm(s, &m->kind.wasm);
 	case 5: ONEOF(m->which, 5); return d_mpy(s, &m->kind.wasm);
+#else
+	case 3: ONEOF(m->which, 3); return skip_typed(s, 5);
+	case 5: ONEOF(m->which, 5); return skip_typed(s, 5);
+#endif
+	case 4: ONEOF(m->which, 4); return d_wasm(s, &m->kind.wasm);
 	default: return SKIP;
 	}
 }

@@ -21,6 +21,13 @@
 #define CONFIG_EDGERM_WIRE_MAX_COMMANDS 4
 #endif
 
+/* 1: decode every field of every agent-link message (host builds, the vector tests). 0 (the
+ * device default): members the agent never reads - Docker and MicroPython specs, custom
+ * resources, port ranges - are checked to be well-formed and skipped, saving flash. */
+#ifndef CONFIG_EDGERM_WIRE_FULL_SCHEMA
+#define CONFIG_EDGERM_WIRE_FULL_SCHEMA 0
+#endif
+
 /* Deepest CBOR nesting accepted (the same bound as edgerm.wire.Limits.max_depth). */
 #ifndef CONFIG_EDGERM_WIRE_MAX_DEPTH
 #define CONFIG_EDGERM_WIRE_MAX_DEPTH 16
