@@ -14,8 +14,11 @@ that arrived. Executors report back with `task_changed()` and `publish()`.
 What goes out next, by priority:
  1. `register` when the session is not registered (boot, `ReRegister`, UNAUTHENTICATED);
  2. module requests (WebSocket module transfer; the fetch waits on them);
- 3. a heartbeat carrying a moved `command_ack` (so the master stops re-sending commands);
- 4. the oldest unacknowledged update (`StatusUpdate` or `Publish`), one per call;
+ 3. the oldest unacknowledged update (`StatusUpdate` or `Publish`), one per call — but a moved
+    `command_ack` goes first once `_UPDATES_BEFORE_ACK` updates have gone out since it moved
+    (a launch's STARTING and RUNNING reach the framework one round trip sooner; the master
+    re-sends the unacknowledged launch at most every `command_resend_s`, which is harmless);
+ 4. a heartbeat carrying a moved `command_ack` (so the master stops re-sending commands);
  5. a heartbeat when the interval (± jitter) has passed.
 After a failed call nothing is sent until the back-off ends (exponential, capped).
 
@@ -28,6 +31,10 @@ Rules this file keeps (and tests check):
   checkpoint (`snapshot()`) before it sends the next call, so nothing leaves the agent that the
   agent could forget: a `command_ack` only goes out after the launched task is on disk, an
   update only after it is in the queue on disk.
+- Dropping acknowledged updates does not set `dirty`: it rides along with the next write, or
+  with the next steady heartbeat at the latest. After a crash the agent may resend an update
+  the master already has; the master re-acknowledges it (updates are applied by id, once), so
+  the launch path saves one checkpoint write per acknowledged update.
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ EXECUTOR_OF_KIND = {"docker": pb.DOCKER, "wasm": pb.WASM, "micropython": pb.MICR
 # Replies may carry module chunks larger than control traffic; everything else keeps the
 # codec's defaults.
 _REPLY_LIMITS = Limits(max_bytes=1024 * 1024)
+
+# Updates sent ahead of a moved command_ack (see the module docstring, priority 3).
+_UPDATES_BEFORE_ACK = 2
 
 # Terminal tasks whose final update is acknowledged are kept (for Launch idempotency and Kill
 # re-reports) up to this many; the oldest are forgotten first.
@@ -220,6 +230,10 @@ class AgentCore:
         self._started = False
         #: set when snapshot() would return something new; the shell clears it after writing.
         self.dirty = False
+        #: the snapshot is out of date in a way that may wait (acknowledged updates dropped).
+        self._stale = False
+        #: updates sent since command_ack last moved past what the master acknowledged.
+        self._updates_ahead_of_ack = 0
         #: counters for logs and tests.
         self.stats: dict[str, int] = {"bad_replies": 0, "failed_calls": 0, "commands": 0}
         if snapshot is not None:
@@ -229,6 +243,7 @@ class AgentCore:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state that must survive a SIGKILL."""
+        self._stale = False
         return {
             "version": 1,
             "agent_id": self.agent_id,
@@ -453,9 +468,13 @@ class AgentCore:
             req = self._module_requests.popleft()
             call = pb.AgentCall(module=req)
             return self._send(call, _InFlight(0, "module", module=req))
-        if self.command_ack > self._acked_command_ack or self._resources_dirty:
+        ack_due = self.command_ack > self._acked_command_ack
+        if self._resources_dirty or (ack_due and (
+                not self._updates or self._updates_ahead_of_ack >= _UPDATES_BEFORE_ACK)):
             return self._heartbeat_call()
         if self._updates:
+            if ack_due:
+                self._updates_ahead_of_ack += 1
             u = self._updates[0]
             call = pb.AgentCall()
             if u.status is not None:
@@ -524,6 +543,9 @@ class AgentCore:
         return self._updates[0].update_id if self._updates else self.update_next
 
     def _heartbeat_call(self) -> OutgoingCall:
+        if self._stale:
+            self.dirty = True  # written after this call: the shell saves before the next one
+        self._updates_ahead_of_ack = 0
         hb = pb.Heartbeat()
         if self.command_ack != self._acked_command_ack:
             hb.command_ack = self.command_ack
@@ -636,7 +658,7 @@ class AgentCore:
             self._updates.popleft()
             dropped = True
         if dropped:
-            self.dirty = True
+            self._stale = True  # not urgent: see the module docstring
             self._prune_tasks()
 
     def _prune_tasks(self) -> None:

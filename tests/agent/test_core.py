@@ -143,6 +143,57 @@ def test_kill_running_task_asks_the_shell_and_terminal_kill_rereports() -> None:
     assert not p.core.task_changed(1, TS.FINISHED)
 
 
+def test_launch_path_sends_starting_and_running_before_the_command_ack() -> None:
+    p = registered_pair()
+    launch_one(p)
+    p.deliver_pushes()
+    assert [type(e) for e in p.drain()] == [LaunchTask]
+    assert p.core.dirty  # the launched task is written before anything leaves
+    p.core.dirty = False
+    p.core.task_changed(1, TS.RUNNING)
+    p.core.dirty = False
+    p.sent.clear()
+    while p.exchange():
+        # An acknowledged update being dropped is no reason to write before the next call.
+        assert not p.core.dirty or p.sent[-1] == "heartbeat"
+        p.core.dirty = False
+    assert p.sent == ["update", "update", "heartbeat"]
+    assert states(p) == [TS.STARTING, TS.RUNNING]
+    call = decode(pb.AgentCall, p.core._register_call().data)  # what a restart would say
+    assert call.register.update_next == 3  # both updates are known delivered
+
+
+def test_command_ack_waits_for_at_most_two_updates() -> None:
+    p = registered_pair()
+    launch_one(p)
+    p.deliver_pushes()
+    p.drain()
+    for i in range(5):
+        p.core.publish(1, b"%d" % i)
+    p.sent.clear()
+    for _ in range(4):
+        p.exchange()
+    assert p.sent == ["update", "update", "heartbeat", "update"]
+    assert p.core._acked_command_ack == p.core.command_ack
+
+
+def test_acknowledged_updates_reach_the_checkpoint_with_the_next_steady_heartbeat() -> None:
+    p = registered_pair()
+    launch_one(p)
+    p.settle()
+    p.core.dirty = False
+    p.core.task_changed(1, TS.RUNNING)
+    p.core.dirty = False
+    assert p.exchange() and p.sent[-1] == "update" and not p.core.dirty
+    assert p.core.snapshot()["updates"] == []  # a write now would already drop it
+    p.core.task_changed(1, TS.FINISHED)
+    p.core.dirty = False
+    assert p.exchange() and not p.core.dirty
+    p.step(10)
+    assert p.exchange() and p.sent[-1] == "heartbeat"
+    assert p.core.dirty  # stale state written after this heartbeat
+
+
 def test_kill_request_is_checkpointed_before_the_shell_acts_on_it() -> None:
     p = registered_pair()
     launch_one(p)
