@@ -404,3 +404,35 @@ def test_module_limits_and_garbage_collection(new_cluster: object) -> None:
     assert c.store.rows("modules") == []
     c.call(f, f.upload(wasm_module(b"b" * 80)))
     assert len(c.master.modules) == 1
+
+
+def test_custom_scalars_ranges_sets_held_until_terminal(cluster: Cluster) -> None:
+    res = pb.Resources(cpus=2, mem_mb=100, custom=[
+        pb.CustomResource(name="gpu_mem", scalar=8.0),
+        pb.CustomResource(name="vlan", range=pb.Range(begin=100, end=109)),
+        pb.CustomResource(name="zone", set=pb.Set(items=["a", "b"]))])
+    a = cluster.add_agent(ScriptedAgent("a1", resources=res))
+    f = cluster.subscribe(ScriptedFramework())
+    claim = pb.Resources(cpus=1, mem_mb=10, custom=[
+        pb.CustomResource(name="gpu_mem", scalar=3.0),
+        pb.CustomResource(name="vlan", range=pb.Range(begin=100, end=104)),
+        pb.CustomResource(name="zone", set=pb.Set(items=["a"]))])
+    ti = pb.TaskInfo(task_id="c", spec=pb.TaskSpec(name="c", resources=claim,
+                                                     docker=pb.DockerTask(image="x")))
+    cluster.call(f, f.accept([offer_on(f, a).offer_id], [ti]))
+    assert not f.errors
+    cluster.settle(a)
+    cluster.ack_all(f)
+    cluster.step(1.0)
+    left = {c.name: c for c in offer_on(f, a).resources.custom}
+    assert left["gpu_mem"].scalar == 5.0
+    assert (left["vlan"].range.begin, left["vlan"].range.end) == (105, 109)
+    assert list(left["zone"].set.items) == ["b"]
+    # Held while it runs, back when it is terminal.
+    cluster.call(f, f.decline(list(f.offers), refuse_seconds=0.5))
+    a.finish(1)
+    cluster.settle(a)
+    cluster.ack_all(f)
+    cluster.step(2.0)  # past the refuse filter and the next allocation round
+    back = {c.name: c for c in offer_on(f, a).resources.custom}
+    assert back["gpu_mem"].scalar == 8.0 and list(back["zone"].set.items) == ["a", "b"]
