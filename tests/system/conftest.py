@@ -64,6 +64,32 @@ def wasm_modules() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="session")
+def counter_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """tasks/counter.c built like the examples (ABI only, one capped 64 KiB page)."""
+    out = tmp_path_factory.mktemp("wasm") / "counter.wasm"
+    subprocess.run(["clang", "--target=wasm32", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror",
+                    "-nostdlib", "-fno-builtin", f"-I{REPO / 'proto'}", "-Wl,--no-entry",
+                    "-Wl,--export=run", "-Wl,--allow-undefined", "-Wl,--strip-all",
+                    "-Wl,-z,stack-size=4096", "-Wl,--initial-memory=65536",
+                    "-Wl,--max-memory=65536", "-o", str(out),
+                    str(Path(__file__).parent / "tasks" / "counter.c")], check=True)
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def mpy_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """tasks/*.py compiled by mpy-cross: what a framework sends to a small board (no compiler
+    heap needed there)."""
+    out = tmp_path_factory.mktemp("mpy-tasks")
+    tasks = {}
+    for src in (Path(__file__).parent / "tasks").glob("*.py"):
+        target = out / f"{src.stem}.mpy"
+        subprocess.run(["mpy-cross", "-O2", "-o", str(target), str(src)], check=True)
+        tasks[src.stem] = target.read_bytes()
+    return tasks
+
+
+@pytest.fixture(scope="session")
 def mpy_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The MicroPython agent precompiled by micro_agent/build.py, as it goes onto a board."""
     for tool in ("micropython", "mpy-cross"):

@@ -144,14 +144,18 @@ class Observer:
         self.outputs: list[sdk.OutputEvent] = []
         self.lost_connections: list[str] = []
         self.errors: list[sdk.ErrorEvent] = []
+        self.timeline: list[tuple[float, str]] = []   # (trio time, what), for failure reports
         self._changed = trio.Event()
 
     async def run(self) -> None:
         async for ev in self.fw.events():
             if isinstance(ev, sdk.UpdateEvent):
                 self.updates.append(ev.status)
+                self.timeline.append((trio.current_time(),
+                                      f"{ev.task_id} {sdk.state_name(ev.state)}"))
             elif isinstance(ev, sdk.OutputEvent):
                 self.outputs.append(ev)
+                self.timeline.append((trio.current_time(), f"{ev.task_id} output {ev.seq}"))
             elif isinstance(ev, sdk.ConnectionLost):
                 self.lost_connections.append(ev.reason)
             elif isinstance(ev, sdk.ErrorEvent):
@@ -176,6 +180,11 @@ class Observer:
 
     def seqs(self, task_id: str) -> list[int]:
         return [o.seq for o in self.outputs if o.task_id == task_id]
+
+    def print_timeline(self) -> None:
+        t0 = self.timeline[0][0] if self.timeline else 0.0
+        for t, what in self.timeline:
+            print(f"{t - t0:8.2f} s  {what}")
 
     def offer_from(self, agent_name: str) -> pb.Offer | None:
         return next((o for o in self.fw.offers.values() if o.agent_name == agent_name), None)

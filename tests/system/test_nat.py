@@ -16,8 +16,7 @@ import trio
 
 from edgerm.wire import pb
 
-from .edge import EdgeProcess, linux_agent, micro_agent, micropython_spec, open_framework, \
-    wasm_spec
+from .edge import EdgeProcess, linux_agent, micro_agent, micropython_spec, open_framework, wasm_spec
 from .netns import EDGE_IP, EDGE_NET, ROUTER_CORE_IP, Topology, entered
 
 TS = pb.TaskState
