@@ -26,10 +26,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def topology() -> Iterator[Topology]:
+    problem = ""
     try:
         check_privileges()
     except NetnsUnavailable as e:
-        pytest.fail(str(e), pytrace=False)
+        problem = str(e)
+    if problem:   # outside the except: one clear message, no chained traceback
+        pytest.fail(problem, pytrace=False)
     remove_stale()
     topo = Topology(str(os.getpid()))
     try:
