@@ -71,7 +71,7 @@ def bench_memory(n: int) -> tuple[Master, list[tuple[int, bytes]]]:
     used = tracemalloc.get_traced_memory()[0] - base - own
     tracemalloc.stop()
     emit("registrations_per_s_core", n / elapsed, "1/s (tracemalloc on)")
-    emit("memory_per_agent_at_%d" % n, used / n, "B", "<= 2048")
+    emit(f"memory_per_agent_at_{n}", used / n, "B", "<= 2048")
     return m, agents
 
 
