@@ -15,6 +15,7 @@ import json
 import random
 import time
 import tracemalloc
+from typing import Any
 
 from edgerm.wire import decode, encode, pb, sign
 from edgerm_master.core import Master
@@ -100,7 +101,7 @@ def bench_launches(n_tasks: int) -> None:
     cfg.allocation_interval_s = 0.5
     m = Master(cfg, random_bytes=rng.randbytes)
     now = 1000.0
-    agents = []
+    agents: list[list[Any]] = []
     for i in range(1000):
         r = decode(pb.AgentReply, m.agent_call(register_call(i), now).data).registered
         agents.append([r.agent_id, r.secret, 1, 0, 0])  # id, secret, seq, applied, update

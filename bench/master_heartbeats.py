@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -85,7 +86,7 @@ def loadgen(host: str, port: int, n_agents: int, window: int, seconds: float) ->
                         return body
         raise RuntimeError("no answer")
 
-    agents = []  # [agent_id, secret, seq]
+    agents: list[list[Any]] = []  # [agent_id, secret, seq]
     for i in range(n_agents):
         reg = pb.AgentCall(seq=1, register=pb.Register(
             name=f"bench-{i}", protocol_version=1, token="agent-token",
