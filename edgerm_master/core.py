@@ -54,7 +54,7 @@ from edgerm_master.allocator import Allocator
 from edgerm_master.defaults import MasterConfig
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
 from edgerm_master.modules import ModuleError, check_module
-from edgerm_master.replies import build_reply
+from edgerm_master.replies import build_reply, launch_command
 from edgerm_master.store import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHABLE, Snapshot
 from edgerm_master.task_states import (
     ACTIVE,
@@ -844,13 +844,18 @@ class Master:
             agent.sent.pop(cid, None)
         self._record(rec.DropCommand(agent.agent_id, cid))
 
-    def _enqueue(self, agent: Agent, cmd: pb.Command, push: bool = True) -> int:
+    def _enqueue(self, agent: Agent, cmd: pb.Command | None, push: bool = True,
+                 launch: Task | None = None) -> int:
         cid = agent.next_command
         agent.next_command += 1
-        cmd.id = cid
+        if launch is not None:
+            body = launch_command(cid, launch.number, launch.spec)
+        else:
+            assert cmd is not None
+            cmd.id = cid
+            body = encode(cmd)
         if agent.commands is None:
             agent.commands = {}
-        body = encode(cmd)
         agent.commands[cid] = body
         self._record(rec.EnqueueCommand(agent.agent_id, cid, body))
         if push and agent.pushable and agent.synced and agent.state == ACTIVE_STATE:
@@ -858,9 +863,7 @@ class Master:
         return cid
 
     def _enqueue_launch(self, agent: Agent, task: Task) -> None:
-        spec = decode(pb.TaskSpec, task.spec)
-        task.launch_cid = self._enqueue(
-            agent, pb.Command(launch=pb.Launch(task=task.number, spec=spec)))
+        task.launch_cid = self._enqueue(agent, None, launch=task)
 
     def _enqueue_kill(self, agent: Agent, number: int) -> None:
         for body in (agent.commands or {}).values():
@@ -1308,8 +1311,7 @@ class Master:
         if mod is not None:
             task.module = mod[0]
             self.modules[mod[0]].refs += 1
-        task.launch_cid = self._enqueue(
-            agent, pb.Command(launch=pb.Launch(task=number, spec=spec)))
+        task.launch_cid = self._enqueue(agent, None, launch=task)
         self.stats["tasks_launched"] += 1
 
     def _decline(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:

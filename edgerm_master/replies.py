@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from edgerm.wire import compute_mac
 
-__all__ = ["build_reply"]
+__all__ = ["build_reply", "launch_command"]
 
 
 def _head(major: int, n: int) -> bytes:
@@ -61,3 +61,10 @@ def build_reply(secret: bytes | None, seq: int = 0, update_ack: int = 0,
         return _head(5, n) + first + bytes(rest)
     mac = compute_mac(secret, _head(5, n) + first + bytes(rest))
     return _head(5, n + 1) + first + b"\x02" + _head(2, len(mac)) + mac + bytes(rest)
+
+
+def launch_command(command_id: int, number: int, spec: bytes) -> bytes:
+    """Encoded `pb.Command{id, launch{task: number, spec}}` from the encoded TaskSpec, which
+    the task keeps anyway (ids and numbers start at 1, so both keys are always present)."""
+    return (b"\xa2\x01" + _head(0, command_id) + b"\x02\xa2\x01" + _head(0, number) + b"\x02"
+            + spec)

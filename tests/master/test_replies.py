@@ -72,3 +72,15 @@ def test_fast_path_declines_other_calls() -> None:
                  pb.AgentCall(agent_id=1, seq=2, heartbeat=pb.Heartbeat(
                      resources=pb.Resources(cpus=1)))):
         assert parse_steady_heartbeat_untrusted(sign(call, secret)) is None
+
+
+@given(cid=st.integers(1, 2**32 - 1), number=st.integers(1, 2**32 - 1),
+       image=st.text(max_size=20), cpus=st.floats(0, 64, allow_nan=False))
+def test_launch_command_matches_the_codec(cid: int, number: int, image: str,
+                                          cpus: float) -> None:
+    from edgerm_master.replies import launch_command
+
+    spec = pb.TaskSpec(name="n", resources=pb.Resources(cpus=cpus),
+                       docker=pb.DockerTask(image=image))
+    want = encode(pb.Command(id=cid, launch=pb.Launch(task=number, spec=spec)))
+    assert launch_command(cid, number, encode(spec)) == want
