@@ -46,12 +46,27 @@ typedef struct {
  * bad_critical (RFC 7252 section 5.4.1: the caller rejects the message). */
 int edgerm_coap_parse_untrusted(const uint8_t *buf, size_t len, edgerm_coap_msg_t *out);
 
+/* Room an implementation of this header may keep in the builder (the Zephyr port keeps its
+ * struct coap_packet there, see port/zephyr/coap_zephyr.c). */
+#ifndef CONFIG_EDGERM_COAP_BUILDER_IMPL_SIZE
+#ifdef CONFIG_EDGERM_COAP_ZEPHYR
+#define CONFIG_EDGERM_COAP_BUILDER_IMPL_SIZE 48
+#else
+#define CONFIG_EDGERM_COAP_BUILDER_IMPL_SIZE 1
+#endif
+#endif
+
 /* Request builder: header, then options in ascending number order, then the payload. */
 typedef struct {
 	uint8_t *buf;
 	size_t cap, len;
 	uint16_t last_opt;
 	bool err;
+	union {
+		void *align_ptr;
+		uint64_t align_u64;
+		uint8_t bytes[CONFIG_EDGERM_COAP_BUILDER_IMPL_SIZE];
+	} impl;
 } edgerm_coap_builder_t;
 
 void edgerm_coap_begin(edgerm_coap_builder_t *b, uint8_t *buf, size_t cap, uint8_t type,

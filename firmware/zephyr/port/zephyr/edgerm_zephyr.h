@@ -1,0 +1,51 @@
+/*
+ * The Zephyr port of the EdgeRM agent: what its files share. net.c owns the agent, its thread
+ * and its lock; settings.c the persistent state; sensors.c the devicetree sensors; wamr_exec.c
+ * the WASM executor; shell.c the `edgerm` shell command.
+ */
+#ifndef EDGERM_ZEPHYR_H
+#define EDGERM_ZEPHYR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "edgerm/agent.h"
+
+/* What `edgerm provision` sets, kept in settings (NVS) - never compiled in. */
+struct edgerm_provision {
+	char master[48]; /* IPv6 (or IPv4) address of the master */
+	uint16_t port;
+	char token[64]; /* the cluster's agent token */
+	char name[32];
+	bool valid;
+};
+
+/* settings.c */
+int edgerm_settings_load(struct edgerm_provision *prov, edgerm_persist_t *state, bool *have_state);
+int edgerm_settings_save_provision(const struct edgerm_provision *prov);
+int edgerm_settings_save_state(const edgerm_persist_t *state);
+
+/* sensors.c: the devices announced at registration. */
+uint8_t edgerm_sensors_devices(edgerm_device_t *out, uint8_t max);
+
+/* wamr_exec.c */
+int edgerm_wamr_init(void);
+/* With the agent lock held: report finished tasks, kill timed-out ones. */
+void edgerm_wamr_poll(edgerm_agent_t *a, uint64_t now_ms);
+/* Earliest task timeout, or EDGERM_NO_DEADLINE. */
+uint64_t edgerm_wamr_next_deadline_ms(void);
+
+/* net.c */
+int edgerm_net_start(void);
+/* The agent lock: every edgerm_agent_* call happens with it held. */
+void edgerm_agent_lock(void);
+bool edgerm_agent_trylock(void);
+void edgerm_agent_unlock(void);
+/* Wake the agent thread (a task ended, a publish was queued). */
+void edgerm_agent_wake(void);
+edgerm_agent_t *edgerm_agent(void);
+/* The shell changed the provisioning: reconnect (and, for another master, register afresh). */
+void edgerm_net_reprovision(const struct edgerm_provision *prov);
+void edgerm_net_forget_identity(void);
+
+#endif /* EDGERM_ZEPHYR_H */

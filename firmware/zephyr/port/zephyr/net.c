@@ -1,0 +1,285 @@
+/*
+ * The agent thread: one UDP socket connected to the master, one socketpair to be woken by task
+ * threads, and the core driven by datagrams and one deadline - the Zephyr twin of
+ * port/posix/main.c. Every edgerm_agent_* call is made with the agent lock held; task threads
+ * take it only with K_NO_WAIT (see wamr_exec.c), so a kill that waits for a task thread while
+ * holding it cannot deadlock.
+ *
+ * Also edgerm_port.h's clock, send and persistence for Zephyr.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <zephyr/kernel.h>
+#include <zephyr/logging/log.h>
+#include <zephyr/net/socket.h>
+#include <zephyr/random/random.h>
+
+#include "edgerm/agent.h"
+#include "edgerm_zephyr.h"
+
+LOG_MODULE_REGISTER(edgerm_net, CONFIG_EDGERM_LOG_LEVEL);
+
+static edgerm_agent_t agent;
+static K_MUTEX_DEFINE(agent_lock);
+static K_SEM_DEFINE(provisioned, 0, 1);
+static uint8_t module_mem[CONFIG_EDGERM_MODULE_CACHE_MAX_SLOTS * CONFIG_EDGERM_MODULE_SLOT_SIZE];
+static uint8_t rx[CONFIG_EDGERM_RX_BUF_SIZE];
+static edgerm_device_t devices[CONFIG_EDGERM_MAX_DEVICES];
+
+static struct edgerm_provision prov;
+static struct edgerm_provision next_prov;
+static atomic_t reprovision;
+static atomic_t forget;
+static int sock = -1;
+static int wake_fds[2] = {-1, -1};
+
+K_THREAD_STACK_DEFINE(agent_stack, CONFIG_EDGERM_AGENT_THREAD_STACK_SIZE);
+static struct k_thread agent_thread;
+
+void edgerm_agent_lock(void)
+{
+	k_mutex_lock(&agent_lock, K_FOREVER);
+}
+
+bool edgerm_agent_trylock(void)
+{
+	return k_mutex_lock(&agent_lock, K_NO_WAIT) == 0;
+}
+
+void edgerm_agent_unlock(void)
+{
+	k_mutex_unlock(&agent_lock);
+}
+
+edgerm_agent_t *edgerm_agent(void)
+{
+	return &agent;
+}
+
+void edgerm_agent_wake(void)
+{
+	uint8_t b = 1;
+
+	if (wake_fds[1] >= 0) {
+		(void)zsock_send(wake_fds[1], &b, 1, ZSOCK_MSG_DONTWAIT);
+	}
+}
+
+/* ---- edgerm_port.h ----------------------------------------------------------------------- */
+
+uint64_t edgerm_port_now_ms(void)
+{
+	return (uint64_t)k_uptime_get();
+}
+
+int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len)
+{
+	ARG_UNUSED(ctx);
+	if (sock < 0) {
+		return -ENOTCONN;
+	}
+	return zsock_send(sock, buf, len, 0) < 0 ? -errno : 0;
+}
+
+int edgerm_port_persist(void *ctx, const edgerm_persist_t *p)
+{
+	ARG_UNUSED(ctx);
+	return edgerm_settings_save_state(p);
+}
+
+/* ---- the socket ------------------------------------------------------------------------- */
+
+static int open_master_socket(const struct edgerm_provision *p)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int fd;
+
+	memset(&ss, 0, sizeof(ss));
+	if (zsock_inet_pton(AF_INET6, p->master, &net_sin6((struct sockaddr *)&ss)->sin6_addr) == 1) {
+		net_sin6((struct sockaddr *)&ss)->sin6_family = AF_INET6;
+		net_sin6((struct sockaddr *)&ss)->sin6_port = htons(p->port);
+		sl = sizeof(struct sockaddr_in6);
+	} else if (IS_ENABLED(CONFIG_NET_IPV4) &&
+		   zsock_inet_pton(AF_INET, p->master, &net_sin((struct sockaddr *)&ss)->sin_addr) == 1) {
+		net_sin((struct sockaddr *)&ss)->sin_family = AF_INET;
+		net_sin((struct sockaddr *)&ss)->sin_port = htons(p->port);
+		sl = sizeof(struct sockaddr_in);
+	} else {
+		LOG_ERR("master address %s: not an IP address", p->master);
+		return -EINVAL;
+	}
+	fd = zsock_socket(ss.ss_family, SOCK_DGRAM, IPPROTO_UDP);
+	if (fd < 0) {
+		LOG_ERR("socket: %d", errno);
+		return -errno;
+	}
+	/* connect(): the stack then delivers datagrams from the master only. */
+	if (zsock_connect(fd, (struct sockaddr *)&ss, sl) < 0) {
+		int e = errno;
+
+		LOG_ERR("connect %s: %d", p->master, e);
+		zsock_close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* ---- the thread ------------------------------------------------------------------------- */
+
+static void start_agent(uint64_t now)
+{
+	static edgerm_persist_t stored;
+	struct edgerm_provision unused;
+	bool have_state = false;
+
+	(void)edgerm_settings_load(&unused, &stored, &have_state);
+	edgerm_agent_config_t cfg = {
+		.name = prov.name[0] ? prov.name : CONFIG_BOARD,
+		.token = prov.token,
+		.cpus = 1.0,
+		/* One 64 KiB page per task slot is what a task may hold. */
+		.mem_mb = 0.0625 * CONFIG_EDGERM_WASM_MAX_SLOTS,
+		.devices = devices,
+		.devices_count = edgerm_sensors_devices(devices, ARRAY_SIZE(devices)),
+		.os = "zephyr",
+		.arch = CONFIG_ARCH,
+		.rng_seed = sys_rand32_get(),
+		.port = NULL,
+		.module_mem = module_mem,
+		.module_slot_size = CONFIG_EDGERM_MODULE_SLOT_SIZE,
+		.module_slots = CONFIG_EDGERM_MODULE_CACHE_MAX_SLOTS,
+	};
+
+	edgerm_agent_init(&agent, &cfg, have_state ? &stored : NULL, now);
+	LOG_INF("agent %s: %s, %u sensor(s), master [%s]:%u", cfg.name,
+		have_state && stored.agent_id ? "re-registering" : "registering",
+		cfg.devices_count, prov.master, prov.port);
+}
+
+static void apply_shell_requests(uint64_t now)
+{
+	if (atomic_cas(&reprovision, 1, 0)) {
+		bool other_master = strcmp(prov.master, next_prov.master) != 0 ||
+				    prov.port != next_prov.port;
+
+		prov = next_prov;
+		if (sock >= 0) {
+			zsock_close(sock);
+		}
+		sock = open_master_socket(&prov);
+		if (other_master) {
+			/* Another master does not know our identity. */
+			edgerm_agent_reset_identity(&agent, now);
+		}
+	}
+	if (atomic_cas(&forget, 1, 0)) {
+		edgerm_agent_reset_identity(&agent, now);
+	}
+}
+
+static void agent_main(void *p1, void *p2, void *p3)
+{
+	ARG_UNUSED(p1), ARG_UNUSED(p2), ARG_UNUSED(p3);
+
+	k_sem_take(&provisioned, K_FOREVER);
+	if (zsock_socketpair(AF_UNIX, SOCK_STREAM, 0, wake_fds) < 0) {
+		LOG_ERR("socketpair: %d", errno);
+		return;
+	}
+	edgerm_agent_lock();
+	sock = open_master_socket(&prov);
+	start_agent(edgerm_port_now_ms());
+	edgerm_agent_unlock();
+	LOG_INF("edgerm: agent started");
+
+	for (;;) {
+		struct zsock_pollfd fds[2] = {
+			{.fd = sock, .events = ZSOCK_POLLIN},
+			{.fd = wake_fds[0], .events = ZSOCK_POLLIN},
+		};
+		uint64_t now, deadline, tasks;
+
+		edgerm_agent_lock();
+		now = edgerm_port_now_ms();
+		deadline = edgerm_agent_next_deadline_ms(&agent);
+		tasks = edgerm_wamr_next_deadline_ms();
+		edgerm_agent_unlock();
+		if (tasks < deadline) {
+			deadline = tasks;
+		}
+		/* Wake at least every second: shell requests and a socket that failed to open. */
+		int timeout = deadline <= now ? 0 : (deadline - now > 1000 ? 1000 : (int)(deadline - now));
+
+		if (zsock_poll(fds, sock >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR) {
+			LOG_ERR("poll: %d", errno);
+			k_sleep(K_MSEC(100));
+		}
+		edgerm_agent_lock();
+		now = edgerm_port_now_ms();
+		apply_shell_requests(now);
+		if (sock >= 0 && (fds[0].revents & ZSOCK_POLLIN)) {
+			for (;;) {
+				ssize_t n = zsock_recv(sock, rx, sizeof(rx), ZSOCK_MSG_DONTWAIT);
+
+				if (n < 0) {
+					break; /* EAGAIN, or an ICMP error while the master is away */
+				}
+				/* A datagram longer than rx arrives cut to sizeof(rx): the core
+				 * rejects it (its CBOR is truncated), counting it. */
+				(void)edgerm_agent_on_datagram(&agent, rx, (size_t)n, now);
+			}
+		}
+		if (fds[1].revents & ZSOCK_POLLIN) {
+			uint8_t drain[16];
+
+			while (zsock_recv(wake_fds[0], drain, sizeof(drain), ZSOCK_MSG_DONTWAIT) > 0) {
+			}
+		}
+		edgerm_wamr_poll(&agent, now);
+		if (now >= edgerm_agent_next_deadline_ms(&agent)) {
+			edgerm_agent_on_timer(&agent, now);
+		}
+		edgerm_agent_unlock();
+	}
+}
+
+int edgerm_net_start(void)
+{
+	bool have_state;
+	static edgerm_persist_t unused;
+	int r = edgerm_settings_load(&prov, &unused, &have_state);
+
+	if (r < 0) {
+		return r;
+	}
+	k_thread_create(&agent_thread, agent_stack, K_THREAD_STACK_SIZEOF(agent_stack), agent_main,
+			NULL, NULL, NULL, CONFIG_EDGERM_AGENT_THREAD_PRIORITY, 0, K_NO_WAIT);
+	k_thread_name_set(&agent_thread, "edgerm_agent");
+	if (prov.valid) {
+		k_sem_give(&provisioned);
+	} else {
+		LOG_WRN("not provisioned: run `edgerm provision <master-ip> <token> [port] [name]`");
+	}
+	return 0;
+}
+
+void edgerm_net_reprovision(const struct edgerm_provision *p)
+{
+	if (k_sem_count_get(&provisioned) == 0 && sock < 0 && wake_fds[0] < 0) {
+		/* First provisioning: the agent thread is still waiting for it. */
+		prov = *p;
+		k_sem_give(&provisioned);
+		return;
+	}
+	next_prov = *p;
+	atomic_set(&reprovision, 1);
+	edgerm_agent_wake();
+}
+
+void edgerm_net_forget_identity(void)
+{
+	atomic_set(&forget, 1);
+	edgerm_agent_wake();
+}
