@@ -144,6 +144,7 @@ class Agent:
         finally:
             for ex in self.executors.values():
                 ex.close()
+            self.checkpoint.close()
 
     async def _recover(self) -> None:
         """After a restart: re-attach to what still runs, report what cannot be recovered,

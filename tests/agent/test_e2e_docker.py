@@ -4,7 +4,6 @@ the task; the agent touches only containers it labelled."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 import trio
 
 from edgerm.wire import pb
+from edgerm_agent.checkpoint import Checkpoint
 from edgerm_agent.executors.docker import LABEL_AGENT
 from edgerm_master.testing import MasterProcess
 
@@ -161,10 +161,7 @@ def _dockerd_pid(docker_host: str) -> int:
 
 
 def _kill_reason_in_checkpoint(work_dir: Path, task: int) -> int:
-    try:
-        snap = json.loads((work_dir / "agent.json").read_text())
-    except (OSError, ValueError):
-        return 0
+    snap = Checkpoint(work_dir).load() or {}
     for t in snap.get("tasks", []):
         if t.get("task") == task:
             return int(t.get("kill", 0))

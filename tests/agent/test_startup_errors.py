@@ -111,3 +111,16 @@ def test_the_real_process_exits_2_with_the_message(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.startswith("edgerm-agent: checkpoint ") and "Traceback" not in out.stderr
     assert "move it away" in out.stderr
+
+
+def test_damaged_checkpoint_slots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgerm_agent.checkpoint import SLOT_NAMES
+
+    (tmp_path / "work").mkdir()
+    for name in SLOT_NAMES:
+        (tmp_path / "work" / name).write_bytes(b"garbage that is not a slot")
+    code, err = run_main(capsys, write_config(tmp_path))
+    assert code == 2
+    assert err.startswith(f"edgerm-agent: checkpoint {tmp_path / 'work' / 'agent.ckpt.*'} is "
+                          "corrupt (agent.ckpt.0: not an agent checkpoint slot; agent.ckpt.1: ")
+    assert "move it away to register as a new agent" in err
