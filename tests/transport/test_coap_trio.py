@@ -252,7 +252,7 @@ async def test_hostile_datagrams_over_a_real_socket(nursery: trio.Nursery) -> No
     sent = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        for burst in range(50):
+        for _burst in range(50):
             # 100 small datagrams fit the server's socket buffer, so loopback drops none and
             # every one of them must reach the endpoint, whatever the machine's load.
             for _ in range(100):
