@@ -186,8 +186,10 @@ class Observer:
         for t, what in self.timeline:
             print(f"{t - t0:8.2f} s  {what}")
 
-    def offer_from(self, agent_name: str) -> pb.Offer | None:
-        return next((o for o in self.fw.offers.values() if o.agent_name == agent_name), None)
+    def offer_from(self, agent_name: str, needs: sdk.Constraints | None = None
+                   ) -> pb.Offer | None:
+        return next((o for o in self.fw.offers.values() if o.agent_name == agent_name
+                     and (needs is None or needs.match(o))), None)
 
     # -- waiting
 
@@ -205,9 +207,12 @@ class Observer:
         raise AssertionError(f"timed out after {timeout} s waiting for {detail}; "
                              f"states seen: {seen}")
 
-    async def offer(self, agent_name: str, timeout: float) -> pb.Offer:
-        return await self.wait_for(lambda: self.offer_from(agent_name), timeout,
-                                   f"an offer from {agent_name}")  # type: ignore[no-any-return]
+    async def offer(self, agent_name: str, timeout: float,
+                    needs: sdk.Constraints | None = None) -> pb.Offer:
+        """A live offer from `agent_name` (that matches `needs`)."""
+        return await self.wait_for(  # type: ignore[no-any-return]
+            lambda: self.offer_from(agent_name, needs), timeout,
+            f"an offer from {agent_name} matching {needs}")
 
     async def wait_state(self, task_id: str, states: Sequence[int], timeout: float
                          ) -> pb.TaskStatus:
