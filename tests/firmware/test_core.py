@@ -47,11 +47,11 @@ def test_unit_and_vectors_on_cortex_m4_in_qemu() -> None:
     checks, failures = _summary(out)
     assert failures == 0 and checks > 900
     assert _vector_counts(out) == _agent_vector_total()
-    # The test ELF really is Thumb code for an M-profile core.
+    # The test ELF really is code for an ARMv7E-M (Cortex-M4) core.
     header = subprocess.run(["arm-none-eabi-readelf", "-A", str(FIRMWARE / "build-host" /
                                                                  "unit-m4.elf")],
                             capture_output=True, text=True, check=True).stdout
-    assert "Tag_CPU_name: \"cortex-m4\"" in header
+    assert "Tag_CPU_arch: v7E-M" in header and "Tag_CPU_arch_profile: Microcontroller" in header
 
 
 def test_fuzz_parsers_bounded() -> None:
@@ -67,4 +67,33 @@ def test_size_report_is_json_lines() -> None:
     metrics = {r["metric"] for r in rows}
     assert {"firmware_core_flash", "firmware_core_static_ram"} <= metrics
     for r in rows:
-        assert set(r) >= {"metric", "value", "unit", "goal"} and r["value"] > 0
+        assert set(r) >= {"metric", "value", "unit", "goal"} and r["value"] >= 0
+    by_name = {r["metric"]: r["value"] for r in rows}
+    assert by_name["firmware_core_flash"] > 4000 and by_name["firmware_agent_state"] > 1000
+
+
+def test_core_defaults_equal_kconfig_defaults() -> None:
+    """core/include/edgerm/config.h (host builds, size report) and Kconfig (the device) hold
+    the same options with the same defaults, and every Kconfig int has a range."""
+    kconfig = (FIRMWARE / "Kconfig").read_text()
+    header = (FIRMWARE / "core" / "include" / "edgerm" / "config.h").read_text()
+    blocks = re.findall(r"^config (EDGERM_\w+)\n(.*?)(?=^config |^endmenu|^menu |^module)",
+                        kconfig, re.M | re.S)
+    kdefaults = {}
+    for name, body in blocks:
+        kind = re.search(r"^\s+(int|bool|string)\b", body, re.M)
+        default = re.search(r"^\s+default (\S+)", body, re.M)
+        if kind and kind.group(1) == "int":
+            assert re.search(r"^\s+range \d+ \d+", body, re.M), f"{name} has no range"
+        if default:
+            kdefaults[name] = default.group(1)
+    core = dict(re.findall(r"#define CONFIG_(EDGERM_\w+) (\S+)$", header, re.M))
+    assert core, "no defaults found in config.h"
+    for name, value in core.items():
+        if name == "EDGERM_RX_BUF_SIZE":  # an expression there, its value in Kconfig
+            assert kdefaults[name] == "576"
+            continue
+        if name == "EDGERM_WIRE_FULL_SCHEMA":  # a bool: 0 there, off in Kconfig
+            assert value == "0" and name not in kdefaults
+            continue
+        assert kdefaults.get(name) == value, (name, value, kdefaults.get(name))

@@ -113,8 +113,9 @@ async def _until(c: WsFrameworkClient, pred: Any, timeout: float = 20.0) -> None
                 if ev.WhichOneof("event") == "update" and ev.update.uuid:
                     await c.send(c.fw.acknowledge(ev.update))
     except trio.TooSlowError:
-        raise AssertionError(f"timed out; offers {list(c.fw.offers.values())} updates {list(c.fw.updates)} outputs "
-                             f"{list(c.fw.outputs)} errors {c.fw.errors}") from None
+        raise AssertionError(f"timed out; offers {list(c.fw.offers.values())} updates "
+                             f"{list(c.fw.updates)} outputs {list(c.fw.outputs)} "
+                             f"errors {c.fw.errors}") from None
 
 
 def _answer(fw: ScriptedFramework, before: int) -> pb.FrameworkEvent | None:

@@ -42,6 +42,14 @@
 #define Q_HDR 12 /* kind, state, reason, pad, task u32, exit_code i32 ... then u16 len */
 #define Q_ENTRY_HDR (Q_HDR + 2)
 
+#if CONFIG_EDGERM_PUBLISH_MAX_SIZE + Q_ENTRY_HDR + CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE >     \
+	CONFIG_EDGERM_UPDATE_QUEUE_SIZE
+#error "the update queue cannot hold one largest publish besides the status reserve"
+#endif
+#if CONFIG_EDGERM_STATUS_MESSAGE_MAX_SIZE + Q_ENTRY_HDR > CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE
+#error "the status reserve cannot hold one status update"
+#endif
+
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers */
 

@@ -4,6 +4,8 @@
  * with its range); the POSIX port and the host tests may override them with -D.
  *
  * Units are in the names: _MS milliseconds, _SIZE bytes, _PERCENT integer percent, _MAX_ a count.
+ * The defaults here equal the Kconfig defaults (tests/firmware/test_core.py checks it), so the
+ * host tests and bench/firmware_size see the device's configuration.
  */
 #ifndef EDGERM_CONFIG_H
 #define EDGERM_CONFIG_H
@@ -76,15 +78,15 @@
 #endif
 /* Encoded TaskSpec kept per task while its module downloads. */
 #ifndef CONFIG_EDGERM_TASK_SPEC_SIZE
-#define CONFIG_EDGERM_TASK_SPEC_SIZE 192
+#define CONFIG_EDGERM_TASK_SPEC_SIZE 160
 #endif
 /* Bytes of queued, unacknowledged status updates and publishes. */
 #ifndef CONFIG_EDGERM_UPDATE_QUEUE_SIZE
-#define CONFIG_EDGERM_UPDATE_QUEUE_SIZE 1536
+#define CONFIG_EDGERM_UPDATE_QUEUE_SIZE 1024
 #endif
 /* Part of the queue that publishes may not use, so status updates always fit. */
 #ifndef CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE
-#define CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE 384
+#define CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE 256
 #endif
 /* Longest status message (trap text, log tail) sent by this agent. */
 #ifndef CONFIG_EDGERM_STATUS_MESSAGE_MAX_SIZE
@@ -92,7 +94,7 @@
 #endif
 /* Largest publish a task may send (the ABI allows up to 1024). */
 #ifndef CONFIG_EDGERM_PUBLISH_MAX_SIZE
-#define CONFIG_EDGERM_PUBLISH_MAX_SIZE 256
+#define CONFIG_EDGERM_PUBLISH_MAX_SIZE 128
 #endif
 /* Heartbeat interval used until the master's Registered says otherwise. */
 #ifndef CONFIG_EDGERM_HEARTBEAT_DEFAULT_MS
