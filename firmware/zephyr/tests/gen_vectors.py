@@ -30,8 +30,9 @@ def table(name: str, rows: list[dict], field: str = "hex") -> list[str]:
             extra = f", {name}_canon_{i}, {len(bytes.fromhex(row['canonical']))}"
         else:
             extra = ", 0, 0"
-        out.append(f'  {{"{row["type"]}", "{row["name"]}", {name}_{i}, {n}{extra}}},')
-    out.append("  {0, 0, 0, 0, 0, 0},\n};")
+        level = row.get("level", "")
+        out.append(f'  {{"{row["type"]}", "{row["name"]}", {name}_{i}, {n}{extra}, "{level}"}},')
+    out.append("  {0, 0, 0, 0, 0, 0, 0},\n};")
     return out
 
 
@@ -44,7 +45,7 @@ def main() -> int:
         "#include <stddef.h>",
         "#include <stdint.h>",
         "struct vec { const char *type, *name; const uint8_t *bytes; size_t len;",
-        "             const uint8_t *canonical; size_t canonical_len; };",
+        "             const uint8_t *canonical; size_t canonical_len; const char *level; };",
     ]
     nc = doc.get("noncanonical", [])
     for i, row in enumerate(nc):

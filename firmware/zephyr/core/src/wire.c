@@ -1392,6 +1392,9 @@ int edgerm_wire_encode_agent_reply(const edgerm_agent_reply_t *in, uint8_t *buf,
 /* Every message type, by its proto name, for the vector and fuzz tests. */
 
 #ifdef EDGERM_WIRE_TYPE_TABLE
+#if !CONFIG_EDGERM_WIRE_FULL_SCHEMA
+#error "the type table needs CONFIG_EDGERM_WIRE_FULL_SCHEMA=1"
+#endif
 
 /* Launch, Kill, FetchModule and ReRegister alone decode into edgerm_command_t as well. */
 static int d_launch(st_t *s, void *o)
