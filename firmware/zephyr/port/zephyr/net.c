@@ -17,6 +17,7 @@
 
 #include "edgerm/agent.h"
 #include "edgerm_zephyr.h"
+#include "wasm_export.h"
 
 LOG_MODULE_REGISTER(edgerm_net, CONFIG_EDGERM_LOG_LEVEL);
 
@@ -184,6 +185,11 @@ static void agent_main(void *p1, void *p2, void *p3)
 	ARG_UNUSED(p1), ARG_UNUSED(p2), ARG_UNUSED(p3);
 
 	k_sem_take(&provisioned, K_FOREVER);
+	/* This thread loads and instantiates modules: WAMR wants its thread env set up. */
+	if (!wasm_runtime_init_thread_env()) {
+		LOG_ERR("WAMR thread env");
+		return;
+	}
 	if (zsock_socketpair(AF_UNIX, SOCK_STREAM, 0, wake_fds) < 0) {
 		LOG_ERR("socketpair: %d", errno);
 		return;
@@ -195,9 +201,10 @@ static void agent_main(void *p1, void *p2, void *p3)
 	LOG_INF("edgerm: agent started");
 
 	for (;;) {
+		/* The wake socket first: it is polled even while the master socket is down. */
 		struct zsock_pollfd fds[2] = {
-			{.fd = sock, .events = ZSOCK_POLLIN},
 			{.fd = wake_fds[0], .events = ZSOCK_POLLIN},
+			{.fd = sock, .events = ZSOCK_POLLIN},
 		};
 		uint64_t now, deadline, tasks;
 
@@ -219,7 +226,7 @@ static void agent_main(void *p1, void *p2, void *p3)
 		edgerm_agent_lock();
 		now = edgerm_port_now_ms();
 		apply_shell_requests(now);
-		if (sock >= 0 && (fds[0].revents & ZSOCK_POLLIN)) {
+		if (sock >= 0 && (fds[1].revents & ZSOCK_POLLIN)) {
 			for (;;) {
 				ssize_t n = zsock_recv(sock, rx, sizeof(rx), ZSOCK_MSG_DONTWAIT);
 
@@ -231,7 +238,7 @@ static void agent_main(void *p1, void *p2, void *p3)
 				(void)edgerm_agent_on_datagram(&agent, rx, (size_t)n, now);
 			}
 		}
-		if (fds[1].revents & ZSOCK_POLLIN) {
+		if (fds[0].revents & ZSOCK_POLLIN) {
 			uint8_t drain[16];
 
 			while (zsock_recv(wake_fds[0], drain, sizeof(drain), ZSOCK_MSG_DONTWAIT) > 0) {

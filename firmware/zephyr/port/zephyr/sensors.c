@@ -1,6 +1,6 @@
 /*
  * Sensors through devicetree: the aliases edgerm-temp, edgerm-humidity and edgerm-press name
- * the devices (boards/*.overlay, overlays/permamote.overlay). A task reads them by these names,
+ * the devices (the overlays under boards/ and overlays/). A task reads them by these names,
  * only when it holds them in its resources (checked by the core's ABI helpers).
  * One mutex serialises fetch+get: two tasks must not interleave on one driver.
  */

@@ -5,10 +5,12 @@
  *   edgerm status                                          state, identity, tasks, counters
  *   edgerm forget                                          drop the identity, register afresh
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <zephyr/shell/shell.h>
+#include <zephyr/sys/util.h>
 
 #include "edgerm_zephyr.h"
 
