@@ -1,6 +1,10 @@
 """Agent benchmarks: idle RSS, WASM accept→RUNNING latency, Docker accept→RUNNING latency.
 
-    python bench/agent.py [--runs N] [--no-docker]
+    python bench/agent.py [--runs N] [--no-docker] [--sqlite-synchronous FULL|NORMAL]
+
+Idle RSS is measured for an agent with Docker disabled and one with Docker enabled (engine
+reachable, no Docker task run yet: the SDK is not loaded), each against its own master; then
+after the Docker tasks ran (SDK loaded).
 
 Starts a master process, an agent process (WebSocket) and a framework on loopback; the Docker
 part starts a private dockerd with a busybox image (as the tests do). Prints JSON lines.
@@ -82,7 +86,29 @@ async def latencies(f, launches, runs: int) -> list[float]:  # type: ignore[no-u
     return out
 
 
-async def main(runs: int, with_docker: bool) -> None:
+async def idle_rss(tmp: Path, name: str, executors: tuple[str, ...],
+                   docker_host: str | None) -> tuple[float, float]:
+    """RSS of an agent (and of its spare WASM child) 3 s after it registered, before any
+    task: each in its own master so that no offer of it outlives the measurement."""
+    master = MasterProcess(str(tmp / f"master-{name}"), heartbeat_ms=1000).start()
+    host, port = master.ws
+    agent = AgentProcess(tmp / f"agent-{name}", f"ws://{host}:{port}/agent",
+                         executors=executors, docker_host=docker_host).start()
+    try:
+        async with trio.open_nursery() as nursery:
+            f = await open_framework(nursery, master.ws)
+            await f.wait_for(lambda: f.fw.offers, 30)
+            await trio.sleep(3)  # settle: imports done, spare WASM child started
+            assert agent.proc is not None
+            rss = rss_mb(agent.proc.pid), children_rss_mb(agent.proc.pid)
+            nursery.cancel_scope.cancel()
+    finally:
+        agent.stop()
+        master.stop()
+    return rss
+
+
+async def main(runs: int, with_docker: bool, sqlite_synchronous: str | None) -> None:
     import subprocess
 
     subprocess.run(["make", "-s", "-C", str(REPO / "examples/wasm")], check=True)
@@ -95,21 +121,27 @@ async def main(runs: int, with_docker: bool) -> None:
             gen = conftest.docker_engine.__wrapped__(None)  # type: ignore[attr-defined]
             docker_host = next(gen)
             stack.callback(lambda: next(gen, None))
+        executors = ("wasm", "docker") if with_docker else ("wasm",)
+        rss, child = await idle_rss(Path(tmp), "wasm", ("wasm",), None)
+        emit("agent_idle_rss_docker_disabled", rss, "MB", "<= 40")
+        emit("agent_spare_wasm_child_rss", child, "MB")
+        if with_docker:
+            rss, _ = await idle_rss(Path(tmp), "docker", executors, docker_host)
+            emit("agent_idle_rss_docker_enabled", rss, "MB", "<= 40")
+        extra = ["--allocation-interval-s", "0.05"]
+        if sqlite_synchronous:
+            extra += ["--sqlite-synchronous", sqlite_synchronous]
         master = MasterProcess(str(Path(tmp) / "master"), heartbeat_ms=1000,
-                               extra=["--allocation-interval-s", "0.05"]).start()
+                               extra=extra).start()
         stack.callback(master.stop)
         host, port = master.ws
         agent = AgentProcess(Path(tmp) / "agent", f"ws://{host}:{port}/agent",
-                             executors=("wasm", "docker") if with_docker else ("wasm",),
-                             docker_host=docker_host).start()
+                             executors=executors, docker_host=docker_host).start()
         stack.callback(agent.stop)
         async with trio.open_nursery() as nursery:
             f = await open_framework(nursery, master.ws)
             await f.wait_for(lambda: f.fw.offers, 30)
-            await trio.sleep(3)  # settle: imports done, spare WASM child started
-            assert agent.proc is not None
-            emit("agent_idle_rss", rss_mb(agent.proc.pid), "MB", "<= 40")
-            emit("agent_spare_wasm_child_rss", children_rss_mb(agent.proc.pid), "MB")
+            await trio.sleep(3)  # the spare WASM child is up
             sha = await f.upload(hello)
             lat = await latencies(f, lambda i: (f"w{i}", wasm_spec(sha, len(hello), "x")), runs)
             emit("wasm_accept_to_running_p50", statistics.median(lat), "ms", "<= 100")
@@ -122,6 +154,9 @@ async def main(runs: int, with_docker: bool) -> None:
                                       max(3, runs // 4))
                 emit("docker_accept_to_running_p50", statistics.median(lat), "ms")
                 emit("docker_accept_to_running_max", max(lat), "ms")
+                await trio.sleep(1)
+                assert agent.proc is not None
+                emit("agent_rss_after_docker_tasks", rss_mb(agent.proc.pid), "MB")
             nursery.cancel_scope.cancel()
 
 
@@ -129,5 +164,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--no-docker", action="store_true")
+    ap.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"],
+                    help="the master's SQLite mode (default: the master's own default)")
     args = ap.parse_args()
-    trio.run(main, args.runs, not args.no_docker)
+    trio.run(main, args.runs, not args.no_docker, args.sqlite_synchronous)
