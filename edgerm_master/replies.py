@@ -11,21 +11,9 @@ together): a canonical CBOR map with keys in field order 1 seq, 2 mac, 3 update_
 from __future__ import annotations
 
 from edgerm.wire import compute_mac
+from edgerm.wire.codec import cbor_head as _head
 
 __all__ = ["build_reply", "launch_command"]
-
-
-def _head(major: int, n: int) -> bytes:
-    mt = major << 5
-    if n < 24:
-        return bytes((mt | n,))
-    if n < 0x100:
-        return bytes((mt | 24, n))
-    if n < 0x10000:
-        return bytes((mt | 25,)) + n.to_bytes(2, "big")
-    if n < 0x100000000:
-        return bytes((mt | 26,)) + n.to_bytes(4, "big")
-    return bytes((mt | 27,)) + n.to_bytes(8, "big")
 
 
 def build_reply(secret: bytes | None, seq: int = 0, update_ack: int = 0,

@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-__all__ = ["DecodeError", "Limits", "DEFAULT_LIMITS", "encode", "decode", "to_tree"]
+__all__ = [
+    "DecodeError", "Limits", "DEFAULT_LIMITS", "encode", "decode", "to_tree", "cbor_head",
+]
 
 M = TypeVar("M", bound=Message)
 
@@ -96,7 +98,7 @@ _BYTES = _T.TYPE_BYTES
 _BOOL = _T.TYPE_BOOL
 
 
-def _head(major: int, n: int) -> bytes:
+def cbor_head(major: int, n: int) -> bytes:
     """The shortest head for major type `major` and argument `n` (RFC 8949 §4.2.1)."""
     mt = major << 5
     if n < 24:
@@ -134,29 +136,29 @@ def _encode_value(t: int, v: Any, out: bytearray) -> None:
         _encode_message(v, out)
     elif t == _STRING:
         b = v.encode("utf-8")
-        out += _head(3, len(b))
+        out += cbor_head(3, len(b))
         out += b
     elif t == _BYTES:
-        out += _head(2, len(v))
+        out += cbor_head(2, len(v))
         out += v
     elif t == _BOOL:
         out += b"\xf5" if v else b"\xf4"
     elif t in _DOUBLE_TYPES:
         out += _float_bytes(v)
     else:  # integers and enums
-        out += _head(0, v) if v >= 0 else _head(1, -1 - v)
+        out += cbor_head(0, v) if v >= 0 else cbor_head(1, -1 - v)
 
 
 def _encode_message(msg: Message, out: bytearray) -> None:
     # ListFields() yields the present fields in field-number order, which for our integer keys
     # is exactly the canonical key order, so no sorting pass is needed.
     fields = msg.ListFields()
-    out += _head(5, len(fields))
+    out += cbor_head(5, len(fields))
     for fd, value in fields:
-        out += _head(0, fd.number)
+        out += cbor_head(0, fd.number)
         t = fd.type
         if _is_repeated(fd):
-            out += _head(4, len(value))
+            out += cbor_head(4, len(value))
             for item in value:
                 _encode_value(t, item, out)
         else:
