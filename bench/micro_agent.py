@@ -83,7 +83,6 @@ print("IMAGE", IMAGE)
 
 PROBE = MOUNT + """
 import asyncio
-import json
 import agent
 gc.collect()
 print("LOADED", gc.mem_alloc() - IMAGE)
@@ -102,10 +101,8 @@ async def probe():
         await asyncio.sleep_ms(5)
 
 async def main():
-    with open(sys.argv[1]) as f:
-        cfg = json.load(f)
     asyncio.create_task(probe())
-    await agent.run(cfg)
+    await agent.run(sys.argv[1])
 
 asyncio.run(main())
 """

@@ -9,6 +9,14 @@ back to a fresh registration with the token. Every call after the first registra
 seq (one more per call) and an 8-byte HMAC-SHA256 mac; replies with a wrong mac or seq are
 dropped. A call that gets no answer is retried with exponential back-off up to 60 s, forever.
 
+With `observe` on, each heartbeat is a FETCH of `c` with Observe 0, so it also (re)registers
+the observation through which the master pushes commands (AgentReply, seq 0, signed) at once;
+an observation the master lost lapses for at most one heartbeat interval. An update the master
+refuses for good (BAD_REQUEST, FORBIDDEN, NOT_FOUND, TOO_LARGE in a signed reply) is dropped and
+the ones after it renumbered; other errors and silence are retried. An unsigned 4.01 (anyone
+can forge one) makes the agent re-register at most once per _REG_GAP_MIN..._REG_GAP_MAX ms,
+backing off while they keep coming.
+
 Messages are dicts keyed by field number (cbor.py); the numbers are the schema's, named by
 the `_X = const(n)` lines below with their "pb: Message.field" comments, which a test checks against the
 descriptors of edgerm.wire.pb.
@@ -113,7 +121,11 @@ _INVALID_TASK = const(12)  # pb: Reason.INVALID_TASK
 _UNSUPPORTED_EXECUTOR = const(13)  # pb: Reason.UNSUPPORTED_EXECUTOR
 _RESOURCES_UNAVAILABLE = const(18)  # pb: Reason.RESOURCES_UNAVAILABLE
 _MICROPYTHON = const(3)  # pb: Executor.MICROPYTHON
+_BAD_REQUEST = const(1)  # pb: ErrorCode.BAD_REQUEST
 _UNAUTHENTICATED = const(2)  # pb: ErrorCode.UNAUTHENTICATED
+_FORBIDDEN = const(3)  # pb: ErrorCode.FORBIDDEN
+_NOT_FOUND = const(4)  # pb: ErrorCode.NOT_FOUND
+_TOO_LARGE = const(6)  # pb: ErrorCode.TOO_LARGE
 
 _PROTOCOL_VERSION = const(1)
 _MAX_PAYLOAD = const(512)  # what fits coap.RX after the header and options
@@ -122,6 +134,8 @@ _MAX_PUBLISH = const(1024)
 _MAX_TASKS = const(16)  # task numbers remembered (terminal ones are forgotten oldest first)
 _BACKOFF_MAX_MS = const(60000)
 _IDLE_MS = const(20)
+_REG_GAP_MIN = const(1000)
+_REG_GAP_MAX = const(64000)
 
 # Persistent state (the state file): agent id, secret, next update id, last applied command,
 # unacknowledged updates [[call field, update dict]], and terminal tasks {task: state}.
@@ -132,7 +146,10 @@ _cmd = 0
 _queue = []
 _tasks = {}  # task number -> state; running ones live only in RAM
 
-_cfg = {}
+# From the configuration (the parsed config dict itself is dropped after start-up: ~1.7 KB).
+_state = "state.cbor"
+_reg = None  # [name, token, cpus, mem_mb, attributes]
+_observe = True
 _seq = 0
 _registered = False
 _hb_ms = 5000
@@ -142,6 +159,9 @@ _cmd_acked = 0  # command_ack the master has acknowledged receiving
 _fails = 0
 _inventory = []
 _log_level = 1
+_reg_ok = 0  # ticks_ms before which an unsigned 4.01 does not trigger a re-registration
+_reg_gap = _REG_GAP_MIN
+_refusals = 0  # re-registrations refused in a row
 
 
 def _log(level, *a):
@@ -156,7 +176,7 @@ def _log(level, *a):
 def _load():
     global _id, _secret, _next, _cmd, _queue, _tasks
     try:
-        with open(_cfg.get("state", "state.cbor"), "rb") as f:
+        with open(_state, "rb") as f:
             st = cbor.decode(f.read())
         _id = st.get(1, 0)
         _secret = st.get(2, b"")
@@ -178,7 +198,7 @@ def _save():
             break
         except IndexError:
             b = bytearray(2 * len(b))
-    path = _cfg.get("state", "state.cbor")
+    path = _state
     with open(path + ".new", "wb") as f:
         f.write(memoryview(b)[:n])
     os.rename(path + ".new", path)
@@ -197,21 +217,28 @@ def _put(d, k, v):
 async def _call(field, body):
     """Send AgentCall{field: body}; return the decoded, authenticated AgentReply or None."""
     global _fails
-    async with coap.lock:
+    await coap.take()
+    try:
         rep = await _exchange(field, body)
+    finally:
+        coap.give()
     if rep is None:
         _fails += 1
     return rep
 
 
 async def _exchange(field, body):
-    global _seq, _fails
+    global _seq, _fails, _observe
     _seq += 1
     seq = _seq
     msg = {_CALL_SEQ: seq, field: body}
     if _id:
         msg[_CALL_AGENT_ID] = _id
-    i = coap.begin(coap.POST, "a", cbor=True)
+    obs = _observe and field == _CALL_HEARTBEAT
+    if obs:
+        i = coap.begin(coap.FETCH, "c", cbor=True, observe=0)
+    else:
+        i = coap.begin(coap.POST, "a", cbor=True)
     coap.TX[i] = 0xFF
     j = cbor.enc(coap.TX, i + 1, msg)
     if _secret:
@@ -221,6 +248,12 @@ async def _exchange(field, body):
     if r is None:
         return None
     code, a, b, _ = r
+    if obs:
+        if code == 0x84 or code == 0x85:
+            _observe = False  # a master without `c`: heartbeats go to `a`
+            _log(0, "no observable c; observe off")
+            return None
+        coap.obs_tok = (coap.TX[4] << 8 | coap.TX[5]) if coap.observed else -1
     try:
         rep = cbor.decode(coap.RX[a:b])
     except ValueError:
@@ -255,15 +288,15 @@ def _authentic(rep, key):
 
 
 def _register_msg():
-    cfg = _cfg
-    res = _put({}, _RES_CPUS, float(cfg.get("cpus", 1.0)))
-    _put(res, _RES_MEM_MB, float(cfg.get("mem_mb", 0)))
+    name, token, cpus, mem, more = _reg
+    res = _put({}, _RES_CPUS, cpus)
+    _put(res, _RES_MEM_MB, mem)
     _put(res, _RES_DEVICES, _inventory)
     attrs = [{_ATTR_NAME: "os", _ATTR_TEXT: "micropython"},
              {_ATTR_NAME: "arch", _ATTR_TEXT: sys.platform}]
-    for k, v in cfg.get("attributes", {}).items():
+    for k, v in more.items():
         attrs.append({_ATTR_NAME: k, (_ATTR_TEXT if type(v) is str else _ATTR_SCALAR): v})
-    m = {_REG_NAME: cfg.get("name", "micro"), _REG_RESOURCES: res, _REG_ATTRIBUTES: attrs,
+    m = {_REG_NAME: name, _REG_RESOURCES: res, _REG_ATTRIBUTES: attrs,
          _REG_VERSION: _PROTOCOL_VERSION, _REG_MAX_PAYLOAD: _MAX_PAYLOAD}
     if executor is not None:
         m[_REG_EXECUTORS] = [_MICROPYTHON]
@@ -271,12 +304,16 @@ def _register_msg():
         _put(m, _REG_TASKS, [{_REPORT_TASK: t, _REPORT_STATE: s} for t, s in _tasks.items()])
         m[_REG_UPDATE_NEXT] = _next
     else:
-        m[_REG_TOKEN] = cfg.get("token", "")
+        m[_REG_TOKEN] = token
     return m
 
 
 async def _register():
-    global _id, _secret, _registered, _hb_ms, _jitter_ms, _next, _cmd_acked, _fails
+    global _id, _secret, _registered, _hb_ms, _jitter_ms, _next, _cmd_acked, _fails, _reg_ok, \
+        _reg_gap, _refusals
+    if _id:
+        _reg_ok = ticks_add(ticks_ms(), _reg_gap)
+        _reg_gap = min(2 * _reg_gap, _REG_GAP_MAX)
     rep = await _call(_CALL_REGISTER, _register_msg())
     if rep is None:
         return False
@@ -285,12 +322,15 @@ async def _register():
         err = rep.get(_REPLY_ERROR) or {}
         _log(1, "registration refused:", err.get(_ERR_CODE), err.get(_ERR_MESSAGE))
         if _id and err.get(_ERR_CODE) == _UNAUTHENTICATED:
-            _forget()  # the master does not know us (any more): register afresh with the token
+            _refusals += 1
+            if _refusals >= 2:  # twice in a row: not one forged datagram
+                _forget()  # the master does not know us (any more): register with the token
         _fails += 1
         return False
+    _refusals = 0
     _id = reg.get(_RGD_AGENT_ID, 0)
     _secret = reg.get(_RGD_SECRET, b"")
-    _hb_ms = reg.get(_RGD_HEARTBEAT_MS) or _cfg.get("heartbeat_ms", 5000)
+    _hb_ms = reg.get(_RGD_HEARTBEAT_MS) or _hb_ms
     _jitter_ms = reg.get(_RGD_JITTER_MS, 0)
     ack = reg.get(_RGD_UPDATE_ACK, 0)
     _acked(ack)
@@ -328,14 +368,25 @@ def _acked(ack):
     return False
 
 
+def _unauthenticated():
+    # Re-register, but not more than once per _reg_gap: the 4.01 may be forged.
+    global _registered, _reg_gap
+    late = ticks_diff(ticks_ms(), _reg_ok)
+    if late < 0:
+        _log(1, "4.01 ignored: re-registered", _reg_gap + late, "ms ago")
+        return
+    if late > _reg_gap:
+        _reg_gap = _REG_GAP_MIN  # quiet for a while: back off afresh
+    _registered = False
+
+
 def _on_reply(rep):
-    global _registered
     changed = _acked(rep.get(_REPLY_UPDATE_ACK, 0))
     err = rep.get(_REPLY_ERROR)
     if type(err) is dict:
         _log(1, "error", err.get(_ERR_CODE), err.get(_ERR_MESSAGE))
         if err.get(_ERR_CODE) == _UNAUTHENTICATED:
-            _registered = False
+            _unauthenticated()
     for c in rep.get(_REPLY_COMMANDS, ()):
         if type(c) is dict and c.get(_CMD_ID) == _cmd + 1:
             _apply(c)
@@ -431,6 +482,32 @@ def publish(task, data, topic=""):
 # The loop
 
 
+def _drop_head():
+    """Forget the oldest update, which the master refused for good, and renumber the rest
+    (the master applies update ids without gaps and has not applied this one)."""
+    global _next
+    del _queue[0]
+    for c in _queue:
+        c[1][_SU_UPDATE_ID] -= 1  # Publish.update_id has the same number
+    _next -= 1
+    _save()
+
+
+def _on_push():
+    # The latest notification of the observation: an AgentReply with seq 0 and our mac.
+    p = coap.pushed
+    coap.pushed = None
+    try:
+        rep = cbor.decode(p)
+    except ValueError:
+        rep = None
+    if rep is None or not _authentic(rep, _secret) or rep.get(_REPLY_SEQ, 0) != 0:
+        _log(1, "notification dropped")
+        return
+    _log(2, "pushed", len(rep.get(_REPLY_COMMANDS, ())), "commands")
+    _on_reply(rep)
+
+
 def _schedule(now):
     global _due
     _due = ticks_add(now, _hb_ms + (getrandbits(16) % (_jitter_ms + 1) if _jitter_ms else 0))
@@ -440,6 +517,10 @@ async def _step():
     """One round: register, flush one update, or heartbeat when due; else idle a moment."""
     global _cmd_acked, _fails, _due
     now = ticks_ms()
+    if not coap.busy:  # nothing in flight (and no await below until done): read pushes
+        coap.poll()
+        if coap.pushed is not None and _registered:
+            _on_push()
     if _fails and ticks_diff(_due, now) > 0:
         await asyncio.sleep_ms(_IDLE_MS)  # backing off after a silent master
         return
@@ -450,9 +531,15 @@ async def _step():
         ok = await _call(head[0], head[1])
         if ok is not None:
             _on_reply(ok)
+            err = ok.get(_REPLY_ERROR)
             if _queue and _queue[0] is head:
-                _fails += 1  # answered but not acknowledged: do not hammer the master
-                _log(1, "update", head[1].get(_SU_UPDATE_ID), "not acknowledged")
+                if type(err) is dict and err.get(_ERR_CODE) in (_BAD_REQUEST, _FORBIDDEN,
+                                                                _NOT_FOUND, _TOO_LARGE):
+                    _log(0, "update", head[1].get(_SU_UPDATE_ID), "refused for good; dropped")
+                    _drop_head()
+                else:
+                    _fails += 1  # answered but not acknowledged: do not hammer the master
+                    _log(1, "update", head[1].get(_SU_UPDATE_ID), "not acknowledged")
     elif _cmd != _cmd_acked or ticks_diff(now, _due) >= 0:
         ack = _cmd
         ok = await _call(_CALL_HEARTBEAT, _put({}, _HB_COMMAND_ACK, ack))
@@ -469,11 +556,18 @@ async def _step():
         _schedule(ticks_ms())
 
 
-async def run(cfg):
-    """Run the agent with configuration `cfg` (a dict, see README.md) until the process ends."""
-    global _cfg, _hb_ms, _log_level, _inventory
+async def run(path):
+    """Run the agent with the configuration file at `path` (JSON, see README.md) until the
+    process ends. The parsed dict is dropped once read (~1.7 KB); read here, so that no
+    caller's frame keeps a stale pointer to it."""
+    global _state, _reg, _observe, _hb_ms, _log_level, _inventory
     import socket
-    _cfg = cfg
+    with open(path) as f:
+        cfg = json.load(f)
+    _state = cfg.get("state", "state.cbor")
+    _reg = [cfg.get("name", "micro"), cfg.get("token", ""), float(cfg.get("cpus", 1.0)),
+            float(cfg.get("mem_mb", 0)), cfg.get("attributes", {})]
+    _observe = cfg.get("observe", True)
     _log_level = cfg.get("log_level", 1)
     _hb_ms = cfg.get("heartbeat_ms", 5000)
     host, port = cfg.get("master", "127.0.0.1:5683").rsplit(":", 1)
@@ -487,6 +581,7 @@ async def run(cfg):
     if executor is not None:
         executor.setup(report, publish, cfg.get("cache", "cache"), cfg.get("block_szx", 5),
                        cfg.get("max_module", 16384))
+    cfg = None
     gc.collect()
     while True:
         try:
@@ -501,6 +596,4 @@ async def run(cfg):
 
 
 def main(path="config.json"):
-    with open(path) as f:
-        cfg = json.load(f)
-    asyncio.run(run(cfg))
+    asyncio.run(run(path))

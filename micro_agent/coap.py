@@ -1,11 +1,18 @@
 """A minimal CoAP client (RFC 7252) for one master: CON requests with retransmission, token
-matching, piggybacked and separate responses, Block2 downloads (RFC 7959).
+matching, piggybacked and separate responses, Block2 downloads (RFC 7959), and one Observe
+(RFC 7641) whose notifications are kept for the agent to read.
 
 Economy: one preallocated datagram buffer, `TX` and `RX` are memoryview halves of it. A caller
 builds a request in place (`begin` writes header and options, the caller writes its payload after
 it), `request` sends it and returns where the response's payload lies in `RX`. One request is in
-flight at a time (NSTART = 1): whoever builds a request holds `lock` from `begin` until it has
-read the response, so the agent loop and a task's module download take turns with the buffer.
+flight at a time (NSTART = 1): whoever builds a request holds the buffer (`await take()` ...
+`give()`) from `begin` until it has read the response, so the agent loop and a task's module
+download take turns with it. `busy` tells the agent loop, without awaiting, that nothing is in
+flight, so it may read the socket itself (`poll`).
+
+Notifications of the observation with token `obs_tok` can arrive at any time: while a request
+waits for its response, or while nothing is in flight (`poll`). A CON one is ACKed; the latest
+payload is copied to `pushed` for the agent, which checks its MAC.
 
 Datagrams are read from any source: the token and message id select a response, and the
 agent's MAC decides whether to believe it. Anything unparsable is dropped.
@@ -44,7 +51,11 @@ BUF = bytearray(_TX_SIZE + _RX_SIZE)
 TX = memoryview(BUF)[:_TX_SIZE]
 RX = memoryview(BUF)[_TX_SIZE:]
 _ack = bytearray(4)  # empty ACKs go out from here so TX survives for retransmission
-lock = asyncio.Lock()
+lock = asyncio.Lock()  # FIFO: a module download and the agent loop take turns fairly
+busy = False  # someone holds TX/RX (see take/give)
+obs_tok = -1  # the token of our observation, -1 for none
+observed = False  # the last parsed datagram carried an Observe option
+pushed = None  # the payload of the latest notification, until the agent takes it
 _sock = None
 _addr = None
 _mid = getrandbits(16)
@@ -60,6 +71,19 @@ def setup(sock, addr, ack_timeout_ms=2000, max_retransmit=4):
     _addr = addr
     _ack_ms = ack_timeout_ms
     _retries = max_retransmit
+
+
+async def take():
+    """Wait for the buffer and hold it; `give()` hands it back."""
+    global busy
+    await lock.acquire()
+    busy = True
+
+
+def give():
+    global busy
+    busy = False
+    lock.release()
 
 
 def _opt(i, prev, num, val):
@@ -122,6 +146,8 @@ def begin(code, path, path2=None, cbor=False, block2=-1, observe=-1):
 def parse(n):
     """(type, code, mid, token or -1, payload start, block2 or -1) of the datagram RX[:n].
     Raises ValueError when it is not a well-formed CoAP message."""
+    global observed
+    observed = False
     if n < 4 or RX[0] >> 6 != 1:
         raise ValueError
     tkl = RX[0] & 15
@@ -155,6 +181,8 @@ def parse(n):
         num += d
         if i + ln > n:
             raise ValueError
+        if num == _OPT_OBSERVE:
+            observed = True
         if num == _OPT_BLOCK2:
             blk = 0
             for k in range(ln):
@@ -176,6 +204,12 @@ def _send_empty(mtype, mid):
 
 
 def _recv():
+    # readinto allocates nothing (recv() would, per datagram, and its freed buffers fragment a
+    # small heap until a task cannot be compiled). Its cost: a socket's readinto reads on until
+    # the buffer is full, so two datagrams queued together arrive glued. Then the first one's
+    # payload has trailing bytes: a CBOR reply fails to decode and is dropped, a Block2 block
+    # is longer than the block size and is asked again; CON retransmission brings back what
+    # was lost (the master answers a repeated request from its deduplication cache).
     try:
         n = _sock.readinto(RX)
     except OSError:
@@ -185,10 +219,40 @@ def _recv():
     return n or 0
 
 
+def _notification(mtype, code, tok, a, k):
+    # True when RX[:k] is a notification of our observation (kept in `pushed`).
+    global pushed, obs_tok
+    if tok != obs_tok or obs_tok < 0 or mtype > _NON:
+        return False
+    if code >> 5 != 2:
+        obs_tok = -1  # an error notification ends the observation (RFC 7641 3.2)
+    elif a < k:
+        pushed = bytes(RX[a:k])
+    return True
+
+
+def poll():
+    """Read what arrived while no request was in flight (the caller holds the buffer): ACK
+    CON messages, keep notifications, drop the rest."""
+    while True:
+        k = _recv()
+        if not k:
+            return
+        try:
+            mtype, code, rmid, rtok, a, blk = parse(k)
+        except (ValueError, IndexError):
+            stats[2] += 1
+            continue
+        if mtype == _CON:
+            _send_empty(_ACK, rmid)
+        if not _notification(mtype, code, rtok, a, k):
+            stats[2] += 1
+
+
 async def request(n):
     """Send the CON request TX[:n]; return (code, payload start, payload end, block2) of its
     response in RX, or None when the peer did not answer within the retransmission budget.
-    The caller holds `lock`."""
+    The caller holds the buffer."""
     if True:
         mid = TX[2] << 8 | TX[3]
         tok = TX[4] << 8 | TX[5]
@@ -217,7 +281,9 @@ async def request(n):
                 stats[2] += 1
                 continue
             if mtype == _CON:
-                _send_empty(_ACK, rmid)  # a separate response (ours or a stale one)
+                _send_empty(_ACK, rmid)  # a separate response or a notification
+            if rtok != tok and _notification(mtype, code, rtok, a, k):
+                continue
             if mtype == _RST and rmid == mid:
                 return None
             if code == 0:
@@ -237,14 +303,20 @@ async def get_blocks(path, path2, szx, sink):
     Returns the final response code, or 0 when the peer went silent."""
     num = 0
     while True:
-        async with lock:
+        await take()
+        try:
             r = await request(begin(GET, path, path2, block2=num << 4 | szx))
             if r is None:
                 return 0
             code, a, b, blk = r
             if code != CONTENT:
                 return code
+            size = 16 << (blk & 7)
+            if blk >= 0 and (b - a > size or (blk & 8 and b - a != size)):
+                continue  # glued to another datagram (see _recv): ask for this block again
             sink(RX[a:b])
+        finally:
+            give()
         if blk < 0 or not blk & 8:
             return code
         szx = blk & 7

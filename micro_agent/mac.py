@@ -7,13 +7,15 @@ without an early exit so a forger learns nothing from timing.
 import hashlib
 
 
+_k = bytearray(64)  # the pad, reused: no garbage per call
+
+
 def hmac8(key, data):
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
-    k = bytearray(64)
-    k[:len(key)] = key
+    k = _k
     for i in range(64):
-        k[i] ^= 0x36
+        k[i] = (key[i] if i < len(key) else 0) ^ 0x36
     h = hashlib.sha256(k)
     h.update(data)
     inner = h.digest()

@@ -4,8 +4,10 @@ It speaks the agent half of docs/protocol.md over real UDP on loopback, with the
 (`edgerm.wire`) and the real CoAP message codec (`edgerm.coap.message`): registration with the
 token, re-registration with agent_id + mac, seq checks, heartbeats with command_ack, commands
 re-sent until acknowledged, status/publish applied exactly once in update_id order, modules by
-GET m/<hex> with Block2. Tests queue commands, read what was applied, make it deaf for a while
-(a master outage), and inject datagrams at the agent from the master's own address.
+GET m/<hex> with Block2, heartbeats as FETCH `c` with Observe 0 and commands pushed at once as
+CON notifications (AgentReply, seq 0, signed). Tests queue commands, read what was applied, make
+it deaf for a while (a master outage), refuse chosen updates with an error (`refuse`), and
+inject datagrams at the agent from the master's own address.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from edgerm.wire import DecodeError, decode, encode, pb, sign, verify
 
 _ACK = 2
 _CON = 0
+_OBSERVE = 6
 _URI_PATH = 11
 _BLOCK2 = 23
 _CF = 12
@@ -40,12 +43,23 @@ class AgentRecord:
     publishes: list[pb.Publish] = field(default_factory=list)
     registrations: list[pb.Register] = field(default_factory=list)
     heartbeats: int = 0
+    observer: tuple[object, bytes] | None = None  # (address, token) of the observation on c
+    pushes: int = 0
+    refused: list[int] = field(default_factory=list)  # update ids answered with an error
 
 
 class ScriptedMaster:
-    def __init__(self, token: str = "tok", heartbeat_ms: int = 300) -> None:
+    def __init__(self, token: str = "tok", heartbeat_ms: int = 300,
+                 observable: bool = True) -> None:
         self.token = token
         self.heartbeat_ms = heartbeat_ms
+        self.observable = observable
+        # update_id -> (ErrorCode, times): answer that update with a signed error, not applied
+        self.refuse: dict[int, tuple[int, int]] = {}
+        self._pending_push: set[int] = set()
+        self._push_event = trio.Event()
+        self._push_mid = 0x8000
+        self._observe_seq = 1
         self.agents: dict[int, AgentRecord] = {}
         self.modules: dict[bytes, bytes] = {}
         self.sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
@@ -72,6 +86,9 @@ class ScriptedMaster:
         cmd = pb.Command(id=rec.next_command, **kind)  # type: ignore[arg-type]
         rec.next_command += 1
         rec.commands.append(cmd)
+        if rec.observer is not None:
+            self._pending_push.add(agent_id)
+            self._push_event.set()
         return cmd
 
     def states(self, agent_id: int, task: int) -> list[int]:
@@ -90,6 +107,31 @@ class ScriptedMaster:
     # -- the server ----------------------------------------------------------------------------
 
     async def serve(self) -> None:
+        async with trio.open_nursery() as n:
+            n.start_soon(self._pusher)
+            await self._serve()
+
+    async def _pusher(self) -> None:
+        while True:
+            await self._push_event.wait()
+            self._push_event = trio.Event()
+            for aid in sorted(self._pending_push):
+                rec = self.agents.get(aid)
+                if rec is None or rec.observer is None or self.deaf:
+                    continue
+                addr, token = rec.observer
+                reply = pb.AgentReply(seq=0, update_ack=rec.update_ack)
+                reply.commands.extend(c for c in rec.commands if c.id > rec.command_ack)
+                self._push_mid += 1
+                self._observe_seq += 1
+                out = encode_message(_CON, 0x45, self._push_mid & 0xFFFF, token,
+                                     [(_OBSERVE, self._observe_seq.to_bytes(3, "big")),
+                                      (_CF, b"\x3c")], sign(reply, rec.secret))
+                rec.pushes += 1
+                await self.sock.sendto(out, addr)
+            self._pending_push.clear()
+
+    async def _serve(self) -> None:
         while True:
             data, addr = await self.sock.recvfrom(2048)
             if self.deaf:
@@ -114,6 +156,14 @@ class ScriptedMaster:
         if path == ["a"] and req.code == 2:
             code, payload = self._agent_call(req.payload)
             opts = [(_CF, b"\x3c")]
+        elif path == ["c"] and req.code == 5 and self.observable:
+            code, payload = self._agent_call(req.payload, observer=(addr, req.token)
+                                             if req.opt(_OBSERVE) == b"" else None)
+            opts = [(_CF, b"\x3c")]
+            if code == 0x44:
+                code = 0x45
+                self._observe_seq += 1
+                opts.insert(0, (_OBSERVE, self._observe_seq.to_bytes(3, "big")))
         elif len(path) == 2 and path[0] == "m" and req.code == 1:
             code, payload, opts = self._module(path[1], req.opt(_BLOCK2))
         else:
@@ -139,7 +189,8 @@ class ScriptedMaster:
         error = pb.Error(code=pb.ErrorCode.Name(err), message=text)
         return code, encode(pb.AgentReply(error=error))
 
-    def _agent_call(self, payload: bytes) -> tuple[int, bytes]:
+    def _agent_call(self, payload: bytes, observer: tuple[object, bytes] | None = None
+                    ) -> tuple[int, bytes]:
         try:
             call = decode(pb.AgentCall, payload)
         except DecodeError as e:
@@ -164,6 +215,16 @@ class ScriptedMaster:
             return self._error(0x81, pb.UNAUTHENTICATED, "stale seq")
         rec.last_seq = call.seq
         reply = pb.AgentReply(seq=call.seq)
+        upd = getattr(call, which) if which in ("status", "publish") else None
+        if upd is not None and upd.update_id in self.refuse:
+            err, times = self.refuse[upd.update_id]
+            if times > 0:
+                self.refuse[upd.update_id] = (err, times - 1)
+                rec.refused.append(upd.update_id)
+                reply.update_ack = rec.update_ack
+                reply.error.CopyFrom(pb.Error(code=pb.ErrorCode.Name(err), message="refused"))
+                return {pb.BAD_REQUEST: 0x80, pb.NOT_FOUND: 0x84}.get(err, 0xA3), \
+                    sign(reply, rec.secret)
         if which == "register":
             rec.registrations.append(call.register)
             reply.registered.CopyFrom(pb.Registered(
@@ -172,8 +233,8 @@ class ScriptedMaster:
         elif which == "heartbeat":
             rec.heartbeats += 1
             rec.command_ack = max(rec.command_ack, call.heartbeat.command_ack)
-        elif which in ("status", "publish"):
-            upd = getattr(call, which)
+            rec.observer = observer
+        elif upd is not None:
             if upd.update_id == rec.update_ack + 1:
                 rec.update_ack += 1
                 (rec.statuses if which == "status" else rec.publishes).append(upd)
