@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from edgerm_agent.testing import BUSYBOX_IMAGE
+
 from .conftest import (
     AGENT_TOKEN,
-    BUSYBOX_IMAGE,
     FRAMEWORK_TOKEN,
     OPERATOR_TOKEN,
     wait_for_agent,
@@ -23,7 +24,7 @@ from .conftest import (
 
 
 @pytest.fixture(scope="module")
-def docker_cluster(tmp_path_factory: pytest.TempPathFactory, docker_host: str
+def docker_cluster(tmp_path_factory: pytest.TempPathFactory, docker_engine: str
                    ) -> Iterator[dict[str, str]]:
     from edgerm.cluster import ClusterSettings, linux_agent_toml
     from edgerm_master.testing import MasterProcess
@@ -42,7 +43,7 @@ def docker_cluster(tmp_path_factory: pytest.TempPathFactory, docker_host: str
     with open(log, "wb") as out:
         agent = subprocess.Popen([sys.executable, "-m", "edgerm_agent", str(config)],
                                  stdout=out, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, DOCKER_HOST=docker_host))
+                                 env=dict(os.environ, DOCKER_HOST=docker_engine))
     try:
         trio.run(wait_for_agent, url, "docker-e2e")
         yield dict(os.environ, EDGERM_MASTER=url, EDGERM_TOKEN=FRAMEWORK_TOKEN,

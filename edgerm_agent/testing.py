@@ -1,0 +1,93 @@
+"""Test support for the Linux agent: a private Docker engine with a local busybox image.
+
+No registry is reachable from the test machines, so the image is a busybox-static root file
+system imported with `docker import` (ENVIRONMENT.md's recipe). The engine runs with its own data
+and exec roots and socket, without iptables or a bridge, so it touches nothing of the host's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["BUSYBOX_IMAGE", "busybox_tar", "private_docker_engine"]
+
+BUSYBOX_IMAGE = "edgerm-test/busybox:1"
+_APPLETS = ("sh", "echo", "sleep", "cat", "tail", "head", "true", "false", "env", "ls")
+
+
+def busybox_tar(path: Path) -> None:
+    """Write a root file system of busybox and its applet links to the tar file `path`."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise RuntimeError("busybox-static is not installed (apt-get install busybox-static)")
+    with tarfile.open(path, "w") as tar:
+        for d in ("bin", "tmp"):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, "bin/busybox")
+        for applet in _APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            tar.addfile(link)
+
+
+@contextmanager
+def private_docker_engine(start_timeout_s: float = 30.0) -> Iterator[str]:
+    """Start a dockerd of our own with `BUSYBOX_IMAGE` loaded; yield its DOCKER_HOST.
+
+    Error handling: if the engine does not answer within `start_timeout_s`, RuntimeError with
+    the end of its log (callers fail, never skip). Resource handling: the engine is stopped
+    (SIGTERM, then SIGKILL) and its directories removed on exit.
+    """
+    import docker
+
+    d = Path("/tmp") / f"edgerm-dockerd-{os.getpid()}"  # short: unix socket paths are limited
+    d.mkdir(parents=True, exist_ok=True)
+    host = f"unix://{d}/docker.sock"
+    with open(d / "dockerd.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
+             "--data-root", str(d / "data"), "--exec-root", str(d / "exec"),
+             "--pidfile", str(d / "dockerd.pid"), "-H", host],
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        client = None
+        deadline = time.monotonic() + start_timeout_s
+        while client is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                client = docker.DockerClient(base_url=host, timeout=10)
+                client.ping()
+            except Exception:  # noqa: BLE001 - not up yet
+                client = None
+                time.sleep(0.1)
+        if client is None:
+            tail = (d / "dockerd.log").read_bytes()[-3000:].decode(errors="replace")
+            raise RuntimeError(f"dockerd did not start (is docker.io installed? run as root):\n"
+                               f"{tail}")
+        busybox_tar(d / "busybox.tar")
+        repo, tag = BUSYBOX_IMAGE.split(":")
+        client.api.import_image_from_data((d / "busybox.tar").read_bytes(), repository=repo,
+                                          tag=tag)
+        client.close()
+        yield host
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["umount", str(d / "exec" / "netns" / "default")],
+                       stderr=subprocess.DEVNULL, check=False)
+        shutil.rmtree(d, ignore_errors=True)
