@@ -32,7 +32,7 @@ from edgerm.wire import PROTOCOL_VERSION, decode, encode, pb, sign, verify
 __all__ = [
     "ScriptedAgent", "ScriptedFramework", "Cluster", "MasterProcess", "wasm_module",
     "task_info", "offer_on", "launch", "task_state", "number_of", "CoapAgentClient",
-    "WsAgentClient", "WsFrameworkClient",
+    "WsAgentClient", "WsFrameworkClient", "UdpRelay",
 ]
 
 TS = pb.TaskState
@@ -732,3 +732,51 @@ class WsFrameworkClient:
         if ev.WhichOneof("event") == "error" and kind != "error":
             raise AssertionError(f"error instead of {kind}: {ev.error}")
         return getattr(ev, kind)
+
+
+class UdpRelay:
+    """A UDP relay on loopback between one agent and the master, for network-fault tests.
+
+    The agent talks to `port`; the relay forwards to `target` and back while `forwarding` is
+    true, and drops both ways while it is false (the agent is cut off). `inject(data)` sends a
+    datagram to the agent from the master's side, as a spoofer on the path would.
+    Run it with `nursery.start_soon(relay.run)` after `await relay.bind()`.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import trio
+
+        self.target = target
+        self.forwarding = True
+        self.client: Any = None
+        self.port = 0
+        self.front = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        self.back = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+
+    async def bind(self) -> int:
+        await self.front.bind(("127.0.0.1", 0))
+        await self.back.bind(("127.0.0.1", 0))
+        self.port = int(self.front.getsockname()[1])
+        return self.port
+
+    async def run(self) -> None:
+        import trio
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._up)
+            nursery.start_soon(self._down)
+
+    async def _up(self) -> None:
+        while True:
+            data, self.client = await self.front.recvfrom(65536)
+            if self.forwarding:
+                await self.back.sendto(data, self.target)
+
+    async def _down(self) -> None:
+        while True:
+            data, _ = await self.back.recvfrom(65536)
+            if self.forwarding and self.client is not None:
+                await self.front.sendto(data, self.client)
+
+    async def inject(self, data: bytes) -> None:
+        await self.front.sendto(data, self.client)

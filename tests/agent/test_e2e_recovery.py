@@ -4,52 +4,16 @@ without a relaunch."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from edgerm.wire import pb
-from edgerm_master.testing import MasterProcess
+from edgerm_master.testing import MasterProcess, UdpRelay
 
 from .cluster import AgentProcess, open_framework, wasm_spec
 
 TS = pb.TaskState
-
-
-class UdpRelay:
-    """Forwards datagrams between one client and `target` while `forwarding` is true."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.forwarding = True
-        self.front = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.back = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.client: Any = None
-
-    async def bind(self) -> int:
-        await self.front.bind(("127.0.0.1", 0))
-        await self.back.bind(("127.0.0.1", 0))
-        return int(self.front.getsockname()[1])
-
-    async def run(self) -> None:
-        async with trio.open_nursery() as n:
-            n.start_soon(self._up)
-            n.start_soon(self._down)
-
-    async def _up(self) -> None:
-        while True:
-            data, addr = await self.front.recvfrom(65536)
-            self.client = addr
-            if self.forwarding:
-                await self.back.sendto(data, self.target)
-
-    async def _down(self) -> None:
-        while True:
-            data, _ = await self.back.recvfrom(65536)
-            if self.forwarding and self.client is not None:
-                await self.front.sendto(data, self.client)
 
 
 async def test_cut_off_agent_goes_unreachable_and_comes_back_running(
