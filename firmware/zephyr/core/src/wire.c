@@ -1,14 +1,22 @@
 /*
- * Hand-written encoders and decoders of the agent-link messages on zcbor's runtime primitives.
+ * The agent-link codec, table-driven: every message is a `const` table of its fields (number,
+ * kind, offset in the C struct, where its count / has-flag / oneof selector lives, nested
+ * message), and one generic decoder and one generic encoder walk those tables on zcbor's runtime
+ * primitives, as nanopb's and zcbor's generated descriptors do. The tables sit in flash; adding
+ * a field is one line, not a decoder and an encoder.
  *
  * Decoding: edgerm_wire_check_untrusted has already proven the buffer well-formed and
  * deterministic, so a zcbor failure here means "not this message" (a wrong type, an integer out
  * of its field's range) and is reported as EDGERM_WIRE_E_SCHEMA. Each message is a map walked
  * key by key; unknown keys are skipped (forward compatibility); a second member of a oneof is
- * refused. Encoding: zcbor is built with ZCBOR_CANONICAL (definite lengths, shortest heads);
- * fields at their default are left out and keys are written in ascending order, so the output
- * is the deterministic encoding of edgerm.wire, byte for byte.
+ * refused; a repeated field with more elements than its array is EDGERM_WIRE_E_TOO_LARGE. The
+ * output struct is zeroed once, at the top; a sub-message kept encoded (a command in a reply, a
+ * spec in a launch) is decoded with no output at all, only to validate it, so it costs no
+ * scratch struct. Encoding: zcbor is built with ZCBOR_CANONICAL (definite lengths, shortest
+ * heads); fields at their default are left out and written in ascending key order (each table
+ * is sorted), so the output is the deterministic encoding of edgerm.wire, byte for byte.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include <zcbor_common.h>
@@ -39,11 +47,304 @@
 			return BAD;                                                                \
 		}                                                                                  \
 	} while (0)
+#define PUT(expr)                                                                                  \
+	do {                                                                                       \
+		if (!(expr)) {                                                                     \
+			return EDGERM_WIRE_E_NOSPACE;                                              \
+		}                                                                                  \
+	} while (0)
+
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
 
 typedef zcbor_state_t st_t;
 
 /* ------------------------------------------------------------------------------------------ */
-/* Decoding primitives */
+/* The descriptors */
+
+/* What a field holds. */
+enum {
+	K_U32,  /* uint32_t */
+	K_I32,  /* int32_t (proto int32 and enums) */
+	K_U64,  /* uint64_t */
+	K_BOOL, /* bool */
+	K_F64,  /* double, written in its shortest exact float form */
+	K_BSTR, /* edgerm_slice_t of a byte string */
+	K_TSTR, /* edgerm_slice_t of a UTF-8 text string (checked) */
+	K_ENC,  /* edgerm_slice_t of message `sub`, kept encoded (validated when decoded) */
+	K_MSG,  /* a struct of message `sub` */
+	K_SKIP, /* nothing: device builds check a member the agent never reads to be an item of
+		 * CBOR major type `sub`, and skip it */
+};
+
+/* When a field is on the wire. */
+enum {
+	P_PLAIN = 0 << 4, /* unless at its default (0, false, +0.0, empty) */
+	P_HAS = 1 << 4,   /* when the bool at `aux` is set (decoding sets it) */
+	P_ONEOF = 2 << 4, /* when the uint8_t selector at `aux` equals the key; one per message */
+	P_LIST = 3 << 4,  /* repeated: `max` elements at most, their uint8_t count at `aux` */
+};
+#define KIND(f) ((f)->how & 0x0f)
+#define PRES(f) ((f)->how & 0x30)
+
+typedef struct {
+	uint8_t key;  /* field number */
+	uint8_t how;  /* K_* | P_* */
+	uint8_t sub;  /* K_MSG/K_ENC: message id; K_SKIP: CBOR major type */
+	uint8_t max;  /* P_LIST: array length */
+	uint16_t off; /* the value (or the first element) in the struct */
+	uint16_t aux; /* P_HAS flag, P_ONEOF selector or P_LIST count in the struct */
+} field_t;
+
+/* Message ids: indexes into MSGS. */
+enum {
+	M_SET,
+	M_DEVICE,
+	M_RESOURCES,
+	M_ATTRIBUTE,
+	M_ENV,
+	M_WASM,
+	M_TASK_SPEC,
+	M_TASK_REPORT,
+	M_REGISTER,
+	M_HEARTBEAT,
+	M_STATUS,
+	M_PUBLISH,
+	M_MODULE_REQUEST,
+	M_AGENT_CALL,
+	M_LAUNCH,
+	M_KILL,
+	M_FETCH,
+	M_EMPTY,
+	M_COMMAND,
+	M_REGISTERED,
+	M_ERROR,
+	M_MODULE_CHUNK,
+	M_AGENT_REPLY,
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
+	M_RANGE,
+	M_CUSTOM,
+	M_PORT_MAPPING,
+	M_DOCKER,
+	M_MPY,
+#endif
+};
+
+#define LEN(type, m) (sizeof(((type *)0)->m) / sizeof(((type *)0)->m[0]))
+/* Field builders; T is the struct being described. */
+#define F(k, kind, m) {k, kind, 0, 0, offsetof(T, m), 0}
+#define HAS(k, msg, m, flag) {k, K_MSG | P_HAS, msg, 0, offsetof(T, m), offsetof(T, flag)}
+#define ONEOF(k, kind, sub, m) {k, (kind) | P_ONEOF, sub, 0, offsetof(T, m), offsetof(T, which)}
+/* A oneof member whose fields live in the message's own struct (a Command's kinds). */
+#define SAME(k, msg) {k, K_MSG | P_ONEOF, msg, 0, 0, offsetof(T, which)}
+#define LIST(k, kind, sub, m, count)                                                               \
+	{k, (kind) | P_LIST, sub, LEN(T, m), offsetof(T, m), offsetof(T, count)}
+
+/* Every message's fields, in ascending key order, one array member per message so that a
+ * message is found by its first index (an offsetof) and its count (a sizeof). */
+struct fields {
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
+	field_t range[2], custom[4], port_mapping[3], docker[5], mpy[6];
+#endif
+	field_t set[1], device[5], resources[6], attribute[4], env[2], wasm[6], task_spec[5],
+		task_report[2], reg[9], heartbeat[3], status[6], publish[4], module_request[3],
+		agent_call[8], launch[2], kill[1], fetch[2], command[5], registered[5], error[2],
+		module_chunk[4], agent_reply[7];
+};
+
+static const union {
+	struct fields m;
+	field_t all[sizeof(struct fields) / sizeof(field_t)];
+} FIELDS = {{
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
+#define T edgerm_range_t
+	.range = {F(1, K_U64, begin), F(2, K_U64, end)},
+#undef T
+#define T edgerm_custom_t
+	.custom = {F(1, K_TSTR, name), ONEOF(2, K_F64, 0, v.scalar),
+		   ONEOF(3, K_MSG, M_RANGE, v.range), ONEOF(4, K_MSG, M_SET, v.set)},
+#undef T
+#define T edgerm_port_mapping_t
+	.port_mapping = {F(1, K_U32, container_port), F(2, K_U32, host_port), F(3, K_BOOL, udp)},
+#undef T
+#define T edgerm_docker_task_t
+	.docker = {F(1, K_TSTR, image), LIST(2, K_TSTR, 0, command, command_count),
+		   LIST(3, K_MSG, M_ENV, env, env_count),
+		   LIST(4, K_MSG, M_PORT_MAPPING, ports, ports_count), F(5, K_I32, network)},
+#undef T
+#define T edgerm_wasm_task_t
+	.mpy = {F(1, K_BSTR, sha256), F(2, K_U32, size), F(3, K_BOOL, mpy),
+		LIST(4, K_TSTR, 0, args, args_count), LIST(5, K_MSG, M_ENV, env, env_count),
+		F(6, K_U32, timeout_s)},
+#undef T
+#endif
+#define T edgerm_set_t
+	.set = {LIST(1, K_TSTR, 0, items, count)},
+#undef T
+#define T edgerm_device_t
+	.device = {F(1, K_TSTR, name), F(2, K_I32, kind), F(3, K_U32, shares), F(4, K_TSTR, unit),
+		   F(5, K_TSTR, path)},
+#undef T
+#define T edgerm_resources_t
+	.resources = {F(1, K_F64, cpus), F(2, K_F64, mem_mb), F(3, K_F64, disk_mb),
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
+		      LIST(4, K_MSG, M_RANGE, ports, ports_count),
+		      LIST(5, K_MSG, M_DEVICE, devices, devices_count),
+		      LIST(6, K_MSG, M_CUSTOM, custom, custom_count)},
+#else
+		      {4, K_SKIP, 4, 0, 0, 0}, LIST(5, K_MSG, M_DEVICE, devices, devices_count),
+		      {6, K_SKIP, 4, 0, 0, 0}},
+#endif
+#undef T
+#define T edgerm_attribute_t
+	.attribute = {F(1, K_TSTR, name), ONEOF(2, K_TSTR, 0, v.text), ONEOF(3, K_F64, 0, v.scalar),
+		      ONEOF(4, K_MSG, M_SET, v.set)},
+#undef T
+#define T edgerm_env_t
+	.env = {F(1, K_TSTR, name), F(2, K_TSTR, value)},
+#undef T
+#define T edgerm_wasm_task_t
+	.wasm = {F(1, K_BSTR, sha256), F(2, K_U32, size), F(3, K_TSTR, entry),
+		 LIST(4, K_TSTR, 0, args, args_count), LIST(5, K_MSG, M_ENV, env, env_count),
+		 F(6, K_U32, timeout_s)},
+#undef T
+#define T edgerm_task_spec_t
+	.task_spec = {F(1, K_TSTR, name), HAS(2, M_RESOURCES, resources, has_resources),
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
+		      ONEOF(3, K_MSG, M_DOCKER, kind.docker), ONEOF(4, K_MSG, M_WASM, kind.wasm),
+		      ONEOF(5, K_MSG, M_MPY, kind.wasm)},
+#else
+		      ONEOF(3, K_SKIP, 5, kind), ONEOF(4, K_MSG, M_WASM, kind.wasm),
+		      ONEOF(5, K_SKIP, 5, kind)},
+#endif
+#undef T
+#define T edgerm_task_report_t
+	.task_report = {F(1, K_U32, task), F(2, K_I32, state)},
+#undef T
+#define T edgerm_register_t
+	.reg = {F(1, K_TSTR, name), HAS(2, M_RESOURCES, resources, has_resources),
+		LIST(3, K_MSG, M_ATTRIBUTE, attributes, attributes_count),
+		LIST(4, K_I32, 0, executors, executors_count), F(5, K_U32, protocol_version),
+		F(6, K_TSTR, token), LIST(7, K_MSG, M_TASK_REPORT, tasks, tasks_count),
+		F(8, K_U32, max_payload), F(9, K_U32, update_next)},
+#undef T
+#define T edgerm_heartbeat_t
+	.heartbeat = {F(1, K_U32, command_ack), HAS(2, M_RESOURCES, resources, has_resources),
+		      LIST(3, K_MSG, M_ATTRIBUTE, attributes, attributes_count)},
+#undef T
+#define T edgerm_status_t
+	.status = {F(1, K_U32, update_id), F(2, K_U32, task), F(3, K_I32, state),
+		   F(4, K_I32, reason), F(5, K_TSTR, message), F(6, K_I32, exit_code)},
+#undef T
+#define T edgerm_publish_t
+	.publish = {F(1, K_U32, update_id), F(2, K_U32, task), F(3, K_BSTR, data),
+		    F(4, K_TSTR, topic)},
+#undef T
+#define T edgerm_module_request_t
+	.module_request = {F(1, K_BSTR, sha256), F(2, K_U32, offset), F(3, K_U32, length)},
+#undef T
+#define T edgerm_agent_call_t
+	.agent_call = {F(1, K_U32, agent_id), F(2, K_U32, seq), F(3, K_BSTR, mac),
+		       ONEOF(4, K_MSG, M_REGISTER, call.reg),
+		       ONEOF(5, K_MSG, M_HEARTBEAT, call.heartbeat),
+		       ONEOF(6, K_MSG, M_STATUS, call.status), ONEOF(7, K_MSG, M_PUBLISH, call.publish),
+		       ONEOF(8, K_MSG, M_MODULE_REQUEST, call.module)},
+#undef T
+/* Launch, Kill, FetchModule and ReRegister decode into the flat edgerm_command_t. */
+#define T edgerm_command_t
+	.launch = {F(1, K_U32, task),
+		   {2, K_ENC | P_HAS, M_TASK_SPEC, 0, offsetof(T, spec), offsetof(T, has_spec)}},
+	.kill = {F(1, K_U32, task)},
+	.fetch = {F(1, K_BSTR, sha256), F(2, K_U32, size)},
+	.command = {F(1, K_U32, id), SAME(2, M_LAUNCH), SAME(3, M_KILL), SAME(4, M_FETCH),
+		    SAME(5, M_EMPTY)},
+#undef T
+#define T edgerm_registered_t
+	.registered = {F(1, K_U32, agent_id), F(2, K_BSTR, secret), F(3, K_U32, heartbeat_ms),
+		       F(4, K_U32, jitter_ms), F(5, K_U32, update_ack)},
+#undef T
+#define T edgerm_error_t
+	.error = {F(1, K_I32, code), F(2, K_TSTR, message)},
+#undef T
+#define T edgerm_module_chunk_t
+	.module_chunk = {F(1, K_BSTR, sha256), F(2, K_U32, offset), F(3, K_U32, total),
+			 F(4, K_BSTR, data)},
+#undef T
+#define T edgerm_agent_reply_t
+	.agent_reply = {F(1, K_U32, seq), F(2, K_BSTR, mac), F(3, K_U32, update_ack),
+			LIST(4, K_ENC, M_COMMAND, commands, commands_count),
+			HAS(5, M_REGISTERED, registered, has_registered),
+			HAS(6, M_ERROR, error, has_error), HAS(7, M_MODULE_CHUNK, module, has_module)},
+#undef T
+}};
+
+/* A message: its fields FIELDS.all[first .. first + n) and the size of its struct. */
+typedef struct {
+	uint8_t first, n;
+	uint16_t size;
+} msg_t;
+
+#define MSG(member, type)                                                                          \
+	{offsetof(struct fields, member) / sizeof(field_t),                                        \
+	 sizeof(((struct fields *)0)->member) / sizeof(field_t), sizeof(type)}
+
+static const msg_t MSGS[] = {
+	[M_SET] = MSG(set, edgerm_set_t),
+	[M_DEVICE] = MSG(device, edgerm_device_t),
+	[M_RESOURCES] = MSG(resources, edgerm_resources_t),
+	[M_ATTRIBUTE] = MSG(attribute, edgerm_attribute_t),
+	[M_ENV] = MSG(env, edgerm_env_t),
+	[M_WASM] = MSG(wasm, edgerm_wasm_task_t),
+	[M_TASK_SPEC] = MSG(task_spec, edgerm_task_spec_t),
+	[M_TASK_REPORT] = MSG(task_report, edgerm_task_report_t),
+	[M_REGISTER] = MSG(reg, edgerm_register_t),
+	[M_HEARTBEAT] = MSG(heartbeat, edgerm_heartbeat_t),
+	[M_STATUS] = MSG(status, edgerm_status_t),
+	[M_PUBLISH] = MSG(publish, edgerm_publish_t),
+	[M_MODULE_REQUEST] = MSG(module_request, edgerm_module_request_t),
+	[M_AGENT_CALL] = MSG(agent_call, edgerm_agent_call_t),
+	[M_LAUNCH] = MSG(launch, edgerm_command_t),
+	[M_KILL] = MSG(kill, edgerm_command_t),
+	[M_FETCH] = MSG(fetch, edgerm_command_t),
+	[M_EMPTY] = {0, 0, sizeof(edgerm_command_t)},
+	[M_COMMAND] = MSG(command, edgerm_command_t),
+	[M_REGISTERED] = MSG(registered, edgerm_registered_t),
+	[M_ERROR] = MSG(error, edgerm_error_t),
+	[M_MODULE_CHUNK] = MSG(module_chunk, edgerm_module_chunk_t),
+	[M_AGENT_REPLY] = MSG(agent_reply, edgerm_agent_reply_t),
+#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
+	[M_RANGE] = MSG(range, edgerm_range_t),
+	[M_CUSTOM] = MSG(custom, edgerm_custom_t),
+	[M_PORT_MAPPING] = MSG(port_mapping, edgerm_port_mapping_t),
+	[M_DOCKER] = MSG(docker, edgerm_docker_task_t),
+	[M_MPY] = MSG(mpy, edgerm_wasm_task_t),
+#endif
+};
+
+/* The descriptor's narrow types hold this build's structs and arrays (C99 has no static_assert). */
+typedef char fields_fit_uint8_index[sizeof(struct fields) / sizeof(field_t) <= 255 ? 1 : -1];
+typedef char structs_fit_uint16_offset[sizeof(edgerm_wire_any_t) <= 65535 ? 1 : -1];
+typedef char arrays_fit_uint8_max[EDGERM_MAX_REP <= 255 && CONFIG_EDGERM_WIRE_MAX_COMMANDS <= 255 &&
+					  CONFIG_EDGERM_MAX_TASKS <= 255 ? 1 : -1];
+
+/* Bytes of a value of each kind in the struct (K_MSG: see elem_size). */
+static const uint8_t KIND_SIZE[] = {
+	[K_U32] = sizeof(uint32_t), [K_I32] = sizeof(int32_t), [K_U64] = sizeof(uint64_t),
+	[K_BOOL] = sizeof(bool), [K_F64] = sizeof(double), [K_BSTR] = sizeof(edgerm_slice_t),
+	[K_TSTR] = sizeof(edgerm_slice_t), [K_ENC] = sizeof(edgerm_slice_t), [K_MSG] = 0,
+	[K_SKIP] = 0,
+};
+
+static size_t elem_size(const field_t *f)
+{
+	return KIND(f) == K_MSG ? MSGS[f->sub].size : KIND_SIZE[KIND(f)];
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Decoding */
 
 static bool utf8_valid(const uint8_t *s, size_t n)
 {
@@ -83,695 +384,128 @@ static bool utf8_valid(const uint8_t *s, size_t n)
 	return true;
 }
 
-static int d_u32(st_t *s, uint32_t *v)
-{
-	return zcbor_uint32_decode(s, v) ? OK : BAD;
-}
+static int dec_msg(st_t *s, uint8_t id, uint8_t *out);
 
-static int d_i32(st_t *s, int32_t *v)
+/* One value of field f into p; p NULL: check it only. */
+static int dec_value(st_t *s, const field_t *f, uint8_t *p)
 {
-	return zcbor_int32_decode(s, v) ? OK : BAD;
-}
-
-#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
-static int d_u64(st_t *s, uint64_t *v)
-{
-	return zcbor_uint64_decode(s, v) ? OK : BAD;
-}
-
-static int d_bool(st_t *s, bool *v)
-{
-	return zcbor_bool_decode(s, v) ? OK : BAD;
-}
-#endif
-
-static int d_f64(st_t *s, double *v)
-{
-	return zcbor_float_decode(s, v) ? OK : BAD;
-}
-
-static int d_bstr(st_t *s, edgerm_slice_t *v)
-{
+	union {
+		uint32_t u32;
+		int32_t i32;
+		uint64_t u64;
+		bool b;
+		double f64;
+		edgerm_slice_t sl;
+	} v;
 	struct zcbor_string z;
+	const uint8_t *start = s->payload;
 
-	NEED(zcbor_bstr_decode(s, &z));
-	v->ptr = z.value;
-	v->len = z.len;
+	switch (KIND(f)) {
+	case K_U32: NEED(zcbor_uint32_decode(s, &v.u32)); break;
+	case K_I32: NEED(zcbor_int32_decode(s, &v.i32)); break;
+	case K_U64: NEED(zcbor_uint64_decode(s, &v.u64)); break;
+	case K_BOOL: NEED(zcbor_bool_decode(s, &v.b)); break;
+	case K_F64: NEED(zcbor_float_decode(s, &v.f64)); break;
+	case K_BSTR:
+		NEED(zcbor_bstr_decode(s, &z));
+		v.sl.ptr = z.value, v.sl.len = z.len;
+		break;
+	case K_TSTR:
+		NEED(zcbor_tstr_decode(s, &z) && utf8_valid(z.value, z.len));
+		v.sl.ptr = z.value, v.sl.len = z.len;
+		break;
+	case K_ENC:
+		/* Validate now, keep it encoded: the agent decodes it when it applies it. */
+		TRY(dec_msg(s, f->sub, NULL));
+		v.sl.ptr = start, v.sl.len = (size_t)(s->payload - start);
+		break;
+	case K_MSG: return dec_msg(s, f->sub, p);
+	default: /* K_SKIP */
+		NEED(s->payload < s->payload_end && (*s->payload >> 5) == f->sub);
+		NEED(zcbor_any_skip(s, NULL));
+		return OK;
+	}
+	if (p) {
+		memcpy(p, &v, KIND_SIZE[KIND(f)]);
+	}
 	return OK;
 }
 
-static int d_tstr(st_t *s, edgerm_slice_t *v)
+/* One message (a map) into out, which the caller zeroed; out NULL: check it only. */
+static int dec_msg(st_t *s, uint8_t id, uint8_t *out)
 {
-	struct zcbor_string z;
+	const field_t *fields = &FIELDS.all[MSGS[id].first];
+	uint8_t n = MSGS[id].n;
+	bool oneof_seen = false;
 
-	NEED(zcbor_tstr_decode(s, &z));
-	NEED(utf8_valid(z.value, z.len));
-	v->ptr = z.value;
-	v->len = z.len;
-	return OK;
-}
-
-/* One field of a message: returns OK, an error, or SKIP for a key it does not know. */
-#define SKIP 1
-typedef int (*field_fn)(st_t *s, uint32_t key, void *out);
-
-static int d_map(st_t *s, field_fn fn, void *out)
-{
 	NEED(zcbor_map_start_decode(s));
 	while (!zcbor_array_at_end(s)) {
 		uint64_t key;
-		int r;
+		const field_t *f = NULL;
 
 		NEED(zcbor_uint64_decode(s, &key));
-		r = key <= UINT32_MAX ? fn(s, (uint32_t)key, out) : SKIP;
-		if (r == SKIP) {
-			NEED(zcbor_any_skip(s, NULL));
-		} else if (r < 0) {
-			return r;
+		for (uint8_t i = 0; i < n; i++) {
+			if (fields[i].key == key) {
+				f = &fields[i];
+				break;
+			}
 		}
+		if (!f) { /* unknown: forward compatibility */
+			NEED(zcbor_any_skip(s, NULL));
+			continue;
+		}
+		uint8_t *p = out ? out + f->off : NULL;
+
+		switch (PRES(f)) {
+		case P_HAS:
+			if (out) {
+				out[f->aux] = true;
+			}
+			break;
+		case P_ONEOF:
+			NEED(!oneof_seen);
+			oneof_seen = true;
+			if (out) {
+				out[f->aux] = f->key;
+			}
+			break;
+		case P_LIST: {
+			size_t size = elem_size(f);
+			uint8_t count = 0;
+
+			NEED(zcbor_list_start_decode(s));
+			while (!zcbor_array_at_end(s)) {
+				if (count >= f->max) {
+					return EDGERM_WIRE_E_TOO_LARGE;
+				}
+				TRY(dec_value(s, f, p ? p + size * count : NULL));
+				count++;
+			}
+			NEED(zcbor_list_end_decode(s));
+			if (out) {
+				out[f->aux] = count;
+			}
+			continue;
+		}
+		default: break;
+		}
+		TRY(dec_value(s, f, p));
 	}
 	NEED(zcbor_map_end_decode(s));
 	return OK;
 }
 
-#if !CONFIG_EDGERM_WIRE_FULL_SCHEMA
-/* Device builds: a member the agent never looks at (a Docker or MicroPython spec, custom
- * resources, port ranges) must be a well-formed item of the right major type, and is skipped. */
-static int skip_typed(st_t *s, uint8_t major)
-{
-	NEED(s->payload < s->payload_end && (*s->payload >> 5) == major);
-	NEED(zcbor_any_skip(s, NULL));
-	return OK;
-}
-#endif
-
-/* Decode a repeated field into items[0..max) with `one` per element. */
-typedef int (*elem_fn)(st_t *s, void *item);
-
-static int d_list(st_t *s, elem_fn one, void *items, size_t item_size, size_t max, uint8_t *count)
-{
-	NEED(zcbor_list_start_decode(s));
-	*count = 0;
-	while (!zcbor_array_at_end(s)) {
-		if (*count >= max) {
-			return EDGERM_WIRE_E_TOO_LARGE;
-		}
-		TRY(one(s, (uint8_t *)items + item_size * *count));
-		(*count)++;
-	}
-	NEED(zcbor_list_end_decode(s));
-	return OK;
-}
-
-static int e_tstr_item(st_t *s, void *item)
-{
-	return d_tstr(s, item);
-}
-
-static int e_i32_item(st_t *s, void *item)
-{
-	return d_i32(s, item);
-}
-
-/* A oneof member: refuse a second one. */
-#define ONEOF(which, n)                                                                            \
-	do {                                                                                       \
-		if ((which) != 0) {                                                                \
-			return BAD;                                                                \
-		}                                                                                  \
-		(which) = (n);                                                                     \
-	} while (0)
-
-/* ------------------------------------------------------------------------------------------ */
-/* Decoders, one per message */
-
-#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
-static int f_range(st_t *s, uint32_t k, void *o)
-{
-	edgerm_range_t *m = o;
-
-	switch (k) {
-	case 1: return d_u64(s, &m->begin);
-	case 2: return d_u64(s, &m->end);
-	default: return SKIP;
-	}
-}
-
-static int d_range(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_range_t));
-	return d_map(s, f_range, o);
-}
-
-#endif /* CONFIG_EDGERM_WIRE_FULL_SCHEMA */
-
-static int f_set(st_t *s, uint32_t k, void *o)
-{
-	edgerm_set_t *m = o;
-
-	if (k == 1) {
-		return d_list(s, e_tstr_item, m->items, sizeof(m->items[0]), EDGERM_MAX_REP,
-			      &m->count);
-	}
-	return SKIP;
-}
-
-static int d_set(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_set_t));
-	return d_map(s, f_set, o);
-}
-
-static int f_device(st_t *s, uint32_t k, void *o)
-{
-	edgerm_device_t *m = o;
-
-	switch (k) {
-	case 1: return d_tstr(s, &m->name);
-	case 2: return d_i32(s, &m->kind);
-	case 3: return d_u32(s, &m->shares);
-	case 4: return d_tstr(s, &m->unit);
-	case 5: return d_tstr(s, &m->path);
-	default: return SKIP;
-	}
-}
-
-static int d_device(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_device_t));
-	return d_map(s, f_device, o);
-}
-
-#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
-static int f_custom(st_t *s, uint32_t k, void *o)
-{
-	edgerm_custom_t *m = o;
-
-	switch (k) {
-	case 1: return d_tstr(s, &m->name);
-	case 2: ONEOF(m->which, 2); return d_f64(s, &m->v.scalar);
-	case 3: ONEOF(m->which, 3); return d_range(s, &m->v.range);
-	case 4: ONEOF(m->which, 4); return d_set(s, &m->v.set);
-	default: return SKIP;
-	}
-}
-
-static int d_custom(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_custom_t));
-	return d_map(s, f_custom, o);
-}
-#endif /* CONFIG_EDGERM_WIRE_FULL_SCHEMA */
-
-static int f_resources(st_t *s, uint32_t k, void *o)
-{
-	edgerm_resources_t *m = o;
-
-	switch (k) {
-	case 1: return d_f64(s, &m->cpus);
-	case 2: return d_f64(s, &m->mem_mb);
-	case 3: return d_f64(s, &m->disk_mb);
-#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
-	case 4: return d_list(s, d_range, m->ports, sizeof(m->ports[0]), EDGERM_MAX_REP,
-			      &m->ports_count);
-	case 6: return d_list(s, d_custom, m->custom, sizeof(m->custom[0]), EDGERM_MAX_REP,
-			      &m->custom_count);
-#else
-	case 4:
-	case 6: return skip_typed(s, 4);
-#endif
-	case 5: return d_list(s, d_device, m->devices, sizeof(m->devices[0]), EDGERM_MAX_REP,
-			      &m->devices_count);
-	default: return SKIP;
-	}
-}
-
-static int d_resources(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_resources_t));
-	return d_map(s, f_resources, o);
-}
-
-static int f_attribute(st_t *s, uint32_t k, void *o)
-{
-	edgerm_attribute_t *m = o;
-
-	switch (k) {
-	case 1: return d_tstr(s, &m->name);
-	case 2: ONEOF(m->which, 2); return d_tstr(s, &m->v.text);
-	case 3: ONEOF(m->which, 3); return d_f64(s, &m->v.scalar);
-	case 4: ONEOF(m->which, 4); return d_set(s, &m->v.set);
-	default: return SKIP;
-	}
-}
-
-static int d_attribute(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_attribute_t));
-	return d_map(s, f_attribute, o);
-}
-
-static int f_env(st_t *s, uint32_t k, void *o)
-{
-	edgerm_env_t *m = o;
-
-	switch (k) {
-	case 1: return d_tstr(s, &m->name);
-	case 2: return d_tstr(s, &m->value);
-	default: return SKIP;
-	}
-}
-
-static int d_env(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_env_t));
-	return d_map(s, f_env, o);
-}
-
-#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
-static int f_port_mapping(st_t *s, uint32_t k, void *o)
-{
-	edgerm_port_mapping_t *m = o;
-
-	switch (k) {
-	case 1: return d_u32(s, &m->container_port);
-	case 2: return d_u32(s, &m->host_port);
-	case 3: return d_bool(s, &m->udp);
-	default: return SKIP;
-	}
-}
-
-static int d_port_mapping(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_port_mapping_t));
-	return d_map(s, f_port_mapping, o);
-}
-
-static int f_docker(st_t *s, uint32_t k, void *o)
-{
-	edgerm_docker_task_t *m = o;
-
-	switch (k) {
-	case 1: return d_tstr(s, &m->image);
-	case 2: return d_list(s, e_tstr_item, m->command, sizeof(m->command[0]), EDGERM_MAX_REP,
-			      &m->command_count);
-	case 3: return d_list(s, d_env, m->env, sizeof(m->env[0]), EDGERM_MAX_REP, &m->env_count);
-	case 4: return d_list(s, d_port_mapping, m->ports, sizeof(m->ports[0]), EDGERM_MAX_REP,
-			      &m->ports_count);
-	case 5: return d_i32(s, &m->network);
-	default: return SKIP;
-	}
-}
-
-static int d_docker(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_docker_task_t));
-	return d_map(s, f_docker, o);
-}
-#endif /* CONFIG_EDGERM_WIRE_FULL_SCHEMA */
-
-/* WasmTask and MicroPythonTask differ only in field 3: entry (text) vs mpy (bool). */
-static int f_wasm_common(st_t *s, uint32_t k, edgerm_wasm_task_t *m)
-{
-	switch (k) {
-	case 1: return d_bstr(s, &m->sha256);
-	case 2: return d_u32(s, &m->size);
-	case 4: return d_list(s, e_tstr_item, m->args, sizeof(m->args[0]), EDGERM_MAX_REP,
-			      &m->args_count);
-	case 5: return d_list(s, d_env, m->env, sizeof(m->env[0]), EDGERM_MAX_REP, &m->env_count);
-	case 6: return d_u32(s, &m->timeout_s);
-	default: return SKIP;
-	}
-}
-
-static int f_wasm(st_t *s, uint32_t k, void *o)
-{
-	edgerm_wasm_task_t *m = o;
-
-	return k == 3 ? d_tstr(s, &m->entry) : f_wasm_common(s, k, m);
-}
-
-#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
-static int f_mpy(st_t *s, uint32_t k, void *o)
-{
-	edgerm_wasm_task_t *m = o;
-
-	return k == 3 ? d_bool(s, &m->mpy) : f_wasm_common(s, k, m);
-}
-#endif
-
-static int d_wasm(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_wasm_task_t));
-	return d_map(s, f_wasm, o);
-}
-
-#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
-static int d_mpy(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_wasm_task_t));
-	return d_map(s, f_mpy, o);
-}
-#endif
-
-static int f_task_spec(st_t *s, uint32_t k, void *o)
-{
-	edgerm_task_spec_t *m = o;
-
-	switch (k) {
-	case 1: return d_tstr(s, &m->name);
-	case 2: m->has_resources = true; return d_resources(s, &m->resources);
-#if CONFIG_EDGERM_WIRE_FULL_SCHEMA
-	case 3: ONEOF(m->which, 3); return d_docker(s, &m->kind.docker);
-	case 5: ONEOF(m->which, 5); return d_mpy(s, &m->kind.wasm);
-#else
-	case 3: ONEOF(m->which, 3); return skip_typed(s, 5);
-	case 5: ONEOF(m->which, 5); return skip_typed(s, 5);
-#endif
-	case 4: ONEOF(m->which, 4); return d_wasm(s, &m->kind.wasm);
-	default: return SKIP;
-	}
-}
-
-static int d_task_spec(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_task_spec_t));
-	return d_map(s, f_task_spec, o);
-}
-
-static int f_task_report(st_t *s, uint32_t k, void *o)
-{
-	edgerm_task_report_t *m = o;
-
-	switch (k) {
-	case 1: return d_u32(s, &m->task);
-	case 2: return d_i32(s, &m->state);
-	default: return SKIP;
-	}
-}
-
-static int d_task_report(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_task_report_t));
-	return d_map(s, f_task_report, o);
-}
-
-#define TASKS_MAX (sizeof(((edgerm_register_t *)0)->tasks) / sizeof(edgerm_task_report_t))
-
-static int f_register(st_t *s, uint32_t k, void *o)
-{
-	edgerm_register_t *m = o;
-
-	switch (k) {
-	case 1: return d_tstr(s, &m->name);
-	case 2: m->has_resources = true; return d_resources(s, &m->resources);
-	case 3: return d_list(s, d_attribute, m->attributes, sizeof(m->attributes[0]),
-			      EDGERM_MAX_REP, &m->attributes_count);
-	case 4: return d_list(s, e_i32_item, m->executors, sizeof(m->executors[0]), EDGERM_MAX_REP,
-			      &m->executors_count);
-	case 5: return d_u32(s, &m->protocol_version);
-	case 6: return d_tstr(s, &m->token);
-	case 7: return d_list(s, d_task_report, m->tasks, sizeof(m->tasks[0]), TASKS_MAX,
-			      &m->tasks_count);
-	case 8: return d_u32(s, &m->max_payload);
-	case 9: return d_u32(s, &m->update_next);
-	default: return SKIP;
-	}
-}
-
-static int d_register(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_register_t));
-	return d_map(s, f_register, o);
-}
-
-static int f_heartbeat(st_t *s, uint32_t k, void *o)
-{
-	edgerm_heartbeat_t *m = o;
-
-	switch (k) {
-	case 1: return d_u32(s, &m->command_ack);
-	case 2: m->has_resources = true; return d_resources(s, &m->resources);
-	case 3: return d_list(s, d_attribute, m->attributes, sizeof(m->attributes[0]),
-			      EDGERM_MAX_REP, &m->attributes_count);
-	default: return SKIP;
-	}
-}
-
-static int d_heartbeat(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_heartbeat_t));
-	return d_map(s, f_heartbeat, o);
-}
-
-static int f_status(st_t *s, uint32_t k, void *o)
-{
-	edgerm_status_t *m = o;
-
-	switch (k) {
-	case 1: return d_u32(s, &m->update_id);
-	case 2: return d_u32(s, &m->task);
-	case 3: return d_i32(s, &m->state);
-	case 4: return d_i32(s, &m->reason);
-	case 5: return d_tstr(s, &m->message);
-	case 6: return d_i32(s, &m->exit_code);
-	default: return SKIP;
-	}
-}
-
-static int d_status(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_status_t));
-	return d_map(s, f_status, o);
-}
-
-static int f_publish(st_t *s, uint32_t k, void *o)
-{
-	edgerm_publish_t *m = o;
-
-	switch (k) {
-	case 1: return d_u32(s, &m->update_id);
-	case 2: return d_u32(s, &m->task);
-	case 3: return d_bstr(s, &m->data);
-	case 4: return d_tstr(s, &m->topic);
-	default: return SKIP;
-	}
-}
-
-static int d_publish(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_publish_t));
-	return d_map(s, f_publish, o);
-}
-
-static int f_module_request(st_t *s, uint32_t k, void *o)
-{
-	edgerm_module_request_t *m = o;
-
-	switch (k) {
-	case 1: return d_bstr(s, &m->sha256);
-	case 2: return d_u32(s, &m->offset);
-	case 3: return d_u32(s, &m->length);
-	default: return SKIP;
-	}
-}
-
-static int d_module_request(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_module_request_t));
-	return d_map(s, f_module_request, o);
-}
-
-static int f_agent_call(st_t *s, uint32_t k, void *o)
-{
-	edgerm_agent_call_t *m = o;
-
-	switch (k) {
-	case 1: return d_u32(s, &m->agent_id);
-	case 2: return d_u32(s, &m->seq);
-	case 3: return d_bstr(s, &m->mac);
-	case 4: ONEOF(m->which, 4); return d_register(s, &m->call.reg);
-	case 5: ONEOF(m->which, 5); return d_heartbeat(s, &m->call.heartbeat);
-	case 6: ONEOF(m->which, 6); return d_status(s, &m->call.status);
-	case 7: ONEOF(m->which, 7); return d_publish(s, &m->call.publish);
-	case 8: ONEOF(m->which, 8); return d_module_request(s, &m->call.module);
-	default: return SKIP;
-	}
-}
-
-static int d_agent_call(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_agent_call_t));
-	return d_map(s, f_agent_call, o);
-}
-
-/* Command sub-messages decode into the flat edgerm_command_t. */
-static int f_launch(st_t *s, uint32_t k, void *o)
-{
-	edgerm_command_t *m = o;
-
-	switch (k) {
-	case 1: return d_u32(s, &m->task);
-	case 2: {
-		/* Validate the spec now, keep it encoded: the agent decodes it when it starts the
-		 * task. A scratch spec on the stack is the price of a small reply struct. */
-		edgerm_task_spec_t scratch;
-		const uint8_t *start = s->payload;
-
-		TRY(d_task_spec(s, &scratch));
-		m->has_spec = true;
-		m->spec.ptr = start;
-		m->spec.len = (size_t)(s->payload - start);
-		return OK;
-	}
-	default: return SKIP;
-	}
-}
-
-static int f_kill(st_t *s, uint32_t k, void *o)
-{
-	return k == 1 ? d_u32(s, &((edgerm_command_t *)o)->task) : SKIP;
-}
-
-static int f_fetch(st_t *s, uint32_t k, void *o)
-{
-	edgerm_command_t *m = o;
-
-	switch (k) {
-	case 1: return d_bstr(s, &m->sha256);
-	case 2: return d_u32(s, &m->size);
-	default: return SKIP;
-	}
-}
-
-static int f_none(st_t *s, uint32_t k, void *o)
-{
-	(void)s, (void)k, (void)o;
-	return SKIP;
-}
-
-static int f_command(st_t *s, uint32_t k, void *o)
-{
-	edgerm_command_t *m = o;
-
-	switch (k) {
-	case 1: return d_u32(s, &m->id);
-	case 2: ONEOF(m->which, 2); return d_map(s, f_launch, m);
-	case 3: ONEOF(m->which, 3); return d_map(s, f_kill, m);
-	case 4: ONEOF(m->which, 4); return d_map(s, f_fetch, m);
-	case 5: ONEOF(m->which, 5); return d_map(s, f_none, m);
-	default: return SKIP;
-	}
-}
-
-static int d_command(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_command_t));
-	return d_map(s, f_command, o);
-}
-
-static int d_command_slice(st_t *s, void *item)
-{
-	edgerm_slice_t *out = item;
-	edgerm_command_t scratch;
-	const uint8_t *start = s->payload;
-
-	TRY(d_command(s, &scratch));
-	out->ptr = start;
-	out->len = (size_t)(s->payload - start);
-	return OK;
-}
-
-static int f_registered(st_t *s, uint32_t k, void *o)
-{
-	edgerm_registered_t *m = o;
-
-	switch (k) {
-	case 1: return d_u32(s, &m->agent_id);
-	case 2: return d_bstr(s, &m->secret);
-	case 3: return d_u32(s, &m->heartbeat_ms);
-	case 4: return d_u32(s, &m->jitter_ms);
-	case 5: return d_u32(s, &m->update_ack);
-	default: return SKIP;
-	}
-}
-
-static int d_registered(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_registered_t));
-	return d_map(s, f_registered, o);
-}
-
-static int f_error(st_t *s, uint32_t k, void *o)
-{
-	edgerm_error_t *m = o;
-
-	switch (k) {
-	case 1: return d_i32(s, &m->code);
-	case 2: return d_tstr(s, &m->message);
-	default: return SKIP;
-	}
-}
-
-static int d_error(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_error_t));
-	return d_map(s, f_error, o);
-}
-
-static int f_module_chunk(st_t *s, uint32_t k, void *o)
-{
-	edgerm_module_chunk_t *m = o;
-
-	switch (k) {
-	case 1: return d_bstr(s, &m->sha256);
-	case 2: return d_u32(s, &m->offset);
-	case 3: return d_u32(s, &m->total);
-	case 4: return d_bstr(s, &m->data);
-	default: return SKIP;
-	}
-}
-
-static int d_module_chunk(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_module_chunk_t));
-	return d_map(s, f_module_chunk, o);
-}
-
-static int f_agent_reply(st_t *s, uint32_t k, void *o)
-{
-	edgerm_agent_reply_t *m = o;
-
-	switch (k) {
-	case 1: return d_u32(s, &m->seq);
-	case 2: return d_bstr(s, &m->mac);
-	case 3: return d_u32(s, &m->update_ack);
-	case 4: return d_list(s, d_command_slice, m->commands, sizeof(m->commands[0]),
-			      CONFIG_EDGERM_WIRE_MAX_COMMANDS, &m->commands_count);
-	case 5: m->has_registered = true; return d_registered(s, &m->registered);
-	case 6: m->has_error = true; return d_error(s, &m->error);
-	case 7: m->has_module = true; return d_module_chunk(s, &m->module);
-	default: return SKIP;
-	}
-}
-
-static int d_agent_reply(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_agent_reply_t));
-	return d_map(s, f_agent_reply, o);
-}
-
-/* Run one decoder over a whole buffer. `checked`: the buffer already passed the scan. */
-static int run_decoder(int (*dec)(st_t *, void *), const uint8_t *buf, size_t len, void *out,
-		       bool checked)
+/* Decode one whole buffer as message id. `checked`: the buffer already passed the scan. */
+static int run_decoder(uint8_t id, const uint8_t *buf, size_t len, void *out, bool checked)
 {
 	st_t states[N_STATES];
 
 	if (!checked) {
 		TRY(edgerm_wire_check_untrusted(buf, len));
 	}
+	memset(out, 0, MSGS[id].size);
 	zcbor_new_decode_state(states, N_STATES, buf, len, 1, NULL, 0);
-	TRY(dec(states, out));
+	TRY(dec_msg(states, id, out));
 	/* The scan proved there is exactly one item; this is belt and braces. */
 	return states[0].payload == buf + len ? OK : EDGERM_WIRE_E_MALFORMED;
 }
@@ -779,83 +513,28 @@ static int run_decoder(int (*dec)(st_t *, void *), const uint8_t *buf, size_t le
 int edgerm_wire_decode_agent_reply_untrusted(const uint8_t *buf, size_t len,
 					     edgerm_agent_reply_t *out)
 {
-	return run_decoder(d_agent_reply, buf, len, out, false);
+	return run_decoder(M_AGENT_REPLY, buf, len, out, false);
 }
 
 int edgerm_wire_decode_agent_call_untrusted(const uint8_t *buf, size_t len,
 					    edgerm_agent_call_t *out)
 {
-	return run_decoder(d_agent_call, buf, len, out, false);
+	return run_decoder(M_AGENT_CALL, buf, len, out, false);
 }
 
 int edgerm_wire_decode_command(edgerm_slice_t enc, edgerm_command_t *out)
 {
-	return run_decoder(d_command, enc.ptr, enc.len, out, true);
+	return run_decoder(M_COMMAND, enc.ptr, enc.len, out, true);
 }
 
 int edgerm_wire_decode_task_spec(const uint8_t *buf, size_t len, edgerm_task_spec_t *out)
 {
 	/* Specs come back from the agent's own store; scan them again anyway: it is cheap. */
-	return run_decoder(d_task_spec, buf, len, out, false);
+	return run_decoder(M_TASK_SPEC, buf, len, out, false);
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Encoding primitives: each writes "key value" only when the value is not the default. */
-
-#define PUT(expr)                                                                                  \
-	do {                                                                                       \
-		if (!(expr)) {                                                                     \
-			return EDGERM_WIRE_E_NOSPACE;                                              \
-		}                                                                                  \
-	} while (0)
-
-static int p_u32(st_t *s, uint32_t k, uint32_t v)
-{
-	if (v != 0) {
-		PUT(zcbor_uint32_put(s, k) && zcbor_uint32_put(s, v));
-	}
-	return OK;
-}
-
-static int p_u64(st_t *s, uint32_t k, uint64_t v)
-{
-	if (v != 0) {
-		PUT(zcbor_uint32_put(s, k) && zcbor_uint64_put(s, v));
-	}
-	return OK;
-}
-
-static int p_i32(st_t *s, uint32_t k, int32_t v)
-{
-	if (v != 0) {
-		PUT(zcbor_uint32_put(s, k) && zcbor_int32_put(s, v));
-	}
-	return OK;
-}
-
-static int p_bool(st_t *s, uint32_t k, bool v)
-{
-	if (v) {
-		PUT(zcbor_uint32_put(s, k) && zcbor_bool_put(s, true));
-	}
-	return OK;
-}
-
-static int p_bstr(st_t *s, uint32_t k, edgerm_slice_t v)
-{
-	if (v.len != 0) {
-		PUT(zcbor_uint32_put(s, k) && zcbor_bstr_encode_ptr(s, (const char *)v.ptr, v.len));
-	}
-	return OK;
-}
-
-static int p_tstr(st_t *s, uint32_t k, edgerm_slice_t v)
-{
-	if (v.len != 0) {
-		PUT(zcbor_uint32_put(s, k) && zcbor_tstr_encode_ptr(s, (const char *)v.ptr, v.len));
-	}
-	return OK;
-}
+/* Encoding */
 
 /* The half-precision bits of d when d is exactly representable as one. */
 static bool f16_exact(double d, uint16_t *out)
@@ -917,475 +596,142 @@ static bool put_float(st_t *s, double d)
 	return zcbor_float64_put(s, d);
 }
 
-static int p_f64(st_t *s, uint32_t k, double v)
-{
-	uint64_t bits;
+static int enc_msg(st_t *s, uint8_t id, const uint8_t *in);
+static int reencode_command(st_t *s, edgerm_slice_t enc);
+static int reencode_task_spec(st_t *s, edgerm_slice_t enc);
 
-	memcpy(&bits, &v, sizeof(bits));
-	if (bits != 0) { /* proto3 leaves out +0.0 only */
-		PUT(zcbor_uint32_put(s, k) && put_float(s, v));
+static int enc_value(st_t *s, const field_t *f, const uint8_t *p)
+{
+	edgerm_slice_t sl;
+
+	switch (KIND(f)) {
+	case K_U32: PUT(zcbor_uint32_put(s, *(const uint32_t *)(const void *)p)); break;
+	case K_I32: PUT(zcbor_int32_put(s, *(const int32_t *)(const void *)p)); break;
+	case K_U64: PUT(zcbor_uint64_put(s, *(const uint64_t *)(const void *)p)); break;
+	case K_BOOL: PUT(zcbor_bool_put(s, *(const bool *)p)); break;
+	case K_F64: PUT(put_float(s, *(const double *)(const void *)p)); break;
+	case K_BSTR:
+	case K_TSTR:
+		memcpy(&sl, p, sizeof(sl));
+		PUT(KIND(f) == K_BSTR ? zcbor_bstr_encode_ptr(s, (const char *)sl.ptr, sl.len)
+				      : zcbor_tstr_encode_ptr(s, (const char *)sl.ptr, sl.len));
+		break;
+	case K_ENC:
+		/* Re-encoded from the decoded struct, never copied from the bytes it came as. */
+		memcpy(&sl, p, sizeof(sl));
+		return f->sub == M_COMMAND ? reencode_command(s, sl) : reencode_task_spec(s, sl);
+	case K_MSG: return enc_msg(s, f->sub, p);
+	default: /* K_SKIP, only a selected oneof member gets here: its body was not kept */
+		PUT(zcbor_map_start_encode(s, 0) && zcbor_map_end_encode(s, 0));
+		break;
 	}
 	return OK;
 }
 
-/* Field `k` holding a sub-message written by `enc`. */
-typedef int (*enc_fn)(st_t *s, const void *m);
-
-static int p_msg(st_t *s, uint32_t k, enc_fn enc, const void *m)
+static bool is_zero(const uint8_t *p, size_t n)
 {
-	PUT(zcbor_uint32_put(s, k));
-	return enc(s, m);
-}
-
-/* A repeated field: skipped when empty. */
-static int p_list(st_t *s, uint32_t k, enc_fn enc, const void *items, size_t item_size, size_t n)
-{
-	if (n == 0) {
-		return OK;
+	while (n--) {
+		if (*p++ != 0) {
+			return false;
+		}
 	}
-	PUT(zcbor_uint32_put(s, k) && zcbor_list_start_encode(s, n));
-	for (size_t i = 0; i < n; i++) {
-		TRY(enc(s, (const uint8_t *)items + i * item_size));
-	}
-	PUT(zcbor_list_end_encode(s, n));
-	return OK;
-}
-
-static int e_tstr_elem(st_t *s, const void *m)
-{
-	const edgerm_slice_t *v = m;
-
-	PUT(zcbor_tstr_encode_ptr(s, (const char *)v->ptr, v->len));
-	return OK;
-}
-
-static int e_i32_elem(st_t *s, const void *m)
-{
-	PUT(zcbor_int32_put(s, *(const int32_t *)m));
-	return OK;
+	return true;
 }
 
 /* Every message map is opened for at most MAX_FIELDS entries (one-byte header). */
 #define MAX_FIELDS 23
-#define OPEN() PUT(zcbor_map_start_encode(s, MAX_FIELDS))
-#define CLOSE() PUT(zcbor_map_end_encode(s, MAX_FIELDS))
 
-/* ------------------------------------------------------------------------------------------ */
-/* Encoders, one per message */
-
-static int e_range(st_t *s, const void *o)
+static int enc_msg(st_t *s, uint8_t id, const uint8_t *in)
 {
-	const edgerm_range_t *m = o;
+	const field_t *f = &FIELDS.all[MSGS[id].first];
+	const field_t *end = f + MSGS[id].n;
 
-	OPEN();
-	TRY(p_u64(s, 1, m->begin));
-	TRY(p_u64(s, 2, m->end));
-	CLOSE();
-	return OK;
-}
+	PUT(zcbor_map_start_encode(s, MAX_FIELDS));
+	for (; f < end; f++) {
+		const uint8_t *p = in + f->off;
+		uint8_t kind = KIND(f);
 
-static int e_set(st_t *s, const void *o)
-{
-	const edgerm_set_t *m = o;
+		switch (PRES(f)) {
+		case P_HAS:
+			if (!in[f->aux]) {
+				continue;
+			}
+			break;
+		case P_ONEOF:
+			if (in[f->aux] != f->key) {
+				continue;
+			}
+			break;
+		case P_LIST: {
+			uint8_t count = in[f->aux];
+			size_t size = elem_size(f);
 
-	OPEN();
-	TRY(p_list(s, 1, e_tstr_elem, m->items, sizeof(m->items[0]), m->count));
-	CLOSE();
-	return OK;
-}
-
-static int e_device(st_t *s, const void *o)
-{
-	const edgerm_device_t *m = o;
-
-	OPEN();
-	TRY(p_tstr(s, 1, m->name));
-	TRY(p_i32(s, 2, m->kind));
-	TRY(p_u32(s, 3, m->shares));
-	TRY(p_tstr(s, 4, m->unit));
-	TRY(p_tstr(s, 5, m->path));
-	CLOSE();
-	return OK;
-}
-
-static int e_custom(st_t *s, const void *o)
-{
-	const edgerm_custom_t *m = o;
-
-	OPEN();
-	TRY(p_tstr(s, 1, m->name));
-	switch (m->which) {
-	case 2: PUT(zcbor_uint32_put(s, 2) && put_float(s, m->v.scalar)); break;
-	case 3: TRY(p_msg(s, 3, e_range, &m->v.range)); break;
-	case 4: TRY(p_msg(s, 4, e_set, &m->v.set)); break;
-	default: break;
+			if (count == 0) {
+				continue;
+			}
+			PUT(zcbor_uint32_put(s, f->key) && zcbor_list_start_encode(s, count));
+			for (uint8_t i = 0; i < count; i++) {
+				TRY(enc_value(s, f, p + size * i));
+			}
+			PUT(zcbor_list_end_encode(s, count));
+			continue;
+		}
+		default: /* P_PLAIN: proto3 leaves out the default (for a double: +0.0 only) */
+			if (kind == K_BSTR || kind == K_TSTR
+				    ? ((const edgerm_slice_t *)(const void *)p)->len == 0
+				    : is_zero(p, KIND_SIZE[kind])) {
+				continue;
+			}
+			break;
+		}
+		PUT(zcbor_uint32_put(s, f->key));
+		TRY(enc_value(s, f, p));
 	}
-	CLOSE();
+	PUT(zcbor_map_end_encode(s, MAX_FIELDS));
 	return OK;
 }
 
-static int e_resources(st_t *s, const void *o)
+/* A message kept encoded, decoded into a scratch struct of its own type and written again.
+ * Not inlined, so the scratch is on the stack only while it is in use. */
+static NOINLINE int reencode_command(st_t *s, edgerm_slice_t enc)
 {
-	const edgerm_resources_t *m = o;
+	edgerm_command_t m;
 
-	OPEN();
-	TRY(p_f64(s, 1, m->cpus));
-	TRY(p_f64(s, 2, m->mem_mb));
-	TRY(p_f64(s, 3, m->disk_mb));
-	TRY(p_list(s, 4, e_range, m->ports, sizeof(m->ports[0]), m->ports_count));
-	TRY(p_list(s, 5, e_device, m->devices, sizeof(m->devices[0]), m->devices_count));
-	TRY(p_list(s, 6, e_custom, m->custom, sizeof(m->custom[0]), m->custom_count));
-	CLOSE();
-	return OK;
-}
-
-static int e_attribute(st_t *s, const void *o)
-{
-	const edgerm_attribute_t *m = o;
-
-	OPEN();
-	TRY(p_tstr(s, 1, m->name));
-	switch (m->which) {
-	case 2:
-		PUT(zcbor_uint32_put(s, 2) &&
-		    zcbor_tstr_encode_ptr(s, (const char *)m->v.text.ptr, m->v.text.len));
-		break;
-	case 3: PUT(zcbor_uint32_put(s, 3) && put_float(s, m->v.scalar)); break;
-	case 4: TRY(p_msg(s, 4, e_set, &m->v.set)); break;
-	default: break;
+	if (run_decoder(M_COMMAND, enc.ptr, enc.len, &m, false) < 0) {
+		return EDGERM_WIRE_E_SCHEMA;
 	}
-	CLOSE();
-	return OK;
+	return enc_msg(s, M_COMMAND, (const uint8_t *)&m);
 }
 
-static int e_env(st_t *s, const void *o)
+static NOINLINE int reencode_task_spec(st_t *s, edgerm_slice_t enc)
 {
-	const edgerm_env_t *m = o;
+	edgerm_task_spec_t m;
 
-	OPEN();
-	TRY(p_tstr(s, 1, m->name));
-	TRY(p_tstr(s, 2, m->value));
-	CLOSE();
-	return OK;
-}
-
-static int e_port_mapping(st_t *s, const void *o)
-{
-	const edgerm_port_mapping_t *m = o;
-
-	OPEN();
-	TRY(p_u32(s, 1, m->container_port));
-	TRY(p_u32(s, 2, m->host_port));
-	TRY(p_bool(s, 3, m->udp));
-	CLOSE();
-	return OK;
-}
-
-static int e_docker(st_t *s, const void *o)
-{
-	const edgerm_docker_task_t *m = o;
-
-	OPEN();
-	TRY(p_tstr(s, 1, m->image));
-	TRY(p_list(s, 2, e_tstr_elem, m->command, sizeof(m->command[0]), m->command_count));
-	TRY(p_list(s, 3, e_env, m->env, sizeof(m->env[0]), m->env_count));
-	TRY(p_list(s, 4, e_port_mapping, m->ports, sizeof(m->ports[0]), m->ports_count));
-	TRY(p_i32(s, 5, m->network));
-	CLOSE();
-	return OK;
-}
-
-static int e_wasm_like(st_t *s, const edgerm_wasm_task_t *m, bool mpy)
-{
-	OPEN();
-	TRY(p_bstr(s, 1, m->sha256));
-	TRY(p_u32(s, 2, m->size));
-	if (mpy) {
-		TRY(p_bool(s, 3, m->mpy));
-	} else {
-		TRY(p_tstr(s, 3, m->entry));
+	if (run_decoder(M_TASK_SPEC, enc.ptr, enc.len, &m, false) < 0) {
+		return EDGERM_WIRE_E_SCHEMA;
 	}
-	TRY(p_list(s, 4, e_tstr_elem, m->args, sizeof(m->args[0]), m->args_count));
-	TRY(p_list(s, 5, e_env, m->env, sizeof(m->env[0]), m->env_count));
-	TRY(p_u32(s, 6, m->timeout_s));
-	CLOSE();
-	return OK;
+	return enc_msg(s, M_TASK_SPEC, (const uint8_t *)&m);
 }
 
-static int e_wasm(st_t *s, const void *o)
-{
-	return e_wasm_like(s, o, false);
-}
-
-static int e_mpy(st_t *s, const void *o)
-{
-	return e_wasm_like(s, o, true);
-}
-
-static int e_task_spec(st_t *s, const void *o)
-{
-	const edgerm_task_spec_t *m = o;
-
-	OPEN();
-	TRY(p_tstr(s, 1, m->name));
-	if (m->has_resources) {
-		TRY(p_msg(s, 2, e_resources, &m->resources));
-	}
-	switch (m->which) {
-	case 3: TRY(p_msg(s, 3, e_docker, &m->kind.docker)); break;
-	case 4: TRY(p_msg(s, 4, e_wasm, &m->kind.wasm)); break;
-	case 5: TRY(p_msg(s, 5, e_mpy, &m->kind.wasm)); break;
-	default: break;
-	}
-	CLOSE();
-	return OK;
-}
-
-static int e_task_report(st_t *s, const void *o)
-{
-	const edgerm_task_report_t *m = o;
-
-	OPEN();
-	TRY(p_u32(s, 1, m->task));
-	TRY(p_i32(s, 2, m->state));
-	CLOSE();
-	return OK;
-}
-
-static int e_register(st_t *s, const void *o)
-{
-	const edgerm_register_t *m = o;
-
-	OPEN();
-	TRY(p_tstr(s, 1, m->name));
-	if (m->has_resources) {
-		TRY(p_msg(s, 2, e_resources, &m->resources));
-	}
-	TRY(p_list(s, 3, e_attribute, m->attributes, sizeof(m->attributes[0]),
-		   m->attributes_count));
-	TRY(p_list(s, 4, e_i32_elem, m->executors, sizeof(m->executors[0]), m->executors_count));
-	TRY(p_u32(s, 5, m->protocol_version));
-	TRY(p_tstr(s, 6, m->token));
-	TRY(p_list(s, 7, e_task_report, m->tasks, sizeof(m->tasks[0]), m->tasks_count));
-	TRY(p_u32(s, 8, m->max_payload));
-	TRY(p_u32(s, 9, m->update_next));
-	CLOSE();
-	return OK;
-}
-
-static int e_heartbeat(st_t *s, const void *o)
-{
-	const edgerm_heartbeat_t *m = o;
-
-	OPEN();
-	TRY(p_u32(s, 1, m->command_ack));
-	if (m->has_resources) {
-		TRY(p_msg(s, 2, e_resources, &m->resources));
-	}
-	TRY(p_list(s, 3, e_attribute, m->attributes, sizeof(m->attributes[0]),
-		   m->attributes_count));
-	CLOSE();
-	return OK;
-}
-
-static int e_status(st_t *s, const void *o)
-{
-	const edgerm_status_t *m = o;
-
-	OPEN();
-	TRY(p_u32(s, 1, m->update_id));
-	TRY(p_u32(s, 2, m->task));
-	TRY(p_i32(s, 3, m->state));
-	TRY(p_i32(s, 4, m->reason));
-	TRY(p_tstr(s, 5, m->message));
-	TRY(p_i32(s, 6, m->exit_code));
-	CLOSE();
-	return OK;
-}
-
-static int e_publish(st_t *s, const void *o)
-{
-	const edgerm_publish_t *m = o;
-
-	OPEN();
-	TRY(p_u32(s, 1, m->update_id));
-	TRY(p_u32(s, 2, m->task));
-	TRY(p_bstr(s, 3, m->data));
-	TRY(p_tstr(s, 4, m->topic));
-	CLOSE();
-	return OK;
-}
-
-static int e_module_request(st_t *s, const void *o)
-{
-	const edgerm_module_request_t *m = o;
-
-	OPEN();
-	TRY(p_bstr(s, 1, m->sha256));
-	TRY(p_u32(s, 2, m->offset));
-	TRY(p_u32(s, 3, m->length));
-	CLOSE();
-	return OK;
-}
-
-static int e_agent_call(st_t *s, const void *o)
-{
-	const edgerm_agent_call_t *m = o;
-
-	OPEN();
-	TRY(p_u32(s, 1, m->agent_id));
-	TRY(p_u32(s, 2, m->seq));
-	TRY(p_bstr(s, 3, m->mac));
-	switch (m->which) {
-	case 4: TRY(p_msg(s, 4, e_register, &m->call.reg)); break;
-	case 5: TRY(p_msg(s, 5, e_heartbeat, &m->call.heartbeat)); break;
-	case 6: TRY(p_msg(s, 6, e_status, &m->call.status)); break;
-	case 7: TRY(p_msg(s, 7, e_publish, &m->call.publish)); break;
-	case 8: TRY(p_msg(s, 8, e_module_request, &m->call.module)); break;
-	default: break;
-	}
-	CLOSE();
-	return OK;
-}
-
-static int run_encoder(enc_fn enc, const void *in, uint8_t *buf, size_t cap)
+static int run_encoder(uint8_t id, const void *in, uint8_t *buf, size_t cap)
 {
 	st_t states[N_STATES];
 
 	zcbor_new_encode_state(states, N_STATES, buf, cap, 1);
-	TRY(enc(states, in));
+	TRY(enc_msg(states, id, in));
 	return (int)(states[0].payload - buf);
 }
 
 int edgerm_wire_encode_agent_call(const edgerm_agent_call_t *in, uint8_t *buf, size_t cap)
 {
-	return run_encoder(e_agent_call, in, buf, cap);
+	return run_encoder(M_AGENT_CALL, in, buf, cap);
 }
 
-/* ------------------------------------------------------------------------------------------ */
-/* The master's messages: the agent only decodes them; their encoders serve the vector tests
- * (the linker drops them from the firmware). A command re-encodes its spec from the decoded
- * struct, never by copying the received bytes. */
-
-static int e_launch_spec(st_t *s, edgerm_slice_t spec)
-{
-	edgerm_task_spec_t m;
-
-	if (run_decoder(d_task_spec, spec.ptr, spec.len, &m, true) < 0) {
-		return EDGERM_WIRE_E_SCHEMA;
-	}
-	return p_msg(s, 2, e_task_spec, &m);
-}
-
-static int e_command_body(st_t *s, const edgerm_command_t *m, uint8_t which)
-{
-	OPEN();
-	switch (which) {
-	case 2:
-		TRY(p_u32(s, 1, m->task));
-		if (m->has_spec) {
-			TRY(e_launch_spec(s, m->spec));
-		}
-		break;
-	case 3: TRY(p_u32(s, 1, m->task)); break;
-	case 4:
-		TRY(p_bstr(s, 1, m->sha256));
-		TRY(p_u32(s, 2, m->size));
-		break;
-	default: break;
-	}
-	CLOSE();
-	return OK;
-}
-
-static int e_command(st_t *s, const void *o)
-{
-	const edgerm_command_t *m = o;
-
-	OPEN();
-	TRY(p_u32(s, 1, m->id));
-	if (m->which >= 2 && m->which <= 5) {
-		PUT(zcbor_uint32_put(s, m->which));
-		TRY(e_command_body(s, m, m->which));
-	}
-	CLOSE();
-	return OK;
-}
-
-static int e_command_slice(st_t *s, const void *o)
-{
-	edgerm_command_t m;
-
-	if (run_decoder(d_command, ((const edgerm_slice_t *)o)->ptr,
-			((const edgerm_slice_t *)o)->len, &m, true) < 0) {
-		return EDGERM_WIRE_E_SCHEMA;
-	}
-	return e_command(s, &m);
-}
-
-static int e_registered(st_t *s, const void *o)
-{
-	const edgerm_registered_t *m = o;
-
-	OPEN();
-	TRY(p_u32(s, 1, m->agent_id));
-	TRY(p_bstr(s, 2, m->secret));
-	TRY(p_u32(s, 3, m->heartbeat_ms));
-	TRY(p_u32(s, 4, m->jitter_ms));
-	TRY(p_u32(s, 5, m->update_ack));
-	CLOSE();
-	return OK;
-}
-
-static int e_error(st_t *s, const void *o)
-{
-	const edgerm_error_t *m = o;
-
-	OPEN();
-	TRY(p_i32(s, 1, m->code));
-	TRY(p_tstr(s, 2, m->message));
-	CLOSE();
-	return OK;
-}
-
-static int e_module_chunk(st_t *s, const void *o)
-{
-	const edgerm_module_chunk_t *m = o;
-
-	OPEN();
-	TRY(p_bstr(s, 1, m->sha256));
-	TRY(p_u32(s, 2, m->offset));
-	TRY(p_u32(s, 3, m->total));
-	TRY(p_bstr(s, 4, m->data));
-	CLOSE();
-	return OK;
-}
-
-static int e_agent_reply(st_t *s, const void *o)
-{
-	const edgerm_agent_reply_t *m = o;
-
-	OPEN();
-	TRY(p_u32(s, 1, m->seq));
-	TRY(p_bstr(s, 2, m->mac));
-	TRY(p_u32(s, 3, m->update_ack));
-	TRY(p_list(s, 4, e_command_slice, m->commands, sizeof(m->commands[0]), m->commands_count));
-	if (m->has_registered) {
-		TRY(p_msg(s, 5, e_registered, &m->registered));
-	}
-	if (m->has_error) {
-		TRY(p_msg(s, 6, e_error, &m->error));
-	}
-	if (m->has_module) {
-		TRY(p_msg(s, 7, e_module_chunk, &m->module));
-	}
-	CLOSE();
-	return OK;
-}
-
+/* The master's message: the agent only decodes it; the tests encode it (the linker drops this
+ * from the firmware). */
 int edgerm_wire_encode_agent_reply(const edgerm_agent_reply_t *in, uint8_t *buf, size_t cap)
 {
-	return run_encoder(e_agent_reply, in, buf, cap);
+	return run_encoder(M_AGENT_REPLY, in, buf, cap);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1396,80 +742,43 @@ int edgerm_wire_encode_agent_reply(const edgerm_agent_reply_t *in, uint8_t *buf,
 #error "the type table needs CONFIG_EDGERM_WIRE_FULL_SCHEMA=1"
 #endif
 
-/* Launch, Kill, FetchModule and ReRegister alone decode into edgerm_command_t as well. */
-static int d_launch(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_command_t));
-	return d_map(s, f_launch, o);
-}
-static int d_kill(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_command_t));
-	return d_map(s, f_kill, o);
-}
-static int d_fetch(st_t *s, void *o)
-{
-	memset(o, 0, sizeof(edgerm_command_t));
-	return d_map(s, f_fetch, o);
-}
-static int d_empty(st_t *s, void *o)
-{
-	return d_map(s, f_none, o);
-}
-static int e_launch(st_t *s, const void *o)
-{
-	return e_command_body(s, o, 2);
-}
-static int e_kill(st_t *s, const void *o)
-{
-	return e_command_body(s, o, 3);
-}
-static int e_fetch(st_t *s, const void *o)
-{
-	return e_command_body(s, o, 4);
-}
-static int e_empty(st_t *s, const void *o)
-{
-	return e_command_body(s, o, 5);
-}
-
-#define TYPE(name, dec, enc)                                                                       \
+#define TYPE(name, id)                                                                             \
 	static int name##_dec(const uint8_t *b, size_t n, void *o)                                 \
 	{                                                                                          \
-		return run_decoder(dec, b, n, o, false);                                           \
+		return run_decoder(id, b, n, o, false);                                            \
 	}                                                                                          \
 	static int name##_enc(const void *i, uint8_t *b, size_t cap)                               \
 	{                                                                                          \
-		return run_encoder(enc, i, b, cap);                                                \
+		return run_encoder(id, i, b, cap);                                                 \
 	}
-TYPE(AgentCall, d_agent_call, e_agent_call)
-TYPE(AgentReply, d_agent_reply, e_agent_reply)
-TYPE(Register, d_register, e_register)
-TYPE(Heartbeat, d_heartbeat, e_heartbeat)
-TYPE(StatusUpdate, d_status, e_status)
-TYPE(Publish, d_publish, e_publish)
-TYPE(ModuleRequest, d_module_request, e_module_request)
-TYPE(Registered, d_registered, e_registered)
-TYPE(Error, d_error, e_error)
-TYPE(ModuleChunk, d_module_chunk, e_module_chunk)
-TYPE(Command, d_command, e_command)
-TYPE(Launch, d_launch, e_launch)
-TYPE(Kill, d_kill, e_kill)
-TYPE(FetchModule, d_fetch, e_fetch)
-TYPE(ReRegister, d_empty, e_empty)
-TYPE(TaskSpec, d_task_spec, e_task_spec)
-TYPE(WasmTask, d_wasm, e_wasm)
-TYPE(MicroPythonTask, d_mpy, e_mpy)
-TYPE(DockerTask, d_docker, e_docker)
-TYPE(Resources, d_resources, e_resources)
-TYPE(Range, d_range, e_range)
-TYPE(Device, d_device, e_device)
-TYPE(CustomResource, d_custom, e_custom)
-TYPE(Set, d_set, e_set)
-TYPE(Attribute, d_attribute, e_attribute)
-TYPE(EnvVar, d_env, e_env)
-TYPE(PortMapping, d_port_mapping, e_port_mapping)
-TYPE(TaskReport, d_task_report, e_task_report)
+TYPE(AgentCall, M_AGENT_CALL)
+TYPE(AgentReply, M_AGENT_REPLY)
+TYPE(Register, M_REGISTER)
+TYPE(Heartbeat, M_HEARTBEAT)
+TYPE(StatusUpdate, M_STATUS)
+TYPE(Publish, M_PUBLISH)
+TYPE(ModuleRequest, M_MODULE_REQUEST)
+TYPE(Registered, M_REGISTERED)
+TYPE(Error, M_ERROR)
+TYPE(ModuleChunk, M_MODULE_CHUNK)
+TYPE(Command, M_COMMAND)
+TYPE(Launch, M_LAUNCH)
+TYPE(Kill, M_KILL)
+TYPE(FetchModule, M_FETCH)
+TYPE(ReRegister, M_EMPTY)
+TYPE(TaskSpec, M_TASK_SPEC)
+TYPE(WasmTask, M_WASM)
+TYPE(MicroPythonTask, M_MPY)
+TYPE(DockerTask, M_DOCKER)
+TYPE(Resources, M_RESOURCES)
+TYPE(Range, M_RANGE)
+TYPE(Device, M_DEVICE)
+TYPE(CustomResource, M_CUSTOM)
+TYPE(Set, M_SET)
+TYPE(Attribute, M_ATTRIBUTE)
+TYPE(EnvVar, M_ENV)
+TYPE(PortMapping, M_PORT_MAPPING)
+TYPE(TaskReport, M_TASK_REPORT)
 
 #define ROW(name) {#name, name##_dec, name##_enc}
 const edgerm_wire_type_t edgerm_wire_types[] = {
