@@ -323,7 +323,7 @@ async def _register():
         _log(1, "registration refused:", err.get(_ERR_CODE), err.get(_ERR_MESSAGE))
         if _id and err.get(_ERR_CODE) == _UNAUTHENTICATED:
             _refusals += 1
-            if _refusals >= 2:  # twice in a row: not one forged datagram
+            if _refusals >= 3:  # three times in a row, backing off: not one forged datagram
                 _forget()  # the master does not know us (any more): register with the token
         _fails += 1
         return False

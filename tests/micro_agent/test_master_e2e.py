@@ -201,3 +201,36 @@ async def test_against_the_real_master(agent_factory, tmp_path: Path) -> None:  
             n.cancel_scope.cancel()
     finally:
         await trio.to_thread.run_sync(master.stop)
+
+
+async def test_observe_brings_a_launch_well_before_the_next_heartbeat(agent_factory,
+                                                                      tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    heartbeat_s = 30.0
+    master = MasterProcess(str(tmp_path / "master"), agent_token="tok",
+                           heartbeat_ms=int(heartbeat_s * 1000))
+    await trio.to_thread.run_sync(master.start)
+    try:
+        agent = agent_factory({
+            "master": "{}:{}".format(*master.coap), "token": "tok", "name": "mp-e2e",
+            "heartbeat_ms": int(heartbeat_s * 1000), "ack_timeout_ms": 500, "log_level": 2,
+            "block_szx": 3, "observe": True})
+        await agent.start()
+        host, port = master.ws
+        async with open_websocket_url(f"ws://{host}:{port}/framework") as ws:
+            c = WsFrameworkClient(ws, ScriptedFramework(name="fw", token="framework-token"))
+            await c.send(c.fw.subscribe())
+            await c.until_kind("subscribed")
+            fw = c.fw
+            failer = await _upload(c, FAILER)
+            await _until(c, lambda: any(o.agent_name == "mp-e2e" for o in fw.offers.values()))
+            await trio.sleep(1.0)  # the agent's first heartbeat (FETCH c + Observe) is done
+            t0 = trio.current_time()
+            await _launch(c, "o1", _spec(failer, len(FAILER)))
+            await _until(c, lambda: pb.FAILED in fw.states("o1"), timeout=heartbeat_s)
+            took = trio.current_time() - t0
+            # pushed, not picked up by the next heartbeat (which is up to 30 s away)
+            assert took < heartbeat_s / 5, took
+            assert "pushed 1 commands" in agent.output()
+            assert _last(fw, "o1").reason == pb.TRAPPED
+    finally:
+        await trio.to_thread.run_sync(master.stop)

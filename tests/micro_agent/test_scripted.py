@@ -54,11 +54,11 @@ def _mp_task(sha: bytes, size: int, *args: str, devices: tuple[str, ...] = ("tem
         micropython=pb.MicroPythonTask(sha256=sha, size=size, args=list(args), timeout_s=timeout_s))
 
 
-async def _start(nursery: trio.Nursery, agent_factory):  # type: ignore[no-untyped-def]
+async def _start(nursery: trio.Nursery, agent_factory, **cfg):  # type: ignore[no-untyped-def]
     m = ScriptedMaster(heartbeat_ms=300)
     await m.bind()
     nursery.start_soon(m.serve)
-    a = agent_factory(_config(m.port))
+    a = agent_factory({**_config(m.port), **cfg})
     await a.start()
     await m.wait_for(lambda: 1 in m.agents and m.agents[1].heartbeats >= 1)
     return m, a
@@ -183,4 +183,96 @@ async def test_restarts_and_garbage(agent_factory) -> None:  # type: ignore[no-u
         await m.wait_for(lambda: pb.FINISHED in m.states(1, 1))
         assert [s.update_id for s in fresh.statuses][:1] == [1]
         assert m.states(1, 1) == [pb.STARTING, pb.RUNNING, pb.FINISHED]
+        n.cancel_scope.cancel()
+
+
+async def test_refused_updates_are_dropped_transient_ones_retried(agent_factory) -> None:  # type: ignore[no-untyped-def]
+    async with trio.open_nursery() as n:
+        # Without Observe: a push glued to a reply (see coap._recv) would make the agent resend
+        # a refused update as a new call, which the script then no longer refuses.
+        m, a = await _start(n, agent_factory, observe=False)
+        rec = m.agents[1]
+        # Update 1 (task 1's KILLED) is refused for good; update 2 is refused twice as
+        # UNAVAILABLE (transient) and then applied; the refused one must not block the rest.
+        m.refuse[1] = (pb.NOT_FOUND, 1)
+        m.refuse[2] = (pb.UNAVAILABLE, 2)
+        m.command(1, kill=pb.Kill(task=1))
+        await m.wait_for(lambda: rec.refused == [1])
+        m.command(1, kill=pb.Kill(task=2))
+        m.command(1, kill=pb.Kill(task=3))
+        await m.wait_for(lambda: m.states(1, 3) == [pb.KILLED], timeout=15)
+        # the refused update is gone; the next one took its id and went through after retries
+        assert m.states(1, 1) == []
+        assert rec.refused == [1, 2, 2]
+        assert [(s.update_id, s.task) for s in rec.statuses] == [(1, 2), (2, 3)]
+        # a BAD_REQUEST is final too
+        m.refuse[3] = (pb.BAD_REQUEST, 1)
+        m.command(1, kill=pb.Kill(task=4))
+        m.command(1, kill=pb.Kill(task=5))
+        await m.wait_for(lambda: m.states(1, 5) == [pb.KILLED])
+        assert m.states(1, 4) == [] and rec.statuses[-1].update_id == 3
+        assert "refused for good" in a.output()
+        n.cancel_scope.cancel()
+
+
+async def test_observe_pushes_commands_before_the_next_heartbeat(agent_factory) -> None:  # type: ignore[no-untyped-def]
+    async with trio.open_nursery() as n:
+        m = ScriptedMaster(heartbeat_ms=30_000)
+        await m.bind()
+        n.start_soon(m.serve)
+        a = agent_factory(_config(m.port))
+        await a.start()
+        await m.wait_for(lambda: 1 in m.agents and m.agents[1].observer is not None)
+        await trio.sleep(0.3)  # let the FETCH's answer be read first (a push glued to it is
+        # lost until a retransmission, which this script does not make; see coap._recv)
+        rec = m.agents[1]
+        beats = rec.heartbeats
+        t0 = trio.current_time()
+        m.command(1, kill=pb.Kill(task=7))
+        await m.wait_for(lambda: m.states(1, 7) == [pb.KILLED], timeout=10)
+        # well within the 30 s heartbeat interval: the push carried it, and the agent's
+        # command_ack followed at once (a heartbeat of its own, not the periodic one)
+        assert trio.current_time() - t0 < 30.0 / 10
+        await m.wait_for(lambda: rec.command_ack == 1)
+        assert trio.current_time() - t0 < 30.0 / 10
+        assert rec.pushes == 1 and rec.heartbeats == beats + 1
+        n.cancel_scope.cancel()
+
+
+async def test_forged_unauthenticated_replies_are_rate_limited(agent_factory) -> None:  # type: ignore[no-untyped-def]
+    from edgerm.coap.message import decode_message_untrusted, encode_message
+    from edgerm.wire import decode, encode
+
+    async with trio.open_nursery() as n:
+        m, a = await _start(n, agent_factory)
+        rec = m.agents[1]
+        regs = len(rec.registrations)
+        # A spoofer answers every heartbeat with an unsigned 4.01 (it has the token and message
+        # id; the agent believes the first matching datagram). The agent's re-registrations are
+        # signed and go through, but each next heartbeat is refused again.
+        forged = encode(pb.AgentReply(error=pb.Error(code=pb.UNAUTHENTICATED, message="x")))
+        real = m._datagram
+        sent = [0]
+
+        def spoof(data: bytes, addr: object) -> bytes | None:
+            req = decode_message_untrusted(data)
+            if req.mtype == 0 and req.code in (2, 5) and req.payload:
+                if decode(pb.AgentCall, req.payload).WhichOneof("call") == "heartbeat":
+                    sent[0] += 1
+                    return encode_message(2, 0x81, req.mid, req.token, [], forged)
+            return real(data, addr)
+
+        m._datagram = spoof  # type: ignore[method-assign]
+        await trio.sleep(4.0)
+        m._datagram = real  # type: ignore[method-assign]
+        # Heartbeats kept going (every 300 ms at most), but re-registrations came at most once
+        # per 1, 2, 4... s: at 0, 1, 3 s, not after every forged reply.
+        rereg = len(rec.registrations) - regs
+        assert sent[0] >= 8, sent
+        assert 1 <= rereg <= 3, (rereg, sent)
+        assert "4.01 ignored" in a.output()
+        # once the spoofer is gone, the agent carries on under its own identity
+        beats = rec.heartbeats
+        await m.wait_for(lambda: rec.heartbeats > beats + 2)
+        assert list(m.agents) == [1] and a.alive()
         n.cancel_scope.cancel()
