@@ -82,6 +82,12 @@ class AgentConfig:
     backoff_max_s: float = 60.0
     heartbeat_s: float = 5.0            # until the master sends its own interval
     max_payload: int = 0                # 0: 1024 over CoAP; WebSocket always takes 64 KiB
+    # CoAP transmission on the agent's link (RFC 7252 §4.8). On a lossy link, keep the worst
+    # case of one exchange, ack_timeout * 1.5 * (2^(max_retransmit+1) - 1), below the master's
+    # UNREACHABLE window (heartbeat interval * unreachable_after_missed).
+    coap_ack_timeout_s: float = 2.0
+    coap_max_retransmit: int = 4
+    coap_block_size: int = 1024         # module downloads; 16..1024, a power of two
 
     @property
     def transport(self) -> str:
@@ -235,4 +241,20 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
         backoff_max_s=_number(timing, "backoff_max_s", t, 60.0) or 60.0,
         heartbeat_s=_number(timing, "heartbeat_s", t, 5.0) or 5.0,
         max_payload=int(_number(master, "max_payload", "master.", 0) or 0),
+        **_coap(raw.get("coap") or {}),
     )
+
+
+def _coap(coap: dict[str, Any]) -> dict[str, Any]:
+    c = "coap."
+    ack = _number(coap, "ack_timeout_s", c, 2.0)
+    retransmit = _number(coap, "max_retransmit", c, 4)
+    block = _number(coap, "block_size", c, 1024)
+    if ack is None or ack <= 0:
+        raise ConfigError("coap.ack_timeout_s: must be above 0 (RFC 7252 default 2)")
+    if retransmit is None or not 0 <= retransmit <= 10 or retransmit != int(retransmit):
+        raise ConfigError("coap.max_retransmit: a whole number from 0 to 10 (default 4)")
+    if block not in (16, 32, 64, 128, 256, 512, 1024):
+        raise ConfigError("coap.block_size: one of 16, 32, 64, 128, 256, 512, 1024")
+    return {"coap_ack_timeout_s": float(ack), "coap_max_retransmit": int(retransmit),
+            "coap_block_size": int(block)}

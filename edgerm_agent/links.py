@@ -164,9 +164,12 @@ class CoapLink(Link):
 
     observe_wanted = True
 
-    def __init__(self, host: str, port: int, *, block_size: int = 1024) -> None:
+    def __init__(self, host: str, port: int, *, block_size: int = 1024,
+                 ack_timeout_s: float = 2.0, max_retransmit: int = 4) -> None:
         self.remote = (host, port)
         self.block_size = block_size
+        self.ack_timeout_s = ack_timeout_s
+        self.max_retransmit = max_retransmit
         self._client: CoapClient | None = None
         self._ready = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -244,9 +247,12 @@ class CoapLink(Link):
 
     async def run(self, on_push: PushHandler, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        from edgerm.coap.config import CoapConfig
         from edgerm.transport.coap import open_coap_client
 
-        async with open_coap_client() as client, trio.open_nursery() as nursery:
+        config = CoapConfig(ack_timeout=self.ack_timeout_s, max_retransmit=self.max_retransmit,
+                            block_size=self.block_size)
+        async with open_coap_client(config=config) as client, trio.open_nursery() as nursery:
             self._client = client
             self._nursery = nursery
             self._ready.set()
@@ -262,12 +268,14 @@ def _call_seq(data: bytes) -> int:
 
 
 def open_link(url: str, *, backoff_initial_s: float = 0.2, backoff_max_s: float = 10.0,
-              block_size: int = 1024) -> Link:
+              block_size: int = 1024, ack_timeout_s: float = 2.0,
+              max_retransmit: int = 4) -> Link:
     """A link for `ws://host:port/agent` or `coap://host:port`."""
     parts = urlsplit(url)
     if parts.scheme == "coap":
         return CoapLink(parts.hostname or "127.0.0.1", parts.port or 5683,
-                        block_size=block_size)
+                        block_size=block_size, ack_timeout_s=ack_timeout_s,
+                        max_retransmit=max_retransmit)
     if parts.scheme in ("ws", "wss"):
         return WebSocketLink(url, backoff_initial_s=backoff_initial_s,
                              backoff_max_s=backoff_max_s)

@@ -63,7 +63,10 @@ class Agent:
                  rng: random.Random | None = None) -> None:
         self.config = config
         self.link = link or open_link(config.master_url,
-                                      backoff_max_s=min(10.0, config.backoff_max_s))
+                                      backoff_max_s=min(10.0, config.backoff_max_s),
+                                      block_size=config.coap_block_size,
+                                      ack_timeout_s=config.coap_ack_timeout_s,
+                                      max_retransmit=config.coap_max_retransmit)
         self.checkpoint = Checkpoint(config.work_dir)
         self.rng = rng or random.Random()
         # Names this agent's containers; stable for one work dir.

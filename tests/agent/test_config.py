@@ -60,3 +60,49 @@ def test_sensors(tmp_path: Path) -> None:
     assert read_sensor(b, 1.0) == pytest.approx(12.0)
     with pytest.raises(SensorError):
         read_sensor(c, 0)
+
+
+def test_coap_settings_parse_and_reject_bad_values() -> None:
+    cfg = parse_config({**BASE, "coap": {"ack_timeout_s": 0.5, "max_retransmit": 2,
+                                         "block_size": 64}})
+    assert (cfg.coap_ack_timeout_s, cfg.coap_max_retransmit, cfg.coap_block_size) == (0.5, 2, 64)
+    for bad, key in (({"ack_timeout_s": 0}, "coap.ack_timeout_s"),
+                     ({"max_retransmit": 11}, "coap.max_retransmit"),
+                     ({"block_size": 100}, "coap.block_size")):
+        with pytest.raises(ConfigError, match=key):
+            parse_config({**BASE, "coap": bad})
+
+
+async def test_coap_link_retransmits_as_configured() -> None:
+    """A silent master sees the call 1 + max_retransmit times, then the call fails."""
+    import trio
+
+    from edgerm_agent.links import LinkError, open_link
+
+    sink = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sink.bind(("127.0.0.1", 0))
+    port = sink.getsockname()[1]
+    cfg = parse_config({"master": {"url": f"coap://127.0.0.1:{port}"},
+                        "coap": {"ack_timeout_s": 0.05, "max_retransmit": 2}})
+    link = open_link(cfg.master_url, ack_timeout_s=cfg.coap_ack_timeout_s,
+                     max_retransmit=cfg.coap_max_retransmit)
+    seen = 0
+
+    async def count() -> None:
+        nonlocal seen
+        while True:
+            await sink.recv(2048)
+            seen += 1
+
+    async def on_push(data: bytes) -> None:
+        pass
+
+    with sink:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count)
+            await nursery.start(link.run, on_push)
+            with trio.fail_after(5), pytest.raises(LinkError):
+                await link.call(b"\xa0")
+            await trio.sleep(0.3)  # nothing more comes after the last retransmission
+            nursery.cancel_scope.cancel()
+    assert seen == 3
