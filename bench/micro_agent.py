@@ -20,7 +20,8 @@ Two layouts of the agent's bytecode are measured:
 - micro_agent.heap_after_imports: the heap in use once the interpreter has loaded asyncio and
   the agent's modules, and peak_heap_live_beyond_imports, what the agent's data and a task
   add on top of it.
-- peak_heap_live_mpy_task: the task shipped as .mpy, so nothing is compiled on the agent.
+- peak_heap_live_mpy_task: the task shipped as .mpy, so nothing is compiled on the agent;
+  peak_heap_live_observe_off: with `observe: false` (heartbeats POSTed to `a`, no pushes).
 - micro_agent.min_heapsize_all_in_heap: the smallest `micropython -X heapsize=` (bisected,
   1 KB steps) with which the agent registers and runs the sampler task to FINISHED; goal
   <= 48 KB. min_heapsize: the same with the ROMFS layout, minus the image's KB.
@@ -121,7 +122,8 @@ def _emit(metric: str, value: float, unit: str, goal: float | None) -> None:
 
 
 async def _scenario(code: Path, script: str, heap_kb: int, work: Path,
-                    timeout: float = 8.0, mpy_task: bool = False) -> tuple[bool, str]:
+                    timeout: float = 8.0, mpy_task: bool = False,
+                    observe: bool = True) -> tuple[bool, str]:
     """Run the agent (script in `code`) with a heap of `heap_kb`; True when it registered and
     the sampler finished. Returns (ok, the agent's output)."""
     from edgerm.wire import pb
@@ -131,7 +133,8 @@ async def _scenario(code: Path, script: str, heap_kb: int, work: Path,
     cfg = {"master": f"127.0.0.1:{m.port}", "token": "tok", "name": "bench",
            "heartbeat_ms": 200, "ack_timeout_ms": 300, "max_retransmit": 2, "log_level": 0,
            "state": str(work / "state.cbor"), "cache": str(work / "cache"), "block_szx": 4,
-           "sensors": [{"name": "temp", "unit": "Cel", "sim": [20.5, 21.0]}]}
+           "sensors": [{"name": "temp", "unit": "Cel", "sim": [20.5, 21.0]}],
+           "observe": observe}
     shutil.rmtree(work / "cache", ignore_errors=True)
     (work / "state.cbor").unlink(missing_ok=True)
     (work / "config.json").write_text(json.dumps(cfg))
@@ -219,6 +222,11 @@ async def main() -> None:
                     _emit("peak_heap_live_beyond_imports" + layout,
                           round((live - loaded) / 1024, 1), "KB", None)
 
+        ok, out = await _scenario(work, "probe_rom.py", 256, work, observe=False)
+        peaks = re.findall(r"PEAK (\d+) (\d+)", out)
+        if not ok or not peaks:
+            raise SystemExit(f"the probed run failed:\n{out[-2000:]}")
+        _emit("peak_heap_live_observe_off", round(int(peaks[-1][1]) / 1024, 1), "KB", None)
         _emit("romfs_image", image, "bytes", None)
         kb = -(-image // 1024)
         _emit("min_heapsize", await _min_heap(work, "main_rom.py", work) - kb, "KB", 48)
