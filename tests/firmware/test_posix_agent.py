@@ -2,7 +2,8 @@
 child process per task), against the real master (`python -m edgerm_master`) over loopback UDP,
 with a framework on the real WebSocket API: register, launch the example WASM tasks, receive
 their published results, a trap and a non-zero exit, kill a runaway loop, garbage datagrams,
-and an agent restart that re-registers with the same identity."""
+an agent restart that re-registers with the same identity, and a power cut just after a task
+ended whose end the master had not acknowledged (the saved update queue brings it back)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ NAME = "zephyr-posix-e2e"
 
 class Relay:
     """Forwards datagrams agent <-> master, so that `inject` can reach the agent from the
-    address it talks to (the agent's socket is connected: it hears nobody else)."""
+    address it talks to (the agent's socket is connected: it hears nobody else). With
+    `drop_down` set it loses everything the master sends (acks never arrive)."""
 
     def __init__(self, master: tuple[str, int]) -> None:
         self.master = master
@@ -35,6 +37,7 @@ class Relay:
         self.front = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         self.back = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         self.port = 0
+        self.drop_down = False
 
     async def bind(self) -> None:
         await self.front.bind(("127.0.0.1", 0))
@@ -54,7 +57,7 @@ class Relay:
     async def _down(self) -> None:
         while True:
             data, _ = await self.back.recvfrom(4096)
-            if self.agent is not None:
+            if self.agent is not None and not self.drop_down:
                 await self.front.sendto(data, self.agent)
 
     async def inject(self, data: bytes) -> None:
@@ -90,6 +93,12 @@ class PosixAgent:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+    def power_cut(self) -> None:
+        """SIGKILL: nothing is flushed or saved on the way down."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -267,6 +276,29 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             assert offer.agent_id == agent_id
             states = [e["state"] for e in agent.events() if e.get("event") == "state"]
             assert states.count("reregistering") == 1 and states[-1] == "active", states
+            assert agent.alive(), agent.log.read_text()[-3000:]
+
+            # A power cut just after a task ended, before the master acknowledged the end or
+            # its last readings (the relay loses every reply): the update queue the agent saved
+            # when the task ended comes back after the reboot; the task is re-registered as
+            # FINISHED (not FAILED AGENT_RESTARTED) and every reading arrives exactly once.
+            await _launch(c, "s4", _spec(sampler, sha, "temp", "4", "150", devices=("temp",)))
+            await _until(c, lambda: pb.RUNNING in fw.states("s4"))
+            mark = len(agent.events())
+            relay.drop_down = True
+            with trio.fail_after(10):
+                while not any(e.get("event") == "task" and e.get("state") == pb.FINISHED
+                              for e in agent.events()[mark:]):
+                    await trio.sleep(0.02)
+            agent.power_cut()
+            assert (tmp_path / "agent.state.queue").exists()
+            relay.drop_down = False
+            agent.start()
+            await _until(c, lambda: any(s in fw.states("s4") for s in (pb.FINISHED, pb.FAILED)),
+                         timeout=30)
+            assert pb.FAILED not in fw.states("s4") and _last(fw, "s4").state == pb.FINISHED
+            assert [struct.unpack("<d", o.data)[0] for o in fw.outputs
+                    if o.task_id == "s4"] == [21.5] * 4
             assert agent.alive(), agent.log.read_text()[-3000:]
             nursery.cancel_scope.cancel()
     finally:

@@ -1,6 +1,7 @@
 /*
  * libFuzzer target for everything that parses bytes from the network: the CBOR scan, every
- * message decoder, the CoAP parser and the agent's datagram path (with a fake port).
+ * message decoder, the CoAP parser and the agent's datagram path (with a fake port), plus the
+ * update queue a reboot reads back from flash.
  *
  * Properties beyond "no crash, no sanitizer report": a message that decodes re-encodes, the
  * re-encoding decodes again, and encoding is then stable (decode . encode is idempotent).
@@ -26,6 +27,24 @@ int edgerm_port_persist(void *ctx, const edgerm_persist_t *p)
 {
 	(void)ctx, (void)p;
 	return 0;
+}
+/* The saved update queue a reboot reads back is untrusted too: it is the fuzz input. */
+static const uint8_t *queue_in;
+static size_t queue_in_len;
+
+int edgerm_port_queue_save(void *ctx, const uint8_t *rec, size_t len)
+{
+	(void)ctx, (void)rec, (void)len;
+	return 0;
+}
+int edgerm_port_queue_load(void *ctx, uint8_t *rec, size_t cap)
+{
+	(void)ctx;
+	if (queue_in_len > cap) {
+		return -1;
+	}
+	memcpy(rec, queue_in, queue_in_len);
+	return (int)queue_in_len;
 }
 int edgerm_port_task_start(void *ctx, const edgerm_task_start_t *s, char *msg, size_t cap)
 {
@@ -84,6 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	edgerm_agent_config_t cfg = {.name = "f", .token = "t", .cpus = 1, .module_mem = modules,
 				     .module_slot_size = 512, .module_slots = 2};
 
+	queue_in = data, queue_in_len = len;
 	edgerm_agent_init(&agent, &cfg, &p, 0);
 	edgerm_agent_on_timer(&agent, 0);
 	(void)edgerm_agent_on_datagram(&agent, data, len, 1);

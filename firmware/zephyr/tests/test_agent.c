@@ -47,6 +47,31 @@ int edgerm_port_persist(void *ctx, const edgerm_persist_t *p)
 	return 0;
 }
 
+/* The fake flash of the update queue: survives init_agent (a reboot), not register_fresh. */
+static uint8_t queue_flash[EDGERM_QUEUE_REC_HDR_SIZE + CONFIG_EDGERM_UPDATE_QUEUE_SIZE];
+static size_t queue_flash_len;
+static int n_queue_saves;
+
+int edgerm_port_queue_save(void *ctx, const uint8_t *rec, size_t len)
+{
+	(void)ctx;
+	CHECK(len >= EDGERM_QUEUE_REC_HDR_SIZE && len <= sizeof(queue_flash));
+	memcpy(queue_flash, rec, len);
+	queue_flash_len = len;
+	n_queue_saves++;
+	return 0;
+}
+
+int edgerm_port_queue_load(void *ctx, uint8_t *rec, size_t cap)
+{
+	(void)ctx;
+	if (queue_flash_len > cap) {
+		return -1;
+	}
+	memcpy(rec, queue_flash, queue_flash_len);
+	return (int)queue_flash_len;
+}
+
 int edgerm_port_task_start(void *ctx, const edgerm_task_start_t *s, char *msg, size_t cap)
 {
 	(void)ctx;
@@ -81,7 +106,7 @@ int edgerm_port_sensor_read(void *ctx, const char *name, size_t len, double *v)
 
 static void reset_port(void)
 {
-	n_sent = n_persist = n_started = n_killed = 0;
+	n_sent = n_persist = n_started = n_killed = n_queue_saves = 0;
 	start_result = 0;
 }
 
@@ -248,6 +273,7 @@ static void register_fresh(void)
 {
 	edgerm_agent_reply_t r;
 
+	queue_flash_len = 0; /* a fresh board */
 	init_agent(NULL);
 	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REGISTERING);
 	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 0);
@@ -474,7 +500,8 @@ static void test_launch_kill_publish(void)
 		again = edgerm_agent_publish(&agent, 4, module, 100, 6000) == -5;
 	}
 	CHECK(again);
-	CHECK(sizeof(agent.q) - agent.q_len >= CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE - 114);
+	CHECK(CONFIG_EDGERM_UPDATE_QUEUE_SIZE - agent.q_len >=
+	      CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE - 114);
 	ok_reply(4, 6010);
 	for (int guard = 0; agent.q_count > 0 && guard < 64; guard++) {
 		CHECK_EQ_INT(last_call(), 0);
@@ -618,6 +645,142 @@ static void test_reboot_and_unauthenticated(void)
 	CHECK_EQ_INT(call.call.reg.token.len, 3);
 }
 
+/* Reboot the agent from what the port stored, and let it re-register (update_ack as given). */
+static void reboot_and_reregister(uint32_t update_ack, uint64_t now)
+{
+	edgerm_agent_reply_t r;
+	edgerm_persist_t p = stored;
+
+	init_agent(&p);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REREGISTERING);
+	edgerm_agent_on_timer(&agent, 0);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 4);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.has_registered = true;
+	r.registered.agent_id = 7;
+	r.registered.secret.ptr = SECRET;
+	r.registered.secret.len = 16;
+	r.registered.heartbeat_ms = 5000;
+	r.registered.update_ack = update_ack;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, now), 0);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
+}
+
+/* A task's end reported just before a reboot is not lost: the queue is saved when a task ends
+ * (not per publish), restored after the reboot, the task re-registered with its end state (so
+ * the master does not fail it as AGENT_RESTARTED), and the updates re-sent with their ids. A
+ * torn or foreign record is dropped whole. */
+static void test_reboot_keeps_unacknowledged_updates(void)
+{
+	edgerm_agent_reply_t r;
+
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.commands[0] = launch_cmd(0, 1, 4, true);
+	r.commands_count = 1;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020), 0);
+	ok_reply(1, 5030); /* STARTING */
+	serve_module(5040, false);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 4), EDGERM_RUNNING);
+	ok_reply(2, 5050); /* RUNNING */
+	CHECK_EQ_INT(n_queue_saves, 0); /* nothing ended yet: flash untouched */
+
+	/* A publish (update 3) and the end (update 4), queued behind the heartbeat in flight (it
+	 * says command_ack moved); the master acknowledges none of them. */
+	CHECK_EQ_INT(edgerm_agent_publish(&agent, 4, (const uint8_t *)"21.5", 4, 6000), 0);
+	CHECK_EQ_INT(n_queue_saves, 0);
+	edgerm_agent_task_exited(&agent, 4, EDGERM_FINISHED, 0, 0, "done", 4, 6001);
+	CHECK_EQ_INT(n_queue_saves, 1);
+	CHECK_EQ_INT(agent.q_count, 2);
+	CHECK_EQ_INT(agent.q_first_id, 3);
+
+	/* Power cut. After the reboot both updates are back, and the task with its end. */
+	size_t saved_len = queue_flash_len;
+
+	init_agent(&stored);
+	CHECK_EQ_INT(agent.q_count, 2);
+	CHECK_EQ_INT(agent.q_first_id, 3);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 4), EDGERM_FINISHED);
+	edgerm_agent_on_timer(&agent, 0);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 4);
+	CHECK_EQ_INT(call.call.reg.update_next, 3);
+	CHECK_EQ_INT(call.call.reg.tasks_count, 1);
+	CHECK_EQ_INT(call.call.reg.tasks[0].task, 4);
+	CHECK_EQ_INT(call.call.reg.tasks[0].state, EDGERM_FINISHED);
+
+	/* The master has update 2: the agent sends 3 then 4, with the ids they had. */
+	reboot_and_reregister(2, 10);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 7);
+	CHECK_EQ_INT(call.call.publish.update_id, 3);
+	CHECK(call.call.publish.data.len == 4 && memcmp(call.call.publish.data.ptr, "21.5", 4) == 0);
+	ok_reply(3, 20);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 6);
+	CHECK_EQ_INT(call.call.status.update_id, 4);
+	CHECK_EQ_INT(call.call.status.task, 4);
+	CHECK_EQ_INT(call.call.status.state, EDGERM_FINISHED);
+	CHECK(call.call.status.message.len == 4 &&
+	      memcmp(call.call.status.message.ptr, "done", 4) == 0);
+	ok_reply(4, 30);
+	CHECK_EQ_INT(agent.q_count, 0);
+
+	/* The same record again, but the master already holds both (the flash copy is stale, it
+	 * is never rewritten on an ack): nothing is sent twice, numbering continues. */
+	reboot_and_reregister(4, 10);
+	CHECK_EQ_INT(agent.q_count, 0);
+	CHECK_EQ_INT(agent.q_first_id, 5);
+
+	/* Torn: one byte short. Dropped whole, nothing restored. */
+	queue_flash_len = saved_len - 1;
+	init_agent(&stored);
+	CHECK_EQ_INT(agent.q_count, 0);
+	CHECK_EQ_INT(agent.q_first_id, 1);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 4), 0);
+
+	/* An entry length pointing past the record, an unknown entry kind, a header only. */
+	queue_flash_len = saved_len;
+	queue_flash[EDGERM_QUEUE_REC_HDR_SIZE + 12] = 0xff;
+	init_agent(&stored);
+	CHECK_EQ_INT(agent.q_count, 0);
+	queue_flash[EDGERM_QUEUE_REC_HDR_SIZE + 12] = 4; /* "21.5" */
+	queue_flash[EDGERM_QUEUE_REC_HDR_SIZE] = 9;
+	init_agent(&stored);
+	CHECK_EQ_INT(agent.q_count, 0);
+	queue_flash[EDGERM_QUEUE_REC_HDR_SIZE] = 7;
+	init_agent(&stored);
+	CHECK_EQ_INT(agent.q_count, 2); /* repaired: accepted again */
+	queue_flash_len = EDGERM_QUEUE_REC_HDR_SIZE;
+	init_agent(&stored);
+	CHECK_EQ_INT(agent.q_count, 0);
+	CHECK_EQ_INT(agent.q_first_id, 3);
+
+	/* Another identity's record (the board was re-provisioned): ignored. */
+	queue_flash_len = saved_len;
+	edgerm_persist_t mine = stored, other = stored; /* (init_agent stores what it is given) */
+
+	other.agent_id = 8;
+	init_agent(&other);
+	CHECK_EQ_INT(agent.q_count, 0);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 4), 0);
+	/* ... or the same agent_id from another master (another secret). */
+	other = mine;
+	other.secret[0] ^= 1;
+	init_agent(&other);
+	CHECK_EQ_INT(agent.q_count, 0);
+	init_agent(&mine);
+	CHECK_EQ_INT(agent.q_count, 2); /* the right identity still gets it */
+	/* A first boot never loads one. */
+	init_agent(NULL);
+	CHECK_EQ_INT(agent.q_count, 0);
+}
+
 static void test_separate_response(void)
 {
 	register_fresh();
@@ -669,5 +832,6 @@ void suite_agent(void)
 	test_launch_kill_publish();
 	test_hash_mismatch_and_launch_failure();
 	test_reboot_and_unauthenticated();
+	test_reboot_keeps_unacknowledged_updates();
 	test_separate_response();
 }

@@ -49,6 +49,17 @@ int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len);
 /* Store the persistent record. 0 or a negative errno. */
 int edgerm_port_persist(void *ctx, const edgerm_persist_t *p);
 
+/* Unacknowledged status updates and publishes, kept across a reboot so that a FINISHED reported
+ * just before one is not lost. The core saves when a task reaches a terminal state (never per
+ * publish: flash wears) as one opaque record of `len` bytes; store it whole or not at all (a
+ * torn write must leave the previous record). 0 or a negative errno. */
+int edgerm_port_queue_save(void *ctx, const uint8_t *rec, size_t len);
+
+/* At start-up (from edgerm_agent_init, when it has an identity): copy the last saved record into
+ * rec and return its length; 0 when there is none, a negative errno when it cannot be read or is
+ * longer than cap. The core checks every byte of it before using any. */
+int edgerm_port_queue_load(void *ctx, uint8_t *rec, size_t cap);
+
 /* Start a WASM task; it runs until it ends (the port then calls edgerm_agent_task_exited) or is
  * killed. 0: running. On failure write a short reason into msg (NUL-terminated). */
 int edgerm_port_task_start(void *ctx, const edgerm_task_start_t *start, char *msg, size_t msg_cap);

@@ -41,6 +41,10 @@
 
 #define Q_HDR 12 /* kind, state, reason, pad, task u32, exit_code i32 ... then u16 len */
 #define Q_ENTRY_HDR (Q_HDR + 2)
+#define Q_STATUS 6  /* entry kinds: the AgentCall field they are sent as */
+#define Q_PUBLISH 7
+#define Q(a) ((a)->q_rec + EDGERM_QUEUE_REC_HDR_SIZE)
+#define Q_CAP ((size_t)CONFIG_EDGERM_UPDATE_QUEUE_SIZE)
 
 #if CONFIG_EDGERM_PUBLISH_MAX_SIZE + Q_ENTRY_HDR + CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE >     \
 	CONFIG_EDGERM_UPDATE_QUEUE_SIZE
@@ -130,10 +134,10 @@ static int q_push(edgerm_agent_t *a, uint8_t kind, uint32_t task, uint8_t state,
 {
 	size_t need = Q_ENTRY_HDR + len;
 
-	if (need + reserve > sizeof(a->q) - a->q_len) {
+	if (need + reserve > Q_CAP - a->q_len) {
 		return -1;
 	}
-	uint8_t *e = a->q + a->q_len;
+	uint8_t *e = Q(a) + a->q_len;
 	uint16_t n = (uint16_t)len;
 
 	e[0] = kind, e[1] = state, e[2] = reason, e[3] = 0;
@@ -153,10 +157,10 @@ static void q_drop_first(edgerm_agent_t *a, size_t n)
 	size_t off = 0;
 
 	for (size_t i = 0; i < n && a->q_count > 0; i++) {
-		off += q_entry_size(a->q + off);
+		off += q_entry_size(Q(a) + off);
 		a->q_count--;
 	}
-	memmove(a->q, a->q + off, a->q_len - off);
+	memmove(Q(a), Q(a) + off, a->q_len - off);
 	a->q_len = (uint16_t)(a->q_len - off);
 }
 
@@ -201,6 +205,23 @@ static void utf8_sanitize(uint8_t *s, size_t n)
 	}
 }
 
+static bool terminal(uint8_t s)
+{
+	return s == EDGERM_FINISHED || s == EDGERM_FAILED || s == EDGERM_KILLED ||
+	       s == EDGERM_ERROR;
+}
+
+/* The queue as one record for the port: whose it is (agent_id and the first bytes of the
+ * secret, since another master may hand out the same agent_id), the first update id, the
+ * entries. */
+static void q_save(edgerm_agent_t *a)
+{
+	put_u32(a->q_rec, a->persist.agent_id);
+	memcpy(a->q_rec + 4, a->persist.secret, 4);
+	put_u32(a->q_rec + 8, a->q_first_id);
+	(void)edgerm_port_queue_save(a->cfg.port, a->q_rec, EDGERM_QUEUE_REC_HDR_SIZE + a->q_len);
+}
+
 static void status(edgerm_agent_t *a, uint32_t task, uint8_t state, uint8_t reason,
 		   int32_t exit_code, const char *msg, size_t msg_len)
 {
@@ -213,11 +234,16 @@ static void status(edgerm_agent_t *a, uint32_t task, uint8_t state, uint8_t reas
 	}
 	/* Status updates may use the reserve that publishes leave free. If even that is gone the
 	 * oldest publish would have to go; the reserve is sized so this does not happen. */
-	if (q_push(a, 6, task, state, reason, exit_code, (const uint8_t *)msg, msg_len, 0) < 0) {
+	if (q_push(a, Q_STATUS, task, state, reason, exit_code, (const uint8_t *)msg, msg_len, 0) <
+	    0) {
 		a->stats.updates_dropped++;
 		return;
 	}
-	utf8_sanitize(a->q + a->q_len - msg_len, msg_len);
+	utf8_sanitize(Q(a) + a->q_len - msg_len, msg_len);
+	/* A task's end must survive a reboot; its earlier updates and publishes ride along. */
+	if (terminal(state)) {
+		q_save(a);
+	}
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -376,12 +402,12 @@ static void send_register(edgerm_agent_t *a, uint64_t now)
 static void send_update(edgerm_agent_t *a, uint64_t now)
 {
 	edgerm_agent_call_t call;
-	const uint8_t *e = a->q;
+	const uint8_t *e = Q(a);
 	uint16_t n;
 
 	memcpy(&n, e + Q_HDR, 2);
 	memset(&call, 0, sizeof(call));
-	if (e[0] == 6) {
+	if (e[0] == Q_STATUS) {
 		edgerm_status_t *s = &call.call.status;
 
 		call.which = 6;
@@ -476,12 +502,6 @@ static edgerm_task_slot_t *task_find(edgerm_agent_t *a, uint32_t task)
 		}
 	}
 	return NULL;
-}
-
-static bool terminal(uint8_t s)
-{
-	return s == EDGERM_FINISHED || s == EDGERM_FAILED || s == EDGERM_KILLED ||
-	       s == EDGERM_ERROR;
 }
 
 /* A free slot, or the one of a task that ended longest ago (its status is queued already). */
@@ -1087,6 +1107,56 @@ void edgerm_agent_on_timer(edgerm_agent_t *a, uint64_t now)
 	pump(a, now);
 }
 
+/* At start-up: the updates saved before a reboot, if they were numbered under our identity.
+ * Every length is checked; a torn, foreign or malformed record is dropped whole. The tasks whose
+ * end is among them come back as ended slots, so re-registration reports them with that state
+ * (the master then waits for the update instead of failing them as AGENT_RESTARTED). */
+static void q_restore(edgerm_agent_t *a)
+{
+	int got = edgerm_port_queue_load(a->cfg.port, a->q_rec, sizeof(a->q_rec));
+	size_t len, off = 0;
+	uint16_t count = 0;
+
+	if (got < EDGERM_QUEUE_REC_HDR_SIZE || (size_t)got > sizeof(a->q_rec) ||
+	    get_u32(a->q_rec) != a->persist.agent_id ||
+	    memcmp(a->q_rec + 4, a->persist.secret, 4) != 0 || get_u32(a->q_rec + 8) == 0) {
+		return;
+	}
+	len = (size_t)got - EDGERM_QUEUE_REC_HDR_SIZE;
+	while (off < len) {
+		const uint8_t *e = Q(a) + off;
+
+		if (len - off < Q_ENTRY_HDR || (e[0] != Q_STATUS && e[0] != Q_PUBLISH) ||
+		    q_entry_size(e) > len - off) {
+			return;
+		}
+		off += q_entry_size(e);
+		count++;
+	}
+	a->q_first_id = get_u32(a->q_rec + 8);
+	a->q_len = (uint16_t)len;
+	a->q_count = count;
+	for (off = 0; off < len; off += q_entry_size(Q(a) + off)) {
+		uint8_t *e = Q(a) + off;
+
+		if (e[0] != Q_STATUS) {
+			continue;
+		}
+		utf8_sanitize(e + Q_ENTRY_HDR, q_entry_size(e) - Q_ENTRY_HDR);
+		if (terminal(e[1])) {
+			uint32_t task = get_u32(e + 4);
+			edgerm_task_slot_t *t = task_find(a, task);
+
+			t = t ? t : task_alloc(a, task);
+			if (t) {
+				t->state = e[1];
+				t->reason = e[2];
+				t->exit_code = (int32_t)get_u32(e + 8);
+			}
+		}
+	}
+}
+
 void edgerm_agent_init(edgerm_agent_t *a, const edgerm_agent_config_t *cfg,
 		       const edgerm_persist_t *persisted, uint64_t now)
 {
@@ -1109,6 +1179,9 @@ void edgerm_agent_init(edgerm_agent_t *a, const edgerm_agent_config_t *cfg,
 	a->seq = a->persist.seq_reserved ? a->persist.seq_reserved : 1;
 	a->persist.seq_reserved = a->seq + CONFIG_EDGERM_SEQ_RESERVE_MAX;
 	save(a);
+	if (a->persist.agent_id != 0) {
+		q_restore(a);
+	}
 	/* After a reboot an agent always re-registers first (docs/protocol.md). */
 	a->state = a->persist.agent_id ? EDGERM_AGENT_REREGISTERING : EDGERM_AGENT_REGISTERING;
 	a->hb_command_ack = a->persist.command_ack;
@@ -1139,7 +1212,8 @@ int edgerm_agent_publish(edgerm_agent_t *a, uint32_t task, const uint8_t *data, 
 	if (len > CONFIG_EDGERM_PUBLISH_MAX_SIZE) {
 		return EDGERM_ABI_E_TOOBIG;
 	}
-	if (q_push(a, 7, task, 0, 0, 0, data, len, CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE) < 0) {
+	if (q_push(a, Q_PUBLISH, task, 0, 0, 0, data, len, CONFIG_EDGERM_UPDATE_QUEUE_RESERVE_SIZE) <
+	    0) {
 		return EDGERM_ABI_E_AGAIN;
 	}
 	pump(a, now);

@@ -1,7 +1,8 @@
 /*
  * edgerm_port.h for POSIX: monotonic clock, send on the connected UDP socket, the persistent
- * record in a small text file (written to a temporary file, fsynced, renamed: a crash leaves
- * the old or the new record, never half of one), simulated sensors, and the wasm3 executor.
+ * record in a small text file and the saved update queue beside it in STATE.queue (each written
+ * to a temporary file, fsynced, renamed: a crash leaves the old or the new record, never half of
+ * one), simulated sensors, and the wasm3 executor.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -84,6 +85,72 @@ int edgerm_port_persist(void *ctx, const edgerm_persist_t *r)
 	fsync(fileno(f));
 	fclose(f);
 	return rename(tmp, p->state_path) < 0 ? -errno : 0;
+}
+
+/* Write `len` bytes to path atomically: temporary file, fsync, rename. */
+static int write_atomic(const char *path, const uint8_t *buf, size_t len)
+{
+	char tmp[4096];
+	FILE *f;
+	int r = 0;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
+		return -ENAMETOOLONG;
+	}
+	f = fopen(tmp, "wb");
+	if (!f) {
+		return -errno;
+	}
+	if (fwrite(buf, 1, len, f) != len || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		r = -EIO;
+	}
+	if (fclose(f) != 0 && r == 0) {
+		r = -EIO;
+	}
+	if (r == 0 && rename(tmp, path) < 0) {
+		r = -errno;
+	}
+	return r;
+}
+
+static int queue_path(const posix_port_t *p, char *out, size_t cap)
+{
+	return (size_t)snprintf(out, cap, "%s.queue", p->state_path) < cap ? 0 : -ENAMETOOLONG;
+}
+
+int edgerm_port_queue_save(void *ctx, const uint8_t *rec, size_t len)
+{
+	posix_port_t *p = ctx;
+	char path[4096];
+
+	if (!p->state_path) {
+		return 0;
+	}
+	if (queue_path(p, path, sizeof(path)) < 0) {
+		return -ENAMETOOLONG;
+	}
+	return write_atomic(path, rec, len);
+}
+
+int edgerm_port_queue_load(void *ctx, uint8_t *rec, size_t cap)
+{
+	posix_port_t *p = ctx;
+	char path[4096];
+	FILE *f;
+	size_t n;
+	int extra;
+
+	if (!p->state_path || queue_path(p, path, sizeof(path)) < 0) {
+		return 0;
+	}
+	f = fopen(path, "rb");
+	if (!f) {
+		return errno == ENOENT ? 0 : -errno;
+	}
+	n = fread(rec, 1, cap, f);
+	extra = fgetc(f); /* a record longer than our queue (another build): not ours to read */
+	fclose(f);
+	return extra != EOF ? -EFBIG : (int)n;
 }
 
 int edgerm_port_sensor_read(void *ctx, const char *name, size_t len, double *value)

@@ -24,6 +24,9 @@ struct edgerm_provision {
 int edgerm_settings_load(struct edgerm_provision *prov, edgerm_persist_t *state, bool *have_state);
 int edgerm_settings_save_provision(const struct edgerm_provision *prov);
 int edgerm_settings_save_state(const edgerm_persist_t *state);
+/* The core's update-queue record (edgerm_port_queue_save/load): length read, 0 when none. */
+int edgerm_settings_load_queue(uint8_t *rec, size_t cap);
+int edgerm_settings_save_queue(const uint8_t *rec, size_t len);
 
 /* sensors.c: the devices announced at registration. */
 uint8_t edgerm_sensors_devices(edgerm_device_t *out, uint8_t max);

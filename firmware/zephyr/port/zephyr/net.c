@@ -5,7 +5,7 @@
  * take it only with K_NO_WAIT (see wamr_exec.c), so a kill that waits for a task thread while
  * holding it cannot deadlock.
  *
- * Also edgerm_port.h's clock, send and persistence for Zephyr.
+ * Also edgerm_port.h's clock, send and persistence (record and update queue) for Zephyr.
  */
 #include <errno.h>
 #include <string.h>
@@ -87,6 +87,18 @@ int edgerm_port_persist(void *ctx, const edgerm_persist_t *p)
 {
 	ARG_UNUSED(ctx);
 	return edgerm_settings_save_state(p);
+}
+
+int edgerm_port_queue_save(void *ctx, const uint8_t *rec, size_t len)
+{
+	ARG_UNUSED(ctx);
+	return edgerm_settings_save_queue(rec, len);
+}
+
+int edgerm_port_queue_load(void *ctx, uint8_t *rec, size_t cap)
+{
+	ARG_UNUSED(ctx);
+	return edgerm_settings_load_queue(rec, cap);
 }
 
 /* ---- the socket ------------------------------------------------------------------------- */

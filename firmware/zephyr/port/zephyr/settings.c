@@ -1,8 +1,9 @@
 /*
  * Persistence through Zephyr's settings subsystem (NVS backend): the provisioning (master
- * address, port, agent token, name) and the agent's record (agent id, secret, seq reservation,
- * command_ack). Keys live under "edgerm/". Nothing here is compiled in: a fresh board has no
- * master and waits for `edgerm provision`.
+ * address, port, agent token, name), the agent's record (agent id, secret, seq reservation,
+ * command_ack) and the saved update queue (one value, written by the core only when a task
+ * ends, so NVS sees one write per task rather than one per publish). Keys live under "edgerm/".
+ * Nothing here is compiled in: a fresh board has no master and waits for `edgerm provision`.
  */
 #include <errno.h>
 #include <string.h>
@@ -112,6 +113,57 @@ int edgerm_settings_save_state(const edgerm_persist_t *state)
 
 	if (r < 0) {
 		LOG_ERR("saving agent state: %d", r);
+	}
+	return r;
+}
+
+/* The update queue: one value "edgerm/queue", read with a direct load into the agent's own
+ * buffer (no copy in RAM here). */
+struct queue_load {
+	uint8_t *rec;
+	size_t cap;
+	int len; /* bytes read, 0 when there is none, or a negative errno */
+};
+
+static int queue_direct(const char *key, size_t len, settings_read_cb read_cb, void *cb_arg,
+			void *param)
+{
+	struct queue_load *q = param;
+
+	if (key != NULL && key[0] != '\0') {
+		return 0; /* below edgerm/queue: not ours */
+	}
+	if (len > q->cap) {
+		q->len = -EFBIG; /* saved by a build with a larger queue */
+		return 0;
+	}
+	ssize_t n = read_cb(cb_arg, q->rec, len);
+
+	q->len = (n < 0 || (size_t)n != len) ? -EIO : (int)len;
+	return 0;
+}
+
+int edgerm_settings_load_queue(uint8_t *rec, size_t cap)
+{
+	struct queue_load q = {rec, cap, 0};
+	int r = settings_load_subtree_direct("edgerm/queue", queue_direct, &q);
+
+	if (r < 0) {
+		LOG_ERR("settings load of the update queue: %d", r);
+		return r;
+	}
+	if (q.len < 0) {
+		LOG_WRN("ignoring the saved update queue: %d", q.len);
+	}
+	return q.len;
+}
+
+int edgerm_settings_save_queue(const uint8_t *rec, size_t len)
+{
+	int r = settings_save_one("edgerm/queue", rec, len);
+
+	if (r < 0) {
+		LOG_ERR("saving the update queue: %d", r);
 	}
 	return r;
 }

@@ -14,6 +14,8 @@ volatile uint32_t sink;
 uint64_t edgerm_port_now_ms(void) { return sink; }
 int edgerm_port_send(void *c, const uint8_t *b, size_t n) { (void)c; return (int)(b[0] + n); }
 int edgerm_port_persist(void *c, const edgerm_persist_t *p) { (void)c; return (int)p->seq_reserved; }
+int edgerm_port_queue_save(void *c, const uint8_t *r, size_t n) { (void)c; return (int)(r[0] + n); }
+int edgerm_port_queue_load(void *c, uint8_t *r, size_t n) { (void)c; return (int)(r[0] + n); }
 int edgerm_port_task_start(void *c, const edgerm_task_start_t *s, char *m, size_t n)
 {
 	(void)c, (void)m, (void)n;

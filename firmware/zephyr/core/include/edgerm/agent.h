@@ -27,6 +27,9 @@
 #include "edgerm_port.h"
 
 #define EDGERM_NO_DEADLINE UINT64_MAX
+/* The saved update queue's header: the identity it was numbered under (agent_id, 4 bytes of the
+ * secret), its first update id. */
+#define EDGERM_QUEUE_REC_HDR_SIZE 12
 
 enum edgerm_agent_state {
 	EDGERM_AGENT_REGISTERING = 0,
@@ -93,10 +96,12 @@ typedef struct {
 	uint64_t hb_due, retry_at;
 	uint32_t backoff_ms;
 
-	/* Unacknowledged updates, oldest first; the first has id q_first_id. */
+	/* Unacknowledged updates, oldest first; the first has id q_first_id. They sit in q_rec
+	 * behind an EDGERM_QUEUE_REC_HDR_SIZE-byte header (identity, q_first_id; filled when saved)
+	 * so that the record edgerm_port_queue_save stores is one contiguous buffer. */
 	uint32_t q_first_id;
 	uint16_t q_len, q_count;
-	uint8_t q[CONFIG_EDGERM_UPDATE_QUEUE_SIZE];
+	uint8_t q_rec[EDGERM_QUEUE_REC_HDR_SIZE + CONFIG_EDGERM_UPDATE_QUEUE_SIZE];
 
 	edgerm_task_slot_t tasks[CONFIG_EDGERM_MAX_TASKS];
 	edgerm_module_slot_t modules[CONFIG_EDGERM_MODULE_CACHE_MAX_SLOTS];
