@@ -19,6 +19,7 @@ agent's MAC decides whether to believe it. Anything unparsable is dropped.
 """
 
 import asyncio
+import select
 from micropython import const
 from time import ticks_ms, ticks_diff
 
@@ -57,6 +58,7 @@ obs_tok = -1  # the token of our observation, -1 for none
 observed = False  # the last parsed datagram carried an Observe option
 pushed = None  # the payload of the latest notification, until the agent takes it
 _sock = None
+_poll = None  # select.poll on _sock: recv only when a datagram waits
 _addr = None
 _mid = getrandbits(16)
 _tok = getrandbits(16)
@@ -66,8 +68,10 @@ stats = [0, 0, 0]  # datagrams sent, received, dropped as malformed or unmatched
 
 
 def setup(sock, addr, ack_timeout_ms=2000, max_retransmit=4):
-    global _sock, _addr, _ack_ms, _retries
+    global _sock, _poll, _addr, _ack_ms, _retries
     _sock = sock
+    _poll = select.poll()
+    _poll.register(sock, select.POLLIN)
     _addr = addr
     _ack_ms = ack_timeout_ms
     _retries = max_retransmit
@@ -204,19 +208,28 @@ def _send_empty(mtype, mid):
 
 
 def _recv():
-    # readinto allocates nothing (recv() would, per datagram, and its freed buffers fragment a
-    # small heap until a task cannot be compiled). Its cost: a socket's readinto reads on until
-    # the buffer is full, so two datagrams queued together arrive glued. Then the first one's
-    # payload has trailing bytes: a CBOR reply fails to decode and is dropped, a Block2 block
-    # is longer than the block size and is asked again; CON retransmission brings back what
-    # was lost (the master answers a repeated request from its deduplication cache).
-    try:
-        n = _sock.readinto(RX)
-    except OSError:
-        return 0
-    if n:
+    # One datagram into RX; its length, 0 when none waits. Exactly one: MicroPython sockets have
+    # no recv_into, and readinto reads on until RX is full, so two datagrams queued together (a
+    # reply and a notification) would come out glued. recv is asked only when poll says one
+    # waits (on an empty socket it raises, and the unix port leaks its buffer then); its bytes
+    # are copied into RX and dropped at once, short-lived garbage of about the datagram's size.
+    # When a task has eaten the heap, recv cannot allocate and the datagram stays queued until
+    # it can (the task fails and its memory comes back).
+    while True:
+        for _ in _poll.ipoll(0):
+            break
+        else:
+            return 0
+        try:
+            d = _sock.recv(_RX_SIZE + 1)
+        except (OSError, MemoryError):
+            return 0
+        n = len(d)
         stats[1] += 1
-    return n or 0
+        if 0 < n <= _RX_SIZE:
+            RX[:n] = d
+            return n
+        stats[2] += 1  # empty, or longer than any answer we can take: dropped
 
 
 def _notification(mtype, code, tok, a, k):
@@ -300,7 +313,8 @@ async def request(n):
 
 async def get_blocks(path, path2, szx, sink):
     """GET a resource block by block, handing each block's payload (a memoryview) to `sink`.
-    Returns the final response code, or 0 when the peer went silent."""
+    Returns the final response code, or 0 when the peer went silent or sent a block of the
+    wrong size."""
     num = 0
     while True:
         await take()
@@ -313,7 +327,7 @@ async def get_blocks(path, path2, szx, sink):
                 return code
             size = 16 << (blk & 7)
             if blk >= 0 and (b - a > size or (blk & 8 and b - a != size)):
-                continue  # glued to another datagram (see _recv): ask for this block again
+                return 0  # a block of the wrong size: asking again would get it again
             sink(RX[a:b])
         finally:
             give()

@@ -142,7 +142,7 @@ async def _download(sha, name):
         code = await coap.get_blocks("m", str(hexlify(sha), "ascii"), _szx, sink)
     if code != coap.CONTENT:
         os.remove(tmp)
-        raise _Refused(_ERROR, _MODULE_UNAVAILABLE, "module: no answer" if code == 0 else "module: code %d.%02d" % (code >> 5, code & 31))
+        raise _Refused(_ERROR, _MODULE_UNAVAILABLE, "module: no usable answer" if code == 0 else "module: code %d.%02d" % (code >> 5, code & 31))
     if h.digest() != sha:
         os.remove(tmp)
         raise _Refused(_ERROR, _MODULE_HASH_MISMATCH, "module hash mismatch")

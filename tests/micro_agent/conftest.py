@@ -79,6 +79,20 @@ class AgentProcess:
             await self.proc.wait()
         self.proc = None
 
+    async def hold(self, stopped: bool) -> None:
+        """Stop (SIGSTOP) or continue (SIGCONT) the agent; a stop returns once the kernel
+        reports the process stopped, so nothing it reads after that is read before the
+        continue."""
+        assert self.proc is not None
+        if not stopped:
+            self.proc.send_signal(signal.SIGCONT)
+            return
+        self.proc.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.proc.pid}/stat")
+        with trio.fail_after(5):
+            while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+                await trio.sleep(0.001)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

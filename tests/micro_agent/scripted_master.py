@@ -6,14 +6,16 @@ token, re-registration with agent_id + mac, seq checks, heartbeats with command_
 re-sent until acknowledged, status/publish applied exactly once in update_id order, modules by
 GET m/<hex> with Block2, heartbeats as FETCH `c` with Observe 0 and commands pushed at once as
 CON notifications (AgentReply, seq 0, signed). Tests queue commands, read what was applied, make
-it deaf for a while (a master outage), refuse chosen updates with an error (`refuse`), and
-inject datagrams at the agent from the master's own address.
+it deaf for a while (a master outage), refuse chosen updates with an error (`refuse`), inject
+datagrams at the agent from the master's own address, and glue a notification to an answer
+(`glue`: both sent while the agent is stopped, so they wait in its socket together).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -69,6 +71,14 @@ class ScriptedMaster:
         self.malformed_calls = 0
         self.changed = trio.Event()
         self._cache: dict[tuple[object, int], bytes] = {}
+        self.retransmissions = 0  # requests answered again from the deduplication cache
+        # glue(path, answer) is asked about each answer sent; when it returns True, the
+        # observer's notification (agent 1) goes right behind that answer, both sent between
+        # `hold(True)` and `hold(False)` (which stop and continue the agent), so the agent's
+        # socket holds both when it reads again. One shot: glue is cleared when it fires.
+        self.glue: Callable[[list[str], bytes], bool] | None = None
+        self.hold: Callable[[bool], Awaitable[None]] | None = None
+        self._last_path: list[str] = []
 
     async def bind(self, port: int = 0) -> None:
         await self.sock.bind(("127.0.0.1", port))
@@ -81,12 +91,14 @@ class ScriptedMaster:
         self.modules[sha] = data
         return sha
 
-    def command(self, agent_id: int, **kind: object) -> pb.Command:
+    def command(self, agent_id: int, push: bool = True, **kind: object) -> pb.Command:
+        """Queue a command; with an observer, also push it at once (unless `push` is False:
+        then only replies, and a glued notification, carry it)."""
         rec = self.agents[agent_id]
         cmd = pb.Command(id=rec.next_command, **kind)  # type: ignore[arg-type]
         rec.next_command += 1
         rec.commands.append(cmd)
-        if rec.observer is not None:
+        if rec.observer is not None and push:
             self._pending_push.add(agent_id)
             self._push_event.set()
         return cmd
@@ -119,17 +131,22 @@ class ScriptedMaster:
                 rec = self.agents.get(aid)
                 if rec is None or rec.observer is None or self.deaf:
                     continue
-                addr, token = rec.observer
-                reply = pb.AgentReply(seq=0, update_ack=rec.update_ack)
-                reply.commands.extend(c for c in rec.commands if c.id > rec.command_ack)
-                self._push_mid += 1
-                self._observe_seq += 1
-                out = encode_message(_CON, 0x45, self._push_mid & 0xFFFF, token,
-                                     [(_OBSERVE, self._observe_seq.to_bytes(3, "big")),
-                                      (_CF, b"\x3c")], sign(reply, rec.secret))
-                rec.pushes += 1
-                await self.sock.sendto(out, addr)
+                await self.sock.sendto(*self._notification(rec))
             self._pending_push.clear()
+
+    def _notification(self, rec: AgentRecord) -> tuple[bytes, object]:
+        """A CON notification to rec's observer with the commands it has not acknowledged."""
+        assert rec.observer is not None
+        addr, token = rec.observer
+        reply = pb.AgentReply(seq=0, update_ack=rec.update_ack)
+        reply.commands.extend(c for c in rec.commands if c.id > rec.command_ack)
+        self._push_mid += 1
+        self._observe_seq += 1
+        out = encode_message(_CON, 0x45, self._push_mid & 0xFFFF, token,
+                             [(_OBSERVE, self._observe_seq.to_bytes(3, "big")),
+                              (_CF, b"\x3c")], sign(reply, rec.secret))
+        rec.pushes += 1
+        return out, addr
 
     async def _serve(self) -> None:
         while True:
@@ -139,7 +156,18 @@ class ScriptedMaster:
             self.peer = addr
             out = self._datagram(data, addr)
             if out is not None:
-                await self.sock.sendto(out, addr)
+                glue = self.glue
+                rec = self.agents.get(1)
+                if glue is not None and rec is not None and rec.observer is not None \
+                        and glue(self._last_path, out):
+                    assert self.hold is not None
+                    self.glue = None
+                    await self.hold(True)
+                    await self.sock.sendto(out, addr)
+                    await self.sock.sendto(*self._notification(rec))
+                    await self.hold(False)
+                else:
+                    await self.sock.sendto(out, addr)
             self.changed.set()
 
     def _datagram(self, data: bytes, addr: object) -> bytes | None:
@@ -151,8 +179,10 @@ class ScriptedMaster:
             return None
         key = (addr, req.mid)
         if key in self._cache:  # a retransmission: the same answer, not a second execution
+            self.retransmissions += 1
             return self._cache[key]
         path = [v.decode() for n, v in req.options if n == _URI_PATH]
+        self._last_path = path
         if path == ["a"] and req.code == 2:
             code, payload = self._agent_call(req.payload)
             opts = [(_CF, b"\x3c")]

@@ -4,8 +4,10 @@ Block2 and hash check, restarts of either side, and garbage at the agent's socke
 
 from __future__ import annotations
 
+import pytest
 import trio
 
+from edgerm.coap.message import decode_message_untrusted
 from edgerm.wire import pb
 
 from .conftest import needs_micropython
@@ -186,11 +188,12 @@ async def test_restarts_and_garbage(agent_factory) -> None:  # type: ignore[no-u
         n.cancel_scope.cancel()
 
 
-async def test_refused_updates_are_dropped_transient_ones_retried(agent_factory) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("observe", [False, True])
+async def test_refused_updates_are_dropped_transient_ones_retried(  # type: ignore[no-untyped-def]
+        agent_factory, observe: bool) -> None:
     async with trio.open_nursery() as n:
-        # Without Observe: a push glued to a reply (see coap._recv) would make the agent resend
-        # a refused update as a new call, which the script then no longer refuses.
-        m, a = await _start(n, agent_factory, observe=False)
+        # observe off: heartbeats are POSTs to `a`, as to a master without `c`
+        m, a = await _start(n, agent_factory, observe=observe)
         rec = m.agents[1]
         # Update 1 (task 1's KILLED) is refused for good; update 2 is refused twice as
         # UNAVAILABLE (transient) and then applied; the refused one must not block the rest.
@@ -223,8 +226,6 @@ async def test_observe_pushes_commands_before_the_next_heartbeat(agent_factory) 
         a = agent_factory(_config(m.port))
         await a.start()
         await m.wait_for(lambda: 1 in m.agents and m.agents[1].observer is not None)
-        await trio.sleep(0.3)  # let the FETCH's answer be read first (a push glued to it is
-        # lost until a retransmission, which this script does not make; see coap._recv)
         rec = m.agents[1]
         beats = rec.heartbeats
         t0 = trio.current_time()
@@ -236,6 +237,77 @@ async def test_observe_pushes_commands_before_the_next_heartbeat(agent_factory) 
         await m.wait_for(lambda: rec.command_ack == 1)
         assert trio.current_time() - t0 < 30.0 / 10
         assert rec.pushes == 1 and rec.heartbeats == beats + 1
+        n.cancel_scope.cancel()
+
+
+async def test_a_reply_and_a_notification_queued_together_are_both_read(agent_factory) -> None:  # type: ignore[no-untyped-def]
+    # The answer to a heartbeat (FETCH c) and a notification carrying a new command wait in
+    # the agent's socket together (sent while the agent is stopped). Both must be read as
+    # two datagrams: the reply without a retransmission, the command at once (the periodic
+    # heartbeat is 30 s away, and only the notification carries it).
+    async with trio.open_nursery() as n:
+        m = ScriptedMaster(heartbeat_ms=30_000)
+        await m.bind()
+        n.start_soon(m.serve)
+        a = agent_factory({**_config(m.port), "ack_timeout_ms": 2000})
+        await a.start()
+        await m.wait_for(lambda: 1 in m.agents and m.agents[1].observer is not None)
+        rec = m.agents[1]
+        m.hold = a.hold
+
+        def glue(path: list[str], answer: bytes) -> bool:
+            if path != ["c"]:
+                return False
+            m.command(1, push=False, kill=pb.Kill(task=8))  # not in this answer: built before
+            return True
+
+        m.glue = glue
+        # A pushed kill makes the agent report and heartbeat its command_ack at once; the
+        # answer to that heartbeat is the one glued to the notification with kill 8.
+        m.command(1, kill=pb.Kill(task=7))
+        await m.wait_for(lambda: m.states(1, 8) == [pb.KILLED], timeout=10)
+        assert m.glue is None and m.states(1, 7) == [pb.KILLED]
+        await m.wait_for(lambda: rec.command_ack == 2)
+        assert m.retransmissions == 0
+        assert rec.pushes == 2 and a.output().count("edgerm: pushed") == 2, a.output()
+        assert "dropped" not in a.output()
+        n.cancel_scope.cancel()
+
+
+async def test_a_final_block_queued_with_a_notification_is_read_alone(agent_factory) -> None:  # type: ignore[no-untyped-def]
+    # The last Block2 block of a module (shorter than the block size) and a notification wait
+    # in the agent's socket together. Read as one datagram, the block would be the module's
+    # tail plus the notification: short enough to pass for a final block, and the download
+    # would end in MODULE_HASH_MISMATCH.
+    async with trio.open_nursery() as n:
+        m = ScriptedMaster(heartbeat_ms=30_000)
+        await m.bind()
+        n.start_soon(m.serve)
+        a = agent_factory({**_config(m.port), "ack_timeout_ms": 2000, "block_szx": 4})
+        await a.start()
+        await m.wait_for(lambda: 1 in m.agents and m.agents[1].observer is not None)
+        rec = m.agents[1]
+        module = SAMPLER + b"#" * (256 + 10 - len(SAMPLER))  # two blocks of 256, the last 10 B
+        assert len(module) == 266
+        sha = m.add_module(module)
+        m.hold = a.hold
+
+        def glue(path: list[str], answer: bytes) -> bool:
+            b2 = decode_message_untrusted(answer).opt(23)
+            if path[:1] != ["m"] or b2 is None or int.from_bytes(b2, "big") & 8:
+                return False  # not the final block
+            m.command(1, push=False, kill=pb.Kill(task=99))
+            return True
+
+        m.glue = glue
+        m.command(1, launch=pb.Launch(task=1, spec=_mp_task(sha, len(module), "2")))
+        await m.wait_for(lambda: m.states(1, 1)[-1:] > [pb.RUNNING] and m.states(1, 99),
+                         timeout=10)
+        assert m.glue is None
+        assert m.states(1, 1) == [pb.STARTING, pb.RUNNING, pb.FINISHED], rec.statuses
+        assert m.states(1, 99) == [pb.KILLED]
+        assert m.retransmissions == 0
+        assert rec.pushes == 2 and a.output().count("edgerm: pushed") == 2, a.output()
         n.cancel_scope.cancel()
 
 
