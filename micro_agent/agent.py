@@ -173,22 +173,6 @@ def _log(level, *a):
 # The state file
 
 
-def _load():
-    global _id, _secret, _next, _cmd, _queue, _tasks
-    try:
-        with open(_state, "rb") as f:
-            st = cbor.decode(f.read())
-        _id = st.get(1, 0)
-        _secret = st.get(2, b"")
-        _next = st.get(3, 1)
-        _cmd = st.get(4, 0)
-        _queue = st.get(5, [])
-        for t, s in st.get(6, []):
-            _tasks[t] = s
-    except (OSError, ValueError, TypeError, AttributeError):
-        pass  # no state, or a corrupt one: start afresh with the token
-
-
 def _save():
     st = {1: _id, 2: _secret, 3: _next, 4: _cmd, 5: _queue, 6: [[t, s] for t, s in _tasks.items() if s >= _FINISHED]}
     b = bytearray(256)
@@ -216,48 +200,44 @@ def _put(d, k, v):
 
 async def _call(field, body):
     """Send AgentCall{field: body}; return the decoded, authenticated AgentReply or None."""
-    global _fails
+    global _seq, _fails, _observe
     await coap.take()
     try:
-        rep = await _exchange(field, body)
+        _seq += 1
+        seq = _seq
+        msg = {_CALL_SEQ: seq, field: body}
+        if _id:
+            msg[_CALL_AGENT_ID] = _id
+        obs = _observe and field == _CALL_HEARTBEAT
+        if obs:
+            i = coap.begin(coap.FETCH, "c", cbor=True, observe=0)
+        else:
+            i = coap.begin(coap.POST, "a", cbor=True)
+        coap.TX[i] = 0xFF
+        j = cbor.enc(coap.TX, i + 1, msg)
+        if _secret:
+            msg[_CALL_MAC] = mac.hmac8(_secret, coap.TX[i + 1:j])
+            j = cbor.enc(coap.TX, i + 1, msg)
+        msg = body = None  # no stale pointer to them while we wait
+        r = await coap.request(j)
+        rep = None
+        if r is None:
+            pass
+        elif obs and (r[0] == 0x84 or r[0] == 0x85):
+            _observe = False  # a master without `c`: heartbeats go to `a`
+            _log(0, "no observable c; observe off")
+        else:
+            code, a, b, _ = r
+            if obs:
+                coap.obs_tok = (coap.TX[4] << 8 | coap.TX[5]) if coap.observed else -1
+            try:
+                rep = cbor.decode(coap.RX[a:b])
+            except ValueError:
+                _log(1, "malformed reply dropped")
     finally:
         coap.give()
     if rep is None:
         _fails += 1
-    return rep
-
-
-async def _exchange(field, body):
-    global _seq, _fails, _observe
-    _seq += 1
-    seq = _seq
-    msg = {_CALL_SEQ: seq, field: body}
-    if _id:
-        msg[_CALL_AGENT_ID] = _id
-    obs = _observe and field == _CALL_HEARTBEAT
-    if obs:
-        i = coap.begin(coap.FETCH, "c", cbor=True, observe=0)
-    else:
-        i = coap.begin(coap.POST, "a", cbor=True)
-    coap.TX[i] = 0xFF
-    j = cbor.enc(coap.TX, i + 1, msg)
-    if _secret:
-        msg[_CALL_MAC] = mac.hmac8(_secret, coap.TX[i + 1:j])
-        j = cbor.enc(coap.TX, i + 1, msg)
-    r = await coap.request(j)
-    if r is None:
-        return None
-    code, a, b, _ = r
-    if obs:
-        if code == 0x84 or code == 0x85:
-            _observe = False  # a master without `c`: heartbeats go to `a`
-            _log(0, "no observable c; observe off")
-            return None
-        coap.obs_tok = (coap.TX[4] << 8 | coap.TX[5]) if coap.observed else -1
-    try:
-        rep = cbor.decode(coap.RX[a:b])
-    except ValueError:
-        _log(1, "malformed reply dropped")
         return None
     err = rep.get(_REPLY_ERROR)
     key = _secret
@@ -268,12 +248,13 @@ async def _exchange(field, body):
         if type(err) is dict and err.get(_ERR_CODE) == _UNAUTHENTICATED and code == 0x81:
             return rep  # an unsigned refusal: the master does not (or no longer) know us
         _log(1, "reply with a wrong mac dropped")
-        return None
-    if rep.get(_REPLY_SEQ, 0) != seq:
+    elif rep.get(_REPLY_SEQ, 0) != seq:
         _log(1, "reply for another seq dropped")
-        return None
-    _fails = 0
-    return rep
+    else:
+        _fails = 0
+        return rep
+    _fails += 1
+    return None
 
 
 def _authentic(rep, key):
@@ -287,7 +268,9 @@ def _authentic(rep, key):
     return mac.equal(given, mac.hmac8(key, coap.TX[:n]))
 
 
-def _register_msg():
+async def _register():
+    global _id, _secret, _registered, _hb_ms, _jitter_ms, _next, _cmd, _queue, _cmd_acked, \
+        _fails, _reg_ok, _reg_gap, _refusals
     name, token, cpus, mem, more = _reg
     res = _put({}, _RES_CPUS, cpus)
     _put(res, _RES_MEM_MB, mem)
@@ -303,18 +286,11 @@ def _register_msg():
     if _id:
         _put(m, _REG_TASKS, [{_REPORT_TASK: t, _REPORT_STATE: s} for t, s in _tasks.items()])
         m[_REG_UPDATE_NEXT] = _next
-    else:
-        m[_REG_TOKEN] = token
-    return m
-
-
-async def _register():
-    global _id, _secret, _registered, _hb_ms, _jitter_ms, _next, _cmd_acked, _fails, _reg_ok, \
-        _reg_gap, _refusals
-    if _id:
         _reg_ok = ticks_add(ticks_ms(), _reg_gap)
         _reg_gap = min(2 * _reg_gap, _REG_GAP_MAX)
-    rep = await _call(_CALL_REGISTER, _register_msg())
+    else:
+        m[_REG_TOKEN] = token
+    rep = await _call(_CALL_REGISTER, m)
     if rep is None:
         return False
     reg = rep.get(_REPLY_REGISTERED)
@@ -324,7 +300,18 @@ async def _register():
         if _id and err.get(_ERR_CODE) == _UNAUTHENTICATED:
             _refusals += 1
             if _refusals >= 3:  # three times in a row, backing off: not one forged datagram
-                _forget()  # the master does not know us (any more): register with the token
+                # The master does not know us (any more): drop the identity and everything
+                # numbered under it (a new agent_id starts update and command ids from 1; the
+                # old identity's tasks are no one's) and register with the token.
+                for t in list(_tasks):
+                    if executor is not None:
+                        executor.kill(t, True)
+                _tasks.clear()
+                _id = 0
+                _secret = b""
+                _next = 1
+                _cmd = 0
+                _queue = []
         _fails += 1
         return False
     _refusals = 0
@@ -343,21 +330,6 @@ async def _register():
     return True
 
 
-def _forget():
-    """Drop the identity and everything numbered under it: a new agent_id starts update ids
-    and command ids from 1, and the tasks of the old identity are no one's any more."""
-    global _id, _secret, _next, _cmd, _queue
-    for t in list(_tasks):
-        if executor is not None:
-            executor.kill(t, True)
-    _tasks.clear()
-    _id = 0
-    _secret = b""
-    _next = 1
-    _cmd = 0
-    _queue = []
-
-
 def _acked(ack):
     n = 0
     while n < len(_queue) and _queue[n][1].get(_SU_UPDATE_ID, 0) <= ack:  # Publish too
@@ -368,25 +340,21 @@ def _acked(ack):
     return False
 
 
-def _unauthenticated():
-    # Re-register, but not more than once per _reg_gap: the 4.01 may be forged.
-    global _registered, _reg_gap
-    late = ticks_diff(ticks_ms(), _reg_ok)
-    if late < 0:
-        _log(1, "4.01 ignored: re-registered", _reg_gap + late, "ms ago")
-        return
-    if late > _reg_gap:
-        _reg_gap = _REG_GAP_MIN  # quiet for a while: back off afresh
-    _registered = False
-
-
 def _on_reply(rep):
+    global _registered, _reg_gap
     changed = _acked(rep.get(_REPLY_UPDATE_ACK, 0))
     err = rep.get(_REPLY_ERROR)
     if type(err) is dict:
         _log(1, "error", err.get(_ERR_CODE), err.get(_ERR_MESSAGE))
         if err.get(_ERR_CODE) == _UNAUTHENTICATED:
-            _unauthenticated()
+            # Re-register, but not more than once per _reg_gap: the 4.01 may be forged.
+            late = ticks_diff(ticks_ms(), _reg_ok)
+            if late < 0:
+                _log(1, "4.01 ignored: re-registered", _reg_gap + late, "ms ago")
+            else:
+                if late > _reg_gap:
+                    _reg_gap = _REG_GAP_MIN  # quiet for a while: back off afresh
+                _registered = False
     for c in rep.get(_REPLY_COMMANDS, ()):
         if type(c) is dict and c.get(_CMD_ID) == _cmd + 1:
             _apply(c)
@@ -404,9 +372,31 @@ def _apply(c):
     _cmd = c[_CMD_ID]
     try:
         if _CMD_LAUNCH in c:
-            _launch(c[_CMD_LAUNCH])
+            ln = c[_CMD_LAUNCH]
+            task = ln.get(_LAUNCH_TASK, 0)
+            if not task or task in _tasks:
+                return  # idempotent: the master already has (or will get) this task's reports
+            spec = ln.get(_LAUNCH_SPEC, {})
+            mp = spec.get(_SPEC_MICROPYTHON)
+            if executor is None or _SPEC_DOCKER in spec or _SPEC_WASM in spec:
+                return report(task, _ERROR, _UNSUPPORTED_EXECUTOR, "this agent runs micropython tasks only")
+            if type(mp) is not dict:
+                return report(task, _ERROR, _INVALID_TASK, "no task kind in the spec")
+            devs = [d.get(_DEVICE_NAME, "") for d in spec.get(_SPEC_RESOURCES, {}).get(_RES_DEVICES, ())]
+            for d in devs:
+                if d not in [x[_DEVICE_NAME] for x in _inventory]:
+                    return report(task, _ERROR, _RESOURCES_UNAVAILABLE, "no device " + d)
+            report(task, _STARTING)
+            executor.launch(task, mp, devs)
         elif _CMD_KILL in c:
-            _kill(c[_CMD_KILL].get(_KILL_TASK, 0))
+            task = c[_CMD_KILL].get(_KILL_TASK, 0)
+            s = _tasks.get(task)
+            if s is None:
+                report(task, _KILLED, _KILLED_BEFORE_LAUNCH)
+            elif s >= _FINISHED:
+                report(task, s, 0, "already ended")
+            elif executor is None or not executor.kill(task):
+                report(task, _KILLED, _KILL_REQUESTED)
         elif _CMD_FETCH in c and executor is not None:
             f = c[_CMD_FETCH]
             executor.prefetch(f.get(_FETCH_SHA256, b""), f.get(_FETCH_SIZE, 0))
@@ -414,34 +404,6 @@ def _apply(c):
             _registered = False
     except (AttributeError, TypeError, KeyError, ValueError) as e:
         _log(1, "bad command", _cmd, e)  # acknowledged all the same: resending cannot fix it
-
-
-def _launch(ln):
-    task = ln.get(_LAUNCH_TASK, 0)
-    if not task or task in _tasks:
-        return  # idempotent: the master already has (or will get) this task's reports
-    spec = ln.get(_LAUNCH_SPEC, {})
-    mp = spec.get(_SPEC_MICROPYTHON)
-    if executor is None or _SPEC_DOCKER in spec or _SPEC_WASM in spec:
-        return report(task, _ERROR, _UNSUPPORTED_EXECUTOR, "this agent runs micropython tasks only")
-    if type(mp) is not dict:
-        return report(task, _ERROR, _INVALID_TASK, "no task kind in the spec")
-    devs = [d.get(_DEVICE_NAME, "") for d in spec.get(_SPEC_RESOURCES, {}).get(_RES_DEVICES, ())]
-    for d in devs:
-        if d not in [x[_DEVICE_NAME] for x in _inventory]:
-            return report(task, _ERROR, _RESOURCES_UNAVAILABLE, "no device " + d)
-    report(task, _STARTING)
-    executor.launch(task, mp, devs)
-
-
-def _kill(task):
-    s = _tasks.get(task)
-    if s is None:
-        report(task, _KILLED, _KILLED_BEFORE_LAUNCH)
-    elif s >= _FINISHED:
-        report(task, s, 0, "already ended")
-    elif executor is None or not executor.kill(task):
-        report(task, _KILLED, _KILL_REQUESTED)
 
 
 def report(task, state, reason=0, message="", exit_code=0):
@@ -482,45 +444,26 @@ def publish(task, data, topic=""):
 # The loop
 
 
-def _drop_head():
-    """Forget the oldest update, which the master refused for good, and renumber the rest
-    (the master applies update ids without gaps and has not applied this one)."""
-    global _next
-    del _queue[0]
-    for c in _queue:
-        c[1][_SU_UPDATE_ID] -= 1  # Publish.update_id has the same number
-    _next -= 1
-    _save()
-
-
-def _on_push():
-    # The latest notification of the observation: an AgentReply with seq 0 and our mac.
-    p = coap.pushed
-    coap.pushed = None
-    try:
-        rep = cbor.decode(p)
-    except ValueError:
-        rep = None
-    if rep is None or not _authentic(rep, _secret) or rep.get(_REPLY_SEQ, 0) != 0:
-        _log(1, "notification dropped")
-        return
-    _log(2, "pushed", len(rep.get(_REPLY_COMMANDS, ())), "commands")
-    _on_reply(rep)
-
-
-def _schedule(now):
-    global _due
-    _due = ticks_add(now, _hb_ms + (getrandbits(16) % (_jitter_ms + 1) if _jitter_ms else 0))
-
-
 async def _step():
     """One round: register, flush one update, or heartbeat when due; else idle a moment."""
-    global _cmd_acked, _fails, _due
+    global _cmd_acked, _fails, _due, _next
     now = ticks_ms()
     if not coap.busy:  # nothing in flight (and no await below until done): read pushes
         coap.poll()
-        if coap.pushed is not None and _registered:
-            _on_push()
+        p = coap.pushed
+        if p is not None and _registered:
+            # The latest notification of the observation: an AgentReply, seq 0, our mac.
+            coap.pushed = None
+            try:
+                rep = cbor.decode(p)
+            except ValueError:
+                rep = None
+            if rep is None or not _authentic(rep, _secret) or rep.get(_REPLY_SEQ, 0) != 0:
+                _log(1, "notification dropped")
+            else:
+                _log(2, "pushed", len(rep.get(_REPLY_COMMANDS, ())), "commands")
+                _on_reply(rep)
+            p = rep = None
     if _fails and ticks_diff(_due, now) > 0:
         await asyncio.sleep_ms(_IDLE_MS)  # backing off after a silent master
         return
@@ -535,8 +478,14 @@ async def _step():
             if _queue and _queue[0] is head:
                 if type(err) is dict and err.get(_ERR_CODE) in (_BAD_REQUEST, _FORBIDDEN,
                                                                 _NOT_FOUND, _TOO_LARGE):
+                    # Refused for good: forget it and renumber the rest (the master applies
+                    # update ids without gaps and has not applied this one).
                     _log(0, "update", head[1].get(_SU_UPDATE_ID), "refused for good; dropped")
-                    _drop_head()
+                    del _queue[0]
+                    for c in _queue:
+                        c[1][_SU_UPDATE_ID] -= 1  # Publish.update_id has the same number
+                    _next -= 1
+                    _save()
                 else:
                     _fails += 1  # answered but not acknowledged: do not hammer the master
                     _log(1, "update", head[1].get(_SU_UPDATE_ID), "not acknowledged")
@@ -553,14 +502,16 @@ async def _step():
         back = _hb_ms << min(_fails - 1, 7)
         _due = ticks_add(ticks_ms(), back if back < _BACKOFF_MAX_MS else _BACKOFF_MAX_MS)
     elif ok:
-        _schedule(ticks_ms())
+        jit = getrandbits(16) % (_jitter_ms + 1) if _jitter_ms else 0
+        _due = ticks_add(ticks_ms(), _hb_ms + jit)
 
 
-async def run(path):
-    """Run the agent with the configuration file at `path` (JSON, see README.md) until the
-    process ends. The parsed dict is dropped once read (~1.7 KB); read here, so that no
-    caller's frame keeps a stale pointer to it."""
-    global _state, _reg, _observe, _hb_ms, _log_level, _inventory
+def _setup(path):
+    # Read the configuration (JSON, see README.md) and open the socket. Not a coroutine: its
+    # frame, and with it any pointer to the parsed dict (~1.7 KB), is gone when it returns
+    # (a coroutine's frame lives on, and stale slots in it keep what they point to alive).
+    global _state, _reg, _observe, _hb_ms, _log_level, _inventory, _id, _secret, _next, _cmd, \
+        _queue
     import socket
     with open(path) as f:
         cfg = json.load(f)
@@ -576,12 +527,27 @@ async def run(path):
     s.bind(socket.getaddrinfo("0.0.0.0", cfg.get("port", 0))[0][-1])
     s.setblocking(False)
     coap.setup(s, addr, cfg.get("ack_timeout_ms", 2000), cfg.get("max_retransmit", 4))
-    _load()
+    try:
+        with open(_state, "rb") as f:
+            st = cbor.decode(f.read())
+        _id = st.get(1, 0)
+        _secret = st.get(2, b"")
+        _next = st.get(3, 1)
+        _cmd = st.get(4, 0)
+        _queue = st.get(5, [])
+        for t, v in st.get(6, []):
+            _tasks[t] = v
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass  # no state, or a corrupt one: start afresh with the token
     _inventory = sensors.setup(cfg.get("sensors", ()))
     if executor is not None:
         executor.setup(report, publish, cfg.get("cache", "cache"), cfg.get("block_szx", 5),
                        cfg.get("max_module", 16384))
-    cfg = None
+
+
+async def run(path):
+    """Run the agent with the configuration file at `path` until the process ends."""
+    _setup(path)
     gc.collect()
     while True:
         try:

@@ -52,8 +52,13 @@ BUF = bytearray(_TX_SIZE + _RX_SIZE)
 TX = memoryview(BUF)[:_TX_SIZE]
 RX = memoryview(BUF)[_TX_SIZE:]
 _ack = bytearray(4)  # empty ACKs go out from here so TX survives for retransmission
-lock = asyncio.Lock()  # FIFO: a module download and the agent loop take turns fairly
 busy = False  # someone holds TX/RX (see take/give)
+# Turns at the buffer, first come first served, so a module download and the agent loop
+# alternate: take() draws a ticket and waits until _serving reaches it. (asyncio.Lock would do,
+# but importing asyncio's lock module and one lock cost ~1 KB of heap; this costs three ints.)
+_ticket = 0
+_serving = 0
+_gone = []  # tickets of takers cancelled before their turn: skipped
 obs_tok = -1  # the token of our observation, -1 for none
 observed = False  # the last parsed datagram carried an Observe option
 pushed = None  # the payload of the latest notification, until the agent takes it
@@ -79,15 +84,33 @@ def setup(sock, addr, ack_timeout_ms=2000, max_retransmit=4):
 
 async def take():
     """Wait for the buffer and hold it; `give()` hands it back."""
-    global busy
-    await lock.acquire()
+    global _ticket, busy
+    t = _ticket
+    _ticket = (_ticket + 1) & 0xFFFF
+    try:
+        while t != _serving:
+            await asyncio.sleep_ms(_POLL_MS)
+    except BaseException:  # cancelled (a task killed while it waits): give up the turn
+        if t == _serving:
+            _turn()
+        else:
+            _gone.append(t)
+        raise
     busy = True
 
 
 def give():
     global busy
     busy = False
-    lock.release()
+    _turn()
+
+
+def _turn():
+    global _serving
+    _serving = (_serving + 1) & 0xFFFF
+    while _serving in _gone:
+        _gone.remove(_serving)
+        _serving = (_serving + 1) & 0xFFFF
 
 
 def _opt(i, prev, num, val):

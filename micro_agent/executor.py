@@ -57,10 +57,11 @@ _cache = "cache"
 _szx = 5
 _max_module = 16384
 _t0 = ticks_ms()
-# Import name -> Event set when its download ends. Tasks launched together with one module
-# must not write the same ".part" file at once (they would truncate and rename it under each
-# other): the first downloads, the others wait for it.
-_fetching = {}
+# Import names being downloaded. Tasks launched together with one module must not write the
+# same ".part" file at once (they would truncate and rename it under each other): the first
+# downloads, the others wait for it. (A list and polling, not asyncio.Event: importing
+# asyncio's event module costs 1.2 KB of heap for good.)
+_fetching = []
 
 
 def setup(report, publish, cache="cache", szx=5, max_module=16384):
@@ -113,33 +114,28 @@ async def fetch(sha, size):
     bytes (an .mpy starts with "M" and a small version byte), so a prefetch needs no format."""
     name = _name(sha)
     while name in _fetching:  # another task is downloading it: wait, then use what it got
-        await _fetching[name].wait()
+        await asyncio.sleep_ms(50)
     if _cached(name):
         return name
     if size > _max_module:
         raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module of %d bytes over %d" % (size, _max_module))
-    done = _fetching[name] = asyncio.Event()
-    try:
-        return await _download(sha, name)
-    finally:
-        del _fetching[name]
-        done.set()
-
-
-async def _download(sha, name):
+    _fetching.append(name)
     h = hashlib.sha256()
     got = [0, b""]
     tmp = _cache + "/" + name + ".part"
-    with open(tmp, "wb") as f:
-        def sink(mv):
-            if not got[0]:
-                got[1] = bytes(mv[:2])
-            got[0] += len(mv)
-            if got[0] > _max_module:
-                raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module over %d bytes" % _max_module)
-            h.update(mv)
-            f.write(mv)
-        code = await coap.get_blocks("m", str(hexlify(sha), "ascii"), _szx, sink)
+    try:
+        with open(tmp, "wb") as f:
+            def sink(mv):
+                if not got[0]:
+                    got[1] = bytes(mv[:2])
+                got[0] += len(mv)
+                if got[0] > _max_module:
+                    raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module over %d bytes" % _max_module)
+                h.update(mv)
+                f.write(mv)
+            code = await coap.get_blocks("m", str(hexlify(sha), "ascii"), _szx, sink)
+    finally:
+        _fetching.remove(name)
     if code != coap.CONTENT:
         os.remove(tmp)
         raise _Refused(_ERROR, _MODULE_UNAVAILABLE, "module: no usable answer" if code == 0 else "module: code %d.%02d" % (code >> 5, code & 31))
