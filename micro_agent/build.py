@@ -24,7 +24,9 @@ def build(out: Path, mpy_cross: str = "mpy-cross") -> list[Path]:
     done = []
     for name in MODULES:
         target = out / f"{name}.mpy"
-        subprocess.run([mpy_cross, "-O2", "-o", str(target), str(HERE / f"{name}.py")], check=True)
+        # -s: the bare file name as the source name (the qstr for tracebacks), not the path
+        subprocess.run([mpy_cross, "-O2", "-s", f"{name}.py", "-o", str(target),
+                        str(HERE / f"{name}.py")], check=True)
         done.append(target)
     shutil.copy(HERE / "main.py", out / "main.py")
     (out / "agent.romfs").write_bytes(romfs([(f.name, f.read_bytes()) for f in done]))
