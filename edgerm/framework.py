@@ -46,6 +46,7 @@ from typing import Any
 import trio
 import trio_websocket
 
+from edgerm.service_nursery import open_service_nursery
 from edgerm.wire import DEFAULT_LIMITS, DecodeError, Limits, decode, encode, pb
 
 __all__ = [
@@ -710,7 +711,7 @@ class Framework:
         """Subscribe and yield the framework (raises `CallError`/`FrameworkError` if the first
         subscription fails within `connect_timeout_s`)."""
         fw = cls(master, **kwargs)
-        async with trio.open_nursery() as nursery:
+        async with open_service_nursery() as nursery:
             await nursery.start(fw._run)
             try:
                 yield fw

@@ -58,6 +58,7 @@ from edgerm.coap.events import (
 from edgerm.coap.linkformat import WELL_KNOWN_CORE, Link, format_links
 from edgerm.coap.message import Option
 from edgerm.coap.options import CF_LINK_FORMAT
+from edgerm.service_nursery import open_service_nursery
 
 log = logging.getLogger(__name__)
 
@@ -787,7 +788,7 @@ async def open_coap_client(*, config: CoapConfig | None = None,
     """A :class:`CoapClient` whose sockets and tasks live exactly as long as the block."""
     client: CoapClient | None = None
     try:
-        async with trio.open_nursery() as nursery:
+        async with open_service_nursery() as nursery:
             client = CoapClient(nursery, config, rng)
             nursery.start_soon(client._timer_loop)
             try:

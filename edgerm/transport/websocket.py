@@ -33,6 +33,8 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
+from edgerm.service_nursery import open_service_nursery
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -199,9 +201,9 @@ async def connect_websocket(url: str, *, config: WebSocketConfig | None = None
                 connect_timeout=cfg.connect_timeout,
                 disconnect_timeout=cfg.disconnect_timeout) as ws:
             conn = WsConnection(ws, ws.path or "/", _remote_of(ws))
-            # Non-strict so an exception from the caller's block (e.g. ConnectionClosed)
-            # reaches run_with_reconnect as itself, not wrapped in an ExceptionGroup.
-            async with trio.open_nursery(strict_exception_groups=False) as nursery:
+            # An exception from the caller's block (e.g. ConnectionClosed) must reach
+            # run_with_reconnect as itself, not wrapped in an ExceptionGroup.
+            async with open_service_nursery() as nursery:
                 nursery.start_soon(conn._keepalive, cfg)
                 try:
                     yield conn
