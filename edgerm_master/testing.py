@@ -738,8 +738,10 @@ class UdpRelay:
     """A UDP relay on loopback between one agent and the master, for network-fault tests.
 
     The agent talks to `port`; the relay forwards to `target` and back while `forwarding` is
-    true, and drops both ways while it is false (the agent is cut off). `inject(data)` sends a
-    datagram to the agent from the master's side, as a spoofer on the path would.
+    true, and drops both ways while it is false (the agent is cut off); with `drop_down` set it
+    loses only what the master sends (the agent's calls arrive, their answers never do).
+    `inject(data)` sends a datagram to the agent from the master's side, as a spoofer on the
+    path would (the agent's socket may be connected: it hears nobody else).
     Run it with `nursery.start_soon(relay.run)` after `await relay.bind()`.
     """
 
@@ -748,6 +750,7 @@ class UdpRelay:
 
         self.target = target
         self.forwarding = True
+        self.drop_down = False
         self.client: Any = None
         self.port = 0
         self.front = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
@@ -775,7 +778,7 @@ class UdpRelay:
     async def _down(self) -> None:
         while True:
             data, _ = await self.back.recvfrom(65536)
-            if self.forwarding and self.client is not None:
+            if self.forwarding and not self.drop_down and self.client is not None:
                 await self.front.sendto(data, self.client)
 
     async def inject(self, data: bytes) -> None:

@@ -19,49 +19,11 @@ import trio
 from trio_websocket import open_websocket_url
 
 from edgerm.wire import pb
-from edgerm_master.testing import MasterProcess, ScriptedFramework, WsFrameworkClient
+from edgerm_master.testing import MasterProcess, ScriptedFramework, UdpRelay, WsFrameworkClient
 
 from .conftest import EXAMPLES
 
 NAME = "zephyr-posix-e2e"
-
-
-class Relay:
-    """Forwards datagrams agent <-> master, so that `inject` can reach the agent from the
-    address it talks to (the agent's socket is connected: it hears nobody else). With
-    `drop_down` set it loses everything the master sends (acks never arrive)."""
-
-    def __init__(self, master: tuple[str, int]) -> None:
-        self.master = master
-        self.agent: Any = None
-        self.front = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        self.back = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        self.port = 0
-        self.drop_down = False
-
-    async def bind(self) -> None:
-        await self.front.bind(("127.0.0.1", 0))
-        await self.back.bind(("127.0.0.1", 0))
-        self.port = self.front.getsockname()[1]
-
-    async def run(self) -> None:
-        async with trio.open_nursery() as n:
-            n.start_soon(self._up)
-            n.start_soon(self._down)
-
-    async def _up(self) -> None:
-        while True:
-            data, self.agent = await self.front.recvfrom(4096)
-            await self.back.sendto(data, self.master)
-
-    async def _down(self) -> None:
-        while True:
-            data, _ = await self.back.recvfrom(4096)
-            if self.agent is not None and not self.drop_down:
-                await self.front.sendto(data, self.agent)
-
-    async def inject(self, data: bytes) -> None:
-        await self.front.sendto(data, self.agent)
 
 
 class PosixAgent:
@@ -187,7 +149,7 @@ def _wasm(name: str) -> bytes:
 async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: Path) -> None:
     master = MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=300)
     await trio.to_thread.run_sync(master.start)
-    relay = Relay(master.coap)
+    relay = UdpRelay(master.coap)
     await relay.bind()
     agent = PosixAgent(posix_agent, ("127.0.0.1", relay.port), tmp_path)
     try:
