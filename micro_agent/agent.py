@@ -128,6 +128,8 @@ _NOT_FOUND = const(4)  # pb: ErrorCode.NOT_FOUND
 _TOO_LARGE = const(6)  # pb: ErrorCode.TOO_LARGE
 
 _PROTOCOL_VERSION = const(1)
+_POST = const(2)  # CoAP method codes
+_FETCH = const(5)
 _MAX_PAYLOAD = const(512)  # what fits coap.RX after the header and options
 _MAX_QUEUE = const(12)  # unacknowledged updates kept; publish() answers -5 beyond it
 _MAX_PUBLISH = const(1024)
@@ -210,9 +212,9 @@ async def _call(field, body):
             msg[_CALL_AGENT_ID] = _id
         obs = _observe and field == _CALL_HEARTBEAT
         if obs:
-            i = coap.begin(coap.FETCH, "c", cbor=True, observe=0)
+            i = coap.begin(_FETCH, "c", cbor=True, observe=0)
         else:
-            i = coap.begin(coap.POST, "a", cbor=True)
+            i = coap.begin(_POST, "a", cbor=True)
         coap.TX[i] = 0xFF
         j = cbor.enc(coap.TX, i + 1, msg)
         if _secret:

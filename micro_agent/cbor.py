@@ -202,25 +202,21 @@ def _item(depth):
         if info == 20 or info == 21:
             return info == 21
         j = _p
-        if info == 25:
-            return _f16(n)
+        if info == 25:  # IEEE half
+            e = (n >> 10) & 31
+            f = n & 1023
+            if e == 31:
+                v = math.nan if f else math.inf
+            elif e:
+                v = math.ldexp(f + 1024, e - 25)
+            else:
+                v = math.ldexp(f, -24)
+            return -v if n & 0x8000 else v
         if info == 26:
             return struct.unpack(">f", _b[j - 4:j])[0]
         if info == 27:
             return struct.unpack(">d", _b[j - 8:j])[0]
     raise ValueError("unsupported item")
-
-
-def _f16(h):
-    e = (h >> 10) & 31
-    f = h & 1023
-    if e == 31:
-        v = math.nan if f else math.inf
-    elif e:
-        v = math.ldexp(f + 1024, e - 25)
-    else:
-        v = math.ldexp(f, -24)
-    return -v if h & 0x8000 else v
 
 
 def decode(data):

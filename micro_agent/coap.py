@@ -42,11 +42,8 @@ _POLL_MS = const(5)
 _TX_SIZE = const(576)
 _RX_SIZE = const(640)
 
-GET = const(1)
-POST = const(2)
-FETCH = const(5)
-CONTENT = const(0x45)
-CHANGED = const(0x44)
+_GET = const(1)
+_CONTENT = const(0x45)
 
 BUF = bytearray(_TX_SIZE + _RX_SIZE)
 TX = memoryview(BUF)[:_TX_SIZE]
@@ -342,11 +339,11 @@ async def get_blocks(path, path2, szx, sink):
     while True:
         await take()
         try:
-            r = await request(begin(GET, path, path2, block2=num << 4 | szx))
+            r = await request(begin(_GET, path, path2, block2=num << 4 | szx))
             if r is None:
                 return 0
             code, a, b, blk = r
-            if code != CONTENT:
+            if code != _CONTENT:
                 return code
             size = 16 << (blk & 7)
             if blk >= 0 and (b - a > size or (blk & 8 and b - a != size)):

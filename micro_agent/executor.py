@@ -48,6 +48,7 @@ _TRAPPED = const(11)  # pb: Reason.TRAPPED
 _INVALID_TASK = const(12)  # pb: Reason.INVALID_TASK
 _RESOURCES_UNAVAILABLE = const(18)  # pb: Reason.RESOURCES_UNAVAILABLE
 _MSG_MAX = const(200)
+_CONTENT = const(0x45)  # CoAP 2.05
 
 _run = {}  # task number -> asyncio.Task
 _silent = set()  # asyncio Tasks cancelled without a report: their agent identity is gone
@@ -94,29 +95,19 @@ class _Refused(Exception):
     pass  # args: (state, reason, message)
 
 
-def _name(sha):
-    return "t" + str(hexlify(sha), "ascii")
-
-
-def _cached(name):
-    for ext in (".mpy", ".py"):
-        try:
-            os.stat(_cache + "/" + name + ext)
-            return True
-        except OSError:
-            pass
-    return False
-
-
 async def fetch(sha, size):
     """The import name of the module with hash `sha` in the cache, downloading it if needed.
     Raises _Refused(ERROR, reason, text) when it cannot be had. Source or .mpy is told by the
     bytes (an .mpy starts with "M" and a small version byte), so a prefetch needs no format."""
-    name = _name(sha)
+    name = "t" + str(hexlify(sha), "ascii")
     while name in _fetching:  # another task is downloading it: wait, then use what it got
         await asyncio.sleep_ms(50)
-    if _cached(name):
-        return name
+    for ext in (".mpy", ".py"):
+        try:
+            os.stat(_cache + "/" + name + ext)
+            return name  # cached
+        except OSError:
+            pass
     if size > _max_module:
         raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module of %d bytes over %d" % (size, _max_module))
     _fetching.append(name)
@@ -133,10 +124,10 @@ async def fetch(sha, size):
                     raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module over %d bytes" % _max_module)
                 h.update(mv)
                 f.write(mv)
-            code = await coap.get_blocks("m", str(hexlify(sha), "ascii"), _szx, sink)
+            code = await coap.get_blocks("m", name[1:], _szx, sink)
     finally:
         _fetching.remove(name)
-    if code != coap.CONTENT:
+    if code != _CONTENT:
         os.remove(tmp)
         raise _Refused(_ERROR, _MODULE_UNAVAILABLE, "module: no usable answer" if code == 0 else "module: code %d.%02d" % (code >> 5, code & 31))
     if h.digest() != sha:
