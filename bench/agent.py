@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgerm.wire import pb  # noqa: E402
+from edgerm_agent.testing import BUSYBOX_IMAGE  # noqa: E402
 from edgerm_master.testing import MasterProcess  # noqa: E402
 from tests.agent.cluster import (  # noqa: E402
     AgentProcess,
@@ -116,11 +117,9 @@ async def main(runs: int, with_docker: bool, sqlite_synchronous: str | None) -> 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         docker_host = None
         if with_docker:
-            from tests.agent import conftest
+            from edgerm_agent.testing import private_docker_engine
 
-            gen = conftest.docker_engine.__wrapped__(None)  # type: ignore[attr-defined]
-            docker_host = next(gen)
-            stack.callback(lambda: next(gen, None))
+            docker_host = stack.enter_context(private_docker_engine())
         executors = ("wasm", "docker") if with_docker else ("wasm",)
         rss, child = await idle_rss(Path(tmp), "wasm", ("wasm",), None)
         emit("agent_idle_rss_docker_disabled", rss, "MB", "<= 40")
@@ -147,7 +146,7 @@ async def main(runs: int, with_docker: bool, sqlite_synchronous: str | None) -> 
             emit("wasm_accept_to_running_p50", statistics.median(lat), "ms", "<= 100")
             emit("wasm_accept_to_running_max", max(lat), "ms")
             if with_docker:
-                image = "edgerm-test/busybox:1"
+                image = BUSYBOX_IMAGE
                 await f.wait_for(lambda: any(pb.DOCKER in o.executors
                                              for o in f.fw.offers.values()), 30)
                 lat = await latencies(f, lambda i: (f"d{i}", docker_spec(image, "true")),
