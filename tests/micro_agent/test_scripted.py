@@ -379,8 +379,9 @@ asyncio.run(main())
 async def test_a_steady_heartbeat_allocates_nothing_that_survives(  # type: ignore[no-untyped-def]
         mpy_build, tmp_path, observe: bool) -> None:
     # The heap in use (after gc.collect) right after each heartbeat, once registered with
-    # nothing queued: 40 heartbeats later, not a byte more than after the first ones. Both with
-    # Observe (FETCH c) and without (POST a).
+    # nothing queued: 40 heartbeats later, its floor is not a byte higher than after the first
+    # ones (a sample can catch the loop at another point, with another frame alive; anything a
+    # heartbeat left behind would raise every later sample). Observe (FETCH c) and POST a.
     import json
     import re
     import subprocess
@@ -390,6 +391,7 @@ async def test_a_steady_heartbeat_allocates_nothing_that_survives(  # type: igno
     m = ScriptedMaster(heartbeat_ms=20)
     await m.bind()
     cfg = {**_config(m.port), "heartbeat_ms": 20, "observe": observe, "log_level": 0,
+           "ack_timeout_ms": 2000,
            "state": str(tmp_path / "state.cbor"), "cache": str(tmp_path / "cache")}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     (tmp_path / "steady.py").write_text(f"CODE = {str(mpy_build)!r}\n" + STEADY)
@@ -408,4 +410,4 @@ async def test_a_steady_heartbeat_allocates_nothing_that_survives(  # type: igno
         n.cancel_scope.cancel()
     heap = [int(b) for _, b in re.findall(r"HEAP (\d+) (\d+)", out.read_text())]
     assert len(heap) >= 45, out.read_text()[-2000:]
-    assert max(heap[10:]) <= max(heap[5:10]), heap
+    assert min(heap[-10:]) <= min(heap[5:15]), heap
