@@ -42,6 +42,7 @@ from __future__ import annotations
 import gc
 import heapq
 import math
+from collections import Counter
 from collections.abc import Iterable
 
 from edgerm.resources import Res, ResourceError
@@ -52,6 +53,13 @@ __all__ = ["Allocator", "UnknownAgent", "UnknownFramework"]
 _MICRO = 1_000_000
 
 _Vec = tuple[tuple[int, int], ...]  # ((kind index, micro-units), ...) of the non-zero kinds
+
+# Equal vectors are shared (interned) so a round scales each distinct shape once; agents of one
+# inventory kind all share one. Bounded: past this many shapes new ones are simply not shared.
+_MAX_SHARED_VECS = 4096
+# Round heap keys are ints: (weighted share quantised to 2^-40) << rank bits | rank. Ints compare
+# at C speed where (share, fid, fw) tuples did not; rank is the fid order, so ties break as before.
+_KEY_QUANTUM = float(1 << 40)
 
 
 class UnknownFramework(KeyError):
@@ -124,6 +132,7 @@ class Allocator:
         self._totals: list[int] = []  # micro-units over active agents, by kind index
         self._inv: list[float] = []  # 1 / totals (0 where the total is 0)
         self._totals_changed = False
+        self._shared_vecs: dict[_Vec, _Vec] = {}
 
     # ------------------------------------------------------------------ frameworks
 
@@ -316,13 +325,24 @@ class Allocator:
     def _round(self, now: float) -> list[tuple[str, int, Res]]:
         offerable = self._offerable
         self._refresh_shares()
-        heap = [(fw.share * fw.inv_weight, fid, fw) for fid, fw in self._frameworks.items()
-                if fw.active and not fw.suppressed]
-        if not heap:
+        ranked = sorted((fw for fw in self._frameworks.values()
+                         if fw.active and not fw.suppressed), key=lambda fw: fw.fid)
+        if not ranked:
             return []
+        inv = self._inv
+        bits = max(1, (len(ranked) - 1).bit_length())
+        mask = (1 << bits) - 1
+        q = _KEY_QUANTUM
+        inv_weight = [fw.inv_weight for fw in ranked]
+        shares = [fw.share for fw in ranked]
+        # Per-kind shares (amounts x 1/total) as floats for ordering during the round; the
+        # exact integer amounts are brought up to date once at the end, from what each got.
+        kind_shares = [[a * i for a, i in zip(fw.amounts, inv, strict=True)] for fw in ranked]
+        got: list[list[_Vec]] = [[] for _ in ranked]
+        heap = [(int(shares[r] * inv_weight[r] * q) << bits) | r for r in range(len(ranked))]
         heapq.heapify(heap)
         eligible = len(heap)
-        inv = self._inv
+        scaled: dict[int, list[tuple[int, float]]] = {}  # id(shared vec) -> per-kind shares
         out: list[tuple[str, int, Res]] = []
         append = out.append
         heapreplace = heapq.heapreplace
@@ -337,15 +357,14 @@ class Allocator:
                     continue
                 # Set aside frameworks that filter this agent; one that does not is left.
                 while True:
-                    top = heap[0]
-                    until = fb.get(top[1])
+                    until = fb.get(ranked[heap[0] & mask].fid)
                     if until is None or until <= now:
                         break
                     if stash is None:
                         stash = []
                     stash.append(heapq.heappop(heap))
-            fw = heap[0][2]
-            fid = fw.fid
+            r = heap[0] & mask
+            fid = ranked[r].fid
             free = ag.free
             used = ag.used
             if used:
@@ -356,21 +375,34 @@ class Allocator:
             ag.free = empty
             # ag.free_vec is left stale: it is only read while ag is offerable, and ag becomes
             # offerable again only through _set_free, which recomputes it.
-            share = fw.share
-            amounts = fw.amounts
-            for k, v in ag.free_vec:
-                x = amounts[k] + v
-                amounts[k] = x
-                kind_share = x * inv[k]
-                if kind_share > share:
-                    share = kind_share
-            fw.share = share
-            heapreplace(heap, (share * fw.inv_weight, fid, fw))
+            vec = ag.free_vec
+            got[r].append(vec)
+            sv = scaled.get(id(vec))
+            if sv is None:
+                sv = scaled[id(vec)] = [(k, v * inv[k]) for k, v in vec]
+            share = shares[r]
+            ks = kind_shares[r]
+            for k, x in sv:
+                y = ks[k] + x
+                ks[k] = y
+                if y > share:
+                    share = y
+            shares[r] = share
+            heapreplace(heap, (int(share * inv_weight[r] * q) << bits) | r)
             if stash is not None:
                 for entry in stash:
                     heapq.heappush(heap, entry)
             append((fid, aid, free))
         self._offerable = kept
+        for r, vecs in enumerate(got):
+            if vecs:
+                fw = ranked[r]
+                amounts = fw.amounts
+                for vec, n in Counter(vecs).items():
+                    for k, v in vec:
+                        amounts[k] += n * v
+                fw.share = max((a * i for a, i in zip(amounts, inv, strict=True) if a),
+                               default=0.0)
         return out
 
     def _filtered_by_all(self, ag: _Agent, now: float, eligible: int) -> bool:
@@ -456,7 +488,13 @@ class Allocator:
                 for fw in self._frameworks.values():
                     fw.amounts.append(0)
             out.append((k, round(amount * _MICRO)))
-        return tuple(out)
+        vec = tuple(out)
+        shared = self._shared_vecs.get(vec)
+        if shared is not None:
+            return shared
+        if len(self._shared_vecs) < _MAX_SHARED_VECS:
+            self._shared_vecs[vec] = vec
+        return vec
 
     def _set_free(self, ag: _Agent, free: Res) -> None:
         ag.free = free
