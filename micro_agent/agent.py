@@ -132,7 +132,10 @@ _POST = const(2)  # CoAP method codes
 _FETCH = const(5)
 _MAX_PAYLOAD = const(512)  # what fits coap.RX after the header and options
 _MAX_QUEUE = const(12)  # unacknowledged updates kept; publish() answers -5 beyond it
-_MAX_PUBLISH = const(1024)
+# data + topic of one publish: what always fits the 576-byte send buffer next to the CoAP header
+# (11 B) and the signed AgentCall envelope with 32-bit ids (45 B). A bigger one could never be
+# sent and would block every update queued behind it, so publish() refuses it (-4).
+_MAX_PUBLISH = const(512)
 _MAX_TASKS = const(16)  # task numbers remembered (terminal ones are forgotten oldest first)
 _BACKOFF_MAX_MS = const(60000)
 _IDLE_MS = const(20)
@@ -429,7 +432,7 @@ def report(task, state, reason=0, message="", exit_code=0):
 def publish(task, data, topic=""):
     """Queue Publish{task, data, topic}: 0, or -4 too big, -5 queue full (the ABI's codes)."""
     global _next
-    if len(data) > _MAX_PUBLISH:
+    if len(data) + len(topic.encode()) > _MAX_PUBLISH:
         return -4
     if len(_queue) >= _MAX_QUEUE:
         return -5

@@ -11,6 +11,7 @@ import random
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import cbor2
 
@@ -86,3 +87,16 @@ def test_field_and_enum_numbers_match_the_schema() -> None:
     for src in MICRO.glob("*.py"):
         annotated = src.read_text().count("# pb: ")
         assert annotated == len(_CONST.findall(src.read_text())), src.name
+
+
+@needs_micropython
+def test_largest_publish_fits_the_send_buffer_and_one_more_is_refused(tmp_path: Path) -> None:
+    env = dict(os.environ, MICROPYPATH=f"{MICRO}:.frozen")
+    r = subprocess.run([shutil.which("micropython") or "micropython", "-X", "heapsize=128k",
+                        str(HERE / "mp_publish.py")], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "over -4" and lines[1] == "queued 0" and lines[2] == "max 0", r.stdout
+    used, size = map(int, lines[3].split()[1:])
+    assert used <= size == 576

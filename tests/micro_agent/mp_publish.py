@@ -1,0 +1,21 @@
+# Run under micropython with the agent's modules on the path, in a scratch directory (publish()
+# saves the agent's state file). The largest publish the agent accepts must encode into the
+# CoAP send buffer with the worst-case envelope (32-bit agent id, seq, update id and task
+# number); one byte more must be refused with -4, never queued.
+import agent
+import cbor
+import coap
+
+BIG = 0xFFFFFFFF
+topic = "t" * 11
+agent._next = BIG
+print("over", agent.publish(BIG, b"x" * (512 - len(topic) + 1), topic))
+print("queued", len(agent._queue))
+print("max", agent.publish(BIG, b"x" * (512 - len(topic)), topic))
+field, body = agent._queue[-1]
+msg = {2: BIG, field: body, 1: BIG}                     # AgentCall seq, publish, agent_id
+i = coap.begin(2, "a", cbor=True)                       # POST a, Content-Format 60
+coap.TX[i] = 0xFF
+msg[3] = b"12345678"                                    # the mac
+j = cbor.enc(coap.TX, i + 1, msg)
+print("fits", j, len(coap.TX))
