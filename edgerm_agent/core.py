@@ -70,6 +70,11 @@ _UPDATES_BEFORE_ACK = 2
 _KEEP_TERMINAL = 256
 
 
+# Unsigned UNAUTHENTICATED answers to our signed re-registration, in a row, after which the
+# identity is taken as unknown to the master (the MicroPython agent uses the same number).
+REFUSALS_TO_FORGET_IDENTITY = 3
+
+
 @dataclass(frozen=True)
 class CoreConfig:
     """Everything the core needs from the agent's configuration."""
@@ -225,6 +230,7 @@ class AgentCore:
         self._attributes = list(config.attributes)
         self._in_flight: _InFlight | None = None
         self._failures = 0
+        self._refusals = 0  # unsigned refusals of our re-registration in a row
         self._retry_at: float | None = None
         self._next_heartbeat: float | None = None
         self._started = False
@@ -399,6 +405,7 @@ class AgentCore:
             return
         self._in_flight = None
         self._failures = 0
+        self._refusals = 0
         self._retry_at = None
         if flight.kind == "register":
             if not reply.HasField("registered"):
@@ -573,8 +580,13 @@ class AgentCore:
         code = reply.error.code
         if code == pb.UNAUTHENTICATED:
             if flight.kind == "register" and not flight.fresh:
-                # The master does not know this identity: start afresh with the token.
-                self._forget_identity()
+                # The master does not know this identity: start afresh with the token. A refusal
+                # cannot be signed, so one could be forged: only several in a row, spread by the
+                # back-off, make the agent give up an identity and the tasks that go with it.
+                self._refusals += 1
+                if self._refusals >= REFUSALS_TO_FORGET_IDENTITY:
+                    self._refusals = 0
+                    self._forget_identity()
             self.registered = False
             self._failures += 1
             self._back_off(now)

@@ -306,12 +306,33 @@ def test_unknown_identity_registers_afresh_and_orphans_its_tasks() -> None:
     core2 = AgentCore(core_config(), rng=random.Random(3), snapshot=snap)
     p2 = Pair(core=core2, cluster=p.cluster)
     p2.start()
-    p2.settle()
-    p2.step(2)
-    p2.settle()
+    for _ in range(20):  # refused three times (spread by the back-off), then afresh
+        p2.settle()
+        if core2.registered:
+            break
+        p2.step(5)
     assert core2.registered and core2.agent_id not in (0, 77)
     assert KillTask(1, pb.AGENT_RESTARTED) in p2.events
     assert core2.tasks == {}
+
+
+def test_one_forged_refusal_does_not_cost_the_identity() -> None:
+    p = registered_pair()
+    launch_one(p)
+    p.settle()
+    identity = (p.core.agent_id, p.core.secret)
+    p.core.registered = False  # as after a ReRegister command: re-register with the identity
+    out = p.core.next_call(p.now)
+    assert out is not None and out.kind == "register"
+    forged = encode(pb.AgentReply(error=pb.Error(code=pb.UNAUTHENTICATED, message="no")))
+    p.core.receive_reply(forged, p.now)  # an off-path spoofer's unsigned refusal
+    for _ in range(10):
+        p.settle()
+        if p.core.registered:
+            break
+        p.step(5)
+    assert p.core.registered and (p.core.agent_id, p.core.secret) == identity
+    assert KillTask(1, pb.AGENT_RESTARTED) not in p.events
 
 
 def test_publish_queue_is_bounded() -> None:
