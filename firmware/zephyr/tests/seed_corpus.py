@@ -28,7 +28,8 @@ def main() -> int:
         # The same payload as a piggybacked 2.04 ACK with a 1-byte token and Content-Format 60.
         coap = bytes([0x61, 0x44, 0x00, 0x01, 0x00, 0xC1, 0x3C, 0xFF]) + data if data else b""
         (out / f"c{i:03d}").write_bytes(coap)
-    # Records of agent 7, secret 01 02 03 00.. (the fuzz target's identity): a publish then FINISHED, and a FAILED.
+    # Records of agent 7, secret 01 02 03 00.. (the fuzz target's identity): a publish then
+    # FINISHED, and a FAILED.
     header = struct.pack("<I4sI", 7, bytes([1, 2, 3, 0]), 3)
     (out / "q000").write_bytes(header + queue_entry(7, 4, 0, 0, b"21.5")
                                + queue_entry(6, 4, 5, 0, b"done"))
