@@ -626,7 +626,27 @@ class MasterProcess:
 # Network drivers (Trio)
 
 
-class CoapAgentClient:
+class _AgentClient:
+    """What every transport's driver of a `ScriptedAgent` shares: `settle()` over `exchange()`."""
+
+    agent: ScriptedAgent
+
+    async def exchange(self) -> pb.AgentReply:
+        raise NotImplementedError
+
+    async def settle(self, rounds: int = 1000) -> None:
+        """Exchange calls until the agent has nothing left to say (registered, no queue)."""
+        a = self.agent
+        for _ in range(rounds):
+            await self.exchange()
+            if not a.need_register and not a.queue and a.applied == a.acked_applied:
+                await self.exchange()
+                if not a.queue and not a.need_register:
+                    return
+        raise AssertionError("agent did not settle")
+
+
+class CoapAgentClient(_AgentClient):
     """Drives a `ScriptedAgent` over real CoAP: `await client.exchange()` sends its next call
     (POST `a`) and applies the reply. Use inside `open_coap_client()`:
 
@@ -651,18 +671,8 @@ class CoapAgentClient:
     async def exchange(self) -> pb.AgentReply:
         return await self.send(self.agent.next_call())
 
-    async def settle(self, rounds: int = 1000) -> None:
-        a = self.agent
-        for _ in range(rounds):
-            await self.exchange()
-            if not a.need_register and not a.queue and a.applied == a.acked_applied:
-                await self.exchange()
-                if not a.queue and not a.need_register:
-                    return
-        raise AssertionError("agent did not settle")
 
-
-class WsAgentClient:
+class WsAgentClient(_AgentClient):
     """Drives a `ScriptedAgent` over a WebSocket to `/agent`; pushed replies (seq 0) are applied
     as they come by `await client.receive()`."""
 
@@ -686,16 +696,6 @@ class WsAgentClient:
         if reply.seq == 0:
             self.pushed.append(reply)
         return reply
-
-    async def settle(self, rounds: int = 1000) -> None:
-        a = self.agent
-        for _ in range(rounds):
-            await self.exchange()
-            if not a.need_register and not a.queue and a.applied == a.acked_applied:
-                await self.exchange()
-                if not a.queue and not a.need_register:
-                    return
-        raise AssertionError("agent did not settle")
 
 
 class WsFrameworkClient:
