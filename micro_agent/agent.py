@@ -142,35 +142,39 @@ _IDLE_MS = const(20)
 _REG_GAP_MIN = const(1000)
 _REG_GAP_MAX = const(64000)
 
-# Persistent state (the state file): agent id, secret, next update id, last applied command,
+# The agent's state, in one list indexed by the _S_* consts below rather than ~20 module
+# globals: a const index is folded at compile time, while each global name would be a qstr and
+# a slot in the module dict (on the heap, ~2 KB together counting the qstr pool chunk).
+# Persistent (the state file): agent id, secret, next update id, last applied command,
 # unacknowledged updates [[call field, update dict]], and terminal tasks {task: state}.
-_id = 0
-_secret = b""
-_next = 1
-_cmd = 0
-_queue = []
-_tasks = {}  # task number -> state; running ones live only in RAM
-
+_S_ID = const(0)
+_S_SECRET = const(1)
+_S_NEXT = const(2)
+_S_CMD = const(3)
+_S_QUEUE = const(4)
+_S_TASKS = const(5)  # task number -> state; running ones live only in RAM
 # From the configuration (the parsed config dict itself is dropped after start-up: ~1.7 KB).
-_state = "state.cbor"
-_reg = None  # [name, token, cpus, mem_mb, attributes]
-_observe = True
-_seq = 0
-_registered = False
-_hb_ms = 5000
-_jitter_ms = 0
-_due = 0  # ticks_ms of the next heartbeat
-_cmd_acked = 0  # command_ack the master has acknowledged receiving
-_fails = 0
-_inventory = []
-_log_level = 1
-_reg_ok = 0  # ticks_ms before which an unsigned 4.01 does not trigger a re-registration
-_reg_gap = _REG_GAP_MIN
-_refusals = 0  # re-registrations refused in a row
+_S_STATE = const(6)  # the state file's path
+_S_REG = const(7)  # [name, token, cpus, mem_mb, attributes]
+_S_OBSERVE = const(8)
+_S_SEQ = const(9)
+_S_REGISTERED = const(10)
+_S_HB_MS = const(11)
+_S_JITTER_MS = const(12)
+_S_DUE = const(13)  # ticks_ms of the next heartbeat
+_S_CMD_ACKED = const(14)  # command_ack the master has acknowledged receiving
+_S_FAILS = const(15)
+_S_INVENTORY = const(16)
+_S_LOG_LEVEL = const(17)
+_S_REG_OK = const(18)  # ticks_ms before which an unsigned 4.01 does not trigger a re-registration
+_S_REG_GAP = const(19)
+_S_REFUSALS = const(20)  # re-registrations refused in a row
+_s = [0, b"", 1, 0, [], {}, "state.cbor", None, True, 0, False, 5000, 0, 0, 0, 0, [], 1, 0,
+      _REG_GAP_MIN, 0]
 
 
-def _log(level, *a):
-    if level <= _log_level:
+def _log(n, *a):
+    if n <= _s[_S_LOG_LEVEL]:
         print("edgerm:", *a)
 
 
@@ -179,7 +183,7 @@ def _log(level, *a):
 
 
 def _save():
-    st = {1: _id, 2: _secret, 3: _next, 4: _cmd, 5: _queue, 6: [[t, s] for t, s in _tasks.items() if s >= _FINISHED]}
+    st = {1: _s[_S_ID], 2: _s[_S_SECRET], 3: _s[_S_NEXT], 4: _s[_S_CMD], 5: _s[_S_QUEUE], 6: [[t, s] for t, s in _s[_S_TASKS].items() if s >= _FINISHED]}
     b = bytearray(256)
     while True:
         try:
@@ -187,7 +191,7 @@ def _save():
             break
         except IndexError:
             b = bytearray(2 * len(b))
-    path = _state
+    path = _s[_S_STATE]
     with open(path + ".new", "wb") as f:
         f.write(memoryview(b)[:n])
     os.rename(path + ".new", path)
@@ -197,39 +201,38 @@ def _save():
 # Calls
 
 
-def _put(d, k, v):
+def _put(dest, key, v):
     if v:  # the wire leaves defaults out; so must we, or the MAC covers other bytes
-        d[k] = v
-    return d
+        dest[key] = v
+    return dest
 
 
-async def _call(field, body):
-    """Send AgentCall{field: body}; return the decoded, authenticated AgentReply or None."""
-    global _seq, _fails, _observe
+async def _call(key, value):
+    """Send AgentCall{key: value} (key: the call's field number); return the decoded, authenticated AgentReply or None."""
     await coap.take()
     try:
-        _seq += 1
-        seq = _seq
-        msg = {_CALL_SEQ: seq, field: body}
-        if _id:
-            msg[_CALL_AGENT_ID] = _id
-        obs = _observe and field == _CALL_HEARTBEAT
+        _s[_S_SEQ] += 1
+        seq = _s[_S_SEQ]
+        msg = {_CALL_SEQ: seq, key: value}
+        if _s[_S_ID]:
+            msg[_CALL_AGENT_ID] = _s[_S_ID]
+        obs = _s[_S_OBSERVE] and key == _CALL_HEARTBEAT
         if obs:
             i = coap.begin(_FETCH, "c", cbor=True, observe=0)
         else:
             i = coap.begin(_POST, "a", cbor=True)
         coap.TX[i] = 0xFF
         j = cbor.enc(coap.TX, i + 1, msg)
-        if _secret:
-            msg[_CALL_MAC] = mac.hmac8(_secret, coap.TX[i + 1:j])
+        if _s[_S_SECRET]:
+            msg[_CALL_MAC] = mac.hmac8(_s[_S_SECRET], coap.TX[i + 1:j])
             j = cbor.enc(coap.TX, i + 1, msg)
-        msg = body = None  # no stale pointer to them while we wait
+        msg = value = None  # no stale pointer to them while we wait
         r = await coap.request(j)
         rep = None
         if r is None:
             pass
         elif obs and (r[0] == 0x84 or r[0] == 0x85):
-            _observe = False  # a master without `c`: heartbeats go to `a`
+            _s[_S_OBSERVE] = False  # a master without `c`: heartbeats go to `a`
             _log(0, "no observable c; observe off")
         else:
             code, a, b, _ = r
@@ -242,44 +245,42 @@ async def _call(field, body):
     finally:
         coap.give()
     if rep is None:
-        _fails += 1
+        _s[_S_FAILS] += 1
         return None
     err = rep.get(_REPLY_ERROR)
-    key = _secret
+    secret = _s[_S_SECRET]
     reg = rep.get(_REPLY_REGISTERED)
-    if field == _CALL_REGISTER and type(reg) is dict:
-        key = reg.get(_RGD_SECRET, b"")
-    if not _authentic(rep, key):
+    if key == _CALL_REGISTER and type(reg) is dict:
+        secret = reg.get(_RGD_SECRET, b"")
+    if not _authentic(rep, secret):
         if type(err) is dict and err.get(_ERR_CODE) == _UNAUTHENTICATED and code == 0x81:
             return rep  # an unsigned refusal: the master does not (or no longer) know us
         _log(1, "reply with a wrong mac dropped")
     elif rep.get(_REPLY_SEQ, 0) != seq:
         _log(1, "reply for another seq dropped")
     else:
-        _fails = 0
+        _s[_S_FAILS] = 0
         return rep
-    _fails += 1
+    _s[_S_FAILS] += 1
     return None
 
 
-def _authentic(rep, key):
-    given = rep.pop(_REPLY_MAC, None)
+def _authentic(r, key):
+    given = r.pop(_REPLY_MAC, None)
     if type(given) is not bytes or not key:
         return False
     try:
-        n = cbor.enc(coap.TX, 0, rep)
+        n = cbor.enc(coap.TX, 0, r)
     except (IndexError, TypeError):
         return False
     return mac.equal(given, mac.hmac8(key, coap.TX[:n]))
 
 
 async def _register():
-    global _id, _secret, _registered, _hb_ms, _jitter_ms, _next, _cmd, _queue, _cmd_acked, \
-        _fails, _reg_ok, _reg_gap, _refusals
-    name, token, cpus, mem, more = _reg
+    name, token, cpus, mem, more = _s[_S_REG]
     res = _put({}, _RES_CPUS, cpus)
     _put(res, _RES_MEM_MB, mem)
-    _put(res, _RES_DEVICES, _inventory)
+    _put(res, _RES_DEVICES, _s[_S_INVENTORY])
     attrs = [{_ATTR_NAME: "os", _ATTR_TEXT: "micropython"},
              {_ATTR_NAME: "arch", _ATTR_TEXT: sys.platform}]
     for k, v in more.items():
@@ -288,11 +289,11 @@ async def _register():
          _REG_VERSION: _PROTOCOL_VERSION, _REG_MAX_PAYLOAD: _MAX_PAYLOAD}
     if executor is not None:
         m[_REG_EXECUTORS] = [_MICROPYTHON]
-    if _id:
-        _put(m, _REG_TASKS, [{_REPORT_TASK: t, _REPORT_STATE: s} for t, s in _tasks.items()])
-        m[_REG_UPDATE_NEXT] = _next
-        _reg_ok = ticks_add(ticks_ms(), _reg_gap)
-        _reg_gap = min(2 * _reg_gap, _REG_GAP_MAX)
+    if _s[_S_ID]:
+        _put(m, _REG_TASKS, [{_REPORT_TASK: t, _REPORT_STATE: s} for t, s in _s[_S_TASKS].items()])
+        m[_REG_UPDATE_NEXT] = _s[_S_NEXT]
+        _s[_S_REG_OK] = ticks_add(ticks_ms(), _s[_S_REG_GAP])
+        _s[_S_REG_GAP] = min(2 * _s[_S_REG_GAP], _REG_GAP_MAX)
     else:
         m[_REG_TOKEN] = token
     rep = await _call(_CALL_REGISTER, m)
@@ -302,66 +303,67 @@ async def _register():
     if type(reg) is not dict:
         err = rep.get(_REPLY_ERROR) or {}
         _log(1, "registration refused:", err.get(_ERR_CODE), err.get(_ERR_MESSAGE))
-        if _id and err.get(_ERR_CODE) == _UNAUTHENTICATED:
-            _refusals += 1
-            if _refusals >= 3:  # three times in a row, backing off: not one forged datagram
+        if _s[_S_ID] and err.get(_ERR_CODE) == _UNAUTHENTICATED:
+            _s[_S_REFUSALS] += 1
+            if _s[_S_REFUSALS] >= 3:  # three times in a row, backing off: not one forged datagram
                 # The master does not know us (any more): drop the identity and everything
                 # numbered under it (a new agent_id starts update and command ids from 1; the
                 # old identity's tasks are no one's) and register with the token.
-                for t in list(_tasks):
+                for t in list(_s[_S_TASKS]):
                     if executor is not None:
                         executor.kill(t, True)
-                _tasks.clear()
-                _id = 0
-                _secret = b""
-                _next = 1
-                _cmd = 0
-                _queue = []
-        _fails += 1
+                _s[_S_TASKS].clear()
+                _s[_S_ID] = 0
+                _s[_S_SECRET] = b""
+                _s[_S_NEXT] = 1
+                _s[_S_CMD] = 0
+                _s[_S_QUEUE] = []
+        _s[_S_FAILS] += 1
         return False
-    _refusals = 0
-    _id = reg.get(_RGD_AGENT_ID, 0)
-    _secret = reg.get(_RGD_SECRET, b"")
-    _hb_ms = reg.get(_RGD_HEARTBEAT_MS) or _hb_ms
-    _jitter_ms = reg.get(_RGD_JITTER_MS, 0)
+    _s[_S_REFUSALS] = 0
+    _s[_S_ID] = reg.get(_RGD_AGENT_ID, 0)
+    _s[_S_SECRET] = reg.get(_RGD_SECRET, b"")
+    _s[_S_HB_MS] = reg.get(_RGD_HEARTBEAT_MS) or _s[_S_HB_MS]
+    _s[_S_JITTER_MS] = reg.get(_RGD_JITTER_MS, 0)
     ack = reg.get(_RGD_UPDATE_ACK, 0)
     _acked(ack)
-    if _next <= ack:
-        _next = ack + 1
-    _cmd_acked = -1  # tell the master our command_ack in the next heartbeat
-    _registered = True
+    if _s[_S_NEXT] <= ack:
+        _s[_S_NEXT] = ack + 1
+    _s[_S_CMD_ACKED] = -1  # tell the master our command_ack in the next heartbeat
+    _s[_S_REGISTERED] = True
     _save()
-    _log(0, "registered", _id)
+    _log(0, "registered %d" % _s[_S_ID])
     return True
 
 
-def _acked(ack):
-    n = 0
-    while n < len(_queue) and _queue[n][1].get(_SU_UPDATE_ID, 0) <= ack:  # Publish too
-        n += 1
-    if n:
-        del _queue[:n]
+def _acked(n):
+    # Drop the queued updates that update_ack n covers.
+    q = _s[_S_QUEUE]
+    k = 0
+    while k < len(q) and q[k][1].get(_SU_UPDATE_ID, 0) <= n:  # Publish too
+        k += 1
+    if k:
+        del q[:k]
         return True
     return False
 
 
-def _on_reply(rep):
-    global _registered, _reg_gap
-    changed = _acked(rep.get(_REPLY_UPDATE_ACK, 0))
-    err = rep.get(_REPLY_ERROR)
+def _on_reply(r):
+    changed = _acked(r.get(_REPLY_UPDATE_ACK, 0))
+    err = r.get(_REPLY_ERROR)
     if type(err) is dict:
-        _log(1, "error", err.get(_ERR_CODE), err.get(_ERR_MESSAGE))
+        _log(1, "error %s %s" % (err.get(_ERR_CODE), err.get(_ERR_MESSAGE)))
         if err.get(_ERR_CODE) == _UNAUTHENTICATED:
-            # Re-register, but not more than once per _reg_gap: the 4.01 may be forged.
-            late = ticks_diff(ticks_ms(), _reg_ok)
+            # Re-register, but not more than once per re-registration gap: the 4.01 may be forged.
+            late = ticks_diff(ticks_ms(), _s[_S_REG_OK])
             if late < 0:
-                _log(1, "4.01 ignored: re-registered", _reg_gap + late, "ms ago")
+                _log(1, "4.01 ignored: re-registered %d ms ago" % (_s[_S_REG_GAP] + late))
             else:
-                if late > _reg_gap:
-                    _reg_gap = _REG_GAP_MIN  # quiet for a while: back off afresh
-                _registered = False
-    for c in rep.get(_REPLY_COMMANDS, ()):
-        if type(c) is dict and c.get(_CMD_ID) == _cmd + 1:
+                if late > _s[_S_REG_GAP]:
+                    _s[_S_REG_GAP] = _REG_GAP_MIN  # quiet for a while: back off afresh
+                _s[_S_REGISTERED] = False
+    for c in r.get(_REPLY_COMMANDS, ()):
+        if type(c) is dict and c.get(_CMD_ID) == _s[_S_CMD] + 1:
             _apply(c)
             changed = True
     if changed:
@@ -373,13 +375,12 @@ def _on_reply(rep):
 
 
 def _apply(c):
-    global _cmd, _registered
-    _cmd = c[_CMD_ID]
+    _s[_S_CMD] = c[_CMD_ID]
     try:
         if _CMD_LAUNCH in c:
             ln = c[_CMD_LAUNCH]
             task = ln.get(_LAUNCH_TASK, 0)
-            if not task or task in _tasks:
+            if not task or task in _s[_S_TASKS]:
                 return  # idempotent: the master already has (or will get) this task's reports
             spec = ln.get(_LAUNCH_SPEC, {})
             mp = spec.get(_SPEC_MICROPYTHON)
@@ -389,13 +390,13 @@ def _apply(c):
                 return report(task, _ERROR, _INVALID_TASK, "no task kind in the spec")
             devs = [d.get(_DEVICE_NAME, "") for d in spec.get(_SPEC_RESOURCES, {}).get(_RES_DEVICES, ())]
             for d in devs:
-                if d not in [x[_DEVICE_NAME] for x in _inventory]:
-                    return report(task, _ERROR, _RESOURCES_UNAVAILABLE, "no device " + d)
+                if d not in [x[_DEVICE_NAME] for x in _s[_S_INVENTORY]]:
+                    return report(task, _ERROR, _RESOURCES_UNAVAILABLE, "no device %s" % d)
             report(task, _STARTING)
             executor.launch(task, mp, devs)
         elif _CMD_KILL in c:
             task = c[_CMD_KILL].get(_KILL_TASK, 0)
-            s = _tasks.get(task)
+            s = _s[_S_TASKS].get(task)
             if s is None:
                 report(task, _KILLED, _KILLED_BEFORE_LAUNCH)
             elif s >= _FINISHED:
@@ -406,41 +407,39 @@ def _apply(c):
             f = c[_CMD_FETCH]
             executor.prefetch(f.get(_FETCH_SHA256, b""), f.get(_FETCH_SIZE, 0))
         elif _CMD_REREGISTER in c:
-            _registered = False
+            _s[_S_REGISTERED] = False
     except (AttributeError, TypeError, KeyError, ValueError) as e:
-        _log(1, "bad command", _cmd, e)  # acknowledged all the same: resending cannot fix it
+        _log(1, "bad command", _s[_S_CMD], e)  # acknowledged all the same: resending cannot fix it
 
 
-def report(task, state, reason=0, message="", exit_code=0):
+def report(task, state, reason=0, message="", code=0):
     """Queue StatusUpdate{task, state, ...} for the master (the executor calls this too)."""
-    global _next
-    _tasks[task] = state
-    if len(_tasks) > _MAX_TASKS:
-        for t in list(_tasks):
-            if _tasks[t] >= _FINISHED and len(_tasks) > _MAX_TASKS:
-                del _tasks[t]
-    u = {_SU_UPDATE_ID: _next, _SU_TASK: task, _SU_STATE: state}
+    _s[_S_TASKS][task] = state
+    if len(_s[_S_TASKS]) > _MAX_TASKS:
+        for t in list(_s[_S_TASKS]):
+            if _s[_S_TASKS][t] >= _FINISHED and len(_s[_S_TASKS]) > _MAX_TASKS:
+                del _s[_S_TASKS][t]
+    u = {_SU_UPDATE_ID: _s[_S_NEXT], _SU_TASK: task, _SU_STATE: state}
     _put(u, _SU_REASON, reason)
     _put(u, _SU_MESSAGE, message)
-    _put(u, _SU_EXIT_CODE, exit_code)
-    _queue.append([_CALL_STATUS, u])
-    _next += 1
+    _put(u, _SU_EXIT_CODE, code)
+    _s[_S_QUEUE].append([_CALL_STATUS, u])
+    _s[_S_NEXT] += 1
     _save()
     _log(2, "task", task, "state", state, reason, message)
 
 
 def publish(task, data, topic=""):
     """Queue Publish{task, data, topic}: 0, or -4 too big, -5 queue full (the ABI's codes)."""
-    global _next
     if len(data) + len(topic.encode()) > _MAX_PUBLISH:
         return -4
-    if len(_queue) >= _MAX_QUEUE:
+    if len(_s[_S_QUEUE]) >= _MAX_QUEUE:
         return -5
-    u = {_PUB_UPDATE_ID: _next, _PUB_TASK: task}
+    u = {_PUB_UPDATE_ID: _s[_S_NEXT], _PUB_TASK: task}
     _put(u, _PUB_DATA, bytes(data))
     _put(u, _PUB_TOPIC, topic)
-    _queue.append([_CALL_PUBLISH, u])
-    _next += 1
+    _s[_S_QUEUE].append([_CALL_PUBLISH, u])
+    _s[_S_NEXT] += 1
     _save()
     return 0
 
@@ -451,81 +450,78 @@ def publish(task, data, topic=""):
 
 async def _step():
     """One round: register, flush one update, or heartbeat when due; else idle a moment."""
-    global _cmd_acked, _fails, _due, _next
     now = ticks_ms()
     if not coap.busy:  # nothing in flight (and no await below until done): read pushes
         coap.poll()
         p = coap.pushed
-        if p is not None and _registered:
+        if p is not None and _s[_S_REGISTERED]:
             # The latest notification of the observation: an AgentReply, seq 0, our mac.
             coap.pushed = None
             try:
                 rep = cbor.decode(p)
             except ValueError:
                 rep = None
-            if rep is None or not _authentic(rep, _secret) or rep.get(_REPLY_SEQ, 0) != 0:
+            if rep is None or not _authentic(rep, _s[_S_SECRET]) or rep.get(_REPLY_SEQ, 0) != 0:
                 _log(1, "notification dropped")
             else:
-                _log(2, "pushed", len(rep.get(_REPLY_COMMANDS, ())), "commands")
+                _log(2, "pushed %d commands" % len(rep.get(_REPLY_COMMANDS, ())))
                 _on_reply(rep)
             p = rep = None
-    if _fails and ticks_diff(_due, now) > 0:
+    if _s[_S_FAILS] and ticks_diff(_s[_S_DUE], now) > 0:
         await asyncio.sleep_ms(_IDLE_MS)  # backing off after a silent master
         return
-    if not _registered:
+    if not _s[_S_REGISTERED]:
         ok = await _register()
-    elif _queue:
-        head = _queue[0]
+    elif _s[_S_QUEUE]:
+        head = _s[_S_QUEUE][0]
         ok = await _call(head[0], head[1])
         if ok is not None:
             _on_reply(ok)
             err = ok.get(_REPLY_ERROR)
-            if _queue and _queue[0] is head:
+            if _s[_S_QUEUE] and _s[_S_QUEUE][0] is head:
                 if type(err) is dict and err.get(_ERR_CODE) in (_BAD_REQUEST, _FORBIDDEN,
                                                                 _NOT_FOUND, _TOO_LARGE):
                     # Refused for good: forget it and renumber the rest (the master applies
                     # update ids without gaps and has not applied this one).
                     _log(0, "update", head[1].get(_SU_UPDATE_ID), "refused for good; dropped")
-                    del _queue[0]
-                    for c in _queue:
+                    del _s[_S_QUEUE][0]
+                    for c in _s[_S_QUEUE]:
                         c[1][_SU_UPDATE_ID] -= 1  # Publish.update_id has the same number
-                    _next -= 1
+                    _s[_S_NEXT] -= 1
                     _save()
                 else:
-                    _fails += 1  # answered but not acknowledged: do not hammer the master
+                    _s[_S_FAILS] += 1  # answered but not acknowledged: do not hammer the master
                     _log(1, "update", head[1].get(_SU_UPDATE_ID), "not acknowledged")
-    elif _cmd != _cmd_acked or ticks_diff(now, _due) >= 0:
-        ack = _cmd
+    elif _s[_S_CMD] != _s[_S_CMD_ACKED] or ticks_diff(now, _s[_S_DUE]) >= 0:
+        ack = _s[_S_CMD]
         ok = await _call(_CALL_HEARTBEAT, _put({}, _HB_COMMAND_ACK, ack))
         if ok is not None:
-            _cmd_acked = ack
+            _s[_S_CMD_ACKED] = ack
             _on_reply(ok)
     else:
         await asyncio.sleep_ms(_IDLE_MS)
         return
-    if _fails:
-        back = _hb_ms << min(_fails - 1, 7)
-        _due = ticks_add(ticks_ms(), back if back < _BACKOFF_MAX_MS else _BACKOFF_MAX_MS)
+    if _s[_S_FAILS]:
+        back = _s[_S_HB_MS] << min(_s[_S_FAILS] - 1, 7)
+        _s[_S_DUE] = ticks_add(ticks_ms(), back if back < _BACKOFF_MAX_MS else _BACKOFF_MAX_MS)
     elif ok:
-        jit = getrandbits(16) % (_jitter_ms + 1) if _jitter_ms else 0
-        _due = ticks_add(ticks_ms(), _hb_ms + jit)
+        jit = getrandbits(16) % (_s[_S_JITTER_MS] + 1) if _s[_S_JITTER_MS] else 0
+        _s[_S_DUE] = ticks_add(ticks_ms(), _s[_S_HB_MS] + jit)
 
 
 def _setup(path):
     # Read the configuration (JSON, see README.md) and open the socket. Not a coroutine: its
     # frame, and with it any pointer to the parsed dict (~1.7 KB), is gone when it returns
     # (a coroutine's frame lives on, and stale slots in it keep what they point to alive).
-    global _state, _reg, _observe, _hb_ms, _log_level, _inventory, _id, _secret, _next, _cmd, \
-        _queue
     import socket
     with open(path) as f:
         cfg = json.load(f)
-    _state = cfg.get("state", "state.cbor")
-    _reg = [cfg.get("name", "micro"), cfg.get("token", ""), float(cfg.get("cpus", 1.0)),
+    _s[_S_STATE] = cfg.get("state", "state.cbor")
+    _s[_S_REG] = [cfg.get("name", "micro"), cfg.get("token", ""), float(cfg.get("cpus", 1.0)),
             float(cfg.get("mem_mb", 0)), cfg.get("attributes", {})]
-    _observe = cfg.get("observe", True)
-    _log_level = cfg.get("log_level", 1)
-    _hb_ms = cfg.get("heartbeat_ms", 5000)
+    _s[_S_OBSERVE] = cfg.get("observe", True)
+    _s[_S_LOG_LEVEL] = cfg.get("log_level", 1)
+    _s[_S_HB_MS] = cfg.get("heartbeat_ms", 5000)
     host, port = cfg.get("master", "127.0.0.1:5683").rsplit(":", 1)
     addr = socket.getaddrinfo(host, int(port), 0, socket.SOCK_DGRAM)[0][-1]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -533,18 +529,18 @@ def _setup(path):
     s.setblocking(False)
     coap.setup(s, addr, cfg.get("ack_timeout_ms", 2000), cfg.get("max_retransmit", 4))
     try:
-        with open(_state, "rb") as f:
+        with open(_s[_S_STATE], "rb") as f:
             st = cbor.decode(f.read())
-        _id = st.get(1, 0)
-        _secret = st.get(2, b"")
-        _next = st.get(3, 1)
-        _cmd = st.get(4, 0)
-        _queue = st.get(5, [])
+        _s[_S_ID] = st.get(1, 0)
+        _s[_S_SECRET] = st.get(2, b"")
+        _s[_S_NEXT] = st.get(3, 1)
+        _s[_S_CMD] = st.get(4, 0)
+        _s[_S_QUEUE] = st.get(5, [])
         for t, v in st.get(6, []):
-            _tasks[t] = v
+            _s[_S_TASKS][t] = v
     except (OSError, ValueError, TypeError, AttributeError):
         pass  # no state, or a corrupt one: start afresh with the token
-    _inventory = sensors.setup(cfg.get("sensors", ()))
+    _s[_S_INVENTORY] = sensors.setup(cfg.get("sensors", ()))
     if executor is not None:
         executor.setup(report, publish, cfg.get("cache", "cache"), cfg.get("block_szx", 5),
                        cfg.get("max_module", 16384))

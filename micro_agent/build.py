@@ -24,8 +24,9 @@ def build(out: Path, mpy_cross: str = "mpy-cross") -> list[Path]:
     done = []
     for name in MODULES:
         target = out / f"{name}.mpy"
-        # -s: the bare file name as the source name (the qstr for tracebacks), not the path
-        subprocess.run([mpy_cross, "-O2", "-s", f"{name}.py", "-o", str(target),
+        # -s: the module name as the source name tracebacks show, not the path: a qstr the
+        # module's import interns anyway, so it costs no qstr pool entry of its own
+        subprocess.run([mpy_cross, "-O2", "-s", name, "-o", str(target),
                         str(HERE / f"{name}.py")], check=True)
         done.append(target)
     shutil.copy(HERE / "main.py", out / "main.py")

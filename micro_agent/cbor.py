@@ -21,22 +21,19 @@ _INDEF = const(-1)
 # Encoding: enc(buf, i, value) -> index after the item. IndexError means the buffer is too small.
 
 
-def _head(b, i, major, n):
-    m = major << 5
+def _head(buf, pos, t, n):
+    # The head of an item of major type t and argument n, shortest form.
+    m = t << 5
     if n < 24:
-        b[i] = m | n
-        return i + 1
-    if n < 0x100:
-        struct.pack_into(">BB", b, i, m | 24, n)
-        return i + 2
-    if n < 0x10000:
-        struct.pack_into(">BH", b, i, m | 25, n)
-        return i + 3
-    if n < 0x100000000:
-        struct.pack_into(">BI", b, i, m | 26, n)
-        return i + 5
-    struct.pack_into(">BQ", b, i, m | 27, n)
-    return i + 9
+        buf[pos] = m | n
+        return pos + 1
+    k = 0 if n < 0x100 else 1 if n < 0x10000 else 2 if n < 0x100000000 else 3
+    w = 1 << k  # argument bytes, big-endian
+    buf[pos] = m | (24 + k)
+    for x in range(w, 0, -1):
+        buf[pos + x] = n & 0xFF
+        n >>= 8
+    return pos + 1 + w
 
 
 def _half(v):
@@ -62,46 +59,49 @@ def _half(v):
     return s | int(f) if f == int(f) else None
 
 
-def _put(b, i, data):
-    j = i + len(data)
-    if j > len(b):
+def _put(buf, pos, data):
+    j = pos + len(data)
+    if j > len(buf):
         raise IndexError
-    b[i:j] = data
+    buf[pos:j] = data
     return j
 
 
-def enc(b, i, v):
+def enc(buf, pos, v):
     if v is False or v is True:
-        b[i] = 0xF5 if v else 0xF4
-        return i + 1
+        buf[pos] = 0xF5 if v else 0xF4
+        return pos + 1
     t = type(v)
     if t is int:
-        return _head(b, i, 0, v) if v >= 0 else _head(b, i, 1, -1 - v)
+        return _head(buf, pos, 0, v) if v >= 0 else _head(buf, pos, 1, -1 - v)
     if t is str:
         v = v.encode()
-        return _put(b, _head(b, i, 3, len(v)), v)
+        return _put(buf, _head(buf, pos, 3, len(v)), v)
     if t is bytes or t is bytearray or t is memoryview:
-        return _put(b, _head(b, i, 2, len(v)), v)
+        return _put(buf, _head(buf, pos, 2, len(v)), v)
     if t is list or t is tuple:
-        i = _head(b, i, 4, len(v))
+        pos = _head(buf, pos, 4, len(v))
         for x in v:
-            i = enc(b, i, x)
-        return i
+            pos = enc(buf, pos, x)
+        return pos
     if t is dict:
-        i = _head(b, i, 5, len(v))
+        pos = _head(buf, pos, 5, len(v))
         for k in sorted(v):
-            i = enc(b, _head(b, i, 0, k), v[k])
-        return i
+            pos = enc(buf, _head(buf, pos, 0, k), v[k])
+        return pos
     if t is float:
         h = _half(v)
         if h is not None:
-            struct.pack_into(">BH", b, i, 0xF9, h)
-            return i + 3
-        if struct.unpack(">f", struct.pack(">f", v))[0] == v:
-            struct.pack_into(">Bf", b, i, 0xFA, v)
-            return i + 5
-        struct.pack_into(">Bd", b, i, 0xFB, v)
-        return i + 9
+            buf[pos] = 0xF9
+            buf[pos + 1] = h >> 8
+            buf[pos + 2] = h & 0xFF
+            return pos + 3
+        f = struct.pack(">f", v)
+        if struct.unpack(">f", f)[0] == v:
+            buf[pos] = 0xFA
+            return _put(buf, pos + 1, f)
+        buf[pos] = 0xFB
+        return _put(buf, pos + 1, struct.pack(">d", v))
     raise TypeError
 
 
@@ -116,7 +116,7 @@ def _take(n):
     global _p
     j = _p + n
     if j > len(_b):
-        raise ValueError("truncated")
+        raise ValueError("truncated item")
     _p = j
     return j
 
@@ -142,36 +142,30 @@ def _head_in():
 def _at_break():
     global _p
     if _p >= len(_b):
-        raise ValueError("truncated")
+        raise ValueError("truncated item")
     if _b[_p] == 0xFF:
         _p += 1
         return True
     return False
 
 
-def _string(major, n):
+def _string(t, n):
     if n != _INDEF:
         j = _take(n)
         return bytes(_b[j - n:j])
     out = bytearray()
     while not _at_break():
         m, _, c = _head_in()
-        if m != major or c == _INDEF:
-            raise ValueError("bad chunk")
+        if m != t or c == _INDEF:
+            raise ValueError("bad string chunk")
         j = _take(c)
         out += _b[j - c:j]
     return bytes(out)
 
 
-def _count(n, per):
-    # A definite count can be no larger than the bytes left: refuse before looping on it.
-    if n != _INDEF and n * per > len(_b) - _p:
-        raise ValueError("truncated")
-
-
 def _item(depth):
     if depth > _MAX_DEPTH:
-        raise ValueError("too deep")
+        raise ValueError("nested too deep")
     major, info, n = _head_in()
     if major == 0:
         return n
@@ -182,19 +176,21 @@ def _item(depth):
     if major == 3:
         return str(_string(3, n), "utf-8")
     if major == 4:
-        _count(n, 1)
+        if n != _INDEF and n > len(_b) - _p:  # a count no larger than the bytes left
+            raise ValueError("truncated item")
         out = []
         while (n == _INDEF and not _at_break()) or (n != _INDEF and len(out) < n):
             out.append(_item(depth + 1))
         return out
     if major == 5:
-        _count(n, 2)
+        if n != _INDEF and 2 * n > len(_b) - _p:
+            raise ValueError("truncated item")
         out = {}
         k = 0
         while (n == _INDEF and not _at_break()) or (n != _INDEF and k < n):
             km, _, key = _head_in()
             if km != 0 or key in out:
-                raise ValueError("bad key")
+                raise ValueError("bad or repeated map key")
             out[key] = _item(depth + 1)
             k += 1
         return out
@@ -234,6 +230,6 @@ def decode(data):
         return v
     except (IndexError, UnicodeError, RuntimeError):
         # RuntimeError: MicroPython's "maximum recursion depth exceeded" on a small stack.
-        raise ValueError("malformed")
+        raise ValueError("malformed CBOR")
     finally:
         _b = b""

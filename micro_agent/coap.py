@@ -45,53 +45,58 @@ _RX_SIZE = const(640)
 _GET = const(1)
 _CONTENT = const(0x45)
 
-BUF = bytearray(_TX_SIZE + _RX_SIZE)
-TX = memoryview(BUF)[:_TX_SIZE]
-RX = memoryview(BUF)[_TX_SIZE:]
-_ack = bytearray(4)  # empty ACKs go out from here so TX survives for retransmission
+TX = memoryview(bytearray(_TX_SIZE + _RX_SIZE))
+RX = TX[_TX_SIZE:]
+TX = TX[:_TX_SIZE]
 busy = False  # someone holds TX/RX (see take/give)
-# Turns at the buffer, first come first served, so a module download and the agent loop
-# alternate: take() draws a ticket and waits until _serving reaches it. (asyncio.Lock would do,
-# but importing asyncio's lock module and one lock cost ~1 KB of heap; this costs three ints.)
-_ticket = 0
-_serving = 0
-_gone = []  # tickets of takers cancelled before their turn: skipped
 obs_tok = -1  # the token of our observation, -1 for none
 observed = False  # the last parsed datagram carried an Observe option
 pushed = None  # the payload of the latest notification, until the agent takes it
-_sock = None
-_poll = None  # select.poll on _sock: recv only when a datagram waits
-_addr = None
-_mid = getrandbits(16)
-_tok = getrandbits(16)
-_ack_ms = 2000
-_retries = 4
-stats = [0, 0, 0]  # datagrams sent, received, dropped as malformed or unmatched
+# The module's private state, in one list indexed by the _C_* consts rather than a dozen
+# globals (each global name is a qstr and a module dict slot on the heap; a const is folded).
+# Turns at the buffer, first come first served, so a module download and the agent loop
+# alternate: take() draws a ticket and waits until the one served reaches it. (asyncio.Lock
+# would do, but importing asyncio's lock module and one lock cost ~1 KB of heap.)
+_C_TICKET = const(0)
+_C_SERVING = const(1)
+_C_GONE = const(2)  # tickets of takers cancelled before their turn: skipped
+_C_SOCK = const(3)
+_C_POLL = const(4)  # select.poll on the socket: recv only when a datagram waits
+_C_ADDR = const(5)
+_C_MID = const(6)
+_C_TOK = const(7)
+_C_ACK_MS = const(8)
+_C_RETRIES = const(9)
+_C_ACK = const(10)  # empty ACKs go out from here so TX survives for retransmission
+_C_SENT = const(11)  # datagrams sent, received, dropped as malformed or unmatched
+_C_RECEIVED = const(12)
+_C_DROPPED = const(13)
+_c = [0, 0, [], None, None, None, getrandbits(16), getrandbits(16), 2000, 4, bytearray(4),
+      0, 0, 0]
 
 
-def setup(sock, addr, ack_timeout_ms=2000, max_retransmit=4):
-    global _sock, _poll, _addr, _ack_ms, _retries
-    _sock = sock
-    _poll = select.poll()
-    _poll.register(sock, select.POLLIN)
-    _addr = addr
-    _ack_ms = ack_timeout_ms
-    _retries = max_retransmit
+def setup(sock, dest, timeout=2000, count=4):
+    _c[_C_SOCK] = sock
+    _c[_C_POLL] = select.poll()
+    _c[_C_POLL].register(sock, select.POLLIN)
+    _c[_C_ADDR] = dest
+    _c[_C_ACK_MS] = timeout
+    _c[_C_RETRIES] = count
 
 
 async def take():
     """Wait for the buffer and hold it; `give()` hands it back."""
-    global _ticket, busy
-    t = _ticket
-    _ticket = (_ticket + 1) & 0xFFFF
+    global busy
+    t = _c[_C_TICKET]
+    _c[_C_TICKET] = (_c[_C_TICKET] + 1) & 0xFFFF
     try:
-        while t != _serving:
+        while t != _c[_C_SERVING]:
             await asyncio.sleep_ms(_POLL_MS)
     except BaseException:  # cancelled (a task killed while it waits): give up the turn
-        if t == _serving:
+        if t == _c[_C_SERVING]:
             _turn()
         else:
-            _gone.append(t)
+            _c[_C_GONE].append(t)
         raise
     busy = True
 
@@ -103,61 +108,59 @@ def give():
 
 
 def _turn():
-    global _serving
-    _serving = (_serving + 1) & 0xFFFF
-    while _serving in _gone:
-        _gone.remove(_serving)
-        _serving = (_serving + 1) & 0xFFFF
+    _c[_C_SERVING] = (_c[_C_SERVING] + 1) & 0xFFFF
+    while _c[_C_SERVING] in _c[_C_GONE]:
+        _c[_C_GONE].remove(_c[_C_SERVING])
+        _c[_C_SERVING] = (_c[_C_SERVING] + 1) & 0xFFFF
 
 
-def _opt(i, prev, num, val):
-    # One option after option number `prev`; val is bytes, str or a non-negative int.
+def _opt(pos, start, n, val):
+    # One option after option number `start`; val is bytes, str or a non-negative int.
     if type(val) is int:
-        n = 0 if val == 0 else 1 if val < 0x100 else 2 if val < 0x10000 else 3
+        ln = 0 if val == 0 else 1 if val < 0x100 else 2 if val < 0x10000 else 3
         v = val
         val = None
     else:
-        n = len(val)
-    d = num - prev
+        ln = len(val)
+    d = n - start
     hd = d if d < 13 else 13
-    hn = n if n < 13 else 13
-    TX[i] = (hd << 4) | hn
-    i += 1
+    hn = ln if ln < 13 else 13
+    TX[pos] = (hd << 4) | hn
+    pos += 1
     if hd == 13:
-        TX[i] = d - 13
-        i += 1
+        TX[pos] = d - 13
+        pos += 1
     if hn == 13:
-        TX[i] = n - 13
-        i += 1
+        TX[pos] = ln - 13
+        pos += 1
     if val is None:
-        for k in range(n - 1, -1, -1):
-            TX[i + k] = v & 0xFF
+        for k in range(ln - 1, -1, -1):
+            TX[pos + k] = v & 0xFF
             v >>= 8
     else:
-        TX[i:i + n] = val if type(val) is not str else val.encode()
-    return i + n
+        TX[pos:pos + ln] = val if type(val) is not str else val.encode()
+    return pos + ln
 
 
-def begin(code, path, path2=None, cbor=False, block2=-1, observe=-1):
+def begin(code, path, name=None, cbor=False, block2=-1, observe=-1):
     """Write a CON request's header and options into TX; returns the index after them. A
     caller with a payload writes 0xFF at that index and the payload after it."""
-    global _mid, _tok
-    _mid = (_mid + 1) & 0xFFFF
-    _tok = (_tok + 1) & 0xFFFF
+    _c[_C_MID] = (_c[_C_MID] + 1) & 0xFFFF
+    _c[_C_TOK] = (_c[_C_TOK] + 1) & 0xFFFF
     TX[0] = 0x42  # version 1, CON, token length 2
     TX[1] = code
-    TX[2] = _mid >> 8
-    TX[3] = _mid & 0xFF
-    TX[4] = _tok >> 8
-    TX[5] = _tok & 0xFF
+    TX[2] = _c[_C_MID] >> 8
+    TX[3] = _c[_C_MID] & 0xFF
+    TX[4] = _c[_C_TOK] >> 8
+    TX[5] = _c[_C_TOK] & 0xFF
     i = 6
     prev = 0
     if observe >= 0:
         i = _opt(i, prev, _OPT_OBSERVE, observe)
         prev = _OPT_OBSERVE
     i = _opt(i, prev, _OPT_URI_PATH, path)
-    if path2 is not None:
-        i = _opt(i, _OPT_URI_PATH, _OPT_URI_PATH, path2)
+    if name is not None:
+        i = _opt(i, _OPT_URI_PATH, _OPT_URI_PATH, name)
     prev = _OPT_URI_PATH
     if cbor:
         i = _opt(i, prev, _OPT_CONTENT_FORMAT, _CF_CBOR)
@@ -219,12 +222,12 @@ def parse(n):
     return RX[0] >> 4 & 3, RX[1], RX[2] << 8 | RX[3], tok, i, blk
 
 
-def _send_empty(mtype, mid):
-    _ack[0] = 0x40 | mtype << 4
-    _ack[1] = 0
-    _ack[2] = mid >> 8
-    _ack[3] = mid & 0xFF
-    _sock.sendto(_ack, _addr)
+def _send_empty(t, n):
+    _c[_C_ACK][0] = 0x40 | t << 4
+    _c[_C_ACK][1] = 0
+    _c[_C_ACK][2] = n >> 8
+    _c[_C_ACK][3] = n & 0xFF
+    _c[_C_SOCK].sendto(_c[_C_ACK], _c[_C_ADDR])
 
 
 def _recv():
@@ -236,31 +239,31 @@ def _recv():
     # When a task has eaten the heap, recv cannot allocate and the datagram stays queued until
     # it can (the task fails and its memory comes back).
     while True:
-        for _ in _poll.ipoll(0):
+        for _ in _c[_C_POLL].ipoll(0):
             break
         else:
             return 0
         try:
-            d = _sock.recv(_RX_SIZE + 1)
+            d = _c[_C_SOCK].recv(_RX_SIZE + 1)
         except (OSError, MemoryError):
             return 0
         n = len(d)
-        stats[1] += 1
+        _c[_C_RECEIVED] += 1
         if 0 < n <= _RX_SIZE:
             RX[:n] = d
             return n
-        stats[2] += 1  # empty, or longer than any answer we can take: dropped
+        _c[_C_DROPPED] += 1  # empty, or longer than any answer we can take: dropped
 
 
-def _notification(mtype, code, tok, a, k):
-    # True when RX[:k] is a notification of our observation (kept in `pushed`).
+def _notification(t, code, token, start, end):
+    # True when RX[:end] is a notification of our observation (kept in `pushed`).
     global pushed, obs_tok
-    if tok != obs_tok or obs_tok < 0 or mtype > _NON:
+    if token != obs_tok or obs_tok < 0 or t > _NON:
         return False
     if code >> 5 != 2:
         obs_tok = -1  # an error notification ends the observation (RFC 7641 3.2)
-    elif a < k:
-        pushed = bytes(RX[a:k])
+    elif start < end:
+        pushed = bytes(RX[start:end])
     return True
 
 
@@ -274,12 +277,12 @@ def poll():
         try:
             mtype, code, rmid, rtok, a, blk = parse(k)
         except (ValueError, IndexError):
-            stats[2] += 1
+            _c[_C_DROPPED] += 1
             continue
         if mtype == _CON:
             _send_empty(_ACK, rmid)
         if not _notification(mtype, code, rtok, a, k):
-            stats[2] += 1
+            _c[_C_DROPPED] += 1
 
 
 async def request(n):
@@ -289,29 +292,29 @@ async def request(n):
     if True:
         mid = TX[2] << 8 | TX[3]
         tok = TX[4] << 8 | TX[5]
-        timeout = _ack_ms + getrandbits(8) * _ack_ms // 512  # ACK_TIMEOUT * [1, 1.5)
+        timeout = _c[_C_ACK_MS] + getrandbits(8) * _c[_C_ACK_MS] // 512  # ACK_TIMEOUT * [1, 1.5)
         tries = 0
         acked = False
-        _sock.sendto(TX[:n], _addr)
-        stats[0] += 1
+        _c[_C_SOCK].sendto(TX[:n], _c[_C_ADDR])
+        _c[_C_SENT] += 1
         t0 = ticks_ms()
         while True:
             k = _recv()
             if not k:
                 if ticks_diff(ticks_ms(), t0) >= timeout:
-                    if acked or tries >= _retries:
+                    if acked or tries >= _c[_C_RETRIES]:
                         return None
                     tries += 1
                     timeout *= 2
                     t0 = ticks_ms()
-                    _sock.sendto(TX[:n], _addr)
-                    stats[0] += 1
+                    _c[_C_SOCK].sendto(TX[:n], _c[_C_ADDR])
+                    _c[_C_SENT] += 1
                 await asyncio.sleep_ms(_POLL_MS)
                 continue
             try:
                 mtype, code, rmid, rtok, a, blk = parse(k)
             except (ValueError, IndexError):
-                stats[2] += 1
+                _c[_C_DROPPED] += 1
                 continue
             if mtype == _CON:
                 _send_empty(_ACK, rmid)  # a separate response or a notification
@@ -322,24 +325,24 @@ async def request(n):
             if code == 0:
                 if mtype == _ACK and rmid == mid and not acked:
                     acked = True  # the response will follow separately
-                    timeout = _ack_ms * (1 << _retries)
+                    timeout = _c[_C_ACK_MS] * (1 << _c[_C_RETRIES])
                     t0 = ticks_ms()
                 continue
             if rtok != tok or (mtype == _ACK and rmid != mid) or mtype == _RST:
-                stats[2] += 1
+                _c[_C_DROPPED] += 1
                 continue
             return code, a, k, blk
 
 
-async def get_blocks(path, path2, szx, sink):
-    """GET a resource block by block, handing each block's payload (a memoryview) to `sink`.
+async def get_blocks(path, name, n, cb):
+    """GET a resource block by block, handing each block's payload (a memoryview) to `cb`.
     Returns the final response code, or 0 when the peer went silent or sent a block of the
     wrong size."""
     num = 0
     while True:
         await take()
         try:
-            r = await request(begin(_GET, path, path2, block2=num << 4 | szx))
+            r = await request(begin(_GET, path, name, block2=num << 4 | n))
             if r is None:
                 return 0
             code, a, b, blk = r
@@ -348,10 +351,10 @@ async def get_blocks(path, path2, szx, sink):
             size = 16 << (blk & 7)
             if blk >= 0 and (b - a > size or (blk & 8 and b - a != size)):
                 return 0  # a block of the wrong size: asking again would get it again
-            sink(RX[a:b])
+            cb(RX[a:b])
         finally:
             give()
         if blk < 0 or not blk & 8:
             return code
-        szx = blk & 7
+        n = blk & 7
         num = (blk >> 4) + 1

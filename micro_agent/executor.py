@@ -50,28 +50,30 @@ _RESOURCES_UNAVAILABLE = const(18)  # pb: Reason.RESOURCES_UNAVAILABLE
 _MSG_MAX = const(200)
 _CONTENT = const(0x45)  # CoAP 2.05
 
-_run = {}  # task number -> asyncio.Task
-_silent = set()  # asyncio Tasks cancelled without a report: their agent identity is gone
-_report = None  # report(task, state, reason, message, exit_code)
-_publish = None  # publish(task, data, topic) -> 0 | -4 | -5
-_cache = "cache"
-_szx = 5
-_max_module = 16384
-_t0 = ticks_ms()
+# The module's state, in one list indexed by the _X_* consts rather than nine globals (each
+# global name is a qstr and a module dict slot on the heap; a const is folded).
+_X_RUN = const(0)  # task number -> asyncio.Task
+_X_SILENT = const(1)  # asyncio Tasks cancelled without a report: their agent identity is gone
+_X_REPORT = const(2)  # report(task, state, reason, message, exit_code)
+_X_PUBLISH = const(3)  # publish(task, data, topic) -> 0 | -4 | -5
+_X_CACHE = const(4)
+_X_SZX = const(5)
+_X_MAX_MODULE = const(6)
+_X_T0 = const(7)
 # Import names being downloaded. Tasks launched together with one module must not write the
 # same ".part" file at once (they would truncate and rename it under each other): the first
 # downloads, the others wait for it. (A list and polling, not asyncio.Event: importing
 # asyncio's event module costs 1.2 KB of heap for good.)
-_fetching = []
+_X_FETCHING = const(8)
+_x = [{}, set(), None, None, "cache", 5, 16384, ticks_ms(), []]
 
 
-def setup(report, publish, cache="cache", szx=5, max_module=16384):
-    global _report, _publish, _cache, _szx, _max_module
-    _report = report
-    _publish = publish
-    _cache = cache
-    _szx = szx
-    _max_module = max_module
+def setup(report, publish, cache="cache", block_szx=5, max_module=16384):
+    _x[_X_REPORT] = report
+    _x[_X_PUBLISH] = publish
+    _x[_X_CACHE] = cache
+    _x[_X_SZX] = block_szx
+    _x[_X_MAX_MODULE] = max_module
     try:
         os.mkdir(cache)
     except OSError:
@@ -95,83 +97,83 @@ class _Refused(Exception):
     pass  # args: (state, reason, message)
 
 
-async def fetch(sha, size):
-    """The import name of the module with hash `sha` in the cache, downloading it if needed.
+async def fetch(sha256, length):
+    """The import name of the module with hash `sha256` in the cache, downloading it if needed.
     Raises _Refused(ERROR, reason, text) when it cannot be had. Source or .mpy is told by the
     bytes (an .mpy starts with "M" and a small version byte), so a prefetch needs no format."""
-    name = "t" + str(hexlify(sha), "ascii")
-    while name in _fetching:  # another task is downloading it: wait, then use what it got
+    name = "t" + str(hexlify(sha256), "ascii")
+    while name in _x[_X_FETCHING]:  # another task is downloading it: wait, then use what it got
         await asyncio.sleep_ms(50)
     for ext in (".mpy", ".py"):
         try:
-            os.stat(_cache + "/" + name + ext)
+            os.stat(_x[_X_CACHE] + "/" + name + ext)
             return name  # cached
         except OSError:
             pass
-    if size > _max_module:
-        raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module of %d bytes over %d" % (size, _max_module))
-    _fetching.append(name)
+    if length > _x[_X_MAX_MODULE]:
+        raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module of %d bytes over %d" % (length, _x[_X_MAX_MODULE]))
+    _x[_X_FETCHING].append(name)
     h = hashlib.sha256()
     got = [0, b""]
-    tmp = _cache + "/" + name + ".part"
+    tmp = _x[_X_CACHE] + "/" + name + ".part"
     try:
         with open(tmp, "wb") as f:
-            def sink(mv):
+            def write(buf):
                 if not got[0]:
-                    got[1] = bytes(mv[:2])
-                got[0] += len(mv)
-                if got[0] > _max_module:
-                    raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module over %d bytes" % _max_module)
-                h.update(mv)
-                f.write(mv)
-            code = await coap.get_blocks("m", name[1:], _szx, sink)
+                    got[1] = bytes(buf[:2])
+                got[0] += len(buf)
+                if got[0] > _x[_X_MAX_MODULE]:
+                    raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module over %d bytes" % _x[_X_MAX_MODULE])
+                h.update(buf)
+                f.write(buf)
+            code = await coap.get_blocks("m", name[1:], _x[_X_SZX], write)
     finally:
-        _fetching.remove(name)
+        _x[_X_FETCHING].remove(name)
     if code != _CONTENT:
         os.remove(tmp)
         raise _Refused(_ERROR, _MODULE_UNAVAILABLE, "module: no usable answer" if code == 0 else "module: code %d.%02d" % (code >> 5, code & 31))
-    if h.digest() != sha:
+    if h.digest() != sha256:
         os.remove(tmp)
         raise _Refused(_ERROR, _MODULE_HASH_MISMATCH, "module hash mismatch")
     mpy = len(got[1]) == 2 and got[1][0] == 77 and got[1][1] < 32
-    os.rename(tmp, _cache + "/" + name + (".mpy" if mpy else ".py"))
+    os.rename(tmp, _x[_X_CACHE] + "/" + name + (".mpy" if mpy else ".py"))
     return name
 
 
-def _api(task, mp, devices, tail):
+def _api(task, data, items, buf):
     def read_sensor(name):
-        if name not in devices:
+        if name not in items:
             raise OSError(-2)
         return sensors.read(name)
 
     def publish(data, topic=""):
-        return _publish(task, data if type(data) is not str else data.encode(), topic)
+        return _x[_X_PUBLISH](task, data if type(data) is not str else data.encode(), topic)
 
     def log(text):
-        tail[0] = clip(tail[0] + str(text) + "\n")
+        buf[0] = clip(buf[0] + str(text) + "\n")
 
     def now_ms():
-        return ticks_diff(ticks_ms(), _t0)
+        return ticks_diff(ticks_ms(), _x[_X_T0])
 
     env = {}
-    for e in mp.get(_MP_ENV, ()):
+    for e in data.get(_MP_ENV, ()):
         env[e.get(_ENV_NAME, "")] = e.get(_ENV_VALUE, "")
     return {"read_sensor": read_sensor, "publish": publish, "log": log, "now_ms": now_ms,
-            "sleep_ms": asyncio.sleep_ms, "args": list(mp.get(_MP_ARGS, ())), "env": env}
+            "sleep_ms": asyncio.sleep_ms, "args": list(data.get(_MP_ARGS, ())), "env": env}
 
 
-def _say(task, state, reason, message, exit_code):
-    if asyncio.current_task() not in _silent:
-        _report(task, state, reason, message, exit_code)
+def _say(task, state, reason, message, code):
+    if asyncio.current_task() not in _x[_X_SILENT]:
+        _x[_X_REPORT](task, state, reason, message, code)
 
 
-async def _main(task, mp, devices):
+async def _main(task, data, items):
     tail = [""]
     try:
-        sha = mp.get(_MP_SHA256, b"")
+        sha = data.get(_MP_SHA256, b"")
         if type(sha) is not bytes or len(sha) != 32:
             raise _Refused(_ERROR, _INVALID_TASK, "micropython.sha256 must be 32 bytes")
-        name = await fetch(sha, mp.get(_MP_SIZE, 0))
+        name = await fetch(sha, data.get(_MP_SIZE, 0))
         # A fresh module object per run, so two runs of one module keep separate globals.
         sys.modules.pop(name, None)
         try:
@@ -183,12 +185,12 @@ async def _main(task, mp, devices):
         finally:
             sys.modules.pop(name, None)
         g = mod.__dict__
-        g.update(_api(task, mp, devices, tail))
+        g.update(_api(task, data, items, tail))
         main = g.get("main")
         if main is None:
             raise _Refused(_FAILED, _TRAPPED, "the module has no async def main()")
         _say(task, _RUNNING, 0, "", 0)
-        t = mp.get(_MP_TIMEOUT_S, 0)
+        t = data.get(_MP_TIMEOUT_S, 0)
         rc = await (asyncio.wait_for_ms(main(), t * 1000) if t else main())
         if rc is None or rc == 0:
             _say(task, _FINISHED, 0, tail[0], 0)
@@ -209,33 +211,33 @@ async def _main(task, mp, devices):
         _say(task, _FAILED, _TRAPPED, clip("%s: %s" % (type(e).__name__, e)), 0)
     finally:
         me = asyncio.current_task()
-        if _run.get(task) is me:  # a relaunch under a new identity may have taken the number
-            del _run[task]
-        _silent.discard(me)
+        if _x[_X_RUN].get(task) is me:  # a relaunch under a new identity may have taken the number
+            del _x[_X_RUN][task]
+        _x[_X_SILENT].discard(me)
         gc.collect()
 
 
-def launch(task, mp, devices):
-    """Start task `task` (a MicroPythonTask dict); `devices` the sensor names it holds."""
-    _run[task] = asyncio.create_task(_main(task, mp, devices))
+def launch(task, data, items):
+    """Start task `task` (a MicroPythonTask dict); `items` the sensor names it holds."""
+    _x[_X_RUN][task] = asyncio.create_task(_main(task, data, items))
 
 
-def prefetch(sha, size):
-    async def go():
+def prefetch(sha256, length):
+    async def run():
         try:
-            await fetch(sha, size)
+            await fetch(sha256, length)
         except Exception as e:
             print("edgerm: prefetch failed:", e)
-    asyncio.create_task(go())
+    asyncio.create_task(run())
 
 
 def kill(task, silent=False):
     """Cancel a running task; False when it is not running here. `silent`: it ends without a
     report (the agent registered afresh and the task belongs to no one)."""
-    t = _run.get(task)
+    t = _x[_X_RUN].get(task)
     if t is None:
         return False
     if silent:
-        _silent.add(t)
+        _x[_X_SILENT].add(t)
     t.cancel()
     return True

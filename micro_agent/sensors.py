@@ -35,10 +35,10 @@ def _reader(e):
             return lambda: v
         st = [0]
 
-        def cycle():
+        def step():
             st[0] += 1
             return v[(st[0] - 1) % len(v)]
-        return cycle
+        return step
     if machine is None:
         raise OSError(-3)
     if "adc" in e:
@@ -53,11 +53,11 @@ def _reader(e):
     raise OSError(-3)
 
 
-def setup(entries):
+def setup(items):
     """Open every configured device; returns the agent's Device list (defaults left out, as
     the wire wants)."""
     inv = []
-    for e in entries:
+    for e in items:
         name = e["name"]
         try:
             _dev[name] = (_reader(e), e.get("scale", 1), e.get("offset", 0))

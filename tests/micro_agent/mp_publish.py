@@ -6,13 +6,17 @@ import agent
 import cbor
 import coap
 
+# agent._s is the agent's state list; the indices are its _S_NEXT and _S_QUEUE consts.
+NEXT = 2
+QUEUE = 4
+
 BIG = 0xFFFFFFFF
 topic = "t" * 11
-agent._next = BIG
+agent._s[NEXT] = BIG
 print("over", agent.publish(BIG, b"x" * (512 - len(topic) + 1), topic))
-print("queued", len(agent._queue))
+print("queued", len(agent._s[QUEUE]))
 print("max", agent.publish(BIG, b"x" * (512 - len(topic)), topic))
-field, body = agent._queue[-1]
+field, body = agent._s[QUEUE][-1]
 msg = {2: BIG, field: body, 1: BIG}                     # AgentCall seq, publish, agent_id
 i = coap.begin(2, "a", cbor=True)                       # POST a, Content-Format 60
 coap.TX[i] = 0xFF

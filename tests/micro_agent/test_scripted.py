@@ -360,10 +360,11 @@ import coap
 
 async def watch():
     seen = 0
+    st = agent._s  # indices: agent.py's _S_SEQ, _S_REGISTERED, _S_QUEUE consts
     while True:
         await asyncio.sleep_ms(2)
-        if agent._seq != seen and not coap.busy and agent._registered and not agent._queue:
-            seen = agent._seq
+        if st[9] != seen and not coap.busy and st[10] and not st[4]:
+            seen = st[9]
             gc.collect()
             print("HEAP", seen, gc.mem_alloc())
 
