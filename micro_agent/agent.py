@@ -130,7 +130,7 @@ _TOO_LARGE = const(6)  # pb: ErrorCode.TOO_LARGE
 _PROTOCOL_VERSION = const(1)
 _POST = const(2)  # CoAP method codes
 _FETCH = const(5)
-_MAX_PAYLOAD = const(512)  # what fits coap.RX after the header and options
+_MAX_PAYLOAD = const(512)  # what fits a datagram coap takes (640 B) after the header and options
 _MAX_QUEUE = const(12)  # unacknowledged updates kept; publish() answers -5 beyond it
 # data + topic of one publish: what always fits the 576-byte send buffer next to the CoAP header
 # (11 B) and the signed AgentCall envelope with 32-bit ids (45 B). A bigger one could never be
@@ -239,7 +239,7 @@ async def _call(key, value):
             if obs:
                 coap.obs_tok = (coap.TX[4] << 8 | coap.TX[5]) if coap.observed else -1
             try:
-                rep = cbor.decode(coap.RX[a:b])
+                rep = cbor.decode(memoryview(coap.RX)[a:b])
             except ValueError:
                 _log(1, "malformed reply dropped")
     finally:

@@ -2,11 +2,12 @@
 matching, piggybacked and separate responses, Block2 downloads (RFC 7959), and one Observe
 (RFC 7641) whose notifications are kept for the agent to read.
 
-Economy: one preallocated datagram buffer, `TX` and `RX` are memoryview halves of it. A caller
-builds a request in place (`begin` writes header and options, the caller writes its payload after
-it), `request` sends it and returns where the response's payload lies in `RX`. One request is in
-flight at a time (NSTART = 1): whoever builds a request holds the buffer (`await take()` ...
-`give()`) from `begin` until it has read the response, so the agent loop and a task's module
+Economy: one preallocated send buffer, `TX`. A caller builds a request in place (`begin` writes
+header and options, the caller writes its payload after it), `request` sends it and returns where
+the response's payload lies in `RX`, the bytes of the last datagram read (what `recv` returned,
+kept rather than copied into a second preallocated buffer: 640 B of heap less at rest; `give()`
+and `poll()` drop it). One request is in flight at a time (NSTART = 1): whoever builds a request
+holds the buffers (`await take()` ... `give()`) from `begin` until it has read the response, so the agent loop and a task's module
 download take turns with it. `busy` tells the agent loop, without awaiting, that nothing is in
 flight, so it may read the socket itself (`poll`).
 
@@ -45,9 +46,8 @@ _RX_SIZE = const(640)
 _GET = const(1)
 _CONTENT = const(0x45)
 
-TX = memoryview(bytearray(_TX_SIZE + _RX_SIZE))
-RX = TX[_TX_SIZE:]
-TX = TX[:_TX_SIZE]
+TX = memoryview(bytearray(_TX_SIZE))
+RX = b""  # the last datagram read, while its reader holds the buffers
 busy = False  # someone holds TX/RX (see take/give)
 obs_tok = -1  # the token of our observation, -1 for none
 observed = False  # the last parsed datagram carried an Observe option
@@ -102,8 +102,9 @@ async def take():
 
 
 def give():
-    global busy
+    global busy, RX
     busy = False
+    RX = b""  # nothing reads it any more: let the datagram go
     _turn()
 
 
@@ -231,11 +232,12 @@ def _send_empty(t, n):
 
 
 def _recv():
-    # One datagram into RX; its length, 0 when none waits. Exactly one: MicroPython sockets have
-    # no recv_into, and readinto reads on until RX is full, so two datagrams queued together (a
-    # reply and a notification) would come out glued. recv is asked only when poll says one
-    # waits (on an empty socket it raises, and the unix port leaks its buffer then); its bytes
-    # are copied into RX and dropped at once, short-lived garbage of about the datagram's size.
+    global RX
+    # One datagram as RX; its length, 0 when none waits. Exactly one: MicroPython sockets have
+    # no recv_into, and readinto reads on until its buffer is full, so two datagrams queued
+    # together (a reply and a notification) would come out glued. recv is asked only when poll
+    # says one waits (on an empty socket it raises, and the unix port leaks its buffer then);
+    # the bytes it returns become RX until the next datagram, give() or the end of poll().
     # When a task has eaten the heap, recv cannot allocate and the datagram stays queued until
     # it can (the task fails and its memory comes back).
     while True:
@@ -250,7 +252,7 @@ def _recv():
         n = len(d)
         _c[_C_RECEIVED] += 1
         if 0 < n <= _RX_SIZE:
-            RX[:n] = d
+            RX = d
             return n
         _c[_C_DROPPED] += 1  # empty, or longer than any answer we can take: dropped
 
@@ -263,16 +265,18 @@ def _notification(t, code, token, start, end):
     if code >> 5 != 2:
         obs_tok = -1  # an error notification ends the observation (RFC 7641 3.2)
     elif start < end:
-        pushed = bytes(RX[start:end])
+        pushed = RX[start:end]  # a copy: RX goes with the next datagram
     return True
 
 
 def poll():
     """Read what arrived while no request was in flight (the caller holds the buffer): ACK
     CON messages, keep notifications, drop the rest."""
+    global RX
     while True:
         k = _recv()
         if not k:
+            RX = b""  # read and handled: let the datagram go
             return
         try:
             mtype, code, rmid, rtok, a, blk = parse(k)
@@ -351,7 +355,7 @@ async def get_blocks(path, name, n, cb):
             size = 16 << (blk & 7)
             if blk >= 0 and (b - a > size or (blk & 8 and b - a != size)):
                 return 0  # a block of the wrong size: asking again would get it again
-            cb(RX[a:b])
+            cb(memoryview(RX)[a:b])
         finally:
             give()
         if blk < 0 or not blk & 8:
