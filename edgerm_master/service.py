@@ -62,6 +62,14 @@ _FRAMEWORK_QUEUE = 10_000
 _CLOSE = b""  # sentinel in a framework's queue
 
 
+def _only_disconnects(exc: BaseException) -> bool:
+    """True for ConnectionClosed, or an ExceptionGroup holding nothing else: a handler's nursery
+    groups the reader's ConnectionClosed with its writer task's when a peer leaves."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(ConnectionClosed)[1] is None
+    return isinstance(exc, ConnectionClosed)
+
+
 class MasterService:
     """Run with `await nursery.start(service.run)`; `started` gives ((coap host, port),
     (ws host, port))."""
@@ -326,11 +334,11 @@ class MasterService:
                 await self._ws_framework(ws)
             else:
                 await self._ws_state(ws)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            # A bug must cost one connection, never the master (handlers share its nursery).
-            log.exception("websocket %s handler failed", path)
+        except Exception as exc:
+            # A peer going away is normal; a bug must cost one connection, never the master
+            # (handlers share its nursery).
+            if not _only_disconnects(exc):
+                log.exception("websocket %s handler failed", path)
         finally:
             with trio.move_on_after(1):
                 await ws.aclose()
