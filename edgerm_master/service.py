@@ -32,6 +32,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from edgerm.coap.codes import Code
 from edgerm.transport.coap import CoapServer, Observation, ObservationGone, Request, Response, Site
+from edgerm.transport.websocket import only_disconnects
 from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
 from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
 from edgerm_master.defaults import MasterConfig
@@ -60,14 +61,6 @@ _OCTET_STREAM = 42
 # Events queued for one framework before it counts as not reading and is disconnected.
 _FRAMEWORK_QUEUE = 10_000
 _CLOSE = b""  # sentinel in a framework's queue
-
-
-def _only_disconnects(exc: BaseException) -> bool:
-    """True for ConnectionClosed, or an ExceptionGroup holding nothing else: a handler's nursery
-    groups the reader's ConnectionClosed with its writer task's when a peer leaves."""
-    if isinstance(exc, BaseExceptionGroup):
-        return exc.split(ConnectionClosed)[1] is None
-    return isinstance(exc, ConnectionClosed)
 
 
 class MasterService:
@@ -337,7 +330,7 @@ class MasterService:
         except Exception as exc:
             # A peer going away is normal; a bug must cost one connection, never the master
             # (handlers share its nursery).
-            if not _only_disconnects(exc):
+            if not only_disconnects(exc):
                 log.exception("websocket %s handler failed", path)
         finally:
             with trio.move_on_after(1):

@@ -40,6 +40,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+
+def only_disconnects(exc: BaseException) -> bool:
+    """True for ConnectionClosed, or an ExceptionGroup holding nothing else.
+
+    A handler that runs a nursery (a reader and a writer task) gets the peer's leaving back as a
+    group of ConnectionClosed under Trio's strict exception groups; that is still a normal close,
+    not a failure to log.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(ConnectionClosed)[1] is None
+    return isinstance(exc, ConnectionClosed)
+
 @dataclass(frozen=True)
 class WebSocketConfig:
     # Keepalive: one ping per interval, the peer is dead if no pong within the timeout.
@@ -162,10 +174,9 @@ async def serve_websocket(
             nursery.start_soon(conn._keepalive, cfg)
             try:
                 await handler(conn)
-            except ConnectionClosed:
-                pass
-            except Exception:
-                log.exception("websocket handler for %s failed", path)
+            except Exception as exc:
+                if not only_disconnects(exc):
+                    log.exception("websocket handler for %s failed", path)
                 with trio.move_on_after(cfg.disconnect_timeout) as cleanup:
                     cleanup.shield = True
                     await ws.aclose(code=1011, reason="internal error")
@@ -258,4 +269,5 @@ async def run_with_reconnect(
 
 
 __all__ = ["WebSocketConfig", "Backoff", "WsConnection", "ConnectionClosed", "HandshakeError",
-           "serve_websocket", "connect_websocket", "run_with_reconnect", "RECONNECTABLE"]
+           "serve_websocket", "connect_websocket", "run_with_reconnect", "RECONNECTABLE",
+           "only_disconnects"]

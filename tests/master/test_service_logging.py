@@ -8,16 +8,16 @@ from pathlib import Path
 import trio
 from trio_websocket import ConnectionClosed
 
-from edgerm_master.service import _only_disconnects
+from edgerm.transport.websocket import only_disconnects
 
 
 def test_disconnects_alone_are_not_failures() -> None:
     closed = ConnectionClosed(None)
-    assert _only_disconnects(closed)
-    assert _only_disconnects(ExceptionGroup("nursery", [closed, ConnectionClosed(None)]))
-    assert _only_disconnects(ExceptionGroup("outer", [ExceptionGroup("inner", [closed])]))
-    assert not _only_disconnects(ValueError("bug"))
-    assert not _only_disconnects(ExceptionGroup("nursery", [closed, ValueError("bug")]))
+    assert only_disconnects(closed)
+    assert only_disconnects(ExceptionGroup("nursery", [closed, ConnectionClosed(None)]))
+    assert only_disconnects(ExceptionGroup("outer", [ExceptionGroup("inner", [closed])]))
+    assert not only_disconnects(ValueError("bug"))
+    assert not only_disconnects(ExceptionGroup("nursery", [closed, ValueError("bug")]))
 
 
 async def test_clients_leaving_leave_no_error_in_the_log(tmp_path: Path) -> None:
