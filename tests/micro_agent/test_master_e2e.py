@@ -15,7 +15,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from edgerm.wire import pb
-from edgerm_master.testing import MasterProcess, ScriptedFramework, WsFrameworkClient
+from edgerm_master.testing import MasterProcess, ScriptedFramework, UdpRelay, WsFrameworkClient
 
 from .conftest import needs_micropython
 
@@ -25,41 +25,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "micro_agent" / "examples"
 SAMPLER = (EXAMPLES / "sampler.py").read_bytes()
 FAILER = b"async def main():\n    await sleep_ms(1)\n    raise ValueError('boom')\n"
 SLEEPER = b"async def main():\n    while True:\n        await sleep_ms(20)\n"
-
-
-class Relay:
-    """Forwards datagrams agent <-> master; `inject` sends to the agent from the relay."""
-
-    def __init__(self, master: tuple[str, int]) -> None:
-        self.master = master
-        self.agent: Any = None
-        self.front = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        self.back = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        self.port = 0
-
-    async def bind(self) -> None:
-        await self.front.bind(("127.0.0.1", 0))
-        await self.back.bind(("127.0.0.1", 0))
-        self.port = self.front.getsockname()[1]
-
-    async def run(self) -> None:
-        async with trio.open_nursery() as n:
-            n.start_soon(self._up)
-            n.start_soon(self._down)
-
-    async def _up(self) -> None:
-        while True:
-            data, self.agent = await self.front.recvfrom(4096)
-            await self.back.sendto(data, self.master)
-
-    async def _down(self) -> None:
-        while True:
-            data, _ = await self.back.recvfrom(4096)
-            if self.agent is not None:
-                await self.front.sendto(data, self.agent)
-
-    async def inject(self, data: bytes) -> None:
-        await self.front.sendto(data, self.agent)
 
 
 async def _until(c: WsFrameworkClient, pred: Any, timeout: float = 15.0) -> None:
@@ -119,7 +84,7 @@ async def test_against_the_real_master(agent_factory, tmp_path: Path) -> None:  
     await trio.to_thread.run_sync(master.start)
     try:
         async with trio.open_nursery() as n:
-            relay = Relay(master.coap)
+            relay = UdpRelay(master.coap)
             await relay.bind()
             n.start_soon(relay.run)
             agent = agent_factory({
