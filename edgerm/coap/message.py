@@ -76,6 +76,20 @@ class Message:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _extended_untrusted(nibble: int, data: bytes, pos: int, what: str, mtype: int,
+                        mid: int) -> tuple[int, int]:
+    """An option delta or length whose nibble is 13 or 14 (RFC 7252 §3.1): its value from the
+    extension bytes at `pos`, and the position after them. Only the rare extended case pays
+    for the call; nibbles below 13 never get here."""
+    if nibble == 13:
+        if pos >= len(data):
+            raise CoapWireError(f"truncated option {what}", mtype, mid)
+        return data[pos] + 13, pos + 1
+    if pos + 1 >= len(data):
+        raise CoapWireError(f"truncated option {what}", mtype, mid)
+    return ((data[pos] << 8) | data[pos + 1]) + 269, pos + 2
+
+
 def decode_message_untrusted(data: bytes) -> Message:
     """Parse one datagram. Raises only :class:`CoapWireError`.
 
@@ -113,31 +127,13 @@ def decode_message_untrusted(data: bytes) -> Message:
         delta = b >> 4
         length = b & 0x0F
         if delta >= 13:
-            if delta == 13:
-                if pos >= n:
-                    raise CoapWireError("truncated option delta", mtype, mid)
-                delta = data[pos] + 13
-                pos += 1
-            elif delta == 14:
-                if pos + 1 >= n:
-                    raise CoapWireError("truncated option delta", mtype, mid)
-                delta = ((data[pos] << 8) | data[pos + 1]) + 269
-                pos += 2
-            else:
+            if delta == 15:
                 raise CoapWireError("option delta 15 without payload marker", mtype, mid)
+            delta, pos = _extended_untrusted(delta, data, pos, "delta", mtype, mid)
         if length >= 13:
-            if length == 13:
-                if pos >= n:
-                    raise CoapWireError("truncated option length", mtype, mid)
-                length = data[pos] + 13
-                pos += 1
-            elif length == 14:
-                if pos + 1 >= n:
-                    raise CoapWireError("truncated option length", mtype, mid)
-                length = ((data[pos] << 8) | data[pos + 1]) + 269
-                pos += 2
-            else:
+            if length == 15:
                 raise CoapWireError("option length 15 is reserved", mtype, mid)
+            length, pos = _extended_untrusted(length, data, pos, "length", mtype, mid)
         number += delta
         end = pos + length
         if end > n:

@@ -78,6 +78,7 @@ def test_empty_messages() -> None:
         (bytes((0x40, 1, 0, 1, 0xD0)), True),  # delta 13 missing extension byte
         (bytes((0x40, 1, 0, 1, 0xE0, 0x01)), True),  # delta 14 missing a byte
         (bytes((0x40, 1, 0, 1, 0x0D)), True),  # length 13 missing extension byte
+        (bytes((0x40, 1, 0, 1, 0x0E, 0x01)), True),  # length 14 missing a byte
         (bytes((0x40, 1, 0, 1, 0xB5, 0x61)), True),  # value runs past the end
         (bytes((0x41, 0, 0, 1, 0x00)), True),  # empty message with a token
         (bytes((0x60, 0, 0, 1, 0xFF, 0x01)), True),  # empty ACK with payload
