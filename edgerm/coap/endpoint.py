@@ -351,15 +351,23 @@ class CoapEndpoint:
                 self._send_rst(msg.mid, remote)
 
     # ------------------------------------------------------------------ server side
+    def _answered_duplicate(self, key: tuple[Addr, int], remote: Addr) -> bool:
+        """True if (peer, message id) was seen within EXCHANGE_LIFETIME: the cached answer (if
+        there is one yet) goes out again and nothing else happens (RFC 7252 §4.5)."""
+        dedup = self._dedup
+        if key not in dedup:
+            return False
+        self.stats.duplicates += 1
+        cached = dedup[key]
+        if cached:
+            self._out.append((cached, remote))
+        return True
+
     def _on_request(self, msg: Message, remote: Addr, now: float, size: int) -> None:
         key = (remote, msg.mid)
-        dedup = self._dedup
-        if key in dedup:
-            self.stats.duplicates += 1
-            cached = dedup[key]
-            if cached:
-                self._out.append((cached, remote))
+        if self._answered_duplicate(key, remote):
             return
+        dedup = self._dedup
         if len(dedup) >= self._max_dedup:
             self._expire_dedup(now + _HOUSEKEEPING_SLACK)
             if len(dedup) >= self._max_dedup:
@@ -822,13 +830,9 @@ class CoapEndpoint:
 
     def _on_separate_response(self, msg: Message, remote: Addr, now: float) -> None:
         key = (remote, msg.mid)
-        dedup = self._dedup
-        if key in dedup:
-            self.stats.duplicates += 1
-            cached = dedup[key]
-            if cached:
-                self._out.append((cached, remote))
+        if self._answered_duplicate(key, remote):
             return
+        dedup = self._dedup
         req = self._tokens.get((remote, msg.token))
         if req is None:
             # Nobody waits for this (e.g. a notification after we lost interest): RST tells the
