@@ -26,7 +26,7 @@ Design notes:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from edgerm.wire import pb
@@ -55,6 +55,18 @@ _MAX_PORT = 2**64 - 1
 
 Ranges = tuple[tuple[int, int], ...]
 
+
+
+def _checked_devices(msg: pb.Resources) -> Iterator[pb.Device]:
+    """The devices of `msg`, each with a name and none named twice (else `ResourceError`)."""
+    seen: set[str] = set()
+    for d in msg.devices:
+        if not d.name:
+            raise ResourceError("device without a name")
+        if d.name in seen:
+            raise ResourceError(f"device {d.name!r} listed twice")
+        seen.add(d.name)
+        yield d
 
 class ResourceError(ValueError):
     """Resources that are malformed, or an operation that would go below zero."""
@@ -292,11 +304,7 @@ class Res:
         """
         devices: dict[str, int] = {}
         info: dict[str, DeviceInfo] = {}
-        for d in msg.devices:
-            if not d.name:
-                raise ResourceError("device without a name")
-            if d.name in devices:
-                raise ResourceError(f"device {d.name!r} listed twice")
+        for d in _checked_devices(msg):
             devices[d.name] = d.shares if d.shares else 1
             info[d.name] = DeviceInfo(int(d.kind), d.unit, d.shares == 0)
         return cls._from_pb_common(msg, devices, info)
@@ -311,11 +319,7 @@ class Res:
         """
         devices: dict[str, int] = {}
         info: dict[str, DeviceInfo] = {}
-        for d in msg.devices:
-            if not d.name:
-                raise ResourceError("device without a name")
-            if d.name in devices:
-                raise ResourceError(f"device {d.name!r} listed twice")
+        for d in _checked_devices(msg):
             have = inventory.devices.get(d.name, 0)
             if not have:
                 raise ResourceError(f"device {d.name!r} is not on this agent")

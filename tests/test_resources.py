@@ -269,3 +269,14 @@ def test_equality_ignores_device_info_and_hash_matches() -> None:
     assert a == b and hash(a) == hash(b)
     assert Res(cpus=1) != Res(cpus=2)
     assert Res.EMPTY.is_empty() and not Res.EMPTY
+
+
+def test_devices_must_be_named_and_named_once_in_inventories_and_claims() -> None:
+    inventory = Res.from_pb(pb.Resources(devices=[pb.Device(name="temp", shares=2)]))
+    unnamed = pb.Resources(devices=[pb.Device(shares=1)])
+    twice = pb.Resources(devices=[pb.Device(name="temp"), pb.Device(name="temp")])
+    for parse in (Res.from_pb, lambda m: Res.claim_from_pb(m, inventory)):
+        with pytest.raises(ResourceError, match="device without a name"):
+            parse(unnamed)
+        with pytest.raises(ResourceError, match="device 'temp' listed twice"):
+            parse(twice)
