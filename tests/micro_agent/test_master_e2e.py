@@ -8,6 +8,7 @@ agent from the master's own address (the agent reads datagrams from any source a
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +42,27 @@ async def _until(c: WsFrameworkClient, pred: Any, timeout: float = 15.0) -> None
                              f"{list(c.fw.outputs)} errors {c.fw.errors}") from None
 
 
-def _spec(sha: bytes, size: int, *args: str, devices: tuple[str, ...] = ()) -> pb.TaskSpec:
+def _spec(sha: bytes, size: int, *args: str, devices: tuple[str, ...] = (),
+          mpy: bool = False) -> pb.TaskSpec:
     return pb.TaskSpec(name="mp", resources=pb.Resources(
         cpus=0.1, devices=[pb.Device(name=d) for d in devices]),
-        micropython=pb.MicroPythonTask(sha256=sha, size=size, args=list(args)))
+        micropython=pb.MicroPythonTask(sha256=sha, size=size, mpy=mpy, args=list(args)))
 
 
-async def _upload(c: WsFrameworkClient, data: bytes) -> bytes:
+def _mpy(source: bytes, tmp: Path) -> bytes:
+    """A task precompiled with mpy-cross, as micro_agent/README.md says to send to a board with a
+    small heap: compiling source needs large contiguous blocks, which a 64 KB heap that has lived
+    through a master crash and a reconnect may no longer have (MEMORY_LIMIT at import)."""
+    src = tmp / "task.py"
+    src.write_bytes(source)
+    subprocess.run(["mpy-cross", "-O2", "-s", "task.py", "-o", str(tmp / "task.mpy"), str(src)],
+                   check=True)
+    return (tmp / "task.mpy").read_bytes()
+
+
+async def _upload(c: WsFrameworkClient, data: bytes, fmt: int = pb.MICROPYTHON_SOURCE) -> bytes:
     before = len(c.fw.events)
-    await c.send(c.fw.upload(data, pb.MICROPYTHON_SOURCE, "t"))
+    await c.send(c.fw.upload(data, fmt, "t"))
     await _until(c, lambda: _answer(c.fw, before) is not None)
     ev = _answer(c.fw, before)
     assert ev is not None and ev.WhichOneof("event") == "module_stored", ev
@@ -147,20 +160,25 @@ async def test_against_the_real_master(agent_factory, tmp_path: Path) -> None:  
                              timeout=30)
                 assert next(o for o in fw.offers.values()
                             if o.agent_name == "mp-e2e").agent_id == agent_id
-                sampler = await _upload(c, SAMPLER)
-                await _launch(c, "s2", _spec(sampler, len(SAMPLER), "2", devices=("temp",)))
+                # from here on the tasks go as .mpy (see _mpy); the source path is covered above
+                sampler_mpy = _mpy(SAMPLER, tmp_path)
+                sleeper_mpy = _mpy(SLEEPER, tmp_path)
+                sampler = await _upload(c, sampler_mpy, pb.MICROPYTHON_MPY)
+                await _launch(c, "s2", _spec(sampler, len(sampler_mpy), "2", devices=("temp",),
+                                             mpy=True))
                 await _until(c, lambda: pb.FINISHED in fw.states("s2"))
 
                 # the agent restarts: same identity, a task it was running is not left RUNNING
-                sleeper = await _upload(c, SLEEPER)
-                await _launch(c, "k3", _spec(sleeper, len(SLEEPER)))
+                sleeper = await _upload(c, sleeper_mpy, pb.MICROPYTHON_MPY)
+                await _launch(c, "k3", _spec(sleeper, len(sleeper_mpy), mpy=True))
                 await _until(c, lambda: pb.RUNNING in fw.states("k3"))
                 await agent.stop()
                 await agent.start()
                 await _until(c, lambda: fw.states("k3")[-1] != pb.RUNNING, timeout=30)
                 k3 = _last(fw, "k3")
                 assert (k3.state, k3.reason) == (pb.FAILED, pb.AGENT_RESTARTED), k3
-                await _launch(c, "s3", _spec(sampler, len(SAMPLER), "1", devices=("temp",)))
+                await _launch(c, "s3", _spec(sampler, len(sampler_mpy), "1", devices=("temp",),
+                                             mpy=True))
                 await _until(c, lambda: pb.FINISHED in fw.states("s3"))
                 assert agent.alive(), agent.output()
             n.cancel_scope.cancel()
