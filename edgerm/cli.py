@@ -315,11 +315,18 @@ def parse_attributes(items: Sequence[str]) -> dict[str, str | float]:
 
 def format_output(data: bytes, how: str = "auto") -> str:
     """Published bytes for a terminal. `text`: UTF-8; `hex`; `f64`: a little-endian double
-    (what the example sampler publishes); `auto`: printable UTF-8 as text, 8 other bytes as an
-    f64, the rest as hex."""
+    (what the example sampler publishes); `auto`: 8 bytes holding a double of everyday size
+    (or any 8 bytes that are not printable text) as an f64, other printable UTF-8 as text, the
+    rest as hex.
+
+    The size test comes first because a double's six low bytes are noise that is printable
+    UTF-8 often enough (21.3 can be the bytes of "ֱP#k$5@"); the two high bytes of an everyday
+    double are "?", "@" or "A" followed by little else, so 8-character text is rarely taken
+    for a number. Pass `--output` when the task's format is known."""
     if how == "hex":
         return data.hex()
-    if how == "f64" or (how == "auto" and len(data) == 8 and not _printable(data)):
+    if how == "f64" or (how == "auto" and len(data) == 8
+                        and (_everyday_double(data) or not _printable(data))):
         if len(data) == 8:
             return f"{struct.unpack('<d', data)[0]:g}"
         return data.hex()
@@ -330,6 +337,11 @@ def format_output(data: bytes, how: str = "auto") -> str:
     if how == "auto" and not _printable(data):
         return data.hex()
     return text.rstrip("\n")
+
+
+def _everyday_double(data: bytes) -> bool:
+    value = abs(struct.unpack("<d", data)[0])
+    return value == 0.0 or 1e-6 <= value < 1e9
 
 
 def _printable(data: bytes) -> bool:
@@ -611,8 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how long the master keeps the task if this command loses its link")
     run.add_argument("--framework-name", default="edgerm-run")
     run.add_argument("--output", choices=["auto", "text", "hex", "f64"], default="auto",
-                     help="how to print published data (auto: text, or an f64 for 8 bytes, "
-                          "else hex)")
+                     help="how to print published data (auto: an f64 for 8 bytes holding a "
+                          "number of everyday size, else text, else hex)")
     run.add_argument("-q", "--quiet", action="store_true", help="only output and failures")
 
     for name, (_, _table) in LISTINGS.items():
