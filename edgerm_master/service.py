@@ -27,12 +27,11 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-import trio_websocket
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import ConnectionClosed
 
 from edgerm.coap.codes import Code
 from edgerm.transport.coap import CoapServer, Observation, ObservationGone, Request, Response, Site
-from edgerm.transport.websocket import only_disconnects
+from edgerm.transport.websocket import WebSocketConfig, WsConnection, serve_websocket
 from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
 from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
 from edgerm_master.defaults import MasterConfig
@@ -112,11 +111,13 @@ class MasterService:
                 site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
                 self.coap_server = CoapServer(site)
                 coap_addr = await nursery.start(self.coap_server.serve, cfg.host, cfg.coap_port)
-                ws_server = await nursery.start(functools_partial(
-                    trio_websocket.serve_websocket, self._ws_handler, cfg.host, cfg.ws_port,
-                    None, handler_nursery=nursery,
-                    max_message_size=cfg.framework_message_max, message_queue_size=16))
-                ws_port = ws_server.port
+                ws_addr = await nursery.start(functools_partial(
+                    serve_websocket,
+                    {"/agent": self._ws_agent, "/framework": self._ws_framework,
+                     "/state": self._ws_state},
+                    cfg.host, cfg.ws_port,
+                    config=WebSocketConfig(max_message_size=cfg.framework_message_max)))
+                ws_port = ws_addr[1]
                 task_status.started(((coap_addr[0], coap_addr[1]), (cfg.host, ws_port)))
         finally:
             store.close()
@@ -314,45 +315,23 @@ class MasterService:
 
     # ------------------------------------------------------------------------------ websocket
 
-    async def _ws_handler(self, request: WebSocketRequest) -> None:
-        path = request.path.split("?", 1)[0]
-        if path not in ("/agent", "/framework", "/state"):
-            await request.reject(404, body=b"use /agent, /framework or /state")
-            return
-        ws = await request.accept()
-        try:
-            if path == "/agent":
-                await self._ws_agent(ws)
-            elif path == "/framework":
-                await self._ws_framework(ws)
-            else:
-                await self._ws_state(ws)
-        except Exception as exc:
-            # A peer going away is normal; a bug must cost one connection, never the master
-            # (handlers share its nursery).
-            if not only_disconnects(exc):
-                log.exception("websocket %s handler failed", path)
-        finally:
-            with trio.move_on_after(1):
-                await ws.aclose()
+    # The shared transport (edgerm.transport.websocket) accepts binary frames only, pings each
+    # peer so a half-open TCP connection behind a NAT ends, logs a handler that breaks and
+    # closes its connection; a peer leaving (ConnectionClosed) is normal and logged as nothing.
 
-    async def _ws_state(self, ws: WebSocketConnection) -> None:
-        msg = await ws.get_message()
-        if isinstance(msg, str):
-            msg = msg.encode()
+    async def _ws_state(self, ws: WsConnection) -> None:
+        msg = await ws.receive()
         code, data = self.core.cluster_state(msg, self.clock())
-        await ws.send_message(data)
+        await ws.send(data)
 
-    async def _ws_agent(self, ws: WebSocketConnection) -> None:
+    async def _ws_agent(self, ws: WsConnection) -> None:
         send, receive = trio.open_memory_channel[bytes](256)
         agent_id = 0
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._ws_writer, ws, receive)
             try:
                 while True:
-                    msg = await ws.get_message()
-                    if isinstance(msg, str):
-                        msg = msg.encode()
+                    msg = await ws.receive()
                     result = self.core.agent_call(msg, self.clock(), "websocket")
                     data = await self._agent_result(result)
                     await send.send(data)
@@ -366,18 +345,18 @@ class MasterService:
                     self._drop_agent_channel(agent_id, send)
                 send.close()
 
-    async def _ws_writer(self, ws: WebSocketConnection,
+    async def _ws_writer(self, ws: WsConnection,
                          receive: trio.MemoryReceiveChannel[bytes]) -> None:
         async with receive:
             async for data in receive:
                 if data is _CLOSE or data == _CLOSE:
                     await ws.aclose()
                     return
-                await ws.send_message(data)
+                await ws.send(data)
             # The sender closed: flush done; close the connection (the reader notices).
             await ws.aclose()
 
-    async def _ws_framework(self, ws: WebSocketConnection) -> None:
+    async def _ws_framework(self, ws: WsConnection) -> None:
         conn = next(self._conn_ids)
         send, receive = trio.open_memory_channel[bytes](_FRAMEWORK_QUEUE)
         self._fw_queues[conn] = send
@@ -386,9 +365,7 @@ class MasterService:
                 nursery.start_soon(self._ws_writer_then_cancel, ws, receive, nursery.cancel_scope)
                 nursery.start_soon(self._ws_pinger, conn)
                 while True:
-                    msg = await ws.get_message()
-                    if isinstance(msg, str):
-                        msg = msg.encode()
+                    msg = await ws.receive()
                     self.core.framework_call(conn, msg, self.clock())
                     self._after_core()
         finally:
@@ -397,7 +374,7 @@ class MasterService:
             self.core.framework_disconnected(conn, self.clock())
             self._after_core()
 
-    async def _ws_writer_then_cancel(self, ws: WebSocketConnection,
+    async def _ws_writer_then_cancel(self, ws: WsConnection,
                                      receive: trio.MemoryReceiveChannel[bytes],
                                      scope: trio.CancelScope) -> None:
         try:

@@ -166,7 +166,7 @@ async def serve_websocket(
         path = request.path.split("?", 1)[0]
         handler = handlers.get(path)
         if handler is None:
-            await request.reject(404)
+            await request.reject(404, body=f"use {' or '.join(handlers)}\n".encode())
             return
         ws = await request.accept()
         conn = WsConnection(ws, path, _remote_of(ws))

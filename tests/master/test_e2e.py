@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from edgerm.coap.codes import Code
 from edgerm.transport.coap import open_coap_client
@@ -168,6 +168,18 @@ async def test_hostile_input_does_not_hurt(master: MasterProcess) -> None:
         await ws.send_message(b"\xff\x00garbage")
         err = decode(pb.FrameworkEvent, as_bytes(await ws.get_message()))
         assert err.error.code == pb.UNAUTHENTICATED or err.error.code == pb.BAD_REQUEST
+    # The protocol is binary frames only: a text frame closes the connection with 1003.
+    for path in ("/agent", "/framework", "/state"):
+        async with open_websocket_url(ws_url(master, path)) as ws:
+            await ws.send_message("not binary")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 1003, path
+    with pytest.raises(ConnectionRejected) as rejected:
+        async with open_websocket_url(ws_url(master, "/nope")):
+            pass
+    assert rejected.value.status_code == 404
+    assert rejected.value.body == b"use /agent or /framework or /state\n"
     async with open_coap_client() as coap:
         resp = await coap.post(master.coap, "a", b"\xa1\x01", content_format=CONTENT_FORMAT_CBOR)
         assert resp.code in (Code.BAD_REQUEST, Code.UNAUTHORIZED)
