@@ -12,7 +12,7 @@ import json
 import sys
 import warnings
 
-from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb, sign
+from edgerm.wire import CONTENT_FORMAT_CBOR, NONCE_LEN, encode, pb, sign, token_key
 
 SECRET = bytes(range(16))
 SHA = bytes(32)
@@ -30,9 +30,10 @@ def coap_datagram(payload: bytes, token: bytes = b"\x01") -> int:
 
 
 def reference_registration() -> pb.AgentCall:
-    """A Zephyr sensor board: three sensors, cpus, mem, the WASM executor, the os attribute."""
+    """A Zephyr sensor board's first registration: three sensors, cpus, mem, the WASM executor,
+    the os attribute, its nonce, signed with the token's key (the token itself is not sent)."""
     sensor = pb.SENSOR
-    return pb.AgentCall(seq=1, register=pb.Register(
+    call = pb.AgentCall(seq=1, register=pb.Register(
         name="permamote-02",
         resources=pb.Resources(cpus=1.0, mem_mb=0.0625, devices=[
             pb.Device(name="temp", kind=sensor, shares=4),
@@ -40,10 +41,10 @@ def reference_registration() -> pb.AgentCall:
             pb.Device(name="press", kind=sensor, shares=4),
         ]),
         attributes=[pb.Attribute(name="os", text="zephyr")],
-        executors=[pb.WASM], protocol_version=1,
-        token="dev-agent-token-0123456789",  # 26 characters, as `edgerm-master --dev` makes
-        max_payload=256,
+        executors=[pb.WASM], protocol_version=1, nonce=bytes(NONCE_LEN), max_payload=256,
     ))
+    sign(call, token_key("dev-agent-token-0123456789"))
+    return call
 
 
 def heartbeat(agent_id: int, seq: int) -> bytes:

@@ -45,7 +45,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from edgerm.wire import PROTOCOL_VERSION, DecodeError, Limits, decode, encode, pb, sign, verify
+from edgerm.wire import (
+    NONCE_LEN,
+    PROTOCOL_VERSION,
+    DecodeError,
+    Limits,
+    decode,
+    derive_secret,
+    encode,
+    pb,
+    sign,
+    token_key,
+    verify,
+)
 
 __all__ = [
     "AgentCore", "CoreConfig", "OutgoingCall", "TaskRecord",
@@ -189,6 +201,7 @@ class _InFlight:
     seq: int
     kind: str                      # "register", "heartbeat", "update", "module"
     fresh: bool = False            # register without identity
+    nonce: bytes = b""             # fresh register: ours, for deriving the secret
     command_ack: int = 0           # heartbeat: the ack it carried
     resources: bool = False        # heartbeat: carried resources/attributes
     update_id: int = 0
@@ -394,7 +407,8 @@ class AgentCore:
             self._on_error(flight, reply, now)
             return
         if flight.kind == "register" and reply.HasField("registered"):
-            key = reply.registered.secret if flight.fresh else self.secret
+            key = (derive_secret(self.config.token, flight.nonce, reply.registered.nonce)
+                   if flight.fresh else self.secret)
             if not verify(reply, key):
                 self.stats["bad_replies"] += 1
                 self.call_failed(now)
@@ -519,7 +533,7 @@ class AgentCore:
         call.seq = self.seq
         flight.seq = self.seq
         if flight.fresh:
-            data = encode(call)
+            data = sign(call, token_key(self.config.token))
         else:
             call.agent_id = self.agent_id
             data = sign(call, self.secret)
@@ -534,7 +548,9 @@ class AgentCore:
         reg.executors.extend(self.config.executors)
         fresh = not (self.agent_id and self.secret)
         if fresh:
-            reg.token = self.config.token
+            # The token never crosses the link: the call is signed with its key, and the secret
+            # is derived from it and the two nonces (docs/protocol.md, "Authentication").
+            reg.nonce = self._rng.randbytes(NONCE_LEN)
         else:
             # The id of our oldest unacknowledged update (or the next new one): the master
             # treats everything below it as delivered, so it must not skip queued updates.
@@ -544,7 +560,8 @@ class AgentCore:
                 # have yet: otherwise it would fail a finished task as AGENT_RESTARTED.
                 if not rec.terminal or rec.update_id >= self._first_unacked_update():
                     reg.tasks.append(pb.TaskReport(task=rec.task, state=cast(Any, rec.state)))
-        return self._send(pb.AgentCall(register=reg), _InFlight(0, "register", fresh=fresh))
+        return self._send(pb.AgentCall(register=reg),
+                          _InFlight(0, "register", fresh=fresh, nonce=reg.nonce))
 
     def _first_unacked_update(self) -> int:
         return self._updates[0].update_id if self._updates else self.update_next
@@ -626,7 +643,8 @@ class AgentCore:
         if fresh and self.agent_id and reg.agent_id != self.agent_id:
             self._forget_identity()
         self.agent_id = reg.agent_id
-        self.secret = bytes(reg.secret)
+        if flight.fresh:
+            self.secret = derive_secret(self.config.token, flight.nonce, reg.nonce)
         if reg.heartbeat_ms:
             self.heartbeat_s = reg.heartbeat_ms / 1000.0
         self.jitter_s = reg.jitter_ms / 1000.0

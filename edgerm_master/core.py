@@ -39,14 +39,17 @@ from typing import Any
 
 from edgerm.resources import Res, ResourceError
 from edgerm.wire import (
+    NONCE_LEN,
     PROTOCOL_VERSION,
     DecodeError,
     Limits,
     compute_mac,
     decode,
+    derive_secret,
     encode,
     pb,
     sign,
+    token_key,
     verify,
 )
 from edgerm_master import records as rec
@@ -274,6 +277,8 @@ def _error_reply(code: int, text: str, seq: int = 0) -> pb.AgentReply:
     return pb.AgentReply(seq=seq, error=pb.Error(code=code, message=text))  # type: ignore[arg-type]
 
 
+_REG_NONCES_KEPT = 4096
+
 _BAD_AGENT = ("unknown agent, bad mac or stale seq; an agent the master does not know registers "
               "afresh with the agent token")
 
@@ -321,6 +326,12 @@ class Master:
             "agent_calls": 0, "agent_errors": 0, "framework_calls": 0, "framework_errors": 0,
             "updates_ignored": 0, "outputs_dropped": 0, "offers_made": 0, "tasks_launched": 0,
         }
+        # The keys that sign first registrations; the tokens themselves never cross the link.
+        self._token_keys = [(token, token_key(token)) for token in cfg.agent_tokens if token]
+        # Nonces of recent first registrations: a recorded one replayed is refused (bounded;
+        # memory only, so a replay from before a master restart makes an agent that can sign
+        # nothing and is LOST after unreachable_after_s).
+        self._reg_nonces: dict[bytes, None] = {}
         self._agent_limits = Limits(max_input=cfg.agent_message_max,
                                     max_bytes=cfg.agent_message_max,
                                     max_string=cfg.agent_message_max)
@@ -570,10 +581,15 @@ class Master:
         if call.agent_id == 0:
             if kind != "register":
                 return self._agent_error(
-                    E.UNAUTHENTICATED, "an AgentCall without agent_id must be a Register with "
-                    "the agent token")
+                    E.UNAUTHENTICATED, "an AgentCall without agent_id must be a Register signed "
+                    "with the agent token's key")
+            token = self._registration_token(call)
+            if token is None:
+                return self._agent_error(
+                    E.UNAUTHENTICATED, "first registration not signed with an agent token of "
+                    "this master: give the agent the token in the master's agent_tokens")
             try:
-                return self._first_registration(call.register, call.seq, now, transport)
+                return self._first_registration(call.register, token, call.seq, now, transport)
             except CallError as e:
                 return self._agent_error(e.code, e.text)
         agent = self.agents.get(call.agent_id)
@@ -607,6 +623,15 @@ class Master:
             return self._reply(agent, call.seq)
         except CallError as e:
             return self._agent_error(e.code, e.text, agent, call.seq)
+
+    def _registration_token(self, call: pb.AgentCall) -> str | None:
+        """The configured agent token whose key signed this first registration, if any. Every
+        key is tried (no early exit) so the time does not tell which one matched."""
+        found = None
+        for token, key in self._token_keys:
+            if verify(call, key):
+                found = token
+        return found
 
     def agent_channel(self, agent_id: int, open: bool) -> None:
         """The agent's push channel (CoAP Observe on `c`, or its WebSocket) opened or closed."""
@@ -680,19 +705,27 @@ class Master:
     def _info(reg: pb.Register) -> bytes:
         info = pb.Register()
         info.CopyFrom(reg)
-        info.ClearField("token")
+        info.ClearField("nonce")
         info.ClearField("tasks")
         info.ClearField("update_next")
         return encode(info)
 
-    def _first_registration(self, reg: pb.Register, seq: int, now: float,
+    def _first_registration(self, reg: pb.Register, token: str, seq: int, now: float,
                             transport: str) -> AgentResult:
-        if not tokens_match(reg.token, self.config.agent_tokens):
-            raise CallError(E.UNAUTHENTICATED, "wrong agent token")
+        if len(reg.nonce) != NONCE_LEN:
+            raise CallError(E.BAD_REQUEST, f"Register.nonce must be {NONCE_LEN} fresh random "
+                            f"bytes, not {len(reg.nonce)}")
+        if reg.nonce in self._reg_nonces:
+            raise CallError(E.UNAUTHENTICATED, "replayed registration (nonce already used): "
+                            "an agent registers with a fresh nonce")
         total = self._check_register(reg)
+        self._reg_nonces[reg.nonce] = None
+        if len(self._reg_nonces) > _REG_NONCES_KEPT:
+            del self._reg_nonces[next(iter(self._reg_nonces))]
         aid = self.next_agent_id
         self.next_agent_id += 1
-        secret = self.random_bytes(16)
+        master_nonce = self.random_bytes(NONCE_LEN)
+        secret = derive_secret(token, reg.nonce, master_nonce)
         info = self._info(reg)
         agent = Agent(aid, secret, info, reg, total)
         agent.seq = seq
@@ -703,11 +736,11 @@ class Master:
         self.allocator.add_agent(aid, total)
         self._timer(now + self.config.unreachable_after_s, _T_AGENT_CHECK, aid)
         self._alloc_soon(now)
-        return self._reply(agent, seq, self._registered(agent))
+        return self._reply(agent, seq, self._registered(agent, master_nonce))
 
-    def _registered(self, agent: Agent) -> pb.Registered:
+    def _registered(self, agent: Agent, master_nonce: bytes = b"") -> pb.Registered:
         cfg = self.config
-        return pb.Registered(agent_id=agent.agent_id, secret=agent.secret,
+        return pb.Registered(agent_id=agent.agent_id, nonce=master_nonce,
                              heartbeat_ms=cfg.heartbeat_ms, jitter_ms=cfg.jitter_ms,
                              update_ack=agent.update_ack)
 

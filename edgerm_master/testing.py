@@ -17,6 +17,8 @@ Over real sockets:
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
 import signal
@@ -27,7 +29,16 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
-from edgerm.wire import PROTOCOL_VERSION, decode, encode, pb, sign, verify
+from edgerm.wire import (
+    PROTOCOL_VERSION,
+    decode,
+    derive_secret,
+    encode,
+    pb,
+    sign,
+    token_key,
+    verify,
+)
 
 __all__ = [
     "ScriptedAgent", "ScriptedFramework", "Cluster", "MasterProcess", "wasm_module",
@@ -37,6 +48,7 @@ __all__ = [
 
 TS = pb.TaskState
 R = pb.Reason
+_NONCES = itertools.count(1)
 _TERMINAL = {TS.FINISHED, TS.FAILED, TS.KILLED, TS.ERROR, TS.LOST, TS.DROPPED}
 
 
@@ -85,6 +97,7 @@ class ScriptedAgent:
         self.max_payload = max_payload
         self.agent_id = 0
         self.secret = b""
+        self.nonce = b""
         self.seq = 0
         self.heartbeat_ms = 0
         self.applied = 0                      # highest command id applied
@@ -108,6 +121,8 @@ class ScriptedAgent:
         if self.agent_id:
             call.agent_id = self.agent_id
             return sign(call, self.secret)
+        if call.HasField("register"):
+            return sign(call, token_key(self.token))
         return encode(call)
 
     def register_call(self) -> bytes:
@@ -120,7 +135,9 @@ class ScriptedAgent:
                              for n, s in sorted(self.tasks.items()))
             reg.update_next = self.next_update
         else:
-            reg.token = self.token
+            # Unique within the process and reproducible (scale tests register 100,000).
+            self.nonce = hashlib.sha256(f"{self.name}/{next(_NONCES)}".encode()).digest()[:8]
+            reg.nonce = self.nonce
         return self._call(register=reg)
 
     def heartbeat_call(self, resources: pb.Resources | None = None) -> bytes:
@@ -154,7 +171,8 @@ class ScriptedAgent:
         if reply.HasField("registered"):
             r = reply.registered
             if not self.agent_id:
-                self.agent_id, self.secret = r.agent_id, r.secret
+                self.agent_id = r.agent_id
+                self.secret = derive_secret(self.token, self.nonce, r.nonce)
             self.heartbeat_ms = r.heartbeat_ms
             self.need_register = False
             self._ack_updates(r.update_ack)

@@ -339,13 +339,13 @@ class AgentReply(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., mac: _Optional[bytes] = ..., update_ack: _Optional[int] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ..., registered: _Optional[_Union[Registered, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., module: _Optional[_Union[ModuleChunk, _Mapping]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("name", "resources", "attributes", "executors", "protocol_version", "token", "tasks", "max_payload", "update_next")
+    __slots__ = ("name", "resources", "attributes", "executors", "protocol_version", "nonce", "tasks", "max_payload", "update_next")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     EXECUTORS_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
-    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     MAX_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     UPDATE_NEXT_FIELD_NUMBER: _ClassVar[int]
@@ -354,11 +354,11 @@ class Register(_message.Message):
     attributes: _containers.RepeatedCompositeFieldContainer[Attribute]
     executors: _containers.RepeatedScalarFieldContainer[Executor]
     protocol_version: int
-    token: str
+    nonce: bytes
     tasks: _containers.RepeatedCompositeFieldContainer[TaskReport]
     max_payload: int
     update_next: int
-    def __init__(self, name: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., executors: _Optional[_Iterable[_Union[Executor, str]]] = ..., protocol_version: _Optional[int] = ..., token: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskReport, _Mapping]]] = ..., max_payload: _Optional[int] = ..., update_next: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., executors: _Optional[_Iterable[_Union[Executor, str]]] = ..., protocol_version: _Optional[int] = ..., nonce: _Optional[bytes] = ..., tasks: _Optional[_Iterable[_Union[TaskReport, _Mapping]]] = ..., max_payload: _Optional[int] = ..., update_next: _Optional[int] = ...) -> None: ...
 
 class TaskReport(_message.Message):
     __slots__ = ("task", "state")
@@ -369,18 +369,18 @@ class TaskReport(_message.Message):
     def __init__(self, task: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("agent_id", "secret", "heartbeat_ms", "jitter_ms", "update_ack")
+    __slots__ = ("agent_id", "nonce", "heartbeat_ms", "jitter_ms", "update_ack")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
-    SECRET_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     JITTER_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_ACK_FIELD_NUMBER: _ClassVar[int]
     agent_id: int
-    secret: bytes
+    nonce: bytes
     heartbeat_ms: int
     jitter_ms: int
     update_ack: int
-    def __init__(self, agent_id: _Optional[int] = ..., secret: _Optional[bytes] = ..., heartbeat_ms: _Optional[int] = ..., jitter_ms: _Optional[int] = ..., update_ack: _Optional[int] = ...) -> None: ...
+    def __init__(self, agent_id: _Optional[int] = ..., nonce: _Optional[bytes] = ..., heartbeat_ms: _Optional[int] = ..., jitter_ms: _Optional[int] = ..., update_ack: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("command_ack", "resources", "attributes")

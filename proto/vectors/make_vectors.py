@@ -11,6 +11,10 @@ Every codec (Python, MicroPython, C) must pass them byte for byte:
   depth, reserved encodings, invalid UTF-8); "schema" means it is well-formed CBOR that breaks the
   field types of proto/edgerm.proto.
 - `limits`: the decode limits the negative vectors assume.
+- `auth`: the first registration's keys (docs/protocol.md, "Authentication"): from `token` and
+  the two nonces every implementation must compute `token_key` (SHA-256 of the token), `secret`
+  (HMAC-SHA256(token_key, "edgerm secret" || agent_nonce || master_nonce), first 16 bytes), and
+  the vectors `register_first` (signed with token_key) and `registered` (signed with secret).
 
 The generator derives `hex` with the Python codec, and the test suite checks every vector against
 an independent decoder (cbor2) as well, so a codec bug cannot hide in its own vectors. Run
@@ -36,11 +40,14 @@ from edgerm.wire import encode, pb  # noqa: E402
 OUT = Path(__file__).resolve().parent / "vectors.json"
 SHA = bytes(range(32))
 SECRET = bytes(range(16))
+AGENT_TOKEN = "dev-agent-token-0123456789"
+AGENT_NONCE = bytes.fromhex("a0a1a2a3a4a5a6a7")
+MASTER_NONCE = bytes.fromhex("b0b1b2b3b4b5b6b7")
 
 
 def realistic() -> list[tuple[str, Message]]:
     """Messages as the system really sends them, named for what they are."""
-    from edgerm.wire import sign
+    from edgerm.wire import derive_secret, sign, token_key
 
     hb = pb.AgentCall(agent_id=1, seq=1000, heartbeat=pb.Heartbeat())
     sign(hb, SECRET)
@@ -57,9 +64,10 @@ def realistic() -> list[tuple[str, Message]]:
             pb.Device(name="press", kind=pb.SENSOR, shares=4),
         ]),
         attributes=[pb.Attribute(name="os", text="zephyr")],
-        executors=[pb.WASM], protocol_version=1, token="dev-agent-token-0123456789",
+        executors=[pb.WASM], protocol_version=1, nonce=AGENT_NONCE,
         max_payload=256,
     ))
+    sign(register, token_key(AGENT_TOKEN))
     reregister = pb.AgentCall(agent_id=12, seq=1, register=pb.Register(
         name="gw-1", protocol_version=1, update_next=41,
         resources=pb.Resources(cpus=4.0, mem_mb=3800.0, disk_mb=20000.0,
@@ -69,8 +77,8 @@ def realistic() -> list[tuple[str, Message]]:
     ))
     sign(reregister, SECRET)
     registered = pb.AgentReply(seq=1, registered=pb.Registered(
-        agent_id=1, secret=SECRET, heartbeat_ms=20000, jitter_ms=2000))
-    sign(registered, SECRET)
+        agent_id=1, nonce=MASTER_NONCE, heartbeat_ms=20000, jitter_ms=2000))
+    sign(registered, derive_secret(AGENT_TOKEN, AGENT_NONCE, MASTER_NONCE))
     launch = pb.AgentReply(seq=1002, update_ack=7, commands=[pb.Command(id=5, launch=pb.Launch(
         task=4, spec=pb.TaskSpec(
             name="sampler",
@@ -128,7 +136,7 @@ def realistic() -> list[tuple[str, Message]]:
         ("status_finished", status),
         ("status_failed_negative_exit", failed),
         ("publish_reading", publish),
-        ("register_zephyr_reference", register),
+        ("register_first", register),
         ("reregister_linux_gateway", reregister),
         ("registered", registered),
         ("launch_wasm", launch),
@@ -317,6 +325,21 @@ def build() -> dict[str, Any]:
         "vectors": vectors,
         "noncanonical": noncanonical(),
         "negative": negative(),
+        "auth": auth(),
+    }
+
+
+def auth() -> dict[str, str]:
+    from edgerm.wire import derive_secret, token_key
+
+    return {
+        "token": AGENT_TOKEN,
+        "token_key": token_key(AGENT_TOKEN).hex(),
+        "agent_nonce": AGENT_NONCE.hex(),
+        "master_nonce": MASTER_NONCE.hex(),
+        "secret": derive_secret(AGENT_TOKEN, AGENT_NONCE, MASTER_NONCE).hex(),
+        "register_vector": "register_first",
+        "registered_vector": "registered",
     }
 
 
