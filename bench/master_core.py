@@ -17,9 +17,11 @@ import time
 import tracemalloc
 from typing import Any
 
-from edgerm.wire import decode, encode, pb, sign
+from edgerm.wire import decode, derive_secret, encode, pb, sign, token_key
 from edgerm_master.core import Master
 from edgerm_master.defaults import MasterConfig
+
+TOKEN_KEY = token_key("a")
 
 
 def emit(metric: str, value: float, unit: str, goal: str = "") -> None:
@@ -37,7 +39,7 @@ def register_call(i: int) -> bytes:
     # A Linux-agent-sized registration: cpus, mem, disk, ports, a sensor, two attributes.
     # 128 distinct inventories (a fleet of a few board kinds with different caps).
     reg = pb.Register(
-        name=f"agent-{i}", protocol_version=1, token="a",
+        name=f"agent-{i}", protocol_version=1, nonce=nonce(i),
         resources=pb.Resources(cpus=1 + i % 16, mem_mb=512 * (1 + (i // 16) % 8),
                                disk_mb=32000,
                                ports=[pb.Range(begin=31000, end=32000)],
@@ -45,7 +47,15 @@ def register_call(i: int) -> bytes:
         attributes=[pb.Attribute(name="os", text="linux"),
                     pb.Attribute(name="arch", text="aarch64")],
         executors=[pb.DOCKER, pb.WASM])
-    return encode(pb.AgentCall(seq=1, register=reg))
+    return sign(pb.AgentCall(seq=1, register=reg), TOKEN_KEY)
+
+
+def nonce(i: int) -> bytes:
+    return i.to_bytes(8, "big")
+
+
+def secret_of(i: int, registered: pb.Registered) -> bytes:
+    return derive_secret("a", nonce(i), registered.nonce)
 
 
 def bench_memory(n: int) -> tuple[Master, list[tuple[int, bytes]]]:
@@ -58,12 +68,12 @@ def bench_memory(n: int) -> tuple[Master, list[tuple[int, bytes]]]:
     now = 1000.0
     agents: list[tuple[int, bytes]] = []
     t0 = time.perf_counter()
-    for data in calls:
+    for i, data in enumerate(calls):
         result = m.agent_call(data, now)
         m.take_records()
         m.take_outbox()
         reply = decode(pb.AgentReply, result.data)
-        agents.append((reply.registered.agent_id, reply.registered.secret))
+        agents.append((reply.registered.agent_id, secret_of(i, reply.registered)))
     elapsed = time.perf_counter() - t0
     del calls
     gc.collect()
@@ -104,7 +114,7 @@ def bench_launches(n_tasks: int) -> None:
     agents: list[list[Any]] = []
     for i in range(1000):
         r = decode(pb.AgentReply, m.agent_call(register_call(i), now).data).registered
-        agents.append([r.agent_id, r.secret, 1, 0, 0])  # id, secret, seq, applied, update
+        agents.append([r.agent_id, secret_of(i, r), 1, 0, 0])  # id, secret, seq, applied, update
     m.framework_call(1, encode(pb.FrameworkCall(call_id=1, subscribe=pb.Subscribe(
         name="bench", token="f"))), now)
     fid = next(iter(m.frameworks))

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from edgerm.wire import decode, encode, pb, sign  # noqa: E402
+from edgerm.wire import decode, derive_secret, pb, sign, token_key  # noqa: E402
 from edgerm_master.testing import MasterProcess  # noqa: E402
 
 
@@ -88,11 +88,13 @@ def loadgen(host: str, port: int, n_agents: int, window: int, seconds: float) ->
 
     agents: list[list[Any]] = []  # [agent_id, secret, seq]
     for i in range(n_agents):
+        nonce = i.to_bytes(8, "big")
         reg = pb.AgentCall(seq=1, register=pb.Register(
-            name=f"bench-{i}", protocol_version=1, token="agent-token",
+            name=f"bench-{i}", protocol_version=1, nonce=nonce,
             resources=pb.Resources(cpus=1, mem_mb=64)))
-        reply = decode(pb.AgentReply, rpc(encode(reg)))
-        agents.append([reply.registered.agent_id, reply.registered.secret, 1])
+        reply = decode(pb.AgentReply, rpc(sign(reg, token_key("agent-token"))))
+        agents.append([reply.registered.agent_id,
+                       derive_secret("agent-token", nonce, reply.registered.nonce), 1])
     sock.setblocking(False)
     inflight: dict[bytes, tuple[int, float]] = {}  # token -> (agent index, sent)
     idle = list(range(len(agents)))

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from edgerm.wire import decode, encode, pb, sign
+from edgerm.wire import decode, derive_secret, encode, pb, sign, token_key, verify
 from edgerm_agent.core import AgentCore, KillTask, LaunchTask, Registered
 from edgerm_master.testing import task_info
 
@@ -42,15 +42,22 @@ def registered_pair() -> Pair:
     return p
 
 
-def test_first_registration_is_unsigned_with_token_then_everything_is_signed() -> None:
+def test_first_registration_is_signed_with_the_token_key_then_with_the_secret() -> None:
     p = Pair()
     p.start()
     out = p.core.next_call(p.now)
     assert out is not None and out.kind == "register"
     call = decode(pb.AgentCall, out.data)
-    assert call.register.token == "agent-token" and not call.mac and call.agent_id == 0
-    p.core.receive_reply(p.cluster.master.agent_call(out.data, p.now).data, p.now)
-    assert p.core.agent_id == 1 and len(p.core.secret) == 16
+    assert call.agent_id == 0 and len(call.register.nonce) == 8
+    assert b"agent-token" not in out.data  # the token itself never crosses the link
+    assert verify(call, token_key("agent-token")) and not verify(call, token_key("other"))
+    reply = p.cluster.master.agent_call(out.data, p.now).data
+    registered = decode(pb.AgentReply, reply).registered
+    assert len(registered.nonce) == 8
+    p.core.receive_reply(reply, p.now)
+    assert p.core.agent_id == 1
+    assert p.core.secret == derive_secret("agent-token", call.register.nonce, registered.nonce)
+    assert p.core.secret not in reply
     assert isinstance(p.drain()[0], Registered)
     p.step(10)
     hb = p.core.next_call(p.now)
@@ -242,7 +249,7 @@ def test_restart_from_snapshot_reregisters_with_tasks_and_delivers_pending_updat
     out = core2.next_call(p.now)
     assert out is not None and out.kind == "register"
     reg = decode(pb.AgentCall, out.data)
-    assert reg.agent_id == 1 and not reg.register.token
+    assert reg.agent_id == 1 and not reg.register.nonce and reg.mac
     assert [(t.task, t.state) for t in reg.register.tasks] == [(1, TS.STARTING)] or \
         [(t.task, t.state) for t in reg.register.tasks] == [(1, TS.RUNNING)]
     core2._in_flight = None  # discard that probe; settle sends it again

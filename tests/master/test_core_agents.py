@@ -3,7 +3,7 @@ liveness (UNREACHABLE, back, LOST), command delivery and the prototype's agent f
 
 from __future__ import annotations
 
-from edgerm.wire import decode, encode, pb, sign
+from edgerm.wire import decode, encode, pb, sign, token_key
 from edgerm_master.testing import (
     Cluster,
     ScriptedAgent,
@@ -87,8 +87,8 @@ def test_replayed_seq_is_refused(cluster: Cluster) -> None:
 def test_unsupported_protocol_version(cluster: Cluster) -> None:
     a = ScriptedAgent("a1")
     reg = pb.AgentCall(seq=1, register=pb.Register(name="x", protocol_version=2,
-                                                   token="agent-token"))
-    code, reply = call(cluster, encode(reg))
+                                                   nonce=b"12345678"))
+    code, reply = call(cluster, sign(reg, token_key("agent-token")))
     assert code == E.UNSUPPORTED
     assert not a.agent_id and cluster.master.agents == {}
 

@@ -24,7 +24,7 @@ def test_build_reply_matches_sign(seq: int, ack: int, cmds: list[pb.Command],
                                   registered: bool, error: bool, signed: bool) -> None:
     secret = b"k" * 16
     msg = pb.AgentReply(seq=seq, update_ack=ack, commands=cmds)
-    reg = pb.Registered(agent_id=3, secret=secret, heartbeat_ms=5000) if registered else None
+    reg = pb.Registered(agent_id=3, nonce=b"n" * 8, heartbeat_ms=5000) if registered else None
     err = pb.Error(code=pb.BAD_REQUEST, message="no") if error else None
     if reg is not None:
         msg.registered.CopyFrom(reg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from edgerm.wire import decode, encode, pb, sign
+from edgerm.wire import decode, derive_secret, pb, sign, token_key
 from edgerm_master.core import Master
 from edgerm_master.defaults import MasterConfig
 
@@ -16,15 +16,16 @@ def test_hundred_thousand_agents() -> None:
     cfg = MasterConfig(agent_tokens=["a"], framework_tokens=["f"], heartbeat_ms=10_000,
                        lost_after_s=100.0)
     m = Master(cfg, random_bytes=random.Random(0).randbytes)
-    reg = pb.Register(name="x", protocol_version=1, token="a",
-                      resources=pb.Resources(cpus=1, mem_mb=64))
-    data = encode(pb.AgentCall(seq=1, register=reg))
+    call = pb.AgentCall(seq=1, register=pb.Register(
+        name="x", protocol_version=1, resources=pb.Resources(cpus=1, mem_mb=64)))
+    key = token_key("a")
     now = 0.0
     secrets = []
     for i in range(N):
         now = i * 1e-4  # ten seconds of registrations
-        r = decode(pb.AgentReply, m.agent_call(data, now).data)
-        secrets.append(r.registered.secret)
+        call.register.nonce = i.to_bytes(8, "big")
+        r = decode(pb.AgentReply, m.agent_call(sign(call, key), now).data)
+        secrets.append(derive_secret("a", call.register.nonce, r.registered.nonce))
     assert len(m.agents) == N and max(m.agents) == N
     assert len(m.take_records()) == N
     # Every other agent heartbeats at t=20; the rest stay silent.
