@@ -67,6 +67,33 @@ def test_first_registration_is_signed_with_the_token_key_then_with_the_secret() 
     assert len(hb.data) <= 32  # a steady heartbeat is tiny
 
 
+def test_registered_reply_from_a_master_without_the_token_is_dropped() -> None:
+    """An impostor master (another token) can answer, but cannot sign with the secret."""
+    p = Pair()
+    p.start()
+    out = p.core.next_call(p.now)
+    assert out is not None and out.kind == "register"
+    call = decode(pb.AgentCall, out.data)
+    master_nonce = b"m" * 8
+    nonces = [call.register.nonce]
+    for token in ("impostor-token", ""):
+        forged = pb.AgentReply(seq=out.seq, registered=pb.Registered(
+            agent_id=7, nonce=master_nonce, heartbeat_ms=1000))
+        p.core.receive_reply(
+            sign(forged, derive_secret(token, call.register.nonce, master_nonce)), p.now)
+        assert not p.core.registered and p.core.agent_id == 0 and not p.core.secret
+        p.step(p.core.get_timer() - p.now)  # type: ignore[operator]
+        out = p.core.next_call(p.now)
+        assert out is not None and out.kind == "register"
+        call = decode(pb.AgentCall, out.data)
+        nonces.append(call.register.nonce)
+    assert p.core.stats["bad_replies"] == 2
+    # Each attempt has a fresh nonce; the real master's answer is taken.
+    assert len(set(nonces)) == 3
+    p.core.receive_reply(p.cluster.master.agent_call(out.data, p.now).data, p.now)
+    assert p.core.registered and p.core.agent_id == 1
+
+
 def test_heartbeat_interval_and_jitter_come_from_the_master() -> None:
     p = registered_pair()
     assert p.core.heartbeat_s == 5.0 and p.core.jitter_s == 0.5

@@ -3,7 +3,9 @@ liveness (UNREACHABLE, back, LOST), command delivery and the prototype's agent f
 
 from __future__ import annotations
 
-from edgerm.wire import decode, encode, pb, sign, token_key
+from typing import Any
+
+from edgerm.wire import decode, derive_secret, encode, pb, sign, token_key, verify
 from edgerm_master.testing import (
     Cluster,
     ScriptedAgent,
@@ -42,6 +44,47 @@ def test_wrong_agent_token_is_refused_and_changes_nothing(cluster: Cluster) -> N
     assert code == E.UNAUTHENTICATED and "token" in reply.error.message
     assert cluster.master.agents == {}
     assert cluster.committed == 0
+
+
+def test_first_registration_proves_the_token_without_sending_it(new_cluster: Any) -> None:
+    cluster = new_cluster(agent_tokens=["old-token", "agent-token"])
+    a = ScriptedAgent("a1")
+    data = a.register_call()
+    assert b"agent-token" not in data
+    code, reply = call(cluster, data)
+    assert code == 0 and a.handle_reply(encode(reply)).registered.agent_id == 1
+    # The secret is derived from the token that signed and both nonces; it is not on the wire.
+    assert a.secret == derive_secret("agent-token", a.nonce, reply.registered.nonce)
+    assert cluster.master.agents[1].secret == a.secret and a.secret not in encode(reply)
+    assert verify(reply, a.secret) and a.bad_macs == 0
+    # The other configured token works too, and gives another secret.
+    b = cluster.add_agent(ScriptedAgent("a2", token="old-token"))
+    assert b.agent_id == 2 and b.secret not in (a.secret, b"") and b.bad_macs == 0
+
+
+def test_unsigned_replayed_or_malformed_first_registrations_change_nothing(
+        cluster: Cluster) -> None:
+    a = ScriptedAgent("a1")
+    signed = a.register_call()
+    unsigned = decode(pb.AgentCall, signed)
+    unsigned.ClearField("mac")
+    code, reply = call(cluster, encode(unsigned))
+    assert code == E.UNAUTHENTICATED and "token" in reply.error.message
+    tampered = decode(pb.AgentCall, signed)
+    tampered.register.name = "a-forged"
+    code, _ = call(cluster, encode(tampered))
+    assert code == E.UNAUTHENTICATED
+    assert cluster.master.agents == {} and cluster.committed == 0
+    code, _ = call(cluster, signed)
+    assert code == 0 and list(cluster.master.agents) == [1]
+    # The same bytes again (a recording replayed): refused, no second agent.
+    code, reply = call(cluster, signed)
+    assert code == E.UNAUTHENTICATED and "replayed" in reply.error.message
+    assert list(cluster.master.agents) == [1]
+    short = pb.AgentCall(seq=1, register=pb.Register(name="x", protocol_version=1, nonce=b"1"))
+    code, reply = call(cluster, sign(short, token_key("agent-token")))
+    assert code == E.BAD_REQUEST and "nonce" in reply.error.message
+    assert list(cluster.master.agents) == [1]
 
 
 def test_call_without_agent_id_gets_an_error_not_a_deadlock(cluster: Cluster) -> None:
