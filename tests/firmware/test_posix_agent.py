@@ -1,9 +1,12 @@
 """The Zephyr agent's C core, built as a Linux program (firmware/zephyr/port/posix, wasm3 in a
 child process per task), against the real master (`python -m edgerm_master`) over loopback UDP,
-with a framework on the real WebSocket API: register, launch the example WASM tasks, receive
-their published results, a trap and a non-zero exit, kill a runaway loop, garbage datagrams,
-an agent restart that re-registers with the same identity, and a power cut just after a task
-ended whose end the master had not acknowledged (the saved update queue brings it back)."""
+with a framework on the real WebSocket API: register (the token never on the wire: the first
+Register carries the agent's nonce and is signed with SHA-256(token), the master answers with its
+nonce, and both derive the secret, which never crosses the link either; an agent with another
+token is refused), launch the example WASM tasks, receive their published results, a trap and a
+non-zero exit, kill a runaway loop, garbage datagrams, an agent restart that re-registers with
+the same identity, and a power cut just after a task ended whose end the master had not
+acknowledged (the saved update queue brings it back)."""
 
 from __future__ import annotations
 
@@ -18,29 +21,95 @@ from typing import Any
 import trio
 from trio_websocket import open_websocket_url
 
-from edgerm.wire import pb
+from edgerm.wire import DecodeError, decode, derive_secret, pb, token_key, verify
 from edgerm_master.testing import MasterProcess, ScriptedFramework, UdpRelay, WsFrameworkClient
 
 from .conftest import EXAMPLES
 
 NAME = "zephyr-posix-e2e"
+TOKEN = "tok"
+
+
+class RecordingRelay(UdpRelay):
+    """The relay, keeping every datagram it forwards: `up` from the agent, `down` to it."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__(target)
+        self.up: list[bytes] = []
+        self.down: list[bytes] = []
+
+    async def _up(self) -> None:
+        while True:
+            data, self.client = await self.front.recvfrom(65536)
+            self.up.append(data)
+            if self.forwarding:
+                await self.back.sendto(data, self.target)
+
+    async def _down(self) -> None:
+        while True:
+            data, _ = await self.back.recvfrom(65536)
+            self.down.append(data)
+            if self.forwarding and not self.drop_down and self.client is not None:
+                await self.front.sendto(data, self.client)
+
+
+def _coap_payload(d: bytes) -> bytes:
+    """The payload of a CoAP datagram (RFC 7252 section 3), b"" when it has none or is not one."""
+    try:
+        if len(d) < 4 or d[0] >> 6 != 1:
+            return b""
+        i = 4 + (d[0] & 15)
+        while i < len(d):
+            if d[i] == 0xFF:
+                return d[i + 1:]
+            delta, length = d[i] >> 4, d[i] & 15
+            i += 1
+            i += {13: 1, 14: 2}.get(delta, 0)
+            if length == 13:
+                length, i = d[i] + 13, i + 1
+            elif length == 14:
+                length, i = int.from_bytes(d[i:i + 2], "big") + 269, i + 2
+            i += length
+    except IndexError:
+        pass
+    return b""
+
+
+def _messages(datagrams: list[bytes], cls: Any) -> list[Any]:
+    out = []
+    for d in datagrams:
+        payload = _coap_payload(d)
+        if payload:
+            try:
+                out.append(decode(cls, payload))
+            except DecodeError:
+                pass
+    return out
+
+
+def _state_secret(path: Path) -> tuple[int, bytes]:
+    fields = dict(kv.split("=", 1) for kv in path.read_text().split())
+    return int(fields["agent_id"]), bytes.fromhex(fields["secret"])
 
 
 class PosixAgent:
     """The agent binary as a subprocess; its JSON-line events are read from a log file."""
 
-    def __init__(self, binary: Path, master: tuple[str, int], workdir: Path) -> None:
+    def __init__(self, binary: Path, master: tuple[str, int], workdir: Path,
+                 token: str = TOKEN, name: str = NAME) -> None:
         self.binary = binary
         self.master = master
-        self.state = workdir / "agent.state"
-        self.log = workdir / "agent.log"
+        self.token = token
+        self.name = name
+        self.state = workdir / f"{name}.state" if name != NAME else workdir / "agent.state"
+        self.log = workdir / f"{name}.log" if name != NAME else workdir / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [str(self.binary), "--master", f"{self.master[0]}:{self.master[1]}",
-                 "--token", "tok", "--state", str(self.state), "--name", NAME,
+                 "--token", self.token, "--state", str(self.state), "--name", self.name,
                  "--sensor", "temp=21.5:Cel"],
                 stdout=out, stderr=subprocess.STDOUT)
 
@@ -147,11 +216,13 @@ def _wasm(name: str) -> bytes:
 
 
 async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: Path) -> None:
-    master = MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=300)
+    master = MasterProcess(str(tmp_path / "master"), agent_token=TOKEN, heartbeat_ms=300)
     await trio.to_thread.run_sync(master.start)
-    relay = UdpRelay(master.coap)
+    relay = RecordingRelay(master.coap)
     await relay.bind()
     agent = PosixAgent(posix_agent, ("127.0.0.1", relay.port), tmp_path)
+    intruder = PosixAgent(posix_agent, master.coap, tmp_path, token="not-the-token",
+                          name="intruder")
     try:
         async with trio.open_nursery() as nursery, \
                 open_websocket_url(f"ws://{master.ws[0]}:{master.ws[1]}/framework") as ws:
@@ -168,7 +239,44 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             agent_id = offer.agent_id
             assert list(offer.executors) == [pb.WASM]
             assert [d.name for d in offer.resources.devices] == ["temp"]
+            # (The master offers the agent as it answers: the answer may still be on its way.)
+            with trio.fail_after(10):
+                while not any(e.get("state") == "active" for e in agent.events()):
+                    await trio.sleep(0.02)
             assert agent.state.exists()  # the identity is persisted
+
+            # The first registration: a fresh 8-byte nonce, signed with SHA-256(token), the
+            # token nowhere on the wire; the master's reply carries its nonce and is signed
+            # with the secret both derive, which the agent keeps and which was never sent.
+            firsts = [m for m in _messages(relay.up, pb.AgentCall)
+                      if m.HasField("register") and m.agent_id == 0]
+            assert len(firsts) == 1, firsts
+            first = firsts[0]
+            assert len(first.register.nonce) == 8 and len(first.mac) == 8
+            assert verify(first, token_key(TOKEN))
+            assert not any(TOKEN.encode() in d for d in relay.up)
+            registered = [m for m in _messages(relay.down, pb.AgentReply)
+                          if m.HasField("registered") and m.seq == first.seq]
+            assert registered and len(registered[-1].registered.nonce) == 8
+            reply = registered[-1]
+            assert reply.registered.agent_id == agent_id
+            secret = derive_secret(TOKEN, first.register.nonce, reply.registered.nonce)
+            assert verify(reply, secret)
+            assert _state_secret(agent.state) == (agent_id, secret)
+            assert not any(secret in d for d in relay.up + relay.down)
+
+            # An agent given another token is refused (4.01) and never gets an identity.
+            intruder.start()
+            with trio.fail_after(10):
+                while not any(e.get("event") == "state" for e in intruder.events()):
+                    await trio.sleep(0.05)
+            await trio.sleep(1.5)
+            assert intruder.alive(), intruder.log.read_text()[-3000:]
+            assert [e["state"] for e in intruder.events()
+                    if e.get("event") == "state"] == ["registering"]
+            assert _state_secret(intruder.state)[0] == 0
+            assert not any(o.agent_name == "intruder" for o in fw.offers.values())
+            intruder.stop()
 
             # The sampler reads the sensor it holds and publishes each reading (an f64).
             sampler = _wasm("sampler")
@@ -178,6 +286,9 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             readings = [struct.unpack("<d", o.data)[0] for o in fw.outputs if o.task_id == "s1"]
             assert readings == [21.5, 21.5, 21.5]
             assert fw.states("s1")[-2:] == [pb.RUNNING, pb.FINISHED]
+            # Every later call is signed with the derived secret.
+            later = [m for m in _messages(relay.up, pb.AgentCall) if m.agent_id == agent_id]
+            assert len(later) >= 5 and all(verify(m, secret) for m in later)
 
             # hello publishes its arguments in order; the cached module needs no download.
             hello = _wasm("hello")
@@ -238,6 +349,14 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             assert offer.agent_id == agent_id
             states = [e["state"] for e in agent.events() if e.get("event") == "state"]
             assert states.count("reregistering") == 1 and states[-1] == "active", states
+            # Re-registration: signed with the kept secret, no nonce either way, secret kept.
+            rereg = [m for m in _messages(relay.up, pb.AgentCall)
+                     if m.HasField("register") and m.agent_id == agent_id]
+            assert rereg and all(not m.register.nonce and verify(m, secret) for m in rereg)
+            assert not [m for m in _messages(relay.down, pb.AgentReply)
+                        if m.HasField("registered") and m.registered.nonce
+                        and m is not reply and m.seq != first.seq]
+            assert _state_secret(agent.state) == (agent_id, secret)
             assert agent.alive(), agent.log.read_text()[-3000:]
 
             # A power cut just after a task ended, before the master acknowledged the end or
@@ -265,6 +384,7 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             nursery.cancel_scope.cancel()
     finally:
         agent.stop()
+        intruder.stop()
         await trio.to_thread.run_sync(master.stop)
         if os.environ.get("EDGERM_KEEP_LOGS"):
             print(agent.log.read_text())

@@ -1,7 +1,8 @@
 /*
  * libFuzzer target for everything that parses bytes from the network: the CBOR scan, every
- * message decoder, the CoAP parser and the agent's datagram path (with a fake port), plus the
- * update queue a reboot reads back from flash.
+ * message decoder, the CoAP parser and the agent's datagram path (with a fake port; an agent
+ * re-registering and one registering for the first time), plus the update queue a reboot
+ * reads back from flash.
  *
  * Properties beyond "no crash, no sanitizer report": a message that decodes re-encodes, the
  * re-encoding decodes again, and encoding is then stable (decode . encode is idempotent).
@@ -16,6 +17,12 @@
 
 uint64_t edgerm_port_now_ms(void)
 {
+	return 0;
+}
+int edgerm_port_random(void *ctx, uint8_t *buf, size_t len)
+{
+	(void)ctx;
+	memset(buf, 0x5a, len);
 	return 0;
 }
 int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len)
@@ -108,5 +115,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	edgerm_agent_on_timer(&agent, 0);
 	(void)edgerm_agent_on_datagram(&agent, data, len, 1);
 	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+
+	/* And a first registration in flight (the Registered reply's nonce, the derived key). */
+	edgerm_agent_init(&agent, &cfg, NULL, 0);
+	edgerm_agent_on_timer(&agent, 0);
+	(void)edgerm_agent_on_datagram(&agent, data, len, 1);
 	return 0;
 }

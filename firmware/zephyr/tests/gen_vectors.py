@@ -3,6 +3,7 @@
 
 Run at build time (the header is never committed): `gen_vectors.py VECTORS_JSON OUT_H`.
 Each vector becomes {type, name, bytes, len}; the C tests pick the types the codec handles.
+The `auth` section (the first registration's keys) becomes auth_* constants.
 """
 
 from __future__ import annotations
@@ -36,6 +37,21 @@ def table(name: str, rows: list[dict], field: str = "hex") -> list[str]:
     return out
 
 
+def auth(a: dict[str, str]) -> list[str]:
+    """docs/protocol.md "Authentication": the token (its UTF-8 bytes as a C string), the keys
+    and nonces, and the names of the two vectors signed with them."""
+    token = a["token"].encode()
+    escaped = "".join(f"\\x{b:02x}" for b in token)
+    out = [f'static const char auth_token[] = "{escaped}";']
+    for key, size in (("token_key", 32), ("agent_nonce", 8), ("master_nonce", 8), ("secret", 16)):
+        data = bytes.fromhex(a[key])
+        assert len(data) == size, (key, len(data))
+        out.append(f"static const uint8_t auth_{key}[{size}] = {c_bytes(a[key])};")
+    for key in ("register_vector", "registered_vector"):
+        out.append(f"static const char auth_{key}[] = {json.dumps(a[key])};")
+    return out
+
+
 def main() -> int:
     src, dst = sys.argv[1], sys.argv[2]
     with open(src, encoding="utf-8") as f:
@@ -53,6 +69,7 @@ def main() -> int:
     lines += table("positive", doc["vectors"])
     lines += table("negative", doc["negative"])
     lines += table("noncanon", nc)
+    lines += auth(doc["auth"])
     with open(dst, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return 0

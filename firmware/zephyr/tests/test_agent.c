@@ -1,13 +1,18 @@
 /*
  * The agent state machine driven by hand, with a hand-held clock and a fake port: a test
  * "master" decodes what the agent sent and answers with signed AgentReply datagrams built by
- * the same codec (the real master is exercised by tests/firmware/test_posix_agent.py).
+ * the same codec (the real master is exercised by tests/firmware/test_posix_agent.py). A first
+ * registration is answered as the master does: its own nonce, signed with the secret derived
+ * from the token and both nonces.
  */
+#include <errno.h>
+
 #include "edgerm/agent.h"
 #include "edgerm/coap.h"
 #include "edgerm/sha256.h"
 #include "edgerm/wire.h"
 #include "unit.h"
+#include "vectors.h"
 
 /* ---- fake port ---------------------------------------------------------------------------- */
 
@@ -21,9 +26,25 @@ static int n_persist;
 static uint32_t started[8], killed[8];
 static int n_started, n_killed;
 static int start_result;
+/* Randomness: a new nonce per call (or rand_fixed's bytes), or rand_result when non-zero. */
+static int rand_result, n_random;
+static const uint8_t *rand_fixed;
 
 uint64_t edgerm_port_now_ms(void)
 {
+	return 0;
+}
+
+int edgerm_port_random(void *ctx, uint8_t *buf, size_t len)
+{
+	(void)ctx;
+	n_random++;
+	if (rand_result != 0) {
+		return rand_result;
+	}
+	for (size_t i = 0; i < len; i++) {
+		buf[i] = rand_fixed ? rand_fixed[i] : (uint8_t)(n_random * 31 + (int)i);
+	}
 	return 0;
 }
 
@@ -107,12 +128,15 @@ int edgerm_port_sensor_read(void *ctx, const char *name, size_t len, double *v)
 static void reset_port(void)
 {
 	n_sent = n_persist = n_started = n_killed = n_queue_saves = 0;
-	start_result = 0;
+	start_result = rand_result = 0;
+	rand_fixed = NULL;
 }
 
 /* ---- test master -------------------------------------------------------------------------- */
 
-static const uint8_t SECRET[16] = {0xa0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+static const char TOKEN[] = "tok";
+static const uint8_t MASTER_NONCE[EDGERM_NONCE_LEN] = {0xb0, 1, 2, 3, 4, 5, 6, 0xb7};
+static uint8_t SECRET[EDGERM_SECRET_LEN]; /* derived at the last register_fresh */
 static uint8_t module[300];
 static uint8_t module_sha[32];
 static uint8_t module_mem[2 * 512];
@@ -123,11 +147,11 @@ static edgerm_coap_msg_t last;
 static const edgerm_device_t devices[1] = {
 	{{(const uint8_t *)"temp", 4}, {(const uint8_t *)"Cel", 3}, {(const uint8_t *)"", 0}, 1, 0}};
 
-static void init_agent(const edgerm_persist_t *persisted)
+static void init_agent_token(const edgerm_persist_t *persisted, const char *token)
 {
 	edgerm_agent_config_t cfg = {
 		.name = "permamote-test",
-		.token = "tok",
+		.token = token,
 		.cpus = 1.0,
 		.mem_mb = 0.0625,
 		.devices = devices,
@@ -141,6 +165,11 @@ static void init_agent(const edgerm_persist_t *persisted)
 
 	reset_port();
 	edgerm_agent_init(&agent, &cfg, persisted, 0);
+}
+
+static void init_agent(const edgerm_persist_t *persisted)
+{
+	init_agent_token(persisted, TOKEN);
 }
 
 /* Decode the most recent datagram the agent sent as a CoAP POST "a" carrying an AgentCall. */
@@ -167,8 +196,8 @@ static void hs(void *c, const uint8_t *d, size_t n)
 	edgerm_hmac_update(&((struct hsink *)c)->h, d, n);
 }
 
-/* The agent's mac over its call is right for `key`. */
-static bool call_mac_ok(const uint8_t *key)
+/* The agent's mac over its call is right for `key` (key_len bytes). */
+static bool call_mac_ok_len(const uint8_t *key, size_t key_len)
 {
 	struct hsink s;
 	uint8_t full[32];
@@ -176,7 +205,7 @@ static bool call_mac_ok(const uint8_t *key)
 	if (call.mac.len != 8) {
 		return false;
 	}
-	edgerm_hmac_init(&s.h, key, 16);
+	edgerm_hmac_init(&s.h, key, key_len);
 	if (edgerm_wire_unsigned_view(last.payload, last.payload_len, 3, hs, &s) < 0) {
 		return false;
 	}
@@ -184,8 +213,49 @@ static bool call_mac_ok(const uint8_t *key)
 	return memcmp(full, call.mac.ptr, 8) == 0;
 }
 
-/* Sign `r` with key and answer the last request (piggybacked ACK, code). */
-static int answer(edgerm_agent_reply_t *r, const uint8_t *key, uint8_t code, uint64_t now)
+static bool call_mac_ok(const uint8_t *secret)
+{
+	return call_mac_ok_len(secret, EDGERM_SECRET_LEN);
+}
+
+/* The call is signed with token_key(token), as a first registration is. */
+static bool call_token_mac_ok(const char *token)
+{
+	uint8_t key[EDGERM_SHA256_LEN];
+
+	edgerm_auth_token_key(token, key);
+	return call_mac_ok_len(key, sizeof(key));
+}
+
+/* The secret the master derives for the last first registration and its own nonce. */
+static void derive(const char *token, const uint8_t master_nonce[EDGERM_NONCE_LEN],
+		   uint8_t out[EDGERM_SECRET_LEN])
+{
+	uint8_t key[EDGERM_SHA256_LEN];
+
+	CHECK_EQ_INT(call.call.reg.nonce.len, EDGERM_NONCE_LEN);
+	edgerm_auth_token_key(token, key);
+	edgerm_auth_secret(key, call.call.reg.nonce.ptr, master_nonce, out);
+}
+
+/* `needle` occurs in the last datagram sent. */
+static bool sent_contains(const void *needle, size_t n)
+{
+	const uint8_t *d = SENT(n_sent - 1);
+	size_t len = SENT_LEN(n_sent - 1);
+
+	for (size_t i = 0; n <= len && i <= len - n; i++) {
+		if (memcmp(d + i, needle, n) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Sign `r` with key (key_len bytes; NULL: unsigned) and answer the last request (piggybacked
+ * ACK, code). */
+static int answer_len(edgerm_agent_reply_t *r, const uint8_t *key, size_t key_len, uint8_t code,
+		      uint64_t now)
 {
 	static uint8_t body[600], dgram[700];
 	uint8_t full[32];
@@ -201,7 +271,7 @@ static int answer(edgerm_agent_reply_t *r, const uint8_t *key, uint8_t code, uin
 		return -99;
 	}
 	if (key) {
-		edgerm_hmac_init(&h, key, 16);
+		edgerm_hmac_init(&h, key, key_len);
 		edgerm_hmac_update(&h, body, (size_t)n);
 		edgerm_hmac_final(&h, full);
 		r->mac.len = 8;
@@ -215,6 +285,28 @@ static int answer(edgerm_agent_reply_t *r, const uint8_t *key, uint8_t code, uin
 
 	CHECK(len > 0);
 	return edgerm_agent_on_datagram(&agent, dgram, (size_t)len, now);
+}
+
+static int answer(edgerm_agent_reply_t *r, const uint8_t *key, uint8_t code, uint64_t now)
+{
+	return answer_len(r, key, EDGERM_SECRET_LEN, code, now);
+}
+
+/* Answer the last call, a first registration, with Registered{agent_id, master_nonce} signed
+ * with key (key_len bytes). */
+static int answer_registered(const uint8_t *master_nonce, size_t nonce_len, const uint8_t *key,
+			     size_t key_len, uint64_t now)
+{
+	edgerm_agent_reply_t r;
+
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.has_registered = true;
+	r.registered.agent_id = 7;
+	r.registered.nonce.ptr = master_nonce;
+	r.registered.nonce.len = nonce_len;
+	r.registered.heartbeat_ms = 5000;
+	return answer_len(&r, key, key_len, EDGERM_COAP_CHANGED, now);
 }
 
 /* Encoded commands for replies. */
@@ -271,31 +363,30 @@ static void ok_reply(uint32_t update_ack, uint64_t now)
 
 static void register_fresh(void)
 {
-	edgerm_agent_reply_t r;
-
 	queue_flash_len = 0; /* a fresh board */
 	init_agent(NULL);
+	int n_random_before = n_random;
+
 	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REGISTERING);
 	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 0);
 	edgerm_agent_on_timer(&agent, 0);
 	CHECK_EQ_INT(last_call(), 0);
 	CHECK_EQ_INT(call.which, 4);
 	CHECK_EQ_INT(call.agent_id, 0);
-	CHECK_EQ_INT(call.mac.len, 0);
-	CHECK(call.call.reg.token.len == 3 && memcmp(call.call.reg.token.ptr, "tok", 3) == 0);
+	/* A fresh nonce from the port, signed with token_key; the token itself is not sent. */
+	CHECK_EQ_INT(n_random, n_random_before + 1);
+	CHECK_EQ_INT(call.call.reg.nonce.len, EDGERM_NONCE_LEN);
+	CHECK_MEM(call.call.reg.nonce.ptr, agent.nonce, EDGERM_NONCE_LEN);
+	CHECK(call_token_mac_ok(TOKEN));
+	CHECK(!sent_contains(TOKEN, 3));
 	CHECK_EQ_INT(call.call.reg.executors_count, 1);
 	CHECK_EQ_INT(call.call.reg.executors[0], EDGERM_EXECUTOR_WASM);
 	CHECK_EQ_INT(call.call.reg.protocol_version, 1);
 	CHECK_EQ_INT(call.call.reg.resources.devices_count, 1);
 
-	memset(&r, 0, sizeof(r));
-	r.seq = call.seq;
-	r.has_registered = true;
-	r.registered.agent_id = 7;
-	r.registered.secret.ptr = SECRET;
-	r.registered.secret.len = 16;
-	r.registered.heartbeat_ms = 5000;
-	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 10), 0);
+	derive(TOKEN, MASTER_NONCE, SECRET);
+	CHECK_EQ_INT(answer_registered(MASTER_NONCE, EDGERM_NONCE_LEN, SECRET, EDGERM_SECRET_LEN,
+				       10), 0);
 	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
 	CHECK_EQ_INT(stored.agent_id, 7);
 	CHECK_MEM(stored.secret, SECRET, 16);
@@ -612,19 +703,25 @@ static void test_reboot_and_unauthenticated(void)
 	CHECK_EQ_INT(last_call(), 0);
 	CHECK_EQ_INT(call.which, 4);
 	CHECK_EQ_INT(call.agent_id, 7);
-	CHECK_EQ_INT(call.call.reg.token.len, 0);
+	CHECK_EQ_INT(call.call.reg.nonce.len, 0); /* no nonce: the secret stays */
 	CHECK(call.seq >= reserved);
 	CHECK(call_mac_ok(SECRET));
+	int randoms = n_random;
+
 	memset(&r, 0, sizeof(r));
 	r.seq = call.seq;
 	r.has_registered = true;
 	r.registered.agent_id = 7;
-	r.registered.secret.ptr = SECRET;
-	r.registered.secret.len = 16;
 	r.registered.update_ack = 41;
+	/* A nonce in a re-registration's reply changes nothing: the agent keeps its secret. */
+	r.registered.nonce.ptr = MASTER_NONCE;
+	r.registered.nonce.len = 4;
 	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 10), 0);
 	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
 	CHECK_EQ_INT(agent.q_first_id, 42); /* numbering continues where the master is */
+	CHECK_MEM(stored.secret, SECRET, EDGERM_SECRET_LEN);
+	CHECK_MEM(agent.persist.secret, SECRET, EDGERM_SECRET_LEN);
+	CHECK_EQ_INT(n_random, randoms); /* re-registration draws no nonce */
 
 	/* UNAUTHENTICATED (stale seq, unknown agent): re-register; refused again: afresh. */
 	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
@@ -642,7 +739,13 @@ static void test_reboot_and_unauthenticated(void)
 	CHECK_EQ_INT(stored.agent_id, 0);
 	CHECK_EQ_INT(last_call(), 0);
 	CHECK_EQ_INT(call.agent_id, 0);
-	CHECK_EQ_INT(call.call.reg.token.len, 3);
+	CHECK_EQ_INT(call.call.reg.nonce.len, EDGERM_NONCE_LEN);
+	CHECK(call_token_mac_ok(TOKEN));
+	CHECK(!call_mac_ok(SECRET));
+	/* The master refuses that one too (not its token): the agent waits long before again. */
+	answer(&r, NULL, EDGERM_COAP_CODE(4, 1), 30020);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REGISTERING);
+	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 30020 + CONFIG_EDGERM_RETRY_MAX_MS);
 }
 
 /* Reboot the agent from what the port stored, and let it re-register (update_ack as given). */
@@ -660,8 +763,6 @@ static void reboot_and_reregister(uint32_t update_ack, uint64_t now)
 	r.seq = call.seq;
 	r.has_registered = true;
 	r.registered.agent_id = 7;
-	r.registered.secret.ptr = SECRET;
-	r.registered.secret.len = 16;
 	r.registered.heartbeat_ms = 5000;
 	r.registered.update_ack = update_ack;
 	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, now), 0);
@@ -824,6 +925,169 @@ static void test_separate_response(void)
 	CHECK_EQ_INT(SENT(before + 1)[0], 0x60);
 }
 
+/* The vectors' first registration (vectors.json `auth`), run by the agent: with the vector's
+ * token and agent nonce it sends a Register carrying that nonce and signed with token_key, and
+ * the vector's Registered reply (the master's nonce, signed with the derived secret), fed to it
+ * verbatim, makes it ACTIVE with the vector's secret. */
+static void test_first_registration_vectors(void)
+{
+	const struct vec *reply = NULL;
+
+	for (const struct vec *v = positive; v->type; v++) {
+		if (strcmp(v->name, auth_registered_vector) == 0) {
+			reply = v;
+		}
+	}
+	CHECK(reply != NULL);
+	if (!reply) {
+		return;
+	}
+	queue_flash_len = 0;
+	init_agent_token(NULL, auth_token);
+	rand_fixed = auth_agent_nonce;
+	edgerm_agent_on_timer(&agent, 0);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.seq, 1); /* the vector answers seq 1 */
+	CHECK_EQ_INT(call.agent_id, 0);
+	CHECK_EQ_INT(call.call.reg.nonce.len, EDGERM_NONCE_LEN);
+	CHECK_MEM(call.call.reg.nonce.ptr, auth_agent_nonce, EDGERM_NONCE_LEN);
+	CHECK(call_mac_ok_len(auth_token_key, sizeof(auth_token_key)));
+	CHECK(!sent_contains(auth_token, sizeof(auth_token) - 1));
+
+	uint8_t dgram[128];
+	edgerm_coap_builder_t b;
+
+	edgerm_coap_begin(&b, dgram, sizeof(dgram), EDGERM_COAP_ACK, EDGERM_COAP_CHANGED, last.mid,
+			  last.token, last.tkl);
+	edgerm_coap_option_uint(&b, EDGERM_COAP_OPT_CONTENT_FORMAT, EDGERM_COAP_CF_CBOR);
+	edgerm_coap_payload(&b, reply->bytes, reply->len);
+	int n = edgerm_coap_end(&b);
+
+	CHECK(n > 0);
+	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)n, 10), 0);
+	CHECK_EQ_INT(agent.stats.replies_bad_mac, 0);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
+	CHECK_EQ_INT(stored.agent_id, 1);
+	CHECK_MEM(stored.secret, auth_secret, EDGERM_SECRET_LEN);
+	CHECK_EQ_INT(agent.heartbeat_ms, 20000);
+	CHECK_EQ_INT(agent.jitter_ms, 2000);
+	/* The next call is signed with that secret. */
+	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 5);
+	CHECK_EQ_INT(call.agent_id, 1);
+	CHECK(call_mac_ok(auth_secret));
+}
+
+/* The agent sent a first registration and waits: expect it dropped (bad mac or bad reply), the
+ * agent still without identity, and the next attempt (after the back-off) with a new nonce. */
+static void expect_dropped(uint32_t bad_mac, uint32_t bad, uint64_t *now)
+{
+	uint8_t nonce[EDGERM_NONCE_LEN];
+	uint32_t seq = call.seq;
+
+	memcpy(nonce, call.call.reg.nonce.ptr, sizeof(nonce));
+	CHECK_EQ_INT(agent.stats.replies_bad_mac, bad_mac);
+	CHECK_EQ_INT(agent.stats.replies_bad, bad);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REGISTERING);
+	CHECK_EQ_INT(agent.persist.agent_id, 0);
+	CHECK_EQ_INT(stored.agent_id, 0);
+	*now = edgerm_agent_next_deadline_ms(&agent);
+	edgerm_agent_on_timer(&agent, *now);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 4);
+	CHECK(call.seq > seq);
+	CHECK_EQ_INT(call.call.reg.nonce.len, EDGERM_NONCE_LEN);
+	CHECK(memcmp(call.call.reg.nonce.ptr, nonce, sizeof(nonce)) != 0);
+	CHECK(call_token_mac_ok(TOKEN));
+}
+
+/* A Registered reply signed with anything but the secret derived from the token and both
+ * nonces is dropped, and so is one without the master's nonce: an attacker without the token
+ * cannot hand the agent an identity, and none is learnt from the wire. */
+static void test_registered_signed_otherwise_dropped(void)
+{
+	uint8_t key[EDGERM_SHA256_LEN], secret[EDGERM_SECRET_LEN];
+	static const uint8_t other_nonce[EDGERM_NONCE_LEN] = {9, 9, 9, 9, 9, 9, 9, 9};
+	uint64_t now = 0;
+	uint32_t bad_mac = 0, bad = 0;
+
+	queue_flash_len = 0;
+	init_agent(NULL);
+	edgerm_agent_on_timer(&agent, 0);
+	CHECK_EQ_INT(last_call(), 0);
+
+	/* token_key itself (what signed the call). */
+	edgerm_auth_token_key(TOKEN, key);
+	answer_registered(MASTER_NONCE, EDGERM_NONCE_LEN, key, sizeof(key), now + 1);
+	expect_dropped(++bad_mac, bad, &now);
+	/* Its first 16 bytes, as an agent secret. */
+	answer_registered(MASTER_NONCE, EDGERM_NONCE_LEN, key, EDGERM_SECRET_LEN, now + 1);
+	expect_dropped(++bad_mac, bad, &now);
+	/* The secret of another token (a master of another cluster). */
+	derive("another token", MASTER_NONCE, secret);
+	answer_registered(MASTER_NONCE, EDGERM_NONCE_LEN, secret, sizeof(secret), now + 1);
+	expect_dropped(++bad_mac, bad, &now);
+	/* The right token, but derived from another master nonce than the reply carries. */
+	derive(TOKEN, other_nonce, secret);
+	answer_registered(MASTER_NONCE, EDGERM_NONCE_LEN, secret, sizeof(secret), now + 1);
+	expect_dropped(++bad_mac, bad, &now);
+	/* Unsigned. */
+	uint8_t old_nonce[EDGERM_NONCE_LEN];
+
+	memcpy(old_nonce, call.call.reg.nonce.ptr, sizeof(old_nonce));
+	answer_registered(MASTER_NONCE, EDGERM_NONCE_LEN, NULL, 0, now + 1);
+	expect_dropped(++bad_mac, bad, &now);
+	/* The right secret, but for the previous attempt's agent nonce (a recorded exchange). */
+	edgerm_auth_token_key(TOKEN, key);
+	edgerm_auth_secret(key, old_nonce, MASTER_NONCE, secret);
+	answer_registered(MASTER_NONCE, EDGERM_NONCE_LEN, secret, sizeof(secret), now + 1);
+	expect_dropped(++bad_mac, bad, &now);
+	/* No master nonce, or one of the wrong length (the old protocol's 16-byte secret):
+	 * malformed, whatever the signature. */
+	derive(TOKEN, MASTER_NONCE, secret);
+	answer_registered(NULL, 0, secret, sizeof(secret), now + 1);
+	expect_dropped(bad_mac, ++bad, &now);
+	derive(TOKEN, MASTER_NONCE, secret);
+	answer_registered(MASTER_NONCE, EDGERM_NONCE_LEN - 1, secret, sizeof(secret), now + 1);
+	expect_dropped(bad_mac, ++bad, &now);
+	static const uint8_t sixteen[16] = {0xa0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+	answer_registered(sixteen, sizeof(sixteen), sixteen, sizeof(sixteen), now + 1);
+	expect_dropped(bad_mac, ++bad, &now);
+	CHECK_EQ_INT(n_persist > 0 && stored.agent_id == 0, 1);
+
+	/* Then the master holding the token answers: accepted, the derived secret kept. */
+	derive(TOKEN, MASTER_NONCE, secret);
+	CHECK_EQ_INT(answer_registered(MASTER_NONCE, EDGERM_NONCE_LEN, secret, sizeof(secret),
+				       now + 1), 0);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
+	CHECK_EQ_INT(stored.agent_id, 7);
+	CHECK_MEM(stored.secret, secret, EDGERM_SECRET_LEN);
+	CHECK_EQ_INT(agent.stats.replies_bad_mac, bad_mac);
+}
+
+/* No randomness, no registration: nothing is sent, the agent backs off and tries again. */
+static void test_no_randomness(void)
+{
+	queue_flash_len = 0;
+	init_agent(NULL);
+	rand_result = -EIO;
+	edgerm_agent_on_timer(&agent, 0);
+	CHECK_EQ_INT(n_sent, 0);
+	CHECK_EQ_INT(agent.stats.exchanges_failed, 1);
+	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), CONFIG_EDGERM_RETRY_MIN_MS);
+	edgerm_agent_on_timer(&agent, CONFIG_EDGERM_RETRY_MIN_MS);
+	CHECK_EQ_INT(n_sent, 0);
+	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 3 * CONFIG_EDGERM_RETRY_MIN_MS);
+	rand_result = 0;
+	edgerm_agent_on_timer(&agent, 3 * CONFIG_EDGERM_RETRY_MIN_MS);
+	CHECK_EQ_INT(n_sent, 1);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.call.reg.nonce.len, EDGERM_NONCE_LEN);
+	CHECK(call_token_mac_ok(TOKEN));
+}
+
 void suite_agent(void)
 {
 	test_registration_and_heartbeat();
@@ -834,4 +1098,7 @@ void suite_agent(void)
 	test_reboot_and_unauthenticated();
 	test_reboot_keeps_unacknowledged_updates();
 	test_separate_response();
+	test_first_registration_vectors();
+	test_registered_signed_otherwise_dropped();
+	test_no_randomness();
 }

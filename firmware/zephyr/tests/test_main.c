@@ -9,6 +9,7 @@ int main(void)
 	setvbuf(stdout, NULL, _IONBF, 0);
 	suite_sha256();
 	suite_wire();
+	suite_auth();
 	suite_coap();
 	suite_agent();
 	suite_abi();

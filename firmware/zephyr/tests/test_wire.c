@@ -113,7 +113,8 @@ static void sink(void *ctx, const uint8_t *d, size_t n)
 
 static void mac_of_vectors(void)
 {
-	/* vectors.json: registered/launch_wasm/... are signed with secret 00 01 .. 0f. */
+	/* vectors.json: launch_wasm/... are signed with secret 00 01 .. 0f; the first registration
+	 * with token_key and its reply with the derived secret (the `auth` section). */
 	static const uint8_t secret[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 	int checked = 0;
 
@@ -138,7 +139,13 @@ static void mac_of_vectors(void)
 		struct hmac_sink s;
 		uint8_t full[32];
 
-		edgerm_hmac_init(&s.h, secret, sizeof(secret));
+		if (strcmp(v->name, auth_register_vector) == 0) {
+			edgerm_hmac_init(&s.h, auth_token_key, sizeof(auth_token_key));
+		} else if (strcmp(v->name, auth_registered_vector) == 0) {
+			edgerm_hmac_init(&s.h, auth_secret, sizeof(auth_secret));
+		} else {
+			edgerm_hmac_init(&s.h, secret, sizeof(secret));
+		}
 		CHECK_EQ_INT(edgerm_wire_unsigned_view(v->bytes, v->len, call ? 3 : 2, sink, &s), 0);
 		edgerm_hmac_final(&s.h, full);
 		if (memcmp(full, mac.ptr, 8) != 0) {

@@ -37,6 +37,7 @@ extern int unit_checks;
 /* Suites, one per core module. */
 void suite_sha256(void);
 void suite_wire(void);
+void suite_auth(void);
 void suite_coap(void);
 void suite_agent(void);
 void suite_abi(void);

@@ -2,9 +2,10 @@
  * edgerm_port.h - everything the EdgeRM agent core needs from its platform, and nothing else.
  *
  * Like WAMR's platform_api_vmcore.h, this is a short list of functions each port implements:
- * port/zephyr (sockets, NVS settings, sensor API, WAMR threads) and port/posix (UDP, a state
- * file, simulated sensors, wasm3 in child processes). The core never reads a clock: time is an
- * argument of every edgerm_agent_* call; edgerm_port_now_ms is for the shells and the ABI.
+ * port/zephyr (sockets, NVS settings, sensor API, WAMR threads, the CSPRNG) and port/posix (UDP,
+ * a state file, simulated sensors, wasm3 in child processes, getrandom). The core never reads a
+ * clock: time is an argument of every edgerm_agent_* call; edgerm_port_now_ms is for the shells
+ * and the ABI.
  *
  * Rules for ports: a port never calls back into the agent from inside one of these functions
  * (the core is not reentrant), and every pointer handed to a port is valid only during the call.
@@ -42,6 +43,11 @@ typedef struct {
 
 /* Monotonic milliseconds since boot. */
 uint64_t edgerm_port_now_ms(void);
+
+/* Fill buf with len bytes from a cryptographically secure random source (the nonce of a first
+ * registration, docs/protocol.md "Authentication"). 0, or a negative errno: the core then does
+ * not register and tries again after a back-off (it never falls back to a weaker source). */
+int edgerm_port_random(void *ctx, uint8_t *buf, size_t len);
 
 /* Send one datagram to the master. 0, or a negative errno (the core treats it as a loss). */
 int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len);

@@ -8,7 +8,10 @@
  *   command_ack moved so the master stops re-sending applied commands).
  * - Every call carries agent_id, a fresh seq and the mac; every reply must echo the seq and
  *   carry a valid mac over the received bytes, else it is dropped (counted) and the call is
- *   retried after a back-off.
+ *   retried after a back-off. A first registration has no agent_id: it carries a fresh random
+ *   nonce and is signed with token_key = SHA-256(token); its reply carries the master's nonce
+ *   and is signed with the secret derived from both (edgerm_auth_secret), which the agent then
+ *   keeps. The token and the secret never cross the link.
  * - Commands apply in id order, exactly once (command_ack, persisted). Launch and Kill are
  *   idempotent by task number as well.
  * - Status updates and publishes share one queue and one update_id sequence; each is re-sent
@@ -299,12 +302,39 @@ struct hmac_ctx {
 	edgerm_hmac_t h;
 };
 
+void edgerm_auth_token_key(const char *token, uint8_t key[EDGERM_SHA256_LEN])
+{
+	edgerm_sha256_t h;
+	edgerm_slice_t t = cstr(token);
+
+	edgerm_sha256_init(&h);
+	edgerm_sha256_update(&h, t.ptr, t.len);
+	edgerm_sha256_final(&h, key);
+}
+
+void edgerm_auth_secret(const uint8_t token_key[EDGERM_SHA256_LEN],
+			const uint8_t agent_nonce[EDGERM_NONCE_LEN],
+			const uint8_t master_nonce[EDGERM_NONCE_LEN], uint8_t secret[EDGERM_SECRET_LEN])
+{
+	static const char label[] = "edgerm secret"; /* 13 bytes, no NUL */
+	edgerm_hmac_t h;
+	uint8_t full[EDGERM_SHA256_LEN];
+
+	edgerm_hmac_init(&h, token_key, EDGERM_SHA256_LEN);
+	edgerm_hmac_update(&h, (const uint8_t *)label, sizeof(label) - 1);
+	edgerm_hmac_update(&h, agent_nonce, EDGERM_NONCE_LEN);
+	edgerm_hmac_update(&h, master_nonce, EDGERM_NONCE_LEN);
+	edgerm_hmac_final(&h, full);
+	memcpy(secret, full, EDGERM_SECRET_LEN);
+}
+
 static void hmac_sink(void *ctx, const uint8_t *d, size_t n)
 {
 	edgerm_hmac_update(&((struct hmac_ctx *)ctx)->h, d, n);
 }
 
-/* Encode `call` (signed unless it is a first registration) as a CON POST "a". */
+/* Encode `call` as a CON POST "a", signed with the secret, or with token_key when there is no
+ * identity yet (a first registration). */
 static int send_call(edgerm_agent_t *a, edgerm_agent_call_t *call, uint8_t kind, uint64_t now)
 {
 	edgerm_coap_builder_t b;
@@ -322,26 +352,31 @@ static int send_call(edgerm_agent_t *a, edgerm_agent_call_t *call, uint8_t kind,
 	uint8_t *body = a->tx + hdr + 1;
 	size_t cap = sizeof(a->tx) - (size_t)hdr - 1;
 
-	struct hmac_ctx h;
-	uint8_t full[EDGERM_SHA256_LEN]; /* the mac slice points here until the second encode */
+	edgerm_hmac_t h;
+	/* token_key (when needed), then the mac: the mac slice points here until the second
+	 * encode. */
+	uint8_t full[EDGERM_SHA256_LEN];
 
 	call->seq = next_seq(a);
 	a->x_seq = call->seq;
-	if (a->persist.agent_id != 0) {
-		call->agent_id = a->persist.agent_id;
-		call->mac.ptr = full;
-		call->mac.len = 0;
-		int n = edgerm_wire_encode_agent_call(call, body, cap);
-
-		if (n < 0) {
-			return n;
-		}
-		edgerm_hmac_init(&h.h, a->persist.secret, sizeof(a->persist.secret));
-		edgerm_hmac_update(&h.h, body, (size_t)n);
-		edgerm_hmac_final(&h.h, full);
-		call->mac.len = 8;
-	}
+	call->agent_id = a->persist.agent_id;
+	call->mac.ptr = full;
+	call->mac.len = 0;
 	int n = edgerm_wire_encode_agent_call(call, body, cap);
+
+	if (n < 0) {
+		return n;
+	}
+	if (a->persist.agent_id != 0) {
+		edgerm_hmac_init(&h, a->persist.secret, sizeof(a->persist.secret));
+	} else {
+		edgerm_auth_token_key(a->cfg.token, full);
+		edgerm_hmac_init(&h, full, EDGERM_SHA256_LEN);
+	}
+	edgerm_hmac_update(&h, body, (size_t)n);
+	edgerm_hmac_final(&h, full);
+	call->mac.len = EDGERM_MAC_LEN;
+	n = edgerm_wire_encode_agent_call(call, body, cap);
 
 	if (n < 0) {
 		return n;
@@ -351,11 +386,14 @@ static int send_call(edgerm_agent_t *a, edgerm_agent_call_t *call, uint8_t kind,
 	return 0;
 }
 
+static void exchange_failed(edgerm_agent_t *a, uint64_t now);
+
 static void send_register(edgerm_agent_t *a, uint64_t now)
 {
 	edgerm_agent_call_t call;
 	edgerm_register_t *r = &call.call.reg;
 	edgerm_attribute_t *at;
+	bool ok = true;
 
 	memset(&call, 0, sizeof(call));
 	call.which = 4;
@@ -382,7 +420,11 @@ static void send_register(edgerm_agent_t *a, uint64_t now)
 	r->protocol_version = 1;
 	r->max_payload = CONFIG_EDGERM_MAX_PAYLOAD_SIZE;
 	if (a->state == EDGERM_AGENT_REGISTERING) {
-		r->token = cstr(a->cfg.token);
+		/* A fresh nonce per attempt (retransmissions of one datagram keep it): the master
+		 * refuses one it has seen. No randomness, no registration. */
+		ok = edgerm_port_random(a->cfg.port, a->nonce, sizeof(a->nonce)) == 0;
+		r->nonce.ptr = a->nonce;
+		r->nonce.len = sizeof(a->nonce);
 	} else {
 		/* Re-registration: every task we still know, and where our updates continue. */
 		for (size_t i = 0; i < CONFIG_EDGERM_MAX_TASKS; i++) {
@@ -394,9 +436,12 @@ static void send_register(edgerm_agent_t *a, uint64_t now)
 		}
 		r->update_next = a->q_first_id;
 	}
-	if (send_call(a, &call, K_REGISTER, now) < 0) {
-		a->stats.exchanges_failed++;
+	if (ok && send_call(a, &call, K_REGISTER, now) == 0) {
+		return;
 	}
+	/* Nothing was sent: back off as after a lost exchange. */
+	a->x_kind = K_REGISTER;
+	exchange_failed(a, now);
 }
 
 static void send_update(edgerm_agent_t *a, uint64_t now)
@@ -839,15 +884,15 @@ static bool mac_ok(const uint8_t *buf, size_t len, edgerm_slice_t mac, const uin
 	struct hmac_ctx h;
 	uint8_t full[EDGERM_SHA256_LEN];
 
-	if (mac.len != 8) {
+	if (mac.len != EDGERM_MAC_LEN) {
 		return false;
 	}
-	edgerm_hmac_init(&h.h, key, 16);
+	edgerm_hmac_init(&h.h, key, EDGERM_SECRET_LEN);
 	if (edgerm_wire_unsigned_view(buf, len, 2, hmac_sink, &h) < 0) {
 		return false;
 	}
 	edgerm_hmac_final(&h.h, full);
-	return edgerm_ct_equal(full, mac.ptr, 8);
+	return edgerm_ct_equal(full, mac.ptr, EDGERM_MAC_LEN);
 }
 
 /* The master's update_ack: drop what it holds. At registration it also sets our numbering. */
@@ -863,13 +908,15 @@ static void ack_updates(edgerm_agent_t *a, uint32_t ack, bool registration)
 	}
 }
 
-static void on_registered(edgerm_agent_t *a, const edgerm_agent_reply_t *r, uint64_t now)
+/* `secret`: the one derived for a first registration (a re-registration keeps ours). */
+static void on_registered(edgerm_agent_t *a, const edgerm_agent_reply_t *r,
+			  const uint8_t *secret, uint64_t now)
 {
 	const edgerm_registered_t *g = &r->registered;
 
 	if (a->state == EDGERM_AGENT_REGISTERING) {
 		a->persist.agent_id = g->agent_id;
-		memcpy(a->persist.secret, g->secret.ptr, 16);
+		memcpy(a->persist.secret, secret, EDGERM_SECRET_LEN);
 		a->persist.command_ack = 0;
 	}
 	save(a);
@@ -906,7 +953,9 @@ static void on_call_response(edgerm_agent_t *a, const edgerm_coap_msg_t *m, uint
 			} else if (a->state == EDGERM_AGENT_REREGISTERING) {
 				set_state(a, EDGERM_AGENT_REGISTERING);
 			} else {
-				a->retry_at = now + CONFIG_EDGERM_RETRY_MAX_MS; /* wrong token */
+				/* Not signed with a token this master knows (or a nonce it has
+				 * seen): wait long before the next attempt. */
+				a->retry_at = now + CONFIG_EDGERM_RETRY_MAX_MS;
 			}
 		} else if (a->x_kind == K_UPDATE && a->q_count > 0 && cls == 4 &&
 			   m->code != EDGERM_COAP_CODE(4, 29)) {
@@ -918,14 +967,18 @@ static void on_call_response(edgerm_agent_t *a, const edgerm_coap_msg_t *m, uint
 		return;
 	}
 	const uint8_t *key = a->persist.secret;
+	uint8_t derived[EDGERM_SHA256_LEN];
 
 	if (registering) {
-		if (!r.has_registered || r.registered.secret.len != 16) {
+		/* The secret both sides derive: only a master holding the token signs with it. */
+		if (!r.has_registered || r.registered.nonce.len != EDGERM_NONCE_LEN) {
 			a->stats.replies_bad++;
 			exchange_failed(a, now);
 			return;
 		}
-		key = r.registered.secret.ptr;
+		edgerm_auth_token_key(a->cfg.token, derived);
+		edgerm_auth_secret(derived, a->nonce, r.registered.nonce.ptr, derived);
+		key = derived;
 	}
 	if (r.seq != a->x_seq || !mac_ok(m->payload, m->payload_len, r.mac, key)) {
 		a->stats.replies_bad_mac++;
@@ -938,7 +991,7 @@ static void on_call_response(edgerm_agent_t *a, const edgerm_coap_msg_t *m, uint
 			exchange_failed(a, now);
 			return;
 		}
-		on_registered(a, &r, now);
+		on_registered(a, &r, key, now);
 	} else {
 		if (a->x_kind == K_HEARTBEAT) {
 			/* The master now holds the command_ack this heartbeat carried. */

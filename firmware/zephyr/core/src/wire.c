@@ -228,7 +228,7 @@ static const union {
 	.reg = {F(1, K_TSTR, name), HAS(2, M_RESOURCES, resources, has_resources),
 		LIST(3, K_MSG, M_ATTRIBUTE, attributes, attributes_count),
 		LIST(4, K_I32, 0, executors, executors_count), F(5, K_U32, protocol_version),
-		F(6, K_TSTR, token), LIST(7, K_MSG, M_TASK_REPORT, tasks, tasks_count),
+		F(6, K_BSTR, nonce), LIST(7, K_MSG, M_TASK_REPORT, tasks, tasks_count),
 		F(8, K_U32, max_payload), F(9, K_U32, update_next)},
 #undef T
 #define T edgerm_heartbeat_t
@@ -263,7 +263,7 @@ static const union {
 		    SAME(5, M_EMPTY)},
 #undef T
 #define T edgerm_registered_t
-	.registered = {F(1, K_U32, agent_id), F(2, K_BSTR, secret), F(3, K_U32, heartbeat_ms),
+	.registered = {F(1, K_U32, agent_id), F(2, K_BSTR, nonce), F(3, K_U32, heartbeat_ms),
 		       F(4, K_U32, jitter_ms), F(5, K_U32, update_ack)},
 #undef T
 #define T edgerm_error_t

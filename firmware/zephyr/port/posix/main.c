@@ -5,6 +5,9 @@
  *   edgerm-agent-posix --master 127.0.0.1:5683 --token T --state agent.state \
  *       --name bench-1 --sensor temp=21.5:Cel --sensor humidity=40:%RH
  *
+ * The token stays in this process: the first registration is signed with SHA-256(token) and
+ * carries a random nonce (port.c: getrandom), and the secret is derived on both sides.
+ *
  * Every flag has an environment twin: EDGERM_MASTER, EDGERM_AGENT_TOKEN, EDGERM_STATE,
  * EDGERM_NAME, EDGERM_SENSORS (comma-separated NAME=VALUE[:UNIT]). Events go to stdout as JSON
  * lines for tests and operators: ready, state (registering/reregistering/active), task.

@@ -2,12 +2,15 @@
  * edgerm_port.h for POSIX: monotonic clock, send on the connected UDP socket, the persistent
  * record in a small text file and the saved update queue beside it in STATE.queue (each written
  * to a temporary file, fsynced, renamed: a crash leaves the old or the new record, never half of
- * one), simulated sensors, and the wasm3 executor.
+ * one), simulated sensors, the wasm3 executor, and the kernel's CSPRNG (getrandom, else
+ * /dev/urandom) for the nonce of a first registration.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +24,48 @@ uint64_t edgerm_port_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int edgerm_port_random(void *ctx, uint8_t *buf, size_t len)
+{
+	size_t got = 0;
+
+	(void)ctx;
+	while (got < len) {
+		ssize_t n = getrandom(buf + got, len - got, 0);
+
+		if (n < 0 && errno == EINTR) {
+			continue;
+		}
+		if (n < 0) {
+			break; /* ENOSYS (an old kernel): /dev/urandom below */
+		}
+		got += (size_t)n;
+	}
+	if (got == len) {
+		return 0;
+	}
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		return -errno;
+	}
+	while (got < len) {
+		ssize_t n = read(fd, buf + got, len - got);
+
+		if (n < 0 && errno == EINTR) {
+			continue;
+		}
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+
+			close(fd);
+			return -e;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	return 0;
 }
 
 int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len)

@@ -5,7 +5,8 @@
  * take it only with K_NO_WAIT (see wamr_exec.c), so a kill that waits for a task thread while
  * holding it cannot deadlock.
  *
- * Also edgerm_port.h's clock, send and persistence (record and update queue) for Zephyr.
+ * Also edgerm_port.h's clock, randomness (the CSPRNG), send and persistence (record and update
+ * queue) for Zephyr.
  */
 #include <errno.h>
 #include <string.h>
@@ -20,6 +21,12 @@
 #include "wasm_export.h"
 
 LOG_MODULE_REGISTER(edgerm_net, CONFIG_EDGERM_LOG_LEVEL);
+
+/* The nonce of a first registration must be unpredictable: sys_csrand_get, never sys_rand_get.
+ * It needs an entropy driver (prj.conf: CONFIG_ENTROPY_GENERATOR; the nRF52840's RNG). */
+#if !defined(CONFIG_CSPRNG_ENABLED)
+#error "EdgeRM needs a cryptographically secure RNG (an entropy driver) for registration nonces"
+#endif
 
 static edgerm_agent_t agent;
 static K_MUTEX_DEFINE(agent_lock);
@@ -72,6 +79,17 @@ void edgerm_agent_wake(void)
 uint64_t edgerm_port_now_ms(void)
 {
 	return (uint64_t)k_uptime_get();
+}
+
+int edgerm_port_random(void *ctx, uint8_t *buf, size_t len)
+{
+	ARG_UNUSED(ctx);
+	int r = sys_csrand_get(buf, len);
+
+	if (r < 0) {
+		LOG_WRN("no random bytes for the registration nonce: %d", r);
+	}
+	return r < 0 ? r : 0;
 }
 
 int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len)

@@ -79,7 +79,7 @@ static int cmd_forget(const struct shell *sh, size_t argc, char **argv)
 {
 	ARG_UNUSED(argc), ARG_UNUSED(argv);
 	edgerm_net_forget_identity();
-	shell_print(sh, "identity dropped: the agent registers afresh with the token");
+	shell_print(sh, "identity dropped: the agent registers afresh (signed with the token's key)");
 	return 0;
 }
 

@@ -13,6 +13,7 @@ volatile uint32_t sink;
 /* Port stubs: the real ones live in port/zephyr and are not counted. */
 uint64_t edgerm_port_now_ms(void) { return sink; }
 int edgerm_port_send(void *c, const uint8_t *b, size_t n) { (void)c; return (int)(b[0] + n); }
+int edgerm_port_random(void *c, uint8_t *b, size_t n) { (void)c; b[0] = (uint8_t)n; return 0; }
 int edgerm_port_persist(void *c, const edgerm_persist_t *p) { (void)c; return (int)p->seq_reserved; }
 int edgerm_port_queue_save(void *c, const uint8_t *r, size_t n) { (void)c; return (int)(r[0] + n); }
 int edgerm_port_queue_load(void *c, uint8_t *r, size_t n) { (void)c; return (int)(r[0] + n); }

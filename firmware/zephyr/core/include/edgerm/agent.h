@@ -6,8 +6,9 @@
  * (edgerm_agent_next_deadline_ms / edgerm_agent_on_timer) and the executor (task_exited,
  * publish). The core sends through edgerm_port_send and never reads a clock or blocks.
  *
- * Lifecycle (one table, see agent.c): REGISTERING (no identity: Register with the token)
- * -> ACTIVE; REREGISTERING (identity kept: Register with agent_id and mac) -> ACTIVE;
+ * Lifecycle (one table, see agent.c): REGISTERING (no identity: Register with a fresh nonce,
+ * signed with the token's key; the secret is derived from both nonces) -> ACTIVE;
+ * REREGISTERING (identity kept: Register with agent_id, signed with the secret) -> ACTIVE;
  * ACTIVE -> REREGISTERING on a ReRegister command or an UNAUTHENTICATED answer;
  * REREGISTERING -> REGISTERING when the master does not know the identity.
  *
@@ -31,6 +32,15 @@
  * secret), its first update id. */
 #define EDGERM_QUEUE_REC_HDR_SIZE 12
 
+/* Authentication of the agent link (docs/protocol.md, edgerm/wire/mac.py): the token never
+ * crosses the link. A first registration carries EDGERM_NONCE_LEN random bytes and is signed
+ * with token_key = SHA-256(token); the master answers with its own nonce, signed with the
+ * secret = first EDGERM_SECRET_LEN bytes of HMAC-SHA256(token_key, "edgerm secret" ||
+ * agent nonce || master nonce), which both sides compute. */
+#define EDGERM_NONCE_LEN 8
+#define EDGERM_SECRET_LEN 16
+#define EDGERM_MAC_LEN 8
+
 enum edgerm_agent_state {
 	EDGERM_AGENT_REGISTERING = 0,
 	EDGERM_AGENT_REREGISTERING = 1,
@@ -39,7 +49,7 @@ enum edgerm_agent_state {
 
 typedef struct {
 	const char *name;   /* Register.name */
-	const char *token;  /* the cluster's agent token (provisioned at run time) */
+	const char *token;  /* the cluster's agent token (provisioned at run time; never sent) */
 	double cpus, mem_mb;
 	const edgerm_device_t *devices; /* sensors announced; names are what tasks read */
 	uint8_t devices_count;
@@ -84,6 +94,7 @@ typedef struct {
 	uint32_t hb_command_ack; /* command_ack the master last got in a heartbeat */
 	uint32_t rng;
 	uint32_t lru;
+	uint8_t nonce[EDGERM_NONCE_LEN]; /* of the first registration in flight */
 
 	/* The one exchange in flight (NSTART = 1). */
 	uint8_t x_state, x_kind, x_token, x_retries;
@@ -134,6 +145,16 @@ int edgerm_agent_publish(edgerm_agent_t *a, uint32_t task, const uint8_t *data, 
 
 /* Forget the identity (operator: `edgerm provision` of a new master) and register afresh. */
 void edgerm_agent_reset_identity(edgerm_agent_t *a, uint64_t now_ms);
+
+/* token_key = SHA-256(the token's UTF-8 bytes; NULL is ""): the key of a first registration. */
+void edgerm_auth_token_key(const char *token, uint8_t key[EDGERM_SHA256_LEN]);
+
+/* The agent secret after a first registration: the first EDGERM_SECRET_LEN bytes of
+ * HMAC-SHA256(token_key, "edgerm secret" || agent_nonce || master_nonce). `secret` may be
+ * `token_key` itself (it is read in full before secret is written). */
+void edgerm_auth_secret(const uint8_t token_key[EDGERM_SHA256_LEN],
+			const uint8_t agent_nonce[EDGERM_NONCE_LEN],
+			const uint8_t master_nonce[EDGERM_NONCE_LEN], uint8_t secret[EDGERM_SECRET_LEN]);
 
 /* The state of a task, or 0 when the agent does not know it. */
 uint8_t edgerm_agent_task_state(const edgerm_agent_t *a, uint32_t task);

@@ -178,7 +178,7 @@ typedef struct {
 									      : EDGERM_MAX_REP];
 	uint8_t attributes_count, executors_count, tasks_count;
 	uint32_t protocol_version;
-	edgerm_slice_t token;
+	edgerm_slice_t nonce; /* first registration only: the agent's 8 random bytes */
 	uint32_t max_payload;
 	uint32_t update_next;
 } edgerm_register_t;
@@ -233,7 +233,7 @@ typedef struct {
 
 typedef struct {
 	uint32_t agent_id;
-	edgerm_slice_t secret;
+	edgerm_slice_t nonce; /* first registration only: the master's 8 random bytes */
 	uint32_t heartbeat_ms, jitter_ms, update_ack;
 } edgerm_registered_t;
 
