@@ -1,13 +1,15 @@
 """The EdgeRM agent's state machine over CoAP, as docs/protocol.md says it must behave.
 
-register (token) -> keep agent_id + secret in the state file -> heartbeat every heartbeat_ms
+register (signed with the token's key, carrying a nonce; the secret derived from it and the
+master's nonce) -> keep agent_id + secret in the state file -> heartbeat every heartbeat_ms
 (+ jitter), carrying command_ack when it moved -> apply commands in id order (launch and kill
 idempotent by task number) -> send status updates and publishes oldest first, one per call,
 until update_ack covers them. After a reboot, or when the master asks (ReRegister, or
 UNAUTHENTICATED on a call), re-register with agent_id, seq and mac; an unknown agent_id sends it
-back to a fresh registration with the token. Every call after the first registration carries
-seq (one more per call) and an 8-byte HMAC-SHA256 mac; replies with a wrong mac or seq are
-dropped. A call that gets no answer is retried with exponential back-off up to 60 s, forever.
+back to a fresh registration. Every call carries seq (one more per call) and an 8-byte
+HMAC-SHA256 mac, keyed by the secret (by the token's key on a first registration: neither the
+token nor the secret ever crosses the link); replies with a wrong mac or seq are dropped. A call
+that gets no answer is retried with exponential back-off up to 60 s, forever.
 
 With `observe` on, each heartbeat is a FETCH of `c` with Observe 0, so it also (re)registers
 the observation through which the master pushes commands (AgentReply, seq 0, signed) at once;
@@ -64,7 +66,7 @@ _REG_RESOURCES = const(2)  # pb: Register.resources
 _REG_ATTRIBUTES = const(3)  # pb: Register.attributes
 _REG_EXECUTORS = const(4)  # pb: Register.executors
 _REG_VERSION = const(5)  # pb: Register.protocol_version
-_REG_TOKEN = const(6)  # pb: Register.token
+_REG_NONCE = const(6)  # pb: Register.nonce
 _REG_TASKS = const(7)  # pb: Register.tasks
 _REG_MAX_PAYLOAD = const(8)  # pb: Register.max_payload
 _REG_UPDATE_NEXT = const(9)  # pb: Register.update_next
@@ -78,7 +80,7 @@ _ATTR_NAME = const(1)  # pb: Attribute.name
 _ATTR_TEXT = const(2)  # pb: Attribute.text
 _ATTR_SCALAR = const(3)  # pb: Attribute.scalar
 _RGD_AGENT_ID = const(1)  # pb: Registered.agent_id
-_RGD_SECRET = const(2)  # pb: Registered.secret
+_RGD_NONCE = const(2)  # pb: Registered.nonce
 _RGD_HEARTBEAT_MS = const(3)  # pb: Registered.heartbeat_ms
 _RGD_JITTER_MS = const(4)  # pb: Registered.jitter_ms
 _RGD_UPDATE_ACK = const(5)  # pb: Registered.update_ack
@@ -155,7 +157,7 @@ _S_QUEUE = const(4)
 _S_TASKS = const(5)  # task number -> state; running ones live only in RAM
 # From the configuration (the parsed config dict itself is dropped after start-up: ~1.7 KB).
 _S_STATE = const(6)  # the state file's path
-_S_REG = const(7)  # [name, token, cpus, mem_mb, attributes]
+_S_REG = const(7)  # [name, the token's key (the token itself is not kept), cpus, mem_mb, attributes]
 _S_OBSERVE = const(8)
 _S_SEQ = const(9)
 _S_REGISTERED = const(10)
@@ -214,7 +216,11 @@ async def _call(key, value):
         _s[_S_SEQ] += 1
         seq = _s[_S_SEQ]
         msg = {_CALL_SEQ: seq, key: value}
-        if _s[_S_ID]:
+        k = _s[_S_SECRET]
+        nonce = value.get(_REG_NONCE) if key == _CALL_REGISTER else None
+        if nonce:  # a first registration: no agent_id, signed with the token's key
+            k = _s[_S_REG][1]
+        elif _s[_S_ID]:
             msg[_CALL_AGENT_ID] = _s[_S_ID]
         obs = _s[_S_OBSERVE] and key == _CALL_HEARTBEAT
         if obs:
@@ -223,8 +229,8 @@ async def _call(key, value):
             i = coap.begin(_POST, "a", cbor=True)
         coap.TX[i] = 0xFF
         j = cbor.enc(coap.TX, i + 1, msg)
-        if _s[_S_SECRET]:
-            msg[_CALL_MAC] = mac.hmac8(_s[_S_SECRET], coap.TX[i + 1:j])
+        if k:
+            msg[_CALL_MAC] = mac.hmac(k, coap.TX[i + 1:j])
             j = cbor.enc(coap.TX, i + 1, msg)
         msg = value = None  # no stale pointer to them while we wait
         r = await coap.request(j)
@@ -248,11 +254,14 @@ async def _call(key, value):
         _s[_S_FAILS] += 1
         return None
     err = rep.get(_REPLY_ERROR)
-    secret = _s[_S_SECRET]
-    reg = rep.get(_REPLY_REGISTERED)
-    if key == _CALL_REGISTER and type(reg) is dict:
-        secret = reg.get(_RGD_SECRET, b"")
-    if not _authentic(rep, secret):
+    if nonce:
+        # Signed with the secret both sides derive from the token's key and the two nonces: a
+        # reply from someone without the token fails here.
+        reg = rep.get(_REPLY_REGISTERED)
+        reg = reg.get(_RGD_NONCE) if type(reg) is dict else None  # the master's nonce
+        k = mac.secret(k, nonce, reg) if type(reg) is bytes else b""
+        reg = None
+    if not _authentic(rep, k):
         if type(err) is dict and err.get(_ERR_CODE) == _UNAUTHENTICATED and code == 0x81:
             return rep  # an unsigned refusal: the master does not (or no longer) know us
         _log(1, "reply with a wrong mac dropped")
@@ -260,6 +269,8 @@ async def _call(key, value):
         _log(1, "reply for another seq dropped")
     else:
         _s[_S_FAILS] = 0
+        if nonce:
+            _s[_S_SECRET] = k  # a Registered it is: _register keeps it with the agent_id
         return rep
     _s[_S_FAILS] += 1
     return None
@@ -273,11 +284,11 @@ def _authentic(r, key):
         n = cbor.enc(coap.TX, 0, r)
     except (IndexError, TypeError):
         return False
-    return mac.equal(given, mac.hmac8(key, coap.TX[:n]))
+    return mac.equal(given, mac.hmac(key, coap.TX[:n]))
 
 
 async def _register():
-    name, token, cpus, mem, more = _s[_S_REG]
+    name, _, cpus, mem, more = _s[_S_REG]
     res = _put({}, _RES_CPUS, cpus)
     _put(res, _RES_MEM_MB, mem)
     _put(res, _RES_DEVICES, _s[_S_INVENTORY])
@@ -295,7 +306,7 @@ async def _register():
         _s[_S_REG_OK] = ticks_add(ticks_ms(), _s[_S_REG_GAP])
         _s[_S_REG_GAP] = min(2 * _s[_S_REG_GAP], _REG_GAP_MAX)
     else:
-        m[_REG_TOKEN] = token
+        m[_REG_NONCE] = mac.urandom(8)  # fresh each attempt: the master refuses one it has seen
     rep = await _call(_CALL_REGISTER, m)
     if rep is None:
         return False
@@ -308,7 +319,7 @@ async def _register():
             if _s[_S_REFUSALS] >= 3:  # three times in a row, backing off: not one forged datagram
                 # The master does not know us (any more): drop the identity and everything
                 # numbered under it (a new agent_id starts update and command ids from 1; the
-                # old identity's tasks are no one's) and register with the token.
+                # old identity's tasks are no one's) and register afresh.
                 for t in list(_s[_S_TASKS]):
                     if executor is not None:
                         executor.kill(t, True)
@@ -322,7 +333,6 @@ async def _register():
         return False
     _s[_S_REFUSALS] = 0
     _s[_S_ID] = reg.get(_RGD_AGENT_ID, 0)
-    _s[_S_SECRET] = reg.get(_RGD_SECRET, b"")
     _s[_S_HB_MS] = reg.get(_RGD_HEARTBEAT_MS) or _s[_S_HB_MS]
     _s[_S_JITTER_MS] = reg.get(_RGD_JITTER_MS, 0)
     ack = reg.get(_RGD_UPDATE_ACK, 0)
@@ -517,8 +527,9 @@ def _setup(path):
     with open(path) as f:
         cfg = json.load(f)
     _s[_S_STATE] = cfg.get("state", "state.cbor")
-    _s[_S_REG] = [cfg.get("name", "micro"), cfg.get("token", ""), float(cfg.get("cpus", 1.0)),
-            float(cfg.get("mem_mb", 0)), cfg.get("attributes", {})]
+    _s[_S_REG] = [cfg.get("name", "micro"), mac.key(cfg.get("token", "")),
+                  float(cfg.get("cpus", 1.0)), float(cfg.get("mem_mb", 0)),
+                  cfg.get("attributes", {})]
     _s[_S_OBSERVE] = cfg.get("observe", True)
     _s[_S_LOG_LEVEL] = cfg.get("log_level", 1)
     _s[_S_HB_MS] = cfg.get("heartbeat_ms", 5000)
@@ -539,7 +550,7 @@ def _setup(path):
         for t, v in st.get(6, []):
             _s[_S_TASKS][t] = v
     except (OSError, ValueError, TypeError, AttributeError):
-        pass  # no state, or a corrupt one: start afresh with the token
+        pass  # no state, or a corrupt one: register afresh
     _s[_S_INVENTORY] = sensors.setup(cfg.get("sensors", ()))
     if executor is not None:
         executor.setup(report, publish, cfg.get("cache", "cache"), cfg.get("block_szx", 5),

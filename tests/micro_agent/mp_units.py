@@ -10,7 +10,7 @@ import mac
 for line in sys.stdin:
     kind, a, b = [f[1:] for f in line.split()]
     if kind == "hmac":
-        print(str(hexlify(mac.hmac8(unhexlify(a), unhexlify(b))), "ascii"))
+        print(str(hexlify(mac.hmac(unhexlify(a), unhexlify(b))), "ascii"))
     elif kind == "float":
         buf = bytearray(16)
         n = cbor.enc(buf, 0, float(a))

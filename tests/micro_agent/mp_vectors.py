@@ -1,5 +1,6 @@
 # Run under micropython: decode -> encode every vector of proto/vectors/vectors.json, and
-# refuse every "cbor"-level negative. Prints one line per failure and a closing count line.
+# refuse every "cbor"-level negative; then check the "auth" section (first registration) with
+# the agent's own code. Prints one line per failure and a count line for each part.
 import json
 import sys
 from binascii import hexlify, unhexlify
@@ -31,3 +32,44 @@ for v in vec["negative"]:
     except ValueError:
         ok += 1
 print("vectors:", ok, "passed,", bad, "failed")
+
+# The first registration (vectors.json "auth"), with the agent's own code: its token key, the
+# secret it derives from the two nonces, the register_first call signed with the token key as
+# agent._call signs it (encode, mac over those bytes, encode again), and the registered reply
+# verified with the derived secret as agent._call verifies it (agent._authentic); a wrong key
+# must not verify.
+import agent
+import mac
+
+a = vec["auth"]
+named = {}
+for v in vec["vectors"]:
+    named[v["name"]] = unhexlify(v["hex"])
+tkey = mac.key(a["token"])
+an, mn = unhexlify(a["agent_nonce"]), unhexlify(a["master_nonce"])
+sec = mac.secret(tkey, an, mn)
+reg = named[a["register_vector"]]
+call = cbor.decode(reg)
+given = call.pop(3)  # AgentCall.mac
+n = cbor.enc(buf, 0, call)
+call[3] = mac.hmac(tkey, buf[:n])
+n = cbor.enc(buf, 0, call)
+rep = cbor.decode(named[a["registered_vector"]])
+checks = (
+    ("token_key", tkey == unhexlify(a["token_key"]) and len(tkey) == 32),
+    ("secret", sec == unhexlify(a["secret"]) and len(sec) == 16),
+    ("register_first nonce", call[4][6] == an and 1 not in call),  # no agent_id
+    ("register_first signed", buf[:n] == reg and call[3] == given),
+    ("registered nonce", rep[5][2] == mn),
+    ("registered verifies", agent._authentic(dict(rep), sec)),
+    ("registered refused with the token key", not agent._authentic(dict(rep), tkey)),
+    ("registered refused with another token's secret",
+     not agent._authentic(dict(rep), mac.secret(mac.key(a["token"] + "x"), an, mn))),
+    ("nonces fresh", len(mac.urandom(8)) == 8 and mac.urandom(8) != mac.urandom(8)),
+)
+auth_bad = 0
+for name, good in checks:
+    if not good:
+        auth_bad += 1
+        print("AUTH FAIL", name)
+print("auth:", len(checks) - auth_bad, "passed,", auth_bad, "failed")

@@ -1,8 +1,9 @@
 """A small scripted CoAP master for the MicroPython agent's tests.
 
 It speaks the agent half of docs/protocol.md over real UDP on loopback, with the real wire codec
-(`edgerm.wire`) and the real CoAP message codec (`edgerm.coap.message`): registration with the
-token, re-registration with agent_id + mac, seq checks, heartbeats with command_ack, commands
+(`edgerm.wire`) and the real CoAP message codec (`edgerm.coap.message`): first registration signed with the
+token's key and a nonce, the secret derived from both nonces (docs/protocol.md,
+"Authentication"), re-registration with agent_id + mac, seq checks, heartbeats with command_ack, commands
 re-sent until acknowledged, status/publish applied exactly once in update_id order, modules by
 GET m/<hex> with Block2, heartbeats as FETCH `c` with Observe 0 and commands pushed at once as
 CON notifications (AgentReply, seq 0, signed). Tests queue commands, read what was applied, make
@@ -21,7 +22,17 @@ from dataclasses import dataclass, field
 import trio
 
 from edgerm.coap.message import decode_message_untrusted, encode_message
-from edgerm.wire import DecodeError, decode, encode, pb, sign, verify
+from edgerm.wire import (
+    NONCE_LEN,
+    DecodeError,
+    decode,
+    derive_secret,
+    encode,
+    pb,
+    sign,
+    token_key,
+    verify,
+)
 
 _ACK = 2
 _CON = 0
@@ -54,6 +65,8 @@ class ScriptedMaster:
     def __init__(self, token: str = "tok", heartbeat_ms: int = 300,
                  observable: bool = True) -> None:
         self.token = token
+        self.nonces: set[bytes] = set()  # agent nonces of first registrations seen
+        self.refused_registrations = 0  # first registrations refused (unsigned, bad mac, replay)
         self.heartbeat_ms = heartbeat_ms
         self.observable = observable
         # update_id -> (ErrorCode, times): answer that update with a signed error, not applied
@@ -228,14 +241,23 @@ class ScriptedMaster:
             return self._error(0x80, pb.BAD_REQUEST, str(e))
         which = call.WhichOneof("call")
         if which == "register" and not call.agent_id:
-            if call.register.token != self.token:
-                return self._error(0x81, pb.UNAUTHENTICATED, "bad token")
+            # Signed with the key of our token, with a nonce never seen before; the token is
+            # not on the wire (and must not be: the field that held it is the nonce now).
+            nonce = call.register.nonce
+            if not verify(call, token_key(self.token)) or len(nonce) != NONCE_LEN \
+                    or nonce in self.nonces:
+                self.refused_registrations += 1
+                return self._error(0x81, pb.UNAUTHENTICATED, "first registration not signed "
+                                   "with the token's key, or a nonce seen before")
+            self.nonces.add(nonce)
+            ours = os.urandom(NONCE_LEN)
             aid = max(self.agents, default=0) + 1
-            rec = self.agents[aid] = AgentRecord(aid, os.urandom(16), call.register.name)
+            rec = self.agents[aid] = AgentRecord(aid, derive_secret(self.token, nonce, ours),
+                                                 call.register.name)
             rec.last_seq = call.seq
             rec.registrations.append(call.register)
             reply = pb.AgentReply(seq=call.seq, registered=pb.Registered(
-                agent_id=aid, secret=rec.secret, heartbeat_ms=self.heartbeat_ms))
+                agent_id=aid, nonce=ours, heartbeat_ms=self.heartbeat_ms))
             return 0x44, sign(reply, rec.secret)
         found = self.agents.get(call.agent_id)
         if found is None or not verify(call, found.secret):
@@ -258,7 +280,7 @@ class ScriptedMaster:
         if which == "register":
             rec.registrations.append(call.register)
             reply.registered.CopyFrom(pb.Registered(
-                agent_id=rec.agent_id, secret=rec.secret, heartbeat_ms=self.heartbeat_ms,
+                agent_id=rec.agent_id, heartbeat_ms=self.heartbeat_ms,
                 update_ack=rec.update_ack))
         elif which == "heartbeat":
             rec.heartbeats += 1

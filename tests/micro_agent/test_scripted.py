@@ -73,6 +73,7 @@ async def test_register_heartbeat_and_tasks(agent_factory) -> None:  # type: ign
         reg = rec.registrations[0]
         assert reg.name == "mp-test" and reg.protocol_version == 1
         assert list(reg.executors) == [pb.MICROPYTHON]
+        assert len(reg.nonce) == 8 and m.refused_registrations == 0
         assert [d.name for d in reg.resources.devices] == ["temp"]
         await m.wait_for(lambda: rec.heartbeats >= 3)
 
@@ -159,7 +160,7 @@ async def test_restarts_and_garbage(agent_factory) -> None:  # type: ignore[no-u
         await a.start()
         await m.wait_for(lambda: len(rec.registrations) == 2)
         again = rec.registrations[1]
-        assert not again.token and again.update_next == rec.update_ack + 1
+        assert not again.nonce and again.update_next == rec.update_ack + 1
         assert list(m.agents) == [1]
         beats = rec.heartbeats
         await m.wait_for(lambda: rec.heartbeats > beats)
@@ -174,12 +175,13 @@ async def test_restarts_and_garbage(agent_factory) -> None:  # type: ignore[no-u
         assert a.alive(), a.output()
 
         # The master loses everything (a wiped data directory): the agent's mac'd calls are
-        # refused, its re-registration too, so it registers afresh with the token and numbers
-        # its updates from 1 again; the task of its old identity ends without a report.
+        # refused, its re-registration too, so it registers afresh with the token's key and numbers
+        # its updates from 1 again (a fresh nonce, a new secret); the task of its old identity ends without a report.
         m.agents.clear()
         await m.wait_for(lambda: 1 in m.agents and m.agents[1].heartbeats >= 1, timeout=20)
         fresh = m.agents[1]
-        assert fresh.registrations[0].token == "tok"
+        assert len(fresh.registrations[0].nonce) == 8 and len(m.nonces) == 2
+        assert fresh.secret != rec.secret
         sha = m.add_module(SAMPLER)
         m.command(1, launch=pb.Launch(task=1, spec=_mp_task(sha, len(SAMPLER), "1")))
         await m.wait_for(lambda: pb.FINISHED in m.states(1, 1))
@@ -412,3 +414,57 @@ async def test_a_steady_heartbeat_allocates_nothing_that_survives(  # type: igno
     heap = [int(b) for _, b in re.findall(r"HEAP (\d+) (\d+)", out.read_text())]
     assert len(heap) >= 45, out.read_text()[-2000:]
     assert min(heap[-10:]) <= min(heap[5:15]), heap
+
+
+async def test_a_wrong_token_is_refused_and_the_agent_keeps_trying(agent_factory) -> None:  # type: ignore[no-untyped-def]
+    # The master knows another token: every first registration is refused (unsigned 4.01),
+    # each with a fresh nonce, and the agent backs off and carries on; none gets registered.
+    async with trio.open_nursery() as n:
+        m = ScriptedMaster(token="the-right-token", heartbeat_ms=300)
+        await m.bind()
+        n.start_soon(m.serve)
+        a = agent_factory({**_config(m.port), "token": "a-wrong-token"})
+        await a.start()
+        await m.wait_for(lambda: m.refused_registrations >= 3, timeout=15)
+        assert m.agents == {} and m.nonces == set()
+        assert a.alive(), a.output()
+        with trio.fail_after(5):  # the agent logs each refusal once it has read it
+            while a.output().count("registration refused: 2") < 3:
+                await trio.sleep(0.05)
+        assert "registered" not in a.output().replace("registration refused", "")
+        n.cancel_scope.cancel()
+
+
+async def test_a_registered_reply_not_signed_with_the_derived_secret_is_dropped(  # type: ignore[no-untyped-def]
+        agent_factory) -> None:
+    # An impostor master that accepts the first registration but lacks the token: it cannot
+    # derive the secret, so its Registered (signed with a secret of its own, as the master of
+    # the old protocol sent it) is dropped, and the agent registers with the real one later.
+    from edgerm.wire import decode, derive_secret, sign
+
+    async with trio.open_nursery() as n:
+        m = ScriptedMaster(heartbeat_ms=300)
+        await m.bind()
+        real = m._agent_call
+        forged = [0]
+
+        def impostor(payload: bytes, observer: object = None) -> tuple[int, bytes]:
+            call = decode(pb.AgentCall, payload)
+            if call.WhichOneof("call") == "register" and not call.agent_id and forged[0] < 3:
+                forged[0] += 1
+                nonce = b"\x55" * 8
+                reply = pb.AgentReply(seq=call.seq, registered=pb.Registered(
+                    agent_id=7, nonce=nonce, heartbeat_ms=300))
+                return 0x44, sign(reply, derive_secret("not-the-token", call.register.nonce,
+                                                       nonce))
+            return real(payload, observer)  # type: ignore[arg-type]
+
+        m._agent_call = impostor  # type: ignore[method-assign]
+        n.start_soon(m.serve)
+        a = agent_factory(_config(m.port))
+        await a.start()
+        await m.wait_for(lambda: 1 in m.agents and m.agents[1].heartbeats >= 2, timeout=20)
+        assert forged[0] == 3
+        assert a.output().count("reply with a wrong mac dropped") >= 3, a.output()
+        assert "registered 7" not in a.output() and "registered 1" in a.output()
+        n.cancel_scope.cancel()
