@@ -222,7 +222,13 @@ class CoapLink(Link):
                     async for resp in obs:
                         if not delivered:
                             delivered = True
-                            first.send_nowait(resp.payload)
+                            try:
+                                first.send_nowait(resp.payload)
+                            except trio.BrokenResourceError:
+                                # The caller gave up waiting (its call timed out on a lossy
+                                # link) before the first response came: drop this
+                                # observation; the agent registers a new one.
+                                return
                             continue
                         on_push(resp.payload, seq)
         except CoapRequestError:
