@@ -154,8 +154,8 @@ class WebSocketLink(Link):
         elif self._waiting is not None and self._waiting[0] == seq:
             try:
                 self._waiting[1].send_nowait(msg)
-            except (trio.WouldBlock, trio.ClosedResourceError):
-                pass
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # the caller has just given up on this reply
 
 
 class CoapLink(Link):
