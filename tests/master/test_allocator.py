@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from fractions import Fraction
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -111,6 +114,86 @@ def test_recover_of_more_than_held_is_refused_and_changes_nothing() -> None:
     assert a.recover("gone", aid, res) is False
     assert a.recover(fid, 99, res) is False
     check_accounting(a)
+
+
+def reference_round(a: Allocator, now: float, weights: dict[str, float],
+                    eligible: list[str], filters: dict[tuple[str, int], float],
+                    ) -> list[tuple[str, int, Res]]:
+    """The round done the obvious way, in exact fractions: every agent, in offer order, goes to
+    the eligible framework not filtering it with the lowest weighted dominant share (ties by
+    fid), and the shares grow as it goes. Reads `a` before its round, changes nothing."""
+    def micro(q: dict[str, float]) -> dict[str, int]:
+        return {k: round(v * 1_000_000) for k, v in q.items()}
+
+    total = micro(a.total_quantities())
+    held = {fid: micro(a.allocated_quantities(fid)) for fid in eligible}
+
+    def key(fid: str) -> tuple[Fraction, str]:
+        dom = max((Fraction(v, total[k]) for k, v in held[fid].items() if total.get(k)),
+                  default=Fraction(0))
+        return dom / Fraction(weights[fid]), fid
+
+    out = []
+    for aid in a._offerable:  # noqa: SLF001 - the order agents became offerable in
+        free = a.free(aid)
+        candidates = [f for f in eligible if filters.get((f, aid), -1.0) <= now]
+        if not candidates:
+            continue
+        fid = min(candidates, key=key)
+        for k, v in micro(free.quantities()).items():
+            held[fid][k] = held[fid].get(k, 0) + v
+        out.append((fid, aid, free))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_round_matches_a_straightforward_exact_drf(seed: int) -> None:
+    # A mixed fleet in shuffled order (so runs of agents going to one framework vary), weights,
+    # frameworks holding things already, refuse filters (live and expired), a suppressed and an
+    # inactive framework, an inactive agent, partly used agents.
+    rng = random.Random(seed)
+    shapes = [
+        pb.Resources(cpus=4, mem_mb=8192, disk_mb=32000, ports=[pb.Range(begin=31000, end=32000)]),
+        pb.Resources(cpus=4, mem_mb=2048, disk_mb=16000, ports=[pb.Range(begin=8000, end=8099)],
+                     devices=[pb.Device(name="cam", kind=pb.OTHER, shares=0)]),
+        pb.Resources(cpus=1, mem_mb=0.25, devices=[
+            pb.Device(name="temp", kind=pb.SENSOR, shares=4, unit="Cel"),
+            pb.Device(name="humidity", kind=pb.SENSOR, shares=4, unit="%RH")]),
+        pb.Resources(cpus=2, mem_mb=1024, disk_mb=500),
+    ]
+    weights = {f"f{i:02d}": w for i, w in enumerate([1, 2, 3, 0.5, 1, 2, 3, 1.5, 1, 1, 2, 3])}
+    a = Allocator()
+    for fid, w in weights.items():
+        a.add_framework(fid, "*", w)
+    n = 600
+    for aid in range(n):
+        a.add_agent(aid, Res.from_pb(rng.choice(shapes)))
+    # some holdings before the round: whole agents and parts of agents
+    for aid in rng.sample(range(n), 60):
+        a.allocate(rng.choice(list(weights)), aid, Res(cpus=1))
+    a.suppress("f03")
+    a.set_framework_active("f05", False)
+    a.set_agent_active(7, False)
+    filters: dict[tuple[str, int], float] = {}
+    for _ in range(150):
+        fid, aid = rng.choice(list(weights)), rng.randrange(n)
+        until = rng.choice([5.0, 20.0, 50.0])
+        a.filter(fid, aid, until)
+        filters[fid, aid] = max(until, filters.get((fid, aid), -1.0))
+    for aid in rng.sample(range(n), 3):  # filtered by every eligible framework: kept
+        for fid in weights:
+            a.filter(fid, aid, 50.0)
+            filters[fid, aid] = 50.0
+    eligible = sorted(set(weights) - {"f03", "f05"})
+    for now in (10.0, 30.0):
+        expected = reference_round(a, now, weights, eligible, filters)
+        got = a.offers(now)
+        assert got == expected
+        assert len(got) > (450 if now == 10.0 else 0)
+        check_accounting(a)
+        # half the offers come back (declined without a filter): the next round is mixed
+        for fid, aid, res in got[::2]:
+            a.recover(fid, aid, res)
 
 
 # ------------------------------------------------------------------ filters, suppression
