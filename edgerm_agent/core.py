@@ -406,14 +406,10 @@ class AgentCore:
             self._in_flight = None
             self._on_error(flight, reply, now)
             return
-        if flight.kind == "register" and reply.HasField("registered"):
-            key = (derive_secret(self.config.token, flight.nonce, reply.registered.nonce)
-                   if flight.fresh else self.secret)
-            if not verify(reply, key):
-                self.stats["bad_replies"] += 1
-                self.call_failed(now)
-                return
-        elif not (self.secret and verify(reply, self.secret)):
+        key = self.secret
+        if flight.kind == "register" and flight.fresh and reply.HasField("registered"):
+            key = derive_secret(self.config.token, flight.nonce, reply.registered.nonce)
+        if not (key and verify(reply, key)):
             self.stats["bad_replies"] += 1
             self.call_failed(now)
             return
@@ -426,7 +422,7 @@ class AgentCore:
                 self.stats["bad_replies"] += 1
                 self._back_off(now)
                 return
-            self._on_registered(flight, reply.registered)
+            self._on_registered(flight, reply.registered, key)
         elif flight.kind == "heartbeat":
             if flight.command_ack > self._acked_command_ack:
                 self._acked_command_ack = flight.command_ack
@@ -638,13 +634,13 @@ class AgentCore:
         self.tasks.clear()
         self.dirty = True
 
-    def _on_registered(self, flight: _InFlight, reg: pb.Registered) -> None:
+    def _on_registered(self, flight: _InFlight, reg: pb.Registered, secret: bytes) -> None:
+        """`secret`: the key the reply was verified with (derived, for a first registration)."""
         fresh = flight.fresh or reg.agent_id != self.agent_id
         if fresh and self.agent_id and reg.agent_id != self.agent_id:
             self._forget_identity()
         self.agent_id = reg.agent_id
-        if flight.fresh:
-            self.secret = derive_secret(self.config.token, flight.nonce, reg.nonce)
+        self.secret = secret
         if reg.heartbeat_ms:
             self.heartbeat_s = reg.heartbeat_ms / 1000.0
         self.jitter_s = reg.jitter_ms / 1000.0
