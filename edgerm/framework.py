@@ -12,13 +12,13 @@ The module has three layers, from pure to I/O:
 1. Helpers with no state: `Constraints` (does an offer fit, and which resources a task on it takes)
    and the task builders `wasm_task`, `docker_task`, `micropython_task`, `task_info`.
 2. `FrameworkProtocol`, the sans-IO core. It turns calls into frames, frames into events, keeps the
-   framework id, the live offers, the last status of every task, and decides what to send back on
-   its own (acknowledgements, the reconciliation after a failover). It never reads a clock: every
-   entry point that needs time takes `now`.
+   framework id and its secret, the live offers, the last status of every task, and decides what
+   to send back on its own (acknowledgements, the reconciliation after a failover). It never reads
+   a clock: every entry point that needs time takes `now`.
 3. `Framework`, the Trio shell: one connection task in a nursery that connects, subscribes,
-   receives, re-connects with back-off and fails over (re-subscribes with its framework id) while
-   the master still keeps the framework (`failover_timeout_s`). Users iterate `events()` and await
-   calls (`accept`, `upload`, ...).
+   receives, re-connects with back-off and fails over (re-subscribes with its framework id and
+   secret) while the master still keeps the framework (`failover_timeout_s`). Users iterate
+   `events()` and await calls (`accept`, `upload`, ...).
 
 Delivery guarantees as a framework sees them:
 - Status updates are at-least-once: the master re-sends an update carrying a `uuid` until it is

@@ -81,6 +81,7 @@ async def closed_with(ws: WebSocketConnection, timeout: float = 10.0) -> Closed:
                 msg = await ws.get_message()
                 messages.append(msg if isinstance(msg, bytes) else msg.encode())
         except ConnectionClosed as e:
+            assert e.reason is not None
             return Closed(e.reason.code, e.reason.reason, messages)
 
 
@@ -168,12 +169,14 @@ async def test_connection_caps_per_source_and_in_total(tmp_path: Any) -> None:
             with trio.fail_after(10):
                 while True:
                     async with connect_from(m, "127.0.0.3") as c2:
-                        await c2.send_message(ScriptedFramework().subscribe())
                         try:
-                            ev = decode(pb.FrameworkEvent, await c2.get_message())
+                            await c2.send_message(ScriptedFramework().subscribe())
+                            msg = await c2.get_message()
                         except ConnectionClosed:
                             await trio.sleep(0.05)
                             continue
+                        assert isinstance(msg, bytes)
+                        ev = decode(pb.FrameworkEvent, msg)
                         assert ev.WhichOneof("event") == "subscribed"
                         break
     finally:
