@@ -12,13 +12,13 @@ The module has three layers, from pure to I/O:
 1. Helpers with no state: `Constraints` (does an offer fit, and which resources a task on it takes)
    and the task builders `wasm_task`, `docker_task`, `micropython_task`, `task_info`.
 2. `FrameworkProtocol`, the sans-IO core. It turns calls into frames, frames into events, keeps the
-   framework id, the live offers, the last status of every task, and decides what to send back on
-   its own (acknowledgements, the reconciliation after a failover). It never reads a clock: every
-   entry point that needs time takes `now`.
+   framework id and its secret, the live offers, the last status of every task, and decides what
+   to send back on its own (acknowledgements, the reconciliation after a failover). It never reads
+   a clock: every entry point that needs time takes `now`.
 3. `Framework`, the Trio shell: one connection task in a nursery that connects, subscribes,
-   receives, re-connects with back-off and fails over (re-subscribes with its framework id) while
-   the master still keeps the framework (`failover_timeout_s`). Users iterate `events()` and await
-   calls (`accept`, `upload`, ...).
+   receives, re-connects with back-off and fails over (re-subscribes with its framework id and
+   secret) while the master still keeps the framework (`failover_timeout_s`). Users iterate
+   `events()` and await calls (`accept`, `upload`, ...).
 
 Delivery guarantees as a framework sees them:
 - Status updates are at-least-once: the master re-sends an update carrying a `uuid` until it is
@@ -405,12 +405,16 @@ class FrameworkProtocol:
     """
 
     def __init__(self, name: str, token: str, *, failover_timeout_s: float = 60.0,
-                 role: str = "", framework_id: str = "", auto_ack: bool = True) -> None:
+                 role: str = "", framework_id: str = "", framework_secret: bytes = b"",
+                 auto_ack: bool = True) -> None:
         self.name = name
         self.token = token
         self.failover_timeout_s = failover_timeout_s
         self.role = role
         self.framework_id = framework_id
+        # What the master gave the framework with its id: proves the id when re-subscribing.
+        # Keep it wherever the id is kept; never log it.
+        self.framework_secret = framework_secret
         self.auto_ack = auto_ack
         self.subscribed = False
         self.heartbeat_interval_s = 0.0
@@ -440,7 +444,8 @@ class FrameworkProtocol:
         call = pb.FrameworkCall(framework_id=self.framework_id, call_id=self._subscribe_call_id,
                                 subscribe=pb.Subscribe(name=self.name, token=self.token,
                                                        failover_timeout_s=self.failover_timeout_s,
-                                                       role=self.role))
+                                                       role=self.role,
+                                                       framework_secret=self.framework_secret))
         return encode(call)
 
     def connection_lost(self, now: float) -> list[int]:
@@ -558,7 +563,7 @@ class FrameworkProtocol:
     def _answer_to_subscribe(self, ev: pb.FrameworkEvent, kind: str | None) -> list[Event]:
         if kind == "error":
             code, message = ev.error.code, ev.error.message
-            if self.framework_id and code in (pb.NOT_FOUND, pb.FORBIDDEN):
+            if self.framework_id and code == pb.NOT_FOUND:
                 raise FailoverExpired(f"the master no longer knows framework "
                                       f"{self.framework_id}: {message}")
             raise CallError(code, message)
@@ -568,6 +573,8 @@ class FrameworkProtocol:
         sub = ev.subscribed
         failover = bool(self.framework_id) and sub.framework_id == self.framework_id
         self.framework_id = sub.framework_id
+        if sub.framework_secret:  # only with a new framework id
+            self.framework_secret = sub.framework_secret
         self.heartbeat_interval_s = sub.heartbeat_interval_s
         self.weight = sub.weight
         self.subscribed = True
@@ -665,7 +672,8 @@ class Framework:
       master: "ws://host:port" (the `/framework` path is added when missing).
       name, token, role: what `Subscribe` carries.
       failover_timeout_s: how long the master keeps this framework's tasks after a disconnect.
-      framework_id: fail over into an existing framework instead of registering a new one.
+      framework_id, framework_secret: fail over into an existing framework instead of
+        registering a new one (both as `framework_id` / `framework_secret` gave them).
       auto_ack: acknowledge status updates once they are queued for `events()`.
       call_timeout_s: how long `accept`/`upload` wait for their answer.
       connect_timeout_s: how long the first subscription may take (re-tries included).
@@ -681,12 +689,13 @@ class Framework:
     """
 
     def __init__(self, master: str, *, name: str, token: str, failover_timeout_s: float = 60.0,
-                 role: str = "", framework_id: str = "", auto_ack: bool = True,
-                 call_timeout_s: float = 10.0, connect_timeout_s: float = 10.0,
-                 backoff: Backoff | None = None) -> None:
+                 role: str = "", framework_id: str = "", framework_secret: bytes = b"",
+                 auto_ack: bool = True, call_timeout_s: float = 10.0,
+                 connect_timeout_s: float = 10.0, backoff: Backoff | None = None) -> None:
         self.url = framework_url(master)
         self.core = FrameworkProtocol(name, token, failover_timeout_s=failover_timeout_s,
-                                      role=role, framework_id=framework_id, auto_ack=auto_ack)
+                                      role=role, framework_id=framework_id,
+                                      framework_secret=framework_secret, auto_ack=auto_ack)
         self.call_timeout_s = call_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.backoff = backoff or Backoff()
@@ -724,6 +733,12 @@ class Framework:
     @property
     def framework_id(self) -> str:
         return self.core.framework_id
+
+    @property
+    def framework_secret(self) -> bytes:
+        """Proves `framework_id` is this framework's: a process taking it over after a crash
+        passes both to `Framework.connect`. Keep it as secret as the token."""
+        return self.core.framework_secret
 
     @property
     def offers(self) -> dict[str, pb.Offer]:

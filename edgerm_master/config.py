@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--failover-timeout-s", type=float,
                    help="default framework failover timeout (default 60)")
     p.add_argument("--allocation-interval-s", type=float, help="allocation period (default 1)")
+    p.add_argument("--ws-first-message-s", type=float,
+                   help="WebSocket: close a connection silent this long after opening (default 10)")
+    p.add_argument("--ws-max-connections", type=int,
+                   help="WebSocket: open connections in all (default 1000; 0: no limit)")
+    p.add_argument("--ws-max-connections-per-source", type=int,
+                   help="WebSocket: open connections from one address (default 200; 0: no limit)")
     p.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "EXTRA"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--dev", action="store_true",
@@ -58,6 +64,8 @@ _FLAG_TO_FIELD = {
     "unreachable_after_missed": "unreachable_after_missed", "lost_after_s": "lost_after_s",
     "offer_timeout_s": "offer_timeout_s", "failover_timeout_s": "failover_default_s",
     "allocation_interval_s": "allocation_interval_s",
+    "ws_first_message_s": "ws_first_message_s", "ws_max_connections": "ws_max_connections",
+    "ws_max_connections_per_source": "ws_max_connections_per_source",
     "sqlite_synchronous": "sqlite_synchronous", "log_level": "log_level",
 }
 
@@ -102,9 +110,13 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
         raise ConfigError("heartbeat_ms must be > 0")
     if cfg.unreachable_after_missed < 1:
         raise ConfigError("unreachable_after_missed must be >= 1")
-    for key in ("lost_after_s", "offer_timeout_s", "allocation_interval_s"):
-        if getattr(cfg, key) <= 0:
+    for key in ("lost_after_s", "offer_timeout_s", "allocation_interval_s",
+                "ws_first_message_s"):
+        if not getattr(cfg, key) > 0:
             raise ConfigError(f"{key} must be > 0")
+    for key in ("ws_max_connections", "ws_max_connections_per_source"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0 (0: no limit)")
     return cfg
 
 

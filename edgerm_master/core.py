@@ -95,6 +95,9 @@ AGENT_REPORTABLE = frozenset({TS.STARTING, TS.RUNNING, TS.FINISHED, TS.FAILED, T
                               TS.ERROR})
 
 # Timer kinds in the heap (deadline, tie, kind, key).
+# Bytes of the secret a framework gets at creation (it proves the framework id is its own).
+FRAMEWORK_SECRET_LEN = 16
+
 _T_AGENT_CHECK = 1
 _T_AGENT_LOST = 2
 _T_OFFER = 3
@@ -125,6 +128,8 @@ class CloseFramework:
     """Close framework connection `conn` (after sending what precedes this)."""
     conn: int
     reason: str
+    # The connection never subscribed: its first call was refused (a policy violation).
+    refused: bool = False
 
 
 @dataclass(slots=True)
@@ -222,11 +227,15 @@ class Framework:
     __slots__ = (
         "framework_id", "name", "role", "weight", "failover_s", "conn", "disconnected_at",
         "removing", "tasks", "completed", "offers", "pending", "retry_at", "suppressed",
+        "secret_digest",
     )
 
     def __init__(self, framework_id: str, name: str, role: str, weight: float,
-                 failover_s: float) -> None:
+                 failover_s: float, secret_digest: bytes) -> None:
         self.framework_id = framework_id
+        # SHA-256 of the secret handed out in its first Subscribed; a re-subscription must
+        # present the secret. Empty (a store from before secrets): nobody can re-subscribe.
+        self.secret_digest = secret_digest
         self.name = name
         self.role = role
         self.weight = weight
@@ -410,7 +419,8 @@ class Master:
             self.module_sizes[m.sha256] = m.size
             self.modules_total += m.size
         for f in snap.frameworks:
-            fw = Framework(f.framework_id, f.name, f.role, self._weight(f.role), f.failover_s)
+            fw = Framework(f.framework_id, f.name, f.role, self._weight(f.role), f.failover_s,
+                           f.secret_digest)
             fw.disconnected_at = now
             fw.removing = f.removing
             self.frameworks[fw.framework_id] = fw
@@ -1142,6 +1152,18 @@ class Master:
         """One FrameworkCall (untrusted bytes) on connection `conn`; answers go to the outbox."""
         self.stats["framework_calls"] += 1
         self._now = now
+        if conn in self.conns:
+            self._framework_call(conn, data, now)
+            return
+        # A connection's first call must subscribe it; anything else (garbage, another call, a
+        # refused Subscribe) is answered and the connection closed, so an unauthenticated peer
+        # cannot keep it open by sending more.
+        self._framework_call(conn, data, now)
+        if conn not in self.conns:
+            self._outbox.append(CloseFramework(conn, "the first call must be a valid Subscribe",
+                                               refused=True))
+
+    def _framework_call(self, conn: int, data: bytes, now: float) -> None:
         if len(data) > self.config.framework_message_max:
             self._fw_error(conn, 0, E.TOO_LARGE, f"FrameworkCall of {len(data)} bytes is over the"
                            f" limit of {self.config.framework_message_max}")
@@ -1160,7 +1182,6 @@ class Master:
             if fid is None:
                 self._fw_error(conn, call.call_id, E.UNAUTHENTICATED,
                                "subscribe first: the first call on a connection is Subscribe")
-                self._outbox.append(CloseFramework(conn, "not subscribed"))
                 return
             if call.framework_id != fid:
                 raise CallError(E.FORBIDDEN, "framework_id does not match the framework "
@@ -1201,7 +1222,6 @@ class Master:
         sub = call.subscribe
         if not tokens_match(sub.token, cfg.framework_tokens):
             self._fw_error(conn, call.call_id, E.UNAUTHENTICATED, "wrong framework token")
-            self._outbox.append(CloseFramework(conn, "unauthenticated"))
             return
         check_text(sub.name, "Subscribe.name")
         check_text(sub.role, "Subscribe.role")
@@ -1219,7 +1239,14 @@ class Master:
                 self._fw_error(conn, call.call_id, E.NOT_FOUND,
                                f"no framework {call.framework_id!r} (removed, or its failover "
                                "timeout passed): subscribe without framework_id to start anew")
-                self._outbox.append(CloseFramework(conn, "unknown framework"))
+                return
+            # The id is public (listed in the state view); the secret is what makes it yours.
+            # Checked before anything about the framework is touched or told.
+            if not fw.secret_digest or not hmac.compare_digest(
+                    fw.secret_digest, hashlib.sha256(sub.framework_secret).digest()):
+                self._fw_error(conn, call.call_id, E.FORBIDDEN,
+                               f"framework {call.framework_id!r} belongs to whoever it gave its "
+                               "framework_secret: Subscribe.framework_secret is missing or wrong")
                 return
             if sub.role and role != fw.role:
                 raise CallError(E.BAD_REQUEST, f"the framework's role is {fw.role!r}; it cannot "
@@ -1232,20 +1259,23 @@ class Master:
                 fw.name = sub.name
                 fw.failover_s = failover
                 self._record(rec.UpdateFramework(fw.framework_id, fw.name, failover))
+            secret = b""
         else:
             fid = "fw-" + self.random_bytes(8).hex()
             while fid in self.frameworks:
                 fid = "fw-" + self.random_bytes(8).hex()
-            fw = Framework(fid, sub.name, role, self._weight(role), failover)
+            secret = self.random_bytes(FRAMEWORK_SECRET_LEN)
+            digest = hashlib.sha256(secret).digest()
+            fw = Framework(fid, sub.name, role, self._weight(role), failover, digest)
             self.frameworks[fid] = fw
-            self._record(rec.AddFramework(fid, sub.name, role, failover))
+            self._record(rec.AddFramework(fid, sub.name, role, failover, digest))
             self.allocator.add_framework(fid, role, fw.weight)
         fw.conn = conn
         self.conns[conn] = fw.framework_id
         self.allocator.set_framework_active(fw.framework_id, True)
         self._send(fw, pb.FrameworkEvent(call_id=call.call_id, subscribed=pb.Subscribed(
             framework_id=fw.framework_id, heartbeat_interval_s=cfg.framework_heartbeat_s,
-            weight=fw.weight)))
+            weight=fw.weight, framework_secret=secret)))
         # Resume delivery: the head of every task's unacknowledged updates, buffered outputs.
         for tid in sorted(fw.pending):
             task = fw.tasks.get(tid)

@@ -19,6 +19,12 @@ class MasterConfig:
     ws_port: int = 5690
     data_dir: str = "./edgerm-data"
     log_level: str = "info"
+    # WebSocket connections: the first message (Subscribe, Register, ...) must come this soon
+    # after connecting (on /agent one heartbeat interval with jitter later still), or the
+    # connection is closed; at most this many open in all and from one address (0: no limit).
+    ws_first_message_s: float = 10.0
+    ws_max_connections: int = 1000
+    ws_max_connections_per_source: int = 200
 
     # --- authentication: constant-time compared; empty lists refuse everyone
     agent_tokens: list[str] = field(default_factory=list)

@@ -96,6 +96,7 @@ class AddFramework(Record):
     name: str
     role: str
     failover_s: float
+    secret_digest: bytes  # SHA-256 of the framework secret (the secret itself is not stored)
 
 
 @dataclass(frozen=True, slots=True)

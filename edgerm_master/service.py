@@ -24,6 +24,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -31,7 +32,12 @@ from trio_websocket import ConnectionClosed
 
 from edgerm.coap.codes import Code
 from edgerm.transport.coap import CoapServer, Observation, ObservationGone, Request, Response, Site
-from edgerm.transport.websocket import WebSocketConfig, WsConnection, serve_websocket
+from edgerm.transport.websocket import (
+    CLOSE_POLICY,
+    WebSocketConfig,
+    WsConnection,
+    serve_websocket,
+)
 from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
 from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
 from edgerm_master.defaults import MasterConfig
@@ -59,7 +65,16 @@ ERROR_TO_COAP = {
 _OCTET_STREAM = 42
 # Events queued for one framework before it counts as not reading and is disconnected.
 _FRAMEWORK_QUEUE = 10_000
-_CLOSE = b""  # sentinel in a framework's queue
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """In a connection's send queue: close it (after what was queued before) like this."""
+    code: int = 1000
+    reason: str = ""
+
+
+_CLOSE = _Close()
 
 
 class MasterService:
@@ -78,7 +93,7 @@ class MasterService:
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._conn_ids = itertools.count(1)
-        self._fw_queues: dict[int, trio.MemorySendChannel[bytes]] = {}
+        self._fw_queues: dict[int, trio.MemorySendChannel[bytes | _Close]] = {}
         self._agent_push: dict[int, Observation | trio.MemorySendChannel[bytes]] = {}
         self.coap_server: CoapServer | None = None
         self.commits = 0
@@ -116,7 +131,14 @@ class MasterService:
                     {"/agent": self._ws_agent, "/framework": self._ws_framework,
                      "/state": self._ws_state},
                     cfg.host, cfg.ws_port,
-                    config=WebSocketConfig(max_message_size=cfg.framework_message_max)))
+                    config=WebSocketConfig(
+                        max_message_size=cfg.framework_message_max,
+                        first_message_timeout=cfg.ws_first_message_s,
+                        max_connections=cfg.ws_max_connections or None,
+                        max_connections_per_source=cfg.ws_max_connections_per_source or None),
+                    # An agent that reconnected calls when its next heartbeat is due.
+                    first_message_timeouts={"/agent": cfg.ws_first_message_s + cfg.heartbeat_s
+                                            * (1.0 + cfg.jitter_fraction)}))
                 ws_port = ws_addr[1]
                 task_status.started(((coap_addr[0], coap_addr[1]), (cfg.host, ws_port)))
         finally:
@@ -171,11 +193,12 @@ class MasterService:
                 q.send_nowait(encode(item.event))
             except trio.WouldBlock:
                 log.warning("framework connection %d does not read; closing it", item.conn)
-                self._close_fw(item.conn)
+                self._close_fw(item.conn, _Close(1008, "events not read"))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
         elif isinstance(item, CloseFramework):
-            self._close_fw(item.conn)
+            self._close_fw(item.conn, _Close(CLOSE_POLICY if item.refused else 1000,
+                                             item.reason))
         else:
             channel = self._agent_push.get(item.agent_id)
             if channel is None:
@@ -189,11 +212,11 @@ class MasterService:
                 except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                     pass
 
-    def _close_fw(self, conn: int) -> None:
+    def _close_fw(self, conn: int, how: _Close = _CLOSE) -> None:
         q = self._fw_queues.pop(conn, None)
         if q is not None:
             try:
-                q.send_nowait(_CLOSE)
+                q.send_nowait(how)
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
             q.close()
@@ -325,7 +348,7 @@ class MasterService:
         await ws.send(data)
 
     async def _ws_agent(self, ws: WsConnection) -> None:
-        send, receive = trio.open_memory_channel[bytes](256)
+        send, receive = trio.open_memory_channel[bytes | _Close](256)
         agent_id = 0
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._ws_writer, ws, receive)
@@ -334,6 +357,14 @@ class MasterService:
                     msg = await ws.receive()
                     result = self.core.agent_call(msg, self.clock(), "websocket")
                     data = await self._agent_result(result)
+                    if not agent_id and not result.agent_id:
+                        # No agent has proven itself on this connection and this call did
+                        # not either (garbage, a bad signature, a refused registration):
+                        # answer, then close, so an unauthenticated peer cannot stay.
+                        await send.send(data)
+                        await send.send(_Close(CLOSE_POLICY, "the first call must be a valid "
+                                               "signed AgentCall"))
+                        break
                     await send.send(data)
                     if result.error == E.UNAUTHENTICATED:
                         break
@@ -346,11 +377,11 @@ class MasterService:
                 send.close()
 
     async def _ws_writer(self, ws: WsConnection,
-                         receive: trio.MemoryReceiveChannel[bytes]) -> None:
+                         receive: trio.MemoryReceiveChannel[bytes | _Close]) -> None:
         async with receive:
             async for data in receive:
-                if data is _CLOSE or data == _CLOSE:
-                    await ws.aclose()
+                if isinstance(data, _Close):
+                    await ws.aclose(data.code, data.reason or None)
                     return
                 await ws.send(data)
             # The sender closed: flush done; close the connection (the reader notices).
@@ -358,7 +389,7 @@ class MasterService:
 
     async def _ws_framework(self, ws: WsConnection) -> None:
         conn = next(self._conn_ids)
-        send, receive = trio.open_memory_channel[bytes](_FRAMEWORK_QUEUE)
+        send, receive = trio.open_memory_channel[bytes | _Close](_FRAMEWORK_QUEUE)
         self._fw_queues[conn] = send
         try:
             async with trio.open_nursery() as nursery:
@@ -375,7 +406,7 @@ class MasterService:
             self._after_core()
 
     async def _ws_writer_then_cancel(self, ws: WsConnection,
-                                     receive: trio.MemoryReceiveChannel[bytes],
+                                     receive: trio.MemoryReceiveChannel[bytes | _Close],
                                      scope: trio.CancelScope) -> None:
         try:
             await self._ws_writer(ws, receive)

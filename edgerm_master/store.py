@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS agents (
     admitted REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS frameworks (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, failover_s REAL NOT NULL,
-    removing INTEGER NOT NULL DEFAULT 0);
+    removing INTEGER NOT NULL DEFAULT 0, secret_digest BLOB NOT NULL DEFAULT x'');
 CREATE TABLE IF NOT EXISTS tasks (
     framework_id TEXT NOT NULL, task_id TEXT NOT NULL, agent_id INTEGER NOT NULL,
     number INTEGER NOT NULL, spec BLOB NOT NULL, resources BLOB NOT NULL, state INTEGER NOT NULL,
@@ -76,6 +76,7 @@ class FrameworkRow:
     role: str
     failover_s: float
     removing: bool
+    secret_digest: bytes
 
 
 @dataclass(slots=True)
@@ -138,6 +139,12 @@ class Store:
             raise ValueError(f"sqlite_synchronous must be FULL, NORMAL or EXTRA, not {synchronous}")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(frameworks)")}
+        if "secret_digest" not in columns:
+            # A store from before framework secrets: its frameworks get an empty digest, which
+            # no re-subscription matches (they must subscribe anew; nobody can take them over).
+            self._db.execute("ALTER TABLE frameworks ADD COLUMN secret_digest BLOB NOT NULL"
+                             " DEFAULT x''")
         self._unlink_after: list[str] = []
         self.commits = 0
 
@@ -158,8 +165,9 @@ class Store:
         snap.agents = [AgentRow(*row) for row in db.execute(
             "SELECT id, secret, info, state, unreachable_since, update_ack, command_ack,"
             " next_command, next_task FROM agents ORDER BY id")]
-        snap.frameworks = [FrameworkRow(a, b, c, d, bool(e)) for a, b, c, d, e in db.execute(
-            "SELECT id, name, role, failover_s, removing FROM frameworks")]
+        snap.frameworks = [FrameworkRow(a, b, c, d, bool(e), bytes(f))
+                           for a, b, c, d, e, f in db.execute(
+            "SELECT id, name, role, failover_s, removing, secret_digest FROM frameworks")]
         snap.tasks = [TaskRow(*row) for row in db.execute(
             "SELECT framework_id, task_id, agent_id, number, spec, resources, state, prev_state,"
             " reason, message, exit_code FROM tasks")]
@@ -275,8 +283,10 @@ class Store:
                          (rec.agent_id, rec.command_id))
 
     def _add_framework(self, rec: r.AddFramework) -> None:
-        self._db.execute("INSERT INTO frameworks (id, name, role, failover_s) VALUES (?,?,?,?)",
-                         (rec.framework_id, rec.name, rec.role, rec.failover_s))
+        self._db.execute(
+            "INSERT INTO frameworks (id, name, role, failover_s, secret_digest)"
+            " VALUES (?,?,?,?,?)",
+            (rec.framework_id, rec.name, rec.role, rec.failover_s, rec.secret_digest))
 
     def _update_framework(self, rec: r.UpdateFramework) -> None:
         self._db.execute("UPDATE frameworks SET name = ?, failover_s = ? WHERE id = ?",

@@ -271,6 +271,8 @@ class ScriptedFramework:
         self.role = role
         self.failover_timeout_s = failover_timeout_s
         self.framework_id = ""
+        # Given by the master with a new framework id; proves the id on re-subscription.
+        self.framework_secret = b""
         self.call_id = 0
         self.events: list[pb.FrameworkEvent] = []
         self.offers: dict[str, pb.Offer] = {}
@@ -287,7 +289,7 @@ class ScriptedFramework:
     def subscribe(self) -> bytes:
         return self._call(subscribe=pb.Subscribe(
             name=self.name, token=self.token, role=self.role,
-            failover_timeout_s=self.failover_timeout_s))
+            failover_timeout_s=self.failover_timeout_s, framework_secret=self.framework_secret))
 
     def accept(self, offer_ids: Iterable[str], tasks: Iterable[pb.TaskInfo],
                refuse_seconds: float = 0.0) -> bytes:
@@ -331,6 +333,8 @@ class ScriptedFramework:
         kind = ev.WhichOneof("event")
         if kind == "subscribed":
             self.framework_id = ev.subscribed.framework_id
+            if ev.subscribed.framework_secret:
+                self.framework_secret = ev.subscribed.framework_secret
         elif kind == "offers":
             for o in ev.offers.offers:
                 self.offers[o.offer_id] = o

@@ -15,6 +15,11 @@ Design:
   ``receive()`` raises :class:`ConnectionClosed` instead of hanging on a half-open TCP
   connection. The closing handshake is bounded by ``disconnect_timeout``.
 * A handler failing is logged and closes its connection (1011); it never stops the server.
+* Bounded by the server, not by the peers: a connection must send its first message within
+  ``first_message_timeout`` (else 1008 "no message within N s"); beyond
+  ``max_connections`` in all or ``max_connections_per_source`` from one address a new
+  connection is accepted only to be closed at once with 1013 (try again later) and the limit
+  as the reason, so a client sees why instead of a bare reset.
 
 Resource handling: connections live exactly as long as their handler call or ``async
 with`` block; every task runs in a nursery owned by that scope.
@@ -23,6 +28,7 @@ with`` block; every task runs in a nursery owned by that scope.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -64,6 +70,17 @@ class WebSocketConfig:
     # Opening and closing handshakes with a silent peer give up after these.
     connect_timeout: float = 10.0
     disconnect_timeout: float = 5.0
+    # Server side: a connection that sends nothing this long after it opened is closed (None:
+    # no deadline). serve_websocket can set it per path.
+    first_message_timeout: float | None = None
+    # Server side: open connections in all and from one source address (None: unlimited).
+    max_connections: int | None = None
+    max_connections_per_source: int | None = None
+
+
+# Close codes (RFC 6455 7.4.1 and the IANA registry).
+CLOSE_POLICY = 1008        # the peer broke a rule (no first message in time, refused first call)
+CLOSE_TRY_LATER = 1013     # a connection limit is reached
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,9 @@ class WsConnection:
         self.remote = remote
         #: Set when the keepalive declared the peer dead.
         self.keepalive_failed = False
+        #: Seconds (from now) within which the first message must arrive; None: no deadline.
+        self._first_deadline: float | None = None
+        self._first_timeout: float | None = None
 
     @property
     def closed(self) -> bool:
@@ -107,12 +127,27 @@ class WsConnection:
 
     async def receive(self) -> bytes:
         """The next binary message. Raises :class:`ConnectionClosed` when the connection ends
-        (closed by the peer, by keepalive, or after a text frame, which we refuse)."""
-        message = await self._ws.get_message()
+        (closed by the peer, by keepalive, after a text frame, which we refuse, or when the
+        first message is later than the server's deadline)."""
+        if self._first_deadline is None:
+            message = await self._ws.get_message()
+        else:
+            with trio.move_on_at(self._first_deadline) as scope:
+                message = await self._ws.get_message()
+            if scope.cancelled_caught:
+                await self._ws.aclose(code=CLOSE_POLICY, reason="no message within "
+                                      f"{self._first_timeout:g} s of connecting")
+                raise ConnectionClosed(self._ws.closed)
+            self._first_deadline = None
         if isinstance(message, str):
             await self._ws.aclose(code=1003, reason="binary frames only")
             raise ConnectionClosed(self._ws.closed)
         return message
+
+    def set_first_message_timeout(self, timeout: float | None) -> None:
+        """The first message must arrive within `timeout` seconds from now (None: no limit)."""
+        self._first_timeout = timeout
+        self._first_deadline = None if timeout is None else trio.current_time() + timeout
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         await self._ws.aclose(code=code, reason=reason)
@@ -133,7 +168,7 @@ class WsConnection:
                 return
 
 
-def _remote_of(ws: WebSocketConnection) -> Any:
+def _remote_of(ws: WebSocketConnection | trio_websocket.WebSocketRequest) -> Any:
     try:
         return ws.remote
     except Exception:  # noqa: BLE001 - the peer address is informational only
@@ -143,12 +178,59 @@ def _remote_of(ws: WebSocketConnection) -> Any:
 ConnectionHandler = Callable[[WsConnection], Awaitable[None]]
 
 
+def _source_of(remote: Any) -> Any:
+    """The address connections are counted by (the IP without the port)."""
+    return getattr(remote, "address", remote)
+
+
+class _Limits:
+    """Open connections in all and per source; refusals, for a rate-limited warning."""
+
+    def __init__(self, cfg: WebSocketConfig) -> None:
+        self.cfg = cfg
+        self.total = 0
+        self.by_source: dict[Any, int] = {}
+        self.refused = 0
+        self._warned_at = -math.inf
+
+    def refusal(self, source: Any) -> str | None:
+        """Why a new connection from `source` is refused, or None (then it is counted)."""
+        cfg = self.cfg
+        if cfg.max_connections is not None and self.total >= cfg.max_connections:
+            return f"too many connections (the server's limit is {cfg.max_connections})"
+        if (cfg.max_connections_per_source is not None
+                and self.by_source.get(source, 0) >= cfg.max_connections_per_source):
+            return (f"too many connections from {source} (limit "
+                    f"{cfg.max_connections_per_source} per address)")
+        self.total += 1
+        self.by_source[source] = self.by_source.get(source, 0) + 1
+        return None
+
+    def release(self, source: Any) -> None:
+        self.total -= 1
+        left = self.by_source[source] - 1
+        if left:
+            self.by_source[source] = left
+        else:
+            del self.by_source[source]
+
+    def note_refused(self, why: str) -> None:
+        # One line per minute at most: a flood must not turn into a log flood.
+        self.refused += 1
+        now = trio.current_time()
+        if now - self._warned_at >= 60.0:
+            self._warned_at = now
+            log.warning("websocket: refusing connections: %s (%d refused so far)", why,
+                        self.refused)
+
+
 async def serve_websocket(
     handlers: Mapping[str, ConnectionHandler],
     host: str,
     port: int,
     *,
     config: WebSocketConfig | None = None,
+    first_message_timeouts: Mapping[str, float] | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve WebSocket connections on ``host``:``port`` until cancelled.
@@ -156,11 +238,14 @@ async def serve_websocket(
     Args:
       handlers: request path -> async handler called with each :class:`WsConnection`; other
         paths are rejected with HTTP 404 during the handshake.
-      config: keepalive and size limits.
+      config: keepalive, size and connection limits.
+      first_message_timeouts: per path, instead of ``config.first_message_timeout``.
 
     Reports ``(host, bound_port)`` through ``task_status.started``.
     """
     cfg = config or WebSocketConfig()
+    limits = _Limits(cfg)
+    first_timeouts = first_message_timeouts or {}
 
     async def on_request(request: trio_websocket.WebSocketRequest) -> None:
         path = request.path.split("?", 1)[0]
@@ -168,8 +253,29 @@ async def serve_websocket(
         if handler is None:
             await request.reject(404, body=f"use {' or '.join(handlers)}\n".encode())
             return
-        ws = await request.accept()
+        source = _source_of(_remote_of(request))
+        why = limits.refusal(source)
+        if why is not None:
+            limits.note_refused(why)
+            try:
+                ws = await request.accept()
+                await ws.aclose(code=CLOSE_TRY_LATER, reason=why)
+            except ConnectionClosed:
+                pass  # gone already: nothing to tell
+            return
+        try:
+            await serve_one(request, path, handler)
+        finally:
+            limits.release(source)
+
+    async def serve_one(request: trio_websocket.WebSocketRequest, path: str,
+                        handler: ConnectionHandler) -> None:
+        try:
+            ws = await request.accept()
+        except ConnectionClosed:
+            return  # the peer left during the handshake
         conn = WsConnection(ws, path, _remote_of(ws))
+        conn.set_first_message_timeout(first_timeouts.get(path, cfg.first_message_timeout))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn._keepalive, cfg)
             try:
@@ -269,5 +375,6 @@ async def run_with_reconnect(
 
 
 __all__ = ["WebSocketConfig", "Backoff", "WsConnection", "ConnectionClosed", "HandshakeError",
+           "CLOSE_POLICY", "CLOSE_TRY_LATER",
            "serve_websocket", "connect_websocket", "run_with_reconnect", "RECONNECTABLE",
            "only_disconnects"]

@@ -535,26 +535,30 @@ class FrameworkEvent(_message.Message):
     def __init__(self, call_id: _Optional[int] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., offers: _Optional[_Union[Offers, _Mapping]] = ..., rescind: _Optional[_Union[Rescind, _Mapping]] = ..., update: _Optional[_Union[TaskStatus, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ..., module_stored: _Optional[_Union[ModuleStored, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ...) -> None: ...
 
 class Subscribe(_message.Message):
-    __slots__ = ("name", "token", "failover_timeout_s", "role")
+    __slots__ = ("name", "token", "failover_timeout_s", "role", "framework_secret")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     FAILOVER_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_SECRET_FIELD_NUMBER: _ClassVar[int]
     name: str
     token: str
     failover_timeout_s: float
     role: str
-    def __init__(self, name: _Optional[str] = ..., token: _Optional[str] = ..., failover_timeout_s: _Optional[float] = ..., role: _Optional[str] = ...) -> None: ...
+    framework_secret: bytes
+    def __init__(self, name: _Optional[str] = ..., token: _Optional[str] = ..., failover_timeout_s: _Optional[float] = ..., role: _Optional[str] = ..., framework_secret: _Optional[bytes] = ...) -> None: ...
 
 class Subscribed(_message.Message):
-    __slots__ = ("framework_id", "heartbeat_interval_s", "weight")
+    __slots__ = ("framework_id", "heartbeat_interval_s", "weight", "framework_secret")
     FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_SECRET_FIELD_NUMBER: _ClassVar[int]
     framework_id: str
     heartbeat_interval_s: float
     weight: float
-    def __init__(self, framework_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
+    framework_secret: bytes
+    def __init__(self, framework_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., weight: _Optional[float] = ..., framework_secret: _Optional[bytes] = ...) -> None: ...
 
 class Offer(_message.Message):
     __slots__ = ("offer_id", "agent_id", "agent_name", "resources", "attributes", "executors", "expires_in_s")

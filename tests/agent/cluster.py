@@ -151,12 +151,14 @@ class Framework:
 
 
 async def open_framework(nursery: trio.Nursery, ws: tuple[str, int],
-                         framework_id: str = "") -> Framework:
-    """Subscribe (or fail over into `framework_id`) and start reading events."""
+                         framework_id: str = "", framework_secret: bytes = b"") -> Framework:
+    """Subscribe (or fail over into `framework_id`, proven by its secret) and start reading
+    events."""
     conn = await _connect(nursery, ws)
     f = Framework(conn)
     f.fw.failover_timeout_s = 120.0
     f.fw.framework_id = framework_id
+    f.fw.framework_secret = framework_secret
     await f.send(f.fw.subscribe())
     nursery.start_soon(f.reader)
     await f.wait_for(lambda: f.fw.framework_id)

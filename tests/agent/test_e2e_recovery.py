@@ -54,12 +54,12 @@ async def test_master_restart_keeps_tasks_running(
             sha = await f.upload(wasm_modules["spin"])
             await f.launch("spin", wasm_spec(sha, len(wasm_modules["spin"])))
             await f.wait_state("spin", TS.RUNNING)
-            framework_id = f.fw.framework_id
+            framework_id, secret = f.fw.framework_id, f.fw.framework_secret
             nursery.cancel_scope.cancel()
         master.kill()
         master.restart()
         async with trio.open_nursery() as nursery:
-            f = await open_framework(nursery, master.ws, framework_id)
+            f = await open_framework(nursery, master.ws, framework_id, secret)
             await f.send(f.fw.reconcile(["spin"]))
             await f.wait_state("spin", TS.RUNNING)
             await f.send(f.fw.kill("spin"))

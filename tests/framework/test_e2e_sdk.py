@@ -121,13 +121,14 @@ async def test_kill_a_running_task_and_reconcile(real_cluster, wasm_modules) -> 
 
 async def test_failover_within_the_timeout_keeps_the_tasks(real_cluster, wasm_modules) -> None:
     async with real_cluster.connect(name="e2e-failover", failover_timeout_s=30) as fw:
-        framework_id = fw.framework_id
+        framework_id, secret = fw.framework_id, fw.framework_secret
         module = await fw.upload(wasm_modules["spin"])
         await launch(fw, real_cluster, "spin-fo", module, [])
         await follow(fw, "spin-fo", until={pb.RUNNING})
-    # The connection is gone (the framework process "crashed"); a new one takes over by id.
+    # The connection is gone (the framework process "crashed"); a new one takes over by id,
+    # proven by the secret the master gave the first one.
     async with real_cluster.connect(name="e2e-failover", framework_id=framework_id,
-                                    failover_timeout_s=30) as fw:
+                                    framework_secret=secret, failover_timeout_s=30) as fw:
         assert fw.framework_id == framework_id
         await fw.reconcile(["spin-fo"])
         updates, _ = await follow(fw, "spin-fo", until={pb.RUNNING, pb.STARTING})

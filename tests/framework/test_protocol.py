@@ -172,6 +172,35 @@ def test_failover_resubscribes_with_the_id_and_reconciles() -> None:
     assert core.failover_deadline() is None
 
 
+def test_the_framework_secret_is_kept_with_the_id_and_proves_it_on_resubscription() -> None:
+    core = FrameworkProtocol("demo", "tok", failover_timeout_s=10)
+    first = decode(pb.FrameworkCall, core.connection_made(now=0.0))
+    assert first.subscribe.framework_secret == b""
+    core.receive_frame(ev(call_id=first.call_id, subscribed=pb.Subscribed(
+        framework_id="fw-7", heartbeat_interval_s=2.0, framework_secret=b"s" * 16)), now=0.0)
+    assert core.framework_secret == b"s" * 16
+    core.connection_lost(now=1.0)
+    call = decode(pb.FrameworkCall, core.connection_made(now=2.0))
+    assert (call.framework_id, call.subscribe.framework_secret) == ("fw-7", b"s" * 16)
+    # The failover's Subscribed carries no secret: the one kept stays.
+    core.receive_frame(ev(call_id=call.call_id, subscribed=pb.Subscribed(
+        framework_id="fw-7", heartbeat_interval_s=2.0)), now=2.0)
+    assert core.framework_secret == b"s" * 16
+    # A new process taking over passes both.
+    other = FrameworkProtocol("demo", "tok", framework_id="fw-7", framework_secret=b"s" * 16)
+    call = decode(pb.FrameworkCall, other.connection_made(now=3.0))
+    assert (call.framework_id, call.subscribe.framework_secret) == ("fw-7", b"s" * 16)
+
+
+def test_a_resubscription_without_the_right_secret_is_an_error_not_an_expiry() -> None:
+    core = FrameworkProtocol("demo", "tok", framework_id="fw-7")
+    call = decode(pb.FrameworkCall, core.connection_made(now=0.0))
+    with pytest.raises(CallError, match="FORBIDDEN") as info:
+        core.receive_frame(ev(call_id=call.call_id, error=pb.Error(
+            code=pb.FORBIDDEN, message="framework_secret is missing or wrong")), 0.0)
+    assert not isinstance(info.value, FailoverExpired)
+
+
 def test_refused_resubscription_means_the_framework_is_gone() -> None:
     core = subscribed_core()
     core.connection_lost(now=1.0)

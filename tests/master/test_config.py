@@ -20,8 +20,21 @@ def test_toml_then_flags(tmp_path: Any) -> None:
     assert cfg.framework_tokens == ["f"] and cfg.coap_port == 0 and generated == {}
 
 
+def test_websocket_limits_from_toml_and_flags(tmp_path: Any) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text("ws_first_message_s = 2.5\nws_max_connections = 50\n")
+    cfg, _ = parse_args(["--config", str(path), "--ws-max-connections-per-source", "0"])
+    assert (cfg.ws_first_message_s, cfg.ws_max_connections,
+            cfg.ws_max_connections_per_source) == (2.5, 50, 0)
+    cfg, _ = parse_args(["--ws-first-message-s", "1", "--ws-max-connections", "7"])
+    assert (cfg.ws_first_message_s, cfg.ws_max_connections) == (1.0, 7)
+
+
 @pytest.mark.parametrize("text", ["nope = 1", "heartbeat_ms = 'x'", "heartbeat_ms = 0",
-                                  "agent_tokens = 3", "lost_after_s = -1", "[broken"])
+                                  "agent_tokens = 3", "lost_after_s = -1", "[broken",
+                                  "ws_first_message_s = 0", "ws_first_message_s = nan",
+                                  "ws_max_connections = -1",
+                                  "ws_max_connections_per_source = 1.5"])
 def test_bad_config_is_refused(text: str) -> None:
     with pytest.raises(ConfigError):
         load_config(text)

@@ -5,6 +5,7 @@ updates until acknowledged, reconcile, failover, teardown, DRF weights, the modu
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,49 @@ def test_subscribe_needs_the_token(cluster: Cluster) -> None:
 def test_calls_before_subscribe_are_refused(cluster: Cluster) -> None:
     f = ScriptedFramework()
     cluster.call(f, f.kill("x"))
-    assert f.errors[-1].code == E.UNAUTHENTICATED
+    assert f.errors[-1].code == E.UNAUTHENTICATED and f.closed
+
+
+@pytest.mark.parametrize("first", [b"\xff\xff", b"", encode(pb.FrameworkCall(subscribe=pb.Subscribe(
+    token="framework-token", failover_timeout_s=-1.0)))], ids=["garbage", "empty", "bad-subscribe"])
+def test_a_refused_first_call_is_answered_then_the_connection_closed(
+        cluster: Cluster, first: bytes) -> None:
+    f = ScriptedFramework()
+    conn = cluster.connect(f)
+    cluster.master.framework_call(conn, first, cluster.now)
+    cluster.flush()
+    assert f.errors[-1].code == E.BAD_REQUEST and f.closed and conn in cluster.closed
+    assert cluster.master.frameworks == {} and conn not in cluster.master.conns
+
+
+def test_a_framework_id_is_taken_over_only_with_its_secret(new_cluster: Any) -> None:
+    cluster = new_cluster(framework_tokens=["framework-token", "other-token"])
+    a, f = agent_and_framework(cluster)
+    assert len(f.framework_secret) == 16
+    launch(cluster, f, a, "t1")
+    updates, before = len(f.updates), cluster.committed
+    attempts = [("other-token", b""), ("other-token", b"x" * 16),
+                ("framework-token", b""), ("framework-token", f.framework_secret[:-1] + b"?")]
+    for token, secret in attempts:
+        thief = ScriptedFramework(token=token)
+        thief.framework_id, thief.framework_secret = f.framework_id, secret
+        cluster.subscribe(thief)
+        assert thief.errors[-1].code == E.FORBIDDEN and thief.closed, (token, secret)
+        assert thief.updates == [] and thief.offers == {}
+        assert "framework_secret" in thief.errors[-1].message
+        cluster.call(thief, thief.kill("t1"))   # a new connection: subscribe first
+        assert thief.errors[-1].code == E.UNAUTHENTICATED and thief.closed
+    # The owner's connection was not touched, nothing was recorded, the task runs on.
+    assert not f.closed and cluster.master.frameworks[f.framework_id].conn == cluster.fw_conn[id(f)]
+    assert len(f.updates) == updates and cluster.committed == before
+    cluster.settle(a)
+    assert task_state(cluster, f, "t1") == TS.RUNNING and a.tasks[1] == TS.RUNNING
+    # The secret is what counts, not the token: the owner's process restarted with it takes over.
+    heir = ScriptedFramework(token="other-token")
+    heir.framework_id, heir.framework_secret = f.framework_id, f.framework_secret
+    cluster.subscribe(heir)
+    assert heir.errors == [] and heir.framework_id == f.framework_id and f.closed
+    assert heir.events[0].subscribed.framework_secret == b""  # handed out once only
 
 
 def test_framework_id_must_match_its_connection(cluster: Cluster) -> None:
@@ -74,7 +117,7 @@ def test_bad_frames_get_errors_and_change_nothing(cluster: Cluster) -> None:
         cluster.master.framework_call(conn, junk, cluster.now)
         cluster.flush()
     assert [e.code for e in f.errors] == [E.BAD_REQUEST] * 4
-    assert cluster.committed == before
+    assert cluster.committed == before and not f.closed  # subscribed: it may go on
 
 
 # --- offers
@@ -299,6 +342,7 @@ def test_failover_within_timeout_keeps_tasks(cluster: Cluster) -> None:
     cluster.step(10)
     f2 = ScriptedFramework(failover_timeout_s=20)
     f2.framework_id = f.framework_id
+    f2.framework_secret = f.framework_secret
     cluster.subscribe(f2)
     assert f2.framework_id == f.framework_id
     assert f2.states("t1") == [TS.FINISHED]  # the pending update is delivered on resubscribe
@@ -316,6 +360,7 @@ def test_failover_timeout_kills_tasks(cluster: Cluster) -> None:
     assert f.framework_id not in cluster.master.frameworks
     f2 = ScriptedFramework()
     f2.framework_id = f.framework_id
+    f2.framework_secret = f.framework_secret
     cluster.subscribe(f2)
     assert f2.errors[-1].code == E.NOT_FOUND
 

@@ -249,6 +249,7 @@ async def test_sigkill_in_the_middle_of_launches(tmp_path: Any) -> None:
             async with open_websocket_url(ws_url(m, "/framework")) as ws:
                 fw2 = ScriptedFramework(failover_timeout_s=600)
                 fw2.framework_id = fw.framework_id
+                fw2.framework_secret = fw.framework_secret
                 fc = await subscribe(ws, fw2)
                 await fc.send(fc.fw.reconcile(sorted(seen_before)))
                 states: dict[str, int] = {}

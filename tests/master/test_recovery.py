@@ -4,9 +4,13 @@ running and are never launched twice."""
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 from edgerm.wire import pb
+from edgerm_master.store import Store
 from edgerm_master.testing import (
     Cluster,
     ScriptedAgent,
@@ -19,6 +23,8 @@ from edgerm_master.testing import (
     wasm_module,
 )
 
+from .conftest import make_config
+
 TS = pb.TaskState
 NewCluster = Callable[..., Cluster]
 
@@ -26,6 +32,7 @@ NewCluster = Callable[..., Cluster]
 def resubscribe(c: Cluster, f: ScriptedFramework) -> ScriptedFramework:
     f2 = ScriptedFramework(f.name)
     f2.framework_id = f.framework_id
+    f2.framework_secret = f.framework_secret
     return c.subscribe(f2)
 
 
@@ -143,3 +150,43 @@ def test_replayed_call_after_restart_changes_nothing(new_cluster: NewCluster) ->
     f2 = resubscribe(c, f)
     assert task_state(c, f2, "t1") == TS.STAGING
     assert c.committed - before >= 1
+
+
+def test_the_framework_secret_survives_a_restart_as_a_digest(new_cluster: NewCluster,
+                                                              tmp_path: Path) -> None:
+    c = new_cluster()
+    f = c.subscribe(ScriptedFramework())
+    secret = f.framework_secret
+    c = new_cluster()  # kill -9 and restart
+    thief = ScriptedFramework()
+    thief.framework_id = f.framework_id
+    c.subscribe(thief)
+    assert thief.errors[-1].code == pb.FORBIDDEN and thief.closed
+    f2 = resubscribe(c, f)
+    assert f2.errors == [] and f2.framework_id == f.framework_id
+    # Only its SHA-256 is stored: a copy of the store does not let anyone take it over.
+    with sqlite3.connect(tmp_path / "data" / "master.sqlite3") as db:
+        [(stored,)] = db.execute("SELECT secret_digest FROM frameworks").fetchall()
+    assert stored == hashlib.sha256(secret).digest()
+    assert secret not in (tmp_path / "data" / "master.sqlite3").read_bytes()
+
+
+def test_frameworks_from_a_store_without_secrets_cannot_be_taken_over(tmp_path: Path) -> None:
+    data = tmp_path / "old"
+    data.mkdir()
+    with sqlite3.connect(data / "master.sqlite3") as db:  # the frameworks table before secrets
+        db.execute("CREATE TABLE frameworks (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT"
+                   " NOT NULL, failover_s REAL NOT NULL, removing INTEGER NOT NULL DEFAULT 0)")
+        db.execute("INSERT INTO frameworks VALUES ('fw-old', 'old', '*', 60.0, 0)")
+    store = Store(str(data), "NORMAL")
+    try:
+        c = Cluster(config=make_config(), store=store, now=1_000_000.0)
+        assert "fw-old" in c.master.frameworks
+        for secret in (b"", b"\0" * 16):
+            f = ScriptedFramework()
+            f.framework_id, f.framework_secret = "fw-old", secret
+            c.subscribe(f)
+            assert f.errors[-1].code == pb.FORBIDDEN and f.closed
+        assert c.subscribe(ScriptedFramework()).framework_secret  # new ones get one
+    finally:
+        store.close()
