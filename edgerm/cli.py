@@ -11,7 +11,8 @@ frame is `StateRequest{operator token}`, the answer one `ClusterState`).
 
 Where the master is and which tokens to use comes from, in order: flags, the environment
 (`EDGERM_MASTER`, `EDGERM_TOKEN`, `EDGERM_OPERATOR_TOKEN`), and the state file a local cluster
-(`python -m edgerm.cluster`) writes (`$EDGERM_HOME/cluster.json`, `~/.edgerm` by default).
+(`python -m edgerm.cluster`) writes: `$EDGERM_HOME/cluster.json` when EDGERM_HOME is set, else
+`./.edgerm/cluster.json` (where the cluster keeps it by default), else `~/.edgerm/cluster.json`.
 """
 
 from __future__ import annotations
@@ -74,13 +75,23 @@ STATE_MAX_BYTES = 16 * 1024 * 1024
 # Where the master is
 
 
-def edgerm_home() -> Path:
-    return Path(os.environ.get("EDGERM_HOME") or Path.home() / ".edgerm")
-
-
 def state_file() -> Path:
-    """The file a running local cluster describes itself in (`edgerm.cluster` writes it)."""
-    return edgerm_home() / "cluster.json"
+    """The file a running local cluster describes itself in (`edgerm.cluster` writes it).
+
+    `$EDGERM_HOME/cluster.json` when EDGERM_HOME is set. Otherwise `./.edgerm/cluster.json`,
+    the cluster's default data directory, when there is one and it is ours: one left in a
+    shared directory by another user is ignored, as it could send our token to their master.
+    Otherwise `~/.edgerm/cluster.json`."""
+    home = os.environ.get("EDGERM_HOME")
+    if home:
+        return Path(home) / "cluster.json"
+    local = Path(".edgerm") / "cluster.json"
+    try:
+        if local.stat().st_uid == os.getuid():
+            return local
+    except OSError:
+        pass
+    return Path.home() / ".edgerm" / "cluster.json"
 
 
 @dataclass(frozen=True)

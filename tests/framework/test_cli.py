@@ -171,3 +171,30 @@ def test_target_comes_from_flags_then_env_then_the_local_cluster_file(
     assert (target.master, target.framework_token) == ("ws://10.0.0.1:5690", "envtok")
     target = cli.resolve_target(parse(["agents", "--master", "ws://h:1", "--token", "flag"]))
     assert (target.master, target.framework_token) == ("ws://h:1", "flag")
+
+
+def test_local_cluster_file_is_found_in_the_current_directory_then_home(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `python -m edgerm.cluster` keeps cluster.json in ./.edgerm by default: with no EDGERM_HOME
+    # the CLI looks there first, then in ~/.edgerm.
+    monkeypatch.delenv("EDGERM_HOME", raising=False)
+    for var in ("EDGERM_MASTER", "EDGERM_TOKEN", "EDGERM_OPERATOR_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / ".edgerm").mkdir(parents=True)
+    (work / ".edgerm").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    (home / ".edgerm" / "cluster.json").write_text(json.dumps({"master": "ws://home:1"}))
+    parse = cli.build_parser().parse_args
+    assert cli.resolve_target(parse(["agents"])).master == "ws://home:1"
+    (work / ".edgerm" / "cluster.json").write_text(json.dumps({"master": "ws://here:1"}))
+    assert cli.resolve_target(parse(["agents"])).master == "ws://here:1"
+    # One another user left in a shared directory is not trusted.
+    mine = (work / ".edgerm" / "cluster.json").stat().st_uid
+    monkeypatch.setattr(cli.os, "getuid", lambda: mine + 1)
+    assert cli.resolve_target(parse(["agents"])).master == "ws://home:1"
+    monkeypatch.undo()
+    monkeypatch.setenv("EDGERM_HOME", str(home / ".edgerm"))
+    monkeypatch.chdir(work)
+    assert cli.resolve_target(parse(["agents"])).master == "ws://home:1"
