@@ -11,7 +11,8 @@ frame is `StateRequest{operator token}`, the answer one `ClusterState`).
 
 Where the master is and which tokens to use comes from, in order: flags, the environment
 (`EDGERM_MASTER`, `EDGERM_TOKEN`, `EDGERM_OPERATOR_TOKEN`), and the state file a local cluster
-(`python -m edgerm.cluster`) writes (`$EDGERM_HOME/cluster.json`, `~/.edgerm` by default).
+(`python -m edgerm.cluster`) writes: `$EDGERM_HOME/cluster.json` when EDGERM_HOME is set, else
+`./.edgerm/cluster.json` (where the cluster keeps it by default), else `~/.edgerm/cluster.json`.
 """
 
 from __future__ import annotations
@@ -74,13 +75,23 @@ STATE_MAX_BYTES = 16 * 1024 * 1024
 # Where the master is
 
 
-def edgerm_home() -> Path:
-    return Path(os.environ.get("EDGERM_HOME") or Path.home() / ".edgerm")
-
-
 def state_file() -> Path:
-    """The file a running local cluster describes itself in (`edgerm.cluster` writes it)."""
-    return edgerm_home() / "cluster.json"
+    """The file a running local cluster describes itself in (`edgerm.cluster` writes it).
+
+    `$EDGERM_HOME/cluster.json` when EDGERM_HOME is set. Otherwise `./.edgerm/cluster.json`,
+    the cluster's default data directory, when there is one and it is ours: one left in a
+    shared directory by another user is ignored, as it could send our token to their master.
+    Otherwise `~/.edgerm/cluster.json`."""
+    home = os.environ.get("EDGERM_HOME")
+    if home:
+        return Path(home) / "cluster.json"
+    local = Path(".edgerm") / "cluster.json"
+    try:
+        if local.stat().st_uid == os.getuid():
+            return local
+    except OSError:
+        pass
+    return Path.home() / ".edgerm" / "cluster.json"
 
 
 @dataclass(frozen=True)
@@ -252,10 +263,17 @@ def tasks_table(state: pb.ClusterState) -> str:
 
 
 def offers_table(state: pb.ClusterState) -> str:
-    rows = [[o.offer_id, f"{o.agent_id} {o.agent_name}".strip(), fmt_resources(o.resources),
-             fmt_devices(o.resources.devices), fmt_executors(o.executors),
-             f"{o.expires_in_s:.1f}s"]
-            for o in state.offers]
+    # The state resource describes each agent once, in `agents`; an offer there may carry only
+    # its agent's id, so the name and executors come from that agent when the offer lacks them.
+    agents = {a.agent_id: a for a in state.agents}
+    rows = []
+    for o in state.offers:
+        agent = agents.get(o.agent_id)
+        name = o.agent_name or (agent.name if agent is not None else "")
+        executors = list(o.executors) or (list(agent.executors) if agent is not None else [])
+        rows.append([o.offer_id, f"{o.agent_id} {name}".strip(), fmt_resources(o.resources),
+                     fmt_devices(o.resources.devices), fmt_executors(executors),
+                     f"{o.expires_in_s:.1f}s"])
     return render_table(["OFFER", "AGENT", "RESOURCES", "DEVICES", "EXECUTORS", "EXPIRES"], rows)
 
 
@@ -383,8 +401,9 @@ class Progress:
             parts.append(f"({reason_name(status.reason)})")
         if status.agent_id:
             parts.append(f"on agent {status.agent_id}{' ' + where if where else ''}")
-        if status.state in (pb.FINISHED, pb.FAILED) and (status.exit_code or
-                                                         status.state == pb.FAILED):
+        # An exit code is news when the task exited by itself (a trap, a timeout or a kill is
+        # not an exit, and their exit_code 0 means "none"), or when it is not 0.
+        if status.exit_code or status.reason == pb.EXITED_NONZERO:
             parts.append(f"exit code {status.exit_code}")
         if status.message:
             parts.append(f"- {_one_line(status.message, 200)}")
@@ -402,7 +421,7 @@ def build_spec(args: argparse.Namespace, module: Module | None,
     env = parse_env(args.env)
     if args.docker:
         return docker_task(args.docker, args.docker_command, name=args.name, resources=resources,
-                           env=env)
+                           env=env, timeout_s=args.timeout)
     assert module is not None
     if args.micropython:
         return micropython_task(module, name=args.name, resources=resources, args=args.arg,
@@ -411,9 +430,92 @@ def build_spec(args: argparse.Namespace, module: Module | None,
                      entry=args.entry, timeout_s=args.timeout)
 
 
-def run_constraints(args: argparse.Namespace) -> Constraints:
+# `edgerm run` without --mem: what each kind of task needs at least. A Docker container gets a
+# modest limit; a MicroPython task runs in its agent's own heap (the agent offers what it can
+# spare, often well under 1 MB); a WASM task takes its module's initial linear memory (see
+# default_mem_mb), so a one-page module fits a microcontroller's 64 KiB slot.
+DOCKER_DEFAULT_MEM_MB = 32.0
+MICROPYTHON_DEFAULT_MEM_MB = 0.0
+WASM_PAGE = 65536
+
+
+def default_mem_mb(args: argparse.Namespace, module_bytes: bytes | None) -> float:
+    """The memory `edgerm run` asks for when --mem is not given."""
+    if args.docker:
+        return DOCKER_DEFAULT_MEM_MB
+    if args.micropython:
+        return MICROPYTHON_DEFAULT_MEM_MB
+    pages = wasm_initial_pages(module_bytes or b"")
+    return max(1, pages or 0) * WASM_PAGE / (1024 * 1024)
+
+
+def wasm_initial_pages(data: bytes) -> int | None:
+    """The initial size, in 64 KiB pages, of a WASM module's linear memory (defined in its
+    memory section or imported); 0 without one; None when `data` is not a readable module.
+    Reads only section headers and the memory's limits: the master and the agent check the
+    rest."""
+    if data[:8] != b"\0asm\x01\0\0\0":
+        return None
+    pos = 8
+
+    def leb() -> int:
+        nonlocal pos
+        value, shift = 0, 0
+        while True:
+            if pos >= len(data) or shift > 63:
+                raise ValueError("truncated LEB128")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    def limits_min() -> int:
+        nonlocal pos
+        pos += 1            # flags: has a maximum, shared, 64-bit
+        return leb()
+
+    def name() -> None:
+        nonlocal pos
+        length = leb()      # (`pos += leb()` would add to pos as it was before the LEB128)
+        pos += length
+
+    try:
+        while pos < len(data):
+            section = data[pos]
+            pos += 1
+            size = leb()
+            end = pos + size
+            if section == 2:                    # imports: module, name, kind, description
+                for _ in range(leb()):
+                    name()
+                    name()
+                    kind = data[pos]
+                    pos += 1
+                    if kind == 2:
+                        return limits_min()
+                    if kind == 0:
+                        leb()
+                    elif kind == 1:
+                        pos += 1
+                        limits_min()
+                    elif kind == 3:
+                        pos += 2
+                    else:
+                        return None
+            elif section == 5:                  # memories
+                return limits_min() if leb() else 0
+            pos = end
+    except (ValueError, IndexError):
+        return None
+    return 0
+
+
+def run_constraints(args: argparse.Namespace, module_bytes: bytes | None = None) -> Constraints:
     executor = DOCKER if args.docker else MICROPYTHON if args.micropython else WASM
-    return Constraints(cpus=args.cpus, mem_mb=args.mem, disk_mb=args.disk,
+    mem = args.mem if args.mem is not None else default_mem_mb(args, module_bytes)
+    return Constraints(cpus=args.cpus, mem_mb=mem, disk_mb=args.disk,
                        devices=list(args.device), executors=[executor],
                        attributes=parse_attributes(args.attribute), agent_name=args.agent)
 
@@ -422,12 +524,14 @@ async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     target = resolve_target(args)
     progress = Progress(out, err, quiet=args.quiet, output_format=args.output)
     try:
-        constraints = run_constraints(args)
         parse_env(args.env)
+        if args.timeout < 0:
+            raise ValueError(f"--timeout {args.timeout}: must be 0 (none) or more seconds")
         module_bytes: bytes | None = None
         path = args.wasm or args.micropython
         if path:
             module_bytes = Path(path).read_bytes()
+        constraints = run_constraints(args, module_bytes)
     except (ValueError, OSError) as e:
         print(f"edgerm run: {e}", file=err)
         return EXIT_USAGE
@@ -438,11 +542,13 @@ async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
                                      failover_timeout_s=args.failover_timeout,
                                      connect_timeout_s=args.connect_timeout) as fw:
             progress.note(f"subscribed to {target.master} as framework {fw.framework_id}")
-            code = await _run_task(fw, args, constraints, module_bytes, task_id, progress)
-            # A one-shot framework ends with its task (teardown also kills a task left behind
-            # by a second Ctrl-C).
-            await _teardown_quietly(fw)
-            return code
+            try:
+                return await _run_task(fw, args, constraints, module_bytes, task_id, progress)
+            finally:
+                # A one-shot framework ends with its task, however that went (a refused upload
+                # or launch, no offer, Ctrl-C): teardown also kills a task left behind by a
+                # second Ctrl-C, and leaves no framework listed.
+                await _teardown_quietly(fw)
     except CallError as e:
         print(f"edgerm run: the master refused: {e}", file=err)
         return EXIT_MASTER
@@ -452,11 +558,13 @@ async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 
 
 async def _teardown_quietly(fw: Framework) -> None:
-    try:
-        with trio.move_on_after(2):
-            await fw.teardown()
-    except FrameworkError:
-        pass
+    # Shielded: it also runs on the way out of a cancelled run.
+    with trio.CancelScope(shield=True):
+        try:
+            with trio.move_on_after(2):
+                await fw.teardown()
+        except FrameworkError:
+            pass
 
 
 async def _run_task(fw: Framework, args: argparse.Namespace, constraints: Constraints,
@@ -516,7 +624,10 @@ async def _run_task(fw: Framework, args: argparse.Namespace, constraints: Constr
                     who = f"agent {offer.agent_id} {offer.agent_name}"
                     why = constraints.mismatch(offer)
                     if launched or why is not None:
-                        if why is not None:
+                        if why is not None and last_mismatch.get(who) != why:
+                            # At once, not only when --offer-timeout runs out: an agent that
+                            # can never fit (a microcontroller and --mem 32) is plain to see.
+                            progress.note(f"{who} does not fit: {why}")
                             last_mismatch[who] = why
                         await fw.decline(offer.offer_id, refuse_seconds=1.0)
                         continue
@@ -607,7 +718,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", action="append", default=[],
                      help="a sensor/device the task needs, e.g. temp (repeatable)")
     run.add_argument("--cpus", type=float, default=0.1)
-    run.add_argument("--mem", type=float, default=32.0, help="memory in MB")
+    run.add_argument("--mem", type=float, default=None,
+                     help=f"memory in MB (default: for WASM the module's initial memory, one "
+                          f"64 KiB page at least; Docker {DOCKER_DEFAULT_MEM_MB:g}; MicroPython "
+                          f"{MICROPYTHON_DEFAULT_MEM_MB:g}, the agent's own heap)")
     run.add_argument("--disk", type=float, default=0.0, help="disk in MB")
     run.add_argument("--agent", help="agent name or shell pattern")
     run.add_argument("--attribute", action="append", default=[], metavar="K=V",
@@ -615,7 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default="", help="task name")
     run.add_argument("--task-id", default="", help="task id (default: run-<random>)")
     run.add_argument("--entry", default="", help="WASM entry function")
-    run.add_argument("--timeout", type=int, default=0, help="task time limit in s (0: none)")
+    run.add_argument("--timeout", type=int, default=0,
+                     help="task time limit in s, then it is killed, FAILED TIMEOUT (0: none)")
     run.add_argument("--offer-timeout", type=float, default=30.0,
                      help="give up when no offer fits within this many seconds")
     run.add_argument("--connect-timeout", type=float, default=10.0)

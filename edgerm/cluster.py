@@ -9,11 +9,16 @@ It starts, as supervised child processes in one Trio nursery:
 - the MicroPython agent (`micropython micro_agent/main.py`) over CoAP, when both the interpreter
   and `micro_agent/` are there;
 
-then a demo framework: it builds the example WASM sampler (`examples/wasm/`), uploads it,
+then a demo framework: it builds the example WASM tasks (`examples/wasm/`), uploads the sampler,
 launches it on an agent that offers a `temp` sensor, prints each state transition and each
 reading as it arrives, and the final state. With `--keep-running` the cluster stays up after the
 demo until Ctrl-C; `edgerm agents|tasks|...` and `edgerm run` find it through
-`<data dir>/cluster.json` (the CLI reads `$EDGERM_HOME/cluster.json`, `./.edgerm` by default).
+`<data dir>/cluster.json` (the CLI reads `$EDGERM_HOME/cluster.json`, else `./.edgerm/`, else
+`~/.edgerm/`).
+
+Secrets: no token is ever on a child's command line (where `ps` shows it to every user). The
+master reads its tokens from `<data dir>/master.toml`, the agents from their configuration files;
+every file holding a token is created mode 0600.
 
 Resource handling: every child runs in the nursery; when the cluster stops (Ctrl-C, SIGTERM, the
 demo done, or one child dying) each child gets SIGTERM, then SIGKILL after
@@ -124,11 +129,24 @@ def load_or_create_tokens(data_dir: Path) -> Tokens:
         pass
     tokens = Tokens(*(f"dev-{kind}-{secrets.token_hex(12)}"
                       for kind in ("agent", "framework", "operator")))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(tokens.__dict__, f, indent=2)
+    write_private(path, json.dumps(tokens.__dict__, indent=2))
     return tokens
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (it holds tokens), whatever mode it had before."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def master_toml(tokens: Tokens) -> str:
+    """The master's token settings (see docs/master.md), read with `--config`."""
+    return "".join(f"{key} = [{json.dumps(value)}]\n" for key, value in (
+        ("agent_tokens", tokens.agent), ("framework_tokens", tokens.framework),
+        ("operator_tokens", tokens.operator)))
 
 
 def linux_agent_toml(name: str, master_ws: str, token: str, work_dir: Path,
@@ -340,12 +358,14 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
     data_dir = settings.data_dir.resolve()
     logs = data_dir / "logs"
     tokens = load_or_create_tokens(data_dir)
+    master_config = data_dir / "master.toml"
+    write_private(master_config, master_toml(tokens))
     master = Child("master", [
-        sys.executable, "-m", "edgerm_master", "--data-dir", str(data_dir / "master"),
+        sys.executable, "-m", "edgerm_master", "--config", str(master_config),
+        "--data-dir", str(data_dir / "master"),
         "--host", settings.host, "--ws-port", str(settings.ws_port),
-        "--coap-port", str(settings.coap_port), "--heartbeat-ms", str(settings.heartbeat_ms),
-        "--agent-token", tokens.agent, "--framework-token", tokens.framework,
-        "--operator-token", tokens.operator], logs / "master.log")
+        "--coap-port", str(settings.coap_port), "--heartbeat-ms", str(settings.heartbeat_ms)],
+        logs / "master.log")
     ready = await nursery.start(supervise, master, True)
     master_ws, master_coap = f"ws://{ready['ws']}", str(ready["coap"])
     console.say(f"master up: WebSocket {master_ws}, CoAP {master_coap}")
@@ -361,8 +381,8 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
         work = data_dir / "linux-agent"
         work.mkdir(parents=True, exist_ok=True)
         config = work / "agent.toml"
-        config.write_text(linux_agent_toml("linux-1", master_ws, tokens.agent, work, executors,
-                                           settings))
+        write_private(config, linux_agent_toml("linux-1", master_ws, tokens.agent, work,
+                                               executors, settings))
         child = children["linux-1"] = Child("linux agent", [
             sys.executable, "-m", "edgerm_agent", str(config)], logs / "linux-agent.log")
         await nursery.start(supervise, child)
@@ -377,7 +397,7 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
         work = data_dir / "micro-agent"
         work.mkdir(parents=True, exist_ok=True)
         config = work / "config.json"
-        config.write_text(json.dumps(micro_agent_config(
+        write_private(config, json.dumps(micro_agent_config(
             "micro-1", master_coap, tokens.agent, work, settings.heartbeat_ms)))
         # ".frozen" keeps the interpreter's frozen modules (asyncio) importable.
         env = dict(os.environ, MICROPYPATH=f"{REPO / 'micro_agent'}:.frozen")
@@ -409,9 +429,7 @@ def write_state_file(cluster: RunningCluster) -> Path:
             "framework_token": cluster.tokens.framework,
             "operator_token": cluster.tokens.operator, "agent_token": cluster.tokens.agent,
             "pid": os.getpid(), "logs": str(cluster.data_dir / "logs")}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(body, f, indent=2)
+    write_private(path, json.dumps(body, indent=2))
     return path
 
 
@@ -423,27 +441,70 @@ class DemoFailed(Exception):
     pass
 
 
-async def build_sampler(console: Console) -> bytes:
-    """examples/wasm/build/sampler.wasm, built with the example Makefile when missing or stale."""
-    wasm_dir = REPO / "examples" / "wasm"
-    target = wasm_dir / "build" / "sampler.wasm"
-    if not (wasm_dir / "Makefile").exists():
-        if target.exists():
-            return target.read_bytes()
-        raise DemoFailed(f"{wasm_dir} is missing: run from a clone of the repository")
+WASM_EXAMPLES = REPO / "examples" / "wasm"
+
+
+async def build_examples(console: Console) -> Path:
+    """Every example WASM task (`examples/wasm/build/*.wasm`: the demo's sampler, and hello.wasm
+    &c. that the hints and the README name), built with the example Makefile when missing or
+    stale. Returns the build directory; DemoFailed when nothing usable is there."""
+    build = WASM_EXAMPLES / "build"
+    if not (WASM_EXAMPLES / "Makefile").exists():
+        if (build / "sampler.wasm").exists():
+            return build
+        raise DemoFailed(f"{WASM_EXAMPLES} is missing: run from a clone of the repository")
     if shutil.which("make") is None or shutil.which("clang") is None:
-        if target.exists():
-            return target.read_bytes()
-        raise DemoFailed("building the WASM sampler needs make and clang (with lld): "
+        if (build / "sampler.wasm").exists():
+            return build
+        raise DemoFailed("building the WASM examples needs make and clang (with lld): "
                          "apt-get install make clang lld")
-    result = await trio.run_process(["make", "-s", "-C", str(wasm_dir), "build/sampler.wasm"],
+    result = await trio.run_process(["make", "-s", "-C", str(WASM_EXAMPLES)],
                                     capture_stdout=True, capture_stderr=True, check=False)
     if result.returncode != 0:
-        raise DemoFailed("building the WASM sampler failed:\n"
+        raise DemoFailed("building the WASM examples failed:\n"
                          + result.stderr.decode(errors="replace")[-2000:])
-    data = target.read_bytes()
-    console.say(f"built {target.relative_to(REPO)} ({len(data)} bytes)")
-    return data
+    built = sorted(p.name for p in build.glob("*.wasm"))
+    console.say(f"built the WASM examples in {_shown_path(build)}: {', '.join(built)}")
+    return build
+
+
+async def build_sampler(console: Console) -> bytes:
+    """examples/wasm/build/sampler.wasm (with the other examples, see build_examples)."""
+    return (await build_examples(console) / "sampler.wasm").read_bytes()
+
+
+def _shown_path(path: Path) -> str:
+    """`path` as the user should type it: relative when under the current directory."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def cli_hint(data_dir: Path, hello: Path | None) -> str:
+    """How to use the `edgerm` CLI against this cluster, from another shell.
+
+    The CLI finds the cluster through `./.edgerm/cluster.json` (or `$EDGERM_HOME`): from
+    another directory, or with another data directory, it needs EDGERM_HOME. When
+    scripts/cluster.sh installed EdgeRM into a virtualenv (EDGERM_CLI_ACTIVATE names its
+    activate script), `edgerm` is on PATH only once that is activated; with no `edgerm` at all,
+    `python -m edgerm.cli` does the same."""
+    steps = []
+    activate = os.environ.get("EDGERM_CLI_ACTIVATE", "")
+    edgerm = "edgerm"
+    if activate:
+        steps.append(f". {_shown_path(Path(activate))}")
+    elif shutil.which("edgerm") is None:
+        edgerm = f"{sys.executable} -m edgerm.cli"
+    default_home = data_dir == (Path.cwd() / ".edgerm").resolve()
+    if not default_home:
+        steps.append(f"export EDGERM_HOME={data_dir}")
+    commands = [f"{edgerm} agents", f"{edgerm} tasks"]
+    if hello is not None:
+        commands.append(f"{edgerm} run --wasm {_shown_path(hello)} --arg hi")
+    where = ("in another shell in this directory" if default_home else "in another shell")
+    first = f"first `{'; '.join(steps)}`, then " if steps else ""
+    return f"{where}, {first}try `" + "`, `".join(commands) + "` (Ctrl-C stops the cluster)"
 
 
 def format_reading(data: bytes, unit: str) -> str:
@@ -564,9 +625,9 @@ async def run(settings: ClusterSettings, out: TextIO = sys.stdout) -> int:
                 if settings.demo:
                     code = 0 if await _demo(cluster, settings, console) else 1
                 if settings.keep_running or not settings.demo:
-                    console.say("the cluster is running; try `edgerm agents`, `edgerm tasks`, "
-                                "`edgerm run --wasm examples/wasm/build/hello.wasm --arg hi` "
-                                "(Ctrl-C stops it)")
+                    hello = await _hello_example(console)
+                    console.say("the cluster is running; "
+                                + cli_hint(cluster.data_dir, hello))
                     await trio.sleep_forever()
             except AgentsNotReady:
                 code = 1
@@ -590,6 +651,17 @@ async def _demo(cluster: RunningCluster, settings: ClusterSettings, console: Con
     except trio.TooSlowError:
         console.say("demo failed: it did not finish in time")
     return False
+
+
+async def _hello_example(console: Console) -> Path | None:
+    """examples/wasm/build/hello.wasm for the hint, built when the demo did not build it."""
+    hello = WASM_EXAMPLES / "build" / "hello.wasm"
+    if not hello.exists():
+        try:
+            await build_examples(console)
+        except DemoFailed as e:
+            console.say(f"no example WASM tasks: {e}")
+    return hello if hello.exists() else None
 
 
 async def _stop_on_signal(scope: trio.CancelScope, console: Console) -> None:

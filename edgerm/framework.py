@@ -277,12 +277,15 @@ def wasm_task(module: Module, *, name: str = "", resources: pb.Resources | None 
 def docker_task(image: str, command: Sequence[str] = (), *, name: str = "",
                 resources: pb.Resources | None = None, env: Mapping[str, str] | None = None,
                 ports: Iterable[tuple[int, int]] = (),
-                network: pb.NetworkMode = pb.NETWORK_MODE_UNSPECIFIED) -> pb.TaskSpec:
+                network: pb.NetworkMode = pb.NETWORK_MODE_UNSPECIFIED,
+                timeout_s: int = 0) -> pb.TaskSpec:
     """A Docker task. `ports` maps (container port, host port); host ports come from the
-    task's ports resource."""
+    task's ports resource. A container still running `timeout_s` after it started is killed
+    (FAILED TIMEOUT); 0: no limit."""
     spec = pb.TaskSpec(name=name, docker=pb.DockerTask(
         image=image, command=list(command), env=_env(env), network=network,
-        ports=[pb.PortMapping(container_port=c, host_port=h) for c, h in ports]))
+        ports=[pb.PortMapping(container_port=c, host_port=h) for c, h in ports],
+        timeout_s=timeout_s))
     if resources is not None:
         spec.resources.CopyFrom(resources)
     return spec

@@ -2,8 +2,12 @@
 # Install everything the test suite needs on a fresh Debian/Ubuntu machine, then run it.
 #   bash scripts/test.sh            # the whole suite
 #   bash scripts/test.sh tests/wire # extra arguments go to pytest
+# Python packages go into the interpreter on PATH when its pip may install (a virtualenv, pyenv,
+# CI), else into ./.venv (a stock Debian/Ubuntu python3 refuses, PEP 668): scripts/lib/venv.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+EDGERM_SCRIPT=test.sh
+. scripts/lib/venv.sh
 
 # Debian packages: a Docker engine and busybox for local images, libcoap's CoAP client (an
 # independent peer), clang/lld for wasm32 tasks and libFuzzer, the Cortex-M4 toolchain and QEMU.
@@ -19,17 +23,16 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  edgerm_apt_install "${missing[@]}"
 fi
 
-echo "== installing Python packages (pip install -e '.[test]')"
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+edgerm_python
+echo "== installing Python packages (pip install -e '.[test]' into ${EDGERM_VENV:-$PYTHON})"
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 echo "== lint: ruff and mypy"
-python3 -m ruff check .
-python3 -m mypy
+"$PYTHON" -m ruff check .
+"$PYTHON" -m mypy
 
 echo "== tests"
-exec python3 -m pytest "$@"
+exec "$PYTHON" -m pytest "$@"

@@ -233,18 +233,20 @@ class PortMapping(_message.Message):
     def __init__(self, container_port: _Optional[int] = ..., host_port: _Optional[int] = ..., udp: _Optional[bool] = ...) -> None: ...
 
 class DockerTask(_message.Message):
-    __slots__ = ("image", "command", "env", "ports", "network")
+    __slots__ = ("image", "command", "env", "ports", "network", "timeout_s")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.RepeatedCompositeFieldContainer[EnvVar]
     ports: _containers.RepeatedCompositeFieldContainer[PortMapping]
     network: NetworkMode
-    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., network: _Optional[_Union[NetworkMode, str]] = ...) -> None: ...
+    timeout_s: int
+    def __init__(self, image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., network: _Optional[_Union[NetworkMode, str]] = ..., timeout_s: _Optional[int] = ...) -> None: ...
 
 class WasmTask(_message.Message):
     __slots__ = ("sha256", "size", "entry", "args", "env", "timeout_s")

@@ -5,7 +5,8 @@ labels `edgerm.agent` (this agent's key) and `edgerm.task` (the task number): th
 containers after a restart by label, and it only ever touches, kills or removes containers that
 carry its own key. It never prunes anything.
 
-Outcomes: exit 0 → FINISHED; OOM kill → FAILED MEMORY_LIMIT; kill → KILLED; other exits →
+Outcomes: exit 0 → FINISHED; OOM kill → FAILED MEMORY_LIMIT; kill → KILLED; still running
+`timeout_s` after it started → killed, FAILED TIMEOUT (as a WASM task); other exits →
 FAILED EXITED_NONZERO with the tail of the logs; an image that is not there → ERROR
 LAUNCH_FAILED; any other Docker error → FAILED EXECUTOR_ERROR for that task only.
 
@@ -20,7 +21,9 @@ runs. Start-up (is the engine there? remove our containers no live task owns) go
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import trio
@@ -239,15 +242,28 @@ class DockerExecutor:
     async def _wait(self, ctx: TaskContext, container: Any) -> None:
         import requests.exceptions
 
-        async def kill_on_request() -> None:
-            await ctx.killed.wait()
+        stopped: list[str] = []     # why we killed it, the first reason only
+
+        async def kill(why: str) -> None:
+            stopped.append(why)
             try:
                 await self._call(container.kill)
             except Exception:
                 pass  # already stopped: the wait below sees the exit
 
+        async def kill_on_request() -> None:
+            await ctx.killed.wait()
+            await kill("kill")
+
+        async def kill_at_timeout(timeout_s: int) -> None:
+            # A container re-adopted after an agent restart has been running a while already.
+            await trio.sleep(max(0.0, timeout_s - _ran_for_s(container.attrs)))
+            await kill("timeout")
+
         async with trio.open_nursery() as n:
             n.start_soon(kill_on_request)
+            if ctx.spec.docker.timeout_s:
+                n.start_soon(kill_at_timeout, ctx.spec.docker.timeout_s)
             while True:
                 try:
                     status = await self._call(container.wait, timeout=_WAIT_SLICE_S)
@@ -263,8 +279,12 @@ class DockerExecutor:
         code = int(status.get("StatusCode", state.get("ExitCode", -1)))
         raw_logs = await self._call(container.logs, tail=_LOG_LINES)
         logs = tail_text(raw_logs, MAX_MESSAGE)
-        if ctx.killed.is_set():
+        if ctx.killed.is_set() and stopped[:1] != ["timeout"]:
             ctx.report(pb.KILLED, reason=ctx.kill_reason, exit_code=code, message=logs)
+        elif stopped[:1] == ["timeout"]:
+            ctx.report(pb.FAILED, reason=pb.TIMEOUT, exit_code=code, message=tail_text(
+                raw_logs + f"\ntimeout after {ctx.spec.docker.timeout_s} s".encode(),
+                MAX_MESSAGE))
         elif state.get("OOMKilled"):
             ctx.report(pb.FAILED, reason=pb.MEMORY_LIMIT, exit_code=code,
                        message=tail_text((raw_logs + b"\nOOM: killed at its memory limit"),
@@ -273,3 +293,21 @@ class DockerExecutor:
             ctx.report(pb.FINISHED, exit_code=0, message=logs)
         else:
             ctx.report(pb.FAILED, reason=pb.EXITED_NONZERO, exit_code=code, message=logs)
+
+
+def _ran_for_s(attrs: dict[str, Any]) -> float:
+    """How long a running container has been running (its engine's `State.StartedAt`), 0 when
+    unknown or not started (a fresh container's attributes date from before its start)."""
+    state = attrs.get("State") or {}
+    started = str(state.get("StartedAt") or "")
+    if not state.get("Running") or not started or started.startswith("0001-"):
+        return 0.0
+    # RFC 3339 with nanoseconds ("2026-01-02T03:04:05.123456789Z"): keep microseconds.
+    head, _, frac = started.rstrip("Z").partition(".")
+    try:
+        when = datetime.fromisoformat(head + "+00:00").timestamp()
+    except ValueError:
+        return 0.0
+    digits = "".join(c for c in frac if c.isdigit())[:6]
+    when += int(digits.ljust(6, "0")) / 1e6 if digits else 0.0
+    return max(0.0, time.time() - when)

@@ -179,9 +179,11 @@ def wasm_spec(sha: bytes, size: int, *args: str, mem_mb: float = 4, timeout_s: i
         wasm=pb.WasmTask(sha256=sha, size=size, args=list(args), timeout_s=timeout_s))
 
 
-def docker_spec(image: str, *command: str, mem_mb: float = 64) -> pb.TaskSpec:
+def docker_spec(image: str, *command: str, mem_mb: float = 64,
+                timeout_s: int = 0) -> pb.TaskSpec:
     return pb.TaskSpec(name="d", resources=pb.Resources(cpus=0.2, mem_mb=mem_mb),
-                       docker=pb.DockerTask(image=image, command=list(command)))
+                       docker=pb.DockerTask(image=image, command=list(command),
+                                            timeout_s=timeout_s))
 
 
 __all__ = ["AgentProcess", "Framework", "open_framework", "wasm_spec", "docker_spec",

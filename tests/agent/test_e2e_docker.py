@@ -1,11 +1,12 @@
 """End to end with a real Docker engine (started by the session fixture): container tasks
-finish, fail with their logs, hit their memory limit, are killed; a Docker error fails only
-the task; the agent touches only containers it labelled."""
+finish, fail with their logs, hit their memory limit or time limit, are killed; a Docker error
+fails only the task; the agent touches only containers it labelled."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,8 @@ async def test_docker_tasks_finish_fail_oom_and_kill(dagent: AgentProcess, maste
             await f.launch("bad", docker_spec(IMAGE, "sh", "-c", "echo oops >&2; exit 3"))
             await f.launch("oom", docker_spec(IMAGE, "tail", "/dev/zero", mem_mb=16))
             await f.launch("sleepy", docker_spec(IMAGE, "sleep", "600"))
+            await f.launch("slow", docker_spec(IMAGE, "sh", "-c", "echo started; sleep 600",
+                                               timeout_s=1))
             await f.launch("noimage", docker_spec("edgerm-test/absent:1", "true"))
             st = await f.wait_state("ok", TS.FINISHED, TS.FAILED, TS.ERROR)
             assert st.state == TS.FINISHED and "done" in st.message, (st, dagent.log())
@@ -54,6 +57,10 @@ async def test_docker_tasks_finish_fail_oom_and_kill(dagent: AgentProcess, maste
             assert st.reason == pb.MEMORY_LIMIT, st
             st = await f.wait_state("noimage", TS.ERROR, TS.FAILED)
             assert st.reason == pb.LAUNCH_FAILED and "absent" in st.message
+            # The time limit holds as for a WASM task: killed, FAILED TIMEOUT, with its logs.
+            st = await f.wait_state("slow", TS.FAILED, TS.FINISHED, TS.KILLED)
+            assert st.reason == pb.TIMEOUT, (st, dagent.log())
+            assert "started" in st.message and "timeout after 1 s" in st.message, st
             await f.wait_state("sleepy", TS.RUNNING)
             await f.send(f.fw.kill("sleepy"))
             st = await f.wait_state("sleepy", TS.KILLED)
@@ -206,3 +213,17 @@ async def test_kill_applied_just_before_an_agent_crash_ends_killed(
             client.close()
     finally:
         agent.stop()
+
+
+def test_a_readopted_container_keeps_its_time_already_run() -> None:
+    from edgerm_agent.executors.docker import _ran_for_s
+
+    ten_s_ago = time.time() - 10
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ten_s_ago))
+    frac = f"{ten_s_ago % 1:.9f}"[2:]
+    ran = _ran_for_s({"State": {"Running": True, "StartedAt": f"{stamp}.{frac}Z"}})
+    assert 9.9 < ran < 12
+    # Not started yet (a fresh container's attributes), or unreadable: no time run.
+    assert _ran_for_s({"State": {"Running": False, "StartedAt": "0001-01-01T00:00:00Z"}}) == 0
+    assert _ran_for_s({"State": {"Running": True, "StartedAt": "garbage"}}) == 0
+    assert _ran_for_s({}) == 0

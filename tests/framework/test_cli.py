@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import trio
 
 from edgerm import cli
 from edgerm.wire import pb
@@ -70,6 +71,23 @@ async def test_run_failed_task_exits_nonzero_with_its_reason(fake_master, wasm_f
     code, _, err = await run(fake_master, "--wasm", str(wasm_file))
     assert code == cli.EXIT_TASK_FAILED
     assert "FAILED  (TRAPPED)" in err and "wasm trap: unreachable" in err
+    assert "exit code" not in err       # a trap is no exit: its exit_code 0 means "none"
+
+
+async def test_a_timeout_shows_no_exit_code_and_a_real_exit_does(fake_master, wasm_file) -> None:
+    fake_master.offers_on_subscribe = [fake_master.offer()]
+    fake_master.script = lambda info: fake_master.TaskScript(
+        final=pb.FAILED, reason=pb.TIMEOUT, message="timeout after 1 s")
+    code, _, err = await run(fake_master, "--wasm", str(wasm_file), "--timeout", "1")
+    assert code == cli.EXIT_TASK_FAILED and "FAILED  (TIMEOUT)" in err
+    assert "exit code" not in err
+    assert fake_master.calls_of("accept")[0].accept.launch[0].spec.wasm.timeout_s == 1
+    fake_master.calls.clear()
+    fake_master.offers_on_subscribe = [fake_master.offer()]
+    fake_master.script = lambda info: fake_master.TaskScript(
+        final=pb.FAILED, reason=pb.EXITED_NONZERO, exit_code=3)
+    code, _, err = await run(fake_master, "--wasm", str(wasm_file))
+    assert code == cli.EXIT_TASK_FAILED and "exit code 3" in err
 
 
 async def test_run_without_a_fitting_offer_says_why(fake_master, wasm_file) -> None:
@@ -85,9 +103,72 @@ async def test_run_docker_sends_the_command(fake_master) -> None:
     fake_master.offers_on_subscribe = [fake_master.offer(executors=(pb.DOCKER,))]
     code, _, err = await run(fake_master, "--docker", "busybox", "--", "echo", "hi")
     assert code == 0, err
-    docker = fake_master.calls_of("accept")[0].accept.launch[0].spec.docker
+    launch = fake_master.calls_of("accept")[0].accept.launch[0]
+    docker = launch.spec.docker
     assert docker.image == "busybox" and list(docker.command) == ["echo", "hi"]
+    assert docker.timeout_s == 0 and launch.spec.resources.mem_mb == cli.DOCKER_DEFAULT_MEM_MB
     assert not fake_master.calls_of("upload")
+
+
+async def test_run_docker_sends_its_time_limit(fake_master) -> None:
+    fake_master.offers_on_subscribe = [fake_master.offer(executors=(pb.DOCKER,))]
+    code, _, err = await run(fake_master, "--docker", "busybox", "--timeout", "2", "--",
+                             "sleep", "30")
+    assert code == 0, err
+    assert fake_master.calls_of("accept")[0].accept.launch[0].spec.docker.timeout_s == 2
+
+
+def test_a_negative_timeout_is_a_usage_error(tmp_path: Path) -> None:
+    err = io.StringIO()
+    args = cli.build_parser().parse_args(["run", "--docker", "busybox", "--timeout", "-1"])
+    assert trio.run(cli.run_command, args, io.StringIO(), err) == cli.EXIT_USAGE
+    assert "--timeout -1" in err.getvalue()
+
+
+def wasm_module(memory: bytes = b"", imports: bytes = b"") -> bytes:
+    """A module with only an import section and/or a memory section (`limits` bytes)."""
+    out = b"\0asm\1\0\0\0"
+    if imports:
+        out += bytes([2, len(imports)]) + imports
+    if memory:
+        body = b"\x01" + memory
+        out += bytes([5, len(body)]) + body
+    return out
+
+
+def test_a_wasm_modules_initial_memory_is_read() -> None:
+    assert cli.wasm_initial_pages(wasm_module(b"\x00\x01")) == 1
+    assert cli.wasm_initial_pages(wasm_module(b"\x01\x03\x10")) == 3      # min 3, max 16
+    assert cli.wasm_initial_pages(wasm_module(b"\x00\x80\x01")) == 128    # LEB128
+    # Imported: a function import first ("env" "f" func type 0), then "env" "m" memory min 2.
+    imports = b"\x02" + b"\x03env\x01f\x00\x00" + b"\x03env\x01m\x02\x00\x02"
+    assert cli.wasm_initial_pages(wasm_module(imports=imports)) == 2
+    assert cli.wasm_initial_pages(b"\0asm\1\0\0\0") == 0               # no memory
+    assert cli.wasm_initial_pages(b"not wasm") is None
+    assert cli.wasm_initial_pages(wasm_module(b"\x00\x01")[:-1]) is None   # truncated
+    examples = Path(__file__).resolve().parents[2] / "examples" / "wasm" / "build"
+    if (examples / "hello.wasm").exists():
+        assert cli.wasm_initial_pages((examples / "hello.wasm").read_bytes()) == 1
+
+
+async def test_a_one_page_wasm_task_fits_a_microcontroller_by_default(
+        fake_master, tmp_path: Path) -> None:
+    # A Zephyr board offers a 64 KiB slot; the module needs one page: no --mem needed.
+    path = tmp_path / "one-page.wasm"
+    path.write_bytes(wasm_module(b"\x01\x01\x01"))
+    fake_master.offers_on_subscribe = [fake_master.offer(agent_name="nrf-1", mem_mb=0.0625)]
+    code, _, err = await run(fake_master, "--wasm", str(path))
+    assert code == cli.EXIT_FINISHED, err
+    assert fake_master.calls_of("accept")[0].accept.launch[0].spec.resources.mem_mb == 0.0625
+
+
+async def test_why_an_agent_does_not_fit_is_said_at_once(fake_master, wasm_file) -> None:
+    fake_master.offers_on_subscribe = [
+        fake_master.offer(agent_id=2, agent_name="micro-1", mem_mb=0.0625),
+        fake_master.offer(agent_name="pi-1")]
+    code, _, err = await run(fake_master, "--wasm", str(wasm_file), "--mem", "32")
+    assert code == cli.EXIT_FINISHED, err
+    assert "agent 2 micro-1 does not fit: mem_mb: needs 32, offered 0.0625" in err
 
 
 async def test_run_with_a_wrong_token_exits_4(fake_master, wasm_file) -> None:
@@ -120,6 +201,8 @@ def cluster_state() -> pb.ClusterState:
                     state=pb.RUNNING, executor=pb.WASM)
     offer = state.offers.add(offer_id="o1", agent_id=1, agent_name="pi-1", expires_in_s=4)
     offer.resources.cpus = 3.5
+    # As the master lists them: the agent's id only; its name and executors are in `agents`.
+    state.offers.add(offer_id="o2", agent_id=1, expires_in_s=4)
     return state
 
 
@@ -139,6 +222,8 @@ async def test_listings_as_tables_and_json(fake_master) -> None:
     assert outputs["frameworks"][1].split() == ["fw-1", "sampler", "-", "yes", "1", "1", "0.125"]
     assert outputs["tasks"][1].split()[:6] == ["t1", "fw-1", "1", "sample", "WASM", "RUNNING"]
     assert outputs["offers"][1].startswith("o1")
+    assert outputs["offers"][2].split()[:3] == ["o2", "1", "pi-1"]
+    assert outputs["offers"][2].split()[-2:] == ["WASM,DOCKER", "4.0s"]
     out = io.StringIO()
     args = cli.build_parser().parse_args(["tasks", "--json", "--master", fake_master.url,
                                           "--operator-token", "op-token"])
@@ -171,3 +256,30 @@ def test_target_comes_from_flags_then_env_then_the_local_cluster_file(
     assert (target.master, target.framework_token) == ("ws://10.0.0.1:5690", "envtok")
     target = cli.resolve_target(parse(["agents", "--master", "ws://h:1", "--token", "flag"]))
     assert (target.master, target.framework_token) == ("ws://h:1", "flag")
+
+
+def test_local_cluster_file_is_found_in_the_current_directory_then_home(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `python -m edgerm.cluster` keeps cluster.json in ./.edgerm by default: with no EDGERM_HOME
+    # the CLI looks there first, then in ~/.edgerm.
+    monkeypatch.delenv("EDGERM_HOME", raising=False)
+    for var in ("EDGERM_MASTER", "EDGERM_TOKEN", "EDGERM_OPERATOR_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / ".edgerm").mkdir(parents=True)
+    (work / ".edgerm").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    (home / ".edgerm" / "cluster.json").write_text(json.dumps({"master": "ws://home:1"}))
+    parse = cli.build_parser().parse_args
+    assert cli.resolve_target(parse(["agents"])).master == "ws://home:1"
+    (work / ".edgerm" / "cluster.json").write_text(json.dumps({"master": "ws://here:1"}))
+    assert cli.resolve_target(parse(["agents"])).master == "ws://here:1"
+    # One another user left in a shared directory is not trusted.
+    mine = (work / ".edgerm" / "cluster.json").stat().st_uid
+    monkeypatch.setattr(cli.os, "getuid", lambda: mine + 1)
+    assert cli.resolve_target(parse(["agents"])).master == "ws://home:1"
+    monkeypatch.undo()
+    monkeypatch.setenv("EDGERM_HOME", str(home / ".edgerm"))
+    monkeypatch.chdir(work)
+    assert cli.resolve_target(parse(["agents"])).master == "ws://home:1"

@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from edgerm import cli
+from edgerm.framework import OffersEvent
 
 from .conftest import OPERATOR_TOKEN, WASM_DIR
 
@@ -46,6 +47,52 @@ async def test_run_failing_task_exits_1(real_cluster, wasm_modules) -> None:
     err = done.stderr.decode()
     assert done.returncode == 1, err
     assert "FAILED  (EXITED_NONZERO)" in err and "exit code 3" in err
+
+
+async def test_a_trap_and_a_timeout_show_their_reason_and_no_exit_code(
+        real_cluster, wasm_modules) -> None:
+    done = await edgerm(real_cluster, "run", "--wasm", str(WASM_DIR / "build" / "trap.wasm"))
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert "FAILED  (TRAPPED)" in err and "exit code" not in err
+    done = await edgerm(real_cluster, "run", "--wasm", str(WASM_DIR / "build" / "spin.wasm"),
+                        "--timeout", "1")
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert "FAILED  (TIMEOUT)" in err and "exit code" not in err
+
+
+async def test_a_refused_upload_leaves_no_framework_behind(real_cluster, tmp_path) -> None:
+    bogus = tmp_path / "not.wasm"
+    bogus.write_text("not a WASM module\n")
+    done = await edgerm(real_cluster, "run", "--wasm", str(bogus), "--framework-name",
+                        "refused-upload")
+    assert done.returncode == 4, done.stderr.decode()
+    assert "the master refused" in done.stderr.decode() and "\\0asm" in done.stderr.decode()
+    state = await cli.fetch_state(real_cluster.url, OPERATOR_TOKEN)
+    assert [f for f in state.frameworks if f.name == "refused-upload"] == []
+
+
+async def test_offers_list_their_agents_executors(real_cluster, wasm_modules) -> None:
+    # Offers exist while a framework holds them.
+    async with real_cluster.connect(name="holder") as fw:
+        with trio.fail_after(20):
+            async for ev in fw.events():
+                if isinstance(ev, OffersEvent) and len(ev.offers) == 2:
+                    break
+        out = io.StringIO()
+        args = cli.build_parser().parse_args(["offers", "--master", real_cluster.url,
+                                              "--operator-token", OPERATOR_TOKEN])
+        assert await cli.list_command(args, out) == 0
+        header, *rows = out.getvalue().splitlines()
+        assert header.split() == ["OFFER", "AGENT", "RESOURCES", "DEVICES", "EXECUTORS",
+                                  "EXPIRES"]
+        assert len(rows) == 2, out.getvalue()
+        names = {real_cluster.agent_name, real_cluster.second_agent}
+        for row in rows:
+            assert row.split()[2] in names, row
+            assert row.split()[-2] == "WASM", row
+        await fw.teardown()
 
 
 async def test_run_without_a_matching_agent_exits_3(real_cluster, wasm_modules) -> None:

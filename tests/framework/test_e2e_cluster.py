@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from edgerm import cluster
 from edgerm.cluster import format_reading, linux_agent_toml, load_or_create_tokens
 
 CLUSTER = [sys.executable, "-m", "edgerm.cluster", "--ws-port", "0", "--coap-port", "0",
@@ -54,28 +56,76 @@ async def test_demo_only_reaches_the_wasm_tasks_output(tmp_path: Path, wasm_modu
     assert (data / "logs" / "master.log").exists()
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc's parent links)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue    # gone meanwhile
+        ppid = int(text.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 async def test_keep_running_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    env = clean_env(data)
-    proc = await trio.lowlevel.open_process([*CLUSTER, "--data-dir", str(data), "--no-demo"],
+    # As a user runs it: from a directory, with the default data directory (./.edgerm) and no
+    # EDGERM_HOME; the CLI, started in the same directory, finds the cluster there.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in clean_env(home).items() if k != "EDGERM_HOME"}
+    env["HOME"] = str(home)
+    data = tmp_path / ".edgerm"
+    proc = await trio.lowlevel.open_process([*CLUSTER, "--no-demo"], cwd=tmp_path,
                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                             env=env)
     assert proc.stdout is not None
     out = b""
     try:
-        with trio.fail_after(40):
-            while b"the cluster is running" not in out:
+        with trio.fail_after(60):
+            while b"the cluster is running" not in out or not out.endswith(b"\n"):
                 chunk = await proc.stdout.receive_some(4096)
                 assert chunk, out.decode()
                 out += chunk
         state = json.loads((data / "cluster.json").read_text())
         master = state["master"]
-        # The CLI finds the cluster through EDGERM_HOME's state file alone.
+        tokens = json.loads((data / "tokens.json").read_text())
+        # No token on any child's command line, where `ps` shows it to every user.
+        children = descendants(proc.pid)
+        assert len(children) >= 2, out.decode()     # the master and the Linux agent at least
+        for pid in children:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            for kind, token in tokens.items():
+                assert token not in cmdline, f"{kind} token in {cmdline!r}"
+        for private in ("tokens.json", "cluster.json", "master.toml",
+                        "linux-agent/agent.toml"):
+            assert oct((data / private).stat().st_mode & 0o777) == "0o600", private
+        # The CLI finds the cluster through ./.edgerm/cluster.json alone.
         listing = await trio.run_process([sys.executable, "-m", "edgerm.cli", "agents"],
-                                         env=env, capture_stdout=True, capture_stderr=True,
-                                         check=False)
+                                         env=env, cwd=tmp_path, capture_stdout=True,
+                                         capture_stderr=True, check=False)
         assert listing.returncode == 0, listing.stderr.decode()
         assert "linux-1" in listing.stdout.decode()
+        # The hint's `edgerm run` works as printed (the example it names is built).
+        hint = out.decode().split("the cluster is running", 1)[1]
+        assert "in another shell in this directory" in hint, hint
+        run = next((cmd for cmd in hint.split("`")[1::2] if " run --wasm " in cmd), "")
+        assert "hello.wasm" in run, hint
+        argv = run.split()
+        assert Path(argv[argv.index("--wasm") + 1]).exists(), hint
+        done = await trio.run_process(
+            [sys.executable, "-m", "edgerm.cli", *argv[argv.index("run"):]], env=env,
+            cwd=tmp_path, capture_stdout=True, capture_stderr=True, check=False)
+        assert done.returncode == 0, done.stderr.decode()
         proc.send_signal(signal.SIGINT)
         with trio.fail_after(20):
             while chunk := await proc.stdout.receive_some(4096):
@@ -121,3 +171,40 @@ def test_readings_are_shown_as_numbers() -> None:
     assert format_reading(b"21.5", "Cel") == "21.50 Cel"
     assert format_reading(b"21.12345", "") == "21.12"   # 8 bytes of text stay text
     assert format_reading(b"\x00\x01", "") == "0001"
+
+
+async def test_every_example_wasm_task_is_built(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cluster's hint and the README run examples/wasm/build/hello.wasm: the cluster builds
+    # every example, not only the demo's sampler (here in a copy, as the tests' own fixtures
+    # build them all in the clone).
+    root = cluster.REPO
+    shutil.copytree(root / "examples" / "wasm", tmp_path / "examples" / "wasm",
+                    ignore=shutil.ignore_patterns("build"))
+    (tmp_path / "proto").mkdir()
+    shutil.copy(root / "proto" / "edgerm_task.h", tmp_path / "proto")
+    monkeypatch.setattr(cluster, "WASM_EXAMPLES", tmp_path / "examples" / "wasm")
+    out = io.StringIO()
+    sampler = await cluster.build_sampler(cluster.Console(out))
+    build = tmp_path / "examples" / "wasm" / "build"
+    assert sampler == (build / "sampler.wasm").read_bytes()
+    assert {p.stem for p in build.glob("*.wasm")} == {
+        p.stem for p in (tmp_path / "examples" / "wasm").glob("*.c")}
+    assert "hello.wasm" in out.getvalue()
+
+
+def test_the_cli_hint_says_how_to_reach_the_cluster(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    hello = tmp_path / "hello.wasm"
+    # scripts/cluster.sh made a virtualenv: `edgerm` is there once it is activated.
+    monkeypatch.setenv("EDGERM_CLI_ACTIVATE", str(tmp_path / ".venv" / "bin" / "activate"))
+    hint = cluster.cli_hint((tmp_path / ".edgerm").resolve(), hello)
+    assert "in this directory, first `. .venv/bin/activate`, then try `edgerm agents`" in hint
+    assert "`edgerm run --wasm hello.wasm --arg hi`" in hint
+    # No `edgerm` anywhere: the module; another data directory: EDGERM_HOME.
+    monkeypatch.delenv("EDGERM_CLI_ACTIVATE")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    hint = cluster.cli_hint(tmp_path / "data", None)
+    assert f"first `export EDGERM_HOME={tmp_path / 'data'}`" in hint
+    assert f"`{sys.executable} -m edgerm.cli agents`" in hint and "run --wasm" not in hint

@@ -80,3 +80,15 @@ async def test_failing_docker_task_exits_1(docker_cluster) -> None:
     assert done.returncode == 1, err
     assert "FAILED  (EXITED_NONZERO)" in err and "exit code 7" in err
     assert "broken" in done.stdout.decode()
+
+
+async def test_a_docker_tasks_timeout_holds(docker_cluster) -> None:
+    # It used to be dropped: the container ran its 30 s to FINISHED.
+    start = trio.current_time()
+    done = await run(docker_cluster, "--docker", BUSYBOX_IMAGE, "--timeout", "2", "--",
+                     "sh", "-c", "echo started; sleep 30")
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert "FAILED  (TIMEOUT)" in err and "timeout after 2 s" in err
+    assert "started" in done.stdout.decode()
+    assert trio.current_time() - start < 20, err

@@ -147,7 +147,7 @@ enum {
  * message is found by its first index (an offsetof) and its count (a sizeof). */
 struct fields {
 #if CONFIG_EDGERM_WIRE_FULL_SCHEMA
-	field_t range[2], custom[4], port_mapping[3], docker[5], mpy[6];
+	field_t range[2], custom[4], port_mapping[3], docker[6], mpy[6];
 #endif
 	field_t set[1], device[5], resources[6], attribute[4], env[2], wasm[6], task_spec[5],
 		task_report[2], reg[9], heartbeat[3], status[6], publish[4], module_request[3],
@@ -173,7 +173,8 @@ static const union {
 #define T edgerm_docker_task_t
 	.docker = {F(1, K_TSTR, image), LIST(2, K_TSTR, 0, command, command_count),
 		   LIST(3, K_MSG, M_ENV, env, env_count),
-		   LIST(4, K_MSG, M_PORT_MAPPING, ports, ports_count), F(5, K_I32, network)},
+		   LIST(4, K_MSG, M_PORT_MAPPING, ports, ports_count), F(5, K_I32, network),
+		   F(6, K_U32, timeout_s)},
 #undef T
 #define T edgerm_wasm_task_t
 	.mpy = {F(1, K_BSTR, sha256), F(2, K_U32, size), F(3, K_BOOL, mpy),

@@ -137,6 +137,7 @@ typedef struct {
 	edgerm_port_mapping_t ports[EDGERM_MAX_REP];
 	uint8_t command_count, env_count, ports_count;
 	int32_t network;
+	uint32_t timeout_s;
 } edgerm_docker_task_t;
 
 /* WasmTask (field 4 of TaskSpec) and MicroPythonTask (field 5) share this layout; `entry` is
