@@ -215,6 +215,21 @@ async def test_concurrent_tasks_outlive_idle_worker_threads(
     assert wasm_children(before) == {}
 
 
+async def test_a_spare_that_dies_while_waiting_is_reaped_and_replaced(
+        tmp_path: Path, wasm_modules: dict[str, bytes]) -> None:
+    before = children()
+    agent = Agent(tmp_path, wasm_modules)
+    async with trio.open_nursery() as n:
+        await agent.ex.start(n)
+        (spare,) = wasm_children(before)
+        os.kill(spare, signal.SIGKILL)  # as the OOM killer might
+        await until(lambda: one_live_spare(before) and spare not in wasm_children(before),
+                    f"children {wasm_children(before)}, the dead spare was {spare}")
+        assert await agent.run(1, "sampler", "temp", "2") == TS.FINISHED
+        n.cancel_scope.cancel()
+    assert wasm_children(before) == {}
+
+
 def test_children_die_with_the_agent_process(tmp_path: Path,
                                              wasm_modules: dict[str, bytes]) -> None:
     """SIGKILL the process that runs the executor: its spare and a task spinning in wasm3 (which
