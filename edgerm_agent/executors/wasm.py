@@ -1,13 +1,20 @@
 """The WASM executor: each task runs in its own `wasm_child` process, driven from Trio.
 
 Launch: fetch the module into the cache (verified by sha256), hand the task to the spare child
-(one is always kept warm, with wasm3 already imported), start the next spare, then read the
-child's frames: RUNNING on `R`, log lines into a 4 KiB tail, published data into the agent's
-update queue (one credit byte back per publish queued), a final `X`/`T`/`E`.
+(wasm3 already imported; a new child is started if none is ready), then read the child's
+frames: RUNNING on `R`, log lines into a 4 KiB tail, published data into the agent's update
+queue (one credit byte back per publish queued), a final `X`/`T`/`E`.
+
+The spare: `start` runs a keeper task in the agent's nursery that keeps one spare child
+waiting, starts the next one as soon as a launch takes it, and replaces one that died while
+waiting (after `_SPARE_RETRY_S`, so a child that cannot start is no busy loop).
 
 Resource handling: every child is started in its own session (process group) and is killed
-with SIGKILL on kill, timeout, or agent shutdown; it also dies with the agent
-(PR_SET_PDEATHSIG), so after an agent restart its tasks are reported FAILED AGENT_RESTARTED.
+with SIGKILL on kill, timeout, end of its task, or agent shutdown, then waited for (`_Child.reap`:
+no zombies), including a spare that died while waiting. It also dies with the agent process,
+however that ends: the agent holds the only write end of the child's lifeline pipe, and the
+kernel closes it when the agent process exits (wasm_child's docstring says why not
+PR_SET_PDEATHSIG). So after an agent restart its tasks are reported FAILED AGENT_RESTARTED.
 
 Error handling: nothing a task does reaches the agent beyond its frames: a child that dies
 without a final frame is FAILED EXECUTOR_ERROR with its stderr tail.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import signal
 import struct
@@ -37,6 +45,39 @@ _PAGE = 65536
 # Bound on one frame from a child: a log line or a publish is ≤ 4 KiB; anything bigger is a bug.
 _MAX_FRAME = 64 * 1024
 _STDERR_TAIL = 2048
+# Pause before replacing a spare child that died while waiting: a child that cannot start at all
+# (no memory, a broken interpreter) must not turn the keeper into a busy loop.
+_SPARE_RETRY_S = 1.0
+
+log = logging.getLogger("edgerm_agent")
+
+
+class _Child:
+    """One `wasm_child` process and `lifeline`, the write end of its lifeline pipe. Only this
+    process holds it, and it is never written to: the child gets SIGKILL when it is closed,
+    which the kernel does when the agent process exits.
+
+    Resource handling: every child ends in `reap()`, which kills its process group, waits for
+    it (shielded from cancellation) and only then closes its pipes and its lifeline.
+    """
+
+    def __init__(self, proc: trio.Process, lifeline: int) -> None:
+        self.proc = proc
+        self.lifeline = lifeline
+
+    def kill(self) -> None:
+        _kill_group(self.proc)
+
+    async def reap(self) -> None:
+        self.kill()
+        with trio.CancelScope(shield=True):
+            await self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    await stream.aclose()
+        if self.lifeline >= 0:
+            os.close(self.lifeline)
+            self.lifeline = -1
 
 
 class _FrameReader:
@@ -80,42 +121,86 @@ class WasmExecutor:
         self.epoch = time.monotonic() if epoch is None else epoch
         self.fetch_attempts = max(1, fetch_attempts)
         self.fetch_retry_s = fetch_retry_s
-        self._spare: trio.Process | None = None
-        self._nursery: trio.Nursery | None = None
-        self._spawning = False
+        self._spare: _Child | None = None
+        # Cancelled by a launch taking the spare: wakes the keeper to start the next one.
+        self._spare_idle = trio.CancelScope()
+        self._closed = False
 
     async def start(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
-        await self._spawn_spare()
+        """Start the spare keeper in `nursery` (the agent's); returns once the first spare
+        child is ready, or could not be started (then each launch starts its own)."""
+        self._closed = False
+        await nursery.start(self._keep_spare)
 
-    async def _spawn(self) -> trio.Process:
+    async def _spawn(self) -> _Child:
         argv, env = _child_command()
-        return await trio.lowlevel.open_process(
-            [*argv, str(os.getpid())], env=env,
-            stdin=-1, stdout=-1, stderr=-1, start_new_session=True)
-
-    async def _spawn_spare(self) -> None:
-        if self._spare is not None or self._spawning:
-            return
-        self._spawning = True
+        lifeline_r, lifeline_w = os.pipe()  # both close-on-exec; the child gets only the read end
         try:
-            self._spare = await self._spawn()
+            proc = await trio.lowlevel.open_process(
+                [*argv, str(lifeline_r)], env=env, stdin=-1, stdout=-1, stderr=-1,
+                start_new_session=True, pass_fds=(lifeline_r,))
+        except BaseException:
+            os.close(lifeline_w)
+            raise
         finally:
-            self._spawning = False
+            os.close(lifeline_r)
+        return _Child(proc, lifeline_w)
 
-    async def _take_process(self) -> trio.Process:
-        proc, self._spare = self._spare, None
-        if proc is None or proc.poll() is not None:
-            proc = await self._spawn()
-        if self._nursery is not None:
-            self._nursery.start_soon(self._spawn_spare)
-        return proc
+    async def _keep_spare(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                          ) -> None:
+        """Keep one spare child waiting until cancelled; then kill and reap it.
+
+        Error handling: a child that cannot be started (OSError) is logged and tried again
+        after `_SPARE_RETRY_S`; nothing here ends the agent.
+        """
+        started = False
+        try:
+            while not self._closed:
+                try:
+                    child = await self._spawn()
+                except OSError as e:
+                    log.warning("cannot start a spare WASM child: %s", e)
+                else:
+                    self._spare_idle = trio.CancelScope()
+                    self._spare = child
+                    if not started:
+                        task_status.started()
+                        started = True
+                    with self._spare_idle:
+                        await child.proc.wait()  # returns only if it died while waiting
+                    if self._spare is not child:
+                        continue  # taken by a launch: start the next one at once
+                    self._spare = None
+                    await child.reap()
+                    if self._closed:
+                        break
+                    log.warning("the spare WASM child died while waiting (status %s)",
+                                child.proc.returncode)
+                if not started:
+                    task_status.started()
+                    started = True
+                await trio.sleep(_SPARE_RETRY_S)
+        finally:
+            spare, self._spare = self._spare, None
+            if spare is not None:
+                await spare.reap()
+
+    async def _take_child(self) -> _Child:
+        """The spare child if it is alive, else a new one; the keeper starts the next spare."""
+        child, self._spare = self._spare, None
+        if child is not None:
+            self._spare_idle.cancel()
+            if child.proc.returncode is None:
+                return child
+            await child.reap()
+        return await self._spawn()
 
     def close(self) -> None:
-        """Kill the spare (running tasks are killed by their own `run`)."""
-        proc, self._spare = self._spare, None
-        if proc is not None:
-            _kill_group(proc)
+        """Kill the spare, for good: the keeper (if it still runs) reaps it and starts no other.
+        Running tasks are killed by their own `run`."""
+        self._closed = True
+        if self._spare is not None:
+            self._spare.kill()
 
     def _task_json(self, ctx: TaskContext, module: str) -> dict[str, Any]:
         w = ctx.spec.wasm
@@ -160,13 +245,11 @@ class WasmExecutor:
         if isinstance(fetched, tuple):
             ctx.report(pb.ERROR, reason=fetched[0], message=fetched[1])
             return
-        proc = await self._take_process()
+        child = await self._take_child()
         try:
-            await self._drive(ctx, proc, str(fetched))
+            await self._drive(ctx, child.proc, str(fetched))
         finally:
-            _kill_group(proc)
-            with trio.CancelScope(shield=True):
-                await proc.wait()
+            await child.reap()
 
     async def _fetch(self, sha256: bytes, size: int) -> Any:
         """The module's path, or (reason, message) once `fetch_attempts` tries failed.

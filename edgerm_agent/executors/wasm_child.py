@@ -3,12 +3,20 @@
 
 Why a process: pywasm3 holds the GIL and has no fuel, timeout or memory limit, so a runaway
 loop or a memory blow-up would freeze or kill the agent. Here it hurts only this process, which
-the agent kills on timeout or kill; rlimits bound what it can take, and PR_SET_PDEATHSIG makes
-it die with the agent (a task cannot be re-adopted after an agent restart).
+the agent kills on timeout or kill; rlimits bound what it can take, and the lifeline (below)
+makes it die with the agent process (a task cannot be re-adopted after an agent restart).
+
+Why a lifeline and not PR_SET_PDEATHSIG: the "parent" of PDEATHSIG is the *thread* that forked
+the child, and the agent forks from Trio's worker threads, which exit after 10 s idle — that
+killed tasks ~10 s after their launch. A pipe's write end belongs to the process: the kernel
+closes it when the agent process ends, however it ends, and not before. The child asks for
+SIGKILL (F_SETSIG) when that happens (O_ASYNC), so it dies even while wasm3 runs a loop and
+holds the GIL: no thread, no polling.
 
 Protocol with the agent (`edgerm_agent.executors.wasm`):
-- argv[1]: the agent's pid. The agent starts one spare child ahead of need; it imports wasm3
-  and waits on stdin, so a launch costs no interpreter start-up.
+- argv[1]: the number of an inherited fd, the read end of this child's lifeline pipe; the agent
+  holds the only write end and never writes. The agent starts one spare child ahead of need; it
+  imports wasm3 and waits on stdin, so a launch costs no interpreter start-up.
 - stdin, first line: the task as JSON (`module`, `entry`, `args`, `env`, `sensors`, `mem_pages`,
   `stack_bytes`, `epoch`, `as_slack_mb`); EOF instead: exit quietly. Afterwards one byte per
   publish the agent has queued (credit), so that a slow link makes `publish` return
@@ -27,7 +35,7 @@ protobuf, no Trio), to keep the spare child small.
 
 from __future__ import annotations
 
-import ctypes
+import fcntl
 import json
 import os
 import resource
@@ -52,7 +60,6 @@ MAX_PUBLISH = 1024
 PUBLISH_WINDOW = 16
 # Longest single log line forwarded; the agent keeps only a 4 KiB tail anyway.
 MAX_LOG_LINE = 4096
-_PR_SET_PDEATHSIG = 1
 
 IMPORTS = {
     "log": "v(ii)",
@@ -182,13 +189,18 @@ class Host:
         return self._copy_out(value, buf, cap)
 
 
-def _die_with_parent(parent: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-    if os.getppid() != parent:  # the agent died before prctl took effect
+def _die_with_agent(lifeline: int) -> None:
+    """Have the kernel SIGKILL this process once the lifeline's write end is closed, which
+    happens when the agent process ends (the agent closes it itself only after reaping us).
+
+    Nothing is ever written to the pipe, so "readable" means end of file. The signal is sent on
+    the close itself; the check afterwards covers a close that came before O_ASYNC was set.
+    """
+    fcntl.fcntl(lifeline, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(lifeline, fcntl.F_SETSIG, signal.SIGKILL)
+    flags = fcntl.fcntl(lifeline, fcntl.F_GETFL)
+    fcntl.fcntl(lifeline, fcntl.F_SETFL, flags | os.O_ASYNC | os.O_NONBLOCK)
+    if select.select([lifeline], [], [], 0)[0]:
         os._exit(1)
 
 
@@ -203,7 +215,7 @@ def _vm_size_bytes() -> int:
 def main() -> int:
     out = os.dup(1)
     os.dup2(2, 1)  # stray prints from libraries land in the stderr tail, not in the frames
-    _die_with_parent(int(sys.argv[1]))
+    _die_with_agent(int(sys.argv[1]))
     import wasm3  # noqa: F401 - warm: the agent keeps one spare child waiting here
 
     line = sys.stdin.buffer.readline()
