@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -133,6 +134,10 @@ async def test_keep_running_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path:
             code = await proc.wait()
     finally:
         if proc.returncode is None:
+            # A failed check must not leave the cluster's master and agents running.
+            for pid in descendants(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.kill()
             await proc.wait()
     text = out.decode()
