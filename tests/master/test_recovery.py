@@ -143,3 +143,29 @@ def test_replayed_call_after_restart_changes_nothing(new_cluster: NewCluster) ->
     f2 = resubscribe(c, f)
     assert task_state(c, f2, "t1") == TS.STAGING
     assert c.committed - before >= 1
+
+
+def test_replayed_reregistration_is_refused_after_a_master_restart(
+        new_cluster: NewCluster) -> None:
+    """(issue 10) The master keeps the seq of each agent's last registration in its store, so a
+    restart does not reopen the replay of an older one (which would fail the running task)."""
+    c = new_cluster()
+    a = c.add_agent(ScriptedAgent("a1"))
+    a.restart()
+    old = a.next_call()  # a signed re-registration listing no tasks, recorded
+    c.settle(a)
+    f = c.subscribe(ScriptedFramework())
+    launch(c, f, a, "t1")
+    c = new_cluster()  # kill -9 and restart
+    c.settle(a)  # the real agent re-registers with its task
+    f2 = resubscribe(c, f)
+    assert task_state(c, f2, "t1") == TS.RUNNING
+    c = new_cluster()  # again: now the replay comes before the agent's own re-registration
+    before = c.committed
+    result = c.master.agent_call(old, c.now)
+    c.flush()
+    assert result.error == pb.UNAUTHENTICATED
+    assert c.committed == before
+    c.settle(a)
+    f3 = resubscribe(c, f2)
+    assert task_state(c, f3, "t1") == TS.RUNNING and a.starts[1] == 1
