@@ -18,8 +18,9 @@ emitted before the answer is durable. So nothing a framework or an agent was tol
 a crash; what was not yet told may be lost and is recomputed from what is durable.
 
 In-between states are explicit (Mesos's `Slaves` sets): an agent recovered from the store is
-`synced=False` until it re-registers (the master kept only the seq of its last registration, so it
-trusts no call but a signed Register with a seq past that one); a framework being torn down is `removing` until its last task is terminal.
+`synced=False` until it re-registers (the master kept only the seq of its last registration, so
+it trusts no call but a signed Register with a seq past that one); a framework being torn down
+is `removing` until its last task is terminal.
 
 Memory: one `Agent` (slots, small ints, the encoded registration) per agent; tasks, commands and
 offers exist only while they do. No per-agent protobuf message is kept.

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "Record", "AdmitAgent", "ReregisterAgent", "UpdateAgentInfo", "MarkAgentUnreachable", "MarkAgentReachable",
-    "MarkAgentLost", "AckAgentUpdates", "EnqueueCommand", "AckCommands", "DropCommand",
-    "AddFramework", "UpdateFramework", "MarkFrameworkRemoving", "RemoveFramework", "AddTask",
-    "UpdateTaskState", "MarkTaskUnreachable", "MarkTaskLost", "MarkTaskKilled", "RemoveTask",
-    "AddStatusUpdate", "AckStatusUpdate", "StoreModule", "RemoveModule",
+    "Record", "AdmitAgent", "ReregisterAgent", "UpdateAgentInfo", "MarkAgentUnreachable",
+    "MarkAgentReachable", "MarkAgentLost", "AckAgentUpdates", "EnqueueCommand", "AckCommands",
+    "DropCommand", "AddFramework", "UpdateFramework", "MarkFrameworkRemoving", "RemoveFramework",
+    "AddTask", "UpdateTaskState", "MarkTaskUnreachable", "MarkTaskLost", "MarkTaskKilled",
+    "RemoveTask", "AddStatusUpdate", "AckStatusUpdate", "StoreModule", "RemoveModule",
 ]
 
 
