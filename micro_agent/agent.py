@@ -218,9 +218,11 @@ async def _call(key, value):
     if seq >= _s[_S_SEQ_BOUND]:
         # seq never goes back, across reboots too, or recorded calls would be valid again: the
         # state file holds a bound ahead of it, written before the seq reaches it (RFC 8613
-        # 7.5.1), and a reboot goes on from there.
+        # 7.5.1), and a reboot goes on from there. Without an identity no seq matters yet:
+        # _register writes the bound with the identity.
         _s[_S_SEQ_BOUND] = seq + _SEQ_RESERVE
-        _save()
+        if _s[_S_ID]:
+            _save()
     await coap.take()
     try:
         msg = {_CALL_SEQ: seq, key: value}

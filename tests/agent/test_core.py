@@ -479,3 +479,14 @@ def test_reregistration_recorded_before_a_launch_is_refused_and_fails_no_task() 
     disk.settle()
     assert states(p) == [TS.STARTING, TS.RUNNING]
     assert p.cluster.master.agents[p.core.agent_id].state == ACTIVE_STATE
+
+
+def test_checkpoint_without_a_seq_bound_starts_far_past_its_seq() -> None:
+    """An older agent's checkpoint holds the seq of its last write only (steady heartbeats did
+    not write it): the agent goes on 65,536 past it, and writes a bound before its first call."""
+    p = registered_pair()
+    snap = p.core.snapshot()
+    del snap["seq_bound"]
+    core = AgentCore(core_config(), rng=random.Random(2), snapshot=snap)
+    assert core.seq >= snap["seq"] + 65_535 and core.dirty
+    assert core.snapshot()["seq_bound"] > core.seq

@@ -4,9 +4,13 @@ running and are never launched twice."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 from edgerm.wire import pb
+from edgerm_master.records import ReregisterAgent
+from edgerm_master.store import Store
 from edgerm_master.testing import (
     Cluster,
     ScriptedAgent,
@@ -169,3 +173,26 @@ def test_replayed_reregistration_is_refused_after_a_master_restart(
     c.settle(a)
     f3 = resubscribe(c, f2)
     assert task_state(c, f3, "t1") == TS.RUNNING and a.starts[1] == 1
+
+
+def test_a_store_from_before_the_seq_column_is_upgraded(tmp_path: Path) -> None:
+    """An older master's store has no agents.seq: opening it adds the column (0: the first
+    re-registration after the upgrade is taken at any seq, then seq must move forward)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "master.sqlite3")
+    db.execute("CREATE TABLE agents (id INTEGER PRIMARY KEY, secret BLOB NOT NULL, info BLOB NOT"
+               " NULL, state INTEGER NOT NULL DEFAULT 0, unreachable_since REAL NOT NULL DEFAULT"
+               " 0, update_ack INTEGER NOT NULL DEFAULT 0, command_ack INTEGER NOT NULL DEFAULT"
+               " 0, next_command INTEGER NOT NULL DEFAULT 1, next_task INTEGER NOT NULL DEFAULT"
+               " 1, admitted REAL NOT NULL DEFAULT 0)")
+    db.execute("INSERT INTO agents (id, secret, info) VALUES (1, x'00', x'')")
+    db.commit()
+    db.close()
+    store = Store(str(data), "NORMAL")
+    try:
+        assert [a.seq for a in store.recover().agents] == [0]
+        store.apply([ReregisterAgent(1, 70), ReregisterAgent(1, 69)])
+        assert [a.seq for a in store.recover().agents] == [70]
+    finally:
+        store.close()
