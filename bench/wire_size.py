@@ -52,9 +52,10 @@ def heartbeat(agent_id: int, seq: int) -> bytes:
     return sign(pb.AgentCall(agent_id=agent_id, seq=seq, heartbeat=pb.Heartbeat()), SECRET)
 
 
-def status(agent_id: int, seq: int) -> bytes:
+def status(agent_id: int, seq: int, update_id: int | None = None) -> bytes:
     return sign(pb.AgentCall(agent_id=agent_id, seq=seq, status=pb.StatusUpdate(
-        update_id=seq // 2, task=2, state=pb.FINISHED)), SECRET)
+        update_id=seq // 2 if update_id is None else update_id, task=2, state=pb.FINISHED)),
+        SECRET)
 
 
 def launch() -> bytes:
@@ -82,9 +83,10 @@ def main() -> int:
     row("heartbeat_datagram", coap_datagram(hb), 32)
     row("status_update_datagram", coap_datagram(st), 40)
     # The same budgets at the edge of what docs/protocol.md allows a constrained agent: agent id
-    # 255, seq at 65535 (it re-registers there, which restarts seq), its 1-byte token.
-    row("heartbeat_datagram_worst", coap_datagram(heartbeat(255, 65_535)), 32)
-    row("status_update_datagram_worst", coap_datagram(status(255, 65_535)), 40)
+    # 255, seq at its largest (2**32 - 1: seq never restarts, not even across a reboot), update
+    # id 65535, its 1-byte token.
+    row("heartbeat_datagram_worst", coap_datagram(heartbeat(255, 2**32 - 1)), 32)
+    row("status_update_datagram_worst", coap_datagram(status(255, 2**32 - 1, 65_535)), 40)
     # No budget: a launch is 6LoWPAN-fragmented; it is reported to watch its growth.
     row("launch_wasm_datagram", coap_datagram(launch()), None)
     for r in rows:

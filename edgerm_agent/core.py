@@ -27,6 +27,11 @@ Rules this file keeps (and tests check):
 - Updates are numbered from one counter, kept until `update_ack` covers them, sent oldest first.
 - Every call after the first registration carries agent_id, seq (strictly growing) and mac;
   replies with a wrong mac or seq are dropped and count as a failed call.
+- seq never goes back, not even across a restart, so no recorded call becomes valid again (the
+  master refuses a re-registration whose seq does not pass every seq it has seen). The
+  snapshot holds `seq_bound`, a bound ahead of the seq (as OSCORE's sender sequence number,
+  RFC 8613 §7.5.1): a restarted agent starts from it, and the next bound is set (`dirty`)
+  `_SEQ_RESERVE // 2` calls before the seq reaches it, so it is on disk long before then.
 - `dirty` is set whenever state that must survive a SIGKILL changed; the shell writes the
   checkpoint (`snapshot()`) before it sends the next call, so nothing leaves the agent that the
   agent could forget: a `command_ack` only goes out after the launched task is on disk, an
@@ -81,6 +86,14 @@ _UPDATES_BEFORE_ACK = 2
 # re-reports) up to this many; the oldest are forgotten first.
 _KEEP_TERMINAL = 256
 
+
+# How far ahead of the seq the checkpoint's bound is: one checkpoint write per this many calls
+# at most (a steady heartbeat writes nothing else), and a restart skips fewer than this many.
+_SEQ_RESERVE = 1024
+# A checkpoint from before `seq_bound` holds a seq written with the last change, not with each
+# steady heartbeat since: start this far past it (~a week of 10 s heartbeats). If that is still
+# not past what the master saw, its refusals send the agent to a fresh registration.
+_LEGACY_SEQ_GAP = 1 << 16
 
 # Unsigned UNAUTHENTICATED answers to our signed re-registration, in a row, after which the
 # identity is taken as unknown to the master (the MicroPython agent uses the same number).
@@ -227,6 +240,8 @@ class AgentCore:
         self.agent_id = 0
         self.secret = b""
         self.seq = 0
+        #: every seq below it may have been used (what the checkpoint holds): see the rules.
+        self.seq_bound = 0
         self.command_ack = 0
         self.update_next = 1
         self.tasks: dict[int, TaskRecord] = {}
@@ -268,6 +283,7 @@ class AgentCore:
             "agent_id": self.agent_id,
             "secret": self.secret.hex(),
             "seq": self.seq,
+            "seq_bound": self.seq_bound,
             "command_ack": self.command_ack,
             "update_next": self.update_next,
             "updates": [self._update_to_json(u) for u in self._updates],
@@ -289,7 +305,13 @@ class AgentCore:
     def _restore(self, snap: dict[str, Any]) -> None:
         self.agent_id = int(snap.get("agent_id", 0))
         self.secret = bytes.fromhex(snap.get("secret", ""))
-        self.seq = int(snap.get("seq", 0))
+        seq = int(snap.get("seq", 0))
+        bound = int(snap.get("seq_bound", seq + _LEGACY_SEQ_GAP))
+        # Calls up to `bound - 1` may have left before the crash: go on from there, and have
+        # the next bound written before the first call (the shell saves a dirty core first).
+        self.seq = max(seq, bound - 1)
+        self.seq_bound = self.seq + _SEQ_RESERVE
+        self.dirty = True
         self.command_ack = int(snap.get("command_ack", 0))
         self._acked_command_ack = self.command_ack
         self.update_next = int(snap.get("update_next", 1))
@@ -526,6 +548,11 @@ class AgentCore:
 
     def _send(self, call: pb.AgentCall, flight: _InFlight) -> OutgoingCall:
         self.seq += 1
+        if self.seq + _SEQ_RESERVE // 2 >= self.seq_bound:
+            # Written before the next call (the shell saves a dirty core first), while this
+            # seq is still far below the bound on disk.
+            self.seq_bound = self.seq + _SEQ_RESERVE
+            self.dirty = True
         call.seq = self.seq
         flight.seq = self.seq
         if flight.fresh:

@@ -18,8 +18,9 @@ emitted before the answer is durable. So nothing a framework or an agent was tol
 a crash; what was not yet told may be lost and is recomputed from what is durable.
 
 In-between states are explicit (Mesos's `Slaves` sets): an agent recovered from the store is
-`synced=False` until it re-registers (the master lost its seq baseline, so it trusts no call but a
-signed Register); a framework being torn down is `removing` until its last task is terminal.
+`synced=False` until it re-registers (the master kept only the seq of its last registration, so
+it trusts no call but a signed Register with a seq past that one); a framework being torn down
+is `removing` until its last task is terminal.
 
 Memory: one `Agent` (slots, small ints, the encoded registration) per agent; tasks, commands and
 offers exist only while they do. No per-agent protobuf message is kept.
@@ -438,6 +439,7 @@ class Master:
             agent.command_ack = a.command_ack
             agent.next_command = a.next_command
             agent.next_task = a.next_task
+            agent.seq = a.seq  # the last registration's: a replayed one is refused (_reregister)
             self.agents[agent.agent_id] = agent
             self.next_agent_id = max(self.next_agent_id, agent.agent_id + 1)
             if agent.state != LOST_STATE:
@@ -756,7 +758,12 @@ class Master:
 
     def _reregister(self, agent: Agent, reg: pb.Register, seq: int, now: float,
                     transport: str) -> AgentResult:
-        """A signed Register from a known agent (restart, ReRegister, master restart)."""
+        """A signed Register from a known agent (restart, ReRegister, master restart). Its seq
+        must pass every seq seen from the agent (agents persist a bound ahead of their seq, so
+        it does after a reboot too): a recorded one replayed, or a heartbeat recorded before the
+        agent restarted, would otherwise be accepted again."""
+        if seq <= agent.seq:
+            raise CallError(E.UNAUTHENTICATED, _BAD_AGENT)
         total = self._check_register(reg)
         reported: dict[int, int] = {}
         for rep in reg.tasks:
@@ -764,6 +771,7 @@ class Master:
         # Checks done; from here on the call is applied.
         aid = agent.agent_id
         agent.seq = seq
+        self._record(rec.ReregisterAgent(aid, seq))
         agent.synced = True
         agent.last_seen = now
         agent.transport = transport

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "Record", "AdmitAgent", "UpdateAgentInfo", "MarkAgentUnreachable", "MarkAgentReachable",
-    "MarkAgentLost", "AckAgentUpdates", "EnqueueCommand", "AckCommands", "DropCommand",
-    "AddFramework", "UpdateFramework", "MarkFrameworkRemoving", "RemoveFramework", "AddTask",
-    "UpdateTaskState", "MarkTaskUnreachable", "MarkTaskLost", "MarkTaskKilled", "RemoveTask",
-    "AddStatusUpdate", "AckStatusUpdate", "StoreModule", "RemoveModule",
+    "Record", "AdmitAgent", "ReregisterAgent", "UpdateAgentInfo", "MarkAgentUnreachable",
+    "MarkAgentReachable", "MarkAgentLost", "AckAgentUpdates", "EnqueueCommand", "AckCommands",
+    "DropCommand", "AddFramework", "UpdateFramework", "MarkFrameworkRemoving", "RemoveFramework",
+    "AddTask", "UpdateTaskState", "MarkTaskUnreachable", "MarkTaskLost", "MarkTaskKilled",
+    "RemoveTask", "AddStatusUpdate", "AckStatusUpdate", "StoreModule", "RemoveModule",
 ]
 
 
@@ -34,6 +34,15 @@ class AdmitAgent(Record):
     secret: bytes
     info: bytes          # encoded pb.Register without token and tasks
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReregisterAgent(Record):
+    """A re-registration accepted at `seq`. No registration at or below it is accepted again,
+    after a master restart too: a recorded one replayed would reconcile the agent's tasks
+    against a list that is no longer true (docs/protocol.md, "Authentication")."""
+    agent_id: int
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS agents (
     state INTEGER NOT NULL DEFAULT 0, unreachable_since REAL NOT NULL DEFAULT 0,
     update_ack INTEGER NOT NULL DEFAULT 0, command_ack INTEGER NOT NULL DEFAULT 0,
     next_command INTEGER NOT NULL DEFAULT 1, next_task INTEGER NOT NULL DEFAULT 1,
-    admitted REAL NOT NULL DEFAULT 0);
+    admitted REAL NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS frameworks (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, failover_s REAL NOT NULL,
     removing INTEGER NOT NULL DEFAULT 0, secret_digest BLOB NOT NULL DEFAULT x'');
@@ -67,6 +67,7 @@ class AgentRow:
     command_ack: int
     next_command: int
     next_task: int
+    seq: int = 0         # the seq of the last registration accepted (ReregisterAgent)
 
 
 @dataclass(slots=True)
@@ -139,17 +140,26 @@ class Store:
             raise ValueError(f"sqlite_synchronous must be FULL, NORMAL or EXTRA, not {synchronous}")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+        self._unlink_after: list[str] = []
+        self.commits = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older master up to this schema (columns added since)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}
+        if "seq" not in columns:
+            # 0: no registration seq known, so the first re-registration after the upgrade is
+            # taken at any seq, as before; from then on the agent's seq must move forward.
+            self._db.execute("ALTER TABLE agents ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(frameworks)")}
         if "secret_digest" not in columns:
             # A store from before framework secrets: its frameworks get an empty digest, which
             # no re-subscription matches (they must subscribe anew; nobody can take them over).
             self._db.execute("ALTER TABLE frameworks ADD COLUMN secret_digest BLOB NOT NULL"
                              " DEFAULT x''")
-        self._unlink_after: list[str] = []
-        self.commits = 0
-
-    def close(self) -> None:
-        self._db.close()
 
     # --- recover ------------------------------------------------------------------------------
 
@@ -164,7 +174,7 @@ class Store:
         db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         snap.agents = [AgentRow(*row) for row in db.execute(
             "SELECT id, secret, info, state, unreachable_since, update_ack, command_ack,"
-            " next_command, next_task FROM agents ORDER BY id")]
+            " next_command, next_task, seq FROM agents ORDER BY id")]
         snap.frameworks = [FrameworkRow(a, b, c, d, bool(e), bytes(f))
                            for a, b, c, d, e, f in db.execute(
             "SELECT id, name, role, failover_s, removing, secret_digest FROM frameworks")]
@@ -245,6 +255,10 @@ class Store:
         self._db.execute(
             "INSERT INTO meta VALUES ('next_agent_id', ?) ON CONFLICT(key) DO UPDATE SET"
             " value = max(value, excluded.value)", (rec.agent_id + 1,))
+
+    def _reregister_agent(self, rec: r.ReregisterAgent) -> None:
+        self._db.execute("UPDATE agents SET seq = max(seq, ?) WHERE id = ?",
+                         (rec.seq, rec.agent_id))
 
     def _update_agent_info(self, rec: r.UpdateAgentInfo) -> None:
         self._db.execute("UPDATE agents SET info = ? WHERE id = ?", (rec.info, rec.agent_id))
@@ -351,6 +365,7 @@ AGENT_LOST = 2
 
 _APPLY: dict[type, Callable[[Store, Any], None]] = {
     r.AdmitAgent: Store._admit_agent,
+    r.ReregisterAgent: Store._reregister_agent,
     r.UpdateAgentInfo: Store._update_agent_info,
     r.MarkAgentUnreachable: Store._mark_unreachable,
     r.MarkAgentReachable: Store._mark_reachable,

@@ -73,6 +73,10 @@ def wasm_module(tag: bytes = b"") -> bytes:
 # Sans-IO agent
 
 
+# How far ahead of its seq a ScriptedAgent's "persisted" bound is: a restart resumes there.
+SEQ_RESERVE = 64
+
+
 class ScriptedAgent:
     """An agent core for tests. Every `*_call()` returns encoded AgentCall bytes; feed the
     master's answer to `handle_reply()`.
@@ -247,8 +251,9 @@ class ScriptedAgent:
 
     def restart(self, keep_tasks: bool = True) -> None:
         """A reboot: identity, unacknowledged updates and (optionally) tasks survive; the seq
-        starts again and the first call is a registration."""
-        self.seq = 0
+        goes on from the bound a real agent keeps ahead of it (docs/protocol.md, never back)
+        and the first call is a registration."""
+        self.seq += SEQ_RESERVE
         self.need_register = True
         if not keep_tasks:
             self.tasks.clear()

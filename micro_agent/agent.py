@@ -143,12 +143,13 @@ _BACKOFF_MAX_MS = const(60000)
 _IDLE_MS = const(20)
 _REG_GAP_MIN = const(1000)
 _REG_GAP_MAX = const(64000)
+_SEQ_RESERVE = const(64)  # calls per state-file write of the seq bound
 
 # The agent's state, in one list indexed by the _S_* consts below rather than ~20 module
 # globals: a const index is folded at compile time, while each global name would be a qstr and
 # a slot in the module dict (on the heap, ~2 KB together counting the qstr pool chunk).
 # Persistent (the state file): agent id, secret, next update id, last applied command,
-# unacknowledged updates [[call field, update dict]], and terminal tasks {task: state}.
+# unacknowledged updates [[call field, update dict]], terminal tasks {task: state}, seq bound.
 _S_ID = const(0)
 _S_SECRET = const(1)
 _S_NEXT = const(2)
@@ -171,8 +172,9 @@ _S_LOG_LEVEL = const(17)
 _S_REG_OK = const(18)  # ticks_ms before which an unsigned 4.01 does not trigger a re-registration
 _S_REG_GAP = const(19)
 _S_REFUSALS = const(20)  # re-registrations refused in a row
+_S_SEQ_BOUND = const(21)  # every seq below it may have been sent: the state file holds it
 _s = [0, b"", 1, 0, [], {}, "state.cbor", None, True, 0, False, 5000, 0, 0, 0, 0, [], 1, 0,
-      _REG_GAP_MIN, 0]
+      _REG_GAP_MIN, 0, 0]
 
 
 def _log(n, *a):
@@ -185,7 +187,7 @@ def _log(n, *a):
 
 
 def _save():
-    st = {1: _s[_S_ID], 2: _s[_S_SECRET], 3: _s[_S_NEXT], 4: _s[_S_CMD], 5: _s[_S_QUEUE], 6: [[t, s] for t, s in _s[_S_TASKS].items() if s >= _FINISHED]}
+    st = {1: _s[_S_ID], 2: _s[_S_SECRET], 3: _s[_S_NEXT], 4: _s[_S_CMD], 5: _s[_S_QUEUE], 6: [[t, s] for t, s in _s[_S_TASKS].items() if s >= _FINISHED], 7: _s[_S_SEQ_BOUND]}
     b = bytearray(256)
     while True:
         try:
@@ -211,10 +213,18 @@ def _put(dest, key, v):
 
 async def _call(key, value):
     """Send AgentCall{key: value} (key: the call's field number); return the decoded, authenticated AgentReply or None."""
+    _s[_S_SEQ] += 1
+    seq = _s[_S_SEQ]
+    if seq >= _s[_S_SEQ_BOUND]:
+        # seq never goes back, across reboots too, or recorded calls would be valid again: the
+        # state file holds a bound ahead of it, written before the seq reaches it (RFC 8613
+        # 7.5.1), and a reboot goes on from there. Without an identity no seq matters yet:
+        # _register writes the bound with the identity.
+        _s[_S_SEQ_BOUND] = seq + _SEQ_RESERVE
+        if _s[_S_ID]:
+            _save()
     await coap.take()
     try:
-        _s[_S_SEQ] += 1
-        seq = _s[_S_SEQ]
         msg = {_CALL_SEQ: seq, key: value}
         k = _s[_S_SECRET]
         nonce = value.get(_REG_NONCE) if key == _CALL_REGISTER else None
@@ -549,6 +559,10 @@ def _setup(path):
         _s[_S_QUEUE] = st.get(5, [])
         for t, v in st.get(6, []):
             _s[_S_TASKS][t] = v
+        # A state file from before the bound: its agent started at seq 1 each boot; go past.
+        b = st.get(7, 65536)
+        _s[_S_SEQ] = b - 1
+        _s[_S_SEQ_BOUND] = b
     except (OSError, ValueError, TypeError, AttributeError):
         pass  # no state, or a corrupt one: register afresh
     _s[_S_INVENTORY] = sensors.setup(cfg.get("sensors", ()))

@@ -9,6 +9,7 @@ import pytest
 
 from edgerm.wire import decode, derive_secret, encode, pb, sign, token_key, verify
 from edgerm_agent.core import AgentCore, KillTask, LaunchTask, Registered
+from edgerm_master.core import ACTIVE_STATE
 from edgerm_master.testing import task_info
 
 from .pair import Pair, core_config, framework
@@ -379,3 +380,113 @@ def test_publish_queue_is_bounded() -> None:
     assert [p.core.publish(1, b"x") for _ in range(4)] == [True, True, True, False]
     assert p.core.publish_room() == 0
     assert not p.core.publish(42, b"unknown task")
+
+
+# --- seq across restarts (issue 10): recorded calls never become valid again
+
+
+class _Disk:
+    """The checkpoint as the shell keeps it: written whenever the core is dirty, before the
+    next call leaves (shell._call_loop)."""
+
+    def __init__(self, p: Pair) -> None:
+        self.p = p
+        self.snap = p.core.snapshot()
+
+    def exchange(self, record: list[bytes] | None = None) -> bool:
+        core = self.p.core
+        if core.dirty:
+            core.dirty = False
+            self.snap = core.snapshot()
+        out = core.next_call(self.p.now)
+        if out is None:
+            return False
+        if record is not None:
+            record.append(out.data)
+        self.p.sent.append(out.kind)
+        result = self.p.cluster.master.agent_call(out.data, self.p.now, "websocket")
+        self.p.cluster.flush()
+        core.receive_reply(result.data, self.p.now)
+        self.p.deliver_pushes()
+        self.p.drain()
+        return True
+
+    def settle(self) -> None:
+        for _ in range(100):
+            if not self.exchange():
+                return
+        raise AssertionError("agent did not settle")
+
+    def restart(self) -> Pair:
+        """SIGKILL and start again from what is on disk."""
+        core = AgentCore(core_config(), rng=random.Random(3), snapshot=self.snap)
+        self.p = Pair(core=core, cluster=self.p.cluster)
+        self.p.start()
+        return self.p
+
+
+def _replay(p: Pair, data: bytes) -> int:
+    result = p.cluster.master.agent_call(data, p.now)
+    p.cluster.flush()
+    return result.error
+
+
+def test_heartbeat_recorded_before_a_restart_is_refused_after_it() -> None:
+    """(a) The restarted agent goes on past every seq it sent, though steady heartbeats do not
+    write the checkpoint: an old heartbeat replayed is refused and changes nothing."""
+    p = registered_pair()
+    disk = _Disk(p)
+    recorded: list[bytes] = []
+    for _ in range(40):
+        p.step(10)
+        assert disk.exchange(recorded)
+    old_seq = p.core.seq
+    p = disk.restart()
+    disk.settle()
+    assert p.core.registered and p.core.seq > old_seq
+    agent = p.cluster.master.agents[p.core.agent_id]
+    seen, seq, committed = agent.last_seen, agent.seq, p.cluster.committed
+    p.cluster.step(1)
+    for data in recorded[-3:]:
+        assert _replay(p, data) == pb.UNAUTHENTICATED
+    assert (agent.last_seen, agent.seq, p.cluster.committed) == (seen, seq, committed)
+
+
+def test_reregistration_recorded_before_a_launch_is_refused_and_fails_no_task() -> None:
+    """(b) A re-registration listing no tasks, replayed while the task runs, is refused: the
+    master does not fail the task as AGENT_RESTARTED."""
+    p = registered_pair()
+    disk = _Disk(p)
+    p.step(10)
+    disk.exchange()
+    p = disk.restart()
+    recorded: list[bytes] = []
+    disk.exchange(recorded)  # the re-registration, no tasks
+    old = decode(pb.AgentCall, recorded[0])
+    assert old.HasField("register") and not old.register.tasks
+    disk.settle()
+    launch_one(p)
+    for _ in range(5):
+        disk.settle()
+        p.step(1)
+    p.core.task_changed(1, TS.RUNNING)
+    disk.settle()
+    assert states(p) == [TS.STARTING, TS.RUNNING]
+    committed = p.cluster.committed
+    assert _replay(p, recorded[0]) == pb.UNAUTHENTICATED
+    assert p.cluster.committed == committed
+    p.step(1)
+    disk.settle()
+    assert states(p) == [TS.STARTING, TS.RUNNING]
+    assert p.cluster.master.agents[p.core.agent_id].state == ACTIVE_STATE
+
+
+def test_checkpoint_without_a_seq_bound_starts_far_past_its_seq() -> None:
+    """An older agent's checkpoint holds the seq of its last write only (steady heartbeats did
+    not write it): the agent goes on 65,536 past it, and writes a bound before its first call."""
+    p = registered_pair()
+    snap = p.core.snapshot()
+    del snap["seq_bound"]
+    core = AgentCore(core_config(), rng=random.Random(2), snapshot=snap)
+    assert core.seq >= snap["seq"] + 65_535 and core.dirty
+    assert core.snapshot()["seq_bound"] > core.seq

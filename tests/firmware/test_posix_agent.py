@@ -21,7 +21,16 @@ from typing import Any
 import trio
 from trio_websocket import open_websocket_url
 
-from edgerm.wire import DecodeError, decode, derive_secret, pb, token_key, verify
+from edgerm.transport.coap import open_coap_client
+from edgerm.wire import (
+    CONTENT_FORMAT_CBOR,
+    DecodeError,
+    decode,
+    derive_secret,
+    pb,
+    token_key,
+    verify,
+)
 from edgerm_master.testing import MasterProcess, ScriptedFramework, UdpRelay, WsFrameworkClient
 
 from .conftest import EXAMPLES
@@ -85,6 +94,28 @@ def _messages(datagrams: list[bytes], cls: Any) -> list[Any]:
             except DecodeError:
                 pass
     return out
+
+
+def _calls(datagrams: list[bytes], agent_id: int) -> list[tuple[pb.AgentCall, bytes]]:
+    """The agent's authenticated calls (AgentCall, payload) among the datagrams, in order."""
+    out = []
+    for d in datagrams:
+        payload = _coap_payload(d)
+        try:
+            call = decode(pb.AgentCall, payload) if payload else None
+        except DecodeError:
+            call = None
+        if call is not None and call.agent_id == agent_id:
+            out.append((call, payload))
+    return out
+
+
+async def _replay(remote: tuple[str, int], payload: bytes) -> int:
+    """Send a recorded AgentCall to the master afresh (another socket, so not a CoAP
+    retransmission); its response code."""
+    async with open_coap_client() as coap:
+        resp = await coap.post(remote, "a", payload, content_format=CONTENT_FORMAT_CBOR)
+        return int(resp.code)
 
 
 def _state_secret(path: Path) -> tuple[int, bytes]:
@@ -337,6 +368,7 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             await _launch(c, "k3", _spec(spin, ssha))
             await _until(c, lambda: pb.RUNNING in fw.states("k3"))
             assert agent.stop() == 0
+            mark = len(relay.up)
             agent.start()
             # (It may be UNREACHABLE for a moment first: three missed 300 ms heartbeats.)
             await _until(c, lambda: fw.states("k3")[-1] not in (pb.RUNNING, pb.UNREACHABLE),
@@ -359,12 +391,24 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             assert _state_secret(agent.state) == (agent_id, secret)
             assert agent.alive(), agent.log.read_text()[-3000:]
 
+            # seq never goes back (issue 10): the re-registration is past every seq sent before
+            # the restart, so a heartbeat recorded before it, replayed, is refused (4.01).
+            before, after = _calls(relay.up[:mark], agent_id), _calls(relay.up[mark:], agent_id)
+            old_beat = [p for m, p in before if m.HasField("heartbeat")][-1]
+            rereg_call, rereg = next((m, p) for m, p in after if m.HasField("register"))
+            assert rereg_call.seq > max(m.seq for m, _ in before)
+            assert pb.RUNNING not in [t.state for t in rereg_call.register.tasks]
+            assert await _replay(master.coap, old_beat) == 0x81
+
             # A power cut just after a task ended, before the master acknowledged the end or
             # its last readings (the relay loses every reply): the update queue the agent saved
             # when the task ended comes back after the reboot; the task is re-registered as
             # FINISHED (not FAILED AGENT_RESTARTED) and every reading arrives exactly once.
             await _launch(c, "s4", _spec(sampler, sha, "temp", "4", "150", devices=("temp",)))
             await _until(c, lambda: pb.RUNNING in fw.states("s4"))
+            # That re-registration listing no running task, replayed while s4 runs, is refused:
+            # the master does not fail s4 as AGENT_RESTARTED (it FINISHes below).
+            assert await _replay(master.coap, rereg) == 0x81
             mark = len(agent.events())
             relay.drop_down = True
             with trio.fail_after(10):

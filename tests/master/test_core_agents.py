@@ -185,6 +185,55 @@ def test_staging_task_is_relaunched_once_after_agent_restart(cluster: Cluster) -
     assert a.starts[n] == 1 and task_state(cluster, fw, "t1") == TS.RUNNING
 
 
+def test_heartbeat_recorded_before_an_agent_restart_is_refused_after_it(cluster: Cluster) -> None:
+    """(issue 10) The restarted agent re-registers past every seq it used, so an old recorded
+    heartbeat (steady: the fast path) stays stale instead of becoming valid again."""
+    a = cluster.add_agent(ScriptedAgent("a1"))
+    fw = cluster.subscribe(ScriptedFramework())
+    launch(cluster, fw, a, "t1")
+    for _ in range(5):
+        cluster.exchange(a)
+    old = a.heartbeat_call()  # recorded, never delivered
+    cluster.exchange(a)
+    a.restart()
+    cluster.settle(a)
+    agent = cluster.master.agents[a.agent_id]
+    seq, seen, committed = agent.seq, agent.last_seen, cluster.committed
+    cluster.step(5.0)
+    code, reply = call(cluster, old)
+    assert code == E.UNAUTHENTICATED and "seq" in reply.error.message
+    assert (agent.seq, agent.last_seen, cluster.committed) == (seq, seen, committed)
+    assert task_state(cluster, fw, "t1") == TS.RUNNING
+
+
+def test_replayed_reregistration_is_refused_and_fails_no_task(cluster: Cluster) -> None:
+    """(issue 10) A recorded re-registration listing no tasks, replayed while a task runs, is
+    refused: the task is not failed as AGENT_RESTARTED, nothing is committed."""
+    a = cluster.add_agent(ScriptedAgent("a1"))
+    a.restart()
+    old = a.next_call()  # a signed re-registration, no tasks; recorded, never delivered
+    assert decode(pb.AgentCall, old).HasField("register") and not a.tasks
+    cluster.settle(a)  # the agent re-registers again (past `old`) and carries on
+    fw = cluster.subscribe(ScriptedFramework())
+    launch(cluster, fw, a, "t1")
+    assert task_state(cluster, fw, "t1") == TS.RUNNING
+    agent = cluster.master.agents[a.agent_id]
+    seq, committed, updates = agent.seq, cluster.committed, len(fw.updates)
+    code, reply = call(cluster, old)
+    assert code == E.UNAUTHENTICATED and "seq" in reply.error.message
+    assert task_state(cluster, fw, "t1") == TS.RUNNING
+    assert (agent.seq, cluster.committed, len(fw.updates)) == (seq, committed, updates)
+    # The same holds for a replay of the re-registration the master did accept.
+    cluster.exchange(a)
+    a.need_register = True
+    taken = a.next_call()
+    assert cluster.master.agent_call(taken, cluster.now).error == 0
+    cluster.flush()
+    code, _ = call(cluster, taken)
+    assert code == E.UNAUTHENTICATED
+    assert task_state(cluster, fw, "t1") == TS.RUNNING
+
+
 # --- heartbeats, commands, liveness
 
 

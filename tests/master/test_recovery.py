@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgerm.wire import pb
+from edgerm_master.records import ReregisterAgent
 from edgerm_master.store import Store
 from edgerm_master.testing import (
     Cluster,
@@ -188,5 +189,54 @@ def test_frameworks_from_a_store_without_secrets_cannot_be_taken_over(tmp_path: 
             c.subscribe(f)
             assert f.errors[-1].code == pb.FORBIDDEN and f.closed
         assert c.subscribe(ScriptedFramework()).framework_secret  # new ones get one
+    finally:
+        store.close()
+
+
+def test_replayed_reregistration_is_refused_after_a_master_restart(
+        new_cluster: NewCluster) -> None:
+    """(issue 10) The master keeps the seq of each agent's last registration in its store, so a
+    restart does not reopen the replay of an older one (which would fail the running task)."""
+    c = new_cluster()
+    a = c.add_agent(ScriptedAgent("a1"))
+    a.restart()
+    old = a.next_call()  # a signed re-registration listing no tasks, recorded
+    c.settle(a)
+    f = c.subscribe(ScriptedFramework())
+    launch(c, f, a, "t1")
+    c = new_cluster()  # kill -9 and restart
+    c.settle(a)  # the real agent re-registers with its task
+    f2 = resubscribe(c, f)
+    assert task_state(c, f2, "t1") == TS.RUNNING
+    c = new_cluster()  # again: now the replay comes before the agent's own re-registration
+    before = c.committed
+    result = c.master.agent_call(old, c.now)
+    c.flush()
+    assert result.error == pb.UNAUTHENTICATED
+    assert c.committed == before
+    c.settle(a)
+    f3 = resubscribe(c, f2)
+    assert task_state(c, f3, "t1") == TS.RUNNING and a.starts[1] == 1
+
+
+def test_a_store_from_before_the_seq_column_is_upgraded(tmp_path: Path) -> None:
+    """An older master's store has no agents.seq: opening it adds the column (0: the first
+    re-registration after the upgrade is taken at any seq, then seq must move forward)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "master.sqlite3")
+    db.execute("CREATE TABLE agents (id INTEGER PRIMARY KEY, secret BLOB NOT NULL, info BLOB NOT"
+               " NULL, state INTEGER NOT NULL DEFAULT 0, unreachable_since REAL NOT NULL DEFAULT"
+               " 0, update_ack INTEGER NOT NULL DEFAULT 0, command_ack INTEGER NOT NULL DEFAULT"
+               " 0, next_command INTEGER NOT NULL DEFAULT 1, next_task INTEGER NOT NULL DEFAULT"
+               " 1, admitted REAL NOT NULL DEFAULT 0)")
+    db.execute("INSERT INTO agents (id, secret, info) VALUES (1, x'00', x'')")
+    db.commit()
+    db.close()
+    store = Store(str(data), "NORMAL")
+    try:
+        assert [a.seq for a in store.recover().agents] == [0]
+        store.apply([ReregisterAgent(1, 70), ReregisterAgent(1, 69)])
+        assert [a.seq for a in store.recover().agents] == [70]
     finally:
         store.close()

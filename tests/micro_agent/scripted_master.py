@@ -55,6 +55,8 @@ class AgentRecord:
     statuses: list[pb.StatusUpdate] = field(default_factory=list)
     publishes: list[pb.Publish] = field(default_factory=list)
     registrations: list[pb.Register] = field(default_factory=list)
+    reg_seqs: list[int] = field(default_factory=list)  # the seq of each registration taken
+    calls: list[bytes] = field(default_factory=list)  # every authentic call, as received
     heartbeats: int = 0
     observer: tuple[object, bytes] | None = None  # (address, token) of the observation on c
     pushes: int = 0
@@ -256,6 +258,7 @@ class ScriptedMaster:
                                                  call.register.name)
             rec.last_seq = call.seq
             rec.registrations.append(call.register)
+            rec.reg_seqs.append(call.seq)
             reply = pb.AgentReply(seq=call.seq, registered=pb.Registered(
                 agent_id=aid, nonce=ours, heartbeat_ms=self.heartbeat_ms))
             return 0x44, sign(reply, rec.secret)
@@ -263,7 +266,9 @@ class ScriptedMaster:
         if found is None or not verify(call, found.secret):
             return self._error(0x81, pb.UNAUTHENTICATED, "unknown agent or bad mac")
         rec = found
-        if which != "register" and call.seq <= rec.last_seq:
+        rec.calls.append(payload)
+        if call.seq <= rec.last_seq:
+            # A re-registration too (docs/protocol.md): a recorded one must not be taken again.
             return self._error(0x81, pb.UNAUTHENTICATED, "stale seq")
         rec.last_seq = call.seq
         reply = pb.AgentReply(seq=call.seq)
@@ -279,6 +284,7 @@ class ScriptedMaster:
                     sign(reply, rec.secret)
         if which == "register":
             rec.registrations.append(call.register)
+            rec.reg_seqs.append(call.seq)
             reply.registered.CopyFrom(pb.Registered(
                 agent_id=rec.agent_id, heartbeat_ms=self.heartbeat_ms,
                 update_ack=rec.update_ack))

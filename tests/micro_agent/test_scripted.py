@@ -152,18 +152,24 @@ async def test_restarts_and_garbage(agent_factory) -> None:  # type: ignore[no-u
         beats = rec.heartbeats
         await m.wait_for(lambda: rec.heartbeats >= beats + 2)
 
-        # The agent restarts: same agent_id and secret, re-registration with the mac.
+        # The agent restarts: same agent_id and secret, re-registration with the mac, at a seq
+        # past every seq it sent before (the state file's bound), though steady heartbeats
+        # wrote nothing: a call recorded before the restart stays refused (issue 10).
         sha = m.add_module(SLEEPER)
         m.command(1, launch=pb.Launch(task=1, spec=_mp_task(sha, len(SLEEPER))))
         await m.wait_for(lambda: pb.RUNNING in m.states(1, 1))
         await a.stop()
+        old_seq, old_heartbeat = rec.last_seq, rec.calls[-1]
         await a.start()
         await m.wait_for(lambda: len(rec.registrations) == 2)
         again = rec.registrations[1]
         assert not again.nonce and again.update_next == rec.update_ack + 1
         assert list(m.agents) == [1]
+        assert rec.reg_seqs[1] > old_seq
         beats = rec.heartbeats
         await m.wait_for(lambda: rec.heartbeats > beats)
+        code, _ = m._agent_call(old_heartbeat)
+        assert code == 0x81 and rec.heartbeats == beats + 1
 
         # The master goes silent (a restart) for longer than the CoAP retransmission budget;
         # the agent keeps trying and carries on, and its queued update gets through once.

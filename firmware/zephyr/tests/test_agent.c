@@ -23,6 +23,7 @@ static int n_sent;
 #define SENT_LEN(i) sent_len[(i) % 16]
 static edgerm_persist_t stored;
 static int n_persist;
+static int persist_result; /* what edgerm_port_persist returns; non-zero: nothing is stored */
 static uint32_t started[8], killed[8];
 static int n_started, n_killed;
 static int start_result;
@@ -63,8 +64,11 @@ int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len)
 int edgerm_port_persist(void *ctx, const edgerm_persist_t *p)
 {
 	(void)ctx;
-	stored = *p;
 	n_persist++;
+	if (persist_result != 0) {
+		return persist_result;
+	}
+	stored = *p;
 	return 0;
 }
 
@@ -128,7 +132,7 @@ int edgerm_port_sensor_read(void *ctx, const char *name, size_t len, double *v)
 static void reset_port(void)
 {
 	n_sent = n_persist = n_started = n_killed = n_queue_saves = 0;
-	start_result = rand_result = 0;
+	start_result = rand_result = persist_result = 0;
 	rand_fixed = NULL;
 }
 
@@ -1088,6 +1092,47 @@ static void test_no_randomness(void)
 	CHECK(call_token_mac_ok(TOKEN));
 }
 
+/* seq never goes back, across reboots too (issue 10): what is stored stays ahead of every seq
+ * sent, though heartbeats store nothing else; a failed write is tried again with the next call;
+ * a reboot goes on past every seq sent. */
+static void test_seq_never_goes_back(void)
+{
+	uint64_t now = 0;
+	uint32_t highest = 0;
+	int writes = 0;
+
+	register_fresh();
+	CHECK(stored.seq_reserved > call.seq);
+	for (int i = 0; i < 3 * CONFIG_EDGERM_SEQ_RESERVE_MAX; i++) {
+		/* A stretch of failed writes (a full flash, say), shorter than half a reservation
+		 * and over a point where the reservation must move on. */
+		persist_result = (i >= 2 * CONFIG_EDGERM_SEQ_RESERVE_MAX - 20 &&
+				  i < 2 * CONFIG_EDGERM_SEQ_RESERVE_MAX + 4) ? -28 : 0;
+		uint32_t before = stored.seq_reserved;
+
+		now = edgerm_agent_next_deadline_ms(&agent);
+		edgerm_agent_on_timer(&agent, now);
+		CHECK_EQ_INT(last_call(), 0);
+		CHECK(call.seq > highest);
+		highest = call.seq;
+		CHECK(call.seq < stored.seq_reserved);
+		writes += stored.seq_reserved != before;
+		ok_reply(0, now + 10);
+		CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
+	}
+	/* Not once per call: about once per half reservation. */
+	CHECK(writes <= 8 && writes >= 4);
+	persist_result = 0;
+	edgerm_persist_t p = stored;
+
+	init_agent(&p); /* a power cut: only what was stored survives */
+	edgerm_agent_on_timer(&agent, 0);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 4);
+	CHECK(call.seq > highest);
+	CHECK(call.seq < stored.seq_reserved);
+}
+
 void suite_agent(void)
 {
 	test_registration_and_heartbeat();
@@ -1096,6 +1141,7 @@ void suite_agent(void)
 	test_launch_kill_publish();
 	test_hash_mismatch_and_launch_failure();
 	test_reboot_and_unauthenticated();
+	test_seq_never_goes_back();
 	test_reboot_keeps_unacknowledged_updates();
 	test_separate_response();
 	test_first_registration_vectors();

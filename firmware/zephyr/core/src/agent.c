@@ -257,13 +257,20 @@ static void schedule_heartbeat(edgerm_agent_t *a, uint64_t now)
 	a->hb_due = now + a->heartbeat_ms + (a->jitter_ms ? rnd(a) % (a->jitter_ms + 1) : 0);
 }
 
+/* seq never goes back, across reboots too (the master refuses a re-registration that does not
+ * move it forward, so no recorded call becomes valid again): the stored reservation stays ahead
+ * of every seq sent (RFC 8613 7.5.1). It moves half a reservation before the seq reaches it,
+ * and a failed write is tried again with the next call, while the stored one still holds. */
 static uint32_t next_seq(edgerm_agent_t *a)
 {
 	uint32_t s = a->seq++;
+	uint32_t held = a->persist.seq_reserved;
 
-	if (a->seq >= a->persist.seq_reserved) {
+	if (a->seq + CONFIG_EDGERM_SEQ_RESERVE_MAX / 2 >= held) {
 		a->persist.seq_reserved = a->seq + CONFIG_EDGERM_SEQ_RESERVE_MAX;
-		save(a);
+		if (edgerm_port_persist(a->cfg.port, &a->persist) != 0) {
+			a->persist.seq_reserved = held;
+		}
 	}
 	return s;
 }
@@ -1228,10 +1235,10 @@ void edgerm_agent_init(edgerm_agent_t *a, const edgerm_agent_config_t *cfg,
 	if (persisted) {
 		a->persist = *persisted;
 	}
-	/* Every seq below seq_reserved may have been used before this boot. */
+	/* Every seq below seq_reserved may have been used before this boot; the first call moves
+	 * the reservation on (next_seq) before it leaves. */
 	a->seq = a->persist.seq_reserved ? a->persist.seq_reserved : 1;
-	a->persist.seq_reserved = a->seq + CONFIG_EDGERM_SEQ_RESERVE_MAX;
-	save(a);
+	a->persist.seq_reserved = a->seq;
 	if (a->persist.agent_id != 0) {
 		q_restore(a);
 	}
