@@ -421,6 +421,7 @@ class FrameworkProtocol:
         self.bad_frames = 0
         self._next_call_id = 1
         self._subscribe_call_id = 0
+        self._reconcile_call_id = 0            # the SDK's own reconciliation after a failover
         self._awaited: set[int] = set()        # call ids whose answer the shell waits for
         self._last_rx = 0.0
         self._disconnected_at: float | None = None
@@ -536,7 +537,7 @@ class FrameworkProtocol:
             self.offers.pop(ev.rescind.offer_id, None)
             return [RescindEvent(ev.rescind.offer_id)]
         if kind == "update":
-            return self._update(ev.update)
+            return self._update(ev.update, ev.call_id)
         if kind == "output":
             out = ev.output
             if out.seq and out.seq <= self._output_seq.get(out.task_id, 0):
@@ -575,17 +576,41 @@ class FrameworkProtocol:
         if failover:
             # Updates and answers may have been lost with the old connection: ask for the
             # state of every task (implicit reconciliation).
-            self._outbox.append(self.call(reconcile=pb.Reconcile())[1])
+            self._reconcile_call_id, frame = self.call(reconcile=pb.Reconcile())
+            self._outbox.append(frame)
         return [Subscribed(sub.framework_id, sub.heartbeat_interval_s, sub.weight, failover)]
 
-    def _update(self, status: pb.TaskStatus) -> list[Event]:
+    def _update(self, status: pb.TaskStatus, call_id: int = 0) -> list[Event]:
+        """Deliver each status once, an end last. Hidden: a re-sent update (same uuid); any
+        status after the task's end was delivered (an end is final), except answers to the
+        user's own questions (reconcile, kill); and an answer to the SDK's implicit
+        reconciliation that only confirms the state already delivered. Updates carrying a
+        uuid are acknowledged all the same."""
         task_id = status.task_id
         seen = self._seen_uuids.setdefault(task_id, [])
-        if status.uuid and status.uuid in seen:
-            # Delivered before; our acknowledgement was lost. Acknowledge again, tell nobody.
-            if self.auto_ack:
+        known = self.tasks.get(task_id)
+        ended = known is not None and known.state in TERMINAL_STATES
+        if status.uuid:
+            if status.uuid in seen:
+                # Delivered before; our acknowledgement was lost. Acknowledge again, tell nobody.
+                if self.auto_ack:
+                    self._outbox.append(self.acknowledge(task_id, status.uuid)[1])
+                return []
+            if ended:
+                # The user already has this task's end (from a reconciliation); the master's
+                # own update adds nothing. Acknowledged even without auto_ack: the user never
+                # sees it, and the master must not re-send it forever.
+                seen.append(status.uuid)
+                del seen[:-MAX_UUIDS_PER_TASK]
                 self._outbox.append(self.acknowledge(task_id, status.uuid)[1])
-            return []
+                return []
+        elif call_id and call_id != self._reconcile_call_id:
+            # The answer to the user's own reconcile or kill: they asked, so they get it; an
+            # end stays the task's last status.
+            if ended:
+                return [UpdateEvent(status)]
+        elif ended or (call_id and known is not None and known.state == status.state):
+            return []   # no news: the implicit reconciliation confirms what the user has
         self.tasks[task_id] = status
         if status.state in TERMINAL_STATES:
             self._forget_old_tasks(task_id)

@@ -927,22 +927,34 @@ class Master:
         self._record(rec.MarkAgentReachable(aid))
         if agent.synced:
             self.allocator.set_agent_active(aid, True)
-        if reported is None:
-            for task in list((agent.tasks or {}).values()):
-                if task.state == TS.UNREACHABLE:
-                    self._restore_task(task, now)
+        if reported is None and any(t.state == TS.UNREACHABLE
+                                    for t in (agent.tasks or {}).values()):
+            # Heard from, but not told what runs: the agent may have restarted meanwhile (a
+            # Linux agent keeps its seq, so its first heartbeat is authentic). Its tasks stay
+            # UNREACHABLE until its registration reports them (`_reregister`), so a framework
+            # is never told RUNNING for a task the agent no longer has.
+            self._ask_reregister(agent)
         self._timer(now + self.config.unreachable_after_s, _T_AGENT_CHECK, aid)
         self._alloc_soon(now)
         if agent.pushable and agent.commands:
             self._push.add(aid)
 
     def _restore_task(self, task: Task, now: float, reported: int = 0) -> None:
-        """UNREACHABLE -> the state before it (rule 3), or what the agent reports running."""
+        """UNREACHABLE -> the state before it (rule 3), or what the agent reports running.
+
+        The framework is told only a return to RUNNING that the agent itself reported. A return
+        to a state the task is waiting to leave (STAGING, STARTING, KILLING), or to one the
+        agent contradicts (it reports an end, whose update follows), is recorded but not
+        announced: the agent's next update (STARTING, RUNNING or an end) is legal after
+        UNREACHABLE and tells it. So a framework never sees STAGING, nor STARTING or KILLING
+        twice, nor RUNNING for a task that has ended.
+        """
         target = task.prev_state or TS.RUNNING
         if reported in (TS.STARTING, TS.RUNNING) and target in (TS.STAGING, TS.STARTING):
             target = reported
+        announce = target == TS.RUNNING and reported == TS.RUNNING
         self._set_state(task, target, R.REASON_UNSPECIFIED, "the agent is reachable again", 0,
-                        now)
+                        now, announce=announce)
 
     def _mark_lost(self, agent: Agent, now: float) -> None:
         aid = agent.agent_id
@@ -1038,7 +1050,10 @@ class Master:
 
     def _set_state(self, task: Task, state: int, reason: int, message: str, exit_code: int,
                    now: float, prev: int = 0,
-                   kind: type[rec.UpdateTaskState] = rec.UpdateTaskState) -> None:
+                   kind: type[rec.UpdateTaskState] = rec.UpdateTaskState,
+                   announce: bool = True) -> None:
+        """Move a task (the table must allow it), durably; tell its framework unless
+        `announce` is false (a silent return from UNREACHABLE, see `_restore_task`)."""
         check_transition(task.state, state)
         task.state = state
         task.prev_state = prev
@@ -1047,7 +1062,8 @@ class Master:
         task.exit_code = exit_code
         self._record(kind(task.framework_id, task.task_id, state, prev, reason, message,
                           exit_code))
-        self._status_update(task, now)
+        if announce:
+            self._status_update(task, now)
         if state in TERMINAL:
             self._task_terminal(task, now)
 
@@ -1364,8 +1380,7 @@ class Master:
         if task is None:
             raise CallError(E.NOT_FOUND, f"this framework has no task {tid!r}")
         if task.state in TERMINAL:
-            self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=self._view_status(
-                task, now, R.RECONCILIATION)))
+            self._answer_status(fw, task, call.call_id, now)
             return
         self._kill_task(task, now)
 
@@ -1383,13 +1398,23 @@ class Master:
                 if task is None:
                     st = pb.TaskStatus(task_id=tid, state=TS.LOST, reason=R.TASK_UNKNOWN,
                                        message="the master has no such task", timestamp=now)
+                    self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=st))
                 else:
-                    st = self._view_status(task, now, R.RECONCILIATION)
-                self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=st))
+                    self._answer_status(fw, task, call.call_id, now)
         else:
             for task in fw.tasks.values():
-                self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=self._view_status(
-                    task, now, R.RECONCILIATION)))
+                self._answer_status(fw, task, call.call_id, now)
+
+    def _answer_status(self, fw: Framework, task: Task, call_id: int, now: float) -> None:
+        """A reconciliation's answer for one task. With updates not yet acknowledged, the
+        oldest of them again (uuid and all: the framework sees it once, and the rest follow in
+        order); the current state instead would overtake them (FINISHED before the RUNNING
+        still to come) and repeat the end. Otherwise the state as it is, RECONCILIATION."""
+        if task.updates:
+            self._send(fw, pb.FrameworkEvent(call_id=call_id, update=task.updates[0]))
+        else:
+            self._send(fw, pb.FrameworkEvent(call_id=call_id, update=self._view_status(
+                task, now, R.RECONCILIATION)))
 
     def _acknowledge(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
         ack = call.acknowledge
