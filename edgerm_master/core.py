@@ -101,6 +101,7 @@ _T_OFFER = 3
 _T_FAILOVER = 4
 _T_RETRY = 5
 _T_MODULE = 6
+_T_RELEASE = 7
 
 # A reply's framing around its commands (seq, mac, update_ack and the array head); the rest of
 # the agent's max_payload is the commands' budget.
@@ -212,7 +213,9 @@ class Task:
         self.exit_code = 0
         self.launch_cid = 0
         self.updates: deque[pb.TaskStatus] | None = None  # unacknowledged, oldest first
-        self.outputs: deque[pb.TaskOutput] | None = None  # undelivered
+        # Outputs to re-send after a reconnect or restart, oldest first, each with when it was
+        # last sent on the framework's current connection (None: not yet). Durable rows.
+        self.outputs: deque[tuple[pb.TaskOutput, float | None]] | None = None
         self.output_seq = 0
         self.outputs_dropped = 0
         self.module: bytes | None = None
@@ -222,6 +225,7 @@ class Framework:
     __slots__ = (
         "framework_id", "name", "role", "weight", "failover_s", "conn", "disconnected_at",
         "removing", "tasks", "completed", "offers", "pending", "retry_at", "suppressed",
+        "outputs_held", "release_at",
     )
 
     def __init__(self, framework_id: str, name: str, role: str, weight: float,
@@ -239,6 +243,8 @@ class Framework:
         self.offers: set[str] = set()
         self.pending: set[str] = set()          # task ids with unacknowledged updates
         self.retry_at = 0.0
+        self.outputs_held: set[str] = set()     # task ids with outputs kept for re-sending
+        self.release_at = 0.0
         self.suppressed = False
 
 
@@ -459,6 +465,7 @@ class Master:
             task.reason = t.reason
             task.message = t.message
             task.exit_code = t.exit_code
+            task.output_seq = t.output_seq
             fw.tasks[task.task_id] = task
             if t.state in TERMINAL:
                 continue
@@ -484,6 +491,17 @@ class Master:
                 known.updates = deque()
             known.updates.append(decode(pb.TaskStatus, u.body))
             owner.pending.add(known.task_id)
+        for o in snap.outputs:
+            owner = self.frameworks.get(o.framework_id)
+            known = owner.tasks.get(o.task_id) if owner else None
+            if owner is None or known is None or owner.removing:
+                continue
+            if known.outputs is None:
+                known.outputs = deque()
+            known.outputs.append((pb.TaskOutput(task_id=o.task_id, seq=o.seq, data=o.data,
+                                                topic=o.topic), None))
+            known.output_seq = max(known.output_seq, o.seq)
+            owner.outputs_held.add(known.task_id)
         for fw in list(self.frameworks.values()):
             for task in list(fw.tasks.values()):
                 if task.state in TERMINAL and not task.updates:
@@ -538,6 +556,11 @@ class Master:
                             self._send(fw, pb.FrameworkEvent(update=task.updates[0]))
                 if fw.pending:
                     self._arm_retry(fw, now)
+            elif kind == _T_RELEASE:
+                fw = self.frameworks.get(key)
+                if fw is not None:
+                    fw.release_at = 0.0
+                    self._release_outputs(fw, now)
             elif kind == _T_MODULE:
                 m = self.modules.get(key)
                 if m is not None and m.refs == 0 and now >= m.idle_since + cfg.module_grace_s:
@@ -1010,16 +1033,61 @@ class Master:
         task.output_seq += 1
         out = pb.TaskOutput(task_id=task.task_id, seq=task.output_seq, data=pu.data,
                             topic=pu.topic)
+        # Persist, then act: the output is durable with the update_ack that accepts it, and
+        # kept until the framework has surely had it (`_release_outputs`), so neither a crash
+        # nor a dropped connection loses it, and its number goes on after a restart.
+        self._record(rec.AddOutput(fw.framework_id, task.task_id, out.seq, out.data, out.topic))
+        sent: float | None = None
         if fw.conn is not None:
             self._send(fw, pb.FrameworkEvent(output=out))
-            return
+            sent = now
+            self._arm_release(fw, now)
         if task.outputs is None:
             task.outputs = deque()
-        task.outputs.append(out)
+        task.outputs.append((out, sent))
+        fw.outputs_held.add(task.task_id)
         if len(task.outputs) > self.config.outputs_kept:
-            task.outputs.popleft()
-            task.outputs_dropped += 1
-            self.stats["outputs_dropped"] += 1
+            old, old_sent = task.outputs.popleft()
+            self._record(rec.ReleaseOutputs(fw.framework_id, task.task_id, old.seq))
+            if old_sent is None:
+                # Never sent: a gap in the task's seq, which the SDK reports.
+                task.outputs_dropped += 1
+                self.stats["outputs_dropped"] += 1
+
+    def _arm_release(self, fw: Framework, now: float) -> None:
+        if fw.release_at == 0.0:
+            fw.release_at = now + self.config.status_retry_s
+            self._timer(fw.release_at, _T_RELEASE, fw.framework_id)
+
+    def _release_outputs(self, fw: Framework, now: float) -> None:
+        """Forget the outputs sent at least `status_retry_s` ago on the framework's current
+        connection: it stayed open that long after them, so they arrived. (Outputs carry no
+        acknowledgement; a connection that drops sooner gets them again when the framework
+        re-subscribes, and the SDK drops repeats by seq.) A task's outputs also go when the
+        task is forgotten: its end was acknowledged, and it was sent after them."""
+        if fw.conn is None:
+            return  # re-sent, and the timer re-armed, when the framework subscribes again
+        horizon = now - self.config.status_retry_s
+        more = False
+        for tid in list(fw.outputs_held):
+            task = fw.tasks.get(tid)
+            held = task.outputs if task is not None else None
+            upto = 0
+            while held:
+                sent_at = held[0][1]
+                if sent_at is None or sent_at > horizon:
+                    break
+                upto = held.popleft()[0].seq
+            if upto:
+                self._record(rec.ReleaseOutputs(fw.framework_id, tid, upto))
+            if held:
+                more = True
+            else:
+                if task is not None:
+                    task.outputs = None
+                fw.outputs_held.discard(tid)
+        if more:
+            self._arm_release(fw, now)
 
     def _module_request(self, agent: Agent, mr: pb.ModuleRequest, seq: int) -> AgentResult:
         m = self.modules.get(mr.sha256)
@@ -1118,6 +1186,7 @@ class Master:
         self._record(rec.RemoveTask(fw.framework_id, task.task_id))
         task.updates = None
         task.outputs = None
+        fw.outputs_held.discard(task.task_id)
         fw.completed[task.task_id] = task
         while len(fw.completed) > self.config.completed_tasks_kept:
             del fw.completed[next(iter(fw.completed))]
@@ -1262,18 +1331,25 @@ class Master:
         self._send(fw, pb.FrameworkEvent(call_id=call.call_id, subscribed=pb.Subscribed(
             framework_id=fw.framework_id, heartbeat_interval_s=cfg.framework_heartbeat_s,
             weight=fw.weight)))
-        # Resume delivery: the head of every task's unacknowledged updates, buffered outputs.
+        # Resume delivery. First every output kept for re-sending (the framework may not have
+        # had it; the SDK drops repeats by seq), then the head of every task's unacknowledged
+        # updates: a task's end then always arrives after its outputs, so acknowledging the
+        # end proves the outputs arrived (see `_forget_task`).
+        for tid in sorted(fw.outputs_held):
+            task = fw.tasks.get(tid)
+            if task is None or not task.outputs:
+                continue
+            task.outputs = deque((out, now) for out, _ in task.outputs)
+            for out, _ in task.outputs:
+                self._send(fw, pb.FrameworkEvent(output=out))
+        if fw.outputs_held:
+            self._arm_release(fw, now)
         for tid in sorted(fw.pending):
             task = fw.tasks.get(tid)
             if task is not None and task.updates:
                 self._send(fw, pb.FrameworkEvent(update=task.updates[0]))
         if fw.pending:
             self._arm_retry(fw, now)
-        for task in fw.tasks.values():
-            if task.outputs:
-                for out in task.outputs:
-                    self._send(fw, pb.FrameworkEvent(output=out))
-                task.outputs = None
         self._alloc_soon(now)
 
     def _accept(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
@@ -1500,7 +1576,9 @@ class Master:
             fw.conn = None
         for task in fw.tasks.values():
             task.updates = None
+            task.outputs = None
         fw.pending.clear()
+        fw.outputs_held.clear()
         for task in list(fw.tasks.values()):
             if task.state not in TERMINAL:
                 self._kill_task(task, now, removing=True)
