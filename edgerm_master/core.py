@@ -195,7 +195,7 @@ class Task:
     __slots__ = (
         "framework_id", "task_id", "agent_id", "number", "spec", "res", "state", "prev_state",
         "reason", "message", "exit_code", "launch_cid", "updates", "outputs", "output_seq",
-        "outputs_dropped", "module",
+        "outputs_dropped", "module", "told",
     )
 
     def __init__(self, framework_id: str, task_id: str, agent_id: int, number: int, spec: bytes,
@@ -219,6 +219,9 @@ class Task:
         self.output_seq = 0
         self.outputs_dropped = 0
         self.module: bytes | None = None
+        # The state its framework was last told (memory only): a silent return from
+        # UNREACHABLE followed by UNREACHABLE again must not tell UNREACHABLE twice.
+        self.told = 0
 
 
 class Framework:
@@ -489,7 +492,9 @@ class Master:
                 continue
             if known.updates is None:
                 known.updates = deque()
-            known.updates.append(decode(pb.TaskStatus, u.body))
+            st = decode(pb.TaskStatus, u.body)
+            known.updates.append(st)
+            known.told = st.state
             owner.pending.add(known.task_id)
         for o in snap.outputs:
             owner = self.frameworks.get(o.framework_id)
@@ -1130,7 +1135,7 @@ class Master:
         task.exit_code = exit_code
         self._record(kind(task.framework_id, task.task_id, state, prev, reason, message,
                           exit_code))
-        if announce:
+        if announce and state != task.told:
             self._status_update(task, now)
         if state in TERMINAL:
             self._task_terminal(task, now)
@@ -1139,6 +1144,7 @@ class Master:
         fw = self.frameworks.get(task.framework_id)
         if fw is None or fw.removing:
             return
+        task.told = task.state
         st = pb.TaskStatus(task_id=task.task_id, state=task.state, reason=task.reason,  # type: ignore[arg-type]
                            message=task.message, agent_id=task.agent_id,
                            uuid=self.random_bytes(16), timestamp=now, exit_code=task.exit_code)

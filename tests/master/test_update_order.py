@@ -159,3 +159,18 @@ def test_kill_of_an_ended_task_with_a_pending_update_resends_it(cluster: Cluster
     cluster.call(fw, fw.kill("t1"))
     assert [u.state for u in fw.updates[-2:]] == [TS.FAILED, TS.FAILED]
     assert fw.updates[-1].uuid == fw.updates[-2].uuid and fw.updates[-1].exit_code == 3
+
+
+def test_unreachable_twice_across_a_silent_return_is_told_once(cluster: Cluster) -> None:
+    a = cluster.add_agent(ScriptedAgent("a1", auto_run=False))
+    fw = cluster.subscribe(ScriptedFramework())
+    launch(cluster, fw, a, "t1")
+    go_unreachable(cluster, fw)
+    cluster.settle(a)          # back, still STARTING: not told
+    go_unreachable(cluster, fw)
+    assert task_state(cluster, fw, "t1") == TS.UNREACHABLE
+    cluster.settle(a)
+    a.run(number_of(cluster, fw, "t1"))
+    cluster.settle(a)
+    cluster.ack_all(fw)
+    assert seen(fw, "t1") == [TS.STARTING, TS.UNREACHABLE, TS.RUNNING]
