@@ -942,6 +942,8 @@ class Master:
             self._remove_offer(self.offers[oid], rescind=True)
         self.allocator.set_agent_active(aid, False)
         for task in list((agent.tasks or {}).values()):
+            if task.state == TS.UNREACHABLE:
+                continue  # still waiting for the report of its last return (`_mark_reachable`)
             self._set_state(task, TS.UNREACHABLE, R.AGENT_UNREACHABLE,
                             "the agent missed its heartbeats", 0, now, prev=task.state,
                             kind=rec.MarkTaskUnreachable)

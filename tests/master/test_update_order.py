@@ -174,3 +174,19 @@ def test_unreachable_twice_across_a_silent_return_is_told_once(cluster: Cluster)
     cluster.settle(a)
     cluster.ack_all(fw)
     assert seen(fw, "t1") == [TS.STARTING, TS.UNREACHABLE, TS.RUNNING]
+
+
+def test_silent_again_before_the_report_keeps_the_task_unreachable(cluster: Cluster) -> None:
+    a = cluster.add_agent(ScriptedAgent("a1"))
+    fw = cluster.subscribe(ScriptedFramework())
+    launch(cluster, fw, a, "t1")
+    go_unreachable(cluster, fw)
+    cluster.send(a, a.heartbeat_call())   # heard from; the ReRegister it got is not acted on
+    a.need_register = False
+    go_unreachable(cluster, fw)           # silent again: its task is still UNREACHABLE
+    assert cluster.master.agents[a.agent_id].state == 1
+    assert task_state(cluster, fw, "t1") == TS.UNREACHABLE
+    a.need_register = True
+    cluster.settle(a)
+    cluster.ack_all(fw)
+    assert seen(fw, "t1") == [TS.STARTING, TS.RUNNING, TS.UNREACHABLE, TS.RUNNING]
