@@ -5,8 +5,12 @@ still unacknowledged."""
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from edgerm.wire import pb
-from edgerm_master.task_states import TRANSITIONS
+from edgerm_master.task_states import TERMINAL, TRANSITIONS
 from edgerm_master.testing import (
     Cluster,
     ScriptedAgent,
@@ -190,3 +194,68 @@ def test_silent_again_before_the_report_keeps_the_task_unreachable(cluster: Clus
     cluster.settle(a)
     cluster.ack_all(fw)
     assert seen(fw, "t1") == [TS.STARTING, TS.RUNNING, TS.UNREACHABLE, TS.RUNNING]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_histories_keep_what_frameworks_see_legal(cluster: Cluster, seed: int) -> None:
+    """Silence, returns, agent restarts (with the heartbeat first or not), ends, kills,
+    reconciliations and framework reconnects in random order: every task's updates, as a
+    framework sees them (by uuid), stay a path through the table with no STAGING, and nothing
+    follows an end."""
+    rng = random.Random(seed)
+    a = cluster.add_agent(ScriptedAgent("a1", auto_run=False))
+    fw = cluster.subscribe(ScriptedFramework(failover_timeout_s=600))
+    ids = [f"t{i}" for i in range(4)]
+    launch(cluster, fw, a, *ids, cpus=0.5, settle=False)
+    connected = True
+    for _ in range(40):
+        action = rng.randrange(10)
+        numbers = {number_of(cluster, fw, t): t for t in ids}
+        live = [n for n in a.running() if n in numbers]
+        if action == 0:
+            cluster.step(rng.choice([5.0, 15.0, 31.0, 65.0]))
+        elif action == 1:
+            cluster.settle(a)
+        elif action == 2 and live:
+            n = rng.choice(live)
+            if a.tasks[n] == TS.STARTING:
+                a.run(n)
+            else:
+                a.finish(n, rng.choice([TS.FINISHED, TS.FAILED]))
+            cluster.exchange(a)
+        elif action == 3:
+            a.restart(keep_tasks=rng.random() < 0.5)
+        elif action == 4:
+            if rng.random() < 0.5:
+                a.tasks.clear()   # rebooted, seq kept: a heartbeat may come first
+            a.need_register = True
+            cluster.send(a, a.heartbeat_call())
+        elif action == 5 and connected:
+            cluster.call(fw, fw.kill(rng.choice(ids)))
+        elif action == 6 and connected:
+            cluster.call(fw, fw.reconcile())
+        elif action == 7 and connected:
+            cluster.ack_all(fw)
+        elif action == 8:
+            if connected:
+                cluster.disconnect(fw)
+            else:
+                cluster.subscribe(fw)
+            connected = not connected
+        else:
+            cluster.exchange(a)
+    if not connected:
+        cluster.subscribe(fw)
+    cluster.settle(a)
+    cluster.ack_all(fw)
+    for t in ids:
+        states = seen_updates(fw, t)
+        ends = [i for i, s in enumerate(states) if s in TERMINAL]
+        assert not ends or ends[0] == len(states) - 1, states
+
+
+def seen_updates(fw: ScriptedFramework, task_id: str) -> list[int]:
+    """Like `seen`, over the updates proper (reconciliation answers without uuid left out)."""
+    only = ScriptedFramework()
+    only.updates = [u for u in fw.updates if u.uuid]
+    return seen(only, task_id)
