@@ -371,3 +371,53 @@ async def test_sigkill_three_times_while_200_tasks_publish(tmp_path: Any) -> Non
     for outs in by_task.values():
         assert [s for s, _ in outs] == list(range(1, rounds + 1))
         assert [d.rsplit(b"/", 1)[1] for _, d in outs] == [b"0", b"1", b"2"]
+
+
+async def test_agent_restarted_while_unreachable_heartbeat_first(tmp_path: Any) -> None:
+    """Over real CoAP: an agent goes silent (UNREACHABLE), reboots without its task and, with
+    its seq kept, heartbeats before it registers. The framework sees RUNNING, UNREACHABLE,
+    FAILED (AGENT_RESTARTED), never a RUNNING "reachable again" in between."""
+    m = MasterProcess(str(tmp_path / "data"), heartbeat_ms=300,
+                      extra=["--allocation-interval-s", "0.05"])
+    m.start()
+    try:
+        async with open_coap_client() as coap, \
+                open_websocket_url(ws_url(m, "/framework")) as ws:
+            agent = ScriptedAgent("r1")
+            ac = CoapAgentClient(coap, m.coap, agent)
+            await ac.settle()
+            fc = await subscribe(ws)
+            seen: list[tuple[int, int]] = []
+
+            async def next_update() -> pb.TaskStatus:
+                up = await fc.until_kind("update")
+                seen.append((up.state, up.reason))
+                await fc.send(fc.fw.acknowledge(up))
+                return up
+
+            async with trio.open_nursery() as nursery:
+                async def heartbeats() -> None:
+                    while True:
+                        await ac.exchange()
+                        await trio.sleep(0.05)
+
+                nursery.start_soon(heartbeats)
+                offers = pb.Offers(offers=await fc.offers())
+                await fc.send(fc.fw.accept([offers.offers[0].offer_id], [task_info("t1")]))
+                with trio.fail_after(10):
+                    while (await next_update()).state != TS.RUNNING:
+                        pass
+                nursery.cancel_scope.cancel()   # silence
+            with trio.fail_after(10):
+                assert (await next_update()).state == TS.UNREACHABLE
+            agent.tasks.clear()                  # the reboot lost the task
+            agent.need_register = True
+            await ac.send(agent.heartbeat_call())  # authentic: its seq survived the reboot
+            await ac.settle()
+            with trio.fail_after(10):
+                while (await next_update()).state == TS.UNREACHABLE:
+                    pass
+    finally:
+        m.stop()
+    assert seen[-3:] == [(TS.RUNNING, 0), (TS.UNREACHABLE, pb.AGENT_UNREACHABLE),
+                         (TS.FAILED, pb.AGENT_RESTARTED)], seen
