@@ -25,7 +25,10 @@ Delivery guarantees as a framework sees them:
   acknowledged. The SDK acknowledges automatically once the event is queued for the user (turn it
   off with `auto_ack=False` and call `acknowledge`), and hides a re-sent update it has already
   delivered (same task, same uuid) while still acknowledging it again.
-- Task output is delivered in per-task `seq` order; a repeat of a seq already seen is dropped.
+- Task output is delivered once, in per-task `seq` order: the master keeps each output (durably)
+  until it surely arrived and re-sends it after a reconnect or a master restart; the SDK drops a
+  repeat of a seq already seen. A gap (outputs the master had to drop for a framework away too
+  long) is logged and counted in `OutputEvent.missed` and `FrameworkProtocol.outputs_missed`.
 - An `accept` whose answer was lost with the connection raises `Disconnected`: the launch may or
   may not have happened. `reconcile` tells (the SDK reconciles by itself after each failover);
   re-launching the same task id is refused by the master with CONFLICT, never run twice.
@@ -363,12 +366,16 @@ class UpdateEvent(Event):
 
 @dataclass(frozen=True)
 class OutputEvent(Event):
-    """Data a task published (`publish()` in the WASM ABI), in order per task."""
+    """Data a task published (`publish()` in the WASM ABI), in order per task. `missed` counts
+    the outputs of this task just before this one that never arrived (the master keeps at most
+    `outputs_kept` per task for a framework that is away, then drops the oldest); 0 normally.
+    Known for tasks this framework launched or already heard output from."""
 
     task_id: str
     seq: int
     data: bytes
     topic: str
+    missed: int = 0
 
 
 @dataclass(frozen=True)
@@ -426,8 +433,10 @@ class FrameworkProtocol:
         self._offer_expiry: dict[str, float] = {}   # offer id -> when the master drops it
         self.tasks: dict[str, pb.TaskStatus] = {}
         self.bad_frames = 0
+        self.outputs_missed = 0                  # outputs that never arrived (gaps in seq)
         self._next_call_id = 1
         self._subscribe_call_id = 0
+        self._reconcile_call_id = 0            # the SDK's own reconciliation after a failover
         self._awaited: set[int] = set()        # call ids whose answer the shell waits for
         self._last_rx = 0.0
         self._disconnected_at: float | None = None
@@ -503,6 +512,9 @@ class FrameworkProtocol:
                refuse_seconds: float = 0.0) -> tuple[int, bytes]:
         for offer_id in offer_ids:
             self.offers.pop(offer_id, None)   # used up whatever the answer
+        for info in tasks:
+            # A task's outputs are numbered from 1: a first one above 1 is a gap.
+            self._output_seq.setdefault(info.task_id, 0)
         return self.call(True, accept=pb.Accept(offer_ids=list(offer_ids), launch=list(tasks),
                                                 refuse_seconds=refuse_seconds))
 
@@ -544,18 +556,30 @@ class FrameworkProtocol:
             self.offers.pop(ev.rescind.offer_id, None)
             return [RescindEvent(ev.rescind.offer_id)]
         if kind == "update":
-            return self._update(ev.update)
+            return self._update(ev.update, ev.call_id)
         if kind == "output":
-            out = ev.output
-            if out.seq and out.seq <= self._output_seq.get(out.task_id, 0):
-                return []       # a repeat after a failover
-            self._output_seq[out.task_id] = out.seq
-            return [OutputEvent(out.task_id, out.seq, out.data, out.topic)]
+            return self._output(ev.output)
         if kind == "error":
             return [ErrorEvent(ev.error.code, ev.error.message, ev.call_id)]
         # ping (liveness already noted), late answers to calls nobody awaits any more, and
         # event kinds from a newer master: nothing for the user.
         return []
+
+    def _output(self, out: pb.TaskOutput) -> list[Event]:
+        """Deliver each output once, in seq order; say when some never arrived."""
+        last = self._output_seq.get(out.task_id)
+        if out.seq and last is not None and out.seq <= last:
+            return []       # re-sent after a reconnect or a master restart: delivered before
+        missed = 0
+        if out.seq and last is not None and out.seq > last + 1:
+            missed = out.seq - last - 1
+            self.outputs_missed += missed
+            log.warning("task %s: %d output(s) before seq %d never arrived (the master drops "
+                        "the oldest past outputs_kept while the framework is away)",
+                        out.task_id, missed, out.seq)
+        if out.seq:
+            self._output_seq[out.task_id] = out.seq
+        return [OutputEvent(out.task_id, out.seq, out.data, out.topic, missed)]
 
     def _expire_offers(self, now: float) -> None:
         for offer_id, deadline in list(self._offer_expiry.items()):
@@ -585,17 +609,41 @@ class FrameworkProtocol:
         if failover:
             # Updates and answers may have been lost with the old connection: ask for the
             # state of every task (implicit reconciliation).
-            self._outbox.append(self.call(reconcile=pb.Reconcile())[1])
+            self._reconcile_call_id, frame = self.call(reconcile=pb.Reconcile())
+            self._outbox.append(frame)
         return [Subscribed(sub.framework_id, sub.heartbeat_interval_s, sub.weight, failover)]
 
-    def _update(self, status: pb.TaskStatus) -> list[Event]:
+    def _update(self, status: pb.TaskStatus, call_id: int = 0) -> list[Event]:
+        """Deliver each status once, an end last. Hidden: a re-sent update (same uuid); any
+        status after the task's end was delivered (an end is final), except answers to the
+        user's own questions (reconcile, kill); and an answer to the SDK's implicit
+        reconciliation that only confirms the state already delivered. Updates carrying a
+        uuid are acknowledged all the same."""
         task_id = status.task_id
         seen = self._seen_uuids.setdefault(task_id, [])
-        if status.uuid and status.uuid in seen:
-            # Delivered before; our acknowledgement was lost. Acknowledge again, tell nobody.
-            if self.auto_ack:
+        known = self.tasks.get(task_id)
+        ended = known is not None and known.state in TERMINAL_STATES
+        if status.uuid:
+            if status.uuid in seen:
+                # Delivered before; our acknowledgement was lost. Acknowledge again, tell nobody.
+                if self.auto_ack:
+                    self._outbox.append(self.acknowledge(task_id, status.uuid)[1])
+                return []
+            if ended:
+                # The user already has this task's end (from a reconciliation); the master's
+                # own update adds nothing. Acknowledged even without auto_ack: the user never
+                # sees it, and the master must not re-send it forever.
+                seen.append(status.uuid)
+                del seen[:-MAX_UUIDS_PER_TASK]
                 self._outbox.append(self.acknowledge(task_id, status.uuid)[1])
-            return []
+                return []
+        elif call_id and call_id != self._reconcile_call_id:
+            # The answer to the user's own reconcile or kill: they asked, so they get it; an
+            # end stays the task's last status.
+            if ended:
+                return [UpdateEvent(status)]
+        elif ended or (call_id and known is not None and known.state == status.state):
+            return []   # no news: the implicit reconciliation confirms what the user has
         self.tasks[task_id] = status
         if status.state in TERMINAL_STATES:
             self._forget_old_tasks(task_id)

@@ -105,6 +105,7 @@ _T_OFFER = 3
 _T_FAILOVER = 4
 _T_RETRY = 5
 _T_MODULE = 6
+_T_RELEASE = 7
 
 # A reply's framing around its commands (seq, mac, update_ack and the array head); the rest of
 # the agent's max_payload is the commands' budget.
@@ -200,7 +201,7 @@ class Task:
     __slots__ = (
         "framework_id", "task_id", "agent_id", "number", "spec", "res", "state", "prev_state",
         "reason", "message", "exit_code", "launch_cid", "updates", "outputs", "output_seq",
-        "outputs_dropped", "module",
+        "outputs_dropped", "module", "told",
     )
 
     def __init__(self, framework_id: str, task_id: str, agent_id: int, number: int, spec: bytes,
@@ -218,17 +219,22 @@ class Task:
         self.exit_code = 0
         self.launch_cid = 0
         self.updates: deque[pb.TaskStatus] | None = None  # unacknowledged, oldest first
-        self.outputs: deque[pb.TaskOutput] | None = None  # undelivered
+        # Outputs to re-send after a reconnect or restart, oldest first, each with when it was
+        # last sent on the framework's current connection (None: not yet). Durable rows.
+        self.outputs: deque[tuple[pb.TaskOutput, float | None]] | None = None
         self.output_seq = 0
         self.outputs_dropped = 0
         self.module: bytes | None = None
+        # The state its framework was last told (memory only): a silent return from
+        # UNREACHABLE followed by UNREACHABLE again must not tell UNREACHABLE twice.
+        self.told = 0
 
 
 class Framework:
     __slots__ = (
         "framework_id", "name", "role", "weight", "failover_s", "conn", "disconnected_at",
         "removing", "tasks", "completed", "offers", "pending", "retry_at", "suppressed",
-        "secret_digest",
+        "secret_digest", "outputs_held", "release_at",
     )
 
     def __init__(self, framework_id: str, name: str, role: str, weight: float,
@@ -249,6 +255,8 @@ class Framework:
         self.offers: set[str] = set()
         self.pending: set[str] = set()          # task ids with unacknowledged updates
         self.retry_at = 0.0
+        self.outputs_held: set[str] = set()     # task ids with outputs kept for re-sending
+        self.release_at = 0.0
         self.suppressed = False
 
 
@@ -471,6 +479,7 @@ class Master:
             task.reason = t.reason
             task.message = t.message
             task.exit_code = t.exit_code
+            task.output_seq = t.output_seq
             fw.tasks[task.task_id] = task
             if t.state in TERMINAL:
                 continue
@@ -494,8 +503,21 @@ class Master:
                 continue
             if known.updates is None:
                 known.updates = deque()
-            known.updates.append(decode(pb.TaskStatus, u.body))
+            st = decode(pb.TaskStatus, u.body)
+            known.updates.append(st)
+            known.told = st.state
             owner.pending.add(known.task_id)
+        for o in snap.outputs:
+            owner = self.frameworks.get(o.framework_id)
+            known = owner.tasks.get(o.task_id) if owner else None
+            if owner is None or known is None or owner.removing:
+                continue
+            if known.outputs is None:
+                known.outputs = deque()
+            known.outputs.append((pb.TaskOutput(task_id=o.task_id, seq=o.seq, data=o.data,
+                                                topic=o.topic), None))
+            known.output_seq = max(known.output_seq, o.seq)
+            owner.outputs_held.add(known.task_id)
         for fw in list(self.frameworks.values()):
             for task in list(fw.tasks.values()):
                 if task.state in TERMINAL and not task.updates:
@@ -550,6 +572,11 @@ class Master:
                             self._send(fw, pb.FrameworkEvent(update=task.updates[0]))
                 if fw.pending:
                     self._arm_retry(fw, now)
+            elif kind == _T_RELEASE:
+                fw = self.frameworks.get(key)
+                if fw is not None:
+                    fw.release_at = 0.0
+                    self._release_outputs(fw, now)
             elif kind == _T_MODULE:
                 m = self.modules.get(key)
                 if m is not None and m.refs == 0 and now >= m.idle_since + cfg.module_grace_s:
@@ -932,6 +959,8 @@ class Master:
             self._remove_offer(self.offers[oid], rescind=True)
         self.allocator.set_agent_active(aid, False)
         for task in list((agent.tasks or {}).values()):
+            if task.state == TS.UNREACHABLE:
+                continue  # still waiting for the report of its last return (`_mark_reachable`)
             self._set_state(task, TS.UNREACHABLE, R.AGENT_UNREACHABLE,
                             "the agent missed its heartbeats", 0, now, prev=task.state,
                             kind=rec.MarkTaskUnreachable)
@@ -945,22 +974,34 @@ class Master:
         self._record(rec.MarkAgentReachable(aid))
         if agent.synced:
             self.allocator.set_agent_active(aid, True)
-        if reported is None:
-            for task in list((agent.tasks or {}).values()):
-                if task.state == TS.UNREACHABLE:
-                    self._restore_task(task, now)
+        if reported is None and any(t.state == TS.UNREACHABLE
+                                    for t in (agent.tasks or {}).values()):
+            # Heard from, but not told what runs: the agent may have restarted meanwhile (a
+            # Linux agent keeps its seq, so its first heartbeat is authentic). Its tasks stay
+            # UNREACHABLE until its registration reports them (`_reregister`), so a framework
+            # is never told RUNNING for a task the agent no longer has.
+            self._ask_reregister(agent)
         self._timer(now + self.config.unreachable_after_s, _T_AGENT_CHECK, aid)
         self._alloc_soon(now)
         if agent.pushable and agent.commands:
             self._push.add(aid)
 
     def _restore_task(self, task: Task, now: float, reported: int = 0) -> None:
-        """UNREACHABLE -> the state before it (rule 3), or what the agent reports running."""
+        """UNREACHABLE -> the state before it (rule 3), or what the agent reports running.
+
+        The framework is told only a return to RUNNING that the agent itself reported. A return
+        to a state the task is waiting to leave (STAGING, STARTING, KILLING), or to one the
+        agent contradicts (it reports an end, whose update follows), is recorded but not
+        announced: the agent's next update (STARTING, RUNNING or an end) is legal after
+        UNREACHABLE and tells it. So a framework never sees STAGING, nor STARTING or KILLING
+        twice, nor RUNNING for a task that has ended.
+        """
         target = task.prev_state or TS.RUNNING
         if reported in (TS.STARTING, TS.RUNNING) and target in (TS.STAGING, TS.STARTING):
             target = reported
+        announce = target == TS.RUNNING and reported == TS.RUNNING
         self._set_state(task, target, R.REASON_UNSPECIFIED, "the agent is reachable again", 0,
-                        now)
+                        now, announce=announce)
 
     def _mark_lost(self, agent: Agent, now: float) -> None:
         aid = agent.agent_id
@@ -1016,16 +1057,61 @@ class Master:
         task.output_seq += 1
         out = pb.TaskOutput(task_id=task.task_id, seq=task.output_seq, data=pu.data,
                             topic=pu.topic)
+        # Persist, then act: the output is durable with the update_ack that accepts it, and
+        # kept until the framework has surely had it (`_release_outputs`), so neither a crash
+        # nor a dropped connection loses it, and its number goes on after a restart.
+        self._record(rec.AddOutput(fw.framework_id, task.task_id, out.seq, out.data, out.topic))
+        sent: float | None = None
         if fw.conn is not None:
             self._send(fw, pb.FrameworkEvent(output=out))
-            return
+            sent = now
+            self._arm_release(fw, now)
         if task.outputs is None:
             task.outputs = deque()
-        task.outputs.append(out)
+        task.outputs.append((out, sent))
+        fw.outputs_held.add(task.task_id)
         if len(task.outputs) > self.config.outputs_kept:
-            task.outputs.popleft()
-            task.outputs_dropped += 1
-            self.stats["outputs_dropped"] += 1
+            old, old_sent = task.outputs.popleft()
+            self._record(rec.ReleaseOutputs(fw.framework_id, task.task_id, old.seq))
+            if old_sent is None:
+                # Never sent: a gap in the task's seq, which the SDK reports.
+                task.outputs_dropped += 1
+                self.stats["outputs_dropped"] += 1
+
+    def _arm_release(self, fw: Framework, now: float) -> None:
+        if fw.release_at == 0.0:
+            fw.release_at = now + self.config.status_retry_s
+            self._timer(fw.release_at, _T_RELEASE, fw.framework_id)
+
+    def _release_outputs(self, fw: Framework, now: float) -> None:
+        """Forget the outputs sent at least `status_retry_s` ago on the framework's current
+        connection: it stayed open that long after them, so they arrived. (Outputs carry no
+        acknowledgement; a connection that drops sooner gets them again when the framework
+        re-subscribes, and the SDK drops repeats by seq.) A task's outputs also go when the
+        task is forgotten: its end was acknowledged, and it was sent after them."""
+        if fw.conn is None:
+            return  # re-sent, and the timer re-armed, when the framework subscribes again
+        horizon = now - self.config.status_retry_s
+        more = False
+        for tid in list(fw.outputs_held):
+            task = fw.tasks.get(tid)
+            held = task.outputs if task is not None else None
+            upto = 0
+            while held:
+                sent_at = held[0][1]
+                if sent_at is None or sent_at > horizon:
+                    break
+                upto = held.popleft()[0].seq
+            if upto:
+                self._record(rec.ReleaseOutputs(fw.framework_id, tid, upto))
+            if held:
+                more = True
+            else:
+                if task is not None:
+                    task.outputs = None
+                fw.outputs_held.discard(tid)
+        if more:
+            self._arm_release(fw, now)
 
     def _module_request(self, agent: Agent, mr: pb.ModuleRequest, seq: int) -> AgentResult:
         m = self.modules.get(mr.sha256)
@@ -1056,7 +1142,10 @@ class Master:
 
     def _set_state(self, task: Task, state: int, reason: int, message: str, exit_code: int,
                    now: float, prev: int = 0,
-                   kind: type[rec.UpdateTaskState] = rec.UpdateTaskState) -> None:
+                   kind: type[rec.UpdateTaskState] = rec.UpdateTaskState,
+                   announce: bool = True) -> None:
+        """Move a task (the table must allow it), durably; tell its framework unless
+        `announce` is false (a silent return from UNREACHABLE, see `_restore_task`)."""
         check_transition(task.state, state)
         task.state = state
         task.prev_state = prev
@@ -1065,7 +1154,8 @@ class Master:
         task.exit_code = exit_code
         self._record(kind(task.framework_id, task.task_id, state, prev, reason, message,
                           exit_code))
-        self._status_update(task, now)
+        if announce and state != task.told:
+            self._status_update(task, now)
         if state in TERMINAL:
             self._task_terminal(task, now)
 
@@ -1073,6 +1163,7 @@ class Master:
         fw = self.frameworks.get(task.framework_id)
         if fw is None or fw.removing:
             return
+        task.told = task.state
         st = pb.TaskStatus(task_id=task.task_id, state=task.state, reason=task.reason,  # type: ignore[arg-type]
                            message=task.message, agent_id=task.agent_id,
                            uuid=self.random_bytes(16), timestamp=now, exit_code=task.exit_code)
@@ -1120,6 +1211,7 @@ class Master:
         self._record(rec.RemoveTask(fw.framework_id, task.task_id))
         task.updates = None
         task.outputs = None
+        fw.outputs_held.discard(task.task_id)
         fw.completed[task.task_id] = task
         while len(fw.completed) > self.config.completed_tasks_kept:
             del fw.completed[next(iter(fw.completed))]
@@ -1284,18 +1376,25 @@ class Master:
         self._send(fw, pb.FrameworkEvent(call_id=call.call_id, subscribed=pb.Subscribed(
             framework_id=fw.framework_id, heartbeat_interval_s=cfg.framework_heartbeat_s,
             weight=fw.weight, framework_secret=secret)))
-        # Resume delivery: the head of every task's unacknowledged updates, buffered outputs.
+        # Resume delivery. First every output kept for re-sending (the framework may not have
+        # had it; the SDK drops repeats by seq), then the head of every task's unacknowledged
+        # updates: a task's end then always arrives after its outputs, so acknowledging the
+        # end proves the outputs arrived (see `_forget_task`).
+        for tid in sorted(fw.outputs_held):
+            task = fw.tasks.get(tid)
+            if task is None or not task.outputs:
+                continue
+            task.outputs = deque((out, now) for out, _ in task.outputs)
+            for out, _ in task.outputs:
+                self._send(fw, pb.FrameworkEvent(output=out))
+        if fw.outputs_held:
+            self._arm_release(fw, now)
         for tid in sorted(fw.pending):
             task = fw.tasks.get(tid)
             if task is not None and task.updates:
                 self._send(fw, pb.FrameworkEvent(update=task.updates[0]))
         if fw.pending:
             self._arm_retry(fw, now)
-        for task in fw.tasks.values():
-            if task.outputs:
-                for out in task.outputs:
-                    self._send(fw, pb.FrameworkEvent(output=out))
-                task.outputs = None
         self._alloc_soon(now)
 
     def _accept(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
@@ -1402,8 +1501,7 @@ class Master:
         if task is None:
             raise CallError(E.NOT_FOUND, f"this framework has no task {tid!r}")
         if task.state in TERMINAL:
-            self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=self._view_status(
-                task, now, R.RECONCILIATION)))
+            self._answer_status(fw, task, call.call_id, now)
             return
         self._kill_task(task, now)
 
@@ -1421,13 +1519,23 @@ class Master:
                 if task is None:
                     st = pb.TaskStatus(task_id=tid, state=TS.LOST, reason=R.TASK_UNKNOWN,
                                        message="the master has no such task", timestamp=now)
+                    self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=st))
                 else:
-                    st = self._view_status(task, now, R.RECONCILIATION)
-                self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=st))
+                    self._answer_status(fw, task, call.call_id, now)
         else:
             for task in fw.tasks.values():
-                self._send(fw, pb.FrameworkEvent(call_id=call.call_id, update=self._view_status(
-                    task, now, R.RECONCILIATION)))
+                self._answer_status(fw, task, call.call_id, now)
+
+    def _answer_status(self, fw: Framework, task: Task, call_id: int, now: float) -> None:
+        """A reconciliation's answer for one task. With updates not yet acknowledged, the
+        oldest of them again (uuid and all: the framework sees it once, and the rest follow in
+        order); the current state instead would overtake them (FINISHED before the RUNNING
+        still to come) and repeat the end. Otherwise the state as it is, RECONCILIATION."""
+        if task.updates:
+            self._send(fw, pb.FrameworkEvent(call_id=call_id, update=task.updates[0]))
+        else:
+            self._send(fw, pb.FrameworkEvent(call_id=call_id, update=self._view_status(
+                task, now, R.RECONCILIATION)))
 
     def _acknowledge(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
         ack = call.acknowledge
@@ -1513,7 +1621,9 @@ class Master:
             fw.conn = None
         for task in fw.tasks.values():
             task.updates = None
+            task.outputs = None
         fw.pending.clear()
+        fw.outputs_held.clear()
         for task in list(fw.tasks.values()):
             if task.state not in TERMINAL:
                 self._kill_task(task, now, removing=True)

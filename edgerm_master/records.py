@@ -15,7 +15,8 @@ __all__ = [
     "MarkAgentReachable", "MarkAgentLost", "AckAgentUpdates", "EnqueueCommand", "AckCommands",
     "DropCommand", "AddFramework", "UpdateFramework", "MarkFrameworkRemoving", "RemoveFramework",
     "AddTask", "UpdateTaskState", "MarkTaskUnreachable", "MarkTaskLost", "MarkTaskKilled",
-    "RemoveTask", "AddStatusUpdate", "AckStatusUpdate", "StoreModule", "RemoveModule",
+    "RemoveTask", "AddStatusUpdate", "AckStatusUpdate", "AddOutput", "ReleaseOutputs",
+    "StoreModule", "RemoveModule",
 ]
 
 
@@ -185,6 +186,27 @@ class AckStatusUpdate(Record):
     framework_id: str
     task_id: str
     uuid: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AddOutput(Record):
+    """A publish applied (same transaction as the agent's update_ack): the task's output number
+    `seq`, kept to be re-sent until the framework has surely had it. Its `seq` is the task's
+    output count from now on, so numbering goes on after a restart."""
+    framework_id: str
+    task_id: str
+    seq: int
+    data: bytes
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseOutputs(Record):
+    """The task's outputs up to `upto` need no re-sending (delivered, or dropped past
+    outputs_kept); the task's output count stays."""
+    framework_id: str
+    task_id: str
+    upto: int
 
 
 # --- modules --------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ from typing import Any
 
 from edgerm_master import records as r
 
-__all__ = ["Store", "Snapshot", "AgentRow", "FrameworkRow", "TaskRow", "UpdateRow", "ModuleRow"]
+__all__ = ["Store", "Snapshot", "AgentRow", "FrameworkRow", "TaskRow", "UpdateRow", "OutputRow",
+           "ModuleRow"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: tasks.output_seq and the outputs table
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     number INTEGER NOT NULL, spec BLOB NOT NULL, resources BLOB NOT NULL, state INTEGER NOT NULL,
     prev_state INTEGER NOT NULL DEFAULT 0, reason INTEGER NOT NULL DEFAULT 0,
     message TEXT NOT NULL DEFAULT '', exit_code INTEGER NOT NULL DEFAULT 0,
+    output_seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (framework_id, task_id));
 CREATE TABLE IF NOT EXISTS commands (
     agent_id INTEGER NOT NULL, id INTEGER NOT NULL, body BLOB NOT NULL,
@@ -50,6 +52,10 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE TABLE IF NOT EXISTS updates (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, framework_id TEXT NOT NULL, task_id TEXT NOT NULL,
     uuid BLOB NOT NULL UNIQUE, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS outputs (
+    framework_id TEXT NOT NULL, task_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    data BLOB NOT NULL, topic TEXT NOT NULL,
+    PRIMARY KEY (framework_id, task_id, seq));
 CREATE TABLE IF NOT EXISTS modules (
     sha256 BLOB PRIMARY KEY, size INTEGER NOT NULL, format INTEGER NOT NULL,
     name TEXT NOT NULL, created REAL NOT NULL);
@@ -93,6 +99,16 @@ class TaskRow:
     reason: int
     message: str
     exit_code: int
+    output_seq: int = 0
+
+
+@dataclass(slots=True)
+class OutputRow:
+    framework_id: str
+    task_id: str
+    seq: int
+    data: bytes
+    topic: str
 
 
 @dataclass(slots=True)
@@ -123,6 +139,7 @@ class Snapshot:
     tasks: list[TaskRow] = field(default_factory=list)
     commands: list[tuple[int, int, bytes]] = field(default_factory=list)  # agent, id, body
     updates: list[UpdateRow] = field(default_factory=list)  # oldest first
+    outputs: list[OutputRow] = field(default_factory=list)  # by task, oldest first
     modules: list[ModuleRow] = field(default_factory=list)
 
 
@@ -148,7 +165,8 @@ class Store:
         self._db.close()
 
     def _migrate(self) -> None:
-        """Bring a store written by an older master up to this schema (columns added since)."""
+        """Bring a store written by an older master up to SCHEMA_VERSION (new tables are made
+        by _SCHEMA; new columns here)."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}
         if "seq" not in columns:
             # 0: no registration seq known, so the first re-registration after the upgrade is
@@ -160,6 +178,12 @@ class Store:
             # no re-subscription matches (they must subscribe anew; nobody can take them over).
             self._db.execute("ALTER TABLE frameworks ADD COLUMN secret_digest BLOB NOT NULL"
                              " DEFAULT x''")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if "output_seq" not in columns:
+            self._db.execute(
+                "ALTER TABLE tasks ADD COLUMN output_seq INTEGER NOT NULL DEFAULT 0")
+        self._db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET"
+                         " value = max(value, excluded.value)", (SCHEMA_VERSION,))
 
     # --- recover ------------------------------------------------------------------------------
 
@@ -180,11 +204,14 @@ class Store:
             "SELECT id, name, role, failover_s, removing, secret_digest FROM frameworks")]
         snap.tasks = [TaskRow(*row) for row in db.execute(
             "SELECT framework_id, task_id, agent_id, number, spec, resources, state, prev_state,"
-            " reason, message, exit_code FROM tasks")]
+            " reason, message, exit_code, output_seq FROM tasks")]
         snap.commands = list(db.execute(
             "SELECT agent_id, id, body FROM commands ORDER BY agent_id, id"))
         snap.updates = [UpdateRow(*row) for row in db.execute(
             "SELECT framework_id, task_id, uuid, body FROM updates ORDER BY seq")]
+        snap.outputs = [OutputRow(*row) for row in db.execute(
+            "SELECT framework_id, task_id, seq, data, topic FROM outputs"
+            " ORDER BY framework_id, task_id, seq")]
         snap.modules = [ModuleRow(*row) for row in db.execute(
             "SELECT sha256, size, format, name, created FROM modules")]
         # Files without a row are leftovers of a crash between file write and commit.
@@ -313,6 +340,7 @@ class Store:
         self._db.execute("DELETE FROM frameworks WHERE id = ?", (rec.framework_id,))
         self._db.execute("DELETE FROM updates WHERE framework_id = ?", (rec.framework_id,))
         self._db.execute("DELETE FROM tasks WHERE framework_id = ?", (rec.framework_id,))
+        self._db.execute("DELETE FROM outputs WHERE framework_id = ?", (rec.framework_id,))
 
     def _add_task(self, rec: r.AddTask) -> None:
         self._db.execute(
@@ -333,6 +361,19 @@ class Store:
     def _remove_task(self, rec: r.RemoveTask) -> None:
         self._db.execute("DELETE FROM tasks WHERE framework_id = ? AND task_id = ?",
                          (rec.framework_id, rec.task_id))
+        self._db.execute("DELETE FROM outputs WHERE framework_id = ? AND task_id = ?",
+                         (rec.framework_id, rec.task_id))
+
+    def _add_output(self, rec: r.AddOutput) -> None:
+        self._db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
+                         (rec.framework_id, rec.task_id, rec.seq, rec.data, rec.topic))
+        self._db.execute("UPDATE tasks SET output_seq = max(output_seq, ?)"
+                         " WHERE framework_id = ? AND task_id = ?",
+                         (rec.seq, rec.framework_id, rec.task_id))
+
+    def _release_outputs(self, rec: r.ReleaseOutputs) -> None:
+        self._db.execute("DELETE FROM outputs WHERE framework_id = ? AND task_id = ? AND seq <= ?",
+                         (rec.framework_id, rec.task_id, rec.upto))
 
     def _add_update(self, rec: r.AddStatusUpdate) -> None:
         self._db.execute(
@@ -353,7 +394,7 @@ class Store:
     # Introspection for tests: the rows as they are on disk.
     def rows(self, table: str) -> list[tuple[Any, ...]]:
         if table not in ("meta", "agents", "frameworks", "tasks", "commands", "updates",
-                         "modules"):
+                         "outputs", "modules"):
             raise ValueError(table)
         return list(self._db.execute(f"SELECT * FROM {table}"))
 
@@ -386,6 +427,8 @@ _APPLY: dict[type, Callable[[Store, Any], None]] = {
     r.RemoveTask: Store._remove_task,
     r.AddStatusUpdate: Store._add_update,
     r.AckStatusUpdate: Store._ack_update,
+    r.AddOutput: Store._add_output,
+    r.ReleaseOutputs: Store._release_outputs,
     r.StoreModule: Store._store_module,
     r.RemoveModule: Store._remove_module,
 }

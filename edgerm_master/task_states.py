@@ -10,6 +10,11 @@ Rule 3: UNREACHABLE is not terminal. An agent that comes back within `lost_after
 tasks to the state they had before (STAGING, STARTING, RUNNING or KILLING) without a relaunch;
 past `lost_after` they become LOST.
 
+Rule 3a: frameworks are told a subsequence of these moves, each once: never STAGING, and of a
+return from UNREACHABLE only one to RUNNING that the agent reported (the agent's next update
+follows the others, and is legal after UNREACHABLE). So what a framework sees is itself a path
+through this table (docs/protocol.md, "What a framework sees").
+
 Rule 4: STAGING means "accepted by the master, launch not confirmed". A kill while the launch is
 still queued for the agent cancels it: STAGING -> KILLED (reason KILLED_BEFORE_LAUNCH). A launch
 that can never be delivered (agent lost) gives LOST; DROPPED is for launches the master itself

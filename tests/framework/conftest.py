@@ -230,7 +230,9 @@ class FakeMaster:
                 else:
                     status.task_id, status.state = task_id, pb.LOST
                     status.reason = pb.TASK_UNKNOWN
-                await ws.send_message(encode(pb.FrameworkEvent(update=status)))
+                # Answers carry the reconcile's call_id, as the real master's do.
+                await ws.send_message(encode(pb.FrameworkEvent(call_id=call.call_id,
+                                                               update=status)))
 
     async def _status(self, task_id: str, state: int, reason: int = 0, message: str = "",
                       exit_code: int = 0) -> None:

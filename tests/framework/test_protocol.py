@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgerm.framework import (
+    TERMINAL_STATES,
     Backoff,
     CallAnswered,
     CallError,
@@ -257,4 +258,94 @@ def test_every_update_with_a_uuid_is_acknowledged_and_delivered_once(updates) ->
             acked.add((call.acknowledge.task_id, call.acknowledge.uuid))
     with_uuid = {(t, u) for t, _, u in updates if u}
     assert acked == with_uuid
-    assert len([d for d in delivered if d[1]]) == len(with_uuid)
+    # Delivered once each, up to the task's first end: an end is final, what follows is hidden.
+    expected: set[tuple[str, bytes]] = set()
+    ended: set[str] = set()
+    for task_id, state, uuid in updates:
+        if task_id in ended or (task_id, uuid) in expected:
+            continue   # after the end, or a re-send of an update already delivered
+        if uuid:
+            expected.add((task_id, uuid))
+        if state in TERMINAL_STATES:
+            ended.add(task_id)
+    assert sorted(d for d in delivered if d[1]) == sorted(expected)
+
+
+def failed_over_core() -> tuple[FrameworkProtocol, int]:
+    """A core that lost its connection and subscribed again; returns it and the call id of
+    the reconciliation it sent by itself."""
+    core = subscribed_core()
+    core.connection_lost(now=1.0)
+    call = decode(pb.FrameworkCall, core.connection_made(now=2.0))
+    core.receive_frame(ev(call_id=call.call_id, subscribed=pb.Subscribed(
+        framework_id="fw-7", heartbeat_interval_s=2.0)), now=2.0)
+    [recon] = sent(core.frames_to_send())
+    assert recon.WhichOneof("call") == "reconcile"
+    return core, recon.call_id
+
+
+def test_implicit_reconciliation_delivers_only_news() -> None:
+    core = subscribed_core()
+    for tid, state in (("t1", pb.RUNNING), ("t2", pb.RUNNING)):
+        core.receive_frame(ev(update=pb.TaskStatus(task_id=tid, state=state, uuid=tid.encode())),
+                           1.0)
+    core.frames_to_send()
+    core.connection_lost(now=1.0)
+    call = decode(pb.FrameworkCall, core.connection_made(now=2.0))
+    core.receive_frame(ev(call_id=call.call_id, subscribed=pb.Subscribed(
+        framework_id="fw-7", heartbeat_interval_s=2.0)), now=2.0)
+    [recon] = sent(core.frames_to_send())
+    same = pb.TaskStatus(task_id="t1", state=pb.RUNNING, reason=pb.RECONCILIATION)
+    assert core.receive_frame(ev(call_id=recon.call_id, update=same), 3.0) == []
+    # News (the master lost the task) is delivered; so is a never-heard-of task.
+    lost = pb.TaskStatus(task_id="t2", state=pb.LOST, reason=pb.TASK_UNKNOWN)
+    assert [e.state for e in core.receive_frame(ev(call_id=recon.call_id, update=lost), 3.0)
+            ] == [pb.LOST]  # type: ignore[attr-defined]
+    other = pb.TaskStatus(task_id="t9", state=pb.RUNNING, reason=pb.RECONCILIATION)
+    assert len(core.receive_frame(ev(call_id=recon.call_id, update=other), 3.0)) == 1
+    # An explicit reconcile is the user's question: its answers are all delivered.
+    user_id, _ = core.call(reconcile=pb.Reconcile(task_ids=["t1"]))
+    assert len(core.receive_frame(ev(call_id=user_id, update=same), 3.0)) == 1
+    assert core.frames_to_send() == []
+
+
+def test_an_end_is_delivered_once_even_after_a_reconciliation_reported_it() -> None:
+    """Before: the implicit reconciliation's FINISHED/RECONCILIATION and then the master's own
+    FINISHED: the user saw the task end twice."""
+    core, recon_id = failed_over_core()
+    core.receive_frame(ev(update=pb.TaskStatus(task_id="t1", state=pb.RUNNING, uuid=b"r")), 2.0)
+    core.frames_to_send()
+    recon = pb.TaskStatus(task_id="t1", state=pb.FINISHED, reason=pb.RECONCILIATION)
+    delivered = core.receive_frame(ev(call_id=recon_id, update=recon), 3.0)
+    real = pb.TaskStatus(task_id="t1", state=pb.FINISHED, uuid=b"f", exit_code=0)
+    delivered += core.receive_frame(ev(update=real), 3.0)
+    assert [e.state for e in delivered] == [pb.FINISHED]  # type: ignore[attr-defined]
+    [ack] = sent(core.frames_to_send())
+    assert ack.acknowledge.uuid == b"f"   # acknowledged, so the master stops re-sending it
+
+
+def test_an_update_after_a_delivered_end_is_acknowledged_even_without_auto_ack() -> None:
+    core = subscribed_core(auto_ack=False)
+    user_id, _ = core.call(reconcile=pb.Reconcile(task_ids=["t1"]))
+    core.receive_frame(ev(call_id=user_id, update=pb.TaskStatus(
+        task_id="t1", state=pb.KILLED, reason=pb.RECONCILIATION)), 1.0)
+    assert core.receive_frame(ev(update=pb.TaskStatus(task_id="t1", state=pb.KILLED,
+                                                      uuid=b"k")), 1.0) == []
+    assert [c.acknowledge.uuid for c in sent(core.frames_to_send())] == [b"k"]
+
+
+def test_a_gap_in_output_seq_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    core = subscribed_core()
+    core.accept(["o1"], [pb.TaskInfo(task_id="mine")])
+    out = pb.TaskOutput(task_id="mine", seq=2, data=b"b")
+    with caplog.at_level("WARNING", logger="edgerm.framework"):
+        [event] = core.receive_frame(ev(output=out), 1.0)
+    assert event == OutputEvent("mine", 2, b"b", "", missed=1)
+    assert core.outputs_missed == 1 and "1 output(s) before seq 2 never arrived" in caplog.text
+    out.seq = 5
+    [event] = core.receive_frame(ev(output=out), 1.0)
+    assert event.missed == 2 and core.outputs_missed == 3  # type: ignore[attr-defined]
+    # A task first heard of now (a framework process that failed over) has no known start.
+    other = pb.TaskOutput(task_id="older", seq=40, data=b"x")
+    [event] = core.receive_frame(ev(output=other), 1.0)
+    assert event.missed == 0 and core.outputs_missed == 3  # type: ignore[attr-defined]

@@ -135,12 +135,16 @@ async def test_failover_keeps_the_framework_and_its_tasks(fake_master) -> None:
         sub = await next_of(fw, Subscribed)
         assert sub.failover and sub.framework_id == fid
         assert fake_master.subscribes[-1].name == "test"
-        # After a failover the SDK reconciles by itself: the task is still running.
-        ev = await next_of(fw, UpdateEvent)
-        assert (ev.task_id, ev.state, ev.status.reason) == ("t1", pb.RUNNING, pb.RECONCILIATION)
+        # After a failover the SDK reconciles by itself; the answer (still RUNNING) tells the
+        # user nothing new, so the next update it sees is the kill's.
+        with trio.fail_after(5):
+            while not any(c.WhichOneof("call") == "reconcile" for c in fake_master.calls):
+                await fake_master.call_received.wait()
+                fake_master.call_received = trio.Event()
         await fw.kill("t1")
-        while (await next_of(fw, UpdateEvent)).state != pb.KILLED:
-            pass
+        ev = await next_of(fw, UpdateEvent)
+        assert (ev.task_id, ev.state) == ("t1", pb.KILLED)
+        assert fw.tasks["t1"].state == pb.KILLED
 
 
 async def test_calls_wait_through_a_reconnect(fake_master) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edgerm.wire import pb
 from edgerm_master.records import ReregisterAgent
@@ -238,5 +239,148 @@ def test_a_store_from_before_the_seq_column_is_upgraded(tmp_path: Path) -> None:
         assert [a.seq for a in store.recover().agents] == [0]
         store.apply([ReregisterAgent(1, 70), ReregisterAgent(1, 69)])
         assert [a.seq for a in store.recover().agents] == [70]
+    finally:
+        store.close()
+
+
+# --- published outputs across a restart
+
+
+def publish(c: Cluster, a: ScriptedAgent, f: ScriptedFramework, task_id: str,
+            *data: bytes) -> None:
+    n = number_of(c, f, task_id)
+    for d in data:
+        a.publish(n, d)
+    c.settle(a)
+
+
+def delivered(f: ScriptedFramework, task_id: str) -> list[tuple[int, bytes]]:
+    """What the SDK hands its user: in seq order, repeats (seq already seen) dropped."""
+    last = 0
+    out = []
+    for o in f.outputs:
+        if o.task_id == task_id and o.seq > last:
+            last = o.seq
+            out.append((o.seq, o.data))
+    return out
+
+
+def test_output_numbering_goes_on_after_a_restart(new_cluster: NewCluster) -> None:
+    """Before: numbering restarted at 1 and the SDK dropped the new outputs as repeats."""
+    c = new_cluster()
+    a = c.add_agent(ScriptedAgent("a1"))
+    f = c.subscribe(ScriptedFramework(failover_timeout_s=600))
+    launch(c, f, a, "t1")
+    publish(c, a, f, "t1", b"a", b"b")
+    c = new_cluster()
+    c.settle(a)
+    f2 = resubscribe(c, f)
+    f2.outputs[:0] = f.outputs   # one framework across both connections
+    publish(c, a, f2, "t1", b"c")
+    assert delivered(f2, "t1") == [(1, b"a"), (2, b"b"), (3, b"c")]
+
+
+def test_outputs_accepted_while_the_framework_was_away_survive_a_crash(
+        new_cluster: NewCluster) -> None:
+    c = new_cluster()
+    a = c.add_agent(ScriptedAgent("a1"))
+    f = c.subscribe(ScriptedFramework(failover_timeout_s=600))
+    launch(c, f, a, "t1")
+    c.disconnect(f)
+    publish(c, a, f, "t1", b"x", b"y")
+    assert not a.queue   # the agent was told they are accepted...
+    c = new_cluster()    # ...so the crash must not lose them
+    f2 = resubscribe(c, f)
+    assert delivered(f2, "t1") == [(1, b"x"), (2, b"y")]
+
+
+def test_an_output_committed_but_not_sent_before_the_crash_is_delivered(
+        new_cluster: NewCluster) -> None:
+    c = new_cluster()
+    a = c.add_agent(ScriptedAgent("a1"))
+    f = c.subscribe(ScriptedFramework(failover_timeout_s=600))
+    launch(c, f, a, "t1")
+    a.publish(number_of(c, f, "t1"), b"z")
+    c.master.agent_call(a.next_call(), c.now)
+    c.store.apply(c.master.take_records())   # durable; the kill comes before the send
+    c = new_cluster()
+    c.settle(a)
+    f2 = resubscribe(c, f)
+    assert delivered(f2, "t1") == [(1, b"z")]
+    assert f.outputs == []
+
+
+def test_outputs_are_kept_only_until_they_surely_arrived(new_cluster: NewCluster) -> None:
+    c = new_cluster()
+    a = c.add_agent(ScriptedAgent("a1"))
+    f = c.subscribe(ScriptedFramework(failover_timeout_s=600))
+    launch(c, f, a, "t1", "t2", cpus=0.5)
+    publish(c, a, f, "t1", b"1", b"2")
+    publish(c, a, f, "t2", b"1")
+    assert len(c.store.rows("outputs")) == 3
+    # A connection that stayed open status_retry_s after them delivered them.
+    c.step(c.master.config.status_retry_s + 1)
+    assert c.store.rows("outputs") == []
+    publish(c, a, f, "t1", b"3")
+    # A task whose end was acknowledged takes its outputs along (the end came after them).
+    a.finish(number_of(c, f, "t1"))
+    c.settle(a)
+    c.ack_all(f)
+    assert c.store.rows("outputs") == []
+    c = new_cluster()
+    f2 = resubscribe(c, f)
+    assert f2.outputs == []   # nothing to re-send after the restart
+
+
+def test_a_connection_that_drops_gets_its_outputs_again(new_cluster: NewCluster) -> None:
+    c = new_cluster()
+    a = c.add_agent(ScriptedAgent("a1"))
+    f = c.subscribe(ScriptedFramework(failover_timeout_s=600))
+    launch(c, f, a, "t1")
+    publish(c, a, f, "t1", b"p")
+    c.disconnect(f)     # before status_retry_s: the output may have been lost with it
+    c.step(c.master.config.status_retry_s + 1)
+    f2 = resubscribe(c, f)
+    assert delivered(f2, "t1") == [(1, b"p")]
+
+
+def test_outputs_past_outputs_kept_leave_a_gap_and_are_counted(new_cluster: NewCluster) -> None:
+    c = new_cluster(outputs_kept=3)
+    a = c.add_agent(ScriptedAgent("a1"))
+    f = c.subscribe(ScriptedFramework(failover_timeout_s=600))
+    launch(c, f, a, "t1")
+    c.disconnect(f)
+    publish(c, a, f, "t1", *[b"%d" % i for i in range(5)])
+    assert c.master.stats["outputs_dropped"] == 2
+    c = new_cluster()
+    f2 = resubscribe(c, f)
+    assert [o.seq for o in f2.outputs] == [3, 4, 5]
+
+
+def test_a_store_from_before_output_numbering_is_migrated(tmp_path: Any) -> None:
+    import sqlite3
+
+    from edgerm_master.store import SCHEMA_VERSION, Store
+
+    data = tmp_path / "old"
+    data.mkdir()
+    db = sqlite3.connect(str(data / "master.sqlite3"))
+    db.executescript("""
+        CREATE TABLE tasks (framework_id TEXT NOT NULL, task_id TEXT NOT NULL,
+            agent_id INTEGER NOT NULL, number INTEGER NOT NULL, spec BLOB NOT NULL,
+            resources BLOB NOT NULL, state INTEGER NOT NULL,
+            prev_state INTEGER NOT NULL DEFAULT 0, reason INTEGER NOT NULL DEFAULT 0,
+            message TEXT NOT NULL DEFAULT '', exit_code INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (framework_id, task_id));
+        INSERT INTO tasks (framework_id, task_id, agent_id, number, spec, resources, state)
+            VALUES ('fw-1', 't1', 1, 1, x'', x'', 3);
+    """)
+    db.commit()
+    db.close()
+    store = Store(str(data), "NORMAL")
+    try:
+        snap = store.recover()
+        assert [(t.task_id, t.output_seq) for t in snap.tasks] == [("t1", 0)]
+        assert dict(store.rows("meta"))["schema"] == SCHEMA_VERSION
     finally:
         store.close()
