@@ -77,14 +77,18 @@ class AgentConfig:
     wasm_stack_kb: int = 64
     wasm_fetch_attempts: int = 3        # a launch tries to get its module this many times
     wasm_fetch_retry_s: float = 1.0     # first pause between attempts (doubles each time)
+    # A call without an answer is given up after call_timeout_s and the next one, a new
+    # exchange that the master counts as a sign of life, starts after the back-off. Together
+    # (11.1 s at most) they must fit the master's UNREACHABLE window (60 s by default) several
+    # times over on a lossy link: docs/agent.md, "Liveness on a lossy link".
     call_timeout_s: float = 10.0
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
-    heartbeat_s: float = 5.0            # until the master sends its own interval
+    heartbeat_s: float = 5.0            # until the master sends its own interval (its default)
     max_payload: int = 0                # 0: 1024 over CoAP; WebSocket always takes 64 KiB
-    # CoAP transmission on the agent's link (RFC 7252 §4.8). On a lossy link, keep the worst
-    # case of one exchange, ack_timeout * 1.5 * (2^(max_retransmit+1) - 1), below the master's
-    # UNREACHABLE window (heartbeat interval * unreachable_after_missed).
+    # CoAP transmission on the agent's link (RFC 7252 §4.8). A call is cut at call_timeout_s
+    # (3 transmissions with these); a module block gets the whole budget,
+    # ack_timeout * 1.5 * (2^(max_retransmit+1) - 1) = 93 s.
     coap_ack_timeout_s: float = 2.0
     coap_max_retransmit: int = 4
     coap_block_size: int = 1024         # module downloads; 16..1024, a power of two

@@ -15,7 +15,7 @@ import sys
 
 import trio
 
-from edgerm_master.config import ConfigError, parse_args
+from edgerm_master.config import ConfigError, liveness_problem, parse_args
 from edgerm_master.service import MasterService
 
 
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("edgerm_master").warning(
             "no agent or framework token configured: nobody can connect (use --dev to "
             "generate tokens)")
+    problem = liveness_problem(config)
+    if problem:
+        logging.getLogger("edgerm_master").warning("%s", problem)
     try:
         trio.run(_run, MasterService(config), generated)
     except KeyboardInterrupt:

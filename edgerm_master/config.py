@@ -14,9 +14,9 @@ import secrets
 import tomllib
 from typing import Any
 
-from edgerm_master.defaults import MasterConfig
+from edgerm_master.defaults import AGENT_SILENT_CALL_S, MasterConfig
 
-__all__ = ["parse_args", "load_config", "ConfigError"]
+__all__ = ["parse_args", "load_config", "ConfigError", "liveness_problem"]
 
 
 class ConfigError(ValueError):
@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--operator-token", action="append", help="operator token (repeatable)")
     p.add_argument("--heartbeat-ms", type=int, help="agent heartbeat interval")
     p.add_argument("--unreachable-after-missed", type=int,
-                   help="missed heartbeats before an agent is UNREACHABLE (default 3)")
+                   help="heartbeat intervals of silence before an agent is UNREACHABLE "
+                   "(default 12)")
     p.add_argument("--lost-after-s", type=float,
                    help="seconds UNREACHABLE before an agent's tasks are LOST (default 600)")
     p.add_argument("--offer-timeout-s", type=float, help="offer lifetime (default 30)")
@@ -110,6 +111,14 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
         raise ConfigError("heartbeat_ms must be > 0")
     if cfg.unreachable_after_missed < 1:
         raise ConfigError("unreachable_after_missed must be >= 1")
+    if not 0 <= cfg.jitter_fraction < 1:
+        raise ConfigError("jitter_fraction must be >= 0 and < 1")
+    if cfg.unreachable_after_s <= cfg.heartbeat_s * (1 + cfg.jitter_fraction):
+        raise ConfigError(
+            f"unreachable_after_missed = {cfg.unreachable_after_missed}: a window of "
+            f"{cfg.unreachable_after_s:g} s is not longer than one heartbeat interval plus its "
+            f"jitter ({cfg.heartbeat_s * (1 + cfg.jitter_fraction):g} s), so every agent would "
+            "be marked UNREACHABLE between two heartbeats; use 2 or more (default 12)")
     for key in ("lost_after_s", "offer_timeout_s", "allocation_interval_s",
                 "ws_first_message_s"):
         if not getattr(cfg, key) > 0:
@@ -118,6 +127,26 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: no limit)")
     return cfg
+
+
+def liveness_problem(cfg: MasterConfig) -> str | None:
+    """Why agents with their default timing could be marked UNREACHABLE on a lossy link that
+    loses nothing but a few datagrams, or None. The rule (docs/agent.md, "Liveness on a lossy
+    link"): the UNREACHABLE window, heartbeat_ms x unreachable_after_missed, must be longer
+    than an interval with its jitter plus what an agent spends on a call that gets no answer
+    before it starts a new one -- several times longer, for a lossy link."""
+    window = cfg.unreachable_after_s
+    needed = cfg.heartbeat_s * (1 + cfg.jitter_fraction) + AGENT_SILENT_CALL_S
+    if window > needed:
+        return None
+    missed = int(needed // cfg.heartbeat_s) + 1
+    return (f"agents go UNREACHABLE after {window:g} s of silence (heartbeat_ms "
+            f"{cfg.heartbeat_ms} x unreachable_after_missed {cfg.unreachable_after_missed}), "
+            f"not longer than one interval with its jitter plus the {AGENT_SILENT_CALL_S:g} s an "
+            "agent with default CoAP timing may spend on one call that gets no answer: a single "
+            "lost datagram can make an agent UNREACHABLE. Use unreachable_after_missed >= "
+            f"{missed} (more on a lossy link: docs/agent.md, \"Liveness on a lossy link\"), or "
+            "shorter timing on the agents")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[MasterConfig, dict[str, str]]:

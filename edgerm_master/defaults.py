@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["MasterConfig"]
+__all__ = ["MasterConfig", "AGENT_SILENT_CALL_S"]
+
+# The longest an agent with its default settings goes without starting a new call when the
+# one in flight gets no answer (docs/agent.md, "Liveness on a lossy link"): the Linux agent
+# gives a call up after `timing.call_timeout_s` (10 s), the MicroPython and C agents after
+# their CoAP exchange's retransmissions, ACK_TIMEOUT 1 s x 1.5 x (2^(MAX_RETRANSMIT 2 + 1) - 1)
+# = 10.5 s; then each waits 1 s before the next call. The master counts only a new call as a
+# sign of life: a retransmission is answered from the CoAP layer's cache without reaching it.
+AGENT_SILENT_CALL_S = 10.5 + 1.0
 
 
 @dataclass
@@ -36,8 +44,11 @@ class MasterConfig:
     # Heartbeats are spread by up to this fraction of the interval so that a fleet that booted
     # together does not heartbeat in lock step.
     jitter_fraction: float = 0.1
-    # Silence of this many heartbeat intervals makes an agent UNREACHABLE (Mesos: 5 pings).
-    unreachable_after_missed: int = 3
+    # Silence of this many heartbeat intervals makes an agent UNREACHABLE (Mesos: 5 pings of
+    # 15 s). The window (60 s by default) must exceed an agent's interval plus what it may
+    # spend on calls that get no answer, several times over on a lossy link: docs/agent.md,
+    # "Liveness on a lossy link", has the arithmetic; `config.liveness_problem` checks it.
+    unreachable_after_missed: int = 12
     # An UNREACHABLE agent that stays away this long is LOST and so are its tasks.
     lost_after_s: float = 600.0
     # An unacknowledged command goes out again in a reply only this long after it last did,

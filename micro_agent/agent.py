@@ -9,7 +9,10 @@ UNAUTHENTICATED on a call), re-register with agent_id, seq and mac; an unknown a
 back to a fresh registration. Every call carries seq (one more per call) and an 8-byte
 HMAC-SHA256 mac, keyed by the secret (by the token's key on a first registration: neither the
 token nor the secret ever crosses the link); replies with a wrong mac or seq are dropped. A call
-that gets no answer is retried with exponential back-off up to 60 s, forever.
+that gets no answer is retried as a new exchange after 1 s, 2 s, 4 s ... up to 60 s, forever: the
+master takes a new exchange as a sign of life (a retransmission it answers from its cache is
+not), so on a lossy link the agent must not sit out a heartbeat interval before trying again
+(docs/agent.md, "Liveness on a lossy link").
 
 With `observe` on, each heartbeat is a FETCH of `c` with Observe 0, so it also (re)registers
 the observation through which the master pushes commands (AgentReply, seq 0, signed) at once;
@@ -139,6 +142,7 @@ _MAX_QUEUE = const(12)  # unacknowledged updates kept; publish() answers -5 beyo
 # sent and would block every update queued behind it, so publish() refuses it (-4).
 _MAX_PUBLISH = const(512)
 _MAX_TASKS = const(16)  # task numbers remembered (terminal ones are forgotten oldest first)
+_BACKOFF_MIN_MS = const(1000)  # the first pause after a failed call (the Linux agent's too)
 _BACKOFF_MAX_MS = const(60000)
 _IDLE_MS = const(20)
 _REG_GAP_MIN = const(1000)
@@ -522,7 +526,7 @@ async def _step():
         await asyncio.sleep_ms(_IDLE_MS)
         return
     if _s[_S_FAILS]:
-        back = _s[_S_HB_MS] << min(_s[_S_FAILS] - 1, 7)
+        back = _BACKOFF_MIN_MS << min(_s[_S_FAILS] - 1, 6)
         _s[_S_DUE] = ticks_add(ticks_ms(), back if back < _BACKOFF_MAX_MS else _BACKOFF_MAX_MS)
     elif ok:
         jit = getrandbits(16) % (_s[_S_JITTER_MS] + 1) if _s[_S_JITTER_MS] else 0
@@ -548,7 +552,7 @@ def _setup(path):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(socket.getaddrinfo("0.0.0.0", cfg.get("port", 0))[0][-1])
     s.setblocking(False)
-    coap.setup(s, addr, cfg.get("ack_timeout_ms", 2000), cfg.get("max_retransmit", 4))
+    coap.setup(s, addr, cfg.get("ack_timeout_ms", 1000), cfg.get("max_retransmit", 2))
     try:
         with open(_s[_S_STATE], "rb") as f:
             st = cbor.decode(f.read())

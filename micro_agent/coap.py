@@ -41,6 +41,7 @@ _OPT_BLOCK2 = const(23)
 _CF_CBOR = const(60)
 _POLL_MS = const(5)
 _TX_SIZE = const(576)
+_BLOCK_TRIES = const(3)  # exchanges per Block2 block before a download gives up (as the Linux agent's 3 fetches)
 _RX_SIZE = const(640)
 
 _GET = const(1)
@@ -71,11 +72,11 @@ _C_ACK = const(10)  # empty ACKs go out from here so TX survives for retransmiss
 _C_SENT = const(11)  # datagrams sent, received, dropped as malformed or unmatched
 _C_RECEIVED = const(12)
 _C_DROPPED = const(13)
-_c = [0, 0, [], None, None, None, getrandbits(16), getrandbits(16), 2000, 4, bytearray(4),
+_c = [0, 0, [], None, None, None, getrandbits(16), getrandbits(16), 1000, 2, bytearray(4),
       0, 0, 0]
 
 
-def setup(sock, dest, timeout=2000, count=4):
+def setup(sock, dest, timeout=1000, count=2):
     _c[_C_SOCK] = sock
     _c[_C_POLL] = select.poll()
     _c[_C_POLL].register(sock, select.POLLIN)
@@ -340,15 +341,22 @@ async def request(n):
 
 async def get_blocks(path, name, n, cb):
     """GET a resource block by block, handing each block's payload (a memoryview) to `cb`.
-    Returns the final response code, or 0 when the peer went silent or sent a block of the
-    wrong size."""
+    A block whose exchange gets no answer is asked for again, up to _BLOCK_TRIES exchanges in a
+    row (the download goes on from that block, never from the start): on a lossy link one
+    exchange of a long module's many is likely to fail. Returns the final response code, or 0
+    when the peer stayed silent that long or sent a block of the wrong size."""
     num = 0
+    tries = 0
     while True:
         await take()
         try:
             r = await request(begin(_GET, path, name, block2=num << 4 | n))
             if r is None:
+                tries += 1
+                if tries < _BLOCK_TRIES:
+                    continue  # the same block again (the buffer is given back meanwhile)
                 return 0
+            tries = 0
             code, a, b, blk = r
             if code != _CONTENT:
                 return code

@@ -14,7 +14,7 @@ N = 100_000
 
 def test_hundred_thousand_agents() -> None:
     cfg = MasterConfig(agent_tokens=["a"], framework_tokens=["f"], heartbeat_ms=10_000,
-                       lost_after_s=100.0)
+                       unreachable_after_missed=3, lost_after_s=100.0)
     m = Master(cfg, random_bytes=random.Random(0).randbytes)
     call = pb.AgentCall(seq=1, register=pb.Register(
         name="x", protocol_version=1, resources=pb.Resources(cpus=1, mem_mb=64)))

@@ -423,8 +423,9 @@ static void test_retransmission(void)
 	int first = n_sent;
 	uint64_t d = edgerm_agent_next_deadline_ms(&agent);
 
-	/* ACK_TIMEOUT 2000 ms x [1, 1.5]. */
-	CHECK(d >= 5010 + 2000 && d <= 5010 + 3000);
+	/* ACK_TIMEOUT x [1, 1.5]. */
+	CHECK(d >= 5010 + CONFIG_EDGERM_COAP_ACK_TIMEOUT_MS &&
+	      d <= 5010 + CONFIG_EDGERM_COAP_ACK_TIMEOUT_MS * 3 / 2);
 	uint64_t prev = 5010;
 
 	for (int i = 0; i < CONFIG_EDGERM_COAP_MAX_RETRANSMIT; i++) {
@@ -484,34 +485,58 @@ static void test_bad_replies(void)
 }
 
 /* Serve the module download the agent is asking for, block by block. */
+/* Answer the GET just sent with its block of `module`; false when the last datagram sent is
+ * not a GET. */
+static bool serve_block(uint64_t now, bool corrupt)
+{
+	edgerm_coap_msg_t m;
+	uint8_t dgram[600];
+	edgerm_coap_builder_t b;
+
+	CHECK_EQ_INT(edgerm_coap_parse_untrusted(SENT(n_sent - 1), SENT_LEN(n_sent - 1), &m), 0);
+	if (m.code != EDGERM_COAP_GET) {
+		return false;
+	}
+	CHECK(m.has_block2);
+	uint32_t szx = m.block2 & 7, num = m.block2 >> 4, size = 16u << szx;
+	uint32_t off = num * size;
+	uint32_t n = sizeof(module) - off < size ? (uint32_t)sizeof(module) - off : size;
+	bool more = off + n < sizeof(module);
+	uint8_t block[1024];
+
+	memcpy(block, module + off, n);
+	if (corrupt && !more) {
+		block[0] ^= 1;
+	}
+	edgerm_coap_begin(&b, dgram, sizeof(dgram), EDGERM_COAP_ACK, EDGERM_COAP_CONTENT, m.mid,
+			  m.token, m.tkl);
+	edgerm_coap_option_uint(&b, EDGERM_COAP_OPT_BLOCK2, num << 4 | (more ? 8u : 0u) | szx);
+	edgerm_coap_payload(&b, block, n);
+	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)edgerm_coap_end(&b), now), 0);
+	return true;
+}
+
 static void serve_module(uint64_t now, bool corrupt)
 {
-	for (int guard = 0; guard < 16; guard++) {
-		edgerm_coap_msg_t m;
-		uint8_t dgram[600];
-		edgerm_coap_builder_t b;
-
-		CHECK_EQ_INT(edgerm_coap_parse_untrusted(SENT(n_sent - 1), SENT_LEN(n_sent - 1), &m), 0);
-		if (m.code != EDGERM_COAP_GET) {
-			return;
-		}
-		CHECK(m.has_block2);
-		uint32_t szx = m.block2 & 7, num = m.block2 >> 4, size = 16u << szx;
-		uint32_t off = num * size;
-		uint32_t n = sizeof(module) - off < size ? (uint32_t)sizeof(module) - off : size;
-		bool more = off + n < sizeof(module);
-		uint8_t block[1024];
-
-		memcpy(block, module + off, n);
-		if (corrupt && !more) {
-			block[0] ^= 1;
-		}
-		edgerm_coap_begin(&b, dgram, sizeof(dgram), EDGERM_COAP_ACK, EDGERM_COAP_CONTENT,
-				  m.mid, m.token, m.tkl);
-		edgerm_coap_option_uint(&b, EDGERM_COAP_OPT_BLOCK2, num << 4 | (more ? 8u : 0u) | szx);
-		edgerm_coap_payload(&b, block, n);
-		CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)edgerm_coap_end(&b), now), 0);
+	for (int guard = 0; guard < 16 && serve_block(now, corrupt); guard++) {
 	}
+}
+
+/* The exchange in flight gets no answer: every retransmission and the last wait pass. Then
+ * the pause after it; returns the time the next exchange went out. */
+static uint64_t lose_exchange(void)
+{
+	uint32_t failed = agent.stats.exchanges_failed;
+	uint64_t now = 0;
+
+	for (int guard = 0; guard < 16 && agent.stats.exchanges_failed == failed; guard++) {
+		now = edgerm_agent_next_deadline_ms(&agent);
+		edgerm_agent_on_timer(&agent, now);
+	}
+	CHECK_EQ_INT(agent.stats.exchanges_failed, failed + 1);
+	now = edgerm_agent_next_deadline_ms(&agent);
+	edgerm_agent_on_timer(&agent, now);
+	return now;
 }
 
 static void test_launch_kill_publish(void)
@@ -689,6 +714,52 @@ static void test_hash_mismatch_and_launch_failure(void)
 	CHECK_EQ_INT(last_call(), 0);
 	CHECK_EQ_INT(call.call.status.reason, EDGERM_LAUNCH_FAILED);
 	CHECK(call.call.status.message.len > 0);
+}
+
+static void test_module_blocks_retried_on_a_lossy_link(void)
+{
+	edgerm_agent_reply_t r;
+
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.commands[0] = launch_cmd(0, 1, 4, true);
+	r.commands_count = 1;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020), 0);
+	ok_reply(1, 5030); /* STARTING acknowledged */
+	/* Two exchanges of each of the module's two blocks go unanswered: four failed exchanges
+	 * in all, but never FETCH_MAX_FAILURES (3) in a row, so the download goes on. */
+	uint32_t failed = agent.stats.exchanges_failed;
+	uint64_t now = 0;
+
+	for (int block = 0; block < 2; block++) {
+		now = lose_exchange();
+		now = lose_exchange();
+		CHECK(serve_block(now, false));
+	}
+	CHECK_EQ_INT(agent.stats.exchanges_failed, failed + 4);
+	CHECK_EQ_INT(n_started, 1);
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 4), EDGERM_RUNNING);
+
+	/* Three in a row on one block: the download is given up, ERROR MODULE_UNAVAILABLE. */
+	ok_reply(2, now + 10); /* RUNNING; the moved command_ack goes out at once */
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 5);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	module_sha[0] ^= 1; /* a module not in the cache */
+	r.commands[0] = launch_cmd(1, 2, 6, true);
+	module_sha[0] ^= 1;
+	r.commands_count = 1;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, now + 20), 0);
+	ok_reply(3, now + 30); /* STARTING */
+	lose_exchange();
+	lose_exchange();
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 6), EDGERM_STARTING);
+	lose_exchange();
+	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 6), EDGERM_ERROR);
 }
 
 static void test_reboot_and_unauthenticated(void)
@@ -1140,6 +1211,7 @@ void suite_agent(void)
 	test_bad_replies();
 	test_launch_kill_publish();
 	test_hash_mismatch_and_launch_failure();
+	test_module_blocks_retried_on_a_lossy_link();
 	test_reboot_and_unauthenticated();
 	test_seq_never_goes_back();
 	test_reboot_keeps_unacknowledged_updates();

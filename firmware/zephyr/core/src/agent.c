@@ -40,7 +40,7 @@
 #define MOD_FETCHING 1
 #define MOD_READY 2
 #define NO_SLOT 0xff
-#define FETCH_MAX_FAILURES 3
+#define FETCH_MAX_FAILURES 3 /* exchanges in a row that brought no block */
 
 #define Q_HDR 12 /* kind, state, reason, pad, task u32, exit_code i32 ... then u16 len */
 #define Q_ENTRY_HDR (Q_HDR + 2)
@@ -1043,6 +1043,9 @@ static void on_fetch_response(edgerm_agent_t *a, const edgerm_coap_msg_t *m, uin
 		return;
 	}
 	exchange_ok(a, now);
+	/* FETCH_MAX_FAILURES counts failures of one block in a row: on a lossy link every block
+	 * of a long module may need a second exchange. */
+	a->fetch_failures = 0;
 	if (m->payload_len) {
 		memcpy(mem + mod->have, m->payload, m->payload_len);
 	}
