@@ -614,10 +614,8 @@ class CoapEndpoint:
         dedup = self._dedup
         if not dedup.entries:
             self.timer_generation += 1  # the first entry arms the expiry timer
-        evicted = dedup.evicted
         dedup.add(key, now, data)
-        if dedup.evicted != evicted:
-            self.stats.dedup_evicted += dedup.evicted - evicted
+        self.stats.dedup_evicted = dedup.evicted
 
     def _send_rst(self, mid: int, remote: Addr) -> None:
         self.stats.resets_sent += 1
