@@ -86,6 +86,9 @@ class CoapConfig:
     # Requests one peer (address and port) may have waiting or running; beyond it 5.03. Above
     # NSTART=1 clients; room for a load generator or gateway with a window of 64.
     max_pending_per_peer: int = 128
+    # The same for all ports of one source address together, so opening many ports does not
+    # take the whole queue; a quarter of it leaves room for a NAT with many agents behind it.
+    max_pending_per_ip: int = 1024
     # Handler tasks serving requests concurrently.
     handler_workers: int = 64
     # A handler running longer than this is cancelled and answered 5.03.
@@ -101,7 +104,7 @@ class CoapConfig:
         if self.ack_timeout <= 0 or self.ack_random_factor < 1 or self.max_retransmit < 0:
             raise ValueError("invalid retransmission parameters")
         if min(self.max_dedup_entries, self.max_dedup_per_peer, self.max_pending_requests,
-               self.max_pending_per_peer, self.handler_workers) < 1:
+               self.max_pending_per_peer, self.max_pending_per_ip, self.handler_workers) < 1:
             raise ValueError("limits on dedup entries, pending requests and workers must be >= 1")
 
     @property

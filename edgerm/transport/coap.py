@@ -16,10 +16,11 @@ Design (why it looks like this):
   (``handler_workers``, ``max_pending_requests``) and costs less per request than spawning.
   Each handler runs under ``handler_timeout``; a slow one occupies one worker only.
 * The queue in front of the workers (:class:`_WorkQueue`) is fair to peers: one peer (address
-  and port) may have at most ``max_pending_per_peer`` requests waiting or running, and when the
-  queue is full a request from a peer holding fewer displaces the newest request of the peer
-  holding the most. A flood from a few sources therefore delays a well-behaved client by at
-  most one queue's worth of work and never gets it refused.
+  and port) may have at most ``max_pending_per_peer`` requests waiting or running, all ports of
+  one address together ``max_pending_per_ip``, and when the queue is full a request from a peer
+  holding fewer displaces the newest request of the peer holding the most. A flood from a few
+  sources therefore delays a well-behaved client by at most one queue's worth of work and does
+  not get it refused; a flood from many ports of one address takes at most its share.
 * The timer task sleeps in a cancel scope whose deadline is the core's ``get_timer()``;
   every ``_transmit()`` pulls that deadline earlier if needed, so there is one timer, never a
   sleep per message.
@@ -202,14 +203,17 @@ class _Work:
 class _WorkQueue:
     """Requests waiting for a handler worker: FIFO, bounded in total and per peer.
 
-    ``held`` counts each peer's requests from admission until ``done()`` (waiting or running).
+    ``held`` counts each peer's requests from admission until ``done()`` (waiting or running),
+    ``held_ip`` the same per source address.
     Queued requests per peer are also bucketed by count, so the peer with the most waiting is
     known in O(1) when the queue is full and someone has to give way.
     """
 
-    def __init__(self, limit: int, per_peer: int) -> None:
+    def __init__(self, limit: int, per_peer: int, per_ip: int) -> None:
         self._limit = limit
         self._per_peer = per_peer
+        self._per_ip = per_ip
+        self.held_ip: dict[Any, int] = {}
         self._queue: deque[_Work] = deque()
         self._queued = 0  # live entries of _queue (displaced ones are skipped lazily)
         self.held: dict[Addr, int] = {}
@@ -232,7 +236,9 @@ class _WorkQueue:
         """
         peer = work.peer
         held = self.held.get(peer, 0)
-        if held >= self._per_peer:
+        ip = peer[0]
+        held_ip = self.held_ip.get(ip, 0)
+        if held >= self._per_peer or held_ip >= self._per_ip:
             return False, None
         displaced = None
         if self._queued >= self._limit:
@@ -246,7 +252,9 @@ class _WorkQueue:
             self._unqueue(victim_peer, last=True)
             displaced.displaced = True
             self._release(victim_peer)
+            held_ip = self.held_ip.get(ip, 0)  # the victim may share our address
         self.held[peer] = held + 1
+        self.held_ip[ip] = held_ip + 1
         if self._idle:
             task, _ = self._idle.popitem(last=False)
             trio.lowlevel.reschedule(task, outcome.Value(work))
@@ -305,6 +313,13 @@ class _WorkQueue:
             held[peer] = n
         else:
             del held[peer]
+        held_ip = self.held_ip
+        ip = peer[0]
+        n = held_ip[ip] - 1
+        if n:
+            held_ip[ip] = n
+        else:
+            del held_ip[ip]
 
     def _unqueue(self, peer: Addr, *, last: bool) -> None:
         waiting = self._waiting[peer]
@@ -554,8 +569,9 @@ class CoapServer(_UdpShell):
         self.site = site
         self.address: Addr | None = None
         self._observations: dict[int, Observation] = {}
-        self._work = _WorkQueue(self.config.max_pending_requests,
-                                self.config.max_pending_per_peer)
+        cfg = self.config
+        self._work = _WorkQueue(cfg.max_pending_requests, cfg.max_pending_per_peer,
+                                cfg.max_pending_per_ip)
         self._slots: list[_WorkerSlot] = []
 
     async def serve(self, host: str, port: int, *,

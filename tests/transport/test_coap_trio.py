@@ -359,3 +359,42 @@ async def test_one_peer_cannot_fill_the_handler_queue(nursery: trio.Nursery) -> 
     finally:
         for s in socks:
             s.close()
+
+
+async def test_many_ports_of_one_address_share_one_quota(nursery: trio.Nursery) -> None:
+    gate = trio.Event()
+    site = Site()
+
+    async def held(req: Request) -> Response:
+        await gate.wait()
+        return Response(Code.CHANGED)
+
+    site.add("h", held, methods=[Code.POST])
+    cfg = CoapConfig(handler_workers=1, max_pending_requests=100, max_pending_per_peer=3,
+                     max_pending_per_ip=4, empty_ack_delay=30.0)
+    server = CoapServer(site, config=cfg)
+    addr = await nursery.start(server.serve, "127.0.0.1", 0)
+    socks = [trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for s, host in zip(socks, ("127.0.0.1", "127.0.0.1", "127.0.0.2"), strict=True):
+            await s.bind((host, 0))
+        first, second, elsewhere = socks
+        for s in socks:
+            for mid in range(3):
+                await s.sendto(encode_message(CON, Code.POST, mid, b"\x01", [(URI_PATH, b"h")]),
+                               addr)
+        # The first port fills its own quota (3); the second gets what is left of the
+        # address's (1) and is refused twice; another address is not affected.
+        assert list((await _answers(second, 2)).values()) == [Code.SERVICE_UNAVAILABLE] * 2
+        with trio.fail_after(5):
+            while server._work.held.get(elsewhere.getsockname()) != 3:
+                await trio.sleep(0.01)
+        assert server._work.held_ip == {"127.0.0.1": 4, "127.0.0.2": 3}
+        assert server.shell_stats.overloaded == 2
+        gate.set()
+        for s, n in ((first, 3), (second, 1), (elsewhere, 3)):
+            assert set((await _answers(s, n)).values()) == {Code.CHANGED}
+        assert server._work.held == {} and server._work.held_ip == {}
+    finally:
+        for s in socks:
+            s.close()
