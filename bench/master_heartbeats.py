@@ -34,6 +34,10 @@ def emit(metric: str, value: float, unit: str, goal: str = "") -> None:
           flush=True)
 
 
+# Requests sent from one source port before the next one is used (< 65,536 message ids).
+_IDS_PER_PORT = 60_000
+
+
 def coap_post(mid: int, token: bytes, payload: bytes) -> bytes:
     # CON POST, TKL 2 | Uri-Path "a" (option 11) | Content-Format 60 (option 12) | payload
     return (bytes((0x42, 0x02)) + mid.to_bytes(2, "big") + token + b"\xb1a\x11\x3c\xff"
@@ -64,15 +68,25 @@ def coap_parse(data: bytes) -> tuple[int, bytes, bytes]:
 
 
 def loadgen(host: str, port: int, n_agents: int, window: int, seconds: float) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    sock.connect((host, port))
+    def open_socket() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.connect((host, port))
+        return s
+
+    # A CoAP client must not reuse a message id towards one server within EXCHANGE_LIFETIME
+    # (247 s): the server would answer it from its dedup cache without processing it. So a
+    # new source port is taken every _IDS_PER_PORT requests and (port, id) never repeats.
+    sock = open_socket()
+    socks = [sock]
     mid = 0
     tok = 0
+    sent_on_port = 0
 
     def rpc(payload: bytes) -> bytes:
-        nonlocal mid, tok
+        nonlocal mid, tok, sent_on_port
         for _ in range(5):
+            sent_on_port += 1
             mid = (mid + 1) & 0xFFFF
             tok = (tok + 1) & 0xFFFF
             token = tok.to_bytes(2, "big")
@@ -104,7 +118,13 @@ def loadgen(host: str, port: int, n_agents: int, window: int, seconds: float) ->
     clock = time.perf_counter
 
     def send_one() -> None:
-        nonlocal mid, tok
+        nonlocal mid, tok, sock, sent_on_port
+        if sent_on_port >= _IDS_PER_PORT:
+            sock = open_socket()
+            sock.setblocking(False)
+            socks.append(sock)
+            sent_on_port = 0
+        sent_on_port += 1
         idx = idle.pop()
         ag = agents[idx]
         ag[2] += 1
@@ -126,11 +146,11 @@ def loadgen(host: str, port: int, n_agents: int, window: int, seconds: float) ->
         now = clock()
         if now >= end:
             break
-        r, _, _ = select.select([sock], [], [], 0.05)
-        if r:
+        readable, _, _ = select.select(socks, [], [], 0.05)
+        for r in readable:
             while True:
                 try:
-                    data = sock.recv(65535)
+                    data = r.recv(65535)
                 except BlockingIOError:
                     break
                 code, token, _ = coap_parse(data)

@@ -292,8 +292,10 @@ class MasterService:
             return bad
         result = self.core.agent_call(request.payload, self.clock(), "coap")
         data = await self._agent_result(result)
+        # An authenticated call may have changed state (its seq at least) even if it failed:
+        # its answer is kept for retransmissions; an unauthenticated error keeps no CoAP state.
         return Response(ERROR_TO_COAP.get(result.error, Code.BAD_REQUEST), data,
-                        CONTENT_FORMAT_CBOR)
+                        CONTENT_FORMAT_CBOR, remember=True if result.agent_id else None)
 
     async def _coap_commands(self, request: Request) -> Response:
         bad = self._check_format(request)
@@ -310,7 +312,8 @@ class MasterService:
             self._nursery.start_soon(self._watch_observation, result.agent_id, obs)
         code = Code.CONTENT if result.error == 0 else ERROR_TO_COAP.get(result.error,
                                                                          Code.BAD_REQUEST)
-        return Response(code, data, CONTENT_FORMAT_CBOR, observe=observe)
+        return Response(code, data, CONTENT_FORMAT_CBOR, observe=observe,
+                        remember=True if result.agent_id else None)
 
     async def _watch_observation(self, agent_id: int, obs: Observation) -> None:
         await obs.wait_gone()

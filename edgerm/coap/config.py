@@ -41,9 +41,14 @@ class CoapConfig:
     # A handler slower than this gets an Empty ACK first and its answer as a separate CON
     # response (RFC 7252 §5.2.2); below ACK_TIMEOUT so the client does not retransmit meanwhile.
     empty_ack_delay: float = 1.0
-    # Remembered (peer, message id) pairs for deduplication; beyond this a new CON request is
-    # answered 5.03 (not remembered) and a NON one dropped. 100k entries ~ 20 MB.
+    # Remembered (peer, message id) pairs for deduplication, ~200 B each (100k ~ 20 MB). A
+    # request answered with an error (4.xx/5.xx) is not remembered. When the table is full the
+    # oldest entry of the peer holding the most is evicted: a new request is never refused.
     max_dedup_entries: int = 100_000
+    # Entries one peer (address and port) may hold; beyond it its own oldest is evicted. An
+    # agent holds EXCHANGE_LIFETIME / heartbeat interval (~50); a gateway multiplexing many
+    # agents over one port holds more and only loses dedup for its oldest exchanges.
+    max_dedup_per_peer: int = 2048
     # Token length our client picks by default; agents ask for 1 or 2 to keep datagrams short.
     token_length: int = 4
     # Largest datagram accepted; a bigger request is answered 4.13 (it should use Block1).
@@ -74,8 +79,16 @@ class CoapConfig:
     max_queued_notifications: int = 64
 
     # --- Trio shell -------------------------------------------------------------------------
-    # Requests waiting for a handler worker; beyond it 5.03 so the receive loop never waits.
+    # Requests waiting for a handler worker; when full, a request from a peer holding fewer
+    # than the biggest holder displaces that holder's newest (answered 5.03), else it is
+    # answered 5.03 itself, so the receive loop never waits and a flood cannot starve others.
     max_pending_requests: int = 4096
+    # Requests one peer (address and port) may have waiting or running; beyond it 5.03. Above
+    # NSTART=1 clients; room for a load generator or gateway with a window of 64.
+    max_pending_per_peer: int = 128
+    # The same for all ports of one source address together, so opening many ports does not
+    # take the whole queue; a quarter of it leaves room for a NAT with many agents behind it.
+    max_pending_per_ip: int = 1024
     # Handler tasks serving requests concurrently.
     handler_workers: int = 64
     # A handler running longer than this is cancelled and answered 5.03.
@@ -90,6 +103,9 @@ class CoapConfig:
             raise ValueError("token_length must be 0..8")
         if self.ack_timeout <= 0 or self.ack_random_factor < 1 or self.max_retransmit < 0:
             raise ValueError("invalid retransmission parameters")
+        if min(self.max_dedup_entries, self.max_dedup_per_peer, self.max_pending_requests,
+               self.max_pending_per_peer, self.max_pending_per_ip, self.handler_workers) < 1:
+            raise ValueError("limits on dedup entries, pending requests and workers must be >= 1")
 
     @property
     def block_szx(self) -> int:

@@ -18,7 +18,9 @@ What lives here (RFC 7252 §4, RFC 7959, RFC 7641):
 
 * **Deduplication**: every CON/NON we receive is remembered by (peer, message id) for
   EXCHANGE_LIFETIME together with the bytes we answered; a duplicate gets those bytes again
-  and is otherwise ignored. Bounded by ``max_dedup_entries``.
+  and is otherwise ignored. A request answered with an error (4.xx/5.xx) is not remembered (a
+  duplicate is processed again and gets the same error), and the table is bounded per peer
+  and in total by evicting, never by refusing: see :mod:`edgerm.coap.dedup`.
 * **Retransmission**: each CON we send is retransmitted after ACK_TIMEOUT × U(1,
   ACK_RANDOM_FACTOR), doubling, MAX_RETRANSMIT times, then given up after one more timeout.
 * **Responses**: piggybacked on the ACK if the application answers before
@@ -42,6 +44,7 @@ from typing import Any
 from edgerm.coap.blockwise import COMPLETE, CONTINUE, Block1Assembler, Block2Cache, slice_block
 from edgerm.coap.codes import ACK, CON, NON, RST, Code, is_success
 from edgerm.coap.config import CoapConfig
+from edgerm.coap.dedup import DedupTable
 from edgerm.coap.errors import CoapLocalError, CoapWireError
 from edgerm.coap.events import (
     Addr,
@@ -103,7 +106,7 @@ class CoapStats:
     received: int = 0
     malformed: int = 0
     duplicates: int = 0
-    dedup_full: int = 0
+    dedup_evicted: int = 0
     resets_sent: int = 0
     bad_options: int = 0
     too_large: int = 0
@@ -201,16 +204,14 @@ class CoapEndpoint:
         self._new_pending: list[_Pending] = []
         self.stats = CoapStats()
         # Constants looked up per datagram, cached as attributes.
-        self._lifetime = cfg.exchange_lifetime
         self._empty_ack_delay = cfg.empty_ack_delay
-        self._max_dedup = cfg.max_dedup_entries
         self._pref_szx = cfg.block_szx
         self._pref_size = cfg.block_size
         self._max_datagram = cfg.max_datagram_size
         self._max_payload = cfg.max_request_payload
         # Deduplication: (peer, mid) -> bytes we answered (None while the handler runs).
-        self._dedup: dict[tuple[Addr, int], bytes | None] = {}
-        self._dedup_fifo: deque[tuple[float, tuple[Addr, int]]] = deque()
+        self._dedup = DedupTable(cfg.max_dedup_entries, cfg.max_dedup_per_peer,
+                                 cfg.exchange_lifetime)
         # Server side.
         self._next_request_id = 1
         self._exchanges: dict[int, _Exchange] = {}
@@ -269,8 +270,9 @@ class CoapEndpoint:
             fifo.popleft()
         if fifo and (when is None or fifo[0][0] < when):
             when = fifo[0][0]
+        dedup_due = self._dedup.next_deadline()
         for t in (
-            self._dedup_fifo[0][0] + _HOUSEKEEPING_SLACK if self._dedup_fifo else None,
+            None if dedup_due is None else dedup_due + _HOUSEKEEPING_SLACK,
             self._block1.next_deadline(),
             self._block2.next_deadline(),
         ):
@@ -304,10 +306,9 @@ class CoapEndpoint:
             if ex is not None and not ex.acked:
                 ex.acked = True
                 ack = encode_empty(ACK, ex.mid)
-                if ex.key in self._dedup:
-                    self._dedup[ex.key] = ack
+                self._dedup.answer(ex.key, ack)
                 self._out.append((ack, ex.event.remote))
-        self._expire_dedup(now)
+        self._dedup.expire(now)
         self._block1.expire(now)
         self._block2.expire(now)
 
@@ -354,11 +355,11 @@ class CoapEndpoint:
     def _answered_duplicate(self, key: tuple[Addr, int], remote: Addr) -> bool:
         """True if (peer, message id) was seen within EXCHANGE_LIFETIME: the cached answer (if
         there is one yet) goes out again and nothing else happens (RFC 7252 §4.5)."""
-        dedup = self._dedup
-        if key not in dedup:
+        entry = self._dedup.entries.get(key)
+        if entry is None:
             return False
         self.stats.duplicates += 1
-        cached = dedup[key]
+        cached = entry[1]
         if cached:
             self._out.append((cached, remote))
         return True
@@ -367,20 +368,9 @@ class CoapEndpoint:
         key = (remote, msg.mid)
         if self._answered_duplicate(key, remote):
             return
-        dedup = self._dedup
-        if len(dedup) >= self._max_dedup:
-            self._expire_dedup(now + _HOUSEKEEPING_SLACK)
-            if len(dedup) >= self._max_dedup:
-                self.stats.dedup_full += 1
-                if msg.mtype == CON:
-                    self._out.append((encode_message(ACK, Code.SERVICE_UNAVAILABLE, msg.mid,
-                                                     msg.token), remote))
-                return
-        dedup[key] = None
-        if not self._dedup_fifo:
-            self.timer_generation += 1
-        self._dedup_fifo.append((now + self._lifetime, key))
-
+        # The request is remembered only once it is known to be worth it: a success answered
+        # from here (_reply) or a request handed to the application (below). A request refused
+        # by the checks in between leaves no state behind.
         # Lift the options the request layer needs; anything critical we do not implement, a
         # value of the wrong length, or a repeated critical option is a Bad Option (§5.4).
         path: list[bytes] = []
@@ -425,28 +415,28 @@ class CoapEndpoint:
                 if num == prev or len(val) > (255 if num == 3 else 2):
                     bad = num
             elif num == 35 or num == 39:  # Proxy-Uri, Proxy-Scheme
-                self._reply(msg, remote, key, Code.PROXYING_NOT_SUPPORTED)
+                self._reply(msg, remote, key, now, Code.PROXYING_NOT_SUPPORTED)
                 return
             elif num & 1:
                 bad = num
             prev = num
         if bad:
             self.stats.bad_options += 1
-            self._reply(msg, remote, key, Code.BAD_OPTION,
+            self._reply(msg, remote, key, now, Code.BAD_OPTION,
                         f"bad or unsupported critical option {bad}".encode())
             return
         try:
             spath = tuple([p.decode() for p in path])
             squery = tuple([q.decode() for q in query])
         except UnicodeDecodeError:
-            self._reply(msg, remote, key, Code.BAD_REQUEST, b"Uri-Path/Query is not UTF-8")
+            self._reply(msg, remote, key, now, Code.BAD_REQUEST, b"Uri-Path/Query is not UTF-8")
             return
         method = msg.code
         payload = msg.payload
         cfg = self.config
         if size > self._max_datagram and block1 is None:
             self.stats.too_large += 1
-            self._reply(msg, remote, key, Code.REQUEST_ENTITY_TOO_LARGE, b"",
+            self._reply(msg, remote, key, now, Code.REQUEST_ENTITY_TOO_LARGE, b"",
                         [(SIZE1, encode_uint(cfg.max_request_payload)),
                          (BLOCK1, BlockValue(0, False, self._pref_szx).encode())])
             return
@@ -455,7 +445,7 @@ class CoapEndpoint:
                                           payload, size1, now)
             if result.status == CONTINUE:
                 self.timer_generation += 1
-                self._reply(msg, remote, key, Code.CONTINUE, b"",
+                self._reply(msg, remote, key, now, Code.CONTINUE, b"",
                             [(BLOCK1, BlockValue(block1.num, True, result.value).encode())])
                 return
             if result.status != COMPLETE:
@@ -464,13 +454,13 @@ class CoapEndpoint:
                 if result.value == Code.REQUEST_ENTITY_TOO_LARGE:
                     self.stats.too_large += 1
                     extra = [(SIZE1, encode_uint(cfg.max_request_payload))]
-                self._reply(msg, remote, key, result.value, result.payload, extra)
+                self._reply(msg, remote, key, now, result.value, result.payload, extra)
                 return
             payload = result.payload
             block1 = BlockValue(block1.num, False, result.value)
         elif len(payload) > self._max_payload:
             self.stats.too_large += 1
-            self._reply(msg, remote, key, Code.REQUEST_ENTITY_TOO_LARGE, b"",
+            self._reply(msg, remote, key, now, Code.REQUEST_ENTITY_TOO_LARGE, b"",
                         [(SIZE1, encode_uint(cfg.max_request_payload))])
             return
 
@@ -484,7 +474,7 @@ class CoapEndpoint:
                 # so every block comes from the same version of the resource.
                 opts = [o for o in rep.options if o[0] != OBSERVE]
                 code, body, opts = self._block2_slice(rep.code, rep.payload, opts, block2)
-                self._reply(msg, remote, key, code, body, opts)
+                self._reply(msg, remote, key, now, code, body, opts)
                 return
         if observe is not None and (method == 1 or method == 5):  # GET, FETCH
             old = self._observers.find(remote, msg.token)
@@ -494,6 +484,7 @@ class CoapEndpoint:
                 self._end_observer(old, "deregistered")
         else:
             observe = None
+        self._remember(key, now)
         rid = self._next_request_id
         self._next_request_id = rid + 1
         event = RequestReceived(rid, remote, method, spath, squery, payload, cf, accept, observe,
@@ -516,6 +507,7 @@ class CoapEndpoint:
         options: Sequence[Option] = (),
         observe: bool = False,
         now: float = 0.0,
+        remember: bool | None = None,
     ) -> int | None:
         """Answer a :class:`RequestReceived`.
 
@@ -528,6 +520,10 @@ class CoapEndpoint:
           options: further options to include.
           observe: accept an Observe registration (the request had Observe=0).
           now: current time; needed only to time-stamp a cached Block2 representation.
+          remember: keep the response for duplicates of the request. ``None`` (default): only
+            a success is kept, a duplicate of a request answered 4.xx/5.xx is processed again.
+            ``True`` for an error whose processing changed state (so running it again would
+            answer differently); ``False`` to keep nothing.
 
         Returns:
           The observation id if a registration was accepted, else ``None`` (not requested,
@@ -560,11 +556,16 @@ class CoapEndpoint:
                                                      ex.block2 or BlockValue(0, False, szx))
         mid = ex.mid
         remote = event.remote
+        # An error is not remembered: a duplicate is processed again (module docstring).
+        if remember is None:
+            remember = code < 128
         if event.confirmable:
             if not ex.acked:
                 data = encode_message(2, code, mid, ex.token, opts, payload)  # ACK
-                if ex.key in self._dedup:
-                    self._dedup[ex.key] = data
+                if remember:
+                    self._dedup.answer(ex.key, data)
+                else:
+                    self._dedup.forget(ex.key)
                 self._out.append((data, remote))
             else:
                 # Separate response (§5.2.2): its own CON exchange, retransmitted until ACKed.
@@ -573,8 +574,10 @@ class CoapEndpoint:
                 self._add_pending(_Pending(remote, mid, data, _SEPARATE, None))
         else:
             data = encode_message(NON, code, self._new_mid(), ex.token, opts, payload)
-            if ex.key in self._dedup:
-                self._dedup[ex.key] = data
+            if remember:
+                self._dedup.answer(ex.key, data)
+            else:
+                self._dedup.forget(ex.key)
             self._out.append((data, remote))
         return obs_id
 
@@ -594,16 +597,25 @@ class CoapEndpoint:
             opts.append((SIZE2, encode_uint(len(payload))))
         return code, body, opts
 
-    def _reply(self, msg: Message, remote: Addr, key: tuple[Addr, int], code: int,
+    def _reply(self, msg: Message, remote: Addr, key: tuple[Addr, int], now: float, code: int,
                payload: bytes = b"", options: Sequence[Option] = ()) -> None:
-        """Answer a request from inside the core (errors, 2.31, cached blocks); remembered."""
+        """Answer a request from inside the core (errors, 2.31, cached blocks); a success is
+        remembered for duplicates, an error is not (nothing was done; doing nothing again is
+        the same)."""
         if msg.mtype == CON:
             data = encode_message(ACK, code, msg.mid, msg.token, options, payload)
         else:
             data = encode_message(NON, code, self._new_mid(), msg.token, options, payload)
-        if key in self._dedup:
-            self._dedup[key] = data
+        if code < 128:
+            self._remember(key, now, data)
         self._out.append((data, remote))
+
+    def _remember(self, key: tuple[Addr, int], now: float, data: bytes | None = None) -> None:
+        dedup = self._dedup
+        if not dedup.entries:
+            self.timer_generation += 1  # the first entry arms the expiry timer
+        dedup.add(key, now, data)
+        self.stats.dedup_evicted = dedup.evicted
 
     def _send_rst(self, mid: int, remote: Addr) -> None:
         self.stats.resets_sent += 1
@@ -832,7 +844,6 @@ class CoapEndpoint:
         key = (remote, msg.mid)
         if self._answered_duplicate(key, remote):
             return
-        dedup = self._dedup
         req = self._tokens.get((remote, msg.token))
         if req is None:
             # Nobody waits for this (e.g. a notification after we lost interest): RST tells the
@@ -840,10 +851,7 @@ class CoapEndpoint:
             self.stats.unmatched += 1
             self._send_rst(msg.mid, remote)
             return
-        if len(dedup) < self._max_dedup:
-            ack = encode_empty(ACK, msg.mid) if msg.mtype == CON else b""
-            dedup[key] = ack
-            self._dedup_fifo.append((now + self._lifetime, key))
+        self._remember(key, now, encode_empty(ACK, msg.mid) if msg.mtype == CON else b"")
         if msg.mtype == CON:
             self._out.append((encode_empty(ACK, msg.mid), remote))
         if req.pending is not None and not req.pending.done:
@@ -1013,13 +1021,6 @@ class CoapEndpoint:
     def _push_timer(self, p: _Pending) -> None:
         self._timer_seq += 1
         heapq.heappush(self._timers, (p.deadline, self._timer_seq, p))
-
-    def _expire_dedup(self, now: float) -> None:
-        fifo = self._dedup_fifo
-        dedup = self._dedup
-        while fifo and fifo[0][0] <= now:
-            _, key = fifo.popleft()
-            dedup.pop(key, None)
 
     @property
     def dedup_size(self) -> int:

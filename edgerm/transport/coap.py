@@ -15,6 +15,12 @@ Design (why it looks like this):
 * A fixed pool of workers rather than a task per request: it bounds memory and concurrency
   (``handler_workers``, ``max_pending_requests``) and costs less per request than spawning.
   Each handler runs under ``handler_timeout``; a slow one occupies one worker only.
+* The queue in front of the workers (:class:`_WorkQueue`) is fair to peers: one peer (address
+  and port) may have at most ``max_pending_per_peer`` requests waiting or running, all ports of
+  one address together ``max_pending_per_ip``, and when the queue is full a request from a peer
+  holding fewer displaces the newest request of the peer holding the most. A flood from a few
+  sources therefore delays a well-behaved client by at most one queue's worth of work and does
+  not get it refused; a flood from many ports of one address takes at most its share.
 * The timer task sleeps in a cancel scope whose deadline is the core's ``get_timer()``;
   every ``_transmit()`` pulls that deadline earlier if needed, so there is one timer, never a
   sleep per message.
@@ -36,12 +42,13 @@ import logging
 import math
 import random
 import socket
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+import outcome
 import trio
 
 from edgerm.coap.codes import Code, code_str, is_success
@@ -111,6 +118,10 @@ class Response:
     options: Sequence[Option] = ()
     #: Accept the Observe registration carried by the request (ignored otherwise).
     observe: bool = False
+    #: Answer duplicates of the request with this response. Default: a success is remembered;
+    #: an error is not (a duplicate is handled again), which keeps a flood of bad requests
+    #: from holding state. Set True for an error answered after the request changed state.
+    remember: bool | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -176,12 +187,165 @@ class Observation:
             self._gone_event.set()
 
 
+class _Work:
+    """One request waiting for (or served by) a handler worker."""
+
+    __slots__ = ("route", "request", "request_id", "peer", "displaced")
+
+    def __init__(self, route: _Route, request: Request, request_id: int) -> None:
+        self.route = route
+        self.request = request
+        self.request_id = request_id
+        self.peer: Addr = request.remote
+        self.displaced = False
+
+
+class _WorkQueue:
+    """Requests waiting for a handler worker: FIFO, bounded in total and per peer.
+
+    ``held`` counts each peer's requests from admission until ``done()`` (waiting or running),
+    ``held_ip`` the same per source address.
+    Queued requests per peer are also bucketed by count, so the peer with the most waiting is
+    known in O(1) when the queue is full and someone has to give way.
+    """
+
+    def __init__(self, limit: int, per_peer: int, per_ip: int) -> None:
+        self._limit = limit
+        self._per_peer = per_peer
+        self._per_ip = per_ip
+        self.held_ip: dict[Any, int] = {}
+        self._queue: deque[_Work] = deque()
+        self._queued = 0  # live entries of _queue (displaced ones are skipped lazily)
+        self.held: dict[Addr, int] = {}
+        self._waiting: dict[Addr, deque[_Work]] = {}
+        # _buckets[n]: peers with exactly n requests waiting; _top: the largest such n.
+        self._buckets: list[set[Addr]] = [set() for _ in range(per_peer + 1)]
+        self._top = 0
+        # Idle workers, longest idle first. A request is handed straight to one (as a memory
+        # channel does), so no worker is woken for a request another one took meanwhile.
+        self._idle: OrderedDict[trio.lowlevel.Task, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self._queued
+
+    def put(self, work: _Work) -> tuple[bool, _Work | None]:
+        """Admit ``work`` if its peer's quota and the queue allow it; never waits.
+
+        Returns (admitted, displaced): ``displaced`` is a waiting request of the biggest holder
+        dropped to make room; the caller answers it (and the refused one) 5.03.
+        """
+        peer = work.peer
+        held = self.held.get(peer, 0)
+        ip = peer[0]
+        held_ip = self.held_ip.get(ip, 0)
+        if held >= self._per_peer or held_ip >= self._per_ip:
+            return False, None
+        displaced = None
+        if self._queued >= self._limit:
+            waiting = self._waiting.get(peer)
+            mine = len(waiting) if waiting is not None else 0
+            # Give way only to someone strictly fairer off, so the displacement converges.
+            if self._top <= mine + 1:
+                return False, None
+            victim_peer = next(iter(self._buckets[self._top]))
+            displaced = self._waiting[victim_peer][-1]
+            self._unqueue(victim_peer, last=True)
+            displaced.displaced = True
+            self._release(victim_peer)
+            held_ip = self.held_ip.get(ip, 0)  # the victim may share our address
+        self.held[peer] = held + 1
+        self.held_ip[ip] = held_ip + 1
+        if self._idle:
+            task, _ = self._idle.popitem(last=False)
+            trio.lowlevel.reschedule(task, outcome.Value(work))
+            return True, displaced
+        waiting = self._waiting.get(peer)
+        if waiting is None:
+            waiting = self._waiting[peer] = deque()
+        n = len(waiting)
+        waiting.append(work)
+        buckets = self._buckets
+        if n:
+            buckets[n].discard(peer)
+        buckets[n + 1].add(peer)
+        if n + 1 > self._top:
+            self._top = n + 1
+        self._queue.append(work)
+        self._queued += 1
+        return True, displaced
+
+    async def get(self) -> _Work:
+        # Like a memory channel's receive: a checkpoint when a request is already waiting (so
+        # a worker whose handlers never yield still lets the receive loop run); otherwise wait
+        # to be handed one by put().
+        await trio.lowlevel.checkpoint_if_cancelled()
+        work = self._pop()
+        if work is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return work
+        task = trio.lowlevel.current_task()
+        self._idle[task] = None
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            del self._idle[task]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        result: _Work = await trio.lowlevel.wait_task_rescheduled(abort)
+        return result
+
+    def _pop(self) -> _Work | None:
+        queue = self._queue
+        while queue:
+            work = queue.popleft()
+            if not work.displaced:
+                self._unqueue(work.peer, last=False)
+                return work
+        return None
+
+    def done(self, work: _Work) -> None:
+        """The request was answered: its peer's quota is free again."""
+        self._release(work.peer)
+
+    def _release(self, peer: Addr) -> None:
+        held = self.held
+        n = held[peer] - 1
+        if n:
+            held[peer] = n
+        else:
+            del held[peer]
+        held_ip = self.held_ip
+        ip = peer[0]
+        n = held_ip[ip] - 1
+        if n:
+            held_ip[ip] = n
+        else:
+            del held_ip[ip]
+
+    def _unqueue(self, peer: Addr, *, last: bool) -> None:
+        waiting = self._waiting[peer]
+        n = len(waiting)
+        if last:
+            waiting.pop()
+        else:
+            waiting.popleft()
+        self._queued -= 1
+        buckets = self._buckets
+        buckets[n].discard(peer)
+        if n > 1:
+            buckets[n - 1].add(peer)
+        else:
+            del self._waiting[peer]
+        while self._top and not buckets[self._top]:
+            self._top -= 1
+
+
 class _WorkerSlot:
     """What the watchdog needs to know about one handler worker."""
 
-    __slots__ = ("scope", "started", "request_id", "request")
+    __slots__ = ("scope", "started", "request_id", "request", "work")
 
     def __init__(self) -> None:
+        self.work: _Work | None = None
         self.scope: trio.CancelScope | None = None
         self.started = math.inf
         self.request_id: int | None = None
@@ -289,7 +453,10 @@ class ShellStats:
 
     send_errors: int = 0
     recv_errors: int = 0
+    # Requests answered 5.03 because their peer's quota or the queue was full.
     overloaded: int = 0
+    # Waiting requests answered 5.03 to make room for a peer holding fewer.
+    displaced: int = 0
     handler_errors: int = 0
     handler_timeouts: int = 0
 
@@ -402,7 +569,9 @@ class CoapServer(_UdpShell):
         self.site = site
         self.address: Addr | None = None
         self._observations: dict[int, Observation] = {}
-        self._work_send: trio.MemorySendChannel[tuple[_Route, Request, int]] | None = None
+        cfg = self.config
+        self._work = _WorkQueue(cfg.max_pending_requests, cfg.max_pending_per_peer,
+                                cfg.max_pending_per_ip)
         self._slots: list[_WorkerSlot] = []
 
     async def serve(self, host: str, port: int, *,
@@ -416,12 +585,9 @@ class CoapServer(_UdpShell):
         self._sockets[family] = sock
         try:
             self.address = sock.getsockname()
-            send, receive = trio.open_memory_channel[tuple[_Route, Request, int]](
-                self.config.max_pending_requests)
-            self._work_send = send
             async with trio.open_nursery() as nursery:
                 for _ in range(self.config.handler_workers):
-                    nursery.start_soon(self._worker, receive)
+                    nursery.start_soon(self._worker)
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._watchdog)
                 task_status.started(self.address)
@@ -463,25 +629,33 @@ class CoapServer(_UdpShell):
         observation = None
         if event.observe == 0:
             observation = Observation(self, event.remote, event.path)
-        assert self._work_send is not None
-        try:
-            self._work_send.send_nowait((route, Request(event, observation), event.request_id))
-        except trio.WouldBlock:
+        admitted, displaced = self._work.put(
+            _Work(route, Request(event, observation), event.request_id))
+        if displaced is not None:
+            # Answered here, not through _respond: we are inside _process_events already.
+            self.shell_stats.displaced += 1
+            endpoint.respond(displaced.request_id, Code.SERVICE_UNAVAILABLE, b"overloaded")
+            if displaced.request.observation is not None:
+                displaced.request.observation._set_gone("not accepted")
+        if not admitted:
             self.shell_stats.overloaded += 1
             endpoint.respond(event.request_id, Code.SERVICE_UNAVAILABLE, b"overloaded")
 
-    async def _worker(self, receive: trio.MemoryReceiveChannel[tuple[_Route, Request, int]]
-                      ) -> None:
+    async def _worker(self) -> NoReturn:
         # One long-lived cancel scope per worker instead of one per request: entering a scope
         # costs more than the whole CoAP core's work for a request. The watchdog cancels the
         # scope of a worker whose handler overran; the worker answers 5.03 and re-enters.
         slot = _WorkerSlot()
         self._slots.append(slot)
         clock = trio.lowlevel.current_clock()
+        queue = self._work
         while True:
             with trio.CancelScope() as scope:
                 slot.scope = scope
-                async for route, request, request_id in receive:
+                while True:
+                    work = await queue.get()
+                    route, request, request_id = work.route, work.request, work.request_id
+                    slot.work = work
                     slot.request_id = request_id
                     slot.request = request
                     slot.started = clock.current_time()
@@ -498,13 +672,17 @@ class CoapServer(_UdpShell):
                         response = Response(Code.INTERNAL_SERVER_ERROR)
                     slot.started = math.inf
                     slot.request_id = None
+                    slot.work = None
+                    queue.done(work)
                     self._respond(request_id, request, response)
-                return  # channel closed
             if slot.request_id is not None and slot.request is not None:
                 self.shell_stats.handler_timeouts += 1
                 rid, request = slot.request_id, slot.request
                 slot.request_id = None
                 slot.started = math.inf
+                if slot.work is not None:
+                    queue.done(slot.work)
+                    slot.work = None
                 self._respond(rid, request,
                               Response(Code.SERVICE_UNAVAILABLE, b"handler timed out"))
 
@@ -524,7 +702,7 @@ class CoapServer(_UdpShell):
         obs_id = self.endpoint.respond(
             request_id, response.code, response.payload, response.content_format,
             options=response.options, observe=response.observe and observation is not None,
-            now=self._now())
+            now=self._now(), remember=response.remember)
         if observation is not None:
             if obs_id is not None:
                 observation.id = obs_id

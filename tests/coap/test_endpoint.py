@@ -233,20 +233,166 @@ def test_payload_over_limit_is_4_13_with_size1() -> None:
     assert resp.code == Code.REQUEST_ENTITY_TOO_LARGE and resp.opt(BLOCK1) is not None
 
 
-def test_dedup_cache_is_bounded_and_refuses_with_5_03() -> None:
-    ep = CoapEndpoint(CoapConfig(max_dedup_entries=3), rng=random.Random(0))
-    for mid in range(3):
-        assert feed(ep, raw_request(CON, mid, [(URI_PATH, b"a")])) == []
-    (resp,) = feed(ep, raw_request(CON, 3, [(URI_PATH, b"a")]))
-    assert resp.code == Code.SERVICE_UNAVAILABLE and ep.stats.dedup_full == 1
-    # After EXCHANGE_LIFETIME the entries expire and requests are accepted again.
-    later = ep.config.exchange_lifetime + 2
-    ep.handle_timer(later)
+def feed_from(ep: CoapEndpoint, peer: tuple[str, int], data: bytes,
+              now: float = 0.0) -> list[Message]:
+    ep.receive_datagram(data, peer, now)
+    return [decode_message_untrusted(d) for d, _ in ep.datagrams_to_send(now)]
+
+
+def answer_all(ep: CoapEndpoint, code: int, now: float = 0.0) -> int:
+    """Respond ``code`` to every pending request; returns how many there were."""
+    n = 0
+    while (ev := ep.next_event()) is not None:
+        if isinstance(ev, RequestReceived):
+            ep.respond(ev.request_id, code, now=now)
+            n += 1
+    ep.datagrams_to_send(now)
+    return n
+
+
+def test_request_answered_with_an_error_is_not_remembered() -> None:
+    ep = CoapEndpoint(rng=random.Random(0))
+    data = raw_request(CON, 7, [(URI_PATH, b"nope")])
+    feed(ep, data)
+    assert answer_all(ep, Code.NOT_FOUND) == 1
     assert ep.dedup_size == 0
-    # The three requests nobody answered got Empty ACKs meanwhile (separate response pending).
-    acks = [decode_message_untrusted(d) for d, _ in ep.datagrams_to_send(later)]
-    assert [(m.mtype, m.code, m.mid) for m in acks] == [(ACK, 0, 0), (ACK, 0, 1), (ACK, 0, 2)]
-    assert feed(ep, raw_request(CON, 4, [(URI_PATH, b"a")]), later) == []
+    # A duplicate is processed again and gets the same error again: idempotent for errors.
+    feed(ep, data)
+    assert answer_all(ep, Code.NOT_FOUND) == 1 and ep.stats.duplicates == 0
+    # Refusals from inside the core leave no state either (4.02 here), and repeat.
+    bad = raw_request(CON, 8, [(9, b"x")])  # unknown critical option
+    for _ in range(2):
+        (resp,) = feed(ep, bad)
+        assert resp.code == Code.BAD_OPTION
+    assert ep.dedup_size == 0 and ep.get_timer() is None
+    # NON requests likewise.
+    feed(ep, raw_request(NON, 9, [(URI_PATH, b"nope")]))
+    answer_all(ep, Code.SERVICE_UNAVAILABLE)
+    assert ep.dedup_size == 0
+    # A success is remembered and its duplicate answered from the cache, not processed.
+    ok = raw_request(CON, 10, [(URI_PATH, b"a")])
+    feed(ep, ok)
+    assert answer_all(ep, Code.CONTENT) == 1 and ep.dedup_size == 1
+    (again,) = feed(ep, ok)
+    assert again.code == Code.CONTENT and ep.next_event() is None
+
+
+def test_respond_can_override_what_is_remembered() -> None:
+    ep = CoapEndpoint(rng=random.Random(0))
+    # An error whose processing changed state is kept, so a retransmission gets it again ...
+    failed = raw_request(CON, 1, [(URI_PATH, b"a")], b"call", code=Code.POST)
+    feed(ep, failed)
+    (ev,) = list(iter(ep.next_event, None))
+    ep.respond(ev.request_id, Code.NOT_FOUND, b"no module", remember=True)
+    ep.datagrams_to_send(0.0)
+    (again,) = feed(ep, failed)
+    assert (again.code, again.payload) == (Code.NOT_FOUND, b"no module")
+    assert ep.next_event() is None
+    # ... and a success can be left out (the handler knows it is cheap and idempotent).
+    ok = raw_request(CON, 2, [(URI_PATH, b"a")])
+    feed(ep, ok)
+    (ev,) = list(iter(ep.next_event, None))
+    ep.respond(ev.request_id, Code.CONTENT, remember=False)
+    assert ep.dedup_size == 1
+
+
+def test_a_flood_answered_with_errors_holds_no_state() -> None:
+    ep = CoapEndpoint(CoapConfig(max_dedup_entries=1000), rng=random.Random(0))
+    for n in range(20_000):
+        peer = ("10.9.9.9", 40000 + n % 10)
+        ep.receive_datagram(raw_request(CON, n & 0xFFFF, [(URI_PATH, b"x%d" % n)]), peer, n / 1e4)
+        answer_all(ep, Code.NOT_FOUND if n % 2 else Code.BAD_REQUEST, n / 1e4)
+    assert ep.dedup_size == 0 and ep.stats.dedup_evicted == 0
+
+
+def test_per_peer_quota_evicts_the_peers_own_oldest() -> None:
+    cfg = CoapConfig(max_dedup_entries=100, max_dedup_per_peer=3)
+    ep = CoapEndpoint(cfg, rng=random.Random(0))
+    greedy, agent = ("10.0.0.66", 1000), ("10.0.0.7", 5683)
+    feed_from(ep, agent, raw_request(CON, 1, [(URI_PATH, b"a")]))
+    answer_all(ep, Code.CHANGED)
+    for mid in range(5):
+        feed_from(ep, greedy, raw_request(CON, mid, [(URI_PATH, b"a")]), now=mid)
+        answer_all(ep, Code.CHANGED, mid)
+    assert ep.dedup_size == 4 and ep.stats.dedup_evicted == 2
+    # The greedy peer lost its two oldest: a duplicate of mid 0 is processed again ...
+    feed_from(ep, greedy, raw_request(CON, 0, [(URI_PATH, b"a")]), now=5)
+    assert answer_all(ep, Code.CHANGED, 5) == 1
+    # ... its newest are still remembered, and so is the other peer's entry.
+    (resp,) = feed_from(ep, greedy, raw_request(CON, 4, [(URI_PATH, b"a")]), now=5)
+    (resp2,) = feed_from(ep, agent, raw_request(CON, 1, [(URI_PATH, b"a")]), now=5)
+    assert resp.code == resp2.code == Code.CHANGED and ep.next_event() is None
+
+
+def test_full_table_evicts_the_biggest_holder_and_never_refuses() -> None:
+    # 10 entries in all, 6 per peer (a peer holding 3 or more is a candidate for eviction).
+    cfg = CoapConfig(max_dedup_entries=10, max_dedup_per_peer=6)
+    ep = CoapEndpoint(cfg, rng=random.Random(0))
+    now = 0.0
+
+    def ok(peer: tuple[str, int], mid: int) -> None:
+        nonlocal now
+        now += 1.0
+        assert feed_from(ep, peer, raw_request(CON, mid, [(URI_PATH, b"a")]), now) == []
+        assert answer_all(ep, Code.CHANGED, now) == 1  # admitted, never 5.03
+
+    agent = ("10.0.0.7", 5683)
+    big, small = ("10.0.0.66", 1), ("10.0.0.66", 2)
+    ok(agent, 1)
+    ok(agent, 2)
+    for mid in range(6):
+        ok(big, mid)
+    ok(small, 0)
+    ok(small, 1)
+    assert ep.dedup_size == 10
+    # Full: the agent's new request evicts the oldest entry of the biggest holder.
+    ok(agent, 3)
+    assert ep.dedup_size == 10 and ep.stats.dedup_evicted == 1
+    assert (big, 0) not in ep._dedup and (agent, 1) in ep._dedup and (small, 0) in ep._dedup
+    for mid in (4, 5, 6, 7):
+        ok(agent, mid)
+    # Each eviction took from whichever of the two held more, so they even out; the peer
+    # holding little (below half the quota) was never touched.
+    a, b = ep._dedup.peer_count(agent), ep._dedup.peer_count(big)
+    assert a + b == 8 and abs(a - b) <= 2 and ep._dedup.peer_count(small) == 2
+    # When nobody holds much, the oldest entry of all is evicted.
+    cfg = CoapConfig(max_dedup_entries=4, max_dedup_per_peer=100)
+    ep = CoapEndpoint(cfg, rng=random.Random(0))
+    for port in range(5):
+        ok(("10.0.0.9", port), 1)
+    assert ep.dedup_size == 4 and (("10.0.0.9", 0), 1) not in ep._dedup
+
+
+def test_dedup_entries_expire_after_exchange_lifetime_on_a_fake_clock() -> None:
+    ep = CoapEndpoint(rng=random.Random(0))
+    life = ep.config.exchange_lifetime
+    feed(ep, raw_request(CON, 1, [(URI_PATH, b"a")]), 0.0)
+    answer_all(ep, Code.CHANGED)
+    feed(ep, raw_request(CON, 2, [(URI_PATH, b"a")]), 10.0)
+    answer_all(ep, Code.CHANGED, 10.0)
+    # Expiry is batched: the timer fires a little after the oldest entry is due.
+    assert ep.get_timer() == pytest.approx(life + 1.0)
+    ep.handle_timer(life + 1.0)
+    assert ep.dedup_size == 1
+    (resp,) = feed(ep, raw_request(CON, 2, [(URI_PATH, b"a")]), life + 1.0)
+    assert resp.code == Code.CHANGED  # still remembered
+    ep.handle_timer(life + 10.0)
+    assert ep.dedup_size == 0 and ep.get_timer() is None
+
+
+def test_slow_handler_keeps_its_empty_ack_even_if_the_answer_is_an_error() -> None:
+    ep = CoapEndpoint(rng=random.Random(0))
+    data = raw_request(CON, 3, [(URI_PATH, b"slow")])
+    feed(ep, data)
+    (ev,) = [e for e in iter(ep.next_event, None)]
+    ep.handle_timer(1.0)
+    (ack,) = [decode_message_untrusted(d) for d, _ in ep.datagrams_to_send(1.0)]
+    assert (ack.mtype, ack.code) == (ACK, 0)
+    ep.respond(ev.request_id, Code.INTERNAL_SERVER_ERROR, now=2.0)
+    ep.datagrams_to_send(2.0)
+    # The exchange was acknowledged: a duplicate gets the Empty ACK, not a second run.
+    (again,) = feed(ep, data, 3.0)
+    assert (again.mtype, again.code) == (ACK, 0) and ep.next_event() is None
 
 
 # --------------------------------------------------------------------------- block-wise

@@ -293,3 +293,108 @@ async def test_clean_shutdown_leaks_nothing() -> None:
         nursery.cancel_scope.cancel()
     assert fds() == before
     assert trio.lowlevel.current_statistics().tasks_living == tasks_before
+
+
+async def _answers(sock: trio.socket.SocketType, n: int) -> dict[int, int]:
+    """mid -> response code of the next ``n`` non-empty answers on ``sock``."""
+    out: dict[int, int] = {}
+    with trio.fail_after(10):
+        while len(out) < n:
+            msg = decode_message_untrusted(await sock.recv(2048))
+            if msg.code:
+                out[msg.mid] = msg.code
+    return out
+
+
+async def test_one_peer_cannot_fill_the_handler_queue(nursery: trio.Nursery) -> None:
+    """Per-peer quota on waiting+running requests, and a full queue makes the biggest holder
+    give way to a peer holding fewer: the flooder is refused, the others are served."""
+    gate = trio.Event()
+    site = Site()
+
+    async def held(req: Request) -> Response:
+        await gate.wait()
+        return Response(Code.CHANGED, req.payload)
+
+    site.add("h", held, methods=[Code.POST])
+    cfg = CoapConfig(handler_workers=1, max_pending_requests=3, max_pending_per_peer=3,
+                     empty_ack_delay=30.0)
+    server = CoapServer(site, config=cfg)
+    addr = await nursery.start(server.serve, "127.0.0.1", 0)
+    socks = [trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) for _ in range(3)]
+    flooder, other, third = socks
+    for s in socks:
+        await s.bind(("127.0.0.1", 0))
+
+    def post(mid: int) -> bytes:
+        return encode_message(CON, Code.POST, mid, b"\x01", [(URI_PATH, b"h")], b"p")
+
+    try:
+        # 6 from one peer: 1 runs, 2 wait, and its quota of 3 is reached: 3 refused (5.03).
+        for mid in range(6):
+            await flooder.sendto(post(mid), addr)
+        refused = await _answers(flooder, 3)
+        assert set(refused.values()) == {Code.SERVICE_UNAVAILABLE}
+        assert server.shell_stats.overloaded == 3
+        assert server._work.held == {flooder.getsockname(): 3}
+        # Another peer takes the last free place in the queue.
+        await other.sendto(post(100), addr)
+        with trio.fail_after(5):
+            while len(server._work) < 3:
+                await trio.sleep(0.01)
+        # A third peer finds the queue full: the flooder's newest waiting request gives way.
+        await third.sendto(post(200), addr)
+        (displaced,) = (await _answers(flooder, 1)).items()
+        assert displaced[1] == Code.SERVICE_UNAVAILABLE and displaced[0] not in refused
+        assert server.shell_stats.displaced == 1 and server.shell_stats.overloaded == 3
+        gate.set()
+        assert await _answers(other, 1) == {100: Code.CHANGED}
+        assert await _answers(third, 1) == {200: Code.CHANGED}
+        served = await _answers(flooder, 2)
+        assert set(served.values()) == {Code.CHANGED}
+        assert set(refused) | {displaced[0]} | set(served) == set(range(6))
+        # Everything answered: no quota is held any more, and the 5.03s were not remembered.
+        assert server._work.held == {} and len(server._work) == 0
+        assert server.endpoint.dedup_size == 4
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def test_many_ports_of_one_address_share_one_quota(nursery: trio.Nursery) -> None:
+    gate = trio.Event()
+    site = Site()
+
+    async def held(req: Request) -> Response:
+        await gate.wait()
+        return Response(Code.CHANGED)
+
+    site.add("h", held, methods=[Code.POST])
+    cfg = CoapConfig(handler_workers=1, max_pending_requests=100, max_pending_per_peer=3,
+                     max_pending_per_ip=4, empty_ack_delay=30.0)
+    server = CoapServer(site, config=cfg)
+    addr = await nursery.start(server.serve, "127.0.0.1", 0)
+    socks = [trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for s, host in zip(socks, ("127.0.0.1", "127.0.0.1", "127.0.0.2"), strict=True):
+            await s.bind((host, 0))
+        first, second, elsewhere = socks
+        for s in socks:
+            for mid in range(3):
+                await s.sendto(encode_message(CON, Code.POST, mid, b"\x01", [(URI_PATH, b"h")]),
+                               addr)
+        # The first port fills its own quota (3); the second gets what is left of the
+        # address's (1) and is refused twice; another address is not affected.
+        assert list((await _answers(second, 2)).values()) == [Code.SERVICE_UNAVAILABLE] * 2
+        with trio.fail_after(5):
+            while server._work.held.get(elsewhere.getsockname()) != 3:
+                await trio.sleep(0.01)
+        assert server._work.held_ip == {"127.0.0.1": 4, "127.0.0.2": 3}
+        assert server.shell_stats.overloaded == 2
+        gate.set()
+        for s, n in ((first, 3), (second, 1), (elsewhere, 3)):
+            assert set((await _answers(s, n)).values()) == {Code.CHANGED}
+        assert server._work.held == {} and server._work.held_ip == {}
+    finally:
+        for s in socks:
+            s.close()
