@@ -62,6 +62,7 @@ from edgerm.wire import (
 __all__ = [
     "AgentCore", "CoreConfig", "OutgoingCall", "TaskRecord",
     "LaunchTask", "KillTask", "FetchModule", "ModuleChunk", "ModuleFailed", "Registered",
+    "Refused",
     "Event", "TERMINAL_STATES", "EXECUTOR_OF_KIND",
 ]
 
@@ -184,7 +185,21 @@ class Registered:
     fresh: bool
 
 
-Event = LaunchTask | KillTask | FetchModule | ModuleChunk | ModuleFailed | Registered
+@dataclass(frozen=True)
+class Refused:
+    """The master refused a call with an error: for the shell to log. `call` is the call's
+    kind, `fresh` marks a first registration (signed with the token's key), `retry_at` is when
+    the core tries again (None: it does not retry this call)."""
+
+    call: str
+    code: int
+    message: str
+    fresh: bool
+    retry_at: float | None
+
+
+Event = (LaunchTask | KillTask | FetchModule | ModuleChunk | ModuleFailed | Registered
+         | Refused)
 
 
 @dataclass(frozen=True)
@@ -405,6 +420,8 @@ class AgentCore:
         if reply.HasField("error"):
             self._in_flight = None
             self._on_error(flight, reply, now)
+            self._events.append(Refused(flight.kind, reply.error.code, reply.error.message,
+                                        flight.fresh, self._retry_at))
             return
         key = self.secret
         if flight.kind == "register" and flight.fresh and reply.HasField("registered"):
@@ -603,8 +620,10 @@ class AgentCore:
             self.registered = False
             self._failures += 1
             self._back_off(now)
-            if self._failures == 1:
-                self._retry_at = now  # re-register at once the first time
+            if self._failures == 1 and not flight.fresh:
+                # Re-register at once the first time (the master restarted or forgot us). A
+                # refused first registration (wrong token) will not pass by retrying: back off.
+                self._retry_at = now
             return
         if flight.kind == "module" and flight.module is not None and code in (
                 pb.NOT_FOUND, pb.BAD_REQUEST, pb.TOO_LARGE):
