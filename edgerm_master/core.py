@@ -1168,13 +1168,14 @@ class Master:
                    now: float, prev: int = 0,
                    kind: type[rec.UpdateTaskState] = rec.UpdateTaskState) -> None:
         check_transition(task.state, state)
-        log_tasks.info("task %r of %s on agent %d: %s -> %s%s%s", task.task_id,
-                       task.framework_id, task.agent_id, state_name(task.state),
-                       state_name(state), f" ({_reason_name(reason)})" if reason else "",
-                       f": {message}" if message else "",
-                       extra={"event": "task_state", "framework_id": task.framework_id,
-                              "task_id": task.task_id, "agent_id": task.agent_id,
-                              "state": state_name(state), "reason": _reason_name(reason)})
+        if log_tasks.isEnabledFor(logging.INFO):  # (the arguments cost more than the check)
+            log_tasks.info("task %r of %s on agent %d: %s -> %s%s%s", task.task_id,
+                           task.framework_id, task.agent_id, state_name(task.state),
+                           state_name(state), f" ({_reason_name(reason)})" if reason else "",
+                           f": {message}" if message else "",
+                           extra={"event": "task_state", "framework_id": task.framework_id,
+                                  "task_id": task.task_id, "agent_id": task.agent_id,
+                                  "state": state_name(state), "reason": _reason_name(reason)})
         task.state = state
         task.prev_state = prev
         task.reason = reason
@@ -1506,11 +1507,12 @@ class Master:
             self.modules[mod[0]].refs += 1
         task.launch_cid = self._enqueue(agent, None, launch=task)
         self.stats["tasks_launched"] += 1
-        log_tasks.info("task %r of %s launched on agent %d: STAGING", ti.task_id,
-                       fw.framework_id, agent.agent_id,
-                       extra={"event": "task_state", "framework_id": fw.framework_id,
-                              "task_id": ti.task_id, "agent_id": agent.agent_id,
-                              "state": "STAGING", "reason": ""})
+        if log_tasks.isEnabledFor(logging.INFO):
+            log_tasks.info("task %r of %s launched on agent %d: STAGING", ti.task_id,
+                           fw.framework_id, agent.agent_id,
+                           extra={"event": "task_state", "framework_id": fw.framework_id,
+                                  "task_id": ti.task_id, "agent_id": agent.agent_id,
+                                  "state": "STAGING", "reason": ""})
 
     def _decline(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
         dec = call.decline
