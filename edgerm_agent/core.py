@@ -9,7 +9,8 @@ The shell asks `next_call(now)` for the next signed call, sends it, and feeds ba
 or a WebSocket push) go to `receive_push(data, now)`. `get_timer()` is the one deadline at which
 `handle_timer(now)` wants to run (the next heartbeat or the end of a back-off). Everything the
 shell must *do* comes out of `next_event()`: launch or kill a task, fetch a module, a module chunk
-that arrived. Executors report back with `task_changed()` and `publish()`.
+that arrived, a refusal by the master to log (`Refused`). Executors report back with
+`task_changed()` and `publish()`.
 
 What goes out next, by priority:
  1. `register` when the session is not registered (boot, `ReRegister`, UNAUTHENTICATED);
