@@ -12,6 +12,11 @@ frame is `StateRequest{operator token}`, the answer one `ClusterState`).
 Where the master is and which tokens to use comes from, in order: flags, the environment
 (`EDGERM_MASTER`, `EDGERM_TOKEN`, `EDGERM_OPERATOR_TOKEN`), and the state file a local cluster
 (`python -m edgerm.cluster`) writes (`$EDGERM_HOME/cluster.json`, `~/.edgerm` by default).
+
+Errors are one line on stderr saying what went wrong and what to do, never a traceback: a master
+address that is not ws://, a missing token or a module over the 1 MiB limit exit with
+EXIT_USAGE before anything is sent; an unreachable master (with the reason: refused, unknown
+host, not a WebSocket port) or a refusal by it with EXIT_MASTER.
 """
 
 from __future__ import annotations

@@ -690,7 +690,9 @@ class Framework:
     Error handling: connection drops are retried with back-off and reported as `ConnectionLost`
     and `Subscribed(failover=True)` events; calls in flight raise `Disconnected`. Refused
     calls raise `CallError`. A refused (re-)subscription — wrong token, failover window
-    passed — ends the framework: `events()` and every call then raise that error.
+    passed — ends the framework: `events()` and every call then raise that error. A master
+    address that is not ws:// or wss:// raises ValueError here; a module over
+    `max_module_bytes` raises `ModuleTooLarge` from `upload` before anything is sent.
     """
 
     def __init__(self, master: str, *, name: str, token: str, failover_timeout_s: float = 60.0,
