@@ -76,12 +76,15 @@ def _startup_problem(e: BaseException, data_dir: str) -> str | None:
         e = e.exceptions[0]
     if isinstance(e, ListenError):
         return str(e)
-    if isinstance(e, OSError | sqlite3.Error):
+    # The store's files: SQLite's own errors, or an OSError naming a file.
+    if isinstance(e, sqlite3.Error) or (isinstance(e, OSError) and e.filename):
         what = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         where = (f" ({e.filename})" if isinstance(e, OSError) and e.filename
                  and e.filename != data_dir else "")
         return (f"data dir {data_dir}{where}: {what}; --data-dir must be a writable directory "
                 "with free space")
+    if isinstance(e, OSError):
+        return str(e)
     return None
 
 
