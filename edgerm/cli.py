@@ -13,6 +13,11 @@ Where the master is and which tokens to use comes from, in order: flags, the env
 (`EDGERM_MASTER`, `EDGERM_TOKEN`, `EDGERM_OPERATOR_TOKEN`), and the state file a local cluster
 (`python -m edgerm.cluster`) writes: `$EDGERM_HOME/cluster.json` when EDGERM_HOME is set, else
 `./.edgerm/cluster.json` (where the cluster keeps it by default), else `~/.edgerm/cluster.json`.
+
+Errors are one line on stderr saying what went wrong and what to do, never a traceback: a master
+address that is not ws://, a missing token or a module over the 1 MiB limit exit with
+EXIT_USAGE before anything is sent; an unreachable master (with the reason: refused, unknown
+host, not a WebSocket port) or a refusal by it with EXIT_MASTER.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from google.protobuf import json_format
 
 from edgerm.framework import (
     DOCKER,
+    MAX_MODULE_BYTES,
     MICROPYTHON,
     WASM,
     CallError,
@@ -49,9 +55,11 @@ from edgerm.framework import (
     OutputEvent,
     Subscribed,
     UpdateEvent,
+    describe_connection_error,
     docker_task,
     endpoint_url,
     micropython_task,
+    module_too_large,
     reason_name,
     state_name,
     wasm_task,
@@ -101,7 +109,14 @@ class Target:
     operator_token: str
 
 
-def resolve_target(args: argparse.Namespace) -> Target:
+class TargetError(Exception):
+    """The master address or a token is missing or malformed: one line for the user."""
+
+
+def resolve_target(args: argparse.Namespace, need: str = "") -> Target:
+    """Where the master is and the tokens. `need` ("framework" or "operator") names the token
+    the command cannot work without. Raises TargetError for a malformed address or a missing
+    token: saying "no token given" beats the master's "wrong token"."""
     local: dict[str, Any] = {}
     try:
         local = json.loads(state_file().read_text())
@@ -112,6 +127,17 @@ def resolve_target(args: argparse.Namespace) -> Target:
     token = (args.token or os.environ.get("EDGERM_TOKEN") or local.get("framework_token") or "")
     operator = (args.operator_token or os.environ.get("EDGERM_OPERATOR_TOKEN")
                 or local.get("operator_token") or "")
+    try:
+        endpoint_url(master, "")
+    except ValueError as e:
+        raise TargetError(str(e)) from None
+    if need == "framework" and not token:
+        raise TargetError("no framework token given: pass --token or set EDGERM_TOKEN (the "
+                          "master's framework_tokens; a local cluster's is used by itself)")
+    if need == "operator" and not operator:
+        raise TargetError("no operator token given: pass --operator-token or set "
+                          "EDGERM_OPERATOR_TOKEN (the master's operator_tokens; a local "
+                          "cluster's is used by itself)")
     return Target(master, token, operator)
 
 
@@ -139,9 +165,9 @@ async def fetch_state(master: str, operator_token: str, timeout_s: float = 10.0)
     except trio.TooSlowError:
         raise StateError(f"no answer from {url} within {timeout_s:g} s") from None
     except (OSError, trio_websocket.HandshakeError) as e:
-        raise StateError(f"cannot reach {url}: {e}") from None
+        raise StateError(f"cannot reach {url}: {describe_connection_error(e)}") from None
     except trio_websocket.ConnectionClosed as e:
-        raise StateError(f"{url} closed the connection: {e.reason}") from None
+        raise StateError(f"{url}: {describe_connection_error(e)}") from None
     raw = data if isinstance(data, bytes) else data.encode()
     try:
         return decode(pb.ClusterState, raw, _state_limits())
@@ -291,7 +317,11 @@ LISTINGS: dict[str, tuple[str, Callable[[pb.ClusterState], str]]] = {
 
 
 async def list_command(args: argparse.Namespace, out: TextIO) -> int:
-    target = resolve_target(args)
+    try:
+        target = resolve_target(args, need="operator")
+    except TargetError as e:
+        print(f"edgerm: {e}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         state = await fetch_state(target.master, target.operator_token)
     except StateError as e:
@@ -521,9 +551,9 @@ def run_constraints(args: argparse.Namespace, module_bytes: bytes | None = None)
 
 
 async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    target = resolve_target(args)
     progress = Progress(out, err, quiet=args.quiet, output_format=args.output)
     try:
+        target = resolve_target(args, need="framework")
         parse_env(args.env)
         if args.timeout < 0:
             raise ValueError(f"--timeout {args.timeout}: must be 0 (none) or more seconds")
@@ -531,9 +561,16 @@ async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         path = args.wasm or args.micropython
         if path:
             module_bytes = Path(path).read_bytes()
+            # Checked before connecting: the master would refuse it after the upload.
+            if len(module_bytes) > MAX_MODULE_BYTES:
+                raise ValueError(f"{path}: {module_too_large(len(module_bytes), MAX_MODULE_BYTES)}")
         constraints = run_constraints(args, module_bytes)
-    except (ValueError, OSError) as e:
+    except (TargetError, ValueError) as e:
         print(f"edgerm run: {e}", file=err)
+        return EXIT_USAGE
+    except OSError as e:
+        print(f"edgerm run: cannot read {e.filename or 'the module'}: {e.strerror or e}",
+              file=err)
         return EXIT_USAGE
     task_id = args.task_id or f"run-{secrets.token_hex(4)}"
     try:

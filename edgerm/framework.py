@@ -41,6 +41,7 @@ import hashlib
 import logging
 import math
 import random
+import socket
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -54,7 +55,8 @@ from edgerm.wire import DEFAULT_LIMITS, DecodeError, Limits, decode, encode, pb
 
 __all__ = [
     "WASM", "DOCKER", "MICROPYTHON", "TERMINAL_STATES", "state_name", "reason_name",
-    "FrameworkError", "CallError", "Disconnected", "FailoverExpired",
+    "FrameworkError", "CallError", "Disconnected", "FailoverExpired", "ModuleTooLarge",
+    "MAX_MODULE_BYTES", "describe_connection_error", "endpoint_url",
     "Module", "Constraints", "wasm_task", "docker_task", "micropython_task", "task_info",
     "Event", "Subscribed", "ConnectionLost", "OffersEvent", "RescindEvent", "UpdateEvent",
     "OutputEvent", "ErrorEvent", "CallAnswered",
@@ -91,6 +93,11 @@ EVENT_LIMITS: Limits = DEFAULT_LIMITS
 # trio-websocket's default (1 MiB) caps module uploads; modules for small agents are a few KiB,
 # Linux WASM modules well under this.
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+
+# The master's default limit on one module (`module_max_bytes`). `upload` checks it before
+# sending: a bigger module would only be refused, after megabytes on a slow link, or (over the
+# master's frame limit) end the connection. Pass `max_module_bytes` for a master set higher.
+MAX_MODULE_BYTES = 1024 * 1024
 
 
 def state_name(state: int) -> str:
@@ -131,6 +138,10 @@ class CallError(FrameworkError):
 
 class Disconnected(FrameworkError):
     """The connection dropped before the call was answered; its effect is unknown (reconcile)."""
+
+
+class ModuleTooLarge(FrameworkError):
+    """`upload` refused a module over the limit before sending it."""
 
 
 class FailoverExpired(FrameworkError):
@@ -728,6 +739,8 @@ class Framework:
       auto_ack: acknowledge status updates once they are queued for `events()`.
       call_timeout_s: how long `accept`/`upload` wait for their answer.
       connect_timeout_s: how long the first subscription may take (re-tries included).
+      max_module_bytes: `upload` refuses bigger modules without sending them (the master's
+        `module_max_bytes`, 1 MiB by default).
 
     Resource handling: `connect` runs the connection task in its own nursery and closes the
     connection when the `async with` block ends; the master then keeps the tasks for
@@ -736,14 +749,18 @@ class Framework:
     Error handling: connection drops are retried with back-off and reported as `ConnectionLost`
     and `Subscribed(failover=True)` events; calls in flight raise `Disconnected`. Refused
     calls raise `CallError`. A refused (re-)subscription — wrong token, failover window
-    passed — ends the framework: `events()` and every call then raise that error.
+    passed — ends the framework: `events()` and every call then raise that error. A master
+    address that is not ws:// or wss:// raises ValueError here; a module over
+    `max_module_bytes` raises `ModuleTooLarge` from `upload` before anything is sent.
     """
 
     def __init__(self, master: str, *, name: str, token: str, failover_timeout_s: float = 60.0,
                  role: str = "", framework_id: str = "", framework_secret: bytes = b"",
                  auto_ack: bool = True, call_timeout_s: float = 10.0,
-                 connect_timeout_s: float = 10.0, backoff: Backoff | None = None) -> None:
+                 connect_timeout_s: float = 10.0, backoff: Backoff | None = None,
+                 max_module_bytes: int = MAX_MODULE_BYTES) -> None:
         self.url = framework_url(master)
+        self.max_module_bytes = max_module_bytes
         self.core = FrameworkProtocol(name, token, failover_timeout_s=failover_timeout_s,
                                       role=role, framework_id=framework_id,
                                       framework_secret=framework_secret, auto_ack=auto_ack)
@@ -833,7 +850,10 @@ class Framework:
 
     async def upload(self, data: bytes, format: pb.ModuleFormat = pb.WASM_MODULE,
                      name: str = "") -> Module:
-        """Store a module at the master; returns its reference (sha256, size)."""
+        """Store a module at the master; returns its reference (sha256, size). Raises
+        `ModuleTooLarge` without sending anything for a module over `max_module_bytes`."""
+        if len(data) > self.max_module_bytes:
+            raise ModuleTooLarge(module_too_large(len(data), self.max_module_bytes))
         call = self.core.call(True, upload=pb.UploadModule(format=format, data=data, name=name))
         ev = await self._awaited_call(*call)
         if ev.WhichOneof("event") != "module_stored":
@@ -896,7 +916,7 @@ class Framework:
             async with self._send_lock:
                 await ws.send_message(frame)
         except trio_websocket.ConnectionClosed as e:
-            raise Disconnected(f"connection closed: {e.reason}") from None
+            raise Disconnected(describe_connection_error(e)) from None
 
     async def _awaited_call(self, call_id: int, frame: bytes) -> pb.FrameworkEvent:
         waiter = self._waiters[call_id] = _Waiter()
@@ -1037,14 +1057,55 @@ class _Silent(Exception):
 
 
 def _describe(e: BaseException) -> str:
-    if isinstance(e, trio_websocket.ConnectionClosed):
-        return f"connection closed ({e.reason})"
+    if isinstance(e, trio_websocket.ConnectionClosed | OSError | trio_websocket.HandshakeError):
+        return describe_connection_error(e)
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def describe_connection_error(e: BaseException) -> str:
+    """Why a connection to the master failed or ended, in words a user can act on.
+
+    trio-websocket raises a `HandshakeError` without text for a failed connect, caused by
+    Trio's "all attempts to connect ... failed" `OSError`, caused by a group of the real
+    errors (connection refused, unknown host): the innermost one says what happened."""
+    if isinstance(e, trio_websocket.ConnectionClosed):
+        reason = e.reason
+        if reason is None:
+            return "connection closed"
+        if reason.code == 1009:
+            return (f"the master refused a message over its size limit ({reason.reason or ''}) "
+                    "and closed the connection")
+        text = f"{reason.code} {reason.name}" + (f": {reason.reason}" if reason.reason else "")
+        return f"connection closed ({text})"
+    if isinstance(e, trio_websocket.ConnectionRejected):
+        return (f"HTTP {e.status_code} instead of a WebSocket handshake: is this the "
+                "master's WebSocket port (5690 by default)?")
+    if isinstance(e, trio_websocket.ConnectionTimeout):
+        return "no answer to the WebSocket handshake in time: is the master running there?"
+    cause: BaseException | None = e
+    while cause is not None:
+        while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+            cause = cause.exceptions[0]
+        if isinstance(cause, socket.gaierror):
+            return f"unknown host ({cause.strerror}): check the master address"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused: is the master running, and is this its WebSocket port?"
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"{cause.strerror}: check the master address and that the master is running"
+        if cause.__cause__ is None and str(cause):
+            return f"{type(cause).__name__}: {cause}"
+        cause = cause.__cause__
+    return type(e).__name__
 
 
 def _as_bytes(data: bytes | str) -> bytes:
     # The protocol uses binary frames only; a text frame is decoded as garbage and dropped.
     return data if isinstance(data, bytes) else data.encode()
+
+
+def module_too_large(size: int, limit: int) -> str:
+    return (f"module of {size} bytes is over the limit of {limit} bytes "
+            f"({limit / (1024 * 1024):g} MiB) for one module: make it smaller")
 
 
 def framework_url(master: str) -> str:
@@ -1053,8 +1114,16 @@ def framework_url(master: str) -> str:
 
 
 def endpoint_url(master: str, path: str) -> str:
-    """The master's WebSocket resource `path` ("/framework", "/state") at address `master`."""
+    """The master's WebSocket resource `path` ("/framework", "/state") at address `master`.
+    Raises ValueError, saying what to give instead, for an address that is not ws:// or
+    wss:// (an http:// or coap:// address is a common slip)."""
+    given = master
     if "://" not in master:
         master = "ws://" + master
     scheme, rest = master.split("://", 1)
-    return f"{scheme}://{rest.split('/', 1)[0]}{path}"
+    host = rest.split("/", 1)[0]
+    if scheme not in ("ws", "wss") or not host:
+        hint = " (coap:// is how agents reach the master)" if scheme == "coap" else ""
+        raise ValueError(f"master address {given!r} is not a WebSocket address{hint}: give "
+                         "ws://HOST:PORT, the master's WebSocket port (5690 by default)")
+    return f"{scheme}://{host}{path}"

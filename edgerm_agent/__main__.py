@@ -1,4 +1,8 @@
-"""`edgerm-agent CONFIG.toml` / `python -m edgerm_agent CONFIG.toml`: run the Linux agent."""
+"""`edgerm-agent CONFIG.toml` / `python -m edgerm_agent CONFIG.toml`: run the Linux agent.
+
+A start-up failure (config, checkpoint, work dir) is one line on stderr and exit code 2; Ctrl-C
+(SIGINT) ends it with 130 and no traceback. While it runs, it logs to stderr (docs/agent.md).
+"""
 
 from __future__ import annotations
 
@@ -38,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"work_dir {config.work_dir}: {e.strerror or e} ({e.filename or ''}): "
                      "point work_dir at a writable directory")
     except KeyboardInterrupt:
+        return 130
+    except BaseExceptionGroup as group:
+        # Trio hands a Ctrl-C that lands in a nursery over inside a group.
+        if group.split(KeyboardInterrupt)[1] is not None:
+            raise
         return 130
     return 0
 

@@ -98,6 +98,51 @@ class AgentConfig:
         return "coap" if urlsplit(self.master_url).scheme == "coap" else "websocket"
 
 
+# The keys each table may hold (docs/agent.md). Any other key is an error that names it: a typo
+# ("[master] uri = ...") must not silently leave a default in place, nor be reported as the
+# required key it was meant to be. `attributes` holds free labels and is not listed.
+_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"name", "work_dir", "master", "resources", "attributes", "devices",
+                   "executors", "docker", "wasm", "timing", "coap"}),
+    "master": frozenset({"url", "token", "max_payload"}),
+    "resources": frozenset({"cpus", "mem_mb", "disk_mb", "reserved_cpus", "reserved_mem_mb",
+                            "reserved_disk_mb", "ports"}),
+    "devices": frozenset({"name", "kind", "shares", "unit", "path", "constant", "sine", "file",
+                          "scale"}),
+    "sine": frozenset({"mean", "amplitude", "period_s"}),
+    "executors": frozenset({"enabled"}),
+    "docker": frozenset({"host", "pull"}),
+    "wasm": frozenset({"default_mem_mb", "stack_kb", "fetch_attempts", "fetch_retry_s"}),
+    "timing": frozenset({"call_timeout_s", "backoff_initial_s", "backoff_max_s", "heartbeat_s"}),
+    "coap": frozenset({"ack_timeout_s", "max_retransmit", "block_size"}),
+}
+
+
+def _check_keys(raw: Any, table: str, where: str) -> None:
+    """Refuse keys the table does not have, naming the key and the ones it has."""
+    if not isinstance(raw, dict):
+        return  # the table's own check says what it must be
+    known = _KEYS[table]
+    for key in raw:
+        if key not in known:
+            name = f"{where}.{key}" if where else key
+            scope = f"[{where}]" if where else "the top level"
+            raise ConfigError(f"unknown key {name!r} ({scope} takes "
+                              f"{', '.join(sorted(known))}): fix the name (docs/agent.md)")
+
+
+def _check_all_keys(raw: dict[str, Any]) -> None:
+    _check_keys(raw, "", "")
+    for table in ("master", "resources", "executors", "docker", "wasm", "timing", "coap"):
+        _check_keys(raw.get(table), table, table)
+    devices = raw.get("devices")
+    if isinstance(devices, list):
+        for i, d in enumerate(devices):
+            _check_keys(d, "devices", f"devices[{i}]")
+            if isinstance(d, dict):
+                _check_keys(d.get("sine"), "sine", f"devices[{i}].sine")
+
+
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     try:
         with open(path, "rb") as f:
@@ -185,6 +230,7 @@ def _device(raw: Any, i: int) -> DeviceConfig:
 def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
     import socket
 
+    _check_all_keys(raw)
     master = raw.get("master") or {}
     if not isinstance(master, dict):
         raise ConfigError("master: expected a table")

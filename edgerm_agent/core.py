@@ -9,7 +9,8 @@ The shell asks `next_call(now)` for the next signed call, sends it, and feeds ba
 or a WebSocket push) go to `receive_push(data, now)`. `get_timer()` is the one deadline at which
 `handle_timer(now)` wants to run (the next heartbeat or the end of a back-off). Everything the
 shell must *do* comes out of `next_event()`: launch or kill a task, fetch a module, a module chunk
-that arrived. Executors report back with `task_changed()` and `publish()`.
+that arrived, a refusal by the master to log (`Refused`). Executors report back with
+`task_changed()` and `publish()`.
 
 What goes out next, by priority:
  1. `register` when the session is not registered (boot, `ReRegister`, UNAUTHENTICATED);
@@ -67,6 +68,7 @@ from edgerm.wire import (
 __all__ = [
     "AgentCore", "CoreConfig", "OutgoingCall", "TaskRecord",
     "LaunchTask", "KillTask", "FetchModule", "ModuleChunk", "ModuleFailed", "Registered",
+    "Refused",
     "Event", "TERMINAL_STATES", "EXECUTOR_OF_KIND",
 ]
 
@@ -197,7 +199,21 @@ class Registered:
     fresh: bool
 
 
-Event = LaunchTask | KillTask | FetchModule | ModuleChunk | ModuleFailed | Registered
+@dataclass(frozen=True)
+class Refused:
+    """The master refused a call with an error: for the shell to log. `call` is the call's
+    kind, `fresh` marks a first registration (signed with the token's key), `retry_at` is when
+    the core tries again (None: it does not retry this call)."""
+
+    call: str
+    code: int
+    message: str
+    fresh: bool
+    retry_at: float | None
+
+
+Event = (LaunchTask | KillTask | FetchModule | ModuleChunk | ModuleFailed | Registered
+         | Refused)
 
 
 @dataclass(frozen=True)
@@ -427,6 +443,8 @@ class AgentCore:
         if reply.HasField("error"):
             self._in_flight = None
             self._on_error(flight, reply, now)
+            self._events.append(Refused(flight.kind, reply.error.code, reply.error.message,
+                                        flight.fresh, self._retry_at))
             return
         key = self.secret
         if flight.kind == "register" and flight.fresh and reply.HasField("registered"):
@@ -630,8 +648,10 @@ class AgentCore:
             self.registered = False
             self._failures += 1
             self._back_off(now)
-            if self._failures == 1:
-                self._retry_at = now  # re-register at once the first time
+            if self._failures == 1 and not flight.fresh:
+                # Re-register at once the first time (the master restarted or forgot us). A
+                # refused first registration (wrong token) will not pass by retrying: back off.
+                self._retry_at = now
             return
         if flight.kind == "module" and flight.module is not None and code in (
                 pb.NOT_FOUND, pb.BAD_REQUEST, pb.TOO_LARGE):

@@ -12,6 +12,10 @@ running task (`executor.run(ctx)`). The call loop is the only place that sends c
 Error handling: a link error or a timeout is a failed call (the core backs off); a bad reply is
 counted and dropped by the core; an executor that raises fails only its task (FAILED
 EXECUTOR_ERROR). Nothing a master, a task or the Docker engine does stops the agent.
+
+What the operator sees: a refusal by the master is logged every time with its reason and what
+to do (a wrong token: ERROR, retried with back-off up to `timing.backoff_max_s`); losing the
+master is one WARNING, its return one INFO line (not one line per failed call).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from edgerm_agent.core import (
     LaunchTask,
     ModuleChunk,
     ModuleFailed,
+    Refused,
     Registered,
 )
 from edgerm_agent.executors.base import MAX_MESSAGE, TaskContext, tail_text
@@ -248,6 +253,34 @@ class Agent:
             elif isinstance(ev, Registered):
                 log.info("registered as agent %d%s", ev.agent_id, " (new)" if ev.fresh else "")
                 self.registered.set()
+            elif isinstance(ev, Refused):
+                self._log_refusal(ev)
+
+    def _log_refusal(self, ev: Refused) -> None:
+        """One line per refusal: what the master said, what to do, when the agent tries again.
+        The core's back-off bounds how often this is logged."""
+        url = self.config.master_url
+        try:
+            code = pb.ErrorCode.Name(ev.code)
+        except ValueError:
+            code = str(ev.code)
+        again = ""
+        if ev.retry_at is not None:
+            again = f"; trying again in {max(0.0, ev.retry_at - trio.current_time()):.0f} s"
+        if ev.call == "register" and ev.fresh and ev.code == pb.UNAUTHENTICATED:
+            hint = ("" if self.config.token else
+                    " (this agent has no token: set master.token in its config)")
+            log.error("the master at %s refused to register this agent: %s: %s%s%s", url, code,
+                      ev.message, hint, again)
+        elif ev.code == pb.UNSUPPORTED:
+            log.error("the master at %s refused a %s call: %s: %s; run an agent and a master "
+                      "of matching versions%s", url, ev.call, code, ev.message, again)
+        elif ev.code == pb.UNAUTHENTICATED:
+            log.warning("the master at %s does not accept this agent's identity (%s: %s); "
+                        "registering again%s", url, code, ev.message, again)
+        else:
+            log.warning("the master at %s refused a %s call: %s: %s%s", url, ev.call, code,
+                        ev.message, again)
 
     # -- modules -------------------------------------------------------------------------------
 
@@ -355,9 +388,18 @@ class Agent:
                         reply = await self.link.call(out.data)
             except (LinkError, trio.TooSlowError) as e:
                 log.debug("call %s seq %d failed: %s", out.kind, out.seq, e)
+                if not self._master_lost:
+                    self._master_lost = True
+                    log.warning("no reply from the master at %s (%s); retrying with back-off",
+                                self.config.master_url,
+                                e if str(e) else f"no answer within {timeout:g} s")
                 core.call_failed(trio.current_time())
             else:
+                if self._master_lost:
+                    self._master_lost = False
+                    log.info("the master at %s answers again", self.config.master_url)
                 core.receive_reply(reply, trio.current_time())
 
     _observe_pending = False
+    _master_lost = False
 

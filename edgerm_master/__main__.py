@@ -4,6 +4,10 @@ print one JSON ready line to stdout once CoAP and WebSocket are bound:
     {"event": "ready", "coap": "127.0.0.1:5683", "ws": "127.0.0.1:5690"}
 
 SIGINT/SIGTERM stop it cleanly; SIGKILL loses nothing that was acknowledged (see store.py).
+
+What it logs goes to stderr (loggers `edgerm.master.*`, docs/master.md "Logs"). A start-up
+failure (bad flags or config, a port in use, an unusable data dir) is one line on stderr,
+`edgerm-master: <what is wrong>; <what to do>`, and exit code 2 (configuration) or 1.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import sys
 
 import trio
 
 from edgerm_master.config import ConfigError, liveness_problem, parse_args
-from edgerm_master.service import MasterService
+from edgerm_master.service import ListenError, MasterService
+
+log = logging.getLogger("edgerm.master")
 
 
 def _fmt(addr: tuple[str, int]) -> str:
@@ -32,7 +39,7 @@ async def _run(service: MasterService, generated: dict[str, str]) -> None:
         print(json.dumps({"event": "ready", "coap": _fmt(coap), "ws": _fmt(ws)}), flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
-                logging.getLogger("edgerm_master").info("stopping")
+                log.info("stopping", extra={"event": "stopping"})
                 nursery.cancel_scope.cancel()
                 break
 
@@ -46,20 +53,42 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not (config.agent_tokens and config.framework_tokens):
-        logging.getLogger("edgerm_master").warning(
+        log.warning(
             "no agent or framework token configured: nobody can connect (use --dev to "
             "generate tokens)")
     problem = liveness_problem(config)
     if problem:
-        logging.getLogger("edgerm_master").warning("%s", problem)
+        log.warning("%s", problem)
     try:
         trio.run(_run, MasterService(config), generated)
     except KeyboardInterrupt:
         pass
-    except OSError as e:
-        print(f"edgerm-master: {e}", file=sys.stderr)
+    except (OSError, sqlite3.Error, ListenError, ExceptionGroup) as e:
+        problem = _startup_problem(e, config.data_dir)
+        if problem is None:
+            raise
+        print(f"edgerm-master: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _startup_problem(e: BaseException, data_dir: str) -> str | None:
+    """The one line to print for a failure to start (a port, the data dir), else None (a bug:
+    let its traceback out). Trio's nurseries hand the failure over wrapped in groups."""
+    while isinstance(e, ExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    if isinstance(e, ListenError):
+        return str(e)
+    # The store's files: SQLite's own errors, or an OSError naming a file.
+    if isinstance(e, sqlite3.Error) or (isinstance(e, OSError) and e.filename):
+        what = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        where = (f" ({e.filename})" if isinstance(e, OSError) and e.filename
+                 and e.filename != data_dir else "")
+        return (f"data dir {data_dir}{where}: {what}; --data-dir must be a writable directory "
+                "with free space")
+    if isinstance(e, OSError):
+        return str(e)
+    return None
 
 
 if __name__ == "__main__":

@@ -71,8 +71,9 @@ _FLAG_TO_FIELD = {
 }
 
 
-def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None = None
-                ) -> MasterConfig:
+def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None = None,
+                source: str = "config") -> MasterConfig:
+    """`source` names the TOML text in errors ("config /etc/edgerm/master.toml")."""
     cfg = MasterConfig()
     fields = {f.name: f for f in dataclasses.fields(MasterConfig)}
     values: dict[str, Any] = {}
@@ -80,32 +81,32 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
         try:
             values.update(tomllib.loads(toml_text))
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config: {e}") from None
+            raise ConfigError(f"{source}: not valid TOML ({e}): fix the syntax") from None
     values.update(overrides or {})
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"config: unknown key {key!r}")
+            raise ConfigError(f"{source}: unknown key {key!r} (docs/master.md lists the keys)")
         default = getattr(cfg, key)
         if isinstance(default, list):
             if isinstance(value, str):
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"config: {key} must be a list of strings")
+                raise ConfigError(f"{source}: {key} must be a list of strings")
         elif isinstance(default, dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"config: {key} must be a table")
+                raise ConfigError(f"{source}: {key} must be a table")
         elif isinstance(default, bool):
             if not isinstance(value, bool):
-                raise ConfigError(f"config: {key} must be true or false")
+                raise ConfigError(f"{source}: {key} must be true or false")
         elif isinstance(default, int):
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"config: {key} must be an integer")
+                raise ConfigError(f"{source}: {key} must be an integer")
         elif isinstance(default, float):
             if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"config: {key} must be a number")
+                raise ConfigError(f"{source}: {key} must be a number")
             value = float(value)
         elif isinstance(default, str) and not isinstance(value, str):
-            raise ConfigError(f"config: {key} must be a string")
+            raise ConfigError(f"{source}: {key} must be a string")
         setattr(cfg, key, value)
     if cfg.heartbeat_ms <= 0:
         raise ConfigError("heartbeat_ms must be > 0")
@@ -158,13 +159,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[MasterConfig, dict[str, s
             with open(args.config, encoding="utf-8") as f:
                 text = f.read()
         except OSError as e:
-            raise ConfigError(f"config: {e}") from None
+            raise ConfigError(f"config {args.config}: {e.strerror or e}") from None
     overrides = {}
     for flag, field in _FLAG_TO_FIELD.items():
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
-    cfg = load_config(text, overrides)
+    cfg = load_config(text, overrides, f"config {args.config}" if args.config else "config")
     generated: dict[str, str] = {}
     if args.dev:
         for field in ("agent_tokens", "framework_tokens", "operator_tokens"):

@@ -24,6 +24,13 @@ is `removing` until its last task is terminal.
 
 Memory: one `Agent` (slots, small ints, the encoded registration) per agent; tasks, commands and
 offers exist only while they do. No per-agent protobuf message is kept.
+
+Logging: the core logs what happens (registrations, refusals, subscriptions, task and agent state
+changes) through the stdlib `logging` module, which does no I/O of its own: the handler the
+process configures does (docs/master.md, "Logs"). Every line carries its facts as `extra=` fields
+(`event`, `agent_id`, `framework_id`, `task_id`, `peer`, ...) for structured output. The steady
+heartbeat path logs nothing; refusals are rate-limited per subject (`_RefusalLog`), never dropped
+without a count.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import hmac
+import logging
 import math
 import os
 from collections import deque
@@ -112,6 +120,59 @@ _T_RELEASE = 7
 _REPLY_OVERHEAD = 32
 # The smallest allocation gap: a burst of events triggers one round, not one per event.
 _ALLOC_MIN_GAP_S = 0.02
+
+
+# Loggers by subject, so an operator can turn one up or down.
+log_agents = logging.getLogger("edgerm.master.agents")
+log_frameworks = logging.getLogger("edgerm.master.frameworks")
+log_tasks = logging.getLogger("edgerm.master.tasks")
+log_operator = logging.getLogger("edgerm.master.operator")
+
+# Refusals logged per subject (agents, frameworks, operator) within one window; more are counted
+# and summed up in one line when the window ends. A fleet with a wrong token or a flood of forged
+# calls cannot fill the disk, and the operator still sees how many there were and the last reason.
+_REFUSALS_PER_WINDOW = 10
+_REFUSAL_WINDOW_S = 10.0
+
+
+class _RefusalLog:
+    """Rate-limited refusal lines (sans-IO: time is the `now` of the call being refused)."""
+
+    __slots__ = ("_window_start", "_logged", "_suppressed", "_last")
+
+    def __init__(self) -> None:
+        self._window_start: dict[str, float] = {}
+        self._logged: dict[str, int] = {}
+        self._suppressed: dict[str, int] = {}
+        self._last: dict[str, str] = {}
+
+    def log(self, logger: logging.Logger, level: int, now: float, text: str,
+            extra: dict[str, Any]) -> None:
+        key = logger.name
+        if now - self._window_start.get(key, -math.inf) >= _REFUSAL_WINDOW_S:
+            self.flush(now, key)
+            self._window_start[key] = now
+            self._logged[key] = 0
+        if self._logged[key] < _REFUSALS_PER_WINDOW:
+            self._logged[key] += 1
+            logger.log(level, "%s", text, extra=extra)
+        else:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            self._last[key] = text
+
+    def flush(self, now: float, only: str | None = None) -> None:
+        """Sum up the refusals not logged in windows that have ended (or `only`'s)."""
+        for key in [only] if only is not None else list(self._suppressed):
+            n = self._suppressed.get(key, 0)
+            if not n:
+                continue
+            if only is None and now - self._window_start.get(key, -math.inf) < _REFUSAL_WINDOW_S:
+                continue
+            logging.getLogger(key).warning(
+                "%d more refusals in %g s not logged one by one; the last: %s", n,
+                _REFUSAL_WINDOW_S, self._last[key],
+                extra={"event": "refusals_suppressed", "count": n})
+            del self._suppressed[key]
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,6 +352,28 @@ def _executor_mask(executors: Iterable[int]) -> int:
     return mask
 
 
+def _code_name(code: int) -> str:
+    try:
+        return str(E.Name(code))
+    except ValueError:
+        return str(code)
+
+
+def _reason_name(reason: int) -> str:
+    try:
+        return str(R.Name(reason))
+    except ValueError:
+        return str(reason)
+
+
+def _agent_name(agent: Agent) -> str:
+    """The agent's name (decoded from its registration: for log lines on rare events only)."""
+    try:
+        return decode(pb.Register, agent.info).name
+    except DecodeError:
+        return "?"
+
+
 def _error_reply(code: int, text: str, seq: int = 0) -> pb.AgentReply:
     return pb.AgentReply(seq=seq, error=pb.Error(code=code, message=text))  # type: ignore[arg-type]
 
@@ -337,6 +420,9 @@ class Master:
         self._outbox: list[ToFramework | ToAgent | CloseFramework] = []
         self._push: set[int] = set()
         self._now = 0.0
+        # The address of the caller being handled (for log lines only; "" when unknown).
+        self._peer = ""
+        self._refusal_log = _RefusalLog()
         self._alloc_due = 0.0
         self._last_alloc = -math.inf
         self.records_emitted = 0
@@ -534,6 +620,7 @@ class Master:
     def handle_timer(self, now: float) -> None:
         cfg = self.config
         self._now = now
+        self._refusal_log.flush(now)
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, kind, key = heapq.heappop(timers)
@@ -559,6 +646,11 @@ class Master:
                 fw = self.frameworks.get(key)
                 if (fw is not None and fw.conn is None and not fw.removing
                         and now >= fw.disconnected_at + fw.failover_s):
+                    log_frameworks.info(
+                        "framework %s %r removed: it did not come back within its failover "
+                        "timeout (%g s)", fw.framework_id, fw.name, fw.failover_s,
+                        extra={"event": "framework_removed", "framework_id": fw.framework_id,
+                               "why": "failover_timeout"})
                     self._remove_framework(fw, now)
             elif kind == _T_RETRY:
                 fw = self.frameworks.get(key)
@@ -591,10 +683,13 @@ class Master:
 
     # ----------------------------------------------------------------------------- agents
 
-    def agent_call(self, data: bytes, now: float, transport: str = "coap") -> AgentResult:
-        """One AgentCall from the network (untrusted bytes) -> the reply to send back."""
+    def agent_call(self, data: bytes, now: float, transport: str = "coap", peer: str = ""
+                   ) -> AgentResult:
+        """One AgentCall from the network (untrusted bytes) -> the reply to send back. `peer`
+        (the caller's address) only goes into log lines."""
         self.stats["agent_calls"] += 1
         self._now = now
+        self._peer = peer
         if len(data) > self.config.agent_message_max:
             return self._agent_error(E.TOO_LARGE, f"AgentCall of {len(data)} bytes is over the "
                                      f"limit of {self.config.agent_message_max}")
@@ -688,6 +783,12 @@ class Master:
     def _agent_error(self, code: int, text: str, agent: Agent | None = None,
                      seq: int = 0) -> AgentResult:
         self.stats["agent_errors"] += 1
+        who = f"agent {agent.agent_id}" if agent is not None else "an agent"
+        self._refusal_log.log(
+            log_agents, logging.WARNING, self._now,
+            f"refused a call from {who} at {self._peer or '?'}: {_code_name(code)}: {text}",
+            {"event": "agent_refused", "agent_id": agent.agent_id if agent else 0,
+             "peer": self._peer, "code": _code_name(code)})
         reply = _error_reply(code, text, seq)
         if agent is not None:
             return AgentResult(sign(reply, agent.secret), code, agent.agent_id)
@@ -775,6 +876,11 @@ class Master:
         self.allocator.add_agent(aid, total)
         self._timer(now + self.config.unreachable_after_s, _T_AGENT_CHECK, aid)
         self._alloc_soon(now)
+        log_agents.info("agent %d %r registered over %s from %s", aid, reg.name, transport,
+                        self._peer or "?",
+                        extra={"event": "agent_registered", "agent_id": aid,
+                               "agent_name": reg.name, "transport": transport,
+                               "peer": self._peer})
         return self._reply(agent, seq, self._registered(agent, master_nonce))
 
     def _registered(self, agent: Agent, master_nonce: bytes = b"") -> pb.Registered:
@@ -797,6 +903,14 @@ class Master:
             reported[rep.task] = rep.state
         # Checks done; from here on the call is applied.
         aid = agent.agent_id
+        was = _AGENT_STATE_NAMES.get(agent.state, "?")
+        if not agent.synced:
+            was += ", recovered from the store"
+        log_agents.info("agent %d %r re-registered over %s from %s (was %s, reports %d tasks)",
+                        aid, reg.name, transport, self._peer or "?", was, len(reported),
+                        extra={"event": "agent_reregistered", "agent_id": aid,
+                               "agent_name": reg.name, "transport": transport,
+                               "peer": self._peer, "was": was})
         agent.seq = seq
         self._record(rec.ReregisterAgent(aid, seq))
         agent.synced = True
@@ -952,6 +1066,11 @@ class Master:
 
     def _mark_unreachable(self, agent: Agent, now: float) -> None:
         aid = agent.agent_id
+        log_agents.warning(
+            "agent %d %r is UNREACHABLE: nothing heard for %g s; its %d tasks are UNREACHABLE, "
+            "LOST if it stays away %g s", aid, _agent_name(agent), now - agent.last_seen,
+            len(agent.tasks or ()), self.config.lost_after_s,
+            extra={"event": "agent_unreachable", "agent_id": aid})
         agent.state = UNREACHABLE_STATE
         agent.unreachable_since = now
         self._record(rec.MarkAgentUnreachable(aid, now))
@@ -974,6 +1093,12 @@ class Master:
         self._record(rec.MarkAgentReachable(aid))
         if agent.synced:
             self.allocator.set_agent_active(aid, True)
+        if reported is None:
+            # (A re-registration logs itself, saying what the agent was.)
+            log_agents.info("agent %d %r is reachable again (over %s from %s)", aid,
+                            _agent_name(agent), agent.transport, self._peer or "?",
+                            extra={"event": "agent_reachable", "agent_id": aid,
+                                   "peer": self._peer})
         if reported is None and any(t.state == TS.UNREACHABLE
                                     for t in (agent.tasks or {}).values()):
             # Heard from, but not told what runs: the agent may have restarted meanwhile (a
@@ -1005,6 +1130,10 @@ class Master:
 
     def _mark_lost(self, agent: Agent, now: float) -> None:
         aid = agent.agent_id
+        log_agents.warning("agent %d %r is LOST: unreachable for %g s; its %d tasks are LOST",
+                           aid, _agent_name(agent), now - agent.unreachable_since,
+                           len(agent.tasks or ()),
+                           extra={"event": "agent_lost", "agent_id": aid})
         agent.state = LOST_STATE
         self._record(rec.MarkAgentLost(aid))
         for task in list((agent.tasks or {}).values()):
@@ -1147,6 +1276,14 @@ class Master:
         """Move a task (the table must allow it), durably; tell its framework unless
         `announce` is false (a silent return from UNREACHABLE, see `_restore_task`)."""
         check_transition(task.state, state)
+        if log_tasks.isEnabledFor(logging.INFO):  # (the arguments cost more than the check)
+            log_tasks.info("task %r of %s on agent %d: %s -> %s%s%s", task.task_id,
+                           task.framework_id, task.agent_id, state_name(task.state),
+                           state_name(state), f" ({_reason_name(reason)})" if reason else "",
+                           f": {message}" if message else "",
+                           extra={"event": "task_state", "framework_id": task.framework_id,
+                                  "task_id": task.task_id, "agent_id": task.agent_id,
+                                  "state": state_name(state), "reason": _reason_name(reason)})
         task.state = state
         task.prev_state = prev
         task.reason = reason
@@ -1248,10 +1385,12 @@ class Master:
 
     # ----------------------------------------------------------------------------- frameworks
 
-    def framework_call(self, conn: int, data: bytes, now: float) -> None:
-        """One FrameworkCall (untrusted bytes) on connection `conn`; answers go to the outbox."""
+    def framework_call(self, conn: int, data: bytes, now: float, peer: str = "") -> None:
+        """One FrameworkCall (untrusted bytes) on connection `conn`; answers go to the outbox.
+        `peer` (the connection's address) only goes into log lines."""
         self.stats["framework_calls"] += 1
         self._now = now
+        self._peer = peer
         if conn in self.conns:
             self._framework_call(conn, data, now)
             return
@@ -1303,6 +1442,10 @@ class Master:
             return
         fw.conn = None
         fw.disconnected_at = now
+        log_frameworks.info(
+            "framework %s %r disconnected%s", fid, fw.name,
+            "" if fw.removing else f"; it keeps its tasks for {fw.failover_s:g} s (failover)",
+            extra={"event": "framework_disconnected", "framework_id": fid})
         self.allocator.set_framework_active(fid, False)
         for oid in list(fw.offers):
             self._remove_offer(self.offers[oid], rescind=False)
@@ -1311,6 +1454,16 @@ class Master:
 
     def _fw_error(self, conn: int, call_id: int, code: int, text: str) -> None:
         self.stats["framework_errors"] += 1
+        fid = self.conns.get(conn, "")
+        who = f"framework {fid}" if fid else f"framework connection {conn}"
+        # A refused login is the operator's business; a refused call mostly a race the
+        # framework handles (an offer that just expired).
+        level = logging.WARNING if code in (E.UNAUTHENTICATED, E.FORBIDDEN) else logging.INFO
+        self._refusal_log.log(
+            log_frameworks, level, self._now,
+            f"refused a call from {who} at {self._peer or '?'}: {_code_name(code)}: {text}",
+            {"event": "framework_refused", "framework_id": fid, "peer": self._peer,
+             "code": _code_name(code)})
         self._outbox.append(ToFramework(conn, pb.FrameworkEvent(
             call_id=call_id, error=pb.Error(code=code, message=text))))  # type: ignore[arg-type]
 
@@ -1321,7 +1474,9 @@ class Master:
         cfg = self.config
         sub = call.subscribe
         if not tokens_match(sub.token, cfg.framework_tokens):
-            self._fw_error(conn, call.call_id, E.UNAUTHENTICATED, "wrong framework token")
+            self._fw_error(conn, call.call_id, E.UNAUTHENTICATED,
+                           ("wrong framework token" if sub.token else "no framework token "
+                            "given") + ": subscribe with one of the master's framework_tokens")
             return
         check_text(sub.name, "Subscribe.name")
         check_text(sub.role, "Subscribe.role")
@@ -1372,6 +1527,13 @@ class Master:
             self.allocator.add_framework(fid, role, fw.weight)
         fw.conn = conn
         self.conns[conn] = fw.framework_id
+        log_frameworks.info("framework %s %r (role %s) %s from %s", fw.framework_id, fw.name,
+                            fw.role, "re-subscribed" if call.framework_id else "subscribed",
+                            self._peer or "?",
+                            extra={"event": "framework_subscribed",
+                                   "framework_id": fw.framework_id, "framework_name": fw.name,
+                                   "role": fw.role, "failover": bool(call.framework_id),
+                                   "peer": self._peer})
         self.allocator.set_framework_active(fw.framework_id, True)
         self._send(fw, pb.FrameworkEvent(call_id=call.call_id, subscribed=pb.Subscribed(
             framework_id=fw.framework_id, heartbeat_interval_s=cfg.framework_heartbeat_s,
@@ -1483,6 +1645,12 @@ class Master:
             self.modules[mod[0]].refs += 1
         task.launch_cid = self._enqueue(agent, None, launch=task)
         self.stats["tasks_launched"] += 1
+        if log_tasks.isEnabledFor(logging.INFO):
+            log_tasks.info("task %r of %s launched on agent %d: STAGING", ti.task_id,
+                           fw.framework_id, agent.agent_id,
+                           extra={"event": "task_state", "framework_id": fw.framework_id,
+                                  "task_id": ti.task_id, "agent_id": agent.agent_id,
+                                  "state": "STAGING", "reason": ""})
 
     def _decline(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
         dec = call.decline
@@ -1557,6 +1725,9 @@ class Master:
             self._forget_task(fw, task)
 
     def _teardown(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
+        log_frameworks.info("framework %s %r tore itself down", fw.framework_id, fw.name,
+                            extra={"event": "framework_removed",
+                                   "framework_id": fw.framework_id, "why": "teardown"})
         self._remove_framework(fw, now)
 
     def _revive(self, fw: Framework, call: pb.FrameworkCall, now: float) -> None:
@@ -1635,6 +1806,10 @@ class Master:
         if any(t.state not in TERMINAL for t in fw.tasks.values()):
             return
         self._record(rec.RemoveFramework(fw.framework_id))
+        log_frameworks.info("framework %s %r forgotten: none of its tasks is left",
+                            fw.framework_id, fw.name,
+                            extra={"event": "framework_forgotten",
+                                   "framework_id": fw.framework_id})
         self.allocator.remove_framework(fw.framework_id)
         del self.frameworks[fw.framework_id]
 
@@ -1690,17 +1865,25 @@ class Master:
 
     # ----------------------------------------------------------------------------- operator
 
-    def cluster_state(self, data: bytes, now: float) -> tuple[int, bytes]:
+    def cluster_state(self, data: bytes, now: float, peer: str = "") -> tuple[int, bytes]:
         """A StateRequest -> (0, encoded ClusterState) or (error code, encoded Error)."""
         try:
             req = decode(pb.StateRequest, data, Limits(max_input=4096))
         except DecodeError as e:
-            return E.BAD_REQUEST, encode(pb.Error(code=E.BAD_REQUEST,
-                                                  message=f"bad StateRequest: {e}"))
+            return self._state_refused(E.BAD_REQUEST, f"bad StateRequest: {e}", now, peer)
         if not tokens_match(req.token, self.config.operator_tokens):
-            return E.UNAUTHENTICATED, encode(pb.Error(code=E.UNAUTHENTICATED,
-                                                      message="wrong operator token"))
+            return self._state_refused(
+                E.UNAUTHENTICATED, ("wrong operator token" if req.token else "no operator token "
+                                    "given") + ": ask with one of the master's operator_tokens",
+                now, peer)
         return 0, encode(self.state_view(now))
+
+    def _state_refused(self, code: int, text: str, now: float, peer: str) -> tuple[int, bytes]:
+        self._refusal_log.log(
+            log_operator, logging.WARNING, now,
+            f"refused a state request from {peer or '?'}: {_code_name(code)}: {text}",
+            {"event": "state_refused", "peer": peer, "code": _code_name(code)})
+        return code, encode(pb.Error(code=code, message=text))  # type: ignore[arg-type]
 
     def state_view(self, now: float) -> pb.ClusterState:
         cs = pb.ClusterState(now=now, version=VERSION)

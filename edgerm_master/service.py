@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +44,9 @@ from edgerm_master.defaults import MasterConfig
 from edgerm_master.modules import ModuleReader, parse_hex
 from edgerm_master.store import Store
 
-__all__ = ["MasterService", "ERROR_TO_COAP"]
+__all__ = ["MasterService", "ERROR_TO_COAP", "ListenError", "peer_address"]
 
-log = logging.getLogger("edgerm_master")
+log = logging.getLogger("edgerm.master.service")
 
 E = pb.ErrorCode
 ERROR_TO_COAP = {
@@ -75,6 +75,30 @@ class _Close:
 
 
 _CLOSE = _Close()
+
+
+class ListenError(Exception):
+    """A port the master must serve on cannot be bound (in use, not allowed, no such address).
+    The message says which and what to do."""
+
+
+async def _listen(what: str, flag: str, host: str, port: int,
+                  start: Callable[[], Awaitable[Any]]) -> Any:
+    """`await start()` (a server's `nursery.start`), its bind failure as a `ListenError`."""
+    try:
+        return await start()
+    except (OSError, ExceptionGroup) as e:
+        # serve_websocket binds inside a nursery of its own: its OSError comes in a group.
+        error = e
+        while isinstance(error, ExceptionGroup):
+            matched, rest = error.split(OSError)
+            if matched is None or rest is not None or len(matched.exceptions) != 1:
+                raise
+            error = matched.exceptions[0]
+        assert isinstance(error, OSError)
+        raise ListenError(
+            f"cannot serve {what} on {host}:{port}: {error.strerror or error}; stop what uses "
+            f"that port or choose another with {flag} (0 picks a free one)") from None
 
 
 class MasterService:
@@ -125,8 +149,12 @@ class MasterService:
                          rt="edgerm.module")
                 site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
                 self.coap_server = CoapServer(site)
-                coap_addr = await nursery.start(self.coap_server.serve, cfg.host, cfg.coap_port)
-                ws_addr = await nursery.start(functools_partial(
+                server = self.coap_server
+                coap_addr = await _listen(
+                    "CoAP", "--coap-port", cfg.host, cfg.coap_port,
+                    lambda: nursery.start(server.serve, cfg.host, cfg.coap_port))
+                ws_addr = await _listen("WebSocket", "--ws-port", cfg.host, cfg.ws_port,
+                                        lambda: nursery.start(functools_partial(
                     serve_websocket,
                     {"/agent": self._ws_agent, "/framework": self._ws_framework,
                      "/state": self._ws_state},
@@ -138,7 +166,7 @@ class MasterService:
                         max_connections_per_source=cfg.ws_max_connections_per_source or None),
                     # An agent that reconnected calls when its next heartbeat is due.
                     first_message_timeouts={"/agent": cfg.ws_first_message_s + cfg.heartbeat_s
-                                            * (1.0 + cfg.jitter_fraction)}))
+                                            * (1.0 + cfg.jitter_fraction)})))
                 ws_port = ws_addr[1]
                 task_status.started(((coap_addr[0], coap_addr[1]), (cfg.host, ws_port)))
         finally:
@@ -290,7 +318,8 @@ class MasterService:
         bad = self._check_format(request)
         if bad is not None:
             return bad
-        result = self.core.agent_call(request.payload, self.clock(), "coap")
+        result = self.core.agent_call(request.payload, self.clock(), "coap",
+                                      peer_address(request.remote))
         data = await self._agent_result(result)
         # An authenticated call may have changed state (its seq at least) even if it failed:
         # its answer is kept for retransmissions; an unauthenticated error keeps no CoAP state.
@@ -301,7 +330,8 @@ class MasterService:
         bad = self._check_format(request)
         if bad is not None:
             return bad
-        result = self.core.agent_call(request.payload, self.clock(), "coap")
+        result = self.core.agent_call(request.payload, self.clock(), "coap",
+                                      peer_address(request.remote))
         data = await self._agent_result(result)
         observe = False
         if result.error == 0 and result.agent_id and request.observation is not None:
@@ -334,7 +364,8 @@ class MasterService:
         return Response(Code.CONTENT, data, _OCTET_STREAM)
 
     async def _coap_state(self, request: Request) -> Response:
-        code, data = self.core.cluster_state(request.payload, self.clock())
+        code, data = self.core.cluster_state(request.payload, self.clock(),
+                                             peer_address(request.remote))
         if code == 0:
             return Response(Code.CONTENT, data, CONTENT_FORMAT_CBOR)
         return Response(ERROR_TO_COAP.get(code, Code.BAD_REQUEST), data, CONTENT_FORMAT_CBOR)
@@ -347,18 +378,19 @@ class MasterService:
 
     async def _ws_state(self, ws: WsConnection) -> None:
         msg = await ws.receive()
-        code, data = self.core.cluster_state(msg, self.clock())
+        code, data = self.core.cluster_state(msg, self.clock(), peer_address(ws.remote))
         await ws.send(data)
 
     async def _ws_agent(self, ws: WsConnection) -> None:
         send, receive = trio.open_memory_channel[bytes | _Close](256)
         agent_id = 0
+        peer = peer_address(ws.remote)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._ws_writer, ws, receive)
             try:
                 while True:
                     msg = await ws.receive()
-                    result = self.core.agent_call(msg, self.clock(), "websocket")
+                    result = self.core.agent_call(msg, self.clock(), "websocket", peer)
                     data = await self._agent_result(result)
                     if not agent_id and not result.agent_id:
                         # No agent has proven itself on this connection and this call did
@@ -392,6 +424,7 @@ class MasterService:
 
     async def _ws_framework(self, ws: WsConnection) -> None:
         conn = next(self._conn_ids)
+        peer = peer_address(ws.remote)
         send, receive = trio.open_memory_channel[bytes | _Close](_FRAMEWORK_QUEUE)
         self._fw_queues[conn] = send
         try:
@@ -400,7 +433,7 @@ class MasterService:
                 nursery.start_soon(self._ws_pinger, conn)
                 while True:
                     msg = await ws.receive()
-                    self.core.framework_call(conn, msg, self.clock())
+                    self.core.framework_call(conn, msg, self.clock(), peer)
                     self._after_core()
         finally:
             self._fw_queues.pop(conn, None)
@@ -428,6 +461,17 @@ class MasterService:
                 q.send_nowait(ping)
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 return
+
+
+def peer_address(remote: Any) -> str:
+    """"host:port" of a CoAP address tuple or a trio-websocket Endpoint, for log lines."""
+    if isinstance(remote, tuple) and len(remote) >= 2:
+        host, port = str(remote[0]), remote[1]
+    elif remote is not None and hasattr(remote, "address"):
+        host, port = str(remote.address), remote.port
+    else:
+        return ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def functools_partial(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:

@@ -57,6 +57,33 @@ def test_garbled_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], text
     assert err.startswith(f"edgerm-agent: config {tmp_path / 'agent.toml'}: ") and expect in err
 
 
+@pytest.mark.parametrize("text, expect", [
+    # A typo is named as such, not reported as the required key it was meant to be.
+    ("master_url = 'ws://h:1/agent'\n", "unknown key 'master_url' (the top level takes "),
+    ("[master]\nuri = 'ws://h:1/agent'\n", "unknown key 'master.uri' ([master] takes "
+                                             "max_payload, token, url)"),
+    ("[master]\nurl = 'ws://h:1/agent'\n[timing]\nheartbeat = 2\n",
+     "unknown key 'timing.heartbeat'"),
+    ("[master]\nurl = 'ws://h:1/agent'\n[[devices]]\nname = 't'\nconstant = 1\nunits = 'C'\n",
+     "unknown key 'devices[0].units'"),
+])
+def test_unknown_key_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
+                              expect: str) -> None:
+    code, err = run_main(capsys, write_config(tmp_path, text))
+    assert code == 2
+    assert err.startswith(f"edgerm-agent: config {tmp_path / 'agent.toml'}: {expect}")
+    assert "master.url: required" not in err
+
+
+def test_the_real_process_names_an_unknown_key(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "[master]\nurl = 'ws://h:1/agent'\ntokn = 'x'\n")
+    out = subprocess.run([sys.executable, "-m", "edgerm_agent", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"edgerm-agent: config {config}: unknown key 'master.tokn' ")
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
 GOOD_TASK = {"task": 1, "spec": "a0", "state": 3}
 
 
