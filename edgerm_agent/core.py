@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -159,7 +158,6 @@ class _InFlight:
     fresh: bool = False            # register without identity
     nonce: bytes = b""             # fresh register: ours, for deriving the secret
     command_ack: int = 0           # heartbeat: the ack it carried
-    resources: bool = False        # heartbeat: carried resources/attributes
     update_id: int = 0
     module: pb.ModuleRequest | None = None
 
@@ -188,9 +186,6 @@ class AgentCore:
         self.heartbeat_s = config.heartbeat_s
         self.jitter_s = 0.0
         self._acked_command_ack = 0
-        self._resources_dirty = False
-        self._resources = config.resources
-        self._attributes = list(config.attributes)
         self._in_flight: _InFlight | None = None
         self._failures = 0
         self._refusals = 0  # unsigned refusals of our re-registration in a row
@@ -259,14 +254,6 @@ class AgentCore:
         self.registered = False
         self._retry_at = None
         self._next_heartbeat = now
-
-    def set_resources(self, resources: pb.Resources,
-                      attributes: Iterable[pb.Attribute] | None = None) -> None:
-        """The agent's totals changed: the next heartbeat carries them."""
-        self._resources = resources
-        if attributes is not None:
-            self._attributes = list(attributes)
-        self._resources_dirty = True
 
     def task_changed(self, task: int, state: int, *, reason: int = pb.REASON_UNSPECIFIED,
                      message: str = "", exit_code: int = 0) -> bool:
@@ -365,8 +352,6 @@ class AgentCore:
         elif flight.kind == "heartbeat":
             if flight.command_ack > self._acked_command_ack:
                 self._acked_command_ack = flight.command_ack
-            if flight.resources:
-                self._resources_dirty = False
         elif flight.kind == "module" and flight.module is not None:
             if reply.HasField("module") and reply.module.sha256 == flight.module.sha256:
                 m = reply.module
@@ -425,8 +410,7 @@ class AgentCore:
             call = pb.AgentCall(module=req)
             return self._send(call, _InFlight(0, "module", module=req))
         ack_due = self.command_ack > self._acked_command_ack
-        if self._resources_dirty or (ack_due and (
-                not self._updates or self._updates_ahead_of_ack >= _UPDATES_BEFORE_ACK)):
+        if ack_due and (not self._updates or self._updates_ahead_of_ack >= _UPDATES_BEFORE_ACK):
             return self._heartbeat_call()
         head = self._updates.head()
         if head is not None:
@@ -447,7 +431,7 @@ class AgentCore:
         if not self.registered:
             return True
         return bool(self._want_observe or self._module_requests or self._updates
-                    or self.command_ack > self._acked_command_ack or self._resources_dirty)
+                    or self.command_ack > self._acked_command_ack)
 
     def _send(self, call: pb.AgentCall, flight: _InFlight) -> OutgoingCall:
         self.seq += 1
@@ -469,8 +453,8 @@ class AgentCore:
     def _register_call(self) -> OutgoingCall:
         reg = pb.Register(name=self.config.name, protocol_version=PROTOCOL_VERSION,
                           max_payload=self.config.max_payload)
-        reg.resources.CopyFrom(self._resources)
-        reg.attributes.extend(self._attributes)
+        reg.resources.CopyFrom(self.config.resources)
+        reg.attributes.extend(self.config.attributes)
         reg.executors.extend(self.config.executors)
         fresh = not (self.agent_id and self.secret)
         if fresh:
@@ -496,13 +480,8 @@ class AgentCore:
         hb = pb.Heartbeat()
         if self.command_ack != self._acked_command_ack:
             hb.command_ack = self.command_ack
-        carried = self._resources_dirty
-        if carried:
-            hb.resources.CopyFrom(self._resources)
-            hb.attributes.extend(self._attributes)
         return self._send(pb.AgentCall(heartbeat=hb),
-                          _InFlight(0, "heartbeat", command_ack=self.command_ack,
-                                    resources=carried))
+                          _InFlight(0, "heartbeat", command_ack=self.command_ack))
 
     def _schedule_heartbeat(self, now: float) -> None:
         jitter = self._rng.uniform(-self.jitter_s, self.jitter_s) if self.jitter_s else 0.0
@@ -571,7 +550,6 @@ class AgentCore:
         self.jitter_s = reg.jitter_ms / 1000.0
         self.registered = True
         self._acked_command_ack = self.command_ack if not fresh else 0
-        self._resources_dirty = False
         self._drop_acked(reg.update_ack)
         self._updates.next_id = max(self._updates.next_id, reg.update_ack + 1)
         head = self._updates.head()
@@ -646,7 +624,7 @@ class AgentCore:
             if other.task != rec.task and not other.terminal:
                 used_cpus += other.spec.resources.cpus
                 used_mem += other.spec.resources.mem_mb
-        have = self._resources
+        have = self.config.resources
         eps = 1e-9
         if want.cpus > 0 and used_cpus + want.cpus > have.cpus + eps:
             return pb.RESOURCES_UNAVAILABLE, (
