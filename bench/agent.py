@@ -26,14 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgerm.wire import pb  # noqa: E402
-from edgerm_agent.testing import BUSYBOX_IMAGE  # noqa: E402
-from edgerm_master.testing import MasterProcess  # noqa: E402
-from tests.agent.cluster import (  # noqa: E402
-    AgentProcess,
-    docker_spec,
-    open_framework,
-    wasm_spec,
-)
+from edgerm_agent.testing import BUSYBOX_IMAGE, AgentProcess  # noqa: E402
+from edgerm_master.testing import docker_spec, wasm_spec  # noqa: E402
+from edgerm_master.testing_io import MasterProcess, open_framework  # noqa: E402
 
 TS = pb.TaskState
 

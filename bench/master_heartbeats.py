@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from edgerm.wire import decode, derive_secret, pb, sign, token_key  # noqa: E402
-from edgerm_master.testing import MasterProcess  # noqa: E402
+from edgerm_master.testing_io import MasterProcess  # noqa: E402
 
 
 def emit(metric: str, value: float, unit: str, goal: str = "") -> None:

@@ -28,7 +28,8 @@ Two layouts of the agent's bytecode are measured:
 - micro_agent.code_size_mpy: the agent's modules compiled by micro_agent/build.py; goal <= 16 KB.
 
 Run: `python bench/micro_agent.py` (about a minute). The master is the scripted CoAP master of
-the agent's tests (real UDP on loopback, real wire codec).
+the agent's tests (`edgerm_master.testing_scripted_master`: real UDP on loopback, real wire
+codec).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "micro_agent"
+sys.path.insert(0, str(ROOT))
+
+from edgerm_master.testing_scripted_master import ScriptedMaster  # noqa: E402
 
 
 def _load(name: str, path: Path):  # type: ignore[no-untyped-def]
@@ -57,8 +61,6 @@ def _load(name: str, path: Path):  # type: ignore[no-untyped-def]
     return mod
 
 
-scripted = _load("micro_agent_scripted_master",
-                 ROOT / "tests" / "micro_agent" / "scripted_master.py")
 build = _load("micro_agent_build", MICRO / "build.py")
 
 # Mounts the ROMFS image (when ROM is a path) ahead of everything else on sys.path; IMAGE is
@@ -128,7 +130,7 @@ async def _scenario(code: Path, script: str, heap_kb: int, work: Path,
     the sampler finished. Returns (ok, the agent's output)."""
     from edgerm.wire import pb
 
-    m = scripted.ScriptedMaster(heartbeat_ms=200)
+    m = ScriptedMaster(heartbeat_ms=200)
     await m.bind()
     cfg = {"master": f"127.0.0.1:{m.port}", "token": "tok", "name": "bench",
            "heartbeat_ms": 200, "ack_timeout_ms": 300, "max_retransmit": 2, "log_level": 0,

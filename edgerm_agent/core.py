@@ -8,9 +8,9 @@ The shell asks `next_call(now)` for the next signed call, sends it, and feeds ba
 `receive_reply(data, now)` or `call_failed(now)`. Pushed replies (seq 0: an Observe notification
 or a WebSocket push) go to `receive_push(data, now)`. `get_timer()` is the one deadline at which
 `handle_timer(now)` wants to run (the next heartbeat or the end of a back-off). Everything the
-shell must *do* comes out of `next_event()`: launch or kill a task, fetch a module, a module chunk
-that arrived, a refusal by the master to log (`Refused`). Executors report back with
-`task_changed()` and `publish()`.
+shell must *do* comes out of `next_event()` (`edgerm_agent.events`): launch or kill a task, fetch
+a module, a module chunk that arrived, a refusal by the master to log (`Refused`). Executors
+report back with `task_changed()` and `publish()`.
 
 What goes out next, by priority:
  1. `register` when the session is not registered (boot, `ReRegister`, UNAUTHENTICATED);
@@ -25,7 +25,8 @@ After a failed call nothing is sent until the back-off ends (exponential, capped
 
 Rules this file keeps (and tests check):
 - Commands are applied once each, in id order; `Launch` is idempotent by task number.
-- Updates are numbered from one counter, kept until `update_ack` covers them, sent oldest first.
+- Updates are numbered from one counter, kept until `update_ack` covers them, sent oldest first
+  (`edgerm_agent.updates.UpdateQueue`).
 - Every call after the first registration carries agent_id, seq (strictly growing) and mac;
   replies with a wrong mac or seq are dropped and count as a failed call.
 - seq never goes back, not even across a restart, so no recorded call becomes valid again (the
@@ -47,7 +48,6 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -64,13 +64,20 @@ from edgerm.wire import (
     token_key,
     verify,
 )
+from edgerm_agent.events import (
+    Event,
+    FetchModule,
+    KillTask,
+    LaunchTask,
+    ModuleChunk,
+    ModuleFailed,
+    OutgoingCall,
+    Refused,
+    Registered,
+)
+from edgerm_agent.updates import UpdateQueue
 
-__all__ = [
-    "AgentCore", "CoreConfig", "OutgoingCall", "TaskRecord",
-    "LaunchTask", "KillTask", "FetchModule", "ModuleChunk", "ModuleFailed", "Registered",
-    "Refused",
-    "Event", "TERMINAL_STATES", "EXECUTOR_OF_KIND",
-]
+__all__ = ["AgentCore", "CoreConfig", "TaskRecord", "TERMINAL_STATES", "EXECUTOR_OF_KIND"]
 
 TERMINAL_STATES = frozenset({pb.FINISHED, pb.FAILED, pb.KILLED, pb.ERROR, pb.LOST, pb.DROPPED})
 
@@ -146,85 +153,6 @@ class TaskRecord:
         return EXECUTOR_OF_KIND.get(self.spec.WhichOneof("kind") or "", pb.EXECUTOR_UNSPECIFIED)
 
 
-# ---------------------------------------------------------------------------------------------
-# Events (core -> shell)
-
-@dataclass(frozen=True)
-class LaunchTask:
-    """Start `task` with `spec`; its STARTING update is already queued."""
-
-    task: int
-    spec: pb.TaskSpec
-
-
-@dataclass(frozen=True)
-class KillTask:
-    """Stop `task` and report it KILLED with `reason`."""
-
-    task: int
-    reason: int = pb.KILL_REQUESTED
-
-
-@dataclass(frozen=True)
-class FetchModule:
-    """Put module `sha256` into the cache ahead of a launch."""
-
-    sha256: bytes
-    size: int
-
-
-@dataclass(frozen=True)
-class ModuleChunk:
-    """A piece of a module, answering `request_module()`."""
-
-    sha256: bytes
-    offset: int
-    total: int
-    data: bytes
-
-
-@dataclass(frozen=True)
-class ModuleFailed:
-    """The master could not give the module asked for with `request_module()`."""
-
-    sha256: bytes
-    message: str
-
-
-@dataclass(frozen=True)
-class Registered:
-    """The session is registered. `fresh`: a new identity (earlier tasks are orphans)."""
-
-    agent_id: int
-    fresh: bool
-
-
-@dataclass(frozen=True)
-class Refused:
-    """The master refused a call with an error: for the shell to log. `call` is the call's
-    kind, `fresh` marks a first registration (signed with the token's key), `retry_at` is when
-    the core tries again (None: it does not retry this call)."""
-
-    call: str
-    code: int
-    message: str
-    fresh: bool
-    retry_at: float | None
-
-
-Event = (LaunchTask | KillTask | FetchModule | ModuleChunk | ModuleFailed | Registered
-         | Refused)
-
-
-@dataclass(frozen=True)
-class OutgoingCall:
-    """A signed AgentCall to send; `data` is the encoded message."""
-
-    seq: int
-    kind: str
-    data: bytes
-
-
 @dataclass
 class _InFlight:
     seq: int
@@ -232,16 +160,8 @@ class _InFlight:
     fresh: bool = False            # register without identity
     nonce: bytes = b""             # fresh register: ours, for deriving the secret
     command_ack: int = 0           # heartbeat: the ack it carried
-    resources: bool = False        # heartbeat: carried resources/attributes
     update_id: int = 0
     module: pb.ModuleRequest | None = None
-
-
-@dataclass
-class _Update:
-    update_id: int
-    status: pb.StatusUpdate | None = None
-    publish: pb.Publish | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,9 +179,8 @@ class AgentCore:
         #: every seq below it may have been used (what the checkpoint holds): see the rules.
         self.seq_bound = 0
         self.command_ack = 0
-        self.update_next = 1
         self.tasks: dict[int, TaskRecord] = {}
-        self._updates: deque[_Update] = deque()
+        self._updates = UpdateQueue()
         self._events: deque[Event] = deque()
         self._module_requests: deque[pb.ModuleRequest] = deque()
         self._want_observe = False
@@ -269,9 +188,6 @@ class AgentCore:
         self.heartbeat_s = config.heartbeat_s
         self.jitter_s = 0.0
         self._acked_command_ack = 0
-        self._resources_dirty = False
-        self._resources = config.resources
-        self._attributes = list(config.attributes)
         self._in_flight: _InFlight | None = None
         self._failures = 0
         self._refusals = 0  # unsigned refusals of our re-registration in a row
@@ -301,8 +217,8 @@ class AgentCore:
             "seq": self.seq,
             "seq_bound": self.seq_bound,
             "command_ack": self.command_ack,
-            "update_next": self.update_next,
-            "updates": [self._update_to_json(u) for u in self._updates],
+            "update_next": self._updates.next_id,
+            "updates": self._updates.to_json(),
             "tasks": [
                 {"task": t.task, "spec": encode(t.spec).hex(), "state": t.state,
                  "reason": t.reason, "message": t.message, "exit_code": t.exit_code,
@@ -310,13 +226,6 @@ class AgentCore:
                 for t in self.tasks.values()
             ],
         }
-
-    @staticmethod
-    def _update_to_json(u: _Update) -> dict[str, Any]:
-        if u.status is not None:
-            return {"status": encode(u.status).hex()}
-        assert u.publish is not None
-        return {"publish": encode(u.publish).hex()}
 
     def _restore(self, snap: dict[str, Any]) -> None:
         self.agent_id = int(snap.get("agent_id", 0))
@@ -330,14 +239,7 @@ class AgentCore:
         self.dirty = True
         self.command_ack = int(snap.get("command_ack", 0))
         self._acked_command_ack = self.command_ack
-        self.update_next = int(snap.get("update_next", 1))
-        for raw in snap.get("updates", []):
-            if "status" in raw:
-                st = decode(pb.StatusUpdate, bytes.fromhex(raw["status"]))
-                self._updates.append(_Update(st.update_id, status=st))
-            else:
-                p = decode(pb.Publish, bytes.fromhex(raw["publish"]))
-                self._updates.append(_Update(p.update_id, publish=p))
+        self._updates.load(snap.get("updates", []), int(snap.get("update_next", 1)))
         for raw in snap.get("tasks", []):
             rec = TaskRecord(
                 task=int(raw["task"]), spec=decode(pb.TaskSpec, bytes.fromhex(raw["spec"])),
@@ -354,14 +256,6 @@ class AgentCore:
         self.registered = False
         self._retry_at = None
         self._next_heartbeat = now
-
-    def set_resources(self, resources: pb.Resources,
-                      attributes: Iterable[pb.Attribute] | None = None) -> None:
-        """The agent's totals changed: the next heartbeat carries them."""
-        self._resources = resources
-        if attributes is not None:
-            self._attributes = list(attributes)
-        self._resources_dirty = True
 
     def task_changed(self, task: int, state: int, *, reason: int = pb.REASON_UNSPECIFIED,
                      message: str = "", exit_code: int = 0) -> bool:
@@ -381,18 +275,14 @@ class AgentCore:
         rec = self.tasks.get(task)
         if rec is None:
             return False
-        queued = sum(1 for u in self._updates if u.publish is not None)
-        if queued >= self.config.max_queued_publishes:
+        if self._updates.publishes() >= self.config.max_queued_publishes:
             return False
-        uid = self._next_update_id()
-        self._updates.append(_Update(uid, publish=pb.Publish(
-            update_id=uid, task=task, data=data, topic=topic)))
+        self._updates.add_publish(task, data, topic)
         self.dirty = True
         return True
 
     def publish_room(self) -> int:
-        queued = sum(1 for u in self._updates if u.publish is not None)
-        return max(0, self.config.max_queued_publishes - queued)
+        return max(0, self.config.max_queued_publishes - self._updates.publishes())
 
     def request_module(self, sha256: bytes, offset: int, length: int = 0) -> None:
         """Ask the master for a piece of a module over the call channel (WebSocket)."""
@@ -466,8 +356,6 @@ class AgentCore:
         elif flight.kind == "heartbeat":
             if flight.command_ack > self._acked_command_ack:
                 self._acked_command_ack = flight.command_ack
-            if flight.resources:
-                self._resources_dirty = False
         elif flight.kind == "module" and flight.module is not None:
             if reply.HasField("module") and reply.module.sha256 == flight.module.sha256:
                 m = reply.module
@@ -526,31 +414,16 @@ class AgentCore:
             call = pb.AgentCall(module=req)
             return self._send(call, _InFlight(0, "module", module=req))
         ack_due = self.command_ack > self._acked_command_ack
-        if self._resources_dirty or (ack_due and (
-                not self._updates or self._updates_ahead_of_ack >= _UPDATES_BEFORE_ACK)):
+        if ack_due and (not self._updates or self._updates_ahead_of_ack >= _UPDATES_BEFORE_ACK):
             return self._heartbeat_call()
-        if self._updates:
+        head = self._updates.head()
+        if head is not None:
             if ack_due:
                 self._updates_ahead_of_ack += 1
-            u = self._updates[0]
-            call = pb.AgentCall()
-            if u.status is not None:
-                call.status.CopyFrom(u.status)
-            else:
-                assert u.publish is not None
-                call.publish.CopyFrom(u.publish)
-            return self._send(call, _InFlight(0, "update", update_id=u.update_id))
+            return self._send(head.call(), _InFlight(0, "update", update_id=head.update_id))
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
             return self._heartbeat_call()
         return None
-
-    def verify_push(self, data: bytes) -> bool:
-        """Cheap check used by shells that route pushes: a decodable, authentic seq-0 reply."""
-        try:
-            reply = decode(pb.AgentReply, data, _REPLY_LIMITS)
-        except DecodeError:
-            return False
-        return bool(self.secret) and verify(reply, self.secret)
 
     @property
     def pending_updates(self) -> int:
@@ -562,7 +435,7 @@ class AgentCore:
         if not self.registered:
             return True
         return bool(self._want_observe or self._module_requests or self._updates
-                    or self.command_ack > self._acked_command_ack or self._resources_dirty)
+                    or self.command_ack > self._acked_command_ack)
 
     def _send(self, call: pb.AgentCall, flight: _InFlight) -> OutgoingCall:
         self.seq += 1
@@ -584,8 +457,8 @@ class AgentCore:
     def _register_call(self) -> OutgoingCall:
         reg = pb.Register(name=self.config.name, protocol_version=PROTOCOL_VERSION,
                           max_payload=self.config.max_payload)
-        reg.resources.CopyFrom(self._resources)
-        reg.attributes.extend(self._attributes)
+        reg.resources.CopyFrom(self.config.resources)
+        reg.attributes.extend(self.config.attributes)
         reg.executors.extend(self.config.executors)
         fresh = not (self.agent_id and self.secret)
         if fresh:
@@ -595,17 +468,14 @@ class AgentCore:
         else:
             # The id of our oldest unacknowledged update (or the next new one): the master
             # treats everything below it as delivered, so it must not skip queued updates.
-            reg.update_next = self._first_unacked_update()
+            reg.update_next = self._updates.first_unacked()
             for rec in sorted(self.tasks.values(), key=lambda r: r.task):
                 # Non-terminal tasks, and terminal ones whose final update the master may not
                 # have yet: otherwise it would fail a finished task as AGENT_RESTARTED.
-                if not rec.terminal or rec.update_id >= self._first_unacked_update():
+                if not rec.terminal or rec.update_id >= self._updates.first_unacked():
                     reg.tasks.append(pb.TaskReport(task=rec.task, state=cast(Any, rec.state)))
         return self._send(pb.AgentCall(register=reg),
                           _InFlight(0, "register", fresh=fresh, nonce=reg.nonce))
-
-    def _first_unacked_update(self) -> int:
-        return self._updates[0].update_id if self._updates else self.update_next
 
     def _heartbeat_call(self) -> OutgoingCall:
         if self._stale:
@@ -614,13 +484,8 @@ class AgentCore:
         hb = pb.Heartbeat()
         if self.command_ack != self._acked_command_ack:
             hb.command_ack = self.command_ack
-        carried = self._resources_dirty
-        if carried:
-            hb.resources.CopyFrom(self._resources)
-            hb.attributes.extend(self._attributes)
         return self._send(pb.AgentCall(heartbeat=hb),
-                          _InFlight(0, "heartbeat", command_ack=self.command_ack,
-                                    resources=carried))
+                          _InFlight(0, "heartbeat", command_ack=self.command_ack))
 
     def _schedule_heartbeat(self, now: float) -> None:
         jitter = self._rng.uniform(-self.jitter_s, self.jitter_s) if self.jitter_s else 0.0
@@ -659,8 +524,7 @@ class AgentCore:
             return
         if flight.kind == "update" and code in (pb.BAD_REQUEST, pb.TOO_LARGE, pb.NOT_FOUND):
             # The master will never take this update; keeping it would block the queue.
-            if self._updates and self._updates[0].update_id == flight.update_id:
-                self._updates.popleft()
+            if self._updates.drop_refused(flight.update_id):
                 self.dirty = True
             return
         # UNAVAILABLE, INTERNAL, UNSUPPORTED, anything else: try again later.
@@ -673,8 +537,7 @@ class AgentCore:
         self.secret = b""
         self.command_ack = 0
         self._acked_command_ack = 0
-        self._updates.clear()
-        self.update_next = 1
+        self._updates.reset()
         for rec in self.tasks.values():
             if not rec.terminal:
                 self._events.append(KillTask(rec.task, pb.AGENT_RESTARTED))
@@ -693,27 +556,19 @@ class AgentCore:
         self.jitter_s = reg.jitter_ms / 1000.0
         self.registered = True
         self._acked_command_ack = self.command_ack if not fresh else 0
-        self._resources_dirty = False
         self._drop_acked(reg.update_ack)
-        self.update_next = max(self.update_next, reg.update_ack + 1)
-        if self._updates and self._updates[0].update_id != reg.update_ack + 1:
+        self._updates.next_id = max(self._updates.next_id, reg.update_ack + 1)
+        head = self._updates.head()
+        if head is not None and head.update_id != reg.update_ack + 1:
             self._renumber(reg.update_ack + 1)
         self._events.append(Registered(self.agent_id, fresh))
         self.dirty = True
 
     def _renumber(self, first: int) -> None:
-        uid = first
-        for u in self._updates:
-            u.update_id = uid
-            msg = u.status if u.status is not None else u.publish
-            assert msg is not None
-            msg.update_id = uid
-            if u.status is not None:
-                rec = self.tasks.get(u.status.task)
-                if rec is not None and rec.state == u.status.state:
-                    rec.update_id = uid
-            uid += 1
-        self.update_next = uid
+        for status in self._updates.renumber(first):
+            rec = self.tasks.get(status.task)
+            if rec is not None and rec.state == status.state:
+                rec.update_id = status.update_id
 
     def _apply_reply(self, reply: pb.AgentReply) -> None:
         self._drop_acked(reply.update_ack)
@@ -726,16 +581,12 @@ class AgentCore:
             self.dirty = True
 
     def _drop_acked(self, update_ack: int) -> None:
-        dropped = False
-        while self._updates and self._updates[0].update_id <= update_ack:
-            self._updates.popleft()
-            dropped = True
-        if dropped:
+        if self._updates.drop_acked(update_ack):
             self._stale = True  # not urgent: see the module docstring
             self._prune_tasks()
 
     def _prune_tasks(self) -> None:
-        first_unacked = self._first_unacked_update()
+        first_unacked = self._updates.first_unacked()
         done = [r.task for r in self.tasks.values()
                 if r.terminal and r.update_id < first_unacked]
         for task in done[: max(0, len(done) - _KEEP_TERMINAL)]:
@@ -779,7 +630,7 @@ class AgentCore:
             if other.task != rec.task and not other.terminal:
                 used_cpus += other.spec.resources.cpus
                 used_mem += other.spec.resources.mem_mb
-        have = self._resources
+        have = self.config.resources
         eps = 1e-9
         if want.cpus > 0 and used_cpus + want.cpus > have.cpus + eps:
             return pb.RESOURCES_UNAVAILABLE, (
@@ -817,15 +668,6 @@ class AgentCore:
         self._queue_status(rec)
 
     def _queue_status(self, rec: TaskRecord) -> None:
-        uid = self._next_update_id()
-        rec.update_id = uid
-        self._updates.append(_Update(uid, status=pb.StatusUpdate(
-            update_id=uid, task=rec.task, state=cast(Any, rec.state),
-            reason=cast(Any, rec.reason),
-            message=rec.message, exit_code=rec.exit_code)))
+        rec.update_id = self._updates.add_status(rec.task, rec.state, rec.reason, rec.message,
+                                                 rec.exit_code)
         self.dirty = True
-
-    def _next_update_id(self) -> int:
-        uid = self.update_next
-        self.update_next += 1
-        return uid

@@ -31,9 +31,8 @@ import trio
 from edgerm.wire import DecodeError, pb
 from edgerm_agent.checkpoint import Checkpoint, corrupt
 from edgerm_agent.config import AgentConfig
-from edgerm_agent.core import (
-    AgentCore,
-    CoreConfig,
+from edgerm_agent.core import AgentCore, CoreConfig
+from edgerm_agent.events import (
     FetchModule,
     KillTask,
     LaunchTask,

@@ -1,4 +1,9 @@
-"""Test support for the Linux agent: a private Docker engine with a local busybox image.
+"""Test helpers that do I/O for the Linux agent: the agent as a real process, and a private
+Docker engine with a local busybox image. (The master's side — a master process, frameworks over
+WebSocket — is in `edgerm_master.testing_io`; the sans-IO fakes in `edgerm_master.testing`.)
+
+  `AgentProcess` — `python -m edgerm_agent` with a generated config (start, SIGINT, SIGKILL).
+  `private_docker_engine()` — a dockerd of our own, `BUSYBOX_IMAGE` loaded.
 
 No registry is reachable from the test machines, so the image is a busybox-static root file
 system imported with `docker import` (ENVIRONMENT.md's recipe). The engine runs with its own data
@@ -11,13 +16,14 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["BUSYBOX_IMAGE", "busybox_tar", "private_docker_engine"]
+__all__ = ["AgentProcess", "BUSYBOX_IMAGE", "busybox_tar", "private_docker_engine"]
 
 BUSYBOX_IMAGE = "edgerm-test/busybox:1"
 _APPLETS = ("sh", "echo", "sleep", "cat", "tail", "head", "true", "false", "env", "ls")
@@ -91,3 +97,64 @@ def private_docker_engine(start_timeout_s: float = 30.0) -> Iterator[str]:
         subprocess.run(["umount", str(d / "exec" / "netns" / "default")],
                        stderr=subprocess.DEVNULL, check=False)
         shutil.rmtree(d, ignore_errors=True)
+
+
+class AgentProcess:
+    """`python -m edgerm_agent CONFIG` with a generated config."""
+
+    def __init__(self, work_dir: Path, master_url: str, *, name: str = "agent-1",
+                 token: str = "agent-token", executors: Iterable[str] = ("wasm",),
+                 docker_host: str | None = None, extra: str = "") -> None:
+        self.work_dir = work_dir
+        self.config_path = work_dir.parent / f"{work_dir.name}.toml"
+        ex = ", ".join(f'"{e}"' for e in executors)
+        docker = f'[docker]\nhost = "{docker_host}"\n' if docker_host else ""
+        self.config_path.write_text(f"""
+name = "{name}"
+work_dir = "{work_dir}"
+[master]
+url = "{master_url}"
+token = "{token}"
+[resources]
+cpus = 2
+mem_mb = 1024
+[executors]
+enabled = [{ex}]
+{docker}
+[timing]
+call_timeout_s = 2.0
+backoff_initial_s = 0.1
+backoff_max_s = 0.5
+heartbeat_s = 0.2
+[[devices]]
+name = "temp"
+kind = "sensor"
+unit = "Cel"
+constant = 21.5
+{extra}
+""")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = work_dir.parent / f"{work_dir.name}.log"
+
+    def start(self) -> AgentProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgerm_agent", "-v",
+                                      str(self.config_path)], stdout=log, stderr=log)
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]

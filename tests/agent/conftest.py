@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgerm_agent.testing import BUSYBOX_IMAGE
-from edgerm_master.testing import MasterProcess
+from edgerm_master.testing_io import MasterProcess
 
 REPO = Path(__file__).resolve().parents[2]
 WASM_DIR = REPO / "examples" / "wasm"

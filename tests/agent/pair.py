@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 
 from edgerm.wire import pb
-from edgerm_agent.core import AgentCore, CoreConfig, Event, LaunchTask
+from edgerm_agent.core import AgentCore, CoreConfig
+from edgerm_agent.events import Event, LaunchTask
 from edgerm_master.testing import Cluster, ScriptedFramework
 
 TOKEN = "agent-token"

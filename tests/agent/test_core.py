@@ -8,7 +8,8 @@ import random
 import pytest
 
 from edgerm.wire import decode, derive_secret, encode, pb, sign, token_key, verify
-from edgerm_agent.core import AgentCore, KillTask, LaunchTask, Registered
+from edgerm_agent.core import AgentCore
+from edgerm_agent.events import KillTask, LaunchTask, Registered
 from edgerm_master.core import ACTIVE_STATE
 from edgerm_master.testing import task_info
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 
 from edgerm.wire import pb
-from edgerm_agent.core import AgentCore, Refused
+from edgerm_agent.core import AgentCore
+from edgerm_agent.events import Refused
 
 from .pair import Pair, core_config
 

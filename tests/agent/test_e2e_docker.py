@@ -17,9 +17,10 @@ import trio
 from edgerm.wire import pb
 from edgerm_agent.checkpoint import Checkpoint
 from edgerm_agent.executors.docker import LABEL_AGENT
-from edgerm_master.testing import MasterProcess
+from edgerm_agent.testing import AgentProcess
+from edgerm_master.testing import docker_spec
+from edgerm_master.testing_io import MasterProcess, open_framework
 
-from .cluster import AgentProcess, docker_spec, open_framework
 from .conftest import IMAGE
 
 TS = pb.TaskState
@@ -90,7 +91,7 @@ async def test_agent_sigkill_reattaches_to_running_containers(
             sha = await f.upload(wasm_modules["spin"])
             await f.launch("long", docker_spec(IMAGE, "sleep", "600"))
             await f.launch("short", docker_spec(IMAGE, "sh", "-c", "sleep 2; exit 5"))
-            from .cluster import wasm_spec
+            from edgerm_master.testing import wasm_spec
             await f.launch("wspin", wasm_spec(sha, len(wasm_modules["spin"])))
             for t in ("long", "short", "wspin"):
                 await f.wait_state(t, TS.RUNNING)

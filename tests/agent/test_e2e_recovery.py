@@ -13,9 +13,9 @@ from edgerm.coap.codes import Code
 from edgerm.coap.message import decode_message_untrusted
 from edgerm.transport.coap import open_coap_client
 from edgerm.wire import CONTENT_FORMAT_CBOR, decode, pb
-from edgerm_master.testing import MasterProcess, UdpRelay
-
-from .cluster import AgentProcess, open_framework, wasm_spec
+from edgerm_agent.testing import AgentProcess
+from edgerm_master.testing import wasm_spec
+from edgerm_master.testing_io import MasterProcess, UdpRelay, open_framework
 
 TS = pb.TaskState
 

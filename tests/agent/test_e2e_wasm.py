@@ -10,9 +10,9 @@ import pytest
 import trio
 
 from edgerm.wire import pb
-from edgerm_master.testing import MasterProcess
-
-from .cluster import AgentProcess, open_framework, wasm_spec
+from edgerm_agent.testing import AgentProcess
+from edgerm_master.testing import wasm_spec
+from edgerm_master.testing_io import MasterProcess, open_framework
 
 TS = pb.TaskState
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgerm_master.testing import MasterProcess
+from edgerm_master.testing_io import MasterProcess
 
 REASON = ("UNAUTHENTICATED: first registration not signed with an agent token of this master: "
           "give the agent the token in the master's agent_tokens")

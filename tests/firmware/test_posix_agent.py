@@ -31,7 +31,8 @@ from edgerm.wire import (
     token_key,
     verify,
 )
-from edgerm_master.testing import MasterProcess, ScriptedFramework, UdpRelay, WsFrameworkClient
+from edgerm_master.testing import ScriptedFramework
+from edgerm_master.testing_io import MasterProcess, UdpRelay, WsFrameworkClient
 
 from .conftest import EXAMPLES
 

@@ -8,7 +8,7 @@ subscribe (token check, failover by framework id within a window), accept (answe
 then optionally plays a task's life: STAGING, RUNNING, outputs, a final state, each update with a
 uuid re-sent until acknowledged), upload (`module_stored`), kill, reconcile, decline, teardown,
 and `/state`. Tests also push any event and drop the connection at will. The end-to-end tests use
-the real master (`edgerm_master.testing.MasterProcess`); this one only makes the SDK testable
+the real master (`edgerm_master.testing_io.MasterProcess`); this one only makes the SDK testable
 before and apart from it.
 """
 
@@ -359,7 +359,7 @@ async def wait_for_agents(url: str, names: list[str]) -> None:
 @pytest.fixture(scope="module")
 def real_cluster(tmp_path_factory: pytest.TempPathFactory,
                  wasm_modules: dict[str, bytes]) -> Iterator[RealCluster]:
-    from edgerm_master.testing import MasterProcess
+    from edgerm_master.testing_io import MasterProcess
 
     base = tmp_path_factory.mktemp("cluster")
     master = MasterProcess(str(base / "master"), agent_token=AGENT_TOKEN,

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from edgerm.framework import Disconnected, Framework, ModuleTooLarge
-from edgerm_master.testing import MasterProcess, wasm_module
+from edgerm_master.testing import wasm_module
+from edgerm_master.testing_io import MasterProcess
 
 
 def edgerm(tmp_path: Path, *args: str) -> tuple[int, str]:

@@ -27,7 +27,7 @@ from .conftest import (
 def docker_cluster(tmp_path_factory: pytest.TempPathFactory, docker_engine: str
                    ) -> Iterator[dict[str, str]]:
     from edgerm.cluster import ClusterSettings, linux_agent_toml
-    from edgerm_master.testing import MasterProcess
+    from edgerm_master.testing_io import MasterProcess
 
     base = tmp_path_factory.mktemp("docker-cluster")
     master = MasterProcess(str(base / "master"), agent_token=AGENT_TOKEN,

@@ -27,14 +27,8 @@ from edgerm.coap.message import decode_message_untrusted, encode_message
 from edgerm.coap.options import CONTENT_FORMAT, URI_PATH
 from edgerm.transport.coap import CoapRequestError, open_coap_client
 from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb
-from edgerm_master.testing import (
-    CoapAgentClient,
-    MasterProcess,
-    ScriptedAgent,
-    ScriptedFramework,
-    WsFrameworkClient,
-    task_info,
-)
+from edgerm_master.testing import ScriptedAgent, ScriptedFramework, task_info
+from edgerm_master.testing_io import CoapAgentClient, MasterProcess, WsFrameworkClient
 
 TS = pb.TaskState
 DATAGRAMS = 200_000

@@ -17,15 +17,12 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from edgerm.coap.codes import Code
 from edgerm.transport.coap import open_coap_client
 from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb, sign
-from edgerm_master.testing import (
+from edgerm_master.testing import ScriptedAgent, ScriptedFramework, task_info, wasm_module
+from edgerm_master.testing_io import (
     CoapAgentClient,
     MasterProcess,
-    ScriptedAgent,
-    ScriptedFramework,
     WsAgentClient,
     WsFrameworkClient,
-    task_info,
-    wasm_module,
 )
 
 TS = pb.TaskState

@@ -24,14 +24,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from edgerm.transport.coap import open_coap_client
 from edgerm.wire import decode, encode, pb
-from edgerm_master.testing import (
-    CoapAgentClient,
-    MasterProcess,
-    ScriptedAgent,
-    ScriptedFramework,
-    WsFrameworkClient,
-    task_info,
-)
+from edgerm_master.testing import ScriptedAgent, ScriptedFramework, task_info
+from edgerm_master.testing_io import CoapAgentClient, MasterProcess, WsFrameworkClient
 
 TS = pb.TaskState
 

@@ -23,7 +23,7 @@ def test_disconnects_alone_are_not_failures() -> None:
 async def test_clients_leaving_leave_no_error_in_the_log(tmp_path: Path) -> None:
     from trio_websocket import open_websocket_url
 
-    from edgerm_master.testing import MasterProcess
+    from edgerm_master.testing_io import MasterProcess
 
     master = MasterProcess(str(tmp_path / "m"), heartbeat_ms=200).start()
     try:
@@ -44,7 +44,8 @@ async def test_the_real_master_logs_events_once_with_peer_addresses(tmp_path: Pa
     from trio_websocket import open_websocket_url
 
     from edgerm.wire import encode, pb
-    from edgerm_master.testing import MasterProcess, ScriptedAgent
+    from edgerm_master.testing import ScriptedAgent
+    from edgerm_master.testing_io import MasterProcess
 
     master = MasterProcess(str(tmp_path / "m"), heartbeat_ms=200).start()
     try:

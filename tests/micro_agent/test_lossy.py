@@ -9,10 +9,10 @@ import trio
 
 from edgerm.coap.message import Message
 from edgerm.wire import pb
+from edgerm_master.testing_scripted_master import ScriptedMaster
 
 from .conftest import MICRO, needs_micropython
 from .lossy_relay import LossyRelay
-from .scripted_master import ScriptedMaster
 
 pytestmark = needs_micropython
 

@@ -16,7 +16,8 @@ import trio
 from trio_websocket import open_websocket_url
 
 from edgerm.wire import pb
-from edgerm_master.testing import MasterProcess, ScriptedFramework, UdpRelay, WsFrameworkClient
+from edgerm_master.testing import ScriptedFramework
+from edgerm_master.testing_io import MasterProcess, UdpRelay, WsFrameworkClient
 
 from .conftest import needs_micropython
 

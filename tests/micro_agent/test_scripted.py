@@ -9,9 +9,9 @@ import trio
 
 from edgerm.coap.message import decode_message_untrusted
 from edgerm.wire import pb
+from edgerm_master.testing_scripted_master import ScriptedMaster
 
 from .conftest import needs_micropython
-from .scripted_master import ScriptedMaster
 
 pytestmark = needs_micropython
 

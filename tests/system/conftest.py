@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from edgerm_master.testing import MasterProcess
+from edgerm_master.testing_io import MasterProcess
 
 from .edge import EdgeProcess, start_master
 from .netns import NetnsSockets, NetnsUnavailable, Topology, check_privileges, remove_stale

@@ -18,7 +18,7 @@ import trio
 
 from edgerm import framework as sdk
 from edgerm.wire import pb
-from edgerm_master.testing import MasterProcess
+from edgerm_master.testing_io import MasterProcess
 
 from .netns import CORE_IP, Topology, entered
 

@@ -1,7 +1,8 @@
 /*
- * The Zephyr port of the EdgeRM agent: what its files share. net.c owns the agent, its thread
- * and its lock; settings.c the persistent state; sensors.c the devicetree sensors; wamr_exec.c
- * the WASM executor; shell.c the `edgerm` shell command.
+ * The Zephyr port of the EdgeRM agent: what its files share. agent_thread.c owns the agent, its
+ * lock, the wake-up, the clock and the thread (declared in agent_thread.h); net.c runs the
+ * thread's loop over the master socket; settings.c the persistent state; sensors.c the
+ * devicetree sensors; wamr_exec.c the WASM executor; shell.c the `edgerm` shell command.
  */
 #ifndef EDGERM_ZEPHYR_H
 #define EDGERM_ZEPHYR_H
@@ -38,15 +39,8 @@ void edgerm_wamr_poll(edgerm_agent_t *a, uint64_t now_ms);
 /* Earliest task timeout, or EDGERM_NO_DEADLINE. */
 uint64_t edgerm_wamr_next_deadline_ms(void);
 
-/* net.c */
+/* net.c: start the agent thread (it waits for the provisioning). */
 int edgerm_net_start(void);
-/* The agent lock: every edgerm_agent_* call happens with it held. */
-void edgerm_agent_lock(void);
-bool edgerm_agent_trylock(void);
-void edgerm_agent_unlock(void);
-/* Wake the agent thread (a task ended, a publish was queued). */
-void edgerm_agent_wake(void);
-edgerm_agent_t *edgerm_agent(void);
 /* The shell changed the provisioning: reconnect (and, for another master, register afresh). */
 void edgerm_net_reprovision(const struct edgerm_provision *prov);
 void edgerm_net_forget_identity(void);

@@ -1,12 +1,12 @@
 /*
- * The agent thread: one UDP socket connected to the master, one socketpair to be woken by task
- * threads, and the core driven by datagrams and one deadline - the Zephyr twin of
- * port/posix/main.c. Every edgerm_agent_* call is made with the agent lock held; task threads
- * take it only with K_NO_WAIT (see wamr_exec.c), so a kill that waits for a task thread while
- * holding it cannot deadlock.
+ * The agent thread's loop: one UDP socket connected to the master, the wake-up socket pair of
+ * agent_thread.c (task threads and the shell end its poll early), and the core driven by
+ * datagrams and one deadline - the Zephyr twin of port/posix/main.c. Every edgerm_agent_* call
+ * is made with the agent lock held (agent_thread.h); task threads take it only with K_NO_WAIT
+ * (see wamr_exec.c), so a kill that waits for a task thread while holding it cannot deadlock.
  *
- * Also edgerm_port.h's clock, randomness (the CSPRNG), send and persistence (record and update
- * queue) for Zephyr.
+ * Also edgerm_port.h's randomness (the CSPRNG), send and persistence (record and update queue)
+ * for Zephyr; its clock is in agent_thread.c.
  */
 #include <errno.h>
 #include <string.h>
@@ -16,6 +16,7 @@
 #include <zephyr/net/socket.h>
 #include <zephyr/random/random.h>
 
+#include "agent_thread.h"
 #include "edgerm/agent.h"
 #include "edgerm_zephyr.h"
 #include "wasm_export.h"
@@ -28,8 +29,6 @@ LOG_MODULE_REGISTER(edgerm_net, CONFIG_EDGERM_LOG_LEVEL);
 #error "EdgeRM needs a cryptographically secure RNG (an entropy driver) for registration nonces"
 #endif
 
-static edgerm_agent_t agent;
-static K_MUTEX_DEFINE(agent_lock);
 static K_SEM_DEFINE(provisioned, 0, 1);
 static uint8_t module_mem[CONFIG_EDGERM_MODULE_CACHE_MAX_SLOTS * CONFIG_EDGERM_MODULE_SLOT_SIZE];
 static uint8_t rx[CONFIG_EDGERM_RX_BUF_SIZE];
@@ -40,46 +39,8 @@ static struct edgerm_provision next_prov;
 static atomic_t reprovision;
 static atomic_t forget;
 static int sock = -1;
-static int wake_fds[2] = {-1, -1};
-
-K_THREAD_STACK_DEFINE(agent_stack, CONFIG_EDGERM_AGENT_THREAD_STACK_SIZE);
-static struct k_thread agent_thread;
-
-void edgerm_agent_lock(void)
-{
-	k_mutex_lock(&agent_lock, K_FOREVER);
-}
-
-bool edgerm_agent_trylock(void)
-{
-	return k_mutex_lock(&agent_lock, K_NO_WAIT) == 0;
-}
-
-void edgerm_agent_unlock(void)
-{
-	k_mutex_unlock(&agent_lock);
-}
-
-edgerm_agent_t *edgerm_agent(void)
-{
-	return &agent;
-}
-
-void edgerm_agent_wake(void)
-{
-	uint8_t b = 1;
-
-	if (wake_fds[1] >= 0) {
-		(void)zsock_send(wake_fds[1], &b, 1, ZSOCK_MSG_DONTWAIT);
-	}
-}
 
 /* ---- edgerm_port.h ----------------------------------------------------------------------- */
-
-uint64_t edgerm_port_now_ms(void)
-{
-	return (uint64_t)k_uptime_get();
-}
 
 int edgerm_port_random(void *ctx, uint8_t *buf, size_t len)
 {
@@ -183,7 +144,7 @@ static void start_agent(uint64_t now)
 		.module_slots = CONFIG_EDGERM_MODULE_CACHE_MAX_SLOTS,
 	};
 
-	edgerm_agent_init(&agent, &cfg, have_state ? &stored : NULL, now);
+	edgerm_agent_init(edgerm_agent(), &cfg, have_state ? &stored : NULL, now);
 	LOG_INF("agent %s: %s, %u sensor(s), master [%s]:%u", cfg.name,
 		have_state && stored.agent_id ? "re-registering" : "registering",
 		cfg.devices_count, prov.master, prov.port);
@@ -202,16 +163,18 @@ static void apply_shell_requests(uint64_t now)
 		sock = open_master_socket(&prov);
 		if (other_master) {
 			/* Another master does not know our identity. */
-			edgerm_agent_reset_identity(&agent, now);
+			edgerm_agent_reset_identity(edgerm_agent(), now);
 		}
 	}
 	if (atomic_cas(&forget, 1, 0)) {
-		edgerm_agent_reset_identity(&agent, now);
+		edgerm_agent_reset_identity(edgerm_agent(), now);
 	}
 }
 
 static void agent_main(void *p1, void *p2, void *p3)
 {
+	edgerm_agent_t *agent = edgerm_agent();
+
 	ARG_UNUSED(p1), ARG_UNUSED(p2), ARG_UNUSED(p3);
 
 	k_sem_take(&provisioned, K_FOREVER);
@@ -220,8 +183,7 @@ static void agent_main(void *p1, void *p2, void *p3)
 		LOG_ERR("WAMR thread env");
 		return;
 	}
-	if (zsock_socketpair(AF_UNIX, SOCK_STREAM, 0, wake_fds) < 0) {
-		LOG_ERR("socketpair: %d", errno);
+	if (edgerm_agent_wake_open() < 0) {
 		return;
 	}
 	edgerm_agent_lock();
@@ -233,14 +195,14 @@ static void agent_main(void *p1, void *p2, void *p3)
 	for (;;) {
 		/* The wake socket first: it is polled even while the master socket is down. */
 		struct zsock_pollfd fds[2] = {
-			{.fd = wake_fds[0], .events = ZSOCK_POLLIN},
+			{.fd = edgerm_agent_wake_fd(), .events = ZSOCK_POLLIN},
 			{.fd = sock, .events = ZSOCK_POLLIN},
 		};
 		uint64_t now, deadline, tasks;
 
 		edgerm_agent_lock();
 		now = edgerm_port_now_ms();
-		deadline = edgerm_agent_next_deadline_ms(&agent);
+		deadline = edgerm_agent_next_deadline_ms(agent);
 		tasks = edgerm_wamr_next_deadline_ms();
 		edgerm_agent_unlock();
 		if (tasks < deadline) {
@@ -265,18 +227,15 @@ static void agent_main(void *p1, void *p2, void *p3)
 				}
 				/* A datagram longer than rx arrives cut to sizeof(rx): the core
 				 * rejects it (its CBOR is truncated), counting it. */
-				(void)edgerm_agent_on_datagram(&agent, rx, (size_t)n, now);
+				(void)edgerm_agent_on_datagram(agent, rx, (size_t)n, now);
 			}
 		}
 		if (fds[0].revents & ZSOCK_POLLIN) {
-			uint8_t drain[16];
-
-			while (zsock_recv(wake_fds[0], drain, sizeof(drain), ZSOCK_MSG_DONTWAIT) > 0) {
-			}
+			edgerm_agent_wake_drain();
 		}
-		edgerm_wamr_poll(&agent, now);
-		if (now >= edgerm_agent_next_deadline_ms(&agent)) {
-			edgerm_agent_on_timer(&agent, now);
+		edgerm_wamr_poll(agent, now);
+		if (now >= edgerm_agent_next_deadline_ms(agent)) {
+			edgerm_agent_on_timer(agent, now);
 		}
 		edgerm_agent_unlock();
 	}
@@ -291,9 +250,7 @@ int edgerm_net_start(void)
 	if (r < 0) {
 		return r;
 	}
-	k_thread_create(&agent_thread, agent_stack, K_THREAD_STACK_SIZEOF(agent_stack), agent_main,
-			NULL, NULL, NULL, CONFIG_EDGERM_AGENT_THREAD_PRIORITY, 0, K_NO_WAIT);
-	k_thread_name_set(&agent_thread, "edgerm_agent");
+	edgerm_agent_thread_start(agent_main);
 	if (prov.valid) {
 		k_sem_give(&provisioned);
 	} else {
@@ -304,7 +261,7 @@ int edgerm_net_start(void)
 
 void edgerm_net_reprovision(const struct edgerm_provision *p)
 {
-	if (k_sem_count_get(&provisioned) == 0 && sock < 0 && wake_fds[0] < 0) {
+	if (k_sem_count_get(&provisioned) == 0 && sock < 0 && edgerm_agent_wake_fd() < 0) {
 		/* First provisioning: the agent thread is still waiting for it. */
 		prov = *p;
 		k_sem_give(&provisioned);

@@ -12,6 +12,7 @@
 #include <zephyr/shell/shell.h>
 #include <zephyr/sys/util.h>
 
+#include "agent_thread.h"
 #include "edgerm_zephyr.h"
 
 static const char *const state_names[] = {"registering", "reregistering", "active"};

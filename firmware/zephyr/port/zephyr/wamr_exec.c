@@ -24,6 +24,7 @@
 #include <zephyr/kernel.h>
 #include <zephyr/logging/log.h>
 
+#include "agent_thread.h"
 #include "edgerm/abi.h"
 #include "edgerm/agent.h"
 #include "edgerm_zephyr.h"

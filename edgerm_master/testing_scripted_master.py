@@ -1,15 +1,18 @@
-"""A small scripted CoAP master for the MicroPython agent's tests.
+"""A small scripted CoAP master for the MicroPython agent's tests and benchmark (does I/O: real
+UDP on loopback, Trio). Not the real master (`edgerm_master.core`, run as a process by
+`edgerm_master.testing_io.MasterProcess`): a stand-in whose every step a test can script.
 
 It speaks the agent half of docs/protocol.md over real UDP on loopback, with the real wire codec
-(`edgerm.wire`) and the real CoAP message codec (`edgerm.coap.message`): first registration signed with the
-token's key and a nonce, the secret derived from both nonces (docs/protocol.md,
-"Authentication"), re-registration with agent_id + mac, seq checks, heartbeats with command_ack, commands
-re-sent until acknowledged, status/publish applied exactly once in update_id order, modules by
-GET m/<hex> with Block2, heartbeats as FETCH `c` with Observe 0 and commands pushed at once as
-CON notifications (AgentReply, seq 0, signed). Tests queue commands, read what was applied, make
-it deaf for a while (a master outage), refuse chosen updates with an error (`refuse`), inject
-datagrams at the agent from the master's own address, and glue a notification to an answer
-(`glue`: both sent while the agent is stopped, so they wait in its socket together).
+(`edgerm.wire`) and the real CoAP message codec (`edgerm.coap.message`): first registration
+signed with the token's key and a nonce, the secret derived from both nonces (docs/protocol.md,
+"Authentication"), re-registration with agent_id + mac, seq checks, heartbeats with command_ack,
+commands re-sent until acknowledged, status/publish applied exactly once in update_id order,
+modules by GET m/<hex> with Block2, heartbeats as FETCH `c` with Observe 0 and commands pushed
+at once as CON notifications (AgentReply, seq 0, signed). Tests queue commands, read what was
+applied, make it deaf for a while (a master outage), refuse chosen updates with an error
+(`refuse`), inject datagrams at the agent from the master's own address, and glue a notification
+to an answer (`glue`: both sent while the agent is stopped, so they wait in its socket
+together).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -149,7 +153,7 @@ class ScriptedMaster:
                 await self.sock.sendto(*self._notification(rec))
             self._pending_push.clear()
 
-    def _notification(self, rec: AgentRecord) -> tuple[bytes, object]:
+    def _notification(self, rec: AgentRecord) -> tuple[bytes, Any]:
         """A CON notification to rec's observer with the commands it has not acknowledged."""
         assert rec.observer is not None
         addr, token = rec.observer
@@ -280,8 +284,8 @@ class ScriptedMaster:
                 rec.refused.append(upd.update_id)
                 reply.update_ack = rec.update_ack
                 reply.error.CopyFrom(pb.Error(code=pb.ErrorCode.Name(err), message="refused"))
-                return {pb.BAD_REQUEST: 0x80, pb.NOT_FOUND: 0x84}.get(err, 0xA3), \
-                    sign(reply, rec.secret)
+                codes: dict[int, int] = {pb.BAD_REQUEST: 0x80, pb.NOT_FOUND: 0x84}
+                return codes.get(err, 0xA3), sign(reply, rec.secret)
         if which == "register":
             rec.registrations.append(call.register)
             rec.reg_seqs.append(call.seq)
