@@ -358,16 +358,21 @@ class UdpRelay:
             nursery.start_soon(self._up)
             nursery.start_soon(self._down)
 
+    def passes(self, direction: str, data: bytes) -> bool:
+        """Whether a datagram goes on ("up": agent to master, "down": master to agent).
+        Subclasses that lose datagrams by their own rule override this."""
+        return self.forwarding and (direction == "up" or not self.drop_down)
+
     async def _up(self) -> None:
         while True:
             data, self.client = await self.front.recvfrom(65536)
-            if self.forwarding:
+            if self.passes("up", data):
                 await self.back.sendto(data, self.target)
 
     async def _down(self) -> None:
         while True:
             data, _ = await self.back.recvfrom(65536)
-            if self.forwarding and not self.drop_down and self.client is not None:
+            if self.client is not None and self.passes("down", data):
                 await self.front.sendto(data, self.client)
 
     async def inject(self, data: bytes) -> None:
