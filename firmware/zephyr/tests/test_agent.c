@@ -679,7 +679,8 @@ static void test_launch_kill_publish(void)
 	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 8), EDGERM_FAILED);
 }
 
-static void test_hash_mismatch_and_launch_failure(void)
+/* A fresh agent's first heartbeat is answered with the launch of WASM task 4 (command 1). */
+static void launch_task_4_fresh(void)
 {
 	edgerm_agent_reply_t r;
 
@@ -691,6 +692,13 @@ static void test_hash_mismatch_and_launch_failure(void)
 	r.commands[0] = launch_cmd(0, 1, 4, true);
 	r.commands_count = 1;
 	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020), 0);
+}
+
+static void test_hash_mismatch_and_launch_failure(void)
+{
+	edgerm_agent_reply_t r;
+
+	launch_task_4_fresh();
 	ok_reply(1, 5030); /* STARTING acknowledged */
 	serve_module(5040, true);
 	CHECK_EQ_INT(n_started, 0);
@@ -720,14 +728,7 @@ static void test_module_blocks_retried_on_a_lossy_link(void)
 {
 	edgerm_agent_reply_t r;
 
-	register_fresh();
-	edgerm_agent_on_timer(&agent, 5010);
-	CHECK_EQ_INT(last_call(), 0);
-	memset(&r, 0, sizeof(r));
-	r.seq = call.seq;
-	r.commands[0] = launch_cmd(0, 1, 4, true);
-	r.commands_count = 1;
-	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020), 0);
+	launch_task_4_fresh();
 	ok_reply(1, 5030); /* STARTING acknowledged */
 	/* Two exchanges of each of the module's two blocks go unanswered: four failed exchanges
 	 * in all, but never FETCH_MAX_FAILURES (3) in a row, so the download goes on. */
@@ -850,16 +851,7 @@ static void reboot_and_reregister(uint32_t update_ack, uint64_t now)
  * torn or foreign record is dropped whole. */
 static void test_reboot_keeps_unacknowledged_updates(void)
 {
-	edgerm_agent_reply_t r;
-
-	register_fresh();
-	edgerm_agent_on_timer(&agent, 5010);
-	CHECK_EQ_INT(last_call(), 0);
-	memset(&r, 0, sizeof(r));
-	r.seq = call.seq;
-	r.commands[0] = launch_cmd(0, 1, 4, true);
-	r.commands_count = 1;
-	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020), 0);
+	launch_task_4_fresh();
 	ok_reply(1, 5030); /* STARTING */
 	serve_module(5040, false);
 	CHECK_EQ_INT(edgerm_agent_task_state(&agent, 4), EDGERM_RUNNING);
