@@ -553,7 +553,6 @@ def run_constraints(args: argparse.Namespace, module_bytes: bytes | None = None)
 async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     progress = Progress(out, err, quiet=args.quiet, output_format=args.output)
     try:
-        target = resolve_target(args, need="framework")
         parse_env(args.env)
         if args.timeout < 0:
             raise ValueError(f"--timeout {args.timeout}: must be 0 (none) or more seconds")
@@ -565,6 +564,8 @@ async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             if len(module_bytes) > MAX_MODULE_BYTES:
                 raise ValueError(f"{path}: {module_too_large(len(module_bytes), MAX_MODULE_BYTES)}")
         constraints = run_constraints(args, module_bytes)
+        # The command's own arguments first: a mistake in them is told whatever the environment.
+        target = resolve_target(args, need="framework")
     except (TargetError, ValueError) as e:
         print(f"edgerm run: {e}", file=err)
         return EXIT_USAGE
