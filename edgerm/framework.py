@@ -108,8 +108,8 @@ __all__ = [
     "FrameworkProtocol", "Backoff", "Framework",
 ]
 
-# trio-websocket's default (1 MiB) caps module uploads; modules for small agents are a few KiB,
-# Linux WASM modules well under this.
+# The WebSocket default (1 MiB, WebSocketConfig.max_message_size) would cap module uploads;
+# modules for small agents are a few KiB, Linux WASM modules well under this.
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 
 # The master's default limit on one module (`module_max_bytes`). `upload` checks it before
