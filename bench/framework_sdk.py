@@ -81,8 +81,8 @@ def bench_core(n: int = 20000) -> None:
 
 
 async def bench_launches(launches: int) -> None:
-    from edgerm.cli import fetch_state
-    from edgerm.cluster import ClusterSettings, linux_agent_toml
+    from edgerm_cli.cluster_processes import ClusterSettings, linux_agent_toml
+    from edgerm_cli.listing import fetch_state
     from edgerm_master.testing_io import MasterProcess
 
     module_bytes = (ROOT / "examples" / "wasm" / "build" / "hello.wasm").read_bytes()

@@ -1,5 +1,7 @@
 """EdgeRM shared library: the wire codec (`edgerm.wire`), CoAP and WebSocket transports
-(`edgerm.coap`, `edgerm.transport`), the framework SDK and the `edgerm` CLI."""
+(`edgerm.coap`, `edgerm.transport`), resources and the framework SDK (`edgerm.framework`, on
+`edgerm.framework_protocol` and `edgerm.tasks`). The `edgerm` CLI and the local cluster are
+applications on top of it, in `edgerm_cli`."""
 
 from __future__ import annotations
 

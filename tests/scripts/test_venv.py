@@ -106,6 +106,6 @@ def test_cluster_sh_under_the_system_python_runs_from_the_virtualenv(tmp_path: P
     done = subprocess.run(["bash", str(tmp_path / "scripts" / "cluster.sh"), "--help"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "usage: python -m edgerm.cluster" in done.stdout
+    assert "usage: python -m edgerm_cli.cluster" in done.stdout
     assert "pip install" not in done.stderr and "making a virtualenv" not in done.stderr
     assert not (tmp_path / ".edgerm" / "venv").exists()

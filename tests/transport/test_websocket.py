@@ -197,3 +197,22 @@ def test_backoff_caps_at_maximum() -> None:
     b = Backoff(initial=1, maximum=10, multiplier=3, jitter=0.0)
     rng = random.Random(0)
     assert [b.delay(n, rng) for n in range(5)] == [1, 3, 9, 10, 10]
+
+
+async def test_a_client_without_keepalive_never_pings(autojump_clock: trio.abc.Clock,
+                                                      nursery: trio.Nursery) -> None:
+    # ping_interval=None: a client with a heartbeat of its own (the framework SDK) sends no
+    # pings, so a silent path does not close its connection; its own deadline decides.
+    server_cfg = WebSocketConfig(ping_interval=None)
+    _, port = await nursery.start(lambda task_status: serve_websocket(
+        {"/agent": agent_handler}, "127.0.0.1", 0, config=server_cfg, task_status=task_status))
+    proxy = BlackHoleProxy(port)
+    proxy_port = await nursery.start(proxy.run)
+    client_cfg = WebSocketConfig(ping_interval=None, ping_timeout=1)
+    async with connect_websocket(f"ws://127.0.0.1:{proxy_port}/agent",
+                                 config=client_cfg) as conn:
+        await conn.send(cbor2.dumps({"seq": 1}))
+        assert cbor2.loads(await conn.receive())["ack"] == 1
+        proxy.cut = True
+        await trio.sleep(60)  # with pings, ping_timeout=1 would have closed it long ago
+        assert not conn.closed and not conn.keepalive_failed

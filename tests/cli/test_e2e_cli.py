@@ -12,14 +12,15 @@ from typing import Any
 
 import trio
 
-from edgerm import cli
 from edgerm.framework import OffersEvent
+from edgerm_cli import listing as cli_listing
+from edgerm_cli import main as cli_main
 
 from .conftest import OPERATOR_TOKEN, WASM_DIR
 
 
 async def edgerm(cluster: Any, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process([sys.executable, "-m", "edgerm.cli", *args],
+    return await trio.run_process([sys.executable, "-m", "edgerm_cli", *args],
                                   env=cluster.env(), capture_stdout=True, capture_stderr=True,
                                   check=False)
 
@@ -69,7 +70,7 @@ async def test_a_refused_upload_leaves_no_framework_behind(real_cluster, tmp_pat
                         "refused-upload")
     assert done.returncode == 4, done.stderr.decode()
     assert "the master refused" in done.stderr.decode() and "\\0asm" in done.stderr.decode()
-    state = await cli.fetch_state(real_cluster.url, OPERATOR_TOKEN)
+    state = await cli_listing.fetch_state(real_cluster.url, OPERATOR_TOKEN)
     assert [f for f in state.frameworks if f.name == "refused-upload"] == []
 
 
@@ -81,9 +82,9 @@ async def test_offers_list_their_agents_executors(real_cluster, wasm_modules) ->
                 if isinstance(ev, OffersEvent) and len(ev.offers) == 2:
                     break
         out = io.StringIO()
-        args = cli.build_parser().parse_args(["offers", "--master", real_cluster.url,
+        args = cli_main.build_parser().parse_args(["offers", "--master", real_cluster.url,
                                               "--operator-token", OPERATOR_TOKEN])
-        assert await cli.list_command(args, out) == 0
+        assert await cli_listing.list_command(args, out) == 0
         header, *rows = out.getvalue().splitlines()
         assert header.split() == ["OFFER", "AGENT", "RESOURCES", "DEVICES", "EXECUTORS",
                                   "EXPIRES"]
@@ -116,14 +117,14 @@ async def test_listings(real_cluster, wasm_modules) -> None:
     # The other listings in-process (a Python start-up each is the slow part).
     for what in ("frameworks", "tasks", "offers"):
         out = io.StringIO()
-        args = cli.build_parser().parse_args([what, "--master", real_cluster.url,
+        args = cli_main.build_parser().parse_args([what, "--master", real_cluster.url,
                                               "--operator-token", OPERATOR_TOKEN])
-        assert await cli.list_command(args, out) == 0
+        assert await cli_listing.list_command(args, out) == 0
         assert out.getvalue().split()[0] in ("ID", "TASK", "OFFER")
     out = io.StringIO()
-    args = cli.build_parser().parse_args(["tasks", "--json", "--master", real_cluster.url,
+    args = cli_main.build_parser().parse_args(["tasks", "--json", "--master", real_cluster.url,
                                           "--operator-token", OPERATOR_TOKEN])
-    assert await cli.list_command(args, out) == 0
+    assert await cli_listing.list_command(args, out) == 0
     for task in json.loads(out.getvalue()):
         assert task["task_id"] and task["state"] in ("FINISHED", "FAILED", "KILLED", "RUNNING",
                                                      "STARTING", "STAGING")
@@ -137,7 +138,7 @@ async def test_listing_with_a_wrong_operator_token_fails(real_cluster, wasm_modu
 
 async def test_ctrl_c_kills_the_task_and_exits_130(real_cluster, wasm_modules) -> None:
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "edgerm.cli", "run", "--wasm",
+        [sys.executable, "-m", "edgerm_cli", "run", "--wasm",
          str(WASM_DIR / "build" / "spin.wasm"), "--task-id", "cli-spin"],
         env=real_cluster.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None

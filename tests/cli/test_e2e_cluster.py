@@ -1,9 +1,8 @@
-"""`python -m edgerm.cluster`: the one-command local cluster, as a user runs it."""
+"""`python -m edgerm_cli.cluster`: the one-command local cluster, as a user runs it."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -15,10 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from edgerm import cluster
-from edgerm.cluster import format_reading, linux_agent_toml, load_or_create_tokens
-
-CLUSTER = [sys.executable, "-m", "edgerm.cluster", "--ws-port", "0", "--coap-port", "0",
+CLUSTER = [sys.executable, "-m", "edgerm_cli.cluster", "--ws-port", "0", "--coap-port", "0",
            "--heartbeat-ms", "300"]
 
 
@@ -111,7 +107,7 @@ async def test_keep_running_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path:
                         "linux-agent/agent.toml"):
             assert oct((data / private).stat().st_mode & 0o777) == "0o600", private
         # The CLI finds the cluster through ./.edgerm/cluster.json alone.
-        listing = await trio.run_process([sys.executable, "-m", "edgerm.cli", "agents"],
+        listing = await trio.run_process([sys.executable, "-m", "edgerm_cli", "agents"],
                                          env=env, cwd=tmp_path, capture_stdout=True,
                                          capture_stderr=True, check=False)
         assert listing.returncode == 0, listing.stderr.decode()
@@ -124,7 +120,7 @@ async def test_keep_running_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path:
         argv = run.split()
         assert Path(argv[argv.index("--wasm") + 1]).exists(), hint
         done = await trio.run_process(
-            [sys.executable, "-m", "edgerm.cli", *argv[argv.index("run"):]], env=env,
+            [sys.executable, "-m", "edgerm_cli", *argv[argv.index("run"):]], env=env,
             cwd=tmp_path, capture_stdout=True, capture_stderr=True, check=False)
         assert done.returncode == 0, done.stderr.decode()
         proc.send_signal(signal.SIGINT)
@@ -148,68 +144,3 @@ async def test_keep_running_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path:
     host, port = master.removeprefix("ws://").rsplit(":", 1)
     with pytest.raises(OSError):
         await trio.open_tcp_stream(host, int(port))
-
-
-def test_tokens_are_generated_once_and_kept(tmp_path: Path) -> None:
-    first = load_or_create_tokens(tmp_path)
-    assert first == load_or_create_tokens(tmp_path)
-    assert len({first.agent, first.framework, first.operator}) == 3
-
-
-def test_embedded_agent_config_is_valid_for_the_linux_agent(tmp_path: Path) -> None:
-    import tomllib
-
-    from edgerm.cluster import ClusterSettings
-    from edgerm_agent.config import parse_config
-
-    text = linux_agent_toml("a", "ws://127.0.0.1:5690", "tok", tmp_path, ["wasm", "docker"],
-                            ClusterSettings())
-    config = parse_config(tomllib.loads(text))
-    assert config.master_url == "ws://127.0.0.1:5690/agent"
-    assert config.executors == ("wasm", "docker")
-    assert [d.name for d in config.devices] == ["temp", "humidity"]
-
-
-def test_readings_are_shown_as_numbers() -> None:
-    import struct
-    assert format_reading(struct.pack("<d", 21.456), "Cel") == "21.46 Cel"
-    assert format_reading(b"21.5", "Cel") == "21.50 Cel"
-    assert format_reading(b"21.12345", "") == "21.12"   # 8 bytes of text stay text
-    assert format_reading(b"\x00\x01", "") == "0001"
-
-
-async def test_every_example_wasm_task_is_built(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    # The cluster's hint and the README run examples/wasm/build/hello.wasm: the cluster builds
-    # every example, not only the demo's sampler (here in a copy, as the tests' own fixtures
-    # build them all in the clone).
-    root = cluster.REPO
-    shutil.copytree(root / "examples" / "wasm", tmp_path / "examples" / "wasm",
-                    ignore=shutil.ignore_patterns("build"))
-    (tmp_path / "proto").mkdir()
-    shutil.copy(root / "proto" / "edgerm_task.h", tmp_path / "proto")
-    monkeypatch.setattr(cluster, "WASM_EXAMPLES", tmp_path / "examples" / "wasm")
-    out = io.StringIO()
-    sampler = await cluster.build_sampler(cluster.Console(out))
-    build = tmp_path / "examples" / "wasm" / "build"
-    assert sampler == (build / "sampler.wasm").read_bytes()
-    assert {p.stem for p in build.glob("*.wasm")} == {
-        p.stem for p in (tmp_path / "examples" / "wasm").glob("*.c")}
-    assert "hello.wasm" in out.getvalue()
-
-
-def test_the_cli_hint_says_how_to_reach_the_cluster(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    hello = tmp_path / "hello.wasm"
-    # scripts/cluster.sh made a virtualenv: `edgerm` is there once it is activated.
-    monkeypatch.setenv("EDGERM_CLI_ACTIVATE", str(tmp_path / ".venv" / "bin" / "activate"))
-    hint = cluster.cli_hint((tmp_path / ".edgerm").resolve(), hello)
-    assert "in this directory, first `. .venv/bin/activate`, then try `edgerm agents`" in hint
-    assert "`edgerm run --wasm hello.wasm --arg hi`" in hint
-    # No `edgerm` anywhere: the module; another data directory: EDGERM_HOME.
-    monkeypatch.delenv("EDGERM_CLI_ACTIVATE")
-    monkeypatch.setenv("PATH", str(tmp_path))
-    hint = cluster.cli_hint(tmp_path / "data", None)
-    assert f"first `export EDGERM_HOME={tmp_path / 'data'}`" in hint
-    assert f"`{sys.executable} -m edgerm.cli agents`" in hint and "run --wasm" not in hint

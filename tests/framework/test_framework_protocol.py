@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgerm.framework import (
+from edgerm.framework_protocol import (
     TERMINAL_STATES,
-    Backoff,
     CallAnswered,
     CallError,
     ErrorEvent,
@@ -22,7 +20,6 @@ from edgerm.framework import (
     RescindEvent,
     Subscribed,
     UpdateEvent,
-    endpoint_url,
 )
 from edgerm.wire import decode, encode, pb
 
@@ -104,8 +101,8 @@ def test_updates_with_a_uuid_are_acknowledged_once_delivered_and_resends_hidden(
 
 
 def test_ended_tasks_beyond_the_limit_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
-    import edgerm.framework as framework
-    monkeypatch.setattr(framework, "MAX_ENDED_TASKS", 2)
+    import edgerm.framework_protocol as framework_protocol
+    monkeypatch.setattr(framework_protocol, "MAX_ENDED_TASKS", 2)
     core = subscribed_core()
     core.receive_frame(ev(update=pb.TaskStatus(task_id="live", state=pb.RUNNING)), 1.0)
     for i in range(4):
@@ -216,21 +213,6 @@ def test_refused_first_subscription_raises_the_masters_error() -> None:
     with pytest.raises(CallError, match="UNAUTHENTICATED: wrong token"):
         core.receive_frame(ev(call_id=call.call_id, error=pb.Error(
             code=pb.UNAUTHENTICATED, message="wrong token")), 0.0)
-
-
-def test_backoff_doubles_to_its_cap_with_bounded_jitter() -> None:
-    b = Backoff(first=0.1, cap=1.0, jitter=0.2, rng=random.Random(0))
-    delays = [b.next_delay() for _ in range(6)]
-    for got, base in zip(delays, [0.1, 0.2, 0.4, 0.8, 1.0, 1.0], strict=True):
-        assert base * 0.8 <= got <= base * 1.2
-    b.reset()
-    assert b.next_delay() <= 0.12
-
-
-def test_endpoint_urls() -> None:
-    assert endpoint_url("ws://h:5690", "/framework") == "ws://h:5690/framework"
-    assert endpoint_url("h:5690", "/state") == "ws://h:5690/state"
-    assert endpoint_url("ws://h:5690/framework", "/state") == "ws://h:5690/state"
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,8 +1,8 @@
-"""Offer matching and task builders of the framework SDK (pure functions)."""
+"""`edgerm.tasks`: offer matching and task builders of the framework SDK (pure functions)."""
 
 from __future__ import annotations
 
-from edgerm.framework import (
+from edgerm.tasks import (
     DOCKER,
     WASM,
     Constraints,

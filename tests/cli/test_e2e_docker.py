@@ -26,7 +26,7 @@ from .conftest import (
 @pytest.fixture(scope="module")
 def docker_cluster(tmp_path_factory: pytest.TempPathFactory, docker_engine: str
                    ) -> Iterator[dict[str, str]]:
-    from edgerm.cluster import ClusterSettings, linux_agent_toml
+    from edgerm_cli.cluster_processes import ClusterSettings, linux_agent_toml
     from edgerm_master.testing_io import MasterProcess
 
     base = tmp_path_factory.mktemp("docker-cluster")
@@ -60,7 +60,7 @@ def docker_cluster(tmp_path_factory: pytest.TempPathFactory, docker_engine: str
 
 
 async def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process([sys.executable, "-m", "edgerm.cli", "run", *args], env=env,
+    return await trio.run_process([sys.executable, "-m", "edgerm_cli", "run", *args], env=env,
                                   capture_stdout=True, capture_stderr=True, check=False)
 
 

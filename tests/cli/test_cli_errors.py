@@ -20,7 +20,7 @@ from edgerm_master.testing_io import MasterProcess
 def edgerm(tmp_path: Path, *args: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGERM_")}
     env["EDGERM_HOME"] = str(tmp_path / "home")  # no local cluster file to fall back on
-    proc = subprocess.run([sys.executable, "-m", "edgerm.cli", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "edgerm_cli", *args], capture_output=True,
                           env=env, timeout=60)
     err = proc.stderr.decode().strip()
     assert err.count("\n") == 0 and "Traceback" not in err, err  # one line

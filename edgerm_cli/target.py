@@ -1,0 +1,82 @@
+"""Where the master is and which tokens to use, for every `edgerm` command.
+
+In order: flags (`--master`, `--token`, `--operator-token`), the environment (`EDGERM_MASTER`,
+`EDGERM_TOKEN`, `EDGERM_OPERATOR_TOKEN`), and the state file a local cluster
+(`python -m edgerm_cli.cluster`) writes: `$EDGERM_HOME/cluster.json` when EDGERM_HOME is set, else
+`./.edgerm/cluster.json` (where the cluster keeps it by default), else `~/.edgerm/cluster.json`.
+A malformed address or a missing token is a `TargetError`: one line for the user, raised before
+anything is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgerm.framework import endpoint_url
+
+__all__ = ["DEFAULT_MASTER", "Target", "TargetError", "resolve_target", "state_file"]
+
+DEFAULT_MASTER = "ws://127.0.0.1:5690"
+
+
+def state_file() -> Path:
+    """The file a running local cluster describes itself in (`edgerm_cli.cluster` writes it).
+
+    `$EDGERM_HOME/cluster.json` when EDGERM_HOME is set. Otherwise `./.edgerm/cluster.json`,
+    the cluster's default data directory, when there is one and it is ours: one left in a
+    shared directory by another user is ignored, as it could send our token to their master.
+    Otherwise `~/.edgerm/cluster.json`."""
+    home = os.environ.get("EDGERM_HOME")
+    if home:
+        return Path(home) / "cluster.json"
+    local = Path(".edgerm") / "cluster.json"
+    try:
+        if local.stat().st_uid == os.getuid():
+            return local
+    except OSError:
+        pass
+    return Path.home() / ".edgerm" / "cluster.json"
+
+
+@dataclass(frozen=True)
+class Target:
+    master: str
+    framework_token: str
+    operator_token: str
+
+
+class TargetError(Exception):
+    """The master address or a token is missing or malformed: one line for the user."""
+
+
+def resolve_target(args: argparse.Namespace, need: str = "") -> Target:
+    """Where the master is and the tokens. `need` ("framework" or "operator") names the token
+    the command cannot work without. Raises TargetError for a malformed address or a missing
+    token: saying "no token given" beats the master's "wrong token"."""
+    local: dict[str, Any] = {}
+    try:
+        local = json.loads(state_file().read_text())
+    except (OSError, ValueError):
+        pass
+    master = (args.master or os.environ.get("EDGERM_MASTER") or local.get("master")
+              or DEFAULT_MASTER)
+    token = (args.token or os.environ.get("EDGERM_TOKEN") or local.get("framework_token") or "")
+    operator = (args.operator_token or os.environ.get("EDGERM_OPERATOR_TOKEN")
+                or local.get("operator_token") or "")
+    try:
+        endpoint_url(master, "")
+    except ValueError as e:
+        raise TargetError(str(e)) from None
+    if need == "framework" and not token:
+        raise TargetError("no framework token given: pass --token or set EDGERM_TOKEN (the "
+                          "master's framework_tokens; a local cluster's is used by itself)")
+    if need == "operator" and not operator:
+        raise TargetError("no operator token given: pass --operator-token or set "
+                          "EDGERM_OPERATOR_TOKEN (the master's operator_tokens; a local "
+                          "cluster's is used by itself)")
+    return Target(master, token, operator)
