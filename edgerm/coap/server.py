@@ -90,6 +90,7 @@ class ServerSide:
         self.config = cfg = config
         self._ml = messages
         self._out = messages.out
+        self._dedup = messages.dedup
         self.stats = messages.stats
         self._events = events
         self._ids = ids
@@ -134,7 +135,7 @@ class ServerSide:
             if ex is not None and not ex.acked:
                 ex.acked = True
                 ack = encode_empty(ACK, ex.mid)
-                self._ml.dedup.answer(ex.key, ack)
+                self._dedup.answer(ex.key, ack)
                 self._out.append((ack, ex.event.remote))
 
     def expire(self, now: float) -> None:
@@ -341,9 +342,9 @@ class ServerSide:
             if not ex.acked:
                 data = encode_message(2, code, mid, ex.token, opts, payload)  # ACK
                 if remember:
-                    self._ml.dedup.answer(ex.key, data)
+                    self._dedup.answer(ex.key, data)
                 else:
-                    self._ml.dedup.forget(ex.key)
+                    self._dedup.forget(ex.key)
                 self._out.append((data, remote))
             else:
                 # Separate response (§5.2.2): its own CON exchange, retransmitted until ACKed.
@@ -353,9 +354,9 @@ class ServerSide:
         else:
             data = encode_message(NON, code, self._ml.new_mid(), ex.token, opts, payload)
             if remember:
-                self._ml.dedup.answer(ex.key, data)
+                self._dedup.answer(ex.key, data)
             else:
-                self._ml.dedup.forget(ex.key)
+                self._dedup.forget(ex.key)
             self._out.append((data, remote))
         return obs_id
 
