@@ -1,7 +1,7 @@
 """Server-side Observe bookkeeping (RFC 7641): who observes what, bounded.
 
 An observer is identified on the wire by (peer address, token) and in our API by an integer
-id. The registry only records; the message layer in :mod:`edgerm.coap.endpoint` decides when
+id. The registry only records; the server side in :mod:`edgerm.coap.server` decides when
 an observer is gone (RST, unacknowledged CON notification, Observe=1) and sends notifications.
 """
 
@@ -23,7 +23,7 @@ class Observer:
         #: client's follow-up block requests for the registering request find it.
         self.cache_key = cache_key
         self.szx = szx
-        #: The in-flight CON notification (an endpoint ``_Pending``), if any.
+        #: The in-flight CON notification (a message-layer ``Pending``), if any.
         self.pending: Any = None
 
 

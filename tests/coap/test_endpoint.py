@@ -348,19 +348,20 @@ def test_full_table_evicts_the_biggest_holder_and_never_refuses() -> None:
     # Full: the agent's new request evicts the oldest entry of the biggest holder.
     ok(agent, 3)
     assert ep.dedup_size == 10 and ep.stats.dedup_evicted == 1
-    assert (big, 0) not in ep._dedup and (agent, 1) in ep._dedup and (small, 0) in ep._dedup
+    dedup = ep._messages.dedup
+    assert (big, 0) not in dedup and (agent, 1) in dedup and (small, 0) in dedup
     for mid in (4, 5, 6, 7):
         ok(agent, mid)
     # Each eviction took from whichever of the two held more, so they even out; the peer
     # holding little (below half the quota) was never touched.
-    a, b = ep._dedup.peer_count(agent), ep._dedup.peer_count(big)
-    assert a + b == 8 and abs(a - b) <= 2 and ep._dedup.peer_count(small) == 2
+    a, b = ep._messages.dedup.peer_count(agent), ep._messages.dedup.peer_count(big)
+    assert a + b == 8 and abs(a - b) <= 2 and ep._messages.dedup.peer_count(small) == 2
     # When nobody holds much, the oldest entry of all is evicted.
     cfg = CoapConfig(max_dedup_entries=4, max_dedup_per_peer=100)
     ep = CoapEndpoint(cfg, rng=random.Random(0))
     for port in range(5):
         ok(("10.0.0.9", port), 1)
-    assert ep.dedup_size == 4 and (("10.0.0.9", 0), 1) not in ep._dedup
+    assert ep.dedup_size == 4 and (("10.0.0.9", 0), 1) not in ep._messages.dedup
 
 
 def test_dedup_entries_expire_after_exchange_lifetime_on_a_fake_clock() -> None:
@@ -503,7 +504,7 @@ def test_observe_notifications_in_order_and_stale_ones_dropped() -> None:
         seqs.append(ev.observe)
     assert seqs == sorted(seqs)
     # A reordered (older) notification is ACKed but not delivered.
-    old = encode_message(NON, Code.CONTENT, 999, p.client._requests[rid].token,
+    old = encode_message(NON, Code.CONTENT, 999, p.client._client.requests[rid].token,
                          [(OBSERVE, (seqs[0] or 0).to_bytes(3, "big"))], b"old")
     p.client.receive_datagram(old, SERVER, p.now)
     assert p.client.next_event() is None

@@ -97,8 +97,8 @@ def test_core_survives_100k_hostile_datagrams() -> None:
     assert ep.stats.received == 100_000
     assert ep.stats.malformed > 20_000  # the fuzzer really did reach the error paths
     assert requests > 5_000
-    assert len(ep._block1) <= cfg.max_block1_transfers  # noqa: SLF001
-    assert len(ep._block2) <= cfg.max_block2_entries  # noqa: SLF001
+    assert len(ep._server.block1) <= cfg.max_block1_transfers  # noqa: SLF001
+    assert len(ep._server.block2) <= cfg.max_block2_entries  # noqa: SLF001
 
     # After all that, a fresh valid request is still answered correctly.
     peer = ("198.51.100.1", 1)
