@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from edgerm.coap.codes import RST
@@ -58,9 +58,6 @@ class CoapStats:
     gave_up: int = 0
     unmatched: int = 0
     ignored: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Pending:

@@ -67,20 +67,8 @@ LENGTH_LIMITS: dict[int, tuple[int, int]] = {
     REQUEST_TAG: (0, 8),
 }
 
-# Critical options our request processing actually implements. Anything else critical in a
-# request is answered with 4.02 Bad Option (RFC 7252 §5.4.1). Uri-Host/Uri-Port are accepted
-# (we are the only virtual host); conditional requests, OSCORE and proxying are not implemented.
-UNDERSTOOD_CRITICAL_IN_REQUEST = frozenset((URI_HOST, URI_PORT, URI_PATH, URI_QUERY, ACCEPT,
-                                            BLOCK2, BLOCK1))
-# In responses the client must understand these critical options or reject the response.
-UNDERSTOOD_CRITICAL_IN_RESPONSE = frozenset((BLOCK2, BLOCK1))
-# Options that may appear only once (RFC 7252 §5.4.5): a repeated critical one is a bad option.
-NOT_REPEATABLE = frozenset((URI_HOST, URI_PORT, OBSERVE, CONTENT_FORMAT, MAX_AGE, ACCEPT,
-                            BLOCK2, BLOCK1, SIZE2, SIZE1, IF_NONE_MATCH, HOP_LIMIT))
-
-
-def is_critical(number: int) -> bool:
-    return bool(number & 1)
+# Which critical options are understood, and which may not repeat (RFC 7252 §5.4), is decided
+# inline in the hot option loops of `server.py` (requests) and `client.py` (responses).
 
 
 def encode_uint(value: int) -> bytes:
@@ -88,11 +76,6 @@ def encode_uint(value: int) -> bytes:
     if value == 0:
         return b""
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
-
-
-def decode_uint(value: bytes) -> int:
-    """Leading zero bytes are tolerated as RFC 7252 §3.2 asks of receivers."""
-    return int.from_bytes(value, "big")
 
 
 # Block sizes are 2**(SZX+4): SZX 0..6 is 16..1024 bytes; 7 is reserved (BERT, TCP only).
