@@ -6,7 +6,7 @@ Prints JSON lines ``{"metric", "value", "unit", "goal"}``:
   resources and 100 frameworks (weights 1, 2, 3) compete; best of 3 (`--repeat`). Goal 200 ms.
 * ``round_all_free_cpu_ms``: the same round in process CPU time (less noisy on a shared machine).
 * ``round_steady_ms``: a round after 1% of the offers came back (declined or expired).
-* ``add_agent_us``, ``recover_us``: per-event costs paid outside the round.
+* ``add_agent_us``, ``release_us``: per-event costs paid outside the round.
 * ``memory_per_agent_bytes``: allocator memory per agent (tracemalloc, totals parsed from pb
   per agent as the master does).
 * ``naive_round_ms_per_1k_agents`` / ``naive_round_all_free_ms_extrapolated``: the naive
@@ -113,18 +113,18 @@ def main() -> None:
         if rep < args.repeat - 1:
             t0 = time.perf_counter()
             for fid, aid, res in offers:
-                a.recover(fid, aid, res)
-            recover_us = (time.perf_counter() - t0) / n * 1e6
+                a.release(fid, aid, res)
+            release_us = (time.perf_counter() - t0) / n * 1e6
     emit("round_all_free_ms", min(walls), "ms", "<= 200", median=round(statistics.median(walls), 1),
          **size)
     emit("round_all_free_cpu_ms", min(cpus), "ms", "<= 200", **size)
     if args.repeat > 1:
-        emit("recover_us", recover_us, "us", None, **size)
+        emit("release_us", release_us, "us", None, **size)
 
     # steady state: 1% of the offers come back (declined without a filter, or expired)
     back = offers[:: 100]
     for fid, aid, res in back:
-        a.recover(fid, aid, res)
+        a.release(fid, aid, res)
     wall, cpu, again = timed_round(a, 10.0)
     assert len(again) == len(back)
     emit("round_steady_ms", wall, "ms", None, free_agents=len(back), cpu_ms=round(cpu, 2),

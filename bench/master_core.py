@@ -18,8 +18,8 @@ import tracemalloc
 from typing import Any
 
 from edgerm.wire import decode, derive_secret, encode, pb, sign, token_key
+from edgerm_master.config import MasterConfig
 from edgerm_master.core import Master
-from edgerm_master.defaults import MasterConfig
 
 TOKEN_KEY = token_key("a")
 

@@ -1,7 +1,7 @@
 """The DRF allocator: fed agents, frameworks and resource events, it answers with offers.
 
 Like Mesos's hierarchical allocator with its DRF sorter, it only decides. The master core tells
-it what happened (`add_agent`, `allocate`, `recover`, `suppress`, `filter`, ...) and calls
+it what happened (`add_agent`, `allocate`, `release`, `suppress`, `filter`, ...) and calls
 `offers(now)` for one allocation round; it never does I/O, never reads a clock and never sees a
 protobuf message, so it is benchmarked on its own (`bench/allocator.py`).
 
@@ -15,7 +15,7 @@ plus launched tasks; `_Agent.holdings`). The invariant, checked by the stateful 
 An allocation round hands every active agent's free resources, whole, to the eligible framework
 (active, not suppressed, not filtering that agent) with the lowest *weighted dominant share*
 (dominant share / weight; ties by framework id), then counts them as used by it. What a round
-returns stays allocated until the master `recover`s it (decline, expiry, rescind, the unused part
+returns stays allocated until the master `release`s it (decline, expiry, rescind, the unused part
 of an accepted offer, terminal tasks). So nothing is ever offered to two frameworks at once.
 
 Why it is fast (100,000 agents x 100 frameworks in one round):
@@ -33,7 +33,7 @@ Why it is fast (100,000 agents x 100 frameworks in one round):
   `Res.quantities`, numbered on first sight), and each agent caches its free resources in that
   form when they change (an event, not the round). Giving an agent to a framework adds a few
   integers and raises the framework's share with the touched kinds only: amounts only grow
-  within a round. Integer micro-units make every add and subtract exact, so recovering what was
+  within a round. Integer micro-units make every add and subtract exact, so releasing what was
   offered restores the previous share bit for bit.
 * Cluster totals count active agents only. When they change, or a framework's amounts shrink,
   the affected shares are recomputed once, at the start of the next round.
@@ -233,11 +233,6 @@ class Allocator:
         """Disconnected frameworks keep what they hold but get no offers."""
         self._fw(fid).active = active
 
-    def update_weight(self, fid: str, weight: float) -> None:
-        fw = self._fw(fid)
-        fw.weight = _check_weight(weight)
-        fw.inv_weight = 1.0 / fw.weight
-
     def suppress(self, fid: str) -> None:
         """No more offers to this framework until `revive`."""
         self._fw(fid).suppressed = True
@@ -271,7 +266,7 @@ class Allocator:
         """The agent's total changed. It must still hold everything frameworks hold there.
 
         Raises `ResourceError` (changing nothing) otherwise: rescind the agent's outstanding
-        offers (`recover`) first; if its tasks alone exceed it, the agent is overcommitted.
+        offers (`release`) first; if its tasks alone exceed it, the agent is overcommitted.
         """
         ag = self._ag(aid)
         held = _sum(ag.holdings().values())
@@ -330,7 +325,7 @@ class Allocator:
         ag.hold(fid, res if prev is None else prev + res)
         self._fw_add(fw, self._vec(res), 1)
 
-    def recover(self, fid: str, aid: int, res: Res) -> bool:
+    def release(self, fid: str, aid: int, res: Res) -> bool:
         """`res`, held by `fid` on `aid`, is free again (declined, expired, rescinded, unused,
         or a terminal task's).
 
@@ -368,8 +363,8 @@ class Allocator:
 
     def decline(self, fid: str, aid: int, res: Res, now: float,
                 refuse_s: float | None = None) -> bool:
-        """`recover` plus a refuse filter of `refuse_s` (default `refuse_default_s`)."""
-        if not self.recover(fid, aid, res):
+        """`release` plus a refuse filter of `refuse_s` (default `refuse_default_s`)."""
+        if not self.release(fid, aid, res):
             return False
         secs = self.refuse_default_s if refuse_s is None else refuse_s
         if secs > 0:

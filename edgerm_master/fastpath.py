@@ -6,7 +6,8 @@ A steady heartbeat is `AgentCall{agent_id, seq, mac, heartbeat{}}` or with
 bytes the MAC covers (the same map without key 3), so the core can check the MAC without decoding
 into protobuf and re-encoding. Anything else (another call, another field, a non-shortest head,
 indefinite lengths) returns None and takes the general path, which gives the same answer; so
-this is only a shortcut, never a second parser with its own rules.
+this is only a shortcut, never a second parser with its own rules. What a heartbeat changes is
+not here either: both paths apply it through `agents.heard_from` and `commands.take_ack`.
 """
 
 from __future__ import annotations

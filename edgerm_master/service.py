@@ -39,8 +39,8 @@ from edgerm.transport.websocket import (
     serve_websocket,
 )
 from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
+from edgerm_master.config import MasterConfig
 from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
-from edgerm_master.defaults import MasterConfig
 from edgerm_master.modules import ModuleReader, parse_hex
 from edgerm_master.store import Store
 

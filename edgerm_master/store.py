@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgerm_master import records as r
+from edgerm_master import records
+from edgerm_master.agent_states import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHABLE
 
 __all__ = ["Store", "Snapshot", "AgentRow", "FrameworkRow", "TaskRow", "UpdateRow", "OutputRow",
            "ModuleRow"]
@@ -226,7 +227,7 @@ class Store:
 
     # --- apply --------------------------------------------------------------------------------
 
-    def apply(self, batch: Iterable[r.Record]) -> None:
+    def apply(self, batch: Iterable[records.Record]) -> None:
         """Make every record of `batch` durable, all or nothing."""
         batch = list(batch)
         if not batch:
@@ -234,7 +235,7 @@ class Store:
         db = self._db
         # Module bytes first: a row never names a file that is not on disk.
         for rec in batch:
-            if isinstance(rec, r.StoreModule):
+            if isinstance(rec, records.StoreModule):
                 self._write_module(rec)
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -262,7 +263,7 @@ class Store:
             f.seek(offset)
             return f.read(length)
 
-    def _write_module(self, rec: r.StoreModule) -> None:
+    def _write_module(self, rec: records.StoreModule) -> None:
         final = self.module_path(rec.sha256)
         if os.path.exists(final):
             return
@@ -275,7 +276,7 @@ class Store:
 
     # One small function per record type; `_APPLY` maps them.
 
-    def _admit_agent(self, rec: r.AdmitAgent) -> None:
+    def _admit_agent(self, rec: records.AdmitAgent) -> None:
         self._db.execute(
             "INSERT INTO agents (id, secret, info, admitted) VALUES (?, ?, ?, ?)",
             (rec.agent_id, rec.secret, rec.info, rec.now))
@@ -283,66 +284,66 @@ class Store:
             "INSERT INTO meta VALUES ('next_agent_id', ?) ON CONFLICT(key) DO UPDATE SET"
             " value = max(value, excluded.value)", (rec.agent_id + 1,))
 
-    def _reregister_agent(self, rec: r.ReregisterAgent) -> None:
+    def _reregister_agent(self, rec: records.ReregisterAgent) -> None:
         self._db.execute("UPDATE agents SET seq = max(seq, ?) WHERE id = ?",
                          (rec.seq, rec.agent_id))
 
-    def _update_agent_info(self, rec: r.UpdateAgentInfo) -> None:
+    def _update_agent_info(self, rec: records.UpdateAgentInfo) -> None:
         self._db.execute("UPDATE agents SET info = ? WHERE id = ?", (rec.info, rec.agent_id))
 
     def _set_agent_state(self, agent_id: int, state: int, since: float) -> None:
         self._db.execute("UPDATE agents SET state = ?, unreachable_since = ? WHERE id = ?",
                          (state, since, agent_id))
 
-    def _mark_unreachable(self, rec: r.MarkAgentUnreachable) -> None:
+    def _mark_unreachable(self, rec: records.MarkAgentUnreachable) -> None:
         self._set_agent_state(rec.agent_id, AGENT_UNREACHABLE, rec.since)
 
-    def _mark_reachable(self, rec: r.MarkAgentReachable) -> None:
+    def _mark_reachable(self, rec: records.MarkAgentReachable) -> None:
         self._set_agent_state(rec.agent_id, AGENT_ACTIVE, 0.0)
 
-    def _mark_lost(self, rec: r.MarkAgentLost) -> None:
+    def _mark_lost(self, rec: records.MarkAgentLost) -> None:
         self._set_agent_state(rec.agent_id, AGENT_LOST, 0.0)
 
-    def _ack_updates(self, rec: r.AckAgentUpdates) -> None:
+    def _ack_updates(self, rec: records.AckAgentUpdates) -> None:
         self._db.execute("UPDATE agents SET update_ack = ? WHERE id = ?",
                          (rec.update_ack, rec.agent_id))
 
-    def _enqueue_command(self, rec: r.EnqueueCommand) -> None:
+    def _enqueue_command(self, rec: records.EnqueueCommand) -> None:
         self._db.execute("INSERT INTO commands VALUES (?, ?, ?)",
                          (rec.agent_id, rec.command_id, rec.body))
         self._db.execute("UPDATE agents SET next_command = max(next_command, ?) WHERE id = ?",
                          (rec.command_id + 1, rec.agent_id))
 
-    def _ack_commands(self, rec: r.AckCommands) -> None:
+    def _ack_commands(self, rec: records.AckCommands) -> None:
         self._db.execute("DELETE FROM commands WHERE agent_id = ? AND id <= ?",
                          (rec.agent_id, rec.command_ack))
         self._db.execute("UPDATE agents SET command_ack = ? WHERE id = ?",
                          (rec.command_ack, rec.agent_id))
 
-    def _drop_command(self, rec: r.DropCommand) -> None:
+    def _drop_command(self, rec: records.DropCommand) -> None:
         self._db.execute("DELETE FROM commands WHERE agent_id = ? AND id = ?",
                          (rec.agent_id, rec.command_id))
 
-    def _add_framework(self, rec: r.AddFramework) -> None:
+    def _add_framework(self, rec: records.AddFramework) -> None:
         self._db.execute(
             "INSERT INTO frameworks (id, name, role, failover_s, secret_digest)"
             " VALUES (?,?,?,?,?)",
             (rec.framework_id, rec.name, rec.role, rec.failover_s, rec.secret_digest))
 
-    def _update_framework(self, rec: r.UpdateFramework) -> None:
+    def _update_framework(self, rec: records.UpdateFramework) -> None:
         self._db.execute("UPDATE frameworks SET name = ?, failover_s = ? WHERE id = ?",
                          (rec.name, rec.failover_s, rec.framework_id))
 
-    def _framework_removing(self, rec: r.MarkFrameworkRemoving) -> None:
+    def _framework_removing(self, rec: records.MarkFrameworkRemoving) -> None:
         self._db.execute("UPDATE frameworks SET removing = 1 WHERE id = ?", (rec.framework_id,))
 
-    def _remove_framework(self, rec: r.RemoveFramework) -> None:
+    def _remove_framework(self, rec: records.RemoveFramework) -> None:
         self._db.execute("DELETE FROM frameworks WHERE id = ?", (rec.framework_id,))
         self._db.execute("DELETE FROM updates WHERE framework_id = ?", (rec.framework_id,))
         self._db.execute("DELETE FROM tasks WHERE framework_id = ?", (rec.framework_id,))
         self._db.execute("DELETE FROM outputs WHERE framework_id = ?", (rec.framework_id,))
 
-    def _add_task(self, rec: r.AddTask) -> None:
+    def _add_task(self, rec: records.AddTask) -> None:
         self._db.execute(
             "INSERT INTO tasks (framework_id, task_id, agent_id, number, spec, resources, state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -351,43 +352,43 @@ class Store:
         self._db.execute("UPDATE agents SET next_task = max(next_task, ?) WHERE id = ?",
                          (rec.number + 1, rec.agent_id))
 
-    def _update_task(self, rec: r.UpdateTaskState) -> None:
+    def _update_task(self, rec: records.UpdateTaskState) -> None:
         self._db.execute(
             "UPDATE tasks SET state = ?, prev_state = ?, reason = ?, message = ?, exit_code = ?"
             " WHERE framework_id = ? AND task_id = ?",
             (rec.state, rec.prev_state, rec.reason, rec.message, rec.exit_code,
              rec.framework_id, rec.task_id))
 
-    def _remove_task(self, rec: r.RemoveTask) -> None:
+    def _remove_task(self, rec: records.RemoveTask) -> None:
         self._db.execute("DELETE FROM tasks WHERE framework_id = ? AND task_id = ?",
                          (rec.framework_id, rec.task_id))
         self._db.execute("DELETE FROM outputs WHERE framework_id = ? AND task_id = ?",
                          (rec.framework_id, rec.task_id))
 
-    def _add_output(self, rec: r.AddOutput) -> None:
+    def _add_output(self, rec: records.AddOutput) -> None:
         self._db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
                          (rec.framework_id, rec.task_id, rec.seq, rec.data, rec.topic))
         self._db.execute("UPDATE tasks SET output_seq = max(output_seq, ?)"
                          " WHERE framework_id = ? AND task_id = ?",
                          (rec.seq, rec.framework_id, rec.task_id))
 
-    def _release_outputs(self, rec: r.ReleaseOutputs) -> None:
+    def _release_outputs(self, rec: records.ReleaseOutputs) -> None:
         self._db.execute("DELETE FROM outputs WHERE framework_id = ? AND task_id = ? AND seq <= ?",
                          (rec.framework_id, rec.task_id, rec.upto))
 
-    def _add_update(self, rec: r.AddStatusUpdate) -> None:
+    def _add_update(self, rec: records.AddStatusUpdate) -> None:
         self._db.execute(
             "INSERT INTO updates (framework_id, task_id, uuid, body) VALUES (?, ?, ?, ?)",
             (rec.framework_id, rec.task_id, rec.uuid, rec.body))
 
-    def _ack_update(self, rec: r.AckStatusUpdate) -> None:
+    def _ack_update(self, rec: records.AckStatusUpdate) -> None:
         self._db.execute("DELETE FROM updates WHERE uuid = ?", (rec.uuid,))
 
-    def _store_module(self, rec: r.StoreModule) -> None:
+    def _store_module(self, rec: records.StoreModule) -> None:
         self._db.execute("INSERT OR IGNORE INTO modules VALUES (?, ?, ?, ?, ?)",
                          (rec.sha256, len(rec.data), rec.fmt, rec.name, rec.now))
 
-    def _remove_module(self, rec: r.RemoveModule) -> None:
+    def _remove_module(self, rec: records.RemoveModule) -> None:
         self._db.execute("DELETE FROM modules WHERE sha256 = ?", (rec.sha256,))
         self._unlink_after.append(self.module_path(rec.sha256))
 
@@ -399,36 +400,31 @@ class Store:
         return list(self._db.execute(f"SELECT * FROM {table}"))
 
 
-# Agent states as stored (the core's AgentState values).
-AGENT_ACTIVE = 0
-AGENT_UNREACHABLE = 1
-AGENT_LOST = 2
-
 _APPLY: dict[type, Callable[[Store, Any], None]] = {
-    r.AdmitAgent: Store._admit_agent,
-    r.ReregisterAgent: Store._reregister_agent,
-    r.UpdateAgentInfo: Store._update_agent_info,
-    r.MarkAgentUnreachable: Store._mark_unreachable,
-    r.MarkAgentReachable: Store._mark_reachable,
-    r.MarkAgentLost: Store._mark_lost,
-    r.AckAgentUpdates: Store._ack_updates,
-    r.EnqueueCommand: Store._enqueue_command,
-    r.AckCommands: Store._ack_commands,
-    r.DropCommand: Store._drop_command,
-    r.AddFramework: Store._add_framework,
-    r.UpdateFramework: Store._update_framework,
-    r.MarkFrameworkRemoving: Store._framework_removing,
-    r.RemoveFramework: Store._remove_framework,
-    r.AddTask: Store._add_task,
-    r.UpdateTaskState: Store._update_task,
-    r.MarkTaskUnreachable: Store._update_task,
-    r.MarkTaskLost: Store._update_task,
-    r.MarkTaskKilled: Store._update_task,
-    r.RemoveTask: Store._remove_task,
-    r.AddStatusUpdate: Store._add_update,
-    r.AckStatusUpdate: Store._ack_update,
-    r.AddOutput: Store._add_output,
-    r.ReleaseOutputs: Store._release_outputs,
-    r.StoreModule: Store._store_module,
-    r.RemoveModule: Store._remove_module,
+    records.AdmitAgent: Store._admit_agent,
+    records.ReregisterAgent: Store._reregister_agent,
+    records.UpdateAgentInfo: Store._update_agent_info,
+    records.MarkAgentUnreachable: Store._mark_unreachable,
+    records.MarkAgentReachable: Store._mark_reachable,
+    records.MarkAgentLost: Store._mark_lost,
+    records.AckAgentUpdates: Store._ack_updates,
+    records.EnqueueCommand: Store._enqueue_command,
+    records.AckCommands: Store._ack_commands,
+    records.DropCommand: Store._drop_command,
+    records.AddFramework: Store._add_framework,
+    records.UpdateFramework: Store._update_framework,
+    records.MarkFrameworkRemoving: Store._framework_removing,
+    records.RemoveFramework: Store._remove_framework,
+    records.AddTask: Store._add_task,
+    records.UpdateTaskState: Store._update_task,
+    records.MarkTaskUnreachable: Store._update_task,
+    records.MarkTaskLost: Store._update_task,
+    records.MarkTaskKilled: Store._update_task,
+    records.RemoveTask: Store._remove_task,
+    records.AddStatusUpdate: Store._add_update,
+    records.AckStatusUpdate: Store._ack_update,
+    records.AddOutput: Store._add_output,
+    records.ReleaseOutputs: Store._release_outputs,
+    records.StoreModule: Store._store_module,
+    records.RemoveModule: Store._remove_module,
 }

@@ -391,8 +391,8 @@ class Cluster:
                  seed: int = 0) -> None:
         import random
 
+        from edgerm_master.config import MasterConfig
         from edgerm_master.core import Master
-        from edgerm_master.defaults import MasterConfig
 
         if config is None:
             config = MasterConfig(agent_tokens=["agent-token"],

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edgerm_master.defaults import MasterConfig
+from edgerm_master.config import MasterConfig
 from edgerm_master.store import Store
 from edgerm_master.testing import Cluster
 

@@ -86,7 +86,7 @@ def test_ties_are_broken_by_framework_id_and_rounds_are_deterministic() -> None:
     assert runs[0][:3] == [("b", 0), ("m", 1), ("z", 2)]
 
 
-def test_offered_resources_are_not_offered_again_until_recovered() -> None:
+def test_offered_resources_are_not_offered_again_until_released() -> None:
     a = cluster(3, {"a": 1.0, "b": 1.0})
     first = a.offers(0.0)
     assert len(first) == 3
@@ -96,7 +96,7 @@ def test_offered_resources_are_not_offered_again_until_recovered() -> None:
     fid, aid, res = first[0]
     # the framework launches a part and leaves the rest
     used = Res(cpus=1, mem_mb=512, ports=[(31005, 31005)])
-    assert a.recover(fid, aid, res - used)
+    assert a.release(fid, aid, res - used)
     assert a.allocated(fid, aid) == used
     assert (fid, aid) == ("a", 0)
     # "a" now holds agent 2 and a part of agent 0, "b" agent 1: the rest of agent 0 goes to "b"
@@ -104,15 +104,15 @@ def test_offered_resources_are_not_offered_again_until_recovered() -> None:
     check_accounting(a)
 
 
-def test_recover_of_more_than_held_is_refused_and_changes_nothing() -> None:
+def test_release_of_more_than_held_is_refused_and_changes_nothing() -> None:
     a = cluster(1, {"a": 1.0})
     [(fid, aid, res)] = a.offers(0.0)
     with pytest.raises(ResourceError):
-        a.recover(fid, aid, res + Res(cpus=1))
+        a.release(fid, aid, res + Res(cpus=1))
     assert a.allocated(fid, aid) == res and a.free(aid).is_empty()
-    # unknown ids: a late recover after removal is harmless
-    assert a.recover("gone", aid, res) is False
-    assert a.recover(fid, 99, res) is False
+    # unknown ids: a late release after removal is harmless
+    assert a.release("gone", aid, res) is False
+    assert a.release(fid, 99, res) is False
     check_accounting(a)
 
 
@@ -193,7 +193,7 @@ def test_round_matches_a_straightforward_exact_drf(seed: int) -> None:
         check_accounting(a)
         # half the offers come back (declined without a filter): the next round is mixed
         for fid, aid, res in got[::2]:
-            a.recover(fid, aid, res)
+            a.release(fid, aid, res)
 
 
 # ------------------------------------------------------------------ filters, suppression
@@ -251,7 +251,7 @@ def test_inactive_frameworks_and_agents_get_and_give_nothing() -> None:
     assert [(f, x) for f, x, _ in a.offers(1.0)] == [("a", 1)]
     a.set_framework_active("a", False)
     a.set_framework_active("b", False)
-    a.recover("a", 1, NODE)
+    a.release("a", 1, NODE)
     assert a.offers(2.0) == []
     check_accounting(a)
 
@@ -268,7 +268,7 @@ def test_exclusive_device_is_offered_to_one_framework_only() -> None:
     [(fid, aid, res)] = a.offers(0.0)
     assert fid == "a" and res.devices == {"cam": 1}
     cam = Res.claim_from_pb(pb.Resources(cpus=1, devices=[pb.Device(name="cam")]), inv)
-    a.recover("a", aid, res - cam)  # launch with the camera, give back the rest
+    a.release("a", aid, res - cam)  # launch with the camera, give back the rest
     [(fid, _, res_b)] = a.offers(1.0)
     assert fid == "b" and "cam" not in res_b.devices and res_b.cpus == 1
     with pytest.raises(ResourceError):
@@ -290,7 +290,7 @@ def test_shared_device_capacity() -> None:
             break
         [(fid, aid, res)] = offers
         assert res.contains(one)
-        a.recover(fid, aid, res - one)  # each takes one share
+        a.release(fid, aid, res - one)  # each takes one share
         holders.append(fid)
     assert holders == ["a", "b", "c"]  # capacity 3: the fourth gets nothing
     assert a.free(1).is_empty()
@@ -302,11 +302,11 @@ def test_ports_ranges_split_by_launches() -> None:
     a = cluster(1, {"a": 1.0}, Res(cpus=1, ports=[(8000, 8009)]))
     [(fid, aid, res)] = a.offers(0.0)
     launched = Res(ports=[(8003, 8004)])
-    a.recover(fid, aid, res - launched)
+    a.release(fid, aid, res - launched)
     assert a.free(aid).ports == ((8000, 8002), (8005, 8009))
     [(_, _, again)] = a.offers(1.0)
     assert again.ports == ((8000, 8002), (8005, 8009))
-    a.recover(fid, aid, again + launched)
+    a.release(fid, aid, again + launched)
     assert a.free(aid).ports == ((8000, 8009),)
     check_accounting(a)
 
@@ -400,10 +400,10 @@ class AllocatorMachine(RuleBasedStateMachine):
         if how == "decline":
             self.a.decline(fid, aid, res, self.now)
         elif how == "expire":
-            self.a.recover(fid, aid, res)
+            self.a.release(fid, aid, res)
         else:  # launch part: half the cpus and the first port, keep that held
             part = Res(cpus=res.cpus // 2, ports=res.ports[:1] and [(res.ports[0][0],) * 2])
-            self.a.recover(fid, aid, res - part)
+            self.a.release(fid, aid, res - part)
 
     @precondition(lambda self: self.a.agents())
     @rule(data=st.data())
@@ -415,7 +415,7 @@ class AllocatorMachine(RuleBasedStateMachine):
             offered = sum((r for f, x, r in self.outstanding if f == fid and x == aid),
                           Res.EMPTY)
             tasks = alloc[fid] - offered
-            self.a.recover(fid, aid, tasks)
+            self.a.release(fid, aid, tasks)
 
     @precondition(lambda self: self.a.agents())
     @rule(data=st.data(), active=st.booleans())

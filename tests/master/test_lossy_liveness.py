@@ -35,9 +35,14 @@ from edgerm.wire import pb
 from edgerm_agent.config import AgentConfig, parse_config
 from edgerm_agent.core import AgentCore, CoreConfig
 from edgerm_master import records as rec
-from edgerm_master.config import ConfigError, liveness_problem, load_config
+from edgerm_master.config import (
+    AGENT_SILENT_CALL_S,
+    ConfigError,
+    MasterConfig,
+    liveness_problem,
+    load_config,
+)
 from edgerm_master.core import Master
-from edgerm_master.defaults import AGENT_SILENT_CALL_S, MasterConfig
 from edgerm_master.service import ERROR_TO_COAP
 
 TOKEN = "agent-token"

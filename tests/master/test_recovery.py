@@ -384,3 +384,54 @@ def test_a_store_from_before_output_numbering_is_migrated(tmp_path: Any) -> None
         assert dict(store.rows("meta"))["schema"] == SCHEMA_VERSION
     finally:
         store.close()
+
+
+def test_recover_rebuilds_each_agent_state_with_its_timer(new_cluster: NewCluster,
+                                                          tmp_path: Path) -> None:
+    """`recovery.recover` on its own: agents unsynced, each state's liveness timer armed from
+    the stored facts, frameworks disconnected on their failover clocks, an allocation due."""
+    from edgerm_master import recovery
+    from edgerm_master.agent_states import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHABLE
+    from edgerm_master.state import (
+        T_AGENT_CHECK,
+        T_AGENT_LOST,
+        T_FAILOVER,
+        MasterState,
+    )
+
+    c = new_cluster()
+    active, away, gone = (c.add_agent(ScriptedAgent(n)) for n in ("a", "b", "c"))
+    f = c.subscribe(ScriptedFramework(failover_timeout_s=30))
+    window = c.master.config.unreachable_after_s
+    for _ in range(3):  # only `active` keeps calling
+        c.step(window / 2)
+        c.exchange(active)
+    c.step(c.master.config.lost_after_s - window)  # `gone` (and `away`) LOST by now
+    c.exchange(active)
+    states = {a.agent_id: c.master.agents[a.agent_id].state for a in (active, away, gone)}
+    assert states[active.agent_id] == AGENT_ACTIVE
+    # Bring `away` back from LOST and then let it miss its heartbeats once more.
+    c.exchange(away)
+    c.settle(away)
+    c.step(window)
+    c.exchange(active)
+    assert c.master.agents[away.agent_id].state == AGENT_UNREACHABLE
+    since = c.master.agents[away.agent_id].unreachable_since
+    assert c.master.agents[gone.agent_id].state == AGENT_LOST
+    c.store.close()
+    st = MasterState(c.master.config)
+    now = c.now + 5
+    store = Store(str(tmp_path / "data"))
+    snap = store.recover()
+    store.close()
+    recovery.recover(st, snap, now)
+    assert all(not a.synced and a.last_seen == now for a in st.agents.values())
+    assert [st.agents[a.agent_id].state for a in (active, away, gone)] == [
+        AGENT_ACTIVE, AGENT_UNREACHABLE, AGENT_LOST]
+    assert (now + window, T_AGENT_CHECK, active.agent_id) in st.timers
+    assert (since + c.master.config.lost_after_s, T_AGENT_LOST, away.agent_id) in st.timers
+    assert not any(key == gone.agent_id for _, _, key in st.timers)
+    assert sorted(st.allocator.agents()) == sorted([active.agent_id, away.agent_id])
+    fw = st.frameworks[f.framework_id]
+    assert fw.conn is None and (now + 30, T_FAILOVER, f.framework_id) in st.timers
+    assert st.alloc_due == now

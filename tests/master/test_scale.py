@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 
 from edgerm.wire import decode, derive_secret, pb, sign, token_key
+from edgerm_master.config import MasterConfig
 from edgerm_master.core import Master
-from edgerm_master.defaults import MasterConfig
 
 N = 100_000
 

@@ -1,0 +1,78 @@
+"""The operator's view: a StateRequest (with an operator token) -> the ClusterState, every
+agent, framework, task and offer as the master sees them now. Read-only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from edgerm.resources import Res
+from edgerm.wire import DecodeError, Limits, decode, encode, pb
+from edgerm_master.agent_states import STATE_NAMES
+from edgerm_master.logs import code_name, log_operator
+from edgerm_master.state import MasterState
+from edgerm_master.task_states import ACTIVE
+from edgerm_master.validation import executor_of, tokens_match
+
+__all__ = ["cluster_state", "state_view", "VERSION"]
+
+VERSION = "edgerm-master 0.1.0"
+
+E = pb.ErrorCode
+
+
+def cluster_state(st: MasterState, data: bytes, now: float, peer: str) -> tuple[int, bytes]:
+    """A StateRequest -> (0, encoded ClusterState) or (error code, encoded Error)."""
+    try:
+        req = decode(pb.StateRequest, data, Limits(max_input=4096))
+    except DecodeError as e:
+        return _refused(st, E.BAD_REQUEST, f"bad StateRequest: {e}", now, peer)
+    if not tokens_match(req.token, st.config.operator_tokens):
+        return _refused(
+            st, E.UNAUTHENTICATED, ("wrong operator token" if req.token else "no operator token "
+                                    "given") + ": ask with one of the master's operator_tokens",
+            now, peer)
+    return 0, encode(state_view(st, now))
+
+
+def _refused(st: MasterState, code: int, text: str, now: float, peer: str
+             ) -> tuple[int, bytes]:
+    st.refusal_log.log(
+        log_operator, logging.WARNING, now,
+        f"refused a state request from {peer or '?'}: {code_name(code)}: {text}",
+        {"event": "state_refused", "peer": peer, "code": code_name(code)})
+    return code, encode(pb.Error(code=code, message=text))  # type: ignore[arg-type]
+
+
+def state_view(st: MasterState, now: float) -> pb.ClusterState:
+    cs = pb.ClusterState(now=now, version=VERSION)
+    for agent in st.agents.values():
+        reg = decode(pb.Register, agent.info)
+        used = Res.EMPTY
+        for task in (agent.tasks or {}).values():
+            used = used + task.res
+        view = cs.agents.add(agent_id=agent.agent_id, name=reg.name,
+                             state=STATE_NAMES.get(agent.state, "?"),
+                             total=agent.total.to_pb(), used=used.to_pb(),
+                             last_seen=agent.last_seen, transport=agent.transport)
+        view.attributes.extend(reg.attributes)
+        view.executors.extend(reg.executors)
+    for fw in st.frameworks.values():
+        try:
+            share = st.allocator.dominant_share(fw.framework_id)
+        except KeyError:
+            share = 0.0
+        cs.frameworks.add(framework_id=fw.framework_id, name=fw.name, role=fw.role,
+                          weight=fw.weight, connected=fw.conn is not None,
+                          tasks=sum(1 for t in fw.tasks.values() if t.state in ACTIVE),
+                          dominant_share=share)
+        for task in list(fw.tasks.values()) + list(fw.completed.values()):
+            spec = decode(pb.TaskSpec, task.spec)
+            cs.tasks.add(task_id=task.task_id, framework_id=fw.framework_id,
+                         agent_id=task.agent_id, name=spec.name, state=task.state,  # type: ignore[arg-type]
+                         reason=task.reason, message=task.message,  # type: ignore[arg-type]
+                         executor=executor_of(spec), resources=task.res.to_pb())  # type: ignore[arg-type]
+    for offer in st.offers.values():
+        cs.offers.add(offer_id=offer.offer_id, agent_id=offer.agent_id,
+                      resources=offer.res.to_pb(), expires_in_s=max(0.0, offer.expires - now))
+    return cs
