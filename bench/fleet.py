@@ -33,16 +33,17 @@ from __future__ import annotations
 
 import argparse
 import array
+import heapq
 import hmac
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -158,9 +159,10 @@ class Generator:
             self.socks.append(s)
         self.mids = [0] * n_sockets
         self.tok = g << 28
-        # token -> [agent index, first send, last send, tries, socket index, datagram]
+        # token -> [agent index, first send, last send, retransmissions (-1: acknowledged
+        # empty, the response comes separately), socket index, datagram]
         self.inflight: dict[bytes, list[Any]] = {}
-        self.retry: deque[tuple[float, bytes]] = deque()  # (due, token), due in send order
+        self.retry: list[tuple[float, bytes]] = []  # heap of (due, token)
         self.retransmits = 0
         self.lost = 0
         self.bad_code = 0
@@ -178,7 +180,7 @@ class Generator:
         token = self.tok.to_bytes(4, "big")
         data = coap_post(mid, token, payload)
         self.inflight[token] = [idx, now, now, 0, k, data]
-        self.retry.append((now + ACK_TIMEOUT, token))
+        heapq.heappush(self.retry, (now + ACK_TIMEOUT, token))
         self._send(k, data)
 
     def _send(self, k: int, data: bytes) -> None:
@@ -215,7 +217,7 @@ class Generator:
                 if code == 0:  # an empty ACK: the answer comes separately; stop retransmitting
                     entry = self.inflight.get(token)
                     if entry is not None:
-                        entry[3] = MAX_RETRANSMIT + 1
+                        entry[3] = -1
                     continue
                 entry = self.inflight.pop(token, None)
                 if entry is not None:
@@ -225,23 +227,23 @@ class Generator:
     def retransmit(self, now: float) -> None:
         retry = self.retry
         while retry and retry[0][0] <= now:
-            _, token = retry.popleft()
+            _, token = heapq.heappop(retry)
             entry = self.inflight.get(token)
             if entry is None:
                 continue
-            if entry[3] >= MAX_RETRANSMIT:
+            if entry[3] == -1:  # acknowledged empty: wait for the separate response
+                entry[3] = -2
+                heapq.heappush(retry, (now + ACK_TIMEOUT * 2 ** MAX_RETRANSMIT, token))
+                continue
+            if entry[3] >= MAX_RETRANSMIT or entry[3] == -2:
                 del self.inflight[token]
                 self.lost += 1
                 continue
             entry[3] += 1
             entry[2] = now
             self.retransmits += 1
-            retry.append((now + ACK_TIMEOUT * (2 ** entry[3]), token))
+            heapq.heappush(retry, (now + ACK_TIMEOUT * (2 ** entry[3]), token))
             self._send(entry[4], entry[5])
-        # Entries with a longer backoff sit behind shorter ones; the FIFO only orders first
-        # sends, so re-sort occasionally when retries exist (rare on loopback).
-        if retry and len(retry) > 1 and retry[-1][0] < retry[-2][0]:
-            self.retry = deque(sorted(retry))
 
     def report(self, phase: str, done: int, **kw: Any) -> None:
         print(json.dumps({"g": self.g, "phase": phase, "done": done, **kw}), flush=True)
@@ -338,7 +340,7 @@ class Generator:
                 data = (b"\x44\x02" + mid.to_bytes(2, "big") + token + b"\xb1a\x11\x3c\xff"
                         + heartbeat(ids[idx], seq, secrets[idx]))
                 inflight[token] = [idx, now, now, 0, k, data]
-                retry.append((now + ACK_TIMEOUT, token))
+                heapq.heappush(retry, (now + ACK_TIMEOUT, token))
                 try:
                     socks[k].send(data)
                 except (BlockingIOError, ConnectionRefusedError):
@@ -595,6 +597,10 @@ def main() -> None:
     args = p.parse_args()
     if not 1 <= args.sockets <= 1000 or not 1 <= args.generators <= 200:
         p.error("--sockets must be 1..1000 and --generators 1..200")
+    if args.agents < args.generators or args.interval <= 0 or args.hb_seconds < 0:
+        p.error("--agents must be >= --generators, --interval > 0, --hb-seconds >= 0")
+    if args.profile and shutil.which("py-spy") is None:
+        p.error("--profile needs py-spy on PATH (pip install py-spy)")
     if args.generator:
         g, host, port, first, count, out_dir = args.generator
         Generator(int(g), host, int(port), int(first), int(count), args.sockets,
