@@ -10,7 +10,7 @@ import trio
 from edgerm.coap.codes import Code
 from edgerm.transport.coap import Request, Response, open_coap_client
 from edgerm.wire import decode, pb
-from edgerm_master.defaults import MasterConfig
+from edgerm_master.config import MasterConfig
 from edgerm_master.service import MasterService
 from edgerm_master.testing import ScriptedAgent
 from edgerm_master.testing_io import CoapAgentClient

@@ -11,7 +11,7 @@ import trio
 
 from edgerm.transport.coap import open_coap_client
 from edgerm_master import service as service_module
-from edgerm_master.defaults import MasterConfig
+from edgerm_master.config import MasterConfig
 from edgerm_master.service import MasterService
 from edgerm_master.testing import ScriptedAgent
 from edgerm_master.testing_io import CoapAgentClient
