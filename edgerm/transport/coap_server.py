@@ -7,6 +7,9 @@ Design (why it looks like this):
 * The receive loop hands requests to a fixed pool of handler tasks through a
   :class:`.fair_queue.FairQueue` with ``put()``, which never waits; when the request's peer is
   at its quota or the queue is full it is answered 5.03 and counted.
+* A route may have an *inline* handler too (``Site.add(..., inline=...)``): a plain function
+  the receive loop calls first, which answers at once or declines (then the request is queued
+  as usual). The master answers steady heartbeats this way: no queue, no task switch.
 * A fixed pool of workers rather than a task per request: it bounds memory and concurrency
   (``handler_workers``, ``max_pending_requests``) and costs less per request than spawning.
   Each handler runs under ``handler_timeout``; a slow one occupies one worker only.
@@ -26,7 +29,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import trio
 
@@ -49,7 +52,7 @@ class Request:
     """What a handler sees of one request (Block1 already reassembled)."""
 
     __slots__ = ("method", "path", "query", "payload", "content_format", "accept", "remote",
-                 "confirmable", "options", "observation")
+                 "confirmable", "options", "observation", "context")
 
     def __init__(self, event: RequestReceived, observation: Observation | None) -> None:
         self.method: int = event.method
@@ -64,6 +67,9 @@ class Request:
         #: Present when the client asked to observe (Observe=0 on GET/FETCH). Keep it and
         #: return ``Response(..., observe=True)`` to accept; then ``notify`` it later.
         self.observation = observation
+        #: Free for the route's handlers: an inline handler that declined may leave what it
+        #: found here for the queued handler.
+        self.context: Any = None
 
     def __repr__(self) -> str:
         return (f"<Request {code_str(self.method)} /{'/'.join(self.path)} from {self.remote} "
@@ -87,6 +93,10 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+#: Runs in the receive loop before the request is queued for a worker: returns the Response
+#: (sent at once, no worker involved) or None (the route's handler runs as usual). It must be
+#: quick and must not block: datagrams wait meanwhile.
+InlineHandler = Callable[[Request], "Response | None"]
 
 
 class ObservationGone(Exception):
@@ -181,6 +191,7 @@ class _Route:
     methods: frozenset[int]
     prefix: bool
     link: Link
+    inline: InlineHandler | None = None
 
 
 class Site:
@@ -199,7 +210,10 @@ class Site:
     def add(self, path: str, handler: Handler, *,
             methods: Sequence[int] = (Code.GET, Code.POST, Code.PUT, Code.DELETE, Code.FETCH),
             prefix: bool = False, observable: bool = False, rt: str | None = None,
-            if_: str | None = None, ct: int | None = None, title: str | None = None) -> None:
+            if_: str | None = None, ct: int | None = None, title: str | None = None,
+            inline: InlineHandler | None = None) -> None:
+        """Route `path` to `handler`; `inline`, if given, may answer first (see InlineHandler;
+        never for an Observe registration)."""
         key = tuple(seg for seg in path.strip("/").split("/") if seg)
         attrs: dict[str, str | int | bool] = {}
         if rt:
@@ -212,7 +226,8 @@ class Site:
             attrs["obs"] = True
         if title:
             attrs["title"] = title
-        route = _Route(handler, frozenset(methods), prefix, Link("/" + "/".join(key), attrs))
+        route = _Route(handler, frozenset(methods), prefix, Link("/" + "/".join(key), attrs),
+                       inline)
         (self._prefixes if prefix else self._exact)[key] = route
         self._links_cache = None
 
@@ -312,8 +327,22 @@ class CoapServer(UdpShell):
         observation = None
         if event.observe == 0:
             observation = Observation(self, event.remote, event.path)
-        admitted, displaced = self._work.put(
-            _Work(route, Request(event, observation), event.request_id))
+        request = Request(event, observation)
+        if route.inline is not None and observation is None:
+            # Answered without the queue and a worker's task switch (a steady heartbeat: most
+            # of the master's traffic). Inside _process_events: the caller transmits.
+            try:
+                response = route.inline(request)
+            except Exception:
+                self.shell_stats.handler_errors += 1
+                log.exception("CoAP inline handler for %r failed", request)
+                response = Response(Code.INTERNAL_SERVER_ERROR)
+            if response is not None:
+                endpoint.respond(event.request_id, response.code, response.payload,
+                                 response.content_format, options=response.options,
+                                 now=self._now(), remember=response.remember)
+                return
+        admitted, displaced = self._work.put(_Work(route, request, event.request_id))
         if displaced is not None:
             # Answered here, not through _respond: we are inside _process_events already.
             self.shell_stats.displaced += 1

@@ -398,3 +398,38 @@ async def test_many_ports_of_one_address_share_one_quota(nursery: trio.Nursery) 
     finally:
         for s in socks:
             s.close()
+
+
+async def test_inline_handler_answers_or_hands_over_with_context(nursery: trio.Nursery) -> None:
+    """`Site.add(inline=...)`: answered in the receive loop (the queued handler never runs), or
+    declined with what it found in `request.context` for the queued handler; a failing inline
+    handler is answered 5.00 and the server keeps serving."""
+    queued: list[object] = []
+
+    def inline(req: Request) -> Response | None:
+        if req.payload == b"fast":
+            return Response(Code.CHANGED, b"inline")
+        if req.payload == b"boom":
+            raise RuntimeError("inline handler bug")
+        req.context = ("seen", req.payload)
+        return None
+
+    async def handler(req: Request) -> Response:
+        queued.append(req.context)
+        return Response(Code.CHANGED, b"queued")
+
+    site = Site()
+    site.add("a", handler, methods=[Code.POST, Code.FETCH], inline=inline)
+    server = CoapServer(site)
+    addr = await nursery.start(server.serve, "127.0.0.1", 0)
+    async with open_coap_client() as client:
+        assert (await client.post(addr, "a", b"fast")).payload == b"inline"
+        assert queued == []
+        assert (await client.post(addr, "a", b"slow")).payload == b"queued"
+        assert queued == [("seen", b"slow")]
+        assert (await client.post(addr, "a", b"boom")).code == Code.INTERNAL_SERVER_ERROR
+        assert server.shell_stats.handler_errors == 1
+        assert (await client.post(addr, "a", b"fast")).payload == b"inline"
+        # An Observe registration never goes inline (the worker path accepts observations).
+        async with client.observe(addr, "a", b"fast", method=Code.FETCH) as obs:
+            assert (await obs.__anext__()).payload == b"queued"
