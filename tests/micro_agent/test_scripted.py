@@ -113,7 +113,6 @@ async def test_register_heartbeat_and_tasks(agent_factory) -> None:  # type: ign
 
         # WASM is not this agent's; a wrong hash, a missing module, a heap hog.
         m.command(1, launch=pb.Launch(task=4, spec=pb.TaskSpec(wasm=pb.WasmTask(sha256=sha))))
-        m.command(1, launch=pb.Launch(task=5, spec=_mp_task(sha3, len(SAMPLER))))
         bogus = b"\0" + sha3[1:]
         m.modules[bogus] = SAMPLER  # served under a name it does not hash to
         m.command(1, launch=pb.Launch(task=6, spec=_mp_task(bogus, len(SAMPLER))))
@@ -127,7 +126,10 @@ async def test_register_heartbeat_and_tasks(agent_factory) -> None:  # type: ign
         assert (last[6].state, last[6].reason) == (pb.ERROR, pb.MODULE_HASH_MISMATCH)
         assert (last[7].state, last[7].reason) == (pb.ERROR, pb.MODULE_UNAVAILABLE)
         assert (last[8].state, last[8].reason) == (pb.FAILED, pb.MEMORY_LIMIT)
-        # task 5 reuses the cached SLEEPER module (cache is by hash, not by declared size)
+        # task 5 reuses the cached SLEEPER module (cache is by hash, not by declared size). It
+        # starts once the hog has ended: beside it, any task may be the one whose allocation
+        # meets the full heap (it failed MemoryError so, once, under load).
+        m.command(1, launch=pb.Launch(task=5, spec=_mp_task(sha3, len(SAMPLER))))
         await m.wait_for(lambda: pb.RUNNING in m.states(1, 5))
 
         # The agent is alive after all of it and its update ids were applied in order.
