@@ -64,24 +64,23 @@ __all__ = ["run_command", "format_output", "Progress", "build_spec", "run_constr
            "DOCKER_DEFAULT_MEM_MB", "MICROPYTHON_DEFAULT_MEM_MB"]
 
 
-def parse_env(items: Sequence[str]) -> dict[str, str]:
-    env = {}
+def _name_values(items: Sequence[str], flag: str) -> dict[str, str]:
+    """NAME=VALUE arguments of `flag`; ValueError naming the flag for one without a name or =."""
+    pairs = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"--env {item!r}: expected NAME=VALUE")
-        env[name] = value
-    return env
+            raise ValueError(f"{flag} {item!r}: expected NAME=VALUE")
+        pairs[name] = value
+    return pairs
+
+
+def parse_env(items: Sequence[str]) -> dict[str, str]:
+    return _name_values(items, "--env")
 
 
 def parse_attributes(items: Sequence[str]) -> dict[str, str | float]:
-    attrs: dict[str, str | float] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--attribute {item!r}: expected NAME=VALUE")
-        attrs[name] = value
-    return attrs
+    return dict(_name_values(items, "--attribute"))
 
 
 def format_output(data: bytes, how: str = "auto") -> str:
