@@ -39,6 +39,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,7 +51,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from edgerm.wire import decode, encode, pb, sign, token_key, verify  # noqa: E402
 from edgerm.wire.mac import derive_secret  # noqa: E402
-from edgerm_master.testing_io import MasterProcess  # noqa: E402
+from edgerm_master.testing_io import MasterProcess, end_process  # noqa: E402
 
 TOKEN = "agent-token"
 ACK_TIMEOUT = 2.0
@@ -424,12 +425,7 @@ def start_profile(path: str | None, phase: str, pid: int) -> subprocess.Popen[by
 def stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
     if spy is None:
         return
-    spy.send_signal(2)  # SIGINT: py-spy writes its profile and exits
-    try:
-        spy.wait(30)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-        spy.wait()
+    end_process(spy, signal.SIGINT, timeout=30)  # on SIGINT py-spy writes its profile and exits
 
 
 def pct(values: array.array[float], p: float) -> float:

@@ -40,6 +40,20 @@ TS = pb.TaskState
 # Real processes
 
 
+def end_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
+                timeout: float = 10.0) -> int:
+    """Ask a child to stop with `sig`, SIGKILL it if it has not exited after `timeout` s, reap
+    it; its exit code. A child that has already exited is only reaped."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class MasterProcess:
     """`python -m edgerm_master` as a subprocess on `data_dir`, for end-to-end tests.
 
@@ -105,14 +119,7 @@ class MasterProcess:
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = end_process(self.proc, timeout=timeout)
         self._close()
         return code
 

@@ -4,7 +4,6 @@ Linux agent with the Docker executor."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from .conftest import (
 def docker_cluster(tmp_path_factory: pytest.TempPathFactory, docker_engine: str
                    ) -> Iterator[dict[str, str]]:
     from edgerm_cli.cluster_processes import ClusterSettings, linux_agent_toml
-    from edgerm_master.testing_io import MasterProcess
+    from edgerm_master.testing_io import MasterProcess, end_process
 
     base = tmp_path_factory.mktemp("docker-cluster")
     master = MasterProcess(str(base / "master"), agent_token=AGENT_TOKEN,
@@ -49,12 +48,7 @@ def docker_cluster(tmp_path_factory: pytest.TempPathFactory, docker_engine: str
         yield dict(os.environ, EDGERM_MASTER=url, EDGERM_TOKEN=FRAMEWORK_TOKEN,
                    EDGERM_HOME=str(base))
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(15)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        end_process(agent, timeout=15)
         master.stop()
         print(f"--- agent log ---\n{Path(log).read_text(errors='replace')[-3000:]}")
 

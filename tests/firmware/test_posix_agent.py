@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import struct
 import subprocess
 from pathlib import Path
@@ -32,7 +31,7 @@ from edgerm.wire import (
     verify,
 )
 from edgerm_master.testing import ScriptedFramework
-from edgerm_master.testing_io import MasterProcess, UdpRelay, WsFrameworkClient
+from edgerm_master.testing_io import MasterProcess, UdpRelay, WsFrameworkClient, end_process
 
 from .conftest import EXAMPLES
 
@@ -148,14 +147,7 @@ class PosixAgent:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return end_process(self.proc)
 
     def power_cut(self) -> None:
         """SIGKILL: nothing is flushed or saved on the way down."""

@@ -18,7 +18,7 @@ import trio
 
 from edgerm import framework as sdk
 from edgerm.wire import pb
-from edgerm_master.testing_io import MasterProcess
+from edgerm_master.testing_io import MasterProcess, end_process
 
 from .netns import CORE_IP, Topology, entered
 
@@ -70,12 +70,7 @@ class EdgeProcess:
         """SIGINT (a clean stop), SIGKILL after 5 s."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc, signal.SIGINT, timeout=5)
 
     def log(self, tail: int = 6000) -> str:
         try:
