@@ -11,10 +11,10 @@ Each entry of the config's "sensors" list names one device:
                          "sim": "file"                 -> each value appended to the file as a
                                                           line; 0 or 1, or "min".."max" if given}
 (No PWM output yet: machine.PWM's names would grow the qstr pool past the heap budget.)
-`read(name)` returns a float or raises OSError(-1) unknown / OSError(-3) I/O error, the codes of
-the WASM ABI's read_sensor; `write(name, value)` returns its set_actuator codes: 0, -1 not an
-actuator, -3 I/O error, -6 out of range. An actuator is exclusive: the master gives it to one
-task at a time.
+`read(name, None)` returns a float or raises OSError(-1) unknown / OSError(-3) I/O error, the
+codes of the WASM ABI's read_sensor; `read(name, value)` sets an actuator and returns the
+set_actuator codes: 0, -1 not an actuator, -3 I/O error, -6 out of range. An actuator is
+exclusive: the master gives it to one task at a time.
 """
 
 try:
@@ -92,8 +92,26 @@ def setup(items):
     return inv
 
 
-def read(name):
+def read(name, value):
+    """A sensor's reading (`value` None); else set the actuator `name` and return its code.
+    (One function for both, without defaults: a second function, or a defaults tuple, costs
+    heap on every board.)"""
     d = _dev.get(name)
+    if value is not None:
+        if d is None or len(d) < 4:
+            return -1
+        try:
+            value = float(value)
+        except Exception:
+            return -6
+        # NaN fails both comparisons: out of range, as the ABI says.
+        if not d[1] <= value <= d[2] or (d[3] and value != d[1] and value != d[2]):
+            return -6
+        try:
+            d[0](value)
+        except Exception:
+            return -3
+        return 0
     if d is None or len(d) > 3:
         raise OSError(-1)
     try:
@@ -101,20 +119,3 @@ def read(name):
     except Exception:
         raise OSError(-3)
 
-
-def write(name, v):
-    d = _dev.get(name)
-    if d is None or len(d) < 4:
-        return -1
-    try:
-        v = float(v)
-    except Exception:
-        return -6
-    # NaN fails both comparisons: out of range, as the ABI says.
-    if not d[1] <= v <= d[2] or (d[3] and v != d[1] and v != d[2]):
-        return -6
-    try:
-        d[0](v)
-    except Exception:
-        return -3
-    return 0
