@@ -2,7 +2,7 @@
  * The Zephyr port of the EdgeRM agent: what its files share. agent_thread.c owns the agent, its
  * lock, the wake-up, the clock and the thread (declared in agent_thread.h); net.c runs the
  * thread's loop over the master socket; settings.c the persistent state; sensors.c the
- * devicetree sensors; actuators.c the devicetree GPIO/PWM outputs; wamr_exec.c the WASM executor; shell.c the `edgerm` shell command.
+ * devicetree sensors; wamr_exec.c the WASM executor; shell.c the `edgerm` shell command.
  */
 #ifndef EDGERM_ZEPHYR_H
 #define EDGERM_ZEPHYR_H
@@ -29,11 +29,12 @@ int edgerm_settings_save_state(const edgerm_persist_t *state);
 int edgerm_settings_load_queue(uint8_t *rec, size_t cap);
 int edgerm_settings_save_queue(const uint8_t *rec, size_t len);
 
+/* actuators.c: the devicetree GPIO and PWM outputs announced at registration (exclusive; the
+ * first call configures them). edgerm_port_actuator_set (edgerm_port.h) drives them. */
+uint8_t edgerm_actuators_devices(edgerm_device_t *out, uint8_t max);
+
 /* sensors.c: the devices announced at registration. */
 uint8_t edgerm_sensors_devices(edgerm_device_t *out, uint8_t max);
-/* actuators.c: the GPIO and PWM outputs announced at registration (exclusive; the first call
- * configures them). edgerm_port_actuator_set (edgerm_port.h) drives them. */
-uint8_t edgerm_actuators_devices(edgerm_device_t *out, uint8_t max);
 
 /* wamr_exec.c */
 int edgerm_wamr_init(void);
