@@ -198,9 +198,10 @@ async def main_async(args: argparse.Namespace, out: TextIO) -> int:
     try:
         async with Framework.connect(target.master, name="thermostat",
                                      token=target.framework_token) as fw:
-            modules = {WASM: await fw.upload(wasm_bytes, name="thermostat.wasm"),
-                       MICROPYTHON: await fw.upload(mp_bytes, pb.MICROPYTHON_SOURCE,
-                                                    name="thermostat.py")}
+            modules: dict[int, Module] = {
+                WASM: await fw.upload(wasm_bytes, name="thermostat.wasm"),
+                MICROPYTHON: await fw.upload(mp_bytes, pb.MICROPYTHON_SOURCE,
+                                             name="thermostat.py")}
             state = await control(fw, modules, args.sensor, args.actuator, task_args,
                                   args.settle_s, out, wait_first_s=args.wait_s)
             await fw.teardown()
