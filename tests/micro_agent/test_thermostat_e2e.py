@@ -102,6 +102,16 @@ kind = "actuator"
                     fw, modules, "room", "fan", [f"{SETPOINT:g}", str(STEPS), "100", "0"],
                     settle_s=1.5, out=out)
                 await fw.teardown()
+        journal = read_journal(str(tmp_path / "linux" / "actuators" / "fan.log"))
+        recorded = fan_file.read_text()
+        # The script's own path (argument parsing, uploads, summary, exit code), a short round.
+        script_out = io.StringIO()
+        script_args = thermostat.build_parser().parse_args([
+            "--master", url, "--token", "framework-token", "--sensor", "room",
+            "--actuator", "fan", "--setpoint", "24", "--steps", "2", "--period-ms", "50",
+            "--settle-s", "2.0"])
+        with trio.fail_after(60):
+            code = await thermostat.main_async(script_args, script_out)
     finally:
         await trio.to_thread.run_sync(linux.stop)
         print("--- linux agent ---\n" + linux.log())
@@ -119,7 +129,11 @@ kind = "actuator"
     assert {v for _, v in by_name["linux-thermo"]} == {0.0, 1.0}, by_name
     assert [r for r, _ in by_name["mp-thermo"]] == MP_READINGS
     # What the actuators recorded is what the controllers said they set.
-    journal = read_journal(str(tmp_path / "linux" / "actuators" / "fan.log"))
     assert [v for _, _, v in journal] == [v for _, v in by_name["linux-thermo"]]
     assert len({task for _, task, _ in journal}) == 1
-    assert [float(x) for x in fan_file.read_text().split()] == [v for _, v in by_name["mp-thermo"]]
+    assert [float(x) for x in recorded.split()] == [v for _, v in by_name["mp-thermo"]]
+    script = script_out.getvalue()
+    assert code == 0, script
+    rows = script.splitlines()[-3:]  # the summary: a header and one row per agent
+    assert sorted(r.split()[0] for r in rows[1:]) == ["linux-thermo", "mp-thermo"], script
+    assert all(r.split()[1] == "2" and r.endswith("FINISHED") for r in rows[1:]), script
