@@ -12,6 +12,8 @@ Design notes:
   ``0.1 + 0.2 - 0.3`` is exactly 0 and no dust of resources is ever left to offer.
 * **Devices are units.** In an agent's inventory (`Res.from_pb`) a `Device` with ``shares=0``
   is exclusive: one unit, one task at a time; ``shares=n`` is a shared device of capacity n.
+  An actuator is always exclusive, whatever its shares say: two tasks must not drive one relay
+  (proto/wasm_abi.md, "Actuators"), so an agent cannot offer it to two at once.
   In a claim (`Res.claim_from_pb`: a task's resources or an accepted offer) ``shares=0`` means
   the whole device: every unit the inventory has of it; ``shares=n`` means n units.
 * **Subtraction is checked.** ``a - b`` raises `ResourceError` (a `ValueError`) naming what is
@@ -299,14 +301,16 @@ class Res:
     def from_pb(cls, msg: pb.Resources) -> Res:
         """An agent's inventory (or an offer, as a framework sees it).
 
-        A device with ``shares=0`` is exclusive (one unit), ``shares=n`` is shared by up to n.
-        Duplicate device names and malformed values raise `ResourceError`.
+        A device with ``shares=0`` is exclusive (one unit), ``shares=n`` is shared by up to n;
+        an actuator is exclusive whatever its shares. Duplicate device names and malformed
+        values raise `ResourceError`.
         """
         devices: dict[str, int] = {}
         info: dict[str, DeviceInfo] = {}
         for d in _checked_devices(msg):
-            devices[d.name] = d.shares if d.shares else 1
-            info[d.name] = DeviceInfo(int(d.kind), d.unit, d.shares == 0)
+            exclusive = d.shares == 0 or d.kind == pb.ACTUATOR
+            devices[d.name] = 1 if exclusive else d.shares
+            info[d.name] = DeviceInfo(int(d.kind), d.unit, exclusive)
         return cls._from_pb_common(msg, devices, info)
 
     @classmethod

@@ -24,6 +24,11 @@ Example::
     unit = "Cel"
     file = "/sys/class/thermal/thermal_zone0/temp"
     scale = 0.001
+
+    [[devices]]
+    name = "fan"
+    kind = "actuator"   # exclusive: one task at a time may set it
+    output = "pwm"      # "switch" (0|1, the default), "pwm" (0..1), "level" (min..max)
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edgerm_agent.actuators import OUTPUTS, ActuatorSpec
 from edgerm_agent.sensors import SensorSpec
 
 __all__ = ["AgentConfig", "ConfigError", "DeviceConfig", "load_config", "parse_config"]
@@ -52,6 +58,7 @@ class DeviceConfig:
     unit: str = ""
     path: str = ""                 # host device node passed to containers (kind "other")
     sensor: SensorSpec | None = None
+    actuator: ActuatorSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ _KEYS: dict[str, frozenset[str]] = {
     "resources": frozenset({"cpus", "mem_mb", "disk_mb", "reserved_cpus", "reserved_mem_mb",
                             "reserved_disk_mb", "ports"}),
     "devices": frozenset({"name", "kind", "shares", "unit", "path", "constant", "sine", "file",
-                          "scale"}),
+                          "scale", "output", "min", "max"}),
     "sine": frozenset({"mean", "amplitude", "period_s"}),
     "executors": frozenset({"enabled"}),
     "docker": frozenset({"host", "pull"}),
@@ -190,7 +197,35 @@ def _ports(items: Any) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def _device(raw: Any, i: int) -> DeviceConfig:
+def _actuator(raw: dict[str, Any], name: str, where: str, journal: Path) -> ActuatorSpec:
+    """An actuator's range and driver (edgerm_agent/actuators.py). Every actuator is exclusive:
+    two tasks setting one relay at once would fight over it."""
+    if raw.get("shares"):
+        raise ConfigError(f"{where}shares: an actuator takes one task at a time; remove shares")
+    for key in ("constant", "sine"):
+        if key in raw:
+            raise ConfigError(f"{where}{key}: a sensor source; an actuator takes output, min, "
+                              "max, file, scale")
+    output = _get(raw, "output", str, where) or "switch"
+    if output not in OUTPUTS:
+        raise ConfigError(f"{where}output: one of {', '.join(OUTPUTS)}")
+    lo = _get(raw, "min", (int, float), where)
+    hi = _get(raw, "max", (int, float), where)
+    if output != "level":
+        if lo is not None or hi is not None:
+            raise ConfigError(f"{where}min/max: only for output = \"level\" ({output!r} takes "
+                              f"{'0 or 1' if output == 'switch' else '0 to 1'})")
+        lo, hi = 0.0, 1.0
+    elif lo is None or hi is None or not lo <= hi:
+        raise ConfigError(f"{where}min, max: output = \"level\" needs both, min <= max")
+    path = _get(raw, "file", str, where) or ""
+    scale = _get(raw, "scale", (int, float), where)
+    return ActuatorSpec(name, output, min=float(lo), max=float(hi), path=path,
+                        scale=1.0 if scale is None else float(scale),
+                        journal=str(journal / f"{name}.log"))
+
+
+def _device(raw: Any, i: int, journal: Path) -> DeviceConfig:
     where = f"devices[{i}]."
     if not isinstance(raw, dict):
         raise ConfigError(f"devices[{i}]: expected a table")
@@ -201,7 +236,16 @@ def _device(raw: Any, i: int) -> DeviceConfig:
     if kind not in ("sensor", "actuator", "other"):
         raise ConfigError(f"{where}kind: one of sensor, actuator, other")
     shares = _get(raw, "shares", int, where) or 0
-    sensor = None
+    sensor = actuator = None
+    if kind != "actuator":
+        for key in ("output", "min", "max"):
+            if key in raw:
+                raise ConfigError(f"{where}{key}: only an actuator takes it")
+    if kind == "actuator":
+        if "/" in name or name.startswith("."):
+            raise ConfigError(f"{where}name: an actuator's name names its journal file; "
+                              "no '/' and no leading '.'")
+        actuator = _actuator(raw, name, where, journal)
     if kind == "sensor":
         sources = [k for k in ("constant", "sine", "file") if k in raw]
         if len(sources) != 1:
@@ -224,7 +268,8 @@ def _device(raw: Any, i: int) -> DeviceConfig:
                                 scale=float(_get(raw, "scale", (int, float), where) or 1.0))
     return DeviceConfig(name=name, kind=kind, shares=shares,
                         unit=_get(raw, "unit", str, where) or "",
-                        path=_get(raw, "path", str, where) or "", sensor=sensor)
+                        path=_get(raw, "path", str, where) or "", sensor=sensor,
+                        actuator=actuator)
 
 
 def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
@@ -252,7 +297,7 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
     devices_raw = raw.get("devices") or []
     if not isinstance(devices_raw, list):
         raise ConfigError("devices: expected an array of tables ([[devices]])")
-    devices = tuple(_device(d, i) for i, d in enumerate(devices_raw))
+    devices = tuple(_device(d, i, work_dir / "actuators") for i, d in enumerate(devices_raw))
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
         raise ConfigError("devices: names must be unique")

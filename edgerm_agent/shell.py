@@ -98,8 +98,11 @@ class Agent:
             from edgerm_agent.executors.wasm import WasmExecutor
 
             sensors = {d.name: d.sensor for d in self.config.devices if d.sensor is not None}
+            actuators = {d.name: d.actuator for d in self.config.devices
+                         if d.actuator is not None}
             self.executors[pb.WASM] = WasmExecutor(
-                self.modules, sensors=sensors, default_mem_mb=self.config.wasm_default_mem_mb,
+                self.modules, sensors=sensors, actuators=actuators,
+                default_mem_mb=self.config.wasm_default_mem_mb,
                 stack_kb=self.config.wasm_stack_kb,
                 fetch_attempts=self.config.wasm_fetch_attempts,
                 fetch_retry_s=self.config.wasm_fetch_retry_s)
@@ -120,6 +123,8 @@ class Agent:
     async def run(self, *, task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        if any(d.actuator is not None for d in self.config.devices):
+            (self.config.work_dir / "actuators").mkdir(exist_ok=True)  # their journals
         snap = await trio.to_thread.run_sync(self.checkpoint.load)
         names = await self._make_executors()
         resources = await trio.to_thread.run_sync(detect_resources, self.config)

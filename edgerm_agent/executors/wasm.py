@@ -35,6 +35,7 @@ from typing import Any
 import trio
 
 from edgerm.wire import pb
+from edgerm_agent.actuators import ActuatorSpec
 from edgerm_agent.executors.base import OutputTail, TaskContext, tail_text
 from edgerm_agent.modules import ModuleHashMismatch, ModuleStore, ModuleUnavailable
 from edgerm_agent.sensors import SensorSpec
@@ -111,11 +112,13 @@ class WasmExecutor:
     """Runs `WasmTask`s. Create, then `await start(nursery)`; `run(ctx)` per task."""
 
     def __init__(self, modules: ModuleStore, *, sensors: dict[str, SensorSpec],
+                 actuators: dict[str, ActuatorSpec] | None = None,
                  default_mem_mb: float = 16.0, stack_kb: int = 64,
                  epoch: float | None = None, fetch_attempts: int = 3,
                  fetch_retry_s: float = 1.0) -> None:
         self.modules = modules
         self.sensors = sensors
+        self.actuators = actuators or {}
         self.default_mem_mb = default_mem_mb
         self.stack_kb = stack_kb
         self.epoch = time.monotonic() if epoch is None else epoch
@@ -213,6 +216,9 @@ class WasmExecutor:
             "env": {e.name: e.value for e in w.env},
             "sensors": [self.sensors[n].to_json() for n in wanted if n in self.sensors],
             "known": sorted(self.sensors),
+            "actuators": [self.actuators[n].to_json() for n in wanted if n in self.actuators],
+            "claimed": wanted,
+            "task": ctx.task,
             "mem_pages": max(1, int(mem_mb * 1024 * 1024) // _PAGE),
             "stack_bytes": self.stack_kb * 1024,
             "epoch": self.epoch,

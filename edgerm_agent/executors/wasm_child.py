@@ -17,8 +17,10 @@ Protocol with the agent (`edgerm_agent.executors.wasm`):
 - argv[1]: the number of an inherited fd, the read end of this child's lifeline pipe; the agent
   holds the only write end and never writes. The agent starts one spare child ahead of need; it
   imports wasm3 and waits on stdin, so a launch costs no interpreter start-up.
-- stdin, first line: the task as JSON (`module`, `entry`, `args`, `env`, `sensors`, `mem_pages`,
-  `stack_bytes`, `epoch`, `as_slack_mb`); EOF instead: exit quietly. Afterwards one byte per
+- stdin, first line: the task as JSON (`module`, `entry`, `args`, `env`, `sensors`, `known`,
+  `actuators` (the specs of the claimed ones), `claimed` (every device name the task holds),
+  `task` (its number, for the actuator journals), `mem_pages`, `stack_bytes`, `epoch`,
+  `as_slack_mb`); EOF instead: exit quietly. Afterwards one byte per
   publish the agent has queued (credit), so that a slow link makes `publish` return
   EDGERM_E_AGAIN instead of growing a buffer.
 - stdout: frames `type (1 byte) | length (4 bytes, big-endian) | payload`:
@@ -29,8 +31,8 @@ Protocol with the agent (`edgerm_agent.executors.wasm`):
 Nothing else is written to fd 1: the frames go to a private duplicate and fd 1 points at
 stderr, which the agent keeps a short tail of for diagnostics.
 
-This module imports nothing from EdgeRM beyond the small sensor and module readers (no
-protobuf, no Trio), to keep the spare child small.
+This module imports nothing from EdgeRM beyond the small sensor, actuator and module readers
+(no protobuf, no Trio), to keep the spare child small.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import sys
 import time
 from typing import Any
 
+from edgerm_agent.actuators import ActuatorError, ActuatorSpec, drive, in_range
 from edgerm_agent.executors.wasm_module import (
     PAGE,
     BadModule,
@@ -54,7 +57,8 @@ from edgerm_agent.executors.wasm_module import (
 )
 from edgerm_agent.sensors import SensorError, SensorSpec, read_sensor
 
-OK, E_NOTFOUND, E_DENIED, E_IO, E_TOOBIG, E_AGAIN = 0, -1, -2, -3, -4, -5
+OK, E_NOTFOUND, E_DENIED, E_IO, E_TOOBIG, E_AGAIN, E_RANGE = 0, -1, -2, -3, -4, -5, -6
+ABI_VERSION = 2
 MAX_PUBLISH = 1024
 # Publishes the agent has not yet queued; past this the task gets E_AGAIN.
 PUBLISH_WINDOW = 16
@@ -66,6 +70,7 @@ IMPORTS = {
     "now_ms": "I()",
     "sleep_ms": "v(i)",
     "read_sensor": "i(iii)",
+    "set_actuator": "i(iiF)",
     "publish": "i(ii)",
     "arg_count": "i()",
     "arg_get": "i(iii)",
@@ -88,6 +93,10 @@ class Host:
         self.env = {k.encode(): v.encode() for k, v in task.get("env", {}).items()}
         self.sensors = {s["name"]: SensorSpec.from_json(s) for s in task.get("sensors", [])}
         self.known = set(task.get("known", [])) | set(self.sensors)
+        self.actuators = {a["name"]: ActuatorSpec.from_json(a)
+                          for a in task.get("actuators", [])}
+        self.claimed = set(task.get("claimed", [])) | set(self.actuators)
+        self.task = int(task.get("task", 0))
         self.epoch = float(task.get("epoch", time.monotonic()))
         self.in_flight = 0
         self.runtime: Any = None
@@ -150,6 +159,26 @@ class Host:
         except SensorError:
             return E_IO
         mem[p:p + 8] = struct.pack("<d", value)
+        return OK
+
+    def set_actuator(self, name_ptr: int, name_len: int, value: float) -> int:
+        # The order of checks is the ABI's (proto/wasm_abi.md, "Actuators").
+        name = self._read(name_ptr, name_len)
+        try:
+            text = name.decode()
+        except UnicodeDecodeError:
+            return E_DENIED
+        if text not in self.claimed:
+            return E_DENIED
+        spec = self.actuators.get(text)
+        if spec is None:
+            return E_NOTFOUND
+        if not in_range(spec, value):
+            return E_RANGE
+        try:
+            drive(spec, value, task=self.task, elapsed_ms=self.now_ms())
+        except ActuatorError:
+            return E_IO
         return OK
 
     def publish(self, ptr: int, length: int) -> int:
@@ -244,7 +273,7 @@ def main() -> int:
     for mod, name, kind in info.imports:
         if mod != "edgerm" or name not in IMPORTS or kind != "func":
             return fail("LAUNCH_FAILED", f"missing import {mod}.{name} ({kind}): this agent "
-                                         "implements EdgeRM WASM ABI v1")
+                                         f"implements EdgeRM WASM ABI v{ABI_VERSION}")
     entry = task.get("entry") or next((e for e in ENTRY_DEFAULTS
                                        if info.exports.get(e) == "func"), "")
     if info.exports.get(entry) != "func":

@@ -206,6 +206,23 @@ def test_exclusive_and_shared_devices_from_an_inventory() -> None:
     assert "temp" not in free.devices
 
 
+def test_an_actuator_is_exclusive_whatever_its_shares() -> None:
+    """Two tasks must never drive one relay: an actuator is one unit even if an agent (a
+    MicroPython board's config, say) announces shares for it."""
+    inv = Res.from_pb(pb.Resources(devices=[
+        pb.Device(name="relay", kind=pb.ACTUATOR, shares=3),
+        pb.Device(name="fan", kind=pb.ACTUATOR)]))
+    assert inv.devices == {"relay": 1, "fan": 1}
+    assert inv.device_info["relay"] == DeviceInfo(pb.ACTUATOR, "", True)
+    whole = Res.claim_from_pb(pb.Resources(devices=[pb.Device(name="relay")]), inv)
+    one = Res.claim_from_pb(pb.Resources(devices=[pb.Device(name="relay", shares=1)]), inv)
+    two = Res.claim_from_pb(pb.Resources(devices=[pb.Device(name="relay", shares=2)]), inv)
+    assert whole == one and not inv.contains(two)
+    left = inv - one
+    assert not left.contains(whole) and not left.contains(one)
+    assert [(d.name, d.shares) for d in left.to_pb().devices] == [("fan", 0)]
+
+
 def test_claim_of_an_unknown_device_is_refused() -> None:
     inv = Res.from_pb(_inventory())
     with pytest.raises(ResourceError, match="'gpio' is not on this agent"):
