@@ -386,10 +386,25 @@ static int prepare(struct slot *s, const edgerm_task_start_t *start, char *msg, 
 	memset(&args, 0, sizeof(args));
 	args.default_stack_size = CONFIG_EDGERM_WASM_STACK_SIZE;
 	args.host_managed_heap_size = CONFIG_EDGERM_WASM_HEAP_SIZE;
-	args.max_memory_pages = s->cap_pages;
+	args.max_memory_pages = max && max < s->cap_pages ? max : s->cap_pages;
 	s->inst = wasm_runtime_instantiate_ex(s->module, &args, err, sizeof(err));
 	if (!s->inst) {
 		rc = fail(msg, cap, EDGERM_PORT_E_RESOURCES, "instantiate", err);
+		goto unload;
+	}
+	/* WAMR folds the memory of a module that never grows it into one page of the whole
+	 * initial size: count bytes, not pages. */
+	wasm_memory_inst_t m = wasm_runtime_get_default_memory(s->inst);
+	uint64_t bytes = m ? wasm_memory_get_cur_page_count(m) *
+				     (uint64_t)wasm_memory_get_bytes_per_page(m)
+			   : 0;
+
+	if (bytes > (uint64_t)s->cap_pages * PAGE_BYTES) {
+		snprintf(err, sizeof(err), "initial memory %lu KiB exceeds the task's %lu KiB",
+			 (unsigned long)(bytes / 1024), (unsigned long)s->cap_pages * 64);
+		wasm_runtime_deinstantiate(s->inst);
+		s->inst = NULL;
+		rc = fail(msg, cap, EDGERM_PORT_E_MEMORY, "memory limit", err);
 		goto unload;
 	}
 	char name[64] = "";
@@ -575,6 +590,8 @@ int edgerm_wamr_init(const edgerm_wamr_host_t *h)
 	if (!wasm_runtime_full_init(&init)) {
 		return -1;
 	}
+	/* Errors only: a task's trap is reported in its status, not on the console. */
+	wasm_runtime_set_log_level(WASM_LOG_LEVEL_ERROR);
 	for (int i = 0; i < NSLOTS; i++) {
 		slots[i].os = edgerm_wamr_os_slot(i);
 		if (edgerm_wamr_os_init(slots[i].os) < 0) {
