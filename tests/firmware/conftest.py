@@ -33,9 +33,13 @@ def must(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="session")
-def posix_agent() -> Path:
-    """The POSIX build of the agent, plus the example tasks it runs."""
-    must(make("agent"))
+@pytest.fixture(scope="session", params=["wasm3", "wamr"])
+def posix_agent(request: pytest.FixtureRequest) -> Path:
+    """The POSIX build of the agent with each WASM executor (wasm3 in child processes, WAMR on
+    threads: chosen at build time), plus the example tasks it runs. WAMR is built from the
+    shared sources (the Makefile's WAMR_DIR); without them this fails and says how to get
+    them."""
+    must(make(f"agent-{request.param}"))
     must(make(cwd=EXAMPLES))
-    return BUILD / "edgerm-agent-posix"
+    return BUILD / ("edgerm-agent-posix" if request.param == "wasm3"
+                    else "edgerm-agent-posix-wamr")

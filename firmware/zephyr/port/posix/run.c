@@ -8,7 +8,8 @@
  *       --task MODULE.wasm [--entry E] [--arg A]... [--env K=V]... [--device NAME]... \
  *       [--mem-mb X] [--timeout-s N] [--kill-after-ms N]  [--task ...]...
  *
- * Every --task starts at once (concurrent slots). Output, JSON lines on stdout, in the order
+ * Every --task starts at once (concurrent slots); tasks of the same module share one buffer, as
+ * in the agent's module cache. Output, JSON lines on stdout, in the order
  * things happen: {"event": "publish", "task": i, "data": HEX}, {"event": "actuator", ...} (the
  * port's record), {"event": "exit", "task": i, "state": S, "reason": R, "exit_code": C,
  * "message": M} with the proto/edgerm.proto enum values (a start refused by the executor is
@@ -34,8 +35,10 @@ typedef struct {
 	edgerm_task_spec_t spec;
 	uint8_t *module;
 	size_t module_len;
+	const char *path;
 	uint64_t kill_at; /* 0: never */
 	int ended;
+	int shared; /* its module buffer is an earlier task's */
 } run_task_t;
 
 static run_task_t tasks[MAX_RUN_TASKS];
@@ -174,7 +177,19 @@ static int parse(int argc, char **argv, uint64_t now)
 			t = &tasks[ntasks++];
 			t->spec.which = 4;
 			t->spec.has_resources = true;
-			t->module = read_file(v, &t->module_len);
+			t->path = v;
+			/* One buffer per module, shared by its tasks, as the agent's module cache does
+			 * (an executor must not change it). */
+			for (int k = 0; k < ntasks - 1; k++) {
+				if (strcmp(tasks[k].path, v) == 0) {
+					t->module = tasks[k].module;
+					t->module_len = tasks[k].module_len;
+					t->shared = 1;
+				}
+			}
+			if (!t->module) {
+				t->module = read_file(v, &t->module_len);
+			}
 			if (!t->module) {
 				fprintf(stderr, "cannot read %s: %s\n", v, strerror(errno));
 				return 2;
@@ -278,7 +293,9 @@ int main(int argc, char **argv)
 	}
 	pthread_mutex_unlock(&port.lock);
 	for (int i = 0; i < ntasks; i++) {
-		free(tasks[i].module);
+		if (!tasks[i].shared) {
+			free(tasks[i].module);
+		}
 	}
 	return 0;
 }

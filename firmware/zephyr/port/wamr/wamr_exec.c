@@ -46,6 +46,7 @@ struct slot {
 	uint32_t task;
 	uint64_t deadline_ms;
 	edgerm_wamr_os_t *os;
+	uint8_t *code; /* this task's copy of the module (from the pool) */
 	wasm_module_t module;
 	wasm_module_inst_t inst;
 	wasm_exec_env_t env;
@@ -257,11 +258,11 @@ static void record_result(struct slot *s, bool ok, const uint32_t *argv)
 
 		s->exit_state = EDGERM_FAILED;
 		s->exit_reason = EDGERM_TRAPPED;
-		/* WAMR prefixes "Exception: "; the reason already says it. */
+		/* WAMR prefixes "Exception: "; "trap: " as the other executors say it. */
 		if (exc && strncmp(exc, "Exception: ", 11) == 0) {
 			exc += 11;
 		}
-		set_msg(s, exc ? exc : "trap");
+		snprintf(s->msg, sizeof(s->msg), "trap: %s", exc ? exc : "?");
 		return;
 	}
 	int32_t code = wasm_func_get_result_count(s->entry, s->inst) ? (int32_t)argv[0] : 0;
@@ -271,6 +272,14 @@ static void record_result(struct slot *s, bool ok, const uint32_t *argv)
 	s->exit_reason = code == 0 ? 0 : EDGERM_EXITED_NONZERO;
 	if (code != 0 && s->capped && cur_pages(s->inst) >= s->cap_pages) {
 		s->exit_reason = EDGERM_MEMORY_LIMIT; /* memory.grow was refused at mem_mb */
+	}
+}
+
+static void release_code(struct slot *s)
+{
+	if (s->code) {
+		wasm_runtime_free(s->code);
+		s->code = NULL;
 	}
 }
 
@@ -298,6 +307,7 @@ static void task_main(void *arg)
 	}
 	wasm_runtime_deinstantiate(s->inst);
 	wasm_runtime_unload(s->module);
+	release_code(s);
 	s->env = NULL;
 	s->inst = NULL;
 	s->module = NULL;
@@ -342,12 +352,17 @@ static int prepare(struct slot *s, const edgerm_task_start_t *start, char *msg, 
 	uint32_t init = 0, max = 0;
 	int rc;
 
-	/* The module stays in the core's cache, pinned, until this task has ended; WAMR's
-	 * interpreter reads it in place (its API takes a non-const buffer; the interpreter does
-	 * not write to it - only AOT relocation would, and AOT is off). */
-	s->module = wasm_runtime_load((uint8_t *)start->module, (uint32_t)start->module_len, err,
-				      sizeof(err));
+	/* WAMR's loader rewrites the code in place (the classic interpreter then runs it from
+	 * that buffer, until unload): each task gets its own copy from the pool, so the core's
+	 * cached module stays pristine for the next launch and for tasks running it now. */
+	s->code = wasm_runtime_malloc((uint32_t)start->module_len);
+	if (!s->code) {
+		return fail(msg, cap, EDGERM_PORT_E_RESOURCES, "module copy: WAMR pool full", NULL);
+	}
+	memcpy(s->code, start->module, start->module_len);
+	s->module = wasm_runtime_load(s->code, (uint32_t)start->module_len, err, sizeof(err));
 	if (!s->module) {
+		release_code(s);
 		return fail(msg, cap, EDGERM_PORT_E_LAUNCH, "bad module", err);
 	}
 	/* An import the host does not provide fails the launch and names it (WAMR itself would
@@ -433,6 +448,7 @@ static int prepare(struct slot *s, const edgerm_task_start_t *start, char *msg, 
 unload:
 	wasm_runtime_unload(s->module);
 	s->module = NULL;
+	release_code(s);
 	return rc;
 }
 
@@ -473,6 +489,7 @@ int edgerm_wamr_start(const edgerm_task_start_t *start, char *msg, size_t cap)
 		put(&s->state, SLOT_FREE);
 		wasm_runtime_deinstantiate(s->inst);
 		wasm_runtime_unload(s->module);
+		release_code(s);
 		s->inst = NULL;
 		s->module = NULL;
 		return fail(msg, cap, EDGERM_PORT_E_RESOURCES, "no task thread", NULL);
