@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware" / "zephyr"
 BUILD = FIRMWARE / "build-host"
 EXAMPLES = ROOT / "examples" / "wasm"
+CONFORMANCE = ROOT / "tests" / "firmware" / "conformance"
 
 
 def make(*targets: str, cwd: Path = FIRMWARE, timeout: float = 240,
@@ -36,10 +37,11 @@ def must(proc: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="session", params=["wasm3", "wamr"])
 def posix_agent(request: pytest.FixtureRequest) -> Path:
     """The POSIX build of the agent with each WASM executor (wasm3 in child processes, WAMR on
-    threads: chosen at build time), plus the example tasks it runs. WAMR is built from the
+    threads: chosen at build time), plus the example and conformance tasks it runs. WAMR is built from the
     shared sources (the Makefile's WAMR_DIR); without them this fails and says how to get
     them."""
     must(make(f"agent-{request.param}"))
     must(make(cwd=EXAMPLES))
+    must(make(cwd=CONFORMANCE))
     return BUILD / ("edgerm-agent-posix" if request.param == "wasm3"
                     else "edgerm-agent-posix-wamr")

@@ -37,10 +37,9 @@ from edgerm_agent.executors.wasm import WasmExecutor
 from edgerm_agent.modules import ModuleStore, ModuleUnavailable
 from edgerm_agent.sensors import SensorSpec
 
-from .conftest import BUILD, EXAMPLES, ROOT, make, must
+from .conftest import BUILD, CONFORMANCE, EXAMPLES, make, must
 
 TS = pb.TaskState
-CONFORMANCE = ROOT / "tests" / "firmware" / "conformance"
 C_EXECUTORS = ("wasm3-san", "wamr-san", "wasm3", "wamr")
 SENSORS = {"temp": 21.5, "humidity": 40.0}
 ACTUATORS = {"relay": (0.0, 1.0), "lamp": (0.0, 1.0)}
