@@ -20,6 +20,16 @@ static int fake_sensor(void *ctx, const char *name, size_t len, double *v)
 }
 
 static double relay_set_to = -1;
+static int fake_actuator(void *ctx, const char *name, size_t len, double v);
+
+/* What an executor's glue does: the core's checks, then the port. */
+static int32_t set_actuator(const edgerm_abi_task_t *t, uint8_t *mem, uint32_t name,
+			    uint32_t len, double v)
+{
+	int32_t rc = edgerm_abi_actuator_check(t, mem, 256, name, len);
+
+	return rc ? rc : fake_actuator(NULL, (const char *)mem + name, len, v);
+}
 static int set_calls;
 
 /* "relay" takes 0..1, "press" (a sensor) is no actuator. */
@@ -107,24 +117,24 @@ void suite_abi(void)
 	spec.resources.devices[2].name.len = 5;
 	spec.resources.devices_count = 3;
 	CHECK_EQ_INT(edgerm_abi_task_init(&t, &spec), 0);
-	CHECK_EQ_INT(edgerm_abi_set_actuator(&t, mem, sizeof(mem), 60, 5, 1.0, fake_actuator, NULL),
+	CHECK_EQ_INT(set_actuator(&t, mem, 60, 5, 1.0),
 		     0);
 	CHECK(relay_set_to == 1.0);
-	CHECK_EQ_INT(edgerm_abi_set_actuator(&t, mem, sizeof(mem), 60, 5, 2.0, fake_actuator, NULL),
+	CHECK_EQ_INT(set_actuator(&t, mem, 60, 5, 2.0),
 		     EDGERM_ABI_E_RANGE);
 	CHECK(relay_set_to == 1.0);
-	CHECK_EQ_INT(edgerm_abi_set_actuator(&t, mem, sizeof(mem), 40, 5, 0.0, fake_actuator, NULL),
+	CHECK_EQ_INT(set_actuator(&t, mem, 40, 5, 0.0),
 		     EDGERM_ABI_E_NOTFOUND);
-	CHECK_EQ_INT(edgerm_abi_set_actuator(&t, mem, sizeof(mem), 60, 5, 0.0, fake_actuator, NULL),
+	CHECK_EQ_INT(set_actuator(&t, mem, 60, 5, 0.0),
 		     0);
 	spec.resources.devices_count = 2;
 	CHECK_EQ_INT(edgerm_abi_task_init(&t, &spec), 0);
 	set_calls = 0;
-	CHECK_EQ_INT(edgerm_abi_set_actuator(&t, mem, sizeof(mem), 60, 5, 1.0, fake_actuator, NULL),
+	CHECK_EQ_INT(set_actuator(&t, mem, 60, 5, 1.0),
 		     EDGERM_ABI_E_DENIED);
 	CHECK_EQ_INT(set_calls, 0);
 	CHECK(relay_set_to == 0.0);
-	CHECK_EQ_INT(edgerm_abi_set_actuator(&t, mem, sizeof(mem), 254, 5, 1.0, fake_actuator, NULL),
+	CHECK_EQ_INT(set_actuator(&t, mem, 254, 5, 1.0),
 		     EDGERM_ABI_TRAP);
 
 	/* Launch data beyond the bounded copy is refused, not truncated. */

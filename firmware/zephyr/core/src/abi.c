@@ -124,15 +124,15 @@ int32_t edgerm_abi_read_sensor(const edgerm_abi_task_t *t, uint8_t *mem, uint64_
 	    !edgerm_abi_in_bounds(mem_size, out, 8)) {
 		return EDGERM_ABI_TRAP;
 	}
-	const char *n = (const char *)mem + name;
 	int held = claimed(t, mem + name, name_len);
-	int r = read(ctx, n, name_len, held ? &v : NULL);
+	int r = read(ctx, (const char *)mem + name, name_len, held ? &v : NULL);
 
-	if (!held) {
+	/* Not found wins over denied: the agent has no such sensor (what the Linux agent says). */
+	if (r == EDGERM_ABI_E_NOTFOUND || !held) {
 		return r == EDGERM_ABI_E_NOTFOUND ? r : EDGERM_ABI_E_DENIED;
 	}
 	if (r != 0) {
-		return r == EDGERM_ABI_E_NOTFOUND ? EDGERM_ABI_E_NOTFOUND : EDGERM_ABI_E_IO;
+		return EDGERM_ABI_E_IO;
 	}
 	/* The ABI writes an f64, little-endian, whatever the host's byte order. */
 	memcpy(&bits, &v, sizeof(bits));
@@ -142,15 +142,11 @@ int32_t edgerm_abi_read_sensor(const edgerm_abi_task_t *t, uint8_t *mem, uint64_
 	return EDGERM_ABI_OK;
 }
 
-int32_t edgerm_abi_set_actuator(const edgerm_abi_task_t *t, const uint8_t *mem,
-				uint64_t mem_size, uint32_t name, uint32_t name_len, double value,
-				edgerm_abi_actuator_fn set, void *ctx)
+int32_t edgerm_abi_actuator_check(const edgerm_abi_task_t *t, const uint8_t *mem,
+				  uint64_t mem_size, uint32_t name, uint32_t name_len)
 {
 	if (!edgerm_abi_in_bounds(mem_size, name, name_len)) {
 		return EDGERM_ABI_TRAP;
 	}
-	if (!claimed(t, mem + name, name_len)) {
-		return EDGERM_ABI_E_DENIED;
-	}
-	return set(ctx, (const char *)mem + name, name_len, value);
+	return claimed(t, mem + name, name_len) ? EDGERM_ABI_OK : EDGERM_ABI_E_DENIED;
 }

@@ -14,10 +14,21 @@
 #include "edgerm/abi.h"
 #include "modules.h"
 #include "wamr_exec.h"
+#include "wasm_export.h"
 
 static edgerm_agent_t agent; /* only its address: the core's state machine is not under test */
 static uint64_t clock_ms;
 static int failures;
+/* WAMR pool bytes free before a task, and the least seen while it ran (at each publish): what
+ * one running task takes from the pool (its module copy, instance, stacks, linear memory). */
+static uint32_t pool_free_before, pool_free_running;
+
+static uint32_t pool_free(void)
+{
+	mem_alloc_info_t info;
+
+	return wasm_runtime_get_mem_alloc_info(&info) ? info.total_free_size : 0;
+}
 
 static struct {
 	uint32_t task;
@@ -61,6 +72,11 @@ int edgerm_agent_publish(edgerm_agent_t *a, uint32_t task, const uint8_t *data, 
 			 uint64_t now)
 {
 	(void)a, (void)now;
+	uint32_t free_now = pool_free();
+
+	if (free_now < pool_free_running) {
+		pool_free_running = free_now;
+	}
 	if (task == seen.task) {
 		seen.publishes++;
 		seen.last_len = len < sizeof(seen.last) ? len : sizeof(seen.last);
@@ -115,6 +131,7 @@ static void run(uint32_t task, const uint8_t *module, size_t len, edgerm_task_sp
 
 	memset(&seen, 0, sizeof(seen));
 	seen.task = task;
+	pool_free_before = pool_free_running = pool_free();
 	int r = edgerm_wamr_start(&start, msg, sizeof(msg));
 
 	EXPECT(r == 0);
@@ -127,6 +144,13 @@ static void run(uint32_t task, const uint8_t *module, size_t len, edgerm_task_sp
 	printf("task %lu: state %u reason %u exit %ld, %d publishes, message \"%s\"\n",
 	       (unsigned long)task, seen.state, seen.reason, (long)seen.code, seen.publishes,
 	       seen.msg);
+	/* Everything a task took from the pool is back once it ended. */
+	EXPECT(pool_free() == pool_free_before);
+	if (seen.publishes) {
+		printf("slot ram: pool %lu static %lu\n",
+		       (unsigned long)(pool_free_before - pool_free_running),
+		       (unsigned long)edgerm_wamr_slot_static_bytes());
+	}
 }
 
 int main(void)

@@ -130,10 +130,13 @@ static m3ApiRawFunction(h_set_actuator)
 	m3ApiGetArg(uint32_t, name);
 	m3ApiGetArg(uint32_t, name_len);
 	m3ApiGetArg(double, value);
-	int32_t rc = edgerm_abi_set_actuator(&child_task, _mem, m3_GetMemorySize(runtime), name,
-					     name_len, value, child_actuator, NULL);
+	int32_t rc = edgerm_abi_actuator_check(&child_task, _mem, m3_GetMemorySize(runtime), name,
+					       name_len);
 
 	ABI_TRAP_IF_BAD(rc);
+	if (rc == 0) {
+		rc = child_actuator(NULL, (const char *)_mem + name, name_len, value);
+	}
 	m3ApiReturn(rc);
 }
 

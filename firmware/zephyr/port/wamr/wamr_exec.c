@@ -150,11 +150,6 @@ static int sensor_read(void *ctx, const char *name, size_t len, double *v)
 	return edgerm_port_sensor_read(ctx, name, len, v);
 }
 
-static int actuator_set(void *ctx, const char *name, size_t len, double v)
-{
-	return edgerm_port_actuator_set(ctx, name, len, v);
-}
-
 static int32_t n_read_sensor(wasm_exec_env_t env, uint32_t name, uint32_t name_len, uint32_t out)
 {
 	struct slot *s = slot_of(env);
@@ -172,8 +167,12 @@ static int32_t n_set_actuator(wasm_exec_env_t env, uint32_t name, uint32_t name_
 	uint64_t size;
 	uint8_t *mem = memory(env, &size);
 
-	return trap_if_bad(env, edgerm_abi_set_actuator(&s->abi, mem, size, name, name_len, value,
-							actuator_set, host.port));
+	int32_t rc = edgerm_abi_actuator_check(&s->abi, mem, size, name, name_len);
+
+	if (rc == 0) {
+		rc = edgerm_port_actuator_set(host.port, (const char *)mem + name, name_len, value);
+	}
+	return trap_if_bad(env, rc);
 }
 
 static int32_t n_publish(wasm_exec_env_t env, uint32_t ptr, uint32_t len)
@@ -589,6 +588,11 @@ int edgerm_wamr_busy_slots(void)
 		n += get(&slots[i].state) != SLOT_FREE;
 	}
 	return n;
+}
+
+size_t edgerm_wamr_slot_static_bytes(void)
+{
+	return sizeof(struct slot);
 }
 
 int edgerm_wamr_init(const edgerm_wamr_host_t *h)

@@ -66,6 +66,10 @@ uint64_t edgerm_wamr_next_deadline_ms(void);
 /* Tasks running now (slots not free). */
 int edgerm_wamr_busy_slots(void);
 
+/* Static RAM of one slot's bookkeeping (its launch data, log tail, status message), for the
+ * RAM-per-slot figure of bench/firmware_size; the pool and the thread stack come on top. */
+size_t edgerm_wamr_slot_static_bytes(void);
+
 /* ---- the threading layer, one per platform (wamr_os.h's functions) ------------------------ */
 
 typedef struct edgerm_wamr_os edgerm_wamr_os_t;

@@ -63,13 +63,12 @@ typedef int (*edgerm_abi_sensor_fn)(void *ctx, const char *name, size_t len, dou
 int32_t edgerm_abi_read_sensor(const edgerm_abi_task_t *t, uint8_t *mem, uint64_t mem_size,
 			       uint32_t name, uint32_t name_len, uint32_t out,
 			       edgerm_abi_sensor_fn read, void *ctx);
-/* set_actuator (ABI v2), in the order proto/wasm_abi.md gives: a device the task did not claim
- * is EDGERM_ABI_E_DENIED (whatever the agent has, `set` is not called); then `set` answers 0,
- * EDGERM_ABI_E_NOTFOUND (not an actuator of this agent), _E_RANGE or _E_IO. */
-typedef int (*edgerm_abi_actuator_fn)(void *ctx, const char *name, size_t len, double value);
-int32_t edgerm_abi_set_actuator(const edgerm_abi_task_t *t, const uint8_t *mem,
-				uint64_t mem_size, uint32_t name, uint32_t name_len, double value,
-				edgerm_abi_actuator_fn set, void *ctx);
+/* set_actuator (ABI v2), the checks in the order proto/wasm_abi.md gives, before the device:
+ * EDGERM_ABI_TRAP for a name outside memory, EDGERM_ABI_E_DENIED for a device the task did not
+ * claim (whatever the agent has); 0 when the glue may go on to edgerm_port_actuator_set, which
+ * answers 0, EDGERM_ABI_E_NOTFOUND (not an actuator of this agent), _E_RANGE or _E_IO. */
+int32_t edgerm_abi_actuator_check(const edgerm_abi_task_t *t, const uint8_t *mem,
+				  uint64_t mem_size, uint32_t name, uint32_t name_len);
 
 /* The bytes of the entry point name (empty: "run", "_start", "main" in that order). */
 static inline const uint8_t *edgerm_abi_str(const edgerm_abi_task_t *t, edgerm_abi_str_t s)
