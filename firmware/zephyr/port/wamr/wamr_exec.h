@@ -7,8 +7,9 @@
  * port/baremetal/wamr_os.c).
  *
  * Slots: CONFIG_EDGERM_WASM_MAX_SLOTS tasks run at once; WAMR is initialised once with one
- * pool of CONFIG_EDGERM_WAMR_POOL_SIZE bytes for every slot's module, instance, stacks and
- * linear memory (docs: RAM per slot).
+ * pool of CONFIG_EDGERM_WAMR_POOL_SIZE bytes for every slot's module copy, instance, stacks and
+ * linear memory (Kconfig's help says what a slot costs; the defaults are in edgerm/config.h).
+ * On Linux WAMR maps linear memories itself, outside the pool.
  */
 #ifndef EDGERM_WAMR_EXEC_H
 #define EDGERM_WAMR_EXEC_H
@@ -19,25 +20,6 @@
 
 #include "edgerm/agent.h"
 #include "edgerm_port.h"
-
-#ifndef CONFIG_EDGERM_WASM_MAX_SLOTS
-#define CONFIG_EDGERM_WASM_MAX_SLOTS 2
-#endif
-#ifndef CONFIG_EDGERM_WAMR_POOL_SIZE
-#define CONFIG_EDGERM_WAMR_POOL_SIZE 155648
-#endif
-#ifndef CONFIG_EDGERM_WASM_STACK_SIZE
-#define CONFIG_EDGERM_WASM_STACK_SIZE 4096
-#endif
-#ifndef CONFIG_EDGERM_WASM_HEAP_SIZE
-#define CONFIG_EDGERM_WASM_HEAP_SIZE 0
-#endif
-#ifndef CONFIG_EDGERM_KILL_TIMEOUT_MS
-#define CONFIG_EDGERM_KILL_TIMEOUT_MS 1000
-#endif
-#ifndef CONFIG_EDGERM_LOG_TAIL_SIZE
-#define CONFIG_EDGERM_LOG_TAIL_SIZE 64
-#endif
 
 /* What the executor needs from the program around it. Task threads call only `trylock` (never
  * a waiting lock: the agent thread may join them while holding the agent lock), `unlock` and
