@@ -1,5 +1,6 @@
 """Fixtures for the Zephyr agent's tests: the host builds under firmware/zephyr (its Makefile
-fetches zcbor and wasm3 at build time) and the example WASM tasks.
+fetches zcbor and wasm3 at build time and builds WAMR from the shared sources) and the example
+WASM tasks.
 
 Builds run once per session; a build failure fails the tests that need it (never a skip: every
 tool used here is part of the project's test setup)."""
@@ -37,9 +38,9 @@ def must(proc: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="session", params=["wasm3", "wamr"])
 def posix_agent(request: pytest.FixtureRequest) -> Path:
     """The POSIX build of the agent with each WASM executor (wasm3 in child processes, WAMR on
-    threads: chosen at build time), plus the example and conformance tasks it runs. WAMR is built from the
-    shared sources (the Makefile's WAMR_DIR); without them this fails and says how to get
-    them."""
+    threads: chosen at build time), plus the example and conformance tasks it runs. WAMR is
+    built from the shared sources (the Makefile's WAMR_DIR); without them this fails and says
+    how to get them."""
     must(make(f"agent-{request.param}"))
     must(make(cwd=EXAMPLES))
     must(make(cwd=CONFORMANCE))

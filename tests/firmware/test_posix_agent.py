@@ -1,12 +1,13 @@
-"""The Zephyr agent's C core, built as a Linux program (firmware/zephyr/port/posix, wasm3 in a
-child process per task), against the real master (`python -m edgerm_master`) over loopback UDP,
-with a framework on the real WebSocket API: register (the token never on the wire: the first
-Register carries the agent's nonce and is signed with SHA-256(token), the master answers with its
-nonce, and both derive the secret, which never crosses the link either; an agent with another
-token is refused), launch the example WASM tasks, receive their published results, a trap and a
-non-zero exit, set a simulated actuator the task claimed, kill a runaway loop, garbage datagrams, an agent restart that re-registers with
-the same identity, and a power cut just after a task ended whose end the master had not
-acknowledged (the saved update queue brings it back)."""
+"""The Zephyr agent's C core, built as a Linux program (firmware/zephyr/port/posix) with each WASM
+executor (wasm3 in a child process per task; WAMR on threads, the device's executor), against
+the real master (`python -m edgerm_master`) over loopback UDP, with a framework on the real
+WebSocket API: register (the token never on the wire: the first Register carries the agent's
+nonce and is signed with SHA-256(token), the master answers with its nonce, and both derive the
+secret, which never crosses the link either; an agent with another token is refused), launch
+the example WASM tasks, receive their published results, a trap and a non-zero exit, set a
+simulated actuator the task claimed, kill a runaway loop, garbage datagrams, an agent restart
+that re-registers with the same identity, and a power cut just after a task ended whose end the
+master had not acknowledged (the saved update queue brings it back)."""
 
 from __future__ import annotations
 

@@ -34,3 +34,11 @@ def test_a_checkout_without_wamr_is_told_how_to_get_it(tmp_path: object) -> None
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "WAMR sources not found" in out and "west update" in out and "WAMR_DIR=" in out, out
+
+
+def test_zephyr_executor_glue_matches_the_executor_interface() -> None:
+    """Zephyr is not available here: port/zephyr/wamr_os.c is compiled against a stand-in with
+    Zephyr v4.2's kernel signatures (tests/zephyr_api), the real wamr_exec.h and WAMR's
+    wasm_export.h. A change of the executor's interface that the Zephyr port misses fails."""
+    out = must(make("zephyr-api-check"))
+    assert "matches wamr_exec.h" in out, out[-2000:]
