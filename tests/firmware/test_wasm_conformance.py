@@ -43,8 +43,9 @@ TS = pb.TaskState
 C_EXECUTORS = ("wasm3-san", "wamr-san", "wasm3", "wamr")
 SENSORS = {"temp": 21.5, "humidity": 40.0}
 ACTUATORS = {"relay": (0.0, 1.0), "lamp": (0.0, 1.0)}
-# A task slot of the POSIX build (CONFIG_EDGERM_WASM_MAX_SLOTS, CONFIG_EDGERM_MAX_TASKS).
-C_SLOTS = 4
+# Task slots of the POSIX build (CONFIG_EDGERM_WASM_MAX_SLOTS = CONFIG_EDGERM_MAX_TASKS: as
+# many as the prototype ran).
+C_SLOTS = 6
 ONE_PAGE = 0.0625  # mem_mb of one 64 KiB page
 
 
