@@ -5,6 +5,8 @@ hash checked while the blocks stream into the cache directory (nothing of it is 
 The module is imported from the cache under a fresh name; before its `async def main()` runs,
 its globals get the host API of the WASM ABI and nothing else the agent has:
     read_sensor(name) -> float   (OSError -1 unknown, -2 not among the task's devices, -3 I/O)
+    set_actuator(name, value) -> 0 | -2 not among the task's devices | -1 not an actuator |
+                                 -6 out of range | -3 I/O   (the WASM ABI v2's codes)
     publish(data, topic="") -> 0 | -4 too big | -5 queue full
     await sleep_ms(ms)   log(text)   now_ms()   args (list of str)   env (dict)
 main() returning None or 0 -> FINISHED; another int -> FAILED EXITED_NONZERO; an exception ->
@@ -141,10 +143,14 @@ async def fetch(sha256, length):
 
 
 def _api(task, data, items, buf):
-    def read_sensor(name):
+    # read_sensor(name) and set_actuator(name, value) are one closure: every closure is two
+    # heap objects per task, and the heap budget has no room for them (bench/README.md).
+    def read_sensor(name, value=None):
         if name not in items:
-            raise OSError(-2)
-        return sensors.read(name)
+            if value is None:
+                raise OSError(-2)
+            return -2
+        return sensors.read(name, value)
 
     def publish(data, topic=""):
         return _x[_X_PUBLISH](task, data if type(data) is not str else data.encode(), topic)
@@ -155,11 +161,13 @@ def _api(task, data, items, buf):
     def now_ms():
         return ticks_diff(ticks_ms(), _x[_X_T0])
 
+    # args: the decoded list itself, not a copy (nothing else reads it once the task runs;
+    # the copy was 64 B of heap per task, what set_actuator costs).
     env = {}
     for e in data.get(_MP_ENV, ()):
         env[e.get(_ENV_NAME, "")] = e.get(_ENV_VALUE, "")
-    return {"read_sensor": read_sensor, "publish": publish, "log": log, "now_ms": now_ms,
-            "sleep_ms": asyncio.sleep_ms, "args": list(data.get(_MP_ARGS, ())), "env": env}
+    return {"read_sensor": read_sensor, "set_actuator": read_sensor, "publish": publish, "log": log, "now_ms": now_ms,
+            "sleep_ms": asyncio.sleep_ms, "args": data.get(_MP_ARGS, ()), "env": env}
 
 
 def _say(task, state, reason, message, code):

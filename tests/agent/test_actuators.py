@@ -187,3 +187,34 @@ async def test_set_actuator_from_a_wasm_task(tmp_path: Path) -> None:
     assert (tmp_path / "dim").read_text() == "0\n"
     assert not (tmp_path / "work" / "actuators" / "lamp.log").exists()
     assert not (tmp_path / "work" / "actuators" / "broken.log").exists()
+
+
+async def test_an_import_newer_than_the_agent_fails_at_instantiation(tmp_path: Path) -> None:
+    """How a v2 task fails on a v1 agent, one version up: before the entry runs, naming the
+    import and the ABI the agent implements."""
+    mod = wat(tmp_path, """(module
+  (import "edgerm" "set_actuator" (func (param i32 i32 f64) (result i32)))
+  (import "edgerm" "get_actuator" (func (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1 1)
+  (func (export "run") (result i32) (i32.const 0)))""")
+
+    async def fetch(digest: bytes, size: int) -> bytes:
+        return mod
+    ex = WasmExecutor(ModuleStore(tmp_path / "modules", fetch), sensors={})
+    reports: list[tuple[int, dict[str, Any]]] = []
+
+    async def nothing(*_: Any) -> None:
+        pass
+    ctx = TaskContext(task=1, spec=pb.TaskSpec(resources=pb.Resources(mem_mb=1),
+                                               wasm=pb.WasmTask(sha256=sha(mod), size=len(mod))),
+                      report=lambda s, **kw: reports.append((s, kw)), publish=nothing,
+                      flush=nothing)
+    async with trio.open_nursery() as n:
+        await ex.start(n)
+        with trio.fail_after(20):
+            await ex.run(ctx)
+        ex.close()
+        n.cancel_scope.cancel()
+    assert [(s, kw["reason"]) for s, kw in reports] == [(TS.ERROR, pb.LAUNCH_FAILED)]
+    assert "edgerm.get_actuator" in reports[0][1]["message"]
+    assert "ABI v2" in reports[0][1]["message"]

@@ -31,6 +31,10 @@ int edgerm_settings_save_state(const edgerm_persist_t *state);
 int edgerm_settings_load_queue(uint8_t *rec, size_t cap);
 int edgerm_settings_save_queue(const uint8_t *rec, size_t len);
 
+/* actuators.c: the devicetree GPIO and PWM outputs announced at registration (exclusive; the
+ * first call configures them). edgerm_port_actuator_set (edgerm_port.h) drives them. */
+uint8_t edgerm_actuators_devices(edgerm_device_t *out, uint8_t max);
+
 /* sensors.c: the devices announced at registration. */
 uint8_t edgerm_sensors_devices(edgerm_device_t *out, uint8_t max);
 

@@ -127,6 +127,9 @@ static void start_agent(uint64_t now)
 	bool have_state = false;
 
 	(void)edgerm_settings_load(&unused, &stored, &have_state);
+	uint8_t sensors = edgerm_sensors_devices(devices, ARRAY_SIZE(devices));
+	uint8_t actuators = edgerm_actuators_devices(devices + sensors,
+						     ARRAY_SIZE(devices) - sensors);
 	edgerm_agent_config_t cfg = {
 		.name = prov.name[0] ? prov.name : CONFIG_BOARD,
 		.token = prov.token,
@@ -134,7 +137,7 @@ static void start_agent(uint64_t now)
 		/* One 64 KiB page per task slot is what a task may hold. */
 		.mem_mb = 0.0625 * CONFIG_EDGERM_WASM_MAX_SLOTS,
 		.devices = devices,
-		.devices_count = edgerm_sensors_devices(devices, ARRAY_SIZE(devices)),
+		.devices_count = sensors + actuators,
 		.os = "zephyr",
 		.arch = CONFIG_ARCH,
 		.rng_seed = sys_rand32_get(),
@@ -145,9 +148,9 @@ static void start_agent(uint64_t now)
 	};
 
 	edgerm_agent_init(edgerm_agent(), &cfg, have_state ? &stored : NULL, now);
-	LOG_INF("agent %s: %s, %u sensor(s), master [%s]:%u", cfg.name,
-		have_state && stored.agent_id ? "re-registering" : "registering",
-		cfg.devices_count, prov.master, prov.port);
+	LOG_INF("agent %s: %s, %u sensor(s), %u actuator(s), master [%s]:%u", cfg.name,
+		have_state && stored.agent_id ? "re-registering" : "registering", sensors,
+		actuators, prov.master, prov.port);
 }
 
 static void apply_shell_requests(uint64_t now)
