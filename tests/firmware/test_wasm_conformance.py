@@ -3,13 +3,14 @@ Linux agent (wasm3 in a child process, `edgerm_agent.executors.wasm`), the POSIX
 wasm3 and the POSIX agent with WAMR (the portable executor the device runs, port/wamr/), the
 two C ones built with ASan and UBSan and once without.
 
-The same .wasm files run everywhere: examples/wasm and the dedicated tasks of
-tests/firmware/conformance (every host call and its error codes, pointers outside memory, traps,
-memory growth past mem_mb, an initial memory over it, timeouts, kills while sleeping and while
-spinning, several tasks at once, an import from a newer ABI). A case's tasks start together;
-each task's state, reason, exit code, published bytes (and, for FINISHED and EXITED_NONZERO,
-its log tail) must be identical across executors, and the simulated actuators must have been
-set to the same values. Trap texts are each runtime's own and are only checked to be there.
+The same .wasm files run everywhere: examples/wasm (the thermostat's closed loop included) and
+the dedicated tasks of tests/firmware/conformance (every host call and its error codes,
+pointers outside memory, traps, memory growth past mem_mb, an initial memory over it, timeouts,
+kills while sleeping and while spinning, several tasks at once, an import from a newer ABI).
+A case's tasks start together; each task's state, reason, exit code, published bytes (and, for
+FINISHED and EXITED_NONZERO, its log tail) must be identical across executors, and the
+simulated actuators must have been set to the same values. Trap texts are each runtime's own
+and are only checked to be there.
 
 The C executors run through edgerm-wasm-run (firmware/zephyr/port/posix/run.c): the POSIX
 port's executor and simulated devices without the agent core and its master link (the end to
@@ -23,6 +24,7 @@ import json
 import struct
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,15 @@ CASES: dict[str, list[Task]] = {
              devices=("temp", "relay")),
     ],
     "newer_abi": [Task("conformance/newer_abi")],
+    # The closed loop of examples/wasm: 21.5 above 20 switches the relay on, below 30 the lamp
+    # stays off, at every step (two steps, 1 s apart: four arguments at most, the C agents'
+    # CONFIG_EDGERM_WIRE_MAX_REPEATED).
+    "thermostat": [
+        Task("examples/thermostat", args=("temp", "relay", "20", "2"),
+             devices=("temp", "relay")),
+        Task("examples/thermostat", args=("temp", "lamp", "30", "2"),
+             devices=("temp", "lamp")),
+    ],
 }
 
 
@@ -255,15 +266,23 @@ def run_linux(tasks: list[Task], work: Path) -> tuple[list[Result], dict[str, li
 def test_same_results_on_every_executor(case: str, runners: dict[str, Path],
                                         tmp_path: Path) -> None:
     tasks = CASES[case]
-    began = time.monotonic()
-    linux, linux_sets = run_linux(tasks, tmp_path)
-    linux_s = time.monotonic() - began
-    assert len(linux) == len(tasks)
-    want = [r.comparable() for r in linux]
-    for name, binary in runners.items():
+
+    def timed_c(binary: Path) -> tuple[list[Result], dict[str, list[float]], float]:
         began = time.monotonic()
         got, sets = run_c(binary, tasks)
-        took = time.monotonic() - began
+        return got, sets, time.monotonic() - began
+
+    # The C executors run side by side while the Linux agent's runs here (separate processes
+    # and devices: nothing is shared between them).
+    with ThreadPoolExecutor(max_workers=len(runners)) as pool:
+        c_runs = {name: pool.submit(timed_c, binary) for name, binary in runners.items()}
+        began = time.monotonic()
+        linux, linux_sets = run_linux(tasks, tmp_path)
+        linux_s = time.monotonic() - began
+        results = {name: run.result() for name, run in c_runs.items()}
+    assert len(linux) == len(tasks)
+    want = [r.comparable() for r in linux]
+    for name, (got, sets, took) in results.items():
         assert [r.comparable() for r in got] == want, name
         assert sets == linux_sets, name
         # A kill does not wait for a 60 s sleep to end (generous bound: loaded CI machines).
@@ -314,6 +333,11 @@ def check_case(case: str, results: list[Result], sets: dict[str, list[float]]) -
         assert sets == {"relay": [1.0, 0.0]}
     elif case == "newer_abi":
         assert states == [("ERROR", "LAUNCH_FAILED")]
+    elif case == "thermostat":
+        assert all(s == ("FINISHED", "REASON_UNSPECIFIED") for s in states)
+        assert results[0].published == [struct.pack("<dd", 21.5, 1.0)] * 2
+        assert results[1].published == [struct.pack("<dd", 21.5, 0.0)] * 2
+        assert sets == {"relay": [1.0] * 2, "lamp": [0.0] * 2}
     else:
         raise AssertionError(f"no expectation for {case}")
 

@@ -11,7 +11,6 @@
 #include <zephyr/logging/log.h>
 
 #include "agent_thread.h"
-#include "edgerm/abi.h"
 #include "edgerm_zephyr.h"
 #include "wamr_exec.h"
 
@@ -115,17 +114,10 @@ int edgerm_port_task_kill(void *ctx, uint32_t task)
 	return edgerm_wamr_kill(task) == 0 ? 0 : -ESRCH;
 }
 
-/* Until the board's actuators (devicetree GPIO/PWM) provide it: no actuator. */
-__weak int edgerm_port_actuator_set(void *ctx, const char *name, size_t len, double value)
-{
-	ARG_UNUSED(ctx), ARG_UNUSED(name), ARG_UNUSED(len), ARG_UNUSED(value);
-	return EDGERM_ABI_E_NOTFOUND;
-}
-
 int edgerm_zephyr_wamr_init(void)
 {
 	static const edgerm_wamr_host_t host = {
-		.port = NULL, /* sensors.c and actuators need no context */
+		.port = NULL, /* sensors.c and actuators.c need no context */
 		.trylock = edgerm_agent_trylock,
 		.unlock = edgerm_agent_unlock,
 		.wake = edgerm_agent_wake,
