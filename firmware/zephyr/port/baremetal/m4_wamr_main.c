@@ -1,8 +1,9 @@
 /*
  * WAMR on Cortex-M4 in QEMU (mps2-an386, semihosting): the portable executor
  * (port/wamr/wamr_exec.c) on the bare-metal threading layer runs examples/wasm's hello.wasm and
- * sampler.wasm (and trap.wasm) through the EdgeRM ABI, and checks what they publish, log and
- * end with. main's return value is QEMU's exit code (0: every check passed).
+ * sampler.wasm (and trap.wasm, and hello built to let WAMR trim its memory) through the EdgeRM
+ * ABI, and checks what they publish, log and end with. main's return value is QEMU's exit code
+ * (0: every check passed).
  *
  * This file stands in for the agent core's two executor calls (edgerm_agent_publish,
  * edgerm_agent_task_exited) and for the port (clock, sensor, actuator); the modules are
@@ -22,6 +23,7 @@ static int failures;
 /* WAMR pool bytes free before a task, and the least seen while it ran (at each publish): what
  * one running task takes from the pool (its module copy, instance, stacks, linear memory). */
 static uint32_t pool_free_before, pool_free_running;
+static bool trimmed;
 
 static uint32_t pool_free(void)
 {
@@ -147,7 +149,7 @@ static void run(uint32_t task, const uint8_t *module, size_t len, edgerm_task_sp
 	/* Everything a task took from the pool is back once it ended. */
 	EXPECT(pool_free() == pool_free_before);
 	if (seen.publishes) {
-		printf("slot ram: pool %lu static %lu\n",
+		printf("slot ram%s: pool %lu static %lu\n", trimmed ? " (trimmed memory)" : "",
 		       (unsigned long)(pool_free_before - pool_free_running),
 		       (unsigned long)edgerm_wamr_slot_static_bytes());
 	}
@@ -212,6 +214,19 @@ int main(void)
 	run(4, trap_wasm, sizeof(trap_wasm), &spec);
 	EXPECT(seen.state == EDGERM_FAILED && seen.reason == EDGERM_TRAPPED &&
 	       strcmp(seen.msg, "trap: unreachable") == 0);
+
+	/* hello built so that WAMR trims its memory (no memory.grow; __heap_base exported): the
+	 * same results, a much smaller slot. */
+	memset(&spec, 0, sizeof(spec));
+	spec.which = 4;
+	spec.has_resources = true;
+	spec.resources.mem_mb = 0.0625;
+	spec.kind.wasm.args[0] = s("small");
+	spec.kind.wasm.args_count = 1;
+	trimmed = true;
+	run(5, hello_trimmed_wasm, sizeof(hello_trimmed_wasm), &spec);
+	EXPECT(seen.state == EDGERM_FINISHED && seen.publishes == 1);
+	EXPECT(strcmp(seen.msg, "hello from wasm") == 0);
 
 	printf("WAMR on Cortex-M4: %d failures\n", failures);
 	return failures ? 1 : 0;
