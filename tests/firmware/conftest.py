@@ -1,5 +1,6 @@
 """Fixtures for the Zephyr agent's tests: the host builds under firmware/zephyr (its Makefile
-fetches zcbor and wasm3 at build time) and the example WASM tasks.
+fetches zcbor and wasm3 at build time and builds WAMR from the shared sources) and the example
+WASM tasks.
 
 Builds run once per session; a build failure fails the tests that need it (never a skip: every
 tool used here is part of the project's test setup)."""
@@ -16,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware" / "zephyr"
 BUILD = FIRMWARE / "build-host"
 EXAMPLES = ROOT / "examples" / "wasm"
+CONFORMANCE = ROOT / "tests" / "firmware" / "conformance"
 
 
 def make(*targets: str, cwd: Path = FIRMWARE, timeout: float = 240,
@@ -33,9 +35,14 @@ def must(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="session")
-def posix_agent() -> Path:
-    """The POSIX build of the agent, plus the example tasks it runs."""
-    must(make("agent"))
+@pytest.fixture(scope="session", params=["wasm3", "wamr"])
+def posix_agent(request: pytest.FixtureRequest) -> Path:
+    """The POSIX build of the agent with each WASM executor (wasm3 in child processes, WAMR on
+    threads: chosen at build time), plus the example and conformance tasks it runs. WAMR is
+    built from the shared sources (the Makefile's WAMR_DIR); without them this fails and says
+    how to get them."""
+    must(make(f"agent-{request.param}"))
     must(make(cwd=EXAMPLES))
-    return BUILD / "edgerm-agent-posix"
+    must(make(cwd=CONFORMANCE))
+    return BUILD / ("edgerm-agent-posix" if request.param == "wasm3"
+                    else "edgerm-agent-posix-wamr")

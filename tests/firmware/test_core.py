@@ -72,6 +72,12 @@ def test_size_report_is_json_lines() -> None:
         assert set(r) >= {"metric", "value", "unit", "goal"} and r["value"] >= 0
     by_name = {r["metric"]: r["value"] for r in rows}
     assert by_name["firmware_core_flash"] > 4000 and by_name["firmware_agent_state"] > 1000
+    # The whole agent with WAMR's interpreter, and a task slot measured in QEMU.
+    assert by_name["firmware_wamr_flash"] > 30000
+    assert by_name["firmware_agent_wamr_flash"] > by_name["firmware_core_flash"] + \
+        by_name["firmware_wamr_flash"]
+    assert by_name["firmware_wamr_pool_per_task"] > 65536
+    assert by_name["firmware_ram_per_task_slot"] > by_name["firmware_wamr_pool_per_task"]
 
 
 def test_core_defaults_equal_kconfig_defaults() -> None:

@@ -1,12 +1,13 @@
-"""The Zephyr agent's C core, built as a Linux program (firmware/zephyr/port/posix, wasm3 in a
-child process per task), against the real master (`python -m edgerm_master`) over loopback UDP,
-with a framework on the real WebSocket API: register (the token never on the wire: the first
-Register carries the agent's nonce and is signed with SHA-256(token), the master answers with its
-nonce, and both derive the secret, which never crosses the link either; an agent with another
-token is refused), launch the example WASM tasks, receive their published results, a trap and a
-non-zero exit, kill a runaway loop, garbage datagrams, an agent restart that re-registers with
-the same identity, and a power cut just after a task ended whose end the master had not
-acknowledged (the saved update queue brings it back)."""
+"""The Zephyr agent's C core, built as a Linux program (firmware/zephyr/port/posix) with each WASM
+executor (wasm3 in a child process per task; WAMR on threads, the device's executor), against
+the real master (`python -m edgerm_master`) over loopback UDP, with a framework on the real
+WebSocket API: register (the token never on the wire: the first Register carries the agent's
+nonce and is signed with SHA-256(token), the master answers with its nonce, and both derive the
+secret, which never crosses the link either; an agent with another token is refused), launch
+the example WASM tasks, receive their published results, a trap and a non-zero exit, set a
+simulated actuator the task claimed, kill a runaway loop, garbage datagrams, an agent restart
+that re-registers with the same identity, and a power cut just after a task ended whose end the
+master had not acknowledged (the saved update queue brings it back)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from edgerm.wire import (
 from edgerm_master.testing import ScriptedFramework
 from edgerm_master.testing_io import MasterProcess, UdpRelay, WsFrameworkClient, end_process
 
-from .conftest import EXAMPLES
+from .conftest import CONFORMANCE, EXAMPLES
 
 NAME = "zephyr-posix-e2e"
 TOKEN = "tok"
@@ -141,7 +142,7 @@ class PosixAgent:
             self.proc = subprocess.Popen(
                 [str(self.binary), "--master", f"{self.master[0]}:{self.master[1]}",
                  "--token", self.token, "--state", str(self.state), "--name", self.name,
-                 "--sensor", "temp=21.5:Cel"],
+                 "--sensor", "temp=21.5:Cel", "--actuator", "relay=0:1"],
                 stdout=out, stderr=subprocess.STDOUT)
 
     def stop(self) -> int | None:
@@ -215,7 +216,8 @@ def _fitting(fw: ScriptedFramework, spec: pb.TaskSpec) -> list[str]:
     shares: dict[str, int] = {}
     for o in mine:
         for d in o.resources.devices:
-            shares[d.name] = shares.get(d.name, 0) + d.shares
+            # (shares 0: an exclusive device, such as an actuator: one unit)
+            shares[d.name] = shares.get(d.name, 0) + (d.shares or 1)
     ok = (cpus >= need.cpus - 1e-9 and mem >= need.mem_mb - 1e-9
           and all(shares.get(d.name, 0) >= d.shares for d in need.devices))
     return [o.offer_id for o in mine] if ok else []
@@ -262,7 +264,8 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             offer = next(o for o in fw.offers.values() if o.agent_name == NAME)
             agent_id = offer.agent_id
             assert list(offer.executors) == [pb.WASM]
-            assert [d.name for d in offer.resources.devices] == ["temp"]
+            assert sorted((d.name, d.kind) for d in offer.resources.devices) == \
+                [("relay", pb.ACTUATOR), ("temp", pb.SENSOR)]
             # (The master offers the agent as it answers: the answer may still be on its way.)
             with trio.fail_after(10):
                 while not any(e.get("state") == "active" for e in agent.events()):
@@ -320,6 +323,15 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             await _launch(c, "h1", _spec(hello, hsha, "a", "bc"))
             await _until(c, lambda: pb.FINISHED in fw.states("h1"))
             assert [o.data for o in fw.outputs if o.task_id == "h1"] == [b"a", b"bc"]
+
+            # An actuator the task claimed is set, and the agent records it (abi_calls sets
+            # the relay to 1, tries 7 and NaN, out of range, then sets it to 0).
+            calls = (CONFORMANCE / "build" / "abi_calls.wasm").read_bytes()
+            csha = await _upload(c, calls)
+            await _launch(c, "a1", _spec(calls, csha, "alpha", "b", devices=("temp", "relay")))
+            await _until(c, lambda: pb.FINISHED in fw.states("a1"))
+            assert [(e["name"], e["value"]) for e in agent.events()
+                    if e.get("event") == "actuator"] == [("relay", 1), ("relay", 0)]
 
             # A sensor the task does not hold is denied: sampler exits 1 and says why.
             await _launch(c, "s2", _spec(sampler, sha, "temp", "1"))

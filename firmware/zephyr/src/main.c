@@ -11,7 +11,7 @@ LOG_MODULE_REGISTER(edgerm, CONFIG_EDGERM_LOG_LEVEL);
 
 int main(void)
 {
-	int r = edgerm_wamr_init();
+	int r = edgerm_zephyr_wamr_init();
 
 	if (r < 0) {
 		LOG_ERR("WASM executor unavailable: %d", r);

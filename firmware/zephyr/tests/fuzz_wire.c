@@ -66,7 +66,14 @@ int edgerm_port_task_kill(void *ctx, uint32_t task)
 int edgerm_port_sensor_read(void *ctx, const char *n, size_t l, double *v)
 {
 	(void)ctx, (void)n, (void)l;
-	*v = 0;
+	if (v) {
+		*v = 0;
+	}
+	return 0;
+}
+int edgerm_port_actuator_set(void *ctx, const char *n, size_t l, double v)
+{
+	(void)ctx, (void)n, (void)l, (void)v;
 	return 0;
 }
 

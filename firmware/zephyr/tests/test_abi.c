@@ -1,4 +1,6 @@
-/* The host ABI helpers: bounds checks trap, copies are bounded, sensors need the resource. */
+/* The host ABI helpers: bounds checks trap, copies are bounded, sensors and actuators need the
+ * resource (a device the agent has but the task did not claim is denied, an unknown one is not
+ * found). */
 #include "edgerm/abi.h"
 #include "unit.h"
 
@@ -6,10 +8,43 @@ static int fake_sensor(void *ctx, const char *name, size_t len, double *v)
 {
 	(void)ctx;
 	if (len == 4 && memcmp(name, "temp", 4) == 0) {
-		*v = 21.5;
+		if (v) {
+			*v = 21.5;
+		}
 		return 0;
 	}
-	return EDGERM_ABI_E_IO;
+	if (len == 4 && memcmp(name, "humi", 4) == 0) {
+		return 0;
+	}
+	return len == 5 && memcmp(name, "press", 5) == 0 ? EDGERM_ABI_E_IO : EDGERM_ABI_E_NOTFOUND;
+}
+
+static double relay_set_to = -1;
+static int fake_actuator(void *ctx, const char *name, size_t len, double v);
+
+/* What an executor's glue does: the core's checks, then the port. */
+static int32_t set_actuator(const edgerm_abi_task_t *t, uint8_t *mem, uint32_t name,
+			    uint32_t len, double v)
+{
+	int32_t rc = edgerm_abi_actuator_check(t, mem, 256, name, len);
+
+	return rc ? rc : fake_actuator(NULL, (const char *)mem + name, len, v);
+}
+static int set_calls;
+
+/* "relay" takes 0..1, "press" (a sensor) is no actuator. */
+static int fake_actuator(void *ctx, const char *name, size_t len, double v)
+{
+	(void)ctx;
+	set_calls++;
+	if (len != 5 || memcmp(name, "relay", 5) != 0) {
+		return EDGERM_ABI_E_NOTFOUND;
+	}
+	if (!(v >= 0 && v <= 1)) {
+		return EDGERM_ABI_E_RANGE;
+	}
+	relay_set_to = v;
+	return 0;
 }
 
 void suite_abi(void)
@@ -66,10 +101,40 @@ void suite_abi(void)
 	memcpy(mem + 40, "humi", 4);
 	CHECK_EQ_INT(edgerm_abi_read_sensor(&t, mem, sizeof(mem), 40, 4, 48, fake_sensor, NULL),
 		     EDGERM_ABI_E_DENIED);
+	memcpy(mem + 40, "nope", 4);
+	CHECK_EQ_INT(edgerm_abi_read_sensor(&t, mem, sizeof(mem), 40, 4, 48, fake_sensor, NULL),
+		     EDGERM_ABI_E_NOTFOUND);
 	memcpy(mem + 40, "press", 5);
 	CHECK_EQ_INT(edgerm_abi_read_sensor(&t, mem, sizeof(mem), 40, 5, 48, fake_sensor, NULL),
 		     EDGERM_ABI_E_IO);
 	CHECK_EQ_INT(edgerm_abi_read_sensor(&t, mem, sizeof(mem), 40, 4, 252, fake_sensor, NULL),
+		     EDGERM_ABI_TRAP);
+
+	/* set_actuator: claimed and in range; out of range; claimed but no actuator; not claimed
+	 * (denied whatever the agent has, and not set); out of bounds traps. */
+	memcpy(mem + 60, "relay", 5);
+	spec.resources.devices[2].name.ptr = (const uint8_t *)"relay";
+	spec.resources.devices[2].name.len = 5;
+	spec.resources.devices_count = 3;
+	CHECK_EQ_INT(edgerm_abi_task_init(&t, &spec), 0);
+	CHECK_EQ_INT(set_actuator(&t, mem, 60, 5, 1.0),
+		     0);
+	CHECK(relay_set_to == 1.0);
+	CHECK_EQ_INT(set_actuator(&t, mem, 60, 5, 2.0),
+		     EDGERM_ABI_E_RANGE);
+	CHECK(relay_set_to == 1.0);
+	CHECK_EQ_INT(set_actuator(&t, mem, 40, 5, 0.0),
+		     EDGERM_ABI_E_NOTFOUND);
+	CHECK_EQ_INT(set_actuator(&t, mem, 60, 5, 0.0),
+		     0);
+	spec.resources.devices_count = 2;
+	CHECK_EQ_INT(edgerm_abi_task_init(&t, &spec), 0);
+	set_calls = 0;
+	CHECK_EQ_INT(set_actuator(&t, mem, 60, 5, 1.0),
+		     EDGERM_ABI_E_DENIED);
+	CHECK_EQ_INT(set_calls, 0);
+	CHECK(relay_set_to == 0.0);
+	CHECK_EQ_INT(set_actuator(&t, mem, 254, 5, 1.0),
 		     EDGERM_ABI_TRAP);
 
 	/* Launch data beyond the bounded copy is refused, not truncated. */

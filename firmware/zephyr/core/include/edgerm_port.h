@@ -40,6 +40,8 @@ typedef struct {
 #define EDGERM_PORT_E_RESOURCES (-100) /* no free slot or memory: ERROR RESOURCES_UNAVAILABLE */
 #define EDGERM_PORT_E_LAUNCH (-101)    /* module refused (bad module, missing import): ERROR
 					* LAUNCH_FAILED with the message */
+#define EDGERM_PORT_E_MEMORY (-102)    /* the module's initial memory exceeds mem_mb: ERROR
+					* MEMORY_LIMIT */
 
 /* Monotonic milliseconds since boot. */
 uint64_t edgerm_port_now_ms(void);
@@ -74,7 +76,14 @@ int edgerm_port_task_start(void *ctx, const edgerm_task_start_t *start, char *ms
  * the port as exited. */
 int edgerm_port_task_kill(void *ctx, uint32_t task);
 
-/* Read a sensor by its device name. 0, or EDGERM_ABI_E_* of edgerm/abi.h. */
+/* Read a sensor by its device name. 0, or EDGERM_ABI_E_* of edgerm/abi.h. With value NULL only
+ * say whether the sensor exists (0 or EDGERM_ABI_E_NOTFOUND), without touching the device. */
 int edgerm_port_sensor_read(void *ctx, const char *name, size_t name_len, double *value);
+
+/* Set an actuator by its device name (ABI v2 set_actuator; the task's claim is checked before).
+ * 0, EDGERM_ABI_E_NOTFOUND (not an actuator of this agent), EDGERM_ABI_E_RANGE (value outside
+ * what the device takes, NaN included: nothing is set) or EDGERM_ABI_E_IO (the driver failed).
+ * Called from task threads: implementations must not wait for the agent lock. */
+int edgerm_port_actuator_set(void *ctx, const char *name, size_t name_len, double value);
 
 #endif /* EDGERM_PORT_H */

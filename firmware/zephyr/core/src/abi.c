@@ -102,6 +102,17 @@ int32_t edgerm_abi_env_get(const edgerm_abi_task_t *t, uint8_t *mem, uint64_t me
 	return EDGERM_ABI_E_NOTFOUND;
 }
 
+/* 1 when the task claimed device `name` (its resources.devices). */
+static int claimed(const edgerm_abi_task_t *t, const uint8_t *name, uint32_t len)
+{
+	for (uint8_t i = 0; i < t->devices_count; i++) {
+		if (same(t, t->devices[i], name, len)) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
 int32_t edgerm_abi_read_sensor(const edgerm_abi_task_t *t, uint8_t *mem, uint64_t mem_size,
 			       uint32_t name, uint32_t name_len, uint32_t out,
 			       edgerm_abi_sensor_fn read, void *ctx)
@@ -113,20 +124,15 @@ int32_t edgerm_abi_read_sensor(const edgerm_abi_task_t *t, uint8_t *mem, uint64_
 	    !edgerm_abi_in_bounds(mem_size, out, 8)) {
 		return EDGERM_ABI_TRAP;
 	}
-	uint8_t i;
+	int held = claimed(t, mem + name, name_len);
+	int r = read(ctx, (const char *)mem + name, name_len, held ? &v : NULL);
 
-	for (i = 0; i < t->devices_count; i++) {
-		if (same(t, t->devices[i], mem + name, name_len)) {
-			break;
-		}
+	/* Not found wins over denied: the agent has no such sensor (what the Linux agent says). */
+	if (r == EDGERM_ABI_E_NOTFOUND || !held) {
+		return r == EDGERM_ABI_E_NOTFOUND ? r : EDGERM_ABI_E_DENIED;
 	}
-	if (i == t->devices_count) {
-		return EDGERM_ABI_E_DENIED;
-	}
-	int r = read(ctx, (const char *)mem + name, name_len, &v);
-
 	if (r != 0) {
-		return r == EDGERM_ABI_E_NOTFOUND ? EDGERM_ABI_E_NOTFOUND : EDGERM_ABI_E_IO;
+		return EDGERM_ABI_E_IO;
 	}
 	/* The ABI writes an f64, little-endian, whatever the host's byte order. */
 	memcpy(&bits, &v, sizeof(bits));
@@ -134,4 +140,13 @@ int32_t edgerm_abi_read_sensor(const edgerm_abi_task_t *t, uint8_t *mem, uint64_
 		mem[out + k] = (uint8_t)(bits >> (8 * k));
 	}
 	return EDGERM_ABI_OK;
+}
+
+int32_t edgerm_abi_actuator_check(const edgerm_abi_task_t *t, const uint8_t *mem,
+				  uint64_t mem_size, uint32_t name, uint32_t name_len)
+{
+	if (!edgerm_abi_in_bounds(mem_size, name, name_len)) {
+		return EDGERM_ABI_TRAP;
+	}
+	return claimed(t, mem + name, name_len) ? EDGERM_ABI_OK : EDGERM_ABI_E_DENIED;
 }

@@ -622,6 +622,7 @@ static void task_run(edgerm_agent_t *a, edgerm_task_slot_t *t, int slot)
 	} else {
 		task_end(a, t, EDGERM_ERROR,
 			 r == EDGERM_PORT_E_RESOURCES ? EDGERM_RESOURCES_UNAVAILABLE
+			 : r == EDGERM_PORT_E_MEMORY  ? EDGERM_MEMORY_LIMIT
 						      : EDGERM_LAUNCH_FAILED,
 			 0, msg, strlen(msg));
 	}

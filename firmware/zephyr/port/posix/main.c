@@ -3,14 +3,19 @@
  * over UDP. The shell owns the socket, the clock and the child processes; the core decides.
  *
  *   edgerm-agent-posix --master 127.0.0.1:5683 --token T --state agent.state \
- *       --name bench-1 --sensor temp=21.5:Cel --sensor humidity=40:%RH
+ *       --name bench-1 --sensor temp=21.5:Cel --sensor humidity=40:%RH --actuator relay=0:1
  *
  * The token stays in this process: the first registration is signed with SHA-256(token) and
  * carries a random nonce (port.c: getrandom), and the secret is derived on both sides.
  *
  * Every flag has an environment twin: EDGERM_MASTER, EDGERM_AGENT_TOKEN, EDGERM_STATE,
- * EDGERM_NAME, EDGERM_SENSORS (comma-separated NAME=VALUE[:UNIT]). Events go to stdout as JSON
- * lines for tests and operators: ready, state (registering/reregistering/active), task.
+ * EDGERM_NAME, EDGERM_SENSORS (comma-separated NAME=VALUE[:UNIT]), EDGERM_ACTUATORS
+ * (comma-separated NAME[=MIN:MAX]). Events go to stdout as JSON lines for tests and operators:
+ * ready (with the executor, wasm3 or wamr, chosen at build time), state
+ * (registering/reregistering/active), task, actuator (a task set one).
+ *
+ * Threads: with WAMR, tasks run on their own threads; the main loop holds port.lock around
+ * every edgerm_agent_* call and releases it only while it polls.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -31,48 +36,17 @@
 #define MODULE_SLOT_SIZE (256 * 1024)
 static uint8_t module_mem[CONFIG_EDGERM_MODULE_CACHE_MAX_SLOTS * MODULE_SLOT_SIZE];
 static edgerm_agent_t agent;
-static posix_port_t port;
+static posix_port_t port = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.actuator_lock = PTHREAD_MUTEX_INITIALIZER,
+	.wake = {-1, -1},
+};
 static volatile sig_atomic_t stop;
 
 static void on_signal(int sig)
 {
 	(void)sig;
 	stop = 1;
-}
-
-static int add_sensor(const char *spec)
-{
-	char buf[96];
-	char *eq, *colon;
-
-	if (port.devices_count >= POSIX_MAX_SENSORS || strlen(spec) >= sizeof(buf)) {
-		return -1;
-	}
-	strcpy(buf, spec);
-	eq = strchr(buf, '=');
-	if (!eq || eq == buf || (size_t)(eq - buf) >= sizeof(port.names[0])) {
-		return -1;
-	}
-	*eq = 0;
-	colon = strchr(eq + 1, ':');
-	if (colon) {
-		*colon = 0;
-	}
-	uint8_t i = port.devices_count++;
-
-	strcpy(port.names[i], buf);
-	port.values[i] = strtod(eq + 1, NULL);
-	static char units[POSIX_MAX_SENSORS][16];
-
-	snprintf(units[i], sizeof(units[i]), "%s", colon ? colon + 1 : "");
-	port.devices[i].name.ptr = (const uint8_t *)port.names[i];
-	port.devices[i].name.len = strlen(port.names[i]);
-	port.devices[i].unit.ptr = (const uint8_t *)units[i];
-	port.devices[i].unit.len = strlen(units[i]);
-	port.devices[i].path.ptr = (const uint8_t *)"";
-	port.devices[i].kind = EDGERM_DEVICE_SENSOR;
-	port.devices[i].shares = CONFIG_EDGERM_MAX_TASKS;
-	return 0;
 }
 
 static int open_socket(const char *master)
@@ -150,6 +124,7 @@ int main(int argc, char **argv)
 	const char *token = getenv("EDGERM_AGENT_TOKEN");
 	const char *name = getenv("EDGERM_NAME");
 	const char *sensors = getenv("EDGERM_SENSORS");
+	const char *actuators = getenv("EDGERM_ACTUATORS");
 	uint32_t seed = (uint32_t)getpid() ^ (uint32_t)edgerm_port_now_ms();
 
 	port.state_path = getenv("EDGERM_STATE");
@@ -165,13 +140,21 @@ int main(int argc, char **argv)
 		} else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
 			seed = (uint32_t)strtoul(argv[++i], NULL, 0);
 		} else if (strcmp(argv[i], "--sensor") == 0 && i + 1 < argc) {
-			if (add_sensor(argv[++i]) < 0) {
-				fprintf(stderr, "bad --sensor %s (NAME=VALUE[:UNIT])\n", argv[i]);
+			if (posix_add_sensor(&port, argv[++i]) < 0) {
+				fprintf(stderr, "bad --sensor %s (NAME=VALUE[:UNIT], at most %d)\n",
+					argv[i], POSIX_MAX_SENSORS);
+				return 2;
+			}
+		} else if (strcmp(argv[i], "--actuator") == 0 && i + 1 < argc) {
+			if (posix_add_actuator(&port, argv[++i]) < 0) {
+				fprintf(stderr, "bad --actuator %s (NAME[=MIN:MAX], at most %d)\n",
+					argv[i], POSIX_MAX_ACTUATORS);
 				return 2;
 			}
 		} else {
 			fprintf(stderr, "usage: %s --master HOST:PORT --token T [--state FILE] "
-					"[--name N] [--sensor NAME=VALUE[:UNIT]]... [--seed N]\n",
+					"[--name N] [--sensor NAME=VALUE[:UNIT]]... [--actuator NAME[=MIN:MAX]]... "
+					"[--seed N]\n",
 				argv[0]);
 			return 2;
 		}
@@ -181,8 +164,19 @@ int main(int argc, char **argv)
 
 		snprintf(list, sizeof(list), "%s", sensors);
 		for (char *s = strtok(list, ","); s; s = strtok(NULL, ",")) {
-			if (add_sensor(s) < 0) {
+			if (posix_add_sensor(&port, s) < 0) {
 				fprintf(stderr, "bad sensor %s\n", s);
+				return 2;
+			}
+		}
+	}
+	if (actuators) {
+		char list[256];
+
+		snprintf(list, sizeof(list), "%s", actuators);
+		for (char *s = strtok(list, ","); s; s = strtok(NULL, ",")) {
+			if (posix_add_actuator(&port, s) < 0) {
+				fprintf(stderr, "bad actuator %s\n", s);
 				return 2;
 			}
 		}
@@ -219,14 +213,18 @@ int main(int argc, char **argv)
 	};
 
 	port.agent = &agent;
+	if (posix_exec_init(&port) < 0) {
+		return 1;
+	}
+	pthread_mutex_lock(&port.lock);
 	edgerm_agent_init(&agent, &cfg, have_state ? &persisted : NULL, edgerm_port_now_ms());
-	printf("{\"event\": \"ready\", \"master\": \"%s\", \"resumed\": %s}\n", master,
-	       have_state ? "true" : "false");
+	printf("{\"event\": \"ready\", \"master\": \"%s\", \"resumed\": %s, "
+	       "\"executor\": \"%s\"}\n",
+	       master, have_state ? "true" : "false", posix_exec_name);
 	report();
 
 	while (!stop) {
 		struct pollfd fds[1 + CONFIG_EDGERM_MAX_TASKS];
-		posix_task_t *owners[1 + CONFIG_EDGERM_MAX_TASKS];
 		nfds_t n = 0;
 		uint64_t now = edgerm_port_now_ms();
 		uint64_t deadline = edgerm_agent_next_deadline_ms(&agent);
@@ -238,14 +236,13 @@ int main(int argc, char **argv)
 		/* Wake at least once a second so a signal is noticed promptly. */
 		int timeout = deadline <= now ? 0 : deadline - now > 1000 ? 1000 : (int)(deadline - now);
 
-		fds[n].fd = port.sock, fds[n].events = POLLIN, owners[n++] = NULL;
-		for (size_t i = 0; i < CONFIG_EDGERM_MAX_TASKS; i++) {
-			if (port.tasks[i].pid != 0) {
-				fds[n].fd = port.tasks[i].fd, fds[n].events = POLLIN;
-				owners[n++] = &port.tasks[i];
-			}
-		}
-		if (poll(fds, n, timeout) < 0 && errno != EINTR) {
+		fds[n].fd = port.sock, fds[n].events = POLLIN, fds[n++].revents = 0;
+		n += posix_exec_pollfds(&port, fds + 1, CONFIG_EDGERM_MAX_TASKS);
+		pthread_mutex_unlock(&port.lock);
+		int polled = poll(fds, n, timeout);
+
+		pthread_mutex_lock(&port.lock);
+		if (polled < 0 && errno != EINTR) {
 			perror("poll");
 			break;
 		}
@@ -265,20 +262,17 @@ int main(int argc, char **argv)
 				}
 			}
 		}
-		for (nfds_t i = 1; i < n; i++) {
-			if (fds[i].revents && owners[i]->pid != 0) {
-				posix_exec_on_readable(&port, owners[i], now);
-			}
-		}
+		posix_exec_after_poll(&port, fds + 1, n - 1, now);
 		if (now >= edgerm_agent_next_deadline_ms(&agent)) {
 			edgerm_agent_on_timer(&agent, now);
 		}
 		report();
 	}
 	for (size_t i = 0; i < CONFIG_EDGERM_MAX_TASKS; i++) {
-		if (port.tasks[i].pid != 0) {
-			posix_exec_kill(&port, port.tasks[i].task);
+		if (agent.tasks[i].task) {
+			(void)posix_exec_kill(&port, agent.tasks[i].task);
 		}
 	}
+	pthread_mutex_unlock(&port.lock);
 	return 0;
 }

@@ -2,14 +2,16 @@
  * edgerm_port.h for POSIX: monotonic clock, send on the connected UDP socket, the persistent
  * record in a small text file and the saved update queue beside it in STATE.queue (each written
  * to a temporary file, fsynced, renamed: a crash leaves the old or the new record, never half of
- * one), simulated sensors, the wasm3 executor, and the kernel's CSPRNG (getrandom, else
- * /dev/urandom) for the nonce of a first registration.
+ * one), simulated sensors and actuators (an actuator records every value it is set to and
+ * prints it as a JSON line, {"event": "actuator", ...}, for tests), the executor, and the
+ * kernel's CSPRNG (getrandom, else /dev/urandom) for the nonce of a first registration.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -202,13 +204,133 @@ int edgerm_port_sensor_read(void *ctx, const char *name, size_t len, double *val
 {
 	posix_port_t *p = ctx;
 
-	for (uint8_t i = 0; i < p->devices_count; i++) {
+	for (uint8_t i = 0; i < p->sensors_count; i++) {
 		if (strlen(p->names[i]) == len && memcmp(p->names[i], name, len) == 0) {
-			*value = p->values[i];
+			if (value) {
+				*value = p->values[i];
+			}
 			return 0;
 		}
 	}
 	return EDGERM_ABI_E_NOTFOUND;
+}
+
+int edgerm_port_actuator_set(void *ctx, const char *name, size_t len, double value)
+{
+	posix_port_t *p = ctx;
+
+	for (uint8_t i = 0; i < p->actuators_count; i++) {
+		posix_actuator_t *a = &p->actuators[i];
+
+		if (strlen(a->name) != len || memcmp(a->name, name, len) != 0) {
+			continue;
+		}
+		if (!(value >= a->min && value <= a->max)) { /* NaN too */
+			return EDGERM_ABI_E_RANGE;
+		}
+		/* Task threads (WAMR) set actuators concurrently: one record at a time. */
+		pthread_mutex_lock(&p->actuator_lock);
+		a->value = value;
+		a->sets++;
+		printf("{\"event\": \"actuator\", \"name\": \"%s\", \"value\": %.17g, \"sets\": %lu}\n",
+		       a->name, a->value, (unsigned long)a->sets);
+		fflush(stdout);
+		pthread_mutex_unlock(&p->actuator_lock);
+		return 0;
+	}
+	return EDGERM_ABI_E_NOTFOUND;
+}
+
+static edgerm_device_t *add_device(posix_port_t *p, const char *name, const char *unit,
+				   int32_t kind, uint32_t shares)
+{
+	edgerm_device_t *d = &p->devices[p->devices_count++];
+
+	d->name.ptr = (const uint8_t *)name;
+	d->name.len = strlen(name);
+	d->unit.ptr = (const uint8_t *)unit;
+	d->unit.len = strlen(unit);
+	d->path.ptr = (const uint8_t *)"";
+	d->path.len = 0;
+	d->kind = kind;
+	d->shares = shares;
+	return d;
+}
+
+int posix_add_sensor(posix_port_t *p, const char *spec)
+{
+	static char units[POSIX_MAX_SENSORS][16];
+	char buf[96];
+	char *eq, *colon, *end;
+
+	if (p->sensors_count >= POSIX_MAX_SENSORS || strlen(spec) >= sizeof(buf)) {
+		return -1;
+	}
+	strcpy(buf, spec);
+	eq = strchr(buf, '=');
+	if (!eq || eq == buf || (size_t)(eq - buf) >= sizeof(p->names[0])) {
+		return -1;
+	}
+	*eq = 0;
+	colon = strchr(eq + 1, ':');
+	if (colon) {
+		*colon = 0;
+	}
+	uint8_t i = p->sensors_count;
+	double v = strtod(eq + 1, &end);
+
+	if (end == eq + 1 || *end) {
+		return -1;
+	}
+	p->sensors_count++;
+	strcpy(p->names[i], buf);
+	p->values[i] = v;
+	snprintf(units[i], sizeof(units[i]), "%s", colon ? colon + 1 : "");
+	/* Every task may read a sensor: as many shares as task slots. */
+	add_device(p, p->names[i], units[i], EDGERM_DEVICE_SENSOR, CONFIG_EDGERM_MAX_TASKS);
+	return 0;
+}
+
+int posix_add_actuator(posix_port_t *p, const char *spec)
+{
+	char buf[96];
+	char *eq, *colon, *end;
+	posix_actuator_t *a;
+
+	if (p->actuators_count >= POSIX_MAX_ACTUATORS || strlen(spec) >= sizeof(buf)) {
+		return -1;
+	}
+	strcpy(buf, spec);
+	eq = strchr(buf, '=');
+	if (eq) {
+		*eq = 0;
+	}
+	if (!buf[0] || strlen(buf) >= sizeof(a->name)) {
+		return -1;
+	}
+	a = &p->actuators[p->actuators_count];
+	memset(a, 0, sizeof(*a));
+	strcpy(a->name, buf);
+	a->max = 1;
+	if (eq) {
+		colon = strchr(eq + 1, ':');
+		if (!colon) {
+			return -1;
+		}
+		*colon = 0;
+		a->min = strtod(eq + 1, &end);
+		if (end == eq + 1 || *end) {
+			return -1;
+		}
+		a->max = strtod(colon + 1, &end);
+		if (end == colon + 1 || *end || !(a->min <= a->max)) {
+			return -1;
+		}
+	}
+	p->actuators_count++;
+	/* One writer at a time: a task claims an actuator exclusively (one share). */
+	add_device(p, a->name, "", EDGERM_DEVICE_ACTUATOR, 1);
+	return 0;
 }
 
 int edgerm_port_task_start(void *ctx, const edgerm_task_start_t *s, char *msg, size_t cap)

@@ -3,8 +3,9 @@
  * edgerm_agent_* call is made under, the wake-up that ends the thread's poll early, the clock
  * (edgerm_port_now_ms) and the thread itself (its stack, priority and name).
  *
- * net.c runs the thread's loop (socket, deadlines); wamr_exec.c's task threads publish under the
- * lock and wake the loop when a task ends; shell.c reads the agent under the lock. This file
+ * net.c runs the thread's loop (socket, deadlines); the WAMR executor's task threads
+ * (wamr_os.c) publish under the lock and wake the loop when a task ends; shell.c reads the
+ * agent under the lock. This file
  * calls into none of them, so none of them depends on another through it.
  */
 #ifndef EDGERM_AGENT_THREAD_H

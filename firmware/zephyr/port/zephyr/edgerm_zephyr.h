@@ -2,7 +2,8 @@
  * The Zephyr port of the EdgeRM agent: what its files share. agent_thread.c owns the agent, its
  * lock, the wake-up, the clock and the thread (declared in agent_thread.h); net.c runs the
  * thread's loop over the master socket; settings.c the persistent state; sensors.c the
- * devicetree sensors; wamr_exec.c the WASM executor; shell.c the `edgerm` shell command.
+ * devicetree sensors; wamr_os.c the WASM executor (port/wamr/wamr_exec.c on Zephyr threads);
+ * shell.c the `edgerm` shell command.
  */
 #ifndef EDGERM_ZEPHYR_H
 #define EDGERM_ZEPHYR_H
@@ -11,6 +12,7 @@
 #include <stdint.h>
 
 #include "edgerm/agent.h"
+#include "wamr_exec.h"
 
 /* What `edgerm provision` sets, kept in settings (NVS) - never compiled in. */
 struct edgerm_provision {
@@ -36,12 +38,9 @@ uint8_t edgerm_actuators_devices(edgerm_device_t *out, uint8_t max);
 /* sensors.c: the devices announced at registration. */
 uint8_t edgerm_sensors_devices(edgerm_device_t *out, uint8_t max);
 
-/* wamr_exec.c */
-int edgerm_wamr_init(void);
-/* With the agent lock held: report finished tasks, kill timed-out ones. */
-void edgerm_wamr_poll(edgerm_agent_t *a, uint64_t now_ms);
-/* Earliest task timeout, or EDGERM_NO_DEADLINE. */
-uint64_t edgerm_wamr_next_deadline_ms(void);
+/* wamr_os.c: the portable WAMR executor (port/wamr/wamr_exec.h: edgerm_wamr_poll,
+ * edgerm_wamr_next_deadline_ms) on Zephyr threads; started once from main. */
+int edgerm_zephyr_wamr_init(void);
 
 /* net.c: start the agent thread (it waits for the provisioning). */
 int edgerm_net_start(void);

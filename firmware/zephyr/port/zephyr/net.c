@@ -3,7 +3,7 @@
  * agent_thread.c (task threads and the shell end its poll early), and the core driven by
  * datagrams and one deadline - the Zephyr twin of port/posix/main.c. Every edgerm_agent_* call
  * is made with the agent lock held (agent_thread.h); task threads take it only with K_NO_WAIT
- * (see wamr_exec.c), so a kill that waits for a task thread while holding it cannot deadlock.
+ * (see port/wamr/wamr_exec.c), so a kill that waits for a task thread while holding it cannot deadlock.
  *
  * Also edgerm_port.h's randomness (the CSPRNG), send and persistence (record and update queue)
  * for Zephyr; its clock is in agent_thread.c.

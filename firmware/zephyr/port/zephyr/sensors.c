@@ -68,6 +68,9 @@ int edgerm_port_sensor_read(void *ctx, const char *name, size_t len, double *val
 		if (strlen(s->name) != len || memcmp(s->name, name, len) != 0) {
 			continue;
 		}
+		if (!value) {
+			return 0; /* only asked whether it exists (a task that did not claim it) */
+		}
 		k_mutex_lock(&sensor_lock, K_FOREVER);
 		r = sensor_sample_fetch_chan(s->dev, s->chan);
 		if (r == -ENOTSUP) {

@@ -2,9 +2,16 @@
  * What a firmware links of the core, for bench/firmware_size: the agent's whole public API is
  * referenced so --gc-sections keeps exactly what a device image would. The agent state is a
  * static here, as in the Zephyr application, so it shows up as this file's .bss.
+ *
+ * With EDGERM_SIZE_WAMR the task calls go to the portable WAMR executor (port/wamr) on the
+ * bare-metal layer, with WAMR's interpreter: the whole agent without Zephyr and its network
+ * stack.
  */
 #include "edgerm/abi.h"
 #include "edgerm/agent.h"
+#ifdef EDGERM_SIZE_WAMR
+#include "wamr_exec.h"
+#endif
 
 static edgerm_agent_t agent;
 static uint8_t rx[CONFIG_EDGERM_RX_BUF_SIZE];
@@ -17,17 +24,36 @@ int edgerm_port_random(void *c, uint8_t *b, size_t n) { (void)c; b[0] = (uint8_t
 int edgerm_port_persist(void *c, const edgerm_persist_t *p) { (void)c; return (int)p->seq_reserved; }
 int edgerm_port_queue_save(void *c, const uint8_t *r, size_t n) { (void)c; return (int)(r[0] + n); }
 int edgerm_port_queue_load(void *c, uint8_t *r, size_t n) { (void)c; return (int)(r[0] + n); }
+#ifdef EDGERM_SIZE_WAMR
+int edgerm_port_task_start(void *c, const edgerm_task_start_t *s, char *m, size_t n)
+{
+	(void)c;
+	return edgerm_wamr_start(s, m, n);
+}
+int edgerm_port_task_kill(void *c, uint32_t t) { (void)c; return edgerm_wamr_kill(t); }
+void edgerm_baremetal_sleep(uint32_t ms) { sink += ms; }
+static bool try_lock(void) { return sink != 0; }
+static void nothing(void) { sink++; }
+#else
 int edgerm_port_task_start(void *c, const edgerm_task_start_t *s, char *m, size_t n)
 {
 	(void)c, (void)m, (void)n;
 	return (int)s->task;
 }
 int edgerm_port_task_kill(void *c, uint32_t t) { (void)c; return (int)t; }
+#endif
 int edgerm_port_sensor_read(void *c, const char *n, size_t l, double *v)
 {
 	(void)c, (void)n, (void)l;
-	*v = 0;
+	if (v) {
+		*v = 0;
+	}
 	return 0;
+}
+int edgerm_port_actuator_set(void *c, const char *n, size_t l, double v)
+{
+	(void)c, (void)n;
+	return (int)l + (v > 0);
 }
 
 static int sensor(void *c, const char *n, size_t l, double *v)
@@ -54,6 +80,15 @@ void edgerm_size_entry(void)
 	sink = (uint32_t)edgerm_abi_arg_get(&task, mem, sizeof(mem), 0, 0, 4);
 	sink = (uint32_t)edgerm_abi_env_get(&task, mem, sizeof(mem), 0, 1, 0, 4);
 	sink = (uint32_t)edgerm_abi_read_sensor(&task, mem, sizeof(mem), 0, 1, 8, sensor, 0);
+	sink = (uint32_t)edgerm_abi_actuator_check(&task, mem, sizeof(mem), 0, 1);
+#ifdef EDGERM_SIZE_WAMR
+	static const edgerm_wamr_host_t host = {0, &agent, try_lock, nothing, nothing};
+
+	sink = (uint32_t)edgerm_wamr_init(&host);
+	edgerm_wamr_poll(&agent, sink);
+	sink = (uint32_t)edgerm_wamr_next_deadline_ms();
+	sink = (uint32_t)edgerm_wamr_busy_slots();
+#endif
 	for (;;) {
 	}
 }

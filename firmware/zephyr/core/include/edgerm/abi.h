@@ -20,6 +20,7 @@
 #define EDGERM_ABI_E_IO (-3)
 #define EDGERM_ABI_E_TOOBIG (-4)
 #define EDGERM_ABI_E_AGAIN (-5)
+#define EDGERM_ABI_E_RANGE (-6) /* set_actuator: value outside the actuator's range */
 /* Not an ABI return code: the pointer/length left the task's memory; the glue traps the task. */
 #define EDGERM_ABI_TRAP (-1000)
 
@@ -55,11 +56,19 @@ int32_t edgerm_abi_arg_get(const edgerm_abi_task_t *t, uint8_t *mem, uint64_t me
 			   uint32_t i, uint32_t buf, uint32_t cap);
 int32_t edgerm_abi_env_get(const edgerm_abi_task_t *t, uint8_t *mem, uint64_t mem_size,
 			   uint32_t name, uint32_t name_len, uint32_t buf, uint32_t cap);
-/* read_sensor: checks the name is among the task's devices, then calls `read`. */
+/* read_sensor: checks the name is among the task's devices, then calls `read`. A device the
+ * task did not claim is EDGERM_ABI_E_DENIED when the agent has it, else EDGERM_ABI_E_NOTFOUND:
+ * `read` is then called with value NULL, which only asks whether the device exists. */
 typedef int (*edgerm_abi_sensor_fn)(void *ctx, const char *name, size_t len, double *value);
 int32_t edgerm_abi_read_sensor(const edgerm_abi_task_t *t, uint8_t *mem, uint64_t mem_size,
 			       uint32_t name, uint32_t name_len, uint32_t out,
 			       edgerm_abi_sensor_fn read, void *ctx);
+/* set_actuator (ABI v2), the checks in the order proto/wasm_abi.md gives, before the device:
+ * EDGERM_ABI_TRAP for a name outside memory, EDGERM_ABI_E_DENIED for a device the task did not
+ * claim (whatever the agent has); 0 when the glue may go on to edgerm_port_actuator_set, which
+ * answers 0, EDGERM_ABI_E_NOTFOUND (not an actuator of this agent), _E_RANGE or _E_IO. */
+int32_t edgerm_abi_actuator_check(const edgerm_abi_task_t *t, const uint8_t *mem,
+				  uint64_t mem_size, uint32_t name, uint32_t name_len);
 
 /* The bytes of the entry point name (empty: "run", "_start", "main" in that order). */
 static inline const uint8_t *edgerm_abi_str(const edgerm_abi_task_t *t, edgerm_abi_str_t s)

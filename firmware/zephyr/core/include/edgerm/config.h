@@ -126,4 +126,25 @@
 #define CONFIG_EDGERM_MAX_DEVICES 4
 #endif
 
+/* The WAMR executor (port/wamr/wamr_exec.c; not the core, but every build of it): task slots,
+ * its one pool, each task's operand stack and app heap, how long a kill waits, the log tail. */
+#ifndef CONFIG_EDGERM_WASM_MAX_SLOTS
+#define CONFIG_EDGERM_WASM_MAX_SLOTS 2
+#endif
+#ifndef CONFIG_EDGERM_WAMR_POOL_SIZE
+#define CONFIG_EDGERM_WAMR_POOL_SIZE 155648
+#endif
+#ifndef CONFIG_EDGERM_WASM_STACK_SIZE
+#define CONFIG_EDGERM_WASM_STACK_SIZE 4096
+#endif
+#ifndef CONFIG_EDGERM_WASM_HEAP_SIZE
+#define CONFIG_EDGERM_WASM_HEAP_SIZE 0
+#endif
+#ifndef CONFIG_EDGERM_KILL_TIMEOUT_MS
+#define CONFIG_EDGERM_KILL_TIMEOUT_MS 1000
+#endif
+#ifndef CONFIG_EDGERM_LOG_TAIL_SIZE
+#define CONFIG_EDGERM_LOG_TAIL_SIZE 64
+#endif
+
 #endif /* EDGERM_CONFIG_H */

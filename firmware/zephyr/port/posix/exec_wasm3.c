@@ -6,11 +6,16 @@
  * runtime, calls the entry point and reports over a SOCK_SEQPACKET socketpair:
  *   'L' + text     a log line (the parent keeps the last POSIX_LOG_TAIL bytes)
  *   'P' + data     a publish; the parent answers with the int32 return code
+ *   'A' + f64 + name   set an actuator the task claimed; the parent sets it (the port records
+ *                  it) and answers with the int32 return code
  *   'X' + state, reason, exit_code (i32), message   the end
  * A kill or a timeout is SIGKILL on the child: a runaway loop cannot outlive it. A child that
  * dies without its 'X' (a crash of the runtime) is FAILED EXECUTOR_ERROR.
  *
  * Host functions check every task pointer with the core's edgerm_abi_* helpers; a bad one traps.
+ * Results follow proto/wasm_abi.md as every executor does: an initial memory over mem_mb is
+ * ERROR MEMORY_LIMIT, a non-zero exit with memory at a mem_mb cap below the module's own
+ * maximum is FAILED MEMORY_LIMIT (memory.grow was refused).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -32,9 +37,12 @@
 
 /* ---- the child's side: host functions ---------------------------------------------------- */
 
+const char posix_exec_name[] = "wasm3";
+
 static int child_fd = -1;
 static edgerm_abi_task_t child_task;
 static posix_port_t *child_port;
+static uint32_t child_cap_pages; /* mem_mb in pages, when below the module's maximum; else 0 */
 
 static int child_sensor(void *ctx, const char *name, size_t len, double *v)
 {
@@ -94,6 +102,41 @@ static m3ApiRawFunction(h_read_sensor)
 					    name_len, out, child_sensor, NULL);
 
 	ABI_TRAP_IF_BAD(rc);
+	m3ApiReturn(rc);
+}
+
+/* The set goes to the parent, which owns the devices (and their record). */
+static int child_actuator(void *ctx, const char *name, size_t len, double v)
+{
+	uint8_t msg[1 + 8 + 64];
+	int32_t rc = EDGERM_ABI_E_IO;
+
+	(void)ctx;
+	if (len > 64) {
+		return EDGERM_ABI_E_NOTFOUND; /* no actuator has so long a name */
+	}
+	msg[0] = 'A';
+	memcpy(msg + 1, &v, 8);
+	memcpy(msg + 9, name, len);
+	if (send(child_fd, msg, 9 + len, 0) < 0 || recv(child_fd, &rc, sizeof(rc), 0) != sizeof(rc)) {
+		rc = EDGERM_ABI_E_IO;
+	}
+	return rc;
+}
+
+static m3ApiRawFunction(h_set_actuator)
+{
+	m3ApiReturnType(int32_t);
+	m3ApiGetArg(uint32_t, name);
+	m3ApiGetArg(uint32_t, name_len);
+	m3ApiGetArg(double, value);
+	int32_t rc = edgerm_abi_actuator_check(&child_task, _mem, m3_GetMemorySize(runtime), name,
+					       name_len);
+
+	ABI_TRAP_IF_BAD(rc);
+	if (rc == 0) {
+		rc = child_actuator(NULL, (const char *)_mem + name, name_len, value);
+	}
 	m3ApiReturn(rc);
 }
 
@@ -159,6 +202,7 @@ static const struct {
 	{"now_ms", "I()", h_now_ms},
 	{"sleep_ms", "v(i)", h_sleep_ms},
 	{"read_sensor", "i(iii)", h_read_sensor},
+	{"set_actuator", "i(iiF)", h_set_actuator},
 	{"publish", "i(ii)", h_publish},
 	{"arg_count", "i()", h_arg_count},
 	{"arg_get", "i(iii)", h_arg_get},
@@ -205,6 +249,8 @@ static void child_run(IM3Runtime rt, IM3Function entry)
 	}
 	if (code == 0) {
 		child_report(EDGERM_FINISHED, 0, 0, NULL);
+	} else if (child_cap_pages && rt->memory.numPages >= child_cap_pages) {
+		child_report(EDGERM_FAILED, EDGERM_MEMORY_LIMIT, code, NULL);
 	} else {
 		child_report(EDGERM_FAILED, EDGERM_EXITED_NONZERO, code, NULL);
 	}
@@ -222,24 +268,31 @@ static posix_task_t *slot_of(posix_port_t *p, uint32_t task)
 	return NULL;
 }
 
-/* Load, link and compile; the entry function on success, NULL with msg set on failure. */
+/* Load, link and compile; the entry function on success, NULL with msg and *rc set on
+ * failure. */
 static IM3Function prepare(IM3Environment env, IM3Runtime rt, const edgerm_task_start_t *s,
-			   const edgerm_abi_task_t *t, char *msg, size_t cap)
+			   const edgerm_abi_task_t *t, char *msg, size_t cap, int *rc)
 {
 	IM3Module mod = NULL;
 	M3Result r = m3_ParseModule(env, &mod, s->module, (uint32_t)s->module_len);
 
+	*rc = EDGERM_PORT_E_LAUNCH;
 	if (r) {
 		snprintf(msg, cap, "bad module: %s", r);
 		return NULL;
 	}
-	/* mem_mb bounds linear memory: refuse a bigger initial size, make memory.grow fail past
-	 * it (0: the module's own maximum). */
-	uint32_t limit_pages = t->mem_mb > 0 ? (uint32_t)(t->mem_mb * 1048576.0 / 65536.0) : 0;
+	/* mem_mb bounds linear memory (64 KiB pages, at least one, as WAMR and the Linux agent
+	 * count): refuse a bigger initial size, make memory.grow fail past it. */
+	uint32_t limit_pages = t->mem_mb > 0 ? (uint32_t)(t->mem_mb * 1048576.0) / 65536u : 1;
+	uint32_t declared_max = mod->memoryInfo.maxPages ? mod->memoryInfo.maxPages : 65536;
 
-	if (limit_pages && mod->memoryInfo.initPages > limit_pages) {
-		snprintf(msg, cap, "initial memory %u pages over mem_mb", mod->memoryInfo.initPages);
+	limit_pages = limit_pages ? limit_pages : 1;
+	child_cap_pages = declared_max > limit_pages ? limit_pages : 0;
+	if (mod->memoryInfo.initPages > limit_pages) {
+		snprintf(msg, cap, "memory limit: initial memory %u KiB exceeds the task's %u KiB",
+			 mod->memoryInfo.initPages * 64, limit_pages * 64);
 		m3_FreeModule(mod);
+		*rc = EDGERM_PORT_E_MEMORY;
 		return NULL;
 	}
 	r = m3_LoadModule(rt, mod);
@@ -264,7 +317,8 @@ static IM3Function prepare(IM3Environment env, IM3Runtime rt, const edgerm_task_
 		IM3Function f = &mod->functions[i];
 
 		if (f->import.moduleUtf8 && !f->compiled) {
-			snprintf(msg, cap, "missing import %s.%s", f->import.moduleUtf8,
+			snprintf(msg, cap, "missing import: %s.%s (this agent implements EdgeRM "
+				 "WASM ABI v2)", f->import.moduleUtf8,
 				 f->import.fieldUtf8 ? f->import.fieldUtf8 : "?");
 			return NULL;
 		}
@@ -325,12 +379,13 @@ int posix_exec_start(posix_port_t *p, const edgerm_task_start_t *s, char *msg, s
 		}
 		return EDGERM_PORT_E_RESOURCES;
 	}
-	IM3Function entry = prepare(env, rt, s, &t, msg, cap);
+	int rc;
+	IM3Function entry = prepare(env, rt, s, &t, msg, cap, &rc);
 
 	if (!entry) {
 		m3_FreeRuntime(rt);
 		m3_FreeEnvironment(env);
-		return EDGERM_PORT_E_LAUNCH;
+		return rc;
 	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, fds) < 0) {
 		snprintf(msg, cap, "socketpair: %s", strerror(errno));
@@ -416,7 +471,7 @@ static void tail_append(posix_task_t *t, const uint8_t *d, size_t n)
 	t->tail_len = k - start;
 }
 
-void posix_exec_on_readable(posix_port_t *p, posix_task_t *t, uint64_t now)
+static void on_readable(posix_port_t *p, posix_task_t *t, uint64_t now)
 {
 	uint8_t buf[1 + 1024 + 8];
 	ssize_t n = recv(t->fd, buf, sizeof(buf), 0);
@@ -426,6 +481,15 @@ void posix_exec_on_readable(posix_port_t *p, posix_task_t *t, uint64_t now)
 	}
 	if (n > 0 && buf[0] == 'L') {
 		tail_append(t, buf + 1, (size_t)n - 1);
+		return;
+	}
+	if (n > 9 && buf[0] == 'A') {
+		double v;
+
+		memcpy(&v, buf + 1, 8);
+		int32_t rc = edgerm_port_actuator_set(p, (const char *)buf + 9, (size_t)n - 9, v);
+
+		(void)send(t->fd, &rc, sizeof(rc), 0);
 		return;
 	}
 	if (n > 0 && buf[0] == 'P') {
@@ -481,4 +545,46 @@ uint64_t posix_exec_check_timeouts(posix_port_t *p, uint64_t now)
 		}
 	}
 	return next;
+}
+
+int posix_exec_init(posix_port_t *p)
+{
+	(void)p;
+	return 0;
+}
+
+size_t posix_exec_pollfds(posix_port_t *p, struct pollfd *fds, size_t cap)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < CONFIG_EDGERM_MAX_TASKS && n < cap; i++) {
+		if (p->tasks[i].pid != 0) {
+			fds[n].fd = p->tasks[i].fd;
+			fds[n].events = POLLIN;
+			fds[n++].revents = 0;
+		}
+	}
+	return n;
+}
+
+void posix_exec_after_poll(posix_port_t *p, const struct pollfd *fds, size_t n, uint64_t now)
+{
+	for (size_t k = 0; k < n; k++) {
+		for (size_t i = 0; i < CONFIG_EDGERM_MAX_TASKS && fds[k].revents; i++) {
+			if (p->tasks[i].pid != 0 && p->tasks[i].fd == fds[k].fd) {
+				on_readable(p, &p->tasks[i], now);
+				break;
+			}
+		}
+	}
+}
+
+int posix_exec_running(posix_port_t *p)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < CONFIG_EDGERM_MAX_TASKS; i++) {
+		n += p->tasks[i].pid != 0;
+	}
+	return n;
 }
