@@ -14,7 +14,7 @@ from edgerm.wire import pb
 
 __all__ = [
     "LaunchTask", "KillTask", "FetchModule", "ModuleChunk", "ModuleFailed", "Registered",
-    "Refused", "Event", "OutgoingCall",
+    "Refused", "SwitchMaster", "Event", "OutgoingCall",
 ]
 
 
