@@ -26,6 +26,7 @@ from edgerm.framework import (
     wasm_task,
 )
 from edgerm.wire import pb
+from edgerm_cli.listing import fetch_state
 from edgerm_agent.testing import AgentProcess
 from edgerm_master.testing_io import MasterProcess, standby_process
 
@@ -56,6 +57,22 @@ async def test_a_framework_started_at_a_standby_subscribes_at_the_leader(
                 assert fw.url == ws(leader) + "/framework"
                 stored = await fw.upload(wasm_modules["hello"])
                 assert stored.size == len(wasm_modules["hello"])
+        finally:
+            standby.stop()
+
+
+async def test_a_leader_outside_the_list_is_not_followed(tmp_path: Path) -> None:
+    with MasterProcess(str(tmp_path / "leader")) as leader, \
+            MasterProcess(str(tmp_path / "outsider")) as outsider:
+        standby = standby_process(str(tmp_path / "standby"), outsider)
+        try:
+            async with Framework.connect([ws(standby), ws(leader)], name="ha",
+                                         token=TOKEN) as fw:
+                assert fw.url == ws(leader) + "/framework"
+            async with Framework.connect(ws(outsider), name="probe", token=TOKEN) as probe:
+                assert probe.framework_id   # the outsider serves, but never saw "ha":
+            state = await fetch_state(ws(outsider), "operator-token")
+            assert [f.name for f in state.frameworks] == ["probe"]
         finally:
             standby.stop()
 
