@@ -26,8 +26,8 @@ from edgerm.framework import (
     wasm_task,
 )
 from edgerm.wire import pb
-from edgerm_cli.listing import fetch_state
 from edgerm_agent.testing import AgentProcess
+from edgerm_cli.listing import fetch_state
 from edgerm_master.testing_io import MasterProcess, standby_process
 
 TOKEN = "framework-token"
