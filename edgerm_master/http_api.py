@@ -131,7 +131,7 @@ class Query:
 _FILTERS = {"agents": ("state",), "frameworks": (), "tasks": ("state", "framework", "agent"),
             "offers": ("agent",)}
 AGENT_STATES = tuple(sorted(set(STATE_NAMES.values())))
-TASK_STATES = tuple(n for n in TS.keys() if n != "TASK_STATE_UNSPECIFIED")
+TASK_STATES = tuple(n for n in TS.keys() if n != "TASK_STATE_UNSPECIFIED")  # RUNNING, ...
 
 
 def _bad(message: str) -> HttpError:
@@ -168,8 +168,7 @@ def parse_query(request: HttpRequest, listing: str,
             raise _bad(f"state={state!r} is not an agent state; use one of "
                        + ", ".join(AGENT_STATES))
     elif state:
-        name = state.upper()
-        name = name if name.startswith("TASK_") else "TASK_" + name
+        name = state.upper().removeprefix("TASK_")
         if name not in TASK_STATES:
             raise _bad(f"state={state!r} is not a task state; use one of "
                        + ", ".join(TASK_STATES))
@@ -238,9 +237,8 @@ def summary(st: MasterState) -> dict[str, Any]:
         name = STATE_NAMES.get(a.state, "?")
         agents[name] = agents.get(name, 0) + 1
     tasks: dict[str, int] = {}
-    connected = 0
-    for fw in st.frameworks.values():
-        connected += fw.conn is not None
+    connected = sum(fw.conn is not None for fw in st.frameworks.values())
+    for fw in list(st.frameworks.values()) + list(st.removed_frameworks):
         for t in list(fw.tasks.values()) + list(fw.completed.values()):
             name = TS.Name(t.state)
             tasks[name] = tasks.get(name, 0) + 1
@@ -251,7 +249,7 @@ def summary(st: MasterState) -> dict[str, Any]:
 
 def _find_task(st: MasterState, task_id: str, framework: str) -> Task:
     found = []
-    for fw in st.frameworks.values():
+    for fw in list(st.frameworks.values()) + list(st.removed_frameworks):
         if framework and fw.framework_id != framework:
             continue
         task = fw.tasks.get(task_id) or fw.completed.get(task_id)
@@ -268,11 +266,16 @@ def _find_task(st: MasterState, task_id: str, framework: str) -> Task:
 
 
 def _output_json(when: float, seq: int, topic: str, data: bytes) -> dict[str, Any]:
+    """An output as JSON: `text` if it is printable UTF-8, else `base64`."""
     out: dict[str, Any] = {"time": when, "seq": seq, "topic": topic, "size": len(data)}
     try:
-        out["text"] = data.decode("utf-8")
+        text = data.decode("utf-8")
+        if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
+            out["text"] = text
+            return out
     except UnicodeDecodeError:
-        out["base64"] = base64.b64encode(data).decode()
+        pass
+    out["base64"] = base64.b64encode(data).decode()
     return out
 
 

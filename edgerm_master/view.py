@@ -99,7 +99,9 @@ def _frameworks(st: MasterState, cs: pb.ClusterState, now: float) -> None:
 
 
 def _tasks(st: MasterState, cs: pb.ClusterState, now: float) -> None:
-    for fw in st.frameworks.values():
+    # Also the tasks of recently removed frameworks: `edgerm run` tears its framework down as
+    # soon as its task ended, and the operator still wants to see how it ended.
+    for fw in list(st.frameworks.values()) + list(st.removed_frameworks):
         for task in list(fw.tasks.values()) + list(fw.completed.values()):
             spec = decode(pb.TaskSpec, task.spec)
             cs.tasks.add(task_id=task.task_id, framework_id=fw.framework_id,
