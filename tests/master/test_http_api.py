@@ -5,6 +5,7 @@ the operator token (right, wrong, none), bad parameters, filters and paging, the
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -14,8 +15,13 @@ import pytest
 import trio
 
 from edgerm.framework import OffersEvent
-from edgerm_master.http_api import Query, page, parse_query
+from edgerm.state_json import listing_json
+from edgerm.wire import decode, encode, pb, sign, token_key
+from edgerm_master.config import MasterConfig
+from edgerm_master.core import Master
+from edgerm_master.http_api import Query, SearchText, page, parse_query
 from edgerm_master.http_server import HttpError, HttpRequest
+from edgerm_master.view import state_view
 
 from ..framework.conftest import OPERATOR_TOKEN, WASM_DIR
 from .http_client import events, get, get_json
@@ -265,12 +271,40 @@ def test_parse_query_defaults_and_normalises() -> None:
     assert e.value.status == 400 and "agent=0 is out of range" in e.value.message
 
 
+def _master_with_agents(n: int) -> Master:
+    m = Master(MasterConfig(agent_tokens=["a"]), random_bytes=random.Random(0).randbytes)
+    for i in range(n):
+        call = pb.AgentCall(seq=1, register=pb.Register(
+            name=f"edge-{i:05d}", protocol_version=1, nonce=i.to_bytes(8, "big"),
+            resources=pb.Resources(cpus=1, mem_mb=64), executors=[pb.WASM],
+            attributes=[pb.Attribute(name="zone", text=f"z{i % 3}")]))
+        assert m.agent_call(sign(call, token_key("a")), 1.0).error == 0
+    return m
+
+
 def test_a_page_past_the_end_is_empty_not_an_error() -> None:
-    from edgerm.wire import pb
-    state = pb.ClusterState(now=1.0)
-    for n in range(3):
-        state.agents.add(agent_id=n + 1, name=f"a{n}", state="active")
-    body = page(state, Query("agents", limit=2, offset=10))
+    st = _master_with_agents(3).state
+    body = page(st, Query("agents", limit=2, offset=10), 2.0, SearchText())
     assert body["agents"] == [] and body["total"] == 3 and body["next_offset"] is None
-    body = page(state, Query("agents", limit=2, offset=0, q="a2"))
-    assert [a["name"] for a in body["agents"]] == ["a2"] and body["total"] == 1
+    body = page(st, Query("agents", limit=2, offset=0, q="edge-00002"), 2.0, SearchText())
+    assert [a["name"] for a in body["agents"]] == ["edge-00002"] and body["total"] == 1
+    body = page(st, Query("agents", limit=5, q="zone=z1"), 2.0, SearchText())
+    assert [a["name"] for a in body["agents"]] == ["edge-00001"]
+
+
+def test_a_page_is_the_same_items_as_the_whole_view() -> None:
+    st = _master_with_agents(25).state
+    whole = listing_json(state_view(st, 2.0), "agents")
+    texts = SearchText()
+    paged = []
+    for offset in range(0, 25, 10):
+        paged += page(st, Query("agents", limit=10, offset=offset), 2.0, texts)["agents"]
+    assert paged == whole
+    # The filter box's cache follows a re-registration (new bytes, new text).
+    assert page(st, Query("agents", q="edge-00007"), 2.0, texts)["total"] == 1
+    agent = st.agents[8]
+    reg = decode(pb.Register, agent.info)
+    reg.name = "renamed"
+    agent.info = encode(reg)
+    assert page(st, Query("agents", q="edge-00007"), 2.0, texts)["total"] == 0
+    assert page(st, Query("agents", q="renamed"), 2.0, texts)["total"] == 1
