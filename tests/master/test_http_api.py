@@ -352,7 +352,7 @@ def test_task_detail_keeps_the_last_states_and_outputs(cluster) -> None:
     # Only the last JOURNAL_STATES state changes are kept.
     task = cluster.master.frameworks[f.framework_id].completed["t1"]
     for i in range(JOURNAL_STATES + 3):
-        journal_of(task).states.append((float(i), TS.RUNNING, 0, ""))
+        journal_of(task).add_state(float(i), TS.RUNNING, 0, "")
     assert len(task_detail(st, "t1", "", cluster.now)["history"]) == JOURNAL_STATES
     with pytest.raises(HttpError) as e:
         task_detail(st, "t2", "", cluster.now)
