@@ -25,7 +25,16 @@ from edgerm_master import records as rec
 from edgerm_master import validation as check
 from edgerm_master.events import CloseFramework, ToFramework
 from edgerm_master.logs import code_name, log_frameworks
-from edgerm_master.state import T_FAILOVER, T_RELEASE, T_RETRY, Agent, Framework, MasterState, Task
+from edgerm_master.state import (
+    T_FAILOVER,
+    T_RELEASE,
+    T_RETRY,
+    Agent,
+    Framework,
+    MasterState,
+    Task,
+    journal_of,
+)
 from edgerm_master.task_states import TERMINAL
 from edgerm_master.validation import CallError
 
@@ -226,6 +235,9 @@ def finish_removal(st: MasterState, fw: Framework) -> None:
                         extra={"event": "framework_forgotten", "framework_id": fw.framework_id})
     st.allocator.remove_framework(fw.framework_id)
     del st.frameworks[fw.framework_id]
+    st.removed_frameworks.append(fw)
+    while len(st.removed_frameworks) > st.config.completed_frameworks_kept:
+        st.removed_frameworks.popleft()
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,6 +326,7 @@ def agent_publish(st: MasterState, agent: Agent, pu: pb.Publish, now: float) -> 
     if fw is None or fw.removing:
         return
     task.output_seq += 1
+    journal_of(task).add_output(now, task.output_seq, pu.topic, pu.data)
     out = pb.TaskOutput(task_id=task.task_id, seq=task.output_seq, data=pu.data,
                         topic=pu.topic)
     # Persist, then act: the output is durable with the update_ack that accepts it, and

@@ -31,7 +31,8 @@ from edgerm_master.config import MasterConfig
 from edgerm_master.events import Outgoing, ToFramework
 from edgerm_master.logs import RefusalLog
 
-__all__ = ["MasterState", "Agent", "Task", "Framework", "Offer", "ModuleInfo",
+__all__ = ["MasterState", "Agent", "Task", "TaskJournal", "journal_of", "Framework", "Offer",
+           "ModuleInfo",
            "T_AGENT_CHECK", "T_AGENT_LOST", "T_OFFER", "T_FAILOVER", "T_RETRY", "T_MODULE",
            "T_RELEASE"]
 
@@ -86,7 +87,7 @@ class Task:
     __slots__ = (
         "framework_id", "task_id", "agent_id", "number", "spec", "res", "state", "prev_state",
         "reason", "message", "exit_code", "launch_cid", "updates", "outputs", "output_seq",
-        "outputs_dropped", "module", "told",
+        "outputs_dropped", "module", "told", "journal",
     )
 
     def __init__(self, framework_id: str, task_id: str, agent_id: int, number: int, spec: bytes,
@@ -113,6 +114,44 @@ class Task:
         # The state its framework was last told (memory only): a silent return from
         # UNREACHABLE followed by UNREACHABLE again must not tell UNREACHABLE twice.
         self.told = 0
+        # What the operator's view shows of its past (memory only, not recovered after a
+        # restart): see `TaskJournal`.
+        self.journal: TaskJournal | None = None
+
+
+# Kept per task for the operator's view (HTTP API, dashboard): its last state changes and its
+# last outputs. Bounded, so a chatty task costs the same as a quiet one.
+JOURNAL_STATES = 16
+JOURNAL_OUTPUTS = 5
+
+
+class TaskJournal:
+    """A task's recent past for operators: `states` (time, state, reason, message) oldest
+    first, and `outputs` (time, seq, topic, data), the last few it published. Short lists, not
+    deques: a deque with a maxlen costs ~600 bytes even empty, and the master keeps thousands
+    of tasks."""
+
+    __slots__ = ("states", "outputs")
+
+    def __init__(self) -> None:
+        self.states: list[tuple[float, int, int, str]] = []
+        self.outputs: list[tuple[float, int, str, bytes]] = []
+
+    def add_state(self, now: float, state: int, reason: int, message: str) -> None:
+        self.states.append((now, state, reason, message))
+        if len(self.states) > JOURNAL_STATES:
+            del self.states[0]
+
+    def add_output(self, now: float, seq: int, topic: str, data: bytes) -> None:
+        self.outputs.append((now, seq, topic, data))
+        if len(self.outputs) > JOURNAL_OUTPUTS:
+            del self.outputs[0]
+
+
+def journal_of(task: Task) -> TaskJournal:
+    if task.journal is None:
+        task.journal = TaskJournal()
+    return task.journal
 
 
 class Framework:
@@ -194,6 +233,8 @@ class MasterState:
     allocator: Allocator = field(init=False)
     agents: dict[int, Agent] = field(default_factory=dict)
     frameworks: dict[str, Framework] = field(default_factory=dict)
+    # Removed frameworks, newest last, for the operator's view of their tasks (view.py).
+    removed_frameworks: deque[Framework] = field(default_factory=deque)
     conns: dict[int, str] = field(default_factory=dict)     # framework connection -> its id
     offers: dict[str, Offer] = field(default_factory=dict)
     offers_by_agent: dict[int, set[str]] = field(default_factory=dict)
