@@ -710,6 +710,32 @@ static void launch_task_4_fresh(void)
 	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020), 0);
 }
 
+/* A task's log may hold any bytes: each byte that is not part of a valid UTF-8 character
+ * (stray, overlong, surrogate, above U+10FFFF, cut short) goes out as '?', valid characters of
+ * every length as they are, so the master takes the update. */
+static void test_task_message_sanitized(void)
+{
+	static const char bad[] = "a\xff\xc3\xa9\xed\xa0\x80\xc0\x80\xf4\x90\x80\x80"
+				  "\xf0\x9f\x98\x80z\xe2\x82";
+	static const char want[] = "a?\xc3\xa9?????????\xf0\x9f\x98\x80z??";
+
+	launch_task_4_fresh();
+	ok_reply(1, 5030); /* STARTING */
+	serve_module(5040, false);
+	ok_reply(2, 5050); /* RUNNING; the heartbeat saying command_ack moved goes out */
+	edgerm_agent_task_exited(&agent, 4, EDGERM_FAILED, EDGERM_TRAPPED, 0, bad, sizeof(bad) - 1,
+				 6000);
+	ok_reply(2, 6010);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 6);
+	CHECK_EQ_INT(call.call.status.update_id, 3);
+	CHECK_EQ_INT(call.call.status.message.len, sizeof(want) - 1);
+	CHECK(call.call.status.message.len == sizeof(want) - 1 &&
+	      memcmp(call.call.status.message.ptr, want, sizeof(want) - 1) == 0);
+	ok_reply(3, 6020);
+	CHECK_EQ_INT(agent.q_count, 0);
+}
+
 static void test_hash_mismatch_and_launch_failure(void)
 {
 	edgerm_agent_reply_t r;
@@ -1260,6 +1286,7 @@ void suite_agent(void)
 	test_bad_replies();
 	test_launch_kill_publish();
 	test_hash_mismatch_and_launch_failure();
+	test_task_message_sanitized();
 	test_module_blocks_retried_on_a_lossy_link();
 	test_reboot_and_unauthenticated();
 	test_seq_never_goes_back();

@@ -10,6 +10,39 @@
 #include "unit.h"
 #include "vectors.h"
 
+/* edgerm_utf8_char, which the text check and the agent's log sanitizer share: the length of
+ * a valid character, 0 for anything else. */
+static void utf8_chars(void)
+{
+	static const struct {
+		const char *s;
+		size_t n, want;
+	} c[] = {
+		{"a", 1, 1}, {"\x7f", 1, 1}, {"\xc3\xa9", 2, 2}, {"\xe2\x82\xac", 3, 3},
+		{"\xef\xbf\xbf", 3, 3}, {"\xf0\x9f\x98\x80", 4, 4}, {"\xf4\x8f\xbf\xbf", 4, 4},
+		{"\xc3\xa9x", 3, 2}, /* only the first character */
+		{"\x80", 1, 0}, {"\xbf", 1, 0},               /* a continuation byte alone */
+		{"\xc0\x80", 2, 0}, {"\xc1\xbf", 2, 0},     /* overlong, 2 bytes */
+		{"\xe0\x9f\xbf", 3, 0},                      /* overlong, 3 bytes */
+		{"\xf0\x8f\xbf\xbf", 4, 0},                 /* overlong, 4 bytes */
+		{"\xed\xa0\x80", 3, 0}, {"\xed\xbf\xbf", 3, 0}, /* surrogates */
+		{"\xed\x9f\xbf", 3, 3},                      /* U+D7FF, just below them */
+		{"\xf4\x90\x80\x80", 4, 0},                 /* above U+10FFFF */
+		{"\xf8\x88\x80\x80\x80", 5, 0}, {"\xff", 1, 0}, /* no such lead byte */
+		{"\xe2\x82\xac", 2, 0}, {"\xf0\x9f\x98", 3, 0}, /* cut short by n */
+		{"\xc3x", 2, 0}, {"\xe2\x82x", 3, 0},       /* a non-continuation inside */
+	};
+
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		size_t got = edgerm_utf8_char((const uint8_t *)c[i].s, c[i].n);
+
+		if (got != c[i].want) {
+			printf("FAIL edgerm_utf8_char case %u: %u\n", (unsigned)i, (unsigned)got);
+		}
+		CHECK_EQ_INT(got, c[i].want);
+	}
+}
+
 #if CONFIG_EDGERM_WIRE_FULL_SCHEMA
 
 static const edgerm_wire_type_t *find_type(const char *name)
@@ -206,6 +239,7 @@ void suite_wire(void)
 	negatives();
 	mac_of_vectors();
 	edge_cases();
+	utf8_chars();
 }
 
 #else /* the device configuration: members the agent never reads are skipped, not decoded */
@@ -270,6 +304,7 @@ void suite_wire(void)
 {
 	device_positives();
 	device_negatives();
+	utf8_chars();
 }
 
 #endif /* CONFIG_EDGERM_WIRE_FULL_SCHEMA */

@@ -182,29 +182,13 @@ static size_t utf8_tail_start(const char *msg, size_t len, size_t keep)
  * anything, and the master would refuse the whole update for one bad byte. */
 static void utf8_sanitize(uint8_t *s, size_t n)
 {
-	size_t i = 0;
+	while (n > 0) {
+		size_t k = edgerm_utf8_char(s, n);
 
-	while (i < n) {
-		uint8_t c = s[i];
-		size_t extra = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
-					: (c & 0xf8) == 0xf0 ? 3 : 9;
-		uint32_t cp = extra == 0 ? c : extra == 1 ? c & 0x1fu : extra == 2 ? c & 0x0fu : c & 0x07u;
-		bool ok = extra <= 3 && n - i > extra;
-
-		for (size_t k = 1; ok && k <= extra; k++) {
-			ok = (s[i + k] & 0xc0) == 0x80;
-			cp = cp << 6 | (s[i + k] & 0x3fu);
+		if (k == 0) {
+			*s = '?', k = 1;
 		}
-		if (ok && extra > 0) {
-			static const uint32_t min[4] = {0, 0x80, 0x800, 0x10000};
-
-			ok = cp >= min[extra] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
-		}
-		if (!ok) {
-			s[i++] = '?';
-			continue;
-		}
-		i += extra + 1;
+		s += k, n -= k;
 	}
 }
 
@@ -411,17 +395,16 @@ static void send_register(edgerm_agent_t *a, uint64_t now)
 	for (uint8_t i = 0; i < a->cfg.devices_count && i < EDGERM_MAX_REP; i++) {
 		r->resources.devices[r->resources.devices_count++] = a->cfg.devices[i];
 	}
-	if (a->cfg.os) {
-		at = &r->attributes[r->attributes_count++];
-		at->name = cstr("os");
-		at->which = 2;
-		at->v.text = cstr(a->cfg.os);
-	}
-	if (a->cfg.arch && r->attributes_count < EDGERM_MAX_REP) {
-		at = &r->attributes[r->attributes_count++];
-		at->name = cstr("arch");
-		at->which = 2;
-		at->v.text = cstr(a->cfg.arch);
+	for (uint8_t i = 0; i < 2; i++) {
+		/* The text attributes "os" and "arch", when configured. */
+		const char *v = i ? a->cfg.arch : a->cfg.os;
+
+		if (v && r->attributes_count < EDGERM_MAX_REP) {
+			at = &r->attributes[r->attributes_count++];
+			at->name = cstr(i ? "arch" : "os");
+			at->which = 2;
+			at->v.text = cstr(v);
+		}
 	}
 	r->executors[r->executors_count++] = EDGERM_EXECUTOR_WASM;
 	r->protocol_version = 1;
@@ -1106,28 +1089,25 @@ int edgerm_agent_on_datagram(edgerm_agent_t *a, const uint8_t *buf, size_t len, 
 		}
 		return 0;
 	}
-	if (m.code < 0x40) {
-		/* A request: the master never sends one on this link. */
-		if (m.type == EDGERM_COAP_CON) {
-			(void)edgerm_port_send(a->cfg.port, reply,
-					       edgerm_coap_empty(reply, EDGERM_COAP_RST, m.mid));
-		}
-		a->stats.datagrams_bad++;
-		return -1;
-	}
+	/* A request: the master never sends one on this link (a CON one gets an RST). */
+	bool request = m.code < 0x40;
 	bool piggy = m.type == EDGERM_COAP_ACK && mid_match && token_match;
 	bool separate = m.type != EDGERM_COAP_ACK && token_match;
 
 	if (m.type == EDGERM_COAP_CON) {
-		/* Separate responses are CON: acknowledge, and again if our ACK was lost. */
-		if (separate || m.mid == a->last_sep_mid) {
-			(void)edgerm_port_send(a->cfg.port, reply,
-					       edgerm_coap_empty(reply, EDGERM_COAP_ACK, m.mid));
+		/* Separate responses are CON: acknowledge, and again if our ACK was lost; RST
+		 * anything else. */
+		uint8_t type = EDGERM_COAP_RST;
+
+		if (!request && (separate || m.mid == a->last_sep_mid)) {
+			type = EDGERM_COAP_ACK;
 			a->last_sep_mid = m.mid;
-		} else {
-			(void)edgerm_port_send(a->cfg.port, reply,
-					       edgerm_coap_empty(reply, EDGERM_COAP_RST, m.mid));
 		}
+		(void)edgerm_port_send(a->cfg.port, reply, edgerm_coap_empty(reply, type, m.mid));
+	}
+	if (request) {
+		a->stats.datagrams_bad++;
+		return -1;
 	}
 	if (!piggy && !separate) {
 		return 0; /* late or duplicate response: already handled */
@@ -1304,10 +1284,8 @@ void edgerm_agent_reset_identity(edgerm_agent_t *a, uint64_t now)
 
 uint8_t edgerm_agent_task_state(const edgerm_agent_t *a, uint32_t task)
 {
-	for (size_t i = 0; i < CONFIG_EDGERM_MAX_TASKS; i++) {
-		if (a->tasks[i].task == task && task != 0) {
-			return a->tasks[i].state;
-		}
-	}
-	return 0;
+	/* task_find only reads the agent. */
+	const edgerm_task_slot_t *t = task_find((edgerm_agent_t *)a, task);
+
+	return t ? t->state : 0;
 }

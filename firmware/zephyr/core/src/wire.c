@@ -347,40 +347,44 @@ static size_t elem_size(const field_t *f)
 /* ------------------------------------------------------------------------------------------ */
 /* Decoding */
 
+size_t edgerm_utf8_char(const uint8_t *s, size_t n)
+{
+	/* The smallest code point each length may carry: shorter forms are overlong. */
+	static const uint32_t min[4] = {0, 0x80, 0x800, 0x10000};
+	uint32_t cp = s[0];
+	size_t lead = 0;
+
+	while (lead < 5 && (cp & (0x80u >> lead))) {
+		lead++; /* leading 1 bits: 0 ASCII, 1 a continuation byte, 2..4 a sequence's length */
+	}
+	if (lead == 0) {
+		return 1;
+	}
+	if (lead == 1 || lead > 4 || n < lead) {
+		return 0;
+	}
+	cp &= 0x7fu >> lead;
+	for (size_t k = 1; k < lead; k++) {
+		if ((s[k] & 0xc0) != 0x80) {
+			return 0;
+		}
+		cp = cp << 6 | (s[k] & 0x3fu);
+	}
+	if (cp < min[lead - 1] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+		return 0;
+	}
+	return lead;
+}
+
 static bool utf8_valid(const uint8_t *s, size_t n)
 {
-	size_t i = 0;
+	while (n > 0) {
+		size_t k = edgerm_utf8_char(s, n);
 
-	while (i < n) {
-		uint8_t c = s[i];
-		size_t extra;
-		uint32_t cp, min;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			extra = 1, cp = c & 0x1f, min = 0x80;
-		} else if ((c & 0xf0) == 0xe0) {
-			extra = 2, cp = c & 0x0f, min = 0x800;
-		} else if ((c & 0xf8) == 0xf0) {
-			extra = 3, cp = c & 0x07, min = 0x10000;
-		} else {
+		if (k == 0) {
 			return false;
 		}
-		if (n - i <= extra) {
-			return false;
-		}
-		for (size_t k = 1; k <= extra; k++) {
-			if ((s[i + k] & 0xc0) != 0x80) {
-				return false;
-			}
-			cp = (cp << 6) | (s[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-			return false;
-		}
-		i += extra + 1;
+		s += k, n -= k;
 	}
 	return true;
 }

@@ -284,6 +284,11 @@ int edgerm_wire_decode_task_spec(const uint8_t *buf, size_t len, edgerm_task_spe
 int edgerm_wire_encode_agent_call(const edgerm_agent_call_t *in, uint8_t *buf, size_t cap);
 int edgerm_wire_encode_agent_reply(const edgerm_agent_reply_t *in, uint8_t *buf, size_t cap);
 
+/* Bytes (1..4) of the valid UTF-8 character at s[0 .. n), n > 0; 0 when it is not one
+ * (overlong, surrogate, above U+10FFFF, cut short). The codec's text check and the agent's
+ * sanitizer of task logs share it. */
+size_t edgerm_utf8_char(const uint8_t *s, size_t n);
+
 /* Feed `fn` the bytes that the MAC of an encoded AgentCall/AgentReply covers: the message with
  * its `mac` entry (key `mac_key`: 3 in AgentCall, 2 in AgentReply) left out. `buf` must have
  * passed edgerm_wire_check_untrusted. Returns 0, or EDGERM_WIRE_E_MALFORMED. */
