@@ -44,6 +44,7 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
     """One AgentCall from the network (untrusted bytes) -> the reply to send back. `peer`
     (the caller's address) only goes into log lines."""
     st.stats["agent_calls"] += 1
+    st.calls[transport] += 1
     st.now = now
     st.peer = peer
     try:
@@ -78,6 +79,7 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
             check.check_heartbeat(call.heartbeat)
         heard_from(st, agent, call.seq, now, transport)
         if kind == "heartbeat":
+            st.heartbeats[transport] += 1
             _heartbeat(st, agent, call.heartbeat, now)
         elif kind == "status":
             tasks.agent_status(st, agent, call.status, now)
@@ -104,6 +106,7 @@ def _steady_heartbeat(st: MasterState, data: bytes, now: float, transport: str
             or not hmac.compare_digest(compute_mac(agent.secret, unsigned), mac)):
         return None
     heard_from(st, agent, seq, now, transport)
+    st.heartbeats[transport] += 1
     commands.take_ack(st, agent, ack)
     return commands.reply(st, agent, seq)
 

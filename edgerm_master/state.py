@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ from edgerm_master.agent_states import AGENT_ACTIVE
 from edgerm_master.allocator import Allocator
 from edgerm_master.config import MasterConfig
 from edgerm_master.events import Outgoing, ToFramework
-from edgerm_master.logs import RefusalLog
+from edgerm_master.logs import DeclineWatch, RefusalLog
 
 __all__ = ["MasterState", "Agent", "Task", "Framework", "Offer", "ModuleInfo",
            "T_AGENT_CHECK", "T_AGENT_LOST", "T_OFFER", "T_FAILOVER", "T_RETRY", "T_MODULE",
@@ -216,6 +216,7 @@ class MasterState:
     # The address of the caller being handled (for log lines only; "" when unknown).
     peer: str = ""
     refusal_log: RefusalLog = field(default_factory=RefusalLog)
+    decline_watch: DeclineWatch = field(default_factory=DeclineWatch)
     alloc_due: float = 0.0
     last_alloc: float = -math.inf
     records_emitted: int = 0
@@ -223,6 +224,10 @@ class MasterState:
         "agent_calls": 0, "agent_errors": 0, "framework_calls": 0, "framework_errors": 0,
         "updates_ignored": 0, "outputs_dropped": 0, "offers_made": 0, "tasks_launched": 0,
     })
+    # Agent calls and accepted heartbeats by transport ("coap", "websocket"), for the metrics
+    # (metrics.py): one dict increment on the fast path.
+    calls: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    heartbeats: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     # The keys that sign first registrations; the tokens themselves never cross the link.
     token_keys: list[tuple[str, bytes]] = field(init=False)
     # Nonces of recent first registrations: a recorded one replayed is refused (bounded;
