@@ -130,8 +130,12 @@ class DeclineWatch:
         for fid in [f for f, t in self._window_start.items()
                     if now - t >= DECLINE_STORM_WINDOW_S]:
             self._end_window(fid, now)
-            del self._window_start[fid]
-            self._declined.pop(fid, None)
+            if fid in self._storm:  # still on: the next window decides whether it ends
+                self._window_start[fid] = now
+                self._declined[fid] = 0
+            else:
+                del self._window_start[fid]
+                self._declined.pop(fid, None)
 
     def forget(self, framework_id: str) -> None:
         self._window_start.pop(framework_id, None)
