@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import trio
-from google.protobuf import json_format
 
 from edgerm.framework import describe_connection_error, endpoint_url, reason_name, state_name
+from edgerm.state_json import listing_json
 from edgerm.transport.websocket import (
     ConnectionClosed,
     HandshakeError,
@@ -221,8 +221,7 @@ async def list_command(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_MASTER
     field, table = LISTINGS[args.command]
     if args.json:
-        items = [json_format.MessageToDict(m, preserving_proto_field_name=True)
-                 for m in getattr(state, field)]
+        items = listing_json(state, field)
         print(json.dumps(items, indent=2, sort_keys=True), file=out)
     else:
         print(table(state), file=out)

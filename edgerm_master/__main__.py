@@ -1,7 +1,9 @@
 """`edgerm-master` / `python -m edgerm_master`: parse flags and the TOML config, run the service,
 print one JSON ready line to stdout once CoAP and WebSocket are bound:
 
-    {"event": "ready", "coap": "127.0.0.1:5683", "ws": "127.0.0.1:5690"}
+    {"event": "ready", "coap": "127.0.0.1:5683", "ws": "127.0.0.1:5690", "http": "127.0.0.1:5691"}
+
+("http" only when the HTTP API and dashboard are on, `[http] listen`, docs/operations.md.)
 
 SIGINT/SIGTERM stop it cleanly; SIGKILL loses nothing that was acknowledged (see store.py).
 
@@ -38,7 +40,10 @@ async def _run(service: MasterService, generated: dict[str, str]) -> None:
         coap, ws = await nursery.start(service.run)
         if generated:
             print(json.dumps({"event": "dev-tokens", **generated}), flush=True)
-        print(json.dumps({"event": "ready", "coap": _fmt(coap), "ws": _fmt(ws)}), flush=True)
+        ready = {"event": "ready", "coap": _fmt(coap), "ws": _fmt(ws)}
+        if service.http_address is not None:
+            ready["http"] = _fmt(service.http_address)
+        print(json.dumps(ready), flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 log.info("stopping", extra={"event": "stopping"})

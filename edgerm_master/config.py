@@ -20,7 +20,7 @@ from typing import Any
 from edgerm.logformat import LOG_FORMATS, LOG_LEVELS
 
 __all__ = ["MasterConfig", "AGENT_SILENT_CALL_S", "parse_args", "load_config", "ConfigError",
-           "liveness_problem"]
+           "liveness_problem", "http_address", "parse_http_listen"]
 
 # The longest an agent with its default settings goes without starting a new call when the
 # one in flight gets no answer (docs/agent.md, "Liveness on a lossy link"): the Linux agent
@@ -49,6 +49,10 @@ class MasterConfig:
     ws_first_message_s: float = 10.0
     ws_max_connections: int = 1000
     ws_max_connections_per_source: int = 200
+    # The HTTP server (JSON API under /api/v1, the dashboard at /), TOML `[http] listen`:
+    # "HOST:PORT"; "" (default): the WebSocket's host, its port + 1 (5691), or any free port
+    # when the WebSocket port is 0; "off": no HTTP server.
+    http_listen: str = ""
 
     # --- authentication: constant-time compared; empty lists refuse everyone
     agent_tokens: list[str] = field(default_factory=list)
@@ -151,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="WebSocket: open connections in all (default 1000; 0: no limit)")
     p.add_argument("--ws-max-connections-per-source", type=int,
                    help="WebSocket: open connections from one address (default 200; 0: no limit)")
+    p.add_argument("--http-listen", metavar="HOST:PORT",
+                   help="HTTP API and dashboard (default: --host, WebSocket port + 1; "
+                   "port 0: any; off: none)")
     p.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "EXTRA"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"],
@@ -173,7 +180,11 @@ _FLAG_TO_FIELD = {
     "ws_max_connections_per_source": "ws_max_connections_per_source",
     "sqlite_synchronous": "sqlite_synchronous", "log_level": "log_level",
     "log_format": "log_format", "metrics": "metrics",
+    "http_listen": "http_listen",
 }
+
+# TOML tables whose keys are fields with a prefix: `[http] listen = ...` is `http_listen`.
+_SECTIONS = {"http": "http_"}
 
 
 def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None = None,
@@ -187,6 +198,18 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
             values.update(tomllib.loads(toml_text))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{source}: not valid TOML ({e}): fix the syntax") from None
+    for section, prefix in _SECTIONS.items():
+        table = values.pop(section, None)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table ([{section}] on its own "
+                              "line, then its keys)")
+        for key, value in table.items():
+            if prefix + key not in fields:
+                raise ConfigError(f"{source}: unknown key {key!r} in [{section}] "
+                                  "(docs/master.md lists the keys)")
+            values[prefix + key] = value
     values.update(overrides or {})
     for key, value in values.items():
         if key not in fields:
@@ -229,6 +252,11 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
                 "ws_first_message_s"):
         if not getattr(cfg, key) > 0:
             raise ConfigError(f"{key} must be > 0")
+    if cfg.http_listen not in ("", "off"):
+        try:
+            parse_http_listen(cfg.http_listen)
+        except ValueError as e:
+            raise ConfigError(f"http listen: {e}; use HOST:PORT, or \"off\"") from None
     for key in ("ws_max_connections", "ws_max_connections_per_source"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: no limit)")
@@ -239,6 +267,32 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not "
                           f"{cfg.log_format!r}")
     return cfg
+
+
+def parse_http_listen(listen: str) -> tuple[str, int]:
+    """"host:port" or "[v6]:port" -> (host, port); ValueError with what is wrong."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{listen!r} is not HOST:PORT (e.g. 127.0.0.1:5691)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"{listen!r}: port {port!r} is not a number") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"{listen!r}: port {number} is not in 0..65535")
+    return host, number
+
+
+def http_address(cfg: MasterConfig) -> tuple[str, int] | None:
+    """Where the HTTP server listens, or None ("off"): `http_listen`, else the WebSocket's host
+    and port + 1 (any free port when the WebSocket port is 0: tests, several masters)."""
+    if cfg.http_listen == "off":
+        return None
+    if cfg.http_listen:
+        return parse_http_listen(cfg.http_listen)
+    return cfg.host, (cfg.ws_port + 1 if 0 < cfg.ws_port < 65535 else 0)
 
 
 def liveness_problem(cfg: MasterConfig) -> str | None:

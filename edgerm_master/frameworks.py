@@ -25,7 +25,16 @@ from edgerm_master import records as rec
 from edgerm_master import validation as check
 from edgerm_master.events import CloseFramework, ToFramework
 from edgerm_master.logs import code_name, log_frameworks
-from edgerm_master.state import T_FAILOVER, T_RELEASE, T_RETRY, Agent, Framework, MasterState, Task
+from edgerm_master.state import (
+    T_FAILOVER,
+    T_RELEASE,
+    T_RETRY,
+    Agent,
+    Framework,
+    MasterState,
+    Task,
+    journal_of,
+)
 from edgerm_master.task_states import TERMINAL
 from edgerm_master.validation import CallError
 
@@ -314,6 +323,7 @@ def agent_publish(st: MasterState, agent: Agent, pu: pb.Publish, now: float) -> 
     if fw is None or fw.removing:
         return
     task.output_seq += 1
+    journal_of(task).outputs.append((now, task.output_seq, pu.topic, pu.data))
     out = pb.TaskOutput(task_id=task.task_id, seq=task.output_seq, data=pu.data,
                         topic=pu.topic)
     # Persist, then act: the output is durable with the update_ack that accepts it, and

@@ -46,12 +46,22 @@ from edgerm.transport.websocket import (
     serve_websocket,
 )
 from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
-from edgerm_master.config import MasterConfig
+from edgerm_master.config import MasterConfig, http_address
 from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
+from edgerm_master.dashboard import add_dashboard_routes
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
+from edgerm_master.http_api import Changes, add_api_routes, authenticator
+from edgerm_master.http_server import HttpApp, serve_http
 from edgerm_master.logs import log_coap, log_store_error
-from edgerm_master.metrics import MasterCollector, ShellMetrics, master_registry, render
+from edgerm_master.metrics import (
+    MasterCollector,
+    ShellMetrics,
+    add_metrics_route,
+    master_registry,
+    render,
+)
 from edgerm_master.modules import ModuleReader, parse_hex
+from edgerm_master.state import MasterState
 from edgerm_master.store import Store
 
 __all__ = ["MasterService", "ERROR_TO_COAP", "ListenError", "peer_address"]
@@ -122,7 +132,7 @@ async def _listen(what: str, flag: str, host: str, port: int,
 
 class MasterService:
     """Run with `await nursery.start(service.run)`; `started` gives ((coap host, port),
-    (ws host, port))."""
+    (ws host, port)); `http_address` is then the HTTP server's (host, port), or None."""
 
     def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -140,6 +150,9 @@ class MasterService:
         self._agent_push: dict[int, Observation | trio.MemorySendChannel[bytes]] = {}
         self.coap_server: CoapServer | None = None
         self.commits = 0
+        # Bumped after each batch of state changes the flusher handles (http_api's streams).
+        self.changes = Changes()
+        self.http_address: tuple[str, int] | None = None
         self._gc_frozen_at = 0  # agents there were when the collector last froze the heap
         # None when metrics are off: every hot-path hook is one `is not None` test then.
         self.metrics: ShellMetrics | None = ShellMetrics() if config.metrics else None
@@ -215,9 +228,30 @@ class MasterService:
                     first_message_timeouts={"/agent": cfg.ws_first_message_s + cfg.heartbeat_s
                                             * (1.0 + cfg.jitter_fraction)})))
                 ws_port = ws_addr[1]
+                http = http_address(cfg)
+                if http is not None:
+                    app = self._http_app()
+                    self.http_address = await _listen(
+                        "HTTP", "--http-listen", http[0], http[1],
+                        lambda: nursery.start(functools_partial(serve_http, app, *http)))
                 task_status.started(((coap_addr[0], coap_addr[1]), (cfg.host, ws_port)))
         finally:
             store.close()
+
+    @property
+    def state(self) -> MasterState:
+        return self.core.state
+
+    def _http_app(self) -> HttpApp:
+        """The HTTP server's routes. To serve another path, add it here:
+        `app.route("/path", handler, auth=False)` with `async def handler(request:
+        HttpRequest) -> HttpResponse` (http_server.py; `auth=True`, the default, asks for the
+        operator token as a bearer header)."""
+        app = HttpApp(authenticator(self))
+        add_api_routes(app, self)      # /api/v1/...
+        add_metrics_route(app, self.metrics_text)  # /metrics
+        add_dashboard_routes(app)      # /, /static/...
+        return app
 
     def _after_core(self) -> None:
         """Wake the flusher if the core has something, and pull the timer in if needed."""
@@ -265,6 +299,8 @@ class MasterService:
             event.set()
             for item in outbox:
                 self._dispatch(item)
+            if records or outbox:
+                self.changes.bump()
             if len(core.agents) >= self._gc_frozen_at + _GC_FREEZE_AGENTS:
                 self._gc_frozen_at = len(core.agents)
                 gc.collect(1)

@@ -31,7 +31,8 @@ from edgerm_master.config import MasterConfig
 from edgerm_master.events import Outgoing, ToFramework
 from edgerm_master.logs import DeclineWatch, RefusalLog
 
-__all__ = ["MasterState", "Agent", "Task", "Framework", "Offer", "ModuleInfo",
+__all__ = ["MasterState", "Agent", "Task", "TaskJournal", "journal_of", "Framework", "Offer",
+           "ModuleInfo",
            "T_AGENT_CHECK", "T_AGENT_LOST", "T_OFFER", "T_FAILOVER", "T_RETRY", "T_MODULE",
            "T_RELEASE"]
 
@@ -86,7 +87,7 @@ class Task:
     __slots__ = (
         "framework_id", "task_id", "agent_id", "number", "spec", "res", "state", "prev_state",
         "reason", "message", "exit_code", "launch_cid", "updates", "outputs", "output_seq",
-        "outputs_dropped", "module", "told",
+        "outputs_dropped", "module", "told", "journal",
     )
 
     def __init__(self, framework_id: str, task_id: str, agent_id: int, number: int, spec: bytes,
@@ -113,6 +114,32 @@ class Task:
         # The state its framework was last told (memory only): a silent return from
         # UNREACHABLE followed by UNREACHABLE again must not tell UNREACHABLE twice.
         self.told = 0
+        # What the operator's view shows of its past (memory only, not recovered after a
+        # restart): see `TaskJournal`.
+        self.journal: TaskJournal | None = None
+
+
+# Kept per task for the operator's view (HTTP API, dashboard): its last state changes and its
+# last outputs. Bounded, so a chatty task costs the same as a quiet one.
+JOURNAL_STATES = 16
+JOURNAL_OUTPUTS = 5
+
+
+class TaskJournal:
+    """A task's recent past for operators: `states` (time, state, reason, message) oldest
+    first, and `outputs` (time, seq, topic, data), the last few it published."""
+
+    __slots__ = ("states", "outputs")
+
+    def __init__(self) -> None:
+        self.states: deque[tuple[float, int, int, str]] = deque(maxlen=JOURNAL_STATES)
+        self.outputs: deque[tuple[float, int, str, bytes]] = deque(maxlen=JOURNAL_OUTPUTS)
+
+
+def journal_of(task: Task) -> TaskJournal:
+    if task.journal is None:
+        task.journal = TaskJournal()
+    return task.journal
 
 
 class Framework:

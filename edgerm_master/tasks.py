@@ -18,7 +18,7 @@ from edgerm_master import commands, frameworks, offers, uploads
 from edgerm_master import records as rec
 from edgerm_master import validation as check
 from edgerm_master.logs import log_tasks, reason_name
-from edgerm_master.state import Agent, Framework, MasterState, Task
+from edgerm_master.state import Agent, Framework, MasterState, Task, journal_of
 from edgerm_master.task_states import TERMINAL, IllegalTransition, check_transition, state_name
 from edgerm_master.validation import module_of
 
@@ -48,13 +48,14 @@ def accept(st: MasterState, fw: Framework, call: pb.FrameworkCall, now: float) -
     if refuse > 0:
         st.allocator.filter(fw.framework_id, agent.agent_id, now + refuse)
     for ti, claim in zip(acc.launch, claims, strict=True):
-        _launch(st, fw, agent, ti, claim)
+        _launch(st, fw, agent, ti, claim, now)
     st.send(fw, pb.FrameworkEvent(call_id=call.call_id, accepted=pb.Accepted(
         task_ids=[ti.task_id for ti in acc.launch])))
     st.alloc_soon(now)
 
 
-def _launch(st: MasterState, fw: Framework, agent: Agent, ti: pb.TaskInfo, claim: Res) -> None:
+def _launch(st: MasterState, fw: Framework, agent: Agent, ti: pb.TaskInfo, claim: Res,
+            now: float) -> None:
     number = agent.next_task
     agent.next_task += 1
     spec = ti.spec
@@ -68,6 +69,7 @@ def _launch(st: MasterState, fw: Framework, agent: Agent, ti: pb.TaskInfo, claim
     spec_bytes = encode(spec)
     task = Task(fw.framework_id, ti.task_id, agent.agent_id, number, spec_bytes, claim,
                 TS.STAGING)
+    journal_of(task).states.append((now, TS.STAGING, 0, ""))
     st.record(rec.AddTask(fw.framework_id, ti.task_id, agent.agent_id, number,
                           spec_bytes, encode(claim.to_pb()), TS.STAGING))
     fw.tasks[ti.task_id] = task
@@ -250,6 +252,7 @@ def set_state(st: MasterState, task: Task, state: int, reason: int, message: str
     task.reason = reason
     task.message = message
     task.exit_code = exit_code
+    journal_of(task).states.append((now, state, reason, message))
     st.record(kind(task.framework_id, task.task_id, state, prev, reason, message, exit_code))
     if announce and state != task.told:
         frameworks.status_update(st, task, now)

@@ -78,6 +78,7 @@ class MasterProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.coap: tuple[str, int] = (host, 0)
         self.ws: tuple[str, int] = (host, 0)
+        self.http: tuple[str, int] | None = None   # the HTTP API's, when it is on
         self.log_path = os.path.join(data_dir, "master.log")
 
     def start(self, timeout: float = 20.0) -> MasterProcess:
@@ -103,6 +104,9 @@ class MasterProcess:
                 h, p = ev["ws"].rsplit(":", 1)
                 self.ws = (h, int(p))
                 self.coap_port, self.ws_port = self.coap[1], self.ws[1]
+                if "http" in ev:
+                    h, p = ev["http"].rsplit(":", 1)
+                    self.http = (h, int(p))
                 return self
         self.kill()
         with open(self.log_path, "rb") as f:
