@@ -36,12 +36,14 @@ from prometheus_client.registry import Collector
 
 from edgerm.wire import DecodeError, decode, pb
 from edgerm_master.agent_states import STATE_NAMES
+from edgerm_master.http_server import HttpApp, HttpError, HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
     from edgerm.coap.message_layer import CoapStats
     from edgerm_master.core import Master
 
 __all__ = ["Histogram", "ShellMetrics", "MasterCollector", "master_registry", "render",
+           "add_metrics_route",
            "agent_kind", "CONTENT_TYPE", "KNOWN_AGENT_KINDS", "MAX_KINDS",
            "LATENCY_BUCKETS", "COMMIT_BUCKETS", "ALLOCATION_BUCKETS"]
 
@@ -246,12 +248,12 @@ class MasterCollector(Collector):
         st = self.core.state
         c = CounterMetricFamily("edgerm_agent_calls", "Agent calls received (every kind, "
                                 "refused ones too), by transport.", labels=["transport"])
-        for transport, n in sorted(st.calls.items()):
+        for transport, n in _transports(st.calls):
             c.add_metric([transport], n)
         yield c
         c = CounterMetricFamily("edgerm_agent_heartbeats", "Authentic heartbeats accepted, by "
                                 "transport.", labels=["transport"])
-        for transport, n in sorted(st.heartbeats.items()):
+        for transport, n in _transports(st.heartbeats):
             c.add_metric([transport], n)
         yield c
         c = CounterMetricFamily("edgerm_framework_calls", "Framework calls received.",
@@ -309,6 +311,13 @@ class MasterCollector(Collector):
             "peer's quota).", value=shell_stats.overloaded + shell_stats.displaced)
 
 
+def _transports(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """Both transports, 0 included (so rate() has a series from the start), and any other."""
+    out = {"coap": 0, "websocket": 0}
+    out.update(counts)
+    return sorted(out.items())
+
+
 def _task_state_name(state: int) -> str:
     try:
         return str(pb.TaskState.Name(state))  # type: ignore[arg-type]
@@ -327,3 +336,17 @@ def master_registry(collector: MasterCollector) -> CollectorRegistry:
 def render(registry: CollectorRegistry) -> bytes:
     """The Prometheus text exposition of `registry` (serve with `CONTENT_TYPE`)."""
     return generate_latest(registry)
+
+
+def add_metrics_route(app: HttpApp, text: Callable[[], bytes | None]) -> None:
+    """Serve `GET /metrics` (no token: Prometheus scrapes it; it holds counts, no names or
+    data) with what `text()` renders; when it gives None (metrics off) a 404 that says so."""
+
+    async def metrics(request: HttpRequest) -> HttpResponse:
+        body = text()
+        if body is None:
+            raise HttpError(404, "metrics_off", "this master runs with metrics off "
+                            "(--no-metrics or metrics = false): start it without to scrape it")
+        return HttpResponse(200, body, CONTENT_TYPE)
+
+    app.route("/metrics", metrics, auth=False)
