@@ -286,7 +286,8 @@ class MasterService:
                 try:
                     await trio.to_thread.run_sync(store.apply, records)
                 except Exception as e:
-                    log_store_error(f"committing {len(records)} records", e)
+                    n = len(records)
+                    log_store_error(f"committing {n} record{'s' if n != 1 else ''}", e)
                     raise
                 if self.metrics is not None:
                     self.metrics.commit_latency.observe(perf_counter() - started)
