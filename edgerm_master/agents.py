@@ -25,7 +25,14 @@ from edgerm_master.agent_states import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHAB
 from edgerm_master.events import AgentResult
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
 from edgerm_master.logs import agent_name, code_name, log_agents
-from edgerm_master.state import T_AGENT_CHECK, T_AGENT_LOST, Agent, MasterState, executor_mask
+from edgerm_master.state import (
+    T_AGENT_CHECK,
+    T_AGENT_LOST,
+    Agent,
+    MasterState,
+    agent_kind,
+    executor_mask,
+)
 from edgerm_master.task_states import TERMINAL
 from edgerm_master.validation import CallError
 
@@ -221,6 +228,7 @@ def _reregister(st: MasterState, agent: Agent, reg: pb.Register, seq: int, now: 
     info = _info(reg)
     if info != agent.info:
         agent.info = info
+        agent.kind = agent_kind(reg)
         agent.executors = executor_mask(reg.executors)
         agent.max_payload = reg.max_payload
         st.record(rec.UpdateAgentInfo(aid, info))
@@ -269,6 +277,7 @@ def _heartbeat(st: MasterState, agent: Agent, hb: pb.Heartbeat, now: float) -> N
         if len(hb.attributes):
             del info.attributes[:]
             info.attributes.extend(hb.attributes)
+            agent.kind = agent_kind(info)
         agent.info = encode(info)
         st.record(rec.UpdateAgentInfo(agent.agent_id, agent.info))
     commands.take_ack(st, agent, hb.command_ack)

@@ -16,12 +16,14 @@ Two kinds of numbers, two ways to keep them:
 
 Agents' sensor values are not exported: they are the frameworks' data, not the operator's.
 Label values that agents choose (their kind, resource names) are bounded (`MAX_KINDS`,
-`KNOWN_AGENT_KINDS`) so that a misbehaving fleet cannot blow up Prometheus's series count.
+`KNOWN_AGENT_KINDS`; each agent's kind is worked out once, at registration: `state.agent_kind`)
+so that a misbehaving fleet cannot blow up Prometheus's series count.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +36,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from edgerm.wire import DecodeError, decode, pb
+from edgerm.wire import pb
 from edgerm_master.agent_states import STATE_NAMES
 from edgerm_master.http_server import HttpApp, HttpError, HttpRequest, HttpResponse
+from edgerm_master.state import KNOWN_AGENT_KINDS
 
 if TYPE_CHECKING:
     from edgerm.coap.message_layer import CoapStats
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Histogram", "ShellMetrics", "MasterCollector", "master_registry", "render",
            "add_metrics_route",
-           "agent_kind", "CONTENT_TYPE", "KNOWN_AGENT_KINDS", "MAX_KINDS",
+           "CONTENT_TYPE", "KNOWN_AGENT_KINDS", "MAX_KINDS",
            "LATENCY_BUCKETS", "COMMIT_BUCKETS", "ALLOCATION_BUCKETS"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -56,10 +59,6 @@ COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
                   5.0)
 ALLOCATION_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
-# The agent kinds the `kind` label takes (from the agent's `os` attribute, up to a '-': the
-# Linux agent sends "linux-<release>", the MicroPython agent "micropython", the Zephyr agent
-# "zephyr"); any other value counts as "other", a missing one as "unknown".
-KNOWN_AGENT_KINDS = frozenset({"linux", "micropython", "zephyr", "darwin", "freebsd", "windows"})
 # Resource kinds exported per metric at most (agents name their devices and custom resources).
 MAX_KINDS = 64
 
@@ -119,19 +118,6 @@ class ShellMetrics:
         self.ws_open[path] = self.ws_open.get(path, 0) - 1
 
 
-def agent_kind(info: bytes) -> str:
-    """The `kind` label of an agent from its encoded registration (see KNOWN_AGENT_KINDS)."""
-    try:
-        reg = decode(pb.Register, info)
-    except DecodeError:
-        return "unknown"
-    for attr in reg.attributes:
-        if attr.name == "os" and attr.WhichOneof("value") == "text":
-            kind = attr.text.split("-", 1)[0].lower()
-            return kind if kind in KNOWN_AGENT_KINDS else "other"
-    return "unknown"
-
-
 def _bounded(amounts: Mapping[str, float]) -> Iterator[tuple[str, float]]:
     """The first MAX_KINDS kinds by name (cpus, mem_mb, ... sort before device:/scalar:...)."""
     for i, name in enumerate(sorted(amounts, key=lambda k: (":" in k, k))):
@@ -154,9 +140,6 @@ class MasterCollector(Collector):
         self.core = core
         self.shell = shell
         self.coap_stats = coap_stats
-        # agent id -> (the registration it was computed from, kind): decoding every agent's
-        # registration at each scrape would cost ~10 µs an agent.
-        self._kinds: dict[int, tuple[bytes, str]] = {}
 
     def collect(self) -> Iterable[Metric]:
         yield from self._agents()
@@ -173,26 +156,15 @@ class MasterCollector(Collector):
     # ------------------------------------------------------------------------- gauges
 
     def _agents(self) -> Iterator[Metric]:
-        st = self.core.state
-        kinds = self._kinds
-        counts: dict[tuple[str, str], int] = {}
-        for aid, agent in st.agents.items():
-            cached = kinds.get(aid)
-            if cached is None or cached[0] is not agent.info:
-                cached = (agent.info, agent_kind(agent.info))
-                kinds[aid] = cached
-            key = (STATE_NAMES.get(agent.state, "?"), cached[1])
-            counts[key] = counts.get(key, 0) + 1
-        if len(kinds) > len(st.agents):
-            for aid in [a for a in kinds if a not in st.agents]:
-                del kinds[aid]
+        # (Counter over a generator: the loop runs in C, ~0.3 µs an agent.)
+        counts = Counter((a.state, a.kind) for a in self.core.state.agents.values())
         g = GaugeMetricFamily("edgerm_agents", "Agents known to the master, by state and kind.",
                               labels=["state", "kind"])
-        for state in STATE_NAMES.values():  # every state, 0 included, so queries see 0
+        for state, name in STATE_NAMES.items():  # every state, 0 included: queries see 0
             if not any(k[0] == state for k in counts):
-                g.add_metric([state, ""], 0)
+                g.add_metric([name, ""], 0)
         for (state, kind), n in sorted(counts.items()):
-            g.add_metric([state, kind], n)
+            g.add_metric([STATE_NAMES.get(state, "?"), kind], n)
         yield g
 
     def _tasks_and_frameworks(self) -> Iterator[Metric]:
@@ -225,10 +197,14 @@ class MasterCollector(Collector):
         for fid in alloc.frameworks():
             for kind, x in alloc.allocated_quantities(fid).items():
                 allocated[kind] = allocated.get(kind, 0.0) + x
+        # Offers on agents of one fleet share their Res (`MasterState.inventory`): summed by
+        # object, then flattened once per distinct one.
+        by_res: Counter[int] = Counter(id(o.res) for o in st.offers.values())
+        res_of = {id(o.res): o.res for o in st.offers.values()}
         offered: dict[str, float] = {}
-        for offer in st.offers.values():
-            for kind, x in offer.res.quantities().items():
-                offered[kind] = offered.get(kind, 0.0) + x
+        for key, n in by_res.items():
+            for kind, x in res_of[key].quantities().items():
+                offered[kind] = offered.get(kind, 0.0) + x * n
         # The allocator holds offered and launched resources alike: used is the difference.
         used = {k: max(0.0, round(x - offered.get(k, 0.0), 6)) for k, x in allocated.items()}
         for name, doc, amounts in (

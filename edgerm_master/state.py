@@ -55,7 +55,7 @@ class Agent:
         "agent_id", "secret", "info", "total", "executors", "max_payload", "state",
         "synced", "seq", "last_seen", "unreachable_since", "update_ack", "command_ack",
         "next_command", "next_task", "commands", "sent", "tasks", "pushable", "transport",
-        "rereg_cid",
+        "rereg_cid", "kind",
     )
 
     def __init__(self, agent_id: int, secret: bytes, info: bytes, reg: pb.Register,
@@ -81,6 +81,7 @@ class Agent:
         self.pushable = False
         self.transport = ""
         self.rereg_cid = 0
+        self.kind = agent_kind(reg)               # for the metrics' `kind` label
 
 
 class Task:
@@ -193,6 +194,21 @@ class ModuleInfo:
         self.name = name
         self.refs = 0
         self.idle_since = idle_since
+
+
+# The agent kinds the metrics' `kind` label takes (from the agent's `os` attribute, up to a '-':
+# the Linux agent sends "linux-<release>", the MicroPython agent "micropython", the Zephyr agent
+# "zephyr"); any other value is "other", none "unknown": agents cannot mint label values.
+KNOWN_AGENT_KINDS = {k: k for k in ("linux", "micropython", "zephyr", "darwin", "freebsd",
+                                    "windows")}
+
+
+def agent_kind(reg: pb.Register) -> str:
+    """What kind of agent registered `reg` (see KNOWN_AGENT_KINDS)."""
+    for attr in reg.attributes:
+        if attr.name == "os" and attr.WhichOneof("value") == "text":
+            return KNOWN_AGENT_KINDS.get(attr.text.split("-", 1)[0].lower(), "other")
+    return "unknown"
 
 
 def executor_mask(executors: Iterable[int]) -> int:

@@ -37,16 +37,16 @@ def test_histogram_buckets_are_cumulative_with_prometheus_le() -> None:
 
 
 def test_agent_kind_comes_from_the_os_attribute_and_is_bounded() -> None:
-    from edgerm.wire import encode
+    from edgerm_master.state import agent_kind
 
     def kind(*attrs: pb.Attribute) -> str:
-        return metrics.agent_kind(encode(pb.Register(name="a", attributes=list(attrs))))
+        return agent_kind(pb.Register(name="a", attributes=list(attrs)))
 
     assert kind(*os_attr("linux-6.1.0-18-amd64")) == "linux"
     assert kind(*os_attr("micropython")) == "micropython"
     assert kind(*os_attr("zephyr")) == "zephyr"
     assert kind(*os_attr("x" * 50)) == "other"  # agents cannot mint label values
-    assert kind() == "unknown" and metrics.agent_kind(b"\xff\xff") == "unknown"
+    assert kind() == "unknown"
 
 
 def test_a_scripted_scenario_gives_the_right_names_labels_and_values(cluster: Cluster) -> None:

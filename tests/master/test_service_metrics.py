@@ -1,5 +1,5 @@
 """What the master's Trio shell measures (real CoAP on loopback, in this process): every agent
-call timed by transport, commits and allocation rounds timed, CoAP datagrams counted; and a
+call timed by transport, commits and allocation rounds timed, CoAP dedup hits counted; and a
 commit that fails is logged once (`store_error`) before it stops the master."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def samples(service: MasterService) -> dict[tuple[str, tuple[tuple[str, str], ..
             for f in text_string_to_metric_families(text.decode()) for s in f.samples}
 
 
-async def test_calls_commits_and_rounds_are_measured(tmp_path: Path) -> None:
+async def test_calls_commits_rounds_and_duplicates_are_measured(tmp_path: Path) -> None:
     service = MasterService(config(tmp_path, allocation_interval_s=0.05))
     async with trio.open_nursery() as nursery:
         coap_addr, _ = await nursery.start(service.run)
@@ -44,18 +44,29 @@ async def test_calls_commits_and_rounds_are_measured(tmp_path: Path) -> None:
             for _ in range(7):
                 await client.exchange()              # steady heartbeats: inline
             await trio.sleep(0.2)                    # a few allocation rounds
+            # A retransmitted CON (same message id): answered again from the dedup cache.
+            datagram = (bytes((0x42, 0x02, 0x12, 0x34, 0xAB, 0xCD)) + b"\xb1a\x11\x3c\xff"
+                        + ScriptedAgent("dup").register_call())
+            with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as udp:
+                answers = []
+                for _ in range(2):
+                    await udp.sendto(datagram, coap_addr)
+                    with trio.fail_after(5):
+                        answers.append(await udp.recv(2048))
+            assert answers[0] == answers[1]
             m = samples(service)
         nursery.cancel_scope.cancel()
     coap_ = (("transport", "coap"),)
-    assert m[("edgerm_agent_calls_total", coap_)] == 8
+    assert m[("edgerm_agent_calls_total", coap_)] == 9  # the duplicate reached the core once
+    assert m[("edgerm_coap_duplicates_total", ())] == 1
     assert m[("edgerm_agent_heartbeats_total", coap_)] == 7
-    assert m[("edgerm_agent_call_duration_seconds_count", coap_)] == 8
-    assert m[("edgerm_agent_call_duration_seconds_bucket", (("le", "+Inf"), *coap_))] == 8
-    assert 0 < m[("edgerm_agent_call_duration_seconds_sum", coap_)] < 8
+    assert m[("edgerm_agent_call_duration_seconds_count", coap_)] == 9
+    assert m[("edgerm_agent_call_duration_seconds_bucket", (("le", "+Inf"), *coap_))] == 9
+    assert 0 < m[("edgerm_agent_call_duration_seconds_sum", coap_)] < 9
     assert m[("edgerm_store_commit_duration_seconds_count", ())] >= 1
     assert m[("edgerm_allocation_round_duration_seconds_count", ())] >= 2
     assert m[("edgerm_coap_received_total", ())] >= 8
-    assert m[("edgerm_agents", (("kind", "unknown"), ("state", "active")))] == 1
+    assert m[("edgerm_agents", (("kind", "unknown"), ("state", "active")))] == 2
 
 
 async def test_a_failing_commit_is_logged_once_then_stops_the_master(
