@@ -6,11 +6,13 @@ the master's side as little as possible): it registers `--agents` agents, then k
 `--seconds`, each agent with at most one outstanding call.
 
     python bench/master_heartbeats.py [--agents 2000] [--window 64] [--seconds 10] [--rounds 3]
+                                      [--scrape-s 1]
 
 The Prometheus metrics' cost on this path is measured in the same run: `--rounds` pairs of runs,
 one master with metrics on and one with `--no-metrics`, alternating which goes first; the
 figures are medians, and `metrics_cost_heartbeat_path` is the heartbeat rate lost with metrics
-on (goal < 5 %).
+on (goal < 5 %). The master with metrics on is scraped (`GET /metrics`) every `--scrape-s`
+meanwhile, as Prometheus would (every 15 s by default; here more often, to be on the safe side).
 
 Prints JSON lines {"metric", "value", "unit", "goal"}.
 """
@@ -25,7 +27,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -192,6 +196,12 @@ def run_once(args: argparse.Namespace, metrics: bool) -> dict[str, Any]:
         extra = ["--log-level", "warning"] + ([] if metrics else ["--no-metrics"])
         master = MasterProcess(d, heartbeat_ms=600_000, extra=extra)
         master.start()
+        done = threading.Event()
+        scrapes: list[float] = []
+        scraper = threading.Thread(target=scrape_loop, args=(master, args.scrape_s, done,
+                                                             scrapes), daemon=True)
+        if metrics and args.scrape_s > 0 and master.http is not None:
+            scraper.start()
         try:
             out = subprocess.run(
                 [sys.executable, __file__, "--loadgen", master.coap[0], str(master.coap[1]),
@@ -199,10 +209,27 @@ def run_once(args: argparse.Namespace, metrics: bool) -> dict[str, Any]:
                  "--seconds", str(args.seconds)],
                 check=True, capture_output=True, text=True)
         finally:
+            done.set()
+            if scraper.is_alive():
+                scraper.join()
             master.stop()
     r: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     r["rate"] = r["ok"] / r["elapsed"]
+    r["scrapes"] = scrapes
     return r
+
+
+def scrape_loop(master: MasterProcess, period: float, done: threading.Event,
+                times: list[float]) -> None:
+    """GET /metrics every `period` s, as Prometheus would (its cost lands on the master's
+    event loop, between heartbeats)."""
+    assert master.http is not None
+    url = f"http://{master.http[0]}:{master.http[1]}/metrics"
+    while not done.wait(period):
+        start = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            resp.read()
+        times.append(time.perf_counter() - start)
 
 
 def inline_cost(n: int = 20_000, blocks: int = 5) -> tuple[float, float]:
@@ -272,6 +299,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3,
                    help="rounds of one run with metrics on and one with them off, alternating "
                    "which goes first (0: metrics on only, one run)")
+    p.add_argument("--scrape-s", type=float, default=1.0,
+                   help="scrape /metrics this often during the runs with metrics on (0: never)")
     p.add_argument("--loadgen", nargs=2, metavar=("HOST", "PORT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.loadgen:
@@ -299,6 +328,9 @@ def main() -> None:
         emit("heartbeats_per_s_coap_metrics_off", rate_off, "1/s")
         emit("heartbeat_rtt_p50_coap_metrics_off", median([r["p50"] for r in off]), "ms")
         emit("metrics_cost_heartbeat_path", (rate_off - rate_on) / rate_off * 100, "%", "< 5")
+        scrapes = sorted(t for r in on for t in r["scrapes"])
+        if scrapes:
+            emit("metrics_scrape_http_ms", scrapes[len(scrapes) // 2] * 1000, "ms")
         print(json.dumps({"runs_per_s_metrics_on": [round(r["rate"]) for r in on],
                           "runs_per_s_metrics_off": [round(r["rate"]) for r in off]}),
               file=sys.stderr, flush=True)
