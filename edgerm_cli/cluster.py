@@ -75,6 +75,9 @@ async def run(settings: ClusterSettings, out: TextIO = sys.stdout) -> int:
                 state_path = write_state_file(cluster)
                 console.say(f"tokens: framework {cluster.tokens.framework}, "
                             f"operator {cluster.tokens.operator} (state file {state_path})")
+                if cluster.dashboard:
+                    console.say(f"dashboard: open {cluster.dashboard} and enter the operator "
+                                "token above")
                 if settings.demo:
                     code = 0 if await run_demo_reporting(cluster, settings, console) else 1
                 if settings.keep_running or not settings.demo:
@@ -146,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=d.host, help="address the master binds")
     p.add_argument("--ws-port", type=int, default=d.ws_port, help="WebSocket port (0: any)")
     p.add_argument("--coap-port", type=int, default=d.coap_port, help="CoAP port (0: any)")
+    p.add_argument("--http-port", type=int, default=d.http_port,
+                   help="dashboard and HTTP API port (default: WebSocket port + 1; 0: any)")
     p.add_argument("--heartbeat-ms", type=int, default=d.heartbeat_ms)
     p.add_argument("--docker", choices=["auto", "on", "off"], default=d.docker,
                    help="Docker executor on the Linux agent (auto: when an engine answers)")
@@ -170,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = ClusterSettings(
         data_dir=args.data_dir, host=args.host, ws_port=args.ws_port, coap_port=args.coap_port,
+        http_port=args.http_port,
         heartbeat_ms=args.heartbeat_ms, docker=args.docker, micropython=args.micropython,
         linux_agent=not args.no_linux_agent, demo=not args.no_demo,
         keep_running=args.keep_running or args.no_demo, samples=args.samples,

@@ -67,6 +67,7 @@ class ClusterSettings:
     host: str = "127.0.0.1"
     ws_port: int = 5690
     coap_port: int = 5683
+    http_port: int | None = None  # the dashboard and HTTP API; None: the WebSocket port + 1
     heartbeat_ms: int = 1000
     linux_agent: bool = True
     docker: str = "auto"          # auto: use it when an engine answers; on; off
@@ -268,6 +269,7 @@ class RunningCluster:
     tokens: Tokens
     agents: list[str]
     data_dir: Path
+    dashboard: str = ""    # the master's dashboard URL ("" when its HTTP server is off)
 
 
 def docker_available() -> bool:
@@ -335,11 +337,15 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
         sys.executable, "-m", "edgerm_master", "--config", str(master_config),
         "--data-dir", str(data_dir / "master"),
         "--host", settings.host, "--ws-port", str(settings.ws_port),
-        "--coap-port", str(settings.coap_port), "--heartbeat-ms", str(settings.heartbeat_ms)],
+        "--coap-port", str(settings.coap_port), "--heartbeat-ms", str(settings.heartbeat_ms),
+        *(["--http-listen", f"{settings.host}:{settings.http_port}"]
+          if settings.http_port is not None else [])],
         logs / "master.log")
     ready = await nursery.start(supervise, master, True)
     master_ws, master_coap = f"ws://{ready['ws']}", str(ready["coap"])
-    console.say(f"master up: WebSocket {master_ws}, CoAP {master_coap}")
+    dashboard = f"http://{ready['http']}/" if ready.get("http") else ""
+    console.say(f"master up: WebSocket {master_ws}, CoAP {master_coap}"
+                + (f", dashboard {dashboard}" if dashboard else ""))
     agents: list[str] = []
     children: dict[str, Child] = {}
 
@@ -391,7 +397,7 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
                         f"of {child.log}:\n{child.log_tail()}")
         raise
     console.say(f"agents registered: {', '.join(agents) or 'none'}")
-    return RunningCluster(master_ws, master_coap, tokens, agents, data_dir)
+    return RunningCluster(master_ws, master_coap, tokens, agents, data_dir, dashboard)
 
 
 def write_state_file(cluster: RunningCluster) -> Path:
@@ -399,7 +405,8 @@ def write_state_file(cluster: RunningCluster) -> Path:
     body = {"master": cluster.master_ws, "coap": cluster.master_coap,
             "framework_token": cluster.tokens.framework,
             "operator_token": cluster.tokens.operator, "agent_token": cluster.tokens.agent,
-            "pid": os.getpid(), "logs": str(cluster.data_dir / "logs")}
+            "pid": os.getpid(), "logs": str(cluster.data_dir / "logs"),
+            "dashboard": cluster.dashboard}
     write_private(path, json.dumps(body, indent=2))
     return path
 

@@ -91,6 +91,9 @@ class MasterConfig:
     role_weights: dict[str, float] = field(default_factory=dict)
     # Terminal, acknowledged tasks the master remembers per framework (for views and reconcile).
     completed_tasks_kept: int = 1000
+    # Frameworks removed (torn down, failed over too late) whose tasks the operator's view still
+    # lists, newest kept (Mesos's completed frameworks); memory only.
+    completed_frameworks_kept: int = 50
     # Undelivered TaskOutput kept per task; older ones are dropped and counted.
     outputs_kept: int = 256
 

@@ -235,6 +235,9 @@ def finish_removal(st: MasterState, fw: Framework) -> None:
                         extra={"event": "framework_forgotten", "framework_id": fw.framework_id})
     st.allocator.remove_framework(fw.framework_id)
     del st.frameworks[fw.framework_id]
+    st.removed_frameworks.append(fw)
+    while len(st.removed_frameworks) > st.config.completed_frameworks_kept:
+        st.removed_frameworks.popleft()
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import trio
 from google.protobuf.message import Message
 
 from edgerm.state_json import LISTINGS, item_json, state_json
-from edgerm.wire import decode, pb
+from edgerm.wire import pb
 from edgerm_master.agent_states import STATE_NAMES
 from edgerm_master.http_server import (
     HttpApp,
@@ -44,8 +44,7 @@ from edgerm_master.http_server import (
     json_response,
 )
 from edgerm_master.state import MasterState, Task
-from edgerm_master.validation import executor_of
-from edgerm_master.view import operator_refusal, state_view
+from edgerm_master.view import ITEM_VIEWS, items, operator_refusal, state_view, task_view
 
 __all__ = ["Changes", "StateSource", "add_api_routes", "authenticator", "API"]
 
@@ -131,7 +130,7 @@ class Query:
 _FILTERS = {"agents": ("state",), "frameworks": (), "tasks": ("state", "framework", "agent"),
             "offers": ("agent",)}
 AGENT_STATES = tuple(sorted(set(STATE_NAMES.values())))
-TASK_STATES = tuple(n for n in TS.keys() if n != "TASK_STATE_UNSPECIFIED")
+TASK_STATES = tuple(n for n in TS.keys() if n != "TASK_STATE_UNSPECIFIED")  # RUNNING, ...
 
 
 def _bad(message: str) -> HttpError:
@@ -168,8 +167,7 @@ def parse_query(request: HttpRequest, listing: str,
             raise _bad(f"state={state!r} is not an agent state; use one of "
                        + ", ".join(AGENT_STATES))
     elif state:
-        name = state.upper()
-        name = name if name.startswith("TASK_") else "TASK_" + name
+        name = state.upper().removeprefix("TASK_")
         if name not in TASK_STATES:
             raise _bad(f"state={state!r} is not a task state; use one of "
                        + ", ".join(TASK_STATES))
@@ -185,50 +183,92 @@ def parse_query(request: HttpRequest, listing: str,
 # Building answers
 
 
-def _text(item: Message, listing: str) -> str:
-    """What the filter box (`q`) searches in an item, lower-case."""
+def _static_text(view: Message, listing: str) -> str:
+    """What the filter box (`q`) searches in an item and does not change while it lives."""
     if listing == "agents":
-        assert isinstance(item, pb.AgentView)
-        attrs = " ".join(f"{a.name}={a.text}" for a in item.attributes)
-        parts = [str(item.agent_id), item.name, item.state, item.transport, attrs,
-                 " ".join(d.name for d in item.total.devices)]
+        assert isinstance(view, pb.AgentView)
+        attrs = " ".join(f"{a.name}={a.text}" for a in view.attributes)
+        parts = [str(view.agent_id), view.name, attrs,
+                 " ".join(d.name for d in view.total.devices)]
     elif listing == "frameworks":
-        assert isinstance(item, pb.FrameworkView)
-        parts = [item.framework_id, item.name, item.role]
+        assert isinstance(view, pb.FrameworkView)
+        parts = [view.framework_id, view.name, view.role]
     elif listing == "tasks":
-        assert isinstance(item, pb.TaskView)
-        parts = [item.task_id, item.name, item.framework_id, TS.Name(item.state),
-                 str(item.agent_id)]
+        assert isinstance(view, pb.TaskView)
+        parts = [view.task_id, view.name, view.framework_id, str(view.agent_id)]
     else:
-        assert isinstance(item, pb.Offer)
-        parts = [item.offer_id, str(item.agent_id), item.agent_name]
+        assert isinstance(view, pb.Offer)
+        parts = [view.offer_id, str(view.agent_id)]
     return " ".join(parts).lower()
 
 
-def _matches(item: Any, query: Query) -> bool:
+class SearchText:
+    """The static search text of agents and tasks, cached: building it needs the item's view,
+    and decoding an agent's registration for each of 10,000 agents on each keystroke in the
+    filter box would take most of a second. An entry is rebuilt when its source bytes change
+    (an agent re-registered); the cache is dropped when it has grown well past the items."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Any, tuple[bytes, str]] = {}
+
+    def of(self, st: MasterState, listing: str, item: Any, now: float) -> str:
+        key: tuple[Any, ...]
+        if listing == "agents":
+            key, source = ("a", item.agent_id), item.info
+        elif listing == "tasks":
+            key, source = ("t", item[0], item[1].task_id), item[1].spec
+        else:
+            return _static_text(ITEM_VIEWS[listing](st, item, now), listing)
+        hit = self._cache.get(key)
+        if hit is None or hit[0] is not source:  # (identity: the bytes object it was made of)
+            hit = (source, _static_text(ITEM_VIEWS[listing](st, item, now), listing))
+            self._cache[key] = hit
+        return hit[1]
+
+    def prune(self, items: int) -> None:
+        if len(self._cache) > 2 * items + 1000:
+            self._cache.clear()
+
+
+def _matches(st: MasterState, item: Any, query: Query, now: float, texts: SearchText) -> bool:
     listing = query.listing
-    if query.state:
-        if listing == "agents" and item.state != query.state:
+    dynamic = ""
+    if listing == "agents":
+        state = STATE_NAMES.get(item.state, "?")
+        if query.state and state != query.state:
             return False
-        if listing == "tasks" and TS.Name(item.state) != query.state:
+        dynamic = f"{state} {item.transport}"
+    elif listing == "tasks":
+        framework_id, task = item
+        state = TS.Name(task.state)
+        if query.state and state != query.state:
             return False
-    if query.framework and item.framework_id != query.framework:
+        if query.framework and framework_id != query.framework:
+            return False
+        if query.agent is not None and task.agent_id != query.agent:
+            return False
+        dynamic = state.lower()
+    elif listing == "offers" and query.agent is not None and item.agent_id != query.agent:
         return False
-    if query.agent is not None and item.agent_id != query.agent:
-        return False
-    return not query.q or query.q in _text(item, listing)
+    if not query.q:
+        return True
+    return query.q in dynamic or query.q in texts.of(st, listing, item, now)
 
 
-def page(state: pb.ClusterState, query: Query) -> dict[str, Any]:
-    """One page of a list: `{<listing>: [...], total, offset, limit, next_offset, now}`."""
-    items = getattr(state, query.listing)
+def page(st: MasterState, query: Query, now: float, texts: SearchText) -> dict[str, Any]:
+    """One page of a list: `{<listing>: [...], total, offset, limit, next_offset, now}`. Only
+    the items on the page are turned into views."""
+    found = items(st, query.listing)
+    every = len(found)
     if query.q or query.state or query.framework or query.agent is not None:
-        items = [m for m in items if _matches(m, query)]
-    total = len(items)
+        found = [i for i in found if _matches(st, i, query, now, texts)]
+        texts.prune(every)
+    total = len(found)
     end = query.offset + query.limit
-    return {query.listing: [item_json(m) for m in items[query.offset:end]], "total": total,
-            "offset": query.offset, "limit": query.limit,
-            "next_offset": end if end < total else None, "now": state.now}
+    build = ITEM_VIEWS[query.listing]
+    return {query.listing: [item_json(build(st, i, now)) for i in found[query.offset:end]],
+            "total": total, "offset": query.offset, "limit": query.limit,
+            "next_offset": end if end < total else None, "now": now}
 
 
 def summary(st: MasterState) -> dict[str, Any]:
@@ -238,9 +278,8 @@ def summary(st: MasterState) -> dict[str, Any]:
         name = STATE_NAMES.get(a.state, "?")
         agents[name] = agents.get(name, 0) + 1
     tasks: dict[str, int] = {}
-    connected = 0
-    for fw in st.frameworks.values():
-        connected += fw.conn is not None
+    connected = sum(fw.conn is not None for fw in st.frameworks.values())
+    for fw in list(st.frameworks.values()) + list(st.removed_frameworks):
         for t in list(fw.tasks.values()) + list(fw.completed.values()):
             name = TS.Name(t.state)
             tasks[name] = tasks.get(name, 0) + 1
@@ -251,7 +290,7 @@ def summary(st: MasterState) -> dict[str, Any]:
 
 def _find_task(st: MasterState, task_id: str, framework: str) -> Task:
     found = []
-    for fw in st.frameworks.values():
+    for fw in list(st.frameworks.values()) + list(st.removed_frameworks):
         if framework and fw.framework_id != framework:
             continue
         task = fw.tasks.get(task_id) or fw.completed.get(task_id)
@@ -268,11 +307,16 @@ def _find_task(st: MasterState, task_id: str, framework: str) -> Task:
 
 
 def _output_json(when: float, seq: int, topic: str, data: bytes) -> dict[str, Any]:
+    """An output as JSON: `text` if it is printable UTF-8, else `base64`."""
     out: dict[str, Any] = {"time": when, "seq": seq, "topic": topic, "size": len(data)}
     try:
-        out["text"] = data.decode("utf-8")
+        text = data.decode("utf-8")
+        if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
+            out["text"] = text
+            return out
     except UnicodeDecodeError:
-        out["base64"] = base64.b64encode(data).decode()
+        pass
+    out["base64"] = base64.b64encode(data).decode()
     return out
 
 
@@ -280,11 +324,7 @@ def task_detail(st: MasterState, task_id: str, framework: str, now: float) -> di
     """One task: its `tasks` item plus `history` (state changes, oldest first) and `outputs`
     (the last few), both kept in memory since the master started."""
     task = _find_task(st, task_id, framework)
-    spec = decode(pb.TaskSpec, task.spec)
-    view = pb.TaskView(task_id=task.task_id, framework_id=task.framework_id,
-                       agent_id=task.agent_id, name=spec.name, state=task.state,  # type: ignore[arg-type]
-                       reason=task.reason, message=task.message,  # type: ignore[arg-type]
-                       executor=executor_of(spec), resources=task.res.to_pb())  # type: ignore[arg-type]
+    view = task_view(st, (task.framework_id, task), now)
     journal = task.journal
     history = [{"time": t, "state": TS.Name(s), "reason": pb.Reason.Name(r), "message": m}
                for t, s, r, m in (journal.states if journal else ())]
@@ -305,10 +345,12 @@ def add_api_routes(app: HttpApp, source: StateSource) -> None:
             raise _bad(f"{API}/state takes no parameters (the lists do: {API}/agents?limit=...)")
         return json_response(state_json(state_view(source.state, source.clock())))
 
+    texts = SearchText()
+
     def listing(name: str) -> Callable[[HttpRequest], Any]:
         async def handler(request: HttpRequest) -> HttpResponse:
             query = parse_query(request, name)
-            return json_response(page(state_view(source.state, source.clock(), (name,)), query))
+            return json_response(page(source.state, query, source.clock(), texts))
         return handler
 
     async def task(request: HttpRequest) -> HttpResponse:
@@ -330,7 +372,7 @@ def add_api_routes(app: HttpApp, source: StateSource) -> None:
         def snapshot() -> dict[str, Any]:
             st, now = source.state, source.clock()
             out: dict[str, Any] = {"summary": summary(st), "view": view,
-                                   "page": page(state_view(st, now, (view,)), query)}
+                                   "page": page(st, query, now, texts)}
             if task_id:
                 try:
                     out["task"] = task_detail(st, task_id, task_fw, now)

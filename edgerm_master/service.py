@@ -232,7 +232,7 @@ class MasterService:
                 if http is not None:
                     app = self._http_app()
                     self.http_address = await _listen(
-                        "HTTP", "--http-listen", http[0], http[1],
+                        "HTTP", "--http-listen HOST:PORT", http[0], http[1],
                         lambda: nursery.start(functools_partial(serve_http, app, *http)))
                 task_status.started(((coap_addr[0], coap_addr[1]), (cfg.host, ws_port)))
         finally:

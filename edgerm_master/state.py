@@ -237,6 +237,8 @@ class MasterState:
     allocator: Allocator = field(init=False)
     agents: dict[int, Agent] = field(default_factory=dict)
     frameworks: dict[str, Framework] = field(default_factory=dict)
+    # Removed frameworks, newest last, for the operator's view of their tasks (view.py).
+    removed_frameworks: deque[Framework] = field(default_factory=deque)
     conns: dict[int, str] = field(default_factory=dict)     # framework connection -> its id
     offers: dict[str, Offer] = field(default_factory=dict)
     offers_by_agent: dict[int, set[str]] = field(default_factory=dict)

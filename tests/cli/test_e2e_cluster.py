@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,14 @@ async def test_demo_only_reaches_the_wasm_tasks_output(tmp_path: Path, wasm_modu
     assert oct((data / "tokens.json").stat().st_mode & 0o777) == "0o600"
     assert not (data / "cluster.json").exists()   # removed on the way out
     assert (data / "logs" / "master.log").exists()
+
+
+def _http_get(url: str, token: str | None) -> str:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
 
 
 def descendants(pid: int) -> list[int]:
@@ -112,6 +121,15 @@ async def test_keep_running_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path:
                                          capture_stderr=True, check=False)
         assert listing.returncode == 0, listing.stderr.decode()
         assert "linux-1" in listing.stdout.decode()
+        # The dashboard's URL is printed and in cluster.json; it serves the page, and its API
+        # the same agent with the operator token.
+        dashboard = state["dashboard"]
+        assert f"dashboard: open {dashboard} and enter the operator token" in out.decode()
+        page = await trio.to_thread.run_sync(_http_get, dashboard, None)
+        assert "<title>EdgeRM master</title>" in page
+        agents = json.loads(await trio.to_thread.run_sync(
+            _http_get, dashboard + "api/v1/agents", tokens["operator"]))
+        assert "linux-1" in {a["name"] for a in agents["agents"]}, agents
         # The hint's `edgerm run` works as printed (the example it names is built).
         hint = out.decode().split("the cluster is running", 1)[1]
         assert "in another shell in this directory" in hint, hint

@@ -1,4 +1,6 @@
-"""Fixtures for the master's tests: a sans-IO `Cluster` on a real SQLite store in tmp_path."""
+"""Fixtures for the master's tests: a sans-IO `Cluster` on a real SQLite store in tmp_path;
+and, for the HTTP API and dashboard tests, the framework tests' `real_cluster` (a real master
+and two Linux agents, tests/framework/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import pytest
 from edgerm_master.config import MasterConfig
 from edgerm_master.store import Store
 from edgerm_master.testing import Cluster
+
+from ..framework.conftest import real_cluster, wasm_modules  # noqa: F401 - found by name
 
 
 def make_config(**kw: Any) -> MasterConfig:

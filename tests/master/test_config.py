@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from edgerm_master.config import ConfigError, load_config, parse_args
+from edgerm_master.config import ConfigError, http_address, load_config, parse_args
 
 
 def test_toml_then_flags(tmp_path: Any) -> None:
@@ -46,3 +46,36 @@ def test_dev_generates_missing_tokens() -> None:
     assert set(generated) == {"framework_token", "operator_token"}
     assert cfg.framework_tokens == [generated["framework_token"]]
     assert len(generated["operator_token"]) >= 16
+
+
+def test_http_listen_from_its_table_and_the_flag(tmp_path: Any) -> None:
+    cfg = load_config('[http]\nlisten = "0.0.0.0:8080"\n')
+    assert cfg.http_listen == "0.0.0.0:8080" and http_address(cfg) == ("0.0.0.0", 8080)
+    assert http_address(load_config('[http]\nlisten = "[::1]:0"\n')) == ("::1", 0)
+    assert http_address(load_config('[http]\nlisten = "off"\n')) is None
+    path = tmp_path / "m.toml"
+    path.write_text('[http]\nlisten = "127.0.0.1:9000"\n')
+    cfg, _ = parse_args(["--config", str(path), "--http-listen", "127.0.0.1:9001"])
+    assert http_address(cfg) == ("127.0.0.1", 9001)
+
+
+def test_http_listen_defaults_next_to_the_websocket_port() -> None:
+    assert http_address(load_config()) == ("127.0.0.1", 5691)
+    assert http_address(load_config(overrides={"host": "10.0.0.2", "ws_port": 7000})) == (
+        "10.0.0.2", 7001)
+    # A WebSocket on any free port: the HTTP server too (tests, several masters on one host).
+    assert http_address(load_config(overrides={"ws_port": 0})) == ("127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[http]\nport = 80\n', "unknown key 'port' in [http]"),
+    ('http = "x"\n', "[http] must be a table"),
+    ('[http]\nlisten = "nohost"\n', "'nohost' is not HOST:PORT"),
+    ('[http]\nlisten = "h:99999"\n', "port 99999 is not in 0..65535"),
+    ('[http]\nlisten = "h:x"\n', "port 'x' is not a number"),
+    ('[http]\nlisten = 8080\n', "http_listen must be a string"),
+])
+def test_bad_http_settings_are_refused(text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(text)
+    assert words in str(e.value)

@@ -37,6 +37,26 @@ def test_a_port_in_use(tmp_path: Path, kind: str) -> None:
                    "(0 picks a free one)")
 
 
+def test_the_http_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taker:
+        taker.bind(("127.0.0.1", 0))
+        taker.listen()
+        port = taker.getsockname()[1]
+        code, err = run_master("--data-dir", str(tmp_path / "m"), "--ws-port", "0",
+                               "--coap-port", "0", "--http-listen", f"127.0.0.1:{port}")
+    assert code == 1
+    assert err == (f"edgerm-master: cannot serve HTTP on 127.0.0.1:{port}: Address already "
+                   "in use; stop what uses that port or choose another with --http-listen "
+                   "HOST:PORT (0 picks a free one)")
+
+
+def test_a_bad_http_listen_address(tmp_path: Path) -> None:
+    code, err = run_master("--data-dir", str(tmp_path / "m"), "--http-listen", "localhost")
+    assert code == 2
+    assert err == ("edgerm-master: http listen: 'localhost' is not HOST:PORT (e.g. "
+                   "127.0.0.1:5691); use HOST:PORT, or \"off\"")
+
+
 def test_a_toml_error_names_the_file(tmp_path: Path) -> None:
     config = tmp_path / "master.toml"
     config.write_text("heartbeat_ms = \n")
