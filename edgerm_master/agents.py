@@ -51,16 +51,18 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
     """One AgentCall from the network (untrusted bytes) -> the reply to send back. `peer`
     (the caller's address) only goes into log lines."""
     st.stats["agent_calls"] += 1
-    st.calls[transport] += 1
     st.now = now
     st.peer = peer
     try:
         check.check_size(len(data), st.config.agent_message_max, "AgentCall")
     except CallError as e:
+        st.calls[transport] += 1
         return _refused(st, e)
     fast = _steady_heartbeat(st, data, now, transport)
     if fast is not None:
         return fast
+    # (Counted here, not above: the fast path counts its heartbeats only, one increment.)
+    st.calls[transport] += 1
     # Anything unusual about it: the general path decides (and gives the same answer).
     try:
         call = check.decode_untrusted(pb.AgentCall, data, st.agent_limits)
@@ -113,7 +115,7 @@ def _steady_heartbeat(st: MasterState, data: bytes, now: float, transport: str
             or not hmac.compare_digest(compute_mac(agent.secret, unsigned), mac)):
         return None
     heard_from(st, agent, seq, now, transport)
-    st.heartbeats[transport] += 1
+    st.fast_heartbeats[transport] += 1
     commands.take_ack(st, agent, ack)
     return commands.reply(st, agent, seq)
 

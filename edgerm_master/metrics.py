@@ -224,12 +224,12 @@ class MasterCollector(Collector):
         st = self.core.state
         c = CounterMetricFamily("edgerm_agent_calls", "Agent calls received (every kind, "
                                 "refused ones too), by transport.", labels=["transport"])
-        for transport, n in _transports(st.calls):
+        for transport, n in _transports(st.calls, st.fast_heartbeats):
             c.add_metric([transport], n)
         yield c
         c = CounterMetricFamily("edgerm_agent_heartbeats", "Authentic heartbeats accepted, by "
                                 "transport.", labels=["transport"])
-        for transport, n in _transports(st.heartbeats):
+        for transport, n in _transports(st.heartbeats, st.fast_heartbeats):
             c.add_metric([transport], n)
         yield c
         c = CounterMetricFamily("edgerm_framework_calls", "Framework calls received.",
@@ -287,10 +287,13 @@ class MasterCollector(Collector):
             "peer's quota).", value=shell_stats.overloaded + shell_stats.displaced)
 
 
-def _transports(counts: Mapping[str, int]) -> list[tuple[str, int]]:
-    """Both transports, 0 included (so rate() has a series from the start), and any other."""
+def _transports(*counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """The sums by transport: both transports, 0 included (so rate() has a series from the
+    start), and any other."""
     out = {"coap": 0, "websocket": 0}
-    out.update(counts)
+    for c in counts:
+        for transport, n in c.items():
+            out[transport] = out.get(transport, 0) + n
     return sorted(out.items())
 
 

@@ -159,6 +159,9 @@ class MasterService:
         self._registry = (master_registry(MasterCollector(self.core, self.metrics,
                                                           self._coap_stats))
                           if self.metrics is not None else None)
+        # Bound once: the inline heartbeat path calls it for every steady heartbeat.
+        self._observe_coap_call = (self.metrics.call_latency["coap"].observe
+                                   if self.metrics is not None else None)
 
     def metrics_text(self) -> bytes | None:
         """The Prometheus text exposition now (serve as `metrics.CONTENT_TYPE`); None when
@@ -428,8 +431,8 @@ class MasterService:
         steady = parse_steady_heartbeat_untrusted(request.payload)
         if steady is None or steady[4]:
             return None  # not a steady heartbeat, or one acking commands (a record)
-        metrics = self.metrics
-        started = perf_counter() if metrics is not None else 0.0
+        observe = self._observe_coap_call
+        started = perf_counter() if observe is not None else 0.0
         result = core.agent_call(request.payload, self.clock(), "coap",
                                  peer_address(request.remote))
         if core.records_emitted > self._durable or result.module is not None:
@@ -437,8 +440,8 @@ class MasterService:
             return None
         self._after_core()
         response = self._agent_response(result, result.data)
-        if metrics is not None:
-            metrics.call_latency["coap"].observe(perf_counter() - started)
+        if observe is not None:
+            observe(perf_counter() - started)
         return response
 
     @staticmethod

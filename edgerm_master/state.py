@@ -269,10 +269,13 @@ class MasterState:
         "agent_calls": 0, "agent_errors": 0, "framework_calls": 0, "framework_errors": 0,
         "updates_ignored": 0, "outputs_dropped": 0, "offers_made": 0, "tasks_launched": 0,
     })
-    # Agent calls and accepted heartbeats by transport ("coap", "websocket"), for the metrics
-    # (metrics.py): one dict increment on the fast path.
+    # Agent calls by transport ("coap", "websocket") for the metrics (metrics.py), counted so
+    # that the fast path does one dict increment: `fast_heartbeats` are the steady heartbeats
+    # it answered, `calls` every other call, `heartbeats` the heartbeats the general path
+    # accepted. All calls: calls + fast_heartbeats; all heartbeats: heartbeats + fast_heartbeats.
     calls: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     heartbeats: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    fast_heartbeats: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     # The keys that sign first registrations; the tokens themselves never cross the link.
     token_keys: list[tuple[str, bytes]] = field(init=False)
     # Nonces of recent first registrations: a recorded one replayed is refused (bounded;
