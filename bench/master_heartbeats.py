@@ -213,10 +213,13 @@ def loadgen(targets: list[tuple[str, int]], n_agents: int, window: int, seconds:
     loads = [Target(host, port) for host, port in targets]
     for load in loads:
         load.register(n_agents)
+    cycle = 0
     while any(load.active < seconds for load in loads):
-        for load in loads:
+        # Which goes first alternates too, so neither always follows the other's drain.
+        for load in (loads if cycle % 2 == 0 else loads[::-1]):
             if load.active < seconds:
                 load.run_slice(window, min(slice_s, seconds - load.active))
+        cycle += 1
     print(json.dumps([load.result() for load in loads]), flush=True)
 
 
@@ -370,7 +373,10 @@ def main() -> None:
     emit("inline_heartbeat_us_metrics_off", us_off, "µs")
     emit("metrics_cost_inline_heartbeat", (us_on - us_off) / us_off * 100, "%", "< 5")
     emit("metrics_hooks_us", us_hooks, "µs")
-    emit("metrics_hooks_share_of_inline_heartbeat", us_hooks / us_off * 100, "%", "< 5")
+    # Against the least disturbed inline figure of either side: the hooks are timed alone and
+    # are stable; the inline comparison swings with the machine's load.
+    emit("metrics_hooks_share_of_inline_heartbeat", us_hooks / min(us_on, us_off) * 100, "%",
+         "< 5")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -40,6 +41,7 @@ from edgerm.wire import pb
 from edgerm_master.agent_states import STATE_NAMES
 from edgerm_master.http_server import HttpApp, HttpError, HttpRequest, HttpResponse
 from edgerm_master.state import KNOWN_AGENT_KINDS
+from edgerm_master.task_states import TERMINAL
 
 if TYPE_CHECKING:
     from edgerm.coap.message_layer import CoapStats
@@ -61,6 +63,9 @@ ALLOCATION_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5
 
 # Resource kinds exported per metric at most (agents name their devices and custom resources).
 MAX_KINDS = 64
+
+
+_STATE_AND_KIND = attrgetter("state", "kind")
 
 
 class Histogram:
@@ -156,8 +161,8 @@ class MasterCollector(Collector):
     # ------------------------------------------------------------------------- gauges
 
     def _agents(self) -> Iterator[Metric]:
-        # (Counter over a generator: the loop runs in C, ~0.3 µs an agent.)
-        counts = Counter((a.state, a.kind) for a in self.core.state.agents.values())
+        # (map + attrgetter + Counter: the whole loop runs in C.)
+        counts = Counter(map(_STATE_AND_KIND, self.core.state.agents.values()))
         g = GaugeMetricFamily("edgerm_agents", "Agents known to the master, by state and kind.",
                               labels=["state", "kind"])
         for state, name in STATE_NAMES.items():  # every state, 0 included: queries see 0
@@ -197,16 +202,17 @@ class MasterCollector(Collector):
         for fid in alloc.frameworks():
             for kind, x in alloc.allocated_quantities(fid).items():
                 allocated[kind] = allocated.get(kind, 0.0) + x
-        # Offers on agents of one fleet share their Res (`MasterState.inventory`): summed by
-        # object, then flattened once per distinct one.
-        by_res: Counter[int] = Counter(id(o.res) for o in st.offers.values())
-        res_of = {id(o.res): o.res for o in st.offers.values()}
-        offered: dict[str, float] = {}
-        for key, n in by_res.items():
-            for kind, x in res_of[key].quantities().items():
-                offered[kind] = offered.get(kind, 0.0) + x * n
-        # The allocator holds offered and launched resources alike: used is the difference.
-        used = {k: max(0.0, round(x - offered.get(k, 0.0), 6)) for k, x in allocated.items()}
+        # The allocator holds offered and launched resources alike. Launched tasks are few
+        # next to agents (offers are up to one per agent): sum them, and offered is the rest.
+        used: dict[str, float] = {}
+        for fw in st.frameworks.values():
+            for task in fw.tasks.values():
+                if task.state not in TERMINAL:
+                    for kind, x in task.res.quantities().items():
+                        used[kind] = used.get(kind, 0.0) + x
+        offered = {k: round(x - used.get(k, 0.0), 6) for k, x in allocated.items()}
+        offered = {k: x for k, x in offered.items() if x > 0}
+        used = {k: round(x, 6) for k, x in used.items()}
         for name, doc, amounts in (
             ("edgerm_resources_capacity", "Resources of the active agents, by kind (ports: "
              "a count; device:NAME: units).", capacity),
