@@ -1,5 +1,5 @@
-"""The web dashboard's files: `/` is `dashboard/index.html`, `/static/<name>` the other files of
-`edgerm_master/dashboard/` (shipped as package data; no build step). The page needs no token to
+"""The web dashboard's files: `/` is `web/index.html`, `/static/<name>` the other files of
+`edgerm_master/web/` (shipped as package data; no build step). The page needs no token to
 load; everything it shows comes from the token-checked API (http_api.py).
 """
 
@@ -22,7 +22,7 @@ _TYPES = {
 def _load() -> dict[str, tuple[bytes, str]]:
     """Every file of the dashboard by name, with its content type (read once: a few KB)."""
     files: dict[str, tuple[bytes, str]] = {}
-    for entry in (resources.files("edgerm_master") / "dashboard").iterdir():
+    for entry in (resources.files("edgerm_master") / "web").iterdir():
         suffix = "." + entry.name.rpartition(".")[2]
         if entry.is_file() and suffix in _TYPES:
             files[entry.name] = (entry.read_bytes(), _TYPES[suffix])

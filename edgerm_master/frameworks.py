@@ -326,7 +326,7 @@ def agent_publish(st: MasterState, agent: Agent, pu: pb.Publish, now: float) -> 
     if fw is None or fw.removing:
         return
     task.output_seq += 1
-    journal_of(task).outputs.append((now, task.output_seq, pu.topic, pu.data))
+    journal_of(task).add_output(now, task.output_seq, pu.topic, pu.data)
     out = pb.TaskOutput(task_id=task.task_id, seq=task.output_seq, data=pu.data,
                         topic=pu.topic)
     # Persist, then act: the output is durable with the update_ack that accepts it, and

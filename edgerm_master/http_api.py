@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +56,9 @@ COALESCE_S = 0.5
 # ... and at least this often (a comment line when nothing changed), so proxies keep it open
 # and the page's "last seen" columns move on.
 REFRESH_S = 10.0
+
+# Search texts built between two yields to the event loop (~8 ms of the master's time).
+WARM_SLICE = 100
 
 TS = pb.TaskState
 
@@ -225,6 +228,17 @@ class SearchText:
             self._cache[key] = hit
         return hit[1]
 
+    async def warm(self, st: MasterState, listing: str, now: float) -> None:
+        """Build what is missing in slices, yielding to the master's other tasks in between:
+        the first search over 10,000 agents takes most of a second, which must not stall
+        heartbeats."""
+        if listing not in ("agents", "tasks"):
+            return
+        for n, item in enumerate(items(st, listing)):
+            self.of(st, listing, item, now)
+            if n % WARM_SLICE == WARM_SLICE - 1:
+                await trio.sleep(0)
+
     def prune(self, items: int) -> None:
         if len(self._cache) > 2 * items + 1000:
             self._cache.clear()
@@ -350,6 +364,8 @@ def add_api_routes(app: HttpApp, source: StateSource) -> None:
     def listing(name: str) -> Callable[[HttpRequest], Any]:
         async def handler(request: HttpRequest) -> HttpResponse:
             query = parse_query(request, name)
+            if query.q:
+                await texts.warm(source.state, name, source.clock())
             return json_response(page(source.state, query, source.clock(), texts))
         return handler
 
@@ -380,8 +396,12 @@ def add_api_routes(app: HttpApp, source: StateSource) -> None:
                     out["task"] = {"error": e.error, "message": e.message}
             return out
 
+        async def prepare() -> None:
+            if query.q:
+                await texts.warm(source.state, view, source.clock())
+
         return HttpResponse(content_type="text/event-stream", stream=lambda: _event_stream(
-            source.changes, snapshot, source.clock))
+            source.changes, snapshot, source.clock, prepare))
 
     app.route(f"{API}/state", state)
     for name in LISTINGS:
@@ -398,13 +418,15 @@ def _strip_times(value: Any) -> Any:
 
 
 async def _event_stream(changes: Changes, snapshot: Callable[[], dict[str, Any]],
-                        clock: Callable[[], float]) -> AsyncIterator[bytes]:
+                        clock: Callable[[], float], prepare: Callable[[], Awaitable[None]]
+                        ) -> AsyncIterator[bytes]:
     """`event: snapshot` each time what `snapshot()` shows changed (at most one per
     COALESCE_S), a comment line after REFRESH_S without one."""
     last: Any = None
     seen = -1
     while True:
         seen = changes.version
+        await prepare()
         current = snapshot()
         bare = _strip_times(current)
         if bare != last:

@@ -39,6 +39,8 @@ __all__ = ["HttpApp", "HttpRequest", "HttpResponse", "HttpError", "Handler", "se
            "json_response", "bearer_token"]
 
 log = logging.getLogger("edgerm.master.http")
+_server_log = logging.getLogger("edgerm.master.http.server")
+_server_log.setLevel(logging.WARNING)
 
 # Headers on every answer: the dashboard loads only its own files (no inline script, no other
 # origin), and nothing the master serves is framed by another site or sniffed as another type.
@@ -252,7 +254,9 @@ async def serve_http(app: HttpApp, host: str, port: int, *,
     gives the bound (host, port). A port that cannot be bound raises OSError."""
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.errorlog = log
+    # hypercorn's own lines ("Running on ...") only when something is wrong: the master's
+    # ready line says where HTTP is served.
+    config.errorlog = _server_log
     config.accesslog = None
     # Streams (the dashboard's events) stay open: no keep-alive cut-off mid-stream.
     config.keep_alive_timeout = 75

@@ -128,13 +128,25 @@ JOURNAL_OUTPUTS = 5
 
 class TaskJournal:
     """A task's recent past for operators: `states` (time, state, reason, message) oldest
-    first, and `outputs` (time, seq, topic, data), the last few it published."""
+    first, and `outputs` (time, seq, topic, data), the last few it published. Short lists, not
+    deques: a deque with a maxlen costs ~600 bytes even empty, and the master keeps thousands
+    of tasks."""
 
     __slots__ = ("states", "outputs")
 
     def __init__(self) -> None:
-        self.states: deque[tuple[float, int, int, str]] = deque(maxlen=JOURNAL_STATES)
-        self.outputs: deque[tuple[float, int, str, bytes]] = deque(maxlen=JOURNAL_OUTPUTS)
+        self.states: list[tuple[float, int, int, str]] = []
+        self.outputs: list[tuple[float, int, str, bytes]] = []
+
+    def add_state(self, now: float, state: int, reason: int, message: str) -> None:
+        self.states.append((now, state, reason, message))
+        if len(self.states) > JOURNAL_STATES:
+            del self.states[0]
+
+    def add_output(self, now: float, seq: int, topic: str, data: bytes) -> None:
+        self.outputs.append((now, seq, topic, data))
+        if len(self.outputs) > JOURNAL_OUTPUTS:
+            del self.outputs[0]
 
 
 def journal_of(task: Task) -> TaskJournal:

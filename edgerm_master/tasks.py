@@ -69,7 +69,7 @@ def _launch(st: MasterState, fw: Framework, agent: Agent, ti: pb.TaskInfo, claim
     spec_bytes = encode(spec)
     task = Task(fw.framework_id, ti.task_id, agent.agent_id, number, spec_bytes, claim,
                 TS.STAGING)
-    journal_of(task).states.append((now, TS.STAGING, 0, ""))
+    journal_of(task).add_state(now, TS.STAGING, 0, "")
     st.record(rec.AddTask(fw.framework_id, ti.task_id, agent.agent_id, number,
                           spec_bytes, encode(claim.to_pb()), TS.STAGING))
     fw.tasks[ti.task_id] = task
@@ -252,7 +252,7 @@ def set_state(st: MasterState, task: Task, state: int, reason: int, message: str
     task.reason = reason
     task.message = message
     task.exit_code = exit_code
-    journal_of(task).states.append((now, state, reason, message))
+    journal_of(task).add_state(now, state, reason, message)
     st.record(kind(task.framework_id, task.task_id, state, prev, reason, message, exit_code))
     if announce and state != task.told:
         frameworks.status_update(st, task, now)

@@ -19,13 +19,27 @@ from edgerm.state_json import listing_json
 from edgerm.wire import decode, encode, pb, sign, token_key
 from edgerm_master.config import MasterConfig
 from edgerm_master.core import Master
-from edgerm_master.http_api import Query, SearchText, page, parse_query
+from edgerm_master.http_api import (
+    COALESCE_S,
+    REFRESH_S,
+    Changes,
+    Query,
+    SearchText,
+    _event_stream,
+    page,
+    parse_query,
+    summary,
+    task_detail,
+)
 from edgerm_master.http_server import HttpError, HttpRequest
+from edgerm_master.state import JOURNAL_OUTPUTS, JOURNAL_STATES, journal_of
+from edgerm_master.testing import ScriptedAgent, ScriptedFramework, launch, number_of
 from edgerm_master.view import state_view
 
 from ..framework.conftest import OPERATOR_TOKEN, WASM_DIR
 from .http_client import events, get, get_json
 
+TS = pb.TaskState
 PATHS = ["/api/v1/state", "/api/v1/agents", "/api/v1/frameworks", "/api/v1/tasks",
          "/api/v1/offers", "/api/v1/tasks/some-task", "/api/v1/events"]
 
@@ -308,3 +322,104 @@ def test_a_page_is_the_same_items_as_the_whole_view() -> None:
     agent.info = encode(reg)
     assert page(st, Query("agents", q="edge-00007"), 2.0, texts)["total"] == 0
     assert page(st, Query("agents", q="renamed"), 2.0, texts)["total"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The task journal and removed frameworks, in the sans-IO core
+
+
+def test_task_detail_keeps_the_last_states_and_outputs(cluster) -> None:
+    a = cluster.add_agent(ScriptedAgent())
+    f = cluster.subscribe(ScriptedFramework())
+    launch(cluster, f, a, "t1")
+    n = number_of(cluster, f, "t1")
+    for i in range(JOURNAL_OUTPUTS + 2):
+        a.publish(n, f"reading {i}".encode(), "temp")
+    a.publish(n, b"\xff\x00", "raw")
+    a.finish(n, exit_code=0)
+    cluster.settle(a)
+    cluster.ack_all(f)
+    st = cluster.master.state
+    d = task_detail(st, "t1", "", cluster.now)
+    assert d["task"]["state"] == "FINISHED" and d["task"]["framework_id"] == f.framework_id
+    assert [h["state"] for h in d["history"]] == ["STAGING", "STARTING", "RUNNING", "FINISHED"]
+    assert d["outputs_total"] == JOURNAL_OUTPUTS + 3
+    outs = d["outputs"]
+    assert len(outs) == JOURNAL_OUTPUTS
+    assert outs[-1] == {"time": outs[-1]["time"], "seq": JOURNAL_OUTPUTS + 3, "topic": "raw",
+                        "size": 2, "base64": "/wA="}
+    assert outs[-2]["text"] == f"reading {JOURNAL_OUTPUTS + 1}"
+    # Only the last JOURNAL_STATES state changes are kept.
+    task = cluster.master.frameworks[f.framework_id].completed["t1"]
+    for i in range(JOURNAL_STATES + 3):
+        journal_of(task).add_state(float(i), TS.RUNNING, 0, "")
+    assert len(task_detail(st, "t1", "", cluster.now)["history"]) == JOURNAL_STATES
+    with pytest.raises(HttpError) as e:
+        task_detail(st, "t2", "", cluster.now)
+    assert e.value.status == 404
+
+
+def test_removed_frameworks_keep_their_tasks_in_view_up_to_the_limit(new_cluster) -> None:
+    c = new_cluster(completed_frameworks_kept=2)
+    a = c.add_agent(ScriptedAgent())
+    for i in range(3):
+        f = c.subscribe(ScriptedFramework(name=f"run-{i}"))
+        launch(c, f, a, f"t{i}", cpus=0.1)
+        a.finish(number_of(c, f, f"t{i}"))
+        c.settle(a)
+        c.ack_all(f)
+        c.call(f, f.teardown())
+        c.flush()
+        assert f.framework_id not in c.master.frameworks
+    st = c.master.state
+    shown = [t.task_id for t in state_view(st, c.now).tasks]
+    assert shown == ["t1", "t2"]            # the oldest removed framework is forgotten
+    assert [f.name for f in state_view(st, c.now).frameworks] == []
+    assert task_detail(st, "t2", "", c.now)["task"]["state"] == "FINISHED"
+    assert summary(st)["tasks"] == {"FINISHED": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# The event stream: pushed on change, coalesced, a comment line when nothing changed
+
+
+async def test_the_event_stream_coalesces_and_skips_what_did_not_change(autojump_clock) -> None:
+    changes = Changes()
+    shown = {"n": 0}
+    built: list[float] = []
+
+    def snapshot() -> dict[str, Any]:
+        built.append(trio.current_time())
+        return {"page": dict(shown), "now": trio.current_time()}
+
+    async def prepare() -> None:
+        pass
+
+    out: list[tuple[float, bytes]] = []
+    async with trio.open_nursery() as nursery:
+
+        async def read() -> None:
+            async for chunk in _event_stream(changes, snapshot, trio.current_time, prepare):
+                out.append((trio.current_time(), chunk))
+
+        nursery.start_soon(read)
+        await trio.sleep(0.1)
+        assert len(out) == 1 and out[0][1].startswith(b"event: snapshot\ndata: ")
+        # A burst of ten changes within the coalescing window: one more snapshot, not ten.
+        for _ in range(10):
+            shown["n"] += 1
+            changes.bump()
+            await trio.sleep(0.01)
+        await trio.sleep(COALESCE_S + 0.1)
+        snapshots = [c for _, c in out if c.startswith(b"event: snapshot")]
+        assert len(snapshots) == 2 and b'"n":10' in snapshots[-1]
+        assert out[1][0] - out[0][0] >= COALESCE_S
+        # A change that changes nothing shown: a comment, no snapshot.
+        changes.bump()
+        await trio.sleep(COALESCE_S + 0.1)
+        assert out[-1][1] == b": no change\n\n"
+        # Nothing at all for a while: a comment line after REFRESH_S, no more.
+        count = len(out)
+        await trio.sleep(REFRESH_S + COALESCE_S + 0.1)
+        assert len(out) == count + 1 and out[-1][1] == b": no change\n\n"
+        nursery.cancel_scope.cancel()
