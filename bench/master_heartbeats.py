@@ -229,7 +229,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as d:
         masters = [MasterProcess(os.path.join(d, name), heartbeat_ms=600_000,
                                  extra=["--log-level", "warning", *extra])
-                   for name, extra in (("on", []), ("off", ["--no-metrics"]))]
+                   for name, extra in (("on", []),
+                                       ("off", [] if args.a_a else ["--no-metrics"]))]
         done = threading.Event()
         scrapes: list[float] = []
         scraper = threading.Thread(target=scrape_loop, args=(masters[0], args.scrape_s, done,
@@ -349,6 +350,9 @@ def main() -> None:
                    help="seconds on one master before the load turns to the other")
     p.add_argument("--scrape-s", type=float, default=0.0,
                    help="scrape the metrics-on master's /metrics this often (0: never)")
+    p.add_argument("--a-a", action="store_true",
+                   help="calibration: both masters with metrics on (the 'cost' is then the "
+                   "bench's own bias and noise)")
     p.add_argument("--loadgen", nargs="+", metavar="HOST:PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.loadgen:
