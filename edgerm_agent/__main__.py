@@ -1,17 +1,18 @@
 """`edgerm-agent CONFIG.toml` / `python -m edgerm_agent CONFIG.toml`: run the Linux agent.
 
 A start-up failure (config, checkpoint, work dir) is one line on stderr and exit code 2; Ctrl-C
-(SIGINT) ends it with 130 and no traceback. While it runs, it logs to stderr (docs/agent.md).
+(SIGINT) ends it with 130 and no traceback. While it runs, it logs to stderr, one event a line
+as text or JSON (`--log-format`, `--log-level`; docs/agent.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import trio
 
+from edgerm.logformat import LOG_FORMATS, LOG_LEVELS, configure_logging
 from edgerm_agent.checkpoint import CheckpointError
 from edgerm_agent.config import ConfigError, load_config
 from edgerm_agent.shell import Agent
@@ -20,10 +21,13 @@ from edgerm_agent.shell import Agent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgerm-agent", description=__doc__)
     parser.add_argument("config", help="the agent's TOML configuration (docs/agent.md)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging (--log-level debug)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="log lines as text or one JSON object a line (default text)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("debug" if args.verbose else args.log_level, args.log_format, sys.stderr)
     try:
         config = load_config(args.config)
     except FileNotFoundError:

@@ -7,7 +7,8 @@ print one JSON ready line to stdout once CoAP and WebSocket are bound:
 
 SIGINT/SIGTERM stop it cleanly; SIGKILL loses nothing that was acknowledged (see store.py).
 
-What it logs goes to stderr (loggers `edgerm.master.*`, docs/master.md "Logs"). A start-up
+What it logs goes to stderr, one event a line as text or JSON (`--log-format`; loggers
+`edgerm.master.*`, docs/operations.md "Logs"). A start-up
 failure (bad flags or config, a port in use, an unusable data dir) is one line on stderr,
 `edgerm-master: <what is wrong>; <what to do>`, and exit code 2 (configuration) or 1.
 """
@@ -22,6 +23,7 @@ import sys
 
 import trio
 
+from edgerm.logformat import configure_logging
 from edgerm_master.config import ConfigError, liveness_problem, parse_args
 from edgerm_master.service import ListenError, MasterService
 
@@ -55,15 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"edgerm-master: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.log_level, config.log_format, sys.stderr)
     if not (config.agent_tokens and config.framework_tokens):
         log.warning(
             "no agent or framework token configured: nobody can connect (use --dev to "
-            "generate tokens)")
+            "generate tokens)", extra={"event": "no_tokens"})
     problem = liveness_problem(config)
     if problem:
-        log.warning("%s", problem)
+        log.warning("%s", problem, extra={"event": "liveness_problem"})
     try:
         trio.run(_run, MasterService(config), generated)
     except KeyboardInterrupt:

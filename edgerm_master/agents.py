@@ -25,7 +25,14 @@ from edgerm_master.agent_states import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHAB
 from edgerm_master.events import AgentResult
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
 from edgerm_master.logs import agent_name, code_name, log_agents
-from edgerm_master.state import T_AGENT_CHECK, T_AGENT_LOST, Agent, MasterState, executor_mask
+from edgerm_master.state import (
+    T_AGENT_CHECK,
+    T_AGENT_LOST,
+    Agent,
+    MasterState,
+    agent_kind,
+    executor_mask,
+)
 from edgerm_master.task_states import TERMINAL
 from edgerm_master.validation import CallError
 
@@ -49,10 +56,13 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
     try:
         check.check_size(len(data), st.config.agent_message_max, "AgentCall")
     except CallError as e:
+        st.calls[transport] += 1
         return _refused(st, e)
     fast = _steady_heartbeat(st, data, now, transport)
     if fast is not None:
         return fast
+    # (Counted here, not above: the fast path counts its heartbeats only, one increment.)
+    st.calls[transport] += 1
     # Anything unusual about it: the general path decides (and gives the same answer).
     try:
         call = check.decode_untrusted(pb.AgentCall, data, st.agent_limits)
@@ -78,6 +88,7 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
             check.check_heartbeat(call.heartbeat)
         heard_from(st, agent, call.seq, now, transport)
         if kind == "heartbeat":
+            st.heartbeats[transport] += 1
             _heartbeat(st, agent, call.heartbeat, now)
         elif kind == "status":
             tasks.agent_status(st, agent, call.status, now)
@@ -104,6 +115,7 @@ def _steady_heartbeat(st: MasterState, data: bytes, now: float, transport: str
             or not hmac.compare_digest(compute_mac(agent.secret, unsigned), mac)):
         return None
     heard_from(st, agent, seq, now, transport)
+    st.fast_heartbeats[transport] += 1
     commands.take_ack(st, agent, ack)
     return commands.reply(st, agent, seq)
 
@@ -218,6 +230,7 @@ def _reregister(st: MasterState, agent: Agent, reg: pb.Register, seq: int, now: 
     info = _info(reg)
     if info != agent.info:
         agent.info = info
+        agent.kind = agent_kind(reg)
         agent.executors = executor_mask(reg.executors)
         agent.max_payload = reg.max_payload
         st.record(rec.UpdateAgentInfo(aid, info))
@@ -266,6 +279,7 @@ def _heartbeat(st: MasterState, agent: Agent, hb: pb.Heartbeat, now: float) -> N
         if len(hb.attributes):
             del info.attributes[:]
             info.attributes.extend(hb.attributes)
+            agent.kind = agent_kind(info)
         agent.info = encode(info)
         st.record(rec.UpdateAgentInfo(agent.agent_id, agent.info))
     commands.take_ack(st, agent, hb.command_ack)

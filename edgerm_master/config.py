@@ -17,6 +17,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgerm.logformat import LOG_FORMATS, LOG_LEVELS
+
 __all__ = ["MasterConfig", "AGENT_SILENT_CALL_S", "parse_args", "load_config", "ConfigError",
            "liveness_problem", "http_address", "parse_http_listen"]
 
@@ -37,6 +39,10 @@ class MasterConfig:
     ws_port: int = 5690
     data_dir: str = "./edgerm-data"
     log_level: str = "info"
+    # Log lines as "text" or "json" (one event a line either way: edgerm.logformat).
+    log_format: str = "text"
+    # Prometheus metrics (metrics.py): off, the shell times nothing and /metrics answers 404.
+    metrics: bool = True
     # WebSocket connections: the first message (Subscribe, Register, ...) must come this soon
     # after connecting (on /agent one heartbeat interval with jitter later still), or the
     # connection is closed; at most this many open in all and from one address (0: no limit).
@@ -157,6 +163,10 @@ def _parser() -> argparse.ArgumentParser:
                    "port 0: any; off: none)")
     p.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "EXTRA"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="log lines as text or one JSON object a line (default text)")
+    p.add_argument("--no-metrics", dest="metrics", action="store_const", const=False,
+                   help="no Prometheus metrics: nothing timed on the hot path, no /metrics")
     p.add_argument("--dev", action="store_true",
                    help="development mode: generate missing tokens and print them")
     return p
@@ -172,6 +182,7 @@ _FLAG_TO_FIELD = {
     "ws_first_message_s": "ws_first_message_s", "ws_max_connections": "ws_max_connections",
     "ws_max_connections_per_source": "ws_max_connections_per_source",
     "sqlite_synchronous": "sqlite_synchronous", "log_level": "log_level",
+    "log_format": "log_format", "metrics": "metrics",
     "http_listen": "http_listen",
 }
 
@@ -252,6 +263,12 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
     for key in ("ws_max_connections", "ws_max_connections_per_source"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: no limit)")
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not "
+                          f"{cfg.log_level!r}")
+    if cfg.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not "
+                          f"{cfg.log_format!r}")
     return cfg
 
 

@@ -133,17 +133,31 @@ class Master:
 
     def handle_timer(self, now: float) -> None:
         """Run every timer due by `now`, then the allocation round if it is due."""
+        self.run_timers(now)
+        self.allocate_if_due(now)
+
+    def run_timers(self, now: float) -> None:
+        """The first half of `handle_timer`: every timer due by `now` (the shell calls the
+        halves apart to time the allocation round alone)."""
         st = self.state
         st.now = now
         st.refusal_log.flush(now)
+        st.decline_watch.flush(now)
         timers = st.timers
         while timers and timers[0][0] <= now:
             _, kind, key = heapq.heappop(timers)
             _TIMERS[kind](st, key, now)
-        if now >= st.alloc_due:
-            st.last_alloc = now
-            offers.allocate(st, now)
-            st.alloc_due = now + st.config.allocation_interval_s
+
+    def allocate_if_due(self, now: float) -> bool:
+        """The second half of `handle_timer`: the allocation round if it is due (True if it
+        ran)."""
+        st = self.state
+        if now < st.alloc_due:
+            return False
+        st.last_alloc = now
+        offers.allocate(st, now)
+        st.alloc_due = now + st.config.allocation_interval_s
+        return True
 
     def module_chunk(self, agent_id: int, read: ModuleRead, data: bytes) -> bytes:
         """The shell read the bytes of `read`: the signed reply that carries them."""

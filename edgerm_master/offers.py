@@ -94,12 +94,16 @@ def decline(st: MasterState, fw: Framework, call: pb.FrameworkCall, now: float) 
     dec = call.decline
     refuse = check_refuse_seconds(dec.refuse_seconds, "Decline.refuse_seconds")
     refuse = refuse or st.config.refuse_default_s
+    declined = 0
     for oid in dec.offer_ids:
         offer = st.offers.get(oid)
         if offer is None or offer.framework_id != fw.framework_id:
             continue  # expired or rescinded meanwhile: nothing to give back
         remove(st, offer, rescind=False)
         st.allocator.filter(fw.framework_id, offer.agent_id, now + refuse)
+        declined += 1
+    if declined:
+        st.decline_watch.declined(fw.framework_id, fw.name, declined, now, st.peer)
 
 
 def revive(st: MasterState, fw: Framework, call: pb.FrameworkCall, now: float) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ from edgerm_master.agent_states import AGENT_ACTIVE
 from edgerm_master.allocator import Allocator
 from edgerm_master.config import MasterConfig
 from edgerm_master.events import Outgoing, ToFramework
-from edgerm_master.logs import RefusalLog
+from edgerm_master.logs import DeclineWatch, RefusalLog
 
 __all__ = ["MasterState", "Agent", "Task", "TaskJournal", "journal_of", "Framework", "Offer",
            "ModuleInfo",
@@ -55,7 +55,7 @@ class Agent:
         "agent_id", "secret", "info", "total", "executors", "max_payload", "state",
         "synced", "seq", "last_seen", "unreachable_since", "update_ack", "command_ack",
         "next_command", "next_task", "commands", "sent", "tasks", "pushable", "transport",
-        "rereg_cid",
+        "rereg_cid", "kind",
     )
 
     def __init__(self, agent_id: int, secret: bytes, info: bytes, reg: pb.Register,
@@ -81,6 +81,7 @@ class Agent:
         self.pushable = False
         self.transport = ""
         self.rereg_cid = 0
+        self.kind = agent_kind(reg)               # for the metrics' `kind` label
 
 
 class Task:
@@ -207,6 +208,21 @@ class ModuleInfo:
         self.idle_since = idle_since
 
 
+# The agent kinds the metrics' `kind` label takes (from the agent's `os` attribute, up to a '-':
+# the Linux agent sends "linux-<release>", the MicroPython agent "micropython", the Zephyr agent
+# "zephyr"); any other value is "other", none "unknown": agents cannot mint label values.
+KNOWN_AGENT_KINDS = {k: k for k in ("linux", "micropython", "zephyr", "darwin", "freebsd",
+                                    "windows")}
+
+
+def agent_kind(reg: pb.Register) -> str:
+    """What kind of agent registered `reg` (see KNOWN_AGENT_KINDS)."""
+    for attr in reg.attributes:
+        if attr.name == "os" and attr.WhichOneof("value") == "text":
+            return KNOWN_AGENT_KINDS.get(attr.text.split("-", 1)[0].lower(), "other")
+    return "unknown"
+
+
 def executor_mask(executors: Iterable[int]) -> int:
     mask = 0
     for e in executors:
@@ -257,6 +273,7 @@ class MasterState:
     # The address of the caller being handled (for log lines only; "" when unknown).
     peer: str = ""
     refusal_log: RefusalLog = field(default_factory=RefusalLog)
+    decline_watch: DeclineWatch = field(default_factory=DeclineWatch)
     alloc_due: float = 0.0
     last_alloc: float = -math.inf
     records_emitted: int = 0
@@ -264,6 +281,13 @@ class MasterState:
         "agent_calls": 0, "agent_errors": 0, "framework_calls": 0, "framework_errors": 0,
         "updates_ignored": 0, "outputs_dropped": 0, "offers_made": 0, "tasks_launched": 0,
     })
+    # Agent calls by transport ("coap", "websocket") for the metrics (metrics.py), counted so
+    # that the fast path does one dict increment: `fast_heartbeats` are the steady heartbeats
+    # it answered, `calls` every other call, `heartbeats` the heartbeats the general path
+    # accepted. All calls: calls + fast_heartbeats; all heartbeats: heartbeats + fast_heartbeats.
+    calls: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    heartbeats: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    fast_heartbeats: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     # The keys that sign first registrations; the tokens themselves never cross the link.
     token_keys: list[tuple[str, bytes]] = field(init=False)
     # Nonces of recent first registrations: a recorded one replayed is refused (bounded;

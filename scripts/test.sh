@@ -12,13 +12,15 @@ EDGERM_SCRIPT=test.sh
 # Debian packages: a Docker engine and busybox for local images, libcoap's CoAP client (an
 # independent peer), clang/lld for wasm32 tasks and libFuzzer, the Cortex-M4 toolchain and QEMU,
 # cmake for WAMR's runtime_lib.cmake (WAMR's sources: ../shared/third_party, firmware/zephyr),
-# chromium and its driver for the dashboard's browser test (Selenium).
+# chromium and its driver for the dashboard's browser test (Selenium), Prometheus for the
+# metrics' scrape test.
 APT_PACKAGES=(
   docker.io busybox-static libcoap3-bin
   clang lld wasi-libc libclang-rt-14-dev-wasm32 libclang-rt-14-dev wabt make cmake
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
   iproute2 iptables
   chromium chromium-driver
+  prometheus
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from edgerm.coap.client import ClientSide
 from edgerm.coap.codes import ACK, CON, NON, RST, Code
@@ -83,6 +83,9 @@ class CoapEndpoint:
         # side. The method below documents it; passing its keyword arguments on would cost a
         # third of respond()'s own time.
         self.respond = self._server.respond  # type: ignore[method-assign]
+        #: Called with the sender and what is wrong for each datagram dropped as malformed (a
+        #: shell logs it, rate-limited); None: only counted in ``stats.malformed``.
+        self.on_malformed: Callable[[Addr, str], None] | None = None
 
     @property
     def timer_generation(self) -> int:
@@ -121,7 +124,7 @@ class CoapEndpoint:
         try:
             msg = decode_message_untrusted(data)
         except CoapWireError as exc:
-            self.stats.malformed += 1
+            self._malformed(remote, str(exc))
             if exc.mtype == CON and exc.mid is not None:
                 # RFC 7252 §4.2: a CON that cannot be processed is rejected with RST.
                 self._messages.send_rst(exc.mid, remote)
@@ -132,7 +135,7 @@ class CoapEndpoint:
             if mtype in _CON_NON:
                 self._on_request(msg, remote, now, len(data))
             else:
-                self.stats.malformed += 1  # a request in an ACK or RST is a format error
+                self._malformed(remote, "a request in an ACK or RST")
         elif code == 0:
             if mtype == CON:
                 self._messages.send_rst(msg.mid, remote)  # CoAP ping (§4.3)
@@ -144,14 +147,19 @@ class CoapEndpoint:
             if mtype == ACK:
                 self._on_ack_or_rst(msg, remote, now)
             elif mtype == RST:
-                self.stats.malformed += 1  # RST must be Empty
+                self._malformed(remote, "a RST that is not Empty")
             else:
                 self._on_separate_response(msg, remote, now)
         else:
             # Reserved classes 1, 3, 6, 7 (§12.1): a message format error.
-            self.stats.malformed += 1
+            self._malformed(remote, "a reserved code class")
             if mtype == CON:
                 self._messages.send_rst(msg.mid, remote)
+
+    def _malformed(self, remote: Addr, why: str) -> None:
+        self.stats.malformed += 1
+        if self.on_malformed is not None:
+            self.on_malformed(remote, why)
 
     def _on_ack_or_rst(self, msg: Message, remote: Addr, now: float) -> None:
         p = self._messages.match(msg, remote)

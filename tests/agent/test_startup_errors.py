@@ -151,3 +151,28 @@ def test_damaged_checkpoint_slots(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert err.startswith(f"edgerm-agent: checkpoint {tmp_path / 'work' / 'agent.ckpt.*'} is "
                           "corrupt (agent.ckpt.0: not an agent checkpoint slot; agent.ckpt.1: ")
     assert "move it away to register as a new agent" in err
+
+
+def test_log_format_json_gives_one_json_object_a_line(tmp_path: Path) -> None:
+    """`--log-format json`: what the agent logs while it cannot reach its master (nothing
+    listens on port 9) is JSON lines, one event each."""
+    import signal
+    import time
+
+    from edgerm_master.testing_io import end_process
+
+    config = write_config(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "edgerm_agent", "--log-format", "json",
+                             str(config)], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+    finally:
+        end_process(proc, signal.SIGINT)
+    assert proc.stderr is not None
+    lines = proc.stderr.read().splitlines()
+    proc.stderr.close()
+    assert lines, "the agent logged nothing while its master was unreachable"
+    for line in lines:
+        event = json.loads(line)
+        assert {"ts", "level", "logger", "msg"} <= set(event)
+    assert any("ws://127.0.0.1:9/agent" in json.loads(line)["msg"] for line in lines)

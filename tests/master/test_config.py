@@ -79,3 +79,23 @@ def test_bad_http_settings_are_refused(text: str, words: str) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(text)
     assert words in str(e.value)
+
+
+def test_log_format_and_metrics_from_toml_and_flags(tmp_path: Any) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('log_format = "json"\nlog_level = "warning"\nmetrics = false\n')
+    cfg, _ = parse_args(["--config", str(path)])
+    assert (cfg.log_format, cfg.log_level, cfg.metrics) == ("json", "warning", False)
+    cfg, _ = parse_args(["--log-format", "text", "--no-metrics"])
+    assert (cfg.log_format, cfg.metrics) == ("text", False)
+    assert parse_args([])[0].metrics is True
+
+
+@pytest.mark.parametrize("text, words", [
+    ('log_format = "xml"', "log_format must be one of text, json"),
+    ('log_level = "loud"', "log_level must be one of debug, info, warning, error"),
+    ('metrics = "yes"', "metrics must be true or false"),
+])
+def test_bad_log_and_metrics_settings_are_refused(text: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        load_config(text)
