@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["MasterConfig", "AGENT_SILENT_CALL_S", "parse_args", "load_config", "ConfigError",
-           "liveness_problem"]
+           "liveness_problem", "advertised_urls", "wildcard_host", "ADVERTISE_SCHEMES"]
 
 # The longest an agent with its default settings goes without starting a new call when the
 # one in flight gets no answer (docs/agent.md, "Liveness on a lossy link"): the Linux agent
@@ -100,6 +100,15 @@ class MasterConfig:
     # "FULL": every commit survives a power cut; "NORMAL": survives a process crash (kill -9).
     sqlite_synchronous: str = "FULL"
 
+    # --- high availability (docs/ha.md; TOML table [master]: name, urls)
+    # This master's name among the masters sharing one etcd store (the members registry and
+    # the election key name it); "" takes "<host>:<coap port>" once the ports are bound.
+    name: str = ""
+    # The URLs clients use to reach this master, per transport ("coap", "ws"): a standby names
+    # the leader's to every client it refuses. Empty entries are derived from the bound
+    # addresses, which only works when the master binds the address clients use (not 0.0.0.0).
+    advertise_urls: dict[str, str] = field(default_factory=dict)
+
     @property
     def heartbeat_s(self) -> float:
         return self.heartbeat_ms / 1000.0
@@ -147,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="WebSocket: open connections from one address (default 200; 0: no limit)")
     p.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "EXTRA"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--name", help="this master's name among several sharing one etcd store "
+                   "(default <host>:<coap port>)")
+    p.add_argument("--advertise-url", action="append", metavar="KIND=URL",
+                   help="the URL clients use for this master on transport KIND (coap, ws), e.g. "
+                   "coap=coap://10.0.0.5:5683 (repeatable; default: the bound address)")
     p.add_argument("--dev", action="store_true",
                    help="development mode: generate missing tokens and print them")
     return p
@@ -161,8 +175,13 @@ _FLAG_TO_FIELD = {
     "allocation_interval_s": "allocation_interval_s",
     "ws_first_message_s": "ws_first_message_s", "ws_max_connections": "ws_max_connections",
     "ws_max_connections_per_source": "ws_max_connections_per_source",
-    "sqlite_synchronous": "sqlite_synchronous", "log_level": "log_level",
+    "sqlite_synchronous": "sqlite_synchronous", "log_level": "log_level", "name": "name",
 }
+
+# Transports a master can advertise a URL for, with the URL schemes clients accept for each.
+ADVERTISE_SCHEMES = {"coap": ("coap://",), "ws": ("ws://", "wss://")}
+# The keys of the TOML table [master] and the MasterConfig fields they set.
+_MASTER_TABLE = {"name": "name", "urls": "advertise_urls"}
 
 
 def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None = None,
@@ -176,6 +195,14 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
             values.update(tomllib.loads(toml_text))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{source}: not valid TOML ({e}): fix the syntax") from None
+    table = values.pop("master", None)
+    if table is not None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [master] must be a table (name, urls)")
+        for key, value in table.items():
+            if key not in _MASTER_TABLE:
+                raise ConfigError(f"{source}: unknown key {key!r} in [master] (name, urls)")
+            values[_MASTER_TABLE[key]] = value
     values.update(overrides or {})
     for key, value in values.items():
         if key not in fields:
@@ -221,7 +248,40 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
     for key in ("ws_max_connections", "ws_max_connections_per_source"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: no limit)")
+    _check_advertised(cfg, source)
     return cfg
+
+
+def _check_advertised(cfg: MasterConfig, source: str) -> None:
+    if cfg.name and (len(cfg.name) > 64 or not cfg.name.isprintable() or "/" in cfg.name):
+        raise ConfigError(f"{source}: [master] name {cfg.name!r} must be 1-64 printable "
+                          "characters without '/' (it is part of an etcd key)")
+    for kind, url in cfg.advertise_urls.items():
+        schemes = ADVERTISE_SCHEMES.get(kind)
+        if schemes is None:
+            raise ConfigError(f"{source}: [master] urls: unknown transport {kind!r} (use "
+                              f"{', '.join(sorted(ADVERTISE_SCHEMES))})")
+        if not isinstance(url, str) or not url.startswith(schemes) or \
+                len(url) <= len(url.split("://")[0]) + 3:
+            raise ConfigError(f"{source}: [master] urls.{kind} = {url!r} must be a URL starting "
+                              f"with {' or '.join(schemes)} and naming a host clients can reach")
+
+
+def advertised_urls(cfg: MasterConfig, coap: tuple[str, int], ws: tuple[str, int]
+                    ) -> dict[str, str]:
+    """The URLs this master advertises per transport: the configured ones, the others made of
+    the bound addresses (an IPv6 host in brackets)."""
+    def hostport(addr: tuple[str, int]) -> str:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    urls = {"coap": f"coap://{hostport(coap)}", "ws": f"ws://{hostport(ws)}"}
+    urls.update(cfg.advertise_urls)
+    return urls
+
+
+def wildcard_host(host: str) -> bool:
+    """True when `host` binds every address (clients cannot use it as a URL)."""
+    return host in ("", "0.0.0.0", "::", "[::]")
 
 
 def liveness_problem(cfg: MasterConfig) -> str | None:
@@ -259,6 +319,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[MasterConfig, dict[str, s
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = value
+    if args.advertise_url:
+        urls: dict[str, str] = {}
+        for item in args.advertise_url:
+            kind, sep, url = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--advertise-url {item!r}: use KIND=URL, e.g. "
+                                  "coap=coap://10.0.0.5:5683")
+            urls[kind.strip()] = url.strip()
+        overrides["advertise_urls"] = urls
     cfg = load_config(text, overrides, f"config {args.config}" if args.config else "config")
     generated: dict[str, str] = {}
     if args.dev:

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from trio_websocket import ConnectionClosed
@@ -45,6 +45,9 @@ from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToF
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
 from edgerm_master.modules import ModuleReader, parse_hex
 from edgerm_master.store import Store
+
+if TYPE_CHECKING:
+    from edgerm_master.roles import RoleLoop
 
 __all__ = ["MasterService", "ERROR_TO_COAP", "ListenError", "peer_address"]
 
@@ -116,8 +119,10 @@ class MasterService:
     """Run with `await nursery.start(service.run)`; `started` gives ((coap host, port),
     (ws host, port))."""
 
-    def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time,
+                 roles: RoleLoop | None = None) -> None:
         self.config = config
+        self.roles = roles
         self.clock = clock
         self.core = Master(config)
         self.store: Store | None = None
@@ -138,52 +143,70 @@ class MasterService:
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
                   ) -> None:
+        """Serve until cancelled. Alone (SQLite): recover, then serve as the leader. With a role
+        loop (`roles`, several masters on etcd): serve at once as a standby that refuses every
+        call, and let the loop make this master lead (`lead()`) when it wins the election; the
+        loop raises `Deposed` when leadership is lost, which ends this (edgerm_master.roles)."""
         cfg = self.config
         store = await trio.to_thread.run_sync(Store, cfg.data_dir, cfg.sqlite_synchronous)
         self.store = store
         self.modules = ModuleReader(store.module_dir)
         try:
-            snap = await trio.to_thread.run_sync(store.recover)
-            self.core.recover(snap, self.clock())
-            # Recovery may itself emit records (pruning); commit them before serving.
-            await trio.to_thread.run_sync(store.apply, self.core.take_records())
-            self._durable = self.core.records_emitted
-            self.core.take_outbox()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._flusher)
-                nursery.start_soon(self._timer_loop)
-                site = Site()
-                site.add("a", self._coap_agent, methods=(Code.POST,), rt="edgerm.agent",
-                         inline=self._coap_agent_inline)
-                site.add("c", self._coap_commands, methods=(Code.FETCH,), observable=True,
-                         rt="edgerm.commands")
-                site.add("m", self._coap_module, methods=(Code.GET,), prefix=True,
-                         rt="edgerm.module")
-                site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
-                self.coap_server = CoapServer(site)
-                server = self.coap_server
-                coap_addr = await _listen(
-                    "CoAP", "--coap-port", cfg.host, cfg.coap_port,
-                    lambda: nursery.start(server.serve, cfg.host, cfg.coap_port))
-                ws_addr = await _listen("WebSocket", "--ws-port", cfg.host, cfg.ws_port,
-                                        lambda: nursery.start(functools_partial(
-                    serve_websocket,
-                    {"/agent": self._ws_agent, "/framework": self._ws_framework,
-                     "/state": self._ws_state},
-                    cfg.host, cfg.ws_port,
-                    config=WebSocketConfig(
-                        max_message_size=cfg.framework_message_max,
-                        first_message_timeout=cfg.ws_first_message_s,
-                        max_connections=cfg.ws_max_connections or None,
-                        max_connections_per_source=cfg.ws_max_connections_per_source or None),
-                    # An agent that reconnected calls when its next heartbeat is due.
-                    first_message_timeouts={"/agent": cfg.ws_first_message_s + cfg.heartbeat_s
-                                            * (1.0 + cfg.jitter_fraction)})))
-                ws_port = ws_addr[1]
-                task_status.started(((coap_addr[0], coap_addr[1]), (cfg.host, ws_port)))
+                if self.roles is None:
+                    await self.lead()
+                addrs = await self._serve(nursery)
+                task_status.started(addrs)
+                if self.roles is not None:
+                    await self.roles.run(self, addrs)
         finally:
             store.close()
+
+    async def lead(self) -> None:
+        """Become the acting master: rebuild the core from the store, commit what recovery
+        emits (pruning) before anything is served, start the flusher and the timer."""
+        assert self.store is not None and self._nursery is not None
+        store = self.store
+        snap = await trio.to_thread.run_sync(store.recover)
+        self.core.recover(snap, self.clock())
+        await trio.to_thread.run_sync(store.apply, self.core.take_records())
+        self._durable = self.core.records_emitted
+        self.core.take_outbox()
+        self._nursery.start_soon(self._flusher)
+        self._nursery.start_soon(self._timer_loop)
+
+    async def _serve(self, nursery: trio.Nursery) -> tuple[tuple[str, int], tuple[str, int]]:
+        """Bind CoAP and WebSocket in `nursery`; ((coap host, port), (ws host, port))."""
+        cfg = self.config
+        site = Site()
+        site.add("a", self._coap_agent, methods=(Code.POST,), rt="edgerm.agent",
+                 inline=self._coap_agent_inline)
+        site.add("c", self._coap_commands, methods=(Code.FETCH,), observable=True,
+                 rt="edgerm.commands")
+        site.add("m", self._coap_module, methods=(Code.GET,), prefix=True,
+                 rt="edgerm.module")
+        site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
+        self.coap_server = CoapServer(site)
+        server = self.coap_server
+        coap_addr = await _listen(
+            "CoAP", "--coap-port", cfg.host, cfg.coap_port,
+            lambda: nursery.start(server.serve, cfg.host, cfg.coap_port))
+        ws_addr = await _listen("WebSocket", "--ws-port", cfg.host, cfg.ws_port,
+                                lambda: nursery.start(functools_partial(
+            serve_websocket,
+            {"/agent": self._ws_agent, "/framework": self._ws_framework,
+             "/state": self._ws_state},
+            cfg.host, cfg.ws_port,
+            config=WebSocketConfig(
+                max_message_size=cfg.framework_message_max,
+                first_message_timeout=cfg.ws_first_message_s,
+                max_connections=cfg.ws_max_connections or None,
+                max_connections_per_source=cfg.ws_max_connections_per_source or None),
+            # An agent that reconnected calls when its next heartbeat is due.
+            first_message_timeouts={"/agent": cfg.ws_first_message_s + cfg.heartbeat_s
+                                    * (1.0 + cfg.jitter_fraction)})))
+        return (coap_addr[0], coap_addr[1]), (cfg.host, ws_addr[1])
 
     def _after_core(self) -> None:
         """Wake the flusher if the core has something, and pull the timer in if needed."""

@@ -1,0 +1,143 @@
+"""The master's role loop when several masters share one etcd store (docs/ha.md).
+
+Theory of operation. A master process serves CoAP and WebSocket from the start, as a STANDBY:
+it answers every call with a refusal naming the leader (`MasterService.set_role`), keeps its
+member entry in etcd, keeps a warm copy of the state (`store.follow()`, a watch on the prefix),
+and campaigns. When it wins:
+
+1. it stops following and recovers the core from the warm copy (`store.recover()` reads only
+   what changed since the copy was last current), commits what recovery emits, starts the
+   flusher and the timer (`MasterService.lead`), and only then answers as the LEADER;
+2. every commit is an etcd transaction conditioned on the election key still being its own
+   (`EtcdStore.apply` raises `NotLeader` otherwise), and nothing is sent before its commit
+   (persist, then act) -- so a failed commit is followed by no send at all;
+3. it watches its own leadership: a lost lease or a foreign election key ends the term.
+
+A term ends by the process exiting (`Deposed`, exit code `EXIT_DEPOSED` = 3), for a supervisor
+(systemd `Restart=always`, a container runtime, the tests' `MasterSet.restart`) to start it
+again as a standby. Why not re-enter STANDBY in-process: when a commit fails, the core has
+already applied the change it could not persist; the only state known to be right is the
+store's, and the surest way to forget everything else -- the core, offers, half-sent pushes,
+connections, timers -- is a new process. The cost is one process start (~1 s), off the
+failover's critical path: another master is already taking over.
+
+A leader whose store cannot be reached (no etcd quorum: `StoreUnavailable`) does not step down:
+it keeps its records, refuses new work with a clear error (UNAVAILABLE) and retries the commit
+until the store answers (then it goes on, nothing lost) or tells it that it no longer leads.
+
+Every role change is logged once, at WARNING, with `event` = "role" (docs/master.md, "Logs").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+import trio
+
+from edgerm_master.config import advertised_urls, wildcard_host
+from edgerm_master.members import MemberInfo
+
+if TYPE_CHECKING:
+    from edgerm_master.service import MasterService
+
+__all__ = ["RoleLoop", "Deposed", "EXIT_DEPOSED", "member_of"]
+
+log = logging.getLogger("edgerm.master.roles")
+
+# The exit code of a master that lost leadership: a supervisor restarts it as a standby.
+EXIT_DEPOSED = 3
+
+
+class Deposed(Exception):
+    """This master led and no longer does; the process must end (see the module docstring)."""
+
+
+class ElectionLike(Protocol):
+    """What the role loop needs of `edgerm_master.election.Election` (ha-store)."""
+
+    async def campaign(self) -> None: ...
+    def leader(self) -> MemberInfo | None: ...
+    async def resign(self) -> None: ...
+
+
+class FollowingStore(Protocol):
+    async def follow(self) -> None: ...
+
+
+def member_of(service: MasterService, coap: tuple[str, int], ws: tuple[str, int]
+              ) -> MemberInfo:
+    """This master as the members registry shows it: its name and advertised URLs."""
+    cfg = service.config
+    urls = advertised_urls(cfg, coap, ws)
+    if wildcard_host(cfg.host):
+        missing = sorted({"coap", "ws"} - set(cfg.advertise_urls))
+        if missing:
+            raise ValueError(
+                f"--host {cfg.host} binds every address, so clients cannot be told which one "
+                f"reaches this master: set [master] urls for {', '.join(missing)} (or "
+                "--advertise-url KIND=URL)")
+    return MemberInfo(cfg.name or f"{coap[0]}:{coap[1]}", urls)
+
+
+class RoleLoop:
+    """standby -> leader -> deposed, for one process (`MasterService(roles=RoleLoop(...))`).
+
+    Args:
+        make_election: called with this master's `MemberInfo` once the ports are bound;
+            returns the election (it registers the member and keeps its lease).
+        poll_s: how often a standby re-reads the leader for its refusals when the election
+            cannot say at once (a watch normally tells it sooner).
+    """
+
+    def __init__(self, make_election: Any, poll_s: float = 0.2) -> None:
+        self.make_election = make_election
+        self.poll_s = poll_s
+        self.role = "starting"
+        self.member: MemberInfo | None = None
+        self.election: Any = None
+
+    def _log_role(self, role: str, leader: MemberInfo | None, why: str = "") -> None:
+        if role == self.role:
+            return
+        self.role = role
+        log.warning("role %s (leader %s)%s", role, leader.name if leader else "unknown",
+                    f": {why}" if why else "",
+                    extra={"event": "role", "role": role,
+                           "leader": leader.name if leader else ""})
+
+    async def run(self, service: MasterService,
+                  addrs: tuple[tuple[str, int], tuple[str, int]]) -> NoReturn:
+        me = member_of(service, addrs[0], addrs[1])
+        self.member = me
+        election = self.election = await self.make_election(me)
+        store: Any = service.store
+        # Standby: refuse, follow, campaign.
+        async with trio.open_nursery() as standby:
+            if hasattr(store, "follow"):
+                standby.start_soon(store.follow)
+            standby.start_soon(self._name_leader, service, election)
+            await election.campaign()
+            standby.cancel_scope.cancel()
+        # Leader: recover from the warm copy, then serve.
+        await service.lead()
+        service.set_role("leader", me)
+        self._log_role("leader", me, "won the election; recovered, serving")
+        await election.lost()
+        self._log_role("deposed", election.leader(), "leadership lost")
+        raise Deposed("this master lost its leadership (lease expired or election key "
+                      "taken); exiting for the supervisor to restart it as a standby")
+
+    async def _name_leader(self, service: MasterService, election: Any) -> NoReturn:
+        """While standby: keep the refusals naming the current leader."""
+        current: MemberInfo | None = None
+        service.set_role("standby", None)
+        self._log_role("standby", None)
+        while True:
+            leader = election.leader()
+            if leader != current:
+                current = leader
+                service.set_role("standby", leader)
+                log.info("leader is %s", leader.name if leader else "unknown",
+                         extra={"event": "leader", "leader": leader.name if leader else ""})
+            await trio.sleep(self.poll_s)

@@ -1,0 +1,363 @@
+"""Test helpers for several masters sharing one etcd store (docs/ha.md): the masters as real
+processes, and agents and frameworks that follow the leader and count everything.
+
+  `MasterSet` — N `MasterProcess`es with the etcd backend on one cluster: `leader()` (the one
+  whose operator state answers), `kill(i)` / `stop(i)` / `cont(i)` (SIGKILL, SIGSTOP,
+  SIGCONT), `restart(i)` (what a supervisor does: the same ports and name).
+  `HaAgent` — a `ScriptedAgent` over CoAP that moves to the master a refusal names (or the next
+  one on a timeout) and finishes every task it launches at once; `executions` counts every
+  launch it executed, per task id (the id travels as the task's first argument).
+  `HaFramework` — a framework over WebSocket that launches a list of task ids, follows the
+  leader (re-subscribing with its id and secret), acknowledges every update and keeps what it
+  was told: `accepted` (launches the master acknowledged), `states` (per task, in arrival order).
+  `check_no_loss(...)` — the scenarios' verdict: every acknowledged launch ran exactly once and
+  every task's updates arrived in lifecycle order up to FINISHED.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
+
+from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb
+from edgerm_master.testing import ScriptedAgent, ScriptedFramework, wasm_module, wasm_spec
+from edgerm_master.testing_io import MasterProcess
+
+__all__ = ["MasterSet", "HaAgent", "HaFramework", "check_no_loss", "NOT_LEADER", "TASK_MODULE"]
+
+log = logging.getLogger("edgerm.testing_ha")
+
+TS = pb.TaskState
+# issue 12's refusal code (ha-clients adds it to the protocol).
+NOT_LEADER = int(getattr(pb.ErrorCode, "NOT_LEADER", 11))
+# The module every scenario task names (the scripted agents never run it).
+TASK_MODULE = wasm_module(b"ha")
+# A task's states in the order the protocol allows them to reach a framework.
+_ORDER = {TS.STAGING: 0, TS.STARTING: 1, TS.RUNNING: 2, TS.FINISHED: 3}
+
+
+def _parse(url: str) -> tuple[str, int] | None:
+    """(host, port) of "coap://h:p" or "ws://h:p/..." (None for anything else)."""
+    rest = url.partition("://")[2].split("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+# --------------------------------------------------------------------------------------------
+# Masters
+
+
+class MasterSet:
+    """`n` masters with the etcd backend on `endpoints`, each with its own data dir under
+    `base_dir` and its own name (m0, m1, ...)."""
+
+    def __init__(self, base_dir: str, endpoints: Sequence[str], n: int = 3,
+                 lease_ttl_s: float = 2.0, extra: Iterable[str] = ()) -> None:
+        self.masters = [
+            MasterProcess(os.path.join(base_dir, f"m{i}"), heartbeat_ms=200, extra=[
+                "--name", f"m{i}", "--store-backend", "etcd",
+                "--store-endpoints", ",".join(endpoints),
+                "--store-lease-ttl-s", str(lease_ttl_s), *extra])
+            for i in range(n)]
+
+    def start(self) -> MasterSet:
+        # A master is ready once bound (standby or leader): start them all, then wait for one
+        # to lead.
+        for m in self.masters:
+            m.start()
+        return self
+
+    @property
+    def coap(self) -> list[tuple[str, int]]:
+        return [m.coap for m in self.masters]
+
+    @property
+    def ws(self) -> list[tuple[str, int]]:
+        return [m.ws for m in self.masters]
+
+    def alive(self, i: int) -> bool:
+        p = self.masters[i].proc
+        return p is not None and p.poll() is None
+
+    def kill(self, i: int) -> None:
+        self.masters[i].kill()
+
+    def signal(self, i: int, sig: int) -> None:
+        p = self.masters[i].proc
+        assert p is not None
+        p.send_signal(sig)
+
+    def stop(self, i: int) -> None:
+        self.signal(i, signal.SIGSTOP)
+
+    def cont(self, i: int) -> None:
+        self.signal(i, signal.SIGCONT)
+
+    def restart(self, i: int) -> None:
+        """What a supervisor does after the process ended: start it again (same ports)."""
+        m = self.masters[i]
+        if self.alive(i):
+            m.kill()
+        m.start()
+
+    async def leader(self, timeout: float = 15.0, token: str = "operator-token") -> int:
+        """The index of the master whose operator state answers (only the leader's does)."""
+        with trio.fail_after(timeout):
+            while True:
+                for i, m in enumerate(self.masters):
+                    if self.alive(i) and await _answers_state(m.ws, token):
+                        return i
+                await trio.sleep(0.1)
+
+    def log(self, i: int) -> str:
+        with open(self.masters[i].log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def close(self) -> None:
+        for i, m in enumerate(self.masters):
+            if self.alive(i):
+                self.cont(i)  # a stopped process does not act on SIGTERM
+            m.stop()
+
+
+async def _answers_state(ws: tuple[str, int], token: str) -> bool:
+    try:
+        with trio.move_on_after(1.0):
+            async with trio.open_nursery() as nursery:
+                conn = await connect_websocket_url(nursery, f"ws://{ws[0]}:{ws[1]}/state")
+                await conn.send_message(encode(pb.StateRequest(token=token)))
+                data = await conn.get_message()
+                await conn.aclose()
+                try:
+                    decode(pb.ClusterState, data)
+                except Exception:
+                    return False
+                err = _error_of(data)
+                return err is None
+    except (OSError, ConnectionClosed, HandshakeError):
+        return False
+    return False
+
+
+def _error_of(data: bytes) -> pb.Error | None:
+    """A refusal decoded from an answer that may be a ClusterState or an Error."""
+    try:
+        err = decode(pb.Error, data)
+    except Exception:
+        return None
+    return err if err.code in (NOT_LEADER, pb.ErrorCode.UNAVAILABLE) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Agents
+
+
+class HaAgent:
+    """A scripted agent over CoAP (`coap` from `open_coap_client()`) that follows the leader
+    among `masters` and runs every launch to FINISHED at once."""
+
+    def __init__(self, coap: Any, masters: Sequence[tuple[str, int]], name: str,
+                 call_timeout_s: float = 1.0, heartbeat_s: float = 0.1) -> None:
+        self.coap = coap
+        self.masters = list(masters)
+        self.current = 0
+        self.agent = ScriptedAgent(name, resources=pb.Resources(cpus=8, mem_mb=8192,
+                                                                 disk_mb=1000))
+        self.call_timeout_s = call_timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.executions: Counter[str] = Counter()
+        self.refusals = 0
+        self.switches = 0
+
+    def _move(self, leader: str) -> None:
+        target = _parse(leader) if leader else None
+        if target is not None and target in self.masters:
+            self.current = self.masters.index(target)
+        else:
+            self.current = (self.current + 1) % len(self.masters)
+        self.switches += 1
+
+    async def run(self) -> None:
+        a = self.agent
+        while True:
+            data = a.next_call()
+            resp = None
+            with trio.move_on_after(self.call_timeout_s):
+                resp = await self.coap.post(self.masters[self.current], "a", data,
+                                            content_format=CONTENT_FORMAT_CBOR, token_length=2)
+            if resp is None:
+                self._move("")
+                continue
+            before = set(a.starts)
+            reply = a.handle_reply(resp.payload)
+            if reply.HasField("error") and reply.error.code in (NOT_LEADER,
+                                                                pb.ErrorCode.UNAVAILABLE):
+                self.refusals += 1
+                self._move(getattr(reply.error, "leader", ""))
+                await trio.sleep(0.05)
+                continue
+            for n in set(a.starts) - before:
+                spec = a.specs[n]
+                self.executions[spec.wasm.args[0] if spec.wasm.args else f"#{n}"] += 1
+                a.finish(n)
+            if not (a.queue or a.need_register or a.applied != a.acked_applied):
+                await trio.sleep(self.heartbeat_s)
+
+
+# --------------------------------------------------------------------------------------------
+# Frameworks
+
+
+class HaFramework:
+    """Launches `task_ids` (one WASM task each, 0.01 CPU) through whichever master leads."""
+
+    def __init__(self, masters: Sequence[tuple[str, int]], name: str, task_ids: Iterable[str],
+                 per_accept: int = 25,
+                 connect_timeout_s: float = 1.0) -> None:
+        self.masters = list(masters)
+        self.current = 0
+        self.fw = ScriptedFramework(name, failover_timeout_s=300.0)
+        self.todo = list(task_ids)
+        self.all = list(self.todo)
+        self.per_accept = per_accept
+        self.module_sha = hashlib.sha256(TASK_MODULE).digest()
+        self.connect_timeout_s = connect_timeout_s
+        self.accepted: set[str] = set()
+        self.first_accepted_at: float | None = None
+        self.inflight: dict[int, list[str]] = {}     # accept call_id -> task ids
+        self.unsure: set[str] = set()                # sent, connection lost before the answer
+        self.states: dict[str, list[int]] = {}
+        self.errors: list[pb.Error] = []
+        self.connections = 0
+        self.finished = trio.Event()
+
+    def done(self) -> bool:
+        return all(self.states.get(t, [0])[-1] == TS.FINISHED for t in self.all)
+
+    def _move(self, leader: str) -> None:
+        target = _parse(leader) if leader else None
+        if target is not None and target in self.masters:
+            self.current = self.masters.index(target)
+        else:
+            self.current = (self.current + 1) % len(self.masters)
+
+    async def run(self) -> None:
+        while not self.done():
+            host, port = self.masters[self.current]
+            leader = ""
+            try:
+                async with trio.open_nursery() as nursery:
+                    with trio.fail_after(self.connect_timeout_s):
+                        conn = await connect_websocket_url(nursery,
+                                                           f"ws://{host}:{port}/framework")
+                    leader = await self._session(conn)
+                    nursery.cancel_scope.cancel()
+            except (OSError, ConnectionClosed, HandshakeError, trio.TooSlowError):
+                pass
+            # Whatever was sent and not answered: ask the next leader (reconcile).
+            for ids in self.inflight.values():
+                self.unsure.update(ids)
+            self.inflight.clear()
+            self.fw.offers.clear()
+            if self.done():
+                break
+            self._move(leader)
+            await trio.sleep(0.05)
+        self.finished.set()
+
+    async def _session(self, conn: Any) -> str:
+        """One connection: subscribe, then react to events until it ends; the leader a refusal
+        named ("" if none)."""
+        fw = self.fw
+        self.connections += 1
+        await conn.send_message(fw.subscribe())
+        while True:
+            with trio.fail_after(5.0):  # pings come every framework_heartbeat_s
+                data = await conn.get_message()
+            ev = fw.handle_event(data)
+            kind = ev.WhichOneof("event")
+            if kind == "error":
+                self.errors.append(ev.error)
+                ids = self.inflight.pop(ev.call_id, None)
+                if ev.error.code in (NOT_LEADER, pb.ErrorCode.UNAVAILABLE) and not ids:
+                    return getattr(ev.error, "leader", "")
+                if ids:  # an accept refused (an offer of a previous leader): launch again
+                    self.todo[:0] = ids
+            elif kind == "subscribed":
+                # Uploading again is harmless (content-addressed) and makes sure of the module.
+                await conn.send_message(fw.upload(TASK_MODULE, pb.WASM_MODULE))
+                if self.unsure:
+                    await conn.send_message(fw.reconcile(sorted(self.unsure)))
+            elif kind == "accepted":
+                ids = self.inflight.pop(ev.call_id, None) or list(ev.accepted.task_ids)
+                self.accepted.update(ids)
+                if self.first_accepted_at is None:
+                    self.first_accepted_at = time.monotonic()
+            elif kind == "update":
+                u = ev.update
+                if u.task_id in self.unsure:
+                    self.unsure.discard(u.task_id)
+                    if u.state == TS.LOST and u.reason == pb.Reason.TASK_UNKNOWN:
+                        self.todo.insert(0, u.task_id)  # never persisted: launch it again
+                        continue
+                    self.accepted.add(u.task_id)  # the master has it: it was persisted
+                if u.uuid:
+                    self.states.setdefault(u.task_id, []).append(u.state)
+                    await conn.send_message(fw.acknowledge(u))
+                if self.done():
+                    return ""
+            elif kind == "offers":
+                await self._launch(conn)
+
+    async def _launch(self, conn: Any) -> None:
+        fw = self.fw
+        for offer in list(fw.offers.values()):
+            if not self.todo:
+                break
+            room = int(min(offer.resources.cpus / 0.01, offer.resources.mem_mb / 1))
+            take = min(room, self.per_accept, len(self.todo))
+            if take <= 0:
+                continue
+            ids, self.todo = self.todo[:take], self.todo[take:]
+            tasks = [pb.TaskInfo(task_id=t, spec=_spec(t, self.module_sha)) for t in ids]
+            data = fw.accept([offer.offer_id], tasks)
+            self.inflight[fw.call_id] = ids
+            await conn.send_message(data)
+
+
+def _spec(task_id: str, sha: bytes) -> pb.TaskSpec:
+    spec = wasm_spec(sha, len(TASK_MODULE), task_id, mem_mb=1)
+    spec.resources.cpus = 0.01
+    return spec
+
+
+def check_no_loss(frameworks: Sequence[HaFramework], agents: Sequence[HaAgent]) -> None:
+    """Every acknowledged launch ran exactly once on the agents, and each task's updates reached
+    its framework in lifecycle order, ending FINISHED (a repeat of an unacknowledged update is
+    allowed; a step back is not)."""
+    executions: Counter[str] = Counter()
+    for a in agents:
+        executions.update(a.executions)
+    twice = {t: n for t, n in executions.items() if n > 1}
+    assert not twice, f"tasks run more than once: {twice}"
+    for f in frameworks:
+        never = sorted(t for t in f.accepted if executions[t] == 0)
+        assert not never, f"{f.fw.name}: acknowledged launches lost: {never[:20]}"
+        for t in f.all:
+            seen = f.states.get(t, [])
+            ranks = [_ORDER.get(s, -1) for s in seen]
+            assert -1 not in ranks and ranks == sorted(ranks), \
+                f"{f.fw.name} {t}: states out of order {[TS.Name(s) for s in seen]}"
+            assert seen and seen[-1] == TS.FINISHED, \
+                f"{f.fw.name} {t}: did not finish: {[TS.Name(s) for s in seen]}"
