@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 import trio
 
 from edgerm_master.config import advertised_urls, wildcard_host
-from edgerm_master.members import MemberInfo
+from edgerm_master.members import MemberInfo, Role
 
 if TYPE_CHECKING:
     from edgerm_master.service import MasterService
@@ -121,7 +121,7 @@ class RoleLoop:
             standby.cancel_scope.cancel()
         # Leader: recover from the warm copy, then serve.
         await service.lead()
-        service.set_role("leader", me)
+        service.set_role(Role.LEADER, me)
         self._log_role("leader", me, "won the election; recovered, serving")
         await election.lost()
         self._log_role("deposed", election.leader(), "leadership lost")
@@ -131,13 +131,13 @@ class RoleLoop:
     async def _name_leader(self, service: MasterService, election: Any) -> NoReturn:
         """While standby: keep the refusals naming the current leader."""
         current: MemberInfo | None = None
-        service.set_role("standby", None)
+        service.set_role(Role.STANDBY, None)
         self._log_role("standby", None)
         while True:
             leader = election.leader()
             if leader != current:
                 current = leader
-                service.set_role("standby", leader)
+                service.set_role(Role.STANDBY, leader)
                 log.info("leader is %s", leader.name if leader else "unknown",
                          extra={"event": "leader", "leader": leader.name if leader else ""})
             await trio.sleep(self.poll_s)

@@ -224,6 +224,9 @@ class MasterService:
                 self._nursery = nursery
                 if self.roles is None:
                     await self.lead()
+                else:
+                    # Bound but not leading: refuse everything until the election is won.
+                    self.set_role(Role.STANDBY, None)
                 addrs = await self._serve(nursery)
                 task_status.started(addrs)
                 if self.roles is not None:

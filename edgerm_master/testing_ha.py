@@ -42,7 +42,7 @@ NOT_LEADER = int(getattr(pb.ErrorCode, "NOT_LEADER", 11))
 # The module every scenario task names (the scripted agents never run it).
 TASK_MODULE = wasm_module(b"ha")
 # A task's states in the order the protocol allows them to reach a framework.
-_ORDER = {TS.STAGING: 0, TS.STARTING: 1, TS.RUNNING: 2, TS.FINISHED: 3}
+_ORDER: dict[int, int] = {TS.STAGING: 0, TS.STARTING: 1, TS.RUNNING: 2, TS.FINISHED: 3}
 
 
 def _parse(url: str) -> tuple[str, int] | None:
@@ -132,6 +132,7 @@ class MasterSet:
 
 
 async def _answers_state(ws: tuple[str, int], token: str) -> bool:
+    """True when the master at `ws` answers the operator state (a standby refuses it)."""
     try:
         with trio.move_on_after(1.0):
             async with trio.open_nursery() as nursery:
@@ -139,24 +140,15 @@ async def _answers_state(ws: tuple[str, int], token: str) -> bool:
                 await conn.send_message(encode(pb.StateRequest(token=token)))
                 data = await conn.get_message()
                 await conn.aclose()
+                assert isinstance(data, bytes)
                 try:
-                    decode(pb.ClusterState, data)
+                    # Only a ClusterState carries the master's version.
+                    return bool(decode(pb.ClusterState, data).version)
                 except Exception:
                     return False
-                err = _error_of(data)
-                return err is None
     except (OSError, ConnectionClosed, HandshakeError):
         return False
     return False
-
-
-def _error_of(data: bytes) -> pb.Error | None:
-    """A refusal decoded from an answer that may be a ClusterState or an Error."""
-    try:
-        err = decode(pb.Error, data)
-    except Exception:
-        return None
-    return err if err.code in (NOT_LEADER, pb.ErrorCode.UNAVAILABLE) else None
 
 
 # --------------------------------------------------------------------------------------------
