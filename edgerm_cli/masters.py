@@ -1,0 +1,133 @@
+"""`edgerm masters`: each master's role and which one leads (docs/ha.md).
+
+Two sources, used together when both are given:
+- the masters the command is pointed at (`--master`, a comma list or repeated): each is asked
+  for the operator state (WebSocket `/state`); the leader answers it, a standby refuses with
+  NOT_LEADER naming the leader's URL, a master that does not answer is `unreachable`;
+- etcd's members registry (`--etcd ENDPOINTS`, env EDGERM_ETCD): every master that runs, by
+  name, with the URLs it advertises, and the holder of the election key (the leader), also
+  masters the command was not told about.
+
+Error handling: no master and no etcd answering exits with EXIT_MASTER (one line on stderr);
+a table (or `--json`) is printed whenever something answered, the unreachable ones included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+import trio
+
+from edgerm.framework import describe_connection_error, endpoint_url
+from edgerm.transport.websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConfig,
+    connect_websocket,
+)
+from edgerm.wire import DecodeError, decode, encode, pb
+from edgerm_cli import EXIT_MASTER, EXIT_USAGE
+from edgerm_cli.listing import STATE_MAX_BYTES, render_table
+from edgerm_cli.target import TargetError, resolve_target
+
+__all__ = ["MasterRow", "probe_master", "masters_command", "masters_table", "master_urls"]
+
+
+@dataclass
+class MasterRow:
+    """One master as `edgerm masters` shows it."""
+    name: str            # from the members registry; "" when only probed
+    role: str            # leader, standby, unreachable, refusing, registered (etcd only)
+    urls: dict[str, str]
+    leader: str = ""     # the leader's URL or name this master names ("" unknown)
+    detail: str = ""     # why unreachable / refusing
+
+
+def master_urls(value: Any) -> list[str]:
+    """`--master` as a list: a string with commas, or a list of such (repeated flag)."""
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        for url in str(item or "").split(","):
+            url = url.strip()
+            if url and url not in out:
+                out.append(url)
+    return out
+
+
+async def probe_master(url: str, operator_token: str, timeout_s: float = 3.0) -> MasterRow:
+    """Ask one master for the operator state; what its answer says of its role."""
+    state_url = endpoint_url(url, "/state")
+    config = WebSocketConfig(ping_interval=None, max_message_size=STATE_MAX_BYTES,
+                             message_queue_size=1, connect_timeout=timeout_s,
+                             disconnect_timeout=1.0)
+    row = MasterRow("", "unreachable", {"ws": url})
+    try:
+        with trio.fail_after(timeout_s):
+            async with connect_websocket(state_url, config=config) as ws:
+                await ws.send(encode(pb.StateRequest(token=operator_token)))
+                raw = await ws.receive()
+    except trio.TooSlowError:
+        row.detail = f"no answer within {timeout_s:g} s"
+        return row
+    except (OSError, HandshakeError, ConnectionClosed) as e:
+        row.detail = describe_connection_error(e)
+        return row
+    try:
+        if decode(pb.ClusterState, raw).version:  # only a ClusterState carries the version
+            row.role = "leader"
+            row.leader = url
+            return row
+    except DecodeError:
+        pass
+    try:
+        err = decode(pb.Error, raw)
+    except DecodeError:
+        err = pb.Error()
+    if err.code == pb.NOT_LEADER:
+        row.role = "standby"
+        row.leader = err.leader
+    else:
+        row.role = "refusing"
+        row.detail = err.message or "an answer that is neither a state nor a refusal"
+    return row
+
+
+def masters_table(rows: list[MasterRow]) -> str:
+    cells = [[r.name or "-", r.role, r.urls.get("coap", "-"), r.urls.get("ws", "-"),
+              r.leader or "-", r.detail or ""] for r in rows]
+    return render_table(["NAME", "ROLE", "COAP", "WS", "LEADER", "DETAIL"], cells)
+
+
+async def masters_command(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        target = resolve_target(args, need="operator")
+    except TargetError as e:
+        print(f"edgerm: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    urls = master_urls(args.master or os.environ.get("EDGERM_MASTER") or target.master)
+    rows: list[MasterRow] = [MasterRow("", "unreachable", {"ws": u}) for u in urls]
+
+    async def probe(i: int) -> None:
+        rows[i] = await probe_master(urls[i], target.operator_token)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(urls)):
+            nursery.start_soon(probe, i)
+    if all(r.role == "unreachable" for r in rows):
+        print("edgerm: no master answered: " + "; ".join(
+            f"{r.urls['ws']}: {r.detail}" for r in rows) + " (check --master)", file=sys.stderr)
+        return EXIT_MASTER
+    leaders = [r.urls.get("ws", "") for r in rows if r.role == "leader"]
+    if args.json:
+        print(json.dumps({"leader": leaders[0] if leaders else "",
+                          "masters": [asdict(r) for r in rows]}, indent=2, sort_keys=True),
+              file=out)
+    else:
+        print(masters_table(rows), file=out)
+    return 0
