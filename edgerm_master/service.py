@@ -1,11 +1,12 @@
-"""The Trio shell around the master core: CoAP and WebSocket in, SQLite and sockets out.
+"""The Trio shell around the master core: CoAP and WebSocket in, the store and sockets out.
 
 It does four things and decides nothing:
 1. feeds every decoded-enough input to the core (`agent_call`, `framework_call`, ...);
 2. a single *flusher* task takes the core's records and outbox together, commits the records in
-   one SQLite transaction (`trio.to_thread.run_sync(store.apply, ...)`), and only then sends the
-   outbox (persist, then act); request handlers that answer directly (CoAP POST `a`, agent
-   WebSocket frames) wait until every record emitted before their answer is durable;
+   one store transaction (`await store.apply(...)`: SQLite in a worker thread, or etcd; see
+   store_api.py), and only then sends the outbox (persist, then act); request handlers that
+   answer directly (CoAP POST `a`, agent WebSocket frames) wait until every record emitted
+   before their answer is durable;
 3. one timer task sleeps until the core's `get_timer()` and calls `handle_timer`;
 4. keeps the push channels: an agent's CoAP Observe on `c` or its WebSocket, and each
    framework's WebSocket (with a writer task and a bounded queue).
@@ -44,7 +45,7 @@ from edgerm_master.config import MasterConfig
 from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
 from edgerm_master.modules import ModuleReader, parse_hex
-from edgerm_master.store import Store
+from edgerm_master.store_api import MasterStore, StoreUnavailable, open_store
 
 __all__ = ["MasterService", "ERROR_TO_COAP", "ListenError", "peer_address"]
 
@@ -116,11 +117,14 @@ class MasterService:
     """Run with `await nursery.start(service.run)`; `started` gives ((coap host, port),
     (ws host, port))."""
 
-    def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time,
+                 store: MasterStore | None = None) -> None:
+        """`store`: the store to use (an EtcdStore the caller fences); by default `run` opens
+        the one `config` names (store_api.open_store) and closes it when it ends."""
         self.config = config
         self.clock = clock
         self.core = Master(config)
-        self.store: Store | None = None
+        self.store: MasterStore | None = store
         self.modules: ModuleReader | None = None
         self._kick = trio.Event()
         self._durable_event = trio.Event()
@@ -139,14 +143,14 @@ class MasterService:
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         cfg = self.config
-        store = await trio.to_thread.run_sync(Store, cfg.data_dir, cfg.sqlite_synchronous)
+        store = self.store if self.store is not None else await open_store(cfg)
         self.store = store
-        self.modules = ModuleReader(store.module_dir)
+        self.modules = ModuleReader(store.read_module)
         try:
-            snap = await trio.to_thread.run_sync(store.recover)
+            snap = await store.recover()
             self.core.recover(snap, self.clock())
             # Recovery may itself emit records (pruning); commit them before serving.
-            await trio.to_thread.run_sync(store.apply, self.core.take_records())
+            await store.apply(self.core.take_records())
             self._durable = self.core.records_emitted
             self.core.take_outbox()
             async with trio.open_nursery() as nursery:
@@ -183,7 +187,8 @@ class MasterService:
                 ws_port = ws_addr[1]
                 task_status.started(((coap_addr[0], coap_addr[1]), (cfg.host, ws_port)))
         finally:
-            store.close()
+            with trio.CancelScope(shield=True):
+                await store.aclose()
 
     def _after_core(self) -> None:
         """Wake the flusher if the core has something, and pull the timer in if needed."""
@@ -214,7 +219,7 @@ class MasterService:
             records = core.take_records()
             outbox = core.take_outbox()
             if records:
-                await trio.to_thread.run_sync(store.apply, records)
+                await store.apply(records)
                 self.commits += 1
                 for r in records:
                     if type(r).__name__ == "RemoveModule" and self.modules is not None:
@@ -316,8 +321,8 @@ class MasterService:
         if result.module is not None and self.modules is not None:
             read = result.module
             try:
-                data = await trio.to_thread.run_sync(self.modules.read, read.sha256)
-            except OSError:
+                data = await self.modules.read(read.sha256)
+            except (OSError, StoreUnavailable):
                 return encode(pb.AgentReply(seq=read.seq, error=pb.Error(
                     code=E.UNAVAILABLE, message="module file unreadable; try again")))
             return self.core.module_chunk(result.agent_id, read,
@@ -403,8 +408,8 @@ class MasterService:
         data = self.modules.cached(sha)
         if data is None:
             try:
-                data = await trio.to_thread.run_sync(self.modules.read, sha)
-            except OSError:
+                data = await self.modules.read(sha)
+            except (OSError, StoreUnavailable):
                 return Response(Code.SERVICE_UNAVAILABLE, b"module file unreadable")
         return Response(Code.CONTENT, data, _OCTET_STREAM)
 
