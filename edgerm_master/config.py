@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -99,6 +100,22 @@ class MasterConfig:
     # --- store
     # "FULL": every commit survives a power cut; "NORMAL": survives a process crash (kill -9).
     sqlite_synchronous: str = "FULL"
+    # TOML `[store]` table (`backend = "etcd"`, `endpoints = [...]`, ...; docs/ha.md): "sqlite"
+    # is the embedded store of a single master; "etcd" an etcd v3 cluster (3.4+, JSON gateway)
+    # that several masters share, one of them leading.
+    store_backend: str = "sqlite"
+    store_endpoints: list[str] = field(default_factory=list)   # etcd client URLs
+    # Every key of this cluster's state starts with this (several clusters may share an etcd).
+    store_prefix: str = "/edgerm/"
+    # The leader's lease: a leader that stops renewing it (dead, stopped, cut off) is replaced
+    # this long after its last renewal (Kubernetes' default lease is 15 s).
+    store_lease_ttl_s: float = 5.0
+    # How long one etcd request may take before the next endpoint is tried.
+    store_timeout_s: float = 5.0
+    # TLS to etcd (https:// endpoints): trust anchors, and a client certificate and its key.
+    store_ca_file: str = ""
+    store_cert_file: str = ""
+    store_key_file: str = ""
 
     # --- high availability (docs/ha.md; TOML table [master]: name, urls)
     # This master's name among the masters sharing one etcd store (the members registry and
@@ -155,6 +172,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ws-max-connections-per-source", type=int,
                    help="WebSocket: open connections from one address (default 200; 0: no limit)")
     p.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "EXTRA"])
+    p.add_argument("--store-backend", choices=["sqlite", "etcd"],
+                   help="where the state lives (default sqlite; etcd: several masters)")
+    p.add_argument("--store-endpoint", action="append",
+                   help="etcd client URL (repeatable or comma-separated)")
+    p.add_argument("--store-prefix", help="etcd key prefix of this cluster (default /edgerm/)")
+    p.add_argument("--store-lease-ttl-s", type=float,
+                   help="leader lease in seconds: failover time after a leader dies (default 5)")
+    p.add_argument("--store-timeout-s", type=float,
+                   help="etcd request timeout before the next endpoint (default 5)")
+    p.add_argument("--store-ca-file", help="etcd TLS: CA certificates (PEM)")
+    p.add_argument("--store-cert-file", help="etcd TLS: client certificate (PEM)")
+    p.add_argument("--store-key-file", help="etcd TLS: client certificate's key (PEM)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--name", help="this master's name among several sharing one etcd store "
                    "(default <host>:<coap port>)")
@@ -176,6 +205,10 @@ _FLAG_TO_FIELD = {
     "ws_first_message_s": "ws_first_message_s", "ws_max_connections": "ws_max_connections",
     "ws_max_connections_per_source": "ws_max_connections_per_source",
     "sqlite_synchronous": "sqlite_synchronous", "log_level": "log_level", "name": "name",
+    "store_backend": "store_backend", "store_endpoint": "store_endpoints",
+    "store_prefix": "store_prefix", "store_lease_ttl_s": "store_lease_ttl_s",
+    "store_timeout_s": "store_timeout_s", "store_ca_file": "store_ca_file",
+    "store_cert_file": "store_cert_file", "store_key_file": "store_key_file",
 }
 
 # Transports a master can advertise a URL for, with the URL schemes clients accept for each.
@@ -203,6 +236,15 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
             if key not in _MASTER_TABLE:
                 raise ConfigError(f"{source}: unknown key {key!r} in [master] (name, urls)")
             values[_MASTER_TABLE[key]] = value
+    table = values.pop("store", None)
+    if table is not None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: store must be a table ([store] backend = ...)")
+        for key, value in table.items():
+            if f"store_{key}" not in fields:
+                raise ConfigError(f"{source}: unknown key {key!r} in [store] (docs/ha.md lists "
+                                  "the keys)")
+            values[f"store_{key}"] = value
     values.update(overrides or {})
     for key, value in values.items():
         if key not in fields:
@@ -249,6 +291,7 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: no limit)")
     _check_advertised(cfg, source)
+    _check_store(cfg)
     return cfg
 
 
@@ -282,6 +325,44 @@ def advertised_urls(cfg: MasterConfig, coap: tuple[str, int], ws: tuple[str, int
 def wildcard_host(host: str) -> bool:
     """True when `host` binds every address (clients cannot use it as a URL)."""
     return host in ("", "0.0.0.0", "::", "[::]")
+
+
+def _check_store(cfg: MasterConfig) -> None:
+    """The `[store]` settings, each problem with what to write instead."""
+    if cfg.store_backend not in ("sqlite", "etcd"):
+        raise ConfigError(f"[store] backend = {cfg.store_backend!r}: use \"sqlite\" (one master) "
+                          "or \"etcd\" (several masters sharing an etcd cluster)")
+    # "a,b" from a flag or a TOML string: a list of URLs.
+    cfg.store_endpoints = [u.strip() for e in cfg.store_endpoints for u in e.split(",")
+                           if u.strip()]
+    if cfg.store_backend != "etcd":
+        return
+    if not cfg.store_endpoints:
+        raise ConfigError("[store] backend = \"etcd\" needs endpoints = [\"http://HOST:2379\", "
+                          "...] (or --store-endpoint): the etcd members' client URLs")
+    for url in cfg.store_endpoints:
+        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+            raise ConfigError(f"[store] endpoint {url!r} is not an http:// or https:// URL "
+                              "(etcd's client URL, e.g. http://10.0.0.1:2379)")
+    if not cfg.store_prefix.startswith("/") or not cfg.store_prefix.endswith("/"):
+        raise ConfigError(f"[store] prefix = {cfg.store_prefix!r}: it must start and end with "
+                          "\"/\" (e.g. \"/edgerm/\")")
+    if not cfg.store_lease_ttl_s >= 1:
+        raise ConfigError(f"[store] lease_ttl_s = {cfg.store_lease_ttl_s:g}: etcd leases are "
+                          "whole seconds, at least 1 (2 to 15 is usual)")
+    if not cfg.store_timeout_s > 0:
+        raise ConfigError("[store] timeout_s must be > 0")
+    if cfg.store_key_file and not cfg.store_cert_file:
+        raise ConfigError("[store] key_file is set without cert_file: give the client "
+                          "certificate too")
+    for key in ("store_ca_file", "store_cert_file", "store_key_file"):
+        path = getattr(cfg, key)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"[store] {key[6:]} = {path!r}: no such file")
+    from edgerm_master.etcd_store import MODULE_MAX_BYTES
+    if cfg.module_max_bytes > MODULE_MAX_BYTES:
+        raise ConfigError(f"module_max_bytes = {cfg.module_max_bytes}: the etcd store holds "
+                          f"modules up to {MODULE_MAX_BYTES} bytes; lower module_max_bytes")
 
 
 def liveness_problem(cfg: MasterConfig) -> str | None:

@@ -1,11 +1,12 @@
-"""The Trio shell around the master core: CoAP and WebSocket in, SQLite and sockets out.
+"""The Trio shell around the master core: CoAP and WebSocket in, the store and sockets out.
 
 It does four things and decides nothing:
 1. feeds every decoded-enough input to the core (`agent_call`, `framework_call`, ...);
 2. a single *flusher* task takes the core's records and outbox together, commits the records in
-   one SQLite transaction (`trio.to_thread.run_sync(store.apply, ...)`), and only then sends the
-   outbox (persist, then act); request handlers that answer directly (CoAP POST `a`, agent
-   WebSocket frames) wait until every record emitted before their answer is durable;
+   one store transaction (`await store.apply(...)`: SQLite in a worker thread, or etcd; see
+   store_api.py), and only then sends the outbox (persist, then act); request handlers that
+   answer directly (CoAP POST `a`, agent WebSocket frames) wait until every record emitted
+   before their answer is durable;
 3. one timer task sleeps until the core's `get_timer()` and calls `handle_timer`;
 4. keeps the push channels: an agent's CoAP Observe on `c` or its WebSocket, and each
    framework's WebSocket (with a writer task and a bounded queue).
@@ -53,7 +54,7 @@ from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToF
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
 from edgerm_master.members import MemberInfo, Role
 from edgerm_master.modules import ModuleReader, parse_hex
-from edgerm_master.store import Store
+from edgerm_master.store_api import MasterStore, StoreUnavailable, open_store
 
 if TYPE_CHECKING:
     from edgerm_master.roles import RoleLoop
@@ -130,12 +131,15 @@ class MasterService:
     (ws host, port))."""
 
     def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time,
-                 roles: RoleLoop | None = None) -> None:
+                 store: MasterStore | None = None, roles: RoleLoop | None = None) -> None:
+        """`store`: the store to use (an EtcdStore the caller fences); by default `run` opens
+        the one `config` names (store_api.open_store) and closes it when it ends. `roles`: the
+        role loop of a master among several (edgerm_master.roles); without it, it leads."""
         self.config = config
         self.roles = roles
         self.clock = clock
         self.core = Master(config)
-        self.store: Store | None = None
+        self.store: MasterStore | None = store
         self.modules: ModuleReader | None = None
         self._kick = trio.Event()
         self._durable_event = trio.Event()
@@ -216,9 +220,9 @@ class MasterService:
         call, and let the loop make this master lead (`lead()`) when it wins the election; the
         loop raises `Deposed` when leadership is lost, which ends this (edgerm_master.roles)."""
         cfg = self.config
-        store = await trio.to_thread.run_sync(Store, cfg.data_dir, cfg.sqlite_synchronous)
+        store = self.store if self.store is not None else await open_store(cfg)
         self.store = store
-        self.modules = ModuleReader(store.module_dir)
+        self.modules = ModuleReader(store.read_module)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -232,16 +236,17 @@ class MasterService:
                 if self.roles is not None:
                     await self.roles.run(self, addrs)
         finally:
-            store.close()
+            with trio.CancelScope(shield=True):
+                await store.aclose()
 
     async def lead(self) -> None:
         """Become the acting master: rebuild the core from the store, commit what recovery
         emits (pruning) before anything is served, start the flusher and the timer."""
         assert self.store is not None and self._nursery is not None
         store = self.store
-        snap = await trio.to_thread.run_sync(store.recover)
+        snap = await store.recover()
         self.core.recover(snap, self.clock())
-        await trio.to_thread.run_sync(store.apply, self.core.take_records())
+        await store.apply(self.core.take_records())
         self._durable = self.core.records_emitted
         self.core.take_outbox()
         self._nursery.start_soon(self._flusher)
@@ -309,7 +314,7 @@ class MasterService:
             records = core.take_records()
             outbox = core.take_outbox()
             if records:
-                await trio.to_thread.run_sync(store.apply, records)
+                await store.apply(records)
                 self.commits += 1
                 for r in records:
                     if type(r).__name__ == "RemoveModule" and self.modules is not None:
@@ -414,8 +419,8 @@ class MasterService:
         if result.module is not None and self.modules is not None:
             read = result.module
             try:
-                data = await trio.to_thread.run_sync(self.modules.read, read.sha256)
-            except OSError:
+                data = await self.modules.read(read.sha256)
+            except (OSError, StoreUnavailable):
                 return encode(pb.AgentReply(seq=read.seq, error=pb.Error(
                     code=E.UNAVAILABLE, message="module file unreadable; try again")))
             return self.core.module_chunk(result.agent_id, read,
@@ -510,8 +515,8 @@ class MasterService:
         data = self.modules.cached(sha)
         if data is None:
             try:
-                data = await trio.to_thread.run_sync(self.modules.read, sha)
-            except OSError:
+                data = await self.modules.read(sha)
+            except (OSError, StoreUnavailable):
                 return Response(Code.SERVICE_UNAVAILABLE, b"module file unreadable")
         return Response(Code.CONTENT, data, _OCTET_STREAM)
 
