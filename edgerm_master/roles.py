@@ -31,12 +31,13 @@ Every role change is logged once, at WARNING, with `event` = "role" (docs/master
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
 from edgerm_master.config import advertised_urls, wildcard_host
 from edgerm_master.members import MemberInfo, Role
+from edgerm_master.store_api import StoreUnavailable
 
 if TYPE_CHECKING:
     from edgerm_master.service import MasterService
@@ -51,18 +52,6 @@ EXIT_DEPOSED = 3
 
 class Deposed(Exception):
     """This master led and no longer does; the process must end (see the module docstring)."""
-
-
-class ElectionLike(Protocol):
-    """What the role loop needs of `edgerm_master.election.Election` (ha-store)."""
-
-    async def campaign(self) -> None: ...
-    def leader(self) -> MemberInfo | None: ...
-    async def resign(self) -> None: ...
-
-
-class FollowingStore(Protocol):
-    async def follow(self) -> None: ...
 
 
 def member_of(service: MasterService, coap: tuple[str, int], ws: tuple[str, int]
@@ -81,18 +70,24 @@ def member_of(service: MasterService, coap: tuple[str, int], ws: tuple[str, int]
 
 
 class RoleLoop:
-    """standby -> leader -> deposed, for one process (`MasterService(roles=RoleLoop(...))`).
+    """standby -> leader -> deposed, for one process (`MasterService(roles=RoleLoop())`, with
+    an `EtcdStore` as the service's store).
 
     Args:
-        make_election: called with this master's `MemberInfo` once the ports are bound;
-            returns the election (it registers the member and keeps its lease).
-        poll_s: how often a standby re-reads the leader for its refusals when the election
-            cannot say at once (a watch normally tells it sooner).
+        make_election: called with the store and this master's `MemberInfo` once the ports
+            are bound; returns the election (default: `Election` on the store's etcd client,
+            with the config's prefix and lease).
+        poll_s: how often a standby re-reads the leader for its refusals (the election's
+            watch keeps it current; this only bounds how stale a refusal can be).
+        act_on_loss: False only in the fencing tests (edgerm_master.testing_fencing): a
+            deposed leader that does not notice, so that only the store's compare stops it.
     """
 
-    def __init__(self, make_election: Any, poll_s: float = 0.2) -> None:
+    def __init__(self, make_election: Any = None, poll_s: float = 0.1,
+                 act_on_loss: bool = True) -> None:
         self.make_election = make_election
         self.poll_s = poll_s
+        self.act_on_loss = act_on_loss
         self.role = "starting"
         self.member: MemberInfo | None = None
         self.election: Any = None
@@ -106,38 +101,63 @@ class RoleLoop:
                     extra={"event": "role", "role": role,
                            "leader": leader.name if leader else ""})
 
+    def _default_election(self, store: Any, me: MemberInfo, config: Any) -> Any:
+        from edgerm_master.election import Election
+        return Election(store.client, config.store_prefix, config.store_lease_ttl_s, me)
+
     async def run(self, service: MasterService,
                   addrs: tuple[tuple[str, int], tuple[str, int]]) -> NoReturn:
         me = member_of(service, addrs[0], addrs[1])
         self.member = me
-        election = self.election = await self.make_election(me)
         store: Any = service.store
-        # Standby: refuse, follow, campaign.
-        async with trio.open_nursery() as standby:
+        if self.make_election is not None:
+            election = await self.make_election(store, me)
+        else:
+            election = self._default_election(store, me, service.config)
+        self.election = election
+        async with trio.open_nursery() as nursery:
+            # Standby: the lease and the members entry, the warm copy, refusals naming the
+            # leader; campaign.
+            if hasattr(election, "run"):
+                await nursery.start(election.run)
             if hasattr(store, "follow"):
-                standby.start_soon(store.follow)
-            standby.start_soon(self._name_leader, service, election)
+                await nursery.start(store.follow)
+            self._log_role("standby", None)
+            naming = trio.CancelScope()
+            nursery.start_soon(self._name_leader, service, election, naming)
             await election.campaign()
-            standby.cancel_scope.cancel()
-        # Leader: recover from the warm copy, then serve.
-        await service.lead()
-        service.set_role(Role.LEADER, me)
-        self._log_role("leader", me, "won the election; recovered, serving")
-        await election.lost()
-        self._log_role("deposed", election.leader(), "leadership lost")
-        raise Deposed("this master lost its leadership (lease expired or election key "
-                      "taken); exiting for the supervisor to restart it as a standby")
+            naming.cancel()
+            # Leader: every write fenced on this term's election key; recover (from the
+            # warm copy: recover() ends follow()), then serve.
+            if hasattr(store, "set_fence"):
+                store.set_fence(election.fence)
+            try:
+                await service.lead()
+            except StoreUnavailable as e:
+                raise Deposed(f"won the election but cannot recover: {e}") from None
+            service.set_role(Role.LEADER, me)
+            self._log_role("leader", me, "won the election; recovered, serving")
+            if self.act_on_loss:
+                await election.lost.wait()
+            else:
+                await trio.sleep_forever()
+            self._log_role("deposed", election.leader(), "leadership lost")
+            raise Deposed("this master lost its leadership (lease expired or election key "
+                          "taken); exiting for the supervisor to restart it as a standby")
 
-    async def _name_leader(self, service: MasterService, election: Any) -> NoReturn:
+    async def _name_leader(self, service: MasterService, election: Any,
+                           scope: trio.CancelScope) -> None:
         """While standby: keep the refusals naming the current leader."""
-        current: MemberInfo | None = None
-        service.set_role(Role.STANDBY, None)
-        self._log_role("standby", None)
-        while True:
-            leader = election.leader()
-            if leader != current:
-                current = leader
-                service.set_role(Role.STANDBY, leader)
-                log.info("leader is %s", leader.name if leader else "unknown",
-                         extra={"event": "leader", "leader": leader.name if leader else ""})
-            await trio.sleep(self.poll_s)
+        with scope:
+            current: MemberInfo | None = None
+            while True:
+                leader = election.leader()
+                if leader is not None and leader.name == (self.member.name if self.member
+                                                          else None):
+                    leader = None  # our own key from a term of a previous process
+                if leader != current:
+                    current = leader
+                    service.set_role(Role.STANDBY, leader)
+                    log.info("leader is %s", leader.name if leader else "unknown",
+                             extra={"event": "leader", "leader": leader.name if leader else ""})
+                await trio.sleep(self.poll_s)

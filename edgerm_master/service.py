@@ -29,11 +29,12 @@ commit escapes and stops the master (it must not act on what it could not persis
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ from edgerm.wire import CONTENT_FORMAT_CBOR, DecodeError, decode, encode, pb
 from edgerm_master.config import MasterConfig
 from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
+from edgerm_master.listen import ListenError, functools_partial, listen, peer_address
 from edgerm_master.members import MemberInfo, Role
 from edgerm_master.modules import ModuleReader, parse_hex
 from edgerm_master.store_api import MasterStore, StoreUnavailable, open_store
@@ -102,30 +104,6 @@ class _Close:
 _CLOSE = _Close()
 
 
-class ListenError(Exception):
-    """A port the master must serve on cannot be bound (in use, not allowed, no such address).
-    The message says which and what to do."""
-
-
-async def _listen(what: str, flag: str, host: str, port: int,
-                  start: Callable[[], Awaitable[Any]]) -> Any:
-    """`await start()` (a server's `nursery.start`), its bind failure as a `ListenError`."""
-    try:
-        return await start()
-    except (OSError, ExceptionGroup) as e:
-        # serve_websocket binds inside a nursery of its own: its OSError comes in a group.
-        error = e
-        while isinstance(error, ExceptionGroup):
-            matched, rest = error.split(OSError)
-            if matched is None or rest is not None or len(matched.exceptions) != 1:
-                raise
-            error = matched.exceptions[0]
-        assert isinstance(error, OSError)
-        raise ListenError(
-            f"cannot serve {what} on {host}:{port}: {error.strerror or error}; stop what uses "
-            f"that port or choose another with {flag} (0 picks a free one)") from None
-
-
 class MasterService:
     """Run with `await nursery.start(service.run)`; `started` gives ((coap host, port),
     (ws host, port))."""
@@ -154,6 +132,8 @@ class MasterService:
         self._gc_frozen_at = 0  # agents there were when the collector last froze the heap
         self.role = Role.LEADER
         self.leader: MemberInfo | None = None
+        # Why the store cannot be written now (None: it can); set while a commit is retried.
+        self.store_down: str | None = None
         self._leading = trio.Event()   # set while LEADER; the timer and flusher wait on it
         self._leading.set()
 
@@ -202,6 +182,19 @@ class MasterService:
                 "this master is a standby and knows no leader yet; try another master")
         return pb.Error(code=E.NOT_LEADER, message=text, leader=url)
 
+    def _coap_unavailable(self, request: Request) -> Response:
+        return Response(Code.SERVICE_UNAVAILABLE, self._agent_error(
+            request.payload, self._store_refusal()), CONTENT_FORMAT_CBOR)
+
+    @staticmethod
+    def _agent_error(call: bytes, error: pb.Error) -> bytes:
+        """An AgentReply carrying `error`, with the seq of `call` (0 if it has none)."""
+        try:
+            seq = decode(pb.AgentCall, call).seq
+        except DecodeError:
+            seq = 0
+        return encode(pb.AgentReply(seq=seq, error=error))
+
     def _coap_refusal(self, request: Request) -> Response:
         seq = 0
         try:
@@ -215,10 +208,8 @@ class MasterService:
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Serve until cancelled. Alone (SQLite): recover, then serve as the leader. With a role
-        loop (`roles`, several masters on etcd): serve at once as a standby that refuses every
-        call, and let the loop make this master lead (`lead()`) when it wins the election; the
-        loop raises `Deposed` when leadership is lost, which ends this (edgerm_master.roles)."""
+        """Serve until cancelled: as the leader (one master), or first as a standby whose role
+        loop (`roles`: edgerm_master.roles) calls `lead()` on winning and raises `Deposed`."""
         cfg = self.config
         store = self.store if self.store is not None else await open_store(cfg)
         self.store = store
@@ -265,10 +256,10 @@ class MasterService:
         site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
         self.coap_server = CoapServer(site)
         server = self.coap_server
-        coap_addr = await _listen(
+        coap_addr = await listen(
             "CoAP", "--coap-port", cfg.host, cfg.coap_port,
             lambda: nursery.start(server.serve, cfg.host, cfg.coap_port))
-        ws_addr = await _listen("WebSocket", "--ws-port", cfg.host, cfg.ws_port,
+        ws_addr = await listen("WebSocket", "--ws-port", cfg.host, cfg.ws_port,
                                 lambda: nursery.start(functools_partial(
             serve_websocket,
             {"/agent": self._ws_agent, "/framework": self._ws_framework,
@@ -314,7 +305,7 @@ class MasterService:
             records = core.take_records()
             outbox = core.take_outbox()
             if records:
-                await store.apply(records)
+                await self._commit(store, records)
                 self.commits += 1
                 for r in records:
                     if type(r).__name__ == "RemoveModule" and self.modules is not None:
@@ -328,6 +319,31 @@ class MasterService:
                 self._gc_frozen_at = len(core.agents)
                 gc.collect(1)
                 gc.freeze()
+
+    async def _commit(self, store: MasterStore, records: list[Any]) -> None:
+        """`store.apply(records)`, retried while the store cannot be reached (no etcd quorum):
+        meanwhile new work is refused with UNAVAILABLE (`store_down`) and nothing of this
+        batch is acted on. `NotLeader` escapes: a deposed master stops (edgerm_master.roles)."""
+        delay = 0.1
+        while True:
+            try:
+                await store.apply(records)
+            except StoreUnavailable as e:
+                if self.store_down is None:
+                    log.error("%s", e, extra={"event": "store_unavailable"})
+                self.store_down = str(e)
+                await trio.sleep(delay)
+                delay = min(1.0, delay * 2)
+                continue
+            if self.store_down is not None:
+                log.warning("the store answers again; accepting work",
+                            extra={"event": "store_available"})
+                self.store_down = None
+            return
+
+    def _store_refusal(self) -> pb.Error:
+        return pb.Error(code=E.UNAVAILABLE, message=f"the master cannot commit now: "
+                        f"{self.store_down}; try again shortly")
 
     def _dispatch(self, item: ToFramework | ToAgent | CloseFramework) -> None:
         if isinstance(item, ToFramework):
@@ -474,6 +490,8 @@ class MasterService:
             bad = self._check_format(request)
             if bad is not None:
                 return bad
+            if self.store_down is not None:
+                return self._coap_unavailable(request)
             result = self.core.agent_call(request.payload, self.clock(), "coap",
                                           peer_address(request.remote))
         return self._agent_response(result, await self._agent_result(result))
@@ -481,6 +499,8 @@ class MasterService:
     async def _coap_commands(self, request: Request) -> Response:
         if self.role is not Role.LEADER:
             return self._coap_refusal(request)
+        if self.store_down is not None:
+            return self._coap_unavailable(request)
         bad = self._check_format(request)
         if bad is not None:
             return bad
@@ -557,6 +577,9 @@ class MasterService:
                         await send.send(self._ws_agent_refusal(msg))
                         await send.send(_Close(1000, "not the leader"))
                         break
+                    if self.store_down is not None:
+                        await send.send(self._agent_error(msg, self._store_refusal()))
+                        continue
                     result = self.core.agent_call(msg, self.clock(), "websocket", peer)
                     data = await self._agent_result(result)
                     if not agent_id and not result.agent_id:
@@ -612,6 +635,9 @@ class MasterService:
                     if self.role is not Role.LEADER:
                         self._refuse_framework(conn, msg)
                         continue   # the writer closes the connection after the refusal
+                    if self.store_down is not None:
+                        self._store_down_framework(conn, msg)
+                        continue
                     served = True
                     self.core.framework_call(conn, msg, self.clock(), peer)
                     self._after_core()
@@ -621,6 +647,20 @@ class MasterService:
             if served and self.role is Role.LEADER:
                 self.core.framework_disconnected(conn, self.clock())
                 self._after_core()
+
+    def _store_down_framework(self, conn: int, msg: bytes) -> None:
+        """Answer a framework call with UNAVAILABLE while the store cannot be written; the
+        connection stays (the call changed nothing: send it again later)."""
+        try:
+            call_id = decode(pb.FrameworkCall, msg).call_id
+        except DecodeError:
+            call_id = 0
+        q = self._fw_queues.get(conn)
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
+                                 trio.BrokenResourceError):
+            if q is not None:
+                q.send_nowait(encode(pb.FrameworkEvent(call_id=call_id,
+                                                       error=self._store_refusal())))
 
     def _refuse_framework(self, conn: int, msg: bytes) -> None:
         call_id = 0
@@ -658,23 +698,3 @@ class MasterService:
                 q.send_nowait(ping)
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 return
-
-
-def peer_address(remote: Any) -> str:
-    """"host:port" of a CoAP address tuple or a trio-websocket Endpoint, for log lines."""
-    if isinstance(remote, tuple) and len(remote) >= 2:
-        host, port = str(remote[0]), remote[1]
-    elif remote is not None and hasattr(remote, "address"):
-        host, port = str(remote.address), remote.port
-    else:
-        return ""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def functools_partial(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
-    """`functools.partial` that keeps `task_status` passable by `nursery.start`."""
-
-    async def run(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> Any:
-        return await fn(*args, task_status=task_status, **kwargs)
-
-    return run

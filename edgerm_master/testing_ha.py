@@ -59,21 +59,25 @@ def _parse(url: str) -> tuple[str, int] | None:
 
 
 class MasterSet:
-    """`n` masters with the etcd backend on `endpoints`, each with its own data dir under
-    `base_dir` and its own name (m0, m1, ...)."""
+    """`n` masters with the etcd backend on `endpoints` under `prefix`, each with its own data
+    dir under `base_dir`, its own name (m0, m1, ...) and fixed ports once started (a restart
+    reuses them, as a supervisor restarting a service would). `module`: what runs them
+    (edgerm_master.testing_fencing for the fencing scenario)."""
 
-    def __init__(self, base_dir: str, endpoints: Sequence[str], n: int = 3,
-                 lease_ttl_s: float = 2.0, extra: Iterable[str] = ()) -> None:
+    def __init__(self, base_dir: str, endpoints: Sequence[str], prefix: str, n: int = 3,
+                 lease_ttl_s: float = 2.0, extra: Iterable[str] = (),
+                 module: str = "edgerm_master") -> None:
         self.masters = [
-            MasterProcess(os.path.join(base_dir, f"m{i}"), heartbeat_ms=200, extra=[
-                "--name", f"m{i}", "--store-backend", "etcd",
-                "--store-endpoints", ",".join(endpoints),
-                "--store-lease-ttl-s", str(lease_ttl_s), *extra])
+            MasterProcess(os.path.join(base_dir, f"m{i}"), heartbeat_ms=200, module=module,
+                          extra=["--name", f"m{i}", "--store-backend", "etcd",
+                                 "--store-endpoint", ",".join(endpoints),
+                                 "--store-prefix", prefix, "--store-timeout-s", "1",
+                                 "--store-lease-ttl-s", str(lease_ttl_s), *extra])
             for i in range(n)]
+        self.exits: list[list[int]] = [[] for _ in range(n)]  # exit codes seen, per master
+        self.restarts = 0
 
     def start(self) -> MasterSet:
-        # A master is ready once bound (standby or leader): start them all, then wait for one
-        # to lead.
         for m in self.masters:
             m.start()
         return self
@@ -91,6 +95,7 @@ class MasterSet:
         return p is not None and p.poll() is None
 
     def kill(self, i: int) -> None:
+        """SIGKILL master `i` (a crash); `supervise()` starts it again."""
         self.masters[i].kill()
 
     def signal(self, i: int, sig: int) -> None:
@@ -98,27 +103,35 @@ class MasterSet:
         assert p is not None
         p.send_signal(sig)
 
-    def stop(self, i: int) -> None:
+    def pause(self, i: int) -> None:
         self.signal(i, signal.SIGSTOP)
 
-    def cont(self, i: int) -> None:
+    def resume(self, i: int) -> None:
         self.signal(i, signal.SIGCONT)
 
-    def restart(self, i: int) -> None:
-        """What a supervisor does after the process ended: start it again (same ports)."""
-        m = self.masters[i]
-        if self.alive(i):
-            m.kill()
-        m.start()
+    async def supervise(self, poll_s: float = 0.1) -> None:
+        """What systemd's Restart=always does: start every master that exited again (its exit
+        code kept in `exits`). Run it in a nursery."""
+        while True:
+            for i, m in enumerate(self.masters):
+                p = m.proc
+                if p is not None and p.poll() is not None:
+                    self.exits[i].append(p.returncode)
+                    m.stop()  # reaps it, closes its pipe
+                    await trio.to_thread.run_sync(m.start)
+                    self.restarts += 1
+            await trio.sleep(poll_s)
 
-    async def leader(self, timeout: float = 15.0, token: str = "operator-token") -> int:
-        """The index of the master whose operator state answers (only the leader's does)."""
+    async def leader(self, timeout: float = 20.0, token: str = "operator-token",
+                     not_: int = -1) -> int:
+        """The index of the master whose operator state answers (only the leader's does),
+        other than `not_`."""
         with trio.fail_after(timeout):
             while True:
                 for i, m in enumerate(self.masters):
-                    if self.alive(i) and await _answers_state(m.ws, token):
+                    if i != not_ and self.alive(i) and await _answers_state(m.ws, token):
                         return i
-                await trio.sleep(0.1)
+                await trio.sleep(0.05)
 
     def log(self, i: int) -> str:
         with open(self.masters[i].log_path, "rb") as f:
@@ -127,7 +140,7 @@ class MasterSet:
     def close(self) -> None:
         for i, m in enumerate(self.masters):
             if self.alive(i):
-                self.cont(i)  # a stopped process does not act on SIGTERM
+                self.resume(i)  # a stopped process does not act on SIGTERM
             m.stop()
 
 

@@ -23,11 +23,12 @@ OTHER = MemberInfo("m2", {"coap": "coap://10.1.1.2:5683", "ws": "ws://10.1.1.2:5
 
 
 class HandElection:
-    """An election the test decides: `win` ends the campaign, `lose` ends the term."""
+    """An election the test decides: `win` ends the campaign, `lost` ends the term."""
 
     def __init__(self) -> None:
         self.win = trio.Event()
-        self.lose = trio.Event()
+        self.lost = trio.Event()
+        self.fence = None
         self.current: MemberInfo | None = None
         self.me: MemberInfo | None = None
 
@@ -37,10 +38,6 @@ class HandElection:
 
     def leader(self) -> MemberInfo | None:
         return self.current
-
-    async def lost(self) -> None:
-        await self.lose.wait()
-        self.current = OTHER
 
     async def resign(self) -> None:
         pass
@@ -69,7 +66,7 @@ async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
 async def test_standby_then_leader_then_deposed(tmp_path: Path) -> None:
     election = HandElection()
 
-    async def make(me: MemberInfo) -> HandElection:
+    async def make(store: Any, me: MemberInfo) -> HandElection:
         election.me = me
         return election
 
@@ -97,7 +94,8 @@ async def test_standby_then_leader_then_deposed(tmp_path: Path) -> None:
                 assert agent.agent.agent_id and len(service.core.agents) == 1
                 assert loop.role == "leader"
                 # Loses: the run ends with Deposed.
-                election.lose.set()
+                election.current = OTHER
+                election.lost.set()
                 await trio.sleep_forever()
     assert loop.role == "deposed"
 
