@@ -32,7 +32,8 @@ from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb
 from edgerm_master.testing import ScriptedAgent, ScriptedFramework, wasm_module, wasm_spec
 from edgerm_master.testing_io import MasterProcess
 
-__all__ = ["MasterSet", "HaAgent", "HaFramework", "check_no_loss", "NOT_LEADER", "TASK_MODULE"]
+__all__ = ["MasterSet", "HaAgent", "HaFramework", "check_no_loss", "NOT_LEADER", "TASK_MODULE",
+           "task_spec"]
 
 log = logging.getLogger("edgerm.testing_ha")
 
@@ -184,6 +185,8 @@ class HaAgent:
         self.executions: Counter[str] = Counter()
         self.refusals = 0
         self.switches = 0
+        self.calls = 0
+        self.timeouts = 0
 
     def _move(self, leader: str) -> None:
         target = _parse(leader) if leader else None
@@ -196,12 +199,20 @@ class HaAgent:
     async def run(self) -> None:
         a = self.agent
         while True:
-            data = a.next_call()
+            # Acknowledge applied commands before the next update (a heartbeat carries the
+            # ack), as the real agents do: else a new leader's ReRegister may wait behind
+            # launches the agent already has.
+            if not a.need_register and a.applied != a.acked_applied:
+                data = a.heartbeat_call()
+            else:
+                data = a.next_call()
             resp = None
             with trio.move_on_after(self.call_timeout_s):
                 resp = await self.coap.post(self.masters[self.current], "a", data,
                                             content_format=CONTENT_FORMAT_CBOR, token_length=2)
+            self.calls += 1
             if resp is None:
+                self.timeouts += 1
                 self._move("")
                 continue
             before = set(a.starts)
@@ -228,7 +239,7 @@ class HaFramework:
     """Launches `task_ids` (one WASM task each, 0.01 CPU) through whichever master leads."""
 
     def __init__(self, masters: Sequence[tuple[str, int]], name: str, task_ids: Iterable[str],
-                 per_accept: int = 25,
+                 per_accept: int = 10, max_outstanding: int = 40,
                  connect_timeout_s: float = 1.0) -> None:
         self.masters = list(masters)
         self.current = 0
@@ -236,7 +247,8 @@ class HaFramework:
         self.todo = list(task_ids)
         self.all = list(self.todo)
         self.per_accept = per_accept
-        self.module_sha = hashlib.sha256(TASK_MODULE).digest()
+        # Launched and not yet finished, at most: launches go on during the whole run.
+        self.max_outstanding = max_outstanding
         self.connect_timeout_s = connect_timeout_s
         self.accepted: set[str] = set()
         self.first_accepted_at: float | None = None
@@ -246,6 +258,9 @@ class HaFramework:
         self.errors: list[pb.Error] = []
         self.connections = 0
         self.finished = trio.Event()
+
+    def finished_count(self) -> int:
+        return sum(1 for states in self.states.values() if states[-1] == TS.FINISHED)
 
     def done(self) -> bool:
         return all(self.states.get(t, [0])[-1] == TS.FINISHED for t in self.all)
@@ -268,8 +283,8 @@ class HaFramework:
                                                            f"ws://{host}:{port}/framework")
                     leader = await self._session(conn)
                     nursery.cancel_scope.cancel()
-            except (OSError, ConnectionClosed, HandshakeError, trio.TooSlowError):
-                pass
+            except* (OSError, ConnectionClosed, HandshakeError, trio.TooSlowError):
+                pass  # the master went away (or never answered): the next one
             # Whatever was sent and not answered: ask the next leader (reconcile).
             for ids in self.inflight.values():
                 self.unsure.update(ids)
@@ -331,18 +346,22 @@ class HaFramework:
             if not self.todo:
                 break
             room = int(min(offer.resources.cpus / 0.01, offer.resources.mem_mb / 1))
-            take = min(room, self.per_accept, len(self.todo))
+            outstanding = (len(self.accepted) + len(self.unsure)
+                           + sum(len(ids) for ids in self.inflight.values()) - self.finished_count())
+            take = min(room, self.per_accept, len(self.todo),
+                       self.max_outstanding - outstanding)
             if take <= 0:
                 continue
             ids, self.todo = self.todo[:take], self.todo[take:]
-            tasks = [pb.TaskInfo(task_id=t, spec=_spec(t, self.module_sha)) for t in ids]
+            tasks = [pb.TaskInfo(task_id=t, spec=task_spec(t)) for t in ids]
             data = fw.accept([offer.offer_id], tasks)
             self.inflight[fw.call_id] = ids
             await conn.send_message(data)
 
 
-def _spec(task_id: str, sha: bytes) -> pb.TaskSpec:
-    spec = wasm_spec(sha, len(TASK_MODULE), task_id, mem_mb=1)
+def task_spec(task_id: str) -> pb.TaskSpec:
+    """The scenarios' task: TASK_MODULE with the task id as its first argument."""
+    spec = wasm_spec(hashlib.sha256(TASK_MODULE).digest(), len(TASK_MODULE), task_id, mem_mb=1)
     spec.resources.cpus = 0.01
     return spec
 
