@@ -346,8 +346,8 @@ class HaFramework:
             if not self.todo:
                 break
             room = int(min(offer.resources.cpus / 0.01, offer.resources.mem_mb / 1))
-            outstanding = (len(self.accepted) + len(self.unsure)
-                           + sum(len(ids) for ids in self.inflight.values()) - self.finished_count())
+            sent = sum(len(ids) for ids in self.inflight.values())
+            outstanding = len(self.accepted) + len(self.unsure) + sent - self.finished_count()
             take = min(room, self.per_accept, len(self.todo),
                        self.max_outstanding - outstanding)
             if take <= 0:
