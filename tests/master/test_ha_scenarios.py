@@ -43,6 +43,10 @@ __all__ = ["etcd_cluster"]  # the fixture, imported for these tests
 
 TS = pb.TaskState
 LEASE_S = 2.0
+# The fencing tests pause the leader for longer than its lease: its agent must not count as
+# UNREACHABLE when it wakes (that would rescind the offer it is about to accept, and the test
+# would pass without any write being refused).
+AWAKE = ("--unreachable-after-missed", "100")
 
 
 @pytest.fixture
@@ -103,13 +107,13 @@ async def test_sigkill_the_leader_during_500_launches(masters: Any) -> None:
 
 async def test_a_paused_leader_woken_after_its_lease_writes_and_launches_nothing(
         masters: Any) -> None:
-    await _paused_leader(masters(2, "edgerm_master.testing_fencing"), fenced=True)
+    await _paused_leader(masters(2, "edgerm_master.testing_fencing", AWAKE), fenced=True)
 
 
 async def test_without_the_compare_the_woken_leader_acts(masters: Any) -> None:
     """The same scenario with the store's compare switched off: the woken leader commits the
     launch and the agent runs it -- the check above is what fencing makes pass."""
-    await _paused_leader(masters(2, "edgerm_master.testing_fencing", ("--unfenced",)),
+    await _paused_leader(masters(2, "edgerm_master.testing_fencing", ("--unfenced", *AWAKE)),
                          fenced=False)
 
 
@@ -124,9 +128,12 @@ async def _paused_leader(ms: MasterSet, fenced: bool) -> None:
         conn = await connect_websocket_url(nursery, f"ws://{host}:{port}/framework")
         fw = ScriptedFramework("old-conn", failover_timeout_s=60)
         await conn.send_message(fw.subscribe())
-        await conn.send_message(fw.upload(TASK_MODULE, pb.WASM_MODULE))
         with trio.fail_after(15):
-            while not fw.offers:
+            while not fw.framework_id:
+                fw.handle_event(await conn.get_message())
+            await conn.send_message(fw.upload(TASK_MODULE, pb.WASM_MODULE))
+            while not (fw.offers and any(e.WhichOneof("event") == "module_stored"
+                                         for e in fw.events)):
                 fw.handle_event(await conn.get_message())
         offer = next(iter(fw.offers.values()))
         ms.pause(old)
