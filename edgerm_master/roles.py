@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import trio
 
 from edgerm_master.config import advertised_urls, wildcard_host
+from edgerm_master.etcd_client import EtcdError
 from edgerm_master.members import MemberInfo, Role
 from edgerm_master.store_api import StoreUnavailable
 
@@ -142,8 +143,33 @@ class RoleLoop:
             else:
                 await trio.sleep_forever()
             self._log_role("deposed", election.leader(), "leadership lost")
+            await self._refuse_until_store_answers(service, store, election)
             raise Deposed("this master lost its leadership (lease expired or election key "
                           "taken); exiting for the supervisor to restart it as a standby")
+
+    async def _refuse_until_store_answers(self, service: MasterService, store: Any,
+                                          election: Any) -> None:
+        """A lead lost because etcd stopped answering (no quorum): until it answers again,
+        refuse new work with UNAVAILABLE and the reason, rather than hand clients over to
+        standbys that cannot lead either. What this master already accepted stays unsent
+        (its commit is retried, fenced: it goes through only if the lead survived)."""
+        client = getattr(store, "client", None)
+        key = getattr(election, "leader_key", None)
+        if client is None or key is None:
+            return
+        timeout = 2.0 * service.config.store_timeout_s
+        while True:
+            try:
+                with trio.fail_after(timeout):
+                    await client.range(key)  # linearizable: answered only with a quorum
+                return
+            except (EtcdError, trio.TooSlowError) as e:
+                if service.store_down is None:
+                    service.store_down = (
+                        f"etcd does not answer ({e or 'timeout'}): no quorum; the master "
+                        "accepts no work until a majority of the etcd members is back")
+                    log.error("%s", service.store_down, extra={"event": "store_unavailable"})
+                await trio.sleep(0.2)
 
     async def _name_leader(self, service: MasterService, election: Any,
                            scope: trio.CancelScope) -> None:

@@ -207,7 +207,10 @@ class HaAgent:
             else:
                 data = a.next_call()
             resp = None
-            with trio.move_on_after(self.call_timeout_s):
+            # A first registration unanswered and sent again would admit a second agent (a
+            # new nonce): give it longer than a commit on an etcd electing a new leader takes.
+            timeout = self.call_timeout_s if a.agent_id else 5.0
+            with trio.move_on_after(timeout):
                 resp = await self.coap.post(self.masters[self.current], "a", data,
                                             content_format=CONTENT_FORMAT_CBOR, token_length=2)
             self.calls += 1

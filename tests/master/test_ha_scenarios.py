@@ -194,7 +194,9 @@ async def test_etcd_losing_one_then_two_members(masters: Any,
             first = HaFramework(ms.ws, "one-down", [f"a{j}" for j in range(40)])
             with trio.fail_after(40):
                 await first.run()
-            # Two down: launches are refused with a clear error, none acknowledged.
+            # Two down: launches are refused with a clear error, none acknowledged (the
+            # leader refuses with UNAVAILABLE for as long as etcd has no quorum, even when
+            # its lease ran out meanwhile: no other master could lead either).
             etcd_cluster.kill(1)
             second = HaFramework(ms.ws, "two-down", [f"b{j}" for j in range(40)])
             nursery.start_soon(second.run)
