@@ -116,6 +116,8 @@ class Election:
                         started = True
                     await self._keep_alive()
                     # The lease is gone (or may be): a lead held under it is lost.
+                    self._lease_ok = trio.Event()
+                    self.lease = 0
                     self._lose("lease expired")
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
@@ -165,8 +167,6 @@ class Election:
             log.warning("lost the lead (%s)", why, extra={"event": "lead-lost"})
             self.fence = None
             self.lost.set()
-        self._lease_ok = trio.Event()
-        self.lease = 0
 
     def _see_leader(self, value: bytes | None, create_revision: int) -> None:
         self._leader = MemberInfo.from_json_untrusted(value) if value is not None else None

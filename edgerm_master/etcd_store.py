@@ -502,6 +502,7 @@ class EtcdStore:
         self._caught_up = trio.Event()
         self.commits = 0            # batches applied
         self.transactions = 0       # etcd transactions (more than commits when split)
+        self.loads = 0              # full reads of the prefix (a warm recover() makes none)
         self._lock = trio.Lock()
 
     def key(self, suffix: str) -> bytes:
@@ -529,6 +530,7 @@ class EtcdStore:
 
     async def _load(self) -> None:
         """Read every data/ key into a new mirror, at one revision, page by page."""
+        self.loads += 1
         mirror = Mirror()
         start, end = self.key("data/"), prefix_end(self.key("data/"))
         revision = 0

@@ -32,9 +32,11 @@ from typing import Any
 
 import pytest
 
+from edgerm_master.etcd_client import EtcdClient, cmp_create_revision, op_put
+from edgerm_master.store_api import Fence
 from edgerm_master.testing_io import end_process
 
-__all__ = ["EtcdCluster", "etcd_cluster", "unique_prefix", "ETCD_BINARY"]
+__all__ = ["EtcdCluster", "etcd_cluster", "unique_prefix", "take_lead", "ETCD_BINARY"]
 
 ETCD_BINARY = os.environ.get("EDGERM_ETCD", shutil.which("etcd") or "/usr/bin/etcd")
 _prefixes = itertools.count(1)
@@ -43,6 +45,17 @@ _prefixes = itertools.count(1)
 def unique_prefix(name: str = "t") -> str:
     """A key prefix no other test of this process uses."""
     return f"/edgerm-test/{os.getpid()}-{name}-{next(_prefixes)}/"
+
+
+async def take_lead(client: EtcdClient, prefix: str) -> Fence:
+    """Become the leader of `prefix` by hand, without an election (election.py has its own
+    tests): a new election key, as a new master's term, whose Fence deposes the previous."""
+    key = (prefix + "leader").encode()
+    await client.delete(key)
+    result = await client.txn([cmp_create_revision(key, 0)], [op_put(key, b"test")])
+    if not result.succeeded:
+        raise RuntimeError(f"take_lead: {key!r} was taken meanwhile")
+    return Fence(key, result.revision)
 
 
 def _free_ports(n: int) -> list[int]:
