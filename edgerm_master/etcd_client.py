@@ -38,6 +38,10 @@ __all__ = ["EtcdClient", "EtcdError", "KeyValue", "RangeResult", "TxnResult", "W
 # etcd answers these (gRPC codes through the gateway) when it has no quorum or no leader:
 # UNAVAILABLE (14) and DEADLINE_EXCEEDED (4).
 _UNAVAILABLE_CODES = (4, 14)
+# A watch on a member cut off from the others would just stay silent; with this gRPC metadata
+# (the gateway passes Grpc-Metadata-* headers on) etcd ends it with "no leader" instead, and
+# the watcher moves to another endpoint.
+_REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
 
 
 class EtcdError(Exception):
@@ -297,10 +301,17 @@ class EtcdClient:
             try:
                 request = self._http.build_request("POST", f"{url}/v3/watch",
                                                    json={"create_request": create},
+                                                   headers=_REQUIRE_LEADER,
                                                    timeout=self._stream_timeout)
                 response = await self._http.send(request, stream=True)
             except httpx.TransportError as e:
                 errors.append(f"{url}: {type(e).__name__} {e}".rstrip())
+                self._current = (self._current + 1) % len(self.endpoints)
+                continue
+            if response.status_code != 200:
+                body = (await response.aread())[:200]
+                await response.aclose()
+                errors.append(f"{url}: HTTP {response.status_code} {body!r}")
                 self._current = (self._current + 1) % len(self.endpoints)
                 continue
             try:
