@@ -1,10 +1,11 @@
 """The etcd JSON-gateway client against a real three-member etcd: keys, transactions, leases,
-watch, and endpoints that do not answer."""
+watch, endpoints that do not answer; and TLS with a client certificate (a one-member etcd)."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import trio
@@ -19,7 +20,7 @@ from edgerm_master.etcd_client import (
     op_range,
     prefix_end,
 )
-from edgerm_master.testing_etcd import EtcdCluster, etcd_cluster, unique_prefix
+from edgerm_master.testing_etcd import EtcdCluster, etcd_cluster, make_tls_files, unique_prefix
 
 __all__ = ["etcd_cluster"]
 
@@ -120,3 +121,24 @@ async def test_a_dead_endpoint_is_skipped_and_none_answering_is_unavailable(
 def test_no_endpoints_is_an_error() -> None:
     with pytest.raises(ValueError, match="no endpoints"):
         EtcdClient([])
+
+
+async def test_tls_with_a_client_certificate(tmp_path: Any) -> None:
+    """etcd serving https:// and requiring client certificates: the client with the CA and its
+    certificate works; without its certificate etcd refuses it."""
+    tls = make_tls_files(str(tmp_path))
+    with EtcdCluster(1, tls=tls) as cluster:
+        assert cluster.client_urls[0].startswith("https://")
+        c = EtcdClient(cluster.client_urls, ca_file=tls.ca, cert_file=tls.client_cert,
+                       key_file=tls.client_key)
+        try:
+            await c.put(b"/tls/k", b"v")
+            assert (await c.get(b"/tls/k")).value == b"v"  # type: ignore[union-attr]
+        finally:
+            await c.aclose()
+        anonymous = EtcdClient(cluster.client_urls, ca_file=tls.ca, timeout_s=2.0)
+        try:
+            with pytest.raises(EtcdError):
+                await anonymous.get(b"/tls/k")
+        finally:
+            await anonymous.aclose()
