@@ -150,7 +150,9 @@ class Election:
                 if sent >= expires:
                     return  # asleep (stopped) past the lease: it may be gone already
                 try:
-                    ttl = await self.client.lease_keepalive(self.lease)
+                    # A member that hangs (stopped, cut off) must not use up the lease: the
+                    # next endpoint is tried after a third of it.
+                    ttl = await self.client.lease_keepalive(self.lease, timeout=self.ttl / 3)
                 except EtcdError as e:
                     log.warning("etcd: lease keep-alive failed (%s)", e)
                     continue

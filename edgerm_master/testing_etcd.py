@@ -221,6 +221,17 @@ class EtcdCluster:
             end_process(proc, signal.SIGKILL)
             self.procs[i] = None
 
+    def pause(self, i: int) -> None:
+        """SIGSTOP member `i`: it holds its connections and answers nothing (a hung host)."""
+        proc = self.procs[i]
+        if proc is not None:
+            proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        proc = self.procs[i]
+        if proc is not None:
+            proc.send_signal(signal.SIGCONT)
+
     def stop(self, i: int) -> None:
         proc = self.procs[i]
         if proc is not None:
@@ -239,6 +250,7 @@ class EtcdCluster:
     def close(self) -> None:
         try:
             for i in range(self.size):
+                self.resume(i)
                 self.kill(i)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

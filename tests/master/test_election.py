@@ -172,3 +172,26 @@ async def test_a_leader_stopped_past_its_lease_learns_it_lost(etcd_cluster: Etcd
     finally:
         os.kill(child.pid, signal.SIGCONT)
         end_process(child, signal.SIGKILL)
+
+
+async def test_a_hung_etcd_member_does_not_cost_the_lead(etcd_cluster: EtcdCluster) -> None:
+    """The member the leader's client talks to stops answering (SIGSTOP): renewals move to
+    another member within the lease, and the lead is kept."""
+    client = EtcdClient(etcd_cluster.client_urls, timeout_s=30.0)  # long: renewals set their own
+    prefix = unique_prefix("hung")
+    e = Election(client, prefix, TTL, member("m"))
+    hung = etcd_cluster.client_urls.index(client.endpoint)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(e.run)
+            await e.campaign()
+            fence = e.fence
+            etcd_cluster.pause(hung)
+            await trio.sleep(TTL * 3)
+            assert not e.lost.is_set() and e.fence == fence
+            assert client.endpoint != etcd_cluster.client_urls[hung]
+            nursery.cancel_scope.cancel()
+    finally:
+        etcd_cluster.resume(hung)
+        await client.aclose()
+    await trio.to_thread.run_sync(etcd_cluster.wait_healthy)
