@@ -70,7 +70,7 @@ from edgerm_master.store import (
 from edgerm_master.store_api import Fence, ModuleTooLarge, NotLeader, StoreUnavailable
 
 __all__ = ["EtcdStore", "Mirror", "MAX_TXN_OPS", "MAX_TXN_BYTES", "CHUNK_BYTES",
-           "MODULE_MAX_BYTES"]
+           "MODULE_MAX_BYTES", "RecordTooLarge", "plan_transactions"]
 
 # etcd's defaults: --max-txn-ops 128 operations per transaction, --max-request-bytes 1.5 MiB per
 # request. A transaction here stays under both with room to spare: the request also carries the
@@ -91,6 +91,11 @@ _PAGE = 1000
 _OP_OVERHEAD = 32
 
 _Write = tuple[str, bytes | None]   # key below <prefix>, value (None: delete)
+
+
+class RecordTooLarge(ValueError):
+    """One record's value is larger than one etcd request may carry (a task spec near
+    MAX_TXN_BYTES: the framework's message limit allows more than etcd does)."""
 
 
 def _q(text: str) -> str:
@@ -456,14 +461,19 @@ def plan_transactions(groups: Iterable[list[_Write]], max_ops: int = MAX_TXN_OPS
     for writes in groups:
         if not writes:
             continue
+        costs = [cost(k, v) for k, v in writes]
+        extra = sum(costs)
+        if extra > max_bytes and max(costs) > max_bytes:
+            key = writes[costs.index(max(costs))][0]
+            raise RecordTooLarge(
+                f"etcd store: {key} would hold {max(costs)} bytes, more than one etcd request "
+                f"may carry ({max_bytes}); nothing of the batch was written")
         new_keys = {k for k, _ in writes if k not in cur}
-        extra = sum(cost(k, v) for k, v in writes)
         if cur and (len(cur) + len(new_keys) > max_ops or size + extra > max_bytes):
             txns.append(cur)
             cur, size = {}, 0
-        for key, value in writes:
-            c = cost(key, value)
-            if cur and key not in cur and (len(cur) + 1 > max_ops or size + c > max_bytes):
+        for (key, value), c in zip(writes, costs, strict=True):
+            if cur and ((key not in cur and len(cur) + 1 > max_ops) or size + c > max_bytes):
                 txns.append(cur)
                 cur, size = {}, 0
             if key in cur:
@@ -578,7 +588,7 @@ class EtcdStore:
             writes: list[_Write] = [("data/meta/epoch", str(epoch).encode()),
                                     ("data/meta/schema", str(SCHEMA_VERSION).encode())]
             writes += await self._orphan_blobs()
-            await self._commit([writes])
+            await self._commit(plan_transactions([writes]))
             self.mirror.meta["epoch"] = epoch
             self.mirror.meta["schema"] = SCHEMA_VERSION
             return self.mirror.snapshot(epoch)
@@ -628,16 +638,21 @@ class EtcdStore:
                 t = _Translator(self.mirror)
                 _TRANSLATE[type(rec)](t, rec)
                 groups.append(t.out)
-            await self._commit(groups)
+            try:
+                txns = plan_transactions(groups)
+            except RecordTooLarge:
+                self._mirror_ok = False  # it holds the batch; etcd does not
+                raise
+            await self._commit(txns)
             self.commits += 1
 
-    async def _commit(self, groups: list[list[_Write]]) -> None:
+    async def _commit(self, txns: list[dict[str, bytes | None]]) -> None:
         fence = self.fence
         if fence is None:
             raise NotLeader("etcd store: this master does not lead; it writes nothing")
         compare = [cmp_create_revision(fence.key, fence.create_revision)]
         try:
-            for txn in plan_transactions(groups):
+            for txn in txns:
                 ops = [op_put(self.key(k), v) if v is not None else op_delete(self.key(k))
                        for k, v in txn.items()]
                 try:

@@ -17,6 +17,7 @@ from edgerm_master.etcd_store import (
     MAX_TXN_OPS,
     MODULE_MAX_BYTES,
     EtcdStore,
+    RecordTooLarge,
     plan_transactions,
 )
 from edgerm_master.store_api import ModuleTooLarge, NotLeader, StoreUnavailable
@@ -115,6 +116,19 @@ async def test_module_size_limit(client: EtcdClient) -> None:
                            R.StoreModule(b"\x06" * 32, 1, "m", bytes(MODULE_MAX_BYTES + 1), 1.0)])
     assert await data_keys(client, prefix) == [f"{prefix}data/meta/epoch".encode(),
                                                 f"{prefix}data/meta/schema".encode()]
+
+
+async def test_a_record_larger_than_an_etcd_request_is_refused(client: EtcdClient) -> None:
+    prefix = unique_prefix("huge")
+    store = await leading_store(client, prefix)
+    before = await data_keys(client, prefix)
+    with pytest.raises(RecordTooLarge, match="more than one etcd request"):
+        await store.apply([R.AddFramework("f", "n", "r", 1.0, b""),
+                           R.AddTask("f", "t", 1, 1, bytes(MAX_TXN_BYTES), b"", 1)])
+    assert await data_keys(client, prefix) == before
+    await store.apply([R.AdmitAgent(1, b"s", b"i", 0.0)])   # and the store goes on
+    snap = await (await _reopen(client, prefix)).recover()
+    assert [a.agent_id for a in snap.agents] == [1] and snap.frameworks == []
 
 
 async def test_orphan_module_chunks_are_removed_on_recover(client: EtcdClient) -> None:
