@@ -121,10 +121,7 @@ class Mirror:
     outputs: dict[tuple[str, str], dict[int, list[Any]]] = field(default_factory=dict)
     modules: dict[bytes, list[Any]] = field(default_factory=dict)
     revision: int = 0
-
-    @property
-    def next_update_seq(self) -> int:
-        return max(self.updates, default=0) + 1
+    last_update_seq: int = 0    # the highest update seq seen: a new update's is above it
 
     # --- keys in (from etcd: a load, a watch) ----------------------------------------------
 
@@ -149,6 +146,7 @@ class Mirror:
                 row = list(cbor2.loads(value))
                 self.updates[seq] = row
                 self.update_by_uuid[row[2]] = seq
+                self.last_update_seq = max(self.last_update_seq, seq)
             elif kind == "outputs" and len(parts) == 5:
                 task = unquote(parts[2]), unquote(parts[3])
                 self.outputs.setdefault(task, {})[int(parts[4], 16)] = list(cbor2.loads(value))
@@ -378,7 +376,7 @@ class _Translator:
     def add_update(self, rec: records.AddStatusUpdate) -> None:
         if rec.uuid in self.m.update_by_uuid:
             return  # applied already (a batch applied again after a timeout)
-        seq = self.m.next_update_seq
+        seq = self.m.last_update_seq = self.m.last_update_seq + 1
         row = [rec.framework_id, rec.task_id, rec.uuid, rec.body]
         self.m.updates[seq] = row
         self.m.update_by_uuid[rec.uuid] = seq

@@ -214,3 +214,34 @@ async def test_etcd_members_killed(etcd_cluster: EtcdCluster, client: EtcdClient
     snap = await (await _reopen(client, prefix)).recover()
     assert snap.commands == [(1, 1, b"one member down"), (1, 2, b"no quorum")]
     assert [f.framework_id for f in snap.frameworks] == ["f"]
+
+
+async def test_follow_goes_on_through_another_member(etcd_cluster: EtcdCluster) -> None:
+    """The member a standby watches through dies: the watch resumes on another member from
+    the last revision it saw, and nothing written meanwhile is missed."""
+    prefix = unique_prefix("follow-kill")
+    leader_client = EtcdClient(etcd_cluster.client_urls, timeout_s=2.0)
+    standby_client = EtcdClient(etcd_cluster.client_urls[1:] + etcd_cluster.client_urls[:1],
+                                timeout_s=2.0)
+    watched = etcd_cluster.client_urls.index(standby_client.endpoint)
+    try:
+        leader = await leading_store(leader_client, prefix)
+        standby = EtcdStore(standby_client, prefix)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(standby.follow)
+            await leader.apply([R.AdmitAgent(1, b"s", b"i", 0.0)])
+            etcd_cluster.kill(watched)
+            with trio.fail_after(30):
+                await leader.apply([R.AdmitAgent(2, b"s", b"i", 0.0),
+                                    R.EnqueueCommand(1, 1, b"while one member is down")])
+            with trio.fail_after(30):
+                while len(standby.mirror.agents) < 2 or not standby.mirror.commands:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        assert standby.loads == 1                     # caught up from the watch, no reload
+        assert standby.mirror.commands == {1: {1: b"while one member is down"}}
+    finally:
+        etcd_cluster.start(watched)
+        await leader_client.aclose()
+        await standby_client.aclose()
+        await trio.to_thread.run_sync(etcd_cluster.wait_healthy)

@@ -168,3 +168,20 @@ async def test_modules(open_store: Opener) -> None:
     assert [m.sha256 for m in snap.modules] == [sha_small]
     with pytest.raises(OSError):
         await store.read_module(sha_big)
+
+
+async def test_open_store_picks_the_backend(tmp_path: Any, etcd_cluster: EtcdCluster) -> None:
+    from edgerm_master.config import load_config
+    from edgerm_master.store_api import open_store as open_backend
+
+    sqlite = await open_backend(load_config(f'data_dir = "{tmp_path}"'))
+    assert isinstance(sqlite, SqliteStore)
+    await sqlite.aclose()
+    endpoints = ", ".join(f'"{u}"' for u in etcd_cluster.client_urls)
+    cfg = load_config(f'[store]\nbackend = "etcd"\nendpoints = [{endpoints}]\n'
+                      f'prefix = "{unique_prefix("factory")}"')
+    etcd = await open_backend(cfg)
+    assert isinstance(etcd, EtcdStore) and etcd.prefix == cfg.store_prefix
+    assert etcd.client.endpoints == etcd_cluster.client_urls
+    await etcd.aclose()                         # closes the client it made
+    assert etcd.client._http.is_closed
