@@ -116,6 +116,8 @@ class Election:
                         started = True
                     await self._keep_alive()
                     # The lease is gone (or may be): a lead held under it is lost.
+                    self._lease_ok = trio.Event()
+                    self.lease = 0
                     self._lose("lease expired")
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
@@ -148,7 +150,9 @@ class Election:
                 if sent >= expires:
                     return  # asleep (stopped) past the lease: it may be gone already
                 try:
-                    ttl = await self.client.lease_keepalive(self.lease)
+                    # A member that hangs (stopped, cut off) must not use up the lease: the
+                    # next endpoint is tried after a third of it.
+                    ttl = await self.client.lease_keepalive(self.lease, timeout=self.ttl / 3)
                 except EtcdError as e:
                     log.warning("etcd: lease keep-alive failed (%s)", e)
                     continue
@@ -165,8 +169,6 @@ class Election:
             log.warning("lost the lead (%s)", why, extra={"event": "lead-lost"})
             self.fence = None
             self.lost.set()
-        self._lease_ok = trio.Event()
-        self.lease = 0
 
     def _see_leader(self, value: bytes | None, create_revision: int) -> None:
         self._leader = MemberInfo.from_json_untrusted(value) if value is not None else None

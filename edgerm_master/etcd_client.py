@@ -38,6 +38,10 @@ __all__ = ["EtcdClient", "EtcdError", "KeyValue", "RangeResult", "TxnResult", "W
 # etcd answers these (gRPC codes through the gateway) when it has no quorum or no leader:
 # UNAVAILABLE (14) and DEADLINE_EXCEEDED (4).
 _UNAVAILABLE_CODES = (4, 14)
+# A watch on a member cut off from the others would just stay silent; with this gRPC metadata
+# (the gateway passes Grpc-Metadata-* headers on) etcd ends it with "no leader" instead, and
+# the watcher moves to another endpoint.
+_REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
 
 
 class EtcdError(Exception):
@@ -176,14 +180,18 @@ class EtcdClient:
         """The endpoint the next call tries first."""
         return self.endpoints[self._current]
 
-    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def call(self, path: str, body: dict[str, Any], timeout: float | None = None
+                   ) -> dict[str, Any]:
         """POST `body` to `/v3/<path>` on the current endpoint, moving on along the list on a
-        connection failure; the decoded JSON answer."""
+        connection failure or after `timeout` (default `timeout_s`) seconds; the decoded JSON
+        answer."""
         errors: list[str] = []
+        per_try = httpx.Timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT
         for _ in range(len(self.endpoints)):
             url = self.endpoints[self._current]
             try:
-                response = await self._http.post(f"{url}/v3/{path}", json=body)
+                response = await self._http.post(f"{url}/v3/{path}", json=body,
+                                                 timeout=per_try)
             except httpx.TransportError as e:
                 errors.append(f"{url}: {type(e).__name__} {e}".rstrip())
                 self._current = (self._current + 1) % len(self.endpoints)
@@ -261,9 +269,10 @@ class EtcdClient:
         answer = await self.call("lease/grant", {"TTL": str(ttl)})
         return int(answer["ID"]), int(answer.get("TTL", ttl))
 
-    async def lease_keepalive(self, lease: int) -> int:
-        """Renew `lease` once: its new TTL, 0 if it has expired (it is gone for good)."""
-        answer = await self.call("lease/keepalive", {"ID": str(lease)})
+    async def lease_keepalive(self, lease: int, timeout: float | None = None) -> int:
+        """Renew `lease` once: its new TTL, 0 if it has expired (it is gone for good).
+        `timeout` per endpoint: a renewal must try the next member well within the TTL."""
+        answer = await self.call("lease/keepalive", {"ID": str(lease)}, timeout)
         return int(answer.get("result", {}).get("TTL", 0))
 
     async def lease_revoke(self, lease: int) -> None:
@@ -297,10 +306,17 @@ class EtcdClient:
             try:
                 request = self._http.build_request("POST", f"{url}/v3/watch",
                                                    json={"create_request": create},
+                                                   headers=_REQUIRE_LEADER,
                                                    timeout=self._stream_timeout)
                 response = await self._http.send(request, stream=True)
             except httpx.TransportError as e:
                 errors.append(f"{url}: {type(e).__name__} {e}".rstrip())
+                self._current = (self._current + 1) % len(self.endpoints)
+                continue
+            if response.status_code != 200:
+                body = (await response.aread())[:200]
+                await response.aclose()
+                errors.append(f"{url}: HTTP {response.status_code} {body!r}")
                 self._current = (self._current + 1) % len(self.endpoints)
                 continue
             try:

@@ -70,7 +70,7 @@ from edgerm_master.store import (
 from edgerm_master.store_api import Fence, ModuleTooLarge, NotLeader, StoreUnavailable
 
 __all__ = ["EtcdStore", "Mirror", "MAX_TXN_OPS", "MAX_TXN_BYTES", "CHUNK_BYTES",
-           "MODULE_MAX_BYTES"]
+           "MODULE_MAX_BYTES", "RecordTooLarge", "plan_transactions"]
 
 # etcd's defaults: --max-txn-ops 128 operations per transaction, --max-request-bytes 1.5 MiB per
 # request. A transaction here stays under both with room to spare: the request also carries the
@@ -91,6 +91,11 @@ _PAGE = 1000
 _OP_OVERHEAD = 32
 
 _Write = tuple[str, bytes | None]   # key below <prefix>, value (None: delete)
+
+
+class RecordTooLarge(ValueError):
+    """One record's value is larger than one etcd request may carry (a task spec near
+    MAX_TXN_BYTES: the framework's message limit allows more than etcd does)."""
 
 
 def _q(text: str) -> str:
@@ -116,10 +121,7 @@ class Mirror:
     outputs: dict[tuple[str, str], dict[int, list[Any]]] = field(default_factory=dict)
     modules: dict[bytes, list[Any]] = field(default_factory=dict)
     revision: int = 0
-
-    @property
-    def next_update_seq(self) -> int:
-        return max(self.updates, default=0) + 1
+    last_update_seq: int = 0    # the highest update seq seen: a new update's is above it
 
     # --- keys in (from etcd: a load, a watch) ----------------------------------------------
 
@@ -144,6 +146,7 @@ class Mirror:
                 row = list(cbor2.loads(value))
                 self.updates[seq] = row
                 self.update_by_uuid[row[2]] = seq
+                self.last_update_seq = max(self.last_update_seq, seq)
             elif kind == "outputs" and len(parts) == 5:
                 task = unquote(parts[2]), unquote(parts[3])
                 self.outputs.setdefault(task, {})[int(parts[4], 16)] = list(cbor2.loads(value))
@@ -373,7 +376,7 @@ class _Translator:
     def add_update(self, rec: records.AddStatusUpdate) -> None:
         if rec.uuid in self.m.update_by_uuid:
             return  # applied already (a batch applied again after a timeout)
-        seq = self.m.next_update_seq
+        seq = self.m.last_update_seq = self.m.last_update_seq + 1
         row = [rec.framework_id, rec.task_id, rec.uuid, rec.body]
         self.m.updates[seq] = row
         self.m.update_by_uuid[rec.uuid] = seq
@@ -456,14 +459,19 @@ def plan_transactions(groups: Iterable[list[_Write]], max_ops: int = MAX_TXN_OPS
     for writes in groups:
         if not writes:
             continue
+        costs = [cost(k, v) for k, v in writes]
+        extra = sum(costs)
+        if extra > max_bytes and max(costs) > max_bytes:
+            key = writes[costs.index(max(costs))][0]
+            raise RecordTooLarge(
+                f"etcd store: {key} would hold {max(costs)} bytes, more than one etcd request "
+                f"may carry ({max_bytes}); nothing of the batch was written")
         new_keys = {k for k, _ in writes if k not in cur}
-        extra = sum(cost(k, v) for k, v in writes)
         if cur and (len(cur) + len(new_keys) > max_ops or size + extra > max_bytes):
             txns.append(cur)
             cur, size = {}, 0
-        for key, value in writes:
-            c = cost(key, value)
-            if cur and key not in cur and (len(cur) + 1 > max_ops or size + c > max_bytes):
+        for (key, value), c in zip(writes, costs, strict=True):
+            if cur and ((key not in cur and len(cur) + 1 > max_ops) or size + c > max_bytes):
                 txns.append(cur)
                 cur, size = {}, 0
             if key in cur:
@@ -502,6 +510,7 @@ class EtcdStore:
         self._caught_up = trio.Event()
         self.commits = 0            # batches applied
         self.transactions = 0       # etcd transactions (more than commits when split)
+        self.loads = 0              # full reads of the prefix (a warm recover() makes none)
         self._lock = trio.Lock()
 
     def key(self, suffix: str) -> bytes:
@@ -529,6 +538,7 @@ class EtcdStore:
 
     async def _load(self) -> None:
         """Read every data/ key into a new mirror, at one revision, page by page."""
+        self.loads += 1
         mirror = Mirror()
         start, end = self.key("data/"), prefix_end(self.key("data/"))
         revision = 0
@@ -576,7 +586,7 @@ class EtcdStore:
             writes: list[_Write] = [("data/meta/epoch", str(epoch).encode()),
                                     ("data/meta/schema", str(SCHEMA_VERSION).encode())]
             writes += await self._orphan_blobs()
-            await self._commit([writes])
+            await self._commit(plan_transactions([writes]))
             self.mirror.meta["epoch"] = epoch
             self.mirror.meta["schema"] = SCHEMA_VERSION
             return self.mirror.snapshot(epoch)
@@ -626,16 +636,21 @@ class EtcdStore:
                 t = _Translator(self.mirror)
                 _TRANSLATE[type(rec)](t, rec)
                 groups.append(t.out)
-            await self._commit(groups)
+            try:
+                txns = plan_transactions(groups)
+            except RecordTooLarge:
+                self._mirror_ok = False  # it holds the batch; etcd does not
+                raise
+            await self._commit(txns)
             self.commits += 1
 
-    async def _commit(self, groups: list[list[_Write]]) -> None:
+    async def _commit(self, txns: list[dict[str, bytes | None]]) -> None:
         fence = self.fence
         if fence is None:
             raise NotLeader("etcd store: this master does not lead; it writes nothing")
         compare = [cmp_create_revision(fence.key, fence.create_revision)]
         try:
-            for txn in plan_transactions(groups):
+            for txn in txns:
                 ops = [op_put(self.key(k), v) if v is not None else op_delete(self.key(k))
                        for k, v in txn.items()]
                 try:

@@ -22,19 +22,24 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from edgerm_master.etcd_client import EtcdClient, cmp_create_revision, op_put
+from edgerm_master.store_api import Fence
 from edgerm_master.testing_io import end_process
 
-__all__ = ["EtcdCluster", "etcd_cluster", "unique_prefix", "ETCD_BINARY"]
+__all__ = ["EtcdCluster", "etcd_cluster", "unique_prefix", "take_lead", "ETCD_BINARY",
+           "TlsFiles", "make_tls_files"]
 
 ETCD_BINARY = os.environ.get("EDGERM_ETCD", shutil.which("etcd") or "/usr/bin/etcd")
 _prefixes = itertools.count(1)
@@ -43,6 +48,54 @@ _prefixes = itertools.count(1)
 def unique_prefix(name: str = "t") -> str:
     """A key prefix no other test of this process uses."""
     return f"/edgerm-test/{os.getpid()}-{name}-{next(_prefixes)}/"
+
+
+async def take_lead(client: EtcdClient, prefix: str) -> Fence:
+    """Become the leader of `prefix` by hand, without an election (election.py has its own
+    tests): a new election key, as a new master's term, whose Fence deposes the previous."""
+    key = (prefix + "leader").encode()
+    await client.delete(key)
+    result = await client.txn([cmp_create_revision(key, 0)], [op_put(key, b"test")])
+    if not result.succeeded:
+        raise RuntimeError(f"take_lead: {key!r} was taken meanwhile")
+    return Fence(key, result.revision)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a throwaway CA, a server certificate for 127.0.0.1 and a client one."""
+
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+
+def make_tls_files(directory: str) -> TlsFiles:
+    """Make a CA and certificates signed by it in `directory` (with the openssl command; ECDSA
+    P-256, valid one day)."""
+    def run(*args: str, stdin: str | None = None) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True,
+                       input=stdin, text=True)
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=edgerm-test-ca")
+    # etcd's own gateway calls its gRPC port with the server certificate as a client one, so
+    # that one needs both usages.
+    for name, usage in (("server", "serverAuth,clientAuth"), ("client", "clientAuth")):
+        run("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=edgerm-test-{name}")
+        ext = os.path.join(directory, f"{name}.ext")
+        with open(ext, "w") as f:
+            f.write(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", ext)
+    d = directory
+    return TlsFiles(os.path.join(d, "ca.pem"), os.path.join(d, "server.pem"),
+                    os.path.join(d, "server.key"), os.path.join(d, "client.pem"),
+                    os.path.join(d, "client.key"))
 
 
 def _free_ports(n: int) -> list[int]:
@@ -61,8 +114,12 @@ def _free_ports(n: int) -> list[int]:
 class EtcdCluster:
     """Three (or `size`) etcd members on loopback. `start_all()` waits for a leader."""
 
-    def __init__(self, size: int = 3, *, heartbeat_ms: int = 50, election_ms: int = 500) -> None:
+    def __init__(self, size: int = 3, *, heartbeat_ms: int = 50, election_ms: int = 500,
+                 tls: TlsFiles | None = None) -> None:
+        """`tls`: serve clients on https:// only, requiring a client certificate signed by
+        `tls.ca` (peers stay on plain http on loopback)."""
         self.size = size
+        self.tls = tls
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.root = tempfile.mkdtemp(prefix="edgerm-etcd-")
@@ -73,13 +130,19 @@ class EtcdCluster:
 
     @property
     def client_urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{p}" for p in self.client_ports]
+        scheme = "https" if self.tls else "http"
+        return [f"{scheme}://127.0.0.1:{p}" for p in self.client_ports]
 
     def _args(self, i: int, state: str) -> list[str]:
         peers = ",".join(f"e{j}=http://127.0.0.1:{p}" for j, p in enumerate(self.peer_ports))
-        client = f"http://127.0.0.1:{self.client_ports[i]}"
+        client = self.client_urls[i]
         peer = f"http://127.0.0.1:{self.peer_ports[i]}"
-        return [ETCD_BINARY, "--name", f"e{i}", "--data-dir", os.path.join(self.root, f"e{i}"),
+        tls = []
+        if self.tls:
+            tls = ["--cert-file", self.tls.server_cert, "--key-file", self.tls.server_key,
+                   "--trusted-ca-file", self.tls.ca, "--client-cert-auth"]
+        return [ETCD_BINARY, *tls, "--name", f"e{i}",
+                "--data-dir", os.path.join(self.root, f"e{i}"),
                 "--listen-client-urls", client, "--advertise-client-urls", client,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", peers, "--initial-cluster-state", state,
@@ -116,8 +179,12 @@ class EtcdCluster:
         """A member's /v3/maintenance/status, or None if it does not answer."""
         req = urllib.request.Request(f"{self.client_urls[i]}/v3/maintenance/status", b"{}",
                                      {"Content-Type": "application/json"})
+        context = None
+        if self.tls:
+            context = ssl.create_default_context(cafile=self.tls.ca)
+            context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
         try:
-            with urllib.request.urlopen(req, timeout=1.0) as r:
+            with urllib.request.urlopen(req, timeout=1.0, context=context) as r:
                 return dict(json.loads(r.read()))
         except (OSError, ValueError, urllib.error.URLError):
             return None
@@ -154,6 +221,17 @@ class EtcdCluster:
             end_process(proc, signal.SIGKILL)
             self.procs[i] = None
 
+    def pause(self, i: int) -> None:
+        """SIGSTOP member `i`: it holds its connections and answers nothing (a hung host)."""
+        proc = self.procs[i]
+        if proc is not None:
+            proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        proc = self.procs[i]
+        if proc is not None:
+            proc.send_signal(signal.SIGCONT)
+
     def stop(self, i: int) -> None:
         proc = self.procs[i]
         if proc is not None:
@@ -172,6 +250,7 @@ class EtcdCluster:
     def close(self) -> None:
         try:
             for i in range(self.size):
+                self.resume(i)
                 self.kill(i)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -10,12 +10,14 @@ EDGERM_SCRIPT=test.sh
 . scripts/lib/venv.sh
 
 # Debian packages: a Docker engine and busybox for local images, libcoap's CoAP client (an
-# independent peer), clang/lld for wasm32 tasks and libFuzzer, the Cortex-M4 toolchain and QEMU.
+# independent peer), clang/lld for wasm32 tasks and libFuzzer, the Cortex-M4 toolchain and QEMU,
+# etcd (the HA tests start three real members on loopback: edgerm_master/testing_etcd.py).
 APT_PACKAGES=(
   docker.io busybox-static libcoap3-bin
   clang lld wasi-libc libclang-rt-14-dev-wasm32 libclang-rt-14-dev wabt make
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
   iproute2 iptables
+  etcd-server etcd-client
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
