@@ -8,6 +8,7 @@ Example::
 
     [master]
     url = "ws://master.example:5690/agent"    # or "coap://master.example:5683"
+    # several masters (one leads, docs/ha.md): urls = ["coap://m1:5683", "coap://m2:5683"]
     token = "the cluster agent token"
 
     [resources]
@@ -92,6 +93,13 @@ class AgentConfig:
     coap_ack_timeout_s: float = 2.0
     coap_max_retransmit: int = 4
     coap_block_size: int = 1024         # module downloads; 16..1024, a power of two
+    # Every master the agent may use, `master_url` first ([master] url and/or urls): it
+    # follows the leader among them (docs/ha.md). Empty: only master_url.
+    master_urls: tuple[str, ...] = ()
+
+    @property
+    def masters(self) -> tuple[str, ...]:
+        return self.master_urls or (self.master_url,)
 
     @property
     def transport(self) -> str:
@@ -104,7 +112,7 @@ class AgentConfig:
 _KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"name", "work_dir", "master", "resources", "attributes", "devices",
                    "executors", "docker", "wasm", "timing", "coap"}),
-    "master": frozenset({"url", "token", "max_payload"}),
+    "master": frozenset({"url", "urls", "token", "max_payload"}),
     "resources": frozenset({"cpus", "mem_mb", "disk_mb", "reserved_cpus", "reserved_mem_mb",
                             "reserved_disk_mb", "ports"}),
     "devices": frozenset({"name", "kind", "shares", "unit", "path", "constant", "sine", "file",
@@ -227,6 +235,28 @@ def _device(raw: Any, i: int) -> DeviceConfig:
                         path=_get(raw, "path", str, where) or "", sensor=sensor)
 
 
+def _master_urls(master: dict[str, Any]) -> tuple[str, ...]:
+    """[master] url and urls: every master, `url` first, each once, each ws, wss or coap."""
+    url = _get(master, "url", str, "master.")
+    listed = _get(master, "urls", list, "master.") or []
+    urls: list[str] = [url] if url else []
+    for i, u in enumerate(listed):
+        if not isinstance(u, str) or not u:
+            raise ConfigError(f"master.urls[{i}]: expected a URL string like "
+                              "\"coap://HOST:PORT\"")
+        if u not in urls:
+            urls.append(u)
+    if not urls:
+        raise ConfigError("master.url: required (ws://HOST:PORT/agent or coap://HOST:PORT; "
+                          "several masters: master.urls = [...])")
+    for u in urls:
+        scheme = urlsplit(u).scheme
+        if scheme not in ("ws", "wss", "coap"):
+            key = "master.url" if u == url else f"master.urls[{listed.index(u)}]"
+            raise ConfigError(f"{key}: scheme {scheme!r} of {u!r} is not ws, wss or coap")
+    return tuple(urls)
+
+
 def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
     import socket
 
@@ -234,12 +264,8 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
     master = raw.get("master") or {}
     if not isinstance(master, dict):
         raise ConfigError("master: expected a table")
-    url = _get(master, "url", str, "master.")
-    if not url:
-        raise ConfigError("master.url: required (ws://HOST:PORT/agent or coap://HOST:PORT)")
-    scheme = urlsplit(url).scheme
-    if scheme not in ("ws", "wss", "coap"):
-        raise ConfigError(f"master.url: scheme {scheme!r} is not ws, wss or coap")
+    urls = _master_urls(master)
+    url = urls[0]
     token = _get(master, "token", str, "master.") or ""
     work_dir = Path(_get(raw, "work_dir", str, "") or "edgerm-agent")
     if base is not None and not work_dir.is_absolute():
@@ -269,6 +295,7 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
         name=_get(raw, "name", str, "") or socket.gethostname(),
         work_dir=work_dir,
         master_url=url,
+        master_urls=urls,
         token=token,
         cpus=_number(res, "cpus", w, None),
         mem_mb=_number(res, "mem_mb", w, None),

@@ -144,6 +144,19 @@ class MasterProcess:
         self.stop()
 
 
+def standby_process(data_dir: str, leader: MasterProcess | None,
+                    leader_urls: dict[str, str] | None = None) -> MasterProcess:
+    """A started master process that stays a standby (edgerm_master.testing_standby) naming
+    `leader` (its coap:// and ws:// URLs), or `leader_urls` instead, or no leader."""
+    urls = dict(leader_urls or {})
+    if leader is not None and leader_urls is None:
+        urls = {"coap": f"coap://{leader.coap[0]}:{leader.coap[1]}",
+                "ws": f"ws://{leader.ws[0]}:{leader.ws[1]}"}
+    return MasterProcess(data_dir, module="edgerm_master.testing_standby",
+                         extra=["--leader-coap", urls.get("coap", ""),
+                                "--leader-ws", urls.get("ws", "")]).start()
+
+
 # --------------------------------------------------------------------------------------------
 # Network drivers (Trio)
 
