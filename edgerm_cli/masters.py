@@ -1,25 +1,20 @@
 """`edgerm masters`: each master's role and which one leads (docs/ha.md).
 
-Two sources, used together when both are given:
-- the masters the command is pointed at (`--master`, a comma list or repeated): each is asked
-  for the operator state (WebSocket `/state`); the leader answers it, a standby refuses with
-  NOT_LEADER naming the leader's URL, a master that does not answer is `unreachable`;
-- etcd's members registry (`--etcd ENDPOINTS`, env EDGERM_ETCD): every master that runs, by
-  name, with the URLs it advertises, and the holder of the election key (the leader), also
-  masters the command was not told about.
+Every master the command is pointed at (`--master`, a comma list or repeated; edgerm_cli.target)
+is asked for the operator state (WebSocket `/state`) at once: the leader answers it, a standby
+refuses with NOT_LEADER naming the leader's URL, a master that does not answer is `unreachable`.
 
-Error handling: no master and no etcd answering exits with EXIT_MASTER (one line on stderr);
-a table (or `--json`) is printed whenever something answered, the unreachable ones included.
+Error handling: when no master answers, EXIT_MASTER with one line on stderr; otherwise a table
+(or `--json`) of all of them, the unreachable ones included.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 import trio
 
@@ -35,7 +30,7 @@ from edgerm_cli import EXIT_MASTER, EXIT_USAGE
 from edgerm_cli.listing import STATE_MAX_BYTES, render_table
 from edgerm_cli.target import TargetError, resolve_target
 
-__all__ = ["MasterRow", "probe_master", "masters_command", "masters_table", "master_urls"]
+__all__ = ["MasterRow", "probe_master", "masters_command", "masters_table"]
 
 
 @dataclass
@@ -46,18 +41,6 @@ class MasterRow:
     urls: dict[str, str]
     leader: str = ""     # the leader's URL or name this master names ("" unknown)
     detail: str = ""     # why unreachable / refusing
-
-
-def master_urls(value: Any) -> list[str]:
-    """`--master` as a list: a string with commas, or a list of such (repeated flag)."""
-    items = value if isinstance(value, list) else [value]
-    out: list[str] = []
-    for item in items:
-        for url in str(item or "").split(","):
-            url = url.strip()
-            if url and url not in out:
-                out.append(url)
-    return out
 
 
 async def probe_master(url: str, operator_token: str, timeout_s: float = 3.0) -> MasterRow:
@@ -110,7 +93,7 @@ async def masters_command(args: argparse.Namespace, out: TextIO) -> int:
     except TargetError as e:
         print(f"edgerm: {e}", file=sys.stderr)
         return EXIT_USAGE
-    urls = master_urls(args.master or os.environ.get("EDGERM_MASTER") or target.master)
+    urls = list(target.masters) or [target.master]
     rows: list[MasterRow] = [MasterRow("", "unreachable", {"ws": u}) for u in urls]
 
     async def probe(i: int) -> None:
