@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                                          "leader it names) or unreachable (docs/ha.md).")
     _common(masters)
     masters.add_argument("--json", action="store_true", help="JSON instead of a table")
+    masters.add_argument("--etcd", metavar="URL[,URL]",
+                         help="also read etcd's members registry (env EDGERM_ETCD): every "
+                              "master by name, the leader")
+    masters.add_argument("--etcd-prefix", default="/edgerm/",
+                         help="the masters' [store] prefix (default /edgerm/)")
     for name, (_, _table) in LISTINGS.items():
         p = sub.add_parser(name, help=f"list the cluster's {name}")
         _common(p)

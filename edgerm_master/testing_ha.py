@@ -75,6 +75,7 @@ class MasterSet:
                                  "--store-prefix", prefix, "--store-timeout-s", "1",
                                  "--store-lease-ttl-s", str(lease_ttl_s), *extra])
             for i in range(n)]
+        self.prefix = prefix
         self.exits: list[list[int]] = [[] for _ in range(n)]  # exit codes seen, per master
         self.restarts = 0
 
@@ -254,7 +255,7 @@ class HaFramework:
         self.max_outstanding = max_outstanding
         self.connect_timeout_s = connect_timeout_s
         self.accepted: set[str] = set()
-        self.first_accepted_at: float | None = None
+        self.accepted_at: list[float] = []         # monotonic time of each `accepted`
         self.inflight: dict[int, list[str]] = {}     # accept call_id -> task ids
         self.unsure: set[str] = set()                # sent, connection lost before the answer
         self.states: dict[str, list[int]] = {}
@@ -325,8 +326,7 @@ class HaFramework:
             elif kind == "accepted":
                 ids = self.inflight.pop(ev.call_id, None) or list(ev.accepted.task_ids)
                 self.accepted.update(ids)
-                if self.first_accepted_at is None:
-                    self.first_accepted_at = time.monotonic()
+                self.accepted_at.append(time.monotonic())
             elif kind == "update":
                 u = ev.update
                 if u.task_id in self.unsure:

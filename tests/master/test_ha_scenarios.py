@@ -16,6 +16,8 @@ the leader and count every launch they execute and every update they receive
 
 from __future__ import annotations
 
+import io
+import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +27,10 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, connect_websocket_url
 
+import edgerm_cli.main as cli_main
 from edgerm.transport.coap import open_coap_client
 from edgerm.wire import pb
+from edgerm_cli.masters import masters_command
 from edgerm_master.roles import EXIT_DEPOSED
 from edgerm_master.testing import ScriptedFramework
 from edgerm_master.testing_etcd import EtcdCluster, etcd_cluster, unique_prefix
@@ -219,3 +223,32 @@ async def test_etcd_losing_one_then_two_members(masters: Any,
         etcd_cluster.start(1)
         etcd_cluster.start(2)
         await trio.to_thread.run_sync(etcd_cluster.wait_healthy)
+
+
+async def test_edgerm_masters_names_every_master_and_the_leader(
+        masters: Any, etcd_cluster: EtcdCluster) -> None:
+    ms: MasterSet = masters(2)
+    leader = await ms.leader()
+    urls = [f"ws://{h}:{p}" for h, p in ms.ws]
+    argv = ["masters", "--master", ",".join(urls), "--operator-token", "operator-token",
+            "--etcd", ",".join(etcd_cluster.client_urls), "--etcd-prefix", ms.prefix, "--json"]
+    out = io.StringIO()
+    assert await masters_command(cli_main.build_parser().parse_args(argv), out) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["leader"] == f"m{leader}"
+    rows = {m["name"]: m for m in doc["masters"]}
+    assert set(rows) == {"m0", "m1"}
+    assert rows[f"m{leader}"]["role"] == "leader"
+    assert rows[f"m{1 - leader}"]["role"] == "standby"
+    assert rows["m0"]["urls"]["ws"] == urls[0] and rows["m1"]["urls"]["coap"].startswith("coap://")
+    ms.kill(leader)  # a dead master leaves the registry when its lease ends
+    with trio.fail_after(15):
+        while True:
+            out = io.StringIO()
+            await masters_command(cli_main.build_parser().parse_args(argv), out)
+            doc = json.loads(out.getvalue())
+            if doc["leader"] == f"m{1 - leader}":
+                break
+            await trio.sleep(0.2)
+    assert [m["name"] for m in doc["masters"]] == [f"m{1 - leader}"] or any(
+        m["role"] == "unreachable" for m in doc["masters"])
