@@ -6,6 +6,10 @@ the master's side as little as possible): it registers `--agents` agents, then k
 `--seconds`, each agent with at most one outstanding call.
 
     python bench/master_heartbeats.py [--agents 2000] [--window 64] [--seconds 10]
+        [--backends sqlite,etcd]
+
+With `--backends sqlite,etcd` the same run is repeated with the master leading on a real
+three-member etcd cluster (metrics suffixed `_etcd`).
 
 Prints JSON lines {"metric", "value", "unit", "goal"}.
 """
@@ -181,32 +185,63 @@ def loadgen(host: str, port: int, n_agents: int, window: int, seconds: float) ->
                       "agents": n_agents, "window": window}), flush=True)
 
 
+def run_loadgen(master: MasterProcess, args: argparse.Namespace) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--loadgen", master.coap[0], str(master.coap[1]),
+         "--agents", str(args.agents), "--window", str(args.window),
+         "--seconds", str(args.seconds)],
+        check=True, capture_output=True, text=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def with_sqlite(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        master = MasterProcess(d, heartbeat_ms=600_000, extra=["--log-level", "warning"])
+        master.start()
+        try:
+            return run_loadgen(master, args)
+        finally:
+            master.stop()
+
+
+def with_etcd(args: argparse.Namespace) -> dict[str, Any]:
+    """The same master as the leader of one on a three-member etcd cluster (issue 12): steady
+    heartbeats write nothing, so the figure should not move."""
+    import trio
+
+    from edgerm_master.testing_etcd import EtcdCluster, unique_prefix
+    from edgerm_master.testing_ha import MasterSet
+
+    with EtcdCluster() as etcd, tempfile.TemporaryDirectory() as d:
+        ms = MasterSet(d, etcd.client_urls, unique_prefix("hb"), n=1,
+                       extra=["--log-level", "warning", "--heartbeat-ms", "600000"])
+        ms.start()
+        try:
+            trio.run(ms.leader)
+            return run_loadgen(ms.masters[0], args)
+        finally:
+            ms.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--agents", type=int, default=2000)
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--backends", default="sqlite",
+                   help="comma list of store backends to run side by side: sqlite, etcd")
     p.add_argument("--loadgen", nargs=2, metavar=("HOST", "PORT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.loadgen:
         loadgen(args.loadgen[0], int(args.loadgen[1]), args.agents, args.window, args.seconds)
         return
-    with tempfile.TemporaryDirectory() as d:
-        master = MasterProcess(d, heartbeat_ms=600_000, extra=["--log-level", "warning"])
-        master.start()
-        try:
-            out = subprocess.run(
-                [sys.executable, __file__, "--loadgen", master.coap[0], str(master.coap[1]),
-                 "--agents", str(args.agents), "--window", str(args.window),
-                 "--seconds", str(args.seconds)],
-                check=True, capture_output=True, text=True)
-        finally:
-            master.stop()
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    emit("heartbeats_per_s_coap", r["ok"] / r["elapsed"], "1/s", ">= 5000")
-    emit("heartbeat_rtt_p50_coap", r["p50"], "ms")
-    emit("heartbeat_rtt_p99_coap", r["p99"], "ms", "<= 50")
-    emit("heartbeat_errors", r["errors"] + r["timeouts"], "count", "0")
+    for backend in args.backends.split(","):
+        r = with_etcd(args) if backend == "etcd" else with_sqlite(args)
+        sfx = "" if backend == "sqlite" else f"_{backend}"
+        emit(f"heartbeats_per_s_coap{sfx}", r["ok"] / r["elapsed"], "1/s", ">= 5000")
+        emit(f"heartbeat_rtt_p50_coap{sfx}", r["p50"], "ms")
+        emit(f"heartbeat_rtt_p99_coap{sfx}", r["p99"], "ms", "<= 50")
+        emit(f"heartbeat_errors{sfx}", r["errors"] + r["timeouts"], "count", "0")
 
 
 if __name__ == "__main__":

@@ -340,6 +340,8 @@ class HaFramework:
                     await conn.send_message(fw.acknowledge(u))
                 if self.done():
                     return ""
+                if u.state == TS.FINISHED and fw.offers:
+                    await self._launch(conn)  # room again under max_outstanding
             elif kind == "offers":
                 await self._launch(conn)
 
