@@ -292,6 +292,13 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
             raise ConfigError(f"{key} must be >= 0 (0: no limit)")
     _check_advertised(cfg, source)
     _check_store(cfg)
+    if cfg.store_backend == "etcd" and wildcard_host(cfg.host):
+        missing = sorted({"coap", "ws"} - set(cfg.advertise_urls))
+        if missing:
+            raise ConfigError(
+                f"{source}: host = {cfg.host!r} binds every address, so a standby could not "
+                f"tell clients which one reaches this master: set [master] urls for "
+                f"{', '.join(missing)} (or --advertise-url KIND=URL)")
     return cfg
 
 

@@ -38,3 +38,13 @@ def test_bad_master_table_is_refused(text: str) -> None:
 def test_bad_advertise_flag_says_the_form() -> None:
     with pytest.raises(ConfigError, match="KIND=URL"):
         parse_args(["--advertise-url", "coap://x:1"])
+
+
+def test_etcd_on_a_wildcard_host_needs_advertised_urls() -> None:
+    etcd = '[store]\nbackend = "etcd"\nendpoints = ["http://127.0.0.1:2379"]\n'
+    with pytest.raises(ConfigError, match="urls for coap, ws"):
+        load_config('host = "0.0.0.0"\n' + etcd)
+    cfg = load_config('host = "0.0.0.0"\n' + etcd + '[master]\nurls = { coap = '
+                      '"coap://10.0.0.1:5683", ws = "ws://10.0.0.1:5690" }\n')
+    assert cfg.advertise_urls["ws"] == "ws://10.0.0.1:5690"
+    assert load_config('host = "0.0.0.0"\n').host == "0.0.0.0"  # SQLite: one master, no URLs
