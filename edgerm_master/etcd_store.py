@@ -19,6 +19,7 @@ idempotent: the same keys with the same values).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,6 +52,8 @@ from edgerm_master.store_api import Fence, ModuleTooLarge, NotLeader, StoreUnava
 
 __all__ = ["EtcdStore", "Mirror", "MAX_TXN_OPS", "MAX_TXN_BYTES", "CHUNK_BYTES",
            "MODULE_MAX_BYTES", "RecordTooLarge", "plan_transactions"]
+
+log = logging.getLogger("edgerm.master.store")
 
 # A range read of the whole prefix comes back in pages of this many keys.
 _PAGE = 1000
@@ -291,6 +294,7 @@ class EtcdStore:
 
     async def _follow(self, task_status: trio.TaskStatus[None]) -> None:
         started = False
+        failing = False
         cut = len(self._p)
         data = b"data/"
         while not self._leading:
@@ -304,6 +308,11 @@ class EtcdStore:
                 async with self.client.watch(self._p, prefix_end(self._p),
                                              start_revision=self.mirror.revision + 1) as watch:
                     async for events, _revision in watch:
+                        if failing:
+                            failing = False
+                            log.warning("etcd: following the state again (revision %d)",
+                                        self.mirror.revision,
+                                        extra={"event": "etcd-available"})
                         mirror = self.mirror
                         for ev in events:
                             key = ev.kv.key[cut:]
@@ -319,6 +328,11 @@ class EtcdStore:
             except (EtcdError, StoreUnavailable) as e:
                 if isinstance(e, EtcdError) and not e.unavailable:
                     self._mirror_ok = False  # compacted or refused: read everything again
+                if not failing:
+                    failing = True
+                    log.warning("etcd: following the state stopped (%s); resuming from "
+                                "revision %d when etcd answers", e, self.mirror.revision + 1,
+                                extra={"event": "etcd-unavailable"})
                 await trio.sleep(0.2)
 
     def _wake(self) -> None:
