@@ -49,6 +49,26 @@ log = logging.getLogger("edgerm.master.election")
 _RETRY_S = 0.2
 
 
+class _Outage:
+    """Logs a failing etcd loop once when it starts failing and once when it works again, not
+    at every retry (five a second)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failing = False
+
+    def failed(self, error: Exception) -> None:
+        if not self.failing:
+            self.failing = True
+            log.warning("etcd: %s failed (%s); trying again until it works", self.what, error,
+                        extra={"event": "etcd-unavailable"})
+
+    def worked(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.warning("etcd: %s works again", self.what, extra={"event": "etcd-available"})
+
+
 class Election:
     def __init__(self, client: EtcdClient, prefix: str, ttl: float, member: MemberInfo) -> None:
         if not prefix.endswith("/"):
@@ -99,6 +119,7 @@ class Election:
         once the first lease is granted and the leader key read. Never returns; on
         cancellation revokes the lease (resigning if leading)."""
         started = False
+        outage = _Outage("granting this master's lease")
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_leader)
@@ -106,9 +127,10 @@ class Election:
                     try:
                         await self._new_lease()
                     except EtcdError as e:
-                        log.warning("etcd: cannot get a lease (%s); trying again", e)
+                        outage.failed(e)
                         await trio.sleep(_RETRY_S)
                         continue
+                    outage.worked()
                     if not started:
                         while self._leader_revision < 0:
                             await self._changed.wait()
@@ -154,7 +176,7 @@ class Election:
                     # next endpoint is tried after a third of it.
                     ttl = await self.client.lease_keepalive(self.lease, timeout=self.ttl / 3)
                 except EtcdError as e:
-                    log.warning("etcd: lease keep-alive failed (%s)", e)
+                    log.info("etcd: lease renewal failed (%s); trying again", e)
                     continue
                 if ttl <= 0:
                     return
@@ -201,6 +223,7 @@ class Election:
     async def campaign(self) -> None:
         """Return once this member leads (with `fence` set and a fresh `lost` event). Needs
         `run()` started. Waits for the current leader's key to go (resign or lease expiry)."""
+        outage = _Outage("campaigning")
         while True:
             await self._lease_ok.wait()
             lease = self.lease
@@ -209,9 +232,10 @@ class Election:
                     [cmp_create_revision(self.leader_key, 0)],
                     [op_put(self.leader_key, self.member.to_json(), lease)])
             except EtcdError as e:
-                log.warning("etcd: campaign failed (%s); trying again", e)
+                outage.failed(e)
                 await trio.sleep(_RETRY_S)
                 continue
+            outage.worked()
             if result.succeeded:
                 if lease != self.lease:
                     continue  # the lease changed meanwhile; the key dies with the old one

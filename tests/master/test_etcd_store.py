@@ -1,6 +1,7 @@
 """EtcdStore beyond the shared contract (test_store_contract.py), on a real three-member etcd:
-fencing, batches cut within etcd's limits, module chunks and their size limit, the warm
-standby's follow(), idempotent re-application, and etcd members killed under it."""
+fencing, batches cut within etcd's limits (the cutting itself: test_etcd_layout.py), module
+chunks and their size limit, the warm standby's follow(), idempotent re-application, and etcd
+members killed under it."""
 
 from __future__ import annotations
 
@@ -14,11 +15,9 @@ from edgerm_master.etcd_client import EtcdClient, prefix_end
 from edgerm_master.etcd_store import (
     CHUNK_BYTES,
     MAX_TXN_BYTES,
-    MAX_TXN_OPS,
     MODULE_MAX_BYTES,
     EtcdStore,
     RecordTooLarge,
-    plan_transactions,
 )
 from edgerm_master.store_api import ModuleTooLarge, NotLeader, StoreUnavailable
 from edgerm_master.testing_etcd import EtcdCluster, etcd_cluster, take_lead, unique_prefix
@@ -71,27 +70,6 @@ async def _reopen(client: EtcdClient, prefix: str) -> EtcdStore:
     store = EtcdStore(client, prefix)
     store.set_fence(await take_lead(client, prefix))
     return store
-
-
-def test_plan_transactions_keeps_limits_order_and_record_boundaries() -> None:
-    groups = [[(f"k{i}", b"v")] * 1 + [("agent", b"a%d" % i)] for i in range(300)]
-    txns = plan_transactions(groups)
-    assert all(len(t) <= MAX_TXN_OPS for t in txns)
-    # Each record's two writes land in one transaction (the agent key is written by every
-    # record: one op per transaction, its last value wins).
-    flat = [k for t in txns for k in t if k != "agent"]
-    assert flat == [f"k{i}" for i in range(300)]
-    for t in txns:
-        ks = [int(k[1:]) for k in t if k != "agent"]
-        assert t["agent"] == b"a%d" % ks[-1]
-    # A record bigger than one transaction (a module) is cut between its own writes.
-    big = [(f"blob/{n}", bytes(CHUNK_BYTES)) for n in range(10)] + [("row", b"r")]
-    txns = plan_transactions([[("before", b"b")], big])
-    assert all(sum(len(k) + len(v or b"") for k, v in t.items()) <= MAX_TXN_BYTES
-               for t in txns)
-    assert [k for t in txns for k in t] == ["before"] + [k for k, _ in big]
-    # A key deleted after it was written in the same transaction: one op, the delete.
-    assert plan_transactions([[("a", b"1")], [("a", None)]]) == [{"a": None}]
 
 
 async def test_a_batch_over_etcds_limits_is_split_and_all_durable(client: EtcdClient) -> None:
