@@ -320,6 +320,9 @@ class Agent:
         elif ev.code == pb.UNSUPPORTED:
             log.error("the master at %s refused a %s call: %s: %s; run an agent and a master "
                       "of matching versions%s", url, ev.call, code, ev.message, again)
+        elif ev.code == pb.NOT_LEADER:
+            log.warning("the master at %s is a standby (%s); list every master in [master] urls "
+                        "so the agent follows the leader%s", url, ev.message, again)
         elif ev.code == pb.UNAUTHENTICATED:
             log.warning("the master at %s does not accept this agent's identity (%s: %s); "
                         "registering again%s", url, code, ev.message, again)
