@@ -21,9 +21,11 @@ store's, and the surest way to forget everything else -- the core, offers, half-
 connections, timers -- is a new process. The cost is one process start (~1 s), off the
 failover's critical path: another master is already taking over.
 
-A leader whose store cannot be reached (no etcd quorum: `StoreUnavailable`) does not step down:
-it keeps its records, refuses new work with a clear error (UNAVAILABLE) and retries the commit
-until the store answers (then it goes on, nothing lost) or tells it that it no longer leads.
+A leader whose store cannot be reached (no etcd quorum: `StoreUnavailable`) keeps its records,
+refuses new work with a clear error (UNAVAILABLE) and retries the commit (service.py). If the
+outage outlasts its lease (which it cannot renew either), it counts as deposed but goes on
+refusing with UNAVAILABLE until etcd answers again -- no other master could lead meanwhile --
+and then exits; the next election picks a leader and work resumes with nothing lost.
 
 Every role change is logged once, at WARNING, with `event` = "role" (docs/master.md, "Logs").
 """
