@@ -12,8 +12,12 @@ downs fall on both alike; `metrics_cost_heartbeat_path` is the rate lost with me
 The same comparison in this process without sockets (`inline_cost`): the inline heartbeat
 handler with metrics on and off, and the metrics' hooks timed alone.
 
+With `--etcd` a third master, leading on a real three-member etcd cluster (issue 12), joins the
+same alternating load (metrics suffixed `_etcd`): steady heartbeats write nothing, so its figure
+should match the SQLite master's.
+
     python bench/master_heartbeats.py [--agents 2000] [--window 64] [--seconds 10] [--slice 1]
-                                      [--scrape-s 0]
+                                      [--scrape-s 0] [--etcd]
 
 Prints JSON lines {"metric", "value", "unit", "goal"}.
 """
@@ -21,6 +25,7 @@ Prints JSON lines {"metric", "value", "unit", "goal"}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -224,9 +229,11 @@ def loadgen(targets: list[tuple[str, int]], n_agents: int, window: int, seconds:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Two masters at once, metrics on and off (`--no-metrics`), one load generator taking
-    turns between them; the results in that order."""
-    with tempfile.TemporaryDirectory() as d:
+    """Two masters at once, metrics on and off (`--no-metrics`), and with `--etcd` a third
+    leading on a real etcd cluster; one load generator taking turns between them; the results
+    in that order."""
+    with contextlib.ExitStack() as stack:
+        d = stack.enter_context(tempfile.TemporaryDirectory())
         masters = [MasterProcess(os.path.join(d, name), heartbeat_ms=600_000,
                                  extra=["--log-level", "warning", *extra])
                    for name, extra in (("on", []),
@@ -238,6 +245,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             for master in masters:
                 master.start()
+            if args.etcd:
+                masters.append(etcd_master(stack, os.path.join(d, "etcd")))
             if args.scrape_s > 0 and masters[0].http is not None:
                 scraper.start()
             targets = [f"{m.coap[0]}:{m.coap[1]}" for m in masters]
@@ -250,13 +259,30 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             done.set()
             if scraper.is_alive():
                 scraper.join()
-            for master in masters:
+            for master in masters[:2]:
                 master.stop()
     results: list[dict[str, Any]] = json.loads(out.stdout.strip().splitlines()[-1])
     for r in results:
         r["rate"] = r["ok"] / r["elapsed"]
     results[0]["scrapes"] = scrapes
     return results
+
+
+def etcd_master(stack: contextlib.ExitStack, data_dir: str) -> MasterProcess:
+    """A master leading on a real three-member etcd cluster (issue 12), closed with `stack`."""
+    import trio
+
+    from edgerm_master.testing_etcd import EtcdCluster, unique_prefix
+    from edgerm_master.testing_ha import MasterSet
+
+    etcd = stack.enter_context(EtcdCluster())
+    os.makedirs(data_dir)
+    ms = MasterSet(data_dir, etcd.client_urls, unique_prefix("hb"), n=1,
+                   extra=["--log-level", "warning", "--heartbeat-ms", "600000"])
+    stack.callback(ms.close)
+    ms.start()
+    trio.run(ms.leader)
+    return ms.masters[0]
 
 
 def scrape_loop(master: MasterProcess, period: float, done: threading.Event,
@@ -353,13 +379,16 @@ def main() -> None:
     p.add_argument("--a-a", action="store_true",
                    help="calibration: both masters with metrics on (the 'cost' is then the "
                    "bench's own bias and noise)")
+    p.add_argument("--etcd", action="store_true",
+                   help="also a master leading on a real three-member etcd cluster")
     p.add_argument("--loadgen", nargs="+", metavar="HOST:PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.loadgen:
         targets = [(t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) for t in args.loadgen]
         loadgen(targets, args.agents, args.window, args.seconds, args.slice)
         return
-    on, off = run(args)
+    results = run(args)
+    on, off = results[0], results[1]
     emit("heartbeats_per_s_coap", on["rate"], "1/s", ">= 5000")
     emit("heartbeat_rtt_p50_coap", on["p50"], "ms")
     emit("heartbeat_rtt_p99_coap", on["p99"], "ms", "<= 50")
@@ -369,6 +398,12 @@ def main() -> None:
     emit("heartbeat_errors_metrics_off", off["errors"] + off["timeouts"], "count", "0")
     emit("metrics_cost_heartbeat_path", (off["rate"] - on["rate"]) / off["rate"] * 100, "%",
          "< 5")
+    if args.etcd:
+        r = results[2]
+        emit("heartbeats_per_s_coap_etcd", r["rate"], "1/s", ">= 5000")
+        emit("heartbeat_rtt_p50_coap_etcd", r["p50"], "ms")
+        emit("heartbeat_rtt_p99_coap_etcd", r["p99"], "ms", "<= 50")
+        emit("heartbeat_errors_etcd", r["errors"] + r["timeouts"], "count", "0")
     scrapes = sorted(on["scrapes"])
     if scrapes:
         emit("metrics_scrape_http_ms", scrapes[len(scrapes) // 2] * 1000, "ms")

@@ -15,6 +15,7 @@ import trio
 
 from edgerm_cli import EXIT_INTERRUPTED
 from edgerm_cli.listing import LISTINGS, list_command
+from edgerm_cli.masters import masters_command
 from edgerm_cli.run import DOCKER_DEFAULT_MEM_MB, MICROPYTHON_DEFAULT_MEM_MB, run_command
 from edgerm_cli.target import DEFAULT_MASTER
 
@@ -78,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "number of everyday size, else text, else hex)")
     run.add_argument("-q", "--quiet", action="store_true", help="only output and failures")
 
+    masters = sub.add_parser("masters", help="each master's role and which one leads",
+                             description="Ask every master given with --master (a comma list "
+                                         "or repeated) for its role: leader, standby (and the "
+                                         "leader it names) or unreachable (docs/ha.md).")
+    _common(masters)
+    masters.add_argument("--json", action="store_true", help="JSON instead of a table")
+    masters.add_argument("--etcd", metavar="URL[,URL]",
+                         help="also read etcd's members registry (env EDGERM_ETCD): every "
+                              "master by name, the leader")
+    masters.add_argument("--etcd-prefix", default="/edgerm/",
+                         help="the masters' [store] prefix (default /edgerm/)")
     for name, (_, _table) in LISTINGS.items():
         p = sub.add_parser(name, help=f"list the cluster's {name}")
         _common(p)
@@ -96,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return trio.run(run_command, args, sys.stdout, sys.stderr)
+        if args.command == "masters":
+            return trio.run(masters_command, args, sys.stdout)
         return trio.run(list_command, args, sys.stdout)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

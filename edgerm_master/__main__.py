@@ -7,6 +7,10 @@ print one JSON ready line to stdout once CoAP and WebSocket are bound:
 
 SIGINT/SIGTERM stop it cleanly; SIGKILL loses nothing that was acknowledged (see store.py).
 
+With `[store] backend = "etcd"` it is one of several masters (docs/ha.md): ready as a standby,
+it leads once it wins the election, and exits with code 3 (`roles.EXIT_DEPOSED`) when it loses
+the lead, for its supervisor to start it again as a standby.
+
 What it logs goes to stderr, one event a line as text or JSON (`--log-format`; loggers
 `edgerm.master.*`, docs/operations.md "Logs"). A start-up
 failure (bad flags or config, a port in use, an unusable data dir) is one line on stderr,
@@ -25,7 +29,9 @@ import trio
 
 from edgerm.logformat import configure_logging
 from edgerm_master.config import ConfigError, liveness_problem, parse_args
+from edgerm_master.roles import EXIT_DEPOSED, Deposed, RoleLoop
 from edgerm_master.service import ListenError, MasterService
+from edgerm_master.store_api import NotLeader
 
 log = logging.getLogger("edgerm.master")
 
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgerm-master: {e}", file=sys.stderr)
         return 2
     configure_logging(config.log_level, config.log_format, sys.stderr)
+    # httpx (the etcd client's watches) logs every request at INFO.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     if not (config.agent_tokens and config.framework_tokens):
         log.warning(
             "no agent or framework token configured: nobody can connect (use --dev to "
@@ -65,17 +73,40 @@ def main(argv: list[str] | None = None) -> int:
     problem = liveness_problem(config)
     if problem:
         log.warning("%s", problem, extra={"event": "liveness_problem"})
+    roles = RoleLoop() if config.store_backend == "etcd" else None
     try:
-        trio.run(_run, MasterService(config), generated)
+        trio.run(_run, MasterService(config, roles=roles), generated)
     except KeyboardInterrupt:
         pass
-    except (OSError, sqlite3.Error, ListenError, ExceptionGroup) as e:
+    except (Deposed, NotLeader, ExceptionGroup) as e:
+        deposed = _deposed(e)
+        if deposed is None:
+            problem = _startup_problem(e, config.data_dir)
+            if problem is None:
+                raise
+            print(f"edgerm-master: {problem}", file=sys.stderr)
+            return 1
+        log.warning("exiting: %s", deposed, extra={"event": "deposed"})
+        return EXIT_DEPOSED
+    except (OSError, sqlite3.Error, ListenError) as e:
         problem = _startup_problem(e, config.data_dir)
         if problem is None:
             raise
         print(f"edgerm-master: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _deposed(e: BaseException) -> BaseException | None:
+    """The `Deposed`/`NotLeader` that ended the run (in Trio's groups), else None."""
+    if isinstance(e, Deposed | NotLeader):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        found: BaseException | None = e.split((Deposed, NotLeader))[0]
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        return found
+    return None
 
 
 def _startup_problem(e: BaseException, data_dir: str) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from typing import Any
 from edgerm.logformat import LOG_FORMATS, LOG_LEVELS
 
 __all__ = ["MasterConfig", "AGENT_SILENT_CALL_S", "parse_args", "load_config", "ConfigError",
-           "liveness_problem", "http_address", "parse_http_listen"]
+           "liveness_problem", "http_address", "parse_http_listen", "advertised_urls",
+           "wildcard_host", "ADVERTISE_SCHEMES"]
 
 # The longest an agent with its default settings goes without starting a new call when the
 # one in flight gets no answer (docs/agent.md, "Liveness on a lossy link"): the Linux agent
@@ -112,6 +114,31 @@ class MasterConfig:
     # --- store
     # "FULL": every commit survives a power cut; "NORMAL": survives a process crash (kill -9).
     sqlite_synchronous: str = "FULL"
+    # TOML `[store]` table (`backend = "etcd"`, `endpoints = [...]`, ...; docs/ha.md): "sqlite"
+    # is the embedded store of a single master; "etcd" an etcd v3 cluster (3.4+, JSON gateway)
+    # that several masters share, one of them leading.
+    store_backend: str = "sqlite"
+    store_endpoints: list[str] = field(default_factory=list)   # etcd client URLs
+    # Every key of this cluster's state starts with this (several clusters may share an etcd).
+    store_prefix: str = "/edgerm/"
+    # The leader's lease: a leader that stops renewing it (dead, stopped, cut off) is replaced
+    # this long after its last renewal (Kubernetes' default lease is 15 s).
+    store_lease_ttl_s: float = 5.0
+    # How long one etcd request may take before the next endpoint is tried.
+    store_timeout_s: float = 5.0
+    # TLS to etcd (https:// endpoints): trust anchors, and a client certificate and its key.
+    store_ca_file: str = ""
+    store_cert_file: str = ""
+    store_key_file: str = ""
+
+    # --- high availability (docs/ha.md; TOML table [master]: name, urls)
+    # This master's name among the masters sharing one etcd store (the members registry and
+    # the election key name it); "" takes "<host>:<coap port>" once the ports are bound.
+    name: str = ""
+    # The URLs clients use to reach this master, per transport ("coap", "ws"): a standby names
+    # the leader's to every client it refuses. Empty entries are derived from the bound
+    # addresses, which only works when the master binds the address clients use (not 0.0.0.0).
+    advertise_urls: dict[str, str] = field(default_factory=dict)
 
     @property
     def heartbeat_s(self) -> float:
@@ -162,11 +189,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="HTTP API and dashboard (default: --host, WebSocket port + 1; "
                    "port 0: any; off: none)")
     p.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "EXTRA"])
+    p.add_argument("--store-backend", choices=["sqlite", "etcd"],
+                   help="where the state lives (default sqlite; etcd: several masters)")
+    p.add_argument("--store-endpoint", action="append",
+                   help="etcd client URL (repeatable or comma-separated)")
+    p.add_argument("--store-prefix", help="etcd key prefix of this cluster (default /edgerm/)")
+    p.add_argument("--store-lease-ttl-s", type=float,
+                   help="leader lease in seconds: failover time after a leader dies (default 5)")
+    p.add_argument("--store-timeout-s", type=float,
+                   help="etcd request timeout before the next endpoint (default 5)")
+    p.add_argument("--store-ca-file", help="etcd TLS: CA certificates (PEM)")
+    p.add_argument("--store-cert-file", help="etcd TLS: client certificate (PEM)")
+    p.add_argument("--store-key-file", help="etcd TLS: client certificate's key (PEM)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"],
                    help="log lines as text or one JSON object a line (default text)")
     p.add_argument("--no-metrics", dest="metrics", action="store_const", const=False,
                    help="no Prometheus metrics: nothing timed on the hot path, no /metrics")
+    p.add_argument("--name", help="this master's name among several sharing one etcd store "
+                   "(default <host>:<coap port>)")
+    p.add_argument("--advertise-url", action="append", metavar="KIND=URL",
+                   help="the URL clients use for this master on transport KIND (coap, ws), e.g. "
+                   "coap=coap://10.0.0.5:5683 (repeatable; default: the bound address)")
     p.add_argument("--dev", action="store_true",
                    help="development mode: generate missing tokens and print them")
     return p
@@ -183,11 +227,19 @@ _FLAG_TO_FIELD = {
     "ws_max_connections_per_source": "ws_max_connections_per_source",
     "sqlite_synchronous": "sqlite_synchronous", "log_level": "log_level",
     "log_format": "log_format", "metrics": "metrics",
-    "http_listen": "http_listen",
+    "http_listen": "http_listen", "name": "name",
+    "store_backend": "store_backend", "store_endpoint": "store_endpoints",
+    "store_prefix": "store_prefix", "store_lease_ttl_s": "store_lease_ttl_s",
+    "store_timeout_s": "store_timeout_s", "store_ca_file": "store_ca_file",
+    "store_cert_file": "store_cert_file", "store_key_file": "store_key_file",
 }
 
 # TOML tables whose keys are fields with a prefix: `[http] listen = ...` is `http_listen`.
 _SECTIONS = {"http": "http_"}
+# Transports a master can advertise a URL for, with the URL schemes clients accept for each.
+ADVERTISE_SCHEMES = {"coap": ("coap://",), "ws": ("ws://", "wss://")}
+# The keys of the TOML table [master] and the MasterConfig fields they set.
+_MASTER_TABLE = {"name": "name", "urls": "advertise_urls"}
 
 
 def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None = None,
@@ -213,6 +265,23 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
                 raise ConfigError(f"{source}: unknown key {key!r} in [{section}] "
                                   "(docs/master.md lists the keys)")
             values[prefix + key] = value
+    table = values.pop("master", None)
+    if table is not None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [master] must be a table (name, urls)")
+        for key, value in table.items():
+            if key not in _MASTER_TABLE:
+                raise ConfigError(f"{source}: unknown key {key!r} in [master] (name, urls)")
+            values[_MASTER_TABLE[key]] = value
+    table = values.pop("store", None)
+    if table is not None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: store must be a table ([store] backend = ...)")
+        for key, value in table.items():
+            if f"store_{key}" not in fields:
+                raise ConfigError(f"{source}: unknown key {key!r} in [store] (docs/ha.md lists "
+                                  "the keys)")
+            values[f"store_{key}"] = value
     values.update(overrides or {})
     for key, value in values.items():
         if key not in fields:
@@ -269,6 +338,15 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
     if cfg.log_format not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not "
                           f"{cfg.log_format!r}")
+    _check_advertised(cfg, source)
+    _check_store(cfg)
+    if cfg.store_backend == "etcd" and wildcard_host(cfg.host):
+        missing = sorted({"coap", "ws"} - set(cfg.advertise_urls))
+        if missing:
+            raise ConfigError(
+                f"{source}: host = {cfg.host!r} binds every address, so a standby could not "
+                f"tell clients which one reaches this master: set [master] urls for "
+                f"{', '.join(missing)} (or --advertise-url KIND=URL)")
     return cfg
 
 
@@ -296,6 +374,77 @@ def http_address(cfg: MasterConfig) -> tuple[str, int] | None:
     if cfg.http_listen:
         return parse_http_listen(cfg.http_listen)
     return cfg.host, (cfg.ws_port + 1 if 0 < cfg.ws_port < 65535 else 0)
+
+
+
+def _check_advertised(cfg: MasterConfig, source: str) -> None:
+    if cfg.name and (len(cfg.name) > 64 or not cfg.name.isprintable() or "/" in cfg.name):
+        raise ConfigError(f"{source}: [master] name {cfg.name!r} must be 1-64 printable "
+                          "characters without '/' (it is part of an etcd key)")
+    for kind, url in cfg.advertise_urls.items():
+        schemes = ADVERTISE_SCHEMES.get(kind)
+        if schemes is None:
+            raise ConfigError(f"{source}: [master] urls: unknown transport {kind!r} (use "
+                              f"{', '.join(sorted(ADVERTISE_SCHEMES))})")
+        if not isinstance(url, str) or not url.startswith(schemes) or \
+                len(url) <= len(url.split("://")[0]) + 3:
+            raise ConfigError(f"{source}: [master] urls.{kind} = {url!r} must be a URL starting "
+                              f"with {' or '.join(schemes)} and naming a host clients can reach")
+
+
+def advertised_urls(cfg: MasterConfig, coap: tuple[str, int], ws: tuple[str, int]
+                    ) -> dict[str, str]:
+    """The URLs this master advertises per transport: the configured ones, the others made of
+    the bound addresses (an IPv6 host in brackets)."""
+    def hostport(addr: tuple[str, int]) -> str:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    urls = {"coap": f"coap://{hostport(coap)}", "ws": f"ws://{hostport(ws)}"}
+    urls.update(cfg.advertise_urls)
+    return urls
+
+
+def wildcard_host(host: str) -> bool:
+    """True when `host` binds every address (clients cannot use it as a URL)."""
+    return host in ("", "0.0.0.0", "::", "[::]")
+
+
+def _check_store(cfg: MasterConfig) -> None:
+    """The `[store]` settings, each problem with what to write instead."""
+    if cfg.store_backend not in ("sqlite", "etcd"):
+        raise ConfigError(f"[store] backend = {cfg.store_backend!r}: use \"sqlite\" (one master) "
+                          "or \"etcd\" (several masters sharing an etcd cluster)")
+    # "a,b" from a flag or a TOML string: a list of URLs.
+    cfg.store_endpoints = [u.strip() for e in cfg.store_endpoints for u in e.split(",")
+                           if u.strip()]
+    if cfg.store_backend != "etcd":
+        return
+    if not cfg.store_endpoints:
+        raise ConfigError("[store] backend = \"etcd\" needs endpoints = [\"http://HOST:2379\", "
+                          "...] (or --store-endpoint): the etcd members' client URLs")
+    for url in cfg.store_endpoints:
+        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+            raise ConfigError(f"[store] endpoint {url!r} is not an http:// or https:// URL "
+                              "(etcd's client URL, e.g. http://10.0.0.1:2379)")
+    if not cfg.store_prefix.startswith("/") or not cfg.store_prefix.endswith("/"):
+        raise ConfigError(f"[store] prefix = {cfg.store_prefix!r}: it must start and end with "
+                          "\"/\" (e.g. \"/edgerm/\")")
+    if not cfg.store_lease_ttl_s >= 1:
+        raise ConfigError(f"[store] lease_ttl_s = {cfg.store_lease_ttl_s:g}: etcd leases are "
+                          "whole seconds, at least 1 (2 to 15 is usual)")
+    if not cfg.store_timeout_s > 0:
+        raise ConfigError("[store] timeout_s must be > 0")
+    if cfg.store_key_file and not cfg.store_cert_file:
+        raise ConfigError("[store] key_file is set without cert_file: give the client "
+                          "certificate too")
+    for key in ("store_ca_file", "store_cert_file", "store_key_file"):
+        path = getattr(cfg, key)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"[store] {key[6:]} = {path!r}: no such file")
+    from edgerm_master.etcd_store import MODULE_MAX_BYTES
+    if cfg.module_max_bytes > MODULE_MAX_BYTES:
+        raise ConfigError(f"module_max_bytes = {cfg.module_max_bytes}: the etcd store holds "
+                          f"modules up to {MODULE_MAX_BYTES} bytes; lower module_max_bytes")
 
 
 def liveness_problem(cfg: MasterConfig) -> str | None:
@@ -333,6 +482,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[MasterConfig, dict[str, s
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = value
+    if args.advertise_url:
+        urls: dict[str, str] = {}
+        for item in args.advertise_url:
+            kind, sep, url = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--advertise-url {item!r}: use KIND=URL, e.g. "
+                                  "coap=coap://10.0.0.5:5683")
+            urls[kind.strip()] = url.strip()
+        overrides["advertise_urls"] = urls
     cfg = load_config(text, overrides, f"config {args.config}" if args.config else "config")
     generated: dict[str, str] = {}
     if args.dev:

@@ -7,7 +7,7 @@ process configures does (docs/master.md, "Logs"). Every line carries its facts a
 heartbeat path logs nothing; refusals are rate-limited per subject (`RefusalLog`), never dropped
 without a count, and counted by reason for the metrics (`RefusalLog.counts`). A framework that
 declines offers by the hundred is logged once per storm (`DeclineWatch`). The shell and the
-store log their failures through `log_store_error` and `log_failover` (one line each, the same
+store log their failures through `log_store_error` (one line each, the same
 fields wherever they are called from). How a record becomes a line: `edgerm.logformat`.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 from edgerm.wire import DecodeError, decode, pb
 
-__all__ = ["log_agents", "log_frameworks", "log_tasks", "log_operator", "log_store", "log_ha",
-           "log_coap", "RefusalLog", "DeclineWatch", "log_store_error", "log_failover",
+__all__ = ["log_agents", "log_frameworks", "log_tasks", "log_operator", "log_store",
+           "log_coap", "RefusalLog", "DeclineWatch", "log_store_error",
            "code_name", "reason_name", "agent_name"]
 
 # Loggers by subject, so an operator can turn one up or down.
@@ -29,7 +29,6 @@ log_frameworks = logging.getLogger("edgerm.master.frameworks")
 log_tasks = logging.getLogger("edgerm.master.tasks")
 log_operator = logging.getLogger("edgerm.master.operator")
 log_store = logging.getLogger("edgerm.master.store")
-log_ha = logging.getLogger("edgerm.master.ha")
 log_coap = logging.getLogger("edgerm.master.coap")
 
 # Refusals logged per subject (agents, frameworks, operator) within one window; more are counted
@@ -161,15 +160,6 @@ def log_store_error(what: str, error: BaseException, **fields: Any) -> None:
                     exc_info=error if not isinstance(error, OSError) else None,
                     extra={"event": "store_error", "operation": what,
                            "error": f"{type(error).__name__}: {error}", **fields})
-
-
-def log_failover(event: str, text: str, **fields: Any) -> None:
-    """One line for a change of the masters' leadership, for the HA code: `event` one of
-    "leader_elected" (this master leads now), "leader_lost" (it stepped down or lost its
-    lease: WARNING), "leader_changed" (another master leads; `leader` names it), "standby";
-    `fields` add facts (`leader`, `term`, `epoch`, `peer`)."""
-    level = logging.WARNING if event == "leader_lost" else logging.INFO
-    log_ha.log(level, "%s", text, extra={"event": event, **fields})
 
 
 def code_name(code: int) -> str:

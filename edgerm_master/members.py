@@ -2,13 +2,15 @@
 
 With several masters on one store (docs/ha.md) exactly one leads; the others are standbys that
 refuse every call with NOT_LEADER, naming the leader's URL for the transport the call came in on
-(`MemberInfo.urls`). The election (edgerm_master/election.py) keeps a `MemberInfo` per master;
-`MasterService.set_role` takes one for the current leader.
+(`MemberInfo.urls`). The election (edgerm_master/election.py) keeps a `MemberInfo` per master
+(the members registry and the leader key hold one as JSON); `MasterService.set_role` takes one
+for the current leader.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 
 __all__ = ["MemberInfo", "Role", "TRANSPORTS"]
@@ -28,6 +30,25 @@ class MemberInfo:
     def url(self, transport: str) -> str:
         """The URL for `transport` ("coap", "ws", "http"); "" when this master has none."""
         return self.urls.get(transport, "")
+
+    def to_json(self) -> bytes:
+        return json.dumps({"name": self.name, "urls": self.urls}, sort_keys=True).encode()
+
+    @classmethod
+    def from_json_untrusted(cls, data: bytes) -> MemberInfo | None:
+        """The member a registry value names, or None if it is not one (written by something
+        else, or by a newer master that we do not understand)."""
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        name, urls = obj.get("name"), obj.get("urls", {})
+        if not isinstance(name, str) or not isinstance(urls, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in urls.items()):
+            return None
+        return cls(name, dict(urls))
 
 
 class Role(enum.Enum):

@@ -5,16 +5,17 @@ Who does what:
 - the core keeps the catalogue (sha256 -> size, format, how many tasks refer to it), checks
   uploads with `check_module` and size limits, and emits `StoreModule` / `RemoveModule` records
   (a module no task refers to is removed after `module_grace_s`);
-- the store writes the bytes to `<data_dir>/modules/<hex>` (fsynced before the row commits);
+- the store writes the bytes (SQLite backend: to `<data_dir>/modules/<hex>`, fsynced before the
+  row commits; etcd backend: as chunks, before the row) and reads them back (`read_module`);
 - `ModuleReader` here serves them to agents: CoAP GET `m/<hex>` (Block2 by the transport) and
-  WebSocket `AgentCall.module` chunks. Reads are blocking file I/O, so the shell runs them via
-  `trio.to_thread.run_sync`; a small LRU keeps the hot modules in memory.
+  WebSocket `AgentCall.module` chunks, reading through the store's async `read_module`; a small
+  LRU keeps the hot modules in memory.
 """
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 from edgerm.wire import pb
 
@@ -54,10 +55,12 @@ def parse_hex(segment: str) -> bytes | None:
 
 
 class ModuleReader:
-    """Reads module files under `module_dir`, keeping up to `cache_bytes` of them in memory."""
+    """Reads whole modules with `read_module(sha256)` (the store's), keeping up to `cache_bytes`
+    of them in memory."""
 
-    def __init__(self, module_dir: str, cache_bytes: int = 8 * 1024 * 1024) -> None:
-        self.module_dir = module_dir
+    def __init__(self, read_module: Callable[[bytes], Awaitable[bytes]],
+                 cache_bytes: int = 8 * 1024 * 1024) -> None:
+        self._read_module = read_module
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cached = 0
@@ -68,13 +71,13 @@ class ModuleReader:
             self._cache.move_to_end(sha256)
         return data
 
-    def read(self, sha256: bytes) -> bytes:
-        """The whole module (blocking). Raises OSError if it is not on disk."""
+    async def read(self, sha256: bytes) -> bytes:
+        """The whole module. Raises what the store's read raises (OSError: not stored;
+        store_api.StoreUnavailable: the store cannot be reached)."""
         data = self.cached(sha256)
         if data is not None:
             return data
-        with open(os.path.join(self.module_dir, sha256.hex()), "rb") as f:
-            data = f.read()
+        data = await self._read_module(sha256)
         if len(data) <= self.cache_bytes:
             self._cache[sha256] = data
             self._cached += len(data)

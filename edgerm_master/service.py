@@ -1,11 +1,12 @@
-"""The Trio shell around the master core: CoAP and WebSocket in, SQLite and sockets out.
+"""The Trio shell around the master core: CoAP and WebSocket in, the store and sockets out.
 
 It does four things and decides nothing:
 1. feeds every decoded-enough input to the core (`agent_call`, `framework_call`, ...);
 2. a single *flusher* task takes the core's records and outbox together, commits the records in
-   one SQLite transaction (`trio.to_thread.run_sync(store.apply, ...)`), and only then sends the
-   outbox (persist, then act); request handlers that answer directly (CoAP POST `a`, agent
-   WebSocket frames) wait until every record emitted before their answer is durable;
+   one store transaction (`await store.apply(...)`: SQLite in a worker thread, or etcd; see
+   store_api.py), and only then sends the outbox (persist, then act); request handlers that
+   answer directly (CoAP POST `a`, agent WebSocket frames) wait until every record emitted
+   before their answer is durable;
 3. one timer task sleeps until the core's `get_timer()` and calls `handle_timer`;
 4. keeps the push channels: an agent's CoAP Observe on `c` or its WebSocket, and each
    framework's WebSocket (with a writer task and a bounded queue).
@@ -33,6 +34,7 @@ renders everything at scrape time for the HTTP server's `/metrics`.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import logging
@@ -40,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from trio_websocket import ConnectionClosed
@@ -60,6 +62,7 @@ from edgerm_master.dashboard import add_dashboard_routes
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
 from edgerm_master.http_api import Changes, add_api_routes, authenticator
 from edgerm_master.http_server import HttpApp, serve_http
+from edgerm_master.listen import ListenError, functools_partial, listen, peer_address
 from edgerm_master.logs import log_coap, log_store_error
 from edgerm_master.members import MemberInfo, Role
 from edgerm_master.metrics import (
@@ -71,7 +74,10 @@ from edgerm_master.metrics import (
 )
 from edgerm_master.modules import ModuleReader, parse_hex
 from edgerm_master.state import MasterState
-from edgerm_master.store import Store
+from edgerm_master.store_api import MasterStore, NotLeader, StoreUnavailable, open_store
+
+if TYPE_CHECKING:
+    from edgerm_master.roles import RoleLoop
 
 __all__ = ["MasterService", "ERROR_TO_COAP", "ListenError", "peer_address"]
 
@@ -116,39 +122,20 @@ class _Close:
 _CLOSE = _Close()
 
 
-class ListenError(Exception):
-    """A port the master must serve on cannot be bound (in use, not allowed, no such address).
-    The message says which and what to do."""
-
-
-async def _listen(what: str, flag: str, host: str, port: int,
-                  start: Callable[[], Awaitable[Any]]) -> Any:
-    """`await start()` (a server's `nursery.start`), its bind failure as a `ListenError`."""
-    try:
-        return await start()
-    except (OSError, ExceptionGroup) as e:
-        # serve_websocket binds inside a nursery of its own: its OSError comes in a group.
-        error = e
-        while isinstance(error, ExceptionGroup):
-            matched, rest = error.split(OSError)
-            if matched is None or rest is not None or len(matched.exceptions) != 1:
-                raise
-            error = matched.exceptions[0]
-        assert isinstance(error, OSError)
-        raise ListenError(
-            f"cannot serve {what} on {host}:{port}: {error.strerror or error}; stop what uses "
-            f"that port or choose another with {flag} (0 picks a free one)") from None
-
-
 class MasterService:
     """Run with `await nursery.start(service.run)`; `started` gives ((coap host, port),
     (ws host, port)); `http_address` is then the HTTP server's (host, port), or None."""
 
-    def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time,
+                 store: MasterStore | None = None, roles: RoleLoop | None = None) -> None:
+        """`store`: the store to use (an EtcdStore the caller fences); by default `run` opens
+        the one `config` names (store_api.open_store) and closes it when it ends. `roles`: the
+        role loop of a master among several (edgerm_master.roles); without it, it leads."""
         self.config = config
+        self.roles = roles
         self.clock = clock
         self.core = Master(config)
-        self.store: Store | None = None
+        self.store: MasterStore | None = store
         self.modules: ModuleReader | None = None
         self._kick = trio.Event()
         self._durable_event = trio.Event()
@@ -166,6 +153,8 @@ class MasterService:
         self._gc_frozen_at = 0  # agents there were when the collector last froze the heap
         self.role = Role.LEADER
         self.leader: MemberInfo | None = None
+        # Why the store cannot be written now (None: it can); set while a commit is retried.
+        self.store_down: str | None = None
         self._leading = trio.Event()   # set while LEADER; the timer and flusher wait on it
         self._leading.set()
         # None when metrics are off: every hot-path hook is one `is not None` test then.
@@ -241,6 +230,19 @@ class MasterService:
                 "this master is a standby and knows no leader yet; try another master")
         return pb.Error(code=E.NOT_LEADER, message=text, leader=url)
 
+    def _coap_unavailable(self, request: Request) -> Response:
+        return Response(Code.SERVICE_UNAVAILABLE, self._agent_error(
+            request.payload, self._store_refusal()), CONTENT_FORMAT_CBOR)
+
+    @staticmethod
+    def _agent_error(call: bytes, error: pb.Error) -> bytes:
+        """An AgentReply carrying `error`, with the seq of `call` (0 if it has none)."""
+        try:
+            seq = decode(pb.AgentCall, call).seq
+        except DecodeError:
+            seq = 0
+        return encode(pb.AgentReply(seq=seq, error=error))
+
     def _coap_refusal(self, request: Request) -> Response:
         seq = 0
         try:
@@ -254,60 +256,81 @@ class MasterService:
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
                   ) -> None:
+        """Serve until cancelled: as the leader (one master), or first as a standby whose role
+        loop (`roles`: edgerm_master.roles) calls `lead()` on winning and raises `Deposed`."""
         cfg = self.config
-        store = await trio.to_thread.run_sync(Store, cfg.data_dir, cfg.sqlite_synchronous)
+        store = self.store if self.store is not None else await open_store(cfg)
         self.store = store
-        self.modules = ModuleReader(store.module_dir)
+        self.modules = ModuleReader(store.read_module)
         try:
-            snap = await trio.to_thread.run_sync(store.recover)
-            self.core.recover(snap, self.clock())
-            # Recovery may itself emit records (pruning); commit them before serving.
-            await trio.to_thread.run_sync(store.apply, self.core.take_records())
-            self._durable = self.core.records_emitted
-            self.core.take_outbox()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._flusher)
-                nursery.start_soon(self._timer_loop)
-                site = Site()
-                site.add("a", self._coap_agent, methods=(Code.POST,), rt="edgerm.agent",
-                         inline=self._coap_agent_inline)
-                site.add("c", self._coap_commands, methods=(Code.FETCH,), observable=True,
-                         rt="edgerm.commands")
-                site.add("m", self._coap_module, methods=(Code.GET,), prefix=True,
-                         rt="edgerm.module")
-                site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
-                self.coap_server = CoapServer(site)
-                server = self.coap_server
-                server.endpoint.on_malformed = self._malformed_datagram
-                coap_addr = await _listen(
-                    "CoAP", "--coap-port", cfg.host, cfg.coap_port,
-                    lambda: nursery.start(server.serve, cfg.host, cfg.coap_port))
-                ws_addr = await _listen("WebSocket", "--ws-port", cfg.host, cfg.ws_port,
-                                        lambda: nursery.start(functools_partial(
-                    serve_websocket,
-                    {"/agent": self._counted("/agent", self._ws_agent),
-                     "/framework": self._counted("/framework", self._ws_framework),
-                     "/state": self._counted("/state", self._ws_state)},
-                    cfg.host, cfg.ws_port,
-                    config=WebSocketConfig(
-                        max_message_size=cfg.framework_message_max,
-                        first_message_timeout=cfg.ws_first_message_s,
-                        max_connections=cfg.ws_max_connections or None,
-                        max_connections_per_source=cfg.ws_max_connections_per_source or None),
-                    # An agent that reconnected calls when its next heartbeat is due.
-                    first_message_timeouts={"/agent": cfg.ws_first_message_s + cfg.heartbeat_s
-                                            * (1.0 + cfg.jitter_fraction)})))
-                ws_port = ws_addr[1]
-                http = http_address(cfg)
-                if http is not None:
-                    app = self._http_app()
-                    self.http_address = await _listen(
-                        "HTTP", "--http-listen HOST:PORT", http[0], http[1],
-                        lambda: nursery.start(functools_partial(serve_http, app, *http)))
-                task_status.started(((coap_addr[0], coap_addr[1]), (cfg.host, ws_port)))
+                if self.roles is None:
+                    await self.lead()
+                else:
+                    # Bound but not leading: refuse everything until the election is won.
+                    self.set_role(Role.STANDBY, None)
+                addrs = await self._serve(nursery)
+                task_status.started(addrs)
+                if self.roles is not None:
+                    await self.roles.run(self, addrs)
         finally:
-            store.close()
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+
+    async def lead(self) -> None:
+        """Become the acting master: rebuild the core from the store, commit what recovery
+        emits (pruning) before anything is served, start the flusher and the timer."""
+        assert self.store is not None and self._nursery is not None
+        store = self.store
+        snap = await store.recover()
+        self.core.recover(snap, self.clock())
+        await store.apply(self.core.take_records())
+        self._durable = self.core.records_emitted
+        self.core.take_outbox()
+        self._nursery.start_soon(self._flusher)
+        self._nursery.start_soon(self._timer_loop)
+
+    async def _serve(self, nursery: trio.Nursery) -> tuple[tuple[str, int], tuple[str, int]]:
+        """Bind CoAP, WebSocket and HTTP in `nursery`; ((coap host, port), (ws host, port))
+        (`http_address` is then the HTTP server's, or None)."""
+        cfg = self.config
+        site = Site()
+        site.add("a", self._coap_agent, methods=(Code.POST,), rt="edgerm.agent",
+                 inline=self._coap_agent_inline)
+        site.add("c", self._coap_commands, methods=(Code.FETCH,), observable=True,
+                 rt="edgerm.commands")
+        site.add("m", self._coap_module, methods=(Code.GET,), prefix=True,
+                 rt="edgerm.module")
+        site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
+        self.coap_server = CoapServer(site)
+        server = self.coap_server
+        server.endpoint.on_malformed = self._malformed_datagram
+        coap_addr = await listen(
+            "CoAP", "--coap-port", cfg.host, cfg.coap_port,
+            lambda: nursery.start(server.serve, cfg.host, cfg.coap_port))
+        ws_addr = await listen("WebSocket", "--ws-port", cfg.host, cfg.ws_port,
+                               lambda: nursery.start(functools_partial(
+            serve_websocket,
+            {"/agent": self._counted("/agent", self._ws_agent),
+             "/framework": self._counted("/framework", self._ws_framework),
+             "/state": self._counted("/state", self._ws_state)},
+            cfg.host, cfg.ws_port,
+            config=WebSocketConfig(
+                max_message_size=cfg.framework_message_max,
+                first_message_timeout=cfg.ws_first_message_s,
+                max_connections=cfg.ws_max_connections or None,
+                max_connections_per_source=cfg.ws_max_connections_per_source or None),
+            # An agent that reconnected calls when its next heartbeat is due.
+            first_message_timeouts={"/agent": cfg.ws_first_message_s + cfg.heartbeat_s
+                                    * (1.0 + cfg.jitter_fraction)})))
+        http = http_address(cfg)
+        if http is not None:
+            app = self._http_app()
+            self.http_address = await listen(
+                "HTTP", "--http-listen HOST:PORT", http[0], http[1],
+                lambda: nursery.start(functools_partial(serve_http, app, *http)))
+        return (coap_addr[0], coap_addr[1]), (cfg.host, ws_addr[1])
 
     @property
     def state(self) -> MasterState:
@@ -356,7 +379,9 @@ class MasterService:
             if records:
                 started = perf_counter()
                 try:
-                    await trio.to_thread.run_sync(store.apply, records)
+                    await self._commit(store, records)
+                except NotLeader:
+                    raise   # not a store error: a deposed master stops (edgerm_master.roles)
                 except Exception as e:
                     n = len(records)
                     log_store_error(f"committing {n} record{'s' if n != 1 else ''}", e)
@@ -378,6 +403,31 @@ class MasterService:
                 self._gc_frozen_at = len(core.agents)
                 gc.collect(1)
                 gc.freeze()
+
+    async def _commit(self, store: MasterStore, records: list[Any]) -> None:
+        """`store.apply(records)`, retried while the store cannot be reached (no etcd quorum):
+        meanwhile new work is refused with UNAVAILABLE (`store_down`) and nothing of this
+        batch is acted on. `NotLeader` escapes: a deposed master stops (edgerm_master.roles)."""
+        delay = 0.1
+        while True:
+            try:
+                await store.apply(records)
+            except StoreUnavailable as e:
+                if self.store_down is None:
+                    log.error("%s", e, extra={"event": "store_unavailable"})
+                self.store_down = str(e)
+                await trio.sleep(delay)
+                delay = min(1.0, delay * 2)
+                continue
+            if self.store_down is not None:
+                log.warning("the store answers again; accepting work",
+                            extra={"event": "store_available"})
+                self.store_down = None
+            return
+
+    def _store_refusal(self) -> pb.Error:
+        return pb.Error(code=E.UNAVAILABLE, message=f"the master cannot commit now: "
+                        f"{self.store_down}; try again shortly")
 
     def _dispatch(self, item: ToFramework | ToAgent | CloseFramework) -> None:
         if isinstance(item, ToFramework):
@@ -473,8 +523,8 @@ class MasterService:
         if result.module is not None and self.modules is not None:
             read = result.module
             try:
-                data = await trio.to_thread.run_sync(self.modules.read, read.sha256)
-            except OSError:
+                data = await self.modules.read(read.sha256)
+            except (OSError, StoreUnavailable):
                 return encode(pb.AgentReply(seq=read.seq, error=pb.Error(
                     code=E.UNAVAILABLE, message="module file unreadable; try again")))
             return self.core.module_chunk(result.agent_id, read,
@@ -534,6 +584,8 @@ class MasterService:
             bad = self._check_format(request)
             if bad is not None:
                 return bad
+            if self.store_down is not None:
+                return self._coap_unavailable(request)
             started = perf_counter()
             result = self.core.agent_call(request.payload, self.clock(), "coap",
                                           peer_address(request.remote))
@@ -545,6 +597,8 @@ class MasterService:
     async def _coap_commands(self, request: Request) -> Response:
         if self.role is not Role.LEADER:
             return self._coap_refusal(request)
+        if self.store_down is not None:
+            return self._coap_unavailable(request)
         bad = self._check_format(request)
         if bad is not None:
             return bad
@@ -582,8 +636,8 @@ class MasterService:
         data = self.modules.cached(sha)
         if data is None:
             try:
-                data = await trio.to_thread.run_sync(self.modules.read, sha)
-            except OSError:
+                data = await self.modules.read(sha)
+            except (OSError, StoreUnavailable):
                 return Response(Code.SERVICE_UNAVAILABLE, b"module file unreadable")
         return Response(Code.CONTENT, data, _OCTET_STREAM)
 
@@ -640,6 +694,9 @@ class MasterService:
                         await send.send(self._ws_agent_refusal(msg))
                         await send.send(_Close(1000, "not the leader"))
                         break
+                    if self.store_down is not None:
+                        await send.send(self._agent_error(msg, self._store_refusal()))
+                        continue
                     started = perf_counter()
                     result = self.core.agent_call(msg, self.clock(), "websocket", peer)
                     data = await self._agent_result(result)
@@ -698,6 +755,9 @@ class MasterService:
                     if self.role is not Role.LEADER:
                         self._refuse_framework(conn, msg)
                         continue   # the writer closes the connection after the refusal
+                    if self.store_down is not None:
+                        self._store_down_framework(conn, msg)
+                        continue
                     served = True
                     self.core.framework_call(conn, msg, self.clock(), peer)
                     self._after_core()
@@ -707,6 +767,20 @@ class MasterService:
             if served and self.role is Role.LEADER:
                 self.core.framework_disconnected(conn, self.clock())
                 self._after_core()
+
+    def _store_down_framework(self, conn: int, msg: bytes) -> None:
+        """Answer a framework call with UNAVAILABLE while the store cannot be written; the
+        connection stays (the call changed nothing: send it again later)."""
+        try:
+            call_id = decode(pb.FrameworkCall, msg).call_id
+        except DecodeError:
+            call_id = 0
+        q = self._fw_queues.get(conn)
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
+                                 trio.BrokenResourceError):
+            if q is not None:
+                q.send_nowait(encode(pb.FrameworkEvent(call_id=call_id,
+                                                       error=self._store_refusal())))
 
     def _refuse_framework(self, conn: int, msg: bytes) -> None:
         call_id = 0
@@ -744,23 +818,3 @@ class MasterService:
                 q.send_nowait(ping)
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 return
-
-
-def peer_address(remote: Any) -> str:
-    """"host:port" of a CoAP address tuple or a trio-websocket Endpoint, for log lines."""
-    if isinstance(remote, tuple) and len(remote) >= 2:
-        host, port = str(remote[0]), remote[1]
-    elif remote is not None and hasattr(remote, "address"):
-        host, port = str(remote.address), remote.port
-    else:
-        return ""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def functools_partial(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
-    """`functools.partial` that keeps `task_status` passable by `nursery.start`."""
-
-    async def run(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> Any:
-        return await fn(*args, task_status=task_status, **kwargs)
-
-    return run

@@ -13,7 +13,8 @@ EDGERM_SCRIPT=test.sh
 # independent peer), clang/lld for wasm32 tasks and libFuzzer, the Cortex-M4 toolchain and QEMU,
 # cmake for WAMR's runtime_lib.cmake (WAMR's sources: ../shared/third_party, firmware/zephyr),
 # chromium and its driver for the dashboard's browser test (Selenium), Prometheus for the
-# metrics' scrape test.
+# metrics' scrape test, etcd (the HA tests start three real members on loopback:
+# edgerm_master/testing_etcd.py).
 APT_PACKAGES=(
   docker.io busybox-static libcoap3-bin
   clang lld wasi-libc libclang-rt-14-dev-wasm32 libclang-rt-14-dev wabt make cmake
@@ -21,6 +22,7 @@ APT_PACKAGES=(
   iproute2 iptables
   chromium chromium-driver
   prometheus
+  etcd-server etcd-client
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -135,12 +135,6 @@ def test_store_error_and_failover_helpers(jlog: JsonLines) -> None:
     assert err["level"] == "ERROR" and err["logger"] == "edgerm.master.store"
     assert err["operation"] == "committing 3 records" and err["backend"] == "sqlite"
     assert "No space left on device" in err["error"]
-    logs.log_failover("leader_elected", "this master leads now (term 4)", term=4)
-    logs.log_failover("leader_lost", "lost the lease; standing by", term=4)
-    elected, lost_lead = jlog.all()[1:]
-    assert (elected["event"], elected["level"], elected["term"]) == ("leader_elected", "INFO", 4)
-    assert (lost_lead["event"], lost_lead["level"]) == ("leader_lost", "WARNING")
-    assert elected["logger"] == "edgerm.master.ha"
 
 
 def test_refusals_are_counted_by_subject_and_reason() -> None:
