@@ -114,31 +114,33 @@ async def fetch(sha256, length):
             pass
     if length > _x[_X_MAX_MODULE]:
         raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module of %d bytes over %d" % (length, _x[_X_MAX_MODULE]))
+    # What `write` needs, in one list it closes over (each captured name would be a cell on
+    # the heap for the whole download): bytes so far, the first two of them, the hash, the file.
+    got = [0, b"", hashlib.sha256(), open(_x[_X_CACHE] + "/" + name + ".part", "wb")]
     _x[_X_FETCHING].append(name)
-    h = hashlib.sha256()
-    got = [0, b""]
-    tmp = _x[_X_CACHE] + "/" + name + ".part"
     try:
-        with open(tmp, "wb") as f:
-            def write(buf):
-                if not got[0]:
-                    got[1] = bytes(buf[:2])
-                got[0] += len(buf)
-                if got[0] > _x[_X_MAX_MODULE]:
-                    raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module over %d bytes" % _x[_X_MAX_MODULE])
-                h.update(buf)
-                f.write(buf)
-            code = await coap.get_blocks("m", name[1:], _x[_X_SZX], write)
-    finally:
+        def write(buf):
+            if not got[0]:
+                got[1] = bytes(buf[:2])
+            got[0] += len(buf)
+            if got[0] > _x[_X_MAX_MODULE]:
+                raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module over %d bytes" % _x[_X_MAX_MODULE])
+            got[2].update(buf)
+            got[3].write(buf)
+        # the hex part of the name as a view, not a 64-character copy held by get_blocks
+        code = await coap.get_blocks("m", memoryview(name)[1:], _x[_X_SZX], write)
+    finally:  # (not `with open(...)`: its exit handler is more slots of this frame)
+        got[3].close()
         _x[_X_FETCHING].remove(name)
+    tmp = _x[_X_CACHE] + "/" + name  # built again, not held through the download
     if code != _CONTENT:
-        os.remove(tmp)
+        os.remove(tmp + ".part")
         raise _Refused(_ERROR, _MODULE_UNAVAILABLE, "module: no usable answer" if code == 0 else "module: code %d.%02d" % (code >> 5, code & 31))
-    if h.digest() != sha256:
-        os.remove(tmp)
+    if got[2].digest() != sha256:
+        os.remove(tmp + ".part")
         raise _Refused(_ERROR, _MODULE_HASH_MISMATCH, "module hash mismatch")
     mpy = len(got[1]) == 2 and got[1][0] == 77 and got[1][1] < 32
-    os.rename(tmp, _x[_X_CACHE] + "/" + name + (".mpy" if mpy else ".py"))
+    os.rename(tmp + ".part", tmp + (".mpy" if mpy else ".py"))
     return name
 
 
@@ -197,8 +199,11 @@ async def _main(task, data, items):
         main = g.get("main")
         if main is None:
             raise _Refused(_FAILED, _TRAPPED, "the module has no async def main()")
-        _say(task, _RUNNING, 0, "", 0)
         t = data.get(_MP_TIMEOUT_S, 0)
+        # What only the start needed must not outlive it in this frame, which lives as long as
+        # the task: the launch dict (the API keeps its args), the hash, the 65-character name.
+        data = items = sha = name = mod = g = None
+        _say(task, _RUNNING, 0, "", 0)
         rc = await (asyncio.wait_for_ms(main(), t * 1000) if t else main())
         if rc is None or rc == 0:
             _say(task, _FINISHED, 0, tail[0], 0)
