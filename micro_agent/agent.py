@@ -186,8 +186,9 @@ _S_REG_OK = const(18)  # ticks_ms before which an unsigned 4.01 does not trigger
 _S_REG_GAP = const(19)
 _S_REFUSALS = const(20)  # re-registrations refused in a row
 _S_SEQ_BOUND = const(21)  # every seq below it may have been sent: the state file holds it
-# The configured masters when several, as one "host:port,host:port" string split when the
-# agent moves (rare): a list of strings would be 64 B of heap per master for good.
+# The configured masters when several, as one "host:port host:port" string split when the
+# agent moves (rare): a list of strings would be 64 B of heap per master for good. (A space,
+# not a comma: " " is one of the firmware's qstrs, "," would be a new one.)
 _S_MASTERS = const(22)
 _S_MI = const(23)  # the index of the one in use
 _s = [0, b"", 1, 0, [], {}, "state.cbor", None, True, 0, False, 5000, 0, 0, 0, 0, [], 1, 0,
@@ -273,11 +274,11 @@ async def _call(key, value):
             _s[_S_OBSERVE] = False  # a master without `c`: heartbeats go to `a`
             _log(0, "no observable c; observe off")
         else:
-            code, a, b, _ = r
+            code = r[0]  # r: (code, payload start, end, block2); few locals, a slot each
             if obs:
                 coap.obs_tok = (coap.TX[4] << 8 | coap.TX[5]) if coap.observed else -1
             try:
-                rep = cbor.decode(memoryview(coap.RX)[a:b])
+                rep = cbor.decode(memoryview(coap.RX)[r[1]:r[2]])
             except ValueError:
                 _log(1, "malformed reply dropped")
     finally:
@@ -289,10 +290,10 @@ async def _call(key, value):
     if nonce:
         # Signed with the secret both sides derive from the token's key and the two nonces: a
         # reply from someone without the token fails here.
-        reg = rep.get(_REPLY_REGISTERED)
-        reg = reg.get(_RGD_NONCE) if type(reg) is dict else None  # the master's nonce
-        k = mac.secret(k, nonce, reg) if type(reg) is bytes else b""
-        reg = None
+        r = rep.get(_REPLY_REGISTERED)
+        r = r.get(_RGD_NONCE) if type(r) is dict else None  # the master's nonce
+        k = mac.secret(k, nonce, r) if type(r) is bytes else b""
+        r = None
     if not _authentic(rep, k):
         c = err.get(_ERR_CODE) if type(err) is dict else 0
         if c == _UNAUTHENTICATED and code == 0x81:
@@ -315,7 +316,7 @@ async def _call(key, value):
 def _switch(to):
     # Move to master `to` (the "coap://host:port" a standby named) if it is one of ours, else
     # to the next one; then re-register there.
-    m = _s[_S_MASTERS].split(",")
+    m = _s[_S_MASTERS].split()
     if len(m) < 2:
         return
     i = _s[_S_MI]
@@ -417,7 +418,9 @@ def _acked(n):
     return False
 
 
-def _on_reply(r):
+def _on_reply(r, head):
+    # An authenticated AgentReply; head: the queued update it answers, else None. (Not in
+    # _step: a coroutine's frame holds a slot for every local and stack entry it ever uses.)
     changed = _acked(r.get(_REPLY_UPDATE_ACK, 0))
     err = r.get(_REPLY_ERROR)
     if type(err) is dict:
@@ -435,6 +438,24 @@ def _on_reply(r):
         if type(c) is dict and c.get(_CMD_ID) == _s[_S_CMD] + 1:
             _apply(c)
             changed = True
+    q = _s[_S_QUEUE]
+    if head is not None and q and q[0] is head:  # answered, but not acknowledged
+        c, u = cbor.decode(head).popitem()
+        if type(err) is dict and err.get(_ERR_CODE) in (_BAD_REQUEST, _FORBIDDEN, _NOT_FOUND,
+                                                        _TOO_LARGE):
+            # Refused for good: forget it and renumber the rest (the master applies update
+            # ids without gaps and has not applied this one).
+            _log(0, "update", u.get(_SU_UPDATE_ID), "refused for good; dropped")
+            del q[0]
+            for i in range(len(q)):
+                c, u = cbor.decode(q[i]).popitem()
+                u[_SU_UPDATE_ID] -= 1  # Publish.update_id has the same number
+                q[i] = cbor.enc(None, 0, {c: u})
+            _s[_S_NEXT] -= 1
+            changed = True
+        else:
+            _s[_S_FAILS] += 1  # do not hammer the master
+            _log(1, "update", u.get(_SU_UPDATE_ID), "not acknowledged")
     if changed:
         _save()
 
@@ -534,7 +555,7 @@ async def _step():
                 _log(1, "notification dropped")
             else:
                 _log(2, "pushed %d commands" % len(rep.get(_REPLY_COMMANDS, ())))
-                _on_reply(rep)
+                _on_reply(rep, None)
             p = rep = None
     if _s[_S_FAILS] and ticks_diff(_s[_S_DUE], now) > 0:
         await asyncio.sleep_ms(_IDLE_MS)  # backing off after a silent master
@@ -545,32 +566,13 @@ async def _step():
         head = _s[_S_QUEUE][0]
         ok = await _call(0, head)
         if ok is not None:
-            _on_reply(ok)
-            err = ok.get(_REPLY_ERROR)
-            if _s[_S_QUEUE] and _s[_S_QUEUE][0] is head:
-                if type(err) is dict and err.get(_ERR_CODE) in (_BAD_REQUEST, _FORBIDDEN,
-                                                                _NOT_FOUND, _TOO_LARGE):
-                    # Refused for good: forget it and renumber the rest (the master applies
-                    # update ids without gaps and has not applied this one).
-                    _log(0, "update", cbor.decode(head).popitem()[1].get(_SU_UPDATE_ID), "refused for good; dropped")
-                    # (Locals p, c, ack, rep reused: each new one is a slot of this frame.)
-                    p = _s[_S_QUEUE]
-                    del p[0]
-                    for c in range(len(p)):
-                        ack, rep = cbor.decode(p[c]).popitem()
-                        rep[_SU_UPDATE_ID] -= 1  # Publish.update_id has the same number
-                        p[c] = cbor.enc(None, 0, {ack: rep})
-                    _s[_S_NEXT] -= 1
-                    _save()
-                else:
-                    _s[_S_FAILS] += 1  # answered but not acknowledged: do not hammer the master
-                    _log(1, "update", cbor.decode(head).popitem()[1].get(_SU_UPDATE_ID), "not acknowledged")
+            _on_reply(ok, head)
     elif _s[_S_CMD] != _s[_S_CMD_ACKED] or ticks_diff(now, _s[_S_DUE]) >= 0:
         ack = _s[_S_CMD]
         ok = await _call(_CALL_HEARTBEAT, _put({}, _HB_COMMAND_ACK, ack))
         if ok is not None:
             _s[_S_CMD_ACKED] = ack
-            _on_reply(ok)
+            _on_reply(ok, None)
     else:
         await asyncio.sleep_ms(_IDLE_MS)
         return
@@ -598,7 +600,7 @@ def _setup(path):
     _s[_S_HB_MS] = cfg.get("heartbeat_ms", 5000)
     m = cfg.get("master", "127.0.0.1:5683")
     if type(m) is list:  # several masters: follow the leader among them
-        _s[_S_MASTERS] = ",".join(m)
+        _s[_S_MASTERS] = " ".join(m)
         m = m[0]
     addr = _addr(m)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
