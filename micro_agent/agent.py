@@ -160,7 +160,9 @@ _SEQ_RESERVE = const(64)  # calls per state-file write of the seq bound
 # globals: a const index is folded at compile time, while each global name would be a qstr and
 # a slot in the module dict (on the heap, ~2 KB together counting the qstr pool chunk).
 # Persistent (the state file): agent id, secret, next update id, last applied command,
-# unacknowledged updates [[call field, update dict]], terminal tasks {task: state}, seq bound.
+# unacknowledged updates, terminal tasks {task: state}, seq bound. A queued update is kept
+# encoded, the CBOR of {call field: update dict}: one bytes object of ~20 B (64 B of heap) where
+# the list and dicts it decodes to take ~220 B, and a running task queues several.
 _S_ID = const(0)
 _S_SECRET = const(1)
 _S_NEXT = const(2)
@@ -184,10 +186,13 @@ _S_REG_OK = const(18)  # ticks_ms before which an unsigned 4.01 does not trigger
 _S_REG_GAP = const(19)
 _S_REFUSALS = const(20)  # re-registrations refused in a row
 _S_SEQ_BOUND = const(21)  # every seq below it may have been sent: the state file holds it
-_S_MASTERS = const(22)  # the configured masters ("host:port") when several, else ()
+# The configured masters when several, as one "host:port host:port" string split when the
+# agent moves (rare): a list of strings would be 64 B of heap per master for good. (A space,
+# not a comma: " " is one of the firmware's qstrs, "," would be a new one.)
+_S_MASTERS = const(22)
 _S_MI = const(23)  # the index of the one in use
 _s = [0, b"", 1, 0, [], {}, "state.cbor", None, True, 0, False, 5000, 0, 0, 0, 0, [], 1, 0,
-      _REG_GAP_MIN, 0, 0, (), 0]
+      _REG_GAP_MIN, 0, 0, "", 0]
 
 
 def _log(n, *a):
@@ -201,16 +206,9 @@ def _log(n, *a):
 
 def _save():
     st = {1: _s[_S_ID], 2: _s[_S_SECRET], 3: _s[_S_NEXT], 4: _s[_S_CMD], 5: _s[_S_QUEUE], 6: [[t, s] for t, s in _s[_S_TASKS].items() if s >= _FINISHED], 7: _s[_S_SEQ_BOUND]}
-    b = bytearray(256)
-    while True:
-        try:
-            n = cbor.enc(b, 0, st)
-            break
-        except IndexError:
-            b = bytearray(2 * len(b))
     path = _s[_S_STATE]
     with open(path + ".new", "wb") as f:
-        f.write(memoryview(b)[:n])
+        f.write(cbor.enc(None, 0, st))
     os.rename(path + ".new", path)
 
 
@@ -225,7 +223,8 @@ def _put(dest, key, v):
 
 
 async def _call(key, value):
-    """Send AgentCall{key: value} (key: the call's field number); return the decoded, authenticated AgentReply or None."""
+    """Send AgentCall{key: value} (key: the call's field number; 0: value is a queued update,
+    {field: update} encoded); return the decoded, authenticated AgentReply or None."""
     _s[_S_SEQ] += 1
     seq = _s[_S_SEQ]
     if seq >= _s[_S_SEQ_BOUND]:
@@ -238,7 +237,11 @@ async def _call(key, value):
             _save()
     await coap.take()
     try:
-        msg = {_CALL_SEQ: seq, key: value}
+        if key:
+            msg = {_CALL_SEQ: seq, key: value}
+        else:  # decoded only while the call is built: the queue keeps the bytes
+            msg = cbor.decode(value)
+            msg[_CALL_SEQ] = seq
         k = _s[_S_SECRET]
         nonce = value.get(_REG_NONCE) if key == _CALL_REGISTER else None
         if nonce:  # a first registration: no agent_id, signed with the token's key
@@ -255,7 +258,14 @@ async def _call(key, value):
         if k:
             msg[_CALL_MAC] = mac.hmac(k, coap.TX[i + 1:j])
             j = cbor.enc(coap.TX, i + 1, msg)
-        msg = value = None  # no stale pointer to them while we wait
+        # Sent: nothing reads the message again. Emptied, not just dropped, as the caller's
+        # message is: stale slots of this coroutine's stack (and the caller's) still point to
+        # them while we wait, and would keep what they hold (a decoded update, a registration)
+        # alive.
+        msg.clear()
+        if key:
+            value.clear()
+        msg = value = None
         r = await coap.request(j)
         rep = None
         if r is None:
@@ -264,11 +274,11 @@ async def _call(key, value):
             _s[_S_OBSERVE] = False  # a master without `c`: heartbeats go to `a`
             _log(0, "no observable c; observe off")
         else:
-            code, a, b, _ = r
+            code = r[0]  # r: (code, payload start, end, block2); few locals, a slot each
             if obs:
                 coap.obs_tok = (coap.TX[4] << 8 | coap.TX[5]) if coap.observed else -1
             try:
-                rep = cbor.decode(memoryview(coap.RX)[a:b])
+                rep = cbor.decode(memoryview(coap.RX)[r[1]:r[2]])
             except ValueError:
                 _log(1, "malformed reply dropped")
     finally:
@@ -280,10 +290,10 @@ async def _call(key, value):
     if nonce:
         # Signed with the secret both sides derive from the token's key and the two nonces: a
         # reply from someone without the token fails here.
-        reg = rep.get(_REPLY_REGISTERED)
-        reg = reg.get(_RGD_NONCE) if type(reg) is dict else None  # the master's nonce
-        k = mac.secret(k, nonce, reg) if type(reg) is bytes else b""
-        reg = None
+        r = rep.get(_REPLY_REGISTERED)
+        r = r.get(_RGD_NONCE) if type(r) is dict else None  # the master's nonce
+        k = mac.secret(k, nonce, r) if type(r) is bytes else b""
+        r = None
     if not _authentic(rep, k):
         c = err.get(_ERR_CODE) if type(err) is dict else 0
         if c == _UNAUTHENTICATED and code == 0x81:
@@ -306,7 +316,7 @@ async def _call(key, value):
 def _switch(to):
     # Move to master `to` (the "coap://host:port" a standby named) if it is one of ours, else
     # to the next one; then re-register there.
-    m = _s[_S_MASTERS]
+    m = _s[_S_MASTERS].split()
     if len(m) < 2:
         return
     i = _s[_S_MI]
@@ -400,7 +410,7 @@ def _acked(n):
     # Drop the queued updates that update_ack n covers.
     q = _s[_S_QUEUE]
     k = 0
-    while k < len(q) and q[k][1].get(_SU_UPDATE_ID, 0) <= n:  # Publish too
+    while k < len(q) and cbor.decode(q[k]).popitem()[1].get(_SU_UPDATE_ID, 0) <= n:  # Publish too
         k += 1
     if k:
         del q[:k]
@@ -408,7 +418,9 @@ def _acked(n):
     return False
 
 
-def _on_reply(r):
+def _on_reply(r, head):
+    # An authenticated AgentReply; head: the queued update it answers, else None. (Not in
+    # _step: a coroutine's frame holds a slot for every local and stack entry it ever uses.)
     changed = _acked(r.get(_REPLY_UPDATE_ACK, 0))
     err = r.get(_REPLY_ERROR)
     if type(err) is dict:
@@ -426,6 +438,24 @@ def _on_reply(r):
         if type(c) is dict and c.get(_CMD_ID) == _s[_S_CMD] + 1:
             _apply(c)
             changed = True
+    q = _s[_S_QUEUE]
+    if head is not None and q and q[0] is head:  # answered, but not acknowledged
+        c, u = cbor.decode(head).popitem()
+        if type(err) is dict and err.get(_ERR_CODE) in (_BAD_REQUEST, _FORBIDDEN, _NOT_FOUND,
+                                                        _TOO_LARGE):
+            # Refused for good: forget it and renumber the rest (the master applies update
+            # ids without gaps and has not applied this one).
+            _log(0, "update", u.get(_SU_UPDATE_ID), "refused for good; dropped")
+            del q[0]
+            for i in range(len(q)):
+                c, u = cbor.decode(q[i]).popitem()
+                u[_SU_UPDATE_ID] -= 1  # Publish.update_id has the same number
+                q[i] = cbor.enc(None, 0, {c: u})
+            _s[_S_NEXT] -= 1
+            changed = True
+        else:
+            _s[_S_FAILS] += 1  # do not hammer the master
+            _log(1, "update", u.get(_SU_UPDATE_ID), "not acknowledged")
     if changed:
         _save()
 
@@ -483,7 +513,7 @@ def report(task, state, reason=0, message="", code=0):
     _put(u, _SU_REASON, reason)
     _put(u, _SU_MESSAGE, message)
     _put(u, _SU_EXIT_CODE, code)
-    _s[_S_QUEUE].append([_CALL_STATUS, u])
+    _s[_S_QUEUE].append(cbor.enc(None, 0, {_CALL_STATUS: u}))
     _s[_S_NEXT] += 1
     _save()
     _log(2, "task", task, "state", state, reason, message)
@@ -498,7 +528,7 @@ def publish(task, data, topic=""):
     u = {_PUB_UPDATE_ID: _s[_S_NEXT], _PUB_TASK: task}
     _put(u, _PUB_DATA, bytes(data))
     _put(u, _PUB_TOPIC, topic)
-    _s[_S_QUEUE].append([_CALL_PUBLISH, u])
+    _s[_S_QUEUE].append(cbor.enc(None, 0, {_CALL_PUBLISH: u}))
     _s[_S_NEXT] += 1
     _save()
     return 0
@@ -525,7 +555,7 @@ async def _step():
                 _log(1, "notification dropped")
             else:
                 _log(2, "pushed %d commands" % len(rep.get(_REPLY_COMMANDS, ())))
-                _on_reply(rep)
+                _on_reply(rep, None)
             p = rep = None
     if _s[_S_FAILS] and ticks_diff(_s[_S_DUE], now) > 0:
         await asyncio.sleep_ms(_IDLE_MS)  # backing off after a silent master
@@ -534,30 +564,15 @@ async def _step():
         ok = await _register()
     elif _s[_S_QUEUE]:
         head = _s[_S_QUEUE][0]
-        ok = await _call(head[0], head[1])
+        ok = await _call(0, head)
         if ok is not None:
-            _on_reply(ok)
-            err = ok.get(_REPLY_ERROR)
-            if _s[_S_QUEUE] and _s[_S_QUEUE][0] is head:
-                if type(err) is dict and err.get(_ERR_CODE) in (_BAD_REQUEST, _FORBIDDEN,
-                                                                _NOT_FOUND, _TOO_LARGE):
-                    # Refused for good: forget it and renumber the rest (the master applies
-                    # update ids without gaps and has not applied this one).
-                    _log(0, "update", head[1].get(_SU_UPDATE_ID), "refused for good; dropped")
-                    del _s[_S_QUEUE][0]
-                    for c in _s[_S_QUEUE]:
-                        c[1][_SU_UPDATE_ID] -= 1  # Publish.update_id has the same number
-                    _s[_S_NEXT] -= 1
-                    _save()
-                else:
-                    _s[_S_FAILS] += 1  # answered but not acknowledged: do not hammer the master
-                    _log(1, "update", head[1].get(_SU_UPDATE_ID), "not acknowledged")
+            _on_reply(ok, head)
     elif _s[_S_CMD] != _s[_S_CMD_ACKED] or ticks_diff(now, _s[_S_DUE]) >= 0:
         ack = _s[_S_CMD]
         ok = await _call(_CALL_HEARTBEAT, _put({}, _HB_COMMAND_ACK, ack))
         if ok is not None:
             _s[_S_CMD_ACKED] = ack
-            _on_reply(ok)
+            _on_reply(ok, None)
     else:
         await asyncio.sleep_ms(_IDLE_MS)
         return
@@ -585,7 +600,7 @@ def _setup(path):
     _s[_S_HB_MS] = cfg.get("heartbeat_ms", 5000)
     m = cfg.get("master", "127.0.0.1:5683")
     if type(m) is list:  # several masters: follow the leader among them
-        _s[_S_MASTERS] = m
+        _s[_S_MASTERS] = " ".join(m)
         m = m[0]
     addr = _addr(m)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -599,7 +614,11 @@ def _setup(path):
         _s[_S_SECRET] = st.get(2, b"")
         _s[_S_NEXT] = st.get(3, 1)
         _s[_S_CMD] = st.get(4, 0)
-        _s[_S_QUEUE] = st.get(5, [])
+        q = st.get(5, [])
+        for i in range(len(q)):
+            if type(q[i]) is not bytes:  # from an agent that kept them as [field, update]
+                q[i] = cbor.enc(None, 0, {q[i][0]: q[i][1]})
+        _s[_S_QUEUE] = q
         for t, v in st.get(6, []):
             _s[_S_TASKS][t] = v
         # A state file from before the bound: its agent started at seq 1 each boot; go past.

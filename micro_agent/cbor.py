@@ -19,6 +19,7 @@ _INDEF = const(-1)
 
 # ---------------------------------------------------------------------------------------------
 # Encoding: enc(buf, i, value) -> index after the item. IndexError means the buffer is too small.
+# enc(None, 0, value) -> the encoding as bytes (not a new function: each global costs heap).
 
 
 def _head(buf, pos, t, n):
@@ -68,6 +69,13 @@ def _put(buf, pos, data):
 
 
 def enc(buf, pos, v):
+    if buf is None:  # enc(None, 0, v): v encoded as bytes (a state file, a queued update)
+        buf = bytearray(64)
+        while True:
+            try:
+                return bytes(memoryview(buf)[:enc(buf, 0, v)])
+            except IndexError:
+                buf = bytearray(2 * len(buf))
     if v is False or v is True:
         buf[pos] = 0xF5 if v else 0xF4
         return pos + 1

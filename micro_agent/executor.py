@@ -114,31 +114,34 @@ async def fetch(sha256, length):
             pass
     if length > _x[_X_MAX_MODULE]:
         raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module of %d bytes over %d" % (length, _x[_X_MAX_MODULE]))
+    # What `write` needs, in one list it closes over (each captured name would be a cell on
+    # the heap for the whole download): bytes so far, the first two of them (as an int: no
+    # bytes object), the hash, the file.
+    got = [0, 0, hashlib.sha256(), open(_x[_X_CACHE] + "/" + name + ".part", "wb")]
     _x[_X_FETCHING].append(name)
-    h = hashlib.sha256()
-    got = [0, b""]
-    tmp = _x[_X_CACHE] + "/" + name + ".part"
     try:
-        with open(tmp, "wb") as f:
-            def write(buf):
-                if not got[0]:
-                    got[1] = bytes(buf[:2])
-                got[0] += len(buf)
-                if got[0] > _x[_X_MAX_MODULE]:
-                    raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module over %d bytes" % _x[_X_MAX_MODULE])
-                h.update(buf)
-                f.write(buf)
-            code = await coap.get_blocks("m", name[1:], _x[_X_SZX], write)
-    finally:
+        def write(buf):
+            if not got[0] and len(buf) > 1:
+                got[1] = buf[0] << 8 | buf[1]
+            got[0] += len(buf)
+            if got[0] > _x[_X_MAX_MODULE]:
+                raise _Refused(_ERROR, _RESOURCES_UNAVAILABLE, "module over %d bytes" % _x[_X_MAX_MODULE])
+            got[2].update(buf)
+            got[3].write(buf)
+        # the hex part of the name as a view, not a 64-character copy held by get_blocks
+        code = await coap.get_blocks("m", memoryview(name)[1:], _x[_X_SZX], write)
+    finally:  # (not `with open(...)`: its exit handler is more slots of this frame)
+        got[3].close()
         _x[_X_FETCHING].remove(name)
+    tmp = _x[_X_CACHE] + "/" + name  # built again, not held through the download
     if code != _CONTENT:
-        os.remove(tmp)
+        os.remove(tmp + ".part")
         raise _Refused(_ERROR, _MODULE_UNAVAILABLE, "module: no usable answer" if code == 0 else "module: code %d.%02d" % (code >> 5, code & 31))
-    if h.digest() != sha256:
-        os.remove(tmp)
+    if got[2].digest() != sha256:
+        os.remove(tmp + ".part")
         raise _Refused(_ERROR, _MODULE_HASH_MISMATCH, "module hash mismatch")
-    mpy = len(got[1]) == 2 and got[1][0] == 77 and got[1][1] < 32
-    os.rename(tmp, _x[_X_CACHE] + "/" + name + (".mpy" if mpy else ".py"))
+    mpy = got[1] >> 8 == 77 and got[1] & 0xFF < 32
+    os.rename(tmp + ".part", tmp + (".mpy" if mpy else ".py"))
     return name
 
 
@@ -178,28 +181,31 @@ def _say(task, state, reason, message, code):
 async def _main(task, data, items):
     tail = [""]
     try:
-        sha = data.get(_MP_SHA256, b"")
-        if type(sha) is not bytes or len(sha) != 32:
+        # (Few locals, each reused: every one is a slot of this frame for the task's whole run.)
+        name = data.get(_MP_SHA256, b"")
+        if type(name) is not bytes or len(name) != 32:
             raise _Refused(_ERROR, _INVALID_TASK, "micropython.sha256 must be 32 bytes")
-        name = await fetch(sha, data.get(_MP_SIZE, 0))
+        name = await fetch(name, data.get(_MP_SIZE, 0))
         # A fresh module object per run, so two runs of one module keep separate globals.
         sys.modules.pop(name, None)
         try:
-            mod = __import__(name)
-        except MemoryError:
-            raise
-        except Exception as e:
-            raise _Refused(_FAILED, _TRAPPED, "%s: %s" % (type(e).__name__, e))
-        finally:
+            g = __import__(name).__dict__
+        except Exception as e:  # (no `finally`: each handler is more of this frame)
             sys.modules.pop(name, None)
-        g = mod.__dict__
+            if type(e) is MemoryError:
+                raise
+            raise _Refused(_FAILED, _TRAPPED, "%s: %s" % (type(e).__name__, e))
+        sys.modules.pop(name, None)
         g.update(_api(task, data, items, tail))
-        main = g.get("main")
-        if main is None:
+        rc = g.get("main")
+        if rc is None:
             raise _Refused(_FAILED, _TRAPPED, "the module has no async def main()")
-        _say(task, _RUNNING, 0, "", 0)
         t = data.get(_MP_TIMEOUT_S, 0)
-        rc = await (asyncio.wait_for_ms(main(), t * 1000) if t else main())
+        # What only the start needed must not outlive it in this frame, which lives as long as
+        # the task: the launch dict (the API keeps its args), the 65-character name.
+        data = items = name = g = None
+        _say(task, _RUNNING, 0, "", 0)
+        rc = await (asyncio.wait_for_ms(rc(), t * 1000) if t else rc())  # main()
         if rc is None or rc == 0:
             _say(task, _FINISHED, 0, tail[0], 0)
         else:
@@ -218,10 +224,10 @@ async def _main(task, data, items):
     except Exception as e:
         _say(task, _FAILED, _TRAPPED, clip("%s: %s" % (type(e).__name__, e)), 0)
     finally:
-        me = asyncio.current_task()
-        if _x[_X_RUN].get(task) is me:  # a relaunch under a new identity may have taken the number
+        t = asyncio.current_task()
+        if _x[_X_RUN].get(task) is t:  # a relaunch under a new identity may have taken the number
             del _x[_X_RUN][task]
-        _x[_X_SILENT].discard(me)
+        _x[_X_SILENT].discard(t)
         gc.collect()
 
 

@@ -26,14 +26,11 @@ except ImportError:
         return bytes(getrandbits(8) for _ in range(n))
 
 
-_k = bytearray(64)  # the pad, reused: no garbage per call
-
-
 def hmac(key, data, n=8):
     """The first n bytes of HMAC-SHA256(key, data)."""
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
-    k = _k
+    k = bytearray(64)  # the pad (garbage after the call: a module-level one was 96 B for good)
     for i in range(64):
         k[i] = (key[i] if i < len(key) else 0) ^ 0x36
     h = hashlib.sha256(k)

@@ -16,7 +16,7 @@ agent._s[NEXT] = BIG
 print("over", agent.publish(BIG, b"x" * (512 - len(topic) + 1), topic))
 print("queued", len(agent._s[QUEUE]))
 print("max", agent.publish(BIG, b"x" * (512 - len(topic)), topic))
-field, body = agent._s[QUEUE][-1]
+field, body = cbor.decode(agent._s[QUEUE][-1]).popitem()  # kept encoded: {field: update}
 msg = {2: BIG, field: body, 1: BIG}                     # AgentCall seq, publish, agent_id
 i = coap.begin(2, "a", cbor=True)                       # POST a, Content-Format 60
 coap.TX[i] = 0xFF

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
 import os
 import random
 import re
@@ -119,3 +120,25 @@ def test_largest_publish_fits_the_send_buffer_and_one_more_is_refused(tmp_path: 
     assert lines[0] == "over -4" and lines[1] == "queued 0" and lines[2] == "max 0", r.stdout
     used, size = map(int, lines[3].split()[1:])
     assert used <= size == 576
+
+
+@needs_micropython
+def test_queued_updates_of_an_older_state_file_are_loaded_encoded(tmp_path: Path) -> None:
+    # An agent before this one kept queued updates as [call field, update] in its state file;
+    # one upgraded with updates pending must still send them, and acknowledge them by id.
+    status = {1: 1, 2: 4, 3: 8, 4: 12, 5: "bad spec"}
+    pub = {1: 2, 2: 4, 3: b"21.5", 4: "temp"}
+    state = {1: 7, 2: b"s" * 16, 3: 3, 4: 2, 5: [[6, status], [7, pub]], 6: [[4, 8]], 7: 640}
+    (tmp_path / "state.cbor").write_bytes(cbor2.dumps(state, canonical=True))
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"state": str(tmp_path / "state.cbor"), "cache": str(tmp_path / "cache")}))
+    env = dict(os.environ, MICROPYPATH=f"{MICRO}:.frozen")
+    r = subprocess.run([shutil.which("micropython") or "micropython", "-X", "heapsize=128k",
+                        str(HERE / "mp_queue.py"), str(tmp_path / "config.json")],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    # byte for byte what the agent sends (deterministic CBOR: cbor2's canonical mode)
+    assert lines[0] == "bytes " + cbor2.dumps({6: status}, canonical=True).hex(), r.stdout
+    assert lines[1] == "bytes " + cbor2.dumps({7: pub}, canonical=True).hex(), r.stdout
+    assert lines[2] == "after ack 1: 1", r.stdout
