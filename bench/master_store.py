@@ -42,14 +42,14 @@ import time
 from pathlib import Path
 
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import WebSocketConnection, open_websocket_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import edgerm_master.testing  # noqa: E402
 from edgerm.transport.coap import open_coap_client  # noqa: E402
-from edgerm.wire import CONTENT_FORMAT_CBOR, pb  # noqa: E402
+from edgerm.wire import CONTENT_FORMAT_CBOR, decode, pb  # noqa: E402
 from edgerm_master import records as R  # noqa: E402
 from edgerm_master.config import MasterConfig  # noqa: E402
 from edgerm_master.election import Election  # noqa: E402
@@ -132,34 +132,69 @@ async def serve_master(args: argparse.Namespace) -> None:
 # --- the load generators ---------------------------------------------------------------------
 
 async def run_agents(args: argparse.Namespace) -> None:
-    """`args.agents` scripted agents over CoAP: register, say "ready", then heartbeat,
-    acknowledge launches and report updates until killed."""
-    host, port = args.coap.rsplit(":", 1)
-    remote = (host, int(port))
-    async with open_coap_client() as coap, trio.open_nursery() as nursery:
-        async def call(a: ScriptedAgent, data: bytes) -> pb.AgentReply:
+    """`args.agents` scripted agents: register, say "ready", then acknowledge launches and
+    report updates until killed. Over WebSocket (`--agent-transport ws`) the master pushes
+    each launch as it is durable, as to a real agent's WebSocket or CoAP Observe; over CoAP
+    (`coap`) the agents poll with heartbeats (every 5 ms when idle), which adds heartbeats
+    to the master's work per launch."""
+    agents = [ScriptedAgent(f"{args.name}-{i}", resources=pb.Resources(cpus=8, mem_mb=65536))
+              for i in range(args.agents)]
+    registered = [0]
+    all_registered = trio.Event()
+
+    def count_registered() -> None:
+        registered[0] += 1
+        if registered[0] == len(agents):
+            print("ready", flush=True)
+            all_registered.set()
+
+    async def over_ws(a: ScriptedAgent) -> None:
+        async with open_websocket_url(f"ws://{args.ws}/agent") as ws:
+            async def call(data: bytes) -> None:
+                seq = decode(pb.AgentCall, data).seq
+                await ws.send_message(data)
+                while a.handle_reply(await receive(ws)).seq != seq:
+                    pass  # a push (seq 0) came first: applied by handle_reply
+
+            await call(a.next_call())
+            count_registered()
+            while True:
+                if a.applied != a.acked_applied:
+                    # Launches are acknowledged first (as the real agents' next call does),
+                    # so the master does not repeat them in the replies to the updates.
+                    await call(a.heartbeat_call())
+                elif a.queue:
+                    await call(a.next_call())
+                else:
+                    a.handle_reply(await receive(ws))  # wait for a push
+
+    async def over_coap(a: ScriptedAgent) -> None:
+        host, port = args.coap.rsplit(":", 1)
+        remote = (host, int(port))
+
+        async def call(data: bytes) -> pb.AgentReply:
             resp = await coap.post(remote, "a", data, content_format=CONTENT_FORMAT_CBOR,
                                    token_length=2)
             return a.handle_reply(resp.payload)
 
-        agents = [ScriptedAgent(f"{args.name}-{i}", resources=pb.Resources(cpus=8, mem_mb=65536))
-                  for i in range(args.agents)]
-        for a in agents:
-            await call(a, a.next_call())
-        print("ready", flush=True)
+        await call(a.next_call())
+        count_registered()
+        while True:
+            busy = bool(a.queue) or a.applied != a.acked_applied
+            reply = await call(a.heartbeat_call() if a.applied != a.acked_applied
+                               else a.next_call())
+            if not busy and not reply.commands:
+                await trio.sleep(0.005)
 
-        async def run_agent(a: ScriptedAgent) -> None:
-            while True:
-                busy = bool(a.queue) or a.applied != a.acked_applied
-                # Launches are acknowledged first (as the real agents' next call does), so
-                # the master does not repeat them in the replies to the status updates.
-                reply = await call(a, a.heartbeat_call() if a.applied != a.acked_applied
-                                   else a.next_call())
-                if not busy and not reply.commands:
-                    await trio.sleep(0.005)
-
+    async with open_coap_client() as coap, trio.open_nursery() as nursery:
         for a in agents:
-            nursery.start_soon(run_agent, a)
+            nursery.start_soon(over_ws if args.agent_transport == "ws" else over_coap, a)
+
+
+async def receive(ws: WebSocketConnection) -> bytes:
+    message = await ws.get_message()
+    assert isinstance(message, bytes)
+    return message
 
 
 async def run_framework(args: argparse.Namespace) -> None:
@@ -172,9 +207,7 @@ async def run_framework(args: argparse.Namespace) -> None:
     async with open_websocket_url(f"ws://{args.ws}/framework") as ws:
         await ws.send_message(fw.subscribe())
         while running < args.launches:
-            message = await ws.get_message()
-            assert isinstance(message, bytes)
-            ev = fw.handle_event(message)
+            ev = fw.handle_event(await receive(ws))
             kind = ev.WhichOneof("event")
             if kind == "offers":
                 for offer in list(fw.offers.values()):
@@ -223,6 +256,7 @@ def service_run(args: argparse.Namespace, backend: str, endpoints: list[str]) ->
             procs.append(master)
             ready = json.loads(expect(master, "the master was ready"))
             coap = "{}:{}".format(*ready["coap"])
+            ws = "{}:{}".format(*ready["ws"])
 
             def stats() -> dict[str, float]:
                 assert master.stdin is not None
@@ -234,11 +268,12 @@ def service_run(args: argparse.Namespace, backend: str, endpoints: list[str]) ->
             for g in range(args.generators):
                 n = min(per, args.agents - g * per)
                 if n > 0:
-                    procs.append(spawn("--role", "agents", "--coap", coap, "--agents", str(n),
-                                       "--name", f"g{g}"))
+                    procs.append(spawn("--role", "agents", "--coap", coap, "--ws", ws,
+                                       "--agents", str(n), "--name", f"g{g}",
+                                       "--agent-transport", args.agent_transport))
             for p in procs[1:]:
                 expect(p, "its agents registered")
-            fw = spawn("--role", "framework", "--ws", "{}:{}".format(*ready["ws"]),
+            fw = spawn("--role", "framework", "--ws", ws,
                        "--launches", str(args.launches))
             procs.append(fw)
             expect(fw, "the first accept")
@@ -246,13 +281,15 @@ def service_run(args: argparse.Namespace, backend: str, endpoints: list[str]) ->
             elapsed = json.loads(expect(fw, "the last RUNNING"))["elapsed"]
             s1 = stats()
         finally:
-            # The master ends cleanly when its stdin closes (a profile is written then).
+            # The load first; then the master, which ends cleanly when its stdin closes (a
+            # profile is written then).
+            for p in reversed(procs[1:]):
+                end_process(p, timeout=5.0)
             if procs and procs[0].stdin is not None:
                 procs[0].stdin.close()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     procs[0].wait(10)
-            for p in reversed(procs):
-                end_process(p, timeout=5.0)
+                end_process(procs[0], timeout=5.0)
     return {"elapsed": elapsed, "cpu": s1["cpu"] - s0["cpu"],
             "commits": s1["commits"] - s0["commits"],
             "transactions": s1["transactions"] - s0["transactions"]}
@@ -261,8 +298,8 @@ def service_run(args: argparse.Namespace, backend: str, endpoints: list[str]) ->
 def emit_service(backend: str, args: argparse.Namespace, stats: dict[str, float]) -> None:
     goal = ">= 1000" if backend == "etcd" else ""
     emit(f"service_launches_per_s_{backend}", args.launches / stats["elapsed"],
-         "1/s (master in its own process; 3 members, fenced)" if backend == "etcd"
-         else "1/s (master in its own process; synchronous=FULL)", goal)
+         f"1/s (master in its own process, agents over {args.agent_transport}; "
+         + ("3 members, fenced)" if backend == "etcd" else "synchronous=FULL)"), goal)
     emit(f"service_master_cpu_ms_per_launch_{backend}", 1000 * stats["cpu"] / args.launches,
          "ms (the master process: core, flusher, store, servers)")
     emit(f"service_master_capacity_{backend}", args.launches / stats["cpu"],
@@ -312,6 +349,8 @@ def main() -> None:
     p.add_argument("--generators", type=int, default=2, help="agent load processes")
     p.add_argument("--batch", type=int, default=50, help="launches per batch (store mode)")
     p.add_argument("--backends", default="sqlite,etcd")
+    p.add_argument("--agent-transport", choices=["ws", "coap"], default="ws",
+                   help="ws: launches pushed to the agents; coap: agents poll")
     # The roles this file plays in its child processes.
     p.add_argument("--role", choices=["bench", "master", "agents", "framework"], default="bench")
     p.add_argument("--backend", default="sqlite")
