@@ -151,6 +151,18 @@ async def test_connections_are_kept_alive_and_replaced_when_the_member_restarts(
     assert c._pool.closed and not c._pool._idle
 
 
+async def stopped(cluster: EtcdCluster, i: int) -> None:
+    """Wait until member `i`'s process is stopped (SIGSTOP takes effect asynchronously)."""
+    proc = cluster.procs[i]
+    assert proc is not None
+    with trio.fail_after(10):
+        while True:
+            with open(f"/proc/{proc.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                    return
+            await trio.sleep(0.01)
+
+
 async def test_a_timed_out_connection_is_not_reused(etcd_cluster: EtcdCluster) -> None:
     """A request that timed out on a hung member leaves its answer unread on its connection;
     that connection is closed, so a later call never reads the earlier call's answer."""
@@ -163,6 +175,7 @@ async def test_a_timed_out_connection_is_not_reused(etcd_cluster: EtcdCluster) -
         await c.put(p + b"b", b"B")
         etcd_cluster.pause(i)
         try:
+            await stopped(etcd_cluster, i)
             with pytest.raises(EtcdError, match="no answer within 1 s") as failed:
                 await c.get(p + b"a")
             assert failed.value.unavailable
