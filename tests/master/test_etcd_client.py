@@ -118,6 +118,20 @@ async def test_a_dead_endpoint_is_skipped_and_none_answering_is_unavailable(
         await c.aclose()
 
 
+async def test_member_status(etcd_cluster: EtcdCluster) -> None:
+    c = EtcdClient(etcd_cluster.client_urls, timeout_s=2.0)
+    try:
+        status = await c.status()
+        assert int(status["header"]["member_id"]) and status["version"]
+        other = await c.status(etcd_cluster.client_urls[1])
+        assert other["header"]["member_id"] != status["header"]["member_id"]
+        with pytest.raises(EtcdError) as failed:
+            await c.status(dead_url())
+        assert failed.value.unavailable
+    finally:
+        await c.aclose()
+
+
 def test_no_endpoints_is_an_error() -> None:
     with pytest.raises(ValueError, match="no endpoints"):
         EtcdClient([])
