@@ -1,5 +1,6 @@
 """A small Trio client for etcd v3 through its JSON gateway (etcd 3.4: `/v3/...` on the client
-port), over `httpx.AsyncClient`.
+port): unary calls on keep-alive HTTP/1.1 connections of its own (`h11` over Trio streams, JSON
+by the stdlib), streamed watches through `httpx.AsyncClient`.
 
 What the master needs and no more: key ranges, puts, deletes, transactions (with the op builders
 below), leases (grant, keep-alive, revoke), a streamed watch and the member status. Keys and
@@ -15,8 +16,16 @@ except etcd's own "no leader"/"timed out" answers, which mean the same as no ans
 Retrying a write on another endpoint after a timeout may apply it twice (the first may have
 committed). The store only sends writes that are idempotent for that reason (docs/ha.md).
 
-Resource handling: one `httpx.AsyncClient` (a connection pool) per `EtcdClient`; `aclose()`
-closes it. A watch holds one streamed response; leaving its `async with` closes it.
+Why not httpx for every call: it costs ~2 ms of CPU per request on the target machine (its
+request/response models, header handling and pool bookkeeping), which was most of the etcd
+backend's per-launch cost in the master (bench/README.md, master_store). A POST on a kept-alive
+h11 connection costs a fraction of that. Watches are few and long-lived, so they stay on httpx.
+
+Resource handling: idle keep-alive connections, at most `_IDLE_PER_ENDPOINT` per endpoint (a
+call takes one or opens a new one, and gives it back only after a complete answer: a timed-out,
+cancelled or failed request closes its connection, whose state is unknown); the idle ones of an
+endpoint are closed when it fails. One `httpx.AsyncClient` for the watches. `aclose()` closes
+all. A watch holds one streamed response; leaving its `async with` closes it.
 """
 
 from __future__ import annotations
@@ -28,8 +37,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+import h11
 import httpx
+import trio
 
 __all__ = ["EtcdClient", "EtcdError", "KeyValue", "RangeResult", "TxnResult", "WatchEvent",
            "Watch", "prefix_end", "op_put", "op_delete", "op_range", "cmp_create_revision",
@@ -145,6 +157,142 @@ def cmp_mod_revision(key: bytes, revision: int, result: str = "EQUAL") -> dict[s
 def cmp_value(key: bytes, value: bytes, result: str = "EQUAL") -> dict[str, Any]:
     return {"key": _b64(key), "target": "VALUE", "result": result, "value": _b64(value)}
 
+# --- unary calls: keep-alive HTTP/1.1 over Trio streams ------------------------------------
+
+_IDLE_PER_ENDPOINT = 16
+_RECEIVE_BYTES = 65536
+# What a broken or refused connection raises: socket errors (ssl.SSLError is one), Trio's
+# stream errors (a TLS failure surfaces as BrokenResourceError), and h11's protocol errors
+# (the peer closed mid-answer, or sent something that is not HTTP/1.1).
+_CONNECTION_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                      h11.ProtocolError)
+
+
+class _ConnectionLost(Exception):
+    """The server closed a connection before it answered."""
+
+
+class _Endpoint:
+    """Where one endpoint URL points, parsed once."""
+
+    __slots__ = ("url", "host", "port", "tls", "host_header")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"etcd: endpoint {url!r} is not an http:// or https:// URL "
+                             "(e.g. http://127.0.0.1:2379)")
+        self.url = url
+        self.host = parts.hostname
+        self.tls = parts.scheme == "https"
+        self.port = parts.port or (443 if self.tls else 80)
+        self.host_header = parts.netloc
+
+
+class _Connection:
+    """One HTTP/1.1 connection: POSTs one after the other (no pipelining)."""
+
+    __slots__ = ("stream", "http")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.http = h11.Connection(h11.CLIENT)
+
+    async def post(self, endpoint: _Endpoint, target: str, body: bytes,
+                   headers: tuple[tuple[str, str], ...]) -> tuple[int, bytes]:
+        """(status, body) of one POST. Afterwards the connection is ready for the next one,
+        or `reusable` is False."""
+        http = self.http
+        await self.stream.send_all(
+            http.send(h11.Request(method="POST", target=target, headers=[
+                ("Host", endpoint.host_header), ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))), *headers]))
+            + http.send(h11.Data(data=body)) + http.send(h11.EndOfMessage()))  # type: ignore[operator]
+        status = 0
+        chunks: list[bytes] = []
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                http.receive_data(bytes(await self.stream.receive_some(_RECEIVE_BYTES)))
+            elif type(event) is h11.Data:
+                chunks.append(bytes(event.data))
+            elif type(event) is h11.Response:
+                status = event.status_code
+            elif type(event) is h11.EndOfMessage:
+                break
+            elif type(event) is h11.ConnectionClosed:
+                raise _ConnectionLost("the server closed the connection")
+            # h11.InformationalResponse (1xx): wait for the real answer.
+        if http.our_state is h11.DONE and http.their_state is h11.DONE:
+            http.start_next_cycle()
+        return status, b"".join(chunks)
+
+    @property
+    def reusable(self) -> bool:
+        return self.http.our_state is h11.IDLE and self.http.their_state is h11.IDLE
+
+
+class _Pool:
+    """Keep-alive connections to each endpoint."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+        self._ssl = ssl_context
+        self._idle: dict[str, list[_Connection]] = {}
+        self.closed = False
+
+    async def _connect(self, endpoint: _Endpoint) -> _Connection:
+        stream: trio.abc.Stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+        if endpoint.tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            tls = trio.SSLStream(stream, self._ssl, server_hostname=endpoint.host,
+                                 https_compatible=True)
+            try:
+                await tls.do_handshake()
+            except BaseException:
+                await trio.aclose_forcefully(tls)
+                raise
+            stream = tls
+        return _Connection(stream)
+
+    async def post(self, endpoint: _Endpoint, target: str, body: bytes,
+                   headers: tuple[tuple[str, str], ...] = ()) -> tuple[int, bytes]:
+        """One POST on an idle connection to `endpoint` (or a new one). A kept-alive
+        connection the server has closed meanwhile fails at once: the request is sent again
+        once on a new connection. Raises one of `_CONNECTION_ERRORS` or `_ConnectionLost`."""
+        if self.closed:
+            raise trio.ClosedResourceError("etcd client closed")
+        idle = self._idle.setdefault(endpoint.url, [])
+        while True:
+            reused = bool(idle)
+            conn = idle.pop() if reused else await self._connect(endpoint)
+            done = False
+            try:
+                answer = await conn.post(endpoint, target, body, headers)
+                done = True
+            except (*_CONNECTION_ERRORS, _ConnectionLost):
+                if reused:
+                    continue  # closed in `finally`; try a new connection
+                raise
+            finally:
+                if done and conn.reusable and len(idle) < _IDLE_PER_ENDPOINT \
+                        and not self.closed:
+                    idle.append(conn)
+                else:
+                    await trio.aclose_forcefully(conn.stream)
+            return answer
+
+    async def drop(self, endpoint: _Endpoint) -> None:
+        """Close the idle connections to `endpoint` (it failed: they are likely dead)."""
+        for conn in self._idle.pop(endpoint.url, []):
+            await trio.aclose_forcefully(conn.stream)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        for url in list(self._idle):
+            for conn in self._idle.pop(url):
+                await trio.aclose_forcefully(conn.stream)
+
 
 class EtcdClient:
     """Args:
@@ -158,21 +306,23 @@ class EtcdClient:
         if not endpoints:
             raise ValueError("etcd: no endpoints given; list at least one client URL")
         self.endpoints = [e.rstrip("/") for e in endpoints]
+        self._endpoints = [_Endpoint(e) for e in self.endpoints]
         self.timeout_s = timeout_s
         self._current = 0
-        verify: ssl.SSLContext | bool = True
+        context: ssl.SSLContext | None = None
         if ca_file or cert_file:
-            ctx = ssl.create_default_context(cafile=ca_file or None)
+            context = ssl.create_default_context(cafile=ca_file or None)
             if cert_file:
-                ctx.load_cert_chain(cert_file, key_file or None)
-            verify = ctx
+                context.load_cert_chain(cert_file, key_file or None)
+        self._pool = _Pool(context)
         self._http = httpx.AsyncClient(
-            verify=verify, timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+            verify=context or True, timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=4))
         # Watches stream for as long as they run: no read timeout.
         self._stream_timeout = httpx.Timeout(timeout_s, read=None)
 
     async def aclose(self) -> None:
+        await self._pool.aclose()
         await self._http.aclose()
 
     @property
@@ -185,31 +335,43 @@ class EtcdClient:
         """POST `body` to `/v3/<path>` on the current endpoint, moving on along the list on a
         connection failure or after `timeout` (default `timeout_s`) seconds; the decoded JSON
         answer."""
+        data = json.dumps(body, separators=(",", ":")).encode()
+        target = "/v3/" + path
+        per_try = self.timeout_s if timeout is None else timeout
         errors: list[str] = []
-        per_try = httpx.Timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT
         for _ in range(len(self.endpoints)):
-            url = self.endpoints[self._current]
-            try:
-                response = await self._http.post(f"{url}/v3/{path}", json=body,
-                                                 timeout=per_try)
-            except httpx.TransportError as e:
-                errors.append(f"{url}: {type(e).__name__} {e}".rstrip())
+            endpoint = self._endpoints[self._current]
+            url = endpoint.url
+            failure = ""
+            with trio.move_on_after(per_try) as scope:
+                try:
+                    status, raw = await self._pool.post(endpoint, target, data)
+                except (*_CONNECTION_ERRORS, _ConnectionLost) as e:
+                    failure = f"{type(e).__name__} {e}".rstrip()
+            if scope.cancelled_caught:
+                failure = f"no answer within {per_try:g} s"
+            if failure:
+                errors.append(f"{url}: {failure}")
+                await self._pool.drop(endpoint)
                 self._current = (self._current + 1) % len(self.endpoints)
                 continue
             try:
-                answer = response.json()
+                answer = json.loads(raw)
+                if not isinstance(answer, dict):
+                    raise ValueError("not an object")
             except ValueError:
-                raise EtcdError(f"etcd {url}/v3/{path}: HTTP {response.status_code}, not JSON: "
-                                f"{response.text[:200]!r}") from None
-            if "error" in answer or response.status_code != 200:
-                message = answer.get("message") or answer.get("error") or response.text[:200]
+                raise EtcdError(f"etcd {url}/v3/{path}: HTTP {status}, not JSON: "
+                                f"{raw[:200]!r}") from None
+            if "error" in answer or status != 200:
+                message = (answer.get("message") or answer.get("error")
+                           or raw[:200].decode(errors="replace"))
                 code = int(answer.get("code", 0))
-                if code in _UNAVAILABLE_CODES or response.status_code == 503:
+                if code in _UNAVAILABLE_CODES or status == 503:
                     errors.append(f"{url}: {message}")
                     self._current = (self._current + 1) % len(self.endpoints)
                     continue
                 raise EtcdError(f"etcd {path}: {message}")
-            return dict(answer)
+            return answer
         raise EtcdError("no etcd endpoint answered, or the cluster has no quorum (" +
                         "; ".join(errors) + ")", unavailable=True)
 
@@ -331,11 +493,16 @@ class EtcdClient:
         """`/v3/maintenance/status` of one endpoint (the current one by default)."""
         url = (endpoint or self.endpoint).rstrip("/")
         try:
-            response = await self._http.post(f"{url}/v3/maintenance/status", json={})
-            return dict(response.json())
-        except (httpx.TransportError, ValueError) as e:
-            raise EtcdError(f"etcd {url}: {e}", unavailable=True) from None
-
+            target = self._endpoints[self.endpoints.index(url)]
+        except ValueError:
+            target = _Endpoint(url)
+        try:
+            with trio.fail_after(self.timeout_s):
+                _, raw = await self._pool.post(target, "/v3/maintenance/status", b"{}")
+            return dict(json.loads(raw))
+        except (*_CONNECTION_ERRORS, _ConnectionLost, trio.TooSlowError, ValueError) as e:
+            raise EtcdError(f"etcd {url}: {type(e).__name__} {e}".rstrip(),
+                            unavailable=True) from None
 
 class Watch:
     """The events of one watch, batch by batch: `async for events, revision in watch`."""

@@ -118,9 +118,93 @@ async def test_a_dead_endpoint_is_skipped_and_none_answering_is_unavailable(
         await c.aclose()
 
 
+async def test_member_status(etcd_cluster: EtcdCluster) -> None:
+    c = EtcdClient(etcd_cluster.client_urls, timeout_s=2.0)
+    try:
+        status = await c.status()
+        assert int(status["header"]["member_id"]) and status["version"]
+        other = await c.status(etcd_cluster.client_urls[1])
+        assert other["header"]["member_id"] != status["header"]["member_id"]
+        with pytest.raises(EtcdError) as failed:
+            await c.status(dead_url())
+        assert failed.value.unavailable
+    finally:
+        await c.aclose()
+
+
 def test_no_endpoints_is_an_error() -> None:
     with pytest.raises(ValueError, match="no endpoints"):
         EtcdClient([])
+    with pytest.raises(ValueError, match="not an http:// or https:// URL"):
+        EtcdClient(["127.0.0.1:2379"])
+
+
+async def test_connections_are_kept_alive_and_replaced_when_the_member_restarts(
+        etcd_cluster: EtcdCluster) -> None:
+    """Calls reuse one connection; after the member restarts (closing it), the next call
+    opens a new one without an error."""
+    i = 2
+    url = etcd_cluster.client_urls[i]
+    key = unique_prefix("keepalive").encode()
+    c = EtcdClient([url], timeout_s=5.0)
+    try:
+        await c.put(key, b"v")
+        idle = c._pool._idle[url]
+        assert len(idle) == 1
+        first = idle[0]
+        for _ in range(5):
+            assert (await c.get(key)).value == b"v"  # type: ignore[union-attr]
+        assert c._pool._idle[url] == [first]
+        etcd_cluster.stop(i)
+        etcd_cluster.start(i)
+        etcd_cluster.wait_healthy()
+        assert (await c.get(key)).value == b"v"  # type: ignore[union-attr]
+        assert c._pool._idle[url] and c._pool._idle[url][0] is not first
+    finally:
+        await c.aclose()
+    assert c._pool.closed and not c._pool._idle
+
+
+async def stopped(cluster: EtcdCluster, i: int) -> None:
+    """Wait until member `i`'s process is stopped (SIGSTOP takes effect asynchronously)."""
+    proc = cluster.procs[i]
+    assert proc is not None
+    with trio.fail_after(10):
+        while True:
+            with open(f"/proc/{proc.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                    return
+            await trio.sleep(0.01)
+
+
+async def test_a_timed_out_connection_is_not_reused(etcd_cluster: EtcdCluster) -> None:
+    """A request that timed out on a hung member leaves its answer unread on its connection;
+    that connection is closed, so a later call never reads the earlier call's answer."""
+    i = 1
+    url = etcd_cluster.client_urls[i]
+    p = unique_prefix("timeout").encode()
+    c = EtcdClient([url], timeout_s=1.0)
+    try:
+        await c.put(p + b"a", b"A")
+        await c.put(p + b"b", b"B")
+        etcd_cluster.pause(i)
+        try:
+            await stopped(etcd_cluster, i)
+            with pytest.raises(EtcdError, match="no answer within 1 s") as failed:
+                await c.get(p + b"a")
+            assert failed.value.unavailable
+        finally:
+            etcd_cluster.resume(i)
+        with trio.fail_after(20):
+            while True:
+                try:
+                    kv = await c.get(p + b"b")
+                    break
+                except EtcdError:
+                    await trio.sleep(0.2)  # the member catches up after SIGCONT
+        assert kv is not None and kv.value == b"B"
+    finally:
+        await c.aclose()
 
 
 async def test_tls_with_a_client_certificate(tmp_path: Any) -> None:
