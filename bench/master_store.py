@@ -141,7 +141,7 @@ async def drive(store: MasterStore, launches: int, n_agents: int) -> dict[str, f
                     await trio.sleep(0.005)
 
         send, receive = trio.open_memory_channel[Any](float("inf"))
-        svc._fw_queues[1] = send
+        svc.push.fw_queues[1] = send
         fw = ScriptedFramework()
         core.framework_call(1, fw.subscribe(), time.time(), "bench")
         svc._after_core()
