@@ -11,7 +11,7 @@ handler's `HttpResponse` (a body, or a stream of chunks for Server-Sent Events).
 
 A handler is `async def handler(request: HttpRequest) -> HttpResponse`; `HttpError(status,
 error, message)` raised in it becomes a JSON error answer. The master's routes are put together
-in `MasterService._http_app` (service.py); add a route there.
+in `ServiceOps.http_app` (service_ops.py); add a route there.
 
 Resource handling: `serve_http` runs until cancelled (the master's nursery); hypercorn closes
 every connection then. A streaming response ends when the client goes away (its

@@ -8,16 +8,17 @@ It does four things and decides nothing:
    answer directly (CoAP POST `a`, agent WebSocket frames) wait until every record emitted
    before their answer is durable;
 3. one timer task sleeps until the core's `get_timer()` and calls `handle_timer`;
-4. keeps the push channels: an agent's CoAP Observe on `c` or its WebSocket, and each
-   framework's WebSocket (with a writer task and a bounded queue).
+4. opens the push channels (kept by push.py's `PushChannels`, held as `push`): an agent's CoAP
+   Observe on `c` or its WebSocket, and each framework's WebSocket (with a writer task and a
+   bounded queue).
 
 Role (several masters, docs/ha.md): a service is the LEADER unless `set_role(Role.STANDBY,
 leader)` made it a standby. A standby answers every agent call (CoAP `a`, `c`, `m`, WebSocket
 `/agent`), every framework call and the operator state with the error NOT_LEADER naming the
-leader's URL for that transport (`MemberInfo.urls`), unsigned (a standby need not hold the agent
-secrets; clients only follow a leader URL from their own configured list, so a forged refusal
-can at most make them try their next master). It never calls the core, so nothing reaches the
-store's write path: the timer and the flusher wait until the service leads again.
+leader's URL for that transport (built by refusals.py, unsigned: a forged refusal can at most
+make a client try its next master). It never calls the core, so nothing reaches the store's
+write path: the timer and the flusher wait until the service leads again. While a commit is
+retried (`store_down`), new work is refused with UNAVAILABLE (refusals.py too).
 
 Resource handling: everything runs in the nursery of `MasterService.run`; the store is closed
 when it exits. A framework connection whose queue overflows (a consumer that does not read) is
@@ -27,52 +28,58 @@ Error handling: bad input never reaches here as an exception (the core answers i
 commit is logged (`log_store_error`) and escapes, which stops the master (it must not act on what
 it could not persist). Malformed CoAP datagrams are logged rate-limited like refusals.
 
-Metrics (metrics.py, unless `config.metrics` is off): the shell times agent calls, commits and
-allocation rounds into `ShellMetrics` and counts open WebSocket connections; `metrics_text()`
-renders everything at scrape time for the HTTP server's `/metrics`.
+Operator side (service_ops.py, held as `ops`): the metrics (unless `config.metrics` is off; the
+shell times agent calls, commits and allocation rounds into `ShellMetrics`, bound once here for
+the hot paths), open WebSocket connection counts, `metrics_text()` for the HTTP server's
+`/metrics`, and the HTTP app (/api/v1, /metrics, the dashboard).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import trio
-from trio_websocket import ConnectionClosed
 
 from edgerm.coap.codes import Code
-from edgerm.transport.coap import CoapServer, Observation, ObservationGone, Request, Response, Site
+from edgerm.transport.coap import CoapServer, Request, Response, Site
 from edgerm.transport.websocket import (
     CLOSE_POLICY,
     WebSocketConfig,
     WsConnection,
     serve_websocket,
 )
-from edgerm.wire import CONTENT_FORMAT_CBOR, DecodeError, decode, encode, pb
+from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
 from edgerm_master.config import MasterConfig, http_address
-from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
-from edgerm_master.dashboard import add_dashboard_routes
+from edgerm_master.core import AgentResult, Master
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
-from edgerm_master.http_api import Changes, add_api_routes, authenticator
-from edgerm_master.http_server import HttpApp, serve_http
+from edgerm_master.http_api import Changes
+from edgerm_master.http_server import serve_http
 from edgerm_master.listen import ListenError, functools_partial, listen, peer_address
-from edgerm_master.logs import log_coap, log_store_error
+from edgerm_master.logs import log_store_error
 from edgerm_master.members import MemberInfo, Role
-from edgerm_master.metrics import (
-    MasterCollector,
-    ShellMetrics,
-    add_metrics_route,
-    master_registry,
-    render,
-)
+from edgerm_master.metrics import ShellMetrics
 from edgerm_master.modules import ModuleReader, parse_hex
+from edgerm_master.push import (
+    NOT_LEADER_CLOSE,
+    Close,
+    PushChannels,
+    ws_writer,
+    ws_writer_then_cancel,
+)
+from edgerm_master.refusals import (
+    agent_error,
+    coap_agent_refusal,
+    coap_refusal,
+    not_leader,
+    store_unavailable,
+)
+from edgerm_master.service_ops import ServiceOps
 from edgerm_master.state import MasterState
 from edgerm_master.store_api import MasterStore, NotLeader, StoreUnavailable, open_store
 
@@ -112,16 +119,6 @@ _FRAMEWORK_QUEUE = 10_000
 _GC_FREEZE_AGENTS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class _Close:
-    """In a connection's send queue: close it (after what was queued before) like this."""
-    code: int = 1000
-    reason: str = ""
-
-
-_CLOSE = _Close()
-
-
 class MasterService:
     """Run with `await nursery.start(service.run)`; `started` gives ((coap host, port),
     (ws host, port)); `http_address` is then the HTTP server's (host, port), or None."""
@@ -143,8 +140,7 @@ class MasterService:
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._conn_ids = itertools.count(1)
-        self._fw_queues: dict[int, trio.MemorySendChannel[bytes | _Close]] = {}
-        self._agent_push: dict[int, Observation | trio.MemorySendChannel[bytes]] = {}
+        self.push = PushChannels(self.core, self._after_core)
         self.coap_server: CoapServer | None = None
         self.commits = 0
         # Bumped after each batch of state changes the flusher handles (http_api's streams).
@@ -157,33 +153,16 @@ class MasterService:
         self.store_down: str | None = None
         self._leading = trio.Event()   # set while LEADER; the timer and flusher wait on it
         self._leading.set()
+        self.ops = ServiceOps(self)
         # None when metrics are off: every hot-path hook is one `is not None` test then.
-        self.metrics: ShellMetrics | None = ShellMetrics() if config.metrics else None
-        self._registry = (master_registry(MasterCollector(self.core, self.metrics,
-                                                          self._coap_stats))
-                          if self.metrics is not None else None)
+        self.metrics: ShellMetrics | None = self.ops.metrics
         # Bound once: the inline heartbeat path calls it for every steady heartbeat.
         self._observe_coap_call = (self.metrics.call_latency["coap"].observe
                                    if self.metrics is not None else None)
 
     def metrics_text(self) -> bytes | None:
-        """The Prometheus text exposition now (serve as `metrics.CONTENT_TYPE`); None when
-        metrics are off. Computed from the master's tables on the Trio thread: with 100,000
-        agents one scrape takes ≈ 40 ms (bench/metrics_scrape.py)."""
-        return render(self._registry) if self._registry is not None else None
-
-    def _coap_stats(self) -> tuple[Any, Any] | None:
-        server = self.coap_server
-        return None if server is None else (server.endpoint.stats, server.shell_stats)
-
-    def _malformed_datagram(self, remote: Any, why: str) -> None:
-        """A CoAP datagram dropped as malformed: a line, rate-limited with the refusals."""
-        st = self.core.state
-        peer = peer_address(remote)
-        st.refusal_log.log(log_coap, logging.WARNING, self.clock(),
-                           f"dropped a malformed CoAP datagram from {peer or '?'}: {why}",
-                           {"event": "bad_datagram", "peer": peer, "code": "MALFORMED"},
-                           noun="bad datagrams")
+        """The Prometheus text exposition now; None when metrics are off (ServiceOps)."""
+        return self.ops.metrics_text()
 
     # ------------------------------------------------------------------------------ role
 
@@ -200,57 +179,13 @@ class MasterService:
             return
         if was is Role.LEADER:
             self._leading = trio.Event()
-            self._drop_all_channels()
-
-    def _drop_all_channels(self) -> None:
-        refusal = encode(pb.FrameworkEvent(error=self._not_leader("ws")))
-        for conn in list(self._fw_queues):
-            q = self._fw_queues[conn]
-            try:
-                q.send_nowait(refusal)
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                pass
-            self._close_fw(conn, _Close(1000, "not the leader"))
-        agent_refusal = encode(pb.AgentReply(error=self._not_leader("ws")))
-        for channel in list(self._agent_push.values()):
-            if isinstance(channel, Observation):
-                channel.cancel()
-            else:
-                try:
-                    channel.send_nowait(agent_refusal)
-                except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                    pass
-                channel.close()
-        self._agent_push.clear()   # the core is not told: a standby leaves it alone
-
-    def _not_leader(self, transport: str) -> pb.Error:
-        """The refusal of a standby, naming the leader's URL for `transport` ("coap", "ws")."""
-        url = self.leader.url(transport) if self.leader is not None else ""
-        text = (f"this master is a standby; the leader is {url}" if url else
-                "this master is a standby and knows no leader yet; try another master")
-        return pb.Error(code=E.NOT_LEADER, message=text, leader=url)
-
-    def _coap_unavailable(self, request: Request) -> Response:
-        return Response(Code.SERVICE_UNAVAILABLE, self._agent_error(
-            request.payload, self._store_refusal()), CONTENT_FORMAT_CBOR)
-
-    @staticmethod
-    def _agent_error(call: bytes, error: pb.Error) -> bytes:
-        """An AgentReply carrying `error`, with the seq of `call` (0 if it has none)."""
-        try:
-            seq = decode(pb.AgentCall, call).seq
-        except DecodeError:
-            seq = 0
-        return encode(pb.AgentReply(seq=seq, error=error))
+            self.push.drop_all(not_leader(leader, "ws"))
 
     def _coap_refusal(self, request: Request) -> Response:
-        seq = 0
-        try:
-            seq = decode(pb.AgentCall, request.payload).seq
-        except DecodeError:
-            pass
-        return Response(Code.SERVICE_UNAVAILABLE, encode(pb.AgentReply(
-            seq=seq, error=self._not_leader("coap"))), CONTENT_FORMAT_CBOR)
+        return coap_agent_refusal(request.payload, not_leader(self.leader, "coap"))
+
+    def _coap_unavailable(self, request: Request) -> Response:
+        return coap_agent_refusal(request.payload, store_unavailable(self.store_down))
 
     # ------------------------------------------------------------------------------ running
 
@@ -264,7 +199,7 @@ class MasterService:
         self.modules = ModuleReader(store.read_module)
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self._nursery = self.push.nursery = nursery
                 if self.roles is None:
                     await self.lead()
                 else:
@@ -305,16 +240,17 @@ class MasterService:
         site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
         self.coap_server = CoapServer(site)
         server = self.coap_server
-        server.endpoint.on_malformed = self._malformed_datagram
+        server.endpoint.on_malformed = self.ops.malformed_datagram
         coap_addr = await listen(
             "CoAP", "--coap-port", cfg.host, cfg.coap_port,
             lambda: nursery.start(server.serve, cfg.host, cfg.coap_port))
+        counted = self.ops.counted
         ws_addr = await listen("WebSocket", "--ws-port", cfg.host, cfg.ws_port,
                                lambda: nursery.start(functools_partial(
             serve_websocket,
-            {"/agent": self._counted("/agent", self._ws_agent),
-             "/framework": self._counted("/framework", self._ws_framework),
-             "/state": self._counted("/state", self._ws_state)},
+            {"/agent": counted("/agent", self._ws_agent),
+             "/framework": counted("/framework", self._ws_framework),
+             "/state": counted("/state", self._ws_state)},
             cfg.host, cfg.ws_port,
             config=WebSocketConfig(
                 max_message_size=cfg.framework_message_max,
@@ -326,7 +262,7 @@ class MasterService:
                                     * (1.0 + cfg.jitter_fraction)})))
         http = http_address(cfg)
         if http is not None:
-            app = self._http_app()
+            app = self.ops.http_app()
             self.http_address = await listen(
                 "HTTP", "--http-listen HOST:PORT", http[0], http[1],
                 lambda: nursery.start(functools_partial(serve_http, app, *http)))
@@ -335,17 +271,6 @@ class MasterService:
     @property
     def state(self) -> MasterState:
         return self.core.state
-
-    def _http_app(self) -> HttpApp:
-        """The HTTP server's routes. To serve another path, add it here:
-        `app.route("/path", handler, auth=False)` with `async def handler(request:
-        HttpRequest) -> HttpResponse` (http_server.py; `auth=True`, the default, asks for the
-        operator token as a bearer header)."""
-        app = HttpApp(authenticator(self))
-        add_api_routes(app, self)      # /api/v1/...
-        add_metrics_route(app, self.metrics_text)  # /metrics
-        add_dashboard_routes(app)      # /, /static/...
-        return app
 
     def _after_core(self) -> None:
         """Wake the flusher if the core has something, and pull the timer in if needed."""
@@ -369,6 +294,7 @@ class MasterService:
         core = self.core
         assert self.store is not None
         store = self.store
+        dispatch = self.push.dispatch
         while True:
             await self._kick.wait()
             await self._leading.wait()
@@ -396,7 +322,7 @@ class MasterService:
             event, self._durable_event = self._durable_event, trio.Event()
             event.set()
             for item in outbox:
-                self._dispatch(item)
+                dispatch(item)
             if records or outbox:
                 self.changes.bump()
             if len(core.agents) >= self._gc_frozen_at + _GC_FREEZE_AGENTS:
@@ -424,72 +350,6 @@ class MasterService:
                             extra={"event": "store_available"})
                 self.store_down = None
             return
-
-    def _store_refusal(self) -> pb.Error:
-        return pb.Error(code=E.UNAVAILABLE, message=f"the master cannot commit now: "
-                        f"{self.store_down}; try again shortly")
-
-    def _dispatch(self, item: ToFramework | ToAgent | CloseFramework) -> None:
-        if isinstance(item, ToFramework):
-            q = self._fw_queues.get(item.conn)
-            if q is None:
-                return
-            try:
-                q.send_nowait(encode(item.event))
-            except trio.WouldBlock:
-                log.warning("framework connection %d does not read; closing it", item.conn)
-                self._close_fw(item.conn, _Close(1008, "events not read"))
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                pass
-        elif isinstance(item, CloseFramework):
-            self._close_fw(item.conn, _Close(CLOSE_POLICY if item.refused else 1000,
-                                             item.reason))
-        else:
-            channel = self._agent_push.get(item.agent_id)
-            if channel is None:
-                return
-            assert self._nursery is not None
-            if isinstance(channel, Observation):
-                self._nursery.start_soon(self._notify, item.agent_id, channel, item.data)
-            else:
-                try:
-                    channel.send_nowait(item.data)
-                except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                    pass
-
-    def _close_fw(self, conn: int, how: _Close = _CLOSE) -> None:
-        q = self._fw_queues.pop(conn, None)
-        if q is not None:
-            try:
-                q.send_nowait(how)
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                pass
-            q.close()
-
-    async def _notify(self, agent_id: int, obs: Observation, data: bytes) -> None:
-        try:
-            await obs.notify(data, content_format=CONTENT_FORMAT_CBOR)
-        except ObservationGone:
-            self._drop_agent_channel(agent_id, obs)
-        except Exception:
-            log.exception("notifying agent %d failed", agent_id)
-            self._drop_agent_channel(agent_id, obs)
-
-    def _drop_agent_channel(self, agent_id: int, channel: object) -> None:
-        if self._agent_push.get(agent_id) is channel:
-            del self._agent_push[agent_id]
-            self.core.agent_channel(agent_id, False)
-
-    def _set_agent_channel(self, agent_id: int,
-                           channel: Observation | trio.MemorySendChannel[bytes]) -> None:
-        old = self._agent_push.get(agent_id)
-        if old is channel:
-            return
-        if isinstance(old, Observation):
-            old.cancel()
-        self._agent_push[agent_id] = channel
-        self.core.agent_channel(agent_id, True)
-        self._after_core()
 
     async def _timer_loop(self) -> None:
         core = self.core
@@ -611,23 +471,18 @@ class MasterService:
         observe = False
         if result.error == 0 and result.agent_id and request.observation is not None:
             obs = request.observation
-            self._set_agent_channel(result.agent_id, obs)
+            self.push.set_agent(result.agent_id, obs)
             observe = True
             assert self._nursery is not None
-            self._nursery.start_soon(self._watch_observation, result.agent_id, obs)
+            self._nursery.start_soon(self.push.watch_observation, result.agent_id, obs)
         code = Code.CONTENT if result.error == 0 else ERROR_TO_COAP.get(result.error,
                                                                          Code.BAD_REQUEST)
         return Response(code, data, CONTENT_FORMAT_CBOR, observe=observe,
                         remember=True if result.agent_id else None)
 
-    async def _watch_observation(self, agent_id: int, obs: Observation) -> None:
-        await obs.wait_gone()
-        self._drop_agent_channel(agent_id, obs)
-
     async def _coap_module(self, request: Request) -> Response:
         if self.role is not Role.LEADER:
-            return Response(Code.SERVICE_UNAVAILABLE, encode(self._not_leader("coap")),
-                            CONTENT_FORMAT_CBOR)
+            return coap_refusal(not_leader(self.leader, "coap"))
         if len(request.path) != 2:
             return Response(Code.NOT_FOUND, b"use m/<sha256 hex>")
         sha = parse_hex(request.path[1])
@@ -643,8 +498,7 @@ class MasterService:
 
     async def _coap_state(self, request: Request) -> Response:
         if self.role is not Role.LEADER:
-            return Response(Code.SERVICE_UNAVAILABLE, encode(self._not_leader("coap")),
-                            CONTENT_FORMAT_CBOR)
+            return coap_refusal(not_leader(self.leader, "coap"))
         code, data = self.core.cluster_state(request.payload, self.clock(),
                                              peer_address(request.remote))
         if code == 0:
@@ -653,22 +507,6 @@ class MasterService:
 
     # ------------------------------------------------------------------------------ websocket
 
-    def _counted(self, path: str, handler: Callable[[WsConnection], Awaitable[None]]
-                 ) -> Callable[[WsConnection], Awaitable[None]]:
-        """`handler`, with its connections counted for the metrics while they are open."""
-        metrics = self.metrics
-        if metrics is None:
-            return handler
-
-        async def counted(ws: WsConnection) -> None:
-            metrics.ws_opened(path)
-            try:
-                await handler(ws)
-            finally:
-                metrics.ws_closed(path)
-
-        return counted
-
     # The shared transport (edgerm.transport.websocket) accepts binary frames only, pings each
     # peer so a half-open TCP connection behind a NAT ends, logs a handler that breaks and
     # closes its connection; a peer leaving (ConnectionClosed) is normal and logged as nothing.
@@ -676,26 +514,26 @@ class MasterService:
     async def _ws_state(self, ws: WsConnection) -> None:
         msg = await ws.receive()
         if self.role is not Role.LEADER:
-            await ws.send(encode(self._not_leader("ws")))
+            await ws.send(encode(not_leader(self.leader, "ws")))
             return
         code, data = self.core.cluster_state(msg, self.clock(), peer_address(ws.remote))
         await ws.send(data)
 
     async def _ws_agent(self, ws: WsConnection) -> None:
-        send, receive = trio.open_memory_channel[bytes | _Close](256)
+        send, receive = trio.open_memory_channel[bytes | Close](256)
         agent_id = 0
         peer = peer_address(ws.remote)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._ws_writer, ws, receive)
+            nursery.start_soon(ws_writer, ws, receive)
             try:
                 while True:
                     msg = await ws.receive()
                     if self.role is not Role.LEADER:
-                        await send.send(self._ws_agent_refusal(msg))
-                        await send.send(_Close(1000, "not the leader"))
+                        await send.send(agent_error(msg, not_leader(self.leader, "ws")))
+                        await send.send(NOT_LEADER_CLOSE)
                         break
                     if self.store_down is not None:
-                        await send.send(self._agent_error(msg, self._store_refusal()))
+                        await send.send(agent_error(msg, store_unavailable(self.store_down)))
                         continue
                     started = perf_counter()
                     result = self.core.agent_call(msg, self.clock(), "websocket", peer)
@@ -707,7 +545,7 @@ class MasterService:
                         # not either (garbage, a bad signature, a refused registration):
                         # answer, then close, so an unauthenticated peer cannot stay.
                         await send.send(data)
-                        await send.send(_Close(CLOSE_POLICY, "the first call must be a valid "
+                        await send.send(Close(CLOSE_POLICY, "the first call must be a valid "
                                                "signed AgentCall"))
                         break
                     await send.send(data)
@@ -715,106 +553,39 @@ class MasterService:
                         break
                     if result.error == 0 and result.agent_id and not agent_id:
                         agent_id = result.agent_id
-                        self._set_agent_channel(agent_id, send)
+                        self.push.set_agent(agent_id, send)
             finally:
                 if agent_id and self.role is Role.LEADER:
-                    self._drop_agent_channel(agent_id, send)
+                    self.push.drop_agent(agent_id, send)
                 send.close()
-
-    def _ws_agent_refusal(self, msg: bytes) -> bytes:
-        seq = 0
-        try:
-            seq = decode(pb.AgentCall, msg).seq
-        except DecodeError:
-            pass
-        return encode(pb.AgentReply(seq=seq, error=self._not_leader("ws")))
-
-    async def _ws_writer(self, ws: WsConnection,
-                         receive: trio.MemoryReceiveChannel[bytes | _Close]) -> None:
-        async with receive:
-            async for data in receive:
-                if isinstance(data, _Close):
-                    await ws.aclose(data.code, data.reason or None)
-                    return
-                await ws.send(data)
-            # The sender closed: flush done; close the connection (the reader notices).
-            await ws.aclose()
 
     async def _ws_framework(self, ws: WsConnection) -> None:
         conn = next(self._conn_ids)
         peer = peer_address(ws.remote)
-        send, receive = trio.open_memory_channel[bytes | _Close](_FRAMEWORK_QUEUE)
-        self._fw_queues[conn] = send
+        send, receive = trio.open_memory_channel[bytes | Close](_FRAMEWORK_QUEUE)
+        push = self.push
+        push.fw_queues[conn] = send
         served = False   # the core knows this connection (it was served as the leader)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._ws_writer_then_cancel, ws, receive, nursery.cancel_scope)
-                nursery.start_soon(self._ws_pinger, conn)
+                nursery.start_soon(ws_writer_then_cancel, ws, receive, nursery.cancel_scope)
+                nursery.start_soon(push.ping_framework, conn, self.config.framework_heartbeat_s)
                 while True:
                     msg = await ws.receive()
                     if self.role is not Role.LEADER:
-                        self._refuse_framework(conn, msg)
-                        continue   # the writer closes the connection after the refusal
+                        # The writer closes the connection after the refusal.
+                        push.refuse_framework(conn, msg, not_leader(self.leader, "ws"), True)
+                        continue
                     if self.store_down is not None:
-                        self._store_down_framework(conn, msg)
+                        # The connection stays: the call changed nothing (send it again later).
+                        push.refuse_framework(conn, msg, store_unavailable(self.store_down))
                         continue
                     served = True
                     self.core.framework_call(conn, msg, self.clock(), peer)
                     self._after_core()
         finally:
-            self._fw_queues.pop(conn, None)
+            push.fw_queues.pop(conn, None)
             send.close()
             if served and self.role is Role.LEADER:
                 self.core.framework_disconnected(conn, self.clock())
                 self._after_core()
-
-    def _store_down_framework(self, conn: int, msg: bytes) -> None:
-        """Answer a framework call with UNAVAILABLE while the store cannot be written; the
-        connection stays (the call changed nothing: send it again later)."""
-        try:
-            call_id = decode(pb.FrameworkCall, msg).call_id
-        except DecodeError:
-            call_id = 0
-        q = self._fw_queues.get(conn)
-        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
-                                 trio.BrokenResourceError):
-            if q is not None:
-                q.send_nowait(encode(pb.FrameworkEvent(call_id=call_id,
-                                                       error=self._store_refusal())))
-
-    def _refuse_framework(self, conn: int, msg: bytes) -> None:
-        call_id = 0
-        try:
-            call_id = decode(pb.FrameworkCall, msg).call_id
-        except DecodeError:
-            pass
-        q = self._fw_queues.get(conn)
-        if q is None:
-            return
-        try:
-            q.send_nowait(encode(pb.FrameworkEvent(call_id=call_id,
-                                                   error=self._not_leader("ws"))))
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
-        self._close_fw(conn, _Close(1000, "not the leader"))
-
-    async def _ws_writer_then_cancel(self, ws: WsConnection,
-                                     receive: trio.MemoryReceiveChannel[bytes | _Close],
-                                     scope: trio.CancelScope) -> None:
-        try:
-            await self._ws_writer(ws, receive)
-        except ConnectionClosed:
-            pass
-        scope.cancel()
-
-    async def _ws_pinger(self, conn: int) -> None:
-        ping = encode(pb.FrameworkEvent(ping=pb.Ping()))
-        while True:
-            await trio.sleep(self.config.framework_heartbeat_s)
-            q = self._fw_queues.get(conn)
-            if q is None:
-                return
-            try:
-                q.send_nowait(ping)
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                return
