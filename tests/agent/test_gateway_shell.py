@@ -18,7 +18,12 @@ from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb
 from edgerm_agent.config import parse_config
 from edgerm_agent.gateway_shell import Gateway
 from edgerm_master.testing import ScriptedAgent
-from edgerm_master.testing_io import CoapAgentClient, MasterProcess, open_framework
+from edgerm_master.testing_io import (
+    CoapAgentClient,
+    MasterProcess,
+    open_framework,
+    standby_process,
+)
 
 
 class TamperingGateway(Gateway):
@@ -192,3 +197,33 @@ async def test_the_master_refuses_bad_batches(master: MasterProcess) -> None:
         assert dev.agent_id and dev.bad_macs == 0
 
 
+
+
+async def test_a_standby_uplink_names_the_leader_and_the_gateway_follows(
+        tmp_path: Path, master: MasterProcess) -> None:
+    standby = await trio.to_thread.run_sync(standby_process, str(tmp_path / "standby"), master)
+    try:
+        async with open_coap_client() as coap:
+            resp = await coap.post(standby.coap, "g", encode(pb.GatewayBatch()),
+                                   content_format=CONTENT_FORMAT_CBOR)
+            assert resp.code == Code.SERVICE_UNAVAILABLE
+            err = decode(pb.Error, resp.payload)
+            assert err.code == pb.NOT_LEADER and err.leader == "coap://{}:{}".format(*master.coap)
+        config = parse_config({
+            "name": "gw", "work_dir": str(tmp_path / "gw"),
+            "master": {"urls": ["coap://{}:{}".format(*standby.coap),
+                                "coap://{}:{}".format(*master.coap)], "token": "tok"},
+            "gateway": {"host": "127.0.0.1", "port": 0, "uplink_timeout_s": 3}})
+        async with trio.open_nursery() as n:
+            gw = Gateway(config)
+            addr = await start(n, gw)
+            async with open_coap_client() as coap:
+                dev = CoapAgentClient(coap, addr, ScriptedAgent(name="dev", token="tok"))
+                with trio.fail_after(20):
+                    while not dev.agent.agent_id:
+                        await dev.exchange()   # UNAVAILABLE until the gateway moved
+                        await trio.sleep(0.1)
+                assert gw.uplink == master.coap
+            n.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(standby.stop)
