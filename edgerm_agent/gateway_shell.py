@@ -78,6 +78,8 @@ class Gateway:
         self.uplinks = [(urlsplit(u).hostname or "", urlsplit(u).port or 5683)
                         for u in gw.uplink]
         self._uplink = 0
+        self.ack_timeout_s = config.coap_ack_timeout_s
+        self.max_retransmit = config.coap_max_retransmit
         self.core: GatewayCore | None = None
         self.queue: GatewayQueue | None = None
         self.cache: ModuleCache | None = None
@@ -111,7 +113,10 @@ class Gateway:
                 log.info("gateway: %d kept device updates to deliver", len(rows))
             self.cache = await trio.to_thread.run_sync(
                 ModuleCache, self.cache_dir, int(gw.cache_mb * 1024 * 1024))
-            coap = CoapConfig(max_retransmit=3, request_timeout=gw.uplink_timeout_s)
+            # The uplink's CoAP retransmission is the agent's own ([coap] ack_timeout_s and
+            # max_retransmit), cut at uplink_timeout_s.
+            coap = CoapConfig(ack_timeout=self.ack_timeout_s, max_retransmit=self.max_retransmit,
+                              request_timeout=gw.uplink_timeout_s)
             async with open_coap_client(config=coap) as client:
                 self.client = client
                 async with trio.open_nursery() as nursery:
