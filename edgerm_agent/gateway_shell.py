@@ -49,13 +49,17 @@ from edgerm_agent.gateway import (
 from edgerm_agent.gateway_cache import ModuleCache
 from edgerm_agent.gateway_queue import GatewayQueue
 
-__all__ = ["Gateway", "run_agent"]
+__all__ = ["Gateway", "GatewayListenError", "run_agent"]
 
 log = logging.getLogger("edgerm.gateway")
 
 _OCTET_STREAM = 42
 # A module a device asks for: the uplink's whole CoAP budget, blocks retransmitted inside it.
 _MODULE_TIMEOUT_S = 120.0
+
+
+class GatewayListenError(Exception):
+    """The devices' CoAP port cannot be bound; the message says what to do."""
 
 
 @dataclass(slots=True)
@@ -126,7 +130,13 @@ class Gateway:
                              rt="edgerm.module")
                     server = CoapServer(site, config=CoapConfig(
                         handler_timeout=gw.reply_timeout_s + 5.0))
-                    self.address = await nursery.start(server.serve, gw.host, gw.port)
+                    try:
+                        self.address = await nursery.start(server.serve, gw.host, gw.port)
+                    except OSError as e:
+                        raise GatewayListenError(
+                            f"cannot serve the devices on {gw.host}:{gw.port} "
+                            f"({e.strerror or e}): stop what uses that port or set "
+                            "[gateway] host/port") from None
                     nursery.start_soon(self._uplink_loop)
                     log.info("gateway serving devices on %s, uplink %s:%d", self.address,
                              *self.uplink)
