@@ -204,30 +204,6 @@ async def test_module_cache_one_fetch_across_the_uplink_for_many_devices(
         n.cancel_scope.cancel()
 
 
-async def test_the_master_refuses_bad_batches(master: MasterProcess) -> None:
-    async with open_coap_client() as coap:
-        resp = await coap.post(master.coap, "g", b"\xff", content_format=CONTENT_FORMAT_CBOR)
-        assert resp.code == Code.BAD_REQUEST
-        assert decode(pb.Error, resp.payload).code == pb.BAD_REQUEST
-        big = encode(pb.GatewayBatch(calls=[b""] * 65))
-        resp = await coap.post(master.coap, "g", big, content_format=CONTENT_FORMAT_CBOR)
-        assert resp.code == Code.REQUEST_ENTITY_TOO_LARGE
-        resp = await coap.post(master.coap, "g", encode(pb.GatewayBatch()),
-                               content_format=CONTENT_FORMAT_CBOR)
-        assert resp.code == Code.CHANGED
-        assert list(decode(pb.GatewayReplies, resp.payload).replies) == []
-        # an entry that is garbage gets the master's own unsigned refusal, the others go on
-        dev = ScriptedAgent(name="d", token="tok")
-        batch = encode(pb.GatewayBatch(calls=[b"\xff", dev.register_call()]))
-        resp = await coap.post(master.coap, "g", batch, content_format=CONTENT_FORMAT_CBOR)
-        r1, r2 = decode(pb.GatewayReplies, resp.payload).replies
-        assert decode(pb.AgentReply, r1).error.code == pb.BAD_REQUEST
-        dev.handle_reply(r2)
-        assert dev.agent_id and dev.bad_macs == 0
-
-
-
-
 async def test_a_standby_uplink_names_the_leader_and_the_gateway_follows(
         tmp_path: Path, master: MasterProcess) -> None:
     standby = await trio.to_thread.run_sync(standby_process, str(tmp_path / "standby"), master)
