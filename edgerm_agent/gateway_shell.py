@@ -164,7 +164,8 @@ class Gateway:
             if slot.response is None:
                 self.core.call_gone(call_id)
                 return Response(Code.SERVICE_UNAVAILABLE, unavailable(
-                    "the master did not answer in time; try again"), CONTENT_FORMAT_CBOR)
+                    "the master did not answer in time; try again"), CONTENT_FORMAT_CBOR,
+                    remember=True)
             return slot.response
         finally:
             del self._slots[call_id]
@@ -176,9 +177,12 @@ class Gateway:
             if isinstance(e, Answer):
                 slot = self._slots.get(e.call_id)
                 if slot is not None and slot.response is None:
-                    # What the master signed, remembered for the device's retransmissions.
+                    # Remembered for the device's retransmissions, "try again" included: a
+                    # retransmission relayed anew could reach the master after the original
+                    # did (a batch that timed out here but was applied there) and be refused
+                    # as a replay. Garbage is not remembered (it would hold state for nothing).
                     slot.response = Response(e.code, e.payload, CONTENT_FORMAT_CBOR,
-                                             remember=e.code != Code.SERVICE_UNAVAILABLE)
+                                             remember=e.code != Code.BAD_REQUEST)
                     slot.done.set()
             elif isinstance(e, Persist):
                 async with self._disk:
