@@ -58,6 +58,7 @@ from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
 from edgerm_master.config import MasterConfig, http_address
 from edgerm_master.core import AgentResult, Master
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
+from edgerm_master.gateways import gateway_batch, gateway_inline
 from edgerm_master.http_api import Changes
 from edgerm_master.http_server import serve_http
 from edgerm_master.listen import ListenError, functools_partial, listen, peer_address
@@ -238,6 +239,8 @@ class MasterService:
         site.add("m", self._coap_module, methods=(Code.GET,), prefix=True,
                  rt="edgerm.module")
         site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
+        site.add("g", self._coap_gateway, methods=(Code.POST,), rt="edgerm.gateway",
+                 inline=self._coap_gateway_inline)
         self.coap_server = CoapServer(site)
         server = self.coap_server
         server.endpoint.on_malformed = self.ops.malformed_datagram
@@ -479,6 +482,12 @@ class MasterService:
                                                                          Code.BAD_REQUEST)
         return Response(code, data, CONTENT_FORMAT_CBOR, observe=observe,
                         remember=True if result.agent_id else None)
+
+    def _coap_gateway_inline(self, request: Request) -> Response | None:
+        return gateway_inline(self, request)
+
+    async def _coap_gateway(self, request: Request) -> Response:
+        return await gateway_batch(self, request)
 
     async def _coap_module(self, request: Request) -> Response:
         if self.role is not Role.LEADER:

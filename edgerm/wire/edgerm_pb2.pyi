@@ -486,6 +486,18 @@ class ReRegister(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GatewayBatch(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, calls: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class GatewayReplies(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, replies: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class FrameworkCall(_message.Message):
     __slots__ = ("framework_id", "call_id", "subscribe", "accept", "decline", "kill", "reconcile", "acknowledge", "teardown", "upload", "revive", "suppress")
     FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -46,6 +46,7 @@ import signal
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from edgerm_agent.actuators import ActuatorError, ActuatorSpec, drive, in_range
@@ -55,7 +56,7 @@ from edgerm_agent.executors.wasm_module import (
     cap_memory_untrusted,
     parse_module_untrusted,
 )
-from edgerm_agent.sensors import SensorError, SensorSpec, read_sensor
+from edgerm_agent.sensors import SensorError, SensorSpec, read_reading, read_sensor
 
 OK, E_NOTFOUND, E_DENIED, E_IO, E_TOOBIG, E_AGAIN, E_RANGE = 0, -1, -2, -3, -4, -5, -6
 ABI_VERSION = 2
@@ -97,6 +98,8 @@ class Host:
                           for a in task.get("actuators", [])}
         self.claimed = set(task.get("claimed", [])) | set(self.actuators)
         self.task = int(task.get("task", 0))
+        readings = task.get("readings") or ""
+        self.readings = Path(readings) if readings else None
         self.epoch = float(task.get("epoch", time.monotonic()))
         self.in_flight = 0
         self.runtime: Any = None
@@ -152,10 +155,19 @@ class Host:
         except UnicodeDecodeError:
             return E_NOTFOUND
         spec = self.sensors.get(text)
-        if spec is None:
-            return E_DENIED if text in self.known else E_NOTFOUND
         try:
-            value = read_sensor(spec, time.monotonic() - self.epoch)
+            if spec is not None:
+                value = read_sensor(spec, time.monotonic() - self.epoch)
+            elif text in self.known:
+                return E_DENIED
+            elif self.readings is not None and "/" in text:
+                # On a gateway: "<device>/<topic>", a device's latest published reading.
+                reading = read_reading(self.readings, text)
+                if reading is None:
+                    return E_NOTFOUND
+                value = reading
+            else:
+                return E_NOTFOUND
         except SensorError:
             return E_IO
         mem[p:p + 8] = struct.pack("<d", value)

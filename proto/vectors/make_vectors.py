@@ -148,6 +148,12 @@ def realistic() -> list[tuple[str, Message]]:
         ("module_request", module_req),
         ("error_stale_seq", error),
         ("error_not_leader", not_leader),
+        # A gateway's uplink: two devices' signed calls in one message, the master's two signed
+        # replies back (docs/gateway.md). The entries are the devices' exact bytes.
+        ("gateway_batch", pb.GatewayBatch(calls=[encode(hb), encode(status)])),
+        ("gateway_replies", pb.GatewayReplies(replies=[
+            encode(pb.AgentReply(seq=1000, mac=bytes(8))),
+            encode(pb.AgentReply(seq=1001, mac=bytes(8), update_ack=7))])),
         ("framework_subscribe", subscribe),
         ("framework_accept", accept),
         ("framework_offers", offers),
