@@ -135,8 +135,35 @@ static void test_pick(void)
 	CHECK_EQ_INT(pick(&m, NULL), -1);
 }
 
+static void test_carry_over(void)
+{
+	edgerm_masters_t old, next;
+
+	CHECK_EQ_INT(parse(&old, "10.0.0.1,10.0.0.2,10.0.0.3"), 3);
+	old.current = 1;
+	/* The master in use is still listed (elsewhere): keep using it. */
+	CHECK_EQ_INT(parse(&next, "10.0.0.9,10.0.0.2:5683"), 2);
+	CHECK_EQ_INT(edgerm_masters_carry_over(&next, &old), 1);
+	CHECK_EQ_INT(next.current, 1);
+	/* Shares one, but not the one in use: start at the first, same cluster. */
+	CHECK_EQ_INT(parse(&next, "10.0.0.9,10.0.0.3"), 2);
+	next.current = 1;
+	CHECK_EQ_INT(edgerm_masters_carry_over(&next, &old), 1);
+	CHECK_EQ_INT(next.current, 0);
+	/* Shares none (another port is another master): another cluster. */
+	CHECK_EQ_INT(parse(&next, "10.0.0.2:5684,10.0.0.8"), 2);
+	CHECK_EQ_INT(edgerm_masters_carry_over(&next, &old), 0);
+	CHECK_EQ_INT(next.current, 0);
+	/* The same list: all shared, the current one kept. */
+	next = old;
+	next.current = 0;
+	CHECK_EQ_INT(edgerm_masters_carry_over(&next, &old), 3);
+	CHECK_EQ_INT(next.current, 1);
+}
+
 void suite_masters(void)
 {
+	test_carry_over();
 	test_parse_forms();
 	test_parse_refusals();
 	test_format_round_trip();

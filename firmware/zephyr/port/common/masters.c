@@ -111,7 +111,7 @@ int edgerm_master_parse(edgerm_master_addr_t *out, const char *s, size_t len,
 	return 0;
 }
 
-static int same(const edgerm_master_addr_t *a, const edgerm_master_addr_t *b)
+int edgerm_master_same(const edgerm_master_addr_t *a, const edgerm_master_addr_t *b)
 {
 	size_t i;
 
@@ -150,7 +150,7 @@ int edgerm_masters_parse(edgerm_masters_t *out, const char *list, size_t len,
 			return -EINVAL;
 		}
 		for (size_t k = 0; k < m.count; k++) {
-			if (same(&m.addr[k], &m.addr[m.count])) {
+			if (edgerm_master_same(&m.addr[k], &m.addr[m.count])) {
 				return -EINVAL; /* listed twice */
 			}
 		}
@@ -233,10 +233,28 @@ int edgerm_masters_pick(const edgerm_masters_t *m, const uint8_t *leader, size_t
 	if (leader && len > SCHEME_LEN && memcmp(leader, SCHEME, SCHEME_LEN) == 0 &&
 	    edgerm_master_parse(&named, (const char *)leader, len, 0) == 0) {
 		for (size_t i = 0; i < m->count; i++) {
-			if (i != m->current && same(&m->addr[i], &named)) {
+			if (i != m->current && edgerm_master_same(&m->addr[i], &named)) {
 				return (int)i;
 			}
 		}
 	}
 	return (int)((m->current + 1u) % m->count);
+}
+
+int edgerm_masters_carry_over(edgerm_masters_t *next, const edgerm_masters_t *old)
+{
+	int shared = 0;
+
+	next->current = 0;
+	for (size_t i = 0; i < next->count && i < CONFIG_EDGERM_MAX_MASTERS; i++) {
+		for (size_t k = 0; k < old->count && k < CONFIG_EDGERM_MAX_MASTERS; k++) {
+			if (edgerm_master_same(&next->addr[i], &old->addr[k])) {
+				shared++;
+				if (k == old->current) {
+					next->current = (uint8_t)i;
+				}
+			}
+		}
+	}
+	return shared;
 }

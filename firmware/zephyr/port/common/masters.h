@@ -60,4 +60,12 @@ int edgerm_masters_format(const edgerm_masters_t *m, char *out, size_t cap);
  * sets m->current once it has moved. */
 int edgerm_masters_pick(const edgerm_masters_t *m, const uint8_t *leader, size_t len);
 
+/* Whether two entries name the same master (host without case, and port). */
+int edgerm_master_same(const edgerm_master_addr_t *a, const edgerm_master_addr_t *b);
+
+/* A new list replaces `old` (re-provisioning): keep using old's current master when the new
+ * list holds it (next->current is set to it, else 0). Returns how many masters the lists
+ * share: 0 means another cluster, which does not know the agent's identity. */
+int edgerm_masters_carry_over(edgerm_masters_t *next, const edgerm_masters_t *old);
+
 #endif /* EDGERM_MASTERS_H */
