@@ -91,9 +91,10 @@ int edgerm_port_switch_master(void *ctx, const uint8_t *leader, size_t len)
 	}
 	sock = fd;
 	(void)edgerm_master_format(&prov.masters.addr[next], to, sizeof(to));
+	/* The named URL came off the wire unsigned: log printable bytes only. */
 	len = len < sizeof(named) - 1 ? len : sizeof(named) - 1;
-	if (len > 0) {
-		memcpy(named, leader, len);
+	for (size_t i = 0; i < len; i++) {
+		named[i] = leader[i] >= 0x20 && leader[i] < 0x7f ? (char)leader[i] : '?';
 	}
 	named[len] = '\0';
 	LOG_INF("master now %s (named leader: %s)", to, len ? named : "none");
@@ -182,6 +183,7 @@ static int open_master_socket(const edgerm_master_addr_t *m)
 static void start_agent(uint64_t now)
 {
 	static edgerm_persist_t stored;
+	static char masters[EDGERM_MASTERS_TEXT_SIZE];
 	struct edgerm_provision unused;
 	bool have_state = false;
 
@@ -207,8 +209,6 @@ static void start_agent(uint64_t now)
 	};
 
 	edgerm_agent_init(edgerm_agent(), &cfg, have_state ? &stored : NULL, now);
-	static char masters[EDGERM_MASTERS_TEXT_SIZE];
-
 	(void)edgerm_masters_format(&prov.masters, masters, sizeof(masters));
 	LOG_INF("agent %s: %s, %u sensor(s), %u actuator(s), masters %s", cfg.name,
 		have_state && stored.agent_id ? "re-registering" : "registering", sensors,
@@ -327,14 +327,18 @@ int edgerm_net_start(void)
 
 void edgerm_net_reprovision(const struct edgerm_provision *p)
 {
+	/* Under the agent lock: the agent thread reads prov and next_prov with it held. */
+	edgerm_agent_lock();
 	if (k_sem_count_get(&provisioned) == 0 && sock < 0 && edgerm_agent_wake_fd() < 0) {
 		/* First provisioning: the agent thread is still waiting for it. */
 		prov = *p;
+		edgerm_agent_unlock();
 		k_sem_give(&provisioned);
 		return;
 	}
 	next_prov = *p;
 	atomic_set(&reprovision, 1);
+	edgerm_agent_unlock();
 	edgerm_agent_wake();
 }
 
