@@ -42,9 +42,13 @@ def test_a_checkout_without_wamr_is_told_how_to_get_it(tmp_path: object) -> None
     assert "WAMR sources not found" in out and "west update" in out and "WAMR_DIR=" in out, out
 
 
-def test_zephyr_executor_glue_matches_the_executor_interface() -> None:
-    """Zephyr is not available here: port/zephyr/wamr_os.c is compiled against a stand-in with
-    Zephyr v4.2's kernel signatures (tests/zephyr_api), the real wamr_exec.h and WAMR's
-    wasm_export.h. A change of the executor's interface that the Zephyr port misses fails."""
+def test_zephyr_port_matches_the_executor_interface_and_zephyr_signatures() -> None:
+    """Zephyr is not available here: port/zephyr's wamr_os.c, net.c, settings.c, shell.c and
+    agent_thread.c are compiled against stand-ins with Zephyr v4.2's signatures
+    (tests/zephyr_api), the real core headers, port/common/masters.h, wamr_exec.h and WAMR's
+    wasm_export.h. A change of the executor's interface, of the list of masters or of a Zephyr
+    call's types that the Zephyr port misses fails."""
     out = must(make("zephyr-api-check"))
-    assert "matches wamr_exec.h" in out, out[-2000:]
+    assert "compile against Zephyr's signatures" in out, out[-2000:]
+    for name in ("wamr_os.c", "net.c", "settings.c", "shell.c", "agent_thread.c"):
+        assert f"port/zephyr/{name}" in out, out[-2000:]

@@ -13,6 +13,7 @@ int main(void)
 	suite_coap();
 	suite_agent();
 	suite_abi();
+	suite_masters();
 	printf("edgerm core unit tests: %d checks, %d failures\n", unit_checks, unit_failures);
 	return unit_failures > 255 ? 255 : unit_failures;
 }

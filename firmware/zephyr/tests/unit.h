@@ -41,5 +41,7 @@ void suite_auth(void);
 void suite_coap(void);
 void suite_agent(void);
 void suite_abi(void);
+/* The ports' list of masters (port/common/masters.c). */
+void suite_masters(void);
 
 #endif

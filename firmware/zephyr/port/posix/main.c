@@ -53,26 +53,24 @@ static void on_signal(int sig)
 	stop = 1;
 }
 
-static int open_socket(const char *master)
+static int open_socket(const edgerm_master_addr_t *master)
 {
-	char host[256];
-	const char *colon = strrchr(master, ':');
+	char port_text[6];
 	struct addrinfo hints, *res = NULL;
 
-	if (!colon || (size_t)(colon - master) >= sizeof(host)) {
-		return -1;
-	}
-	memcpy(host, master, (size_t)(colon - master));
-	host[colon - master] = 0;
+	snprintf(port_text, sizeof(port_text), "%u", (unsigned)master->port);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_DGRAM;
-	if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || !res) {
+	if (getaddrinfo(master->host, port_text, &hints, &res) != 0 || !res) {
 		return -1;
 	}
 	int s = socket(res->ai_family, SOCK_DGRAM, 0);
 
 	/* connect(): the kernel then only hands us datagrams from the master. */
 	if (s < 0 || connect(s, res->ai_addr, res->ai_addrlen) < 0) {
+		if (s >= 0) {
+			close(s);
+		}
 		freeaddrinfo(res);
 		return -1;
 	}
@@ -80,46 +78,45 @@ static int open_socket(const char *master)
 	return s;
 }
 
-/* --master values (each maybe a comma list) into port.masters; -1 when too many. */
+/* --master values (each maybe a list, port/common/masters.h) appended to port.masters. */
 static int add_masters(const char *list)
 {
-	char *copy = strdup(list);
+	char all[EDGERM_MASTERS_TEXT_SIZE + 512];
+	edgerm_masters_t m;
+	int n = edgerm_masters_format(&port.masters, all, sizeof(all));
 
-	for (char *m = strtok(copy, ","); m; m = strtok(NULL, ",")) {
-		if (port.masters_count >= POSIX_MAX_MASTERS) {
-			return -1;
-		}
-		port.masters[port.masters_count++] = m; /* lives as long as the process */
+	if (n < 0 || (size_t)n + 1u + strlen(list) >= sizeof(all)) {
+		return -E2BIG;
 	}
+	snprintf(all + n, sizeof(all) - (size_t)n, "%s%s", n ? "," : "", list);
+	n = edgerm_masters_parse(&m, all, sizeof(all), 5683); /* CoAP's port */
+	if (n < 0) {
+		return n;
+	}
+	port.masters = m;
 	return 0;
 }
 
 int edgerm_port_switch_master(void *ctx, const uint8_t *leader, size_t len)
 {
 	posix_port_t *p = ctx;
-	size_t next = (p->master + 1u) % (p->masters_count ? p->masters_count : 1u);
+	int next = edgerm_masters_pick(&p->masters, leader, len);
+	char text[EDGERM_MASTER_TEXT_SIZE];
 
-	if (p->masters_count < 2) {
+	if (next < 0) {
 		return 0;
 	}
-	/* "coap://HOST:PORT" a standby named: followed only when HOST:PORT is one of ours. */
-	for (size_t i = 0; len > 7 && memcmp(leader, "coap://", 7) == 0 && i < p->masters_count;
-	     i++) {
-		if (i != p->master && strlen(p->masters[i]) == len - 7 &&
-		    memcmp(p->masters[i], leader + 7, len - 7) == 0) {
-			next = i;
-		}
-	}
-	int s = open_socket(p->masters[next]);
+	int s = open_socket(&p->masters.addr[next]);
 
-	p->master = (uint8_t)next; /* unreachable now: the next failure moves on */
+	p->masters.current = (uint8_t)next; /* unreachable now: the next failure moves on */
 	if (s < 0) {
 		return 0;
 	}
 	close(p->sock);
 	p->sock = s;
-	printf("{\"event\": \"master\", \"master\": \"%s\", \"named\": \"%.*s\"}\n",
-	       p->masters[next], (int)(len < 200 ? len : 200), len ? (const char *)leader : "");
+	(void)edgerm_master_format(&p->masters.addr[next], text, sizeof(text));
+	printf("{\"event\": \"master\", \"master\": \"%s\", \"named\": \"%.*s\"}\n", text,
+	       (int)(len < 200 ? len : 200), len ? (const char *)leader : "");
 	fflush(stdout);
 	return 1;
 }
@@ -168,7 +165,7 @@ static const char *opt(int argc, char **argv, int *i, const char *env)
 
 int main(int argc, char **argv)
 {
-	const char *master = NULL;
+	char master[EDGERM_MASTER_TEXT_SIZE];
 	const char *token = getenv("EDGERM_AGENT_TOKEN");
 	const char *name = getenv("EDGERM_NAME");
 	const char *sensors = getenv("EDGERM_SENSORS");
@@ -178,9 +175,13 @@ int main(int argc, char **argv)
 	port.state_path = getenv("EDGERM_STATE");
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--master") == 0) {
-			master = opt(argc, argv, &i, "EDGERM_MASTER");
-			if (master && add_masters(master) < 0) {
-				fprintf(stderr, "at most %d masters\n", POSIX_MAX_MASTERS);
+			const char *list = opt(argc, argv, &i, "EDGERM_MASTER");
+
+			if (list && add_masters(list) < 0) {
+				fprintf(stderr, "bad --master %s: at most %d masters, each "
+						"HOST[:PORT], [IPV6][:PORT] or coap://..., "
+						"none twice\n",
+					list, CONFIG_EDGERM_MAX_MASTERS);
 				return 2;
 			}
 		} else if (strcmp(argv[i], "--token") == 0) {
@@ -233,17 +234,19 @@ int main(int argc, char **argv)
 			}
 		}
 	}
-	if (!port.masters_count && getenv("EDGERM_MASTER") &&
+	if (!port.masters.count && getenv("EDGERM_MASTER") &&
 	    add_masters(getenv("EDGERM_MASTER")) < 0) {
-		fprintf(stderr, "at most %d masters\n", POSIX_MAX_MASTERS);
+		fprintf(stderr, "bad EDGERM_MASTER: at most %d masters, each HOST[:PORT], "
+				"[IPV6][:PORT] or coap://..., none twice\n",
+			CONFIG_EDGERM_MAX_MASTERS);
 		return 2;
 	}
-	master = port.masters_count ? port.masters[0] : NULL;
-	if (!master || !token) {
+	if (!port.masters.count || !token) {
 		fprintf(stderr, "--master and --token are required\n");
 		return 2;
 	}
-	port.sock = open_socket(master);
+	(void)edgerm_master_format(&port.masters.addr[0], master, sizeof(master));
+	port.sock = open_socket(&port.masters.addr[0]);
 	if (port.sock < 0) {
 		fprintf(stderr, "cannot reach %s: %s\n", master, strerror(errno));
 		return 1;

@@ -12,11 +12,11 @@
 #include <stdint.h>
 
 #include "edgerm/agent.h"
+#include "masters.h"
 
 #define POSIX_MAX_SENSORS 4
 #define POSIX_MAX_ACTUATORS 4
 #define POSIX_MAX_DEVICES (POSIX_MAX_SENSORS + POSIX_MAX_ACTUATORS)
-#define POSIX_MAX_MASTERS 8
 #define POSIX_LOG_TAIL 200
 
 typedef struct {
@@ -37,8 +37,7 @@ typedef struct {
 
 typedef struct {
 	int sock; /* UDP, connected to the master in use */
-	const char *masters[POSIX_MAX_MASTERS]; /* HOST:PORT each; one leads (docs/ha.md) */
-	uint8_t masters_count, master;          /* master: the index of the one in use */
+	edgerm_masters_t masters; /* one leads (docs/ha.md); .current is the one in use */
 	const char *state_path;
 	edgerm_agent_t *agent;
 	/* Held by the main loop around every edgerm_agent_* call (all but its poll); WAMR's task

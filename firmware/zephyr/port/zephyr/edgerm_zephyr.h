@@ -12,12 +12,14 @@
 #include <stdint.h>
 
 #include "edgerm/agent.h"
+#include "masters.h"
 #include "wamr_exec.h"
 
 /* What `edgerm provision` sets, kept in settings (NVS) - never compiled in. */
 struct edgerm_provision {
-	char master[48]; /* IPv6 (or IPv4) address of the master */
-	uint16_t port;
+	/* IPv6 (or IPv4) addresses and ports, at most CONFIG_EDGERM_MAX_MASTERS; one leads
+	 * (docs/ha.md). .current, the one in use, is not stored: a boot starts at the first. */
+	edgerm_masters_t masters;
 	char token[64]; /* the cluster's agent token */
 	char name[32];
 	bool valid;
@@ -44,8 +46,12 @@ int edgerm_zephyr_wamr_init(void);
 
 /* net.c: start the agent thread (it waits for the provisioning). */
 int edgerm_net_start(void);
-/* The shell changed the provisioning: reconnect (and, for another master, register afresh). */
+/* The shell changed the provisioning: reconnect (and, for other masters, register afresh). */
 void edgerm_net_reprovision(const struct edgerm_provision *prov);
+/* The provisioning in use (masters with the current one): false when there is none yet. */
+bool edgerm_net_provision_get(struct edgerm_provision *out);
+/* Whether every master's host is an IP address this build can reach (no DNS on the device). */
+bool edgerm_net_addresses_ok(const edgerm_masters_t *m);
 void edgerm_net_forget_identity(void);
 
 #endif /* EDGERM_ZEPHYR_H */

@@ -1,12 +1,13 @@
 /*
- * The agent thread's loop: one UDP socket connected to the master, the wake-up socket pair of
+ * The agent thread's loop: one UDP socket connected to the master in use, the wake-up socket pair of
  * agent_thread.c (task threads and the shell end its poll early), and the core driven by
  * datagrams and one deadline - the Zephyr twin of port/posix/main.c. Every edgerm_agent_* call
  * is made with the agent lock held (agent_thread.h); task threads take it only with K_NO_WAIT
  * (see port/wamr/wamr_exec.c), so a kill that waits for a task thread while holding it cannot deadlock.
  *
- * Also edgerm_port.h's randomness (the CSPRNG), send and persistence (record and update queue)
- * for Zephyr; its clock is in agent_thread.c.
+ * Also edgerm_port.h's randomness (the CSPRNG), send, persistence (record and update queue) and
+ * the move to another master (the provisioned list, port/common/masters.h: the leader a
+ * standby names if it is listed, else the next) for Zephyr; its clock is in agent_thread.c.
  */
 #include <errno.h>
 #include <string.h>
@@ -62,14 +63,42 @@ int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len)
 	return zsock_send(sock, buf, len, 0) < 0 ? -errno : 0;
 }
 
-/* The device is provisioned with one master (`edgerm provision`): nowhere else to go. A list
- * of masters in the provisioning record is future work (docs/ha.md); port/posix has one. */
+static int open_master_socket(const edgerm_master_addr_t *m);
+
+/* A standby refused with NOT_LEADER (naming `leader` or not) or an exchange went unanswered:
+ * connect the socket to the master masters.h picks. 1 when it moved (the core re-registers
+ * there with its identity and tasks), 0 when there is nowhere else or it could not. Called on
+ * the agent thread with the agent lock held, like every port call of the core. */
 int edgerm_port_switch_master(void *ctx, const uint8_t *leader, size_t len)
 {
+	char to[EDGERM_MASTER_TEXT_SIZE];
+	char named[EDGERM_MASTER_TEXT_SIZE + 8];
+	int next = edgerm_masters_pick(&prov.masters, leader, len);
+	int fd;
+
 	ARG_UNUSED(ctx);
-	ARG_UNUSED(leader);
-	ARG_UNUSED(len);
-	return 0;
+	if (next < 0) {
+		return 0;
+	}
+	fd = open_master_socket(&prov.masters.addr[next]);
+	/* Moved on even if it failed: the next failure tries the one after. */
+	prov.masters.current = (uint8_t)next;
+	if (fd < 0) {
+		return 0;
+	}
+	if (sock >= 0) {
+		zsock_close(sock);
+	}
+	sock = fd;
+	(void)edgerm_master_format(&prov.masters.addr[next], to, sizeof(to));
+	/* The named URL came off the wire unsigned: log printable bytes only. */
+	len = len < sizeof(named) - 1 ? len : sizeof(named) - 1;
+	for (size_t i = 0; i < len; i++) {
+		named[i] = leader[i] >= 0x20 && leader[i] < 0x7f ? (char)leader[i] : '?';
+	}
+	named[len] = '\0';
+	LOG_INF("master now %s (named leader: %s)", to, len ? named : "none");
+	return 1;
 }
 
 int edgerm_port_persist(void *ctx, const edgerm_persist_t *p)
@@ -92,24 +121,45 @@ int edgerm_port_queue_load(void *ctx, uint8_t *rec, size_t cap)
 
 /* ---- the socket ------------------------------------------------------------------------- */
 
-static int open_master_socket(const struct edgerm_provision *p)
+/* The master's address and port as a socket address: its length, or 0 when the host is not an
+ * IP address (the device has no DNS). */
+static socklen_t master_sockaddr(const edgerm_master_addr_t *m, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (zsock_inet_pton(AF_INET6, m->host, &net_sin6((struct sockaddr *)ss)->sin6_addr) == 1) {
+		net_sin6((struct sockaddr *)ss)->sin6_family = AF_INET6;
+		net_sin6((struct sockaddr *)ss)->sin6_port = htons(m->port);
+		return sizeof(struct sockaddr_in6);
+	}
+	if (IS_ENABLED(CONFIG_NET_IPV4) &&
+	    zsock_inet_pton(AF_INET, m->host, &net_sin((struct sockaddr *)ss)->sin_addr) == 1) {
+		net_sin((struct sockaddr *)ss)->sin_family = AF_INET;
+		net_sin((struct sockaddr *)ss)->sin_port = htons(m->port);
+		return sizeof(struct sockaddr_in);
+	}
+	return 0;
+}
+
+bool edgerm_net_addresses_ok(const edgerm_masters_t *m)
 {
 	struct sockaddr_storage ss;
-	socklen_t sl;
+
+	for (size_t i = 0; i < m->count && i < CONFIG_EDGERM_MAX_MASTERS; i++) {
+		if (master_sockaddr(&m->addr[i], &ss) == 0) {
+			return false;
+		}
+	}
+	return m->count > 0;
+}
+
+static int open_master_socket(const edgerm_master_addr_t *m)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = master_sockaddr(m, &ss);
 	int fd;
 
-	memset(&ss, 0, sizeof(ss));
-	if (zsock_inet_pton(AF_INET6, p->master, &net_sin6((struct sockaddr *)&ss)->sin6_addr) == 1) {
-		net_sin6((struct sockaddr *)&ss)->sin6_family = AF_INET6;
-		net_sin6((struct sockaddr *)&ss)->sin6_port = htons(p->port);
-		sl = sizeof(struct sockaddr_in6);
-	} else if (IS_ENABLED(CONFIG_NET_IPV4) &&
-		   zsock_inet_pton(AF_INET, p->master, &net_sin((struct sockaddr *)&ss)->sin_addr) == 1) {
-		net_sin((struct sockaddr *)&ss)->sin_family = AF_INET;
-		net_sin((struct sockaddr *)&ss)->sin_port = htons(p->port);
-		sl = sizeof(struct sockaddr_in);
-	} else {
-		LOG_ERR("master address %s: not an IP address", p->master);
+	if (sl == 0) {
+		LOG_ERR("master address %s: not an IP address", m->host);
 		return -EINVAL;
 	}
 	fd = zsock_socket(ss.ss_family, SOCK_DGRAM, IPPROTO_UDP);
@@ -121,7 +171,7 @@ static int open_master_socket(const struct edgerm_provision *p)
 	if (zsock_connect(fd, (struct sockaddr *)&ss, sl) < 0) {
 		int e = errno;
 
-		LOG_ERR("connect %s: %d", p->master, e);
+		LOG_ERR("connect %s: %d", m->host, e);
 		zsock_close(fd);
 		return -e;
 	}
@@ -133,6 +183,7 @@ static int open_master_socket(const struct edgerm_provision *p)
 static void start_agent(uint64_t now)
 {
 	static edgerm_persist_t stored;
+	static char masters[EDGERM_MASTERS_TEXT_SIZE];
 	struct edgerm_provision unused;
 	bool have_state = false;
 
@@ -158,24 +209,25 @@ static void start_agent(uint64_t now)
 	};
 
 	edgerm_agent_init(edgerm_agent(), &cfg, have_state ? &stored : NULL, now);
-	LOG_INF("agent %s: %s, %u sensor(s), %u actuator(s), master [%s]:%u", cfg.name,
+	(void)edgerm_masters_format(&prov.masters, masters, sizeof(masters));
+	LOG_INF("agent %s: %s, %u sensor(s), %u actuator(s), masters %s", cfg.name,
 		have_state && stored.agent_id ? "re-registering" : "registering", sensors,
-		actuators, prov.master, prov.port);
+		actuators, masters);
 }
 
 static void apply_shell_requests(uint64_t now)
 {
 	if (atomic_cas(&reprovision, 1, 0)) {
-		bool other_master = strcmp(prov.master, next_prov.master) != 0 ||
-				    prov.port != next_prov.port;
+		/* The master in use stays in use when the new list holds it; a list sharing none
+		 * with the old one is another cluster, which does not know our identity. */
+		int shared = edgerm_masters_carry_over(&next_prov.masters, &prov.masters);
 
 		prov = next_prov;
 		if (sock >= 0) {
 			zsock_close(sock);
 		}
-		sock = open_master_socket(&prov);
-		if (other_master) {
-			/* Another master does not know our identity. */
+		sock = open_master_socket(&prov.masters.addr[prov.masters.current]);
+		if (!shared) {
 			edgerm_agent_reset_identity(edgerm_agent(), now);
 		}
 	}
@@ -200,7 +252,7 @@ static void agent_main(void *p1, void *p2, void *p3)
 		return;
 	}
 	edgerm_agent_lock();
-	sock = open_master_socket(&prov);
+	sock = open_master_socket(&prov.masters.addr[prov.masters.current]);
 	start_agent(edgerm_port_now_ms());
 	edgerm_agent_unlock();
 	LOG_INF("edgerm: agent started");
@@ -267,22 +319,38 @@ int edgerm_net_start(void)
 	if (prov.valid) {
 		k_sem_give(&provisioned);
 	} else {
-		LOG_WRN("not provisioned: run `edgerm provision <master-ip> <token> [port] [name]`");
+		LOG_WRN("not provisioned: run `edgerm provision <master-ip>[,<master-ip>...] <token> "
+			"[port] [name]`");
 	}
 	return 0;
 }
 
 void edgerm_net_reprovision(const struct edgerm_provision *p)
 {
+	/* Under the agent lock: the agent thread reads prov and next_prov with it held. */
+	edgerm_agent_lock();
 	if (k_sem_count_get(&provisioned) == 0 && sock < 0 && edgerm_agent_wake_fd() < 0) {
 		/* First provisioning: the agent thread is still waiting for it. */
 		prov = *p;
+		edgerm_agent_unlock();
 		k_sem_give(&provisioned);
 		return;
 	}
 	next_prov = *p;
 	atomic_set(&reprovision, 1);
+	edgerm_agent_unlock();
 	edgerm_agent_wake();
+}
+
+bool edgerm_net_provision_get(struct edgerm_provision *out)
+{
+	bool valid;
+
+	edgerm_agent_lock();
+	*out = atomic_get(&reprovision) ? next_prov : prov; /* a request not applied yet wins */
+	valid = out->valid;
+	edgerm_agent_unlock();
+	return valid;
 }
 
 void edgerm_net_forget_identity(void)

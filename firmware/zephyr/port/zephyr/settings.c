@@ -1,9 +1,14 @@
 /*
- * Persistence through Zephyr's settings subsystem (NVS backend): the provisioning (master
- * address, port, agent token, name), the agent's record (agent id, secret, seq reservation,
+ * Persistence through Zephyr's settings subsystem (NVS backend): the provisioning (the list of
+ * masters, agent token, name), the agent's record (agent id, secret, seq reservation,
  * command_ack) and the saved update queue (one value, written by the core only when a task
  * ends, so NVS sees one write per task rather than one per publish). Keys live under "edgerm/".
  * Nothing here is compiled in: a fresh board has no master and waits for `edgerm provision`.
+ *
+ * The masters are one value, "edgerm/masters": the list as text ("[fd00::1]:5683,..."),
+ * port/common/masters.h. A board provisioned before there were lists holds "edgerm/master" (one
+ * address) and "edgerm/port" instead: read as a list of one, replaced by "edgerm/masters" at
+ * the next `edgerm provision` or `edgerm masters`.
  */
 #include <errno.h>
 #include <string.h>
@@ -19,6 +24,10 @@ LOG_MODULE_REGISTER(edgerm_settings, CONFIG_EDGERM_LOG_LEVEL);
 static struct edgerm_provision *load_prov;
 static edgerm_persist_t *load_state;
 static bool *load_have_state;
+/* The stored text, parsed once every key is read (they come in any order). */
+static char load_masters[EDGERM_MASTERS_TEXT_SIZE];
+static char load_old_master[EDGERM_MASTER_HOST_SIZE]; /* the single-master record */
+static uint16_t load_old_port;
 
 /* Read one value of exactly `want` bytes (or up to want - 1 for strings, NUL-terminated). */
 static int read_value(size_t len, settings_read_cb read_cb, void *cb_arg, void *out, size_t want,
@@ -46,10 +55,12 @@ static int h_set(const char *key, size_t len, settings_read_cb read_cb, void *cb
 	if (!load_prov) {
 		return 0;
 	}
-	if (settings_name_steq(key, "master", &next) && !next) {
-		r = read_value(len, read_cb, cb_arg, load_prov->master, sizeof(load_prov->master), true);
+	if (settings_name_steq(key, "masters", &next) && !next) {
+		r = read_value(len, read_cb, cb_arg, load_masters, sizeof(load_masters), true);
+	} else if (settings_name_steq(key, "master", &next) && !next) {
+		r = read_value(len, read_cb, cb_arg, load_old_master, sizeof(load_old_master), true);
 	} else if (settings_name_steq(key, "port", &next) && !next) {
-		r = read_value(len, read_cb, cb_arg, &load_prov->port, sizeof(load_prov->port), false);
+		r = read_value(len, read_cb, cb_arg, &load_old_port, sizeof(load_old_port), false);
 	} else if (settings_name_steq(key, "token", &next) && !next) {
 		r = read_value(len, read_cb, cb_arg, load_prov->token, sizeof(load_prov->token), true);
 	} else if (settings_name_steq(key, "name", &next) && !next) {
@@ -60,6 +71,12 @@ static int h_set(const char *key, size_t len, settings_read_cb read_cb, void *cb
 	}
 	if (r < 0) {
 		LOG_WRN("ignoring stored %s: %d", key, r);
+		/* A failed read may have left part of a value: none of it is used. */
+		if (settings_name_steq(key, "masters", &next) && !next) {
+			load_masters[0] = '\0';
+		} else if (settings_name_steq(key, "master", &next) && !next) {
+			load_old_master[0] = '\0';
+		}
 	}
 	return 0;
 }
@@ -78,6 +95,9 @@ int edgerm_settings_load(struct edgerm_provision *prov, edgerm_persist_t *state,
 		LOG_ERR("settings init: %d", r);
 		return r;
 	}
+	load_masters[0] = '\0';
+	load_old_master[0] = '\0';
+	load_old_port = 0;
 	load_prov = prov;
 	load_state = state;
 	load_have_state = have_state;
@@ -87,24 +107,46 @@ int edgerm_settings_load(struct edgerm_provision *prov, edgerm_persist_t *state,
 		LOG_ERR("settings load: %d", r);
 		return r;
 	}
-	if (prov->port == 0) {
-		prov->port = CONFIG_EDGERM_MASTER_PORT_DEFAULT;
+	if (load_masters[0] != '\0') {
+		r = edgerm_masters_parse(&prov->masters, load_masters, sizeof(load_masters),
+					 CONFIG_EDGERM_MASTER_PORT_DEFAULT);
+	} else if (load_old_master[0] != '\0') {
+		/* The single-master record: one address, its port apart (0: the default). */
+		r = edgerm_masters_parse(&prov->masters, load_old_master, sizeof(load_old_master),
+					 load_old_port ? load_old_port
+						       : CONFIG_EDGERM_MASTER_PORT_DEFAULT);
+	} else {
+		r = 0;
 	}
-	prov->valid = prov->master[0] != '\0' && prov->token[0] != '\0';
+	if (r < 0) {
+		LOG_WRN("ignoring the stored masters (%d): run `edgerm masters <list>`", r);
+		prov->masters.count = 0;
+	}
+	prov->valid = prov->masters.count > 0 && prov->token[0] != '\0';
 	return 0;
 }
 
 int edgerm_settings_save_provision(const struct edgerm_provision *prov)
 {
-	int r = settings_save_one("edgerm/master", prov->master, strlen(prov->master));
+	static char text[EDGERM_MASTERS_TEXT_SIZE]; /* called from the shell thread only */
+	int r = edgerm_masters_format(&prov->masters, text, sizeof(text));
 
-	r = r ? r : settings_save_one("edgerm/port", &prov->port, sizeof(prov->port));
+	if (r <= 0) {
+		LOG_ERR("no masters to save: %d", r);
+		return r < 0 ? r : -EINVAL;
+	}
+	r = settings_save_one("edgerm/masters", text, (size_t)r);
 	r = r ? r : settings_save_one("edgerm/token", prov->token, strlen(prov->token));
 	r = r ? r : settings_save_one("edgerm/name", prov->name, strlen(prov->name));
 	if (r < 0) {
 		LOG_ERR("saving provisioning: %d", r);
+		return r;
 	}
-	return r;
+	/* The single-master record, now replaced by edgerm/masters (which wins if these stay). */
+	if (settings_delete("edgerm/master") < 0 || settings_delete("edgerm/port") < 0) {
+		LOG_WRN("could not delete the old single-master record (edgerm/masters wins)");
+	}
+	return 0;
 }
 
 int edgerm_settings_save_state(const edgerm_persist_t *state)
