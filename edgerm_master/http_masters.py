@@ -13,7 +13,8 @@ A standby has only a warm copy of the records and acts on none of them: its /api
 would look like the cluster but be stale, so it answers `503 {"error": "not_leader",
 "message": ..., "leader": <the leader's http URL, "" unknown>, "leader_name": ...}` instead.
 /metrics (with `edgerm_master_leader 0`) and the dashboard's files are still served; the
-dashboard shows a banner with the link (web/app.js).
+dashboard shows a banner with the link (web/masters.js), which it learns from the
+`X-EdgeRM-Role: leader|standby` header of this master's /api/v1/masters answer.
 
 Error handling: etcd not answering while the registry is read is a 503 that says so.
 """
@@ -93,6 +94,10 @@ def add_masters_route(app: HttpApp, service: MasterService) -> None:
     async def masters(request: HttpRequest) -> HttpResponse:
         if request.query:
             raise HttpError(400, "bad_request", f"{API}/masters takes no parameters")
-        return json_response(await masters_document(service))
+        response = json_response(await masters_document(service))
+        # Which of them answered (the document is the same from every master): the
+        # dashboard shows its standby banner by it (web/masters.js).
+        response.headers.append(("x-edgerm-role", service.role.value))
+        return response
 
     app.route(f"{API}/masters", masters, standby=True)

@@ -99,6 +99,10 @@ async def test_leader_and_standby_list_the_masters_as_the_cli_does(
         assert rows[f"m{i}"]["urls"]["http"] == f"http://{h}:{p}"
         assert rows[f"m{i}"]["urls"]["ws"] == f"ws://{ms.ws[i][0]}:{ms.ws[i][1]}"
 
+    for i, role in ((lead, "leader"), (standby, "standby")):
+        _, headers, _ = await trio.to_thread.run_sync(get, http[i], "/api/v1/masters", TOKEN)
+        assert headers["x-edgerm-role"] == role  # which one answered (the dashboard's banner)
+
     # /metrics on both, open, with the role gauge.
     for i, want in ((lead, 1.0), (standby, 0.0)):
         status, _, text = await trio.to_thread.run_sync(get, http[i], "/metrics")
