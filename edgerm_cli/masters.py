@@ -89,21 +89,15 @@ def masters_table(rows: list[MasterRow]) -> str:
 async def read_registry(endpoints: list[str], prefix: str, timeout_s: float = 3.0
                         ) -> list[MasterRow]:
     """Every master in etcd's members registry under `prefix`, the leader marked."""
-    from edgerm_master.etcd_client import EtcdClient, prefix_end
-    from edgerm_master.members import MemberInfo
+    from edgerm_master.election import read_registry as read
+    from edgerm_master.etcd_client import EtcdClient
 
-    if not prefix.endswith("/"):
-        prefix += "/"
     client = EtcdClient(endpoints, timeout_s=timeout_s)
     try:
-        start = (prefix + "members/").encode()
-        page = await client.range(start, prefix_end(start))
-        kv = await client.get((prefix + "leader").encode())
+        members, leader = await read(client, prefix)
     finally:
         await client.aclose()
-    leader = MemberInfo.from_json_untrusted(kv.value) if kv is not None else None
-    members = [MemberInfo.from_json_untrusted(item.value) for item in page.kvs]
-    return registry_rows([m for m in members if m is not None], leader)
+    return registry_rows(members, leader)
 
 
 def _merge(registered: list[MasterRow], probed: list[MasterRow]) -> list[MasterRow]:

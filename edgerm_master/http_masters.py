@@ -6,7 +6,8 @@ the 503 a standby answers on every other /api/v1 path.
                             --etcd ...` (members.masters_json builds both)
 
 On an etcd-backed master (a `RoleLoop`) the list is etcd's members registry with the holder of
-the election key (`Election.members`), read when asked: every master answers it, the standbys
+the election key (`election.read_registry`, as `edgerm masters --etcd` reads it), read when
+asked: every master answers it, the standbys
 too. A master without HA (SQLite) lists itself, leading.
 
 A standby has only a warm copy of the records and acts on none of them: its /api/v1 lists
@@ -27,10 +28,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from edgerm_master.config import advertised_urls
+from edgerm_master.election import read_registry
 from edgerm_master.etcd_client import EtcdError
 from edgerm_master.http_api import API
 from edgerm_master.http_server import HttpApp, HttpError, HttpRequest, HttpResponse, json_response
-from edgerm_master.members import MasterRow, MemberInfo, Role, masters_json, registry_rows
+from edgerm_master.members import MasterRow, Role, masters_json, registry_rows
 
 if TYPE_CHECKING:
     from edgerm_master.service import MasterService
@@ -74,18 +76,17 @@ async def masters_document(service: MasterService) -> dict[str, object]:
         name = cfg.name or f"{coap[0]}:{coap[1]}"
         return masters_json([MasterRow(name, "leader", urls, name)])
     election = roles.election
-    if election is None or not hasattr(election, "members"):
+    if election is None or not hasattr(election, "client"):
         raise HttpError(503, "starting", "this master is still joining the election: retry "
                         "in a second", [("retry-after", "1")])
     try:
         with trio.fail_after(REGISTRY_TIMEOUT_S):
-            members = await election.members()
+            members, leader = await read_registry(election.client, election.prefix)
     except (EtcdError, trio.TooSlowError) as e:
         raise HttpError(503, "store_unavailable", f"etcd does not answer ({e or 'timeout'}): "
                         "the masters registry cannot be read; check the etcd cluster",
                         [("retry-after", "2")]) from None
-    leader: MemberInfo | None = next((m for m, leading in members if leading), None)
-    return masters_json(registry_rows([m for m, _ in members], leader))
+    return masters_json(registry_rows(members, leader))
 
 
 def add_masters_route(app: HttpApp, service: MasterService) -> None:
