@@ -9,6 +9,9 @@ Two sources, together when both are given:
   running master by name with the URLs it advertises, and the holder of the election key. A
   probed master is matched to its registry entry by its WebSocket URL.
 
+The `--json` document is built by edgerm_master.members.masters_json, as the master's
+`/api/v1/masters` is (edgerm_master/http_masters.py): the same names and shape.
+
 Error handling: when nothing answers, EXIT_MASTER with one line on stderr; otherwise a table
 (or `--json`) of all of them, the unreachable ones included.
 """
@@ -19,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
 from typing import TextIO
 
 import trio
@@ -35,18 +37,9 @@ from edgerm.wire import DecodeError, decode, encode, pb
 from edgerm_cli import EXIT_MASTER, EXIT_USAGE
 from edgerm_cli.listing import STATE_MAX_BYTES, render_table
 from edgerm_cli.target import TargetError, resolve_target
+from edgerm_master.members import MasterRow, masters_json, registry_rows
 
 __all__ = ["MasterRow", "probe_master", "masters_command", "masters_table"]
-
-
-@dataclass
-class MasterRow:
-    """One master as `edgerm masters` shows it."""
-    name: str            # from the members registry; "" when only probed
-    role: str            # leader, standby, unreachable, refusing, registered (etcd only)
-    urls: dict[str, str]
-    leader: str = ""     # the leader's URL or name this master names ("" unknown)
-    detail: str = ""     # why unreachable / refusing
 
 
 async def probe_master(url: str, operator_token: str, timeout_s: float = 3.0) -> MasterRow:
@@ -89,35 +82,22 @@ async def probe_master(url: str, operator_token: str, timeout_s: float = 3.0) ->
 
 def masters_table(rows: list[MasterRow]) -> str:
     cells = [[r.name or "-", r.role, r.urls.get("coap", "-"), r.urls.get("ws", "-"),
-              r.leader or "-", r.detail or ""] for r in rows]
-    return render_table(["NAME", "ROLE", "COAP", "WS", "LEADER", "DETAIL"], cells)
+              r.urls.get("http", "-"), r.leader or "-", r.detail or ""] for r in rows]
+    return render_table(["NAME", "ROLE", "COAP", "WS", "HTTP", "LEADER", "DETAIL"], cells)
 
 
 async def read_registry(endpoints: list[str], prefix: str, timeout_s: float = 3.0
                         ) -> list[MasterRow]:
     """Every master in etcd's members registry under `prefix`, the leader marked."""
-    from edgerm_master.etcd_client import EtcdClient, prefix_end
-    from edgerm_master.members import MemberInfo
+    from edgerm_master.election import read_registry as read
+    from edgerm_master.etcd_client import EtcdClient
 
-    if not prefix.endswith("/"):
-        prefix += "/"
     client = EtcdClient(endpoints, timeout_s=timeout_s)
     try:
-        start = (prefix + "members/").encode()
-        page = await client.range(start, prefix_end(start))
-        kv = await client.get((prefix + "leader").encode())
+        members, leader = await read(client, prefix)
     finally:
         await client.aclose()
-    leader = MemberInfo.from_json_untrusted(kv.value) if kv is not None else None
-    rows = []
-    for item in page.kvs:
-        info = MemberInfo.from_json_untrusted(item.value)
-        if info is None:
-            continue
-        leading = leader is not None and leader.name == info.name
-        rows.append(MasterRow(info.name, "leader" if leading else "standby", dict(info.urls),
-                              leader.name if leader is not None else ""))
-    return rows
+    return registry_rows(members, leader)
 
 
 def _merge(registered: list[MasterRow], probed: list[MasterRow]) -> list[MasterRow]:
@@ -161,11 +141,8 @@ async def masters_command(args: argparse.Namespace, out: TextIO) -> int:
         print("edgerm: no master answered: " + "; ".join(
             f"{r.urls['ws']}: {r.detail}" for r in rows) + " (check --master)", file=sys.stderr)
         return EXIT_MASTER
-    leaders = [r.name or r.urls.get("ws", "") for r in rows if r.role == "leader"]
     if args.json:
-        print(json.dumps({"leader": leaders[0] if leaders else "",
-                          "masters": [asdict(r) for r in rows]}, indent=2, sort_keys=True),
-              file=out)
+        print(json.dumps(masters_json(rows), indent=2, sort_keys=True), file=out)
     else:
         print(masters_table(rows), file=out)
     return 0

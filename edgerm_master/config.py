@@ -237,7 +237,8 @@ _FLAG_TO_FIELD = {
 # TOML tables whose keys are fields with a prefix: `[http] listen = ...` is `http_listen`.
 _SECTIONS = {"http": "http_"}
 # Transports a master can advertise a URL for, with the URL schemes clients accept for each.
-ADVERTISE_SCHEMES = {"coap": ("coap://",), "ws": ("ws://", "wss://")}
+ADVERTISE_SCHEMES = {"coap": ("coap://",), "ws": ("ws://", "wss://"),
+                     "http": ("http://", "https://")}
 # The keys of the TOML table [master] and the MasterConfig fields they set.
 _MASTER_TABLE = {"name": "name", "urls": "advertise_urls"}
 
@@ -392,14 +393,18 @@ def _check_advertised(cfg: MasterConfig, source: str) -> None:
                               f"with {' or '.join(schemes)} and naming a host clients can reach")
 
 
-def advertised_urls(cfg: MasterConfig, coap: tuple[str, int], ws: tuple[str, int]
-                    ) -> dict[str, str]:
+def advertised_urls(cfg: MasterConfig, coap: tuple[str, int], ws: tuple[str, int],
+                    http: tuple[str, int] | None = None) -> dict[str, str]:
     """The URLs this master advertises per transport: the configured ones, the others made of
-    the bound addresses (an IPv6 host in brackets)."""
+    the bound addresses (an IPv6 host in brackets). "http" (the API and the dashboard) only
+    when HTTP is served (`http`: its bound address) and, bound to every address, only when
+    configured: a wildcard host is no URL."""
     def hostport(addr: tuple[str, int]) -> str:
         host = addr[0]
         return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
     urls = {"coap": f"coap://{hostport(coap)}", "ws": f"ws://{hostport(ws)}"}
+    if http is not None and not wildcard_host(http[0]):
+        urls["http"] = f"http://{hostport(http)}"
     urls.update(cfg.advertise_urls)
     return urls
 

@@ -41,9 +41,24 @@ from edgerm_master.etcd_client import (
 from edgerm_master.members import MemberInfo
 from edgerm_master.store_api import Fence
 
-__all__ = ["Election"]
+__all__ = ["Election", "read_registry"]
 
 log = logging.getLogger("edgerm.master.election")
+
+async def read_registry(client: EtcdClient, prefix: str
+                        ) -> tuple[list[MemberInfo], MemberInfo | None]:
+    """Every master in the members registry under `prefix` (key order) and the one the
+    leader key names (None: no leader), in two reads. `edgerm masters --etcd`, the election and
+    the HTTP API's /api/v1/masters all read it here. Raises EtcdError."""
+    if not prefix.endswith("/"):
+        prefix += "/"
+    start = (prefix + "members/").encode()
+    page = await client.range(start, prefix_end(start))
+    kv = await client.get((prefix + "leader").encode())
+    leader = MemberInfo.from_json_untrusted(kv.value) if kv is not None else None
+    members = [MemberInfo.from_json_untrusted(item.value) for item in page.kvs]
+    return [m for m in members if m is not None], leader
+
 
 # After a failed etcd call the loops wait this long before trying again.
 _RETRY_S = 0.2
@@ -100,16 +115,8 @@ class Election:
 
     async def members(self) -> list[tuple[MemberInfo, bool]]:
         """Every registered master and whether it leads, by name."""
-        start = (self.prefix + "members/").encode()
-        page = await self.client.range(start, prefix_end(start))
-        leader = await self.client.get(self.leader_key)
-        leader_name = (MemberInfo.from_json_untrusted(leader.value) if leader else None)
-        out = []
-        for kv in page.kvs:
-            info = MemberInfo.from_json_untrusted(kv.value)
-            if info is not None:
-                out.append((info, leader_name is not None and info.name == leader_name.name))
-        return out
+        members, leader = await read_registry(self.client, self.prefix)
+        return [(m, leader is not None and m.name == leader.name) for m in members]
 
     # --- running --------------------------------------------------------------------------------
 

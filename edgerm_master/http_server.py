@@ -58,12 +58,14 @@ class HttpError(Exception):
     """Raised by a handler: answered as `{"error": error, "message": message}` with `status`."""
 
     def __init__(self, status: int, error: str, message: str,
-                 headers: Sequence[tuple[str, str]] = ()) -> None:
+                 headers: Sequence[tuple[str, str]] = (),
+                 fields: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
         self.headers = list(headers)
+        self.fields = dict(fields or {})   # more keys of the JSON body (e.g. "leader")
 
 
 @dataclass
@@ -113,23 +115,29 @@ class _Route:
     handler: Handler
     auth: bool
     methods: tuple[str, ...]
+    leader_only: bool
 
 
 class HttpApp:
     """An ASGI application: exact paths, then prefixes (longest first), to handlers.
 
-    `authenticate` checks the operator token of routes registered with `auth=True`."""
+    `authenticate` checks the operator token of routes registered with `auth=True`; then
+    `refuse_standby` (if given) may refuse those not registered with `standby=True` (a
+    standby master has no cluster state to show: http_masters.standby_refusal)."""
 
-    def __init__(self, authenticate: Authenticator) -> None:
+    def __init__(self, authenticate: Authenticator,
+                 refuse_standby: Authenticator | None = None) -> None:
         self.authenticate = authenticate
+        self.refuse_standby = refuse_standby
         self._exact: dict[str, _Route] = {}
         self._prefixes: list[tuple[str, _Route]] = []
 
     def route(self, path: str, handler: Handler, *, auth: bool = True, prefix: bool = False,
-              methods: Sequence[str] = ("GET", "HEAD")) -> None:
+              methods: Sequence[str] = ("GET", "HEAD"), standby: bool = False) -> None:
         """Serve `path` (or, with `prefix`, every path starting with it) with `handler`.
-        `auth`: the request must carry an operator token (`Authorization: Bearer ...`)."""
-        r = _Route(handler, auth, tuple(m.upper() for m in methods))
+        `auth`: the request must carry an operator token (`Authorization: Bearer ...`).
+        `standby`: a standby answers it too (routes without `auth` always are)."""
+        r = _Route(handler, auth, tuple(m.upper() for m in methods), auth and not standby)
         if prefix:
             self._prefixes.append((path, r))
             self._prefixes.sort(key=lambda p: -len(p[0]))
@@ -192,6 +200,10 @@ class HttpApp:
             refused = self.authenticate(request)
             if refused is not None:
                 raise refused
+        if r.leader_only and self.refuse_standby is not None:
+            refused = self.refuse_standby(request)
+            if refused is not None:
+                raise refused
         return await r.handler(request)
 
 
@@ -209,7 +221,7 @@ def _request(scope: dict[str, Any]) -> HttpRequest:
 
 
 def _error_response(e: HttpError) -> HttpResponse:
-    r = json_response({"error": e.error, "message": e.message}, e.status)
+    r = json_response({**e.fields, "error": e.error, "message": e.message}, e.status)
     r.headers.extend(e.headers)
     return r
 

@@ -138,15 +138,23 @@ class MasterCollector(Collector):
         core: the master core (its tables, counters and refusal counts).
         shell: the shell's timings and connection counts (None: a master without a shell).
         coap_stats: returns the CoAP endpoint's counters (None before it serves).
+        leading: whether this master leads now (`edgerm_master_leader`; None: always 1).
     """
 
     def __init__(self, core: Master, shell: ShellMetrics | None = None,
-                 coap_stats: Callable[[], tuple[CoapStats, Any] | None] | None = None) -> None:
+                 coap_stats: Callable[[], tuple[CoapStats, Any] | None] | None = None,
+                 leading: Callable[[], bool] | None = None) -> None:
         self.core = core
         self.shell = shell
         self.coap_stats = coap_stats
+        self.leading = leading
 
     def collect(self) -> Iterable[Metric]:
+        # 1 on the leader, 0 on a standby (whose other gauges show its warm copy, not the
+        # cluster: alert and graph on the leader's series, `edgerm_master_leader == 1`).
+        yield GaugeMetricFamily("edgerm_master_leader", "1 if this master leads (serves), 0 "
+                                "if it is a standby.",
+                                value=1 if self.leading is None or self.leading() else 0)
         yield from self._agents()
         yield from self._tasks_and_frameworks()
         yield from self._resources()

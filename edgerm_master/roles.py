@@ -61,7 +61,7 @@ def member_of(service: MasterService, coap: tuple[str, int], ws: tuple[str, int]
               ) -> MemberInfo:
     """This master as the members registry shows it: its name and advertised URLs."""
     cfg = service.config
-    urls = advertised_urls(cfg, coap, ws)
+    urls = advertised_urls(cfg, coap, ws, service.http_address)
     if wildcard_host(cfg.host):
         missing = sorted({"coap", "ws"} - set(cfg.advertise_urls))
         if missing:

@@ -147,6 +147,8 @@ class MasterService:
         # Bumped after each batch of state changes the flusher handles (http_api's streams).
         self.changes = Changes()
         self.http_address: tuple[str, int] | None = None
+        # ((coap host, port), (ws host, port)) once bound (http_masters: this master's URLs).
+        self.addresses: tuple[tuple[str, int], tuple[str, int]] | None = None
         self._gc_frozen_at = 0  # agents there were when the collector last froze the heap
         self.role = Role.LEADER
         self.leader: MemberInfo | None = None
@@ -206,7 +208,7 @@ class MasterService:
                 else:
                     # Bound but not leading: refuse everything until the election is won.
                     self.set_role(Role.STANDBY, None)
-                addrs = await self._serve(nursery)
+                addrs = self.addresses = await self._serve(nursery)
                 task_status.started(addrs)
                 if self.roles is not None:
                     await self.roles.run(self, addrs)

@@ -8,7 +8,8 @@ socket (the service binds and serves). It builds:
 - `counted(path, handler)`: a WebSocket handler whose open connections are counted by path;
 - `malformed_datagram`: the CoAP server's hook for a dropped datagram (a log line, rate-limited
   with the refusals);
-- `http_app()`: the HTTP server's routes (/api/v1/..., /metrics, the dashboard).
+- `http_app()`: the HTTP server's routes (/api/v1/..., /metrics, the dashboard); on a
+  standby every /api/v1 path but /masters answers 503 naming the leader (http_masters.py).
 
 The hot paths stay in the service: it binds `metrics` (and the CoAP call-latency observer)
 once, so a steady heartbeat pays no lookup here.
@@ -23,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 from edgerm.transport.websocket import WsConnection
 from edgerm_master.dashboard import add_dashboard_routes
 from edgerm_master.http_api import add_api_routes, authenticator
+from edgerm_master.http_masters import add_masters_route, standby_refusal
 from edgerm_master.http_server import HttpApp
 from edgerm_master.listen import peer_address
 from edgerm_master.logs import log_coap
+from edgerm_master.members import Role
 from edgerm_master.metrics import (
     MasterCollector,
     ShellMetrics,
@@ -49,9 +52,9 @@ class ServiceOps:
         self.service = service
         # None when metrics are off: every hot-path hook is one `is not None` test then.
         self.metrics: ShellMetrics | None = ShellMetrics() if service.config.metrics else None
-        self._registry = (master_registry(MasterCollector(service.core, self.metrics,
-                                                          self._coap_stats))
-                          if self.metrics is not None else None)
+        self._registry = (master_registry(MasterCollector(
+            service.core, self.metrics, self._coap_stats,
+            lambda: service.role is Role.LEADER)) if self.metrics is not None else None)
 
     def metrics_text(self) -> bytes | None:
         """The Prometheus text exposition now (serve as `metrics.CONTENT_TYPE`); None when
@@ -95,8 +98,9 @@ class ServiceOps:
         HttpRequest) -> HttpResponse` (http_server.py; `auth=True`, the default, asks for the
         operator token as a bearer header)."""
         service = self.service
-        app = HttpApp(authenticator(service))
+        app = HttpApp(authenticator(service), standby_refusal(service))
         add_api_routes(app, service)      # /api/v1/...
+        add_masters_route(app, service)   # /api/v1/masters (answered by standbys too)
         add_metrics_route(app, self.metrics_text)  # /metrics
         add_dashboard_routes(app)      # /, /static/...
         return app

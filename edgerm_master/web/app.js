@@ -5,7 +5,8 @@
 // the token travels in a header, not in the URL); the master pushes a snapshot of the summary
 // and of the page on screen whenever its state changed (at most two a second), so the page
 // never polls. Tables are paged on the master (50 rows a page) and filtered there, so 10,000
-// agents cost the browser one page.
+// agents cost the browser one page. masters.js: the masters panel and, on a standby master, a
+// banner linking to the leader instead of the live view.
 "use strict";
 
 const TOKEN_KEY = "edgerm.operatorToken";
@@ -41,7 +42,10 @@ function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
 function showAuth(message) {
   if (ui.controller) ui.controller.abort();
+  clearTimeout(masters.timer);
   $("main").hidden = true;
+  $("standby").hidden = true;
+  $("masters-panel").hidden = true;
   $("forget").hidden = true;
   $("auth").hidden = false;
   $("auth-message").textContent = message || "";
@@ -64,12 +68,23 @@ function forget() {
   showAuth("Token forgotten. Enter an operator token to connect again.");
 }
 
+function refused(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  showAuth("The master refused this operator token (" + message
+    + "). Enter one of the master's operator_tokens.");
+}
+
 function start() {
   $("auth").hidden = true;
-  $("main").hidden = false;
   $("forget").hidden = false;
-  setupControls();
-  connect();
+  masters.role = "";
+  // Only a leader has the cluster to show (masters.js): the live view starts once this
+  // master is known to lead.
+  checkMasters(() => {
+    $("main").hidden = false;
+    setupControls();
+    connect();
+  }, refused);
 }
 
 // ------------------------------------------------------------------------------ the stream
@@ -109,9 +124,12 @@ async function connect() {
   }
   if (response.status === 401) {
     const body = await response.json().catch(() => ({}));
-    sessionStorage.removeItem(TOKEN_KEY);
-    showAuth("The master refused this operator token (" + (body.message || "401 Unauthorized")
-      + "). Enter one of the master's operator_tokens.");
+    refused(body.message || "401 Unauthorized");
+    return;
+  }
+  if (response.status === 503) {  // became a standby meanwhile: the banner names the leader
+    masters.role = "standby";
+    start();
     return;
   }
   if (!response.ok) {

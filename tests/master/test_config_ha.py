@@ -26,8 +26,21 @@ def test_advertised_urls_fill_in_the_bound_addresses() -> None:
     assert advertised_urls(load_config(), ("::1", 1), ("::1", 2))["coap"] == "coap://[::1]:1"
 
 
+def test_the_http_url_is_the_bound_http_address_or_the_configured_one() -> None:
+    bound = (("127.0.0.1", 5683), ("127.0.0.1", 5690))
+    assert "http" not in advertised_urls(load_config(), *bound)  # HTTP off
+    assert advertised_urls(load_config(), *bound, ("127.0.0.1", 8080))["http"] == \
+        "http://127.0.0.1:8080"
+    assert "http" not in advertised_urls(load_config(), *bound, ("0.0.0.0", 8080))  # no URL
+    cfg = load_config('[master]\nurls = { http = "https://m1.example" }\n')
+    assert advertised_urls(cfg, *bound, ("0.0.0.0", 8080))["http"] == "https://m1.example"
+    assert parse_args(["--advertise-url", "http=http://10.0.0.1:5691"])[0].advertise_urls == {
+        "http": "http://10.0.0.1:5691"}
+
+
 @pytest.mark.parametrize("text", [
-    "master = 3", "[master]\nport = 1", '[master]\nurls = { http = "http://x" }',
+    "master = 3", "[master]\nport = 1", '[master]\nurls = { http = "ws://x:1" }',
+    '[master]\nurls = { https = "https://x:1" }', '[master]\nurls = { http = "http://" }',
     '[master]\nurls = { coap = "ws://x:1" }', '[master]\nurls = { coap = "coap://" }',
     '[master]\nname = "a/b"', '[master]\nurls = { coap = 5 }'])
 def test_bad_master_table_is_refused(text: str) -> None:

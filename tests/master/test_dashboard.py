@@ -29,10 +29,15 @@ from edgerm_master.config import MasterConfig
 from edgerm_master.core import Master
 from edgerm_master.dashboard import add_dashboard_routes
 from edgerm_master.http_api import Changes, add_api_routes, authenticator
-from edgerm_master.http_server import HttpApp, serve_http
+from edgerm_master.http_server import HttpApp, HttpRequest, HttpResponse, json_response, serve_http
+from edgerm_master.members import MasterRow, masters_json
 from edgerm_master.state import MasterState
+from edgerm_master.testing_etcd import EtcdCluster, etcd_cluster, unique_prefix
+from edgerm_master.testing_ha import MasterSet
 
 from ..framework.conftest import OPERATOR_TOKEN, WASM_DIR
+
+__all__ = ["etcd_cluster"]  # the fixture, imported for the two-master test
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -112,7 +117,7 @@ def test_dashboard_against_a_real_cluster(real_cluster, wasm_modules, browser) -
     # The browser reports the refused request itself (a 401 is a failed resource load); that
     # is the only error so far.
     errors = severe(driver)
-    assert all("401" in e["message"] and "/api/v1/events" in e["message"] for e in errors), errors
+    assert all("401" in e["message"] and "/api/v1/" in e["message"] for e in errors), errors
 
     enter_token(driver, OPERATOR_TOKEN)
     wait(driver, "both agents", lambda d: {r[1] for r in rows(d) if len(r) > 1}
@@ -219,6 +224,13 @@ async def test_ten_thousand_agents_are_paged_and_filtered(browser) -> None:
     app = HttpApp(authenticator(source))
     add_api_routes(app, source)
     add_dashboard_routes(app)
+
+    async def one_master(request: HttpRequest) -> HttpResponse:  # what a lone master answers
+        r = json_response(masters_json([MasterRow("solo", "leader", {}, "solo")]))
+        r.headers.append(("x-edgerm-role", "leader"))
+        return r
+
+    app.route("/api/v1/masters", one_master)
     async with trio.open_nursery() as nursery:
         host, port = await nursery.start(serve_http, app, "127.0.0.1", 0)
 
@@ -242,3 +254,44 @@ async def test_ten_thousand_agents_are_paged_and_filtered(browser) -> None:
 
         await trio.to_thread.run_sync(drive)
         nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# Two masters on a real etcd cluster: the standby's banner links to the leader
+
+
+def test_a_standby_shows_a_banner_linking_to_the_leader(browser, tmp_path: Path,
+                                                      etcd_cluster: EtcdCluster) -> None:
+    ms = MasterSet(str(tmp_path / "set"), etcd_cluster.client_urls, unique_prefix("dash"), n=2)
+    try:
+        ms.start()
+        lead = trio.run(ms.leader)
+        http = [m.http for m in ms.masters]
+        assert http[0] is not None and http[1] is not None
+        lh, lp = http[lead]
+        d = browser
+        sh, sp = http[1 - lead]
+        d.get(f"http://{sh}:{sp}/")
+        enter_token(d, "operator-token")
+        # The standby learns the leader from the election's watch; the page asks again.
+        link = wait(d, "the standby banner's link to the leader", lambda d: d.find_elements(
+            By.ID, "leader-link"))[0]
+        assert link.get_attribute("href") == f"http://{lh}:{lp}/"
+        banner = d.find_element(By.ID, "standby").text
+        assert "This master is a standby; the leader is " + f"m{lead}" in banner
+        assert not d.find_element(By.ID, "main").is_displayed()  # no stale cluster view
+        roles = {r[0]: r[1] for r in d.execute_script(
+            "return Array.from(document.querySelectorAll('#masters tbody tr'), "
+            "tr => Array.from(tr.cells, td => td.innerText.trim()))")}
+        assert roles == {f"m{lead}": "leader", f"m{1 - lead}": "standby"}
+        d.save_screenshot(str(artefacts_dir() / "dashboard-standby.png"))
+        assert severe(d) == []
+        link.click()   # the leader's dashboard (same token asked again: another origin)
+        enter_token(d, "operator-token")
+        wait(d, "the leader's live view", lambda d: d.find_element(By.ID, "main").is_displayed()
+             and d.find_element(By.ID, "conn").text == "live")
+        assert not d.find_element(By.ID, "standby").is_displayed()
+        assert d.find_element(By.ID, "masters-panel").is_displayed()
+        assert severe(d) == []
+    finally:
+        ms.close()
