@@ -45,6 +45,17 @@ class Module:
         return cls(hashlib.sha256(data).digest(), len(data), format)
 
 
+def parse_sha256_hex(segment: str) -> bytes | None:
+    """The sha256 a `m/<64 hex>` path segment names (where a master or a gateway serves a
+    module's bytes), or None when it is not 64 hex digits."""
+    if len(segment) != 64:
+        return None
+    try:
+        return bytes.fromhex(segment)
+    except ValueError:
+        return None
+
+
 AttributeValue = str | float | int | Sequence[str]
 
 

@@ -31,6 +31,7 @@ import trio
 
 from edgerm.coap.codes import Code
 from edgerm.coap.config import CoapConfig
+from edgerm.tasks import parse_sha256_hex
 from edgerm.transport.coap import CoapServer, Request, Response, Site
 from edgerm.transport.coap_client import CoapClient, CoapRequestError, open_coap_client
 from edgerm.wire import CONTENT_FORMAT_CBOR, DecodeError, decode, encode, pb
@@ -262,7 +263,7 @@ class Gateway:
     # -- modules ------------------------------------------------------------------------------
 
     async def _module(self, request: Request) -> Response:
-        sha = _parse_hex(request.path[1]) if len(request.path) == 2 else None
+        sha = parse_sha256_hex(request.path[1]) if len(request.path) == 2 else None
         if sha is None:
             return Response(Code.NOT_FOUND, b"use m/<sha256 hex>")
         assert self.cache is not None
@@ -305,15 +306,6 @@ class Gateway:
         finally:
             del self._fetching[sha]
             done.set()
-
-
-def _parse_hex(segment: str) -> bytes | None:
-    if len(segment) != 64:
-        return None
-    try:
-        return bytes.fromhex(segment)
-    except ValueError:
-        return None
 
 
 async def run_agent(config: AgentConfig) -> None:

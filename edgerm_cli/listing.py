@@ -32,8 +32,8 @@ from edgerm.wire import DecodeError, Limits, decode, encode, pb
 from edgerm_cli import EXIT_MASTER, EXIT_USAGE
 from edgerm_cli.target import TargetError, resolve_target
 
-__all__ = ["StateError", "fetch_state", "fetch_state_from", "LISTINGS", "list_command",
-           "render_table",
+__all__ = ["StateError", "fetch_state", "fetch_state_from", "request_state", "LISTINGS",
+           "list_command", "render_table",
            "agents_table", "frameworks_table", "tasks_table", "offers_table"]
 
 # The largest `ClusterState` accepted: a big cluster's state is a few MiB.
@@ -71,20 +71,27 @@ async def fetch_state_from(masters: Sequence[str], operator_token: str,
     raise last
 
 
+async def request_state(url: str, operator_token: str, timeout_s: float) -> bytes:
+    """Send a `StateRequest` to a master's `/state` URL; its raw answer. Raises
+    `trio.TooSlowError` past `timeout_s`, and `OSError`, `HandshakeError` or
+    `ConnectionClosed` when the link fails (each caller words those its own way)."""
+    config = WebSocketConfig(ping_interval=None, max_message_size=STATE_MAX_BYTES,
+                             message_queue_size=1, connect_timeout=timeout_s,
+                             disconnect_timeout=1.0)
+    with trio.fail_after(timeout_s):
+        async with connect_websocket(url, config=config) as ws:
+            await ws.send(encode(pb.StateRequest(token=operator_token)))
+            return await ws.receive()
+
+
 async def fetch_state(master: str, operator_token: str, timeout_s: float = 10.0) -> pb.ClusterState:
     """The master's `ClusterState` over WebSocket `/state`.
 
     Error handling: an unreachable master, a refusal (the master answers an `Error`) or an
     undecodable answer raise `StateError` with the reason."""
     url = endpoint_url(master, "/state")
-    config = WebSocketConfig(ping_interval=None, max_message_size=STATE_MAX_BYTES,
-                             message_queue_size=1, connect_timeout=timeout_s,
-                             disconnect_timeout=1.0)
     try:
-        with trio.fail_after(timeout_s):
-            async with connect_websocket(url, config=config) as ws:
-                await ws.send(encode(pb.StateRequest(token=operator_token)))
-                raw = await ws.receive()
+        raw = await request_state(url, operator_token, timeout_s)
     except trio.TooSlowError:
         raise StateError(f"no answer from {url} within {timeout_s:g} s") from None
     except (OSError, HandshakeError) as e:

@@ -30,12 +30,10 @@ from edgerm.framework import describe_connection_error, endpoint_url
 from edgerm.transport.websocket import (
     ConnectionClosed,
     HandshakeError,
-    WebSocketConfig,
-    connect_websocket,
 )
-from edgerm.wire import DecodeError, decode, encode, pb
+from edgerm.wire import DecodeError, decode, pb
 from edgerm_cli import EXIT_MASTER, EXIT_USAGE
-from edgerm_cli.listing import STATE_MAX_BYTES, render_table
+from edgerm_cli.listing import render_table, request_state
 from edgerm_cli.target import TargetError, resolve_target
 from edgerm_master.members import MasterRow, masters_json, registry_rows
 
@@ -44,16 +42,9 @@ __all__ = ["MasterRow", "probe_master", "masters_command", "masters_table"]
 
 async def probe_master(url: str, operator_token: str, timeout_s: float = 3.0) -> MasterRow:
     """Ask one master for the operator state; what its answer says of its role."""
-    state_url = endpoint_url(url, "/state")
-    config = WebSocketConfig(ping_interval=None, max_message_size=STATE_MAX_BYTES,
-                             message_queue_size=1, connect_timeout=timeout_s,
-                             disconnect_timeout=1.0)
     row = MasterRow("", "unreachable", {"ws": url})
     try:
-        with trio.fail_after(timeout_s):
-            async with connect_websocket(state_url, config=config) as ws:
-                await ws.send(encode(pb.StateRequest(token=operator_token)))
-                raw = await ws.receive()
+        raw = await request_state(endpoint_url(url, "/state"), operator_token, timeout_s)
     except trio.TooSlowError:
         row.detail = f"no answer within {timeout_s:g} s"
         return row

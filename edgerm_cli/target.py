@@ -21,7 +21,8 @@ from typing import Any
 from edgerm.framework import endpoint_url
 from edgerm.masters import split_urls
 
-__all__ = ["DEFAULT_MASTER", "Target", "TargetError", "resolve_target", "state_file"]
+__all__ = ["DEFAULT_MASTER", "Target", "TargetError", "add_target_arguments", "resolve_target",
+           "state_file"]
 
 DEFAULT_MASTER = "ws://127.0.0.1:5690"
 
@@ -59,6 +60,17 @@ class Target:
 
 class TargetError(Exception):
     """The master address or a token is missing or malformed: one line for the user."""
+
+
+def add_target_arguments(parser: argparse.ArgumentParser,
+                         master_help: str = "master address, or a comma list of masters "
+                                            "(env EDGERM_MASTER)") -> None:
+    """`--master`, `--token` and a hidden `--operator-token`: what `resolve_target` reads, as a
+    framework script (examples/frameworks/) takes them. The `edgerm` command has its own, with
+    `--master` repeatable and the operator token shown."""
+    parser.add_argument("--master", help=master_help)
+    parser.add_argument("--token", help="framework token (env EDGERM_TOKEN)")
+    parser.add_argument("--operator-token", help=argparse.SUPPRESS)
 
 
 def resolve_target(args: argparse.Namespace, need: str = "") -> Target:

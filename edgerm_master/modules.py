@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from edgerm.tasks import parse_sha256_hex as parse_hex  # what service.py imports from here
 from edgerm.wire import pb
 
 __all__ = ["check_module", "parse_hex", "ModuleReader", "ModuleError"]
@@ -42,16 +43,6 @@ def check_module(fmt: int, data: bytes) -> None:
     else:
         raise ModuleError("UploadModule.format must be WASM_MODULE, MICROPYTHON_SOURCE or "
                           "MICROPYTHON_MPY")
-
-
-def parse_hex(segment: str) -> bytes | None:
-    """The sha256 named by a `m/<64 hex>` path segment, or None."""
-    if len(segment) != 64:
-        return None
-    try:
-        return bytes.fromhex(segment)
-    except ValueError:
-        return None
 
 
 class ModuleReader:

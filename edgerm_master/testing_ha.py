@@ -55,6 +55,15 @@ def _parse(url: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+def _next_master(masters: list[tuple[str, int]], current: int, leader: str) -> int:
+    """Which of `masters` to try next: the `leader` a refusal named when it is one of them,
+    else the one after `current`."""
+    target = _parse(leader) if leader else None
+    if target is not None and target in masters:
+        return masters.index(target)
+    return (current + 1) % len(masters)
+
+
 # --------------------------------------------------------------------------------------------
 # Masters
 
@@ -193,11 +202,7 @@ class HaAgent:
         self.timeouts = 0
 
     def _move(self, leader: str) -> None:
-        target = _parse(leader) if leader else None
-        if target is not None and target in self.masters:
-            self.current = self.masters.index(target)
-        else:
-            self.current = (self.current + 1) % len(self.masters)
+        self.current = _next_master(self.masters, self.current, leader)
         self.switches += 1
 
     async def run(self) -> None:
@@ -273,11 +278,7 @@ class HaFramework:
         return all(self.states.get(t, [0])[-1] == TS.FINISHED for t in self.all)
 
     def _move(self, leader: str) -> None:
-        target = _parse(leader) if leader else None
-        if target is not None and target in self.masters:
-            self.current = self.masters.index(target)
-        else:
-            self.current = (self.current + 1) % len(self.masters)
+        self.current = _next_master(self.masters, self.current, leader)
 
     async def run(self) -> None:
         while not self.done():

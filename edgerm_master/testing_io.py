@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from edgerm_master.testing import ScriptedAgent, ScriptedFramework
 
 __all__ = [
     "MasterProcess", "CoapAgentClient", "WsAgentClient", "WsFrameworkClient", "Framework",
-    "open_framework", "UdpRelay",
+    "open_framework", "UdpRelay", "free_ports", "standby_process",
 ]
 
 TS = pb.TaskState
@@ -159,6 +160,16 @@ def standby_process(data_dir: str, leader: MasterProcess | None,
     return MasterProcess(data_dir, module="edgerm_master.testing_standby",
                          extra=["--leader-coap", urls.get("coap", ""),
                                 "--leader-ws", urls.get("ws", "")]).start()
+
+
+def free_ports() -> tuple[int, int]:
+    """A UDP and a TCP port free right now on loopback: for a master started later (given as
+    its `coap_port`, `ws_port`), e.g. the second master of a failover at other ports."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        u.bind(("127.0.0.1", 0))
+        t.bind(("127.0.0.1", 0))
+        return u.getsockname()[1], t.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from edgerm.framework import (
     wasm_task,
 )
 from edgerm.wire import pb
-from edgerm_cli.target import resolve_target
+from edgerm_cli.target import add_target_arguments, resolve_target
 
 SAMPLER = Path(__file__).resolve().parents[1] / "wasm" / "build" / "sampler.wasm"
 
@@ -138,10 +138,7 @@ def summary(state: Sampling) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--master", help="master address, or a comma list of masters (env "
-                                     "EDGERM_MASTER)")
-    p.add_argument("--token", help="framework token (env EDGERM_TOKEN)")
-    p.add_argument("--operator-token", help=argparse.SUPPRESS)
+    add_target_arguments(p)
     p.add_argument("--sensor", default="temp", help="sensor to sample (default temp)")
     p.add_argument("--samples", type=int, default=5, help="readings per agent")
     p.add_argument("--period-ms", type=int, default=200, help="between readings")

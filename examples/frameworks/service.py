@@ -46,7 +46,7 @@ from edgerm.framework import (
     wasm_task,
 )
 from edgerm.wire import pb
-from edgerm_cli.target import resolve_target
+from edgerm_cli.target import add_target_arguments, resolve_target
 
 SAMPLER = Path(__file__).resolve().parents[1] / "wasm" / "build" / "sampler.wasm"
 
@@ -193,10 +193,7 @@ def _subtract(offer: pb.Offer, res: pb.Resources) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--master", help="master address, or a comma list of masters (env "
-                                     "EDGERM_MASTER)")
-    p.add_argument("--token", help="framework token (env EDGERM_TOKEN)")
-    p.add_argument("--operator-token", help=argparse.SUPPRESS)
+    add_target_arguments(p)
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--per-agent", type=int, default=2, help="most replicas on one agent")
     p.add_argument("--sensor", default="temp", help="the sensor each replica publishes")

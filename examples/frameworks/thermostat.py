@@ -47,7 +47,7 @@ from edgerm.framework import (
     wasm_task,
 )
 from edgerm.wire import pb
-from edgerm_cli.target import resolve_target
+from edgerm_cli.target import add_target_arguments, resolve_target
 
 ROOT = Path(__file__).resolve().parents[2]
 WASM_CONTROLLER = ROOT / "examples" / "wasm" / "build" / "thermostat.wasm"
@@ -162,9 +162,7 @@ def summary(state: Control) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--master", help="master address (env EDGERM_MASTER)")
-    p.add_argument("--token", help="framework token (env EDGERM_TOKEN)")
-    p.add_argument("--operator-token", help=argparse.SUPPRESS)
+    add_target_arguments(p, master_help="master address (env EDGERM_MASTER)")
     p.add_argument("--sensor", default="temp", help="the temperature sensor (default temp)")
     p.add_argument("--actuator", default="fan", help="the fan or relay (default fan)")
     p.add_argument("--setpoint", type=float, default=25.0,

@@ -139,6 +139,16 @@ def test_journal_rotates(tmp_path: Path) -> None:
     assert (tmp_path / "relay.log.1").stat().st_size > JOURNAL_MAX_BYTES
 
 
+async def run_task(ex: WasmExecutor, ctx: TaskContext) -> None:
+    """Run one task to its end on the executor `ex` (its wasm3 child started, then closed)."""
+    async with trio.open_nursery() as n:
+        await ex.start(n)
+        with trio.fail_after(20):
+            await ex.run(ctx)
+        ex.close()
+        n.cancel_scope.cancel()
+
+
 async def test_set_actuator_from_a_wasm_task(tmp_path: Path) -> None:
     """Every code of set_actuator in the real wasm3 child; only the good sets are journaled."""
     cfg = parse_config({**BASE, "work_dir": str(tmp_path / "work"), "devices": [
@@ -172,12 +182,7 @@ async def test_set_actuator_from_a_wasm_task(tmp_path: Path) -> None:
     ctx = TaskContext(task=7, spec=pb.TaskSpec(resources=claim, wasm=pb.WasmTask(
         sha256=sha(mod), size=len(mod))), report=lambda s, **kw: reports.append((s, kw)),
         publish=publish, flush=flush)
-    async with trio.open_nursery() as n:
-        await ex.start(n)
-        with trio.fail_after(20):
-            await ex.run(ctx)
-        ex.close()
-        n.cancel_scope.cancel()
+    await run_task(ex, ctx)
     assert [s for s, _ in reports] == [TS.RUNNING, TS.FINISHED], reports
     assert list(struct.unpack(f"{len(CALLS)}b", published[0])) == [c for _, _, c in CALLS]
     fan = read_journal(str(tmp_path / "work" / "actuators" / "fan.log"))
@@ -209,12 +214,7 @@ async def test_an_import_newer_than_the_agent_fails_at_instantiation(tmp_path: P
                                                wasm=pb.WasmTask(sha256=sha(mod), size=len(mod))),
                       report=lambda s, **kw: reports.append((s, kw)), publish=nothing,
                       flush=nothing)
-    async with trio.open_nursery() as n:
-        await ex.start(n)
-        with trio.fail_after(20):
-            await ex.run(ctx)
-        ex.close()
-        n.cancel_scope.cancel()
+    await run_task(ex, ctx)
     assert [(s, kw["reason"]) for s, kw in reports] == [(TS.ERROR, pb.LAUNCH_FAILED)]
     assert "edgerm.get_actuator" in reports[0][1]["message"]
     assert "ABI v2" in reports[0][1]["message"]

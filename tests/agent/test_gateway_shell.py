@@ -5,7 +5,8 @@ the module cache (one fetch across the uplink for many devices), the refusals of
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import trio
 
 from edgerm.coap.codes import Code
-from edgerm.transport.coap_client import open_coap_client
+from edgerm.transport.coap_client import CoapClient, open_coap_client
 from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb
 from edgerm_agent.config import parse_config
 from edgerm_agent.gateway_shell import Gateway
@@ -80,13 +81,9 @@ def _all_bytes(obj: Any, seen: set[int] | None = None, depth: int = 0) -> list[b
 
 
 @pytest.fixture
-def master(tmp_path: Path) -> Any:
-    m = MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500)
-    m.start()
-    try:
+def master(tmp_path: Path) -> Iterator[MasterProcess]:
+    with MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500) as m:
         yield m
-    finally:
-        m.stop()
 
 
 def gateway_config(tmp_path: Path, master: MasterProcess) -> Any:
@@ -102,30 +99,39 @@ async def start(nursery: trio.Nursery, gw: Gateway) -> tuple[str, int]:
     return addr[0], addr[1]
 
 
-async def test_relay_registers_a_device_the_gateway_never_learns_a_secret(
-        tmp_path: Path, master: MasterProcess) -> None:
+@asynccontextmanager
+async def device_through(gw: Gateway, agent: ScriptedAgent | None = None
+                         ) -> AsyncIterator[tuple[tuple[str, int], CoapClient, CoapAgentClient]]:
+    """`gw` running, and a device (`agent`, else a new one named "dev") talking to it over
+    CoAP: the gateway's address, the CoAP client and the device. The gateway stops after."""
     async with trio.open_nursery() as n:
-        gw = Gateway(gateway_config(tmp_path, master))
         addr = await start(n, gw)
         async with open_coap_client() as coap:
-            dev = CoapAgentClient(coap, addr, ScriptedAgent(name="dev", token="tok"))
-            await dev.settle()
-            assert dev.agent.agent_id and dev.agent.bad_macs == 0
-            assert dev.codes[0] == Code.CHANGED
-            # the gateway holds nothing but relayed bytes: the secret is nowhere in its
-            # memory state nor on its disk
-            assert dev.agent.secret and dev.agent.secret not in b"".join(_all_bytes(gw))
-            on_disk = b"".join(p.read_bytes() for p in (tmp_path / "gw").rglob("*")
-                               if p.is_file())
-            assert dev.agent.secret not in on_disk
-            # wrong Content-Format and garbage: refused by the gateway itself
-            resp = await coap.post(addr, "a", b"x", content_format=0)
-            assert resp.code == Code.UNSUPPORTED_CONTENT_FORMAT
-            resp = await coap.post(addr, "a", b"\xff\xff", content_format=CONTENT_FORMAT_CBOR)
-            assert resp.code == Code.BAD_REQUEST
-            resp = await coap.fetch(addr, "c", b"")
-            assert resp.code == Code.NOT_FOUND  # no Observe: devices heartbeat on `a`
+            yield addr, coap, CoapAgentClient(
+                coap, addr, agent or ScriptedAgent(name="dev", token="tok"))
         n.cancel_scope.cancel()
+
+
+async def test_relay_registers_a_device_the_gateway_never_learns_a_secret(
+        tmp_path: Path, master: MasterProcess) -> None:
+    gw = Gateway(gateway_config(tmp_path, master))
+    async with device_through(gw) as (addr, coap, dev):
+        await dev.settle()
+        assert dev.agent.agent_id and dev.agent.bad_macs == 0
+        assert dev.codes[0] == Code.CHANGED
+        # the gateway holds nothing but relayed bytes: the secret is nowhere in its
+        # memory state nor on its disk
+        assert dev.agent.secret and dev.agent.secret not in b"".join(_all_bytes(gw))
+        on_disk = b"".join(p.read_bytes() for p in (tmp_path / "gw").rglob("*")
+                           if p.is_file())
+        assert dev.agent.secret not in on_disk
+        # wrong Content-Format and garbage: refused by the gateway itself
+        resp = await coap.post(addr, "a", b"x", content_format=0)
+        assert resp.code == Code.UNSUPPORTED_CONTENT_FORMAT
+        resp = await coap.post(addr, "a", b"\xff\xff", content_format=CONTENT_FORMAT_CBOR)
+        assert resp.code == Code.BAD_REQUEST
+        resp = await coap.fetch(addr, "c", b"")
+        assert resp.code == Code.NOT_FOUND  # no Observe: devices heartbeat on `a`
 
 
 async def test_a_tampering_gateway_is_refused_by_the_master_and_by_the_device(
@@ -139,37 +145,25 @@ async def test_a_tampering_gateway_is_refused_by_the_master_and_by_the_device(
     def forge_command(reply: pb.AgentReply) -> None:
         reply.commands.append(pb.Command(id=99, kill=pb.Kill(task=1)))
 
-    async with trio.open_nursery() as n:
-        evil = TamperingGateway(gateway_config(tmp_path, master), call=rename)
-        addr = await start(n, evil)
-        async with open_coap_client() as coap:
-            dev = CoapAgentClient(coap, addr, ScriptedAgent(name="dev", token="tok"))
-            r = await dev.exchange()
-            # the master refused the altered registration: the MAC covers the device's bytes
-            assert r.error.code == pb.UNAUTHENTICATED and dev.codes[-1] == Code.UNAUTHORIZED
-            assert not dev.agent.agent_id
-        n.cancel_scope.cancel()
+    evil = TamperingGateway(gateway_config(tmp_path, master), call=rename)
+    async with device_through(evil) as (addr, coap, dev):
+        r = await dev.exchange()
+        # the master refused the altered registration: the MAC covers the device's bytes
+        assert r.error.code == pb.UNAUTHENTICATED and dev.codes[-1] == Code.UNAUTHORIZED
+        assert not dev.agent.agent_id
 
-    async with trio.open_nursery() as n:
-        honest = Gateway(gateway_config(tmp_path, master))
-        addr = await start(n, honest)
-        async with open_coap_client() as coap:
-            dev = CoapAgentClient(coap, addr, ScriptedAgent(name="dev", token="tok"))
-            await dev.settle()
-            agent = dev.agent
-        n.cancel_scope.cancel()
+    honest = Gateway(gateway_config(tmp_path, master))
+    async with device_through(honest) as (addr, coap, dev):
+        await dev.settle()
+        agent = dev.agent
 
-    async with trio.open_nursery() as n:
-        evil = TamperingGateway(gateway_config(tmp_path, master), reply=forge_command)
-        addr = await start(n, evil)
-        async with open_coap_client() as coap:
-            dev = CoapAgentClient(coap, addr, agent)
-            before = agent.bad_macs
-            await dev.exchange()
-            # the device refused the altered reply: the master's MAC covers the master's bytes
-            assert agent.bad_macs == before + 1
-            assert agent.applied == 0  # the forged command was not applied
-        n.cancel_scope.cancel()
+    evil = TamperingGateway(gateway_config(tmp_path, master), reply=forge_command)
+    async with device_through(evil, agent) as (addr, coap, dev):
+        before = agent.bad_macs
+        await dev.exchange()
+        # the device refused the altered reply: the master's MAC covers the master's bytes
+        assert agent.bad_macs == before + 1
+        assert agent.applied == 0  # the forged command was not applied
 
 
 async def test_module_cache_one_fetch_across_the_uplink_for_many_devices(
@@ -219,16 +213,12 @@ async def test_a_standby_uplink_names_the_leader_and_the_gateway_follows(
             "master": {"urls": ["coap://{}:{}".format(*standby.coap),
                                 "coap://{}:{}".format(*master.coap)], "token": "tok"},
             "gateway": {"host": "127.0.0.1", "port": 0, "uplink_timeout_s": 3}})
-        async with trio.open_nursery() as n:
-            gw = Gateway(config)
-            addr = await start(n, gw)
-            async with open_coap_client() as coap:
-                dev = CoapAgentClient(coap, addr, ScriptedAgent(name="dev", token="tok"))
-                with trio.fail_after(20):
-                    while not dev.agent.agent_id:
-                        await dev.exchange()   # UNAVAILABLE until the gateway moved
-                        await trio.sleep(0.1)
-                assert gw.uplink == master.coap
-            n.cancel_scope.cancel()
+        gw = Gateway(config)
+        async with device_through(gw) as (addr, coap, dev):
+            with trio.fail_after(20):
+                while not dev.agent.agent_id:
+                    await dev.exchange()   # UNAVAILABLE until the gateway moved
+                    await trio.sleep(0.1)
+            assert gw.uplink == master.coap
     finally:
         await trio.to_thread.run_sync(standby.stop)

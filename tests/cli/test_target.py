@@ -75,3 +75,17 @@ def test_local_cluster_file_is_found_in_the_current_directory_then_home(
     monkeypatch.setenv("EDGERM_HOME", str(home / ".edgerm"))
     monkeypatch.chdir(work)
     assert cli_target.resolve_target(parse(["agents"])).master == "ws://home:1"
+
+
+def test_add_target_arguments_gives_a_framework_script_what_resolve_target_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+    monkeypatch.setenv("EDGERM_HOME", str(tmp_path))          # no local cluster file
+    parser = argparse.ArgumentParser()
+    cli_target.add_target_arguments(parser)
+    assert "--operator-token" not in parser.format_help()      # hidden from a script's --help
+    args = parser.parse_args(["--master", "ws://a:1,ws://b:2", "--token", "t",
+                              "--operator-token", "op"])
+    target = cli_target.resolve_target(args, need="framework")
+    assert target.masters == ("ws://a:1", "ws://b:2")
+    assert (target.framework_token, target.operator_token) == ("t", "op")

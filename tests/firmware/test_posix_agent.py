@@ -169,6 +169,14 @@ class PosixAgent:
         return self.proc is not None and self.proc.poll() is None
 
 
+async def _subscribed(ws: Any) -> WsFrameworkClient:
+    """A framework ("fw") subscribed over the WebSocket `ws` to a master's /framework."""
+    c = WsFrameworkClient(ws, ScriptedFramework(name="fw", token="framework-token"))
+    await c.send(c.fw.subscribe())
+    await c.until_kind("subscribed")
+    return c
+
+
 async def _until(c: WsFrameworkClient, pred: Any, timeout: float = 20.0) -> None:
     """Receive events until `pred()` holds, acknowledging every status update on the way."""
     try:
@@ -254,9 +262,7 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
                 open_websocket_url(f"ws://{master.ws[0]}:{master.ws[1]}/framework") as ws:
             nursery.start_soon(relay.run)
             agent.start()
-            c = WsFrameworkClient(ws, ScriptedFramework(name="fw", token="framework-token"))
-            await c.send(c.fw.subscribe())
-            await c.until_kind("subscribed")
+            c = await _subscribed(ws)
             fw = c.fw
 
             # Registered: an offer for the agent, WASM only, its sensor as a device.

@@ -13,15 +13,13 @@ import trio
 from trio_websocket import open_websocket_url
 
 from edgerm.wire import decode, encode, pb
-from edgerm_master.testing import ScriptedFramework
 from edgerm_master.testing_io import (
     MasterProcess,
-    WsFrameworkClient,
     end_process,
     standby_process,
 )
 
-from .test_posix_agent import NAME, TOKEN, _launch, _spec, _until, _upload, _wasm
+from .test_posix_agent import NAME, TOKEN, _launch, _spec, _subscribed, _until, _upload, _wasm
 
 
 def hp(m: MasterProcess) -> str:
@@ -52,9 +50,7 @@ async def test_started_at_a_standby_it_works_with_the_leader(posix_agent: Path,
     agent = start_agent(posix_agent, tmp_path, f"{hp(standby)},{hp(leader)}")
     try:
         async with open_websocket_url(f"ws://{leader.ws[0]}:{leader.ws[1]}/framework") as ws:
-            c = WsFrameworkClient(ws, ScriptedFramework(name="fw", token="framework-token"))
-            await c.send(c.fw.subscribe())
-            await c.until_kind("subscribed")
+            c = await _subscribed(ws)
             hello = _wasm("hello")
             sha = await _upload(c, hello)
             await _launch(c, "h1", _spec(hello, sha, "ha"))

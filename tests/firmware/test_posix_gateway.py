@@ -14,10 +14,19 @@ from edgerm.wire import pb
 from edgerm_agent.config import parse_config
 from edgerm_agent.gateway_queue import reading_path
 from edgerm_agent.gateway_shell import Gateway
-from edgerm_master.testing import ScriptedFramework
-from edgerm_master.testing_io import MasterProcess, WsFrameworkClient
+from edgerm_master.testing_io import MasterProcess
 
-from .test_posix_agent import NAME, TOKEN, PosixAgent, _launch, _spec, _until, _upload, _wasm
+from .test_posix_agent import (
+    NAME,
+    TOKEN,
+    PosixAgent,
+    _launch,
+    _spec,
+    _subscribed,
+    _until,
+    _upload,
+    _wasm,
+)
 
 
 async def test_posix_agent_behind_a_gateway(posix_agent: Path, tmp_path: Path) -> None:
@@ -35,9 +44,7 @@ async def test_posix_agent_behind_a_gateway(posix_agent: Path, tmp_path: Path) -
             addr = await nursery.start(gw.run)
             agent = PosixAgent(posix_agent, (addr[0], addr[1]), tmp_path)
             agent.start()
-            c = WsFrameworkClient(ws, ScriptedFramework(name="fw", token="framework-token"))
-            await c.send(c.fw.subscribe())
-            await c.until_kind("subscribed")
+            c = await _subscribed(ws)
             fw = c.fw
             await _until(c, lambda: any(o.agent_name == NAME for o in fw.offers.values()))
 

@@ -30,6 +30,17 @@ import pytest
 import trio
 import trio_websocket
 
+from edgerm.framework import (
+    WASM,
+    Constraints,
+    Framework,
+    Module,
+    OffersEvent,
+    OutputEvent,
+    Subscribed,
+    UpdateEvent,
+    wasm_task,
+)
 from edgerm.wire import decode, encode, pb
 
 
@@ -441,3 +452,50 @@ class TcpRelay:
 
 # ---------------------------------------------------------------------------------------------
 # The private Docker engine is the session fixture `docker_engine` (tests/conftest.py).
+
+
+# ---------------------------------------------------------------------------------------------
+# A task running across a failover (test_e2e_follow_leader, test_e2e_ha_failover)
+
+
+SAMPLER_WANT = Constraints(cpus=0.1, mem_mb=16, devices=["temp"], executors=[WASM])
+
+
+async def launch_sampler(fw: Framework, module: Module, task_id: str = "s") -> None:
+    """Launch the sampler as `task_id` (a `temp` reading every 50 ms, 100000 of them: it runs
+    through the test) on the first offer that fits `SAMPLER_WANT`."""
+    async for ev in fw.events():
+        if isinstance(ev, OffersEvent) and any(SAMPLER_WANT.match(o) for o in ev.offers):
+            offer = next(o for o in ev.offers if SAMPLER_WANT.match(o))
+            await fw.launch(offer, task_id, wasm_task(
+                module, name=task_id, resources=SAMPLER_WANT.resources(offer),
+                args=["temp", "100000", "50"]))
+            return
+
+
+async def collect_outputs(fw: Framework, seqs: list[int], until: int,
+                          task_id: str = "s") -> None:
+    """Append the sequence number of each output of `task_id` to `seqs` until it holds
+    `until` of them."""
+    async for ev in fw.events():
+        if isinstance(ev, OutputEvent) and ev.task_id == task_id:
+            seqs.append(ev.seq)
+            if len(seqs) >= until:
+                return
+
+
+async def failed_over(fw: Framework) -> bool:
+    """Wait for the framework to be subscribed again by failing over into its id."""
+    async for ev in fw.events():
+        if isinstance(ev, Subscribed) and ev.failover:
+            return True
+    return False
+
+
+async def kill_and_wait(fw: Framework, task_id: str = "s") -> pb.TaskStatus:
+    """Kill `task_id`; its final status."""
+    await fw.kill(task_id)
+    async for ev in fw.events():
+        if isinstance(ev, UpdateEvent) and ev.task_id == task_id and ev.terminal:
+            return ev.status
+    raise AssertionError(f"the events ended before {task_id} did")

@@ -10,41 +10,23 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import trio
 
-from edgerm.framework import (
-    WASM,
-    Constraints,
-    Framework,
-    OffersEvent,
-    OutputEvent,
-    Subscribed,
-    UpdateEvent,
-    wasm_task,
-)
+from edgerm.framework import Framework
 from edgerm.wire import pb
 from edgerm_agent.testing import AgentProcess
 from edgerm_cli.listing import fetch_state
-from edgerm_master.testing_io import MasterProcess, standby_process
+from edgerm_master.testing_io import MasterProcess, free_ports, standby_process
+
+from .conftest import collect_outputs, failed_over, kill_and_wait, launch_sampler
 
 TOKEN = "framework-token"
-WANT = Constraints(cpus=0.1, mem_mb=16, devices=["temp"], executors=[WASM])
 
 
 def ws(m: MasterProcess) -> str:
     return f"ws://{m.ws[0]}:{m.ws[1]}"
-
-
-def free_ports() -> tuple[int, int]:
-    """A UDP and a TCP port free right now on loopback (for a master started later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-        u.bind(("127.0.0.1", 0))
-        t.bind(("127.0.0.1", 0))
-        return u.getsockname()[1], t.getsockname()[1]
 
 
 async def test_a_framework_started_at_a_standby_subscribes_at_the_leader(
@@ -92,48 +74,24 @@ async def test_framework_and_agent_keep_ids_and_tasks_across_a_failover(
                                      failover_timeout_s=60, connect_timeout_s=20) as fw:
             module = await fw.upload(wasm_modules["sampler"])
             with trio.fail_after(20):
-                async for ev in fw.events():
-                    if isinstance(ev, OffersEvent) and any(WANT.match(o) for o in ev.offers):
-                        offer = next(o for o in ev.offers if WANT.match(o))
-                        await fw.launch(offer, "s", wasm_task(
-                            module, name="s", resources=WANT.resources(offer),
-                            args=["temp", "100000", "50"]))
-                        break
+                await launch_sampler(fw, module)
             seqs: list[int] = []
-            states: list[int] = []
-
-            async def collect(until: int) -> None:
-                async for ev in fw.events():
-                    if isinstance(ev, OutputEvent) and ev.task_id == "s":
-                        seqs.append(ev.seq)
-                        if len(seqs) >= until:
-                            return
-                    elif isinstance(ev, UpdateEvent) and ev.task_id == "s":
-                        states.append(ev.state)
-
             with trio.fail_after(20):
-                await collect(5)
+                await collect_outputs(fw, seqs, 5)
             framework_id, agent_log_before = fw.framework_id, agent.log()
             m1.kill()
             m2.start()
-            failed_over = False
             with trio.fail_after(40):
-                async for ev in fw.events():
-                    if isinstance(ev, Subscribed) and ev.failover:
-                        failed_over = True
-                        break
-            assert failed_over and fw.framework_id == framework_id
+                assert await failed_over(fw)
+            assert fw.framework_id == framework_id
             assert fw.url == f"ws://127.0.0.1:{m2.ws_port}/framework"
             count = len(seqs)
             with trio.fail_after(40):
-                await collect(count + 10)   # the same task goes on publishing via m2
+                await collect_outputs(fw, seqs, count + 10)   # the same task goes on via m2
             assert seqs == sorted(set(seqs)), seqs   # in order, none twice
-            await fw.kill("s")
             with trio.fail_after(20):
-                async for ev in fw.events():
-                    if isinstance(ev, UpdateEvent) and ev.task_id == "s" and ev.terminal:
-                        assert ev.state == pb.KILLED, ev.status
-                        break
+                status = await kill_and_wait(fw)
+            assert status.state == pb.KILLED, status
             log = agent.log_path.read_text()
             assert log.count("task 1: RUNNING") == 1, log[-3000:]   # never relaunched
             assert f"trying {m2_coap}" in log and agent_log_before

@@ -13,26 +13,18 @@ from pathlib import Path
 import trio
 
 from edgerm.coap.codes import Code
-from edgerm.framework import (
-    WASM,
-    Constraints,
-    Framework,
-    OffersEvent,
-    OutputEvent,
-    Subscribed,
-    UpdateEvent,
-    wasm_task,
-)
+from edgerm.framework import Framework
 from edgerm.transport.coap import open_coap_client
 from edgerm.wire import pb
 from edgerm_agent.testing import AgentProcess
 from edgerm_master.testing_etcd import EtcdCluster, etcd_cluster, unique_prefix
 from edgerm_master.testing_ha import MasterSet
 
+from .conftest import collect_outputs, failed_over, kill_and_wait, launch_sampler
+
 __all__ = ["etcd_cluster"]  # the fixture, imported for this module
 
 TOKEN = "framework-token"
-WANT = Constraints(cpus=0.1, mem_mb=16, devices=["temp"], executors=[WASM])
 
 
 async def test_sigkill_the_leader_under_a_real_agent_and_framework(
@@ -51,49 +43,30 @@ async def test_sigkill_the_leader_under_a_real_agent_and_framework(
                                          failover_timeout_s=60, connect_timeout_s=20) as fw:
                 module = await fw.upload(wasm_modules["sampler"])
                 with trio.fail_after(30):
-                    async for ev in fw.events():
-                        if isinstance(ev, OffersEvent) and any(WANT.match(o) for o in ev.offers):
-                            offer = next(o for o in ev.offers if WANT.match(o))
-                            await fw.launch(offer, "s", wasm_task(
-                                module, name="s", resources=WANT.resources(offer),
-                                args=["temp", "100000", "50"]))
-                            break
+                    await launch_sampler(fw, module)
                 seqs: list[int] = []
-
-                async def collect(until: int) -> None:
-                    async for ev in fw.events():
-                        if isinstance(ev, OutputEvent) and ev.task_id == "s":
-                            seqs.append(ev.seq)
-                            if len(seqs) >= until:
-                                return
-
                 with trio.fail_after(30):
-                    await collect(5)
+                    await collect_outputs(fw, seqs, 5)
                 framework_id = fw.framework_id
                 ms.kill(first)
                 with trio.fail_after(30):
-                    async for ev in fw.events():
-                        if isinstance(ev, Subscribed) and ev.failover:
-                            break
+                    assert await failed_over(fw)
                 assert fw.framework_id == framework_id
                 # Whoever won: the standby, or the killed master restarted by its supervisor
                 # (a new process: it recovered from etcd too).
                 second = await ms.leader()
                 assert fw.url == masters[second] + "/framework"
                 with trio.fail_after(40):
-                    await collect(len(seqs) + 10)  # the same task goes on, via the new leader
+                    await collect_outputs(fw, seqs, len(seqs) + 10)  # goes on, via the new leader
                 assert seqs == sorted(set(seqs)), seqs  # in order, none twice
                 # The module uploaded to the old leader, served by the new one from etcd.
                 async with open_coap_client() as client:
                     resp = await client.get(ms.coap[second], ["m", module.sha256.hex()])
                 assert resp.code == Code.CONTENT
                 assert hashlib.sha256(resp.payload).digest() == module.sha256
-                await fw.kill("s")
                 with trio.fail_after(30):
-                    async for ev in fw.events():
-                        if isinstance(ev, UpdateEvent) and ev.task_id == "s" and ev.terminal:
-                            assert ev.state == pb.KILLED, ev.status
-                            break
+                    status = await kill_and_wait(fw)
+                assert status.state == pb.KILLED, status
             nursery.cancel_scope.cancel()
         log = agent.log_path.read_text()
         assert log.count("task 1: RUNNING") == 1, log[-3000:]  # never relaunched

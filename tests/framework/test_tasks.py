@@ -101,3 +101,11 @@ def test_docker_and_micropython_specs() -> None:
     assert mpy.micropython.mpy and mpy.micropython.size == 1
     src = micropython_task(Module.of(b"print(1)", pb.MICROPYTHON_SOURCE))
     assert not src.micropython.mpy
+
+
+def test_parse_sha256_hex_takes_64_hex_digits_only() -> None:
+    from edgerm.tasks import parse_sha256_hex
+    sha = bytes(range(32))
+    assert parse_sha256_hex(sha.hex()) == sha
+    assert parse_sha256_hex(sha.hex()[:-2]) is None       # too short
+    assert parse_sha256_hex("zz" * 32) is None            # not hex

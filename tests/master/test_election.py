@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -133,12 +134,24 @@ async def read_line(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
         return await trio.to_thread.run_sync(proc.stdout.readline)
 
 
-async def test_takeover_after_the_leader_dies(etcd_cluster: EtcdCluster,
-                                              client: EtcdClient) -> None:
-    prefix = unique_prefix("takeover")
-    child = start_child(etcd_cluster, prefix)
+@asynccontextmanager
+async def leading_child(cluster: EtcdCluster,
+                        name: str) -> AsyncIterator[tuple[str, subprocess.Popen[str]]]:
+    """A child process that leads the election at a fresh prefix (`name`-…), and that prefix;
+    killed on the way out (woken first, should the test have stopped it)."""
+    prefix = unique_prefix(name)
+    child = start_child(cluster, prefix)
     try:
         assert (await read_line(child)).strip() == "leading"
+        yield prefix, child
+    finally:
+        child.send_signal(signal.SIGCONT)    # a no-op once it has been reaped
+        end_process(child, signal.SIGKILL)
+
+
+async def test_takeover_after_the_leader_dies(etcd_cluster: EtcdCluster,
+                                              client: EtcdClient) -> None:
+    async with leading_child(etcd_cluster, "takeover") as (prefix, child):
         e = Election(client, prefix, TTL, member("standby"))
         async with trio.open_nursery() as nursery:
             await nursery.start(e.run)
@@ -149,16 +162,11 @@ async def test_takeover_after_the_leader_dies(etcd_cluster: EtcdCluster,
                 await e.campaign()
             assert e.leading and e.leader() == e.member
             nursery.cancel_scope.cancel()
-    finally:
-        end_process(child, signal.SIGKILL)
 
 
 async def test_a_leader_stopped_past_its_lease_learns_it_lost(etcd_cluster: EtcdCluster,
                                                               client: EtcdClient) -> None:
-    prefix = unique_prefix("stopped")
-    child = start_child(etcd_cluster, prefix)
-    try:
-        assert (await read_line(child)).strip() == "leading"
+    async with leading_child(etcd_cluster, "stopped") as (prefix, child):
         e = Election(client, prefix, TTL, member("standby"))
         async with trio.open_nursery() as nursery:
             await nursery.start(e.run)
@@ -169,9 +177,6 @@ async def test_a_leader_stopped_past_its_lease_learns_it_lost(etcd_cluster: Etcd
             assert (await read_line(child)).strip() == "lost"
             assert e.leading
             nursery.cancel_scope.cancel()
-    finally:
-        os.kill(child.pid, signal.SIGCONT)
-        end_process(child, signal.SIGKILL)
 
 
 async def test_a_hung_etcd_member_does_not_cost_the_lead(etcd_cluster: EtcdCluster) -> None:

@@ -18,12 +18,8 @@ from edgerm_master.testing_io import MasterProcess
 
 @pytest.fixture
 def master(tmp_path: Path) -> Iterator[MasterProcess]:
-    m = MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500)
-    m.start()
-    try:
+    with MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500) as m:
         yield m
-    finally:
-        m.stop()
 
 
 async def post_batch(coap: object, master: MasterProcess, calls: list[bytes]) -> list[bytes]:

@@ -10,7 +10,6 @@ heap) given several masters (config "master" a list) against real master process
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,12 @@ from trio_websocket import open_websocket_url
 
 from edgerm.wire import decode, encode, pb
 from edgerm_master.testing import ScriptedFramework
-from edgerm_master.testing_io import MasterProcess, WsFrameworkClient, standby_process
+from edgerm_master.testing_io import (
+    MasterProcess,
+    WsFrameworkClient,
+    free_ports,
+    standby_process,
+)
 
 from .conftest import needs_micropython
 from .test_master_e2e import SAMPLER, SLEEPER, _launch, _spec, _until, _upload
@@ -78,14 +82,6 @@ async def test_started_at_a_standby_it_works_with_the_leader(agent_factory,  # t
     finally:
         for m in (standby, naming_outsider, leader, outsider):
             await trio.to_thread.run_sync(m.stop)
-
-
-def free_ports() -> tuple[int, int]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-        u.bind(("127.0.0.1", 0))
-        t.bind(("127.0.0.1", 0))
-        return u.getsockname()[1], t.getsockname()[1]
 
 
 async def test_a_failover_keeps_its_identity_and_running_task(agent_factory,  # type: ignore[no-untyped-def]

@@ -105,10 +105,34 @@ def _spec(sha: bytes, size: int, n: int, period_ms: int) -> pb.TaskSpec:
             env=[pb.EnvVar(name="PERIOD_MS", value=str(period_ms))]))
 
 
+def _master(tmp_path: Path) -> MasterProcess:
+    """The master, keeping an agent it has not heard from for 120 s (an outage is no loss)."""
+    return MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500,
+                         extra=["--lost-after-s", "120"])
+
+
+def _device_config(port: int, readings: int) -> dict[str, Any]:
+    """The MicroPython device "mp-gw" behind the gateway at `port`; its `temp` sensor reads
+    1.0, 2.0, … `readings`."""
+    return {
+        "master": f"127.0.0.1:{port}", "token": "tok", "name": "mp-gw",
+        "heartbeat_ms": 500, "ack_timeout_ms": 300, "max_retransmit": 2,
+        "log_level": 2, "block_szx": 3, "mem_mb": 0.0625,
+        "sensors": [{"name": "temp", "unit": "Cel",
+                     "sim": [float(i) for i in range(1, readings + 1)]}]}
+
+
+async def _stop(gw: LinuxAgent | None, master: MasterProcess) -> None:
+    """Stop the gateway (its log printed first: what a failure report needs) and the master."""
+    if gw is not None:
+        print("--- gateway log ---\n" + gw.log())
+        gw.stop()
+    await trio.to_thread.run_sync(master.stop)
+
+
 async def test_device_behind_a_gateway_through_an_outage_and_a_gateway_crash(
         agent_factory: Any, tmp_path: Path) -> None:
-    master = MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500,
-                           extra=["--lost-after-s", "120"])
+    master = _master(tmp_path)
     await trio.to_thread.run_sync(master.start)
     gw: LinuxAgent | None = None
     try:
@@ -119,12 +143,7 @@ async def test_device_behind_a_gateway_through_an_outage_and_a_gateway_crash(
             port = free_udp_port()
             gw = gateway_process(tmp_path, master, relay.port, port).start()
             queue = tmp_path / "gw" / "gateway" / "queue.sqlite"
-            device = agent_factory({
-                "master": f"127.0.0.1:{port}", "token": "tok", "name": "mp-gw",
-                "heartbeat_ms": 500, "ack_timeout_ms": 300, "max_retransmit": 2,
-                "log_level": 2, "block_szx": 3, "mem_mb": 0.0625,
-                "sensors": [{"name": "temp", "unit": "Cel",
-                             "sim": [float(i) for i in range(1, 3 * N + 1)]}]})
+            device = agent_factory(_device_config(port, readings=3 * N))
             await device.start()
             f = await open_framework(n, master.ws)
             await _offer_on(f, "gw")        # the gateway's own agent
@@ -176,17 +195,13 @@ async def test_device_behind_a_gateway_through_an_outage_and_a_gateway_crash(
             assert device.alive(), device.output()
             n.cancel_scope.cancel()
     finally:
-        if gw is not None:
-            print("--- gateway log ---\n" + gw.log())
-            gw.stop()
-        await trio.to_thread.run_sync(master.stop)
+        await _stop(gw, master)
 
 
 async def test_a_lossy_uplink_every_reading_once_and_in_order(agent_factory: Any,
                                                               tmp_path: Path) -> None:
     rng = random.Random(14)
-    master = MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500,
-                           extra=["--lost-after-s", "120"])
+    master = _master(tmp_path)
     await trio.to_thread.run_sync(master.start)
     gw: LinuxAgent | None = None
     try:
@@ -196,12 +211,7 @@ async def test_a_lossy_uplink_every_reading_once_and_in_order(agent_factory: Any
             n.start_soon(relay.run)
             port = free_udp_port()
             gw = gateway_process(tmp_path, master, relay.port, port, uplink_timeout_s=8.0).start()
-            device = agent_factory({
-                "master": f"127.0.0.1:{port}", "token": "tok", "name": "mp-gw",
-                "heartbeat_ms": 500, "ack_timeout_ms": 300, "max_retransmit": 2,
-                "log_level": 2, "block_szx": 3, "mem_mb": 0.0625,
-                "sensors": [{"name": "temp", "unit": "Cel",
-                             "sim": [float(i) for i in range(1, 21)]}]})
+            device = agent_factory(_device_config(port, readings=20))
             await device.start()
             f = await open_framework(n, master.ws)
             sha = await _upload_mp(f, SAMPLER)
@@ -211,7 +221,4 @@ async def test_a_lossy_uplink_every_reading_once_and_in_order(agent_factory: Any
             assert relay.lost["up"] > 0 and relay.lost["down"] > 0  # the loss was real
             n.cancel_scope.cancel()
     finally:
-        if gw is not None:
-            print("--- gateway log ---\n" + gw.log())
-            gw.stop()
-        await trio.to_thread.run_sync(master.stop)
+        await _stop(gw, master)
