@@ -194,7 +194,7 @@ async def main_async(args: argparse.Namespace, out: TextIO) -> int:
     task_args = [f"{args.setpoint:g}", str(args.steps), str(args.period_ms),
                  f"{args.hysteresis:g}"]
     try:
-        async with Framework.connect(target.master, name="thermostat",
+        async with Framework.connect(list(target.masters), name="thermostat",
                                      token=target.framework_token) as fw:
             modules: dict[int, Module] = {
                 WASM: await fw.upload(wasm_bytes, name="thermostat.wasm"),
