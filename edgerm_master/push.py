@@ -53,7 +53,18 @@ async def ws_writer(ws: WsConnection, receive: trio.MemoryReceiveChannel[bytes |
                     ) -> None:
     """Send what is queued to `ws`; close it on a `Close` or when the sender closes."""
     async with receive:
-        async for data in receive:
+        while True:
+            # What is already queued is taken without `receive()`'s extra trip through the
+            # scheduler (a burst of events after a commit is common); `ws.send` still yields.
+            try:
+                data = receive.receive_nowait()
+            except trio.WouldBlock:
+                try:
+                    data = await receive.receive()
+                except trio.EndOfChannel:
+                    break
+            except trio.EndOfChannel:
+                break
             if isinstance(data, Close):
                 await ws.aclose(data.code, data.reason or None)
                 return

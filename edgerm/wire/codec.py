@@ -96,6 +96,10 @@ _unpack_single = struct.Struct(">f").unpack
 _STRING = _T.TYPE_STRING
 _BYTES = _T.TYPE_BYTES
 _BOOL = _T.TYPE_BOOL
+_INT_TYPES = frozenset({
+    _T.TYPE_UINT32, _T.TYPE_FIXED32, _T.TYPE_UINT64, _T.TYPE_FIXED64, _T.TYPE_INT32,
+    _T.TYPE_SINT32, _T.TYPE_SFIXED32, _T.TYPE_INT64, _T.TYPE_SINT64, _T.TYPE_SFIXED64, _ENUM,
+})
 
 
 def cbor_head(major: int, n: int) -> bytes:
@@ -149,18 +153,49 @@ def _encode_value(t: int, v: Any, out: bytearray) -> None:
         out += cbor_head(0, v) if v >= 0 else cbor_head(1, -1 - v)
 
 
+# Per field descriptor: (the canonical head of its key, repeated?, type), so the hot loop does no
+# descriptor attribute reads or head arithmetic per field.
+_ENC_FIELDS: dict[FieldDescriptor, tuple[bytes, bool, int]] = {}
+
+
+def _enc_field(fd: FieldDescriptor) -> tuple[bytes, bool, int]:
+    info = (cbor_head(0, fd.number), _is_repeated(fd), fd.type)
+    _ENC_FIELDS[fd] = info
+    return info
+
+
+_SMALL_MAP_HEADS = [cbor_head(5, n) for n in range(24)]
+
+
 def _encode_message(msg: Message, out: bytearray) -> None:
     # ListFields() yields the present fields in field-number order, which for our integer keys
     # is exactly the canonical key order, so no sorting pass is needed.
     fields = msg.ListFields()
-    out += cbor_head(5, len(fields))
+    n = len(fields)
+    out += _SMALL_MAP_HEADS[n] if n < 24 else cbor_head(5, n)
+    table = _ENC_FIELDS
     for fd, value in fields:
-        out += cbor_head(0, fd.number)
-        t = fd.type
-        if _is_repeated(fd):
+        info = table.get(fd)
+        if info is None:
+            info = _enc_field(fd)
+        key, repeated, t = info
+        out += key
+        if repeated:
             out += cbor_head(4, len(value))
             for item in value:
                 _encode_value(t, item, out)
+        elif t == _MESSAGE:
+            _encode_message(value, out)
+        elif t == _STRING:
+            b = value.encode("utf-8")
+            n = len(b)
+            out += bytes((0x60 | n,)) if n < 24 else cbor_head(3, n)
+            out += b
+        elif t in _INT_TYPES:
+            if 0 <= value < 24:
+                out.append(value)
+            else:
+                out += cbor_head(0, value) if value >= 0 else cbor_head(1, -1 - value)
         else:
             _encode_value(t, value, out)
 
@@ -325,29 +360,70 @@ def _where(desc: Descriptor, fd: FieldDescriptor | None) -> str:
     return f"{desc.name}.{fd.name}" if fd is not None else desc.name
 
 
-def _scalar(r: _Reader, fd: FieldDescriptor) -> Any:
+# Field kinds of the decode table.
+_K_INT, _K_FLOAT, _K_BOOL, _K_STR, _K_BYTES, _K_MSG = range(6)
+
+
+class _Field:
+    """What decoding needs of one field, read once from its descriptor (the hot loop then does
+    no descriptor attribute reads or type dispatch through sets)."""
+
+    __slots__ = ("fd", "name", "kind", "repeated", "oneof", "lo", "hi")
+
+    def __init__(self, fd: FieldDescriptor) -> None:
+        t = fd.type
+        self.fd = fd
+        self.name = fd.name
+        self.repeated = _is_repeated(fd)
+        oneof = fd.containing_oneof
+        self.oneof = oneof.name if oneof is not None else None
+        self.lo, self.hi = _INT_RANGES.get(t, (0, 0))
+        if t in _INT_RANGES:
+            self.kind = _K_INT
+        elif t in _DOUBLE_TYPES:
+            self.kind = _K_FLOAT
+        elif t == _BOOL:
+            self.kind = _K_BOOL
+        elif t == _STRING:
+            self.kind = _K_STR
+        elif t == _BYTES:
+            self.kind = _K_BYTES
+        elif t == _MESSAGE:
+            self.kind = _K_MSG
+        else:  # pragma: no cover - the schema has none
+            raise TypeError(f"unsupported field type {t} of {fd.full_name}")
+
+
+_DEC_TABLES: dict[str, dict[int, _Field]] = {}
+
+
+def _dec_table(desc: Descriptor) -> dict[int, _Field]:
+    table = _DEC_TABLES.get(desc.full_name)
+    if table is None:
+        table = {num: _Field(fd) for num, fd in desc.fields_by_number.items()}
+        _DEC_TABLES[desc.full_name] = table
+    return table
+
+
+def _scalar(r: _Reader, f: _Field) -> Any:
+    kind = f.kind
+    if kind == _K_INT:  # one-byte unsigned integers (0..23), every type's range holds them
+        pos = r.pos
+        if pos < len(r.buf) and r.buf[pos] < 24:
+            r.pos = pos + 1
+            return r.buf[pos]
     major, info, arg = r.head()
-    t = fd.type
-    if t in _INT_RANGES:
+    if kind == _K_INT:
         if major == 0 and arg != _INDEFINITE:
             value = arg
         elif major == 1 and arg != _INDEFINITE:
             value = -1 - arg
         else:
             raise _Bad(f"expected integer, got {_MAJOR_NAMES[major]}")
-        lo, hi = _INT_RANGES[t]
-        if not lo <= value <= hi:
+        if not f.lo <= value <= f.hi:
             raise _Bad(f"integer {value} out of range")
         return value
-    if t in _DOUBLE_TYPES:
-        if major != 7 or info not in (25, 26, 27):
-            raise _Bad(f"expected float, got {_MAJOR_NAMES[major]}")
-        return _float(info, arg)
-    if t == _T.TYPE_BOOL:
-        if major == 7 and info in (20, 21):
-            return info == 21
-        raise _Bad(f"expected bool, got {_MAJOR_NAMES[major]}")
-    if t == _T.TYPE_STRING:
+    if kind == _K_STR:
         if major != 3:
             raise _Bad(f"expected text string, got {_MAJOR_NAMES[major]}")
         raw = _string(r, 3, arg, r.limits.max_string)
@@ -355,11 +431,18 @@ def _scalar(r: _Reader, fd: FieldDescriptor) -> Any:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise _Bad("invalid UTF-8") from None
-    if t == _T.TYPE_BYTES:
+    if kind == _K_BYTES:
         if major != 2:
             raise _Bad(f"expected byte string, got {_MAJOR_NAMES[major]}")
         return _string(r, 2, arg, r.limits.max_bytes)
-    raise _Bad(f"unsupported field type {t}")  # pragma: no cover - schema has none
+    if kind == _K_FLOAT:
+        if major != 7 or info not in (25, 26, 27):
+            raise _Bad(f"expected float, got {_MAJOR_NAMES[major]}")
+        return _float(info, arg)
+    # _K_BOOL
+    if major == 7 and info in (20, 21):
+        return info == 21
+    raise _Bad(f"expected bool, got {_MAJOR_NAMES[major]}")
 
 
 def _message(r: _Reader, msg: Message, depth: int) -> None:
@@ -372,63 +455,70 @@ def _message(r: _Reader, msg: Message, depth: int) -> None:
         raise DecodeError(f"{desc.name}: {e}") from None
     if major != 5:
         raise DecodeError(f"{desc.name}: expected map, got {_MAJOR_NAMES[major]}")
-    if count != _INDEFINITE and count > r.limits.max_items:
-        raise DecodeError(f"{desc.name}: {count} entries over the limit of {r.limits.max_items}")
+    max_items = r.limits.max_items
+    if count != _INDEFINITE and count > max_items:
+        raise DecodeError(f"{desc.name}: {count} entries over the limit of {max_items}")
     msg.SetInParent()
     seen: set[int] = set()
     oneofs_seen: set[str] = set()
-    fields_by_number = desc.fields_by_number
+    table = _dec_table(desc)
     n = 0
     while True:
-        fd: FieldDescriptor | None = None
+        f: _Field | None = None
         try:
             if count == _INDEFINITE:
                 if r.at_break():
                     break
                 n += 1
-                if n > r.limits.max_items:
-                    raise _Bad(f"more than {r.limits.max_items} entries")
+                if n > max_items:
+                    raise _Bad(f"more than {max_items} entries")
             else:
                 if n == count:
                     break
                 n += 1
-            kmajor, _, key = r.head()
-            if kmajor != 0 or key == _INDEFINITE:
-                raise _Bad(f"map key must be a non-negative integer, got {_MAJOR_NAMES[kmajor]}")
+            pos = r.pos
+            if pos < len(r.buf) and r.buf[pos] < 24:  # a key 0..23 in one byte: the usual case
+                key = r.buf[pos]
+                r.pos = pos + 1
+            else:
+                kmajor, _, key = r.head()
+                if kmajor != 0 or key == _INDEFINITE:
+                    raise _Bad(
+                        f"map key must be a non-negative integer, got {_MAJOR_NAMES[kmajor]}")
             if key in seen:
                 raise _Bad(f"duplicate key {key}")
             seen.add(key)
-            fd = fields_by_number.get(key)
-            if fd is None:
+            f = table.get(key)
+            if f is None:
                 _skip(r, depth + 1)
                 continue
-            oneof = fd.containing_oneof
+            oneof = f.oneof
             if oneof is not None:
-                if oneof.name in oneofs_seen:
-                    raise _Bad(f"a second member of oneof {oneof.name}")
-                oneofs_seen.add(oneof.name)
-            if _is_repeated(fd):
-                _repeated(r, msg, fd, depth)
-            elif fd.type == _MESSAGE:
-                _message(r, getattr(msg, fd.name), depth + 1)
+                if oneof in oneofs_seen:
+                    raise _Bad(f"a second member of oneof {oneof}")
+                oneofs_seen.add(oneof)
+            if f.repeated:
+                _repeated(r, msg, f, depth)
+            elif f.kind == _K_MSG:
+                _message(r, getattr(msg, f.name), depth + 1)
             else:
-                setattr(msg, fd.name, _scalar(r, fd))
+                setattr(msg, f.name, _scalar(r, f))
         except _Bad as e:
-            raise DecodeError(f"{_where(desc, fd)}: {e}") from None
+            raise DecodeError(f"{_where(desc, f.fd if f is not None else None)}: {e}") from None
         except DecodeError as e:
-            if fd is None:
+            if f is None:
                 raise
-            raise DecodeError(f"{_where(desc, fd)} > {e}") from None
+            raise DecodeError(f"{_where(desc, f.fd)} > {e}") from None
 
 
-def _repeated(r: _Reader, msg: Message, fd: FieldDescriptor, depth: int) -> None:
+def _repeated(r: _Reader, msg: Message, f: _Field, depth: int) -> None:
     major, _, count = r.head()
     if major != 4:
         raise _Bad(f"expected array, got {_MAJOR_NAMES[major]}")
     if count != _INDEFINITE and count > r.limits.max_items:
         raise _Bad(f"{count} items over the limit of {r.limits.max_items}")
-    target = getattr(msg, fd.name)
-    is_msg = fd.type == _MESSAGE
+    target = getattr(msg, f.name)
+    is_msg = f.kind == _K_MSG
     n = 0
     while True:
         if count == _INDEFINITE:
@@ -442,7 +532,7 @@ def _repeated(r: _Reader, msg: Message, fd: FieldDescriptor, depth: int) -> None
         if is_msg:
             _message(r, target.add(), depth + 1)
         else:
-            target.append(_scalar(r, fd))
+            target.append(_scalar(r, f))
 
 
 def decode(
