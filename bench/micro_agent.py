@@ -21,7 +21,9 @@ Two layouts of the agent's bytecode are measured:
   the agent's modules, and peak_heap_live_beyond_imports, what the agent's data and a task
   add on top of it.
 - peak_heap_live_mpy_task: the task shipped as .mpy, so nothing is compiled on the agent;
-  peak_heap_live_observe_off: with `observe: false` (heartbeats POSTed to `a`, no pushes).
+  peak_heap_live_observe_off: with `observe: false` (heartbeats POSTed to `a`, no pushes);
+  peak_heap_live_two_masters: configured with two masters (`master` a list, docs/ha.md), the
+  first one answering.
 - micro_agent.min_heapsize_all_in_heap: the smallest `micropython -X heapsize=` (bisected,
   1 KB steps) with which the agent registers and runs the sampler task to FINISHED; goal
   <= 48 KB. min_heapsize: the same with the ROMFS layout, minus the image's KB.
@@ -125,7 +127,7 @@ def _emit(metric: str, value: float, unit: str, goal: float | None) -> None:
 
 async def _scenario(code: Path, script: str, heap_kb: int, work: Path,
                     timeout: float = 8.0, mpy_task: bool = False,
-                    observe: bool = True) -> tuple[bool, str]:
+                    observe: bool = True, two_masters: bool = False) -> tuple[bool, str]:
     """Run the agent (script in `code`) with a heap of `heap_kb`; True when it registered and
     the sampler finished. Returns (ok, the agent's output)."""
     from edgerm.wire import pb
@@ -137,6 +139,8 @@ async def _scenario(code: Path, script: str, heap_kb: int, work: Path,
            "state": str(work / "state.cbor"), "cache": str(work / "cache"), "block_szx": 4,
            "sensors": [{"name": "temp", "unit": "Cel", "sim": [20.5, 21.0]}],
            "observe": observe}
+    if two_masters:   # the second is never needed: the first leads
+        cfg["master"] = [cfg["master"], "127.0.0.1:9"]
     shutil.rmtree(work / "cache", ignore_errors=True)
     (work / "state.cbor").unlink(missing_ok=True)
     (work / "config.json").write_text(json.dumps(cfg))
@@ -229,6 +233,11 @@ async def main() -> None:
         if not ok or not peaks:
             raise SystemExit(f"the probed run failed:\n{out[-2000:]}")
         _emit("peak_heap_live_observe_off", round(int(peaks[-1][1]) / 1024, 1), "KB", None)
+        ok, out = await _scenario(work, "probe_rom.py", 256, work, two_masters=True)
+        peaks = re.findall(r"PEAK (\d+) (\d+)", out)
+        if not ok or not peaks:
+            raise SystemExit(f"the probed run failed:\n{out[-2000:]}")
+        _emit("peak_heap_live_two_masters", round(int(peaks[-1][1]) / 1024, 1), "KB", 24)
         _emit("romfs_image", image, "bytes", None)
         kb = -(-image // 1024)
         _emit("min_heapsize", await _min_heap(work, "main_rom.py", work) - kb, "KB", 48)

@@ -26,6 +26,13 @@ framework needs:
    send, receive, close) is the shared transport's client, `edgerm.transport.websocket`; the
    reconnect loop is the SDK's own, as it is a failover with deadlines, not a plain re-dial.
 
+Several masters (docs/ha.md): `master` may be a list (or a comma-separated string). A standby
+refuses the subscription with NOT_LEADER naming the leader; the SDK goes there if that URL is
+one of its masters, else to the next one, and it moves on after a lost connection or a timeout
+too (`edgerm.masters.MasterList`). It keeps its framework id and secret, its tasks and the
+updates not yet acknowledged: at the leader it fails over (re-subscribes with id and secret)
+and reconciles, as after any reconnect.
+
 Delivery guarantees as a framework sees them:
 - Status updates are at-least-once: the master re-sends an update carrying a `uuid` until it is
   acknowledged. The SDK acknowledges automatically once the event is queued for the user (turn it
@@ -76,6 +83,7 @@ from edgerm.framework_protocol import (
     reason_name,
     state_name,
 )
+from edgerm.masters import MasterList, split_urls
 from edgerm.service_nursery import open_service_nursery
 from edgerm.tasks import (
     DOCKER,
@@ -169,7 +177,8 @@ class Framework:
     """A framework connected to a master. Create it with `Framework.connect(...)`.
 
     Args:
-      master: "ws://host:port" (the `/framework` path is added when missing).
+      master: "ws://host:port" (the `/framework` path is added when missing), or several
+        masters: a list, or one string of comma-separated addresses.
       name, token, role: what `Subscribe` carries.
       failover_timeout_s: how long the master keeps this framework's tasks after a disconnect.
       framework_id, framework_secret: fail over into an existing framework instead of
@@ -192,12 +201,16 @@ class Framework:
     `max_module_bytes` raises `ModuleTooLarge` from `upload` before anything is sent.
     """
 
-    def __init__(self, master: str, *, name: str, token: str, failover_timeout_s: float = 60.0,
+    def __init__(self, master: str | Sequence[str], *, name: str, token: str,
+                 failover_timeout_s: float = 60.0,
                  role: str = "", framework_id: str = "", framework_secret: bytes = b"",
                  auto_ack: bool = True, call_timeout_s: float = 10.0,
                  connect_timeout_s: float = 10.0, backoff: Backoff | None = None,
                  max_module_bytes: int = MAX_MODULE_BYTES) -> None:
-        self.url = framework_url(master)
+        given = split_urls([master] if isinstance(master, str) else master)
+        self.masters = MasterList(framework_url(m) for m in given or [""])
+        self._hint: str | None = None   # a NOT_LEADER refusal's leader ("" none) to act on
+        self._followed = 0              # named leaders followed at once, in a row
         self.max_module_bytes = max_module_bytes
         self.core = FrameworkProtocol(name, token, failover_timeout_s=failover_timeout_s,
                                       role=role, framework_id=framework_id,
@@ -229,7 +242,8 @@ class Framework:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, master: str, **kwargs: Any) -> AsyncIterator[Framework]:
+    async def connect(cls, master: str | Sequence[str], **kwargs: Any
+                      ) -> AsyncIterator[Framework]:
         """Subscribe and yield the framework (raises `CallError`/`FrameworkError` if the first
         subscription fails within `connect_timeout_s`)."""
         fw = cls(master, **kwargs)
@@ -242,6 +256,11 @@ class Framework:
                 nursery.cancel_scope.cancel()
 
     # -- what users read
+
+    @property
+    def url(self) -> str:
+        """The master in use now (its /framework URL)."""
+        return self.masters.current
 
     @property
     def framework_id(self) -> str:
@@ -417,6 +436,8 @@ class Framework:
                 if e.code in (pb.UNAUTHENTICATED, pb.BAD_REQUEST, pb.FORBIDDEN, pb.UNSUPPORTED):
                     raise
                 reason = str(e)     # UNAVAILABLE (master recovering) and the like: retry
+                if e.code == pb.NOT_LEADER:
+                    self._hint = e.leader
             self._disconnect(reason)
             if self._closing:
                 return
@@ -427,7 +448,29 @@ class Framework:
                                       f"({self.core.failover_timeout_s:g} s): {reason}")
             if not self._started and now > first_deadline:
                 raise FrameworkError(f"cannot subscribe at {self.url}: {reason}")
-            await trio.sleep(self.backoff.next_delay())
+            if not await self._next_master():
+                await trio.sleep(self.backoff.next_delay())
+
+    async def _next_master(self) -> bool:
+        """After a refusal or a lost connection: move to the next master (the named leader if
+        it is one of ours). True when the move needs no back-off first (following a named
+        leader, a few times in a row at most: masters mid-failover may name each other)."""
+        hint, self._hint = self._hint, None
+        if len(self.masters) < 2:
+            return False
+        old = self.url
+        new = self.masters.refused(hint) if hint is not None else self.masters.rotate()
+        if hint and self.masters.find(hint) is None:
+            log.warning("the master at %s is a standby naming %s, which is not one of this "
+                        "framework's masters; trying %s", old, hint, new)
+        else:
+            log.info("trying the master at %s (%s was %s)", new, old,
+                     "a standby" if hint is not None else "unreachable")
+        if hint and new != old and self.masters.find(hint) is not None and self._followed < 3:
+            self._followed += 1
+            return True
+        self._followed = 0
+        return False
 
     def _end(self, error: FrameworkError) -> None:
         log.error("framework %s ended: %s", self.core.framework_id, error)
@@ -462,6 +505,7 @@ class Framework:
             self._ws = ws
             self._notify()
             self.backoff.reset()
+            self._followed = 0
             if task_status is not None:
                 self._started = True
                 task_status.started()
@@ -485,6 +529,8 @@ class Framework:
                 await ws.send(frame)
 
     def _dispatch(self, ev: Event) -> None:
+        if isinstance(ev, ErrorEvent) and ev.code == pb.NOT_LEADER:
+            self._hint = ev.leader   # this master stepped down; it closes the connection
         if isinstance(ev, CallAnswered):
             waiter = self._waiters.get(ev.call_id)
             if waiter is not None:

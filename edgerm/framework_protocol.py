@@ -71,11 +71,13 @@ class FrameworkError(Exception):
 
 
 class CallError(FrameworkError):
-    """The master refused a call: `code` is a `pb.ErrorCode`, `message` says what to do."""
+    """The master refused a call: `code` is a `pb.ErrorCode`, `message` says what to do;
+    `leader`: for NOT_LEADER, the leading master's URL if the refusing standby knows it."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, leader: str = "") -> None:
         self.code = code
         self.message = message
+        self.leader = leader
         try:
             name = pb.ErrorCode.Name(code)
         except ValueError:
@@ -167,11 +169,13 @@ class OutputEvent(Event):
 @dataclass(frozen=True)
 class ErrorEvent(Event):
     """An error from the master not tied to a call awaiting its answer (a refused decline or
-    kill names it by `call_id`)."""
+    kill names it by `call_id`). NOT_LEADER (the master became a standby) names the leader in
+    `leader` when known; the SDK moves there by itself if it is one of its masters."""
 
     code: int
     message: str
     call_id: int = 0
+    leader: str = ""
 
 
 @dataclass(frozen=True)
@@ -346,7 +350,7 @@ class FrameworkProtocol:
         if kind == "output":
             return self._output(ev.output)
         if kind == "error":
-            return [ErrorEvent(ev.error.code, ev.error.message, ev.call_id)]
+            return [ErrorEvent(ev.error.code, ev.error.message, ev.call_id, ev.error.leader)]
         # ping (liveness already noted), late answers to calls nobody awaits any more, and
         # event kinds from a newer master: nothing for the user.
         return []
@@ -379,7 +383,7 @@ class FrameworkProtocol:
             if self.framework_id and code == pb.NOT_FOUND:
                 raise FailoverExpired(f"the master no longer knows framework "
                                       f"{self.framework_id}: {message}")
-            raise CallError(code, message)
+            raise CallError(code, message, ev.error.leader)
         if kind != "subscribed":
             self.bad_frames += 1
             raise CallError(pb.INTERNAL, f"expected 'subscribed', the master sent {kind!r}")

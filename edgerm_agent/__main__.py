@@ -1,7 +1,8 @@
 """`edgerm-agent CONFIG.toml` / `python -m edgerm_agent CONFIG.toml`: run the Linux agent.
 
 A start-up failure (config, checkpoint, work dir) is one line on stderr and exit code 2; Ctrl-C
-(SIGINT) ends it with 130 and no traceback. While it runs, it logs to stderr (docs/agent.md).
+(SIGINT) ends it with 130 and no traceback. With a `[gateway]` table it also serves the constrained
+agents behind it (docs/gateway.md). While it runs, it logs to stderr (docs/agent.md).
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         return _fail(f"config {args.config}: {e}")
     try:
-        trio.run(Agent(config).run)
+        if config.gateway is not None:
+            from edgerm_agent.gateway_shell import run_agent
+
+            trio.run(run_agent, config)
+        else:
+            trio.run(Agent(config).run)
     except CheckpointError as e:
         return _fail(str(e))
     except OSError as e:

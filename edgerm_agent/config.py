@@ -8,6 +8,7 @@ Example::
 
     [master]
     url = "ws://master.example:5690/agent"    # or "coap://master.example:5683"
+    # several masters (one leads, docs/ha.md): urls = ["coap://m1:5683", "coap://m2:5683"]
     token = "the cluster agent token"
 
     [resources]
@@ -37,7 +38,8 @@ from urllib.parse import urlsplit
 
 from edgerm_agent.sensors import SensorSpec
 
-__all__ = ["AgentConfig", "ConfigError", "DeviceConfig", "load_config", "parse_config"]
+__all__ = ["AgentConfig", "ConfigError", "DeviceConfig", "GatewayConfig", "load_config",
+           "parse_config"]
 
 
 class ConfigError(ValueError):
@@ -52,6 +54,21 @@ class DeviceConfig:
     unit: str = ""
     path: str = ""                 # host device node passed to containers (kind "other")
     sensor: SensorSpec | None = None
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """`[gateway]`: this agent also serves the constrained agents behind it (docs/gateway.md)."""
+    host: str = "::"                    # the local side: devices use host:port as their master
+    port: int = 5683
+    uplink: tuple[str, ...] = ()        # coap://HOST:PORT of each master; () = [master]'s coap
+    cache_mb: float = 16.0              # module cache bound
+    queue_max: int = 10_000             # kept updates at most
+    queue_path: Path | None = None      # the SQLite queue; None: <work_dir>/gateway/queue.sqlite
+    window_ms: float = 2.0              # aggregation window of live calls
+    batch_max: int = 32                 # calls in one uplink message (the master takes 64)
+    reply_timeout_s: float = 20.0       # a device call waits this long for the master's answer
+    uplink_timeout_s: float = 10.0      # one uplink exchange, CoAP retransmissions included
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,14 @@ class AgentConfig:
     coap_ack_timeout_s: float = 2.0
     coap_max_retransmit: int = 4
     coap_block_size: int = 1024         # module downloads; 16..1024, a power of two
+    # Every master the agent may use, `master_url` first ([master] url and/or urls): it
+    # follows the leader among them (docs/ha.md). Empty: only master_url.
+    master_urls: tuple[str, ...] = ()
+    gateway: GatewayConfig | None = None   # [gateway]: relay for constrained agents
+
+    @property
+    def masters(self) -> tuple[str, ...]:
+        return self.master_urls or (self.master_url,)
 
     @property
     def transport(self) -> str:
@@ -103,8 +128,8 @@ class AgentConfig:
 # required key it was meant to be. `attributes` holds free labels and is not listed.
 _KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"name", "work_dir", "master", "resources", "attributes", "devices",
-                   "executors", "docker", "wasm", "timing", "coap"}),
-    "master": frozenset({"url", "token", "max_payload"}),
+                   "executors", "docker", "wasm", "timing", "coap", "gateway"}),
+    "master": frozenset({"url", "urls", "token", "max_payload"}),
     "resources": frozenset({"cpus", "mem_mb", "disk_mb", "reserved_cpus", "reserved_mem_mb",
                             "reserved_disk_mb", "ports"}),
     "devices": frozenset({"name", "kind", "shares", "unit", "path", "constant", "sine", "file",
@@ -115,6 +140,8 @@ _KEYS: dict[str, frozenset[str]] = {
     "wasm": frozenset({"default_mem_mb", "stack_kb", "fetch_attempts", "fetch_retry_s"}),
     "timing": frozenset({"call_timeout_s", "backoff_initial_s", "backoff_max_s", "heartbeat_s"}),
     "coap": frozenset({"ack_timeout_s", "max_retransmit", "block_size"}),
+    "gateway": frozenset({"host", "port", "uplink", "cache_mb", "queue_max", "queue_path",
+                          "window_ms", "batch_max", "reply_timeout_s", "uplink_timeout_s"}),
 }
 
 
@@ -133,7 +160,8 @@ def _check_keys(raw: Any, table: str, where: str) -> None:
 
 def _check_all_keys(raw: dict[str, Any]) -> None:
     _check_keys(raw, "", "")
-    for table in ("master", "resources", "executors", "docker", "wasm", "timing", "coap"):
+    for table in ("master", "resources", "executors", "docker", "wasm", "timing", "coap",
+                  "gateway"):
         _check_keys(raw.get(table), table, table)
     devices = raw.get("devices")
     if isinstance(devices, list):
@@ -227,6 +255,28 @@ def _device(raw: Any, i: int) -> DeviceConfig:
                         path=_get(raw, "path", str, where) or "", sensor=sensor)
 
 
+def _master_urls(master: dict[str, Any]) -> tuple[str, ...]:
+    """[master] url and urls: every master, `url` first, each once, each ws, wss or coap."""
+    url = _get(master, "url", str, "master.")
+    listed = _get(master, "urls", list, "master.") or []
+    urls: list[str] = [url] if url else []
+    for i, u in enumerate(listed):
+        if not isinstance(u, str) or not u:
+            raise ConfigError(f"master.urls[{i}]: expected a URL string like "
+                              "\"coap://HOST:PORT\"")
+        if u not in urls:
+            urls.append(u)
+    if not urls:
+        raise ConfigError("master.url: required (ws://HOST:PORT/agent or coap://HOST:PORT; "
+                          "several masters: master.urls = [...])")
+    for u in urls:
+        scheme = urlsplit(u).scheme
+        if scheme not in ("ws", "wss", "coap"):
+            key = "master.url" if u == url else f"master.urls[{listed.index(u)}]"
+            raise ConfigError(f"{key}: scheme {scheme!r} of {u!r} is not ws, wss or coap")
+    return tuple(urls)
+
+
 def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
     import socket
 
@@ -234,12 +284,8 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
     master = raw.get("master") or {}
     if not isinstance(master, dict):
         raise ConfigError("master: expected a table")
-    url = _get(master, "url", str, "master.")
-    if not url:
-        raise ConfigError("master.url: required (ws://HOST:PORT/agent or coap://HOST:PORT)")
-    scheme = urlsplit(url).scheme
-    if scheme not in ("ws", "wss", "coap"):
-        raise ConfigError(f"master.url: scheme {scheme!r} is not ws, wss or coap")
+    urls = _master_urls(master)
+    url = urls[0]
     token = _get(master, "token", str, "master.") or ""
     work_dir = Path(_get(raw, "work_dir", str, "") or "edgerm-agent")
     if base is not None and not work_dir.is_absolute():
@@ -269,6 +315,7 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
         name=_get(raw, "name", str, "") or socket.gethostname(),
         work_dir=work_dir,
         master_url=url,
+        master_urls=urls,
         token=token,
         cpus=_number(res, "cpus", w, None),
         mem_mb=_number(res, "mem_mb", w, None),
@@ -292,6 +339,50 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
         heartbeat_s=_number(timing, "heartbeat_s", t, 5.0) or 5.0,
         max_payload=int(_number(master, "max_payload", "master.", 0) or 0),
         **_coap(raw.get("coap") or {}),
+        gateway=_gateway(raw["gateway"], urls, base) if "gateway" in raw else None,
+    )
+
+
+def _gateway(gw: Any, masters: tuple[str, ...], base: Path | None) -> GatewayConfig:
+    if not isinstance(gw, dict):
+        raise ConfigError("gateway: expected a table ([gateway])")
+    g = "gateway."
+    uplink_raw = _get(gw, "uplink", (str, list), g)
+    listed = [uplink_raw] if isinstance(uplink_raw, str) else list(uplink_raw or [])
+    if not listed:
+        listed = [u for u in masters if urlsplit(u).scheme == "coap"]
+        if not listed:
+            raise ConfigError("gateway.uplink: required when no [master] url is coap:// "
+                              "(the relay's uplink is CoAP: uplink = \"coap://MASTER:5683\")")
+    for u in listed:
+        parts = urlsplit(u) if isinstance(u, str) else None
+        if parts is None or parts.scheme != "coap" or not parts.hostname:
+            raise ConfigError(f"gateway.uplink: {u!r} is not a coap://HOST:PORT URL")
+    port = _get(gw, "port", int, g)
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigError("gateway.port: 0..65535 (0 picks a free one)")
+    batch_max = _get(gw, "batch_max", int, g)
+    if batch_max is not None and not 1 <= batch_max <= 64:
+        raise ConfigError("gateway.batch_max: 1..64 (the master takes at most 64 calls)")
+    queue_max = _get(gw, "queue_max", int, g)
+    if queue_max is not None and queue_max < 1:
+        raise ConfigError("gateway.queue_max: at least 1")
+    queue_path = _get(gw, "queue_path", str, g)
+    path = Path(queue_path) if queue_path else None
+    if path is not None and base is not None and not path.is_absolute():
+        path = base / path
+    d = GatewayConfig()
+    return GatewayConfig(
+        host=_get(gw, "host", str, g) or d.host,
+        port=d.port if port is None else port,
+        uplink=tuple(listed),
+        cache_mb=_number(gw, "cache_mb", g, d.cache_mb) or 0.0,
+        queue_max=d.queue_max if queue_max is None else queue_max,
+        queue_path=path,
+        window_ms=_number(gw, "window_ms", g, d.window_ms) or 0.0,
+        batch_max=d.batch_max if batch_max is None else batch_max,
+        reply_timeout_s=_number(gw, "reply_timeout_s", g, d.reply_timeout_s) or 1.0,
+        uplink_timeout_s=_number(gw, "uplink_timeout_s", g, d.uplink_timeout_s) or 1.0,
     )
 
 

@@ -13,7 +13,8 @@ a module, a module chunk that arrived, a refusal by the master to log (`Refused`
 report back with `task_changed()` and `publish()`.
 
 What goes out next, by priority:
- 1. `register` when the session is not registered (boot, `ReRegister`, UNAUTHENTICATED);
+ 1. `register` when the session is not registered (boot, `ReRegister`, UNAUTHENTICATED, a move
+    to another master: `master_changed`);
  2. module requests (WebSocket module transfer; the fetch waits on them);
  3. the oldest unacknowledged update (`StatusUpdate` or `Publish`), one per call — but a moved
     `command_ack` goes first once `_UPDATES_BEFORE_ACK` updates have gone out since it moved
@@ -74,6 +75,7 @@ from edgerm_agent.events import (
     OutgoingCall,
     Refused,
     Registered,
+    SwitchMaster,
 )
 from edgerm_agent.updates import UpdateQueue
 
@@ -107,6 +109,10 @@ _LEGACY_SEQ_GAP = 1 << 16
 # Unsigned UNAUTHENTICATED answers to our signed re-registration, in a row, after which the
 # identity is taken as unknown to the master (the MicroPython agent uses the same number).
 REFUSALS_TO_FORGET_IDENTITY = 3
+
+# NOT_LEADER refusals in a row that name a leader and are followed without a back-off (masters
+# in the middle of a failover may name each other for a moment: then back off as usual).
+_FOLLOW_AT_ONCE = 3
 
 
 @dataclass(frozen=True)
@@ -312,6 +318,17 @@ class AgentCore:
             self._want_observe = True
         self._back_off(now)
 
+    def master_changed(self, now: float) -> None:
+        """The shell moved to another master: re-register there (same identity, with every
+        task and the next update id, so nothing is relaunched and no update is lost). The
+        call in flight, if any, was to the old master and counts as failed."""
+        if self._in_flight is not None:
+            flight, self._in_flight = self._in_flight, None
+            if flight.kind == "module" and flight.module is not None:
+                self._module_requests.appendleft(flight.module)
+        self.registered = False
+        self._want_observe = False
+
     def receive_reply(self, data: bytes, now: float) -> None:
         """The reply to the call in flight."""
         flight = self._in_flight
@@ -501,6 +518,17 @@ class AgentCore:
 
     def _on_error(self, flight: _InFlight, reply: pb.AgentReply, now: float) -> None:
         code = reply.error.code
+        if code == pb.NOT_LEADER:
+            # A standby (unsigned, like every refusal): ask the shell to move; the call is
+            # retried there, at once while a named leader is being followed.
+            if flight.kind == "module" and flight.module is not None:
+                self._module_requests.appendleft(flight.module)
+            self._failures += 1
+            self._back_off(now)
+            if reply.error.leader and self._failures <= _FOLLOW_AT_ONCE:
+                self._retry_at = now
+            self._events.append(SwitchMaster(reply.error.leader))
+            return
         if code == pb.UNAUTHENTICATED:
             if flight.kind == "register" and not flight.fresh:
                 # The master does not know this identity: start afresh with the token. A refusal

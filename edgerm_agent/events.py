@@ -14,7 +14,7 @@ from edgerm.wire import pb
 
 __all__ = [
     "LaunchTask", "KillTask", "FetchModule", "ModuleChunk", "ModuleFailed", "Registered",
-    "Refused", "Event", "OutgoingCall",
+    "Refused", "SwitchMaster", "Event", "OutgoingCall",
 ]
 
 
@@ -81,8 +81,18 @@ class Refused:
     retry_at: float | None
 
 
+@dataclass(frozen=True)
+class SwitchMaster:
+    """Advice to move to another configured master: `leader` is the URL a standby named in a
+    NOT_LEADER refusal ("" when it named none; after a timeout or a lost connection the shell
+    moves on its own). The shell picks the master (edgerm.masters.MasterList) and, if it
+    moved, calls `AgentCore.master_changed`."""
+
+    leader: str
+
+
 Event = (LaunchTask | KillTask | FetchModule | ModuleChunk | ModuleFailed | Registered
-         | Refused)
+         | Refused | SwitchMaster)
 
 
 @dataclass(frozen=True)

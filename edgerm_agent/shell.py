@@ -13,6 +13,12 @@ Error handling: a link error or a timeout is a failed call (the core backs off);
 counted and dropped by the core; an executor that raises fails only its task (FAILED
 EXECUTOR_ERROR). Nothing a master, a task or the Docker engine does stops the agent.
 
+Several masters (`[master] urls`, docs/ha.md): the core advises a move (`SwitchMaster`) when a
+standby refuses with NOT_LEADER (naming the leader, followed only if it is in the list) or a
+call fails; the shell picks the next master (`edgerm.masters.MasterList`), replaces the link
+(cancelling the old one's task) and tells the core, which re-registers there with the same
+identity and its tasks: running tasks go on untouched.
+
 What the operator sees: a refusal by the master is logged every time with its reason and what
 to do (a wrong token: ERROR, retried with back-off up to `timing.backoff_max_s`); losing the
 master is one WARNING, its return one INFO line (not one line per failed call).
@@ -28,6 +34,7 @@ from typing import Any
 
 import trio
 
+from edgerm.masters import MasterList
 from edgerm.wire import DecodeError, pb
 from edgerm_agent.checkpoint import Checkpoint, corrupt
 from edgerm_agent.config import AgentConfig
@@ -40,6 +47,7 @@ from edgerm_agent.events import (
     ModuleFailed,
     Refused,
     Registered,
+    SwitchMaster,
 )
 from edgerm_agent.executors.base import MAX_MESSAGE, TaskContext, tail_text
 from edgerm_agent.inventory import EXECUTOR_NAMES, detect_attributes, detect_resources
@@ -59,18 +67,18 @@ class Agent:
 
     Args:
       config: the parsed configuration.
-      link: override the link built from `config.master_url` (tests).
+      link: override the link built from `config.masters` (tests; then no switching).
       rng: randomness for jitter and back-off (seed it in tests).
     """
 
     def __init__(self, config: AgentConfig, *, link: Link | None = None,
                  rng: random.Random | None = None) -> None:
         self.config = config
-        self.link = link or open_link(config.master_url,
-                                      backoff_max_s=min(10.0, config.backoff_max_s),
-                                      block_size=config.coap_block_size,
-                                      ack_timeout_s=config.coap_ack_timeout_s,
-                                      max_retransmit=config.coap_max_retransmit)
+        self.masters = MasterList(config.masters)
+        self._fixed_link = link is not None
+        self.link = link or self._make_link(self.masters.current)
+        self._link_scope: trio.CancelScope | None = None
+        self._switch: str | None = None   # a SwitchMaster advice not yet acted on
         self.checkpoint = Checkpoint(config.work_dir)
         self.rng = rng or random.Random()
         # Names this agent's containers; stable for one work dir.
@@ -144,7 +152,7 @@ class Agent:
                         await ex.start(nursery)
                 await self._recover()
                 await self._save()
-                await nursery.start(self.link.run, self._on_push)
+                await nursery.start(self._run_link, self.link)
                 self.core.start(trio.current_time())
                 nursery.start_soon(self._call_loop)
                 task_status.started(self)
@@ -152,6 +160,40 @@ class Agent:
             for ex in self.executors.values():
                 ex.close()
             self.checkpoint.close()
+
+    def _make_link(self, url: str) -> Link:
+        cfg = self.config
+        return open_link(url, backoff_max_s=min(10.0, cfg.backoff_max_s),
+                         block_size=cfg.coap_block_size, ack_timeout_s=cfg.coap_ack_timeout_s,
+                         max_retransmit=cfg.coap_max_retransmit)
+
+    async def _run_link(self, link: Link, *,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The link's task, in a scope of its own so a move to another master can end it."""
+        with trio.CancelScope() as scope:
+            self._link_scope = scope
+            await link.run(self._on_push, task_status=task_status)
+
+    async def _switch_master(self, leader: str) -> None:
+        """Act on a SwitchMaster advice: move to the named leader (if configured) or the next
+        master; a new link, and the core re-registers there."""
+        assert self.core is not None and self._nursery is not None
+        old = self.masters.current
+        url = self.masters.refused(leader) if leader else self.masters.rotate()
+        if url == old:
+            return
+        if leader:
+            named = "" if self.masters.find(leader) is not None else (
+                f" (it named {leader}, which is not among this agent's masters)")
+            log.warning("the master at %s is a standby%s; moving to %s", old, named, url)
+        else:
+            log.warning("no answer from the master at %s; trying %s", old, url)
+        if self._link_scope is not None:
+            self._link_scope.cancel()
+        self.link = self._make_link(url)
+        self._observe_pending = False
+        await self._nursery.start(self._run_link, self.link)
+        self.core.master_changed(trio.current_time())
 
     async def _recover(self) -> None:
         """After a restart: re-attach to what still runs, report what cannot be recovered,
@@ -253,12 +295,16 @@ class Agent:
                 log.info("registered as agent %d%s", ev.agent_id, " (new)" if ev.fresh else "")
                 self.registered.set()
             elif isinstance(ev, Refused):
-                self._log_refusal(ev)
+                if ev.code != pb.NOT_LEADER or len(self.masters) < 2:
+                    self._log_refusal(ev)
+            elif isinstance(ev, SwitchMaster):
+                if not self._fixed_link and len(self.masters) > 1:
+                    self._switch = ev.leader
 
     def _log_refusal(self, ev: Refused) -> None:
         """One line per refusal: what the master said, what to do, when the agent tries again.
         The core's back-off bounds how often this is logged."""
-        url = self.config.master_url
+        url = self.masters.current
         try:
             code = pb.ErrorCode.Name(ev.code)
         except ValueError:
@@ -274,6 +320,9 @@ class Agent:
         elif ev.code == pb.UNSUPPORTED:
             log.error("the master at %s refused a %s call: %s: %s; run an agent and a master "
                       "of matching versions%s", url, ev.call, code, ev.message, again)
+        elif ev.code == pb.NOT_LEADER:
+            log.warning("the master at %s is a standby (%s); list every master in [master] urls "
+                        "so the agent follows the leader%s", url, ev.message, again)
         elif ev.code == pb.UNAUTHENTICATED:
             log.warning("the master at %s does not accept this agent's identity (%s: %s); "
                         "registering again%s", url, code, ev.message, again)
@@ -359,6 +408,9 @@ class Agent:
         timeout = self.config.call_timeout_s
         while True:
             self._handle_events()
+            if self._switch is not None:
+                leader, self._switch = self._switch, None
+                await self._switch_master(leader)
             await self._save()
             self._handle_events()
             room = core.publish_room() > 0
@@ -390,13 +442,15 @@ class Agent:
                 if not self._master_lost:
                     self._master_lost = True
                     log.warning("no reply from the master at %s (%s); retrying with back-off",
-                                self.config.master_url,
+                                self.masters.current,
                                 e if str(e) else f"no answer within {timeout:g} s")
                 core.call_failed(trio.current_time())
+                if not self._fixed_link and len(self.masters) > 1:
+                    self._switch = ""   # try the next master (after the core's back-off)
             else:
                 if self._master_lost:
                     self._master_lost = False
-                    log.info("the master at %s answers again", self.config.master_url)
+                    log.info("the master at %s answers", self.masters.current)
                 core.receive_reply(reply, trio.current_time())
 
     _observe_pending = False

@@ -104,7 +104,8 @@ class AgentProcess:
 
     def __init__(self, work_dir: Path, master_url: str, *, name: str = "agent-1",
                  token: str = "agent-token", executors: Iterable[str] = ("wasm",),
-                 docker_host: str | None = None, extra: str = "") -> None:
+                 docker_host: str | None = None, extra: str = "",
+                 urls: Iterable[str] = ()) -> None:
         self.work_dir = work_dir
         self.config_path = work_dir.parent / f"{work_dir.name}.toml"
         ex = ", ".join(f'"{e}"' for e in executors)
@@ -114,6 +115,7 @@ name = "{name}"
 work_dir = "{work_dir}"
 [master]
 url = "{master_url}"
+urls = [{", ".join(f'"{u}"' for u in urls)}]
 token = "{token}"
 [resources]
 cpus = 2

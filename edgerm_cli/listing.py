@@ -21,6 +21,7 @@ import trio
 from google.protobuf import json_format
 
 from edgerm.framework import describe_connection_error, endpoint_url, reason_name, state_name
+from edgerm.masters import MasterList
 from edgerm.transport.websocket import (
     ConnectionClosed,
     HandshakeError,
@@ -31,7 +32,8 @@ from edgerm.wire import DecodeError, Limits, decode, encode, pb
 from edgerm_cli import EXIT_MASTER, EXIT_USAGE
 from edgerm_cli.target import TargetError, resolve_target
 
-__all__ = ["StateError", "fetch_state", "LISTINGS", "list_command", "render_table",
+__all__ = ["StateError", "fetch_state", "fetch_state_from", "LISTINGS", "list_command",
+           "render_table",
            "agents_table", "frameworks_table", "tasks_table", "offers_table"]
 
 # The largest `ClusterState` accepted: a big cluster's state is a few MiB.
@@ -39,7 +41,34 @@ STATE_MAX_BYTES = 16 * 1024 * 1024
 
 
 class StateError(Exception):
-    pass
+    """No state: why, for the user. `leader`: a standby's NOT_LEADER named this leader."""
+
+    def __init__(self, message: str, code: int = 0, leader: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.leader = leader
+
+
+async def fetch_state_from(masters: Sequence[str], operator_token: str,
+                           timeout_s: float = 10.0) -> pb.ClusterState:
+    """`fetch_state` from the leader among `masters`: a standby's NOT_LEADER sends it to the
+    leader it names if that is one of `masters`, else (and when a master does not answer) to
+    the next; each master is tried twice at most. Raises the last `StateError`."""
+    ml = MasterList(masters)
+    last: StateError | None = None
+    for _ in range(2 * len(ml)):
+        try:
+            return await fetch_state(ml.current, operator_token, timeout_s)
+        except StateError as e:
+            last = e
+            if len(ml) == 1 or e.code not in (0, pb.NOT_LEADER, pb.UNAVAILABLE):
+                raise
+            if e.code == pb.NOT_LEADER:
+                ml.refused(e.leader)
+            else:
+                ml.rotate()
+    assert last is not None
+    raise last
 
 
 async def fetch_state(master: str, operator_token: str, timeout_s: float = 10.0) -> pb.ClusterState:
@@ -78,7 +107,7 @@ async def fetch_state(master: str, operator_token: str, timeout_s: float = 10.0)
         pass
     for error in errors:
         if error.code:
-            raise StateError(_error_text(error.code, error.message))
+            raise StateError(_error_text(error.code, error.message), error.code, error.leader)
     raise StateError(f"undecodable answer from {url}: {problem}")
 
 
@@ -215,7 +244,7 @@ async def list_command(args: argparse.Namespace, out: TextIO) -> int:
         print(f"edgerm: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        state = await fetch_state(target.master, target.operator_token)
+        state = await fetch_state_from(target.masters or [target.master], target.operator_token)
     except StateError as e:
         print(f"edgerm: {e}", file=sys.stderr)
         return EXIT_MASTER

@@ -23,8 +23,10 @@ __all__ = ["build_parser", "main"]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--master", help=f"master address (env EDGERM_MASTER; default: the local "
-                                         f"cluster's, else {DEFAULT_MASTER})")
+    parser.add_argument("--master", action="append",
+                        help=f"master address (env EDGERM_MASTER; default: the local cluster's, "
+                             f"else {DEFAULT_MASTER}); several masters (one leads): repeat it or "
+                             f"give a comma list, the command follows the leader among them")
     parser.add_argument("--token", help="framework token (env EDGERM_TOKEN)")
     parser.add_argument("--operator-token", help="operator token for listings "
                                                  "(env EDGERM_OPERATOR_TOKEN)")

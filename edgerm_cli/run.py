@@ -297,11 +297,13 @@ async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         return EXIT_USAGE
     task_id = args.task_id or f"run-{secrets.token_hex(4)}"
     try:
-        async with Framework.connect(target.master, name=args.framework_name,
+        async with Framework.connect(list(target.masters) or target.master,
+                                     name=args.framework_name,
                                      token=target.framework_token,
                                      failover_timeout_s=args.failover_timeout,
                                      connect_timeout_s=args.connect_timeout) as fw:
-            progress.note(f"subscribed to {target.master} as framework {fw.framework_id}")
+            progress.note(f"subscribed to {fw.url.removesuffix('/framework')} as framework "
+                          f"{fw.framework_id}")
             try:
                 return await _run_task(fw, args, constraints, module_bytes, task_id, progress)
             finally:

@@ -1,6 +1,7 @@
 """Where the master is and which tokens to use, for every `edgerm` command.
 
-In order: flags (`--master`, `--token`, `--operator-token`), the environment (`EDGERM_MASTER`,
+In order: flags (`--master`, repeatable or a comma list for several masters, `--token`,
+`--operator-token`), the environment (`EDGERM_MASTER`, a comma list too,
 `EDGERM_TOKEN`, `EDGERM_OPERATOR_TOKEN`), and the state file a local cluster
 (`python -m edgerm_cli.cluster`) writes: `$EDGERM_HOME/cluster.json` when EDGERM_HOME is set, else
 `./.edgerm/cluster.json` (where the cluster keeps it by default), else `~/.edgerm/cluster.json`.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerm.framework import endpoint_url
+from edgerm.masters import split_urls
 
 __all__ = ["DEFAULT_MASTER", "Target", "TargetError", "resolve_target", "state_file"]
 
@@ -45,9 +47,10 @@ def state_file() -> Path:
 
 @dataclass(frozen=True)
 class Target:
-    master: str
+    master: str                      # the first of `masters`
     framework_token: str
     operator_token: str
+    masters: tuple[str, ...] = ()    # every master given; commands follow the leader among them
 
 
 class TargetError(Exception):
@@ -63,13 +66,17 @@ def resolve_target(args: argparse.Namespace, need: str = "") -> Target:
         local = json.loads(state_file().read_text())
     except (OSError, ValueError):
         pass
-    master = (args.master or os.environ.get("EDGERM_MASTER") or local.get("master")
-              or DEFAULT_MASTER)
+    given = args.master if isinstance(args.master, list) else [args.master or ""]
+    local_masters = local.get("masters") or [local.get("master") or ""]
+    masters = (split_urls(given) or split_urls([os.environ.get("EDGERM_MASTER", "")])
+               or split_urls(str(m) for m in local_masters) or [DEFAULT_MASTER])
+    master = masters[0]
     token = (args.token or os.environ.get("EDGERM_TOKEN") or local.get("framework_token") or "")
     operator = (args.operator_token or os.environ.get("EDGERM_OPERATOR_TOKEN")
                 or local.get("operator_token") or "")
     try:
-        endpoint_url(master, "")
+        for m in masters:
+            endpoint_url(m, "")
     except ValueError as e:
         raise TargetError(str(e)) from None
     if need == "framework" and not token:
@@ -79,4 +86,4 @@ def resolve_target(args: argparse.Namespace, need: str = "") -> Target:
         raise TargetError("no operator token given: pass --operator-token or set "
                           "EDGERM_OPERATOR_TOKEN (the master's operator_tokens; a local "
                           "cluster's is used by itself)")
-    return Target(master, token, operator)
+    return Target(master, token, operator, tuple(masters))

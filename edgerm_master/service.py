@@ -10,6 +10,14 @@ It does four things and decides nothing:
 4. keeps the push channels: an agent's CoAP Observe on `c` or its WebSocket, and each
    framework's WebSocket (with a writer task and a bounded queue).
 
+Role (several masters, docs/ha.md): a service is the LEADER unless `set_role(Role.STANDBY,
+leader)` made it a standby. A standby answers every agent call (CoAP `a`, `c`, `m`, WebSocket
+`/agent`), every framework call and the operator state with the error NOT_LEADER naming the
+leader's URL for that transport (`MemberInfo.urls`), unsigned (a standby need not hold the agent
+secrets; clients only follow a leader URL from their own configured list, so a forged refusal
+can at most make them try their next master). It never calls the core, so nothing reaches the
+store's write path: the timer and the flusher wait until the service leads again.
+
 Resource handling: everything runs in the nursery of `MasterService.run`; the store is closed
 when it exits. A framework connection whose queue overflows (a consumer that does not read) is
 closed; it can re-subscribe and reconcile.
@@ -39,14 +47,15 @@ from edgerm.transport.websocket import (
     WsConnection,
     serve_websocket,
 )
-from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
+from edgerm.wire import CONTENT_FORMAT_CBOR, DecodeError, decode, encode, pb
 from edgerm_master.config import MasterConfig
 from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
+from edgerm_master.members import MemberInfo, Role
 from edgerm_master.modules import ModuleReader, parse_hex
 from edgerm_master.store import Store
 
-__all__ = ["MasterService", "ERROR_TO_COAP", "ListenError", "peer_address"]
+__all__ = ["MasterService", "ERROR_TO_COAP", "GATEWAY_BATCH_MAX", "ListenError", "peer_address"]
 
 log = logging.getLogger("edgerm.master.service")
 
@@ -63,8 +72,11 @@ ERROR_TO_COAP = {
     E.UNSUPPORTED: Code.NOT_IMPLEMENTED,
     E.UNAVAILABLE: Code.SERVICE_UNAVAILABLE,
     E.INTERNAL: Code.INTERNAL_SERVER_ERROR,
+    E.NOT_LEADER: Code.SERVICE_UNAVAILABLE,
 }
 _OCTET_STREAM = 42
+# Calls in one gateway batch (CoAP `g`); a gateway sends fewer (its [gateway] batch_max).
+GATEWAY_BATCH_MAX = 64
 # Events queued for one framework before it counts as not reading and is disconnected.
 _FRAMEWORK_QUEUE = 10_000
 # A full garbage collection scans every object the collector tracks: with a million agents one
@@ -133,6 +145,64 @@ class MasterService:
         self.coap_server: CoapServer | None = None
         self.commits = 0
         self._gc_frozen_at = 0  # agents there were when the collector last froze the heap
+        self.role = Role.LEADER
+        self.leader: MemberInfo | None = None
+        self._leading = trio.Event()   # set while LEADER; the timer and flusher wait on it
+        self._leading.set()
+
+    # ------------------------------------------------------------------------------ role
+
+    def set_role(self, role: Role, leader: MemberInfo | None = None) -> None:
+        """Lead (serve) or stand by (refuse with NOT_LEADER naming `leader`, None: unknown).
+        Becoming a standby ends every push channel at once: each agent's Observe or WebSocket
+        and each framework's WebSocket (which first gets a NOT_LEADER event), so nobody waits
+        on a master that no longer acts."""
+        was = self.role
+        self.role = role
+        self.leader = leader
+        if role is Role.LEADER:
+            self._leading.set()
+            return
+        if was is Role.LEADER:
+            self._leading = trio.Event()
+            self._drop_all_channels()
+
+    def _drop_all_channels(self) -> None:
+        refusal = encode(pb.FrameworkEvent(error=self._not_leader("ws")))
+        for conn in list(self._fw_queues):
+            q = self._fw_queues[conn]
+            try:
+                q.send_nowait(refusal)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+            self._close_fw(conn, _Close(1000, "not the leader"))
+        agent_refusal = encode(pb.AgentReply(error=self._not_leader("ws")))
+        for channel in list(self._agent_push.values()):
+            if isinstance(channel, Observation):
+                channel.cancel()
+            else:
+                try:
+                    channel.send_nowait(agent_refusal)
+                except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                    pass
+                channel.close()
+        self._agent_push.clear()   # the core is not told: a standby leaves it alone
+
+    def _not_leader(self, transport: str) -> pb.Error:
+        """The refusal of a standby, naming the leader's URL for `transport` ("coap", "ws")."""
+        url = self.leader.url(transport) if self.leader is not None else ""
+        text = (f"this master is a standby; the leader is {url}" if url else
+                "this master is a standby and knows no leader yet; try another master")
+        return pb.Error(code=E.NOT_LEADER, message=text, leader=url)
+
+    def _coap_refusal(self, request: Request) -> Response:
+        seq = 0
+        try:
+            seq = decode(pb.AgentCall, request.payload).seq
+        except DecodeError:
+            pass
+        return Response(Code.SERVICE_UNAVAILABLE, encode(pb.AgentReply(
+            seq=seq, error=self._not_leader("coap"))), CONTENT_FORMAT_CBOR)
 
     # ------------------------------------------------------------------------------ running
 
@@ -161,6 +231,7 @@ class MasterService:
                 site.add("m", self._coap_module, methods=(Code.GET,), prefix=True,
                          rt="edgerm.module")
                 site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
+                site.add("g", self._coap_gateway, methods=(Code.POST,), rt="edgerm.gateway")
                 self.coap_server = CoapServer(site)
                 server = self.coap_server
                 coap_addr = await _listen(
@@ -209,6 +280,7 @@ class MasterService:
         store = self.store
         while True:
             await self._kick.wait()
+            await self._leading.wait()
             self._kick = trio.Event()
             target = core.records_emitted
             records = core.take_records()
@@ -294,11 +366,14 @@ class MasterService:
     async def _timer_loop(self) -> None:
         core = self.core
         while True:
+            await self._leading.wait()
             delay = max(0.0, core.get_timer() - self.clock())
             with trio.CancelScope(deadline=trio.current_time() + delay) as scope:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
+            if self.role is not Role.LEADER:
+                continue
             try:
                 core.handle_timer(self.clock())
             except Exception:
@@ -338,6 +413,8 @@ class MasterService:
         heartbeat whose call did emit records (the general path: a master restart asks the
         agent to re-register), goes to `_coap_agent`: the latter with its result in
         `request.context`, so it is not applied twice."""
+        if self.role is not Role.LEADER:
+            return self._coap_refusal(request)
         if request.content_format not in (None, CONTENT_FORMAT_CBOR):
             return None
         core = self.core
@@ -363,6 +440,8 @@ class MasterService:
 
     async def _coap_agent(self, request: Request) -> Response:
         result = request.context
+        if self.role is not Role.LEADER and not isinstance(result, AgentResult):
+            return self._coap_refusal(request)
         if not isinstance(result, AgentResult):  # not already applied by _coap_agent_inline
             bad = self._check_format(request)
             if bad is not None:
@@ -372,6 +451,8 @@ class MasterService:
         return self._agent_response(result, await self._agent_result(result))
 
     async def _coap_commands(self, request: Request) -> Response:
+        if self.role is not Role.LEADER:
+            return self._coap_refusal(request)
         bad = self._check_format(request)
         if bad is not None:
             return bad
@@ -390,11 +471,44 @@ class MasterService:
         return Response(code, data, CONTENT_FORMAT_CBOR, observe=observe,
                         remember=True if result.agent_id else None)
 
+    async def _coap_gateway(self, request: Request) -> Response:
+        """A gateway's batch (docs/gateway.md): each entry is a device's own signed AgentCall,
+        handled exactly as if it had come on `a` (same checks, same records, same signed
+        reply); the answers go back in one `GatewayReplies`, in order, once every record of
+        them is durable. The batch itself carries no authority: a gateway can only pass on
+        what its devices signed."""
+        if self.role is not Role.LEADER:
+            return Response(Code.SERVICE_UNAVAILABLE, encode(self._not_leader("coap")),
+                            CONTENT_FORMAT_CBOR)
+        bad = self._check_format(request)
+        if bad is not None:
+            return bad
+        try:
+            batch = decode(pb.GatewayBatch, request.payload)
+        except DecodeError as e:
+            return Response(Code.BAD_REQUEST, encode(pb.Error(
+                code=E.BAD_REQUEST, message=f"not a GatewayBatch: {e}")), CONTENT_FORMAT_CBOR)
+        if len(batch.calls) > GATEWAY_BATCH_MAX:
+            return Response(Code.REQUEST_ENTITY_TOO_LARGE, encode(pb.Error(
+                code=E.TOO_LARGE, message=f"{len(batch.calls)} calls in one batch; send at "
+                f"most {GATEWAY_BATCH_MAX}")), CONTENT_FORMAT_CBOR)
+        peer = peer_address(request.remote)
+        now = self.clock()
+        results = [self.core.agent_call(call, now, "coap", peer) for call in batch.calls]
+        replies = [await self._agent_result(result) for result in results]
+        # Remembered: a retransmitted batch must not be applied twice (its calls' seqs would be
+        # refused as replays, and the gateway would relay those refusals).
+        return Response(Code.CHANGED, encode(pb.GatewayReplies(replies=replies)),
+                        CONTENT_FORMAT_CBOR, remember=True)
+
     async def _watch_observation(self, agent_id: int, obs: Observation) -> None:
         await obs.wait_gone()
         self._drop_agent_channel(agent_id, obs)
 
     async def _coap_module(self, request: Request) -> Response:
+        if self.role is not Role.LEADER:
+            return Response(Code.SERVICE_UNAVAILABLE, encode(self._not_leader("coap")),
+                            CONTENT_FORMAT_CBOR)
         if len(request.path) != 2:
             return Response(Code.NOT_FOUND, b"use m/<sha256 hex>")
         sha = parse_hex(request.path[1])
@@ -409,6 +523,9 @@ class MasterService:
         return Response(Code.CONTENT, data, _OCTET_STREAM)
 
     async def _coap_state(self, request: Request) -> Response:
+        if self.role is not Role.LEADER:
+            return Response(Code.SERVICE_UNAVAILABLE, encode(self._not_leader("coap")),
+                            CONTENT_FORMAT_CBOR)
         code, data = self.core.cluster_state(request.payload, self.clock(),
                                              peer_address(request.remote))
         if code == 0:
@@ -423,6 +540,9 @@ class MasterService:
 
     async def _ws_state(self, ws: WsConnection) -> None:
         msg = await ws.receive()
+        if self.role is not Role.LEADER:
+            await ws.send(encode(self._not_leader("ws")))
+            return
         code, data = self.core.cluster_state(msg, self.clock(), peer_address(ws.remote))
         await ws.send(data)
 
@@ -435,6 +555,10 @@ class MasterService:
             try:
                 while True:
                     msg = await ws.receive()
+                    if self.role is not Role.LEADER:
+                        await send.send(self._ws_agent_refusal(msg))
+                        await send.send(_Close(1000, "not the leader"))
+                        break
                     result = self.core.agent_call(msg, self.clock(), "websocket", peer)
                     data = await self._agent_result(result)
                     if not agent_id and not result.agent_id:
@@ -452,9 +576,17 @@ class MasterService:
                         agent_id = result.agent_id
                         self._set_agent_channel(agent_id, send)
             finally:
-                if agent_id:
+                if agent_id and self.role is Role.LEADER:
                     self._drop_agent_channel(agent_id, send)
                 send.close()
+
+    def _ws_agent_refusal(self, msg: bytes) -> bytes:
+        seq = 0
+        try:
+            seq = decode(pb.AgentCall, msg).seq
+        except DecodeError:
+            pass
+        return encode(pb.AgentReply(seq=seq, error=self._not_leader("ws")))
 
     async def _ws_writer(self, ws: WsConnection,
                          receive: trio.MemoryReceiveChannel[bytes | _Close]) -> None:
@@ -472,19 +604,41 @@ class MasterService:
         peer = peer_address(ws.remote)
         send, receive = trio.open_memory_channel[bytes | _Close](_FRAMEWORK_QUEUE)
         self._fw_queues[conn] = send
+        served = False   # the core knows this connection (it was served as the leader)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._ws_writer_then_cancel, ws, receive, nursery.cancel_scope)
                 nursery.start_soon(self._ws_pinger, conn)
                 while True:
                     msg = await ws.receive()
+                    if self.role is not Role.LEADER:
+                        self._refuse_framework(conn, msg)
+                        continue   # the writer closes the connection after the refusal
+                    served = True
                     self.core.framework_call(conn, msg, self.clock(), peer)
                     self._after_core()
         finally:
             self._fw_queues.pop(conn, None)
             send.close()
-            self.core.framework_disconnected(conn, self.clock())
-            self._after_core()
+            if served and self.role is Role.LEADER:
+                self.core.framework_disconnected(conn, self.clock())
+                self._after_core()
+
+    def _refuse_framework(self, conn: int, msg: bytes) -> None:
+        call_id = 0
+        try:
+            call_id = decode(pb.FrameworkCall, msg).call_id
+        except DecodeError:
+            pass
+        q = self._fw_queues.get(conn)
+        if q is None:
+            return
+        try:
+            q.send_nowait(encode(pb.FrameworkEvent(call_id=call_id,
+                                                   error=self._not_leader("ws"))))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        self._close_fw(conn, _Close(1000, "not the leader"))
 
     async def _ws_writer_then_cancel(self, ws: WsConnection,
                                      receive: trio.MemoryReceiveChannel[bytes | _Close],

@@ -55,7 +55,8 @@ def end_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
 
 
 class MasterProcess:
-    """`python -m edgerm_master` as a subprocess on `data_dir`, for end-to-end tests.
+    """`python -m edgerm_master` (or `module`) as a subprocess on `data_dir`, for end-to-end
+    tests.
 
     `start()` waits for the ready line and fills `coap` / `ws` (host, port); `restart()` reuses
     the same ports and data directory; `kill()` is SIGKILL; `stop()` SIGTERM then SIGKILL.
@@ -64,8 +65,10 @@ class MasterProcess:
     def __init__(self, data_dir: str, agent_token: str = "agent-token",
                  framework_token: str = "framework-token",
                  operator_token: str = "operator-token", heartbeat_ms: int = 200,
-                 extra: Iterable[str] = (), host: str = "127.0.0.1") -> None:
+                 extra: Iterable[str] = (), host: str = "127.0.0.1",
+                 module: str = "edgerm_master") -> None:
         self.data_dir = data_dir
+        self.module = module   # edgerm_master.testing_standby: a master that refuses
         self.host = host
         self.args = [
             "--data-dir", data_dir, "--host", host,
@@ -82,7 +85,7 @@ class MasterProcess:
 
     def start(self, timeout: float = 20.0) -> MasterProcess:
         os.makedirs(self.data_dir, exist_ok=True)
-        args = [sys.executable, "-m", "edgerm_master", *self.args,
+        args = [sys.executable, "-m", self.module, *self.args,
                 "--coap-port", str(self.coap_port), "--ws-port", str(self.ws_port)]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its life
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)
@@ -139,6 +142,19 @@ class MasterProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def standby_process(data_dir: str, leader: MasterProcess | None,
+                    leader_urls: dict[str, str] | None = None) -> MasterProcess:
+    """A started master process that stays a standby (edgerm_master.testing_standby) naming
+    `leader` (its coap:// and ws:// URLs), or `leader_urls` instead, or no leader."""
+    urls = dict(leader_urls or {})
+    if leader is not None and leader_urls is None:
+        urls = {"coap": f"coap://{leader.coap[0]}:{leader.coap[1]}",
+                "ws": f"ws://{leader.ws[0]}:{leader.ws[1]}"}
+    return MasterProcess(data_dir, module="edgerm_master.testing_standby",
+                         extra=["--leader-coap", urls.get("coap", ""),
+                                "--leader-ws", urls.get("ws", "")]).start()
 
 
 # --------------------------------------------------------------------------------------------

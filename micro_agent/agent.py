@@ -22,6 +22,11 @@ the ones after it renumbered; other errors and silence are retried. An unsigned 
 can forge one) makes the agent re-register at most once per _REG_GAP_MIN..._REG_GAP_MAX ms,
 backing off while they keep coming.
 
+Several masters (config "master" a list, docs/ha.md): a standby's NOT_LEADER refusal names the
+leader ("coap://host:port"); the agent moves there if that is one of its masters, else to the
+next one, as it does after a call without an answer; it re-registers there with its identity
+and tasks (nothing relaunched).
+
 Messages are dicts keyed by field number (cbor.py); the numbers are the schema's, named by
 the `_X = const(n)` lines below with their "pb: Message.field" comments, which a test checks against the
 descriptors of edgerm.wire.pb.
@@ -114,6 +119,7 @@ _SPEC_WASM = const(4)  # pb: TaskSpec.wasm
 _SPEC_MICROPYTHON = const(5)  # pb: TaskSpec.micropython
 _ERR_CODE = const(1)  # pb: Error.code
 _ERR_MESSAGE = const(2)  # pb: Error.message
+_ERR_LEADER = const(3)  # pb: Error.leader
 
 _STARTING = const(2)  # pb: TaskState.STARTING
 _RUNNING = const(3)  # pb: TaskState.RUNNING
@@ -131,6 +137,7 @@ _UNAUTHENTICATED = const(2)  # pb: ErrorCode.UNAUTHENTICATED
 _FORBIDDEN = const(3)  # pb: ErrorCode.FORBIDDEN
 _NOT_FOUND = const(4)  # pb: ErrorCode.NOT_FOUND
 _TOO_LARGE = const(6)  # pb: ErrorCode.TOO_LARGE
+_NOT_LEADER = const(11)  # pb: ErrorCode.NOT_LEADER
 
 _PROTOCOL_VERSION = const(1)
 _POST = const(2)  # CoAP method codes
@@ -177,8 +184,10 @@ _S_REG_OK = const(18)  # ticks_ms before which an unsigned 4.01 does not trigger
 _S_REG_GAP = const(19)
 _S_REFUSALS = const(20)  # re-registrations refused in a row
 _S_SEQ_BOUND = const(21)  # every seq below it may have been sent: the state file holds it
+_S_MASTERS = const(22)  # the configured masters ("host:port") when several, else ()
+_S_MI = const(23)  # the index of the one in use
 _s = [0, b"", 1, 0, [], {}, "state.cbor", None, True, 0, False, 5000, 0, 0, 0, 0, [], 1, 0,
-      _REG_GAP_MIN, 0, 0]
+      _REG_GAP_MIN, 0, 0, (), 0]
 
 
 def _log(n, *a):
@@ -250,7 +259,7 @@ async def _call(key, value):
         r = await coap.request(j)
         rep = None
         if r is None:
-            pass
+            _switch(None)
         elif obs and (r[0] == 0x84 or r[0] == 0x85):
             _s[_S_OBSERVE] = False  # a master without `c`: heartbeats go to `a`
             _log(0, "no observable c; observe off")
@@ -276,9 +285,13 @@ async def _call(key, value):
         k = mac.secret(k, nonce, reg) if type(reg) is bytes else b""
         reg = None
     if not _authentic(rep, k):
-        if type(err) is dict and err.get(_ERR_CODE) == _UNAUTHENTICATED and code == 0x81:
+        c = err.get(_ERR_CODE) if type(err) is dict else 0
+        if c == _UNAUTHENTICATED and code == 0x81:
             return rep  # an unsigned refusal: the master does not (or no longer) know us
-        _log(1, "reply with a wrong mac dropped")
+        if c == _NOT_LEADER:
+            _switch(err.get(_ERR_LEADER))  # a standby: unsigned as well
+        else:
+            _log(1, "reply with a wrong mac dropped")
     elif rep.get(_REPLY_SEQ, 0) != seq:
         _log(1, "reply for another seq dropped")
     else:
@@ -288,6 +301,29 @@ async def _call(key, value):
         return rep
     _s[_S_FAILS] += 1
     return None
+
+
+def _switch(to):
+    # Move to master `to` (the "coap://host:port" a standby named) if it is one of ours, else
+    # to the next one; then re-register there.
+    m = _s[_S_MASTERS]
+    if len(m) < 2:
+        return
+    i = _s[_S_MI]
+    j = m.index(to[7:]) if type(to) is str and to[7:] in m else i
+    if j == i:  # none named, not one of ours, or the refusing master itself: the next one
+        j = (i + 1) % len(m)
+    _s[_S_MI] = j
+    _log(0, "master", m[j])
+    coap._c[5] = _addr(m[j])  # coap's _C_ADDR: where requests go
+    coap.obs_tok = -1  # the observation was the old master's
+    _s[_S_REGISTERED] = False
+
+
+def _addr(hp):
+    import socket
+    host, port = hp.rsplit(":", 1)
+    return socket.getaddrinfo(host, int(port), 0, socket.SOCK_DGRAM)[0][-1]
 
 
 def _authentic(r, key):
@@ -547,8 +583,11 @@ def _setup(path):
     _s[_S_OBSERVE] = cfg.get("observe", True)
     _s[_S_LOG_LEVEL] = cfg.get("log_level", 1)
     _s[_S_HB_MS] = cfg.get("heartbeat_ms", 5000)
-    host, port = cfg.get("master", "127.0.0.1:5683").rsplit(":", 1)
-    addr = socket.getaddrinfo(host, int(port), 0, socket.SOCK_DGRAM)[0][-1]
+    m = cfg.get("master", "127.0.0.1:5683")
+    if type(m) is list:  # several masters: follow the leader among them
+        _s[_S_MASTERS] = m
+        m = m[0]
+    addr = _addr(m)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(socket.getaddrinfo("0.0.0.0", cfg.get("port", 0))[0][-1])
     s.setblocking(False)

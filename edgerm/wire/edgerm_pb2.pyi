@@ -72,6 +72,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNSUPPORTED: _ClassVar[ErrorCode]
     UNAVAILABLE: _ClassVar[ErrorCode]
     INTERNAL: _ClassVar[ErrorCode]
+    NOT_LEADER: _ClassVar[ErrorCode]
 
 class ModuleFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -137,6 +138,7 @@ INVALID_OFFER: ErrorCode
 UNSUPPORTED: ErrorCode
 UNAVAILABLE: ErrorCode
 INTERNAL: ErrorCode
+NOT_LEADER: ErrorCode
 MODULE_FORMAT_UNSPECIFIED: ModuleFormat
 WASM_MODULE: ModuleFormat
 MICROPYTHON_SOURCE: ModuleFormat
@@ -484,6 +486,18 @@ class ReRegister(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GatewayBatch(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, calls: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class GatewayReplies(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, replies: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class FrameworkCall(_message.Message):
     __slots__ = ("framework_id", "call_id", "subscribe", "accept", "decline", "kill", "reconcile", "acknowledge", "teardown", "upload", "revive", "suppress")
     FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -705,12 +719,14 @@ class Ping(_message.Message):
     def __init__(self) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("code", "message")
+    __slots__ = ("code", "message", "leader")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
     code: ErrorCode
     message: str
-    def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
+    leader: str
+    def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., leader: _Optional[str] = ...) -> None: ...
 
 class AgentView(_message.Message):
     __slots__ = ("agent_id", "name", "state", "total", "used", "attributes", "executors", "last_seen", "transport")

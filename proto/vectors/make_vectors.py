@@ -106,6 +106,9 @@ def realistic() -> list[tuple[str, Message]]:
         sha256=SHA, offset=1024, length=1024))
     error = pb.AgentReply(seq=5, error=pb.Error(
         code=pb.UNAUTHENTICATED, message="stale seq 4 (last 9): re-register"))
+    not_leader = pb.AgentReply(seq=6, error=pb.Error(
+        code=pb.NOT_LEADER, message="this master is a standby; use the leader",
+        leader="coap://10.0.0.2:5683"))
     hb_changed = pb.AgentCall(agent_id=300, seq=70000, heartbeat=pb.Heartbeat(
         command_ack=8, resources=pb.Resources(cpus=0.5, mem_mb=100000.0)))
     subscribe = pb.FrameworkCall(call_id=1, subscribe=pb.Subscribe(
@@ -144,6 +147,13 @@ def realistic() -> list[tuple[str, Message]]:
         ("push_fetch_and_reregister", push),
         ("module_request", module_req),
         ("error_stale_seq", error),
+        ("error_not_leader", not_leader),
+        # A gateway's uplink: two devices' signed calls in one message, the master's two signed
+        # replies back (docs/gateway.md). The entries are the devices' exact bytes.
+        ("gateway_batch", pb.GatewayBatch(calls=[encode(hb), encode(status)])),
+        ("gateway_replies", pb.GatewayReplies(replies=[
+            encode(pb.AgentReply(seq=1000, mac=bytes(8))),
+            encode(pb.AgentReply(seq=1001, mac=bytes(8), update_ack=7))])),
         ("framework_subscribe", subscribe),
         ("framework_accept", accept),
         ("framework_offers", offers),

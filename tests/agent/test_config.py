@@ -34,6 +34,10 @@ def test_caps_reservations_ports_devices_and_labels(tmp_path: Path) -> None:
 @pytest.mark.parametrize("raw, key", [
     ({}, "master.url"),
     ({"master": {"url": "http://x"}}, "master.url"),
+    ({"master": {"urls": ["coap://a:1", "http://x"]}}, "master.urls[1]"),
+    ({"master": {"urls": ["coap://a:1", 7]}}, "master.urls[1]"),
+    ({"master": {"urls": "coap://a:1"}}, "master.urls"),
+    ({"master": {"urls": []}}, "master.url"),
     ({**BASE, "resources": {"cpus": -1}}, "resources.cpus"),
     ({**BASE, "resources": {"cpus": "two"}}, "resources.cpus"),
     ({**BASE, "resources": {"ports": ["9-1"]}}, "resources.ports"),
@@ -45,6 +49,15 @@ def test_caps_reservations_ports_devices_and_labels(tmp_path: Path) -> None:
 def test_bad_config_names_the_key(raw: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         parse_config(raw)
+
+
+def test_master_urls_keep_url_first() -> None:
+    assert parse_config(BASE).masters == ("ws://127.0.0.1:1/agent",)
+    cfg = parse_config({"master": {"url": "coap://m1:5683",
+                                   "urls": ["coap://m2:5683", "coap://m1:5683", "ws://m3/agent"]}})
+    assert cfg.master_url == "coap://m1:5683" and cfg.transport == "coap"
+    assert cfg.masters == ("coap://m1:5683", "coap://m2:5683", "ws://m3/agent")
+    assert parse_config({"master": {"urls": ["coap://m2:5683"]}}).master_url == "coap://m2:5683"
 
 
 def test_sensors(tmp_path: Path) -> None:

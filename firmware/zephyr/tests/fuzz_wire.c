@@ -63,6 +63,11 @@ int edgerm_port_task_kill(void *ctx, uint32_t task)
 	(void)ctx, (void)task;
 	return 0;
 }
+int edgerm_port_switch_master(void *ctx, const uint8_t *leader, size_t len)
+{
+	(void)ctx, (void)leader, (void)len;
+	return 0;
+}
 int edgerm_port_sensor_read(void *ctx, const char *n, size_t l, double *v)
 {
 	(void)ctx, (void)n, (void)l;

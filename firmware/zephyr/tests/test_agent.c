@@ -27,6 +27,9 @@ static int persist_result; /* what edgerm_port_persist returns; non-zero: nothin
 static uint32_t started[8], killed[8];
 static int n_started, n_killed;
 static int start_result;
+static int n_switches, switch_result;
+static uint8_t switch_leader[64];
+static size_t switch_len;
 /* Randomness: a new nonce per call (or rand_fixed's bytes), or rand_result when non-zero. */
 static int rand_result, n_random;
 static const uint8_t *rand_fixed;
@@ -129,10 +132,21 @@ int edgerm_port_sensor_read(void *ctx, const char *name, size_t len, double *v)
 	return 0;
 }
 
+int edgerm_port_switch_master(void *ctx, const uint8_t *leader, size_t len)
+{
+	(void)ctx;
+	n_switches++;
+	switch_len = len;
+	if (len && len <= sizeof(switch_leader)) {
+		memcpy(switch_leader, leader, len);
+	}
+	return switch_result;
+}
+
 static void reset_port(void)
 {
-	n_sent = n_persist = n_started = n_killed = n_queue_saves = 0;
-	start_result = rand_result = persist_result = 0;
+	n_sent = n_persist = n_started = n_killed = n_queue_saves = n_switches = 0;
+	start_result = rand_result = persist_result = switch_result = 0;
 	rand_fixed = NULL;
 }
 
@@ -824,6 +838,47 @@ static void test_reboot_and_unauthenticated(void)
 	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 30020 + CONFIG_EDGERM_RETRY_MAX_MS);
 }
 
+/* Several masters (docs/ha.md): a standby's NOT_LEADER, and silence, make the core ask the port
+ * to move; when it moved, the agent re-registers there with the same identity. */
+static void test_not_leader_and_silence_switch_master(void)
+{
+	static const char leader[] = "coap://10.0.0.2:5683";
+	edgerm_agent_reply_t r;
+
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	r.has_error = true;
+	r.error.code = EDGERM_ERR_NOT_LEADER;
+	r.error.leader.ptr = (const uint8_t *)leader;
+	r.error.leader.len = sizeof(leader) - 1;
+	switch_result = 1;
+	answer(&r, NULL, EDGERM_COAP_CODE(5, 3), 5020);
+	CHECK_EQ_INT(n_switches, 1);
+	CHECK_EQ_INT(switch_len, sizeof(leader) - 1);
+	CHECK_MEM(switch_leader, leader, sizeof(leader) - 1);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REREGISTERING);
+	CHECK_EQ_INT(stored.agent_id, 7);
+	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 4);
+	CHECK_EQ_INT(call.agent_id, 7);
+	CHECK_EQ_INT(call.call.reg.nonce.len, 0); /* the same identity and secret */
+	CHECK(call_mac_ok(SECRET));
+	/* No answer within the retransmission budget: asked to move on, no leader named. A port
+	 * with one master answers 0 and nothing else changes. */
+	switch_result = 0;
+	for (int i = 0; i <= CONFIG_EDGERM_COAP_MAX_RETRANSMIT; i++) {
+		edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+	}
+	CHECK_EQ_INT(n_switches, 2);
+	CHECK_EQ_INT(switch_len, 0);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REREGISTERING);
+	CHECK_EQ_INT(agent.stats.exchanges_failed, 2);
+}
+
 /* Reboot the agent from what the port stored, and let it re-register (update_ack as given). */
 static void reboot_and_reregister(uint32_t update_ack, uint64_t now)
 {
@@ -1211,4 +1266,5 @@ void suite_agent(void)
 	test_first_registration_vectors();
 	test_registered_signed_otherwise_dropped();
 	test_no_randomness();
+	test_not_leader_and_silence_switch_master();
 }

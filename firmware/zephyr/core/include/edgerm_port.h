@@ -52,6 +52,14 @@ int edgerm_port_random(void *ctx, uint8_t *buf, size_t len);
 /* Send one datagram to the master. 0, or a negative errno (the core treats it as a loss). */
 int edgerm_port_send(void *ctx, const uint8_t *buf, size_t len);
 
+/* Several masters, one leading (docs/ha.md): the core asks to move when a standby refused a
+ * call with NOT_LEADER (`leader`, `len`: the URL it named, "coap://HOST:PORT", len 0 when none)
+ * and when an exchange got no answer at all (len 0). The port keeps the list of masters: it
+ * moves to the named one only if it is on its list, else to the next (never anywhere else), and
+ * sends from then on to it. Return > 0 when it moved (the core then re-registers there with
+ * its identity and tasks), else 0 (one master only). */
+int edgerm_port_switch_master(void *ctx, const uint8_t *leader, size_t len);
+
 /* Store the persistent record. 0 or a negative errno. */
 int edgerm_port_persist(void *ctx, const edgerm_persist_t *p);
 

@@ -864,6 +864,14 @@ static void apply_commands(edgerm_agent_t *a, const edgerm_agent_reply_t *r)
 /* ------------------------------------------------------------------------------------------ */
 /* Receiving */
 
+/* Another master (edgerm_port_switch_master): re-register there, same identity and tasks. */
+static void switch_master(edgerm_agent_t *a, const uint8_t *leader, size_t len)
+{
+	if (edgerm_port_switch_master(a->cfg.port, leader, len) > 0) {
+		set_state(a, EDGERM_AGENT_REREGISTERING);
+	}
+}
+
 static void exchange_failed(edgerm_agent_t *a, uint64_t now)
 {
 	a->x_state = X_IDLE;
@@ -950,9 +958,12 @@ static void on_call_response(edgerm_agent_t *a, const edgerm_coap_msg_t *m, uint
 		return;
 	}
 	if (cls != 2) {
-		/* Error answers need not be signed; they can only make us register again. */
+		/* Error answers need not be signed; they can only make us register again, or try
+		 * another of the masters the port was configured with (a standby's NOT_LEADER). */
 		exchange_failed(a, now);
-		if (m->code == EDGERM_COAP_CODE(4, 1)) {
+		if (r.has_error && r.error.code == EDGERM_ERR_NOT_LEADER) {
+			switch_master(a, r.error.leader.ptr, r.error.leader.len);
+		} else if (m->code == EDGERM_COAP_CODE(4, 1)) {
 			a->backoff_ms = 0;
 			a->retry_at = 0;
 			if (a->state == EDGERM_AGENT_ACTIVE) {
@@ -1161,11 +1172,12 @@ void edgerm_agent_on_timer(edgerm_agent_t *a, uint64_t now)
 					  a->x_timeout_ms % 100u * CONFIG_EDGERM_COAP_BACKOFF_PERCENT / 100u;
 			a->x_deadline = now + a->x_timeout_ms;
 			transmit(a);
-		} else {
-			exchange_failed(a, now);
 		}
-	} else if (a->x_state == X_WAIT_RESPONSE && now >= a->x_deadline) {
+	}
+	if (a->x_state != X_IDLE && now >= a->x_deadline) {
+		/* No answer within the retransmission budget, or no separate response. */
 		exchange_failed(a, now);
+		switch_master(a, NULL, 0);
 	}
 	pump(a, now);
 }

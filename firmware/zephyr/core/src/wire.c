@@ -151,7 +151,7 @@ struct fields {
 #endif
 	field_t set[1], device[5], resources[6], attribute[4], env[2], wasm[6], task_spec[5],
 		task_report[2], reg[9], heartbeat[3], status[6], publish[4], module_request[3],
-		agent_call[8], launch[2], kill[1], fetch[2], command[5], registered[5], error[2],
+		agent_call[8], launch[2], kill[1], fetch[2], command[5], registered[5], error[3],
 		module_chunk[4], agent_reply[7];
 };
 
@@ -268,7 +268,7 @@ static const union {
 		       F(4, K_U32, jitter_ms), F(5, K_U32, update_ack)},
 #undef T
 #define T edgerm_error_t
-	.error = {F(1, K_I32, code), F(2, K_TSTR, message)},
+	.error = {F(1, K_I32, code), F(2, K_TSTR, message), F(3, K_TSTR, leader)},
 #undef T
 #define T edgerm_module_chunk_t
 	.module_chunk = {F(1, K_BSTR, sha256), F(2, K_U32, offset), F(3, K_U32, total),

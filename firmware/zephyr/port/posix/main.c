@@ -5,6 +5,10 @@
  *   edgerm-agent-posix --master 127.0.0.1:5683 --token T --state agent.state \
  *       --name bench-1 --sensor temp=21.5:Cel --sensor humidity=40:%RH
  *
+ * Several masters (one leads, docs/ha.md): repeat --master or give a comma list. The core asks
+ * to move (edgerm_port_switch_master) when a standby refuses with NOT_LEADER or a call goes
+ * unanswered; this port moves to the named leader only if it is one of these, else to the next.
+ *
  * The token stays in this process: the first registration is signed with SHA-256(token) and
  * carries a random nonce (port.c: getrandom), and the secret is derived on both sides.
  *
@@ -102,6 +106,50 @@ static int open_socket(const char *master)
 	return s;
 }
 
+/* --master values (each maybe a comma list) into port.masters; -1 when too many. */
+static int add_masters(const char *list)
+{
+	char *copy = strdup(list);
+
+	for (char *m = strtok(copy, ","); m; m = strtok(NULL, ",")) {
+		if (port.masters_count >= POSIX_MAX_MASTERS) {
+			return -1;
+		}
+		port.masters[port.masters_count++] = m; /* lives as long as the process */
+	}
+	return 0;
+}
+
+int edgerm_port_switch_master(void *ctx, const uint8_t *leader, size_t len)
+{
+	posix_port_t *p = ctx;
+	size_t next = (p->master + 1u) % (p->masters_count ? p->masters_count : 1u);
+
+	if (p->masters_count < 2) {
+		return 0;
+	}
+	/* "coap://HOST:PORT" a standby named: followed only when HOST:PORT is one of ours. */
+	for (size_t i = 0; len > 7 && memcmp(leader, "coap://", 7) == 0 && i < p->masters_count;
+	     i++) {
+		if (i != p->master && strlen(p->masters[i]) == len - 7 &&
+		    memcmp(p->masters[i], leader + 7, len - 7) == 0) {
+			next = i;
+		}
+	}
+	int s = open_socket(p->masters[next]);
+
+	p->master = (uint8_t)next; /* unreachable now: the next failure moves on */
+	if (s < 0) {
+		return 0;
+	}
+	close(p->sock);
+	p->sock = s;
+	printf("{\"event\": \"master\", \"master\": \"%s\", \"named\": \"%.*s\"}\n",
+	       p->masters[next], (int)(len < 200 ? len : 200), len ? (const char *)leader : "");
+	fflush(stdout);
+	return 1;
+}
+
 static const char *state_name(uint8_t s)
 {
 	static const char *const names[] = {"registering", "reregistering", "active"};
@@ -146,7 +194,7 @@ static const char *opt(int argc, char **argv, int *i, const char *env)
 
 int main(int argc, char **argv)
 {
-	const char *master = getenv("EDGERM_MASTER");
+	const char *master = NULL;
 	const char *token = getenv("EDGERM_AGENT_TOKEN");
 	const char *name = getenv("EDGERM_NAME");
 	const char *sensors = getenv("EDGERM_SENSORS");
@@ -156,6 +204,10 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--master") == 0) {
 			master = opt(argc, argv, &i, "EDGERM_MASTER");
+			if (master && add_masters(master) < 0) {
+				fprintf(stderr, "at most %d masters\n", POSIX_MAX_MASTERS);
+				return 2;
+			}
 		} else if (strcmp(argv[i], "--token") == 0) {
 			token = opt(argc, argv, &i, "EDGERM_AGENT_TOKEN");
 		} else if (strcmp(argv[i], "--state") == 0) {
@@ -170,7 +222,8 @@ int main(int argc, char **argv)
 				return 2;
 			}
 		} else {
-			fprintf(stderr, "usage: %s --master HOST:PORT --token T [--state FILE] "
+			fprintf(stderr, "usage: %s --master HOST:PORT[,HOST:PORT...]... --token T "
+					"[--state FILE] "
 					"[--name N] [--sensor NAME=VALUE[:UNIT]]... [--seed N]\n",
 				argv[0]);
 			return 2;
@@ -187,6 +240,12 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+	if (!port.masters_count && getenv("EDGERM_MASTER") &&
+	    add_masters(getenv("EDGERM_MASTER")) < 0) {
+		fprintf(stderr, "at most %d masters\n", POSIX_MAX_MASTERS);
+		return 2;
+	}
+	master = port.masters_count ? port.masters[0] : NULL;
 	if (!master || !token) {
 		fprintf(stderr, "--master and --token are required\n");
 		return 2;

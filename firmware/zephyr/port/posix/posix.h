@@ -10,6 +10,7 @@
 #include "edgerm/agent.h"
 
 #define POSIX_MAX_SENSORS 4
+#define POSIX_MAX_MASTERS 8
 #define POSIX_LOG_TAIL 200
 
 typedef struct {
@@ -22,7 +23,9 @@ typedef struct {
 } posix_task_t;
 
 typedef struct {
-	int sock; /* UDP, connected to the master */
+	int sock; /* UDP, connected to the master in use */
+	const char *masters[POSIX_MAX_MASTERS]; /* HOST:PORT each; one leads (docs/ha.md) */
+	uint8_t masters_count, master;          /* master: the index of the one in use */
 	const char *state_path;
 	edgerm_agent_t *agent;
 	edgerm_device_t devices[POSIX_MAX_SENSORS];

@@ -69,7 +69,11 @@ enum edgerm_reason {
 
 enum edgerm_executor { EDGERM_EXECUTOR_DOCKER = 1, EDGERM_EXECUTOR_WASM = 2 };
 enum edgerm_device_kind { EDGERM_DEVICE_SENSOR = 1, EDGERM_DEVICE_ACTUATOR = 2 };
-enum edgerm_error_code { EDGERM_ERR_UNAUTHENTICATED = 2, EDGERM_ERR_NOT_FOUND = 4 };
+enum edgerm_error_code {
+	EDGERM_ERR_UNAUTHENTICATED = 2,
+	EDGERM_ERR_NOT_FOUND = 4,
+	EDGERM_ERR_NOT_LEADER = 11,
+};
 
 /* A slice of a buffer; same layout as zcbor's struct zcbor_string. */
 typedef struct {
@@ -241,6 +245,7 @@ typedef struct {
 typedef struct {
 	int32_t code;
 	edgerm_slice_t message;
+	edgerm_slice_t leader; /* NOT_LEADER: the leading master's URL for this transport, or empty */
 } edgerm_error_t;
 
 typedef struct {

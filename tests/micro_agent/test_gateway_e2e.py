@@ -1,0 +1,162 @@
+"""A MicroPython agent behind a gateway (`edgerm-agent` with `[gateway]`), all real processes on
+loopback: the device has no route to the master, only to the gateway; the gateway's uplink to
+the master runs through a UDP relay that can cut it.
+
+Checked: the device registers and runs a task whose status and readings reach the framework;
+the gateway's own agent registers as well; an uplink cut keeps the device's updates on the
+gateway's disk and delivers every reading once and in order when the uplink returns; a gateway
+SIGKILLed during a cut and restarted loses none of them; the latest reading is readable on the
+gateway's side."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from edgerm.wire import pb
+from edgerm_agent.gateway_queue import reading_path
+from edgerm_agent.testing import AgentProcess as LinuxAgent
+from edgerm_master.testing_io import Framework, MasterProcess, UdpRelay, open_framework
+
+from .conftest import needs_micropython
+
+pytestmark = needs_micropython
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "micro_agent" / "examples"
+SAMPLER = (EXAMPLES / "sampler.py").read_bytes()
+N = 30
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def gateway_process(tmp: Path, master: MasterProcess, uplink_port: int, port: int) -> LinuxAgent:
+    host, ws = master.ws
+    return LinuxAgent(tmp / "gw", f"ws://{host}:{ws}/agent", name="gw", token="tok",
+                      extra=f'[gateway]\nhost = "127.0.0.1"\nport = {port}\n'
+                            f'uplink = "coap://127.0.0.1:{uplink_port}"\nwindow_ms = 5\n'
+                            'uplink_timeout_s = 2.0\nreply_timeout_s = 5.0\n')
+
+
+def kept_rows(queue: Path) -> int:
+    if not queue.exists():
+        return 0
+    db = sqlite3.connect(queue)
+    try:
+        return int(db.execute("SELECT count(*) FROM rows").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
+_USED: set[str] = set()
+
+
+async def _offer_on(f: Framework, name: str, timeout: float = 30.0) -> pb.Offer:
+    return await f.wait_for(lambda: next((o for o in f.fw.offers.values()  # type: ignore[no-any-return]
+                                          if o.agent_name == name
+                                          and o.offer_id not in _USED
+                                          and o.offer_id in f.fw.offers
+                                          and (name == "gw" or any(
+                                              d.name == "temp" for d in o.resources.devices))),
+                                         None), timeout)
+
+
+async def _launch_on(f: Framework, name: str, task_id: str, spec: pb.TaskSpec) -> None:
+    offer = await _offer_on(f, name)
+    _USED.add(offer.offer_id)
+    await f.send(f.fw.accept([offer.offer_id], [pb.TaskInfo(task_id=task_id, spec=spec)]))
+
+
+def _outputs(f: Framework, task_id: str) -> list[bytes]:
+    return [o.data for o in f.fw.outputs if o.task_id == task_id]
+
+
+async def _upload_mp(f: Framework, source: bytes) -> bytes:
+    import hashlib
+
+    await f.send(f.fw.upload(source, pb.MICROPYTHON_SOURCE))
+    sha = hashlib.sha256(source).digest()
+    await f.wait_for(lambda: any(e.WhichOneof("event") == "module_stored"
+                                 and e.module_stored.sha256 == sha for e in f.fw.events))
+    return sha
+
+
+def _spec(sha: bytes, size: int, n: int, period_ms: int) -> pb.TaskSpec:
+    return pb.TaskSpec(name="mp", resources=pb.Resources(cpus=0.1, devices=[pb.Device(
+        name="temp")]), micropython=pb.MicroPythonTask(
+            sha256=sha, size=size, args=[str(n)],
+            env=[pb.EnvVar(name="PERIOD_MS", value=str(period_ms))]))
+
+
+async def test_device_behind_a_gateway_through_an_outage_and_a_gateway_crash(
+        agent_factory: Any, tmp_path: Path) -> None:
+    master = MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500,
+                           extra=["--lost-after-s", "120"])
+    await trio.to_thread.run_sync(master.start)
+    gw: LinuxAgent | None = None
+    try:
+        async with trio.open_nursery() as n:
+            relay = UdpRelay(master.coap)
+            await relay.bind()
+            n.start_soon(relay.run)
+            port = free_udp_port()
+            gw = gateway_process(tmp_path, master, relay.port, port).start()
+            queue = tmp_path / "gw" / "gateway" / "queue.sqlite"
+            device = agent_factory({
+                "master": f"127.0.0.1:{port}", "token": "tok", "name": "mp-gw",
+                "heartbeat_ms": 500, "ack_timeout_ms": 300, "max_retransmit": 2,
+                "log_level": 2, "block_szx": 3, "mem_mb": 0.0625,
+                "sensors": [{"name": "temp", "unit": "Cel",
+                             "sim": [float(i) for i in range(1, 3 * N + 1)]}]})
+            await device.start()
+            f = await open_framework(n, master.ws)
+            await _offer_on(f, "gw")        # the gateway's own agent
+            await _offer_on(f, "mp-gw")     # the device, through the gateway
+
+            # a task on the device: status and readings reach the framework through the relay
+            sha = await _upload_mp(f, SAMPLER)
+            await _launch_on(f, "mp-gw", "s1", _spec(sha, len(SAMPLER), 3, 10))
+            await f.wait_state("s1", pb.FINISHED, timeout=30)
+            assert _outputs(f, "s1") == [b"1.0", b"2.0", b"3.0"]
+            latest = reading_path(tmp_path / "gw" / "gateway" / "readings", "mp-gw", "temp")
+            assert latest.read_bytes() == b"3.0"
+
+            # an uplink cut while the device samples: updates wait on the gateway's disk
+            await _launch_on(f, "mp-gw", "s2", _spec(sha, len(SAMPLER), N, 150))
+            try:
+                await f.wait_for(lambda: len(_outputs(f, "s2")) >= 3, timeout=30)
+            except trio.TooSlowError:
+                raise AssertionError(f"{f.fw.errors} {f.states('s2')} {[e for e in f.fw.events if e.WhichOneof('event') != 'offers'][-5:]}") from None
+            relay.forwarding = False
+            with trio.fail_after(20):
+                while kept_rows(queue) == 0:
+                    await trio.sleep(0.05)
+            seen = len(_outputs(f, "s2"))
+            await trio.sleep(1.0)
+            assert len(_outputs(f, "s2")) <= seen + 1  # nothing crosses a cut uplink
+            # the gateway dies with the kept update and comes back
+            gw.kill()
+            assert kept_rows(queue) >= 1
+            gw.start()
+            await trio.sleep(1.0)
+            relay.forwarding = True
+            await f.wait_state("s2", pb.FINISHED, timeout=60)
+            expected = [f"{float(i)}".encode() for i in range(4, 4 + N)]
+            assert _outputs(f, "s2") == expected  # each reading once, in order
+            assert kept_rows(queue) == 0
+            assert device.alive(), device.output()
+            n.cancel_scope.cancel()
+    finally:
+        if gw is not None:
+            print("--- gateway log ---\n" + gw.log())
+            gw.stop()
+        await trio.to_thread.run_sync(master.stop)
