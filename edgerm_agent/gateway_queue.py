@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import struct
 from pathlib import Path
-from urllib.parse import quote
 
 from edgerm_agent.gateway import Row
+from edgerm_agent.sensors import reading_path, reading_value
 
 __all__ = ["GatewayQueue", "reading_path", "reading_value"]
 
@@ -27,26 +26,6 @@ CREATE TABLE IF NOT EXISTS rows (row_id INTEGER PRIMARY KEY, agent_id INTEGER NO
                                  update_id INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (agent_id INTEGER PRIMARY KEY, name TEXT NOT NULL);
 """
-
-
-def reading_path(readings: Path, device: str, topic: str) -> Path:
-    """Where the latest reading of `device` under `topic` lives: names are quoted, so no name
-    can leave the directory ("" and "." become their quoted forms too)."""
-    def part(name: str) -> str:
-        q = quote(name, safe="")
-        return q if q not in ("", ".", "..") else "%" + q.encode().hex()
-    return readings / part(device) / part(topic or "data")
-
-
-def reading_value(data: bytes) -> float:
-    """A published reading as a number: its text ("21.5") or 8 bytes of little-endian f64.
-    Raises ValueError for anything else."""
-    if len(data) == 8:
-        try:
-            return float(data.decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError):
-            return float(struct.unpack("<d", data)[0])
-    return float(data.decode("utf-8", "strict").strip())
 
 
 class GatewayQueue:

@@ -87,7 +87,8 @@ class Gateway:
         self._ids = itertools.count(1)
         self._wake = trio.Event()
         self._disk = trio.Lock()          # one SQLite call at a time
-        self._fetching: dict[bytes, trio.Event] = {}
+        # Modules being fetched: done, and the bytes once there (for the requests waiting).
+        self._fetching: dict[bytes, tuple[trio.Event, list[bytes]]] = {}
         #: counters for logs, tests and the bench.
         self.stats = {"modules_fetched": 0, "modules_from_cache": 0, "uplink_bytes_out": 0,
                       "uplink_bytes_in": 0}
@@ -260,9 +261,9 @@ class Gateway:
         assert self.cache is not None and self.client is not None
         running = self._fetching.get(sha)
         if running is not None:
-            await running.wait()
-            return await trio.to_thread.run_sync(self.cache.get, sha)
-        done = self._fetching[sha] = trio.Event()
+            await running[0].wait()
+            return running[1][0] if running[1] else None
+        done, result = self._fetching[sha] = (trio.Event(), [])
         try:
             try:
                 resp = await self.client.get(self.uplink, f"m/{sha.hex()}",
@@ -280,6 +281,7 @@ class Gateway:
                 return None
             self.stats["modules_fetched"] += 1
             await trio.to_thread.run_sync(self.cache.put, sha, data)
+            result.append(data)  # for the requests that waited (even if too big to keep)
             return data
         finally:
             del self._fetching[sha]

@@ -110,7 +110,9 @@ class Agent:
                 self.modules, sensors=sensors, default_mem_mb=self.config.wasm_default_mem_mb,
                 stack_kb=self.config.wasm_stack_kb,
                 fetch_attempts=self.config.wasm_fetch_attempts,
-                fetch_retry_s=self.config.wasm_fetch_retry_s)
+                fetch_retry_s=self.config.wasm_fetch_retry_s,
+                readings=(self.config.work_dir / "gateway" / "readings"
+                          if self.config.gateway is not None else None))
             names.append("wasm")
         if "docker" in self.config.executors:
             from edgerm_agent.executors.docker import DockerExecutor

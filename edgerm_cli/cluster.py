@@ -7,7 +7,8 @@ It starts, as supervised child processes in one Trio nursery:
 - a Linux agent (`python -m edgerm_agent`) over WebSocket with the WASM executor (and Docker when
   a Docker engine answers) and two simulated sensors, `temp` and `humidity`;
 - the MicroPython agent (`micropython micro_agent/main.py`) over CoAP, when both the interpreter
-  and `micro_agent/` are there;
+  and `micro_agent/` are there; with `--gateway` the Linux agent is also a gateway
+  (docs/gateway.md) and the MicroPython agent talks to it instead of the master;
 
 then a demo framework: it builds the example WASM tasks (`examples/wasm/`), uploads the sampler,
 launches it on an agent that offers a `temp` sensor, prints each state transition and each
@@ -152,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micropython", choices=["auto", "on", "off"], default=d.micropython,
                    help="the MicroPython agent (auto: when `micropython` is installed)")
     p.add_argument("--no-linux-agent", action="store_true")
+    p.add_argument("--gateway", action="store_true",
+                   help="make the Linux agent a gateway (docs/gateway.md) and put the "
+                        "MicroPython agent behind it")
+    p.add_argument("--gateway-port", type=int, default=d.gateway_port,
+                   help="the gateway's CoAP port for the MicroPython agent")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--demo-only", action="store_true",
                       help="run the demo, then stop the cluster (the default)")
@@ -167,13 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.gateway and args.no_linux_agent:
+        parser.error("--gateway makes the Linux agent the gateway: drop --no-linux-agent")
     settings = ClusterSettings(
         data_dir=args.data_dir, host=args.host, ws_port=args.ws_port, coap_port=args.coap_port,
         heartbeat_ms=args.heartbeat_ms, docker=args.docker, micropython=args.micropython,
         linux_agent=not args.no_linux_agent, demo=not args.no_demo,
         keep_running=args.keep_running or args.no_demo, samples=args.samples,
-        period_ms=args.period_ms)
+        period_ms=args.period_ms, gateway=args.gateway, gateway_port=args.gateway_port)
     if args.fresh and settings.data_dir.exists():
         for entry in settings.data_dir.iterdir():
             if entry.name == "venv":

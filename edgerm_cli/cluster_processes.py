@@ -71,6 +71,10 @@ class ClusterSettings:
     linux_agent: bool = True
     docker: str = "auto"          # auto: use it when an engine answers; on; off
     micropython: str = "auto"     # auto: when `micropython` and micro_agent/ exist; on; off
+    # The Linux agent is also a gateway (docs/gateway.md) on this CoAP port, and the MicroPython
+    # agent talks to it instead of the master.
+    gateway: bool = False
+    gateway_port: int = 5684
     demo: bool = True
     keep_running: bool = False
     samples: int = 5              # readings the demo sampler takes
@@ -121,8 +125,10 @@ def master_toml(tokens: Tokens) -> str:
 
 
 def linux_agent_toml(name: str, master_ws: str, token: str, work_dir: Path,
-                     executors: Sequence[str], settings: ClusterSettings) -> str:
-    """The Linux agent's configuration (see edgerm_agent/config.py)."""
+                     executors: Sequence[str], settings: ClusterSettings,
+                     uplink: str | None = None) -> str:
+    """The Linux agent's configuration (see edgerm_agent/config.py); with `uplink` (the
+    master's coap:// URL) also a gateway (docs/gateway.md)."""
     lines = [
         f"name = {json.dumps(name)}",
         f"work_dir = {json.dumps(str(work_dir))}",
@@ -146,6 +152,9 @@ def linux_agent_toml(name: str, master_ws: str, token: str, work_dir: Path,
         lines += ["", "[[devices]]", f"name = {json.dumps(dev)}", 'kind = "sensor"',
                   f"unit = {json.dumps(unit)}", "shares = 4",
                   f"sine = {{ mean = {mean}, amplitude = {amplitude}, period_s = {period} }}"]
+    if uplink is not None:
+        lines += ["", "[gateway]", f"host = {json.dumps(settings.host)}",
+                  f"port = {settings.gateway_port}", f"uplink = {json.dumps(uplink)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -352,15 +361,18 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
         work = data_dir / "linux-agent"
         work.mkdir(parents=True, exist_ok=True)
         config = work / "agent.toml"
+        uplink = f"coap://{master_coap}" if settings.gateway else None
         write_private(config, linux_agent_toml("linux-1", master_ws, tokens.agent, work,
-                                               executors, settings))
+                                               executors, settings, uplink))
         child = children["linux-1"] = Child("linux agent", [
             sys.executable, "-m", "edgerm_agent", str(config)], logs / "linux-agent.log")
         await nursery.start(supervise, child)
         agents.append("linux-1")
         console.say(f"Linux agent linux-1 starting (executors: {', '.join(executors)}; "
                     f"sensors: {', '.join(settings.sensors)})"
-                    + ("" if use_docker else "; no Docker engine, so no Docker executor"))
+                    + ("" if use_docker else "; no Docker engine, so no Docker executor")
+                    + (f"; gateway for the MicroPython agent on {settings.host}:"
+                       f"{settings.gateway_port}" if settings.gateway else ""))
 
     use_mp = settings.micropython == "on" or (settings.micropython == "auto"
                                               and micropython_available())
@@ -368,8 +380,9 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
         work = data_dir / "micro-agent"
         work.mkdir(parents=True, exist_ok=True)
         config = work / "config.json"
+        via = f"{settings.host}:{settings.gateway_port}" if settings.gateway else master_coap
         write_private(config, json.dumps(micro_agent_config(
-            "micro-1", master_coap, tokens.agent, work, settings.heartbeat_ms)))
+            "micro-1", via, tokens.agent, work, settings.heartbeat_ms)))
         # ".frozen" keeps the interpreter's frozen modules (asyncio) importable.
         env = dict(os.environ, MICROPYPATH=f"{REPO / 'micro_agent'}:.frozen")
         micropython = shutil.which("micropython") or "micropython"
@@ -378,7 +391,8 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
             str(config)], logs / "micro-agent.log", env=env, cwd=work)
         await nursery.start(supervise, child)
         agents.append("micro-1")
-        console.say("MicroPython agent micro-1 starting (CoAP; sensor: temp)")
+        console.say("MicroPython agent micro-1 starting (CoAP"
+                    + (", behind the gateway" if settings.gateway else "") + "; sensor: temp)")
     elif settings.micropython == "auto":
         console.say("no MicroPython agent (needs `micropython` on PATH and micro_agent/)")
 

@@ -244,7 +244,7 @@ async def list_command(args: argparse.Namespace, out: TextIO) -> int:
         print(f"edgerm: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        state = await fetch_state_from(target.masters or [target.master], target.operator_token)
+        state = await fetch_state_from(target.masters, target.operator_token)
     except StateError as e:
         print(f"edgerm: {e}", file=sys.stderr)
         return EXIT_MASTER

@@ -297,7 +297,7 @@ async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         return EXIT_USAGE
     task_id = args.task_id or f"run-{secrets.token_hex(4)}"
     try:
-        async with Framework.connect(list(target.masters) or target.master,
+        async with Framework.connect(list(target.masters),
                                      name=args.framework_name,
                                      token=target.framework_token,
                                      failover_timeout_s=args.failover_timeout,

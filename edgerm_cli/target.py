@@ -52,6 +52,10 @@ class Target:
     operator_token: str
     masters: tuple[str, ...] = ()    # every master given; commands follow the leader among them
 
+    def __post_init__(self) -> None:
+        if not self.masters:
+            object.__setattr__(self, "masters", (self.master,))
+
 
 class TargetError(Exception):
     """The master address or a token is missing or malformed: one line for the user."""

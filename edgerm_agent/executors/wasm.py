@@ -30,6 +30,7 @@ import signal
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -113,8 +114,10 @@ class WasmExecutor:
     def __init__(self, modules: ModuleStore, *, sensors: dict[str, SensorSpec],
                  default_mem_mb: float = 16.0, stack_kb: int = 64,
                  epoch: float | None = None, fetch_attempts: int = 3,
-                 fetch_retry_s: float = 1.0) -> None:
+                 fetch_retry_s: float = 1.0, readings: Path | None = None) -> None:
         self.modules = modules
+        # On a gateway: where the latest readings of the devices behind it are (docs/gateway.md).
+        self.readings = readings
         self.sensors = sensors
         self.default_mem_mb = default_mem_mb
         self.stack_kb = stack_kb
@@ -213,6 +216,7 @@ class WasmExecutor:
             "env": {e.name: e.value for e in w.env},
             "sensors": [self.sensors[n].to_json() for n in wanted if n in self.sensors],
             "known": sorted(self.sensors),
+            "readings": str(self.readings) if self.readings is not None else "",
             "mem_pages": max(1, int(mem_mb * 1024 * 1024) // _PAGE),
             "stack_bytes": self.stack_kb * 1024,
             "epoch": self.epoch,

@@ -44,6 +44,7 @@ import signal
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from edgerm_agent.executors.wasm_module import (
@@ -52,7 +53,7 @@ from edgerm_agent.executors.wasm_module import (
     cap_memory_untrusted,
     parse_module_untrusted,
 )
-from edgerm_agent.sensors import SensorError, SensorSpec, read_sensor
+from edgerm_agent.sensors import SensorError, SensorSpec, read_reading, read_sensor
 
 OK, E_NOTFOUND, E_DENIED, E_IO, E_TOOBIG, E_AGAIN = 0, -1, -2, -3, -4, -5
 MAX_PUBLISH = 1024
@@ -88,6 +89,8 @@ class Host:
         self.env = {k.encode(): v.encode() for k, v in task.get("env", {}).items()}
         self.sensors = {s["name"]: SensorSpec.from_json(s) for s in task.get("sensors", [])}
         self.known = set(task.get("known", [])) | set(self.sensors)
+        readings = task.get("readings") or ""
+        self.readings = Path(readings) if readings else None
         self.epoch = float(task.get("epoch", time.monotonic()))
         self.in_flight = 0
         self.runtime: Any = None
@@ -143,10 +146,19 @@ class Host:
         except UnicodeDecodeError:
             return E_NOTFOUND
         spec = self.sensors.get(text)
-        if spec is None:
-            return E_DENIED if text in self.known else E_NOTFOUND
         try:
-            value = read_sensor(spec, time.monotonic() - self.epoch)
+            if spec is not None:
+                value = read_sensor(spec, time.monotonic() - self.epoch)
+            elif text in self.known:
+                return E_DENIED
+            elif self.readings is not None and "/" in text:
+                # On a gateway: "<device>/<topic>", a device's latest published reading.
+                reading = read_reading(self.readings, text)
+                if reading is None:
+                    return E_NOTFOUND
+                value = reading
+            else:
+                return E_NOTFOUND
         except SensorError:
             return E_IO
         mem[p:p + 8] = struct.pack("<d", value)

@@ -138,7 +138,8 @@ def summary(state: Sampling) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--master", help="master address (env EDGERM_MASTER)")
+    p.add_argument("--master", help="master address, or a comma list of masters (env "
+                                     "EDGERM_MASTER)")
     p.add_argument("--token", help="framework token (env EDGERM_TOKEN)")
     p.add_argument("--operator-token", help=argparse.SUPPRESS)
     p.add_argument("--sensor", default="temp", help="sensor to sample (default temp)")
@@ -162,7 +163,7 @@ async def main_async(args: argparse.Namespace, out: TextIO) -> int:
         return 2
     target = resolve_target(args)
     try:
-        async with Framework.connect(target.master, name="sensor-sampling",
+        async with Framework.connect(list(target.masters), name="sensor-sampling",
                                      token=target.framework_token) as fw:
             state = await sample(fw, module_bytes, args.sensor, args.samples, args.period_ms,
                                  args.settle_s, out, wait_first_s=args.wait_s)

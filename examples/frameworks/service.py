@@ -193,7 +193,8 @@ def _subtract(offer: pb.Offer, res: pb.Resources) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--master", help="master address (env EDGERM_MASTER)")
+    p.add_argument("--master", help="master address, or a comma list of masters (env "
+                                     "EDGERM_MASTER)")
     p.add_argument("--token", help="framework token (env EDGERM_TOKEN)")
     p.add_argument("--operator-token", help=argparse.SUPPRESS)
     p.add_argument("--replicas", type=int, default=3)
@@ -219,7 +220,7 @@ async def main_async(args: argparse.Namespace, out: TextIO) -> int:
     target = resolve_target(args)
     service = Service(args.replicas, args.per_agent)
     try:
-        async with Framework.connect(target.master, name=args.name,
+        async with Framework.connect(list(target.masters), name=args.name,
                                      token=target.framework_token,
                                      failover_timeout_s=60) as fw:
             module = await fw.upload(module_bytes, name=args.module.name)

@@ -119,3 +119,31 @@ async def test_coap_link_retransmits_as_configured() -> None:
             await trio.sleep(0.3)  # nothing more comes after the last retransmission
             nursery.cancel_scope.cancel()
     assert seen == 3
+
+
+def test_gateway_table_defaults_and_its_uplink_from_the_masters(tmp_path: Path) -> None:
+    raw: dict[str, object] = {"master": {"url": "ws://m:5690/agent",
+                                         "urls": ["coap://m:5683", "coap://n:5683"]},
+                              "gateway": {"queue_path": "q.sqlite"}}
+    gw = parse_config(raw, base=tmp_path).gateway
+    assert gw is not None
+    assert gw.uplink == ("coap://m:5683", "coap://n:5683")   # the coap:// masters, in order
+    assert gw.port == 5683 and gw.batch_max == 32 and gw.queue_path == tmp_path / "q.sqlite"
+    assert parse_config({"master": {"url": "coap://m:1"}}).gateway is None
+
+
+@pytest.mark.parametrize(("gateway", "master", "words"), [
+    ({}, "ws://m:5690/agent", "gateway.uplink: required"),
+    ({"uplink": "ws://m:5690"}, "coap://m:1", "not a coap://HOST:PORT"),
+    ({"batch_max": 65}, "coap://m:1", "gateway.batch_max"),
+    ({"port": 70000}, "coap://m:1", "gateway.port"),
+    ({"queue_max": 0}, "coap://m:1", "gateway.queue_max"),
+    ({"windw_ms": 1}, "coap://m:1", "gateway.windw_ms"),
+    ({"cache_mb": -1}, "coap://m:1", "gateway.cache_mb"),
+])
+def test_bad_gateway_config_names_the_key(gateway: dict[str, object], master: str,
+                                          words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        parse_config({"master": {"url": master}, "gateway": gateway})
+    with pytest.raises(ConfigError, match="gateway: expected a table"):
+        parse_config({"master": {"url": master}, "gateway": 3})

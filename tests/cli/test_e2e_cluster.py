@@ -53,6 +53,31 @@ async def test_demo_only_reaches_the_wasm_tasks_output(tmp_path: Path, wasm_modu
     assert (data / "logs" / "master.log").exists()
 
 
+@pytest.mark.skipif(shutil.which("micropython") is None and not os.environ.get("CI"),
+                    reason="micropython is not installed")
+async def test_gateway_flag_puts_the_micropython_agent_behind_the_linux_agent(
+        tmp_path: Path, wasm_modules) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "data"
+    done = await trio.run_process([*CLUSTER, "--data-dir", str(data), "--demo-only",
+                                   "--samples", "2", "--period-ms", "50", "--gateway",
+                                   "--gateway-port", str(port), "--micropython", "on"],
+                                  capture_stdout=True, capture_stderr=True, check=False,
+                                  env=clean_env(data))
+    out = done.stdout.decode()
+    assert done.returncode == 0, out + done.stderr.decode()
+    assert f"gateway for the MicroPython agent on 127.0.0.1:{port}" in out, out
+    assert "MicroPython agent micro-1 starting (CoAP, behind the gateway" in out, out
+    assert "agents registered: linux-1, micro-1" in out, out
+    assert "2 readings from micro-1 (MicroPython sampler)" in out, out
+    config = json.loads((data / "micro-agent" / "config.json").read_text())
+    assert config["master"] == f"127.0.0.1:{port}"   # no route to the master itself
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (from /proc's parent links)."""
     parents: dict[int, list[int]] = {}

@@ -56,6 +56,9 @@ async def test_a_standby_refuses_every_call_naming_the_leader(tmp_path: Path) ->
                 assert reply.error.code == pb.NOT_LEADER
                 assert reply.error.leader == "coap://10.1.1.2:5683"
                 assert "standby" in reply.error.message
+            resp = await coap.get(coap_addr, ("m", "00" * 32))
+            assert resp.code == Code.SERVICE_UNAVAILABLE
+            assert decode(pb.Error, resp.payload).code == pb.NOT_LEADER
             resp = await coap.post(coap_addr, "s", encode(pb.StateRequest(
                 token="operator-token")), content_format=CONTENT_FORMAT_CBOR)
             assert resp.code == Code.SERVICE_UNAVAILABLE
