@@ -70,6 +70,7 @@ class Gateway:
     def __init__(self, config: AgentConfig) -> None:
         assert config.gateway is not None
         self.config: GatewayConfig = config.gateway
+        self.uplink_ack_timeout_s = config.coap_ack_timeout_s
         gw = self.config
         base = config.work_dir / "gateway"
         self.queue_path = gw.queue_path or base / "queue.sqlite"
@@ -111,7 +112,11 @@ class Gateway:
                 log.info("gateway: %d kept device updates to deliver", len(rows))
             self.cache = await trio.to_thread.run_sync(
                 ModuleCache, self.cache_dir, int(gw.cache_mb * 1024 * 1024))
-            coap = CoapConfig(max_retransmit=3, request_timeout=gw.uplink_timeout_s)
+            # The uplink's ACK timeout is the agent's own ([coap] ack_timeout_s): at RFC 7252's
+            # 2 s one lost datagram stalls every device's batch for 2-3 s, and a second one
+            # uses up uplink_timeout_s (10 s) with no third try.
+            coap = CoapConfig(ack_timeout=self.uplink_ack_timeout_s, max_retransmit=3,
+                              request_timeout=gw.uplink_timeout_s)
             async with open_coap_client(config=coap) as client:
                 self.client = client
                 async with trio.open_nursery() as nursery:
@@ -273,6 +278,8 @@ class Gateway:
                 return None
             self.stats["uplink_bytes_in"] += len(resp.payload)
             if resp.code != Code.CONTENT:
+                log.warning("gateway: module %s: the master answered %s %r", sha.hex()[:12],
+                            resp.code, resp.payload[:80])
                 return None
             data = resp.payload
             if hashlib.sha256(data).digest() != sha:
