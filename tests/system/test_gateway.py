@@ -44,12 +44,12 @@ LOSS = 0.2
 RATE_KBIT = 256
 MICROS = 3
 COUNTER = (Path(__file__).parent / "tasks" / "counter.py").read_text()
-PAD_BYTES = 12_000
+PAD_BYTES = 6_000
 
 
 @pytest.fixture(scope="module")
 def big_counter(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """tasks/counter.py with 12 KB of constant data: a module large enough that each copy
+    """tasks/counter.py with 6 KB of constant data: a module large enough that each copy
     crossing the uplink shows in its byte count next to the heartbeats."""
     out = tmp_path_factory.mktemp("big")
     src = out / "big_counter.py"
@@ -71,14 +71,17 @@ def _free_udp_port(net: GatewayTopology, host: str) -> int:
 
 
 def _gateway(net: GatewayTopology, work: Path, master_coap: tuple[str, int], port: int,
-             *, uplink_timeout_s: float) -> EdgeProcess:
+             *, uplink_timeout_s: float, reply_timeout_s: float) -> EdgeProcess:
     """`edgerm-agent` with `[gateway]` in the gateway's namespace: its own agent link and the
     relay's uplink both go to the master's CoAP address through the router."""
     host, mport = master_coap
     return linux_agent(net, work, f"coap://{host}:{mport}", "gw", call_timeout_s=10.0,
                        backoff_max_s=1.0, extra=(
+                           # retransmit on the uplink after 0.5 s (its round trip is ~1 ms)
+                           "[coap]\nack_timeout_s = 0.5\n"
                            f'[gateway]\nhost = "{GW_DEV_IP}"\nport = {port}\nwindow_ms = 5\n'
-                           f"uplink_timeout_s = {uplink_timeout_s}\nreply_timeout_s = 20.0\n"))
+                           f"uplink_timeout_s = {uplink_timeout_s}\n"
+                           f"reply_timeout_s = {reply_timeout_s}\n"))
 
 
 def _kept_rows(work: Path) -> int:
@@ -103,6 +106,32 @@ def _consecutive(f: Observer, task: str) -> list[bytes]:
     return data
 
 
+def _agent_id(p: EdgeProcess) -> int | None:
+    """The agent id the device holds now (its latest registration), from its log."""
+    current = None
+    for line in p.log(tail=10**7).splitlines():
+        if line.startswith("edgerm: registered "):              # the MicroPython agent
+            current = int(line.split()[2])
+        elif line.startswith("{"):                               # the C agent's JSON events
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("event") == "state" and ev.get("state") == "active":
+                current = int(ev["agent_id"])
+    return current
+
+
+async def _offer(f: Observer, p: EdgeProcess, timeout: float) -> pb.Offer:
+    """An offer of the registration `p` holds. (A Register whose reply was lost on the uplink
+    and that the device then sent again leaves an earlier registration of the same name at the
+    master, which goes UNREACHABLE and then LOST: its offers must not be taken.)"""
+    return await f.wait_for(  # type: ignore[no-any-return]
+        lambda: next((o for o in f.fw.offers.values()
+                      if o.agent_name == p.name and o.agent_id == _agent_id(p)), None),
+        timeout, f"an offer from {p.name}'s registration")
+
+
 def _posix_starts(p: EdgeProcess) -> int:
     starts = 0
     for line in p.log(tail=10**7).splitlines():
@@ -116,9 +145,11 @@ def _posix_starts(p: EdgeProcess) -> int:
 
 
 def _devices(net: GatewayTopology, tmp_path: Path, mpy_build: Path, posix_bin: Path,
-             port: int, micros: int) -> tuple[list[EdgeProcess], EdgeProcess]:
+             port: int, micros: int, ack_timeout_ms: int) -> tuple[list[EdgeProcess],
+                                                                   EdgeProcess]:
     mps = [micro_agent(net, tmp_path / f"mp{i}", mpy_build, (GW_DEV_IP, port), f"mp{i}",
-                       ack_timeout_ms=300, max_retransmit=3, heap="128k", ns=net.devices)
+                       ack_timeout_ms=ack_timeout_ms, max_retransmit=3, heap="128k",
+                       ns=net.devices)
            for i in range(micros)]
     c = posix_agent(net, posix_bin, tmp_path / "c", (GW_DEV_IP, port), "c-agent",
                     ns=net.devices)
@@ -130,22 +161,30 @@ async def test_devices_behind_a_gateway_over_a_lossy_uplink(
         counter_wasm: bytes, big_counter: bytes, mpy_build: Path, posix_agent_bin: Path,
         tmp_path: Path) -> None:
     net = gw_net
-    # Generous liveness (30 s of silence): this test is about delivery through the loss.
-    master = await gw_masters(500, "--unreachable-after-missed", "60", "--lost-after-s", "300")
+    # Generous liveness (60 s of silence): this test is about delivery through the loss.
+    master = await gw_masters(500, "--unreachable-after-missed", "120", "--lost-after-s", "300")
     net.impair(loss=LOSS, rate_kbit=RATE_KBIT)
     port = _free_udp_port(net, GW_DEV_IP)
-    gw = _gateway(net, tmp_path / "gw", master.coap, port, uplink_timeout_s=15.0).start()
+    # A device's exchange must outlast the gateway's answer to it (reply_timeout_s): the C
+    # agent's gives up after 7 s at least (ACK_TIMEOUT 1 s, 2 retransmissions), the MicroPython
+    # agents' here after 15 s (1 s, 3). Else a call the master applied can come again as a
+    # new one (docs/gateway.md, "Deploying" has the rule).
+    gw = _gateway(net, tmp_path / "gw", master.coap, port, uplink_timeout_s=8.0,
+                  reply_timeout_s=6.0).start()
     edge_processes.append(gw)
-    mps, c = _devices(net, tmp_path, mpy_build, posix_agent_bin, port, MICROS)
+    mps, c = _devices(net, tmp_path, mpy_build, posix_agent_bin, port, MICROS, 1000)
     for p in [*mps, c]:
         edge_processes.append(p.start())
 
     mp_tasks = [f"mp-counter-{i}" for i in range(MICROS)]
+    # Kill goes through KILLING when the master has to wait for the agent's answer.
+    killed = ([TS.STARTING, TS.RUNNING, TS.KILLED], [TS.STARTING, TS.RUNNING, TS.KILLING,
+                                                     TS.KILLED])
     wasm_tasks = ["c-counter", "gw-counter"]
     async with open_framework(master) as f:
-        offers = {}
-        for name in ["gw", "c-agent", *(p.name for p in mps)]:
-            offers[name] = await f.offer(name, 90)
+        await f.offer("gw", 90)
+        for p in [c, *mps]:
+            await _offer(f, p, 90)      # every device registered
         py = await f.fw.upload(big_counter, pb.MICROPYTHON_MPY)
         wasm = await f.fw.upload(counter_wasm)
 
@@ -155,7 +194,7 @@ async def test_devices_behind_a_gateway_over_a_lossy_uplink(
         idle_rate = (net.uplink_bytes_down() - b0) / (trio.current_time() - t0)
         b1, t1 = net.uplink_bytes_down(), trio.current_time()
         for i, p in enumerate(mps):
-            await f.fw.launch(offers[p.name], mp_tasks[i], micropython_spec(py, "300"))
+            await f.fw.launch(await _offer(f, p, 30), mp_tasks[i], micropython_spec(py, "300"))
         for task in mp_tasks:
             await f.wait_state(task, [TS.RUNNING], 120)
         module_bytes = (net.uplink_bytes_down() - b1) - idle_rate * (trio.current_time() - t1)
@@ -165,21 +204,20 @@ async def test_devices_behind_a_gateway_over_a_lossy_uplink(
         # and its status updates, stays well under 2x.
         assert module_bytes < 2 * len(big_counter), module_bytes
 
-        await f.fw.launch(offers["c-agent"], "c-counter", _device_wasm_spec(wasm, "300"))
-        await f.fw.launch(offers["gw"], "gw-counter", wasm_spec(wasm, "300"))
+        await f.fw.launch(await _offer(f, c, 30), "c-counter", _device_wasm_spec(wasm, "300"))
+        await f.fw.launch(await f.offer("gw", 30), "gw-counter", wasm_spec(wasm, "300"))
         for task in wasm_tasks:
             await f.wait_state(task, [TS.RUNNING], 120)
         every = mp_tasks + wasm_tasks
-        await f.wait_for(lambda: all(len(f.data(t)) >= 5 for t in every), 120,
-                         lambda: f"5 outputs each, have { {t: len(f.data(t)) for t in every} }")
+        await f.wait_for(lambda: all(len(f.data(t)) >= 3 for t in every), 120,
+                         lambda: f"3 outputs each, have { {t: len(f.data(t)) for t in every} }")
         for task in every:
             await f.fw.kill(task)
         for task in every:
             await f.wait_state(task, [TS.KILLED], 120)
         f.print_timeline()
         for task in every:
-            assert f.states(task) == [TS.STARTING, TS.RUNNING, TS.KILLED], \
-                (task, f.state_names(task))
+            assert f.states(task) in killed, (task, f.state_names(task))
             _consecutive(f, task)
         assert not f.errors, f.errors
     assert net.forward_drops() > 0, "the router dropped nothing: the uplink was not lossy"
@@ -194,9 +232,10 @@ async def test_uplink_cut_and_gateway_crash_lose_nothing(
     master = await gw_masters(500, "--unreachable-after-missed", "4", "--lost-after-s", "120")
     port = _free_udp_port(net, GW_DEV_IP)
     gw_work = tmp_path / "gw"
-    gw = _gateway(net, gw_work, master.coap, port, uplink_timeout_s=2.0).start()
+    gw = _gateway(net, gw_work, master.coap, port, uplink_timeout_s=2.0,
+                  reply_timeout_s=5.0).start()
     edge_processes.append(gw)
-    mps, c = _devices(net, tmp_path, mpy_build, posix_agent_bin, port, 2)
+    mps, c = _devices(net, tmp_path, mpy_build, posix_agent_bin, port, 2, 300)
     for p in [*mps, c]:
         edge_processes.append(p.start())
     tasks = {"mp-counter-0": mps[0], "mp-counter-1": mps[1], "c-counter": c}
@@ -205,7 +244,7 @@ async def test_uplink_cut_and_gateway_crash_lose_nothing(
         py = await f.fw.upload(mpy_tasks["counter"], pb.MICROPYTHON_MPY)
         wasm = await f.fw.upload(counter_wasm)
         for task, p in tasks.items():
-            offer = await f.offer(p.name, 60)
+            offer = await _offer(f, p, 60)
             spec = _device_wasm_spec(wasm, "200") if p is c else micropython_spec(py, "200")
             await f.fw.launch(offer, task, spec)
         for task in tasks:
