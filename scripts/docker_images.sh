@@ -104,7 +104,7 @@ step "wheels (pip wheel)"
 for svc in master agent; do
     # The legacy builder with the host network: the engine has no bridge (and RUN needs none).
     DOCKER_BUILDKIT=0 docker build -q --network host -t "edgerm/$svc:latest" \
-        -f "docker/Dockerfile.$svc" "$WORK/ctx" >"$WORK/build-$svc.log" 2>&1 \
+        -f "deploy/docker/Dockerfile.$svc" "$WORK/ctx" >"$WORK/build-$svc.log" 2>&1 \
         || { tail -30 "$WORK/build-$svc.log" >&2; edgerm_log "docker build $svc failed"; exit 1; }
     step "image edgerm/$svc"
 done
