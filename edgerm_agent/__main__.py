@@ -36,9 +36,20 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"config {args.config}: {e}")
     try:
         if config.gateway is not None:
-            from edgerm_agent.gateway_shell import run_agent
+            from edgerm_agent.gateway_shell import GatewayListenError, run_agent
 
-            trio.run(run_agent, config)
+            try:
+                trio.run(run_agent, config)
+            except GatewayListenError as e:
+                return _fail(str(e))
+            except BaseExceptionGroup as group:
+                matched, _ = group.split(GatewayListenError)
+                if matched is None:
+                    raise
+                first: BaseException = matched
+                while isinstance(first, BaseExceptionGroup):
+                    first = first.exceptions[0]
+                return _fail(str(first))
         else:
             trio.run(Agent(config).run)
     except CheckpointError as e:

@@ -49,13 +49,17 @@ from edgerm_agent.gateway import (
 from edgerm_agent.gateway_cache import ModuleCache
 from edgerm_agent.gateway_queue import GatewayQueue
 
-__all__ = ["Gateway", "run_agent"]
+__all__ = ["Gateway", "GatewayListenError", "run_agent"]
 
 log = logging.getLogger("edgerm.gateway")
 
 _OCTET_STREAM = 42
 # A module a device asks for: the uplink's whole CoAP budget, blocks retransmitted inside it.
 _MODULE_TIMEOUT_S = 120.0
+
+
+class GatewayListenError(Exception):
+    """The devices' CoAP port cannot be bound; the message says what to do."""
 
 
 @dataclass(slots=True)
@@ -70,7 +74,6 @@ class Gateway:
     def __init__(self, config: AgentConfig) -> None:
         assert config.gateway is not None
         self.config: GatewayConfig = config.gateway
-        self.uplink_ack_timeout_s = config.coap_ack_timeout_s
         gw = self.config
         base = config.work_dir / "gateway"
         self.queue_path = gw.queue_path or base / "queue.sqlite"
@@ -79,6 +82,8 @@ class Gateway:
         self.uplinks = [(urlsplit(u).hostname or "", urlsplit(u).port or 5683)
                         for u in gw.uplink]
         self._uplink = 0
+        self.ack_timeout_s = config.coap_ack_timeout_s
+        self.max_retransmit = config.coap_max_retransmit
         self.core: GatewayCore | None = None
         self.queue: GatewayQueue | None = None
         self.cache: ModuleCache | None = None
@@ -112,10 +117,9 @@ class Gateway:
                 log.info("gateway: %d kept device updates to deliver", len(rows))
             self.cache = await trio.to_thread.run_sync(
                 ModuleCache, self.cache_dir, int(gw.cache_mb * 1024 * 1024))
-            # The uplink's ACK timeout is the agent's own ([coap] ack_timeout_s): at RFC 7252's
-            # 2 s one lost datagram stalls every device's batch for 2-3 s, and a second one
-            # uses up uplink_timeout_s (10 s) with no third try.
-            coap = CoapConfig(ack_timeout=self.uplink_ack_timeout_s, max_retransmit=3,
+            # The uplink's CoAP retransmission is the agent's own ([coap] ack_timeout_s and
+            # max_retransmit), cut at uplink_timeout_s.
+            coap = CoapConfig(ack_timeout=self.ack_timeout_s, max_retransmit=self.max_retransmit,
                               request_timeout=gw.uplink_timeout_s)
             async with open_coap_client(config=coap) as client:
                 self.client = client
@@ -126,7 +130,13 @@ class Gateway:
                              rt="edgerm.module")
                     server = CoapServer(site, config=CoapConfig(
                         handler_timeout=gw.reply_timeout_s + 5.0))
-                    self.address = await nursery.start(server.serve, gw.host, gw.port)
+                    try:
+                        self.address = await nursery.start(server.serve, gw.host, gw.port)
+                    except OSError as e:
+                        raise GatewayListenError(
+                            f"cannot serve the devices on {gw.host}:{gw.port} "
+                            f"({e.strerror or e}): stop what uses that port or set "
+                            "[gateway] host/port") from None
                     nursery.start_soon(self._uplink_loop)
                     log.info("gateway serving devices on %s, uplink %s:%d", self.address,
                              *self.uplink)
@@ -154,7 +164,8 @@ class Gateway:
             if slot.response is None:
                 self.core.call_gone(call_id)
                 return Response(Code.SERVICE_UNAVAILABLE, unavailable(
-                    "the master did not answer in time; try again"), CONTENT_FORMAT_CBOR)
+                    "the master did not answer in time; try again"), CONTENT_FORMAT_CBOR,
+                    remember=True)
             return slot.response
         finally:
             del self._slots[call_id]
@@ -166,9 +177,12 @@ class Gateway:
             if isinstance(e, Answer):
                 slot = self._slots.get(e.call_id)
                 if slot is not None and slot.response is None:
-                    # What the master signed, remembered for the device's retransmissions.
+                    # Remembered for the device's retransmissions, "try again" included: a
+                    # retransmission relayed anew could reach the master after the original
+                    # did (a batch that timed out here but was applied there) and be refused
+                    # as a replay. Garbage is not remembered (it would hold state for nothing).
                     slot.response = Response(e.code, e.payload, CONTENT_FORMAT_CBOR,
-                                             remember=e.code != Code.SERVICE_UNAVAILABLE)
+                                             remember=e.code != Code.BAD_REQUEST)
                     slot.done.set()
             elif isinstance(e, Persist):
                 async with self._disk:
@@ -278,8 +292,6 @@ class Gateway:
                 return None
             self.stats["uplink_bytes_in"] += len(resp.payload)
             if resp.code != Code.CONTENT:
-                log.warning("gateway: module %s: the master answered %s %r", sha.hex()[:12],
-                            resp.code, resp.payload[:80])
                 return None
             data = resp.payload
             if hashlib.sha256(data).digest() != sha:

@@ -51,11 +51,12 @@ from edgerm.wire import CONTENT_FORMAT_CBOR, DecodeError, decode, encode, pb
 from edgerm_master.config import MasterConfig
 from edgerm_master.core import AgentResult, CloseFramework, Master, ToAgent, ToFramework
 from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
+from edgerm_master.gateways import gateway_batch, gateway_inline
 from edgerm_master.members import MemberInfo, Role
 from edgerm_master.modules import ModuleReader, parse_hex
 from edgerm_master.store import Store
 
-__all__ = ["MasterService", "ERROR_TO_COAP", "GATEWAY_BATCH_MAX", "ListenError", "peer_address"]
+__all__ = ["MasterService", "ERROR_TO_COAP", "ListenError", "peer_address"]
 
 log = logging.getLogger("edgerm.master.service")
 
@@ -75,8 +76,6 @@ ERROR_TO_COAP = {
     E.NOT_LEADER: Code.SERVICE_UNAVAILABLE,
 }
 _OCTET_STREAM = 42
-# Calls in one gateway batch (CoAP `g`); a gateway sends fewer (its [gateway] batch_max).
-GATEWAY_BATCH_MAX = 64
 # Events queued for one framework before it counts as not reading and is disconnected.
 _FRAMEWORK_QUEUE = 10_000
 # A full garbage collection scans every object the collector tracks: with a million agents one
@@ -231,7 +230,8 @@ class MasterService:
                 site.add("m", self._coap_module, methods=(Code.GET,), prefix=True,
                          rt="edgerm.module")
                 site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
-                site.add("g", self._coap_gateway, methods=(Code.POST,), rt="edgerm.gateway")
+                site.add("g", self._coap_gateway, methods=(Code.POST,), rt="edgerm.gateway",
+                         inline=self._coap_gateway_inline)
                 self.coap_server = CoapServer(site)
                 server = self.coap_server
                 coap_addr = await _listen(
@@ -471,35 +471,11 @@ class MasterService:
         return Response(code, data, CONTENT_FORMAT_CBOR, observe=observe,
                         remember=True if result.agent_id else None)
 
+    def _coap_gateway_inline(self, request: Request) -> Response | None:
+        return gateway_inline(self, request)
+
     async def _coap_gateway(self, request: Request) -> Response:
-        """A gateway's batch (docs/gateway.md): each entry is a device's own signed AgentCall,
-        handled exactly as if it had come on `a` (same checks, same records, same signed
-        reply); the answers go back in one `GatewayReplies`, in order, once every record of
-        them is durable. The batch itself carries no authority: a gateway can only pass on
-        what its devices signed."""
-        if self.role is not Role.LEADER:
-            return Response(Code.SERVICE_UNAVAILABLE, encode(self._not_leader("coap")),
-                            CONTENT_FORMAT_CBOR)
-        bad = self._check_format(request)
-        if bad is not None:
-            return bad
-        try:
-            batch = decode(pb.GatewayBatch, request.payload)
-        except DecodeError as e:
-            return Response(Code.BAD_REQUEST, encode(pb.Error(
-                code=E.BAD_REQUEST, message=f"not a GatewayBatch: {e}")), CONTENT_FORMAT_CBOR)
-        if len(batch.calls) > GATEWAY_BATCH_MAX:
-            return Response(Code.REQUEST_ENTITY_TOO_LARGE, encode(pb.Error(
-                code=E.TOO_LARGE, message=f"{len(batch.calls)} calls in one batch; send at "
-                f"most {GATEWAY_BATCH_MAX}")), CONTENT_FORMAT_CBOR)
-        peer = peer_address(request.remote)
-        now = self.clock()
-        results = [self.core.agent_call(call, now, "coap", peer) for call in batch.calls]
-        replies = [await self._agent_result(result) for result in results]
-        # Remembered: a retransmitted batch must not be applied twice (its calls' seqs would be
-        # refused as replays, and the gateway would relay those refusals).
-        return Response(Code.CHANGED, encode(pb.GatewayReplies(replies=replies)),
-                        CONTENT_FORMAT_CBOR, remember=True)
+        return await gateway_batch(self, request)
 
     async def _watch_observation(self, agent_id: int, obs: Observation) -> None:
         await obs.wait_gone()

@@ -151,3 +151,26 @@ def test_damaged_checkpoint_slots(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert err.startswith(f"edgerm-agent: checkpoint {tmp_path / 'work' / 'agent.ckpt.*'} is "
                           "corrupt (agent.ckpt.0: not an agent checkpoint slot; agent.ckpt.1: ")
     assert "move it away to register as a new agent" in err
+
+
+def test_gateway_port_in_use_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path, f"""
+work_dir = "{tmp_path / 'work'}"
+[master]
+url = "coap://127.0.0.1:9"
+[executors]
+enabled = ["wasm"]
+[gateway]
+host = "127.0.0.1"
+port = {port}
+""")
+        code, err = run_main(capsys, config)
+    assert code == 2
+    assert err.startswith(f"edgerm-agent: cannot serve the devices on 127.0.0.1:{port}")
+    assert "[gateway] host/port" in err

@@ -10,6 +10,7 @@ gateway's side."""
 
 from __future__ import annotations
 
+import random
 import socket
 import sqlite3
 import struct
@@ -26,6 +27,7 @@ from edgerm_master.testing import wasm_spec
 from edgerm_master.testing_io import Framework, MasterProcess, UdpRelay, open_framework
 
 from .conftest import needs_micropython
+from .lossy_relay import LossyRelay
 
 pytestmark = needs_micropython
 
@@ -41,12 +43,14 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def gateway_process(tmp: Path, master: MasterProcess, uplink_port: int, port: int) -> LinuxAgent:
+def gateway_process(tmp: Path, master: MasterProcess, uplink_port: int, port: int,
+                    uplink_timeout_s: float = 2.0) -> LinuxAgent:
     host, ws = master.ws
     return LinuxAgent(tmp / "gw", f"ws://{host}:{ws}/agent", name="gw", token="tok",
                       extra=f'[gateway]\nhost = "127.0.0.1"\nport = {port}\n'
                             f'uplink = "coap://127.0.0.1:{uplink_port}"\nwindow_ms = 5\n'
-                            'uplink_timeout_s = 2.0\nreply_timeout_s = 5.0\n')
+                            f'uplink_timeout_s = {uplink_timeout_s}\nreply_timeout_s = 5.0\n'
+                            '[coap]\nack_timeout_s = 0.3\nmax_retransmit = 4\n')
 
 
 def kept_rows(queue: Path) -> int:
@@ -170,6 +174,41 @@ async def test_device_behind_a_gateway_through_an_outage_and_a_gateway_crash(
                 while kept_rows(queue):
                     await trio.sleep(0.05)
             assert device.alive(), device.output()
+            n.cancel_scope.cancel()
+    finally:
+        if gw is not None:
+            print("--- gateway log ---\n" + gw.log())
+            gw.stop()
+        await trio.to_thread.run_sync(master.stop)
+
+
+async def test_a_lossy_uplink_every_reading_once_and_in_order(agent_factory: Any,
+                                                              tmp_path: Path) -> None:
+    rng = random.Random(14)
+    master = MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500,
+                           extra=["--lost-after-s", "120"])
+    await trio.to_thread.run_sync(master.start)
+    gw: LinuxAgent | None = None
+    try:
+        async with trio.open_nursery() as n:
+            relay = LossyRelay(master.coap, lambda direction, msg: rng.random() < 0.2)
+            await relay.bind()
+            n.start_soon(relay.run)
+            port = free_udp_port()
+            gw = gateway_process(tmp_path, master, relay.port, port, uplink_timeout_s=8.0).start()
+            device = agent_factory({
+                "master": f"127.0.0.1:{port}", "token": "tok", "name": "mp-gw",
+                "heartbeat_ms": 500, "ack_timeout_ms": 300, "max_retransmit": 2,
+                "log_level": 2, "block_szx": 3, "mem_mb": 0.0625,
+                "sensors": [{"name": "temp", "unit": "Cel",
+                             "sim": [float(i) for i in range(1, 21)]}]})
+            await device.start()
+            f = await open_framework(n, master.ws)
+            sha = await _upload_mp(f, SAMPLER)
+            await _launch_on(f, "mp-gw", "l1", _spec(sha, len(SAMPLER), 10, 50))
+            await f.wait_state("l1", pb.FINISHED, timeout=90)
+            assert _outputs(f, "l1") == [f"{float(i)}".encode() for i in range(1, 11)]
+            assert relay.lost["up"] > 0 and relay.lost["down"] > 0  # the loss was real
             n.cancel_scope.cancel()
     finally:
         if gw is not None:
