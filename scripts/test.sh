@@ -10,12 +10,13 @@ EDGERM_SCRIPT=test.sh
 . scripts/lib/venv.sh
 
 # Debian packages: a Docker engine and busybox for local images, libcoap's CoAP client (an
-# independent peer), clang/lld for wasm32 tasks and libFuzzer, the Cortex-M4 toolchain and QEMU.
+# independent peer), clang/lld for wasm32 tasks and libFuzzer, the Cortex-M4 toolchain and QEMU,
+# systemd-analyze for the unit checks (scripts/docker_images.sh installs mmdebstrap itself).
 APT_PACKAGES=(
   docker.io busybox-static libcoap3-bin
   clang lld wasi-libc libclang-rt-14-dev-wasm32 libclang-rt-14-dev wabt make
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
-  iproute2 iptables
+  iproute2 iptables systemd
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
