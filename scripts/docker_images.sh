@@ -79,7 +79,7 @@ step "docker engine"
 # -- the Debian base
 if [ ! -s "$BASE_CACHE" ]; then
     mkdir -p "$(dirname "$BASE_CACHE")"
-    mmdebstrap --variant=minbase --include=python3,python3-venv --mode=root \
+    mmdebstrap --variant=minbase --include=python3,python3-venv --mode=root --format=tar \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
         bookworm "$BASE_CACHE.part" >"$WORK/mmdebstrap.log" 2>&1 \
