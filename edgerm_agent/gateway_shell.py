@@ -293,6 +293,8 @@ class Gateway:
                 return None
             self.stats["uplink_bytes_in"] += len(resp.payload)
             if resp.code != Code.CONTENT:
+                log.warning("gateway: module %s: the master answered %s %r", sha.hex()[:12],
+                            resp.code, resp.payload[:80])
                 return None
             data = resp.payload
             if hashlib.sha256(data).digest() != sha:

@@ -3,8 +3,10 @@ cluster.
 
 - `edgerm` (`python -m edgerm_cli`): launch one task and follow it (`edgerm run`, module
   `edgerm_cli.run`), and read the cluster's state (`edgerm agents|frameworks|tasks|offers`,
-  `edgerm_cli.listing`). Arguments are parsed and dispatched in `edgerm_cli.main`; where the master
-  is and which tokens to use is `edgerm_cli.target`.
+  `edgerm_cli.listing`), and set up a master or agent as a systemd service
+  (`edgerm install-service`, `edgerm_cli.install_service`, unit templates in `deploy/`).
+  Arguments are parsed and dispatched in `edgerm_cli.main`; where the master is and which tokens
+  to use is `edgerm_cli.target`.
 - `python -m edgerm_cli.cluster`: a local cluster in one command (master, Linux agent, MicroPython
   agent as child processes, `edgerm_cli.cluster_processes`) and a demo framework on it
   (`edgerm_cli.cluster_demo`).

@@ -1,5 +1,6 @@
 """The `edgerm` command's entry point: argument parsing and dispatch to `edgerm run`
-(`edgerm_cli.run`) or a listing (`edgerm_cli.listing`).
+(`edgerm_cli.run`), a listing (`edgerm_cli.listing`) or `edgerm install-service`
+(`edgerm_cli.install_service`).
 
 `[project.scripts] edgerm` and `python -m edgerm_cli` call `main()`, which returns the exit code.
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 import trio
 
-from edgerm_cli import EXIT_INTERRUPTED
+from edgerm_cli import EXIT_INTERRUPTED, install_service
 from edgerm_cli.listing import LISTINGS, list_command
 from edgerm_cli.masters import masters_command
 from edgerm_cli.run import DOCKER_DEFAULT_MEM_MB, MICROPYTHON_DEFAULT_MEM_MB, run_command
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"list the cluster's {name}")
         _common(p)
         p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    install_service.add_parser(sub)
     return parser
 
 
@@ -105,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("edgerm.framework").setLevel(logging.CRITICAL)
     if args.command == "run" and args.docker_command and not args.docker:
         parser.error("a command after -- is only for --docker tasks")
+    if args.command == "install-service":
+        return install_service.install_command(args, sys.stdout, sys.stderr)
     try:
         if args.command == "run":
             return trio.run(run_command, args, sys.stdout, sys.stderr)

@@ -14,12 +14,13 @@ EDGERM_SCRIPT=test.sh
 # cmake for WAMR's runtime_lib.cmake (WAMR's sources: ../shared/third_party, firmware/zephyr),
 # chromium and its driver for the dashboard's browser test (Selenium), Prometheus for the
 # metrics' scrape test, etcd (the HA tests start three real members on loopback:
-# edgerm_master/testing_etcd.py).
+# edgerm_master/testing_etcd.py), systemd-analyze for the unit checks
+# (scripts/docker_images.sh installs mmdebstrap itself).
 APT_PACKAGES=(
   docker.io busybox-static libcoap3-bin
   clang lld wasi-libc libclang-rt-14-dev-wasm32 libclang-rt-14-dev wabt make cmake
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
-  iproute2 iptables
+  iproute2 iptables systemd
   chromium chromium-driver
   prometheus
   etcd-server etcd-client

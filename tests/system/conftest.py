@@ -19,13 +19,13 @@ import trio
 from edgerm_master.testing_io import MasterProcess
 
 from .edge import EdgeProcess, start_master
+from .gateway_net import GatewayTopology
 from .netns import NetnsSockets, NetnsUnavailable, Topology, check_privileges, remove_stale
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def topology() -> Iterator[Topology]:
+def _built(topo: Topology) -> Iterator[Topology]:
     problem = ""
     try:
         check_privileges()
@@ -34,12 +34,33 @@ def topology() -> Iterator[Topology]:
     if problem:   # outside the except: one clear message, no chained traceback
         pytest.fail(problem, pytrace=False)
     remove_stale()
-    topo = Topology(str(os.getpid()))
     try:
         topo.build()
         yield topo
     finally:
         topo.destroy()
+
+
+@pytest.fixture(scope="session")
+def topology() -> Iterator[Topology]:
+    yield from _built(Topology(str(os.getpid())))
+
+
+@pytest.fixture(scope="session")
+def gateway_topology() -> Iterator[GatewayTopology]:
+    """master | uplink router | gateway | device link | devices (gateway_net.py)."""
+    yield from _built(GatewayTopology(str(os.getpid())))  # type: ignore[misc]
+
+
+@pytest.fixture
+async def gw_net(gateway_topology: GatewayTopology) -> AsyncIterator[GatewayTopology]:
+    """The gateway topology with a clean uplink before and after the test; the framework's
+    Trio sockets are made in its `core`."""
+    gateway_topology.clear()
+    trio.socket.set_custom_socket_factory(NetnsSockets(gateway_topology.core))
+    yield gateway_topology
+    trio.socket.set_custom_socket_factory(None)
+    gateway_topology.clear()
 
 
 @pytest.fixture
@@ -114,6 +135,19 @@ async def masters(net: Topology, tmp_path: Path
                   ) -> AsyncIterator[Callable[..., object]]:
     """`await masters(heartbeat_ms, *extra_flags)`: a master in `core`, stopped after the
     test (its log printed, so a failing test shows it)."""
+    async for start in _masters(net, tmp_path):
+        yield start
+
+
+@pytest.fixture
+async def gw_masters(gw_net: GatewayTopology, tmp_path: Path
+                     ) -> AsyncIterator[Callable[..., object]]:
+    """`masters`, in the gateway topology's `core`."""
+    async for start in _masters(gw_net, tmp_path):
+        yield start
+
+
+async def _masters(net: Topology, tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     made: list[MasterProcess] = []
 
     async def start(heartbeat_ms: int = 300, *extra: str) -> MasterProcess:
@@ -128,6 +162,16 @@ async def masters(net: Topology, tmp_path: Path
         with open(m.log_path, "rb") as f:
             print(f"--- master log ({m.log_path}) ---\n"
                   f"{f.read()[-4000:].decode(errors='replace')}")
+
+
+@pytest.fixture(scope="session")
+def posix_agent_bin() -> Path:
+    """The POSIX build of the C agent (firmware/zephyr, `make agent`; incremental)."""
+    firmware = REPO / "firmware" / "zephyr"
+    proc = subprocess.run(["make", "-j2", "agent"], cwd=firmware, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return firmware / "build-host" / "edgerm-agent-posix"
 
 
 @pytest.fixture

@@ -40,14 +40,16 @@ def start_master(topo: Topology, data_dir: Path, heartbeat_ms: int,
 
 
 class EdgeProcess:
-    """A process started with `ip netns exec EDGE …`, its output in a log file."""
+    """A process started with `ip netns exec EDGE …` (or another namespace `ns`), its output in
+    a log file."""
 
     def __init__(self, topo: Topology, name: str, argv: Sequence[str], log_path: Path,
-                 cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+                 cwd: Path | None = None, env: dict[str, str] | None = None,
+                 ns: str | None = None) -> None:
         self.topo = topo
         self.env = None if env is None else {**os.environ, **env}
         self.name = name
-        self.argv = topo.argv(topo.edge, *argv)
+        self.argv = topo.argv(ns or topo.edge, *argv)
         self.log_path = log_path
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
@@ -72,6 +74,12 @@ class EdgeProcess:
             return
         end_process(self.proc, signal.SIGINT, timeout=5)
 
+    def kill(self) -> None:
+        """SIGKILL (a power cut: nothing flushed on the way down), reaped."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
     def log(self, tail: int = 6000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-tail:]
@@ -80,8 +88,10 @@ class EdgeProcess:
 
 
 def linux_agent(topo: Topology, work: Path, url: str, name: str, *,
-                call_timeout_s: float = 5.0, backoff_max_s: float = 1.0) -> EdgeProcess:
-    """`python -m edgerm_agent -v CONFIG` (WASM executor) dialling `url` from the edge."""
+                call_timeout_s: float = 5.0, backoff_max_s: float = 1.0,
+                extra: str = "") -> EdgeProcess:
+    """`python -m edgerm_agent -v CONFIG` (WASM executor) dialling `url` from the edge;
+    `extra` is appended to its TOML (e.g. a `[gateway]` section)."""
     work.mkdir(parents=True, exist_ok=True)
     config = work / "agent.toml"
     config.write_text(f"""
@@ -100,14 +110,14 @@ call_timeout_s = {call_timeout_s}
 backoff_initial_s = 0.1
 backoff_max_s = {backoff_max_s}
 heartbeat_s = 0.5
-""")
+{extra}""")
     return EdgeProcess(topo, name, [sys.executable, "-m", "edgerm_agent", "-v", str(config)],
                        work / "agent.log")
 
 
 def micro_agent(topo: Topology, work: Path, build: Path, master_coap: tuple[str, int],
                 name: str, *, ack_timeout_ms: int = 300, max_retransmit: int = 3,
-                heap: str = "64k") -> EdgeProcess:
+                heap: str = "64k", ns: str | None = None) -> EdgeProcess:
     """The MicroPython agent (.mpy build, `micropython -X heapsize=64k`) in the edge."""
     work.mkdir(parents=True, exist_ok=True)
     config = {
@@ -122,7 +132,16 @@ def micro_agent(topo: Topology, work: Path, build: Path, master_coap: tuple[str,
     argv = ["micropython", "-X", f"heapsize={heap}", str(build / "main.py"),
             str(work / "config.json")]
     return EdgeProcess(topo, name, argv, work / "agent.log", cwd=work,
-                       env={"MICROPYPATH": f"{build}:.frozen"})
+                       env={"MICROPYPATH": f"{build}:.frozen"}, ns=ns)
+
+
+def posix_agent(topo: Topology, binary: Path, work: Path, master: tuple[str, int], name: str,
+                *, ns: str | None = None) -> EdgeProcess:
+    """The POSIX build of the C agent (firmware/zephyr), its JSON-line events in its log."""
+    work.mkdir(parents=True, exist_ok=True)
+    argv = [str(binary), "--master", f"{master[0]}:{master[1]}", "--token", AGENT_TOKEN,
+            "--state", str(work / "agent.state"), "--name", name, "--sensor", "temp=21.5:Cel"]
+    return EdgeProcess(topo, name, argv, work / "agent.log", ns=ns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,5 +267,5 @@ def micropython_spec(module: sdk.Module, *args: str, devices: Sequence[str] = ()
         cpus=0.1, devices=[pb.Device(name=d) for d in devices]))
 
 
-__all__ = ["start_master", "EdgeProcess", "linux_agent", "micro_agent", "Observer",
+__all__ = ["start_master", "EdgeProcess", "linux_agent", "micro_agent", "posix_agent", "Observer",
            "open_framework", "wasm_spec", "micropython_spec", "TS"]

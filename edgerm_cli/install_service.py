@@ -1,0 +1,249 @@
+"""`edgerm install-service master|agent`: set up a systemd service from the installed package.
+
+What it does, for ROOT = `/` (or `--root DIR` to stage the files elsewhere, e.g. into an image):
+- creates the service's system user (`useradd --system`, home = its state directory, no login
+  shell) unless it exists; with `--root` the user goes into ROOT/etc/passwd (`useradd --prefix`);
+- writes the config `/etc/edgerm/master.toml` or `agent.toml` only if it does not exist yet (an
+  operator's edits are never overwritten): the master's gets fresh random agent and framework
+  tokens, the agent's the master URL and agent token given (or the token from the master's
+  config on the same machine);
+- writes the unit `/etc/systemd/system/edgerm-master.service` / `edgerm-agent.service` from the
+  templates in `edgerm_cli/deploy/`, with the absolute path of the installed `edgerm-master` /
+  `edgerm-agent` script;
+- on a machine running systemd (and ROOT = `/`), `systemctl daemon-reload` and
+  `systemctl enable --now` the service unless `--no-start`.
+
+Bad input (an unknown service, no agent token to be found) changes nothing and exits 2 with the
+next step to take. docs/gateway.md ("Deploying") describes the units' hardening and trade-offs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import secrets
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["InstallError", "Plan", "add_parser", "install", "install_command", "render_unit"]
+
+DEPLOY = Path(__file__).resolve().parent / "deploy"
+SERVICES = ("master", "agent")
+
+
+class InstallError(Exception):
+    """Nothing can be installed as asked; the message says what to do."""
+
+
+@dataclass
+class Plan:
+    service: str                 # "master" or "agent"
+    root: Path
+    user: str
+    exec_path: str
+    master_url: str = ""
+    token: str = ""
+    docker_group: str | None = None
+    start: bool = True
+
+    @property
+    def unit_name(self) -> str:
+        return f"edgerm-{self.service}.service"
+
+    @property
+    def unit_path(self) -> Path:
+        return self.root / "etc/systemd/system" / self.unit_name
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "etc/edgerm" / f"{self.service}.toml"
+
+    @property
+    def state_dir(self) -> str:
+        return f"/var/lib/edgerm-{self.service}"
+
+
+def render_unit(plan: Plan) -> str:
+    text = (DEPLOY / plan.unit_name).read_text()
+    groups = (f"SupplementaryGroups={plan.docker_group}" if plan.docker_group else
+              "# (no docker group when installed: the Docker executor is not offered)")
+    home = ("ProtectHome=yes" if not _under_home(plan.exec_path) else
+            "# The program (or its interpreter) lives below a home directory: read-only, not\n"
+            "# hidden (install edgerm outside /home and /root for ProtectHome=yes).\n"
+            "ProtectHome=read-only")
+    return (text.replace("@EXEC@", plan.exec_path).replace("@USER@", plan.user)
+            .replace("@DOCKER_GROUP@", groups).replace("@PROTECT_HOME@", home))
+
+
+def _under_home(exec_path: str) -> bool:
+    """Whether the script or the interpreter of its #! line is below /home, /root or
+    /run/user (ProtectHome=yes would hide it from the service)."""
+    paths = [exec_path]
+    try:
+        with open(exec_path, "rb") as f:
+            first = f.readline(512)
+        if first.startswith(b"#!"):
+            paths.append(first[2:].split()[0].decode(errors="replace"))
+    except (OSError, IndexError):
+        pass
+    return any(p == top or p.startswith(top + "/")
+               for p in paths for top in ("/home", "/root", "/run/user"))
+
+
+def _master_config() -> str:
+    return (
+        "# EdgeRM master (docs/master.md lists every key). Written once by\n"
+        "# `edgerm install-service master`; yours to edit. Agents and frameworks need these\n"
+        "# tokens: keep this file private.\n"
+        'host = "0.0.0.0"\n'
+        "coap_port = 5683\n"
+        "ws_port = 5690\n"
+        f'agent_tokens = ["{secrets.token_urlsafe(24)}"]\n'
+        f'framework_tokens = ["{secrets.token_urlsafe(24)}"]\n'
+        f'operator_tokens = ["{secrets.token_urlsafe(24)}"]\n')
+
+
+def _agent_config(plan: Plan) -> str:
+    return (
+        "# EdgeRM agent (docs/agent.md lists every key; docs/gateway.md the [gateway] section).\n"
+        "# Written once by `edgerm install-service agent`; yours to edit.\n"
+        f'work_dir = "{plan.state_dir}"\n'
+        "[master]\n"
+        f'url = "{plan.master_url}"\n'
+        f'token = "{plan.token}"\n'
+        "[executors]\n"
+        + ('enabled = ["docker", "wasm"]\n' if plan.docker_group else 'enabled = ["wasm"]\n'))
+
+
+def _token_from_master_config(root: Path) -> str:
+    path = root / "etc/edgerm/master.toml"
+    try:
+        tokens = tomllib.loads(path.read_text()).get("agent_tokens") or []
+    except (OSError, tomllib.TOMLDecodeError):
+        return ""
+    return str(tokens[0]) if tokens else ""
+
+
+def _user_exists(root: Path, user: str) -> bool:
+    try:
+        lines = (root / "etc/passwd").read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    return any(line.split(":", 1)[0] == user for line in lines)
+
+
+def _create_user(plan: Plan) -> bool:
+    """`useradd --system` (into ROOT's /etc/passwd with `--prefix`); False if it existed."""
+    if _user_exists(plan.root, plan.user):
+        return False
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    argv = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir",
+            plan.state_dir, "--shell", "/usr/sbin/nologin", "--comment",
+            f"EdgeRM {plan.service}", plan.user]
+    if plan.root != Path("/"):
+        argv[1:1] = ["--prefix", str(plan.root)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise InstallError(f"useradd {plan.user} failed: {proc.stderr.strip()} "
+                           "(run as root, or create the user yourself and run this again)")
+    return True
+
+
+def install(plan: Plan, out: TextIO) -> None:
+    """Carry `plan` out (see the module docstring), reporting each step on `out`."""
+    if plan.service == "agent" and not plan.token:
+        plan.token = _token_from_master_config(plan.root)
+    if plan.service == "agent" and not plan.config_path.exists():
+        if not plan.token:
+            raise InstallError("the agent needs the master's agent token: give --token TOKEN "
+                               "(it is in agent_tokens of the master's /etc/edgerm/master.toml)")
+        if not plan.master_url:
+            raise InstallError("the agent needs the master's address: give --master URL, "
+                               "e.g. coap://192.0.2.10:5683 or ws://192.0.2.10:5690/agent")
+    if _create_user(plan):
+        print(f"created system user {plan.user}", file=out)
+    plan.config_path.parent.mkdir(parents=True, exist_ok=True)
+    if plan.config_path.exists():
+        print(f"kept {plan.config_path} (already there)", file=out)
+    else:
+        text = _master_config() if plan.service == "master" else _agent_config(plan)
+        plan.config_path.write_text(text)
+        plan.config_path.chmod(0o640)
+        if plan.root == Path("/"):
+            shutil.chown(plan.config_path, "root", plan.user)
+        print(f"wrote {plan.config_path}", file=out)
+    plan.unit_path.parent.mkdir(parents=True, exist_ok=True)
+    plan.unit_path.write_text(render_unit(plan))
+    print(f"wrote {plan.unit_path}", file=out)
+    if plan.root != Path("/") or not Path("/run/systemd/system").is_dir():
+        print(f"systemd is not running here: start it later with "
+              f"`systemctl enable --now {plan.unit_name}`", file=out)
+        return
+    subprocess.run(["systemctl", "daemon-reload"], check=True)
+    if plan.start:
+        subprocess.run(["systemctl", "enable", "--now", plan.unit_name], check=True)
+        print(f"started {plan.unit_name} (journalctl -u {plan.unit_name} shows its log)",
+              file=out)
+
+
+def _script(name: str) -> str:
+    """The absolute path of the installed console script `name` (next to this interpreter
+    first: a virtualenv's scripts are not always on PATH)."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise InstallError(f"{name} is not installed (pip install edgerm, then run this again)")
+    return str(Path(found).resolve())
+
+
+def _docker_group(wanted: bool) -> str | None:
+    if not wanted:
+        return None
+    try:
+        return grp.getgrnam("docker").gr_name
+    except KeyError:
+        return None
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("install-service", help="set up the systemd unit of a master or an agent",
+                       description="Create the service user, /etc/edgerm/<service>.toml (if "
+                                   "missing) and /etc/systemd/system/edgerm-<service>.service, "
+                                   "then enable and start it. Example: edgerm install-service "
+                                   "agent --master coap://192.0.2.10:5683 --token T")
+    p.add_argument("service", choices=SERVICES)
+    p.add_argument("--master", default="", help="agent: the master's URL")
+    p.add_argument("--token", default="", help="agent: the master's agent token (default: from "
+                                              "/etc/edgerm/master.toml on this machine)")
+    p.add_argument("--user", help="service user (default edgerm-master / edgerm-agent)")
+    p.add_argument("--no-docker", action="store_true",
+                   help="agent: no Docker executor (no docker group membership)")
+    p.add_argument("--root", default="/", help="install below this directory (an image's "
+                                              "root); never starts anything")
+    p.add_argument("--no-start", action="store_true", help="do not enable and start it")
+
+
+def install_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        plan = Plan(service=args.service, root=Path(args.root),
+                    user=args.user or f"edgerm-{args.service}",
+                    exec_path=_script(f"edgerm-{args.service}"), master_url=args.master,
+                    token=args.token,
+                    docker_group=(None if args.service == "master"
+                                  else _docker_group(not args.no_docker)),
+                    start=not args.no_start)
+        install(plan, out)
+    except InstallError as e:
+        print(f"edgerm install-service: {e}", file=err)
+        return 2
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"edgerm install-service: {e} (run it as root)", file=err)
+        return 1
+    return 0
