@@ -25,6 +25,15 @@ Rules, and why:
   repeat of one it already has is answered without effect.
 - **Aggregation.** A live call waits at most `window_s` for others to share its batch (or until
   `batch_max` calls wait); kept updates go at once.
+- **A newer call supersedes a waiting one.** A device that sends a new call has given up on its
+  earlier one (its CoAP exchange timed out, which can be sooner than the shell's reply timeout),
+  so that device's live call still waiting here is dropped and answered "try again" instead of
+  going upstream after all: a first registration retried with a fresh nonce would otherwise
+  reach the master twice and leave it an abandoned second agent. A device is its agent id, or,
+  for a first registration (no agent id yet), its source address and name. Kept rows are never
+  dropped (the master applies each exactly once). A call already in flight cannot be called
+  back; the newer one waits for the next batch, which leaves only after the in-flight one was
+  answered, so a device never has two batches' calls upstream at once.
 """
 
 from __future__ import annotations
@@ -138,6 +147,7 @@ class _Entry:
     row_id: int = 0                 # 0: not kept
     register: str | None = None     # a registration's name
     agent_id: int = 0
+    device: object = None           # who sent it (`_device_key`); None: not superseded
 
 
 @dataclass(slots=True)
@@ -174,12 +184,14 @@ class GatewayCore:
         self._retry_s = settings.retry_s
         #: counters for logs, tests and the bench.
         self.stats = {"batches": 0, "calls": 0, "failed_batches": 0, "kept": 0,
-                      "refused_full": 0, "unavailable": 0}
+                      "refused_full": 0, "superseded": 0, "unavailable": 0}
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def device_call(self, call_id: int, data: bytes, now: float) -> list[Effect]:
-        """A device's AgentCall bytes (untrusted; relayed as they are)."""
+    def device_call(self, call_id: int, data: bytes, now: float, source: object = None
+                    ) -> list[Effect]:
+        """A device's AgentCall bytes (untrusted; relayed as they are). `source` is the device's
+        address (hashable), which tells a first registration's retry from another device's."""
         try:
             call = decode(pb.AgentCall, data)
         except DecodeError as e:
@@ -188,6 +200,9 @@ class GatewayCore:
         kind = call.WhichOneof("call")
         effects: list[Effect] = []
         register = call.register.name if kind == "register" else None
+        device = _device_key(call.agent_id, register, source)
+        if device is not None:
+            effects.extend(self._supersede(device))
         kept: _Row | None = None
         if kind in ("status", "publish") and call.agent_id:
             update_id = call.status.update_id if kind == "status" else call.publish.update_id
@@ -218,7 +233,7 @@ class GatewayCore:
             return effects
         if kept is None:
             self._live.append(_Entry(data, call_id=call_id, register=register,
-                                     agent_id=call.agent_id))
+                                     agent_id=call.agent_id, device=device))
             if self._window_start is None:
                 self._window_start = now
         return effects
@@ -322,6 +337,19 @@ class GatewayCore:
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def _supersede(self, device: object) -> list[Effect]:
+        """Drop `device`'s live calls still waiting here: it sent a newer one."""
+        dropped = [e for e in self._live if e.device == device]
+        if not dropped:
+            return []
+        self._live = [e for e in self._live if e.device != device]
+        if not self._live:
+            self._window_start = None
+        self.stats["superseded"] += len(dropped)
+        return [Answer(e.call_id, Code.SERVICE_UNAVAILABLE, unavailable(
+            "a newer call from this device replaced this one; it was not sent")) for e in dropped
+            if e.call_id]
+
     def device(self, agent_id: int) -> str:
         """A device's name for its readings: as registered, else its agent id."""
         return self.names.get(agent_id) or str(agent_id)
@@ -341,3 +369,13 @@ class GatewayCore:
     def queued(self) -> int:
         """Kept updates not yet answered by the master."""
         return len(self._rows)
+
+
+def _device_key(agent_id: int, register: str | None, source: object) -> object:
+    """Which device a call is from, for superseding: its agent id; for a first registration its
+    address and name (several simulated devices may share one address); None: unknown."""
+    if agent_id:
+        return ("agent", agent_id)
+    if register is not None and source is not None:
+        return ("register", source, register)
+    return None

@@ -158,7 +158,7 @@ class Gateway:
         self._slots[call_id] = slot
         try:
             await self._apply(self.core.device_call(call_id, request.payload,
-                                                    trio.current_time()))
+                                                    trio.current_time(), request.remote))
             self._wake.set()
             with trio.move_on_after(self.config.reply_timeout_s):
                 await slot.done.wait()
