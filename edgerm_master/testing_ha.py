@@ -28,6 +28,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
 
+from edgerm.masters import MasterList
 from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb
 from edgerm_master.testing import ScriptedAgent, ScriptedFramework, wasm_module, wasm_spec
 from edgerm_master.testing_io import MasterProcess
@@ -44,24 +45,6 @@ NOT_LEADER = int(getattr(pb.ErrorCode, "NOT_LEADER", 11))
 TASK_MODULE = wasm_module(b"ha")
 # A task's states in the order the protocol allows them to reach a framework.
 _ORDER: dict[int, int] = {TS.STAGING: 0, TS.STARTING: 1, TS.RUNNING: 2, TS.FINISHED: 3}
-
-
-def _parse(url: str) -> tuple[str, int] | None:
-    """(host, port) of "coap://h:p" or "ws://h:p/..." (None for anything else)."""
-    rest = url.partition("://")[2].split("/", 1)[0]
-    host, sep, port = rest.rpartition(":")
-    if not sep or not port.isdigit():
-        return None
-    return host.strip("[]"), int(port)
-
-
-def _next_master(masters: list[tuple[str, int]], current: int, leader: str) -> int:
-    """Which of `masters` to try next: the `leader` a refusal named when it is one of them,
-    else the one after `current`."""
-    target = _parse(leader) if leader else None
-    if target is not None and target in masters:
-        return masters.index(target)
-    return (current + 1) % len(masters)
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +173,8 @@ class HaAgent:
                  call_timeout_s: float = 1.0, heartbeat_s: float = 0.1) -> None:
         self.coap = coap
         self.masters = list(masters)
-        self.current = 0
+        # The same rule as the real clients: a named leader only if configured, else the next.
+        self._list = MasterList(f"coap://{host}:{port}" for host, port in self.masters)
         self.agent = ScriptedAgent(name, resources=pb.Resources(cpus=8, mem_mb=8192,
                                                                  disk_mb=1000))
         self.call_timeout_s = call_timeout_s
@@ -201,8 +185,12 @@ class HaAgent:
         self.calls = 0
         self.timeouts = 0
 
+    @property
+    def current(self) -> int:
+        return self._list.index
+
     def _move(self, leader: str) -> None:
-        self.current = _next_master(self.masters, self.current, leader)
+        self._list.refused(leader)
         self.switches += 1
 
     async def run(self) -> None:
@@ -254,7 +242,7 @@ class HaFramework:
                  per_accept: int = 10, max_outstanding: int = 40,
                  connect_timeout_s: float = 1.0) -> None:
         self.masters = list(masters)
-        self.current = 0
+        self._list = MasterList(f"ws://{host}:{port}/framework" for host, port in self.masters)
         self.fw = ScriptedFramework(name, failover_timeout_s=300.0)
         self.todo = list(task_ids)
         self.all = list(self.todo)
@@ -277,8 +265,12 @@ class HaFramework:
     def done(self) -> bool:
         return all(self.states.get(t, [0])[-1] == TS.FINISHED for t in self.all)
 
+    @property
+    def current(self) -> int:
+        return self._list.index
+
     def _move(self, leader: str) -> None:
-        self.current = _next_master(self.masters, self.current, leader)
+        self._list.refused(leader)
 
     async def run(self) -> None:
         while not self.done():
