@@ -31,6 +31,7 @@ import trio
 
 from edgerm.coap.codes import Code
 from edgerm.coap.config import CoapConfig
+from edgerm.masters import MasterList
 from edgerm.tasks import parse_sha256_hex
 from edgerm.transport.coap import CoapServer, Request, Response, Site
 from edgerm.transport.coap_client import CoapClient, CoapRequestError, open_coap_client
@@ -82,7 +83,8 @@ class Gateway:
         self.cache_dir = base / "modules"
         self.uplinks = [(urlsplit(u).hostname or "", urlsplit(u).port or 5683)
                         for u in gw.uplink]
-        self._uplink = 0
+        # Which uplink is in use: the clients' rule (a named leader only if it is ours).
+        self._masters = MasterList(gw.uplink)
         self.ack_timeout_s = config.coap_ack_timeout_s
         self.max_retransmit = config.coap_max_retransmit
         self.core: GatewayCore | None = None
@@ -102,7 +104,7 @@ class Gateway:
 
     @property
     def uplink(self) -> tuple[str, int]:
-        return self.uplinks[self._uplink]
+        return self.uplinks[self._masters.index]
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -250,15 +252,7 @@ class Gateway:
     def _rotate(self, leader: str) -> None:
         """Move to the named leader if it is one of ours, else to the next uplink (docs/ha.md:
         a refusal can only make a client try its own masters)."""
-        if len(self.uplinks) < 2:
-            return
-        if leader:
-            u = urlsplit(leader)
-            for i, (host, port) in enumerate(self.uplinks):
-                if (host, port) == (u.hostname, u.port or 5683):
-                    self._uplink = i
-                    return
-        self._uplink = (self._uplink + 1) % len(self.uplinks)
+        self._masters.refused(leader)
 
     # -- modules ------------------------------------------------------------------------------
 
