@@ -201,10 +201,12 @@ def agents_table(state: pb.ClusterState) -> str:
 
 
 def frameworks_table(state: pb.ClusterState) -> str:
-    rows = [[f.framework_id, f.name, f.role or "-", "yes" if f.connected else "no",
-             str(f.tasks), f"{f.weight:g}", f"{f.dominant_share:.3f}"]
+    rows = [[f.framework_id, f.name, f.principal or "-", f.role or "-",
+             "yes" if f.connected else "no", str(f.tasks), f"{f.weight:g}",
+             f"{f.dominant_share:.3f}"]
             for f in state.frameworks]
-    return render_table(["ID", "NAME", "ROLE", "CONNECTED", "TASKS", "WEIGHT", "SHARE"], rows)
+    return render_table(["ID", "NAME", "PRINCIPAL", "ROLE", "CONNECTED", "TASKS", "WEIGHT",
+                         "SHARE"], rows)
 
 
 def tasks_table(state: pb.ClusterState) -> str:

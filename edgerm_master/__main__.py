@@ -6,6 +6,8 @@ print one JSON ready line to stdout once CoAP and WebSocket are bound:
 ("http" only when the HTTP API and dashboard are on, `[http] listen`, docs/operations.md.)
 
 SIGINT/SIGTERM stop it cleanly; SIGKILL loses nothing that was acknowledged (see store.py).
+SIGHUP reloads the tokens from the config file (framework principals, agent and operator
+tokens; reload.py), closing framework connections of revoked tokens.
 
 With `[store] backend = "etcd"` it is one of several masters (docs/ha.md): ready as a standby,
 it leads once it wins the election, and exits with code 3 (`roles.EXIT_DEPOSED`) when it loses
@@ -19,6 +21,7 @@ failure (bad flags or config, a port in use, an unusable data dir) is one line o
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -28,7 +31,13 @@ import sys
 import trio
 
 from edgerm.logformat import configure_logging
-from edgerm_master.config import ConfigError, liveness_problem, parse_args
+from edgerm_master.config import (
+    ConfigError,
+    liveness_problem,
+    parse_args,
+    principal_tokens,
+    reload_config,
+)
 from edgerm_master.roles import EXIT_DEPOSED, Deposed, RoleLoop
 from edgerm_master.service import ListenError, MasterService
 from edgerm_master.store_api import NotLeader
@@ -66,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(config.log_level, config.log_format, sys.stderr)
     # httpx (the etcd client's watches) logs every request at INFO.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-    if not (config.agent_tokens and config.framework_tokens):
+    for notice in config.notices:
+        log.warning("%s", notice, extra={"event": "config_deprecated"})
+    if not (config.agent_tokens and principal_tokens(config)):
         log.warning(
             "no agent or framework token configured: nobody can connect (use --dev to "
             "generate tokens)", extra={"event": "no_tokens"})
@@ -74,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         log.warning("%s", problem, extra={"event": "liveness_problem"})
     roles = RoleLoop() if config.store_backend == "etcd" else None
+    # SIGHUP reads the same flags and file again (reload.py: the tokens only).
+    reload = functools.partial(reload_config, argv, generated)
     try:
-        trio.run(_run, MasterService(config, roles=roles), generated)
+        trio.run(_run, MasterService(config, roles=roles, reload=reload), generated)
     except KeyboardInterrupt:
         pass
     except (Deposed, NotLeader, ExceptionGroup) as e:

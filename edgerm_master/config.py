@@ -3,7 +3,8 @@ flags.hpp), and how the operator sets them: a TOML file (`--config`), then comma
 top. Times are seconds (float) unless the name ends in `_ms`.
 
 TOML keys are the field names of `MasterConfig` (see docs/master.md); tokens are lists
-(`agent_tokens = ["..."]`), role weights a table (`[role_weights] prod = 2.0`). Unknown keys are
+(`agent_tokens = ["..."]`), role weights a table (`[role_weights] prod = 2.0`), framework
+principals a table of tokens (`[frameworks.principals] analytics = "..."`). Unknown keys are
 an error, so a typo does not silently leave a default in place. `--dev` generates any missing
 token and prints them as one JSON line (`{"event": "dev-tokens", ...}`) before the ready line.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -21,7 +23,8 @@ from typing import Any
 from edgerm.logformat import LOG_FORMATS, LOG_LEVELS
 
 __all__ = ["MasterConfig", "AGENT_SILENT_CALL_S", "parse_args", "load_config", "ConfigError",
-           "liveness_problem", "http_address", "parse_http_listen", "advertised_urls",
+           "principal_tokens", "reload_config", "RELOADABLE", "liveness_problem",
+           "http_address", "parse_http_listen", "advertised_urls",
            "wildcard_host", "ADVERTISE_SCHEMES"]
 
 # The longest an agent with its default settings goes without starting a new call when the
@@ -56,10 +59,16 @@ class MasterConfig:
     # when the WebSocket port is 0; "off": no HTTP server.
     http_listen: str = ""
 
-    # --- authentication: constant-time compared; empty lists refuse everyone
-    agent_tokens: list[str] = field(default_factory=list)
-    framework_tokens: list[str] = field(default_factory=list)
-    operator_tokens: list[str] = field(default_factory=list)
+    # --- authentication: constant-time compared; empty lists refuse everyone; not in repr()
+    agent_tokens: list[str] = field(default_factory=list, repr=False)
+    # Framework principals (TOML `[frameworks.principals] name = "token"` or a list of tokens,
+    # `--framework-principal NAME=TOKEN`): a framework is bound to the principal whose token
+    # created it (edgerm_master/principals.py). Reloaded on SIGHUP, like the other tokens.
+    framework_principals: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    # Deprecated in the TOML: these tokens are principal "default" (`--framework-token` is
+    # that principal's shorthand, not deprecated).
+    framework_tokens: list[str] = field(default_factory=list, repr=False)
+    operator_tokens: list[str] = field(default_factory=list, repr=False)
 
     # --- agents
     heartbeat_ms: int = 5000
@@ -140,6 +149,10 @@ class MasterConfig:
     # addresses, which only works when the master binds the address clients use (not 0.0.0.0).
     advertise_urls: dict[str, str] = field(default_factory=dict)
 
+    # What loading the TOML found worth a warning (a deprecated key); logged at start and on
+    # each reload. Not a TOML key.
+    notices: list[str] = field(default_factory=list, metadata={"toml": False})
+
     @property
     def heartbeat_s(self) -> float:
         return self.heartbeat_ms / 1000.0
@@ -167,7 +180,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--coap-port", type=int, help="CoAP/UDP port (default 5683; 0: any)")
     p.add_argument("--ws-port", type=int, help="WebSocket port (default 5690; 0: any)")
     p.add_argument("--agent-token", action="append", help="agent token (repeatable)")
-    p.add_argument("--framework-token", action="append", help="framework token (repeatable)")
+    p.add_argument("--framework-token", action="append",
+                   help="a token of framework principal \"default\" (repeatable)")
+    p.add_argument("--framework-principal", action="append", metavar="NAME=TOKEN",
+                   help="a token of framework principal NAME (repeatable)")
     p.add_argument("--operator-token", action="append", help="operator token (repeatable)")
     p.add_argument("--heartbeat-ms", type=int, help="agent heartbeat interval")
     p.add_argument("--unreachable-after-missed", type=int,
@@ -241,19 +257,31 @@ ADVERTISE_SCHEMES = {"coap": ("coap://",), "ws": ("ws://", "wss://"),
                      "http": ("http://", "https://")}
 # The keys of the TOML table [master] and the MasterConfig fields they set.
 _MASTER_TABLE = {"name": "name", "urls": "advertise_urls"}
+# What a SIGHUP reloads (edgerm_master/reload.py); every other setting needs a restart.
+RELOADABLE = ("framework_principals", "framework_tokens", "agent_tokens", "operator_tokens")
+DEFAULT_PRINCIPAL = "default"
+# A principal's name: it appears in logs, views and the store, so short and plain.
+_PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
 
 
 def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None = None,
                 source: str = "config") -> MasterConfig:
     """`source` names the TOML text in errors ("config /etc/edgerm/master.toml")."""
     cfg = MasterConfig()
-    fields = {f.name: f for f in dataclasses.fields(MasterConfig)}
+    fields = {f.name: f for f in dataclasses.fields(MasterConfig)
+              if f.metadata.get("toml", True)}
     values: dict[str, Any] = {}
     if toml_text:
         try:
             values.update(tomllib.loads(toml_text))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{source}: not valid TOML ({e}): fix the syntax") from None
+    _frameworks_table(values, source)
+    if "framework_tokens" in values:
+        cfg.notices.append(
+            f"{source}: framework_tokens is deprecated: its tokens are framework principal "
+            f"\"{DEFAULT_PRINCIPAL}\"; write [frameworks.principals] {DEFAULT_PRINCIPAL} = "
+            "[...] instead (docs/master.md, \"Framework principals\")")
     for section, prefix in _SECTIONS.items():
         table = values.pop(section, None)
         if table is None:
@@ -293,6 +321,8 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: {key} must be a list of strings")
+        elif key == "framework_principals":
+            value = _principals(value, source)
         elif isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {key} must be a table")
@@ -340,6 +370,7 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not "
                           f"{cfg.log_format!r}")
     _check_advertised(cfg, source)
+    _check_principal_tokens(cfg, source)
     _check_store(cfg)
     if cfg.store_backend == "etcd" and wildcard_host(cfg.host):
         missing = sorted({"coap", "ws"} - set(cfg.advertise_urls))
@@ -349,6 +380,62 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
                 f"tell clients which one reaches this master: set [master] urls for "
                 f"{', '.join(missing)} (or --advertise-url KIND=URL)")
     return cfg
+
+
+def _frameworks_table(values: dict[str, Any], source: str) -> None:
+    """TOML `[frameworks.principals]` (the only key of `[frameworks]` so far) ->
+    `framework_principals`."""
+    table = values.pop("frameworks", None)
+    if table is None:
+        return
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: frameworks must be a table ([frameworks.principals] on "
+                          "its own line, then name = \"token\" lines)")
+    for key, value in table.items():
+        if key != "principals":
+            raise ConfigError(f"{source}: unknown key {key!r} in [frameworks] (principals)")
+        values["framework_principals"] = value
+
+
+def _principals(value: Any, source: str) -> dict[str, list[str]]:
+    """Principal name -> its tokens (one token or a list, for rotation), checked."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [frameworks.principals] must be a table of "
+                          "name = \"token\" (or name = [\"token\", ...])")
+    out: dict[str, list[str]] = {}
+    for name, tokens in value.items():
+        if not isinstance(name, str) or not _PRINCIPAL_NAME.fullmatch(name):
+            raise ConfigError(f"{source}: framework principal name {name!r}: use 1-64 letters, "
+                              "digits and _.@+- (starting with a letter or digit)")
+        if isinstance(tokens, str):
+            tokens = [tokens]
+        if (not isinstance(tokens, list) or not tokens
+                or not all(isinstance(t, str) and t for t in tokens)):
+            raise ConfigError(f"{source}: framework principal {name}: its token must be a "
+                              "non-empty string, or a list of them")
+        out[name] = list(tokens)
+    return out
+
+
+def principal_tokens(cfg: MasterConfig) -> dict[str, list[str]]:
+    """Every framework principal with its tokens: `framework_principals`, with the
+    `framework_tokens` (and `--framework-token`) added to principal "default"."""
+    out = {name: list(tokens) for name, tokens in cfg.framework_principals.items()}
+    legacy = [t for t in cfg.framework_tokens if t]
+    if legacy:
+        out[DEFAULT_PRINCIPAL] = out.get(DEFAULT_PRINCIPAL, []) + legacy
+    return out
+
+
+def _check_principal_tokens(cfg: MasterConfig, source: str) -> None:
+    """One token names one principal (names only in the message: tokens are never shown)."""
+    owner: dict[str, str] = {}
+    for name, tokens in principal_tokens(cfg).items():
+        for token in tokens:
+            other = owner.setdefault(token, name)
+            if other != name:
+                raise ConfigError(f"{source}: framework principals {other} and {name} share a "
+                                  "token: give each principal its own tokens")
 
 
 def parse_http_listen(listen: str) -> tuple[str, int]:
@@ -475,6 +562,32 @@ def liveness_problem(cfg: MasterConfig) -> str | None:
 def parse_args(argv: list[str] | None = None) -> tuple[MasterConfig, dict[str, str]]:
     """Flags (and the TOML file they name) -> (config, tokens generated by --dev)."""
     args = _parser().parse_args(argv)
+    cfg = _from_args(args)
+    generated: dict[str, str] = {}
+    if args.dev:
+        for key in ("agent_tokens", "framework_tokens", "operator_tokens"):
+            have = principal_tokens(cfg) if key == "framework_tokens" else getattr(cfg, key)
+            if not have:
+                token = secrets.token_urlsafe(16)
+                setattr(cfg, key, [token])
+                generated[key[:-1]] = token
+    return cfg, generated
+
+
+def reload_config(argv: list[str] | None, generated: dict[str, str]) -> MasterConfig:
+    """The config `parse_args(argv)` gave, read again (the TOML file may have changed) for a
+    reload; the tokens --dev generated then stand in again for what is still missing.
+    ConfigError if the file is unreadable or wrong."""
+    cfg = _from_args(_parser().parse_args(argv))
+    for kind, token in generated.items():
+        key = kind + "s"
+        have = principal_tokens(cfg) if key == "framework_tokens" else getattr(cfg, key)
+        if not have:
+            setattr(cfg, key, [token])
+    return cfg
+
+
+def _from_args(args: argparse.Namespace) -> MasterConfig:
     text = None
     if args.config:
         try:
@@ -496,12 +609,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[MasterConfig, dict[str, s
                                   "coap=coap://10.0.0.5:5683")
             urls[kind.strip()] = url.strip()
         overrides["advertise_urls"] = urls
+    if args.framework_principal:
+        principals: dict[str, list[str]] = {}
+        for item in args.framework_principal:
+            name, sep, token = item.partition("=")
+            if not sep:
+                # No echo: what was given may be a token.
+                raise ConfigError("--framework-principal needs NAME=TOKEN (a principal's name, "
+                                  "'=', one of its tokens)")
+            principals.setdefault(name.strip(), []).append(token)
+        # Like every flag, these take the place of the file's setting (its principals).
+        overrides["framework_principals"] = principals
     cfg = load_config(text, overrides, f"config {args.config}" if args.config else "config")
-    generated: dict[str, str] = {}
-    if args.dev:
-        for key in ("agent_tokens", "framework_tokens", "operator_tokens"):
-            if not getattr(cfg, key):
-                token = secrets.token_urlsafe(16)
-                setattr(cfg, key, [token])
-                generated[key[:-1]] = token
-    return cfg, generated
+    return cfg

@@ -12,7 +12,8 @@ task ids percent-quoted so "/" stays a separator):
     data/agents/<id>                        CBOR [secret, info, state, unreachable_since,
                                               update_ack, command_ack, next_command, next_task,
                                               admitted, seq]
-    data/frameworks/<fw>                    CBOR [name, role, failover_s, removing, digest]
+    data/frameworks/<fw>                    CBOR [name, role, failover_s, removing, digest,
+                                                  principal] (no principal: "default")
     data/tasks/<fw>/<task>                  CBOR [agent, number, spec, resources, state,
                                               prev_state, reason, message, exit_code, output_seq]
     data/commands/<agent>/<id>              encoded pb.Command
@@ -174,7 +175,8 @@ class Mirror:
         snap = Snapshot(epoch=epoch, next_agent_id=self.meta.get("next_agent_id", 1))
         snap.agents = [AgentRow(i, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[9])
                        for i, r in sorted(self.agents.items())]
-        snap.frameworks = [FrameworkRow(f, r[0], r[1], r[2], bool(r[3]), r[4])
+        snap.frameworks = [FrameworkRow(f, r[0], r[1], r[2], bool(r[3]), r[4],
+                                        r[5] if len(r) > 5 else "default")
                            for f, r in sorted(self.frameworks.items())]
         # Records of a framework removed in a batch cut short by a crash (its key goes first)
         # are left over: they belong to nobody.
@@ -286,7 +288,7 @@ class _Translator:
                 del self.m.commands[rec.agent_id]
 
     def add_framework(self, rec: records.AddFramework) -> None:
-        row = [rec.name, rec.role, rec.failover_s, False, rec.secret_digest]
+        row = [rec.name, rec.role, rec.failover_s, False, rec.secret_digest, rec.principal]
         self.m.frameworks[rec.framework_id] = row
         self.out.append((f"data/frameworks/{_q(rec.framework_id)}", cbor2.dumps(row)))
 

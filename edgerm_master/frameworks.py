@@ -76,6 +76,9 @@ def _call(st: MasterState, conn: int, data: bytes, now: float) -> None:
             _subscribe(st, conn, call, now)
             return
         fid = check.check_subscribed(st.conns.get(conn))
+        if call.framework_id != fid:
+            check.check_other_framework(call, st.frameworks[fid],
+                                        st.frameworks.get(call.framework_id))
         kind = check.check_framework_id(call, fid)
         _handler(kind)(st, st.frameworks[fid], call, now)
     except CallError as e:
@@ -120,11 +123,13 @@ def framework_disconnected(st: MasterState, conn: int, now: float) -> None:
 def _subscribe(st: MasterState, conn: int, call: pb.FrameworkCall, now: float) -> None:
     cfg = st.config
     sub = call.subscribe
+    principal, token_digest = check.check_principal(sub.token, st.principals)
     failover = check.check_subscribe(sub, cfg)
     role = sub.role or "*"
     check.check_connection_free(st.conns.get(conn), call.framework_id)
     if call.framework_id:
-        fw = check.check_resubscribe(st.frameworks.get(call.framework_id), call, role)
+        fw = check.check_resubscribe(st.frameworks.get(call.framework_id), call, role,
+                                     principal)
         if fw.conn is not None and fw.conn != conn:
             st.outbox.append(CloseFramework(fw.conn, "another connection subscribed as "
                                             "this framework"))
@@ -140,19 +145,20 @@ def _subscribe(st: MasterState, conn: int, call: pb.FrameworkCall, now: float) -
             fid = "fw-" + st.random_bytes(8).hex()
         secret = st.random_bytes(FRAMEWORK_SECRET_LEN)
         digest = hashlib.sha256(secret).digest()
-        fw = Framework(fid, sub.name, role, st.weight(role), failover, digest)
+        fw = Framework(fid, sub.name, role, st.weight(role), failover, digest, principal)
         st.frameworks[fid] = fw
-        st.record(rec.AddFramework(fid, sub.name, role, failover, digest))
+        st.record(rec.AddFramework(fid, sub.name, role, failover, digest, principal))
         st.allocator.add_framework(fid, role, fw.weight)
     fw.conn = conn
+    fw.token_digest = token_digest
     st.conns[conn] = fw.framework_id
-    log_frameworks.info("framework %s %r (role %s) %s from %s", fw.framework_id, fw.name,
-                        fw.role, "re-subscribed" if call.framework_id else "subscribed",
-                        st.peer or "?",
+    log_frameworks.info("framework %s %r (role %s, principal %s) %s from %s", fw.framework_id,
+                        fw.name, fw.role, fw.principal,
+                        "re-subscribed" if call.framework_id else "subscribed", st.peer or "?",
                         extra={"event": "framework_subscribed",
                                "framework_id": fw.framework_id, "framework_name": fw.name,
-                               "role": fw.role, "failover": bool(call.framework_id),
-                               "peer": st.peer})
+                               "role": fw.role, "principal": fw.principal,
+                               "failover": bool(call.framework_id), "peer": st.peer})
     st.allocator.set_framework_active(fw.framework_id, True)
     st.send(fw, pb.FrameworkEvent(call_id=call.call_id, subscribed=pb.Subscribed(
         framework_id=fw.framework_id, heartbeat_interval_s=cfg.framework_heartbeat_s,

@@ -195,7 +195,7 @@ def _static_text(view: Message, listing: str) -> str:
                  " ".join(d.name for d in view.total.devices)]
     elif listing == "frameworks":
         assert isinstance(view, pb.FrameworkView)
-        parts = [view.framework_id, view.name, view.role]
+        parts = [view.framework_id, view.name, view.principal, view.role]
     elif listing == "tasks":
         assert isinstance(view, pb.TaskView)
         parts = [view.task_id, view.name, view.framework_id, str(view.agent_id)]

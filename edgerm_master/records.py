@@ -107,6 +107,8 @@ class AddFramework(Record):
     role: str
     failover_s: float
     secret_digest: bytes  # SHA-256 of the framework secret (the secret itself is not stored)
+    # The principal whose token created it, bound for good (principals.py).
+    principal: str = "default"
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ def recover(st: MasterState, snap: Snapshot, now: float) -> None:
         st.modules_total += m.size
     for f in snap.frameworks:
         fw = Framework(f.framework_id, f.name, f.role, st.weight(f.role), f.failover_s,
-                       f.secret_digest)
+                       f.secret_digest, f.principal)
         fw.disconnected_at = now
         fw.removing = f.removing
         st.frameworks[fw.framework_id] = fw

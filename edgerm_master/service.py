@@ -80,6 +80,7 @@ from edgerm_master.refusals import (
     not_leader,
     store_unavailable,
 )
+from edgerm_master.reload import Reloaded, apply, watch_sighup
 from edgerm_master.service_ops import ServiceOps
 from edgerm_master.state import MasterState
 from edgerm_master.store_api import MasterStore, NotLeader, StoreUnavailable, open_store
@@ -125,11 +126,14 @@ class MasterService:
     (ws host, port)); `http_address` is then the HTTP server's (host, port), or None."""
 
     def __init__(self, config: MasterConfig, clock: Callable[[], float] = time.time,
-                 store: MasterStore | None = None, roles: RoleLoop | None = None) -> None:
+                 store: MasterStore | None = None, roles: RoleLoop | None = None,
+                 reload: Callable[[], MasterConfig] | None = None) -> None:
         """`store`: the store to use (an EtcdStore the caller fences); by default `run` opens
         the one `config` names (store_api.open_store) and closes it when it ends. `roles`: the
-        role loop of a master among several (edgerm_master.roles); without it, it leads."""
+        role loop of a master among several (edgerm_master.roles); without it, it leads.
+        `reload`: reads the config again; given, each SIGHUP reloads the tokens (reload.py)."""
         self.config = config
+        self._reload = reload
         self.roles = roles
         self.clock = clock
         self.core = Master(config)
@@ -209,6 +213,8 @@ class MasterService:
                     # Bound but not leading: refuse everything until the election is won.
                     self.set_role(Role.STANDBY, None)
                 addrs = self.addresses = await self._serve(nursery)
+                if self._reload is not None:
+                    nursery.start_soon(watch_sighup, self, self._reload)
                 task_status.started(addrs)
                 if self.roles is not None:
                     await self.roles.run(self, addrs)
@@ -276,6 +282,12 @@ class MasterService:
     @property
     def state(self) -> MasterState:
         return self.core.state
+
+    def reload_config(self, new: MasterConfig) -> Reloaded:
+        """Take `new`'s tokens (reload.apply); what it closes goes out with the next flush."""
+        done = apply(self.core.state, new, self.clock())
+        self._after_core()
+        return done
 
     def _after_core(self) -> None:
         """Wake the flusher if the core has something, and pull the timer in if needed."""

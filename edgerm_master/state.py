@@ -27,9 +27,10 @@ from edgerm.wire import Limits, pb, token_key
 from edgerm_master import records as rec
 from edgerm_master.agent_states import AGENT_ACTIVE
 from edgerm_master.allocator import Allocator
-from edgerm_master.config import MasterConfig
+from edgerm_master.config import MasterConfig, principal_tokens
 from edgerm_master.events import Outgoing, ToFramework
 from edgerm_master.logs import DeclineWatch, RefusalLog
+from edgerm_master.principals import DEFAULT_PRINCIPAL, Principals
 
 __all__ = ["MasterState", "Agent", "Task", "TaskJournal", "journal_of", "Framework", "Offer",
            "ModuleInfo",
@@ -159,12 +160,19 @@ class Framework:
     __slots__ = (
         "framework_id", "name", "role", "weight", "failover_s", "conn", "disconnected_at",
         "removing", "tasks", "completed", "offers", "pending", "retry_at", "suppressed",
-        "secret_digest", "outputs_held", "release_at",
+        "secret_digest", "outputs_held", "release_at", "principal", "token_digest",
     )
 
     def __init__(self, framework_id: str, name: str, role: str, weight: float,
-                 failover_s: float, secret_digest: bytes) -> None:
+                 failover_s: float, secret_digest: bytes,
+                 principal: str = DEFAULT_PRINCIPAL) -> None:
         self.framework_id = framework_id
+        # The principal whose token created it (principals.py): only that principal may
+        # subscribe as it again. Persisted; "default" for a store from before principals.
+        self.principal = principal
+        # SHA-256 of the token its current connection subscribed with (memory only): a
+        # reload that revokes that token closes the connection.
+        self.token_digest = b""
         # SHA-256 of the secret handed out in its first Subscribed; a re-subscription must
         # present the secret. Empty (a store from before secrets): nobody can re-subscribe.
         self.secret_digest = secret_digest
@@ -290,6 +298,8 @@ class MasterState:
     fast_heartbeats: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     # The keys that sign first registrations; the tokens themselves never cross the link.
     token_keys: list[tuple[str, bytes]] = field(init=False)
+    # The framework principals and their tokens (principals.py); replaced on reload.
+    principals: Principals = field(init=False)
     # Nonces of recent first registrations: a recorded one replayed is refused (bounded;
     # memory only, so a replay from before a master restart makes an agent that can sign
     # nothing and is LOST after unreachable_after_s).
@@ -301,6 +311,7 @@ class MasterState:
         cfg = self.config
         self.allocator = Allocator(refuse_default_s=cfg.refuse_default_s)
         self.token_keys = [(token, token_key(token)) for token in cfg.agent_tokens if token]
+        self.principals = Principals(principal_tokens(cfg))
         self.agent_limits = Limits(max_input=cfg.agent_message_max,
                                    max_bytes=cfg.agent_message_max,
                                    max_string=cfg.agent_message_max)

@@ -27,7 +27,7 @@ from edgerm_master.agent_states import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHAB
 __all__ = ["Store", "Snapshot", "AgentRow", "FrameworkRow", "TaskRow", "UpdateRow", "OutputRow",
            "ModuleRow"]
 
-SCHEMA_VERSION = 2   # 2: tasks.output_seq and the outputs table
+SCHEMA_VERSION = 3   # 2: tasks.output_seq and the outputs table; 3: frameworks.principal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS agents (
     admitted REAL NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS frameworks (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, failover_s REAL NOT NULL,
-    removing INTEGER NOT NULL DEFAULT 0, secret_digest BLOB NOT NULL DEFAULT x'');
+    removing INTEGER NOT NULL DEFAULT 0, secret_digest BLOB NOT NULL DEFAULT x'',
+    principal TEXT NOT NULL DEFAULT 'default');
 CREATE TABLE IF NOT EXISTS tasks (
     framework_id TEXT NOT NULL, task_id TEXT NOT NULL, agent_id INTEGER NOT NULL,
     number INTEGER NOT NULL, spec BLOB NOT NULL, resources BLOB NOT NULL, state INTEGER NOT NULL,
@@ -85,6 +86,7 @@ class FrameworkRow:
     failover_s: float
     removing: bool
     secret_digest: bytes
+    principal: str = "default"
 
 
 @dataclass(slots=True)
@@ -179,6 +181,11 @@ class Store:
             # no re-subscription matches (they must subscribe anew; nobody can take them over).
             self._db.execute("ALTER TABLE frameworks ADD COLUMN secret_digest BLOB NOT NULL"
                              " DEFAULT x''")
+        if "principal" not in columns:
+            # A store from before principals: its frameworks were created with the shared
+            # framework_tokens, which are principal "default" now.
+            self._db.execute("ALTER TABLE frameworks ADD COLUMN principal TEXT NOT NULL"
+                             " DEFAULT 'default'")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
         if "output_seq" not in columns:
             self._db.execute(
@@ -200,9 +207,10 @@ class Store:
         snap.agents = [AgentRow(*row) for row in db.execute(
             "SELECT id, secret, info, state, unreachable_since, update_ack, command_ack,"
             " next_command, next_task, seq FROM agents ORDER BY id")]
-        snap.frameworks = [FrameworkRow(a, b, c, d, bool(e), bytes(f))
-                           for a, b, c, d, e, f in db.execute(
-            "SELECT id, name, role, failover_s, removing, secret_digest FROM frameworks")]
+        snap.frameworks = [FrameworkRow(a, b, c, d, bool(e), bytes(f), g)
+                           for a, b, c, d, e, f, g in db.execute(
+            "SELECT id, name, role, failover_s, removing, secret_digest, principal"
+            " FROM frameworks")]
         snap.tasks = [TaskRow(*row) for row in db.execute(
             "SELECT framework_id, task_id, agent_id, number, spec, resources, state, prev_state,"
             " reason, message, exit_code, output_seq FROM tasks")]
@@ -326,9 +334,10 @@ class Store:
 
     def _add_framework(self, rec: records.AddFramework) -> None:
         self._db.execute(
-            "INSERT INTO frameworks (id, name, role, failover_s, secret_digest)"
-            " VALUES (?,?,?,?,?)",
-            (rec.framework_id, rec.name, rec.role, rec.failover_s, rec.secret_digest))
+            "INSERT INTO frameworks (id, name, role, failover_s, secret_digest, principal)"
+            " VALUES (?,?,?,?,?,?)",
+            (rec.framework_id, rec.name, rec.role, rec.failover_s, rec.secret_digest,
+             rec.principal))
 
     def _update_framework(self, rec: records.UpdateFramework) -> None:
         self._db.execute("UPDATE frameworks SET name = ?, failover_s = ? WHERE id = ?",

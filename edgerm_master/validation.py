@@ -19,6 +19,7 @@ from edgerm.wire import NONCE_LEN, PROTOCOL_VERSION, DecodeError, Limits, decode
 from edgerm_master.agent_states import AGENT_ACTIVE
 from edgerm_master.config import MasterConfig
 from edgerm_master.modules import ModuleError, check_module
+from edgerm_master.principals import DEFAULT_PRINCIPAL, Principals
 from edgerm_master.state import Agent, Framework, MasterState, ModuleInfo, Offer, Task
 
 __all__ = [
@@ -27,7 +28,8 @@ __all__ = [
     "check_size", "decode_untrusted", "seq_is_fresh", "check_seq", "check_first_call",
     "registration_token", "check_caller", "check_call_kind", "check_register", "check_nonce",
     "check_heartbeat", "check_module_request", "check_subscribed", "check_framework_id",
-    "check_subscribe", "check_connection_free", "check_resubscribe", "check_accept",
+    "check_subscribe", "check_principal", "check_connection_free", "check_resubscribe",
+    "check_other_framework", "check_accept",
     "known_task", "check_ack_order", "check_upload", "check_module_room",
 ]
 
@@ -246,6 +248,18 @@ def check_subscribed(fid: str | None) -> str:
     return fid
 
 
+def check_other_framework(call: pb.FrameworkCall, mine: Framework,
+                          other: Framework | None) -> None:
+    """A call naming a framework (`other`) other than the one subscribed on its connection
+    (`mine`): refused as `check_framework_id` does, saying so when `other` belongs to another
+    principal (its tasks, updates and outputs are none of this connection's business)."""
+    if other is not None and other.principal != mine.principal:
+        raise CallError(E.FORBIDDEN,
+                        f"framework {call.framework_id!r} belongs to another principal: "
+                        f"this connection is framework {mine.framework_id!r} of principal "
+                        f"{mine.principal!r}, and acts for it alone")
+
+
 def check_framework_id(call: pb.FrameworkCall, fid: str) -> str:
     if call.framework_id != fid:
         raise CallError(E.FORBIDDEN, "framework_id does not match the framework "
@@ -256,12 +270,21 @@ def check_framework_id(call: pb.FrameworkCall, fid: str) -> str:
     return kind
 
 
-def check_subscribe(sub: pb.Subscribe, cfg: MasterConfig) -> float:
-    """A Subscribe on its own: token, names, failover timeout -> the failover timeout to use."""
-    if not tokens_match(sub.token, cfg.framework_tokens):
+def check_principal(token: str, principals: Principals) -> tuple[str, bytes]:
+    """A Subscribe's token -> (its principal, the token's SHA-256); UNAUTHENTICATED if it is
+    none of theirs. The text names no principal."""
+    found = principals.identify(token)
+    if found is None:
         raise CallError(E.UNAUTHENTICATED,
-                        ("wrong framework token" if sub.token else "no framework token given")
-                        + ": subscribe with one of the master's framework_tokens")
+                        ("wrong framework token" if token else "no framework token given")
+                        + ": subscribe with a token of one of the master's framework "
+                        "principals ([frameworks.principals] in its config)")
+    return found
+
+
+def check_subscribe(sub: pb.Subscribe, cfg: MasterConfig) -> float:
+    """A Subscribe on its own (its token: `check_principal`): names, failover timeout -> the
+    failover timeout to use."""
     check_text(sub.name, "Subscribe.name")
     check_text(sub.role, "Subscribe.role")
     failover = sub.failover_timeout_s
@@ -276,14 +299,21 @@ def check_connection_free(current: str | None, framework_id: str) -> None:
         raise CallError(E.CONFLICT, f"this connection is already subscribed as {current}")
 
 
-def check_resubscribe(fw: Framework | None, call: pb.FrameworkCall, role: str) -> Framework:
-    """A Subscribe with framework_id (failover): the framework exists and the caller holds its
-    secret. Checked before anything about the framework is touched or told."""
+def check_resubscribe(fw: Framework | None, call: pb.FrameworkCall, role: str,
+                      principal: str = DEFAULT_PRINCIPAL) -> Framework:
+    """A Subscribe with framework_id (failover): the framework exists, is bound to the
+    caller's principal, and the caller holds its secret. Checked before anything about the
+    framework is touched or told."""
     sub = call.subscribe
     if fw is None or fw.removing:
         raise CallError(E.NOT_FOUND,
                         f"no framework {call.framework_id!r} (removed, or its failover "
                         "timeout passed): subscribe without framework_id to start anew")
+    if fw.principal != principal:
+        raise CallError(E.FORBIDDEN,
+                        f"framework {call.framework_id!r} is bound to another principal than "
+                        f"{principal!r} (the one whose token created it): subscribe with a "
+                        "token of that principal, or without framework_id to start anew")
     # The id is public (listed in the state view); the secret is what makes it yours.
     if not fw.secret_digest or not hmac.compare_digest(
             fw.secret_digest, hashlib.sha256(sub.framework_secret).digest()):

@@ -119,7 +119,7 @@ def framework_view(st: MasterState, fw: Framework, now: float) -> pb.FrameworkVi
     return pb.FrameworkView(framework_id=fw.framework_id, name=fw.name, role=fw.role,
                             weight=fw.weight, connected=fw.conn is not None,
                             tasks=sum(1 for t in fw.tasks.values() if t.state in ACTIVE),
-                            dominant_share=share)
+                            dominant_share=share, principal=fw.principal)
 
 
 def task_view(st: MasterState, item: tuple[str, Task], now: float) -> pb.TaskView:

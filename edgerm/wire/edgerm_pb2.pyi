@@ -751,7 +751,7 @@ class AgentView(_message.Message):
     def __init__(self, agent_id: _Optional[int] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[_Union[Resources, _Mapping]] = ..., used: _Optional[_Union[Resources, _Mapping]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., executors: _Optional[_Iterable[_Union[Executor, str]]] = ..., last_seen: _Optional[float] = ..., transport: _Optional[str] = ...) -> None: ...
 
 class FrameworkView(_message.Message):
-    __slots__ = ("framework_id", "name", "role", "weight", "connected", "tasks", "dominant_share")
+    __slots__ = ("framework_id", "name", "role", "weight", "connected", "tasks", "dominant_share", "principal")
     FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -759,6 +759,7 @@ class FrameworkView(_message.Message):
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     DOMINANT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     framework_id: str
     name: str
     role: str
@@ -766,7 +767,8 @@ class FrameworkView(_message.Message):
     connected: bool
     tasks: int
     dominant_share: float
-    def __init__(self, framework_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., weight: _Optional[float] = ..., connected: _Optional[bool] = ..., tasks: _Optional[int] = ..., dominant_share: _Optional[float] = ...) -> None: ...
+    principal: str
+    def __init__(self, framework_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., weight: _Optional[float] = ..., connected: _Optional[bool] = ..., tasks: _Optional[int] = ..., dominant_share: _Optional[float] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class TaskView(_message.Message):
     __slots__ = ("task_id", "framework_id", "agent_id", "name", "state", "reason", "message", "executor", "resources")

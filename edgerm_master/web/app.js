@@ -346,9 +346,9 @@ const TABLES = {
         chips((a.attributes || []).filter((x) => !LABEL_SKIP.has(x.name)).map(attr)));
     }],
   frameworks: [
-    ["ID", "Name", "Role", "Connected", "Active tasks", "Weight", "Dominant share"],
+    ["ID", "Name", "Principal", "Role", "Connected", "Active tasks", "Weight", "Dominant share"],
     (f) => el("tr", {}, el("td", {}, f.framework_id), el("td", {}, f.name || ""),
-      el("td", {}, f.role || "–"), el("td", {}, f.connected ? "yes" : "no"),
+      el("td", {}, f.principal || "–"), el("td", {}, f.role || "–"), el("td", {}, f.connected ? "yes" : "no"),
       el("td", { class: "num" }, num(f.tasks)), el("td", { class: "num" }, fmt(f.weight)),
       el("td", { class: "num" }, num(f.dominant_share).toFixed(3)))],
   tasks: [

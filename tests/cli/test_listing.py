@@ -20,7 +20,7 @@ def cluster_state() -> pb.ClusterState:
     agent.total.devices.add(name="temp", kind=pb.SENSOR)
     agent.attributes.add(name="os", text="linux")
     state.frameworks.add(framework_id="fw-1", name="sampler", connected=True, tasks=1,
-                         weight=1, dominant_share=0.125)
+                         weight=1, dominant_share=0.125, principal="analytics")
     state.tasks.add(task_id="t1", framework_id="fw-1", agent_id=1, name="sample",
                     state=pb.RUNNING, executor=pb.WASM)
     offer = state.offers.add(offer_id="o1", agent_id=1, agent_name="pi-1", expires_in_s=4)
@@ -43,7 +43,9 @@ async def test_listings_as_tables_and_json(fake_master) -> None:
     assert outputs["agents"][1].split()[:8] == ["1", "pi-1", "active", "websocket", "0.5/4",
                                                 "0/1024", "temp", "WASM,DOCKER"]
     assert "os=linux" in outputs["agents"][1]
-    assert outputs["frameworks"][1].split() == ["fw-1", "sampler", "-", "yes", "1", "1", "0.125"]
+    assert outputs["frameworks"][0].split()[:4] == ["ID", "NAME", "PRINCIPAL", "ROLE"]
+    assert outputs["frameworks"][1].split() == ["fw-1", "sampler", "analytics", "-", "yes", "1",
+                                                "1", "0.125"]
     assert outputs["tasks"][1].split()[:6] == ["t1", "fw-1", "1", "sample", "WASM", "RUNNING"]
     assert outputs["offers"][1].startswith("o1")
     assert outputs["offers"][2].split()[:3] == ["o2", "1", "pi-1"]

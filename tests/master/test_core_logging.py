@@ -100,7 +100,7 @@ def test_subscription_refusal_task_states_and_removal(
     fw = cluster.subscribe(ScriptedFramework("sampler"))
     [sub] = events(caplog, "framework_subscribed")
     assert sub.framework_id == fw.framework_id  # type: ignore[attr-defined]
-    assert "'sampler' (role *) subscribed" in sub.getMessage()
+    assert "'sampler' (role *, principal default) subscribed" in sub.getMessage()
     launch(cluster, fw, agent, "t1")
     states = [(r.task_id, r.state) for r in events(caplog, "task_state")]  # type: ignore[attr-defined]
     assert states == [("t1", "STAGING"), ("t1", "STARTING"), ("t1", "RUNNING")]

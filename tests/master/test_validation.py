@@ -11,6 +11,7 @@ from edgerm.resources import Res
 from edgerm.wire import NONCE_LEN, PROTOCOL_VERSION, Limits, encode, pb
 from edgerm_master import validation as check
 from edgerm_master.config import MasterConfig
+from edgerm_master.principals import Principals
 from edgerm_master.state import Agent, Framework, MasterState, ModuleInfo, Offer
 from edgerm_master.testing import task_info, wasm_module
 from edgerm_master.validation import CallError
@@ -87,9 +88,12 @@ def test_subscribe() -> None:
     cfg = MasterConfig(framework_tokens=["ft"], failover_default_s=60, failover_max_s=100)
     assert check.check_subscribe(pb.Subscribe(token="ft"), cfg) == 60
     assert check.check_subscribe(pb.Subscribe(token="ft", failover_timeout_s=1e9), cfg) == 100
-    assert "no framework token" in refused(E.UNAUTHENTICATED, check.check_subscribe,
-                                           pb.Subscribe(), cfg)
-    refused(E.UNAUTHENTICATED, check.check_subscribe, pb.Subscribe(token="f"), cfg)
+    principals = Principals({"default": ["ft"], "ops": ["ot"]})
+    assert check.check_principal("ft", principals)[0] == "default"
+    assert check.check_principal("ot", principals)[0] == "ops"
+    assert "no framework token" in refused(E.UNAUTHENTICATED, check.check_principal, "",
+                                           principals)
+    refused(E.UNAUTHENTICATED, check.check_principal, "f", principals)
     refused(E.BAD_REQUEST, check.check_subscribe,
             pb.Subscribe(token="ft", failover_timeout_s=-1), cfg)
     refused(E.BAD_REQUEST, check.check_subscribe, pb.Subscribe(token="ft", role="r" * 201), cfg)
@@ -106,6 +110,9 @@ def test_resubscribe_needs_the_secret() -> None:
             framework_secret=secret, role=role))
 
     assert check.check_resubscribe(fw, sub(b"secret"), "*") is fw
+    # Bound to the principal that created it: another one cannot take it, secret or not.
+    assert "another principal" in refused(E.FORBIDDEN, check.check_resubscribe, fw,
+                                          sub(b"secret"), "*", "ops")
     refused(E.NOT_FOUND, check.check_resubscribe, None, sub(b"secret"), "*")
     refused(E.FORBIDDEN, check.check_resubscribe, fw, sub(b"guess"), "*")
     refused(E.BAD_REQUEST, check.check_resubscribe, fw, sub(b"secret", "dev"), "dev")
