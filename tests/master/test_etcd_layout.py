@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import cbor2
 import pytest
 
 from edgerm_master import records as R
@@ -24,7 +25,8 @@ def random_batches(rng: random.Random, n: int) -> list[list[R.Record]]:
     tasks, commands and their acks, updates and their acks, outputs, modules, removals."""
     fws = ["fw/1", "fw%2", "fw 3"]
     batches: list[list[R.Record]] = [[R.AdmitAgent(a, b"s%d" % a, b"i", 1.0) for a in (1, 2, 3)]
-                                     + [R.AddFramework(f, f, "*", 5.0, b"d") for f in fws]]
+                                     + [R.AddFramework(f, f, "*", 5.0, b"d", f"p{i}")
+                                        for i, f in enumerate(fws)]]
     tasks: list[tuple[str, str, int]] = []
     cmd = {1: 0, 2: 0, 3: 0}
     for b in range(n):
@@ -89,6 +91,14 @@ def test_a_standby_rebuilds_the_leaders_mirror_from_the_key_writes() -> None:
     snap = leader.snapshot(1)
     assert snap.tasks and snap.commands and snap.updates and snap.outputs
     assert "fw 3" not in {f.framework_id for f in snap.frameworks}
+
+
+def test_a_framework_row_from_before_principals_is_principal_default() -> None:
+    m = Mirror()
+    m.load("data/frameworks/fw-old", cbor2.dumps(["old", "*", 60.0, False, b""]))
+    m.load("data/frameworks/fw-new", cbor2.dumps(["new", "*", 60.0, False, b"", "ops"]))
+    assert {f.framework_id: f.principal for f in m.snapshot(1).frameworks} == {
+        "fw-old": "default", "fw-new": "ops"}
 
 
 def test_records_on_rows_that_are_not_there_write_nothing() -> None:

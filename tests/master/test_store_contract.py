@@ -107,7 +107,7 @@ async def test_frameworks_tasks_updates_outputs(open_store: Opener) -> None:
     await store.recover()
     await store.apply([
         R.AdmitAgent(1, b"s", b"i", 0.0),
-        R.AddFramework("fw/1", "one", "prod", 60.0, b"d1"),
+        R.AddFramework("fw/1", "one", "prod", 60.0, b"d1", "analytics"),
         R.AddFramework("fw-2", "two", "*", 5.0, b"d2"),
         R.AddTask("fw/1", "t/a", 1, 3, b"spec", b"res", 1),
         R.AddTask("fw-2", "t", 1, 4, b"spec2", b"res2", 1),
@@ -125,9 +125,10 @@ async def test_frameworks_tasks_updates_outputs(open_store: Opener) -> None:
         R.ReleaseOutputs("fw/1", "t/a", 2),
     ])
     snap = await restart(open_store)
-    assert {(f.framework_id, f.name, f.role, f.failover_s, f.removing, f.secret_digest)
-            for f in snap.frameworks} == {("fw/1", "uno", "prod", 30.0, False, b"d1"),
-                                          ("fw-2", "two", "*", 5.0, True, b"d2")}
+    assert {(f.framework_id, f.name, f.role, f.failover_s, f.removing, f.secret_digest,
+             f.principal) for f in snap.frameworks} == {
+        ("fw/1", "uno", "prod", 30.0, False, b"d1", "analytics"),     # kept through updates
+        ("fw-2", "two", "*", 5.0, True, b"d2", "default")}
     tasks = {(t.framework_id, t.task_id): t for t in snap.tasks}
     ta = tasks["fw/1", "t/a"]
     assert (ta.agent_id, ta.number, ta.spec, ta.resources, ta.state, ta.reason, ta.message,

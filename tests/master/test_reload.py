@@ -1,0 +1,220 @@
+"""Framework principals end to end against `python -m edgerm_master` (real WebSocket, CoAP,
+SQLite or etcd): two principals cannot act for each other's frameworks; SIGHUP reloads the
+tokens (a principal added, a token revoked with its live connection closed, the task running
+on), a broken file on SIGHUP keeps the config in use; a restart keeps the binding; `edgerm
+frameworks` shows the principal."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import trio
+from trio_websocket import open_websocket_url
+
+from edgerm.transport.coap import open_coap_client
+from edgerm.wire import decode, pb
+from edgerm_master.testing import ScriptedAgent, ScriptedFramework, task_info
+from edgerm_master.testing_etcd import EtcdCluster, unique_prefix
+from edgerm_master.testing_io import CoapAgentClient, MasterProcess, WsFrameworkClient
+
+from .test_e2e_ws_guard import closed_with, subscribed, url
+
+TS = pb.TaskState
+TOKENS = ("a-token-1", "a-token-2", "o-token-1", "l-token-1")
+
+
+def write_config(path: Path, principals: dict[str, str]) -> None:
+    path.write_text("[frameworks.principals]\n" + "".join(
+        f'{name} = "{token}"\n' for name, token in principals.items()))
+
+
+def log_text(m: MasterProcess) -> str:
+    return Path(m.log_path).read_text(errors="replace")
+
+
+async def until_logged(m: MasterProcess, text: str, count: int = 1, timeout: float = 10.0
+                       ) -> None:
+    with trio.fail_after(timeout):
+        while log_text(m).count(text) < count:
+            await trio.sleep(0.05)
+
+
+def sighup(m: MasterProcess) -> None:
+    assert m.proc is not None
+    m.proc.send_signal(signal.SIGHUP)
+
+
+def taker(of: WsFrameworkClient, token: str) -> ScriptedFramework:
+    """A framework that tries to subscribe as `of`'s framework, with its secret."""
+    fw = ScriptedFramework(token=token)
+    fw.framework_id, fw.framework_secret = of.fw.framework_id, of.fw.framework_secret
+    return fw
+
+
+async def refused_subscribe(m: MasterProcess, fw: ScriptedFramework) -> pb.Error:
+    """Subscribe `fw` on a new connection: the master answers one error and closes (1008)."""
+    async with open_websocket_url(url(m, "/framework")) as ws:
+        await ws.send_message(fw.subscribe())
+        closed = await closed_with(ws)
+    [event] = [decode(pb.FrameworkEvent, d) for d in closed.messages]
+    assert closed.code == 1008 or event.error.code == pb.NOT_LEADER
+    return event.error
+
+
+async def launch_one(agent: CoapAgentClient, owner: WsFrameworkClient, task_id: str) -> None:
+    [offer, *_] = await owner.offers()
+    await owner.send(owner.fw.accept([offer.offer_id], [task_info(task_id)]))
+    await owner.until_kind("accepted")
+    await agent.settle()
+    for want in (TS.STARTING, TS.RUNNING):
+        update = await owner.until_kind("update")
+        assert update.state == want
+        await owner.send(owner.fw.acknowledge(update))
+
+
+async def frameworks_listing(m: MasterProcess) -> list[list[str]]:
+    done = await trio.run_process(
+        [sys.executable, "-m", "edgerm_cli", "frameworks", "--master", url(m, ""),
+         "--operator-token", "operator-token"], capture_stdout=True, capture_stderr=True,
+        check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return [line.split() for line in done.stdout.decode().splitlines()]
+
+
+async def test_principals_and_sighup_against_a_real_master(tmp_path: Path) -> None:
+    config = tmp_path / "master.toml"
+    write_config(config, {"analytics": "a-token-1", "ops": "o-token-1"})
+    m = MasterProcess(str(tmp_path / "data"), heartbeat_ms=1000,
+                      extra=["--config", str(config), "--allocation-interval-s", "0.2"]).start()
+    try:
+        async with open_coap_client() as coap, \
+                open_websocket_url(url(m, "/framework")) as owner_ws, \
+                open_websocket_url(url(m, "/framework")) as ops_ws:
+            agent = CoapAgentClient(coap, m.coap, ScriptedAgent("pi-1"))
+            await agent.settle()
+            owner = await subscribed(owner_ws, ScriptedFramework(
+                "mine", token="a-token-1", failover_timeout_s=600))
+            ops = await subscribed(ops_ws, ScriptedFramework("theirs", token="o-token-1"))
+            await launch_one(agent, owner, "t1")
+
+            # --- another principal cannot subscribe as it, even with its secret ...
+            error = await refused_subscribe(m, taker(owner, "o-token-1"))
+            assert error.code == pb.FORBIDDEN and "another principal" in error.message
+            # ... nor, on its own connection, kill, acknowledge or reconcile for it.
+            ops_id = ops.fw.framework_id
+            ops.fw.framework_id = owner.fw.framework_id
+            for call in (ops.fw.kill("t1"), ops.fw.reconcile(["t1"]), ops.fw.teardown()):
+                await ops.send(call)
+                error = await ops.until_kind("error")
+                assert error.code == pb.FORBIDDEN and "belongs to another principal" in \
+                    error.message
+            ops.fw.framework_id = ops_id
+            await owner.send(owner.fw.reconcile(["t1"]))
+            update = await owner.until_kind("update")
+            assert (update.task_id, update.state) == ("t1", TS.RUNNING)
+
+            # --- the operator's listing names each framework's principal
+            rows = await frameworks_listing(m)
+            assert rows[0][:3] == ["ID", "NAME", "PRINCIPAL"]
+            assert {r[0]: r[2] for r in rows[1:]} == {owner.fw.framework_id: "analytics",
+                                                      ops_id: "ops"}
+
+            # --- SIGHUP: a principal added, analytics' token replaced (the old one revoked)
+            write_config(config, {"analytics": "a-token-2", "ops": "o-token-1",
+                                  "late": "l-token-1"})
+            sighup(m)
+            closed = await closed_with(owner_ws)
+            assert closed.code == 1008 and closed.reason == "token revoked"
+            last = decode(pb.FrameworkEvent, closed.messages[-1])
+            assert last.error.code == pb.UNAUTHENTICATED and last.error.message == "token revoked"
+            await until_logged(m, "config reloaded")
+            assert "added late" in log_text(m) and "tokens changed for analytics" in log_text(m)
+            async with open_websocket_url(url(m, "/framework")) as ws:
+                late = await subscribed(ws, ScriptedFramework("late", token="l-token-1"))
+                assert late.fw.framework_id
+            error = await refused_subscribe(m, taker(owner, "a-token-1"))
+            assert error.code == pb.UNAUTHENTICATED
+            # The ops connection was not touched; the revoked framework's task runs on.
+            await ops.send(ops.fw.reconcile())
+            await agent.settle()
+            assert agent.agent.tasks[1] == TS.RUNNING
+
+            # --- a broken file: refused, the config in use stays
+            config.write_text('[frameworks.principals\nanalytics = "a-token-1"\n')
+            sighup(m)
+            await until_logged(m, "config not reloaded")
+            assert "not valid TOML" in log_text(m)
+            error = await refused_subscribe(m, taker(owner, "a-token-1"))
+            assert error.code == pb.UNAUTHENTICATED
+            async with open_websocket_url(url(m, "/framework")) as ws:
+                heir = await subscribed(ws, taker(owner, "a-token-2"))
+                await heir.send(heir.fw.reconcile(["t1"]))
+                update = await heir.until_kind("update")
+                assert (update.task_id, update.state) == ("t1", TS.RUNNING)
+        log = log_text(m)
+        assert not [t for t in TOKENS if t in log], "a token was logged"
+
+        # --- a restart keeps the binding (SQLite); the file on disk is still the broken one
+        write_config(config, {"analytics": "a-token-2", "ops": "o-token-1"})
+        m.kill()
+        m.start()
+        error = await refused_subscribe(m, taker(owner, "o-token-1"))
+        assert error.code == pb.FORBIDDEN and "another principal" in error.message
+        async with open_websocket_url(url(m, "/framework")) as ws:
+            again = await subscribed(ws, taker(owner, "a-token-2"))
+            assert again.fw.framework_id == owner.fw.framework_id
+    finally:
+        m.stop()
+
+
+async def test_the_binding_survives_a_restart_on_etcd(tmp_path: Path) -> None:
+    config = tmp_path / "master.toml"
+    write_config(config, {"analytics": "a-token-1", "ops": "o-token-1"})
+    with EtcdCluster(size=1) as etcd:
+        args = ["--config", str(config), "--store-backend", "etcd",
+                "--store-endpoint", etcd.client_urls[0], "--store-prefix", unique_prefix("pr"),
+                "--store-lease-ttl-s", "1", "--name", "m1"]
+        m = MasterProcess(str(tmp_path / "data"), heartbeat_ms=1000, extra=args).start()
+        try:
+            owner = WsFrameworkClient(None, ScriptedFramework(
+                "mine", token="a-token-1", failover_timeout_s=600))
+            await subscribe_when_leading(m, owner.fw)
+            m.kill()
+            m.start()
+            error = await refused_when_leading(m, taker(owner, "o-token-1"))
+            assert error.code == pb.FORBIDDEN and "another principal" in error.message
+            async with open_websocket_url(url(m, "/framework")) as ws:
+                again = await subscribed(ws, taker(owner, "a-token-1"))
+                assert again.fw.framework_id == owner.fw.framework_id
+            rows = await frameworks_listing(m)
+            assert [r[2] for r in rows[1:] if r[0] == owner.fw.framework_id] == ["analytics"]
+        finally:
+            m.stop()
+
+
+async def subscribe_when_leading(m: MasterProcess, fw: ScriptedFramework) -> None:
+    """Subscribe `fw` (then leave) once the master leads: an etcd-backed master is a standby
+    answering NOT_LEADER until it wins the election."""
+    with trio.fail_after(30):
+        while True:
+            async with open_websocket_url(url(m, "/framework")) as ws:
+                client = WsFrameworkClient(ws, fw)
+                await client.send(fw.subscribe())
+                ev = await client.until(
+                    lambda e: e.WhichOneof("event") in ("subscribed", "error"))
+                if ev.WhichOneof("event") == "subscribed":
+                    return
+                assert ev.error.code == pb.NOT_LEADER, ev.error
+            await trio.sleep(0.2)
+
+
+async def refused_when_leading(m: MasterProcess, fw: ScriptedFramework) -> pb.Error:
+    """`refused_subscribe`, again while the master answers NOT_LEADER."""
+    with trio.fail_after(30):
+        while True:
+            error = await refused_subscribe(m, fw)
+            if error.code != pb.NOT_LEADER:
+                return error
+            await trio.sleep(0.2)
