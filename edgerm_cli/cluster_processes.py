@@ -119,10 +119,11 @@ def write_private(path: Path, text: str) -> None:
 
 
 def master_toml(tokens: Tokens) -> str:
-    """The master's token settings (see docs/master.md), read with `--config`."""
-    return "".join(f"{key} = [{json.dumps(value)}]\n" for key, value in (
-        ("agent_tokens", tokens.agent), ("framework_tokens", tokens.framework),
-        ("operator_tokens", tokens.operator)))
+    """The master's token settings (see docs/master.md), read with `--config`; the framework
+    token is principal "default" (a dotted key: no table, so more keys may follow)."""
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in (
+        ("agent_tokens", [tokens.agent]), ("frameworks.principals.default", tokens.framework),
+        ("operator_tokens", [tokens.operator])))
 
 
 def linux_agent_toml(name: str, master_ws: str, token: str, work_dir: Path,

@@ -104,8 +104,11 @@ def _master_config() -> str:
         "coap_port = 5683\n"
         "ws_port = 5690\n"
         f'agent_tokens = ["{secrets.token_urlsafe(24)}"]\n'
-        f'framework_tokens = ["{secrets.token_urlsafe(24)}"]\n'
-        f'operator_tokens = ["{secrets.token_urlsafe(24)}"]\n')
+        f'operator_tokens = ["{secrets.token_urlsafe(24)}"]\n'
+        "# Framework principals: one line each, frameworks.principals.NAME = \"token\" (or a\n"
+        "# list of tokens); a framework belongs to the principal whose token created it.\n"
+        "# Edit and send SIGHUP to the master to add or revoke tokens (docs/operations.md).\n"
+        f'frameworks.principals.default = "{secrets.token_urlsafe(24)}"\n')
 
 
 def _agent_config(plan: Plan) -> str:
