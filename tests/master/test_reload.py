@@ -6,9 +6,12 @@ frameworks` shows the principal."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import trio
 from trio_websocket import open_websocket_url
@@ -83,6 +86,16 @@ async def frameworks_listing(m: MasterProcess) -> list[list[str]]:
     return [line.split() for line in done.stdout.decode().splitlines()]
 
 
+def api_frameworks(m: MasterProcess) -> list[dict[str, Any]]:
+    """GET /api/v1/frameworks (the HTTP API's JSON, as the dashboard reads it)."""
+    assert m.http is not None
+    request = urllib.request.Request(f"http://{m.http[0]}:{m.http[1]}/api/v1/frameworks",
+                                     headers={"Authorization": "Bearer operator-token"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        frameworks: list[dict[str, Any]] = json.load(response)["frameworks"]
+    return frameworks
+
+
 async def test_principals_and_sighup_against_a_real_master(tmp_path: Path) -> None:
     config = tmp_path / "master.toml"
     write_config(config, {"analytics": "a-token-1", "ops": "o-token-1"})
@@ -120,6 +133,9 @@ async def test_principals_and_sighup_against_a_real_master(tmp_path: Path) -> No
             assert rows[0][:3] == ["ID", "NAME", "PRINCIPAL"]
             assert {r[0]: r[2] for r in rows[1:]} == {owner.fw.framework_id: "analytics",
                                                       ops_id: "ops"}
+            listed = await trio.to_thread.run_sync(api_frameworks, m)
+            assert {f["framework_id"]: f["principal"] for f in listed} == {
+                owner.fw.framework_id: "analytics", ops_id: "ops"}
 
             # --- SIGHUP: a principal added, analytics' token replaced (the old one revoked)
             write_config(config, {"analytics": "a-token-2", "ops": "o-token-1",
