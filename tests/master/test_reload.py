@@ -234,3 +234,32 @@ async def refused_when_leading(m: MasterProcess, fw: ScriptedFramework) -> pb.Er
             if error.code != pb.NOT_LEADER:
                 return error
             await trio.sleep(0.2)
+
+
+async def test_deprecated_framework_tokens_and_settings_a_reload_does_not_change(
+        tmp_path: Path) -> None:
+    config = tmp_path / "master.toml"
+    config.write_text('framework_tokens = ["legacy-token"]\nheartbeat_ms = 1000\n')
+    m = MasterProcess(str(tmp_path / "data"), heartbeat_ms=1000,
+                      extra=["--config", str(config)])
+    for flag in ("--heartbeat-ms", "--framework-token"):   # from the file instead
+        del m.args[m.args.index(flag):m.args.index(flag) + 2]
+    m.start()
+    try:
+        await until_logged(m, "framework_tokens is deprecated")
+        async with open_websocket_url(url(m, "/framework")) as ws:
+            await subscribed(ws, ScriptedFramework(token="legacy-token"))
+        rows = await frameworks_listing(m)
+        assert [r[2] for r in rows[1:]] == ["default"]
+        config.write_text('framework_tokens = ["legacy-token"]\nheartbeat_ms = 2000\n'
+                          '[frameworks.principals]\nops = "o-token-1"\n')
+        sighup(m)
+        await until_logged(m, "heartbeat_ms changed in the config but only take effect at a "
+                              "restart")
+        await until_logged(m, "framework_tokens is deprecated", count=2)   # said again
+        assert "added ops" in log_text(m)
+        async with open_websocket_url(url(m, "/framework")) as ws:
+            await subscribed(ws, ScriptedFramework(token="o-token-1"))
+        assert "legacy-token" not in log_text(m) and "o-token-1" not in log_text(m)
+    finally:
+        m.stop()
