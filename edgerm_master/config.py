@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import secrets
 import sys
 import tomllib
@@ -22,6 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgerm.logformat import LOG_FORMATS, LOG_LEVELS
+from edgerm_master.principals import (
+    DEFAULT_PRINCIPAL,
+    frameworks_table,
+    merge_tokens,
+    parse_principals,
+    shared_token,
+)
 
 __all__ = ["MasterConfig", "AGENT_SILENT_CALL_S", "parse_args", "load_config", "ConfigError",
            "principal_tokens", "reload_config", "RELOADABLE", "liveness_problem",
@@ -260,9 +266,6 @@ ADVERTISE_SCHEMES = {"coap": ("coap://",), "ws": ("ws://", "wss://"),
 _MASTER_TABLE = {"name": "name", "urls": "advertise_urls"}
 # What a SIGHUP reloads (edgerm_master/reload.py); every other setting needs a restart.
 RELOADABLE = ("framework_principals", "framework_tokens", "agent_tokens", "operator_tokens")
-DEFAULT_PRINCIPAL = "default"
-# A principal's name: it appears in logs, views and the store, so short and plain.
-_PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
 
 
 def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None = None,
@@ -277,7 +280,10 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
             values.update(tomllib.loads(toml_text))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{source}: not valid TOML ({e}): fix the syntax") from None
-    _frameworks_table(values, source)
+    try:
+        frameworks_table(values)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
     if "framework_tokens" in values:
         cfg.notices.append(
             f"{source}: framework_tokens is deprecated: its tokens are framework principal "
@@ -323,7 +329,10 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: {key} must be a list of strings")
         elif key == "framework_principals":
-            value = _principals(value, source)
+            try:
+                value = parse_principals(value)
+            except ValueError as e:
+                raise ConfigError(f"{source}: {e}") from None
         elif isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {key} must be a table")
@@ -371,7 +380,10 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not "
                           f"{cfg.log_format!r}")
     _check_advertised(cfg, source)
-    _check_principal_tokens(cfg, source)
+    shared = shared_token(principal_tokens(cfg))
+    if shared:
+        raise ConfigError(f"{source}: framework principals {shared[0]} and {shared[1]} share a "
+                          "token: give each principal its own tokens")
     _check_store(cfg)
     if cfg.store_backend == "etcd" and wildcard_host(cfg.host):
         missing = sorted({"coap", "ws"} - set(cfg.advertise_urls))
@@ -383,60 +395,10 @@ def load_config(toml_text: str | None = None, overrides: dict[str, Any] | None =
     return cfg
 
 
-def _frameworks_table(values: dict[str, Any], source: str) -> None:
-    """TOML `[frameworks.principals]` (the only key of `[frameworks]` so far) ->
-    `framework_principals`."""
-    table = values.pop("frameworks", None)
-    if table is None:
-        return
-    if not isinstance(table, dict):
-        raise ConfigError(f"{source}: frameworks must be a table ([frameworks.principals] on "
-                          "its own line, then name = \"token\" lines)")
-    for key, value in table.items():
-        if key != "principals":
-            raise ConfigError(f"{source}: unknown key {key!r} in [frameworks] (principals)")
-        values["framework_principals"] = value
-
-
-def _principals(value: Any, source: str) -> dict[str, list[str]]:
-    """Principal name -> its tokens (one token or a list, for rotation), checked."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: [frameworks.principals] must be a table of "
-                          "name = \"token\" (or name = [\"token\", ...])")
-    out: dict[str, list[str]] = {}
-    for name, tokens in value.items():
-        if not isinstance(name, str) or not _PRINCIPAL_NAME.fullmatch(name):
-            raise ConfigError(f"{source}: framework principal name {name!r}: use 1-64 letters, "
-                              "digits and _.@+- (starting with a letter or digit)")
-        if isinstance(tokens, str):
-            tokens = [tokens]
-        if (not isinstance(tokens, list) or not tokens
-                or not all(isinstance(t, str) and t for t in tokens)):
-            raise ConfigError(f"{source}: framework principal {name}: its token must be a "
-                              "non-empty string, or a list of them")
-        out[name] = list(tokens)
-    return out
-
-
 def principal_tokens(cfg: MasterConfig) -> dict[str, list[str]]:
     """Every framework principal with its tokens: `framework_principals`, with the
     `framework_tokens` (and `--framework-token`) added to principal "default"."""
-    out = {name: list(tokens) for name, tokens in cfg.framework_principals.items()}
-    legacy = [t for t in cfg.framework_tokens if t]
-    if legacy:
-        out[DEFAULT_PRINCIPAL] = out.get(DEFAULT_PRINCIPAL, []) + legacy
-    return out
-
-
-def _check_principal_tokens(cfg: MasterConfig, source: str) -> None:
-    """One token names one principal (names only in the message: tokens are never shown)."""
-    owner: dict[str, str] = {}
-    for name, tokens in principal_tokens(cfg).items():
-        for token in tokens:
-            other = owner.setdefault(token, name)
-            if other != name:
-                raise ConfigError(f"{source}: framework principals {other} and {name} share a "
-                                  "token: give each principal its own tokens")
+    return merge_tokens(cfg.framework_principals, cfg.framework_tokens)
 
 
 def parse_http_listen(listen: str) -> tuple[str, int]:

@@ -13,6 +13,9 @@ reconcile its updates or read its updates and outputs.
 
 Tokens never leave this module's table: not in logs, views or the store (a connection keeps
 only the SHA-256 of the token it subscribed with, to tell whether a reload revoked it).
+
+The TOML side (`frameworks_table`, `parse_principals`, `merge_tokens`, `shared_token`) is here
+too, for config.py, which turns each ValueError into a ConfigError naming the file.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgerm.wire import pb
 from edgerm_master.events import CloseFramework, ToFramework
@@ -31,7 +35,8 @@ from edgerm_master.logs import log_frameworks
 if TYPE_CHECKING:
     from edgerm_master.state import MasterState
 
-__all__ = ["DEFAULT_PRINCIPAL", "Principals", "TokenChanges", "reload", "REVOKED"]
+__all__ = ["DEFAULT_PRINCIPAL", "Principals", "TokenChanges", "reload", "REVOKED",
+           "frameworks_table", "parse_principals", "merge_tokens", "shared_token"]
 
 E = pb.ErrorCode
 
@@ -40,6 +45,73 @@ E = pb.ErrorCode
 DEFAULT_PRINCIPAL = "default"
 # The text a revoked connection gets in its last event.
 REVOKED = "token revoked"
+
+
+# A principal's name: it appears in logs, views and the store, so short and plain.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
+
+
+# --- the config's side (config.py turns each ValueError into a ConfigError naming the file)
+
+
+def frameworks_table(values: dict[str, Any]) -> None:
+    """TOML `[frameworks.principals]` (the only key of `[frameworks]` so far) in the parsed
+    TOML `values` -> `values["framework_principals"]`."""
+    table = values.pop("frameworks", None)
+    if table is None:
+        return
+    if not isinstance(table, dict):
+        raise ValueError("frameworks must be a table ([frameworks.principals] on its own "
+                         "line, then name = \"token\" lines)")
+    for key, value in table.items():
+        if key != "principals":
+            raise ValueError(f"unknown key {key!r} in [frameworks] (principals)")
+        values["framework_principals"] = value
+
+
+def parse_principals(value: Any) -> dict[str, list[str]]:
+    """Principal name -> its tokens (one token or a list, for rotation), checked. The
+    messages never show a token."""
+    if not isinstance(value, dict):
+        raise ValueError("[frameworks.principals] must be a table of name = \"token\" (or "
+                         "name = [\"token\", ...])")
+    out: dict[str, list[str]] = {}
+    for name, tokens in value.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"framework principal name {name!r}: use 1-64 letters, digits "
+                             "and _.@+- (starting with a letter or digit)")
+        if isinstance(tokens, str):
+            tokens = [tokens]
+        if (not isinstance(tokens, list) or not tokens
+                or not all(isinstance(t, str) and t for t in tokens)):
+            raise ValueError(f"framework principal {name}: its token must be a non-empty "
+                             "string, or a list of them")
+        out[name] = list(tokens)
+    return out
+
+
+def merge_tokens(principals: Mapping[str, list[str]], legacy: Iterable[str]
+                 ) -> dict[str, list[str]]:
+    """`principals` with the deprecated `framework_tokens` (`legacy`) added to "default"."""
+    out = {name: list(tokens) for name, tokens in principals.items()}
+    old = [t for t in legacy if t]
+    if old:
+        out[DEFAULT_PRINCIPAL] = out.get(DEFAULT_PRINCIPAL, []) + old
+    return out
+
+
+def shared_token(tokens: Mapping[str, list[str]]) -> tuple[str, str] | None:
+    """Two principals sharing a token (by name), or None: one token names one principal."""
+    owner: dict[str, str] = {}
+    for name, ts in tokens.items():
+        for token in ts:
+            other = owner.setdefault(token, name)
+            if other != name:
+                return other, name
+    return None
+
+
+# --- the table
 
 
 def _digest(token: str) -> bytes:
