@@ -13,9 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+from edgerm.framework import ErrorEvent, Framework, FrameworkError
 from edgerm.transport.coap import open_coap_client
 from edgerm.wire import decode, pb
 from edgerm_master.testing import ScriptedAgent, ScriptedFramework, task_info
@@ -261,5 +263,26 @@ async def test_deprecated_framework_tokens_and_settings_a_reload_does_not_change
         async with open_websocket_url(url(m, "/framework")) as ws:
             await subscribed(ws, ScriptedFramework(token="o-token-1"))
         assert "legacy-token" not in log_text(m) and "o-token-1" not in log_text(m)
+    finally:
+        m.stop()
+
+
+async def test_the_sdk_sees_token_revoked_then_ends_with_the_refusal(tmp_path: Path) -> None:
+    config = tmp_path / "master.toml"
+    write_config(config, {"analytics": "a-token-1"})
+    m = MasterProcess(str(tmp_path / "data"), heartbeat_ms=1000,
+                      extra=["--config", str(config)]).start()
+    try:
+        async with Framework.connect(url(m, ""), name="sdk", token="a-token-1",
+                                     failover_timeout_s=60, connect_timeout_s=5) as fw:
+            write_config(config, {"analytics": "a-token-2"})
+            sighup(m)
+            seen: list[ErrorEvent] = []
+            with trio.fail_after(30), pytest.raises(FrameworkError) as ended:
+                async for ev in fw.events():
+                    if isinstance(ev, ErrorEvent):
+                        seen.append(ev)
+            assert [(e.code, e.message) for e in seen] == [(pb.UNAUTHENTICATED, "token revoked")]
+            assert "wrong framework token" in str(ended.value)
     finally:
         m.stop()
