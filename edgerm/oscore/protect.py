@@ -55,24 +55,30 @@ def protect_request(ctx: SecurityContext, seq: int, inner_code: int,
     return seal_request(ctx, seq, encode_plaintext(inner_code, inner_options, payload))
 
 
-def parse_request_option(option_value: bytes) -> tuple[bytes, int]:
-    """``(kid, piv)`` of a request's OSCORE option; :class:`BadOption` if either is missing.
-
-    A kid context (h flag) is refused: EdgeRM contexts have no ID Context.
-    """
-    # The common case (flags 0x08|n, n in 1..5) parsed inline; anything else takes the full
-    # strict decoder so that every malformed value is refused the same way.
+def _parse_request_option(option_value: bytes) -> tuple[bytes, int, bytes]:
+    """``(kid, piv, piv_bytes)``; see :func:`parse_request_option`."""
+    # The common case (flags 0x08|n, n in 1..5, minimal PIV) parsed inline; anything else
+    # takes the full strict decoder so that every malformed value is refused the same way.
     if option_value:
-        flags = option_value[0]
-        n = flags ^ FLAG_K
+        n = option_value[0] ^ FLAG_K
         if 0 < n <= 5 and len(option_value) > n and (n == 1 or option_value[1]):
-            return option_value[1 + n:], int.from_bytes(option_value[1:1 + n], "big")
+            pivb = option_value[1:1 + n]
+            return option_value[1 + n:], int.from_bytes(pivb, "big"), pivb
     piv, kid, kid_context = decode_option(option_value)
     if kid_context is not None:
         raise UnknownKid("OSCORE request names a kid context; none is known")
     if piv is None or kid is None:
         raise BadOption("OSCORE request without Partial IV or kid")
-    return kid, int.from_bytes(piv, "big")
+    return kid, int.from_bytes(piv, "big"), piv
+
+
+def parse_request_option(option_value: bytes) -> tuple[bytes, int]:
+    """``(kid, piv)`` of a request's OSCORE option; :class:`BadOption` if either is missing.
+
+    A kid context (h flag) is refused (:class:`UnknownKid`): EdgeRM contexts have none.
+    """
+    kid, piv, _ = _parse_request_option(option_value)
+    return kid, piv
 
 
 def open_request(ctx: SecurityContext, option_value: bytes,
@@ -82,11 +88,11 @@ def open_request(ctx: SecurityContext, option_value: bytes,
     Raises :class:`BadOption`, :class:`UnknownKid` (kid is not ``ctx.recipient_id``) or
     :class:`DecryptFailed`. Replay is the caller's check (``piv`` against its highest).
     """
-    kid, piv = parse_request_option(option_value)
+    kid, piv, pivb = _parse_request_option(option_value)
     if kid != ctx.recipient_id:
         raise UnknownKid("OSCORE request kid does not match the context")
     pt = _decrypt(ctx, (ctx.recipient_base ^ piv).to_bytes(NONCE_LEN, "big"), ciphertext,
-                  aad_from_bstr(ctx._recipient_kid_bstr, piv_bytes(piv)))
+                  aad_from_bstr(ctx._recipient_kid_bstr, pivb))
     return piv, pt
 
 
@@ -116,10 +122,10 @@ def seal_response(ctx: SecurityContext, request_kid: bytes, request_piv: int, pl
     request_piv)``: with ``own_piv=None`` it reuses the request's nonce (empty option value),
     else it carries ``own_piv`` (the sender's fresh sequence number, no kid)."""
     rp = piv_bytes(request_piv)
-    a = aad(request_kid, rp)
+    ours = request_kid == ctx.recipient_id  # always, on the master: skip the generic work
+    a = aad_from_bstr(ctx._recipient_kid_bstr, rp) if ours else aad(request_kid, rp)
     if own_piv is None:
-        base = (ctx.recipient_base if request_kid == ctx.recipient_id
-                else nonce_base(ctx.common_iv, request_kid))
+        base = ctx.recipient_base if ours else nonce_base(ctx.common_iv, request_kid)
         option_value = b""
         n = (base ^ request_piv).to_bytes(NONCE_LEN, "big")
     else:
