@@ -50,10 +50,12 @@ E = pb.ErrorCode
 REG_NONCES_KEPT = 4096
 
 
-def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: str
-               ) -> AgentResult:
+def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: str,
+               mac_calls: bool = True) -> AgentResult:
     """One AgentCall from the network (untrusted bytes) -> the reply to send back. `peer`
-    (the caller's address) only goes into log lines."""
+    (the caller's address) only goes into log lines. `mac_calls` False (plain CoAP, where
+    OSCORE protects every call after the first registration): only a first registration
+    may come mac-signed; any other signed call is refused UNAUTHENTICATED (no downgrade)."""
     st.stats["agent_calls"] += 1
     st.now = now
     st.peer = peer
@@ -62,8 +64,7 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
     except CallError as e:
         st.calls[transport] += 1
         return _refused(st, e)
-    # (Not on CoAP, where a mac-signed heartbeat is refused: OSCORE protects them there.)
-    fast = _steady_heartbeat(st, data, now, transport) if transport != "coap" else None
+    fast = _steady_heartbeat(st, data, now, transport) if mac_calls else None
     if fast is not None:
         return fast
     # (Counted here, not above: the fast path counts its heartbeats only, one increment.)
@@ -76,7 +77,7 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
             check.check_first_call(kind)
             token = check.registration_token(call, st.token_keys)
             return _first_registration(st, call.register, token, call.seq, now, transport)
-        if transport == "coap":
+        if not mac_calls:
             # On CoAP only the first registration is signed; everything after it is
             # OSCORE-protected (agent_call_protected): no downgrade to the mac.
             raise CallError(E.UNAUTHENTICATED, "on CoAP every call after the first "

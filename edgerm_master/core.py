@@ -106,11 +106,12 @@ class Master:
 
     # ----------------------------------------------------------------------------- inputs
 
-    def agent_call(self, data: bytes, now: float, transport: str = "coap", peer: str = ""
-                   ) -> AgentResult:
+    def agent_call(self, data: bytes, now: float, transport: str = "coap", peer: str = "",
+                   mac_calls: bool = True) -> AgentResult:
         """One AgentCall from the network (untrusted bytes) -> the reply to send back. `peer`
-        (the caller's address) only goes into log lines."""
-        return agents.agent_call(self.state, data, now, transport, peer)
+        (the caller's address) only goes into log lines. `mac_calls` False (plain CoAP):
+        only a first registration may be mac-signed (OSCORE protects everything after)."""
+        return agents.agent_call(self.state, data, now, transport, peer, mac_calls)
 
     # --- OSCORE on the CoAP agent link (oscore_calls.py; docs/protocol.md)
 
@@ -141,7 +142,7 @@ class Master:
         up its seq."""
         oscore_calls.accept_seq(inner)
 
-    def oscore_protect_push(self, agent_id: int, request_piv: bytes, payload: bytes
+    def oscore_protect_push(self, agent_id: int, request_piv: int, payload: bytes
                             ) -> tuple[list[tuple[int, bytes]], bytes] | None:
         """(outer options, ciphertext) of an Observe notification to `agent_id` (registered
         with Partial IV `request_piv`); None if the agent is gone."""

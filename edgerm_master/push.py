@@ -97,7 +97,7 @@ class PushChannels:
         self.agents: dict[int, AgentChannel] = {}
         # The Partial IV of each agent's Observe registration (its notifications are
         # protected with it and the master's own sequence number: oscore_calls.protect_push).
-        self.observe_piv: dict[int, bytes] = {}
+        self.observe_piv: dict[int, int] = {}
 
     def dispatch(self, item: ToFramework | ToAgent | CloseFramework) -> None:
         if isinstance(item, ToFramework):
@@ -174,7 +174,7 @@ class PushChannels:
             self.observe_piv.pop(agent_id, None)
             self.core.agent_channel(agent_id, False)
 
-    def set_agent(self, agent_id: int, channel: AgentChannel, piv: bytes | None = None
+    def set_agent(self, agent_id: int, channel: AgentChannel, piv: int | None = None
                   ) -> None:
         """Make `channel` `agent_id`'s push channel (cancelling an older Observe); `piv`: the
         Partial IV of the OSCORE-protected Observe registration `channel` is."""

@@ -36,6 +36,7 @@ the hot paths), open WebSocket connection counts, `metrics_text()` for the HTTP 
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import logging
@@ -249,7 +250,7 @@ class MasterService:
                  inline=self._coap_gateway_inline)
         # Every request with an OSCORE option is unprotected first and routed by its inner
         # Uri-Path (service_oscore.py); only a first registration comes in plain on `a`.
-        site.oscore = functools_partial(oscore_request, self)
+        site.oscore = functools.partial(oscore_request, self)
         self.coap_server = CoapServer(site)
         server = self.coap_server
         server.endpoint.on_malformed = self.ops.malformed_datagram
@@ -492,7 +493,7 @@ class MasterService:
             # (Only a protected registration: notifications are protected with its kid and
             # Partial IV, and the master's own sequence numbers.)
             obs = request.observation
-            self.push.set_agent(result.agent_id, obs, inner.piv)
+            self.push.set_agent(result.agent_id, obs, inner.seq)
             observe = True
             assert self._nursery is not None
             self._nursery.start_soon(self.push.watch_observation, result.agent_id, obs)
@@ -514,7 +515,7 @@ class MasterService:
             return self.core.agent_call_protected(inner, self.clock(), "coap",
                                                   peer_address(request.remote))
         return self.core.agent_call(request.payload, self.clock(), "coap",
-                                    peer_address(request.remote))
+                                    peer_address(request.remote), mac_calls=False)
 
     async def _coap_module(self, request: Request) -> Response:
         if self.role is not Role.LEADER:
