@@ -6,7 +6,8 @@ JSON lines on stdout. The security context is an aiocoap ``FilesystemSecurityCon
 
     client: send each request of --requests (JSON list of {"path", "payload" hex}) as a POST
             with Content-Format 60 to coap://127.0.0.1:--port/<path>, OSCORE-protected from
-            sender sequence number --seq on; print {"code", "payload"} or {"error"} per request.
+            sender sequence number --seq on; print {"code", "payload"} or {"error", and for
+            an unprotected answer "plain_code", "plain_payload"} per request.
     server: serve POST "a" (echo: "echo:" + payload, 2.04) behind OscoreSiteWrapper on
             127.0.0.1:--port; print {"ready": true}; refuse unprotected requests with 4.01.
 """
@@ -54,7 +55,10 @@ async def client(args: argparse.Namespace) -> None:
             try:
                 resp = await asyncio.wait_for(ctx.request(msg).response, 10)
             except Exception as e:  # reported, the test decides
-                out({"error": f"{type(e).__name__}: {e}"})
+                plain = getattr(e, "plain_message", None)  # an unprotected answer
+                out({"error": f"{type(e).__name__}: {e}",
+                     "plain_code": None if plain is None else str(plain.code.dotted),
+                     "plain_payload": None if plain is None else plain.payload.hex()})
                 continue
             out({"code": str(resp.code.dotted), "payload": resp.payload.hex(),
                  "seq_after": secctx.sender_sequence_number})
