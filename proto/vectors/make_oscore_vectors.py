@@ -12,10 +12,12 @@ themselves against this file. Sections:
 - `edgerm`: the EdgeRM link (docs/protocol.md "OSCORE"): secret 00..0f, agent_id 5, the agent's
   context (sender kid 05, recipient empty) and the master's (reverse). `requests`: whole datagrams
   (CON, MID 0x1234, token 42) of protected agent calls, the payload being the `AgentCall` without
-  agent_id/seq/mac as edgerm.wire encodes it (also an Observe registration on `c` and a module
-  block GET); `responses`: piggybacked ACKs (same MID and token), reusing the request nonce or
-  with the master's own Partial IV, and an Observe notification. Every entry names its `mtype`,
-  `mid`, `outer_code` and `outer_options` (besides OSCORE); `must_refuse`: datagrams a
+  agent_id/seq/mac as edgerm.wire encodes it (all POST `a`); `responses`: piggybacked ACKs (same
+  MID and token), reusing the request nonce or with the master's own Partial IV;
+  `extra_requests`/`extra_responses`: the same for an Observe registration on `c` (FETCH) with
+  its answer and a notification, and a module block GET `m/<sha>` (Block2) with its answer.
+  Every entry names its `mtype`, `mid`, `outer_code` and `outer_options` (besides OSCORE);
+  `must_refuse`: datagrams a
   receiver refuses, with the error class and the CoAP code of the plain refusal. Computed by
   edgerm.oscore; the tests check them against aiocoap's independent OSCORE as well.
 
@@ -220,7 +222,12 @@ def edgerm_section() -> dict[str, Any]:
         ("module_get_seq5", 5, GET, [(URI_PATH, b"m"), (URI_PATH, sha.hex().encode()),
                                      (BLOCK2, b"\x12")], None),
     ]
+    # The first four calls (POST a) and their five replies are `requests`/`responses`; the
+    # Observe and module cases came later and live in `extra_requests`/`extra_responses`, so
+    # that a consumer written for POST `a` reads the first lists unchanged.
+    extra_calls = {"observe_c_seq4", "module_get_seq5"}
     requests = []
+    extra_requests = []
     by_name = {}
     for name, seq, code, options, call in calls:
         payload = encode(call) if call is not None else b""
@@ -237,7 +244,7 @@ def edgerm_section() -> dict[str, Any]:
                  "aad": aad(agent.sender_id, oscore.piv_bytes(seq)).hex(),
                  "nonce": agent.sender_nonce(seq).hex(), "option_value": value.hex(),
                  "ciphertext": ct.hex(), "datagram": dgram.hex(), "datagram_len": len(dgram)}
-        requests.append(entry)
+        (extra_requests if name in extra_calls else requests).append(entry)
         by_name[name] = entry
     cf = [(CONTENT_FORMAT, CF_CBOR)]
     # (name, request, own PIV, mtype, mid, outer code, outer options besides OSCORE,
@@ -270,6 +277,7 @@ def edgerm_section() -> dict[str, Any]:
          [(BLOCK2, b"\x1a")], bytes(range(64, 128))),
     ]
     responses = []
+    extra_responses = []
     for (name, req_name, own_piv, mtype, mid, outer_code, outer_opts, code, options,
          reply) in replies:
         req = by_name[req_name]
@@ -279,7 +287,7 @@ def edgerm_section() -> dict[str, Any]:
         dgram = encode_message(mtype, outer_code, mid, TOKEN, outer_opts + [(9, value)], ct)
         n = (master.sender_nonce(own_piv) if own_piv is not None
              else master.recipient_nonce(req["seq"]))
-        responses.append({
+        (extra_responses if req_name in extra_calls else responses).append({
             "name": name, "request": req_name, "request_piv": req["seq"], "own_piv": own_piv,
             "mtype": mtype, "mid": mid, "outer_code": outer_code,
             "outer_options": opts_json(outer_opts), "inner_code": code,
@@ -304,6 +312,8 @@ def edgerm_section() -> dict[str, Any]:
                                                           2**32 - 1)],
         "requests": requests,
         "responses": responses,
+        "extra_requests": extra_requests,
+        "extra_responses": extra_responses,
         "must_refuse": must_refuse(by_name, {r["name"]: r for r in responses}),
     }
 

@@ -113,7 +113,9 @@ AGENT = oscore.agent_context(h(EDGERM["secret"]), EDGERM["agent_id"])
 MASTER = oscore.master_context(h(EDGERM["secret"]), EDGERM["agent_id"])
 TOKEN = h(EDGERM["token"])
 MID = EDGERM["mid"]
-REQUESTS = {r["name"]: r for r in EDGERM["requests"]}
+ALL_REQUESTS = EDGERM["requests"] + EDGERM["extra_requests"]
+ALL_RESPONSES = EDGERM["responses"] + EDGERM["extra_responses"]
+REQUESTS = {r["name"]: r for r in ALL_REQUESTS}
 
 
 def _opts(j: list[list[Any]]) -> list[tuple[int, bytes]]:
@@ -146,7 +148,7 @@ def _outer(r: dict[str, Any], value: bytes, ct: bytes) -> bytes:
                           _opts(r["outer_options"]) + [(9, value)], ct)
 
 
-@pytest.mark.parametrize("r", EDGERM["requests"], ids=lambda r: r["name"])
+@pytest.mark.parametrize("r", ALL_REQUESTS, ids=lambda r: r["name"])
 def test_edgerm_request(r: dict[str, Any]) -> None:
     from edgerm.wire import pb
     payload = _payload(r, pb.AgentCall)
@@ -169,7 +171,7 @@ def test_edgerm_request(r: dict[str, Any]) -> None:
         r["inner_code"], _opts(r["inner_options"]), payload)
 
 
-@pytest.mark.parametrize("r", EDGERM["responses"], ids=lambda r: r["name"])
+@pytest.mark.parametrize("r", ALL_RESPONSES, ids=lambda r: r["name"])
 def test_edgerm_response(r: dict[str, Any]) -> None:
     from edgerm.wire import pb
     payload = _payload(r, pb.AgentReply)
@@ -214,6 +216,14 @@ def test_edgerm_must_refuse(case: dict[str, Any]) -> None:
     assert type(info.value).__name__ == case["error"]
     code = info.value.code
     assert f"{code >> 5}.{code & 31:02d}" == case["code"]
+
+
+def test_edgerm_first_lists_are_post_a() -> None:
+    # MicroPython and C tests read `requests`/`responses` as POST `a` calls and their replies.
+    for r in EDGERM["requests"]:
+        assert r["inner_code"] == 2 and r["inner_options"] == [[11, "61"], [12, "3c"]]
+    for r in EDGERM["responses"]:
+        assert r["request"] in {q["name"] for q in EDGERM["requests"]}
 
 
 def test_edgerm_budgets() -> None:
@@ -262,7 +272,7 @@ def _aiocoap_unprotected(r: dict[str, Any], mtype: int, mid: int) -> Any:
                                                  _opts(r["inner_options"]), h(r["payload"])))
 
 
-@pytest.mark.parametrize("r", EDGERM["requests"], ids=lambda r: r["name"])
+@pytest.mark.parametrize("r", ALL_REQUESTS, ids=lambda r: r["name"])
 def test_edgerm_request_equals_aiocoap(r: dict[str, Any]) -> None:
     from aiocoap.message import Direction
     client = _aiocoap_context(AGENT.sender_id, b"")
@@ -284,7 +294,7 @@ def test_edgerm_request_equals_aiocoap(r: dict[str, Any]) -> None:
     assert inner.payload.hex() == r["payload"]
 
 
-@pytest.mark.parametrize("r", EDGERM["responses"], ids=lambda r: r["name"])
+@pytest.mark.parametrize("r", ALL_RESPONSES, ids=lambda r: r["name"])
 def test_edgerm_response_read_by_aiocoap(r: dict[str, Any]) -> None:
     import aiocoap
     from aiocoap.message import Direction
