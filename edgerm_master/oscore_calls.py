@@ -153,7 +153,7 @@ def next_master_seq(st: MasterState) -> int:
         seq = 1   # never led from a store (sans-IO tests): start at 1
     st.master_seq = seq + 1
     if seq + MASTER_SEQ_RESERVE // 2 >= st.master_seq_bound:
-        st.master_seq_bound = max(st.master_seq_bound, seq) + MASTER_SEQ_RESERVE
+        st.master_seq_bound = seq + MASTER_SEQ_RESERVE
         st.record(rec.SetOscoreSeqBound(st.master_seq_bound))
     return seq
 
