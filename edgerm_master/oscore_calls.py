@@ -34,6 +34,7 @@ from edgerm.oscore import (
 )
 from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
 from edgerm_master import records as rec
+from edgerm_master.agents import pending_agent
 from edgerm_master.state import Agent, MasterState
 
 __all__ = ["Inner", "Refusal", "unprotect_untrusted", "protect", "next_master_seq",
@@ -109,8 +110,11 @@ def _unauthenticated(reason: str) -> Refusal:
     return Refusal(Code.UNAUTHORIZED, UNAUTHENTICATED_REPLY, reason)
 
 
-def unprotect_untrusted(st: MasterState, option: bytes, ciphertext: bytes) -> Inner | Refusal:
-    """The inner request of a protected request, or why it is refused (see the module)."""
+def unprotect_untrusted(st: MasterState, option: bytes, ciphertext: bytes, now: float
+                        ) -> Inner | Refusal:
+    """The inner request of a protected request, or why it is refused (see the module). The
+    kid may name a pending first registration (not expired at `now`): its first valid request
+    confirms it (agents.agent_call_protected admits it)."""
     try:
         kid, seq = parse_request_option(option)
     except OscoreError as e:
@@ -119,6 +123,8 @@ def unprotect_untrusted(st: MasterState, option: bytes, ciphertext: bytes) -> In
         return _unauthenticated(str(e))
     aid = int.from_bytes(kid, "big")
     agent = st.agents.get(aid) if aid and kid_of(aid) == kid else None
+    if agent is None and aid and st.pending:
+        agent = pending_agent(st, aid, now)
     if agent is None:
         return _unauthenticated("unknown kid")
     if seq <= agent.seq:

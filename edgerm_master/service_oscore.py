@@ -50,7 +50,7 @@ def oscore_request(svc: MasterService, request: Request) -> Request | Response:
             option = value
             break
     core = svc.core
-    found = core.oscore_unprotect(option, request.payload)
+    found = core.oscore_unprotect(option, request.payload, svc.clock())
     if isinstance(found, Refusal):
         core.state.refusal_log.log(
             log_agents, logging.WARNING, svc.clock(),

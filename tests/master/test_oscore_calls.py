@@ -156,3 +156,42 @@ def test_the_next_bound_is_recorded_half_way() -> None:
     n = next_master_seq(st)
     assert c.master.take_records() == [rec.SetOscoreSeqBound(n + MASTER_SEQ_RESERVE)]
     assert st.master_seq_bound == n + MASTER_SEQ_RESERVE
+
+
+def test_a_first_registration_on_coap_is_pending_until_its_first_oscore_request() -> None:
+    """Key confirmation: only an agent that derived the secret (holds the token) can protect
+    a request, so a replayed first registration leaves nothing persisted, offered or shown."""
+    c = Cluster()
+    a = ScriptedAgent("pi")
+    result = c.master.agent_call(a.register_call(), c.now, "coap", "x:1", mac_calls=False)
+    a.handle_reply(result.data)
+    c.flush()
+    assert a.agent_id and c.committed == 0 and not c.master.agents
+    assert a.agent_id in c.master.state.pending
+    seq, _, _, inner = protected_call(c, a)
+    assert isinstance(inner, Inner)
+    assert c.master.agent_call_protected(inner, c.now, "coap").error == 0
+    c.flush()
+    assert list(c.master.agents) == [a.agent_id] and not c.master.state.pending
+    assert c.master.agents[a.agent_id].seq == seq and c.committed >= 1
+
+
+def test_unconfirmed_registrations_expire_and_are_bounded() -> None:
+    from edgerm_master.agents import PENDING_KEPT
+
+    c = Cluster()
+    a = ScriptedAgent("late")
+    a.handle_reply(c.master.agent_call(a.register_call(), c.now, "coap", "x:1",
+                                       mac_calls=False).data)
+    p = a.protect(a.heartbeat_call())
+    assert p is not None
+    late = c.now + c.master.config.unreachable_after_s
+    refusal = c.master.oscore_unprotect(p[1], p[2], late)
+    assert isinstance(refusal, Refusal) and refusal.code == Code.UNAUTHORIZED
+    assert not c.master.state.pending and not c.master.agents
+    for i in range(PENDING_KEPT + 5):
+        c.master.agent_call(ScriptedAgent(f"p{i}").register_call(), c.now, "coap", "x:1",
+                            mac_calls=False)
+    assert len(c.master.state.pending) == PENDING_KEPT and not c.master.agents
+    c.flush()
+    assert c.committed == 0
