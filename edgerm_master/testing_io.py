@@ -21,17 +21,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
+from edgerm.coap.codes import Code
 from edgerm.wire import CONTENT_FORMAT_CBOR, decode, pb
 from edgerm_master.testing import ScriptedAgent, ScriptedFramework
 
 __all__ = [
     "MasterProcess", "CoapAgentClient", "WsAgentClient", "WsFrameworkClient", "Framework",
-    "open_framework", "UdpRelay", "free_ports", "standby_process",
+    "open_framework", "UdpRelay", "free_ports", "standby_process", "coap_agent_call",
+    "open_protected",
 ]
 
 TS = pb.TaskState
@@ -196,6 +199,31 @@ class _AgentClient:
         raise AssertionError("agent did not settle")
 
 
+async def coap_agent_call(coap: Any, remote: tuple[str, int], agent: ScriptedAgent,
+                          data: bytes, path: str = "a", **kw: Any) -> tuple[int, bytes]:
+    """Send `agent`'s signed call `data` over CoAP as the agent link wants it: plain if it is
+    a first registration, else OSCORE-protected (`ScriptedAgent.protect`); (the CoAP code,
+    inner for a protected answer, and the AgentReply bytes). `kw` goes to `coap.post`."""
+    protected = agent.protect(data, path)
+    if protected is None:
+        resp = await coap.post(remote, path, data, content_format=CONTENT_FORMAT_CBOR,
+                               token_length=2, **kw)
+        return resp.code, bytes(resp.payload)
+    seq, option, ciphertext = protected
+    resp = await coap.post(remote, (), ciphertext, options=[(9, option)], token_length=2, **kw)
+    return open_protected(agent, seq, resp)
+
+
+def open_protected(agent: ScriptedAgent, seq: int, resp: Any) -> tuple[int, bytes]:
+    """(code, AgentReply) of the response `resp` to `agent`'s protected request `seq`: the
+    inner code and payload, or a plain one (a refusal) as it came."""
+    option = next((v for n, v in resp.options if n == 9), None)
+    if option is None:
+        return resp.code, bytes(resp.payload)
+    _piv, code, payload = agent.unprotect(seq, option, resp.payload)
+    return code, payload
+
+
 class CoapAgentClient(_AgentClient):
     """Drives a `ScriptedAgent` over real CoAP: `await client.exchange()` sends its next call
     (POST `a`) and applies the reply. Use inside `open_coap_client()`:
@@ -211,13 +239,36 @@ class CoapAgentClient(_AgentClient):
         self.codes: list[int] = []
 
     async def send(self, data: bytes, path: str = "a") -> pb.AgentReply:
-        resp = await self.coap.post(self.remote, path, data, content_format=CONTENT_FORMAT_CBOR,
-                                    token_length=2)
-        self.codes.append(resp.code)
-        return self.agent.handle_reply(resp.payload)
+        """Send the signed call `data`: plain if it is a first registration, else
+        OSCORE-protected (`ScriptedAgent.protect`). `codes` gets the (inner) CoAP code."""
+        code, reply = await coap_agent_call(self.coap, self.remote, self.agent, data, path)
+        self.codes.append(code)
+        return self.agent.handle_reply(reply)
+
+    def open(self, seq: int, resp: Any) -> bytes:
+        """The AgentReply in the response `resp` to our protected request `seq` (a plain one
+        as it came: a refusal); records the inner code in `codes`."""
+        code, payload = open_protected(self.agent, seq, resp)
+        self.codes.append(code)
+        return payload
 
     async def exchange(self) -> pb.AgentReply:
         return await self.send(self.agent.next_call())
+
+    @asynccontextmanager
+    async def observe(self) -> AsyncIterator[AsyncIterator[pb.AgentReply]]:
+        """A protected Observe registration on `c` (a heartbeat, FETCH): iterate for the
+        applied replies, the first the registration's, then each notification (`codes` gets
+        each one's inner code)."""
+        protected = self.agent.protect(self.agent.heartbeat_call(), "c")
+        assert protected is not None, "register first"
+        seq, option, ciphertext = protected
+        async with self.coap.observe(self.remote, (), ciphertext, method=Code.FETCH,
+                                     options=[(9, option)], token_length=2) as obs:
+            async def replies() -> AsyncIterator[pb.AgentReply]:
+                async for resp in obs:
+                    yield self.agent.handle_reply(self.open(seq, resp))
+            yield replies()
 
 
 class WsAgentClient(_AgentClient):
