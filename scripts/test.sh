@@ -42,5 +42,16 @@ echo "== lint: ruff and mypy"
 "$PYTHON" -m ruff check .
 "$PYTHON" -m mypy
 
-echo "== tests"
-exec "$PYTHON" -m pytest "$@"
+echo "== building the example and conformance WASM tasks (shared by several test folders)"
+make -s -C examples/wasm
+make -s -C tests/firmware/conformance
+
+# Most tests wait on real time (leases, retransmissions, processes), so three workers on two
+# cores cut the wall time to about a third; tests sharing machine-wide state stay on one worker
+# (tests/conftest.py). EDGERM_TEST_WORKERS=0 runs them all in this process.
+workers="${EDGERM_TEST_WORKERS:-3}"
+echo "== tests (${workers} workers)"
+if [ "$workers" = 0 ]; then
+  exec "$PYTHON" -m pytest "$@"
+fi
+exec "$PYTHON" -m pytest -n "$workers" --dist loadgroup "$@"

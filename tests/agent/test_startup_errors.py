@@ -156,6 +156,7 @@ def test_damaged_checkpoint_slots(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_log_format_json_gives_one_json_object_a_line(tmp_path: Path) -> None:
     """`--log-format json`: what the agent logs while it cannot reach its master (nothing
     listens on port 9) is JSON lines, one event each."""
+    import select
     import signal
     import time
 
@@ -164,18 +165,30 @@ def test_log_format_json_gives_one_json_object_a_line(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "edgerm_agent", "--log-format", "json",
                              str(config)], stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
     try:
-        time.sleep(1.5)
+        # Until it has said it cannot reach the master (a loaded machine may take seconds to
+        # import it; an interrupt during the imports would print Python's own traceback).
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        while not any("ws://127.0.0.1:9/agent" in line for line in lines):
+            assert time.monotonic() < deadline, f"no word of the unreachable master: {lines}"
+            ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+            if ready:
+                line = proc.stderr.readline()
+                assert line, f"the agent exited ({proc.poll()}): {lines}"
+                lines.append(line.rstrip("\n"))
     finally:
         end_process(proc, signal.SIGINT)
     assert proc.stderr is not None
-    lines = proc.stderr.read().splitlines()
+    lines += proc.stderr.read().splitlines()
     proc.stderr.close()
-    assert lines, "the agent logged nothing while its master was unreachable"
     for line in lines:
         event = json.loads(line)
         assert {"ts", "level", "logger", "msg"} <= set(event)
     assert any("ws://127.0.0.1:9/agent" in json.loads(line)["msg"] for line in lines)
+
+
 def test_gateway_port_in_use_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                          ) -> None:
     import socket

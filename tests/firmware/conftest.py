@@ -8,6 +8,7 @@ tool used here is part of the project's test setup)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -20,14 +21,29 @@ EXAMPLES = ROOT / "examples" / "wasm"
 CONFORMANCE = ROOT / "tests" / "firmware" / "conformance"
 
 
-def make(*targets: str, cwd: Path = FIRMWARE, timeout: float = 240,
+# Every build in firmware/zephyr goes through this lock: under pytest-xdist two workers may
+# build there at once (an orphaned cmake of one removing libvmlib.a under the other's ar), and
+# a make that times out is killed with its whole process group, so no orphan keeps writing.
+BUILD_LOCK = FIRMWARE / "build-host.lock"
+
+
+def make(*targets: str, cwd: Path = FIRMWARE, timeout: float = 300,
          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run make; the result carries stdout+stderr in `.stdout`."""
+    """Run make (one at a time across processes); the result carries stdout+stderr in
+    `.stdout`."""
     jobs = os.environ.get("EDGERM_MAKE_JOBS", "2")
-    return subprocess.run(
-        ["make", f"-j{jobs}", *targets], cwd=cwd, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})})
+    cmd = ["flock", str(BUILD_LOCK), "make", f"-j{jobs}", *targets]
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **(env or {})},
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"make {' '.join(targets)} took over {timeout:.0f} s "
+                             f"(killed):\n{out[-4000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
 
 
 def must(proc: subprocess.CompletedProcess[str]) -> str:

@@ -168,8 +168,10 @@ async def _masters(net: Topology, tmp_path: Path) -> AsyncIterator[Callable[...,
 def posix_agent_bin() -> Path:
     """The POSIX build of the C agent (firmware/zephyr, `make agent`; incremental)."""
     firmware = REPO / "firmware" / "zephyr"
-    proc = subprocess.run(["make", "-j2", "agent"], cwd=firmware, capture_output=True,
-                          text=True, timeout=300)
+    # The same lock as tests/firmware/conftest.py's builds: one make in firmware/zephyr at a
+    # time across pytest-xdist workers.
+    proc = subprocess.run(["flock", str(firmware / "build-host.lock"), "make", "-j2", "agent"],
+                          cwd=firmware, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return firmware / "build-host" / "edgerm-agent-posix"
 
