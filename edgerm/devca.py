@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["DevCertificates", "ensure_dev_certificates", "make_ca", "make_server_cert",
-           "DEFAULT_HOSTS"]
+           "write_pair", "DEFAULT_HOSTS"]
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 CA_DAYS = 3650
@@ -117,6 +117,17 @@ def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         f.write(key.private_bytes(serialization.Encoding.PEM,
                                   serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
+
+
+def write_pair(directory: str | os.PathLike[str], name: str, cert: x509.Certificate,
+               key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+    """`<name>.pem` and `<name>.key` in `directory`; their paths (tests make odd certificates
+    with `make_ca`/`make_server_cert` and write them with this)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    write_cert(d / f"{name}.pem", cert)
+    write_key(d / f"{name}.key", key)
+    return d / f"{name}.pem", d / f"{name}.key"
 
 
 def _load(cert_path: Path, key_path: Path

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         config, generated = parse_args(argv)
     except ConfigError as e:
         print(f"edgerm-master: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     configure_logging(config.log_level, config.log_format, sys.stderr)
     # httpx (the etcd client's watches) logs every request at INFO.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

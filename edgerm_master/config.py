@@ -160,7 +160,9 @@ class MasterConfig:
 
 
 class ConfigError(ValueError):
-    pass
+    #: The master's exit code for it: 2, a configuration mistake; 1, the machine (a data dir
+    #: it cannot write).
+    exit_code = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -523,9 +525,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[MasterConfig, dict[str, s
         try:
             generated["ca_file"] = str(dev_certificates(cfg).ca_file)
         except OSError as e:
-            raise ConfigError(f"--dev: cannot write the development certificates under "
-                              f"{cfg.data_dir}/tls: {e.strerror or e}; --data-dir must be a "
-                              "writable directory") from None
+            problem = ConfigError(f"data dir {cfg.data_dir}: {e.strerror or e} (writing the "
+                                  "development TLS certificates); --data-dir must be a writable "
+                                  "directory with free space")
+            problem.exit_code = 1
+            raise problem from None
     if cfg.tls_cert or cfg.tls_key:
         check_server_files(cfg.tls_cert, cfg.tls_key)
     return cfg, generated
