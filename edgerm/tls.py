@@ -51,21 +51,40 @@ def ca_file_setting(ca_file: str | None) -> str | None:
 def client_context(ca_file: str | None = None) -> ssl.SSLContext:
     """A context verifying the server against `ca_file` (PEM, one or more CA certificates) or,
     when None and `EDGERM_CA_FILE` is unset, the system's trust store. Raises `TlsError` when
-    the file cannot be used."""
+    the file cannot be used.
+
+    Contexts are cached per file (and its size and modification time): loading the system's
+    trust store takes tens of milliseconds, longer than the handshake it serves."""
     ca_file = ca_file_setting(ca_file)
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    key: tuple[str, int, int] | None = None
     if ca_file:
         try:
-            context.load_verify_locations(cafile=ca_file)
+            st = os.stat(ca_file)
         except FileNotFoundError:
             raise TlsError(f"TLS: CA file {ca_file}: no such file (set ca_file / --ca-file / "
                            f"{CA_FILE_ENV} to the PEM file of the CA that signed the master's "
                            "certificate)") from None
-        except (OSError, ssl.SSLError) as e:
-            raise TlsError(f"TLS: CA file {ca_file} holds no PEM CA certificate ({_reason(e)}); "
-                           "give the CA's certificate in PEM form") from None
+        except OSError as e:
+            raise TlsError(f"TLS: CA file {ca_file}: {e.strerror or e}") from None
+        key = (ca_file, st.st_mtime_ns, st.st_size)
+    cached = _contexts.get(key)
+    if cached is not None:
+        return cached
+    try:
+        # With a CA file only that file is trusted (not the system's store as well).
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise TlsError(f"TLS: CA file {ca_file} holds no PEM CA certificate ({_reason(e)}); "
+                       "give the CA's certificate in PEM form") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if len(_contexts) >= 16:
+        _contexts.clear()
+    _contexts[key] = context
     return context
+
+
+# (CA file, mtime, size) or None (system trust) -> the client context made for it.
+_contexts: dict[tuple[str, int, int] | None, ssl.SSLContext] = {}
 
 
 def _reason(e: BaseException) -> str:
