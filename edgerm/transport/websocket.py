@@ -349,6 +349,15 @@ class _WatchedStream(trio.abc.Stream):
         await self.stream.aclose()
 
 
+async def _close_now(stream: trio.abc.AsyncResource) -> None:
+    """Close `stream` (a TLS one sends its close_notify) within a second, whatever is being
+    cancelled around us. Shielded rather than `trio.aclose_forcefully`: its Cancelled would
+    reach the enclosing cancelled nursery and replace the exception being raised."""
+    with trio.CancelScope(shield=True) as scope:
+        scope.deadline = trio.current_time() + 1.0
+        await stream.aclose()
+
+
 async def _open_stream(url: str, context: ssl.SSLContext | None, ca_file: str | None,
                        timeout: float) -> trio.abc.Stream:
     """TCP to the URL's host and port, then the TLS handshake when `context` is given: done
@@ -365,11 +374,11 @@ async def _open_stream(url: str, context: ssl.SSLContext | None, ca_file: str | 
             try:
                 await tls.do_handshake()
             except trio.BrokenResourceError as e:
-                await tcp.aclose()
+                await _close_now(tcp)
                 raise TlsError(explain_failure(e, url, ca_file)
                                or f"TLS: the handshake with {url} failed ({e!r})") from None
             except BaseException:
-                await tcp.aclose()
+                await _close_now(tcp)
                 raise
             return tls
     except trio.TooSlowError:
@@ -424,13 +433,11 @@ async def connect_websocket(url: str, *, config: WebSocketConfig | None = None,
             probe_scope.cancel()
         except BaseException:
             nursery.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            await _close_now(stream)
             raise
         if opening.cancelled_caught:
             nursery.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            await _close_now(stream)
             closed_early = trio.current_time() < opening.deadline
             if not serves_tls and closed_early and context is None:
                 serves_tls = await speaks_tls(parts.hostname or "", parts.port or 80)
@@ -446,15 +453,17 @@ async def connect_websocket(url: str, *, config: WebSocketConfig | None = None,
         try:
             yield conn
         finally:
-            with trio.move_on_after(cfg.disconnect_timeout) as closing:
-                closing.shield = True
-                await ws.aclose()
-            if closing.cancelled_caught:
-                # Closing towards a dead peer: the connection is gone either way.
-                log.info("websocket %s: closing handshake timed out", url)
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-            nursery.cancel_scope.cancel()
+            # As trio-websocket's own client does: a closing handshake bounded by
+            # disconnect_timeout, cut short (not shielded) when the caller is cancelled.
+            try:
+                with trio.move_on_after(cfg.disconnect_timeout) as closing:
+                    await ws.aclose()
+                if closing.cancelled_caught:
+                    # Closing towards a dead peer: the connection is gone either way.
+                    log.info("websocket %s: closing handshake timed out", url)
+            finally:
+                nursery.cancel_scope.cancel()
+                await _close_now(stream)
 
 
 # Failures after which reconnecting makes sense (network, handshake, peer went away).
