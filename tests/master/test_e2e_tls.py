@@ -166,3 +166,36 @@ def test_failed_handshakes_leave_the_master_serving(master: MasterProcess) -> No
     trio.run(burst)
     log = Path(master.log_path).read_text()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+
+async def test_clients_follow_the_leader_among_wss_masters(tmp_path: Path) -> None:
+    """Several masters over TLS (docs/ha.md): a standby refuses with NOT_LEADER naming the
+    leader's wss:// URL; the agent, the SDK and the CLI, given both wss:// URLs and one CA,
+    end up at the leader."""
+    pki = ensure_dev_certificates(tmp_path / "pki")
+    tls = ["--tls-cert", str(pki.cert_file), "--tls-key", str(pki.key_file)]
+    leader = MasterProcess(str(tmp_path / "leader"), heartbeat_ms=300, extra=tls).start()
+    standby = MasterProcess(str(tmp_path / "standby"), module="edgerm_master.testing_standby",
+                            extra=[*tls, "--leader-ws", wss(leader)]).start()
+    ca = str(pki.ca_file)
+    agent = AgentProcess(tmp_path / "agent", f"{wss(standby)}/agent", name="ha-tls",
+                         urls=[f"{wss(leader)}/agent"], ca_file=ca).start()
+    try:
+        with trio.fail_after(30):
+            while True:
+                state = await fetch_state(wss(leader), OPERATOR, ca_file=ca)
+                if any(a.name == "ha-tls" and a.state == "active" for a in state.agents):
+                    break
+                await trio.sleep(0.1)
+        async with Framework.connect([wss(standby), wss(leader)], name="ha-tls-fw",
+                                     token="framework-token", ca_file=ca) as fw:
+            assert fw.url == f"{wss(leader)}/framework"
+        listing = await trio.to_thread.run_sync(lambda: cli(
+            "agents", "--master", f"{wss(standby)},{wss(leader)}", "--operator-token",
+            OPERATOR, "--ca-file", ca))
+        assert listing.returncode == 0 and "ha-tls" in listing.stdout, listing.stderr
+        assert "Traceback" not in agent.log()
+    finally:
+        agent.stop()
+        standby.stop()
+        leader.stop()
