@@ -5,7 +5,9 @@ top. Times are seconds (float) unless the name ends in `_ms`.
 TOML keys are the field names of `MasterConfig` (see docs/master.md); tokens are lists
 (`agent_tokens = ["..."]`), role weights a table (`[role_weights] prod = 2.0`). Unknown keys are
 an error, so a typo does not silently leave a default in place. `--dev` generates any missing
-token and prints them as one JSON line (`{"event": "dev-tokens", ...}`) before the ready line.
+token and prints them as one JSON line (`{"event": "dev-tokens", ...}`) before the ready line,
+and without `[tls]` makes a development CA and certificate (edgerm_master/tls.py). The `[tls]`
+files are checked in `parse_args`, so a mistake in them stops the master before it binds.
 """
 
 from __future__ import annotations
