@@ -96,6 +96,7 @@ from edgerm.tasks import (
     task_info,
     wasm_task,
 )
+from edgerm.tls import TlsError
 from edgerm.transport.websocket import (
     RECONNECTABLE,
     ConnectionClosed,
@@ -188,6 +189,10 @@ class Framework:
       connect_timeout_s: how long the first subscription may take (re-tries included).
       max_module_bytes: `upload` refuses bigger modules without sending them (the master's
         `module_max_bytes`, 1 MiB by default).
+      ca_file: the PEM CA certificates a wss:// master's certificate must chain to (default:
+        `EDGERM_CA_FILE`, else the system's trust store). A certificate that does not verify
+        is a `TlsError` (an OSError) naming what was wrong: retried like a lost connection,
+        then the first subscription's `FrameworkError` carries its text.
 
     Resource handling: `connect` runs the connection task in its own nursery and closes the
     connection when the `async with` block ends; the master then keeps the tasks for
@@ -206,12 +211,15 @@ class Framework:
                  role: str = "", framework_id: str = "", framework_secret: bytes = b"",
                  auto_ack: bool = True, call_timeout_s: float = 10.0,
                  connect_timeout_s: float = 10.0, backoff: Backoff | None = None,
-                 max_module_bytes: int = MAX_MODULE_BYTES) -> None:
+                 max_module_bytes: int = MAX_MODULE_BYTES, ca_file: str | None = None) -> None:
         given = split_urls([master] if isinstance(master, str) else master)
         self.masters = MasterList(framework_url(m) for m in given or [""])
         self._hint: str | None = None   # a NOT_LEADER refusal's leader ("" none) to act on
         self._followed = 0              # named leaders followed at once, in a row
         self.max_module_bytes = max_module_bytes
+        # wss:// masters are verified against this CA file (else EDGERM_CA_FILE, else the
+        # system's trust store: edgerm.tls).
+        self.ca_file = ca_file
         self.core = FrameworkProtocol(name, token, failover_timeout_s=failover_timeout_s,
                                       role=role, framework_id=framework_id,
                                       framework_secret=framework_secret, auto_ack=auto_ack)
@@ -430,6 +438,12 @@ class Framework:
             try:
                 await self._connection(None if self._started else task_status)
                 reason = "closed by the master"
+            except TlsError as e:
+                # A certificate that does not verify stays so until someone changes it:
+                # before the first subscription, with no other master to try, say so now.
+                if not self._started and len(self.masters) < 2:
+                    raise FrameworkError(f"cannot subscribe at {self.url}: {e}") from None
+                reason = str(e)
             except (*RECONNECTABLE, _Silent) as e:
                 reason = _describe(e)
             except CallError as e:
@@ -491,7 +505,8 @@ class Framework:
             self._events_in.send_nowait(ConnectionLost(reason))
 
     async def _connection(self, task_status: trio.TaskStatus[None] | None) -> None:
-        async with connect_websocket(self.url, config=self._ws_config) as ws:
+        async with connect_websocket(self.url, config=self._ws_config,
+                                     ca_file=self.ca_file) as ws:
             await ws.send(self.core.connection_made(trio.current_time()))
             while True:
                 with trio.move_on_at(self._receive_deadline()):
@@ -555,7 +570,10 @@ def describe_connection_error(e: BaseException) -> str:
 
     trio-websocket raises a `HandshakeError` without text for a failed connect, caused by
     Trio's "all attempts to connect ... failed" `OSError`, caused by a group of the real
-    errors (connection refused, unknown host): the innermost one says what happened."""
+    errors (connection refused, unknown host): the innermost one says what happened. A TLS
+    failure (`edgerm.tls.TlsError`) says what was wrong with the master's certificate."""
+    if isinstance(e, TlsError):
+        return str(e)
     if isinstance(e, ConnectionClosed):
         reason = e.reason
         if reason is None:

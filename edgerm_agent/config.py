@@ -7,7 +7,9 @@ Example::
     work_dir = "/var/lib/edgerm-agent"
 
     [master]
-    url = "ws://master.example:5690/agent"    # or "coap://master.example:5683"
+    url = "wss://master.example:5690/agent"   # or "coap://master.example:5683"
+    ca_file = "/etc/edgerm/ca.pem"            # wss://: the CA of the master's certificate
+                                              # (default: EDGERM_CA_FILE, else system trust)
     # several masters (one leads, docs/ha.md): urls = ["coap://m1:5683", "coap://m2:5683"]
     token = "the cluster agent token"
 
@@ -120,6 +122,9 @@ class AgentConfig:
     # follows the leader among them (docs/ha.md). Empty: only master_url.
     master_urls: tuple[str, ...] = ()
     gateway: GatewayConfig | None = None   # [gateway]: relay for constrained agents
+    # [master] ca_file: the PEM CA certificates a wss:// master's certificate must chain to;
+    # None: EDGERM_CA_FILE, else the system's trust store (edgerm.tls).
+    ca_file: str | None = None
 
     @property
     def masters(self) -> tuple[str, ...]:
@@ -136,7 +141,7 @@ class AgentConfig:
 _KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"name", "work_dir", "master", "resources", "attributes", "devices",
                    "executors", "docker", "wasm", "timing", "coap", "gateway"}),
-    "master": frozenset({"url", "urls", "token", "max_payload"}),
+    "master": frozenset({"url", "urls", "token", "max_payload", "ca_file"}),
     "resources": frozenset({"cpus", "mem_mb", "disk_mb", "reserved_cpus", "reserved_mem_mb",
                             "reserved_disk_mb", "ports"}),
     "devices": frozenset({"name", "kind", "shares", "unit", "path", "constant", "sine", "file",
@@ -322,6 +327,21 @@ def _master_urls(master: dict[str, Any]) -> tuple[str, ...]:
     return tuple(urls)
 
 
+def _ca_file(master: dict[str, Any], base: Path | None) -> str | None:
+    """[master] ca_file (relative to the configuration file), which must exist."""
+    given = _get(master, "ca_file", str, "master.")
+    if not given:
+        return None
+    path = Path(given)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise ConfigError(f"master.ca_file: no such file {str(path)!r} (the PEM certificate of "
+                          "the CA that signed the master's; omit it to use the system's trusted "
+                          "CAs)")
+    return str(path)
+
+
 def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
     import socket
 
@@ -385,6 +405,7 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> AgentConfig:
         max_payload=int(_number(master, "max_payload", "master.", 0) or 0),
         **_coap(raw.get("coap") or {}),
         gateway=_gateway(raw["gateway"], urls, base) if "gateway" in raw else None,
+        ca_file=_ca_file(master, base),
     )
 
 

@@ -91,12 +91,16 @@ class WebSocketLink(Link):
     Resource handling: `run` owns the connection (`run_with_reconnect`); it reconnects with
     back-off (from `backoff_initial_s`, capped at `backoff_max_s`, jittered) after the master
     goes away, forever. A call in flight when the connection drops fails with `LinkError`.
+    A wss:// master whose certificate does not verify is retried the same way, each time with
+    a warning saying what is wrong (edgerm.tls.TlsError): the operator may fix it.
     """
 
     def __init__(self, url: str, *, backoff_initial_s: float = 0.2,
                  backoff_max_s: float = 10.0, ping_interval_s: float = 20.0,
-                 ping_timeout_s: float = 10.0, rng: random.Random | None = None) -> None:
+                 ping_timeout_s: float = 10.0, rng: random.Random | None = None,
+                 ca_file: str | None = None) -> None:
         self.url = url
+        self.ca_file = ca_file
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.ping_interval_s = ping_interval_s
@@ -158,7 +162,7 @@ class WebSocketLink(Link):
         task_status.started()
         while True:  # the session only ends by an error, which reconnects
             await run_with_reconnect(self.url, session, config=config, backoff=backoff,
-                                     rng=self.rng)
+                                     rng=self.rng, ca_file=self.ca_file)
 
     def _dispatch(self, msg: bytes, on_push: PushHandler) -> None:
         try:
@@ -348,8 +352,9 @@ def _call_seq(data: bytes) -> int:
 
 def open_link(url: str, *, backoff_initial_s: float = 0.2, backoff_max_s: float = 10.0,
               block_size: int = 1024, ack_timeout_s: float = 2.0,
-              max_retransmit: int = 4) -> Link:
-    """A link for `ws://host:port/agent` or `coap://host:port`."""
+              max_retransmit: int = 4, ca_file: str | None = None) -> Link:
+    """A link for `ws://host:port/agent`, `wss://...` (verified against `ca_file`, else
+    EDGERM_CA_FILE, else the system's trust store) or `coap://host:port`."""
     parts = urlsplit(url)
     if parts.scheme == "coap":
         return CoapLink(parts.hostname or "127.0.0.1", parts.port or 5683,
@@ -357,5 +362,5 @@ def open_link(url: str, *, backoff_initial_s: float = 0.2, backoff_max_s: float 
                         max_retransmit=max_retransmit)
     if parts.scheme in ("ws", "wss"):
         return WebSocketLink(url, backoff_initial_s=backoff_initial_s,
-                             backoff_max_s=backoff_max_s)
+                             backoff_max_s=backoff_max_s, ca_file=ca_file)
     raise ValueError(f"unsupported master url scheme {parts.scheme!r}")

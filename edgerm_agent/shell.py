@@ -173,7 +173,7 @@ class Agent:
         cfg = self.config
         return open_link(url, backoff_max_s=min(10.0, cfg.backoff_max_s),
                          block_size=cfg.coap_block_size, ack_timeout_s=cfg.coap_ack_timeout_s,
-                         max_retransmit=cfg.coap_max_retransmit)
+                         max_retransmit=cfg.coap_max_retransmit, ca_file=cfg.ca_file)
 
     async def _run_link(self, link: Link, *,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

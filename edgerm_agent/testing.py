@@ -105,7 +105,7 @@ class AgentProcess:
     def __init__(self, work_dir: Path, master_url: str, *, name: str = "agent-1",
                  token: str = "agent-token", executors: Iterable[str] = ("wasm",),
                  docker_host: str | None = None, extra: str = "",
-                 urls: Iterable[str] = ()) -> None:
+                 urls: Iterable[str] = (), ca_file: str | None = None) -> None:
         self.work_dir = work_dir
         self.config_path = work_dir.parent / f"{work_dir.name}.toml"
         ex = ", ".join(f'"{e}"' for e in executors)
@@ -117,6 +117,7 @@ work_dir = "{work_dir}"
 url = "{master_url}"
 urls = [{", ".join(f'"{u}"' for u in urls)}]
 token = "{token}"
+{f'ca_file = "{ca_file}"' if ca_file else ""}
 [resources]
 cpus = 2
 mem_mb = 1024

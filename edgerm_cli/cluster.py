@@ -78,7 +78,9 @@ async def run(settings: ClusterSettings, out: TextIO = sys.stdout) -> int:
                             f"operator {cluster.tokens.operator} (state file {state_path})")
                 if cluster.dashboard:
                     console.say(f"dashboard: open {cluster.dashboard} and enter the operator "
-                                "token above")
+                                "token above (the browser does not know the development CA: "
+                                f"import {cluster.ca_file} as a trusted authority, or accept "
+                                "its warning once; curl takes --cacert)")
                 if settings.demo:
                     code = 0 if await run_demo_reporting(cluster, settings, console) else 1
                 if settings.keep_running or not settings.demo:

@@ -115,7 +115,7 @@ async def run_demo(cluster: RunningCluster, settings: ClusterSettings, console: 
     with trio.fail_after(timeout_s):
         async with Framework.connect(cluster.master_ws, name="edgerm-demo",
                                      token=cluster.tokens.framework,
-                                     failover_timeout_s=10) as fw:
+                                     failover_timeout_s=10, ca_file=cluster.ca_file) as fw:
             console.say(f"demo framework subscribed ({fw.framework_id})")
             wasm = await fw.upload(wasm_bytes, name="sampler.wasm")
             console.say(f"uploaded sampler.wasm, sha256 {wasm.hex[:16]}…")

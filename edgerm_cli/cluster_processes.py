@@ -6,6 +6,10 @@
 MicroPython agent over CoAP, and waits until the agents registered. The command around it is
 `edgerm_cli.cluster`; the demo framework `edgerm_cli.cluster_demo`.
 
+TLS: the master serves wss:// and https:// with a development CA and certificate made (or
+reused while still valid) under `<data dir>/tls/` (edgerm.devca); the Linux agent, the demo
+framework, the CLI (through `cluster.json`) get `<data dir>/tls/ca.pem` as their CA file.
+
 Secrets: no token is ever on a child's command line (where `ps` shows it to every user). The
 master reads its tokens from `<data dir>/master.toml`, the agents from their configuration files;
 every file holding a token is created mode 0600.
@@ -34,6 +38,7 @@ from typing import Any, TextIO
 
 import trio
 
+from edgerm.devca import DevCertificates, ensure_dev_certificates
 from edgerm_cli.listing import StateError, fetch_state
 
 # The repository root, when running from a clone (the demo needs examples/ and micro_agent/).
@@ -118,19 +123,25 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def master_toml(tokens: Tokens) -> str:
-    """The master's token settings (see docs/master.md), read with `--config`; the framework
-    token is principal "default" (a dotted key: no table, so more keys may follow)."""
-    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in (
+def master_toml(tokens: Tokens, tls: DevCertificates | None = None) -> str:
+    """The master's token settings (see docs/master.md), and its `[tls]` certificate and key
+    when given, read with `--config`; the framework token is principal "default" (a dotted
+    key: no table, so more keys may follow)."""
+    text = "".join(f"{key} = {json.dumps(value)}\n" for key, value in (
         ("agent_tokens", [tokens.agent]), ("frameworks.principals.default", tokens.framework),
         ("operator_tokens", [tokens.operator])))
+    if tls is not None:
+        text += (f"\n[tls]\ncert = {json.dumps(str(tls.cert_file))}\n"
+                 f"key = {json.dumps(str(tls.key_file))}\n")
+    return text
 
 
 def linux_agent_toml(name: str, master_ws: str, token: str, work_dir: Path,
                      executors: Sequence[str], settings: ClusterSettings,
-                     uplink: str | None = None) -> str:
+                     uplink: str | None = None, ca_file: Path | None = None) -> str:
     """The Linux agent's configuration (see edgerm_agent/config.py); with `uplink` (the
-    master's coap:// URL) also a gateway (docs/gateway.md)."""
+    master's coap:// URL) also a gateway (docs/gateway.md); `ca_file`: the CA of a wss://
+    master."""
     lines = [
         f"name = {json.dumps(name)}",
         f"work_dir = {json.dumps(str(work_dir))}",
@@ -138,6 +149,7 @@ def linux_agent_toml(name: str, master_ws: str, token: str, work_dir: Path,
         "[master]",
         f"url = {json.dumps(master_ws + '/agent')}",
         f"token = {json.dumps(token)}",
+        *([f"ca_file = {json.dumps(str(ca_file))}"] if ca_file is not None else []),
         "",
         "[resources]",
         "cpus = 2",
@@ -280,6 +292,7 @@ class RunningCluster:
     agents: list[str]
     data_dir: Path
     dashboard: str = ""    # the master's dashboard URL ("" when its HTTP server is off)
+    ca_file: str | None = None   # the development CA clients of wss:// and https:// trust
 
 
 def docker_available() -> bool:
@@ -308,14 +321,15 @@ class AgentsNotReady(Exception):
 
 
 async def wait_for_agents(master: str, operator_token: str, names: Sequence[str],
-                          timeout_s: float = AGENT_READY_TIMEOUT_S) -> None:
+                          timeout_s: float = AGENT_READY_TIMEOUT_S,
+                          ca_file: str | None = None) -> None:
     """Until every agent in `names` is active at the master; AgentsNotReady after
     `timeout_s`."""
     missing = set(names)
     with trio.move_on_after(timeout_s):
         while True:
             try:
-                state = await fetch_state(master, operator_token)
+                state = await fetch_state(master, operator_token, ca_file=ca_file)
                 missing = set(names) - {a.name for a in state.agents if a.state == "active"}
                 if not missing:
                     return
@@ -342,7 +356,10 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
     logs = data_dir / "logs"
     tokens = load_or_create_tokens(data_dir)
     master_config = data_dir / "master.toml"
-    write_private(master_config, master_toml(tokens))
+    tls = await trio.to_thread.run_sync(ensure_dev_certificates, data_dir / "tls",
+                                        [settings.host])
+    ca_file = str(tls.ca_file)
+    write_private(master_config, master_toml(tokens, tls))
     master = Child("master", [
         sys.executable, "-m", "edgerm_master", "--config", str(master_config),
         "--data-dir", str(data_dir / "master"),
@@ -352,10 +369,11 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
           if settings.http_port is not None else [])],
         logs / "master.log")
     ready = await nursery.start(supervise, master, True)
-    master_ws, master_coap = f"ws://{ready['ws']}", str(ready["coap"])
-    dashboard = f"http://{ready['http']}/" if ready.get("http") else ""
+    master_ws, master_coap = f"wss://{ready['ws']}", str(ready["coap"])
+    dashboard = f"https://{ready['http']}/" if ready.get("http") else ""
     console.say(f"master up: WebSocket {master_ws}, CoAP {master_coap}"
-                + (f", dashboard {dashboard}" if dashboard else ""))
+                + (f", dashboard {dashboard}" if dashboard else "")
+                + f"; TLS with the development CA {shown_path(tls.ca_file)}")
     agents: list[str] = []
     children: dict[str, Child] = {}
 
@@ -370,7 +388,7 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
         config = work / "agent.toml"
         uplink = f"coap://{master_coap}" if settings.gateway else None
         write_private(config, linux_agent_toml("linux-1", master_ws, tokens.agent, work,
-                                               executors, settings, uplink))
+                                               executors, settings, uplink, tls.ca_file))
         child = children["linux-1"] = Child("linux agent", [
             sys.executable, "-m", "edgerm_agent", str(config)], logs / "linux-agent.log")
         await nursery.start(supervise, child)
@@ -404,7 +422,7 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
         console.say("no MicroPython agent (needs `micropython` on PATH and micro_agent/)")
 
     try:
-        await wait_for_agents(master_ws, tokens.operator, agents)
+        await wait_for_agents(master_ws, tokens.operator, agents, ca_file=ca_file)
     except AgentsNotReady as e:
         for name in e.missing:
             child = children[name]
@@ -412,7 +430,7 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
                         f"of {child.log}:\n{child.log_tail()}")
         raise
     console.say(f"agents registered: {', '.join(agents) or 'none'}")
-    return RunningCluster(master_ws, master_coap, tokens, agents, data_dir, dashboard)
+    return RunningCluster(master_ws, master_coap, tokens, agents, data_dir, dashboard, ca_file)
 
 
 def write_state_file(cluster: RunningCluster) -> Path:
@@ -421,7 +439,7 @@ def write_state_file(cluster: RunningCluster) -> Path:
             "framework_token": cluster.tokens.framework,
             "operator_token": cluster.tokens.operator, "agent_token": cluster.tokens.agent,
             "pid": os.getpid(), "logs": str(cluster.data_dir / "logs"),
-            "dashboard": cluster.dashboard}
+            "dashboard": cluster.dashboard, "ca_file": cluster.ca_file}
     write_private(path, json.dumps(body, indent=2))
     return path
 

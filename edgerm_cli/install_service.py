@@ -7,6 +7,10 @@ What it does, for ROOT = `/` (or `--root DIR` to stage the files elsewhere, e.g.
   operator's edits are never overwritten): the master's gets fresh random agent and framework
   tokens, the agent's the master URL and agent token given (or the token from the master's
   config on the same machine);
+- TLS: `--tls-cert`/`--tls-key` (master) are checked (edgerm_master/tls.py) and copied to
+  `/etc/edgerm/tls/master.pem` and `master.key` (readable by the service's group only), which
+  the master's config names in `[tls]`; `--ca-file` (agent) is copied to `/etc/edgerm/tls/ca.pem`,
+  its `[master] ca_file`. Given again on a later run, they replace the copies (a renewal);
 - writes the unit `/etc/systemd/system/edgerm-master.service` / `edgerm-agent.service` from the
   templates in `edgerm_cli/deploy/`, with the absolute path of the installed `edgerm-master` /
   `edgerm-agent` script;
@@ -34,6 +38,8 @@ __all__ = ["InstallError", "Plan", "add_parser", "install", "install_command", "
 
 DEPLOY = Path(__file__).resolve().parent / "deploy"
 SERVICES = ("master", "agent")
+# Where the TLS files given are copied (the configs name them there).
+TLS_DIR = "/etc/edgerm/tls"
 
 
 class InstallError(Exception):
@@ -50,6 +56,13 @@ class Plan:
     token: str = ""
     docker_group: str | None = None
     start: bool = True
+    tls_cert: str = ""           # master: PEM certificate (then chain) to serve wss:// with
+    tls_key: str = ""            # master: its private key
+    ca_file: str = ""            # agent: the CA of the master's certificate
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "etc/edgerm/tls"
 
     @property
     def unit_name(self) -> str:
@@ -95,7 +108,16 @@ def _under_home(exec_path: str) -> bool:
                for p in paths for top in ("/home", "/root", "/run/user"))
 
 
-def _master_config() -> str:
+def _master_config(plan: Plan) -> str:
+    tls = ("[tls]\n"
+           f'cert = "{TLS_DIR}/master.pem"\n'
+           f'key = "{TLS_DIR}/master.key"\n') if plan.tls_cert else (
+        "# TLS (wss:// and https://; docs/operations.md, \"TLS\"): run install-service again\n"
+        "# with --tls-cert and --tls-key, or uncomment and point these at PEM files the\n"
+        "# service's group may read.\n"
+        "# [tls]\n"
+        f'# cert = "{TLS_DIR}/master.pem"\n'
+        f'# key = "{TLS_DIR}/master.key"\n')
     return (
         "# EdgeRM master (docs/master.md lists every key). Written once by\n"
         "# `edgerm install-service master`; yours to edit. Agents and frameworks need these\n"
@@ -108,7 +130,7 @@ def _master_config() -> str:
         "# Framework principals: one line each, frameworks.principals.NAME = \"token\" (or a\n"
         "# list of tokens); a framework belongs to the principal whose token created it.\n"
         "# Edit and send SIGHUP to the master to add or revoke tokens (docs/operations.md).\n"
-        f'frameworks.principals.default = "{secrets.token_urlsafe(24)}"\n')
+        f'frameworks.principals.default = "{secrets.token_urlsafe(24)}"\n' + tls)
 
 
 def _agent_config(plan: Plan) -> str:
@@ -119,7 +141,9 @@ def _agent_config(plan: Plan) -> str:
         "[master]\n"
         f'url = "{plan.master_url}"\n'
         f'token = "{plan.token}"\n'
-        "[executors]\n"
+        + (f'ca_file = "{TLS_DIR}/ca.pem"\n' if plan.ca_file else
+           "# a wss:// master with a private CA: ca_file = \"/etc/edgerm/tls/ca.pem\"\n")
+        + "[executors]\n"
         + ('enabled = ["docker", "wasm"]\n' if plan.docker_group else 'enabled = ["wasm"]\n'))
 
 
@@ -157,8 +181,42 @@ def _create_user(plan: Plan) -> bool:
     return True
 
 
+def _check_tls(plan: Plan) -> None:
+    """The TLS files given, checked before anything is written."""
+    if plan.service == "master" and (plan.tls_cert or plan.tls_key):
+        from edgerm_master.config import ConfigError
+        from edgerm_master.tls import check_server_files
+        if not (plan.tls_cert and plan.tls_key):
+            raise InstallError("give both --tls-cert and --tls-key (PEM files)")
+        try:
+            check_server_files(plan.tls_cert, plan.tls_key)
+        except ConfigError as e:
+            raise InstallError(str(e).replace("[tls] cert =", "--tls-cert").replace(
+                "[tls] key =", "--tls-key")) from None
+    if plan.ca_file and not Path(plan.ca_file).is_file():
+        raise InstallError(f"--ca-file {plan.ca_file}: no such file (the PEM certificate of the "
+                           "CA that signed the master's)")
+
+
+def _copy_tls(plan: Plan, out: TextIO) -> None:
+    """Copy the TLS files given into /etc/edgerm/tls: keys readable by the service's group."""
+    copies = ([(plan.tls_cert, "master.pem", 0o644), (plan.tls_key, "master.key", 0o640)]
+              if plan.tls_cert else [])
+    if plan.ca_file:
+        copies.append((plan.ca_file, "ca.pem", 0o644))
+    for source, name, mode in copies:
+        plan.tls_dir.mkdir(parents=True, exist_ok=True)
+        target = plan.tls_dir / name
+        shutil.copyfile(source, target)
+        target.chmod(mode)
+        if plan.root == Path("/") and mode == 0o640:
+            shutil.chown(target, "root", plan.user)
+        print(f"copied {source} to {target}", file=out)
+
+
 def install(plan: Plan, out: TextIO) -> None:
     """Carry `plan` out (see the module docstring), reporting each step on `out`."""
+    _check_tls(plan)
     if plan.service == "agent" and not plan.token:
         plan.token = _token_from_master_config(plan.root)
     if plan.service == "agent" and not plan.config_path.exists():
@@ -170,11 +228,12 @@ def install(plan: Plan, out: TextIO) -> None:
                                "e.g. coap://192.0.2.10:5683 or ws://192.0.2.10:5690/agent")
     if _create_user(plan):
         print(f"created system user {plan.user}", file=out)
+    _copy_tls(plan, out)
     plan.config_path.parent.mkdir(parents=True, exist_ok=True)
     if plan.config_path.exists():
         print(f"kept {plan.config_path} (already there)", file=out)
     else:
-        text = _master_config() if plan.service == "master" else _agent_config(plan)
+        text = _master_config(plan) if plan.service == "master" else _agent_config(plan)
         plan.config_path.write_text(text)
         plan.config_path.chmod(0o640)
         if plan.root == Path("/"):
@@ -231,6 +290,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--root", default="/", help="install below this directory (an image's "
                                               "root); never starts anything")
     p.add_argument("--no-start", action="store_true", help="do not enable and start it")
+    p.add_argument("--tls-cert", default="", metavar="PEM",
+                   help="master: serve wss:// and https:// with this certificate (copied to "
+                        f"{TLS_DIR}/master.pem)")
+    p.add_argument("--tls-key", default="", metavar="PEM",
+                   help="master: the certificate's private key (copied to "
+                        f"{TLS_DIR}/master.key)")
+    p.add_argument("--ca-file", default="", metavar="PEM",
+                   help=f"agent: the CA of a wss:// master's certificate (copied to "
+                        f"{TLS_DIR}/ca.pem)")
 
 
 def install_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -241,7 +309,8 @@ def install_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     token=args.token,
                     docker_group=(None if args.service == "master"
                                   else _docker_group(not args.no_docker)),
-                    start=not args.no_start)
+                    start=not args.no_start, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                    ca_file=args.ca_file)
         install(plan, out)
     except InstallError as e:
         print(f"edgerm install-service: {e}", file=err)

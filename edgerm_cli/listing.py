@@ -22,6 +22,7 @@ import trio
 from edgerm.framework import describe_connection_error, endpoint_url, reason_name, state_name
 from edgerm.masters import MasterList
 from edgerm.state_json import listing_json
+from edgerm.tls import TlsError
 from edgerm.transport.websocket import (
     ConnectionClosed,
     HandshakeError,
@@ -50,7 +51,8 @@ class StateError(Exception):
 
 
 async def fetch_state_from(masters: Sequence[str], operator_token: str,
-                           timeout_s: float = 10.0) -> pb.ClusterState:
+                           timeout_s: float = 10.0, ca_file: str | None = None
+                           ) -> pb.ClusterState:
     """`fetch_state` from the leader among `masters`: a standby's NOT_LEADER sends it to the
     leader it names if that is one of `masters`, else (and when a master does not answer) to
     the next; each master is tried twice at most. Raises the last `StateError`."""
@@ -58,7 +60,7 @@ async def fetch_state_from(masters: Sequence[str], operator_token: str,
     last: StateError | None = None
     for _ in range(2 * len(ml)):
         try:
-            return await fetch_state(ml.current, operator_token, timeout_s)
+            return await fetch_state(ml.current, operator_token, timeout_s, ca_file)
         except StateError as e:
             last = e
             if len(ml) == 1 or e.code not in (0, pb.NOT_LEADER, pb.UNAVAILABLE):
@@ -71,29 +73,34 @@ async def fetch_state_from(masters: Sequence[str], operator_token: str,
     raise last
 
 
-async def request_state(url: str, operator_token: str, timeout_s: float) -> bytes:
+async def request_state(url: str, operator_token: str, timeout_s: float,
+                        ca_file: str | None = None) -> bytes:
     """Send a `StateRequest` to a master's `/state` URL; its raw answer. Raises
-    `trio.TooSlowError` past `timeout_s`, and `OSError`, `HandshakeError` or
-    `ConnectionClosed` when the link fails (each caller words those its own way)."""
+    `trio.TooSlowError` past `timeout_s`, and `OSError` (`TlsError` for a certificate that
+    does not verify against `ca_file`), `HandshakeError` or `ConnectionClosed` when the link
+    fails (each caller words those its own way)."""
     config = WebSocketConfig(ping_interval=None, max_message_size=STATE_MAX_BYTES,
                              message_queue_size=1, connect_timeout=timeout_s,
                              disconnect_timeout=1.0)
     with trio.fail_after(timeout_s):
-        async with connect_websocket(url, config=config) as ws:
+        async with connect_websocket(url, config=config, ca_file=ca_file) as ws:
             await ws.send(encode(pb.StateRequest(token=operator_token)))
             return await ws.receive()
 
 
-async def fetch_state(master: str, operator_token: str, timeout_s: float = 10.0) -> pb.ClusterState:
+async def fetch_state(master: str, operator_token: str, timeout_s: float = 10.0,
+                      ca_file: str | None = None) -> pb.ClusterState:
     """The master's `ClusterState` over WebSocket `/state`.
 
     Error handling: an unreachable master, a refusal (the master answers an `Error`) or an
     undecodable answer raise `StateError` with the reason."""
     url = endpoint_url(master, "/state")
     try:
-        raw = await request_state(url, operator_token, timeout_s)
+        raw = await request_state(url, operator_token, timeout_s, ca_file)
     except trio.TooSlowError:
         raise StateError(f"no answer from {url} within {timeout_s:g} s") from None
+    except TlsError as e:
+        raise StateError(str(e)) from None
     except (OSError, HandshakeError) as e:
         raise StateError(f"cannot reach {url}: {describe_connection_error(e)}") from None
     except ConnectionClosed as e:
@@ -253,7 +260,8 @@ async def list_command(args: argparse.Namespace, out: TextIO) -> int:
         print(f"edgerm: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        state = await fetch_state_from(target.masters, target.operator_token)
+        state = await fetch_state_from(target.masters, target.operator_token,
+                                       ca_file=target.ca_file)
     except StateError as e:
         print(f"edgerm: {e}", file=sys.stderr)
         return EXIT_MASTER

@@ -18,7 +18,7 @@ from edgerm_cli import EXIT_INTERRUPTED, install_service
 from edgerm_cli.listing import LISTINGS, list_command
 from edgerm_cli.masters import masters_command
 from edgerm_cli.run import DOCKER_DEFAULT_MEM_MB, MICROPYTHON_DEFAULT_MEM_MB, run_command
-from edgerm_cli.target import DEFAULT_MASTER
+from edgerm_cli.target import DEFAULT_MASTER, add_ca_file_argument
 
 __all__ = ["build_parser", "main"]
 
@@ -31,6 +31,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="framework token (env EDGERM_TOKEN)")
     parser.add_argument("--operator-token", help="operator token for listings "
                                                  "(env EDGERM_OPERATOR_TOKEN)")
+    add_ca_file_argument(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

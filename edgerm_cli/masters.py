@@ -40,11 +40,13 @@ from edgerm_master.members import MasterRow, masters_json, registry_rows
 __all__ = ["MasterRow", "probe_master", "masters_command", "masters_table"]
 
 
-async def probe_master(url: str, operator_token: str, timeout_s: float = 3.0) -> MasterRow:
+async def probe_master(url: str, operator_token: str, timeout_s: float = 3.0,
+                       ca_file: str | None = None) -> MasterRow:
     """Ask one master for the operator state; what its answer says of its role."""
     row = MasterRow("", "unreachable", {"ws": url})
     try:
-        raw = await request_state(endpoint_url(url, "/state"), operator_token, timeout_s)
+        raw = await request_state(endpoint_url(url, "/state"), operator_token, timeout_s,
+                                  ca_file)
     except trio.TooSlowError:
         row.detail = f"no answer within {timeout_s:g} s"
         return row
@@ -117,7 +119,7 @@ async def masters_command(args: argparse.Namespace, out: TextIO) -> int:
     rows: list[MasterRow] = [MasterRow("", "unreachable", {"ws": u}) for u in urls]
 
     async def probe(i: int) -> None:
-        rows[i] = await probe_master(urls[i], target.operator_token)
+        rows[i] = await probe_master(urls[i], target.operator_token, ca_file=target.ca_file)
 
     async with trio.open_nursery() as nursery:
         for i in range(len(urls)):

@@ -301,7 +301,8 @@ async def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
                                      name=args.framework_name,
                                      token=target.framework_token,
                                      failover_timeout_s=args.failover_timeout,
-                                     connect_timeout_s=args.connect_timeout) as fw:
+                                     connect_timeout_s=args.connect_timeout,
+                                     ca_file=target.ca_file) as fw:
             progress.note(f"subscribed to {fw.url.removesuffix('/framework')} as framework "
                           f"{fw.framework_id}")
             try:

@@ -1,8 +1,8 @@
 """Where the master is and which tokens to use, for every `edgerm` command.
 
 In order: flags (`--master`, repeatable or a comma list for several masters, `--token`,
-`--operator-token`), the environment (`EDGERM_MASTER`, a comma list too,
-`EDGERM_TOKEN`, `EDGERM_OPERATOR_TOKEN`), and the state file a local cluster
+`--operator-token`, `--ca-file`), the environment (`EDGERM_MASTER`, a comma list too,
+`EDGERM_TOKEN`, `EDGERM_OPERATOR_TOKEN`, `EDGERM_CA_FILE`), and the state file a local cluster
 (`python -m edgerm_cli.cluster`) writes: `$EDGERM_HOME/cluster.json` when EDGERM_HOME is set, else
 `./.edgerm/cluster.json` (where the cluster keeps it by default), else `~/.edgerm/cluster.json`.
 A malformed address or a missing token is a `TargetError`: one line for the user, raised before
@@ -22,7 +22,7 @@ from edgerm.framework import endpoint_url
 from edgerm.masters import split_urls
 
 __all__ = ["DEFAULT_MASTER", "Target", "TargetError", "add_target_arguments", "resolve_target",
-           "state_file"]
+           "state_file", "add_ca_file_argument"]
 
 DEFAULT_MASTER = "ws://127.0.0.1:5690"
 
@@ -52,6 +52,8 @@ class Target:
     framework_token: str
     operator_token: str
     masters: tuple[str, ...] = ()    # every master given; commands follow the leader among them
+    # The CA file a wss:// master's certificate must chain to; None: the system's trust store.
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.masters:
@@ -71,6 +73,14 @@ def add_target_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("--master", help=master_help)
     parser.add_argument("--token", help="framework token (env EDGERM_TOKEN)")
     parser.add_argument("--operator-token", help=argparse.SUPPRESS)
+    add_ca_file_argument(parser)
+
+
+def add_ca_file_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ca-file", metavar="PEM",
+                        help="CA certificate(s) a wss:// master's certificate must chain to "
+                             "(env EDGERM_CA_FILE; default: the local cluster's, else the "
+                             "system's trusted CAs)")
 
 
 def resolve_target(args: argparse.Namespace, need: str = "") -> Target:
@@ -90,6 +100,9 @@ def resolve_target(args: argparse.Namespace, need: str = "") -> Target:
     token = (args.token or os.environ.get("EDGERM_TOKEN") or local.get("framework_token") or "")
     operator = (args.operator_token or os.environ.get("EDGERM_OPERATOR_TOKEN")
                 or local.get("operator_token") or "")
+    ca_file = (getattr(args, "ca_file", None) or os.environ.get("EDGERM_CA_FILE")
+               or (local.get("ca_file") if masters == split_urls(
+                   str(m) for m in local_masters) else None) or None)
     try:
         for m in masters:
             endpoint_url(m, "")
@@ -102,4 +115,4 @@ def resolve_target(args: argparse.Namespace, need: str = "") -> Target:
         raise TargetError("no operator token given: pass --operator-token or set "
                           "EDGERM_OPERATOR_TOKEN (the master's operator_tokens; a local "
                           "cluster's is used by itself)")
-    return Target(master, token, operator, tuple(masters))
+    return Target(master, token, operator, tuple(masters), ca_file)

@@ -3,7 +3,9 @@ print one JSON ready line to stdout once CoAP and WebSocket are bound:
 
     {"event": "ready", "coap": "127.0.0.1:5683", "ws": "127.0.0.1:5690", "http": "127.0.0.1:5691"}
 
-("http" only when the HTTP API and dashboard are on, `[http] listen`, docs/operations.md.)
+("http" only when the HTTP API and dashboard are on, `[http] listen`, docs/operations.md; with
+TLS (`[tls]`, or `--dev`) also `"tls": true`, and under `--dev` the generated CA's file as
+`"ca_file"`: clients of wss:// and https:// trust it, docs/operations.md "TLS".)
 
 SIGINT/SIGTERM stop it cleanly; SIGKILL loses nothing that was acknowledged (see store.py).
 SIGHUP reloads the tokens from the config file (framework principals, agent and operator
@@ -53,11 +55,16 @@ def _fmt(addr: tuple[str, int]) -> str:
 async def _run(service: MasterService, generated: dict[str, str]) -> None:
     async with trio.open_nursery() as nursery:
         coap, ws = await nursery.start(service.run)
-        if generated:
-            print(json.dumps({"event": "dev-tokens", **generated}), flush=True)
-        ready = {"event": "ready", "coap": _fmt(coap), "ws": _fmt(ws)}
+        tokens = {k: v for k, v in generated.items() if k != "ca_file"}
+        if tokens:
+            print(json.dumps({"event": "dev-tokens", **tokens}), flush=True)
+        ready: dict[str, object] = {"event": "ready", "coap": _fmt(coap), "ws": _fmt(ws)}
         if service.http_address is not None:
             ready["http"] = _fmt(service.http_address)
+        if service.config.tls_cert:
+            ready["tls"] = True
+        if "ca_file" in generated:
+            ready["ca_file"] = generated["ca_file"]
         print(json.dumps(ready), flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         config, generated = parse_args(argv)
     except ConfigError as e:
         print(f"edgerm-master: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     configure_logging(config.log_level, config.log_format, sys.stderr)
     # httpx (the etcd client's watches) logs every request at INFO.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -6,7 +6,9 @@ TOML keys are the field names of `MasterConfig` (see docs/master.md); tokens are
 (`agent_tokens = ["..."]`), role weights a table (`[role_weights] prod = 2.0`), framework
 principals a table of tokens (`[frameworks.principals] analytics = "..."`). Unknown keys are
 an error, so a typo does not silently leave a default in place. `--dev` generates any missing
-token and prints them as one JSON line (`{"event": "dev-tokens", ...}`) before the ready line.
+token and prints them as one JSON line (`{"event": "dev-tokens", ...}`) before the ready line,
+and without `[tls]` makes a development CA and certificate (edgerm_master/tls.py). The `[tls]`
+files are checked in `parse_args`, so a mistake in them stops the master before it binds.
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ class MasterConfig:
     # "HOST:PORT"; "" (default): the WebSocket's host, its port + 1 (5691), or any free port
     # when the WebSocket port is 0; "off": no HTTP server.
     http_listen: str = ""
+    # TLS on the WebSocket and HTTP ports (wss://, https://), TOML `[tls] cert`, `key`: PEM
+    # files of the certificate (then its chain) and its unencrypted private key; "" (default):
+    # plain ws:// and http://, or under --dev a generated development CA and certificate
+    # (edgerm_master/tls.py, docs/operations.md "TLS").
+    tls_cert: str = ""
+    tls_key: str = ""
 
     # --- authentication: constant-time compared; empty lists refuse everyone; not in repr()
     agent_tokens: list[str] = field(default_factory=list, repr=False)
@@ -174,7 +182,9 @@ class MasterConfig:
 
 
 class ConfigError(ValueError):
-    pass
+    #: The master's exit code for it: 2, a configuration mistake; 1, the machine (a data dir
+    #: it cannot write).
+    exit_code = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -211,6 +221,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--http-listen", metavar="HOST:PORT",
                    help="HTTP API and dashboard (default: --host, WebSocket port + 1; "
                    "port 0: any; off: none)")
+    p.add_argument("--tls-cert", metavar="PEM",
+                   help="serve wss:// and https:// with this certificate (then its chain)")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "EXTRA"])
     p.add_argument("--store-backend", choices=["sqlite", "etcd"],
                    help="where the state lives (default sqlite; etcd: several masters)")
@@ -235,7 +248,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="the URL clients use for this master on transport KIND (coap, ws), e.g. "
                    "coap=coap://10.0.0.5:5683 (repeatable; default: the bound address)")
     p.add_argument("--dev", action="store_true",
-                   help="development mode: generate missing tokens and print them")
+                   help="development mode: generate missing tokens and print them; without "
+                   "--tls-cert, serve TLS with a generated CA (<data dir>/tls/ca.pem)")
     return p
 
 
@@ -251,6 +265,7 @@ _FLAG_TO_FIELD = {
     "sqlite_synchronous": "sqlite_synchronous", "log_level": "log_level",
     "log_format": "log_format", "metrics": "metrics",
     "http_listen": "http_listen", "name": "name",
+    "tls_cert": "tls_cert", "tls_key": "tls_key",
     "store_backend": "store_backend", "store_endpoint": "store_endpoints",
     "store_prefix": "store_prefix", "store_lease_ttl_s": "store_lease_ttl_s",
     "store_timeout_s": "store_timeout_s", "store_ca_file": "store_ca_file",
@@ -258,7 +273,7 @@ _FLAG_TO_FIELD = {
 }
 
 # TOML tables whose keys are fields with a prefix: `[http] listen = ...` is `http_listen`.
-_SECTIONS = {"http": "http_"}
+_SECTIONS = {"http": "http_", "tls": "tls_"}
 # Transports a master can advertise a URL for, with the URL schemes clients accept for each.
 ADVERTISE_SCHEMES = {"coap": ("coap://",), "ws": ("ws://", "wss://"),
                      "http": ("http://", "https://")}
@@ -448,13 +463,14 @@ def advertised_urls(cfg: MasterConfig, coap: tuple[str, int], ws: tuple[str, int
     """The URLs this master advertises per transport: the configured ones, the others made of
     the bound addresses (an IPv6 host in brackets). "http" (the API and the dashboard) only
     when HTTP is served (`http`: its bound address) and, bound to every address, only when
-    configured: a wildcard host is no URL."""
+    configured: a wildcard host is no URL. With TLS the derived ones are wss:// and https://."""
     def hostport(addr: tuple[str, int]) -> str:
         host = addr[0]
         return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-    urls = {"coap": f"coap://{hostport(coap)}", "ws": f"ws://{hostport(ws)}"}
+    s = "s" if cfg.tls_cert else ""
+    urls = {"coap": f"coap://{hostport(coap)}", "ws": f"ws{s}://{hostport(ws)}"}
     if http is not None and not wildcard_host(http[0]):
-        urls["http"] = f"http://{hostport(http)}"
+        urls["http"] = f"http{s}://{hostport(http)}"
     urls.update(cfg.advertise_urls)
     return urls
 
@@ -523,7 +539,9 @@ def liveness_problem(cfg: MasterConfig) -> str | None:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[MasterConfig, dict[str, str]]:
-    """Flags (and the TOML file they name) -> (config, tokens generated by --dev)."""
+    """Flags (and the TOML file they name) -> (config, what --dev generated: tokens, and
+    "ca_file" when it made the TLS certificates). The TLS files are checked here, so a
+    mistake in them stops the master before it binds anything."""
     args = _parser().parse_args(argv)
     text = None
     if args.config:
@@ -556,6 +574,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[MasterConfig, dict[str, s
                 token = secrets.token_urlsafe(16)
                 setattr(cfg, key, [token])
                 generated[key[:-1]] = token
+    from edgerm_master.tls import check_server_files, dev_certificates
+    if args.dev and not cfg.tls_cert and not cfg.tls_key:
+        try:
+            generated["ca_file"] = str(dev_certificates(cfg).ca_file)
+        except OSError as e:
+            problem = ConfigError(f"data dir {cfg.data_dir}: {e.strerror or e} (writing the "
+                                  "development TLS certificates); --data-dir must be a writable "
+                                  "directory with free space")
+            problem.exit_code = 1
+            raise problem from None
+    if cfg.tls_cert or cfg.tls_key:
+        check_server_files(cfg.tls_cert, cfg.tls_key)
     return cfg, generated
 
 

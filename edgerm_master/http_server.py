@@ -259,12 +259,16 @@ async def _lifespan(receive: Callable[[], Awaitable[Any]],
             return
 
 
-async def serve_http(app: HttpApp, host: str, port: int, *,
+async def serve_http(app: HttpApp, host: str, port: int, *, certfile: str = "",
+                     keyfile: str = "",
                      task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
                      ) -> None:
     """Serve `app` on host:port (0: any free port) until cancelled; `task_status.started`
-    gives the bound (host, port). A port that cannot be bound raises OSError."""
+    gives the bound (host, port). A port that cannot be bound raises OSError. With
+    `certfile` and `keyfile` (PEM; edgerm_master/tls.py checked them) it serves HTTPS."""
     config = HypercornConfig()
+    if certfile:
+        config.certfile, config.keyfile = certfile, keyfile
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     # hypercorn's own lines ("Running on ...") only when something is wrong: the master's
     # ready line says where HTTP is served.
@@ -281,6 +285,6 @@ async def serve_http(app: HttpApp, host: str, port: int, *,
 
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(started)
-        bound = binds[0].removeprefix("http://")
+        bound = binds[0].removeprefix("http://").removeprefix("https://")
         h, _, p = bound.rpartition(":")
         task_status.started((h.strip("[]"), int(p)))

@@ -88,6 +88,7 @@ from edgerm_master.service_ops import ServiceOps
 from edgerm_master.service_oscore import inner_of, oscore_request
 from edgerm_master.state import MasterState
 from edgerm_master.store_api import MasterStore, NotLeader, StoreUnavailable, open_store
+from edgerm_master.tls import server_context
 
 if TYPE_CHECKING:
     from edgerm_master.roles import RoleLoop
@@ -264,6 +265,8 @@ class MasterService:
             "CoAP", "--coap-port", cfg.host, cfg.coap_port,
             lambda: nursery.start(server.serve, cfg.host, cfg.coap_port))
         counted = self.ops.counted
+        # [tls] cert/key (checked at start by config.parse_args): wss:// and https://.
+        tls = server_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
         ws_addr = await listen("WebSocket", "--ws-port", cfg.host, cfg.ws_port,
                                lambda: nursery.start(functools_partial(
             serve_websocket,
@@ -278,13 +281,15 @@ class MasterService:
                 max_connections_per_source=cfg.ws_max_connections_per_source or None),
             # An agent that reconnected calls when its next heartbeat is due.
             first_message_timeouts={"/agent": cfg.ws_first_message_s + cfg.heartbeat_s
-                                    * (1.0 + cfg.jitter_fraction)})))
+                                    * (1.0 + cfg.jitter_fraction)},
+            ssl_context=tls)))
         http = http_address(cfg)
         if http is not None:
             app = self.ops.http_app()
             self.http_address = await listen(
                 "HTTP", "--http-listen HOST:PORT", http[0], http[1],
-                lambda: nursery.start(functools_partial(serve_http, app, *http)))
+                lambda: nursery.start(functools_partial(
+                    serve_http, app, *http, certfile=cfg.tls_cert, keyfile=cfg.tls_key)))
         return (coap_addr[0], coap_addr[1]), (cfg.host, ws_addr[1])
 
     @property

@@ -15,6 +15,10 @@ Design:
   the peer (or the path to it) is dead, and the connection is closed so that a pending
   ``receive()`` raises :class:`ConnectionClosed` instead of hanging on a half-open TCP
   connection. The closing handshake is bounded by ``disconnect_timeout``.
+* TLS (wss://): the server takes an `ssl.SSLContext`; a client connecting to a wss:// URL
+  verifies the server against its `ca_file` (else `EDGERM_CA_FILE`, else the system's trust
+  store) and turns a TLS failure into :class:`edgerm.tls.TlsError`, one line saying what was
+  wrong (wrong CA, expired, wrong host, plain ws:// to a TLS server and the reverse).
 * A handler failing is logged and closes its connection (1011); it never stops the server.
 * Bounded by the server, not by the peers: a connection must send its first message within
   ``first_message_timeout`` (else 1008 "no message within N s"); beyond
@@ -31,16 +35,19 @@ from __future__ import annotations
 import logging
 import math
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from edgerm.service_nursery import open_service_nursery
+from edgerm.tls import TlsError, client_context, explain_failure, speaks_tls
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,10 @@ class WebSocketConfig:
     max_connections: int | None = None
     max_connections_per_source: int | None = None
 
+
+# A plain ws:// client that has no answer to its handshake this long asks (on a second
+# connection) whether the server speaks TLS, to say "use wss://" instead of timing out.
+TLS_PROBE_AFTER_S = 1.0
 
 # Close codes (RFC 6455 7.4.1 and the IANA registry).
 CLOSE_POLICY = 1008        # the peer broke a rule (no first message in time, refused first call)
@@ -235,6 +246,7 @@ async def serve_websocket(
     *,
     config: WebSocketConfig | None = None,
     first_message_timeouts: Mapping[str, float] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve WebSocket connections on ``host``:``port`` until cancelled.
@@ -244,6 +256,7 @@ async def serve_websocket(
         paths are rejected with HTTP 404 during the handshake.
       config: keepalive, size and connection limits.
       first_message_timeouts: per path, instead of ``config.first_message_timeout``.
+      ssl_context: serve wss:// (TLS) with it; None: plain ws://.
 
     Reports ``(host, bound_port)`` through ``task_status.started``.
     """
@@ -296,7 +309,7 @@ async def serve_websocket(
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
             lambda task_status: trio_websocket.serve_websocket(
-                on_request, host, port, ssl_context=None,
+                on_request, host, port, ssl_context=ssl_context,
                 max_message_size=cfg.max_message_size,
                 message_queue_size=cfg.message_queue_size,
                 connect_timeout=cfg.connect_timeout,
@@ -306,33 +319,151 @@ async def serve_websocket(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+class _WatchedStream(trio.abc.Stream):
+    """The client's TCP or TLS stream, telling `on_eof` when the peer closes it.
+
+    trio-websocket's client waits for the opening handshake until its timeout even when the
+    server has already closed the connection (a TLS master refusing a plain ws:// client does
+    that); the first end of stream cancels that wait instead."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.on_eof: Callable[[], None] | None = None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.stream.receive_some(max_bytes)
+        if not data and self.on_eof is not None:
+            self.on_eof()
+        return data
+
+    async def send_eof(self) -> None:  # pragma: no cover - trio-websocket never half-closes
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def _close_now(stream: trio.abc.AsyncResource) -> None:
+    """Close `stream` (a TLS one sends its close_notify) within a second, whatever is being
+    cancelled around us. Shielded rather than `trio.aclose_forcefully`: its Cancelled would
+    reach the enclosing cancelled nursery and replace the exception being raised."""
+    with trio.CancelScope(shield=True) as scope:
+        scope.deadline = trio.current_time() + 1.0
+        await stream.aclose()
+
+
+async def _open_stream(url: str, context: ssl.SSLContext | None, ca_file: str | None,
+                       timeout: float) -> trio.abc.Stream:
+    """TCP to the URL's host and port, then the TLS handshake when `context` is given: done
+    here, not inside trio-websocket, which hides a failed handshake behind its timeout."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if context is not None else 80)
+    try:
+        with trio.fail_after(timeout):
+            tcp = await trio.open_tcp_stream(host, port)
+            if context is None:
+                return tcp
+            tls = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
+            try:
+                await tls.do_handshake()
+            except trio.BrokenResourceError as e:
+                await _close_now(tcp)
+                raise TlsError(explain_failure(e, url, ca_file)
+                               or f"TLS: the handshake with {url} failed ({e!r})") from None
+            except BaseException:
+                await _close_now(tcp)
+                raise
+            return tls
+    except trio.TooSlowError:
+        raise trio_websocket.ConnectionTimeout from None
+
+
 @asynccontextmanager
-async def connect_websocket(url: str, *, config: WebSocketConfig | None = None
-                            ) -> AsyncIterator[WsConnection]:
+async def connect_websocket(url: str, *, config: WebSocketConfig | None = None,
+                            ca_file: str | None = None) -> AsyncIterator[WsConnection]:
     """One client connection with keepalive, for the ``async with`` block.
 
-    Raises :class:`HandshakeError` (incl. ``ConnectionRejected``, ``ConnectionTimeout``) or
-    ``OSError`` if it cannot connect.
+    A wss:// `url` is verified against `ca_file` (PEM CA certificates), else the file named by
+    ``EDGERM_CA_FILE``, else the system's trust store.
+
+    Raises :class:`HandshakeError` (incl. ``ConnectionRejected``, ``ConnectionTimeout``),
+    :class:`TlsError` (an ``OSError``: the TLS handshake failed, or a ws:// URL names a TLS
+    server) or ``OSError`` if it cannot connect.
     """
     cfg = config or WebSocketConfig()
-    try:
-        async with trio_websocket.open_websocket_url(
-                url, max_message_size=cfg.max_message_size,
-                message_queue_size=cfg.message_queue_size,
-                connect_timeout=cfg.connect_timeout,
-                disconnect_timeout=cfg.disconnect_timeout) as ws:
-            conn = WsConnection(ws, ws.path or "/", _remote_of(ws))
-            # An exception from the caller's block (e.g. ConnectionClosed) must reach
-            # run_with_reconnect as itself, not wrapped in an ExceptionGroup.
-            async with open_service_nursery() as nursery:
-                nursery.start_soon(conn._keepalive, cfg)
-                try:
-                    yield conn
-                finally:
-                    nursery.cancel_scope.cancel()
-    except trio_websocket.DisconnectionTimeout:
-        # Closing towards a dead peer: the connection is gone either way.
-        log.info("websocket %s: closing handshake timed out", url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"{url!r} is not a ws:// or wss:// URL")
+    context = client_context(ca_file) if parts.scheme == "wss" else None
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    stream = _WatchedStream(await _open_stream(url, context, ca_file, cfg.connect_timeout))
+    # An exception from the caller's block (e.g. ConnectionClosed) must reach
+    # run_with_reconnect as itself, not wrapped in an ExceptionGroup.
+    async with open_service_nursery() as nursery:
+        serves_tls = False
+        probe_scope = trio.CancelScope()
+        try:
+            with trio.move_on_after(cfg.connect_timeout) as opening:
+                stream.on_eof = opening.cancel
+
+                async def probe() -> None:
+                    # A TLS master never answers a plain handshake (it waits for its own
+                    # timeout); a plain client that heard nothing soon asks whether it does.
+                    nonlocal serves_tls
+                    with probe_scope:
+                        await trio.sleep(TLS_PROBE_AFTER_S)
+                        if await speaks_tls(parts.hostname or "", parts.port or 80):
+                            serves_tls = True
+                            opening.cancel()
+
+                if context is None:
+                    nursery.start_soon(probe)
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery, stream, parts.netloc, resource,  # type: ignore[arg-type]
+                    max_message_size=cfg.max_message_size,
+                    message_queue_size=cfg.message_queue_size)
+            stream.on_eof = None
+            probe_scope.cancel()
+        except BaseException:
+            nursery.cancel_scope.cancel()
+            await _close_now(stream)
+            raise
+        if opening.cancelled_caught:
+            nursery.cancel_scope.cancel()
+            await _close_now(stream)
+            closed_early = trio.current_time() < opening.deadline
+            if not serves_tls and closed_early and context is None:
+                serves_tls = await speaks_tls(parts.hostname or "", parts.port or 80)
+            if serves_tls:
+                raise TlsError(f"TLS: the master at ws://{parts.netloc} serves TLS: use "
+                               f"wss://{parts.netloc} (and ca_file / --ca-file for its CA)")
+            if closed_early:
+                raise HandshakeError(f"{url}: the server closed the connection before the "
+                                     "WebSocket handshake completed")
+            raise trio_websocket.ConnectionTimeout
+        conn = WsConnection(ws, ws.path or "/", _remote_of(ws))
+        nursery.start_soon(conn._keepalive, cfg)
+        try:
+            yield conn
+        finally:
+            # As trio-websocket's own client does: a closing handshake bounded by
+            # disconnect_timeout, cut short (not shielded) when the caller is cancelled.
+            try:
+                with trio.move_on_after(cfg.disconnect_timeout) as closing:
+                    await ws.aclose()
+                if closing.cancelled_caught:
+                    # Closing towards a dead peer: the connection is gone either way.
+                    log.info("websocket %s: closing handshake timed out", url)
+            finally:
+                nursery.cancel_scope.cancel()
+                await _close_now(stream)
 
 
 # Failures after which reconnecting makes sense (network, handshake, peer went away).
@@ -348,6 +479,7 @@ async def run_with_reconnect(
     rng: random.Random | None = None,
     max_attempts: int | None = None,
     on_retry: Callable[[int, float, BaseException], None] | None = None,
+    ca_file: str | None = None,
 ) -> T:
     """Run ``session(conn)`` on a connection to ``url``, reconnecting when it breaks.
 
@@ -364,7 +496,7 @@ async def run_with_reconnect(
     attempt = 0
     while True:
         try:
-            async with connect_websocket(url, config=config) as conn:
+            async with connect_websocket(url, config=config, ca_file=ca_file) as conn:
                 attempt = 0
                 return await session(conn)
         except RECONNECTABLE as exc:
@@ -373,7 +505,11 @@ async def run_with_reconnect(
             delay = backoff.delay(attempt, rng)
             if on_retry is not None:
                 on_retry(attempt, delay, exc)
-            log.info("websocket %s: %r; reconnecting in %.2fs", url, exc, delay)
+            if isinstance(exc, TlsError):
+                # The operator has to act: say it louder, in words.
+                log.warning("%s; reconnecting in %.2fs", exc, delay)
+            else:
+                log.info("websocket %s: %r; reconnecting in %.2fs", url, exc, delay)
             attempt += 1
             await trio.sleep(delay)
 
@@ -381,4 +517,4 @@ async def run_with_reconnect(
 __all__ = ["WebSocketConfig", "Backoff", "WsConnection", "ConnectionClosed", "HandshakeError",
            "CLOSE_POLICY", "CLOSE_TRY_LATER",
            "serve_websocket", "connect_websocket", "run_with_reconnect", "RECONNECTABLE",
-           "only_disconnects"]
+           "only_disconnects", "TlsError"]

@@ -161,7 +161,8 @@ async def main_async(args: argparse.Namespace, out: TextIO) -> int:
     target = resolve_target(args)
     try:
         async with Framework.connect(list(target.masters), name="sensor-sampling",
-                                     token=target.framework_token) as fw:
+                                     token=target.framework_token,
+                                     ca_file=target.ca_file) as fw:
             state = await sample(fw, module_bytes, args.sensor, args.samples, args.period_ms,
                                  args.settle_s, out, wait_first_s=args.wait_s)
             await fw.teardown()

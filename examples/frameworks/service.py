@@ -219,7 +219,7 @@ async def main_async(args: argparse.Namespace, out: TextIO) -> int:
     try:
         async with Framework.connect(list(target.masters), name=args.name,
                                      token=target.framework_token,
-                                     failover_timeout_s=60) as fw:
+                                     failover_timeout_s=60, ca_file=target.ca_file) as fw:
             module = await fw.upload(module_bytes, name=args.module.name)
             print(f"{_stamp()}  service {fw.framework_id}: keeping {args.replicas} replicas "
                   f"publishing '{args.sensor}'", file=out, flush=True)

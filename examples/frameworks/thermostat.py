@@ -195,7 +195,8 @@ async def main_async(args: argparse.Namespace, out: TextIO) -> int:
                  f"{args.hysteresis:g}"]
     try:
         async with Framework.connect(list(target.masters), name="thermostat",
-                                     token=target.framework_token) as fw:
+                                     token=target.framework_token,
+                                     ca_file=target.ca_file) as fw:
             modules: dict[int, Module] = {
                 WASM: await fw.upload(wasm_bytes, name="thermostat.wasm"),
                 MICROPYTHON: await fw.upload(mp_bytes, pb.MICROPYTHON_SOURCE,

@@ -61,7 +61,7 @@ def test_garbled_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], text
     # A typo is named as such, not reported as the required key it was meant to be.
     ("master_url = 'ws://h:1/agent'\n", "unknown key 'master_url' (the top level takes "),
     ("[master]\nuri = 'ws://h:1/agent'\n", "unknown key 'master.uri' ([master] takes "
-                                             "max_payload, token, url, urls)"),
+                                             "ca_file, max_payload, token, url, urls)"),
     ("[master]\nurl = 'ws://h:1/agent'\n[timing]\nheartbeat = 2\n",
      "unknown key 'timing.heartbeat'"),
     ("[master]\nurl = 'ws://h:1/agent'\n[[devices]]\nname = 't'\nconstant = 1\nunits = 'C'\n",

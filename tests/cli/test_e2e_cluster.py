@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -54,11 +56,12 @@ async def test_demo_only_reaches_the_wasm_tasks_output(tmp_path: Path, wasm_modu
     assert (data / "logs" / "master.log").exists()
 
 
-def _http_get(url: str, token: str | None) -> str:
+def _http_get(url: str, token: str | None, ca_file: str | None = None) -> str:
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=10) as response:
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
         return response.read().decode()
 @pytest.mark.skipif(shutil.which("micropython") is None and not os.environ.get("CI"),
                     reason="micropython is not installed")
@@ -136,7 +139,7 @@ async def test_keep_running_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path:
             for kind, token in tokens.items():
                 assert token not in cmdline, f"{kind} token in {cmdline!r}"
         for private in ("tokens.json", "cluster.json", "master.toml",
-                        "linux-agent/agent.toml"):
+                        "linux-agent/agent.toml", "tls/ca.key", "tls/server.key"):
             assert oct((data / private).stat().st_mode & 0o777) == "0o600", private
         # The CLI finds the cluster through ./.edgerm/cluster.json alone.
         listing = await trio.run_process([sys.executable, "-m", "edgerm_cli", "agents"],
@@ -146,12 +149,17 @@ async def test_keep_running_serves_the_cli_and_stops_cleanly_on_ctrl_c(tmp_path:
         assert "linux-1" in listing.stdout.decode()
         # The dashboard's URL is printed and in cluster.json; it serves the page, and its API
         # the same agent with the operator token.
-        dashboard = state["dashboard"]
+        # Over TLS, with the cluster's development CA (cluster.json names it).
+        dashboard, ca_file = state["dashboard"], state["ca_file"]
+        assert master.startswith("wss://") and dashboard.startswith("https://"), state
+        assert ca_file == str(data / "tls" / "ca.pem"), state
         assert f"dashboard: open {dashboard} and enter the operator token" in out.decode()
-        page = await trio.to_thread.run_sync(_http_get, dashboard, None)
+        page = await trio.to_thread.run_sync(_http_get, dashboard, None, ca_file)
         assert "<title>EdgeRM master</title>" in page
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            await trio.to_thread.run_sync(_http_get, dashboard, None)   # system trust only
         agents = json.loads(await trio.to_thread.run_sync(
-            _http_get, dashboard + "api/v1/agents", tokens["operator"]))
+            _http_get, dashboard + "api/v1/agents", tokens["operator"], ca_file))
         assert "linux-1" in {a["name"] for a in agents["agents"]}, agents
         # The hint's `edgerm run` works as printed (the example it names is built).
         hint = out.decode().split("the cluster is running", 1)[1]

@@ -140,3 +140,42 @@ def test_protect_home_is_relaxed_only_for_a_program_below_home(tmp_path: Path) -
     script.write_text("#!/home/op/venv/bin/python3\n")
     inside = Plan("master", tmp_path, "edgerm-master", str(script))
     assert "ProtectHome=read-only" in render_unit(inside).splitlines()
+
+
+def test_tls_files_are_checked_copied_and_named_in_the_configs(tmp_path: Path) -> None:
+    from edgerm.devca import ensure_dev_certificates
+    from edgerm_master.config import parse_args
+
+    dev = ensure_dev_certificates(tmp_path / "pki")
+    root = _staged_root(tmp_path)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    wrong = _edgerm("install-service", "master", "--root", str(root), "--tls-cert",
+                    str(dev.cert_file), "--tls-key", str(tmp_path / "pki" / "ca.key"))
+    assert wrong.returncode == 2
+    assert wrong.stderr == (f"edgerm install-service: --tls-key '{tmp_path / 'pki' / 'ca.key'}'"
+                            f" is not the private key of cert = '{dev.cert_file}'; give the key "
+                            "the certificate was made for\n")
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before   # nothing changed
+
+    master = _edgerm("install-service", "master", "--root", str(root), "--tls-cert",
+                     str(dev.cert_file), "--tls-key", str(dev.key_file))
+    assert master.returncode == 0, master.stderr
+    tls = root / "etc/edgerm/tls"
+    assert (tls / "master.pem").read_bytes() == dev.cert_file.read_bytes()
+    assert oct((tls / "master.key").stat().st_mode & 0o777) == "0o640"
+    text = (root / "etc/edgerm/master.toml").read_text()
+    assert tomllib.loads(text)["tls"] == {"cert": "/etc/edgerm/tls/master.pem",
+                                          "key": "/etc/edgerm/tls/master.key"}
+    # The master takes it once the paths are where the service sees them.
+    staged = text.replace("/etc/edgerm/tls", str(tls))
+    (tmp_path / "staged.toml").write_text(staged)
+    config, _ = parse_args(["--config", str(tmp_path / "staged.toml")])
+    assert config.tls_cert == str(tls / "master.pem")
+
+    agent = _edgerm("install-service", "agent", "--root", str(root), "--master",
+                    "wss://192.0.2.10:5690/agent", "--ca-file", str(dev.ca_file))
+    assert agent.returncode == 0, agent.stderr
+    assert (tls / "ca.pem").read_bytes() == dev.ca_file.read_bytes()
+    agent_cfg = tomllib.loads((root / "etc/edgerm/agent.toml").read_text())
+    assert agent_cfg["master"]["ca_file"] == "/etc/edgerm/tls/ca.pem"
+    assert agent_cfg["master"]["url"] == "wss://192.0.2.10:5690/agent"

@@ -40,10 +40,12 @@ def test_bad_config_is_refused(text: str) -> None:
         load_config(text)
 
 
-def test_dev_generates_missing_tokens() -> None:
-    cfg, generated = parse_args(["--dev", "--agent-token", "mine"])
+def test_dev_generates_missing_tokens(tmp_path: Any) -> None:
+    cfg, generated = parse_args(["--dev", "--agent-token", "mine", "--data-dir", str(tmp_path)])
     assert cfg.agent_tokens == ["mine"]
-    assert set(generated) == {"framework_token", "operator_token"}
+    assert set(generated) == {"framework_token", "operator_token", "ca_file"}
+    assert generated["ca_file"] == str(tmp_path / "tls" / "ca.pem")
+    assert cfg.tls_cert == str(tmp_path / "tls" / "server.pem")
     assert cfg.framework_tokens == [generated["framework_token"]]
     assert len(generated["operator_token"]) >= 16
 

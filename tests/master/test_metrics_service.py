@@ -83,13 +83,14 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
     root = tmp_path / "prometheus"
 
-    def start(target: str) -> str:
+    def start(target: str, jobs: str = "") -> str:
+        """`jobs`: more scrape_configs entries (YAML, indented as list items)."""
         root.mkdir()
         config = root / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             "scrape_configs:\n  - job_name: edgerm-master\n    metrics_path: /metrics\n"
-            f"    static_configs:\n      - targets: ['{target}']\n")
+            f"    static_configs:\n      - targets: ['{target}']\n" + jobs)
         for _ in range(5):  # a free port can be taken between our probe and its bind
             port = free_port()
             log = open(root / "prometheus.log", "wb")  # noqa: SIM115 - the child's for its life
@@ -197,3 +198,31 @@ async def test_metrics_off_says_so(tmp_path: Path) -> None:
     finally:
         m.stop()
     assert status == 404 and json.loads(body)["error"] == "metrics_off"
+
+
+async def test_prometheus_scrapes_a_tls_master_with_its_ca(tmp_path: Path, prometheus: Any
+                                                           ) -> None:
+    """The scrape config of docs/operations.md for a master with TLS: `scheme: https` and the
+    master's CA; a job without the CA is refused (up 0)."""
+    m = MasterProcess(str(tmp_path / "m"), extra=["--dev"]).start()
+    try:
+        assert m.http is not None
+        target = f"{m.http[0]}:{m.http[1]}"
+        ca = tmp_path / "m" / "tls" / "ca.pem"
+        url = prometheus("127.0.0.1:1", (
+            "  - job_name: tls\n    scheme: https\n"
+            f"    tls_config:\n      ca_file: {ca}\n"
+            f"    static_configs:\n      - targets: ['{target}']\n"
+            "  - job_name: untrusted\n    scheme: https\n"
+            f"    static_configs:\n      - targets: ['{target}']\n"))
+        ups: dict[str, str] = {}
+        with trio.move_on_after(60):
+            while ups != {"tls": "1", "untrusted": "0"}:
+                result = await trio.to_thread.run_sync(query, url, 'up{job=~"tls|untrusted"}')
+                ups = {r["metric"]["job"]: r["value"][1] for r in result}
+                await trio.sleep(0.5)
+        assert ups == {"tls": "1", "untrusted": "0"}, ups
+        [leader] = await trio.to_thread.run_sync(query, url, 'edgerm_master_leader{job="tls"}')
+        assert leader["value"][1] == "1"
+    finally:
+        m.stop()
