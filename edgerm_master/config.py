@@ -615,6 +615,11 @@ def reload_config(argv: list[str] | None, generated: dict[str, str]) -> MasterCo
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg, _ = parse_args([a for a in argv if a != "--dev"])
     for kind, token in generated.items():
-        if not _tokens_of(cfg, kind + "s"):
+        if kind != "ca_file" and not _tokens_of(cfg, kind + "s"):
             setattr(cfg, kind + "s", [token])
+    if "ca_file" in generated and not cfg.tls_cert and not cfg.tls_key:
+        # The development certificates --dev made at the start (reused, not made anew), so a
+        # reload does not see the TLS files as a change that needs a restart.
+        from edgerm_master.tls import dev_certificates
+        dev_certificates(cfg)
     return cfg

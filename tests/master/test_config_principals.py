@@ -72,16 +72,18 @@ def test_dev_generates_principal_default_only_when_there_is_none() -> None:
 def test_reload_config_reads_the_file_again(tmp_path: Path) -> None:
     path = tmp_path / "master.toml"
     path.write_text('[frameworks.principals]\nops = "o1"\n')
-    argv = ["--config", str(path), "--dev"]
+    argv = ["--config", str(path), "--dev", "--data-dir", str(tmp_path / "data")]
     cfg, generated = parse_args(argv)
     assert principal_tokens(cfg) == {"ops": ["o1"]} and set(generated) == {
-        "agent_token", "operator_token"}
+        "agent_token", "operator_token", "ca_file"}
     path.write_text('[frameworks.principals]\nops = "o2"\nlate = "l1"\n')
     new = reload_config(argv, generated)
     assert principal_tokens(new) == {"ops": ["o2"], "late": ["l1"]}
     # What --dev generated at the start stands in again (not a fresh token each reload).
     assert new.agent_tokens == [generated["agent_token"]]
     assert new.operator_tokens == [generated["operator_token"]]
+    # ... and so do its development TLS files (the same ones: a reload changes no TLS setting)
+    assert (new.tls_cert, new.tls_key) == (cfg.tls_cert, cfg.tls_key) and new.tls_cert
     path.write_text('[frameworks.principals\nops = "o3"\n')
     with pytest.raises(ConfigError, match="not valid TOML"):
         reload_config(argv, generated)
