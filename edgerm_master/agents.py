@@ -49,8 +49,9 @@ E = pb.ErrorCode
 # First registrations' nonces remembered against replays (`MasterState.reg_nonces`).
 REG_NONCES_KEPT = 4096
 # First registrations on CoAP waiting for their key confirmation (`MasterState.pending`): at
-# most this many (the oldest dropped), each for `unreachable_after_s` at most.
-PENDING_KEPT = 1024
+# most this many (the oldest dropped: ~1 KB each), each for `unreachable_after_s` at most;
+# sized for a fleet registering afresh at ~1,000/s that confirms within a heartbeat interval.
+PENDING_KEPT = 65_536
 
 
 def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: str,
