@@ -105,7 +105,7 @@ def agent_call_protected(st: MasterState, agent: Agent, seq: int, data: bytes, n
     st.peer = peer
     st.oscore_call = True
     try:
-        if st.pending.get(agent.agent_id, (None, 0.0))[0] is agent:
+        if st.pending and st.pending.get(agent.agent_id, (None, 0.0))[0] is agent:
             _admit(st, agent, now, transport)   # its first valid OSCORE request: confirmed
         fast = _protected_heartbeat(st, agent, seq, data, now, transport)
         if fast is not None:
