@@ -50,14 +50,15 @@ def oscore_datagram(call: pb.AgentCall, agent_id: int, seq: int, token: bytes = 
         return len(msg.encode())
 
 
-def oscore_reply_datagram(reply: pb.AgentReply, agent_id: int, seq: int,
+def oscore_reply_datagram(reply: bytes, agent_id: int, seq: int,
                           token: bytes = b"\x01") -> int:
-    """`reply` (no seq or mac) as the master's piggybacked ACK 2.04, reusing the nonce."""
+    """The encoded AgentReply `reply` (no seq or mac) as the master's piggybacked ACK 2.04,
+    reusing the request's nonce."""
     from aiocoap import ACK, CHANGED, Message
 
     option, ciphertext = protect_response(
         master_context(SECRET, agent_id), bytes((agent_id,)), seq, 0x44,
-        [(12, bytes((CONTENT_FORMAT_CBOR,)))] if reply.ByteSize() else [], encode(reply))
+        [(12, bytes((CONTENT_FORMAT_CBOR,)))], reply)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         msg = Message(mtype=ACK, code=CHANGED, mid=0x1234, token=token, payload=ciphertext)
@@ -148,9 +149,10 @@ def main() -> int:
     row("heartbeat_datagram_worst_mac", coap_datagram(heartbeat(255, 2**32 - 1)), None)
     row("status_update_datagram_worst_mac", coap_datagram(status(255, 2**32 - 1, 65_535)),
         None)
-    row("heartbeat_reply_datagram", oscore_reply_datagram(pb.AgentReply(), 1, 1000), None)
+    # The master's answer to a steady heartbeat when it has nothing to say: `{}`.
+    row("heartbeat_reply_datagram", oscore_reply_datagram(b"\xa0", 1, 1000), None)
     # No budget: a launch is 6LoWPAN-fragmented; it is reported to watch its growth.
-    row("launch_wasm_datagram", oscore_reply_datagram(decode_launch(), 1, 1000), None)
+    row("launch_wasm_datagram", oscore_reply_datagram(encode(decode_launch()), 1, 1000), None)
     for r in rows:
         print(json.dumps(r))
     return 0 if all(r["ok"] is not False for r in rows) else 1
