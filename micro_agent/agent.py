@@ -43,6 +43,7 @@ from time import ticks_ms, ticks_diff, ticks_add
 import cbor
 import coap
 import mac
+import oscore
 import sensors
 
 try:
@@ -56,7 +57,6 @@ except ImportError:
     def getrandbits(n):
         return ticks_ms() & ((1 << n) - 1)
 
-_CALL_AGENT_ID = const(1)  # pb: AgentCall.agent_id
 _CALL_SEQ = const(2)  # pb: AgentCall.seq
 _CALL_MAC = const(3)  # pb: AgentCall.mac
 _CALL_REGISTER = const(4)  # pb: AgentCall.register
@@ -222,32 +222,40 @@ def _put(dest, key, v):
     return dest
 
 
-async def _call(key, value):
-    """Send AgentCall{key: value} (key: the call's field number; 0: value is a queued update,
-    {field: update} encoded); return the decoded, authenticated AgentReply or None."""
+def _seq():
+    # The next sender sequence number: a first registration's seq, else the OSCORE Partial IV
+    # (coap.begin asks for it through coap._c[14] for every protected request, module blocks
+    # too). It never goes back, across reboots too, or recorded calls would be valid again:
+    # the state file holds a bound ahead of it, written before the seq reaches it (RFC 8613
+    # 7.5.1), and a reboot goes on from there. Without an identity no seq matters yet:
+    # _register writes the bound with the identity.
     _s[_S_SEQ] += 1
-    seq = _s[_S_SEQ]
-    if seq >= _s[_S_SEQ_BOUND]:
-        # seq never goes back, across reboots too, or recorded calls would be valid again: the
-        # state file holds a bound ahead of it, written before the seq reaches it (RFC 8613
-        # 7.5.1), and a reboot goes on from there. Without an identity no seq matters yet:
-        # _register writes the bound with the identity.
-        _s[_S_SEQ_BOUND] = seq + _SEQ_RESERVE
+    if _s[_S_SEQ] >= _s[_S_SEQ_BOUND]:
+        _s[_S_SEQ_BOUND] = _s[_S_SEQ] + _SEQ_RESERVE
         if _s[_S_ID]:
             _save()
+    return _s[_S_SEQ]
+
+
+async def _call(key, value):
+    """Send AgentCall{key: value} (key: the call's field number; 0: value is a queued update,
+    {field: update} encoded); return the decoded, authenticated AgentReply or None. Once the
+    agent has an identity, the call is OSCORE-protected by coap (no agent_id, seq or mac in
+    it: the master takes them from the kid and the Partial IV) and only a verified reply, or
+    an unprotected refusal (4.01, NOT_LEADER), is taken. A first registration goes in clear
+    with seq and a mac keyed by the token's key."""
     await coap.take()
     try:
         if key:
-            msg = {_CALL_SEQ: seq, key: value}
+            msg = {key: value}
         else:  # decoded only while the call is built: the queue keeps the bytes
             msg = cbor.decode(value)
-            msg[_CALL_SEQ] = seq
-        k = _s[_S_SECRET]
         nonce = value.get(_REG_NONCE) if key == _CALL_REGISTER else None
-        if nonce:  # a first registration: no agent_id, signed with the token's key
+        k = None
+        if nonce:  # a first registration: seq, no agent_id, signed with the token's key
+            seq = _seq()
+            msg[_CALL_SEQ] = seq
             k = _s[_S_REG][1]
-        elif _s[_S_ID]:
-            msg[_CALL_AGENT_ID] = _s[_S_ID]
         obs = _s[_S_OBSERVE] and key == _CALL_HEARTBEAT
         if obs:
             i = coap.begin(_FETCH, "c", cbor=True, observe=0)
@@ -270,15 +278,13 @@ async def _call(key, value):
         rep = None
         if r is None:
             _switch(None)
-        elif obs and (r[0] == 0x84 or r[0] == 0x85):
+        elif obs and r[0] & 0xFF in (0x84, 0x85):
             _s[_S_OBSERVE] = False  # a master without `c`: heartbeats go to `a`
             _log(0, "no observable c; observe off")
         else:
-            code = r[0]  # r: (code, payload start, end, block2); few locals, a slot each
-            if obs:
-                coap.obs_tok = (coap.TX[4] << 8 | coap.TX[5]) if coap.observed else -1
+            code = r[0]  # r: (code, payload start, end, block2) in TX; few locals, a slot each
             try:
-                rep = cbor.decode(memoryview(coap.RX)[r[1]:r[2]])
+                rep = cbor.decode(memoryview(coap.TX)[r[1]:r[2]])
             except ValueError:
                 _log(1, "malformed reply dropped")
     finally:
@@ -294,21 +300,20 @@ async def _call(key, value):
         r = r.get(_RGD_NONCE) if type(r) is dict else None  # the master's nonce
         k = mac.secret(k, nonce, r) if type(r) is bytes else b""
         r = None
-    if not _authentic(rep, k):
-        c = err.get(_ERR_CODE) if type(err) is dict else 0
-        if c == _UNAUTHENTICATED and code == 0x81:
-            return rep  # an unsigned refusal: the master does not (or no longer) know us
-        if c == _NOT_LEADER:
-            _switch(err.get(_ERR_LEADER))  # a standby: unsigned as well
-        else:
-            _log(1, "reply with a wrong mac dropped")
-    elif rep.get(_REPLY_SEQ, 0) != seq:
-        _log(1, "reply for another seq dropped")
-    else:
-        _s[_S_FAILS] = 0
-        if nonce:
+        if _authentic(rep, k) and rep.get(_REPLY_SEQ, 0) == seq:
+            _s[_S_FAILS] = 0
             _s[_S_SECRET] = k  # a Registered it is: _register keeps it with the agent_id
+            return rep
+    elif not code & 0x100:  # coap's _PLAIN unset: OSCORE verified it answers this very call
+        _s[_S_FAILS] = 0
         return rep
+    c = err.get(_ERR_CODE) if type(err) is dict else 0
+    if c == _UNAUTHENTICATED and code & 0xFF == 0x81:
+        return rep  # an unprotected refusal: the master does not (or no longer) know us
+    if c == _NOT_LEADER:
+        _switch(err.get(_ERR_LEADER))  # a standby: unprotected as well
+    else:
+        _log(1, "unauthenticated reply dropped")
     _s[_S_FAILS] += 1
     return None
 
@@ -386,6 +391,7 @@ async def _register():
                 _s[_S_TASKS].clear()
                 _s[_S_ID] = 0
                 _s[_S_SECRET] = b""
+                coap._c[13] = b""  # coap's _C_KEYS: the next registration goes in clear
                 _s[_S_NEXT] = 1
                 _s[_S_CMD] = 0
                 _s[_S_QUEUE] = []
@@ -401,9 +407,16 @@ async def _register():
         _s[_S_NEXT] = ack + 1
     _s[_S_CMD_ACKED] = -1  # tell the master our command_ack in the next heartbeat
     _s[_S_REGISTERED] = True
+    _keys()
     _save()
     _log(0, "registered %d" % _s[_S_ID])
     return True
+
+
+def _keys():
+    # The OSCORE security context from the secret and agent_id (kid), into coap._c[13] (its
+    # _C_KEYS): from now on every call is protected.
+    coap._c[13] = oscore.setup(_s[_S_SECRET], _s[_S_ID]) if _s[_S_ID] else b""
 
 
 def _acked(n):
@@ -543,15 +556,16 @@ async def _step():
     now = ticks_ms()
     if not coap.busy:  # nothing in flight (and no await below until done): read pushes
         coap.poll()
-        p = coap.pushed
+        p = coap.pushed  # a view of coap.TX, decoded before anything writes there
+        coap.pushed = None
         if p is not None and _s[_S_REGISTERED]:
-            # The latest notification of the observation: an AgentReply, seq 0, our mac.
-            coap.pushed = None
+            # The latest notification of the observation, verified by coap (OSCORE): an
+            # AgentReply.
             try:
                 rep = cbor.decode(p)
             except ValueError:
                 rep = None
-            if rep is None or not _authentic(rep, _s[_S_SECRET]) or rep.get(_REPLY_SEQ, 0) != 0:
+            if rep is None:
                 _log(1, "notification dropped")
             else:
                 _log(2, "pushed %d commands" % len(rep.get(_REPLY_COMMANDS, ())))
@@ -579,7 +593,7 @@ async def _step():
     if _s[_S_FAILS]:
         back = _BACKOFF_MIN_MS << min(_s[_S_FAILS] - 1, 6)
         _s[_S_DUE] = ticks_add(ticks_ms(), back if back < _BACKOFF_MAX_MS else _BACKOFF_MAX_MS)
-    elif ok:
+    elif ok is not None:  # a reply may be {} (an AgentReply with nothing in it)
         jit = getrandbits(16) % (_s[_S_JITTER_MS] + 1) if _s[_S_JITTER_MS] else 0
         _s[_S_DUE] = ticks_add(ticks_ms(), _s[_S_HB_MS] + jit)
 
@@ -607,6 +621,7 @@ def _setup(path):
     s.bind(socket.getaddrinfo("0.0.0.0", cfg.get("port", 0))[0][-1])
     s.setblocking(False)
     coap.setup(s, addr, cfg.get("ack_timeout_ms", 1000), cfg.get("max_retransmit", 2))
+    coap._c[14] = _seq  # coap's _C_SEQ: the Partial IV of every protected request
     try:
         with open(_s[_S_STATE], "rb") as f:
             st = cbor.decode(f.read())
@@ -625,6 +640,7 @@ def _setup(path):
         b = st.get(7, 65536)
         _s[_S_SEQ] = b - 1
         _s[_S_SEQ_BOUND] = b
+        _keys()
     except (OSError, ValueError, TypeError, AttributeError):
         pass  # no state, or a corrupt one: register afresh
     _s[_S_INVENTORY] = sensors.setup(cfg.get("sensors", ()))
