@@ -42,7 +42,6 @@ from time import ticks_ms, ticks_diff, ticks_add
 
 import cbor
 import coap
-import mac
 import oscore
 import sensors
 
@@ -264,7 +263,7 @@ async def _call(key, value):
         coap.TX[i] = 0xFF
         j = cbor.enc(coap.TX, i + 1, msg)
         if k:
-            msg[_CALL_MAC] = mac.hmac(k, coap.TX[i + 1:j])
+            msg[_CALL_MAC] = oscore.hmac(k, coap.TX[i + 1:j])
             j = cbor.enc(coap.TX, i + 1, msg)
         # Sent: nothing reads the message again. Emptied, not just dropped, as the caller's
         # message is: stale slots of this coroutine's stack (and the caller's) still point to
@@ -298,7 +297,7 @@ async def _call(key, value):
         # reply from someone without the token fails here.
         r = rep.get(_REPLY_REGISTERED)
         r = r.get(_RGD_NONCE) if type(r) is dict else None  # the master's nonce
-        k = mac.secret(k, nonce, r) if type(r) is bytes else b""
+        k = oscore.secret(k, nonce, r) if type(r) is bytes else b""
         r = None
         if _authentic(rep, k) and rep.get(_REPLY_SEQ, 0) == seq:
             _s[_S_FAILS] = 0
@@ -331,7 +330,7 @@ def _switch(to):
     _s[_S_MI] = j
     _log(0, "master", m[j])
     coap._c[5] = _addr(m[j])  # coap's _C_ADDR: where requests go
-    coap.obs_tok = -1  # the observation was the old master's
+    coap._c[22] = -1  # coap's _C_OBS_TOK: the observation was the old master's
     _s[_S_REGISTERED] = False
 
 
@@ -349,7 +348,7 @@ def _authentic(r, key):
         n = cbor.enc(coap.TX, 0, r)
     except (IndexError, TypeError):
         return False
-    return mac.equal(given, mac.hmac(key, coap.TX[:n]))
+    return oscore.equal(given, oscore.hmac(key, coap.TX[:n]))
 
 
 async def _register():
@@ -371,7 +370,7 @@ async def _register():
         _s[_S_REG_OK] = ticks_add(ticks_ms(), _s[_S_REG_GAP])
         _s[_S_REG_GAP] = min(2 * _s[_S_REG_GAP], _REG_GAP_MAX)
     else:
-        m[_REG_NONCE] = mac.urandom(8)  # fresh each attempt: the master refuses one it has seen
+        m[_REG_NONCE] = oscore.urandom(8)  # fresh each attempt: the master refuses one it has seen
     rep = await _call(_CALL_REGISTER, m)
     if rep is None:
         return False
@@ -407,16 +406,12 @@ async def _register():
         _s[_S_NEXT] = ack + 1
     _s[_S_CMD_ACKED] = -1  # tell the master our command_ack in the next heartbeat
     _s[_S_REGISTERED] = True
-    _keys()
+    # The OSCORE security context from the secret and agent_id (the kid), into coap's
+    # _C_KEYS: from now on every call is protected.
+    coap._c[13] = oscore.setup(_s[_S_SECRET], _s[_S_ID])
     _save()
     _log(0, "registered %d" % _s[_S_ID])
     return True
-
-
-def _keys():
-    # The OSCORE security context from the secret and agent_id (kid), into coap._c[13] (its
-    # _C_KEYS): from now on every call is protected.
-    coap._c[13] = oscore.setup(_s[_S_SECRET], _s[_S_ID]) if _s[_S_ID] else b""
 
 
 def _acked(n):
@@ -606,7 +601,7 @@ def _setup(path):
     with open(path) as f:
         cfg = json.load(f)
     _s[_S_STATE] = cfg.get("state", "state.cbor")
-    _s[_S_REG] = [cfg.get("name", "micro"), mac.key(cfg.get("token", "")),
+    _s[_S_REG] = [cfg.get("name", "micro"), oscore.key(cfg.get("token", "")),
                   float(cfg.get("cpus", 1.0)), float(cfg.get("mem_mb", 0)),
                   cfg.get("attributes", {})]
     _s[_S_OBSERVE] = cfg.get("observe", True)
@@ -640,7 +635,8 @@ def _setup(path):
         b = st.get(7, 65536)
         _s[_S_SEQ] = b - 1
         _s[_S_SEQ_BOUND] = b
-        _keys()
+        if _s[_S_ID]:
+            coap._c[13] = oscore.setup(_s[_S_SECRET], _s[_S_ID])  # coap's _C_KEYS
     except (OSError, ValueError, TypeError, AttributeError):
         pass  # no state, or a corrupt one: register afresh
     _s[_S_INVENTORY] = sensors.setup(cfg.get("sensors", ()))

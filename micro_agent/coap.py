@@ -23,7 +23,7 @@ inner code and the plaintext payload's place in TX. A response without the OSCOR
 back with its code | 0x100 (only an unprotected 4.01 or NOT_LEADER means anything to the
 agent); one that fails verification is dropped as if never received.
 
-Notifications of the observation with token `obs_tok` can arrive at any time: while a request
+Notifications of the observation with token `_c[_C_OBS_TOK]` can arrive at any time: while a request
 waits for its response, or while nothing is in flight (`poll`). A CON one is ACKed; the latest
 is kept (the datagram) and `poll` verifies it (the master's Partial IV, higher than any before;
 the AAD of the FETCH that registered the observation) and decrypts it into TX: `pushed` is then
@@ -71,8 +71,6 @@ _CONTENT = const(0x45)
 TX = memoryview(bytearray(_TX_SIZE))
 RX = b""  # the last datagram read, while its reader holds the buffers
 busy = False  # someone holds TX/RX (see take/give)
-obs_tok = -1  # the token of our observation, -1 for none
-observed = False  # the last parsed datagram carried an Observe option
 pushed = None  # the payload of the latest notification, until the agent takes it
 # The module's private state, in one list indexed by the _C_* consts rather than a dozen
 # globals (each global name is a qstr and a module dict slot on the heap; a const is folded).
@@ -101,8 +99,10 @@ _C_OBS_PIV = const(18)  # the Partial IV of the request that registered the obse
 _C_NOTE_PIV = const(19)  # the master's highest Partial IV in a notification accepted
 _C_OPT = const(20)  # where the last parsed options' OSCORE option value lies, -1: none
 _C_OPT_LEN = const(21)
+_C_OBS_TOK = const(22)  # the token of our observation, -1 for none
+_C_OBSERVED = const(23)  # the last parsed datagram carried an Observe option
 _c = [0, 0, [], None, None, None, getrandbits(16), getrandbits(16), 1000, 2, 0, 0, 0, b"", None,
-      0, 0, False, 0, -1, -1, 0]
+      0, 0, False, 0, -1, -1, 0, -1, False]
 
 
 def setup(sock, dest, timeout=1000, count=2):
@@ -227,9 +227,8 @@ def parse(n, buf=None):
     """(type, code, mid, token or -1, payload start, block2 or -1) of the datagram RX[:n];
     with `buf`, (payload start, block2 or -1) of the plaintext buf[:n] (a code byte, then
     options). Raises ValueError when it is not a well-formed CoAP message."""
-    global observed
     if buf is None:
-        observed = False
+        _c[_C_OBSERVED] = False
         buf = RX
         if n < 4 or buf[0] >> 6 != 1:
             raise ValueError
@@ -268,7 +267,7 @@ def parse(n, buf=None):
         if i + ln > n:
             raise ValueError
         if num == _OPT_OBSERVE:
-            observed = True
+            _c[_C_OBSERVED] = True
         elif num == _OPT_OSCORE:
             _c[_C_OPT] = i
             _c[_C_OPT_LEN] = ln
@@ -286,8 +285,9 @@ def parse(n, buf=None):
     return buf[0] >> 4 & 3, buf[1], buf[2] << 8 | buf[3], (buf[4] << 8 | buf[5]) if tkl == 2 else -1, i, blk
 
 
-def _open(piv, code, start, end, note=False):
-    # The response in RX[start:end] (code: its outer code) to a request with Partial IV piv, as
+def _open(value, code, start, end, mode=False):
+    # The response in RX[start:end] (code: its outer code) to a request with Partial IV value
+    # (mode: a notification of the observation that request registered), as
     # (code, payload start, payload end, block2 or -1) in TX: verified and decrypted when it
     # carries the OSCORE option; else (code | _PLAIN) and its payload copied. None: drop it (a
     # wrong tag, a malformed option, a notification not newer than the last one, too big).
@@ -307,24 +307,18 @@ def _open(piv, code, start, end, note=False):
         v = 0
         for k in range(n):
             v = v << 8 | RX[o + 1 + k]
-    if note and v <= _c[_C_NOTE_PIV]:
+    if mode and v <= _c[_C_NOTE_PIV]:
         return None  # a notification must carry the master's Partial IV, newer than the last
-    n = oscore.decrypt(_c[_C_KEYS], piv, v, RX, start, end, TX, 0)
+    n = oscore.decrypt(_c[_C_KEYS], value, v, RX, start, end, TX, 0)
     if n <= 0:
         return None
-    if note:
+    if mode:
         _c[_C_NOTE_PIV] = v
     try:
         start, b = parse(n, TX)
     except (ValueError, IndexError):
         return None
     return TX[0], start, n, b
-
-
-def _send_empty(t, n):
-    # Built when sent, not kept in TX (a request there may still be retransmitted) nor in a
-    # buffer of its own: that one was 64 B of heap for good, for a datagram sent now and then.
-    _c[_C_SOCK].sendto(bytes((0x40 | t << 4, 0, n >> 8, n & 0xFF)), _c[_C_ADDR])
 
 
 def _recv():
@@ -356,11 +350,11 @@ def _recv():
 def _notification(t, code, token, start, end):
     # True when RX[:end] is a notification of our observation (the datagram kept in `pushed`
     # for poll() to verify and decrypt when TX is free).
-    global pushed, obs_tok
-    if token != obs_tok or obs_tok < 0 or t > _NON:
+    global pushed
+    if token != _c[_C_OBS_TOK] or token < 0 or t > _NON:
         return False
     if code >> 5 != 2:
-        obs_tok = -1  # an error notification ends the observation (RFC 7641 3.2)
+        _c[_C_OBS_TOK] = -1  # an error notification ends the observation (RFC 7641 3.2)
     elif start < end:
         pushed = RX  # the datagram itself (recv's bytes, not a copy): RX moves on, it stays
     return True
@@ -392,7 +386,9 @@ def poll():
             _c[_C_DROPPED] += 1
             continue
         if mtype == _CON:
-            _send_empty(_ACK, rmid)
+            # The ACK is built when sent, not kept in TX (a request there may still be
+            # retransmitted) nor in a buffer of its own (64 B of heap for good).
+            _c[_C_SOCK].sendto(bytes((0x60, 0, rmid >> 8, rmid & 0xFF)), _c[_C_ADDR])
         if not _notification(mtype, code, rtok, a, k):
             _c[_C_DROPPED] += 1
 
@@ -402,7 +398,6 @@ async def request(n):
     payload start, payload end, block2) of its response, the payload in TX (decrypted, or
     copied from an unprotected answer, whose code then has _PLAIN set), or None when the peer
     did not answer within the retransmission budget. The caller holds the buffer."""
-    global obs_tok
     if True:
         mid = TX[2] << 8 | TX[3]
         tok = TX[4] << 8 | TX[5]
@@ -434,7 +429,8 @@ async def request(n):
                 _c[_C_DROPPED] += 1
                 continue
             if mtype == _CON:
-                _send_empty(_ACK, rmid)  # a separate response or a notification
+                # a separate response or a notification: an empty ACK (as in poll)
+                _c[_C_SOCK].sendto(bytes((0x60, 0, rmid >> 8, rmid & 0xFF)), _c[_C_ADDR])
             if rtok != tok and _notification(mtype, code, rtok, a, k):
                 continue
             if mtype == _RST and rmid == mid:
@@ -455,7 +451,8 @@ async def request(n):
                 _c[_C_DROPPED] += 1
                 continue
             if _c[_C_OBS]:
-                obs_tok = tok if observed else -1  # the observation is now this request's
+                # the observation is now this request's
+                _c[_C_OBS_TOK] = tok if _c[_C_OBSERVED] else -1
                 _c[_C_OBS_PIV] = _c[_C_PIV]
             return r
 

@@ -1,10 +1,12 @@
-"""OSCORE (RFC 8613) for the agent link, client side, written for kilobytes: the security
-context (HKDF-SHA256 on `mac.hmac`, §3.2), the nonce (§5.2), the AAD (§5.4, hand-built CBOR:
-a few fixed bytes around the request's kid and Partial IV) and AES-CCM-16-64-128 (COSE alg
-10: RFC 3610 with M = 8, L = 2) on top of the firmware's AES block cipher (`cryptolib.aes`,
-ECB, mode 1; CCM only ever encrypts blocks). docs/protocol.md and
-/work/wt/OSCORE_CONTRACT.md's choices: Master Salt and ID Context absent, the agent's Sender ID
-is its agent_id in minimal big-endian bytes, the master's is empty.
+"""The agent link's cryptography, written for kilobytes: OSCORE (RFC 8613) for every call after
+the first registration, and the HMAC that signs the first registration itself.
+
+OSCORE, client side: the security context (HKDF-SHA256 on `hmac`, §3.2), the nonce (§5.2), the
+AAD (§5.4, hand-built CBOR: a few fixed bytes around the request's kid and Partial IV) and
+AES-CCM-16-64-128 (COSE alg 10: RFC 3610 with M = 8, L = 2) on top of the firmware's AES block
+cipher (`cryptolib.aes`, ECB, mode 1; CCM only ever encrypts blocks). The choices of issue 16
+(docs/protocol.md, "OSCORE"): Master Salt and ID Context absent, the agent's Sender ID is its
+agent_id in minimal big-endian bytes, the master's is empty.
 
 A context is one bytes object (64 B of heap): sender key (16) | recipient key (16) | common IV
 (13) | len(sender id) | sender id | recipient id. `encrypt` protects a request's plaintext in
@@ -13,15 +15,73 @@ decrypts on the fly, writing nothing) and only then writes the plaintext: a forg
 never touches the caller's buffer. Every buffer is a few 16-byte blocks made per call; nothing
 stays allocated between calls.
 
-Names: every global and parameter is a qstr interned at import, so they are the firmware's own
-(key, id, data, value, buf, pos, src, start, end, mode, dest, context) or ones the agent
-interns anyway (`_b`, `c`, `setup`): the module adds three qstrs (its name, its file, `_ccm`).
+The first registration (docs/protocol.md, "Authentication"; `edgerm/wire/mac.py` is the
+reference): HMAC-SHA256 (RFC 2104) on `hashlib.sha256`, truncated to the link's 8-byte MAC
+(MicroPython has no `hmac` module); `equal` compares without an early exit so a forger learns
+nothing from timing. The token never crosses the link: a first registration is signed with
+`key(token)` and carries `urandom(8)`; the master answers with its nonce, and both sides compute
+`secret(key(token), agent nonce, master nonce)`, the OSCORE Master Secret from then on.
+
+One module, not two: each module costs heap of its own (its object, its globals, two qstrs).
+Every name here is a qstr interned at import (argument names too), so they are the firmware's
+own (key, id, data, value, buf, pos, src, start, end, mode, dest, context, n, urandom) or ones
+the agent interns anyway (token, a, b, c, `_b`, `setup`, `secret`): that keeps the agent's
+dynamic qstrs in the pools it already has room in (20 + 40 + 80 on the unix port); the 141st
+costs a new ~2 KB pool.
 """
 
+import hashlib
 from cryptolib import aes
 from micropython import const
 
-import mac
+
+try:
+    from os import urandom  # unix port, esp32, rp2, nrf, stm32 (with an RNG): the hardware's
+except ImportError:
+    # A port without it: random, which ports seed at boot from their own entropy source. A
+    # repeated nonce is refused by the master, and the next attempt draws a fresh one.
+    from random import getrandbits
+
+    def urandom(n):
+        return bytes(getrandbits(8) for _ in range(n))
+
+
+def hmac(key, data, n=8):
+    """The first n bytes of HMAC-SHA256(key, data)."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    k = bytearray(64)  # the pad (garbage after the call: a module-level one was 96 B for good)
+    for i in range(64):
+        k[i] = (key[i] if i < len(key) else 0) ^ 0x36
+    h = hashlib.sha256(k)
+    h.update(data)
+    inner = h.digest()
+    for i in range(64):
+        k[i] ^= 0x6A  # 0x36 ^ 0x5C: turn the inner pad into the outer pad
+    h = hashlib.sha256(k)
+    h.update(inner)
+    return h.digest()[:n]
+
+
+def key(token):
+    """The token's key, which signs a first registration: SHA-256 of its UTF-8 bytes (32 B)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def secret(key, a, b):
+    """The agent secret after a first registration: the first 16 bytes of
+    HMAC-SHA256(the token's key, "edgerm secret" || agent nonce a || master nonce b)."""
+    return hmac(key, b"edgerm secret" + a + b, 16)
+
+
+def equal(a, b):
+    if len(a) != len(b):
+        return False
+    r = 0
+    for i in range(len(a)):
+        r |= a[i] ^ b[i]
+    return r == 0
+
 
 _NONCE_LEN = const(13)
 _TAG_LEN = const(8)
@@ -47,14 +107,14 @@ def setup(key, id, dest=b"", data=b"", context=None):
     if len(id) > 7 or len(dest) > 7:
         raise ValueError("sender/recipient id over 7 bytes")
     # HKDF-Extract with salt `data`; an empty salt is HashLen zeros, the same HMAC key.
-    prk = mac.hmac(data or b"", key, 32)
+    prk = hmac(data or b"", key, 32)
     out = b""
     for v in (id, dest, b""):
         # info = [id, id_context, alg 10, "Key" / "IV", L]; HKDF-Expand of one block, T(1).
         info = bytes((0x85, 0x40 | len(v))) + v
         info += b"\xf6" if context is None else bytes((0x40 | len(context),)) + context
         info += b"\x0acKey\x10\x01" if len(out) < _IV_AT else b"\x0abIV\x0d\x01"
-        out += mac.hmac(prk, info, 16 if len(out) < _IV_AT else _NONCE_LEN)
+        out += hmac(prk, info, 16 if len(out) < _IV_AT else _NONCE_LEN)
     return out + bytes((len(id),)) + id + dest
 
 

@@ -5,7 +5,7 @@ import sys
 from binascii import hexlify, unhexlify
 
 import cbor
-import mac
+import oscore as mac  # HMAC, the token key and the secret live in oscore.py
 
 for line in sys.stdin:
     kind, a, b = [f[1:] for f in line.split()]

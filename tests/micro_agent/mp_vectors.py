@@ -39,7 +39,7 @@ print("vectors:", ok, "passed,", bad, "failed")
 # verified with the derived secret as agent._call verifies it (agent._authentic); a wrong key
 # must not verify.
 import agent
-import mac
+import oscore as mac  # HMAC, the token key and the secret live in oscore.py
 
 a = vec["auth"]
 named = {}
