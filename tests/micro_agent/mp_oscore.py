@@ -1,0 +1,87 @@
+# Run under micropython: the agent's own oscore.py against the OSCORE cases of a JSON file
+# (argv[1]: a list of cases that tests/micro_agent/test_oscore.py writes from RFC 8613
+# Appendix C and proto/vectors/oscore.json). Kinds: "context" (derivation), "request" (encrypt
+# a plaintext in place: ciphertext with tag), "response" (decrypt: plaintext), "refuse"
+# (decrypt must fail and write nothing), "datagram" (coap.begin + the payload + request: the
+# datagram's bytes after the header and token). Prints one line per failure, then a count.
+import json
+import sys
+from binascii import hexlify, unhexlify
+
+import oscore
+
+
+def h(s):
+    return unhexlify(s) if s else b""
+
+
+def ctx(c):
+    return oscore.setup(h(c["secret"]), h(c["sender_id"]), h(c["recipient_id"]),
+                        h(c.get("salt", "")),
+                        h(c["id_context"]) if c.get("id_context") is not None else None)
+
+
+def hx(b):
+    return str(hexlify(b), "ascii")
+
+
+def check(c):
+    k = ctx(c)
+    kind = c["kind"]
+    if kind == "context":
+        got = [hx(k[:16]), hx(k[16:32]), hx(k[32:45])]
+        want = [c["sender_key"], c["recipient_key"], c["common_iv"]]
+        return "" if got == want else "got %s" % got
+    if kind == "request":
+        p = h(c["plaintext"])
+        buf = bytearray(len(p) + 8 + 3)
+        buf[3:3 + len(p)] = p
+        n = oscore.encrypt(k, c["seq"], buf, 3, 3 + len(p))
+        got = hx(buf[3:n])
+        return "" if got == c["ciphertext"] and n == 3 + len(p) + 8 else "got %s" % got
+    if kind in ("response", "refuse"):
+        ct = h(c["ciphertext"])
+        out = bytearray(b"\xee" * (len(ct) + 4))
+        n = oscore.decrypt(k, c["request_piv"], c.get("responder_piv", -1), ct, 0, len(ct),
+                           out, 2)
+        if kind == "refuse":
+            return "" if n == -1 and out == b"\xee" * len(out) else "accepted (%d)" % n
+        if n < 0:
+            return "refused"
+        got = hx(out[2:2 + n])
+        return "" if got == c["plaintext"] and out[:2] == b"\xee\xee" else "got %s" % got
+    if kind == "datagram":
+        import coap
+
+        coap._c[13] = k  # coap's _C_KEYS
+        coap._c[14] = lambda: c["seq"]  # coap's _C_SEQ
+        i = coap.begin(c["code"], c["path"], c.get("name"), cbor=bool(c.get("payload")),
+                       block2=c.get("block2", -1), observe=c.get("observe", -1))
+        p = h(c.get("payload", ""))
+        if p:
+            coap.TX[i] = 0xFF
+            coap.TX[i + 1:i + 1 + len(p)] = p
+            i += 1 + len(p)
+        n = coap.oscore.encrypt(k, coap._c[15], coap.TX, coap._c[16], i)
+        got = hx(coap.TX[:n])
+        # the header (CON, the outer code) and our 2-byte token aside, the bytes must be the
+        # vector's after its header and token
+        want = c["datagram"]
+        tkl = int(want[1], 16)
+        ok = got[12:] == want[8 + 2 * tkl:] and got[:4] == want[:4].replace(want[1], "2", 1)
+        return "" if ok else "got %s" % got
+    return "unknown kind"
+
+
+ok = bad = 0
+for c in json.load(open(sys.argv[1])):
+    try:
+        why = check(c)
+    except Exception as e:
+        why = repr(e)
+    if why:
+        bad += 1
+        print("FAIL", c["name"], why)
+    else:
+        ok += 1
+print("oscore:", ok, "passed,", bad, "failed")
