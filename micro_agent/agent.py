@@ -409,6 +409,7 @@ async def _register():
     # The OSCORE security context from the secret and agent_id (the kid), into coap's
     # _C_KEYS: from now on every call is protected.
     coap._c[13] = oscore.setup(_s[_S_SECRET], _s[_S_ID])
+    coap._c[19] = -1  # coap's _C_NOTE_PIV: a new context, the master's Partial IVs afresh
     _save()
     _log(0, "registered %d" % _s[_S_ID])
     return True

@@ -96,7 +96,7 @@ _C_PIV = const(15)  # the Partial IV (sender sequence number) of the request in 
 _C_PLAIN = const(16)  # where the plaintext of the request in TX begins, 0: not protected
 _C_OBS = const(17)  # the request in TX registers the observation (FETCH c, Observe 0)
 _C_OBS_PIV = const(18)  # the Partial IV of the request that registered the observation
-_C_NOTE_PIV = const(19)  # the master's highest Partial IV in a notification accepted
+_C_NOTE_PIV = const(19)  # the master's highest Partial IV accepted (notifications, answers)
 _C_OPT = const(20)  # where the last parsed options' OSCORE option value lies, -1: none
 _C_OPT_LEN = const(21)
 _C_OBS_TOK = const(22)  # the token of our observation, -1 for none
@@ -307,12 +307,15 @@ def _open(value, code, start, end, mode=False):
         v = 0
         for k in range(n):
             v = v << 8 | RX[o + 1 + k]
-    if mode and v <= _c[_C_NOTE_PIV]:
-        return None  # a notification must carry the master's Partial IV, newer than the last
+    if (mode or v >= 0) and v <= _c[_C_NOTE_PIV]:
+        # A notification must carry the master's Partial IV, and any answer with one must
+        # carry a newer one than the last: the master's counter never repeats (it is one for
+        # all agents, kept bound-ahead in its store), so an older one is a replay.
+        return None
     n = oscore.decrypt(_c[_C_KEYS], value, v, RX, start, end, TX, 0)
     if n <= 0:
         return None
-    if mode:
+    if v >= 0:
         _c[_C_NOTE_PIV] = v
     try:
         start, b = parse(n, TX)

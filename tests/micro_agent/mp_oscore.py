@@ -2,8 +2,9 @@
 # (argv[1]: a list of cases that tests/micro_agent/test_oscore.py writes from RFC 8613
 # Appendix C and proto/vectors/oscore.json). Kinds: "context" (derivation), "request" (encrypt
 # a plaintext in place: ciphertext with tag), "response" (decrypt: plaintext), "refuse"
-# (decrypt must fail and write nothing), "datagram" (coap.begin + the payload + request: the
-# datagram's bytes after the header and token). Prints one line per failure, then a count.
+# (decrypt must fail and write nothing), "agent_request" (coap.begin + the payload +
+# encryption: the datagram), "agent_response" (coap.parse + coap._open of an answer datagram:
+# its plaintext, or None for a must-refuse one). Prints one line per failure, then a count.
 import json
 import sys
 from binascii import hexlify, unhexlify
@@ -50,26 +51,39 @@ def check(c):
             return "refused"
         got = hx(out[2:2 + n])
         return "" if got == c["plaintext"] and out[:2] == b"\xee\xee" else "got %s" % got
-    if kind == "datagram":
+    if kind == "agent_request":
+        # coap.begin + the payload + the encryption request() does: the whole datagram, but for
+        # our 2-byte token (the vector's is 1 byte) and message id
         import coap
 
         coap._c[13] = k  # coap's _C_KEYS
         coap._c[14] = lambda: c["seq"]  # coap's _C_SEQ
-        i = coap.begin(c["code"], c["path"], c.get("name"), cbor=bool(c.get("payload")),
-                       block2=c.get("block2", -1), observe=c.get("observe", -1))
-        p = h(c.get("payload", ""))
-        if p:
-            coap.TX[i] = 0xFF
-            coap.TX[i + 1:i + 1 + len(p)] = p
-            i += 1 + len(p)
-        n = coap.oscore.encrypt(k, coap._c[15], coap.TX, coap._c[16], i)
-        got = hx(coap.TX[:n])
-        # the header (CON, the outer code) and our 2-byte token aside, the bytes must be the
-        # vector's after its header and token
-        want = c["datagram"]
-        tkl = int(want[1], 16)
-        ok = got[12:] == want[8 + 2 * tkl:] and got[:4] == want[:4].replace(want[1], "2", 1)
-        return "" if ok else "got %s" % got
+        i = coap.begin(c["code"], c["path"], cbor=True)
+        p = h(c["payload"])
+        coap.TX[i] = 0xFF
+        coap.TX[i + 1:i + 1 + len(p)] = p
+        n = oscore.encrypt(k, coap._c[15], coap.TX, coap._c[16], i + 1 + len(p))
+        got = bytes(coap.TX[:n])
+        want = h(c["datagram"])
+        tkl = want[0] & 15
+        ok = got[1] == want[1] and got[6:] == want[4 + tkl:]
+        return "" if ok else "got %s" % hx(got)
+    if kind == "agent_response":
+        # the answer datagram as coap.request takes it (parse, then _open), the master's
+        # highest Partial IV seen so far set as the vector says
+        import coap
+
+        coap._c[13] = k
+        coap._c[19] = c["highest"] if c["highest"] else -1  # coap's _C_NOTE_PIV
+        coap.RX = h(c["datagram"])
+        t, code, mid, tok, a, blk = coap.parse(len(coap.RX))
+        r = coap._open(c["request_piv"], code, a, len(coap.RX))
+        if c.get("plaintext") is None:
+            return "" if r is None else "accepted"
+        if r is None:
+            return "refused"
+        got = bytes(coap.TX[:r[2]])
+        return "" if got == h(c["plaintext"]) and r[0] == got[0] else "got %s" % hx(got)
     return "unknown kind"
 
 
