@@ -160,6 +160,9 @@ class ScriptedMaster:
         self.hold: Callable[[bool], Awaitable[None]] | None = None
         self._last_path: list[str] = []
         self.last_block2 = -1  # the Block2 value of the last module block served
+        # message id of each module block's answer -> its block number (the Block2 option is
+        # inside OSCORE: a relay cannot read it)
+        self.block_answers: dict[int, int] = {}
 
     async def bind(self, port: int = 0) -> None:
         await self.sock.bind(("127.0.0.1", port))
@@ -321,6 +324,7 @@ class ScriptedMaster:
         elif len(path) == 2 and path[0] == "m" and inner.code == 1:
             rec.last_seq = seq
             code, payload, opts = self._module(path[1], inner.opt(_BLOCK2))
+            self.block_answers[req.mid] = self.last_block2 >> 4
         else:
             rec.last_seq = seq
             code, payload, opts = 0x84, b"", []
