@@ -297,7 +297,9 @@ async def _call(key, value):
         # reply from someone without the token fails here.
         r = rep.get(_REPLY_REGISTERED)
         r = r.get(_RGD_NONCE) if type(r) is dict else None  # the master's nonce
-        k = oscore.secret(k, nonce, r) if type(r) is bytes else b""
+        # the secret: the first 16 bytes of HMAC-SHA256(the token's key, "edgerm secret" ||
+        # agent nonce || master nonce)
+        k = oscore.hmac(k, b"edgerm secret" + nonce + r, 16) if type(r) is bytes else b""
         r = None
         if _authentic(rep, k) and rep.get(_REPLY_SEQ, 0) == seq:
             _s[_S_FAILS] = 0
@@ -348,7 +350,13 @@ def _authentic(r, key):
         n = cbor.enc(coap.TX, 0, r)
     except (IndexError, TypeError):
         return False
-    return oscore.equal(given, oscore.hmac(key, coap.TX[:n]))
+    n = oscore.hmac(key, coap.TX[:n])
+    if len(given) != len(n):
+        return False
+    r = 0
+    for i in range(len(n)):  # no early exit: a forger learns nothing from the time it takes
+        r |= given[i] ^ n[i]
+    return r == 0
 
 
 async def _register():
@@ -602,7 +610,9 @@ def _setup(path):
     with open(path) as f:
         cfg = json.load(f)
     _s[_S_STATE] = cfg.get("state", "state.cbor")
-    _s[_S_REG] = [cfg.get("name", "micro"), oscore.key(cfg.get("token", "")),
+    # the token's key, which signs a first registration: SHA-256 of its UTF-8 bytes
+    _s[_S_REG] = [cfg.get("name", "micro"),
+                  oscore.hashlib.sha256(cfg.get("token", "").encode()).digest(),
                   float(cfg.get("cpus", 1.0)), float(cfg.get("mem_mb", 0)),
                   cfg.get("attributes", {})]
     _s[_S_OBSERVE] = cfg.get("observe", True)

@@ -312,7 +312,7 @@ def _open(value, code, start, end, mode=False):
         # carry a newer one than the last: the master's counter never repeats (it is one for
         # all agents, kept bound-ahead in its store), so an older one is a replay.
         return None
-    n = oscore.decrypt(_c[_C_KEYS], value, v, RX, start, end, TX, 0)
+    n = oscore.ccm(_c[_C_KEYS], 1, value, v, RX, start, end, TX, 0)
     if n <= 0:
         return None
     if v >= 0:
@@ -406,7 +406,7 @@ async def request(n):
         tok = TX[4] << 8 | TX[5]
         p = _c[_C_PLAIN]
         if p:
-            n = oscore.encrypt(_c[_C_KEYS], _c[_C_PIV], TX, p, n)
+            n = oscore.ccm(_c[_C_KEYS], 0, _c[_C_PIV], -1, TX, p, n, TX, p)
         timeout = _c[_C_ACK_MS] + getrandbits(8) * _c[_C_ACK_MS] // 512  # ACK_TIMEOUT * [1, 1.5)
         tries = 0
         acked = False

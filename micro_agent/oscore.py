@@ -1,33 +1,31 @@
 """The agent link's cryptography, written for kilobytes: OSCORE (RFC 8613) for every call after
 the first registration, and the HMAC that signs the first registration itself.
 
-OSCORE, client side: the security context (HKDF-SHA256 on `hmac`, §3.2), the nonce (§5.2), the
-AAD (§5.4, hand-built CBOR: a few fixed bytes around the request's kid and Partial IV) and
-AES-CCM-16-64-128 (COSE alg 10: RFC 3610 with M = 8, L = 2) on top of the firmware's AES block
-cipher (`cryptolib.aes`, ECB, mode 1; CCM only ever encrypts blocks). The choices of issue 16
-(docs/protocol.md, "OSCORE"): Master Salt and ID Context absent, the agent's Sender ID is its
-agent_id in minimal big-endian bytes, the master's is empty.
+OSCORE, client side: the security context (`setup`: HKDF-SHA256 on `hmac`, §3.2), the nonce
+(§5.2), the AAD (§5.4, hand-built CBOR: a few fixed bytes around the request's kid and Partial
+IV) and AES-CCM-16-64-128 (`ccm`; COSE alg 10: RFC 3610 with M = 8, L = 2) on top of the
+firmware's AES block cipher (`cryptolib.aes`, ECB, mode 1; CCM only ever encrypts blocks). The
+choices of issue 16 (docs/protocol.md, "OSCORE"): Master Salt and ID Context absent, the agent's
+Sender ID is its agent_id in minimal big-endian bytes, the master's is empty.
 
 A context is one bytes object (64 B of heap): sender key (16) | recipient key (16) | common IV
-(13) | len(sender id) | sender id | recipient id. `encrypt` protects a request's plaintext in
-place and appends the tag; `decrypt` checks a response's tag (CBC-MAC over the plaintext it
-decrypts on the fly, writing nothing) and only then writes the plaintext: a forged datagram
-never touches the caller's buffer. Every buffer is a few 16-byte blocks made per call; nothing
-stays allocated between calls.
+(13) | len(sender id) | sender id | recipient id. `ccm` protects a request's plaintext in place
+and appends the tag, or checks a response's tag (CBC-MAC over the plaintext it decrypts on the
+fly, writing nothing) and only then writes the plaintext: a forged datagram never touches the
+caller's buffer. Its buffers are three 16-byte blocks made per call; nothing stays allocated
+between calls.
 
 The first registration (docs/protocol.md, "Authentication"; `edgerm/wire/mac.py` is the
-reference): HMAC-SHA256 (RFC 2104) on `hashlib.sha256`, truncated to the link's 8-byte MAC
-(MicroPython has no `hmac` module); `equal` compares without an early exit so a forger learns
-nothing from timing. The token never crosses the link: a first registration is signed with
-`key(token)` and carries `urandom(8)`; the master answers with its nonce, and both sides compute
-`secret(key(token), agent nonce, master nonce)`, the OSCORE Master Secret from then on.
+reference) needs HMAC-SHA256 (RFC 2104) on `hashlib.sha256` (MicroPython has no `hmac` module)
+and `urandom` for its nonce; the agent builds the token's key, the secret and the constant-time
+compare from them (one function each would be ~100 B of heap for good).
 
-One module, not two: each module costs heap of its own (its object, its globals, two qstrs).
-Every name here is a qstr interned at import (argument names too), so they are the firmware's
-own (key, id, data, value, buf, pos, src, start, end, mode, dest, context, n, urandom) or ones
-the agent interns anyway (token, a, b, c, `_b`, `setup`, `secret`): that keeps the agent's
-dynamic qstrs in the pools it already has room in (20 + 40 + 80 on the unix port); the 141st
-costs a new ~2 KB pool.
+One module and few functions: each module costs heap of its own (its object, its globals, two
+qstrs) and each function ~100 B. Every name here is a qstr interned at import (argument names
+too), so they are the firmware's own (key, id, data, value, buf, pos, src, start, end, mode,
+dest, context, n, urandom) or ones the agent interns anyway (c, `_b`, `setup`): that keeps the
+agent's dynamic qstrs in the pools it already has room in (20 + 40 + 80 on the unix port); the
+141st costs a new ~2 KB pool.
 """
 
 import hashlib
@@ -61,26 +59,6 @@ def hmac(key, data, n=8):
     h = hashlib.sha256(k)
     h.update(inner)
     return h.digest()[:n]
-
-
-def key(token):
-    """The token's key, which signs a first registration: SHA-256 of its UTF-8 bytes (32 B)."""
-    return hashlib.sha256(token.encode()).digest()
-
-
-def secret(key, a, b):
-    """The agent secret after a first registration: the first 16 bytes of
-    HMAC-SHA256(the token's key, "edgerm secret" || agent nonce a || master nonce b)."""
-    return hmac(key, b"edgerm secret" + a + b, 16)
-
-
-def equal(a, b):
-    if len(a) != len(b):
-        return False
-    r = 0
-    for i in range(len(a)):
-        r |= a[i] ^ b[i]
-    return r == 0
 
 
 _NONCE_LEN = const(13)
@@ -118,24 +96,31 @@ def setup(key, id, dest=b"", data=b"", context=None):
     return out + bytes((len(id),)) + id + dest
 
 
-def _ccm(c, mode, id, v, value, src, start, end, buf, pos):
-    # AES-CCM-16-64-128 of src[start:end] with context c. The nonce is (id, PIV v) when value is
-    # -1, else (the recipient id, value: the responder's own Partial IV); the AAD always holds the
-    # request's kid id and Partial IV v. mode 0: encrypt into buf[pos:] (may be src in place);
-    # 1: decrypt into buf[pos:], or only compute the tag when buf is None. Returns the CBC-MAC
-    # block xor S0, whose first 8 bytes are the tag.
+def ccm(c, mode, v, value, src, start, end, buf, pos):
+    """AES-CCM-16-64-128 (RFC 3610, M = 8, L = 2) with context c, for the request with Partial
+    IV v (our sender sequence number; the AAD's kid is our sender id).
+
+    mode 0, protect a request: encrypt the plaintext src[start:end] into buf[pos:] (src and buf
+    may be one buffer, pos == start) and append the tag; returns the index after it. value is -1.
+    mode 1, unprotect its response (or a notification): src[start:end] is the ciphertext with
+    the tag; value is -1 when the response reuses the request's nonce, else the responder's
+    own Partial IV (the nonce then from the recipient id). Writes the plaintext to buf[pos:]
+    and returns its length only when the tag is right; -1 (nothing written) otherwise: a first
+    pass decrypts on the fly into the CBC-MAC only, a second one writes."""
+    id = c[_IDS_AT + 1:_IDS_AT + 1 + c[_IDS_AT]]
+    if mode:
+        end -= _TAG_LEN
+        if end <= start:  # not even the code byte and a tag
+            return -1
     a = aes(c[16:_IV_AT] if mode else c[:16], 1)
     x = bytearray(16)  # CBC-MAC state
     s = bytearray(16)  # key stream block S_i
-    t = bytearray(16)  # counter block A_i
-    n = value if value >= 0 else v
-    if value >= 0:
-        id, value = c[_IDS_AT + 1 + c[_IDS_AT]:], id  # the responder's nonce; value keeps the kid
-    else:
-        value = id
+    t = bytearray(16)  # counter block A_i: flags | nonce | counter
     # nonce (5.2): len(ID_PIV) | ID_PIV padded to 7 | PIV padded to 5, xor the common IV
-    t[1] = len(id)
-    t[9 - len(id):9] = id
+    n = c[_IDS_AT + 1 + c[_IDS_AT]:] if value >= 0 else id
+    t[1] = len(n)
+    t[9 - len(n):9] = n
+    n = value if value >= 0 else v
     for k in range(13, 8, -1):
         t[k] = n & 0xFF
         n >>= 8
@@ -149,59 +134,46 @@ def _ccm(c, mode, id, v, value, src, start, end, buf, pos):
     a.encrypt(x, x)
     # AAD = l(a) || Enc_structure ["Encrypt0", h'', bstr .cbor [1, [10], kid, piv, h'']]
     v = _b(v)
-    aad = b"\x85\x01\x81\x0a" + bytes((0x40 | len(value),)) + value + bytes((0x40 | len(v),)) + v + b"@"
-    aad = b"\x83hEncrypt0@" + bytes((0x40 | len(aad),)) + aad
-    aad = bytes((0, len(aad))) + aad
-    for k in range(len(aad)):
-        x[k & 15] ^= aad[k]
-        if k & 15 == 15 or k == len(aad) - 1:
+    v = b"\x85\x01\x81\x0a" + bytes((0x40 | len(id),)) + id + bytes((0x40 | len(v),)) + v + b"@"
+    v = b"\x83hEncrypt0@" + bytes((0x40 | len(v),)) + v
+    v = bytes((0, len(v))) + v
+    for k in range(len(v)):
+        x[k & 15] ^= v[k]
+        if k & 15 == 15 or k == len(v) - 1:
             a.encrypt(x, x)
     t[0] = 1  # L - 1
-    k = 0
-    while k < n:
-        t[14] = (k >> 4) + 1 >> 8
-        t[15] = (k >> 4) + 1 & 0xFF
-        a.encrypt(t, s)
-        for j in range(min(16, n - k)):
-            v = src[start + k + j]
-            if mode:
-                v ^= s[j]  # the plaintext byte
-                if buf is not None:
-                    buf[pos + k + j] = v
-            else:
-                buf[pos + k + j] = v ^ s[j]
-            x[j] ^= v
-        a.encrypt(x, x)
-        k += 16
-    t[14] = t[15] = 0
-    a.encrypt(t, s)
-    for j in range(_TAG_LEN):
-        x[j] ^= s[j]
-    return x
-
-
-def encrypt(c, v, buf, start, end):
-    """Protect a request: encrypt the plaintext buf[start:end] in place with context c and
-    Partial IV v (our sender sequence number), the tag appended; returns the end after it."""
-    id = c[_IDS_AT + 1:_IDS_AT + 1 + c[_IDS_AT]]
-    buf[end:end + _TAG_LEN] = _ccm(c, 0, id, v, -1, buf, start, end, buf, start)[:_TAG_LEN]
-    return end + _TAG_LEN
-
-
-def decrypt(c, v, value, src, start, end, buf, pos):
-    """Unprotect a response (or notification) to our request with Partial IV v: src[start:end]
-    is its ciphertext with the tag. value: -1 when it reuses the request's nonce, else the
-    responder's Partial IV from its OSCORE option. Writes the plaintext to buf[pos:] and
-    returns its length only when the tag is right; -1 (nothing written) otherwise."""
-    end -= _TAG_LEN
-    if end <= start:  # not even the code byte and a tag
-        return -1
-    id = c[_IDS_AT + 1:_IDS_AT + 1 + c[_IDS_AT]]
-    x = _ccm(c, 1, id, v, value, src, start, end, None, 0)
-    r = 0
-    for k in range(_TAG_LEN):
-        r |= x[k] ^ src[end + k]
-    if r:
-        return -1
-    _ccm(c, 1, id, v, value, src, start, end, buf, pos)
-    return end - start
+    w = not mode  # write on this pass (decryption: only on the second, once the tag is right)
+    while True:
+        k = 0
+        while k < n:
+            t[14] = (k >> 4) + 1 >> 8
+            t[15] = (k >> 4) + 1 & 0xFF
+            a.encrypt(t, s)
+            j = 0
+            while j < 16 and k + j < n:
+                v = src[start + k + j]
+                if mode:
+                    v ^= s[j]  # the plaintext byte
+                    if w:
+                        buf[pos + k + j] = v
+                elif w:
+                    buf[pos + k + j] = v ^ s[j]
+                x[j] ^= v
+                j += 1
+            if not w or not mode:
+                a.encrypt(x, x)
+            k += 16
+        if w and mode:
+            return n
+        t[14] = t[15] = 0
+        a.encrypt(t, s)  # S_0: the tag is the CBC-MAC xor S_0
+        if not mode:
+            for k in range(_TAG_LEN):
+                buf[pos + n + k] = x[k] ^ s[k]
+            return pos + n + _TAG_LEN
+        v = 0
+        for k in range(_TAG_LEN):
+            v |= x[k] ^ s[k] ^ src[end + k]
+        if v:
+            return -1
+        w = True

@@ -37,14 +37,14 @@ def check(c):
         p = h(c["plaintext"])
         buf = bytearray(len(p) + 8 + 3)
         buf[3:3 + len(p)] = p
-        n = oscore.encrypt(k, c["seq"], buf, 3, 3 + len(p))
+        n = oscore.ccm(k, 0, c["seq"], -1, buf, 3, 3 + len(p), buf, 3)
         got = hx(buf[3:n])
         return "" if got == c["ciphertext"] and n == 3 + len(p) + 8 else "got %s" % got
     if kind in ("response", "refuse"):
         ct = h(c["ciphertext"])
         out = bytearray(b"\xee" * (len(ct) + 4))
-        n = oscore.decrypt(k, c["request_piv"], c.get("responder_piv", -1), ct, 0, len(ct),
-                           out, 2)
+        n = oscore.ccm(k, 1, c["request_piv"], c.get("responder_piv", -1), ct, 0, len(ct),
+                       out, 2)
         if kind == "refuse":
             return "" if n == -1 and out == b"\xee" * len(out) else "accepted (%d)" % n
         if n < 0:
@@ -62,7 +62,8 @@ def check(c):
         p = h(c["payload"])
         coap.TX[i] = 0xFF
         coap.TX[i + 1:i + 1 + len(p)] = p
-        n = oscore.encrypt(k, coap._c[15], coap.TX, coap._c[16], i + 1 + len(p))
+        n = oscore.ccm(k, 0, coap._c[15], -1, coap.TX, coap._c[16], i + 1 + len(p), coap.TX,
+                       coap._c[16])
         got = bytes(coap.TX[:n])
         want = h(c["datagram"])
         tkl = want[0] & 15
