@@ -179,14 +179,15 @@ def begin(code, path, name=None, cbor=False, block2=-1, observe=-1):
     context, the request is protected (the options from Uri-Path on, and the payload, are the
     plaintext that `request` encrypts)."""
     _c[_C_MID] = (_c[_C_MID] + 1) & 0xFFFF
-    _c[_C_TOK] = (_c[_C_TOK] + 1) & 0xFFFF
-    TX[0] = 0x42  # version 1, CON, token length 2
+    # One token byte (the wire budget's; with one request in flight and the observation
+    # re-registered every heartbeat, 256 values never meet a live one again).
+    _c[_C_TOK] = (_c[_C_TOK] + 1) & 0xFF
+    TX[0] = 0x41  # version 1, CON, token length 1
     TX[1] = code
     TX[2] = _c[_C_MID] >> 8
     TX[3] = _c[_C_MID] & 0xFF
-    TX[4] = _c[_C_TOK] >> 8
-    TX[5] = _c[_C_TOK] & 0xFF
-    i = 6
+    TX[4] = _c[_C_TOK]
+    i = 5
     prev = 0
     key = _c[_C_KEYS]
     _c[_C_PLAIN] = 0
@@ -282,7 +283,7 @@ def parse(n, buf=None):
             raise ValueError  # a marker with no payload is a format error
     if tkl < 0:
         return i, blk
-    return buf[0] >> 4 & 3, buf[1], buf[2] << 8 | buf[3], (buf[4] << 8 | buf[5]) if tkl == 2 else -1, i, blk
+    return buf[0] >> 4 & 3, buf[1], buf[2] << 8 | buf[3], buf[4] if tkl == 1 else -1, i, blk
 
 
 def _open(value, code, start, end, mode=False):
@@ -403,7 +404,7 @@ async def request(n):
     did not answer within the retransmission budget. The caller holds the buffer."""
     if True:
         mid = TX[2] << 8 | TX[3]
-        tok = TX[4] << 8 | TX[5]
+        tok = TX[4]
         p = _c[_C_PLAIN]
         if p:
             n = oscore.ccm(_c[_C_KEYS], 0, _c[_C_PIV], -1, TX, p, n, TX, p)
