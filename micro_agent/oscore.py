@@ -83,16 +83,23 @@ def setup(key, id, dest=b"", data=b"", context=None):
     if type(id) is int:
         id = _b(id)
     if len(id) > 7 or len(dest) > 7:
-        raise ValueError("sender/recipient id over 7 bytes")
+        raise ValueError  # a nonce holds 7 bytes of id (an agent_id under 2^56)
     # HKDF-Extract with salt `data`; an empty salt is HashLen zeros, the same HMAC key.
     prk = hmac(data or b"", key, 32)
     out = b""
     for v in (id, dest, b""):
         # info = [id, id_context, alg 10, "Key" / "IV", L]; HKDF-Expand of one block, T(1).
-        info = bytes((0x85, 0x40 | len(v))) + v
-        info += b"\xf6" if context is None else bytes((0x40 | len(context),)) + context
-        info += b"\x0acKey\x10\x01" if len(out) < _IV_AT else b"\x0abIV\x0d\x01"
-        out += hmac(prk, info, 16 if len(out) < _IV_AT else _NONCE_LEN)
+        # Written byte by byte: each bytes constant is an object on the heap for good.
+        info = bytearray((0x85, 0x40 | len(v)))
+        info += v
+        if context is None:
+            info.append(0xF6)
+        else:
+            info.append(0x40 | len(context))
+            info += context
+        n = len(out) < 32  # a key, then the common IV
+        info += b"\x0acKey\x10\x01\x0abIV\x0d\x01"[0 if n else 7:7 if n else 13]
+        out += hmac(prk, info, 16 if n else 13)
     return out + bytes((len(id),)) + id + dest
 
 
@@ -132,11 +139,18 @@ def ccm(c, mode, v, value, src, start, end, buf, pos):
     x[14] = n >> 8
     x[15] = n & 0xFF
     a.encrypt(x, x)
-    # AAD = l(a) || Enc_structure ["Encrypt0", h'', bstr .cbor [1, [10], kid, piv, h'']]
-    v = _b(v)
-    v = b"\x85\x01\x81\x0a" + bytes((0x40 | len(id),)) + id + bytes((0x40 | len(v),)) + v + b"@"
-    v = b"\x83hEncrypt0@" + bytes((0x40 | len(v),)) + v
-    v = bytes((0, len(v))) + v
+    # AAD = l(a) || Enc_structure ["Encrypt0", h'', bstr .cbor aad_array], aad_array = [1,
+    # [10], kid, piv, h''] (one bytes constant: each is an object on the heap for good)
+    n = _b(v)
+    v = bytearray(b"\x00\x00\x83hEncrypt0@\x00\x85\x01\x81\x0a")
+    v.append(0x40 | len(id))
+    v += id
+    v.append(0x40 | len(n))
+    v += n
+    v.append(0x40)
+    v[1] = len(v) - 2  # l(a)
+    v[13] = 0x40 | (len(v) - 14)  # aad_array's bstr head
+    n = end - start
     for k in range(len(v)):
         x[k & 15] ^= v[k]
         if k & 15 == 15 or k == len(v) - 1:
