@@ -5,22 +5,25 @@ master's nonce) -> keep agent_id + secret in the state file -> heartbeat every h
 (+ jitter), carrying command_ack when it moved -> apply commands in id order (launch and kill
 idempotent by task number) -> send status updates and publishes oldest first, one per call,
 until update_ack covers them. After a reboot, or when the master asks (ReRegister, or
-UNAUTHENTICATED on a call), re-register with agent_id, seq and mac; an unknown agent_id sends it
-back to a fresh registration. Every call carries seq (one more per call) and an 8-byte
-HMAC-SHA256 mac, keyed by the secret (by the token's key on a first registration: neither the
-token nor the secret ever crosses the link); replies with a wrong mac or seq are dropped. A call
+UNAUTHENTICATED on a call), re-register; an unknown agent_id sends it back to a fresh
+registration. The first registration carries seq and an 8-byte HMAC-SHA256 mac keyed by the
+token's key (neither the token nor the secret ever crosses the link), and its reply a mac keyed
+by the derived secret. Every call after it is OSCORE-protected by coap.py (RFC 8613; oscore.py:
+the secret as Master Secret, the agent_id as kid, seq as the Partial IV, one more per request,
+module blocks included), with no agent_id, seq or mac inside; replies that do not verify are
+dropped, and only an unprotected 4.01 or NOT_LEADER is believed without protection. A call
 that gets no answer is retried as a new exchange after 1 s, 2 s, 4 s ... up to 60 s, forever: the
 master takes a new exchange as a sign of life (a retransmission it answers from its cache is
 not), so on a lossy link the agent must not sit out a heartbeat interval before trying again
 (docs/agent.md, "Liveness on a lossy link").
 
 With `observe` on, each heartbeat is a FETCH of `c` with Observe 0, so it also (re)registers
-the observation through which the master pushes commands (AgentReply, seq 0, signed) at once;
-an observation the master lost lapses for at most one heartbeat interval. An update the master
-refuses for good (BAD_REQUEST, FORBIDDEN, NOT_FOUND, TOO_LARGE in a signed reply) is dropped and
-the ones after it renumbered; other errors and silence are retried. An unsigned 4.01 (anyone
-can forge one) makes the agent re-register at most once per _REG_GAP_MIN..._REG_GAP_MAX ms,
-backing off while they keep coming.
+the observation through which the master pushes commands (AgentReply, protected with the
+master's own Partial IV) at once; an observation the master lost lapses for at most one
+heartbeat interval. An update the master refuses for good (BAD_REQUEST, FORBIDDEN, NOT_FOUND,
+TOO_LARGE in a protected reply) is dropped and the ones after it renumbered; other errors and
+silence are retried. An unprotected 4.01 (anyone can forge one) makes the agent re-register at
+most once per _REG_GAP_MIN..._REG_GAP_MAX ms, backing off while they keep coming.
 
 Several masters (config "master" a list, docs/ha.md): a standby's NOT_LEADER refusal names the
 leader ("coap://host:port"); the agent moves there if that is one of its masters, else to the
@@ -144,8 +147,9 @@ _FETCH = const(5)
 _MAX_PAYLOAD = const(512)  # what fits a datagram coap takes (640 B) after the header and options
 _MAX_QUEUE = const(12)  # unacknowledged updates kept; publish() answers -5 beyond it
 # data + topic of one publish: what always fits the 576-byte send buffer next to the CoAP header
-# (11 B) and the signed AgentCall envelope with 32-bit ids (45 B). A bigger one could never be
-# sent and would block every update queued behind it, so publish() refuses it (-4).
+# and OSCORE option (21 B with a 7-byte kid and a 5-byte Partial IV), the inner code and options
+# (6 B), the AgentCall envelope with 32-bit ids (≤ 22 B) and the tag (8 B). A bigger one could
+# never be sent and would block every update queued behind it, so publish() refuses it (-4).
 _MAX_PUBLISH = const(512)
 _MAX_TASKS = const(16)  # task numbers remembered (terminal ones are forgotten oldest first)
 _BACKOFF_MIN_MS = const(1000)  # the first pause after a failed call (the Linux agent's too)
@@ -181,7 +185,7 @@ _S_CMD_ACKED = const(14)  # command_ack the master has acknowledged receiving
 _S_FAILS = const(15)
 _S_INVENTORY = const(16)
 _S_LOG_LEVEL = const(17)
-_S_REG_OK = const(18)  # ticks_ms before which an unsigned 4.01 does not trigger a re-registration
+_S_REG_OK = const(18)  # ticks_ms before which an unprotected 4.01 does not re-register
 _S_REG_GAP = const(19)
 _S_REFUSALS = const(20)  # re-registrations refused in a row
 _S_SEQ_BOUND = const(21)  # every seq below it may have been sent: the state file holds it
