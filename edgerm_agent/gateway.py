@@ -3,12 +3,12 @@ each device is answered (docs/gateway.md).
 
 A gateway is an OSCORE-aware forwarding proxy (RFC 8613 §4.1, made to pass proxies): the
 constrained agents behind it (MicroPython, the C core) protect their requests end to end for the
-master, and the gateway relays them, several in one `GatewayBatch` over CoAP `g`, as opaque
-entries (`edgerm.oscore.pack_forwarded`: outer code, OSCORE option, ciphertext), and hands each
-device the master's protected response. It can read no call and no reply, alter none
-undetected, and holds no device secret. All it reads is what RFC 8613 leaves outside the
-encryption: the kid (the device's agent id) and the Partial IV (its sequence number). A device's first registration is
-the one plain call left (signed with the token's key) and passes through as it is.
+master, and the gateway relays them, several in one `GatewayBatch` over CoAP `g`, as opaque entries
+(`edgerm.oscore.pack_forwarded`: outer code, OSCORE option, ciphertext), and hands each device the
+master's protected response. It can read no call and no reply, alter none undetected, and holds no
+device secret. All it reads is what RFC 8613 leaves outside the encryption: the kid (the device's
+agent id) and the Partial IV (its sequence number). A device's first registration is the one plain
+call left (signed with the token's key) and passes through as it is.
 
 The core decides; the Trio shell (`gateway_shell.py`) does the I/O. Inputs: `device_call` (a
 device's request, as an entry), `row_durable` (a kept request reached the disk), `poll(now)` (the
