@@ -258,6 +258,11 @@ class CoapLink(Link):
                                                 content_format=cf, options=options,
                                                 token_length=2) as obs:
                     async for resp in obs:
+                        if (not delivered and resp.code == Code.NOT_FOUND
+                                and not any(n == 9 for n, _ in resp.options)):
+                            # No `c` here (a gateway, docs/gateway.md): heartbeat instead.
+                            self.observe_wanted = False
+                            return
                         try:
                             reply, piv = _verify(resp, oscore)
                         except LinkError:

@@ -41,7 +41,7 @@ _OSCORE = 9
 # A protected entry's first byte is its outer code (< 0x80); a plain one is a CBOR map.
 _PLAIN_FIRST = 0x80
 # The error a plain refusal without an AgentReply payload stands for (a 4.02 has none).
-_COAP_TO_ERROR: dict[int, pb.ErrorCode.ValueType] = {
+_COAP_TO_ERROR: dict[int, pb.ErrorCode] = {
     Code.BAD_REQUEST: E.BAD_REQUEST, Code.UNAUTHORIZED: E.UNAUTHENTICATED,
     Code.BAD_OPTION: E.BAD_REQUEST, Code.FORBIDDEN: E.FORBIDDEN, Code.NOT_FOUND: E.NOT_FOUND,
     Code.SERVICE_UNAVAILABLE: E.UNAVAILABLE,

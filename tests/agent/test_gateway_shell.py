@@ -69,7 +69,8 @@ async def test_relay_registers_a_device_the_gateway_never_learns_a_secret(
             await wait_until(lambda: any(o.agent_name == "dev" for o in f.fw.offers.values()),
                              30, lambda: f"the device registered through the gateway: {dev.log()}")
             await wait_until(lambda: gw.core is not None and gw.core.stats["calls"] > 3, 10,
-                             "the device's heartbeats through the gateway")
+                             lambda: f"the device's heartbeats through the gateway: "
+                             f"{gw.core and gw.core.stats} {dev.log()}")
             secret = device_secret(dev)
             assert len(secret) == 16
             # the gateway holds nothing but relayed bytes: the secret is nowhere in its memory
