@@ -246,8 +246,13 @@ class Gateway:
                     # retransmission relayed anew could reach the master after the original
                     # did (a batch that timed out here but was applied there) and be refused
                     # as a replay. Garbage is not remembered (it would hold state for nothing).
-                    slot.response = Response(e.code, e.payload, CONTENT_FORMAT_CBOR,
-                                             remember=e.code != Code.BAD_REQUEST)
+                    remember = e.code not in (Code.BAD_REQUEST, Code.BAD_OPTION)
+                    if e.oscore is None:
+                        slot.response = Response(e.code, e.payload, CONTENT_FORMAT_CBOR,
+                                                 remember=remember)
+                    else:  # protected: as the master sent it (no outer Content-Format)
+                        slot.response = Response(e.code, e.payload, None,
+                                                 [(_OSCORE, e.oscore)], remember=remember)
                     slot.done.set()
             elif isinstance(e, Persist):
                 async with self._disk:

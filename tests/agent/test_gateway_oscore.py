@@ -72,6 +72,9 @@ async def test_the_gateway_forwards_no_reading_argument_or_module_byte_in_clear(
             try:
                 f = await open_framework(n, master.ws)
                 await _run_sampler(f, wasm, "s1", 3)
+            except BaseException:
+                print("--- device log ---\n" + dev.log())
+                raise
             finally:
                 dev.stop()
             assert gw.core is not None and gw.core.stats["calls"] > 5

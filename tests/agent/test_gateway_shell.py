@@ -16,7 +16,13 @@ from edgerm.coap.codes import Code
 from edgerm.oscore import pack_forwarded
 from edgerm.transport.coap_client import open_coap_client
 from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb
-from edgerm_master.testing_io import MasterProcess, open_framework, standby_process
+from edgerm_master.testing import ScriptedAgent
+from edgerm_master.testing_io import (
+    CoapAgentClient,
+    MasterProcess,
+    open_framework,
+    standby_process,
+)
 
 from .gateway_run import (
     TOKEN,
@@ -106,6 +112,11 @@ async def test_bad_input_is_refused_by_the_gateway_itself(
                                   options=[(6, b""), (9, b"\x09\x01\x05")])
         assert resp.code == Code.NOT_FOUND and not any(n == 9 for n, _ in resp.options)
         assert gw.core is not None and gw.core.stats["calls"] == 0   # none went up
+        # a device's protected heartbeat comes back protected and verifies at the device
+        dev = CoapAgentClient(coap, addr, ScriptedAgent(name="dev", token=TOKEN))
+        await dev.settle()
+        reply = await dev.exchange()
+        assert dev.codes[-1] == Code.CHANGED and not reply.HasField("error"), dev.codes
         # a well-formed entry with an unknown kid goes up and the master refuses it, plain
         entry = pack_forwarded(Code.POST, b"\x09\x01\x63", b"\x00" * 12)
         resp = await coap.post(addr, (), entry[5:], options=[(9, entry[2:5])])
