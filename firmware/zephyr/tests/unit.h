@@ -43,5 +43,7 @@ void suite_agent(void);
 void suite_abi(void);
 /* The ports' list of masters (port/common/masters.c). */
 void suite_masters(void);
+/* OSCORE and the AES-128 block cipher under it. */
+void suite_oscore(void);
 
 #endif
