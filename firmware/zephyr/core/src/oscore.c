@@ -72,25 +72,26 @@ int edgerm_oscore_init(edgerm_oscore_ctx_t *c, const uint8_t *secret, size_t sec
 		       const uint8_t *sid, size_t sid_len, const uint8_t *rid, size_t rid_len)
 {
 	uint8_t k[EDGERM_OSCORE_KEY_LEN];
-	int r = EDGERM_OSCORE_E_ARG;
+	int r = 0;
 
-	if (sid_len <= EDGERM_OSCORE_ID_MAX && rid_len <= EDGERM_OSCORE_ID_MAX &&
-	    edgerm_oscore_derive(secret, secret_len, salt, salt_len, id_ctx, id_ctx_len, sid,
-				 sid_len, false, k) == 0) {
-		r = edgerm_aes128_setkey(&c->sender_key, k);
-		(void)edgerm_oscore_derive(secret, secret_len, salt, salt_len, id_ctx, id_ctx_len,
-					   rid, rid_len, false, k);
-		r |= edgerm_aes128_setkey(&c->recipient_key, k);
-		(void)edgerm_oscore_derive(secret, secret_len, salt, salt_len, id_ctx, id_ctx_len,
-					   NULL, 0, true, c->common_iv);
-		c->sid_len = (uint8_t)sid_len;
-		c->rid_len = (uint8_t)rid_len;
-		(void)put(c->sid, sid, sid_len);
-		(void)put(c->rid, rid, rid_len);
-		r = r ? EDGERM_OSCORE_E_CIPHER : 0;
+	if (sid_len > EDGERM_OSCORE_ID_MAX || rid_len > EDGERM_OSCORE_ID_MAX) {
+		return EDGERM_OSCORE_E_ARG;
 	}
+	/* Sender Key, Recipient Key, Common IV. */
+	for (int i = 0; i < 3; i++) {
+		r |= edgerm_oscore_derive(secret, secret_len, salt, salt_len, id_ctx, id_ctx_len,
+					  i ? rid : sid, i == 2 ? 0 : i ? rid_len : sid_len, i == 2,
+					  i == 2 ? c->common_iv : k);
+		if (i < 2) {
+			r |= edgerm_aes128_setkey(i ? &c->recipient_key : &c->sender_key, k);
+		}
+	}
+	c->sid_len = (uint8_t)sid_len;
+	c->rid_len = (uint8_t)rid_len;
+	(void)put(c->sid, sid, sid_len);
+	(void)put(c->rid, rid, rid_len);
 	memset(k, 0, sizeof(k));
-	return r;
+	return r ? EDGERM_OSCORE_E_CIPHER : 0;
 }
 
 size_t edgerm_oscore_piv(uint32_t seq, uint8_t piv[EDGERM_OSCORE_PIV_MAX])
@@ -255,23 +256,15 @@ int edgerm_oscore_option_parse_untrusted(const uint8_t *v, size_t len, edgerm_os
 	}
 	n = v[0] & 7;
 	/* Reserved bits 5-7, n 6 and 7, the all-zero flags byte (must be an empty value), a
-	 * Partial IV longer than the value or not minimal. */
-	if ((v[0] & 0xe0) || v[0] == 0 || n > EDGERM_OSCORE_PIV_MAX || len - 1 < n ||
+	 * Partial IV longer than the value or not minimal; and h, a kid context, which no context
+	 * of the agent link has (an ID Context is absent, docs/protocol.md). */
+	if ((v[0] & 0xf0) || v[0] == 0 || n > EDGERM_OSCORE_PIV_MAX || len - 1 < n ||
 	    (n > 1 && v[1] == 0)) {
 		return EDGERM_OSCORE_E_MALFORMED;
 	}
 	o->piv = v + 1;
 	o->piv_len = (uint8_t)n;
 	pos += n;
-	if (v[0] & 0x10) {
-		if (pos >= len || v[pos] > len - pos - 1) {
-			return EDGERM_OSCORE_E_MALFORMED;
-		}
-		o->has_kid_ctx = true;
-		o->kid_ctx_len = v[pos];
-		o->kid_ctx = v + pos + 1;
-		pos += 1u + v[pos];
-	}
 	if (v[0] & 0x08) {
 		if (len - pos > EDGERM_OSCORE_ID_MAX) {
 			return EDGERM_OSCORE_E_MALFORMED; /* no context can have such a kid */
@@ -285,20 +278,25 @@ int edgerm_oscore_option_parse_untrusted(const uint8_t *v, size_t len, edgerm_os
 	return 0;
 }
 
+/* Partial IV of our request `seq` and the AAD over it (request_kid = our sender id): the same
+ * for a request and for its response (RFC 8613 5.4). The AAD's length. */
+static int request_aad(const edgerm_oscore_ctx_t *c, uint32_t seq, uint8_t *piv, size_t *pl,
+		       uint8_t aad[EDGERM_OSCORE_AAD_MAX])
+{
+	*pl = edgerm_oscore_piv(seq, piv);
+	return edgerm_oscore_aad(aad, c->sid, c->sid_len, piv, *pl);
+}
+
 int edgerm_oscore_protect_request(const edgerm_oscore_ctx_t *c, uint32_t seq, uint8_t *pt,
 				  size_t pt_len, uint8_t opt[EDGERM_OSCORE_OPT_MAX])
 {
 	uint8_t piv[EDGERM_OSCORE_PIV_MAX], nonce[EDGERM_OSCORE_NONCE_LEN];
 	uint8_t aad[EDGERM_OSCORE_AAD_MAX];
-	size_t pl = edgerm_oscore_piv(seq, piv);
-	int al = edgerm_oscore_aad(aad, c->sid, c->sid_len, piv, pl);
+	size_t pl;
+	int al = request_aad(c, seq, piv, &pl, aad);
+	int r = al < 0 ? al : edgerm_oscore_nonce(c->common_iv, c->sid, c->sid_len, piv, pl, nonce);
 
-	if (al < 0 || edgerm_oscore_nonce(c->common_iv, c->sid, c->sid_len, piv, pl, nonce) < 0) {
-		return EDGERM_OSCORE_E_ARG;
-	}
-	int r = edgerm_ccm_seal(&c->sender_key, nonce, aad, (size_t)al, pt, pt_len);
-
-	if (r < 0) {
+	if (r < 0 || (r = edgerm_ccm_seal(&c->sender_key, nonce, aad, (size_t)al, pt, pt_len)) < 0) {
 		return r;
 	}
 	opt[0] = (uint8_t)(0x08 | pl); /* k: kid present; no kid context */
@@ -312,19 +310,19 @@ int edgerm_oscore_unprotect_response(const edgerm_oscore_ctx_t *c, uint32_t seq,
 	uint8_t piv[EDGERM_OSCORE_PIV_MAX], nonce[EDGERM_OSCORE_NONCE_LEN];
 	uint8_t aad[EDGERM_OSCORE_AAD_MAX];
 	edgerm_oscore_opt_t o;
-	size_t pl = edgerm_oscore_piv(seq, piv);
-	int al = edgerm_oscore_aad(aad, c->sid, c->sid_len, piv, pl);
+	size_t pl;
+	int al = request_aad(c, seq, piv, &pl, aad);
 
-	/* A response names no kid (the request fixed the context) and no kid context. */
-	if (edgerm_oscore_option_parse_untrusted(opt, opt_len, &o) < 0 || o.has_kid ||
-	    o.has_kid_ctx) {
+	/* A response names no kid (the request fixed the context). */
+	if (edgerm_oscore_option_parse_untrusted(opt, opt_len, &o) < 0 || o.has_kid) {
 		return EDGERM_OSCORE_E_MALFORMED;
 	}
-	if (al < 0 || (o.piv_len ? edgerm_oscore_nonce(c->common_iv, c->rid, c->rid_len, o.piv,
-						     o.piv_len, nonce)
-				 : edgerm_oscore_nonce(c->common_iv, c->sid, c->sid_len, piv, pl,
-						     nonce)) < 0) {
-		return EDGERM_OSCORE_E_ARG;
+	/* Its own Partial IV: the nonce of the peer's (our recipient's) id; else our request's. */
+	if (o.piv_len) {
+		al |= edgerm_oscore_nonce(c->common_iv, c->rid, c->rid_len, o.piv, o.piv_len, nonce);
+	} else {
+		al |= edgerm_oscore_nonce(c->common_iv, c->sid, c->sid_len, piv, pl, nonce);
 	}
-	return edgerm_ccm_open(&c->recipient_key, nonce, aad, (size_t)al, buf, len);
+	return al < 0 ? EDGERM_OSCORE_E_ARG
+		      : edgerm_ccm_open(&c->recipient_key, nonce, aad, (size_t)al, buf, len);
 }

@@ -24,7 +24,6 @@
 #define EDGERM_OSCORE_PIV_MAX 5
 /* flags | Partial IV | kid: the largest OSCORE option value a request of ours carries. */
 #define EDGERM_OSCORE_OPT_MAX (1 + EDGERM_OSCORE_PIV_MAX + EDGERM_OSCORE_ID_MAX)
-#define EDGERM_COAP_OPT_OSCORE 9
 
 #define EDGERM_OSCORE_E_ARG (-40)       /* an id, a length or a buffer out of range */
 #define EDGERM_OSCORE_E_MALFORMED (-41) /* the OSCORE option value breaks RFC 8613 6.1 */
@@ -41,9 +40,9 @@ typedef struct {
 
 /* A parsed OSCORE option value (pointers into it). */
 typedef struct {
-	const uint8_t *piv, *kid, *kid_ctx;
-	uint8_t piv_len, kid_len, kid_ctx_len;
-	bool has_kid, has_kid_ctx;
+	const uint8_t *piv, *kid;
+	uint8_t piv_len, kid_len;
+	bool has_kid;
 } edgerm_oscore_opt_t;
 
 /* HKDF-SHA256 (RFC 5869) with out_len <= 32 (one Expand block). */
@@ -85,7 +84,8 @@ int edgerm_ccm_open(const edgerm_aes128_t *key, const uint8_t nonce[EDGERM_OSCOR
 
 /* Parse an OSCORE option value strictly (RFC 8613 6.1): reserved bits and n 6, 7 refused, a
  * non-empty value whose flags are all zero refused, a non-minimal Partial IV refused, every
- * length inside the value. 0 or EDGERM_OSCORE_E_MALFORMED. */
+ * length inside the value; a kid context (h) refused too: no context of the agent link has an
+ * ID Context. 0 or EDGERM_OSCORE_E_MALFORMED. */
 int edgerm_oscore_option_parse_untrusted(const uint8_t *v, size_t len, edgerm_oscore_opt_t *o);
 
 /* Protect a request (RFC 8613 8.1): pt[0..pt_len) = inner code, class E options, 0xFF and
