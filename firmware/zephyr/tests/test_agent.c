@@ -1561,6 +1561,24 @@ static void test_oscore_sizes(void)
 	printf("oscore: status update %d bytes\n", (int)SENT_LEN(n_sent - 1));
 }
 
+edgerm_agent_t *test_agent_active(const edgerm_persist_t *p)
+{
+	init_agent(p);
+	agent.state = EDGERM_AGENT_ACTIVE;
+	return &agent;
+}
+
+edgerm_agent_t *test_agent_current(void)
+{
+	return &agent;
+}
+
+size_t test_agent_sent(const uint8_t **d)
+{
+	*d = SENT(n_sent - 1);
+	return n_sent ? SENT_LEN(n_sent - 1) : 0;
+}
+
 void suite_agent(void)
 {
 	test_oscore_link();
