@@ -30,9 +30,11 @@ from edgerm.oscore import (
     open_request,
     parse_request_option,
     protect_response,
+    seal_response,
 )
 from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
 from edgerm_master import records as rec
+from edgerm_master.agents import pending_agent
 from edgerm_master.state import Agent, MasterState
 
 __all__ = ["Inner", "Refusal", "unprotect_untrusted", "protect", "next_master_seq",
@@ -41,6 +43,10 @@ __all__ = ["Inner", "Refusal", "unprotect_untrusted", "protect", "next_master_se
 # The master's sequence numbers reserved per store write (a restart skips fewer than this).
 MASTER_SEQ_RESERVE = 65_536
 _CF_CBOR = bytes((CONTENT_FORMAT_CBOR,))
+# A steady heartbeat's plaintext: POST, Uri-Path "a", Content-Format 60, AgentCall{heartbeat{}}.
+_STEADY_PAYLOAD = b"\xa1\x05\xa0"
+_STEADY_OPTIONS: list[Option] = [(11, b"a"), (12, _CF_CBOR)]
+_STEADY_PLAINTEXT = bytes((Code.POST,)) + b"\xb1a\x11\x3c\xff" + _STEADY_PAYLOAD
 UNAUTHENTICATED_REPLY = encode(pb.AgentReply(error=pb.Error(
     code=pb.ErrorCode.UNAUTHENTICATED, message="the OSCORE request did not verify: "
     "unknown kid, stale Partial IV or bad tag; register again if this persists")))
@@ -104,8 +110,11 @@ def _unauthenticated(reason: str) -> Refusal:
     return Refusal(Code.UNAUTHORIZED, UNAUTHENTICATED_REPLY, reason)
 
 
-def unprotect_untrusted(st: MasterState, option: bytes, ciphertext: bytes) -> Inner | Refusal:
-    """The inner request of a protected request, or why it is refused (see the module)."""
+def unprotect_untrusted(st: MasterState, option: bytes, ciphertext: bytes, now: float
+                        ) -> Inner | Refusal:
+    """The inner request of a protected request, or why it is refused (see the module). The
+    kid may name a pending first registration (not expired at `now`): its first valid request
+    confirms it (agents.agent_call_protected admits it)."""
     try:
         kid, seq = parse_request_option(option)
     except OscoreError as e:
@@ -114,6 +123,8 @@ def unprotect_untrusted(st: MasterState, option: bytes, ciphertext: bytes) -> In
         return _unauthenticated(str(e))
     aid = int.from_bytes(kid, "big")
     agent = st.agents.get(aid) if aid and kid_of(aid) == kid else None
+    if agent is None and aid and st.pending:
+        agent = pending_agent(st, aid, now)
     if agent is None:
         return _unauthenticated("unknown kid")
     if seq <= agent.seq:
@@ -122,6 +133,8 @@ def unprotect_untrusted(st: MasterState, option: bytes, ciphertext: bytes) -> In
         _, plaintext = open_request(context(agent), option, ciphertext)
     except OscoreError as e:
         return _unauthenticated(str(e))
+    if plaintext == _STEADY_PLAINTEXT:   # most of the traffic: no option parsing
+        return Inner(agent, kid, seq, Code.POST, _STEADY_OPTIONS, _STEADY_PAYLOAD)
     try:
         code, options, payload = decode_plaintext(plaintext)
     except ValueError as e:
@@ -146,7 +159,7 @@ def next_master_seq(st: MasterState) -> int:
         seq = 1   # never led from a store (sans-IO tests): start at 1
     st.master_seq = seq + 1
     if seq + MASTER_SEQ_RESERVE // 2 >= st.master_seq_bound:
-        st.master_seq_bound = max(st.master_seq_bound, seq) + MASTER_SEQ_RESERVE
+        st.master_seq_bound = seq + MASTER_SEQ_RESERVE
         st.record(rec.SetOscoreSeqBound(st.master_seq_bound))
     return seq
 
@@ -158,11 +171,16 @@ def protect(st: MasterState, inner: Inner, code: int, payload: bytes,
     AgentReply, or module bytes with a Block2 in `options`) to `inner`; `notification`: an
     Observe response, which carries the master's own Partial IV (as every answer the master
     could not prove fresh)."""
+    own = next_master_seq(st) if notification or not inner.fresh else None
+    if not options and (not payload or content_format == CONTENT_FORMAT_CBOR):
+        # An AgentReply (the common case): the plaintext without an option encoder.
+        plaintext = bytes((code,)) + (b"\xc1\x3c\xff" + payload if payload else b"")
+        value, ciphertext = seal_response(context(inner.agent), inner.kid, inner.seq,
+                                          plaintext, own)
+        return (Code.CONTENT if notification else Code.CHANGED), [(9, value)], ciphertext
     inner_options = list(options or ())
     if payload and content_format is not None:
-        inner_options.append((12, _CF_CBOR if content_format == CONTENT_FORMAT_CBOR
-                              else encode_uint(content_format)))
-    own = next_master_seq(st) if notification or not inner.fresh else None
+        inner_options.append((12, encode_uint(content_format)))
     value, ciphertext = protect_response(context(inner.agent), inner.kid, inner.seq, code,
                                          inner_options, payload, own)
     outer = Code.CONTENT if notification else Code.CHANGED
