@@ -1518,6 +1518,21 @@ static void test_oscore_link(void)
 	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, now), 0);
 	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
 
+	/* The identity forgotten (edgerm forget) while a protected heartbeat is in flight: its
+	 * answer, valid under the old context, is dropped; the agent registers afresh. */
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK(last_sealed);
+	edgerm_agent_reset_identity(&agent, 5011);
+	memset(&r, 0, sizeof(r));
+	r.commands[0].ptr = rereg;
+	r.commands[0].len = sizeof(rereg);
+	r.commands_count = 1;
+	CHECK(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020) < 0);
+	CHECK_EQ_INT(agent.persist.command_ack, 0);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REGISTERING);
+
 	/* A first registration is plain: an OSCORE answer to it is dropped. */
 	register_fresh();
 	edgerm_agent_reset_identity(&agent, 5010);

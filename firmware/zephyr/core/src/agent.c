@@ -1187,9 +1187,10 @@ int edgerm_agent_on_datagram(edgerm_agent_t *a, uint8_t *buf, size_t len, uint64
 	}
 	bool sealed = false;
 
-	if (a->x_osc && m.has_oscore) {
+	if (a->x_osc && m.has_oscore && a->persist.agent_id != 0) {
 		/* Verify against our request and decrypt in place; then the inner message (real
-		 * code, Content-Format, Block2, payload) stands for the whole answer. */
+		 * code, Content-Format, Block2, payload) stands for the whole answer. (An identity
+		 * forgotten meanwhile takes its context with it: the answer is dropped below.) */
 		uint8_t *ct = m.payload_len ? buf + (m.payload - buf) : buf;
 		int n = edgerm_oscore_unprotect_response(&a->osc, a->x_seq, m.oscore, m.oscore_len,
 							 ct, m.payload_len);
