@@ -1,6 +1,6 @@
 /* OSCORE (core/src/oscore.c) and the AES-128 block cipher under it (port/common/aes128.c):
- * FIPS-197, RFC 5869 and RFC 8613 Appendix C byte for byte, then what must be refused. The
- * shared vectors (proto/vectors/oscore.json) run in test_oscore_vectors.c. */
+ * FIPS-197, RFC 3610, RFC 5869 and RFC 8613 Appendix C byte for byte, then what must be
+ * refused. The shared vectors (proto/vectors/oscore.json) run in test_oscore_vectors.c. */
 #include "edgerm/oscore.h"
 #include "unit.h"
 
@@ -24,7 +24,7 @@ static size_t unhex(const char *h, uint8_t *out)
 
 static void check_hex(const uint8_t *got, size_t len, const char *want)
 {
-	uint8_t w[128];
+	uint8_t w[160];
 	size_t n = unhex(want, w);
 
 	CHECK_EQ_INT(len, n);
@@ -49,6 +49,44 @@ static void aes_fips197(void)
 	edgerm_aes128_encrypt_block(&k, in, in);
 	check_hex(in, 16, "3925841d02dc09fbdc118597196a0b32");
 	check_hex((const uint8_t *)k.w + 160, 16, "d014f9a8c9ee2589e13f0cc8b6630ca6");
+}
+
+/* CCM with M = 8, L = 2 beyond OSCORE's AAD: RFC 3610 packet vector #1 (8-byte header, 23-byte
+ * payload), and 40 bytes of AAD with 100 of payload (several blocks of each, partial last
+ * blocks) as Python's cryptography AESCCM computes them. */
+static void ccm_vectors(void)
+{
+	static const struct {
+		const char *key, *nonce, *aad, *pt, *ct;
+	} v[] = {
+		{"c0c1c2c3c4c5c6c7c8c9cacbcccdcecf", "00000003020100a0a1a2a3a4a5", "0001020304050607",
+		 "08090a0b0c0d0e0f101112131415161718191a1b1c1d1e",
+		 "588c979a61c663d2f066d0c2c0f989806d5f6b61dac38417e8d12cfdf926e0"},
+		{"8254c329a92850f6d539dd376f4816ee", "1b16b1df538ba12dc3f97edbb8",
+		 "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb7878787878787878",
+		 "148de9c5a7a44d19e56cd9ae1a554bf67847afb0c58f6e12fa29ac7ddfca9940148de9c5a7a44d19e5"
+		 "6cd9ae1a554bf67847afb0c58f6e12fa29ac7ddfca9940148de9c5a7a44d19e56cd9ae1a554bf67847"
+		 "afb0c58f6e12fa29ac7ddfca9940148de9c5",
+		 "bfe704bddb32a6ef0eae7a8b5bacb8ee7f7b153d14d1c67828588c3728fcc471bd6cee509316370533"
+		 "29ceacb8b9478826e5f0574aa5ca6c30916c55d52234b49089d4718e60456632f28365b6a77e69dbb4"
+		 "745fd0af63d661cbff9c11f81b0106dc58af2cca94c598f9e669"},
+	};
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		edgerm_aes128_t k;
+		uint8_t key[16], nonce[13], aad[64], buf[160];
+		size_t al = unhex(v[i].aad, aad), n = unhex(v[i].pt, buf);
+
+		unhex(v[i].key, key);
+		unhex(v[i].nonce, nonce);
+		edgerm_aes128_setkey(&k, key);
+		CHECK_EQ_INT(edgerm_ccm_seal(&k, nonce, aad, al, buf, n), 0);
+		check_hex(buf, n + 8, v[i].ct);
+		CHECK_EQ_INT(edgerm_ccm_open(&k, nonce, aad, al, buf, n + 8), n);
+		aad[al - 1] ^= 1; /* the AAD is authenticated too */
+		n = unhex(v[i].ct, buf);
+		CHECK_EQ_INT(edgerm_ccm_open(&k, nonce, aad, al, buf, n), EDGERM_OSCORE_E_AUTH);
+	}
 }
 
 static void hkdf_rfc5869(void)
@@ -216,6 +254,7 @@ static void piv_minimal(void)
 void suite_oscore(void)
 {
 	aes_fips197();
+	ccm_vectors();
 	hkdf_rfc5869();
 	derive_c1_c3();
 	requests_c4_c6();
