@@ -49,8 +49,9 @@ E = pb.ErrorCode
 # First registrations' nonces remembered against replays (`MasterState.reg_nonces`).
 REG_NONCES_KEPT = 4096
 # First registrations on CoAP waiting for their key confirmation (`MasterState.pending`): at
-# most this many (the oldest dropped), each for `unreachable_after_s` at most.
-PENDING_KEPT = 1024
+# most this many (the oldest dropped: ~1 KB each), each for `unreachable_after_s` at most;
+# sized for a fleet registering afresh at ~1,000/s that confirms within a heartbeat interval.
+PENDING_KEPT = 65_536
 
 
 def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: str,
@@ -104,7 +105,7 @@ def agent_call_protected(st: MasterState, agent: Agent, seq: int, data: bytes, n
     st.peer = peer
     st.oscore_call = True
     try:
-        if st.pending.get(agent.agent_id, (None, 0.0))[0] is agent:
+        if st.pending and st.pending.get(agent.agent_id, (None, 0.0))[0] is agent:
             _admit(st, agent, now, transport)   # its first valid OSCORE request: confirmed
         fast = _protected_heartbeat(st, agent, seq, data, now, transport)
         if fast is not None:

@@ -176,9 +176,11 @@ def test_a_first_registration_on_coap_is_pending_until_its_first_oscore_request(
     assert c.master.agents[a.agent_id].seq == seq and c.committed >= 1
 
 
-def test_unconfirmed_registrations_expire_and_are_bounded() -> None:
-    from edgerm_master.agents import PENDING_KEPT
+def test_unconfirmed_registrations_expire_and_are_bounded(monkeypatch: Any) -> None:
+    from edgerm_master import agents
 
+    monkeypatch.setattr(agents, "PENDING_KEPT", 8)
+    PENDING_KEPT = 8
     c = Cluster()
     a = ScriptedAgent("late")
     a.handle_reply(c.master.agent_call(a.register_call(), c.now, "coap", "x:1",
