@@ -79,6 +79,17 @@ def main() -> int:
         lines.append(f"\t{{{s(q['name'])}, {s(q['request'])}, {n(q['request_piv'])}, "
                      f"{n(q['own_piv'])}, {s(q['plaintext'])}, {s(q['datagram'])}}},")
     lines.append("\t{NULL, NULL, 0, 0, NULL, NULL}};")
+    # Observe on c (the master's own Partial IVs) and a module block GET; absent from older files.
+    lines.append("static const struct ov_call ov_extra_calls[] = {")
+    for q in e.get("extra_requests", []):
+        lines.append(f"\t{{{s(q['name'])}, {n(q['seq'])}, " + ", ".join(s(q[k]) for k in (
+            "payload", "plaintext", "option_value", "ciphertext", "datagram")) + "},")
+    lines.append("\t{NULL, 0, NULL, NULL, NULL, NULL, NULL}};")
+    lines.append("static const struct ov_reply ov_extra_replies[] = {")
+    for q in e.get("extra_responses", []):
+        lines.append(f"\t{{{s(q['name'])}, {s(q['request'])}, {n(q['request_piv'])}, "
+                     f"{n(q['own_piv'])}, {s(q['plaintext'])}, {s(q['datagram'])}}},")
+    lines.append("\t{NULL, NULL, 0, 0, NULL, NULL}};")
     lines.append("static const struct ov_refuse ov_refuse[] = {")
     for q in e["must_refuse"]:
         lines.append("\t{" + ", ".join(s(q[k]) for k in (
