@@ -45,6 +45,10 @@ def _oscore_vectors_checked(out: str) -> None:
             sum(r["receiver"] == "agent" for r in refuse))
     counts = re.findall(r"oscore vectors: (\d+) must-refuse cases for the master, (\d+) for", out)
     assert counts and all((int(m), int(a)) == want for m, a in counts), (counts, want)
+    extra = re.findall(r"oscore vectors: (\d+) extra requests, (\d+) extra answers", out)
+    want_extra = (len(doc["edgerm"].get("extra_requests", [])),
+                  len(doc["edgerm"].get("extra_responses", [])))
+    assert extra and all((int(q), int(a)) == want_extra for q, a in extra), (extra, want_extra)
     assert "oscore vectors: RFC 8613 C.1-C.8 and the EdgeRM link checked" in out
 
 
