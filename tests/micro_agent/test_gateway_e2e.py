@@ -102,7 +102,9 @@ def _spec(sha: bytes, size: int, n: int, period_ms: int) -> pb.TaskSpec:
 
 
 def _master(tmp_path: Path) -> MasterProcess:
-    """The master, keeping an agent it has not heard from for 120 s (an outage is no loss)."""
+    """The master, keeping an agent it has not heard from for 120 s (an outage is no loss).
+    A new master numbers its offers afresh: the offers taken from the last one are forgotten."""
+    _USED.clear()
     return MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500,
                          extra=["--lost-after-s", "120"])
 
