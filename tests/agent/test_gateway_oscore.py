@@ -7,6 +7,9 @@ agent processes speaking OSCORE to the gateway.
 - A gateway that alters a device's protected request is refused by the master (plain 4.01,
   nothing applied); one that alters the master's protected reply is dropped by the device; in
   both cases the device keeps working once the gateway stops.
+- After a master restart the master answers the device with its own Partial IV (it cannot
+  prove the request fresh); the gateway relays that too, and the device re-registers (same
+  identity) and keeps working.
 """
 
 from __future__ import annotations
@@ -151,5 +154,49 @@ async def test_a_tampered_request_or_reply_is_refused_and_the_device_keeps_worki
             # the device keeps working: a task launched on it runs and reports its readings
             await _run_sampler(f, wasm, "s2", 2)
             n.cancel_scope.cancel()
+        finally:
+            dev.stop()
+
+
+class PivGateway(Gateway):
+    """A gateway that notes the replies carrying the master's own Partial IV (a non-empty
+    OSCORE option in a reply entry: the master could not reuse the request's nonce)."""
+
+    own_piv = 0
+
+    async def _send(self, calls: tuple[bytes, ...]) -> list[bytes] | None:
+        replies = await super()._send(calls)
+        for r in replies or ():
+            if is_protected(r) and r[1]:
+                self.own_piv += 1
+        return replies
+
+
+async def test_after_a_master_restart_replies_with_the_masters_partial_iv_reach_the_device(
+        tmp_path: Path, master: MasterProcess, wasm_modules: dict[str, bytes]) -> None:
+    """The master restarted: the device is not synced, so the master answers it with its own
+    Partial IV (a ReRegister); through the gateway the device takes it, re-registers (same
+    identity) and keeps working."""
+    wasm = wasm_modules["sampler"]
+    async with running_gateway(gateway_config(tmp_path, [master.coap]), PivGateway) as gw:
+        assert isinstance(gw, PivGateway)
+        dev = device(tmp_path, gw, extra=PROBE).start()
+        try:
+            async with trio.open_nursery() as n:
+                f = await open_framework(n, master.ws)
+                first = await f.wait_for(lambda: next((o for o in f.fw.offers.values()
+                                                       if o.agent_name == "dev"), None), 30)
+                n.cancel_scope.cancel()
+            assert gw.own_piv == 0
+            await trio.to_thread.run_sync(master.restart)
+            await wait_until(lambda: gw.own_piv > 0, 30,
+                             lambda: f"a reply with the master's Partial IV: {dev.log()}")
+            async with trio.open_nursery() as n:
+                f = await open_framework(n, master.ws)
+                again = await f.wait_for(lambda: next((o for o in f.fw.offers.values()
+                                                       if o.agent_name == "dev"), None), 30)
+                assert again.agent_id == first.agent_id     # re-registered, the same identity
+                await _run_sampler(f, wasm, "s3", 2)
+                n.cancel_scope.cancel()
         finally:
             dev.stop()
