@@ -464,14 +464,19 @@ class Agent:
                     reply = await self.link.call(out.data, oscore)
         except (LinkError, trio.TooSlowError) as e:
             log.debug("call %s seq %d failed: %s", out.kind, out.seq, e)
+            if out.kind == "observe" and not self.link.observe_wanted:
+                # It answered 4.04 on `c` (a gateway): heartbeat, no other master to try.
+                log.info("no Observe at %s (a gateway?): heartbeating instead",
+                         self.masters.current)
+                core.call_failed(trio.current_time())
+                core.observe_refused()
+                return
             if not self._master_lost:
                 self._master_lost = True
                 log.warning("no reply from the master at %s (%s); retrying with back-off",
                             self.masters.current,
                             e if str(e) else f"no answer within {timeout:g} s")
             core.call_failed(trio.current_time())
-            if out.kind == "observe" and not self.link.observe_wanted:
-                core.observe_refused()
             if not self._fixed_link and len(self.masters) > 1:
                 self._switch = ""   # try the next master (after the core's back-off)
         else:
