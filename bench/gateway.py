@@ -5,16 +5,21 @@ devices talking to the master directly, over the same uplink (docs/gateway.md).
 
 A real master process; the uplink is a counting UDP NAT on loopback in front of it (each source
 address gets its own outside socket, as a NAT's mapping). Devices are `ScriptedAgent`s, each on
-its own CoAP socket. The gateway runs in this process (`edgerm_agent.gateway_shell.Gateway`).
-Prints JSON lines:
-- `module_uplink_ratio_*`: uplink bytes (UDP payloads, both ways) for one 20 KB module to every
-  device, divided by the module's size (goal behind a gateway <= 1.1, against ~20 direct);
+its own CoAP socket, protecting every call after their first registration with OSCORE (issue
+16). The gateway runs in this process (`edgerm_agent.gateway_shell.Gateway`) with its own agent
+(`edgerm_agent.shell.Agent`, talking to the master directly), whose OSCORE context protects the
+relay's POST `g`. Prints JSON lines:
+- `module_uplink_ratio_oscore_*`: uplink bytes (UDP payloads, both ways) for one 20 KB module to
+  every device fetched with OSCORE (256-byte blocks), divided by the module's size: the gateway
+  cannot cache what it cannot read, so it is about the devices' number either way (no goal);
+- `module_uplink_ratio_plain_*`: the same with plain `GET m/<sha>`, which the gateway caches
+  (goal behind a gateway <= 1.1, against ~20 direct);
 - `heartbeat_round_datagrams_*`: uplink datagrams (both ways) per round in which every device
-  sends one heartbeat (goal behind a gateway <= 2, against 2 per device direct);
+  sends one protected heartbeat (goal behind a gateway <= 2, against 2 per device direct);
 - `heartbeat_round_datagrams_spread_20ms_gateway`: the same with the heartbeats spread over
   20 ms, as jitter spreads them (no goal: it shows what the 2 ms window catches then);
-- `relayed_heartbeat_added_p50_ms`: median round trip of one device's heartbeat through the
-  gateway minus the same directly (goal <= 5 ms on loopback), with both medians.
+- `relayed_heartbeat_added_p50_ms`: median round trip of one device's protected heartbeat
+  through the gateway minus the same directly (goal <= 5 ms on loopback), with both medians.
 """
 
 from __future__ import annotations
@@ -35,10 +40,14 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgerm.coap.codes import Code  # noqa: E402
+from edgerm.coap.options import BlockValue, decode_block  # noqa: E402
+from edgerm.oscore import protect_request, unprotect_response  # noqa: E402
 from edgerm.transport.coap_client import open_coap_client  # noqa: E402
 from edgerm.wire import pb  # noqa: E402
 from edgerm_agent.config import parse_config  # noqa: E402
 from edgerm_agent.gateway_shell import Gateway  # noqa: E402
+from edgerm_agent.shell import Agent  # noqa: E402
 from edgerm_master.testing import ScriptedAgent  # noqa: E402
 from edgerm_master.testing_io import CoapAgentClient, MasterProcess, open_framework  # noqa: E402
 
@@ -116,10 +125,40 @@ async def spread_round(devices: list[CoapAgentClient], spread_s: float, rng: ran
             n.start_soon(one, d, rng.uniform(0, spread_s))
 
 
-async def fetch_all(devices: list[CoapAgentClient], remote: tuple[str, int], sha: bytes) -> None:
+async def fetch_protected(d: CoapAgentClient, remote: tuple[str, int], sha: bytes) -> bytes:
+    """A module as an OSCORE device fetches it: one protected request per Block2 block (inner
+    GET m/<sha> with Block2; outer POST, docs/protocol.md)."""
+    agent = d.agent
+    out = bytearray()
+    num = 0
+    szx = DEVICE_BLOCK.bit_length() - 5
+    while True:
+        agent.seq += 1
+        seq = agent.seq
+        option, ct = protect_request(agent.oscore_context(), seq, Code.GET, [
+            (11, b"m"), (11, sha.hex().encode()), (23, BlockValue(num, False, szx).encode())],
+            b"")
+        resp = await d.coap.post(remote, (), ct, options=[(9, option)], token_length=2)
+        value = next(v for n, v in resp.options if n == 9)
+        _, code, options, payload = unprotect_response(agent.oscore_context(), seq, value,
+                                                       resp.payload)
+        assert code == Code.CONTENT, hex(code)
+        block = decode_block(next(v for n, v in options if n == 23))
+        assert block is not None
+        out += payload
+        if not block.more:
+            return bytes(out)
+        num = block.num + 1
+
+
+async def fetch_all(devices: list[CoapAgentClient], remote: tuple[str, int], sha: bytes,
+                    protected: bool) -> None:
     async def one(d: CoapAgentClient) -> None:
-        resp = await d.coap.get(remote, f"m/{sha.hex()}", block_size=DEVICE_BLOCK)
-        assert hashlib.sha256(resp.payload).digest() == sha
+        if protected:
+            data = await fetch_protected(d, remote, sha)
+        else:
+            data = (await d.coap.get(remote, f"m/{sha.hex()}", block_size=DEVICE_BLOCK)).payload
+        assert hashlib.sha256(data).digest() == sha
     async with trio.open_nursery() as n:
         for d in devices:
             n.start_soon(one, d)
@@ -145,12 +184,20 @@ async def main(n_devices: int, rounds: int, samples: int) -> None:
                 await nat.bind()
                 nursery.start_soon(nat.run, nursery)
                 uplink = ("127.0.0.1", nat.port)
+                # The gateway's own agent talks to the master directly (its rare calls are not
+                # the relay's); the relay goes through the NAT.
                 config = parse_config({
                     "name": "gw", "work_dir": str(Path(tmp) / "gw"),
-                    "master": {"url": f"coap://127.0.0.1:{nat.port}", "token": "tok"},
-                    "gateway": {"host": "127.0.0.1", "port": 0}})
-                gw = Gateway(config)
+                    "master": {"url": "coap://{}:{}".format(*master.coap), "token": "tok"},
+                    "resources": {"cpus": 0.01, "mem_mb": 1}, "executors": {"enabled": []},
+                    "gateway": {"host": "127.0.0.1", "port": 0,
+                                "uplink": f"coap://127.0.0.1:{nat.port}"}})
+                agent = Agent(config)
+                gw = Gateway(config, agent)
                 addr = await nursery.start(gw.run)
+                await nursery.start(agent.run)
+                with trio.fail_after(30):
+                    await agent.registered.wait()
                 gateway = (addr[0], addr[1])
                 direct = await devices_at(stack, n_devices, uplink, "direct")
                 behind = await devices_at(stack, n_devices, gateway, "behind")
@@ -164,13 +211,15 @@ async def main(n_devices: int, rounds: int, samples: int) -> None:
                 sha = hashlib.sha256(module).digest()
                 await f.wait_for(lambda: any(e.WhichOneof("event") == "module_stored"
                                              for e in f.fw.events))
-                for tag, devices, remote in (("direct", direct, uplink),
-                                             ("gateway", behind, gateway)):
-                    nat.reset()
-                    await fetch_all(devices, remote, sha)
-                    emit(f"module_uplink_ratio_{tag}", nat.bytes / len(module),
-                         f"x module size ({len(devices)} devices, {len(module)} B)",
-                         "<= 1.1" if tag == "gateway" else None)
+                for protected in (True, False):
+                    for tag, devices, remote in (("direct", direct, uplink),
+                                                 ("gateway", behind, gateway)):
+                        nat.reset()
+                        await fetch_all(devices, remote, sha, protected)
+                        goal = "<= 1.1" if tag == "gateway" and not protected else None
+                        emit(f"module_uplink_ratio_{'oscore' if protected else 'plain'}_{tag}",
+                             nat.bytes / len(module),
+                             f"x module size ({len(devices)} devices, {len(module)} B)", goal)
 
                 # heartbeat rounds
                 for tag, devices in (("direct", direct), ("gateway", behind)):

@@ -256,6 +256,10 @@ class AgentCore:
         registration heartbeat, kind "observe", answered like a heartbeat."""
         self._want_observe = True
 
+    def observe_refused(self) -> None:
+        """The master (a gateway) serves no Observe: the shell asks no more; heartbeats go."""
+        self._want_observe = False
+
     def handle_timer(self, now: float) -> None:
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
@@ -439,14 +443,19 @@ class AgentCore:
         return bool(self._want_observe or self._module_requests or self._updates
                     or self.command_ack > self._acked_command_ack)
 
-    def _send(self, call: pb.AgentCall, flight: _InFlight) -> OutgoingCall:
+    def take_seq(self) -> int:
+        """The next sequence number (a call's seq, OSCORE's Partial IV), never used before.
+        A gateway's POST `g` takes one too (it speaks as this agent, `Agent.uplink_call`)."""
         self.seq += 1
         if self.seq + _SEQ_RESERVE // 2 >= self.seq_bound:
             # Written before the next call (the shell saves a dirty core first), while this
             # seq is still far below the bound on disk.
             self.seq_bound = self.seq + _SEQ_RESERVE
             self.dirty = True
-        flight.seq = self.seq
+        return self.seq
+
+    def _send(self, call: pb.AgentCall, flight: _InFlight) -> OutgoingCall:
+        flight.seq = self.take_seq()
         if self.oscore and not flight.fresh:
             # Bare: OSCORE's kid and Partial IV are the agent_id and seq, its tag the mac.
             self._in_flight = flight

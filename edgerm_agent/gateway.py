@@ -1,55 +1,60 @@
-"""The gateway's sans-IO core: which device calls go upstream when, in which batch, and what each
-device is answered (docs/gateway.md).
+"""The gateway's sans-IO core: which device requests go upstream when, in which batch, and what
+each device is answered (docs/gateway.md).
 
-A gateway relays the agent calls of the constrained agents behind it (MicroPython, the C core) to
-the master, several in one `GatewayBatch` over CoAP `g`, and hands each device the master's signed
-reply. It never signs nor alters anything: a call's bytes are the device's, a reply's bytes the
-master's, so the agent-link MAC keeps holding end to end and the gateway needs no device secret.
+A gateway is an OSCORE-aware forwarding proxy (RFC 8613 §4.1, made to pass proxies): the
+constrained agents behind it (MicroPython, the C core) protect their requests end to end for the
+master, and the gateway relays them, several in one `GatewayBatch` over CoAP `g`, as opaque entries
+(`edgerm.oscore.pack_forwarded`: outer code, OSCORE option, ciphertext), and hands each device the
+master's protected response. It can read no call and no reply, alter none undetected, and holds no
+device secret. All it reads is what RFC 8613 leaves outside the encryption: the kid (the device's
+agent id) and the Partial IV (its sequence number). A device's first registration is the one plain
+call left (signed with the token's key) and passes through as it is.
 
 The core decides; the Trio shell (`gateway_shell.py`) does the I/O. Inputs: `device_call` (a
-device's POST `a`), `row_durable` (a kept update reached the disk), `poll(now)` (the batch to send
-now, if any), `batch_result` (the master's replies, or None when the uplink failed), `call_gone`
-(a device stopped waiting). Outputs are effects: `Answer`, `Persist`, `Forget`, `Reading`,
-`DeviceName`. Time comes in as `now`; `next_timer()` says when `poll` has something to do.
+device's request, as an entry), `row_durable` (a kept request reached the disk), `poll(now)` (the
+batch to send now, if any), `batch_result` (the master's reply entries, or None when the uplink
+failed), `call_gone` (a device stopped waiting). Outputs are effects: `Answer`, `Persist`,
+`Forget`. Time comes in as `now`; `next_timer()` says when `poll` has something to do.
 
 Rules, and why:
-- **Order per device.** The master refuses a call whose `seq` is not above the device's last one,
-  so a device's calls must reach it in the order they came. One batch is in flight at a time,
-  kept updates go first in every batch (oldest first) and live calls after them.
-- **Store and forward, no lying acks.** A status update or publish is written to the on-disk
-  queue (`Persist`) before it goes upstream, once per (device, update_id), and forgotten only
-  when the master answered it. While the uplink is down, a device is answered UNAVAILABLE
-  (unsigned, seq 0: "try again"), never an ack: its update stays queued on the device too, and the
-  device sees it acknowledged only by the master's signed `update_ack`. When the uplink returns
-  the kept calls go first; the master applies each update exactly once (update ids), and a
-  repeat of one it already has is answered without effect.
-- **Aggregation.** A live call waits at most `window_s` for others to share its batch (or until
-  `batch_max` calls wait); kept updates go at once.
-- **A newer call supersedes a waiting one.** A device that sends a new call has given up on its
-  earlier one (its CoAP exchange timed out, which can be sooner than the shell's reply timeout),
-  so that device's live call still waiting here is dropped and answered "try again" instead of
-  going upstream after all: a first registration retried with a fresh nonce would otherwise
-  reach the master twice and leave it an abandoned second agent. A device is its agent id, or,
-  for a first registration (no agent id yet), its source address and name. Kept rows are never
-  dropped (the master applies each exactly once). A call already in flight cannot be called
-  back; the newer one waits for the next batch, which leaves only after the in-flight one was
-  answered, so a device never has two batches' calls upstream at once.
+- **Order per device.** The master accepts a device's Partial IV only above the highest it
+  accepted (its replay window), so a device's requests must reach it in the order they came.
+  One batch is in flight at a time, kept requests go first in every batch (oldest first) and
+  live requests after them.
+- **Store and forward, blind, no lying acks.** While the uplink is down a device's protected
+  request is answered UNAVAILABLE (plain, "try again") at once and kept on disk (`Persist`, at
+  most `keep_per_device` per device), then delivered in order when the uplink returns. The
+  gateway cannot tell a status update from a heartbeat any more, so it keeps whatever the device
+  sent; the device keeps its own updates queued until the master's protected `update_ack`, so a
+  kept request is a head start, never the only copy, and one the master already applied (its
+  Partial IV is no longer fresh) is refused there and changes nothing.
+- **Aggregation.** A live request waits at most `window_s` for others to share its batch (or
+  until `batch_max` wait); kept requests go at once.
+- **A newer request supersedes a waiting one.** A device that sends a new request has given up
+  on its earlier one (its CoAP exchange timed out), so that device's live request still waiting
+  here is dropped and answered "try again" instead of going upstream after all: a first
+  registration retried with a fresh nonce would otherwise reach the master twice and leave it an
+  abandoned second agent. A device is its kid (agent id), or, for a first registration, its
+  source address and name. Kept requests are never dropped. A request already in flight cannot
+  be called back; the newer one waits for the next batch, which leaves only after the in-flight
+  one was answered.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from edgerm.coap.codes import Code
+from edgerm.oscore import OscoreError, parse_request_option, unpack_forwarded
 from edgerm.wire import DecodeError, decode, encode, pb
 
-__all__ = ["Answer", "Batch", "DeviceName", "Forget", "GatewayCore", "GatewaySettings",
-           "Persist", "Reading", "Row", "coap_code", "unavailable"]
+__all__ = ["Answer", "Batch", "Forget", "GatewayCore", "GatewaySettings", "Persist", "Row",
+           "coap_code", "is_protected", "refusal", "unavailable"]
 
 E = pb.ErrorCode
 # The master's mapping of AgentReply errors to CoAP codes (edgerm_master.service.ERROR_TO_COAP),
-# so a device behind a gateway sees the code it would see from the master.
+# so a device behind a gateway sees the code it would see from the master for a plain reply.
 _ERROR_TO_COAP = {
     0: Code.CHANGED, E.BAD_REQUEST: Code.BAD_REQUEST, E.UNAUTHENTICATED: Code.UNAUTHORIZED,
     E.FORBIDDEN: Code.FORBIDDEN, E.NOT_FOUND: Code.NOT_FOUND, E.CONFLICT: Code.CONFLICT,
@@ -57,10 +62,21 @@ _ERROR_TO_COAP = {
     E.UNSUPPORTED: Code.NOT_IMPLEMENTED, E.UNAVAILABLE: Code.SERVICE_UNAVAILABLE,
     E.INTERNAL: Code.INTERNAL_SERVER_ERROR, E.NOT_LEADER: Code.SERVICE_UNAVAILABLE,
 }
+# An OSCORE Sender ID of an agent: 1..7 bytes (the contract: agent id, minimal big-endian).
+_KID_MAX = 7
+# A protected entry's first byte is its outer code: 0.02, 0.05, 2.04 or 2.05, all below the
+# first byte of any CBOR map (0xA0..0xBF), which a plain AgentCall/AgentReply is.
+_PLAIN_FIRST = 0x80
+
+
+def is_protected(entry: bytes) -> bool:
+    """Whether a batch entry is an OSCORE-protected message (`edgerm.oscore.pack_forwarded`:
+    outer code, option length, option value, ciphertext), else a plain AgentCall/AgentReply."""
+    return bool(entry) and entry[0] < _PLAIN_FIRST
 
 
 def coap_code(reply: bytes) -> int:
-    """The CoAP code the master answered `reply` with (read from its error, untrusted)."""
+    """The CoAP code the master answered a plain `reply` with (read from its error, untrusted)."""
     try:
         msg = decode(pb.AgentReply, reply)
     except DecodeError:
@@ -70,27 +86,34 @@ def coap_code(reply: bytes) -> int:
     return _ERROR_TO_COAP.get(msg.error.code, Code.BAD_REQUEST)
 
 
+def refusal(code: int, message: str) -> bytes:
+    """A plain (unprotected, seq 0) `AgentReply{error}`, as every unprotected refusal."""
+    return encode(pb.AgentReply(error=pb.Error(code=pb.ErrorCode.Name(code), message=message)))
+
+
 def unavailable(message: str) -> bytes:
-    """The unsigned "try again" a device gets while its call cannot reach the master: seq 0, as
-    every unsigned refusal (docs/protocol.md), so the device backs off and retries."""
-    return encode(pb.AgentReply(error=pb.Error(code=E.UNAVAILABLE, message=message)))
+    """The plain "try again" a device gets while its call cannot reach the master, so the device
+    backs off and retries."""
+    return refusal(E.UNAVAILABLE, message)
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """A device's status update or publish, kept on disk until the master answered it."""
+    """A device's protected request, kept on disk until the master answered it."""
     row_id: int        # the queue's order: oldest first
-    agent_id: int
-    update_id: int
-    data: bytes        # the AgentCall exactly as the device signed it
+    agent_id: int      # the request's kid
+    piv: int           # its Partial IV: (agent_id, piv) is unique
+    data: bytes        # the entry exactly as the device protected it
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Answer the device call `call_id` with this CoAP code and payload."""
+    """Answer the device call `call_id` with this CoAP code and payload; `oscore` is the OSCORE
+    option value of a protected response (None: a plain one)."""
     call_id: int
     code: int
     payload: bytes
+    oscore: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,47 +129,31 @@ class Forget:
 
 
 @dataclass(frozen=True, slots=True)
-class Reading:
-    """A device published `data` under `topic`: the device's latest reading, for local tasks."""
-    device: str
-    topic: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceName:
-    """The master registered `agent_id` under `name` (kept so readings carry the name)."""
-    agent_id: int
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
 class Batch:
-    """Send these calls upstream as one `GatewayBatch`; report with `batch_result(batch_id)`."""
+    """Send these entries upstream as one `GatewayBatch`; report with `batch_result(batch_id)`."""
     batch_id: int
     calls: tuple[bytes, ...]
 
 
-Effect = Answer | Persist | Forget | Reading | DeviceName
+Effect = Answer | Persist | Forget
 
 
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     window_s: float = 0.002      # how long a live call waits for others to share its batch
     batch_max: int = 32          # calls in one batch (the master takes up to 64)
-    queue_max: int = 10_000      # kept updates on disk; beyond it a device gets UNAVAILABLE
+    queue_max: int = 10_000      # kept requests on disk; beyond it nothing more is kept
+    keep_per_device: int = 8     # kept requests of one device during a cut, the first ones
     retry_s: float = 0.5         # first pause before trying a failed uplink again
     retry_max_s: float = 10.0    # the pause doubles up to this
 
 
 @dataclass(slots=True)
 class _Entry:
-    """One call in the next or current batch: a live call, a kept row, or a row with a waiter."""
+    """One call in the next or current batch: a live call or a kept row."""
     data: bytes
-    call_id: int = 0                # 0: nobody waits for the answer (a row sent again)
+    call_id: int = 0                # 0: nobody waits for the answer (a kept row)
     row_id: int = 0                 # 0: not kept
-    register: str | None = None     # a registration's name
-    agent_id: int = 0
     device: object = None           # who sent it (`_device_key`); None: not superseded
 
 
@@ -154,8 +161,6 @@ class _Entry:
 class _Row:
     row: Row
     durable: bool = False
-    call_id: int = 0                # the device call waiting on this row's first delivery
-    register: str | None = None
 
 
 @dataclass(slots=True)
@@ -164,16 +169,21 @@ class _InFlight:
     entries: list[_Entry] = field(default_factory=list)
 
 
-class GatewayCore:
-    """The relay's decisions. `rows` and `names` come from the queue after a restart."""
+class _Refused(Exception):
+    def __init__(self, code: int, error: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.error = code, error
 
-    def __init__(self, settings: GatewaySettings, *, rows: tuple[Row, ...] = (),
-                 names: dict[int, str] | None = None) -> None:
+
+class GatewayCore:
+    """The relay's decisions. `rows` come from the queue after a restart."""
+
+    def __init__(self, settings: GatewaySettings, *, rows: tuple[Row, ...] = ()) -> None:
         self.settings = settings
-        self.names: dict[int, str] = dict(names or {})
         self._rows: OrderedDict[int, _Row] = OrderedDict(
             (r.row_id, _Row(r, durable=True)) for r in sorted(rows, key=lambda r: r.row_id))
-        self._row_keys = {(r.agent_id, r.update_id): r.row_id for r in rows}
+        self._row_keys = {(r.agent_id, r.piv): r.row_id for r in rows}
+        self._kept_per_device: Counter[int] = Counter(r.agent_id for r in rows)
         self._next_row = max((r.row_id for r in rows), default=0) + 1
         self._live: list[_Entry] = []
         self._window_start: float | None = None
@@ -184,58 +194,35 @@ class GatewayCore:
         self._retry_s = settings.retry_s
         #: counters for logs, tests and the bench.
         self.stats = {"batches": 0, "calls": 0, "failed_batches": 0, "kept": 0,
-                      "refused_full": 0, "superseded": 0, "unavailable": 0}
+                      "refused_full": 0, "superseded": 0, "unavailable": 0, "plain": 0}
 
     # -- inputs -------------------------------------------------------------------------------
 
     def device_call(self, call_id: int, data: bytes, now: float, source: object = None
                     ) -> list[Effect]:
-        """A device's AgentCall bytes (untrusted; relayed as they are). `source` is the device's
-        address (hashable), which tells a first registration's retry from another device's."""
+        """A device's request as an entry (untrusted; relayed as it is): a protected one
+        (`edgerm.oscore.pack_forwarded`) or a plain AgentCall. `source` is the device's address
+        (hashable), which tells a first registration's retry from another device's."""
         try:
-            call = decode(pb.AgentCall, data)
-        except DecodeError as e:
-            return [Answer(call_id, Code.BAD_REQUEST, encode(pb.AgentReply(error=pb.Error(
-                code=E.BAD_REQUEST, message=f"not an AgentCall: {e}"))))]
-        kind = call.WhichOneof("call")
+            agent_id, piv, register = _identify(data)
+        except _Refused as e:
+            return [Answer(call_id, e.code, refusal(e.error, str(e)))]
         effects: list[Effect] = []
-        register = call.register.name if kind == "register" else None
-        device = _device_key(call.agent_id, register, source)
+        device = _device_key(agent_id, register, source)
         if device is not None:
             effects.extend(self._supersede(device))
-        kept: _Row | None = None
-        if kind in ("status", "publish") and call.agent_id:
-            update_id = call.status.update_id if kind == "status" else call.publish.update_id
-            if kind == "publish":
-                effects.append(Reading(self.device(call.agent_id), call.publish.topic,
-                                       call.publish.data))
-            key = (call.agent_id, update_id)
-            if key not in self._row_keys:
-                if len(self._rows) >= self.settings.queue_max:
-                    self.stats["refused_full"] += 1
-                    effects.append(Answer(call_id, Code.SERVICE_UNAVAILABLE, unavailable(
-                        "the gateway's queue is full; try again later")))
-                    return effects
-                row = Row(self._next_row, call.agent_id, update_id, data)
-                self._next_row += 1
-                kept = _Row(row, call_id=call_id if self.up else 0)
-                if self.up and self._window_start is None:
-                    self._window_start = now
-                self._rows[row.row_id] = kept
-                self._row_keys[key] = row.row_id
-                self.stats["kept"] += 1
-                effects.append(Persist(row))
         if not self.up:
+            if piv is not None:
+                effects.extend(self._keep(agent_id, piv, data))
             self.stats["unavailable"] += 1
             effects.append(Answer(call_id, Code.SERVICE_UNAVAILABLE, unavailable(
-                "the gateway's uplink to the master is down; updates are kept and delivered "
-                "when it returns")))
+                "the gateway's uplink to the master is down; try again")))
             return effects
-        if kept is None:
-            self._live.append(_Entry(data, call_id=call_id, register=register,
-                                     agent_id=call.agent_id, device=device))
-            if self._window_start is None:
-                self._window_start = now
+        if piv is None:
+            self.stats["plain"] += 1
+        self._live.append(_Entry(data, call_id=call_id, device=device))
+        if self._window_start is None:
+            self._window_start = now
         return effects
 
     def row_durable(self, row_id: int) -> None:
@@ -248,9 +235,6 @@ class GatewayCore:
         self._live = [e for e in self._live if e.call_id != call_id]
         if not self._live:
             self._window_start = None
-        for row in self._rows.values():
-            if row.call_id == call_id:
-                row.call_id = 0
 
     # -- the uplink ---------------------------------------------------------------------------
 
@@ -276,9 +260,7 @@ class GatewayCore:
         for row in self._rows.values():
             if len(entries) >= self.settings.batch_max:
                 break
-            entries.append(_Entry(row.row.data, call_id=row.call_id, row_id=row.row.row_id,
-                                  agent_id=row.row.agent_id))
-            row.call_id = 0  # answered with this delivery; a re-send has nobody waiting
+            entries.append(_Entry(row.row.data, row_id=row.row.row_id))
         if self.up and len(entries) == len(self._rows):
             # Every kept row goes before them, so live calls cannot overtake a device's row.
             room = self.settings.batch_max - len(entries)
@@ -295,7 +277,8 @@ class GatewayCore:
 
     def batch_result(self, batch_id: int, replies: list[bytes] | None, now: float
                      ) -> list[Effect]:
-        """The master's replies to batch `batch_id` in order, or None: the uplink failed."""
+        """The master's reply entries to batch `batch_id` in order, or None: the uplink
+        failed."""
         batch = self._inflight
         if batch is None or batch.batch_id != batch_id:
             return []
@@ -315,27 +298,43 @@ class GatewayCore:
         self._retry_s = self.settings.retry_s
         forgotten: list[int] = []
         for i, e in enumerate(batch.entries):
-            if i >= len(replies):
-                if e.call_id:  # a short answer: that call did not get through
-                    effects.append(Answer(e.call_id, Code.SERVICE_UNAVAILABLE, unavailable(
-                        "the master did not answer this call; try again")))
-                continue
-            reply = replies[i]
-            code = coap_code(reply)
             if e.row_id:
                 row = self._rows.pop(e.row_id, None)
                 if row is not None:
-                    self._row_keys.pop((row.row.agent_id, row.row.update_id), None)
+                    self._row_keys.pop((row.row.agent_id, row.row.piv), None)
+                    self._kept_per_device[row.row.agent_id] -= 1
+                    if self._kept_per_device[row.row.agent_id] <= 0:
+                        del self._kept_per_device[row.row.agent_id]
                     forgotten.append(e.row_id)
-            if e.call_id:
-                effects.append(Answer(e.call_id, code, reply))
-            if e.register is not None and code == Code.CHANGED:
-                effects.extend(self._registered(e, reply))
+            if not e.call_id:
+                continue
+            if i >= len(replies):  # a short answer: that call did not get through
+                effects.append(Answer(e.call_id, Code.SERVICE_UNAVAILABLE, unavailable(
+                    "the master did not answer this call; try again")))
+            else:
+                effects.append(_answer(e.call_id, replies[i]))
         if forgotten:
             effects.append(Forget(tuple(forgotten)))
         return effects
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _keep(self, agent_id: int, piv: int, data: bytes) -> list[Effect]:
+        """Keep a protected request that came during a cut, if there is room."""
+        key = (agent_id, piv)
+        if key in self._row_keys:
+            return []
+        if (len(self._rows) >= self.settings.queue_max
+                or self._kept_per_device[agent_id] >= self.settings.keep_per_device):
+            self.stats["refused_full"] += 1
+            return []
+        row = Row(self._next_row, agent_id, piv, data)
+        self._next_row += 1
+        self._rows[row.row_id] = _Row(row)
+        self._row_keys[key] = row.row_id
+        self._kept_per_device[agent_id] += 1
+        self.stats["kept"] += 1
+        return [Persist(row)]
 
     def _supersede(self, device: object) -> list[Effect]:
         """Drop `device`'s live calls still waiting here: it sent a newer one."""
@@ -350,30 +349,51 @@ class GatewayCore:
             "a newer call from this device replaced this one; it was not sent")) for e in dropped
             if e.call_id]
 
-    def device(self, agent_id: int) -> str:
-        """A device's name for its readings: as registered, else its agent id."""
-        return self.names.get(agent_id) or str(agent_id)
-
-    def _registered(self, e: _Entry, reply: bytes) -> list[Effect]:
-        try:
-            msg = decode(pb.AgentReply, reply)
-        except DecodeError:
-            return []
-        agent_id = msg.registered.agent_id or e.agent_id
-        if not agent_id or not e.register or self.names.get(agent_id) == e.register:
-            return []
-        self.names[agent_id] = e.register
-        return [DeviceName(agent_id, e.register)]
-
     @property
     def queued(self) -> int:
-        """Kept updates not yet answered by the master."""
+        """Kept requests not yet answered by the master."""
         return len(self._rows)
 
 
+def _identify(data: bytes) -> tuple[int, int | None, str | None]:
+    """(agent id, Partial IV or None for a plain call, a first registration's name) of a
+    device's entry; `_Refused` for what never goes upstream."""
+    if is_protected(data):
+        try:
+            _, option, _ = unpack_forwarded(data)
+            kid, piv = parse_request_option(option)
+        except OscoreError as e:
+            raise _Refused(e.code, E.BAD_REQUEST if e.code == Code.BAD_OPTION
+                           else E.UNAUTHENTICATED, str(e)) from None
+        if not 0 < len(kid) <= _KID_MAX or kid[0] == 0:
+            raise _Refused(Code.UNAUTHORIZED, E.UNAUTHENTICATED,
+                           "unknown kid: not an agent id; register again")
+        return int.from_bytes(kid, "big"), piv, None
+    try:
+        call = decode(pb.AgentCall, data)
+    except DecodeError as e:
+        raise _Refused(Code.BAD_REQUEST, E.BAD_REQUEST, f"not an AgentCall: {e}") from None
+    register = call.register.name if call.WhichOneof("call") == "register" else None
+    return call.agent_id, None, register
+
+
+def _answer(call_id: int, reply: bytes) -> Answer:
+    """The device's answer from the master's reply entry: protected as it came, or plain with
+    the code its error names."""
+    if is_protected(reply):
+        try:
+            code, option, ciphertext = unpack_forwarded(reply)
+        except OscoreError as e:
+            return Answer(call_id, Code.BAD_GATEWAY, refusal(
+                E.INTERNAL, f"the master's answer is malformed: {e}"))
+        return Answer(call_id, code, ciphertext, option)
+    return Answer(call_id, coap_code(reply), reply)
+
+
 def _device_key(agent_id: int, register: str | None, source: object) -> object:
-    """Which device a call is from, for superseding: its agent id; for a first registration its
-    address and name (several simulated devices may share one address); None: unknown."""
+    """Which device a call is from, for superseding: its agent id (kid); for a first
+    registration its address and name (several simulated devices may share one address);
+    None: unknown."""
     if agent_id:
         return ("agent", agent_id)
     if register is not None and source is not None:

@@ -266,6 +266,11 @@ class CoapLink(Link):
                                                 token_length=2,
                                                 deregister=oscore is None) as obs:
                     async for resp in obs:
+                        if (not delivered and resp.code == Code.NOT_FOUND
+                                and not any(n == 9 for n, _ in resp.options)):
+                            # No `c` here (a gateway, docs/gateway.md): heartbeat instead.
+                            self.observe_wanted = False
+                            return
                         try:
                             reply, piv = _verify(resp, oscore)
                         except LinkError:

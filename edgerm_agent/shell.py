@@ -30,7 +30,8 @@ import hashlib
 import logging
 import math
 import random
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -45,6 +46,7 @@ from edgerm_agent.events import (
     LaunchTask,
     ModuleChunk,
     ModuleFailed,
+    OutgoingCall,
     Refused,
     Registered,
     SwitchMaster,
@@ -54,9 +56,13 @@ from edgerm_agent.inventory import EXECUTOR_NAMES, detect_attributes, detect_res
 from edgerm_agent.links import Link, LinkError, open_link
 from edgerm_agent.modules import ModuleStore, ModuleUnavailable
 
+if TYPE_CHECKING:
+    from edgerm.oscore import SecurityContext
+
 __all__ = ["Agent"]
 
 log = logging.getLogger("edgerm_agent")
+T = TypeVar("T")
 
 # Overall limit on fetching one module over WebSocket chunks (the core retries each chunk).
 _MODULE_FETCH_TIMEOUT_S = 120.0
@@ -95,6 +101,7 @@ class Agent:
         self._pending_kills: list[tuple[TaskContext, int]] = []
         self.modules = ModuleStore(config.work_dir / "modules", self._fetch_module)
         self.registered = trio.Event()
+        self._exchange = trio.Lock()      # one exchange of this identity in flight
         #: counters for logs and tests.
         self.stats: dict[str, int] = {"prefetch_failures": 0}
 
@@ -430,38 +437,71 @@ class Agent:
                     and not self.link.observation_alive and not self._observe_pending):
                 self._observe_pending = True
                 core.request_observe()
-            now = trio.current_time()
-            out = core.next_call(now)
+            # One exchange of this identity at a time, a gateway's `g` included: the master
+            # accepts a Partial IV only above the last one it accepted (`uplink_call`).
+            async with self._exchange:
+                out = core.next_call(trio.current_time())
+                if out is not None:
+                    await self._one_call(out, timeout)
             if out is None:
                 deadline = core.get_timer()
                 with trio.move_on_at(math.inf if deadline is None else deadline):
                     await self._wake.wait()
                 self._wake = trio.Event()
                 core.handle_timer(trio.current_time())
-                continue
-            try:
-                oscore = (core.oscore_context(), out.seq) if out.protected else None
-                with trio.fail_after(timeout):
-                    if out.kind == "observe":
-                        self._observe_pending = False
-                        reply = await self.link.observe(out.data, self._on_push, oscore)
-                    else:
-                        reply = await self.link.call(out.data, oscore)
-            except (LinkError, trio.TooSlowError) as e:
-                log.debug("call %s seq %d failed: %s", out.kind, out.seq, e)
-                if not self._master_lost:
-                    self._master_lost = True
-                    log.warning("no reply from the master at %s (%s); retrying with back-off",
-                                self.masters.current,
-                                e if str(e) else f"no answer within {timeout:g} s")
+
+    async def _one_call(self, out: OutgoingCall, timeout: float) -> None:
+        """Send the core's call `out` and hand it the reply (or the failure)."""
+        core = self.core
+        assert core is not None
+        try:
+            oscore = (core.oscore_context(), out.seq) if out.protected else None
+            with trio.fail_after(timeout):
+                if out.kind == "observe":
+                    self._observe_pending = False
+                    reply = await self.link.observe(out.data, self._on_push, oscore)
+                else:
+                    reply = await self.link.call(out.data, oscore)
+        except (LinkError, trio.TooSlowError) as e:
+            log.debug("call %s seq %d failed: %s", out.kind, out.seq, e)
+            if out.kind == "observe" and not self.link.observe_wanted:
+                # It answered 4.04 on `c` (a gateway): heartbeat, no other master to try.
+                log.info("no Observe at %s (a gateway?): heartbeating instead",
+                         self.masters.current)
                 core.call_failed(trio.current_time())
-                if not self._fixed_link and len(self.masters) > 1:
-                    self._switch = ""   # try the next master (after the core's back-off)
-            else:
-                if self._master_lost:
-                    self._master_lost = False
-                    log.info("the master at %s answers", self.masters.current)
-                core.receive_reply(reply.data, trio.current_time(), reply.protected)
+                core.observe_refused()
+                return
+            if not self._master_lost:
+                self._master_lost = True
+                log.warning("no reply from the master at %s (%s); retrying with back-off",
+                            self.masters.current,
+                            e if str(e) else f"no answer within {timeout:g} s")
+            core.call_failed(trio.current_time())
+            if not self._fixed_link and len(self.masters) > 1:
+                self._switch = ""   # try the next master (after the core's back-off)
+        else:
+            if self._master_lost:
+                self._master_lost = False
+                log.info("the master at %s answers", self.masters.current)
+            core.receive_reply(reply.data, trio.current_time(), reply.protected)
+
+    async def uplink_call(self, exchange: Callable[[SecurityContext, int], Awaitable[T]]
+                          ) -> T:
+        """`edgerm_agent.gateway_shell.UplinkIdentity`: the gateway next to this agent sends
+        its POST `g` as this agent. `exchange(context, seq)` runs with this identity's OSCORE
+        context and a fresh sequence number, no call of the agent in flight meanwhile (the
+        master accepts a Partial IV only above the last one); `NotRegistered` before the
+        agent has an identity."""
+        from edgerm_agent.gateway_shell import NotRegistered
+
+        async with self._exchange:
+            core = self.core
+            if core is None or not core.registered or not core.agent_id or not core.secret:
+                raise NotRegistered("the gateway's own agent is not registered yet")
+            seq = core.take_seq()
+            if core.dirty:
+                await self._save()   # a new bound ahead of the seq is on disk before its use
+            return await exchange(core.oscore_context(), seq)
 
     _observe_pending = False
     _master_lost = False

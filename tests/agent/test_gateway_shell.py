@@ -1,12 +1,11 @@
-"""The gateway's Trio shell in this process against a real master process over loopback CoAP:
-relay with end-to-end trust (a tampering gateway is refused by the master and by the device),
-the module cache (one fetch across the uplink for many devices), the refusals of bad input."""
+"""The gateway's Trio shell in this process (with its own agent, whose OSCORE context protects
+the uplink) against a real master process over loopback CoAP, devices being real agent
+processes speaking OSCORE to it: relay without the gateway learning a secret, the refusals of bad
+input, the module cache for plain downloads, following the leader."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,9 @@ import pytest
 import trio
 
 from edgerm.coap.codes import Code
-from edgerm.transport.coap_client import CoapClient, open_coap_client
+from edgerm.oscore import pack_forwarded
+from edgerm.transport.coap_client import open_coap_client
 from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb
-from edgerm_agent.config import parse_config
-from edgerm_agent.gateway_shell import Gateway
 from edgerm_master.testing import ScriptedAgent
 from edgerm_master.testing_io import (
     CoapAgentClient,
@@ -26,33 +24,14 @@ from edgerm_master.testing_io import (
     standby_process,
 )
 
-
-class TamperingGateway(Gateway):
-    """A gateway that alters what it relays, keeping the MACs: the forgery a gateway could try."""
-
-    def __init__(self, *args: Any, call: Callable[[pb.AgentCall], None] | None = None,
-                 reply: Callable[[pb.AgentReply], None] | None = None, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.tamper_call = call
-        self.tamper_reply = reply
-
-    async def _send(self, calls: tuple[bytes, ...]) -> list[bytes] | None:
-        if self.tamper_call is not None:
-            changed = []
-            for c in calls:
-                msg = decode(pb.AgentCall, c)
-                self.tamper_call(msg)
-                changed.append(encode(msg))
-            calls = tuple(changed)
-        replies = await super()._send(calls)
-        if replies is None or self.tamper_reply is None:
-            return replies
-        out = []
-        for r in replies:
-            msg = decode(pb.AgentReply, r)
-            self.tamper_reply(msg)
-            out.append(encode(msg))
-        return out
+from .gateway_run import (
+    TOKEN,
+    device,
+    device_secret,
+    gateway_config,
+    running_gateway,
+    wait_until,
+)
 
 
 def _all_bytes(obj: Any, seen: set[int] | None = None, depth: int = 0) -> list[bytes]:
@@ -81,93 +60,74 @@ def _all_bytes(obj: Any, seen: set[int] | None = None, depth: int = 0) -> list[b
 
 
 @pytest.fixture
-def master(tmp_path: Path) -> Iterator[MasterProcess]:
-    with MasterProcess(str(tmp_path / "master"), agent_token="tok", heartbeat_ms=500) as m:
+def master(tmp_path: Path) -> Any:
+    with MasterProcess(str(tmp_path / "master"), agent_token=TOKEN, heartbeat_ms=500) as m:
         yield m
-
-
-def gateway_config(tmp_path: Path, master: MasterProcess) -> Any:
-    host, port = master.coap
-    return parse_config({"name": "gw", "work_dir": str(tmp_path / "gw"),
-                         "master": {"url": f"coap://{host}:{port}", "token": "tok"},
-                         "gateway": {"host": "127.0.0.1", "port": 0, "window_ms": 2,
-                                     "uplink_timeout_s": 3, "reply_timeout_s": 5}})
-
-
-async def start(nursery: trio.Nursery, gw: Gateway) -> tuple[str, int]:
-    addr = await nursery.start(gw.run)
-    return addr[0], addr[1]
-
-
-@asynccontextmanager
-async def device_through(gw: Gateway, agent: ScriptedAgent | None = None
-                         ) -> AsyncIterator[tuple[tuple[str, int], CoapClient, CoapAgentClient]]:
-    """`gw` running, and a device (`agent`, else a new one named "dev") talking to it over
-    CoAP: the gateway's address, the CoAP client and the device. The gateway stops after."""
-    async with trio.open_nursery() as n:
-        addr = await start(n, gw)
-        async with open_coap_client() as coap:
-            yield addr, coap, CoapAgentClient(
-                coap, addr, agent or ScriptedAgent(name="dev", token="tok"))
-        n.cancel_scope.cancel()
 
 
 async def test_relay_registers_a_device_the_gateway_never_learns_a_secret(
         tmp_path: Path, master: MasterProcess) -> None:
-    gw = Gateway(gateway_config(tmp_path, master))
-    async with device_through(gw) as (addr, coap, dev):
-        await dev.settle()
-        assert dev.agent.agent_id and dev.agent.bad_macs == 0
-        assert dev.codes[0] == Code.CHANGED
-        # the gateway holds nothing but relayed bytes: the secret is nowhere in its
-        # memory state nor on its disk
-        assert dev.agent.secret and dev.agent.secret not in b"".join(_all_bytes(gw))
-        on_disk = b"".join(p.read_bytes() for p in (tmp_path / "gw").rglob("*")
-                           if p.is_file())
-        assert dev.agent.secret not in on_disk
-        # wrong Content-Format and garbage: refused by the gateway itself
+    async with running_gateway(gateway_config(tmp_path, [master.coap])) as gw, \
+            trio.open_nursery() as n:
+        dev = device(tmp_path, gw).start()
+        try:
+            f = await open_framework(n, master.ws)
+            await wait_until(lambda: any(o.agent_name == "dev" for o in f.fw.offers.values()),
+                             30, lambda: f"the device registered through the gateway: {dev.log()}")
+            await wait_until(lambda: gw.core is not None and gw.core.stats["calls"] > 3, 10,
+                             lambda: f"the device's heartbeats through the gateway: "
+                             f"{gw.core and gw.core.stats} {dev.log()}")
+            secret = device_secret(dev)
+            assert len(secret) == 16
+            # the gateway holds nothing but relayed bytes: the secret is nowhere in its memory
+            # state nor on its disk
+            assert secret not in b"".join(_all_bytes(gw))
+            on_disk = b"".join(p.read_bytes() for p in (tmp_path / "gw").rglob("*")
+                               if p.is_file())
+            assert secret not in on_disk
+            n.cancel_scope.cancel()
+        finally:
+            dev.stop()
+        assert gw.core is not None and gw.core.stats["plain"] >= 1  # the first registration
+
+
+async def test_bad_input_is_refused_by_the_gateway_itself(
+        tmp_path: Path, master: MasterProcess) -> None:
+    async with running_gateway(gateway_config(tmp_path, [master.coap])) as gw, \
+            open_coap_client() as coap:
+        addr = gw.address[0], gw.address[1]
         resp = await coap.post(addr, "a", b"x", content_format=0)
         assert resp.code == Code.UNSUPPORTED_CONTENT_FORMAT
         resp = await coap.post(addr, "a", b"\xff\xff", content_format=CONTENT_FORMAT_CBOR)
         assert resp.code == Code.BAD_REQUEST
-        resp = await coap.fetch(addr, "c", b"")
-        assert resp.code == Code.NOT_FOUND  # no Observe: devices heartbeat on `a`
-
-
-async def test_a_tampering_gateway_is_refused_by_the_master_and_by_the_device(
-        tmp_path: Path, master: MasterProcess) -> None:
-    def rename(call: pb.AgentCall) -> None:
-        if call.HasField("register"):
-            call.register.name = "evil"
-        if call.HasField("status"):
-            call.status.state = pb.FAILED
-
-    def forge_command(reply: pb.AgentReply) -> None:
-        reply.commands.append(pb.Command(id=99, kill=pb.Kill(task=1)))
-
-    evil = TamperingGateway(gateway_config(tmp_path, master), call=rename)
-    async with device_through(evil) as (addr, coap, dev):
-        r = await dev.exchange()
-        # the master refused the altered registration: the MAC covers the device's bytes
-        assert r.error.code == pb.UNAUTHENTICATED and dev.codes[-1] == Code.UNAUTHORIZED
-        assert not dev.agent.agent_id
-
-    honest = Gateway(gateway_config(tmp_path, master))
-    async with device_through(honest) as (addr, coap, dev):
+        # a malformed OSCORE option (reserved bits) and a request without a Partial IV: 4.02
+        for option in (b"\xe9\x01\x05", b"\x08\x05"):
+            resp = await coap.post(addr, (), b"ct" * 8, options=[(9, option)])
+            assert resp.code == Code.BAD_OPTION, option
+        # the root without OSCORE is nothing
+        resp = await coap.post(addr, (), b"")
+        assert resp.code == Code.NOT_FOUND
+        # an Observe registration (`c` inside OSCORE) is not relayed: the device heartbeats
+        resp = await coap.request(addr, Code.FETCH, (), b"ct" * 8,
+                                  options=[(6, b""), (9, b"\x09\x01\x05")])
+        assert resp.code == Code.NOT_FOUND and not any(n == 9 for n, _ in resp.options)
+        assert gw.core is not None and gw.core.stats["calls"] == 0   # none went up
+        # a device's protected heartbeat comes back protected and verifies at the device
+        dev = CoapAgentClient(coap, addr, ScriptedAgent(name="dev", token=TOKEN))
         await dev.settle()
-        agent = dev.agent
-
-    evil = TamperingGateway(gateway_config(tmp_path, master), reply=forge_command)
-    async with device_through(evil, agent) as (addr, coap, dev):
-        before = agent.bad_macs
-        await dev.exchange()
-        # the device refused the altered reply: the master's MAC covers the master's bytes
-        assert agent.bad_macs == before + 1
-        assert agent.applied == 0  # the forged command was not applied
+        reply = await dev.exchange()
+        assert dev.codes[-1] == Code.CHANGED and not reply.HasField("error"), dev.codes
+        # a well-formed entry with an unknown kid goes up and the master refuses it, plain
+        entry = pack_forwarded(Code.POST, b"\x09\x01\x63", b"\x00" * 12)
+        resp = await coap.post(addr, (), entry[5:], options=[(9, entry[2:5])])
+        assert resp.code == Code.UNAUTHORIZED
+        assert decode(pb.AgentReply, resp.payload).error.code == pb.UNAUTHENTICATED
+        assert not any(n == 9 for n, _ in resp.options)
 
 
 async def test_module_cache_one_fetch_across_the_uplink_for_many_devices(
         tmp_path: Path, master: MasterProcess) -> None:
+    """Plain `GET m/<sha>` (a device that fetches modules in the clear): cached."""
     module = b"x = 1\n" * 3414   # 20 KB of MicroPython source
     sha = hashlib.sha256(module).digest()
     async with trio.open_nursery() as n:
@@ -175,26 +135,26 @@ async def test_module_cache_one_fetch_across_the_uplink_for_many_devices(
         await f.send(f.fw.upload(module, pb.MICROPYTHON_SOURCE))
         await f.wait_for(lambda: any(e.WhichOneof("event") == "module_stored"
                                      for e in f.fw.events))
-        gw = Gateway(gateway_config(tmp_path, master))
-        addr = await start(n, gw)
-        got: list[bytes] = []
-        async with open_coap_client() as coap:
-            async def device() -> None:
-                resp = await coap.get(addr, f"m/{sha.hex()}", block_size=64)
-                assert resp.code == Code.CONTENT
+        async with running_gateway(gateway_config(tmp_path, [master.coap])) as gw:
+            addr = gw.address[0], gw.address[1]
+            got: list[bytes] = []
+            async with open_coap_client() as coap:
+                async def fetch() -> None:
+                    resp = await coap.get(addr, f"m/{sha.hex()}", block_size=64)
+                    assert resp.code == Code.CONTENT
+                    got.append(resp.payload)
+                async with trio.open_nursery() as devices:
+                    for _ in range(8):
+                        devices.start_soon(fetch)
+                resp = await coap.get(addr, f"m/{sha.hex()}", block_size=256)
                 got.append(resp.payload)
-            async with trio.open_nursery() as devices:
-                for _ in range(8):
-                    devices.start_soon(device)
-            resp = await coap.get(addr, f"m/{sha.hex()}", block_size=256)
-            got.append(resp.payload)
-            missing = await coap.get(addr, "m/" + "00" * 32)
-            assert missing.code == Code.NOT_FOUND
-            bad = await coap.get(addr, "m/zz")
-            assert bad.code == Code.NOT_FOUND
-        assert got == [module] * 9
-        assert gw.stats["modules_fetched"] == 1
-        assert (tmp_path / "gw" / "gateway" / "modules" / sha.hex()).read_bytes() == module
+                missing = await coap.get(addr, "m/" + "00" * 32)
+                assert missing.code == Code.NOT_FOUND
+                bad = await coap.get(addr, "m/zz")
+                assert bad.code == Code.NOT_FOUND
+            assert got == [module] * 9
+            assert gw.stats["modules_fetched"] == 1
+            assert (tmp_path / "gw" / "gateway" / "modules" / sha.hex()).read_bytes() == module
         n.cancel_scope.cancel()
 
 
@@ -208,17 +168,21 @@ async def test_a_standby_uplink_names_the_leader_and_the_gateway_follows(
             assert resp.code == Code.SERVICE_UNAVAILABLE
             err = decode(pb.Error, resp.payload)
             assert err.code == pb.NOT_LEADER and err.leader == "coap://{}:{}".format(*master.coap)
-        config = parse_config({
-            "name": "gw", "work_dir": str(tmp_path / "gw"),
-            "master": {"urls": ["coap://{}:{}".format(*standby.coap),
-                                "coap://{}:{}".format(*master.coap)], "token": "tok"},
-            "gateway": {"host": "127.0.0.1", "port": 0, "uplink_timeout_s": 3}})
-        gw = Gateway(config)
-        async with device_through(gw) as (addr, coap, dev):
-            with trio.fail_after(20):
-                while not dev.agent.agent_id:
-                    await dev.exchange()   # UNAVAILABLE until the gateway moved
-                    await trio.sleep(0.1)
-            assert gw.uplink == master.coap
+            # a plain batch, even to the leader, is refused: `g` must be protected
+            resp = await coap.post(master.coap, "g", encode(pb.GatewayBatch()),
+                                   content_format=CONTENT_FORMAT_CBOR)
+            assert resp.code == Code.UNAUTHORIZED
+        config = gateway_config(tmp_path, [standby.coap, master.coap])
+        async with running_gateway(config) as gw, trio.open_nursery() as n:
+            dev = device(tmp_path, gw).start()
+            try:
+                f = await open_framework(n, master.ws)
+                await wait_until(lambda: any(o.agent_name == "dev"
+                                             for o in f.fw.offers.values()), 40,
+                                 lambda: f"the device registered: {dev.log()}")
+                assert gw.uplink == master.coap
+                n.cancel_scope.cancel()
+            finally:
+                dev.stop()
     finally:
         await trio.to_thread.run_sync(standby.stop)

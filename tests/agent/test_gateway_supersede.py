@@ -1,14 +1,15 @@
 """The gateway core (edgerm_agent/gateway.py) with a hand-held clock: a device's newer call
-supersedes its call still waiting at the gateway, so a device that gave up on a first
-registration and retried it (fresh nonce) does not leave the master a second, abandoned agent."""
+supersedes its call still waiting at the gateway (the device is its kid), so a device that gave
+up on a first registration and retried it (fresh nonce) does not leave the master a second,
+abandoned agent."""
 
 from __future__ import annotations
 
 from edgerm.coap.codes import Code
-from edgerm.wire import decode, encode, pb, sign
+from edgerm.oscore import pack_forwarded as pack
+from edgerm.wire import decode, encode, pb
 from edgerm_agent.gateway import Answer, GatewayCore, GatewaySettings, Persist
 
-SECRET = bytes(range(16))
 MOTE = ("fe80::1", 5683)   # a device's source address on the device link
 OTHER = ("fe80::2", 5683)
 
@@ -18,12 +19,8 @@ def register(nonce: int, name: str = "mote-1", seq: int = 1) -> bytes:
 
 
 def hb(agent_id: int, seq: int) -> bytes:
-    return sign(pb.AgentCall(agent_id=agent_id, seq=seq, heartbeat=pb.Heartbeat()), SECRET)
-
-
-def status(agent_id: int, seq: int, update_id: int) -> bytes:
-    return sign(pb.AgentCall(agent_id=agent_id, seq=seq, status=pb.StatusUpdate(
-        update_id=update_id, task=1, state=pb.RUNNING)), SECRET)
+    """A device's protected request (kid = agent id, Partial IV = seq; opaque ciphertext)."""
+    return pack(0x02, bytes([0x09, seq, agent_id]), b"\x5a" * 9)
 
 
 def reply(seq: int, **kw: object) -> bytes:
@@ -77,16 +74,18 @@ def test_other_devices_and_other_names_are_not_superseded() -> None:
 
 def test_a_newer_call_of_an_agent_replaces_its_waiting_one_but_never_a_kept_row() -> None:
     core, busy = busy_core()
-    effects = core.device_call(1, status(7, 5, 3), 0.1, MOTE)
+    core.up = False      # a cut: the device's request is kept (and answered "try again")
+    effects = core.device_call(1, hb(7, 5), 0.1, MOTE)
     (persist,) = [e for e in effects if isinstance(e, Persist)]
     core.row_durable(persist.row.row_id)
+    core.up = True
     core.device_call(2, hb(7, 6), 0.2, MOTE)
     # the same agent from another address (it moved) still is the same device
     got = answers(core.device_call(3, hb(7, 7), 0.3, OTHER))
     assert got[2].code == Code.SERVICE_UNAVAILABLE and 1 not in got
     core.batch_result(busy, [reply(1)], 1.0)
     batch = core.poll(1.0)
-    assert batch is not None and batch.calls == (status(7, 5, 3), hb(7, 7))  # in seq order
+    assert batch is not None and batch.calls == (hb(7, 5), hb(7, 7))  # in seq order
 
 
 def test_a_newer_call_waits_while_the_older_one_is_in_flight() -> None:

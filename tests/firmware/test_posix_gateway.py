@@ -1,6 +1,7 @@
-"""The POSIX build of the C agent behind a gateway (in this process) in front of a real master:
-it registers through the gateway, gets its WASM module from the gateway's cache and reports the
-task's readings to a framework; the gateway keeps the latest one for its own tasks."""
+"""The POSIX build of the C agent behind a gateway (in this process, with its own agent, whose
+OSCORE context protects the uplink) in front of a real master: it registers through the gateway
+(plain, the one mac-signed call), gets its WASM module and reports the task's readings to a
+framework, all OSCORE-protected end to end through the gateway, which keeps no reading."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from trio_websocket import open_websocket_url
 
 from edgerm.wire import pb
 from edgerm_agent.config import parse_config
-from edgerm_agent.gateway_queue import reading_path
 from edgerm_agent.gateway_shell import Gateway
+from edgerm_agent.shell import Agent
 from edgerm_master.testing_io import MasterProcess
 
 from .test_posix_agent import (
@@ -39,9 +40,12 @@ async def test_posix_agent_behind_a_gateway(posix_agent: Path, tmp_path: Path) -
             config = parse_config({
                 "name": "gw", "work_dir": str(tmp_path / "gw"),
                 "master": {"url": "coap://{}:{}".format(*master.coap), "token": TOKEN},
+                "resources": {"cpus": 0.01, "mem_mb": 1}, "executors": {"enabled": []},
                 "gateway": {"host": "127.0.0.1", "port": 0}})
-            gw = Gateway(config)
+            gw_agent = Agent(config)
+            gw = Gateway(config, gw_agent)
             addr = await nursery.start(gw.run)
+            await nursery.start(gw_agent.run)
             agent = PosixAgent(posix_agent, (addr[0], addr[1]), tmp_path)
             agent.start()
             c = await _subscribed(ws)
@@ -54,9 +58,8 @@ async def test_posix_agent_behind_a_gateway(posix_agent: Path, tmp_path: Path) -
             await _until(c, lambda: pb.FINISHED in fw.states("s1"))
             readings = [struct.unpack("<d", o.data)[0] for o in fw.outputs if o.task_id == "s1"]
             assert readings == [21.5, 21.5, 21.5]
-            assert gw.stats["modules_fetched"] == 1
-            latest = reading_path(gw.readings_dir, NAME, "")
-            assert struct.unpack("<d", latest.read_bytes())[0] == 21.5
+            assert gw.core is not None and gw.core.stats["calls"] > 0
+            assert gw.stats["modules_fetched"] == 0   # protected: relayed, not cached
             nursery.cancel_scope.cancel()
     finally:
         if agent is not None:
