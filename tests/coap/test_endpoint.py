@@ -260,7 +260,7 @@ def test_request_answered_with_an_error_is_not_remembered() -> None:
     feed(ep, data)
     assert answer_all(ep, Code.NOT_FOUND) == 1 and ep.stats.duplicates == 0
     # Refusals from inside the core leave no state either (4.02 here), and repeat.
-    bad = raw_request(CON, 8, [(9, b"x")])  # unknown critical option
+    bad = raw_request(CON, 8, [(65001, b"x")])  # an unknown critical option (odd number)
     for _ in range(2):
         (resp,) = feed(ep, bad)
         assert resp.code == Code.BAD_OPTION
