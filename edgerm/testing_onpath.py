@@ -233,6 +233,10 @@ class OnPathRelay:
     async def _up(self) -> None:
         while True:
             data, self.client = await self._front.recvfrom(_MAX_DATAGRAM)
+            msg = decoded(data)
+            if msg is not None:   # the agent's own exchange: its answers are the agent's
+                self._injected_mids.discard(msg.mid)
+                self._injected_tokens.discard(msg.token)
             await self._handle(self._record(UP, data, "agent"))
 
     async def _down(self) -> None:
@@ -240,6 +244,8 @@ class OnPathRelay:
             data, _ = await self._back.recvfrom(_MAX_DATAGRAM)
             msg = decoded(data)
             if msg is not None and self._answers_injection(msg):
+                if msg.mtype in (ACK, RST):   # one answer per injected CON
+                    self._injected_mids.discard(msg.mid)
                 self._deliver(self._record(DOWN, data, "answer"), msg)
                 continue
             await self._handle(self._record(DOWN, data, "master"))

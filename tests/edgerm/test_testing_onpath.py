@@ -233,3 +233,13 @@ def test_byte_helpers() -> None:
         with_token(data, b"\x01\x02")
     assert flip_bit(b"\x00\x00", 1, 3) == b"\x00\x08"
     assert flip_bit(flip_bit(data, 2), 2) == data
+
+
+async def test_the_agents_own_exchange_after_an_injection_reaches_it(net) -> None:  # type: ignore[no-untyped-def]
+    """An injection with the MID of a request the agent sends later does not swallow the
+    answer to the agent's own request."""
+    echo, relay, client = net
+    assert await relay.exchange(request(7, b"forged"), via="agent") is not None
+    await client.send(request(7, b"genuine"))
+    answer = await client.receive()
+    assert answer is not None and decode_message_untrusted(answer).payload == b"echo:genuine"
