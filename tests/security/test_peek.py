@@ -1,5 +1,6 @@
-"""The eavesdropper's OSCORE reading (peek.py) against RFC 8613 Appendix C: the C.1.1 keys,
-the C.4 request and the C.6 / C.7 responses open to their plaintexts; a flipped bit does not."""
+"""The eavesdropper's OSCORE reading (peek.py) against RFC 8613 Appendix C (the C.1.1 keys,
+the C.4 request and the C.6 / C.7 responses open to their plaintexts; a flipped bit does not)
+and against the EdgeRM vectors of proto/vectors/oscore.json."""
 
 from __future__ import annotations
 
@@ -43,3 +44,33 @@ def test_responses_of_c_6_and_c_7() -> None:
 def test_kid_is_the_agent_id_in_minimal_bytes() -> None:
     assert [kid(n) for n in (1, 255, 256, 65535, 65536)] == [
         b"\x01", b"\xff", b"\x01\x00", b"\xff\xff", b"\x01\x00\x00"]
+
+
+def test_edgerm_vectors_open_with_the_independent_reading() -> None:
+    """proto/vectors/oscore.json (made with edgerm.oscore) agrees with this reading: every
+    EdgeRM request and response opens to its plaintext, every must-refuse case does not."""
+    import json
+    from pathlib import Path
+
+    v = json.loads((Path(__file__).resolve().parents[2] / "proto" / "vectors" /
+                    "oscore.json").read_text())["edgerm"]
+    peek = Peek(bytes.fromhex(v["secret"]), v["agent_id"])
+    assert peek.agent_key.hex() == v["agent_context"]["sender_key"]
+    assert peek.master_key.hex() == v["master_context"]["sender_key"]
+    requests = {r["name"]: r for r in v["requests"]}
+    for r in v["requests"]:
+        opened = peek.request(bytes.fromhex(r["datagram"]))
+        assert opened is not None and opened.seq == r["seq"], r["name"]
+        assert opened.inner.payload == bytes.fromhex(r["payload"]), r["name"]
+    for r in v["responses"]:
+        req = bytes.fromhex(requests[r["request"]]["datagram"])
+        opened = peek.response(bytes.fromhex(r["datagram"]), req)
+        assert opened is not None and opened.inner.code == r["inner_code"], r["name"]
+        assert opened.inner.payload == bytes.fromhex(r["payload"]), r["name"]
+    # (A reader keeps no replay window and is not the master's policy on options: only the
+    # cases whose tag must fail apply to it.)
+    refused = [c for c in v["must_refuse"] if c["receiver"] == "master"
+               and c["error"] == "DecryptFailed"]
+    assert refused
+    for c in refused:
+        assert peek.request(bytes.fromhex(c["datagram"])) is None, c["name"]
