@@ -29,7 +29,11 @@ Rules this file keeps (and tests check):
 - Updates are numbered from one counter, kept until `update_ack` covers them, sent oldest first
   (`edgerm_agent.updates.UpdateQueue`).
 - Every call after the first registration carries agent_id, seq (strictly growing) and mac;
-  replies with a wrong mac or seq are dropped and count as a failed call.
+  replies with a wrong mac or seq are dropped and count as a failed call. On an OSCORE link
+  (`oscore` set by the shell: CoAP) those calls go out bare instead (`OutgoingCall.protected`):
+  the link protects them with `oscore_context()` and `seq` as the Partial IV and hands back
+  the verified replies (`receive_reply(..., protected=True)`); an unprotected reply to a
+  protected call counts only as an error (a plain 4.01/5.03), like today's unsigned ones.
 - seq never goes back, not even across a restart, so no recorded call becomes valid again (the
   master refuses a re-registration whose seq does not pass every seq it has seen). The
   snapshot holds `seq_bound`, a bound ahead of the seq (as OSCORE's sender sequence number,
@@ -52,6 +56,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, cast
 
+from edgerm.oscore import SecurityContext, agent_context
 from edgerm.wire import (
     NONCE_LEN,
     PROTOCOL_VERSION,
@@ -208,6 +213,10 @@ class AgentCore:
         self._updates_ahead_of_ack = 0
         #: counters for logs and tests.
         self.stats: dict[str, int] = {"bad_replies": 0, "failed_calls": 0, "commands": 0}
+        #: the link protects calls after the first registration with OSCORE (CoAP); set by
+        #: the shell for its link.
+        self.oscore = False
+        self._oscore_ctx: tuple[int, bytes, SecurityContext] | None = None
         if snapshot is not None:
             self._restore(snapshot)
 
@@ -329,8 +338,18 @@ class AgentCore:
         self.registered = False
         self._want_observe = False
 
-    def receive_reply(self, data: bytes, now: float) -> None:
-        """The reply to the call in flight."""
+    def oscore_context(self) -> SecurityContext:
+        """This identity's OSCORE context (sender kid(agent_id), recipient the master's b""),
+        derived once per identity."""
+        cached = self._oscore_ctx
+        if cached is None or cached[0] != self.agent_id or cached[1] != self.secret:
+            cached = (self.agent_id, self.secret, agent_context(self.secret, self.agent_id))
+            self._oscore_ctx = cached
+        return cached[2]
+
+    def receive_reply(self, data: bytes, now: float, protected: bool = False) -> None:
+        """The reply to the call in flight; `protected`: OSCORE verified it (its inner
+        payload, without seq or mac)."""
         flight = self._in_flight
         if flight is None:
             self.stats["bad_replies"] += 1
@@ -340,6 +359,9 @@ class AgentCore:
         except DecodeError:
             self.stats["bad_replies"] += 1
             self.call_failed(now)
+            return
+        if protected:
+            self._accept_reply(flight, reply, self.secret, now)
             return
         # An error to a call the master could not authenticate cannot echo its seq (nor be
         # signed): seq 0 with an error is the answer to the call in flight.
@@ -356,9 +378,22 @@ class AgentCore:
         key = self.secret
         if flight.kind == "register" and flight.fresh and reply.HasField("registered"):
             key = derive_secret(self.config.token, flight.nonce, reply.registered.nonce)
-        if not (key and verify(reply, key)):
+        # (On an OSCORE link only a first registration's reply may be signed: no downgrade.)
+        if not (key and verify(reply, key)) or (self.oscore and not flight.fresh):
             self.stats["bad_replies"] += 1
             self.call_failed(now)
+            return
+        self._accept_reply(flight, reply, key, now)
+
+    def _accept_reply(self, flight: _InFlight, reply: pb.AgentReply, key: bytes,
+                      now: float) -> None:
+        """An authentic reply to the call in flight (`key`: the secret it was verified with,
+        or this identity's for an OSCORE reply)."""
+        if reply.HasField("error"):
+            self._in_flight = None
+            self._on_error(flight, reply, now)
+            self._events.append(Refused(flight.kind, reply.error.code, reply.error.message,
+                                        flight.fresh, self._retry_at))
             return
         self._in_flight = None
         self._failures = 0
@@ -382,15 +417,18 @@ class AgentCore:
         self._apply_reply(reply)
         self._schedule_heartbeat(now)
 
-    def receive_push(self, data: bytes, now: float, seq: int = 0) -> None:
+    def receive_push(self, data: bytes, now: float, seq: int = 0,
+                     protected: bool = False) -> None:
         """A reply the master pushed: commands and update_ack, authenticated. Its seq is 0, or
-        `seq` for CoAP notifications that echo the Observe registration's call."""
+        `seq` for CoAP notifications that echo the Observe registration's call; `protected`:
+        an Observe notification OSCORE verified (no seq, no mac)."""
         try:
             reply = decode(pb.AgentReply, data, _REPLY_LIMITS)
         except DecodeError:
             self.stats["bad_replies"] += 1
             return
-        if reply.seq not in (0, seq) or not self.registered or not verify(reply, self.secret):
+        if not self.registered or (not protected and (
+                self.oscore or reply.seq not in (0, seq) or not verify(reply, self.secret))):
             self.stats["bad_replies"] += 1
             return
         if reply.HasField("error") or reply.HasField("registered"):
@@ -461,8 +499,12 @@ class AgentCore:
             # seq is still far below the bound on disk.
             self.seq_bound = self.seq + _SEQ_RESERVE
             self.dirty = True
-        call.seq = self.seq
         flight.seq = self.seq
+        if self.oscore and not flight.fresh:
+            # Bare: OSCORE's kid and Partial IV are the agent_id and seq, its tag the mac.
+            self._in_flight = flight
+            return OutgoingCall(self.seq, flight.kind, encode(call), True)
+        call.seq = self.seq
         if flight.fresh:
             data = sign(call, token_key(self.config.token))
         else:

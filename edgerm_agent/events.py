@@ -97,8 +97,11 @@ Event = (LaunchTask | KillTask | FetchModule | ModuleChunk | ModuleFailed | Regi
 
 @dataclass(frozen=True)
 class OutgoingCall:
-    """A signed AgentCall to send; `data` is the encoded message."""
+    """An AgentCall to send; `data` is the encoded message: signed, or, when `protected`,
+    bare (no agent_id, seq or mac) for the link to OSCORE-protect with `seq` as its
+    Partial IV (`AgentCore.oscore_context()`)."""
 
     seq: int
     kind: str
     data: bytes
+    protected: bool = False

@@ -1,17 +1,22 @@
 """How the agent's calls reach the master: a WebSocket link or a CoAP link.
 
 Both are agent-initiated (they work behind a NAT) and move bytes only: the core builds, signs
-and checks every message. The shell uses:
+and checks every message; the CoAP link OSCORE-protects (RFC 8613, edgerm.oscore) the calls
+the core hands it bare (`oscore`: the context and the call's seq, its Partial IV) and verifies
+their responses. The shell uses:
 
-- `await link.call(data) -> reply bytes` for the one call in flight (raises `LinkError`);
+- `await link.call(data, oscore) -> Reply(data, protected)` for the one call in flight
+  (raises `LinkError`; a protected response that does not verify is dropped: `LinkError`);
 - `await link.run(on_push, task_status=...)` in the agent's nursery: keeps the connection (or
-  the CoAP client) alive and hands each pushed reply to `on_push(data, seq)`;
+  the CoAP client) alive and hands each pushed reply to `on_push(data, seq, protected)`;
 - `link.observe_wanted` / `link.observation_alive`: CoAP wants a push channel, an Observe FETCH
-  on `c` whose payload the core signs, so it goes through the call pipeline as kind "observe"
-  and `await link.observe(data, on_push)` returns its first response;
+  on `c` whose payload the core builds, so it goes through the call pipeline as kind "observe"
+  and `await link.observe(data, on_push, oscore)` returns its first response (notifications
+  carry the master's own Partial IV; one not past the last is dropped as a replay);
 - `await link.fetch_module(sha256, size) -> bytes` when the transport fetches modules outside
-  the call channel (CoAP GET `m/<hex>`, Block2); WebSocket returns None and the shell fetches
-  through `AgentCore.request_module` instead.
+  the call channel; both links return None and the shell fetches through
+  `AgentCore.request_module` (ModuleRequest calls: on CoAP protected like every call, one at a
+  time with the rest, so their Partial IVs stay in order).
 
 The WebSocket link uses the shared transport (`edgerm.transport.websocket`: connect, keepalive
 pings that close a half-open connection, reconnect with exponential back-off and jitter). The
@@ -23,7 +28,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 import trio
@@ -31,10 +36,11 @@ import trio
 from edgerm.wire import CONTENT_FORMAT_CBOR, DecodeError, Limits, decode, pb
 
 if TYPE_CHECKING:
-    from edgerm.transport.coap import CoapClient
+    from edgerm.oscore import SecurityContext
+    from edgerm.transport.coap import ClientResponse, CoapClient
     from edgerm.transport.websocket import WsConnection
 
-__all__ = ["Link", "LinkError", "WebSocketLink", "CoapLink", "open_link"]
+__all__ = ["Link", "LinkError", "Reply", "WebSocketLink", "CoapLink", "open_link"]
 
 _REPLY_LIMITS = Limits(max_bytes=1024 * 1024)
 # WebSocket frames from the master: one reply with module chunks at most.
@@ -45,7 +51,14 @@ class LinkError(Exception):
     """The call did not get a reply (not connected, connection lost, timeout)."""
 
 
-PushHandler = Callable[[bytes, int], None]
+class Reply(NamedTuple):
+    """A reply to a call: its bytes, and whether OSCORE verified them (they are then the
+    inner payload: an AgentReply without seq or mac)."""
+    data: bytes
+    protected: bool = False
+
+
+PushHandler = Callable[[bytes, int, bool], None]
 
 
 class Link:
@@ -53,11 +66,15 @@ class Link:
 
     observe_wanted = False
     observation_alive = False
+    #: calls after the first registration go out OSCORE-protected (the core sends them bare).
+    protects = False
 
-    async def call(self, data: bytes) -> bytes:
+    async def call(self, data: bytes,
+                   oscore: tuple[SecurityContext, int] | None = None) -> Reply:
         raise NotImplementedError
 
-    async def observe(self, data: bytes, on_push: PushHandler) -> bytes:
+    async def observe(self, data: bytes, on_push: PushHandler,
+                      oscore: tuple[SecurityContext, int] | None = None) -> Reply:
         raise NotImplementedError
 
     async def fetch_module(self, sha256: bytes, size: int) -> bytes | None:
@@ -91,7 +108,9 @@ class WebSocketLink(Link):
         #: connections made so far (logs and tests).
         self.connects = 0
 
-    async def call(self, data: bytes) -> bytes:
+    async def call(self, data: bytes,
+                   oscore: tuple[SecurityContext, int] | None = None) -> Reply:
+        # (TLS protects the WebSocket; its calls stay signed: `oscore` is always None.)
         from edgerm.transport.websocket import ConnectionClosed
 
         await self._connected.wait()
@@ -108,7 +127,7 @@ class WebSocketLink(Link):
                 raise LinkError(f"websocket: {e!r}") from None
             async with receive:
                 try:
-                    return await receive.receive()
+                    return Reply(await receive.receive())
                 except trio.EndOfChannel:
                     raise LinkError("websocket closed before the reply") from None
         finally:
@@ -150,7 +169,7 @@ class WebSocketLink(Link):
         if seq == 0 and reply.HasField("error") and self._waiting is not None:
             seq = self._waiting[0]  # an unauthenticated call's error cannot echo its seq
         if seq == 0:
-            on_push(msg, 0)
+            on_push(msg, 0, False)
         elif self._waiting is not None and self._waiting[0] == seq:
             try:
                 self._waiting[1].send_nowait(msg)
@@ -159,10 +178,14 @@ class WebSocketLink(Link):
 
 
 class CoapLink(Link):
-    """CoAP over UDP: POST `a` per call, FETCH `c` + Observe for pushed commands, GET `m/<hex>`
-    for modules (Block2 at `block_size`)."""
+    """CoAP over UDP: POST `a` per call, FETCH `c` + Observe for pushed commands. After the
+    first registration every request is OSCORE-protected (outer POST, or FETCH + Observe for
+    `c`; the inner Uri-Path, Content-Format and Observe are encrypted) and every response
+    verified; a plain response (no OSCORE option) is passed on unprotected, for the core to
+    take as an unauthenticated error at most."""
 
     observe_wanted = True
+    protects = True
 
     def __init__(self, host: str, port: int, *, block_size: int = 1024,
                  ack_timeout_s: float = 2.0, max_retransmit: int = 4) -> None:
@@ -179,27 +202,33 @@ class CoapLink(Link):
         assert self._client is not None
         return self._client
 
-    async def call(self, data: bytes) -> bytes:
+    async def call(self, data: bytes,
+                   oscore: tuple[SecurityContext, int] | None = None) -> Reply:
+        from edgerm.coap.codes import Code
         from edgerm.transport.coap import CoapRequestError
 
         client = await self._client_ready()
         try:
-            resp = await client.post(self.remote, "a", data, content_format=CONTENT_FORMAT_CBOR,
-                                     token_length=2)
+            if oscore is None:
+                resp = await client.post(self.remote, "a", data,
+                                         content_format=CONTENT_FORMAT_CBOR, token_length=2)
+            else:
+                option, ciphertext = _protect(oscore, Code.POST, [(11, b"a")], data)
+                resp = await client.post(self.remote, (), ciphertext, options=[(9, option)],
+                                         token_length=2)
         except CoapRequestError as e:
             raise LinkError(f"coap: {e}") from None
-        if not resp.payload:
-            raise LinkError(f"coap: empty response {resp.code >> 5}.{resp.code & 31:02d}")
-        return resp.payload
+        return _reply(resp, oscore)
 
-    async def observe(self, data: bytes, on_push: PushHandler) -> bytes:
-        """Register the Observe on `c` with the signed heartbeat `data`; return the first
-        response (the reply to that heartbeat); later notifications go to `on_push`."""
+    async def observe(self, data: bytes, on_push: PushHandler,
+                      oscore: tuple[SecurityContext, int] | None = None) -> Reply:
+        """Register the Observe on `c` with the heartbeat `data`; return the first response
+        (the reply to that heartbeat); later notifications go to `on_push`."""
         await self._client_ready()
         assert self._nursery is not None
-        first, first_rx = trio.open_memory_channel[bytes](1)
+        first, first_rx = trio.open_memory_channel[Reply](1)
         self.observation_alive = True
-        self._nursery.start_soon(self._observe, data, on_push, first)
+        self._nursery.start_soon(self._observe, data, on_push, first, oscore)
         async with first_rx:
             try:
                 return await first_rx.receive()
@@ -207,49 +236,51 @@ class CoapLink(Link):
                 raise LinkError("coap: observe registration failed") from None
 
     async def _observe(self, data: bytes, on_push: PushHandler,
-                       first: trio.MemorySendChannel[bytes]) -> None:
+                       first: trio.MemorySendChannel[Reply],
+                       oscore: tuple[SecurityContext, int] | None) -> None:
         from edgerm.coap.codes import Code
         from edgerm.transport.coap import CoapRequestError
 
         assert self._client is not None
-        seq = _call_seq(data)
+        if oscore is None:
+            seq = _call_seq(data)
+            path: tuple[str, ...] = ("c",)
+            payload, options, cf = data, [], CONTENT_FORMAT_CBOR
+        else:
+            seq = 0
+            option, payload = _protect(oscore, Code.FETCH, [(6, b""), (11, b"c")], data)
+            path, options, cf = (), [(9, option)], None
         delivered = False
+        last_piv = -1   # the master's Partial IV of the newest notification taken
         try:
             async with first:
-                async with self._client.observe(self.remote, "c", data, method=Code.FETCH,
-                                                content_format=CONTENT_FORMAT_CBOR,
+                async with self._client.observe(self.remote, path, payload, method=Code.FETCH,
+                                                content_format=cf, options=options,
                                                 token_length=2) as obs:
                     async for resp in obs:
+                        try:
+                            reply, piv = _verify(resp, oscore)
+                        except LinkError:
+                            continue   # forged or damaged: dropped
+                        if reply.protected:
+                            if piv <= last_piv:
+                                continue   # a replayed (or reordered, older) notification
+                            last_piv = piv
                         if not delivered:
                             delivered = True
                             try:
-                                first.send_nowait(resp.payload)
+                                first.send_nowait(reply)
                             except trio.BrokenResourceError:
                                 # The caller gave up waiting (its call timed out on a lossy
                                 # link) before the first response came: drop this
                                 # observation; the agent registers a new one.
                                 return
                             continue
-                        on_push(resp.payload, seq)
+                        on_push(reply.data, seq, reply.protected)
         except CoapRequestError:
             pass
         finally:
             self.observation_alive = False
-
-    async def fetch_module(self, sha256: bytes, size: int) -> bytes | None:
-        from edgerm.transport.coap import CoapRequestError
-        from edgerm_agent.modules import ModuleUnavailable
-
-        client = await self._client_ready()
-        try:
-            resp = await client.get(self.remote, ("m", sha256.hex()),
-                                    block_size=self.block_size, timeout=120)
-        except CoapRequestError as e:
-            raise LinkError(f"coap: module fetch: {e}") from None
-        if not resp.success:
-            raise ModuleUnavailable(f"master answered {resp.code >> 5}.{resp.code & 31:02d}"
-                                    " for the module")
-        return resp.payload
 
     async def run(self, on_push: PushHandler, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -264,6 +295,48 @@ class CoapLink(Link):
             self._ready.set()
             task_status.started()
             await trio.sleep(math.inf)
+
+
+def _protect(oscore: tuple[SecurityContext, int], code: int, options: list[tuple[int, bytes]],
+             data: bytes) -> tuple[bytes, bytes]:
+    """(OSCORE option value, ciphertext) of a request: inner `code`, `options` and the
+    AgentCall `data` (Content-Format 60)."""
+    from edgerm.oscore import protect_request
+
+    ctx, seq = oscore
+    return protect_request(ctx, seq, code, options + [(12, bytes((CONTENT_FORMAT_CBOR,)))],
+                           data)
+
+
+def _reply(resp: ClientResponse, oscore: tuple[SecurityContext, int] | None) -> Reply:
+    """The reply in a CoAP response to our (protected, if `oscore`) request. Raises LinkError
+    for an empty one and a protected one that does not verify."""
+    return _verify(resp, oscore)[0]
+
+
+def _verify(resp: ClientResponse, oscore: tuple[SecurityContext, int] | None
+            ) -> tuple[Reply, int]:
+    """`_reply`, and the responder's own Partial IV (-1: it reused our request's nonce)."""
+    from edgerm.oscore import OscoreError, unprotect_response
+
+    option = None
+    for num, value in resp.options:
+        if num == 9:
+            option = value
+            break
+    if oscore is None or option is None:
+        # Plain: to a protected call only a refusal can be (the core checks).
+        if not resp.payload:
+            raise LinkError(f"coap: empty response {resp.code >> 5}.{resp.code & 31:02d}")
+        return Reply(resp.payload), -1
+    ctx, seq = oscore
+    try:
+        piv, _code, _options, payload = unprotect_response(ctx, seq, option, resp.payload)
+    except OscoreError as e:
+        raise LinkError(f"coap: protected response dropped: {e}") from None
+    if not payload:
+        raise LinkError("coap: empty protected response")
+    return Reply(payload, True), -1 if piv is None else piv
 
 
 def _call_seq(data: bytes) -> int:

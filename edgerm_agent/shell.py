@@ -147,6 +147,7 @@ class Agent:
             backoff_max_s=self.config.backoff_max_s)
         try:
             self.core = AgentCore(core_config, rng=self.rng, snapshot=snap)
+            self.core.oscore = self.link.protects
         except (KeyError, ValueError, TypeError, AttributeError, DecodeError) as e:
             for ex in self.executors.values():
                 ex.close()
@@ -198,6 +199,7 @@ class Agent:
         if self._link_scope is not None:
             self._link_scope.cancel()
         self.link = self._make_link(url)
+        self.core.oscore = self.link.protects
         self._observe_pending = False
         await self._nursery.start(self._run_link, self.link)
         self.core.master_changed(trio.current_time())
@@ -386,9 +388,9 @@ class Agent:
 
     # -- the call loop -------------------------------------------------------------------------
 
-    def _on_push(self, data: bytes, seq: int) -> None:
+    def _on_push(self, data: bytes, seq: int, protected: bool = False) -> None:
         assert self.core is not None
-        self.core.receive_push(data, trio.current_time(), seq)
+        self.core.receive_push(data, trio.current_time(), seq, protected)
         self._wake.set()
 
     async def _save(self) -> None:
@@ -438,12 +440,13 @@ class Agent:
                 core.handle_timer(trio.current_time())
                 continue
             try:
+                oscore = (core.oscore_context(), out.seq) if out.protected else None
                 with trio.fail_after(timeout):
                     if out.kind == "observe":
                         self._observe_pending = False
-                        reply = await self.link.observe(out.data, self._on_push)
+                        reply = await self.link.observe(out.data, self._on_push, oscore)
                     else:
-                        reply = await self.link.call(out.data)
+                        reply = await self.link.call(out.data, oscore)
             except (LinkError, trio.TooSlowError) as e:
                 log.debug("call %s seq %d failed: %s", out.kind, out.seq, e)
                 if not self._master_lost:
@@ -458,7 +461,7 @@ class Agent:
                 if self._master_lost:
                     self._master_lost = False
                     log.info("the master at %s answers", self.masters.current)
-                core.receive_reply(reply, trio.current_time())
+                core.receive_reply(reply.data, trio.current_time(), reply.protected)
 
     _observe_pending = False
     _master_lost = False

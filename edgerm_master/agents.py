@@ -23,7 +23,10 @@ from edgerm_master import records as rec
 from edgerm_master import validation as check
 from edgerm_master.agent_states import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHABLE
 from edgerm_master.events import AgentResult
-from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
+from edgerm_master.fastpath import (
+    parse_protected_heartbeat_ack,
+    parse_steady_heartbeat_untrusted,
+)
 from edgerm_master.logs import agent_name, code_name, log_agents
 from edgerm_master.state import (
     T_AGENT_CHECK,
@@ -36,20 +39,23 @@ from edgerm_master.state import (
 from edgerm_master.task_states import TERMINAL
 from edgerm_master.validation import CallError
 
-__all__ = ["agent_call", "agent_channel", "check_liveness", "check_lost", "set_state",
-           "heard_from"]
+__all__ = ["agent_call", "agent_call_protected", "agent_channel", "check_liveness",
+           "check_lost", "set_state", "heard_from"]
 
 TS = pb.TaskState
 R = pb.Reason
+E = pb.ErrorCode
 
 # First registrations' nonces remembered against replays (`MasterState.reg_nonces`).
 REG_NONCES_KEPT = 4096
 
 
-def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: str
-               ) -> AgentResult:
+def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: str,
+               mac_calls: bool = True) -> AgentResult:
     """One AgentCall from the network (untrusted bytes) -> the reply to send back. `peer`
-    (the caller's address) only goes into log lines."""
+    (the caller's address) only goes into log lines. `mac_calls` False (plain CoAP, where
+    OSCORE protects every call after the first registration): only a first registration
+    may come mac-signed; any other signed call is refused UNAUTHENTICATED (no downgrade)."""
     st.stats["agent_calls"] += 1
     st.now = now
     st.peer = peer
@@ -58,7 +64,7 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
     except CallError as e:
         st.calls[transport] += 1
         return _refused(st, e)
-    fast = _steady_heartbeat(st, data, now, transport)
+    fast = _steady_heartbeat(st, data, now, transport) if mac_calls else None
     if fast is not None:
         return fast
     # (Counted here, not above: the fast path counts its heartbeats only, one increment.)
@@ -71,22 +77,85 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
             check.check_first_call(kind)
             token = check.registration_token(call, st.token_keys)
             return _first_registration(st, call.register, token, call.seq, now, transport)
+        if not mac_calls:
+            # On CoAP only the first registration is signed; everything after it is
+            # OSCORE-protected (agent_call_protected): no downgrade to the mac.
+            raise CallError(E.UNAUTHENTICATED, "on CoAP every call after the first "
+                            "registration must be OSCORE-protected")
         agent = check.check_caller(call, st.agents.get(call.agent_id))
     except CallError as e:
         return _refused(st, e)
+    return _known_call(st, agent, call, kind, call.seq, now, transport)
+
+
+def agent_call_protected(st: MasterState, agent: Agent, seq: int, data: bytes, now: float,
+                         transport: str, peer: str) -> AgentResult:
+    """An AgentCall that came OSCORE-protected from `agent` (oscore_calls verified it) with
+    Sender Sequence Number `seq` (its Partial IV): handled as a signed call with that
+    `agent_id` and `seq`; its reply carries neither seq nor mac (the shell protects it).
+    A stale `seq` (a replay racing the original) is refused unauthenticated (agent_id 0 in
+    the result: the shell answers a plain 4.01)."""
+    st.stats["agent_calls"] += 1
+    st.now = now
+    st.peer = peer
+    st.oscore_call = True
+    try:
+        fast = _protected_heartbeat(st, agent, seq, data, now, transport)
+        if fast is not None:
+            return fast
+        st.calls[transport] += 1
+        try:
+            check.check_size(len(data), st.config.agent_message_max, "AgentCall")
+            call = check.decode_untrusted(pb.AgentCall, data, st.agent_limits)
+            if call.agent_id or call.seq or call.mac:
+                raise CallError(E.BAD_REQUEST, "an OSCORE-protected AgentCall carries no "
+                                "agent_id, seq or mac (OSCORE's kid and Partial IV are them)")
+            check.check_seq(agent.seq, seq)
+        except CallError as e:
+            if e.code == E.UNAUTHENTICATED:
+                return _refused(st, e)
+            return _refused(st, e, agent, seq, protected=True)
+        return _known_call(st, agent, call, call.WhichOneof("call"), seq, now, transport)
+    finally:
+        st.oscore_call = False
+
+
+def _protected_heartbeat(st: MasterState, agent: Agent, seq: int, data: bytes, now: float,
+                         transport: str) -> AgentResult | None:
+    """A steady protected heartbeat (`{5: {}}` or `{5: {1: ack}}`) of an active, synced agent
+    with a fresh seq; None for anything else (the general path gives the same answer)."""
+    if data == b"\xa1\x05\xa0":
+        ack = 0
+    else:
+        ack = parse_protected_heartbeat_ack(data)
+        if ack <= 0:
+            return None
+    if not agent.synced or agent.state != AGENT_ACTIVE or not check.seq_is_fresh(agent.seq,
+                                                                                  seq):
+        return None
+    heard_from(st, agent, seq, now, transport)
+    st.fast_heartbeats[transport] += 1
+    commands.take_ack(st, agent, ack)
+    return commands.reply(st, agent, seq)
+
+
+def _known_call(st: MasterState, agent: Agent, call: pb.AgentCall, kind: str | None, seq: int,
+                now: float, transport: str) -> AgentResult:
+    """A call authenticated as `agent` (its mac, or OSCORE) with sequence number `seq`."""
+    protected = st.oscore_call
     try:
         if kind == "register":
-            return _reregister(st, agent, call.register, call.seq, now, transport)
+            return _reregister(st, agent, call.register, seq, now, transport)
         kind = check.check_call_kind(kind)
         if not agent.synced or agent.state == AGENT_LOST:
             # The master restarted (no seq baseline) or gave the agent up: only a signed
             # Register is trusted now. Nothing else of this call is applied.
             commands.ask_reregister(st, agent)
-            return commands.reply(st, agent, call.seq)
-        check.check_seq(agent.seq, call.seq)
+            return commands.reply(st, agent, seq)
+        check.check_seq(agent.seq, seq)
         if kind == "heartbeat":
             check.check_heartbeat(call.heartbeat)
-        heard_from(st, agent, call.seq, now, transport)
+        heard_from(st, agent, seq, now, transport)
         if kind == "heartbeat":
             st.heartbeats[transport] += 1
             _heartbeat(st, agent, call.heartbeat, now)
@@ -95,10 +164,12 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
         elif kind == "publish":
             frameworks.agent_publish(st, agent, call.publish, now)
         elif kind == "module":
-            return uploads.module_request(st, agent, call.module, call.seq)
-        return commands.reply(st, agent, call.seq)
+            return uploads.module_request(st, agent, call.module, seq)
+        return commands.reply(st, agent, seq)
     except CallError as e:
-        return _refused(st, e, agent, call.seq)
+        if protected and e.code == E.UNAUTHENTICATED:
+            return _refused(st, e)   # a stale seq: answered plain, like a failed tag
+        return _refused(st, e, agent, seq, protected)
 
 
 def _steady_heartbeat(st: MasterState, data: bytes, now: float, transport: str
@@ -130,8 +201,8 @@ def heard_from(st: MasterState, agent: Agent, seq: int, now: float, transport: s
         mark_reachable(st, agent, now)
 
 
-def _refused(st: MasterState, e: CallError, agent: Agent | None = None, seq: int = 0
-             ) -> AgentResult:
+def _refused(st: MasterState, e: CallError, agent: Agent | None = None, seq: int = 0,
+             protected: bool = False) -> AgentResult:
     st.stats["agent_errors"] += 1
     who = f"agent {agent.agent_id}" if agent is not None else "an agent"
     st.refusal_log.log(
@@ -139,7 +210,7 @@ def _refused(st: MasterState, e: CallError, agent: Agent | None = None, seq: int
         f"refused a call from {who} at {st.peer or '?'}: {code_name(e.code)}: {e.text}",
         {"event": "agent_refused", "agent_id": agent.agent_id if agent else 0,
          "peer": st.peer, "code": code_name(e.code)})
-    return commands.error_reply(e.code, e.text, seq, agent)
+    return commands.error_reply(e.code, e.text, seq, agent, protected)
 
 
 def agent_channel(st: MasterState, agent_id: int, open: bool) -> None:

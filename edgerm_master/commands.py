@@ -136,14 +136,24 @@ def commands_for(st: MasterState, agent: Agent) -> list[bytes]:
 
 def reply(st: MasterState, agent: Agent, seq: int, registered: pb.Registered | None = None
           ) -> AgentResult:
-    """The signed answer to the agent's call `seq`, with the commands due."""
-    data = build_reply(agent.secret, seq, agent.update_ack, commands_for(st, agent),
-                       encode(registered) if registered is not None else None)
+    """The signed answer to the agent's call `seq`, with the commands due (unsigned and
+    without seq for an OSCORE-protected call: OSCORE protects the reply)."""
+    if st.oscore_call:
+        data = build_reply(None, 0, agent.update_ack, commands_for(st, agent),
+                           encode(registered) if registered is not None else None)
+    else:
+        data = build_reply(agent.secret, seq, agent.update_ack, commands_for(st, agent),
+                           encode(registered) if registered is not None else None)
     return AgentResult(data, 0, agent.agent_id)
 
 
-def error_reply(code: int, text: str, seq: int, agent: Agent | None) -> AgentResult:
-    """A refusal: signed when the caller authenticated as `agent`, else plain."""
+def error_reply(code: int, text: str, seq: int, agent: Agent | None,
+                protected: bool = False) -> AgentResult:
+    """A refusal: signed when the caller authenticated as `agent`, else plain; `protected`
+    (an OSCORE call of `agent`): plain, for the shell to protect."""
+    if protected and agent is not None:
+        msg = pb.AgentReply(error=pb.Error(code=code, message=text))  # type: ignore[arg-type]
+        return AgentResult(encode(msg), code, agent.agent_id)
     msg = pb.AgentReply(seq=seq, error=pb.Error(code=code, message=text))  # type: ignore[arg-type]
     if agent is not None:
         return AgentResult(sign(msg, agent.secret), code, agent.agent_id)
@@ -158,6 +168,9 @@ def take_pushes(st: MasterState) -> None:
             continue
         commands = commands_for(st, agent)
         if commands:
-            st.outbox.append(ToAgent(aid, build_reply(agent.secret, 0, agent.update_ack,
+            # A CoAP agent's push is an Observe notification, which OSCORE protects (the
+            # shell, with the master's own sequence number); a WebSocket push is signed.
+            secret = None if agent.transport == "coap" else agent.secret
+            st.outbox.append(ToAgent(aid, build_reply(secret, 0, agent.update_ack,
                                                       commands)))
     st.push.clear()

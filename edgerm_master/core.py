@@ -40,6 +40,7 @@ from edgerm_master import (
     commands,
     frameworks,
     offers,
+    oscore_calls,
     recovery,
     uploads,
     view,
@@ -49,6 +50,7 @@ from edgerm_master.agent_states import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHAB
 from edgerm_master.allocator import Allocator
 from edgerm_master.config import MasterConfig
 from edgerm_master.events import AgentResult, CloseFramework, ModuleRead, ToAgent, ToFramework
+from edgerm_master.oscore_calls import Inner, Refusal
 from edgerm_master.state import (
     T_AGENT_CHECK,
     T_AGENT_LOST,
@@ -104,11 +106,50 @@ class Master:
 
     # ----------------------------------------------------------------------------- inputs
 
-    def agent_call(self, data: bytes, now: float, transport: str = "coap", peer: str = ""
-                   ) -> AgentResult:
+    def agent_call(self, data: bytes, now: float, transport: str = "coap", peer: str = "",
+                   mac_calls: bool = True) -> AgentResult:
         """One AgentCall from the network (untrusted bytes) -> the reply to send back. `peer`
-        (the caller's address) only goes into log lines."""
-        return agents.agent_call(self.state, data, now, transport, peer)
+        (the caller's address) only goes into log lines. `mac_calls` False (plain CoAP):
+        only a first registration may be mac-signed (OSCORE protects everything after)."""
+        return agents.agent_call(self.state, data, now, transport, peer, mac_calls)
+
+    # --- OSCORE on the CoAP agent link (oscore_calls.py; docs/protocol.md)
+
+    def oscore_unprotect(self, option: bytes, ciphertext: bytes) -> Inner | Refusal:
+        """A protected CoAP request (its OSCORE option value and payload): the verified inner
+        request, or the plain refusal to answer (nothing changed)."""
+        return oscore_calls.unprotect_untrusted(self.state, option, ciphertext)
+
+    def agent_call_protected(self, inner: Inner, now: float, transport: str = "coap",
+                             peer: str = "") -> AgentResult:
+        """The AgentCall inside a verified protected request (`inner.payload`), with its
+        agent and seq from OSCORE; the reply's `data` is unsigned (protect it with
+        `oscore_protect`) unless `agent_id` is 0 (a plain refusal: answer it unprotected)."""
+        return agents.agent_call_protected(self.state, inner.agent, inner.seq, inner.payload,
+                                           now, transport, peer)
+
+    def oscore_protect(self, inner: Inner, code: int, payload: bytes,
+                       content_format: int | None = 60,
+                       options: list[tuple[int, bytes]] | None = None,
+                       notification: bool = False) -> tuple[int, list[tuple[int, bytes]], bytes]:
+        """(outer code, outer options, ciphertext) of the answer to `inner` (may emit a
+        `SetOscoreSeqBound` record when the master's own sequence number is used)."""
+        return oscore_calls.protect(self.state, inner, code, payload, content_format, options,
+                                    notification)
+
+    def oscore_accept_seq(self, inner: Inner) -> None:
+        """A protected request answered without `agent_call_protected` (a module GET) used
+        up its seq."""
+        oscore_calls.accept_seq(inner)
+
+    def oscore_protect_push(self, agent_id: int, request_piv: int, payload: bytes
+                            ) -> tuple[list[tuple[int, bytes]], bytes] | None:
+        """(outer options, ciphertext) of an Observe notification to `agent_id` (registered
+        with Partial IV `request_piv`); None if the agent is gone."""
+        agent = self.state.agents.get(agent_id)
+        if agent is None:
+            return None
+        return oscore_calls.protect_push(self.state, agent, request_piv, payload)
 
     def agent_channel(self, agent_id: int, open: bool) -> None:
         """The agent's push channel (CoAP Observe on `c`, or its WebSocket) opened or closed."""

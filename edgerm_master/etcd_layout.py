@@ -8,7 +8,7 @@ task ids percent-quoted so "/" stays a separator):
 
     leader                                  election key (election.py), under the leader's lease
     members/<name>                          members registry (election.py), under each lease
-    data/meta/epoch, data/meta/next_agent_id, data/meta/schema
+    data/meta/epoch, data/meta/next_agent_id, data/meta/schema, data/meta/oscore_seq_bound
     data/agents/<id>                        CBOR [secret, info, state, unreachable_since,
                                               update_ack, command_ack, next_command, next_task,
                                               admitted, seq]
@@ -171,7 +171,8 @@ class Mirror:
     # --- the snapshot out ---------------------------------------------------------------------
 
     def snapshot(self, epoch: int) -> Snapshot:
-        snap = Snapshot(epoch=epoch, next_agent_id=self.meta.get("next_agent_id", 1))
+        snap = Snapshot(epoch=epoch, next_agent_id=self.meta.get("next_agent_id", 1),
+                        oscore_seq_bound=self.meta.get("oscore_seq_bound", 0))
         snap.agents = [AgentRow(i, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[9])
                        for i, r in sorted(self.agents.items())]
         snap.frameworks = [FrameworkRow(f, r[0], r[1], r[2], bool(r[3]), r[4])
@@ -229,6 +230,11 @@ class _Translator:
         nxt = max(self.m.meta.get("next_agent_id", 1), rec.agent_id + 1)
         self.m.meta["next_agent_id"] = nxt
         self.out.append(("data/meta/next_agent_id", str(nxt).encode()))
+
+    def set_oscore_seq_bound(self, rec: records.SetOscoreSeqBound) -> None:
+        bound = max(self.m.meta.get("oscore_seq_bound", 0), rec.bound)
+        self.m.meta["oscore_seq_bound"] = bound
+        self.out.append(("data/meta/oscore_seq_bound", str(bound).encode()))
 
     def _set_agent(self, agent_id: int, index: int, value: Any, keep_max: bool = False) -> None:
         row = self._agent(agent_id)
@@ -391,6 +397,7 @@ class _Translator:
 _T = _Translator
 _TRANSLATE: dict[type, Callable[[_Translator, Any], None]] = {
     records.AdmitAgent: _T.admit_agent,
+    records.SetOscoreSeqBound: _T.set_oscore_seq_bound,
     records.ReregisterAgent: _T.reregister_agent,
     records.UpdateAgentInfo: _T.update_agent_info,
     records.MarkAgentUnreachable: _T.mark_unreachable,

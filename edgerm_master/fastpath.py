@@ -12,7 +12,7 @@ not here either: both paths apply it through `agents.heard_from` and `commands.t
 
 from __future__ import annotations
 
-__all__ = ["parse_steady_heartbeat_untrusted"]
+__all__ = ["parse_steady_heartbeat_untrusted", "parse_protected_heartbeat_ack"]
 
 
 def _uint(data: bytes, i: int) -> tuple[int, int]:
@@ -61,3 +61,14 @@ def parse_steady_heartbeat_untrusted(data: bytes) -> tuple[int, int, bytes, byte
         return None
     unsigned = b"\xa3" + data[1:mac_start] + tail
     return aid, seq, mac, unsigned, ack
+
+
+def parse_protected_heartbeat_ack(data: bytes) -> int:
+    """The command_ack of a steady OSCORE-protected heartbeat `{5: {1: ack}}` (no agent_id,
+    seq or mac: OSCORE carries them), 0 for `{5: {}}`, -1 for anything else. Cannot raise."""
+    if data == b"\xa1\x05\xa0":
+        return 0
+    if len(data) < 5 or data[:4] != b"\xa1\x05\xa1\x01":
+        return -1
+    ack, j = _uint(data, 4)
+    return ack if ack > 0 and j == len(data) else -1

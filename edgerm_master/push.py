@@ -25,7 +25,7 @@ from trio_websocket import ConnectionClosed
 
 from edgerm.transport.coap import Observation, ObservationGone
 from edgerm.transport.websocket import CLOSE_POLICY, WsConnection
-from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
+from edgerm.wire import encode, pb
 from edgerm_master.core import CloseFramework, Master, ToAgent, ToFramework
 from edgerm_master.refusals import framework_error
 
@@ -95,6 +95,9 @@ class PushChannels:
         self.nursery: trio.Nursery | None = None
         self.fw_queues: dict[int, trio.MemorySendChannel[bytes | Close]] = {}
         self.agents: dict[int, AgentChannel] = {}
+        # The Partial IV of each agent's Observe registration (its notifications are
+        # protected with it and the master's own sequence number: oscore_calls.protect_push).
+        self.observe_piv: dict[int, int] = {}
 
     def dispatch(self, item: ToFramework | ToAgent | CloseFramework) -> None:
         if isinstance(item, ToFramework):
@@ -143,7 +146,16 @@ class PushChannels:
 
     async def _notify(self, agent_id: int, obs: Observation, data: bytes) -> None:
         try:
-            await obs.notify(data, content_format=CONTENT_FORMAT_CBOR)
+            piv = self.observe_piv.get(agent_id)
+            protected = (self.core.oscore_protect_push(agent_id, piv, data)
+                         if piv is not None else None)
+            if protected is None:
+                # No protected registration to answer (cannot happen on the agent link):
+                # nothing goes out in clear.
+                self.drop_agent(agent_id, obs)
+                return
+            options, ciphertext = protected
+            await obs.notify(ciphertext, options=options)
         except ObservationGone:
             self.drop_agent(agent_id, obs)
         except Exception:
@@ -159,16 +171,23 @@ class PushChannels:
         """Forget `channel` if it is still `agent_id`'s (a newer one stays)."""
         if self.agents.get(agent_id) is channel:
             del self.agents[agent_id]
+            self.observe_piv.pop(agent_id, None)
             self.core.agent_channel(agent_id, False)
 
-    def set_agent(self, agent_id: int, channel: AgentChannel) -> None:
-        """Make `channel` `agent_id`'s push channel (cancelling an older Observe)."""
+    def set_agent(self, agent_id: int, channel: AgentChannel, piv: int | None = None
+                  ) -> None:
+        """Make `channel` `agent_id`'s push channel (cancelling an older Observe); `piv`: the
+        Partial IV of the OSCORE-protected Observe registration `channel` is."""
         old = self.agents.get(agent_id)
         if old is channel:
             return
         if isinstance(old, Observation):
             old.cancel()
         self.agents[agent_id] = channel
+        if piv is not None:
+            self.observe_piv[agent_id] = piv
+        else:
+            self.observe_piv.pop(agent_id, None)
         self.core.agent_channel(agent_id, True)
         self._after_core()
 
@@ -203,3 +222,4 @@ class PushChannels:
                     channel.send_nowait(agent_refusal)
                 channel.close()
         self.agents.clear()
+        self.observe_piv.clear()

@@ -16,7 +16,7 @@ __all__ = [
     "DropCommand", "AddFramework", "UpdateFramework", "MarkFrameworkRemoving", "RemoveFramework",
     "AddTask", "UpdateTaskState", "MarkTaskUnreachable", "MarkTaskLost", "MarkTaskKilled",
     "RemoveTask", "AddStatusUpdate", "AckStatusUpdate", "AddOutput", "ReleaseOutputs",
-    "StoreModule", "RemoveModule",
+    "StoreModule", "RemoveModule", "SetOscoreSeqBound",
 ]
 
 
@@ -68,6 +68,14 @@ class MarkAgentReachable(Record):
 class MarkAgentLost(Record):
     """Past lost_after: the agent must register again to be used; it keeps id and secret."""
     agent_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetOscoreSeqBound(Record):
+    """The master's OSCORE Sender Sequence Number stays below `bound` until a higher bound
+    is durable; a restarted or new leader starts at it (oscore_calls.next_master_seq), so
+    no number is used twice, whichever master used it (docs/protocol.md)."""
+    bound: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 from edgerm.resources import Res
 from edgerm.wire import decode, pb
 from edgerm_master import frameworks, tasks
+from edgerm_master import records as rec
 from edgerm_master.agent_states import AGENT_ACTIVE, AGENT_LOST, AGENT_UNREACHABLE
+from edgerm_master.oscore_calls import MASTER_SEQ_RESERVE
 from edgerm_master.state import (
     T_AGENT_CHECK,
     T_AGENT_LOST,
@@ -42,6 +44,12 @@ def recover(st: MasterState, snap: Snapshot, now: float) -> None:
     cfg = st.config
     st.epoch = snap.epoch
     st.next_agent_id = max(st.next_agent_id, snap.next_agent_id)
+    # The master's OSCORE sequence number goes on from the stored bound (every number below
+    # it may have been used by the master before); the next bound is durable (lead() commits
+    # what recovery emits) before any is used.
+    st.master_seq = max(st.master_seq, snap.oscore_seq_bound, 1)
+    st.master_seq_bound = st.master_seq + MASTER_SEQ_RESERVE
+    st.record(rec.SetOscoreSeqBound(st.master_seq_bound))
     for m in snap.modules:
         st.modules[m.sha256] = ModuleInfo(m.size, m.fmt, m.name, now)
         st.module_sizes[m.sha256] = m.size

@@ -36,6 +36,7 @@ the hot paths), open WebSocket connection counts, `metrics_text()` for the HTTP 
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import logging
@@ -46,7 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from edgerm.coap.blockwise import slice_block
 from edgerm.coap.codes import Code
+from edgerm.coap.options import BlockValue, decode_block
 from edgerm.transport.coap import CoapServer, Request, Response, Site
 from edgerm.transport.websocket import (
     CLOSE_POLICY,
@@ -57,7 +60,6 @@ from edgerm.transport.websocket import (
 from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
 from edgerm_master.config import MasterConfig, http_address
 from edgerm_master.core import AgentResult, Master
-from edgerm_master.fastpath import parse_steady_heartbeat_untrusted
 from edgerm_master.gateways import gateway_batch, gateway_inline
 from edgerm_master.http_api import Changes
 from edgerm_master.http_server import serve_http
@@ -66,6 +68,7 @@ from edgerm_master.logs import log_store_error
 from edgerm_master.members import MemberInfo, Role
 from edgerm_master.metrics import ShellMetrics
 from edgerm_master.modules import ModuleReader, parse_hex
+from edgerm_master.oscore_calls import Inner
 from edgerm_master.push import (
     NOT_LEADER_CLOSE,
     Close,
@@ -81,6 +84,7 @@ from edgerm_master.refusals import (
     store_unavailable,
 )
 from edgerm_master.service_ops import ServiceOps
+from edgerm_master.service_oscore import inner_of, oscore_request
 from edgerm_master.state import MasterState
 from edgerm_master.store_api import MasterStore, NotLeader, StoreUnavailable, open_store
 
@@ -107,6 +111,8 @@ ERROR_TO_COAP = {
     E.NOT_LEADER: Code.SERVICE_UNAVAILABLE,
 }
 _OCTET_STREAM = 42
+# A steady protected heartbeat's AgentCall: {5: {}} (no agent_id, seq or mac: OSCORE's).
+_STEADY_HEARTBEAT = b"\xa1\x05\xa0"
 # Events queued for one framework before it counts as not reading and is disconnected.
 _FRAMEWORK_QUEUE = 10_000
 # A full garbage collection scans every object the collector tracks: with a million agents one
@@ -240,9 +246,11 @@ class MasterService:
                  rt="edgerm.commands")
         site.add("m", self._coap_module, methods=(Code.GET,), prefix=True,
                  rt="edgerm.module")
-        site.add("s", self._coap_state, methods=(Code.POST,), rt="edgerm.state")
         site.add("g", self._coap_gateway, methods=(Code.POST,), rt="edgerm.gateway",
                  inline=self._coap_gateway_inline)
+        # Every request with an OSCORE option is unprotected first and routed by its inner
+        # Uri-Path (service_oscore.py); only a first registration comes in plain on `a`.
+        site.oscore = functools.partial(oscore_request, self)
         self.coap_server = CoapServer(site)
         server = self.coap_server
         server.endpoint.on_malformed = self.ops.malformed_datagram
@@ -404,30 +412,33 @@ class MasterService:
         return None
 
     def _coap_agent_inline(self, request: Request) -> Response | None:
-        """A steady heartbeat without a command ack, when every record is durable, answered in
-        the CoAP receive loop: nothing to wait for, so no worker (half the master's time per
-        heartbeat was the queue, the task switch and the scheduler). Anything else, or a
-        heartbeat whose call did emit records (the general path: a master restart asks the
-        agent to re-register), goes to `_coap_agent`: the latter with its result in
-        `request.context`, so it is not applied twice."""
+        """A steady protected heartbeat without a command ack (OSCORE already verified by
+        `oscore_request`), when every record is durable, answered in the CoAP receive loop:
+        nothing to wait for, so no worker (half the master's time per heartbeat was the queue,
+        the task switch and the scheduler). Anything else, or a heartbeat whose call did emit
+        records (the general path: a master restart asks the agent to re-register), goes to
+        `_coap_agent`: the latter with its result in `request.context`, so it is not applied
+        twice."""
         if self.role is not Role.LEADER:
             return self._coap_refusal(request)
-        if request.content_format not in (None, CONTENT_FORMAT_CBOR):
-            return None
+        inner = request.context
+        if (request.protect is None or not isinstance(inner, Inner)
+                or inner.payload != _STEADY_HEARTBEAT
+                or inner.content_format not in (None, CONTENT_FORMAT_CBOR)):
+            return None  # a first registration (plain), or not a steady heartbeat
         core = self.core
         if self._durable < core.records_emitted:
             return None  # the answer must wait for records of other calls
-        steady = parse_steady_heartbeat_untrusted(request.payload)
-        if steady is None or steady[4]:
-            return None  # not a steady heartbeat, or one acking commands (a record)
         observe = self._observe_coap_call
         started = perf_counter() if observe is not None else 0.0
-        result = core.agent_call(request.payload, self.clock(), "coap",
-                                 peer_address(request.remote))
+        result = core.agent_call_protected(inner, self.clock(), "coap",
+                                           peer_address(request.remote))
         if core.records_emitted > self._durable or result.module is not None:
-            request.context = (result, started)
+            request.context = (inner, result, started)
             return None
         self._after_core()
+        if not result.agent_id:
+            request.protect = None   # a stale seq racing its original: a plain 4.01
         response = self._agent_response(result, result.data)
         if observe is not None:
             observe(perf_counter() - started)
@@ -442,7 +453,7 @@ class MasterService:
 
     async def _coap_agent(self, request: Request) -> Response:
         if isinstance(request.context, tuple):  # already applied by _coap_agent_inline
-            result, started = request.context
+            _, result, started = request.context
         else:
             if self.role is not Role.LEADER:
                 return self._coap_refusal(request)
@@ -452,9 +463,10 @@ class MasterService:
             if self.store_down is not None:
                 return self._coap_unavailable(request)
             started = perf_counter()
-            result = self.core.agent_call(request.payload, self.clock(), "coap",
-                                          peer_address(request.remote))
+            result = self._call(request)
         response = self._agent_response(result, await self._agent_result(result))
+        if request.protect is not None and not result.agent_id:
+            request.protect = None   # refused unauthenticated by the core: a plain 4.01
         if self.metrics is not None:
             self.metrics.call_latency["coap"].observe(perf_counter() - started)
         return response
@@ -468,15 +480,20 @@ class MasterService:
         if bad is not None:
             return bad
         started = perf_counter()
-        result = self.core.agent_call(request.payload, self.clock(), "coap",
-                                      peer_address(request.remote))
+        result = self._call(request)
         data = await self._agent_result(result)
         if self.metrics is not None:
             self.metrics.call_latency["coap"].observe(perf_counter() - started)
+        if request.protect is not None and not result.agent_id:
+            request.protect = None   # refused unauthenticated by the core: a plain 4.01
         observe = False
-        if result.error == 0 and result.agent_id and request.observation is not None:
+        inner = inner_of(request)
+        if (result.error == 0 and result.agent_id and request.observation is not None
+                and inner is not None):
+            # (Only a protected registration: notifications are protected with its kid and
+            # Partial IV, and the master's own sequence numbers.)
             obs = request.observation
-            self.push.set_agent(result.agent_id, obs)
+            self.push.set_agent(result.agent_id, obs, inner.seq)
             observe = True
             assert self._nursery is not None
             self._nursery.start_soon(self.push.watch_observation, result.agent_id, obs)
@@ -491,9 +508,21 @@ class MasterService:
     async def _coap_gateway(self, request: Request) -> Response:
         return await gateway_batch(self, request)
 
+    def _call(self, request: Request) -> AgentResult:
+        """The core's answer to the AgentCall of `request` (protected or plain)."""
+        inner = inner_of(request)
+        if inner is not None:
+            return self.core.agent_call_protected(inner, self.clock(), "coap",
+                                                  peer_address(request.remote))
+        return self.core.agent_call(request.payload, self.clock(), "coap",
+                                    peer_address(request.remote), mac_calls=False)
+
     async def _coap_module(self, request: Request) -> Response:
         if self.role is not Role.LEADER:
             return coap_refusal(not_leader(self.leader, "coap"))
+        inner = inner_of(request)
+        if inner is not None:
+            return await self._coap_module_protected(request, inner)
         if len(request.path) != 2:
             return Response(Code.NOT_FOUND, b"use m/<sha256 hex>")
         sha = parse_hex(request.path[1])
@@ -507,14 +536,29 @@ class MasterService:
                 return Response(Code.SERVICE_UNAVAILABLE, b"module file unreadable")
         return Response(Code.CONTENT, data, _OCTET_STREAM)
 
-    async def _coap_state(self, request: Request) -> Response:
-        if self.role is not Role.LEADER:
-            return coap_refusal(not_leader(self.leader, "coap"))
-        code, data = self.core.cluster_state(request.payload, self.clock(),
-                                             peer_address(request.remote))
-        if code == 0:
-            return Response(Code.CONTENT, data, CONTENT_FORMAT_CBOR)
-        return Response(ERROR_TO_COAP.get(code, Code.BAD_REQUEST), data, CONTENT_FORMAT_CBOR)
+    async def _coap_module_protected(self, request: Request, inner: Inner) -> Response:
+        """A module GET inside OSCORE: the block its inner Block2 asks for (1,024 bytes when
+        it asks none), with an inner Block2; the outer response is one datagram."""
+        self.core.oscore_accept_seq(inner)
+        if len(request.path) != 2:
+            return Response(Code.NOT_FOUND, b"use m/<sha256 hex>")
+        sha = parse_hex(request.path[1])
+        if sha is None or self.core.module_size(sha) is None or self.modules is None:
+            return Response(Code.NOT_FOUND, b"no such module")
+        data = self.modules.cached(sha)
+        if data is None:
+            try:
+                data = await self.modules.read(sha)
+            except (OSError, StoreUnavailable):
+                return Response(Code.SERVICE_UNAVAILABLE, b"module file unreadable")
+        value = inner.option(23)
+        block = decode_block(value) if value is not None else BlockValue(0, False, 6)
+        piece = slice_block(data, block.num, block.szx) if block is not None else None
+        if block is None or piece is None:
+            return Response(Code.BAD_OPTION, b"Block2 past the end of the module")
+        chunk, more = piece
+        return Response(Code.CONTENT, chunk, _OCTET_STREAM,
+                        options=[(23, BlockValue(block.num, more, block.szx).encode())])
 
     # ------------------------------------------------------------------------------ websocket
 

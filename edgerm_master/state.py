@@ -55,7 +55,7 @@ class Agent:
         "agent_id", "secret", "info", "total", "executors", "max_payload", "state",
         "synced", "seq", "last_seen", "unreachable_since", "update_ack", "command_ack",
         "next_command", "next_task", "commands", "sent", "tasks", "pushable", "transport",
-        "rereg_cid", "kind",
+        "rereg_cid", "kind", "oscore",
     )
 
     def __init__(self, agent_id: int, secret: bytes, info: bytes, reg: pb.Register,
@@ -82,6 +82,9 @@ class Agent:
         self.transport = ""
         self.rereg_cid = 0
         self.kind = agent_kind(reg)               # for the metrics' `kind` label
+        # The master's OSCORE context for this agent (edgerm.agent_oscore.LinkContext),
+        # derived from `secret` on its first protected call (oscore_calls.context).
+        self.oscore: Any = None
 
 
 class Task:
@@ -296,6 +299,14 @@ class MasterState:
     reg_nonces: dict[bytes, None] = field(default_factory=dict)
     agent_limits: Limits = field(init=False)
     framework_limits: Limits = field(init=False)
+    # True while an OSCORE-protected agent call is handled: its replies carry no seq and no
+    # mac (OSCORE protects them; commands.reply, error_reply, uploads.module_chunk).
+    oscore_call: bool = False
+    # The master's OSCORE Sender Sequence Number (one for every agent context: it never
+    # repeats) and the bound written ahead of it in the store (oscore_calls.next_master_seq);
+    # 0: not leading yet (recovery sets both from the stored bound).
+    master_seq: int = 0
+    master_seq_bound: int = 0
 
     def __post_init__(self) -> None:
         cfg = self.config

@@ -135,6 +135,8 @@ class Snapshot:
 
     epoch: int = 0
     next_agent_id: int = 1
+    # Where the master's OSCORE sequence number starts (records.SetOscoreSeqBound; 0: never).
+    oscore_seq_bound: int = 0
     agents: list[AgentRow] = field(default_factory=list)
     frameworks: list[FrameworkRow] = field(default_factory=list)
     tasks: list[TaskRow] = field(default_factory=list)
@@ -195,6 +197,7 @@ class Store:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         snap.epoch = int(meta.get("epoch", 0)) + 1
         snap.next_agent_id = int(meta.get("next_agent_id", 1))
+        snap.oscore_seq_bound = int(meta.get("oscore_seq_bound", 0))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (snap.epoch,))
         db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         snap.agents = [AgentRow(*row) for row in db.execute(
@@ -283,6 +286,11 @@ class Store:
         self._db.execute(
             "INSERT INTO meta VALUES ('next_agent_id', ?) ON CONFLICT(key) DO UPDATE SET"
             " value = max(value, excluded.value)", (rec.agent_id + 1,))
+
+    def _set_oscore_seq_bound(self, rec: records.SetOscoreSeqBound) -> None:
+        self._db.execute(
+            "INSERT INTO meta VALUES ('oscore_seq_bound', ?) ON CONFLICT(key) DO UPDATE SET"
+            " value = max(value, excluded.value)", (rec.bound,))
 
     def _reregister_agent(self, rec: records.ReregisterAgent) -> None:
         self._db.execute("UPDATE agents SET seq = max(seq, ?) WHERE id = ?",
@@ -402,6 +410,7 @@ class Store:
 
 _APPLY: dict[type, Callable[[Store, Any], None]] = {
     records.AdmitAgent: Store._admit_agent,
+    records.SetOscoreSeqBound: Store._set_oscore_seq_bound,
     records.ReregisterAgent: Store._reregister_agent,
     records.UpdateAgentInfo: Store._update_agent_info,
     records.MarkAgentUnreachable: Store._mark_unreachable,

@@ -20,6 +20,8 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
+from edgerm.coap.codes import Code
+from edgerm.oscore import SecurityContext, agent_context, protect_request, unprotect_response
 from edgerm.wire import (
     PROTOCOL_VERSION,
     decode,
@@ -106,6 +108,7 @@ class ScriptedAgent:
         self.replies: list[pb.AgentReply] = []
         self.errors: list[pb.Error] = []
         self.bad_macs = 0
+        self._oscore: tuple[int, SecurityContext] | None = None
 
     # --- calls
 
@@ -154,6 +157,41 @@ class ScriptedAgent:
             kind = head.WhichOneof("call")
             return self._call(**{kind: getattr(head, kind)})  # type: ignore[arg-type]
         return self.heartbeat_call()
+
+    # --- OSCORE (the CoAP link: docs/protocol.md)
+
+    def oscore_context(self) -> SecurityContext:
+        """This identity's OSCORE context (derived once per identity)."""
+        if self._oscore is None or self._oscore[0] != self.agent_id:
+            self._oscore = (self.agent_id, agent_context(self.secret, self.agent_id))
+        return self._oscore[1]
+
+    def protect(self, data: bytes, path: str = "a") -> tuple[int, bytes, bytes] | None:
+        """A signed call of this agent as an OSCORE request on CoAP `path` ("a", or "c": a
+        FETCH with an inner Observe): (seq, OSCORE option value, ciphertext); None for a
+        first registration, which goes plain. The call loses agent_id, seq and mac: OSCORE's
+        kid, Partial IV and tag stand for them."""
+        call = decode(pb.AgentCall, data)
+        if not call.agent_id:
+            return None
+        seq = call.seq
+        call.ClearField("agent_id")
+        call.ClearField("seq")
+        call.ClearField("mac")
+        code = Code.FETCH if path == "c" else Code.POST
+        options = [(6, b"")] if path == "c" else []
+        options += [(11, path.encode()), (12, b"\x3c")]
+        option, ciphertext = protect_request(self.oscore_context(), seq, code, options,
+                                             encode(call))
+        return seq, option, ciphertext
+
+    def unprotect(self, seq: int, option: bytes, ciphertext: bytes
+                  ) -> tuple[int | None, int, bytes]:
+        """(the master's own Partial IV or None, the inner CoAP code, the AgentReply) of a
+        protected response to our request `seq`. Raises edgerm.oscore.OscoreError."""
+        piv, code, _options, payload = unprotect_response(self.oscore_context(), seq, option,
+                                                          ciphertext)
+        return piv, code, payload
 
     # --- replies
 

@@ -21,11 +21,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
+from edgerm.coap.codes import Code
 from edgerm.wire import CONTENT_FORMAT_CBOR, decode, pb
 from edgerm_master.testing import ScriptedAgent, ScriptedFramework
 
@@ -211,13 +213,47 @@ class CoapAgentClient(_AgentClient):
         self.codes: list[int] = []
 
     async def send(self, data: bytes, path: str = "a") -> pb.AgentReply:
-        resp = await self.coap.post(self.remote, path, data, content_format=CONTENT_FORMAT_CBOR,
+        """Send the signed call `data`: plain if it is a first registration, else
+        OSCORE-protected (`ScriptedAgent.protect`). `codes` gets the (inner) CoAP code."""
+        protected = self.agent.protect(data, path)
+        if protected is None:
+            resp = await self.coap.post(self.remote, path, data,
+                                        content_format=CONTENT_FORMAT_CBOR, token_length=2)
+            self.codes.append(resp.code)
+            return self.agent.handle_reply(resp.payload)
+        seq, option, ciphertext = protected
+        resp = await self.coap.post(self.remote, (), ciphertext, options=[(9, option)],
                                     token_length=2)
-        self.codes.append(resp.code)
-        return self.agent.handle_reply(resp.payload)
+        return self.agent.handle_reply(self.open(seq, resp))
+
+    def open(self, seq: int, resp: Any) -> bytes:
+        """The AgentReply in the response `resp` to our protected request `seq` (a plain one
+        as it came: a refusal); records the inner code in `codes`."""
+        option = next((v for n, v in resp.options if n == 9), None)
+        if option is None:
+            self.codes.append(resp.code)
+            return bytes(resp.payload)
+        _piv, code, payload = self.agent.unprotect(seq, option, resp.payload)
+        self.codes.append(code)
+        return payload
 
     async def exchange(self) -> pb.AgentReply:
         return await self.send(self.agent.next_call())
+
+    @asynccontextmanager
+    async def observe(self) -> AsyncIterator[AsyncIterator[pb.AgentReply]]:
+        """A protected Observe registration on `c` (a heartbeat, FETCH): iterate for the
+        applied replies, the first the registration's, then each notification (`codes` gets
+        each one's inner code)."""
+        protected = self.agent.protect(self.agent.heartbeat_call(), "c")
+        assert protected is not None, "register first"
+        seq, option, ciphertext = protected
+        async with self.coap.observe(self.remote, (), ciphertext, method=Code.FETCH,
+                                     options=[(9, option)], token_length=2) as obs:
+            async def replies() -> AsyncIterator[pb.AgentReply]:
+                async for resp in obs:
+                    yield self.agent.handle_reply(self.open(seq, resp))
+            yield replies()
 
 
 class WsAgentClient(_AgentClient):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from edgerm.wire import pb, sign
+from edgerm.wire import encode, pb, sign
 from edgerm_master import commands
 from edgerm_master import records as rec
 from edgerm_master import validation as check
@@ -80,7 +80,9 @@ def module_request(st: MasterState, agent: Agent, mr: pb.ModuleRequest, seq: int
     m = check.check_module_request(mr, st.modules)
     length = min(mr.length or MODULE_CHUNK_MAX, MODULE_CHUNK_MAX, m.size - mr.offset)
     result = commands.reply(st, agent, seq)
-    result.module = ModuleRead(mr.sha256, mr.offset, length, m.size, seq)
+    # seq 0: an OSCORE call, whose reply is protected by the shell instead of signed.
+    result.module = ModuleRead(mr.sha256, mr.offset, length, m.size,
+                               0 if st.oscore_call else seq)
     return result
 
 
@@ -90,4 +92,4 @@ def module_chunk(st: MasterState, agent_id: int, read: ModuleRead, data: bytes) 
     reply = pb.AgentReply(seq=read.seq, update_ack=agent.update_ack,
                           module=pb.ModuleChunk(sha256=read.sha256, offset=read.offset,
                                                 total=read.total, data=data))
-    return sign(reply, agent.secret)
+    return sign(reply, agent.secret) if read.seq else encode(reply)

@@ -235,7 +235,8 @@ class ClientSide:
                     return
             elif num == BLOCK1:
                 b1 = decode_block(val)
-            elif num & 1 and num not in (URI_HOST, URI_PATH, URI_PORT, URI_QUERY, ACCEPT):
+            elif num & 1 and num not in (URI_HOST, URI_PATH, URI_PORT, URI_QUERY, ACCEPT,
+                                         9):  # 9: OSCORE, left to the caller (RFC 8613)
                 self._fail(req, f"unknown critical option {num} in response")
                 return
         via_observe_token = msg.token == req.token and req.observing

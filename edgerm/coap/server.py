@@ -194,6 +194,9 @@ class ServerSide:
             elif num == 3 or num == 7:  # Uri-Host, Uri-Port
                 if num == prev or len(val) > (255 if num == 3 else 2):
                     bad = num
+            elif num == 9:  # OSCORE: left to the application (RFC 8613; one at most)
+                if num == prev or len(val) > 255:
+                    bad = num
             elif num == 35 or num == 39:  # Proxy-Uri, Proxy-Scheme
                 self._reply(msg, remote, key, now, Code.PROXYING_NOT_SUPPORTED)
                 return

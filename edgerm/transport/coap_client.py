@@ -241,6 +241,7 @@ class CoapClient(UdpShell):
         token_length: int | None = None,
         block_size: int | None = None,
         deregister: bool = True,
+        options: Sequence[Option] = (),
     ) -> AsyncIterator[ClientObservation]:
         """Register an observation (GET or FETCH with Observe=0) for the ``async with`` body.
 
@@ -253,7 +254,7 @@ class CoapClient(UdpShell):
         rid = endpoint.request(sockaddr, method, _split_path(path), payload,
                                content_format=content_format, accept=accept, query=query,
                                confirmable=confirmable, token_length=token_length,
-                               block_size=block_size, observe=True)
+                               block_size=block_size, options=options, observe=True)
         waiter = _Waiter(self.config.max_queued_notifications)
         self._waiters[rid] = waiter
         try:

@@ -52,7 +52,7 @@ class Request:
     """What a handler sees of one request (Block1 already reassembled)."""
 
     __slots__ = ("method", "path", "query", "payload", "content_format", "accept", "remote",
-                 "confirmable", "options", "observation", "context")
+                 "confirmable", "options", "observation", "context", "protect")
 
     def __init__(self, event: RequestReceived, observation: Observation | None) -> None:
         self.method: int = event.method
@@ -70,6 +70,27 @@ class Request:
         #: Free for the route's handlers: an inline handler that declined may leave what it
         #: found here for the queued handler.
         self.context: Any = None
+        #: Set on the inner request of an OSCORE-protected one (``Site.oscore``): turns the
+        #: handler's (inner) Response into the protected outer one.
+        self.protect: Callable[[Response], Response] | None = None
+
+    def inner(self, method: int, path: tuple[str, ...], payload: bytes,
+              content_format: int | None, options: list[Option]) -> Request:
+        """The request inside this (OSCORE-protected) one: same peer, type and Observe."""
+        req = Request.__new__(Request)
+        req.method = method
+        req.path = path
+        req.query = ()
+        req.payload = payload
+        req.content_format = content_format
+        req.accept = None
+        req.remote = self.remote
+        req.confirmable = self.confirmable
+        req.options = options
+        req.observation = self.observation
+        req.context = None
+        req.protect = None
+        return req
 
     def __repr__(self) -> str:
         return (f"<Request {code_str(self.method)} /{'/'.join(self.path)} from {self.remote} "
@@ -97,6 +118,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 #: (sent at once, no worker involved) or None (the route's handler runs as usual). It must be
 #: quick and must not block: datagrams wait meanwhile.
 InlineHandler = Callable[[Request], "Response | None"]
+#: Called for a request carrying an OSCORE option (RFC 8613), in the receive loop before any
+#: routing: returns the verified inner Request (with ``protect`` set, routed by its inner
+#: Uri-Path) or a Response sent as is (a refusal: plain 4.01/4.02).
+OscoreHandler = Callable[[Request], "Request | Response"]
 
 
 class ObservationGone(Exception):
@@ -125,7 +150,8 @@ class Observation:
 
     async def notify(self, payload: bytes = b"", *, code: int = Code.CONTENT,
                      content_format: int | None = None,
-                     confirmable: bool | None = None) -> None:
+                     confirmable: bool | None = None, options: Sequence[Option] = ()
+                     ) -> None:
         """Send one notification (large payloads go block-wise). Raises ObservationGone.
 
         Returns once the datagram is handed to the socket, not when it is acknowledged; a
@@ -136,7 +162,8 @@ class Observation:
             raise ObservationGone(self.reason or "not registered")
         server = self._server
         if not server.endpoint.notify(self.id, code, payload, content_format,
-                                      confirmable=confirmable, now=trio.current_time()):
+                                      confirmable=confirmable, options=options,
+                                      now=trio.current_time()):
             raise ObservationGone(self.reason or "gone")
         server._process_events()
         server._transmit()
@@ -206,6 +233,9 @@ class Site:
         self._exact: dict[tuple[str, ...], _Route] = {}
         self._prefixes: dict[tuple[str, ...], _Route] = {}
         self._links_cache: bytes | None = None
+        #: Unprotects requests with an OSCORE option (see OscoreHandler); None: such a
+        #: request is routed like any other (by its outer Uri-Path, usually none: 4.04).
+        self.oscore: OscoreHandler | None = None
 
     def add(self, path: str, handler: Handler, *,
             methods: Sequence[int] = (Code.GET, Code.POST, Code.PUT, Code.DELETE, Code.FETCH),
@@ -312,8 +342,16 @@ class CoapServer(UdpShell):
                     obs._set_gone(event.reason)
 
     def _dispatch(self, event: RequestReceived) -> None:
-        route = self.site.resolve(event.path)
+        site = self.site
         endpoint = self.endpoint
+        if site.oscore is not None:
+            for num, _ in event.options:  # (sorted by number)
+                if num >= 9:
+                    if num == 9:
+                        self._dispatch_protected(event)
+                        return
+                    break
+        route = site.resolve(event.path)
         if route is None:
             if event.path == WELL_KNOWN_CORE and event.method == Code.GET:
                 endpoint.respond(event.request_id, Code.CONTENT, self.site.links_payload(),
@@ -328,6 +366,41 @@ class CoapServer(UdpShell):
         if event.observe == 0:
             observation = Observation(self, event.remote, event.path)
         request = Request(event, observation)
+        self._handle(route, request, event.request_id)
+
+    def _dispatch_protected(self, event: RequestReceived) -> None:
+        """An OSCORE request: unprotected by ``site.oscore``, then routed by its inner path;
+        every answer to it goes through the inner request's ``protect``."""
+        endpoint = self.endpoint
+        observation = None
+        if event.observe == 0:
+            observation = Observation(self, event.remote, event.path)
+        assert self.site.oscore is not None
+        try:
+            outcome = self.site.oscore(Request(event, observation))
+        except Exception:
+            self.shell_stats.handler_errors += 1
+            log.exception("CoAP OSCORE handler failed")
+            outcome = Response(Code.INTERNAL_SERVER_ERROR)
+        if isinstance(outcome, Response):
+            endpoint.respond(event.request_id, outcome.code, outcome.payload,
+                             outcome.content_format, options=outcome.options,
+                             now=self._now(), remember=outcome.remember)
+            if observation is not None:
+                observation._set_gone("not accepted")
+            return
+        request = outcome
+        route = self.site.resolve(request.path)
+        if route is None or request.method not in route.methods:
+            code = Code.NOT_FOUND if route is None else Code.METHOD_NOT_ALLOWED
+            self._respond(event.request_id, request, Response(code), process=False)
+            return
+        self._handle(route, request, event.request_id)
+
+    def _handle(self, route: _Route, request: Request, request_id: int) -> None:
+        """Answer `request` inline if its route can, else queue it for a worker."""
+        endpoint = self.endpoint
+        observation = request.observation
         if route.inline is not None and observation is None:
             # Answered without the queue and a worker's task switch (a steady heartbeat: most
             # of the master's traffic). Inside _process_events: the caller transmits.
@@ -338,11 +411,13 @@ class CoapServer(UdpShell):
                 log.exception("CoAP inline handler for %r failed", request)
                 response = Response(Code.INTERNAL_SERVER_ERROR)
             if response is not None:
-                endpoint.respond(event.request_id, response.code, response.payload,
+                if request.protect is not None:
+                    response = request.protect(response)
+                endpoint.respond(request_id, response.code, response.payload,
                                  response.content_format, options=response.options,
                                  now=self._now(), remember=response.remember)
                 return
-        admitted, displaced = self._work.put(_Work(route, request, event.request_id))
+        admitted, displaced = self._work.put(_Work(route, request, request_id))
         if displaced is not None:
             # Answered here, not through _respond: we are inside _process_events already.
             self.shell_stats.displaced += 1
@@ -351,7 +426,7 @@ class CoapServer(UdpShell):
                 displaced.request.observation._set_gone("not accepted")
         if not admitted:
             self.shell_stats.overloaded += 1
-            endpoint.respond(event.request_id, Code.SERVICE_UNAVAILABLE, b"overloaded")
+            endpoint.respond(request_id, Code.SERVICE_UNAVAILABLE, b"overloaded")
 
     async def _worker(self) -> NoReturn:
         # One long-lived cancel scope per worker instead of one per request: entering a scope
@@ -409,7 +484,17 @@ class CoapServer(UdpShell):
                 if slot.started < limit and slot.scope is not None:
                     slot.scope.cancel()
 
-    def _respond(self, request_id: int, request: Request, response: Response) -> None:
+    def _respond(self, request_id: int, request: Request, response: Response,
+                 process: bool = True) -> None:
+        """Send `response` (protected first for an OSCORE request); `process` False inside
+        _process_events (the caller transmits)."""
+        if request.protect is not None:
+            try:
+                response = request.protect(response)
+            except Exception:
+                self.shell_stats.handler_errors += 1
+                log.exception("CoAP OSCORE protect for %r failed", request)
+                response = Response(Code.INTERNAL_SERVER_ERROR)
         observation = request.observation
         obs_id = self.endpoint.respond(
             request_id, response.code, response.payload, response.content_format,
@@ -422,8 +507,9 @@ class CoapServer(UdpShell):
             else:
                 refused = response.observe and is_success(response.code)
                 observation._set_gone("refused" if refused else "not accepted")
-        self._process_events()
-        self._transmit()
+        if process:
+            self._process_events()
+            self._transmit()
 
 
 async def serve_coap(site: Site, host: str, port: int, *, config: CoapConfig | None = None,
@@ -437,5 +523,5 @@ async def serve_coap(site: Site, host: str, port: int, *, config: CoapConfig | N
     await CoapServer(site, config=config, rng=rng).serve(host, port, task_status=task_status)
 
 
-__all__ = ["CoapServer", "Handler", "Observation", "ObservationGone", "Request", "Response",
-           "Site", "serve_coap"]
+__all__ = ["CoapServer", "Handler", "Observation", "ObservationGone", "OscoreHandler",
+           "Request", "Response", "Site", "serve_coap"]

@@ -35,9 +35,9 @@ async def test_first_observe_response_after_the_caller_gave_up_does_not_crash_th
     async with trio.open_nursery() as nursery:
         host, port = (await nursery.start(CoapServer(site).serve, "127.0.0.1", 0))[:2]
         link = CoapLink(host, port, ack_timeout_s=0.5)
-        await nursery.start(link.run, lambda data, seq: pushes.append(data))
+        await nursery.start(link.run, lambda data, seq, protected: pushes.append(data))
         with trio.move_on_after(0.3) as gave_up:
-            await link.observe(heartbeat, lambda data, seq: pushes.append(data))
+            await link.observe(heartbeat, lambda data, seq, protected: pushes.append(data))
         assert gave_up.cancelled_caught and link.observation_alive
         release.set()
         with trio.fail_after(5):
@@ -45,6 +45,7 @@ async def test_first_observe_response_after_the_caller_gave_up_does_not_crash_th
                 await trio.sleep(0.01)
         # The link (and its nursery) still work: the next registration gets its answer.
         with trio.fail_after(5):
-            first = await link.observe(heartbeat, lambda data, seq: pushes.append(data))
-        assert first == b"first 2" and link.observation_alive and pushes == []
+            first = await link.observe(heartbeat, lambda data, seq, protected: pushes.append(data))
+        assert first.data == b"first 2" and not first.protected
+        assert link.observation_alive and pushes == []
         nursery.cancel_scope.cancel()

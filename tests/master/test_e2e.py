@@ -82,16 +82,13 @@ async def test_observe_pushes_commands_at_once(master: MasterProcess) -> None:
         await ac.settle()
         fc = await subscribe(ws)
         offers = pb.Offers(offers=await fc.offers())
-        async with coap.observe(master.coap, "c", agent.heartbeat_call(), method=Code.FETCH,
-                                content_format=CONTENT_FORMAT_CBOR) as obs:
-            it = obs.__aiter__()
-            first = await it.__anext__()
-            assert first.code == Code.CONTENT
-            agent.handle_reply(first.payload)
+        async with ac.observe() as it:
+            first = await it.__anext__()   # (OSCORE-protected, as every call after register)
+            assert ac.codes[-1] == Code.CONTENT and not first.HasField("error")
             await fc.send(fc.fw.accept([offers.offers[0].offer_id], [task_info("t1")]))
             with trio.fail_after(5):
-                note = await it.__anext__()
-            reply = agent.handle_reply(note.payload)
+                reply = await it.__anext__()
+            assert ac.codes[-1] == Code.CONTENT
             assert reply.seq == 0 and reply.commands[0].launch.task == 1
             assert agent.starts[1] == 1 and agent.bad_macs == 0
 
@@ -143,16 +140,18 @@ async def test_state_resource_needs_operator_token(master: MasterProcess) -> Non
     async with open_coap_client() as coap:
         ac = CoapAgentClient(coap, master.coap, ScriptedAgent("s1"))
         await ac.settle()
-        bad = await coap.post(master.coap, "s", encode(pb.StateRequest(token="x")),
-                              content_format=CONTENT_FORMAT_CBOR)
-        assert bad.code == Code.UNAUTHORIZED
-        ok = await coap.post(master.coap, "s", encode(pb.StateRequest(token="operator-token")),
-                             content_format=CONTENT_FORMAT_CBOR)
-        state = decode(pb.ClusterState, ok.payload)
-        assert [a.name for a in state.agents] == ["s1"] and state.agents[0].state == "active"
+        # CoAP `s` is gone (an operator token must not cross in clear): WebSocket /state.
+        gone = await coap.post(master.coap, "s", encode(pb.StateRequest(token="operator-token")),
+                               content_format=CONTENT_FORMAT_CBOR)
+        assert gone.code == Code.NOT_FOUND
+    async with open_websocket_url(ws_url(master, "/state")) as ws:
+        await ws.send_message(encode(pb.StateRequest(token="x")))
+        bad = decode(pb.Error, as_bytes(await ws.get_message()))
+        assert bad.code == pb.UNAUTHENTICATED
     async with open_websocket_url(ws_url(master, "/state")) as ws:
         await ws.send_message(encode(pb.StateRequest(token="operator-token")))
         state = decode(pb.ClusterState, as_bytes(await ws.get_message()))
+        assert [a.name for a in state.agents] == ["s1"] and state.agents[0].state == "active"
         assert state.agents[0].transport == "coap"
 
 

@@ -39,19 +39,29 @@ async def test_steady_heartbeats_skip_the_worker_and_the_rest_do_not(tmp_path: P
             client = CoapAgentClient(coap, coap_addr, agent)
             await client.exchange()                  # the registration waits for its commit
             for _ in range(5):
-                reply = await client.exchange()      # steady heartbeats: inline
-                assert reply.seq == agent.seq and not reply.HasField("error")
+                reply = await client.exchange()      # steady protected heartbeats: inline
+                assert reply.seq == 0 and not reply.HasField("error") and not reply.mac
             assert queued == ["register"]
             assert client.codes == [Code.CHANGED] * 6 and agent.bad_macs == 0
-            # A replayed heartbeat is not steady for the core (old seq): the general path
-            # answers it (4.01), inline, and it changes nothing.
-            stale = agent.heartbeat_call()
-            await client.send(stale)
-            resp = await coap.post(coap_addr, "a", stale, content_format=60)
-            assert resp.code == Code.UNAUTHORIZED
+            # A replayed protected heartbeat (old Partial IV) is refused in the receive loop
+            # before the core sees it: a plain 4.01, nothing changed.
+            stale = agent.protect(agent.heartbeat_call())
+            assert stale is not None
+            _, option, ciphertext = stale
+            first = await coap.post(coap_addr, (), ciphertext, options=[(9, option)])
+            assert first.code == Code.CHANGED
+            again = await coap.post(coap_addr, (), ciphertext, options=[(9, option)])
+            assert again.code == Code.UNAUTHORIZED and not any(n == 9 for n, _ in again.options)
+            assert decode(pb.AgentReply, again.payload).error.code == pb.UNAUTHENTICATED
+            # A mac-signed heartbeat on CoAP is refused (no downgrade from OSCORE), by the
+            # queued handler; a malformed OSCORE option is a 4.02 in the receive loop.
+            signed = await coap.post(coap_addr, "a", agent.heartbeat_call(), content_format=60)
+            assert signed.code == Code.UNAUTHORIZED
+            bad = await coap.post(coap_addr, (), ciphertext, options=[(9, b"\xff")])
+            assert bad.code == Code.BAD_OPTION
             # Not CBOR: declined inline, answered 4.15 by the handler.
-            resp = await coap.post(coap_addr, "a", stale, content_format=0)
+            resp = await coap.post(coap_addr, "a", agent.heartbeat_call(), content_format=0)
             assert resp.code == Code.UNSUPPORTED_CONTENT_FORMAT
-            assert queued == ["register", "heartbeat"]
-            assert (await client.exchange()).seq == agent.seq
+            assert queued == ["register", "heartbeat", "heartbeat"]
+            assert not (await client.exchange()).HasField("error")
         nursery.cancel_scope.cancel()
