@@ -246,13 +246,14 @@ class OnPathRelay:
             if msg is not None and self._answers_injection(msg):
                 if msg.mtype in (ACK, RST):   # one answer per injected CON
                     self._injected_mids.discard(msg.mid)
+                    self._injected_tokens.discard(msg.token)
                 self._deliver(self._record(DOWN, data, "answer"), msg)
                 continue
             await self._handle(self._record(DOWN, data, "master"))
 
     def _answers_injection(self, msg: Message) -> bool:
-        if msg.mtype in (ACK, RST) and msg.mid in self._injected_mids:
-            return True
+        if msg.mtype in (ACK, RST):   # a piggybacked answer or a reset: by MID alone
+            return msg.mid in self._injected_mids
         return bool(msg.token) and msg.token in self._injected_tokens
 
     def _record(self, direction: str, data: bytes, source: str) -> Datagram:
@@ -319,9 +320,11 @@ class OnPathRelay:
             await self._send(direction, d.data)
         return held
 
-    async def inject_up(self, data: bytes, via: str = "agent") -> Datagram:
+    async def inject_up(self, data: bytes, via: str = "agent",
+                        answers: trio.MemorySendChannel[Datagram] | None = None) -> Datagram:
         """Send `data` to the master from the agent's relayed address ("agent") or from a
-        fresh socket of the attacker's ("attacker", whose answers are recorded as well)."""
+        fresh socket of the attacker's ("attacker": everything that comes back to it is
+        recorded as an answer, and sent to `answers` when given)."""
         if via not in ("agent", "attacker"):
             raise ValueError(f"via must be 'agent' or 'attacker', not {via!r}")
         d = self._record(UP, data, "inject")
@@ -337,10 +340,11 @@ class OnPathRelay:
             sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
             await sock.bind((self.host, 0))
             await sock.sendto(data, self.target)
-            self._nursery.start_soon(self._attacker_answers, sock)
+            self._nursery.start_soon(self._attacker_answers, sock, answers)
         return d
 
-    async def _attacker_answers(self, sock: trio.socket.SocketType) -> None:
+    async def _attacker_answers(self, sock: trio.socket.SocketType,
+                                answers: trio.MemorySendChannel[Datagram] | None) -> None:
         with sock, trio.move_on_after(30):   # long enough for any test's answer
             while True:
                 try:
@@ -348,9 +352,11 @@ class OnPathRelay:
                 except OSError:   # an ICMP error reported on the socket: no answer
                     return
                 d = self._record(DOWN, data, "answer")
-                msg = decoded(data)
-                if msg is not None:
-                    self._deliver(d, msg)
+                if answers is not None:
+                    try:
+                        answers.send_nowait(d)
+                    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass   # nobody waits any more
 
     def _deliver(self, d: Datagram, msg: Message) -> None:
         for match, send in list(self._waiters):
@@ -359,25 +365,33 @@ class OnPathRelay:
 
     async def exchange(self, data: bytes, via: str = "attacker", timeout: float = 3.0
                        ) -> Datagram | None:
-        """Inject `data` towards the master (as `inject_up`) and return the master's answer
-        (the first datagram with its MID or token), or None when none came in `timeout` s."""
-        msg = decoded(data)
-        if msg is None:
-            raise ValueError("exchange needs a datagram that decodes (to match its answer)")
-        mid, token = msg.mid, msg.token
-
-        def match(m: Message) -> bool:
-            return m.mid == mid if m.mtype in (ACK, RST) else (bool(token) and m.token == token)
+        """Inject `data` towards the master (as `inject_up`) and return the master's answer,
+        or None when none came in `timeout` s. From the attacker's socket the answer is the
+        first datagram that comes back to it (so `data` may be anything); from the agent's
+        address, the first with `data`'s MID (ACK, RST) or token, so `data` must decode."""
         send, receive = trio.open_memory_channel[Datagram](16)
-        entry = (match, send)
-        self._waiters.append(entry)
+        entry = None
+        if via == "agent":
+            msg = decoded(data)
+            if msg is None:
+                raise ValueError("an exchange from the agent's address needs a datagram that "
+                                 "decodes (to tell its answer from the agent's)")
+            mid, token = msg.mid, msg.token
+
+            def match(m: Message) -> bool:
+                return m.mid == mid if m.mtype in (ACK, RST) else \
+                    (bool(token) and m.token == token)
+            entry = (match, send)
+            self._waiters.append(entry)
         try:
-            await self.inject_up(data, via)
+            await self.inject_up(data, via, send if via == "attacker" else None)
             with trio.move_on_after(timeout):
                 return await receive.receive()
             return None
         finally:
-            self._waiters.remove(entry)
+            if entry is not None:
+                self._waiters.remove(entry)
+            send.close()
 
     async def replay(self, d: Datagram, via: str = "attacker", mid: int | None = None,
                      timeout: float = 3.0) -> Datagram | None:
@@ -410,14 +424,14 @@ class OnPathRelay:
                 if (m := d.message) is not None and 1 <= m.code < 32]
 
     def answer_to(self, request: Datagram) -> Datagram | None:
-        """The first datagram of the master after `request` that answers it (same MID in an
-        ACK/RST, or same token)."""
+        """The first datagram of the master after the agent's `request` that answers it
+        (same MID in an ACK/RST, or same token); answers to injections do not count."""
         req = request.message
         if req is None:
             return None
         for d in self.recorded[request.index + 1:]:
             m = d.message
-            if d.direction != DOWN or m is None:
+            if d.direction != DOWN or d.source != "master" or m is None:
                 continue
             if (m.mtype in (ACK, RST) and m.mid == req.mid and m.code) or \
                     (m.mtype not in (ACK, RST) and req.token and m.token == req.token):

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from edgerm.coap.codes import ACK, CON, Code
+from edgerm.coap.errors import CoapWireError
 from edgerm.coap.message import decode_message_untrusted, encode_message
 from edgerm.coap.options import OSCORE, URI_PATH
 from edgerm.testing_onpath import (
@@ -39,6 +40,7 @@ class Echo:
     def __init__(self) -> None:
         self.sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         self.got: list[tuple[bytes, tuple[str, int]]] = []
+        self.garbage_answer = b""   # what to answer a datagram that is not CoAP (else nothing)
 
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]]
                   = trio.TASK_STATUS_IGNORED) -> None:
@@ -48,7 +50,12 @@ class Echo:
             while True:
                 data, addr = await self.sock.recvfrom(65536)
                 self.got.append((data, addr))
-                m = decode_message_untrusted(data)
+                try:
+                    m = decode_message_untrusted(data)
+                except CoapWireError:
+                    if self.garbage_answer:
+                        await self.sock.sendto(self.garbage_answer, addr)
+                    continue
                 await self.sock.sendto(encode_message(ACK, Code.CHANGED, m.mid, m.token, [],
                                                       b"echo:" + m.payload), addr)
 
@@ -243,3 +250,28 @@ async def test_the_agents_own_exchange_after_an_injection_reaches_it(net) -> Non
     await client.send(request(7, b"genuine"))
     answer = await client.receive()
     assert answer is not None and decode_message_untrusted(answer).payload == b"echo:genuine"
+
+
+async def test_an_injection_with_the_agents_mid_and_token_keeps_only_its_own_answer(net) -> None:  # type: ignore[no-untyped-def]
+    """The attacker sends a copy of a request the relay holds back, from the agent's address:
+    its answer stays with the attacker; the held request, released, is answered to the
+    agent (same MID and token: matched by MID for piggybacked answers)."""
+    echo, relay, client = net
+    relay.plan("up", HOLD)
+    await client.send(request(9, b"genuine"))
+    await relay.wait_for(lambda: relay.held["up"])
+    answer = await relay.exchange(request(9, b"copy"), via="agent")
+    assert answer is not None and decode_message_untrusted(answer.data).payload == b"echo:copy"
+    await relay.release("up")
+    got = await client.receive()
+    assert got is not None and decode_message_untrusted(got).payload == b"echo:genuine"
+    assert relay.answer_to(relay.requests()[0]) is not None
+
+
+async def test_an_attackers_exchange_may_send_anything(net) -> None:  # type: ignore[no-untyped-def]
+    echo, relay, client = net
+    echo.garbage_answer = b"\xff\xfe"
+    answer = await relay.exchange(b"\x00 not coap", via="attacker")
+    assert answer is not None and answer.data == b"\xff\xfe"
+    with pytest.raises(ValueError, match="decodes"):
+        await relay.exchange(b"\x00 not coap", via="agent")
