@@ -11,12 +11,16 @@ Phase 1, registration: every agent registers through the real path, at most
 token's key and a fresh random nonce (CON POST `a`); the reply must be 2.04, its MAC is checked
 with the secret derived from both nonces (`derive_secret`), and the agent keeps its id and
 secret. The payload is a template encoded once by `edgerm.wire` with the nonce and MAC spliced
-in per agent (checked once against `sign()`).
+in per agent (checked once against `sign()`). A registration on CoAP is complete once confirmed
+by the agent's first OSCORE request (docs/protocol.md: until then the master keeps it pending),
+so each agent sends its first protected heartbeat as soon as it is registered, and the phase
+counts an agent once that heartbeat is answered.
 
-Phase 2, heartbeats: each agent sends a signed steady heartbeat (hand-encoded CBOR, checked
-once against `sign()`) every `--interval` seconds, open loop, the fleet spread evenly over the
+Phase 2, heartbeats: each agent sends an OSCORE-protected steady heartbeat (the plaintext
+sealed with AES-CCM per agent, the datagram hand-encoded; checked once against
+`edgerm.oscore`) every `--interval` seconds, open loop, the fleet spread evenly over the
 interval (N / interval heartbeats per second), for `--hb-seconds`. Every reply's code must be
-2.04; every `--verify-every`-th reply is decoded and its MAC verified. Latency is from the
+2.04; every `--verify-every`-th reply is decrypted and verified. Latency is from the
 first send of a request to its reply; a CON request unanswered after ACK_TIMEOUT (2 s,
 doubling) is retransmitted (counted) up to 4 times, then counted lost.
 
@@ -49,6 +53,16 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM  # noqa: E402
+
+from edgerm.oscore import (  # noqa: E402
+    aad,
+    agent_context,
+    encode_plaintext,
+    kid_of,
+    piv_bytes,
+    seal_request,
+)
 from edgerm.wire import decode, encode, pb, sign, token_key, verify  # noqa: E402
 from edgerm.wire.mac import derive_secret  # noqa: E402
 from edgerm_master.testing_io import MasterProcess, end_process  # noqa: E402
@@ -75,11 +89,36 @@ def _uint(v: int) -> bytes:
     return b"\x1a" + v.to_bytes(4, "big")
 
 
-def heartbeat(agent_id: int, seq: int, secret: bytes) -> bytes:
-    """A signed steady heartbeat `{1: id, 2: seq, 3: mac, 5: {}}` (canonical CBOR)."""
-    head = _uint(agent_id) + b"\x02" + _uint(seq)
-    mac = hmac.digest(secret, b"\xa3\x01" + head + b"\x05\xa0", "sha256")[:8]
-    return b"\xa4\x01" + head + b"\x03\x48" + mac + b"\x05\xa0"
+# A steady heartbeat's plaintext: inner POST, Uri-Path "a", Content-Format 60, {5: {}}.
+HEARTBEAT_PLAINTEXT = encode_plaintext(0x02, [(11, b"a"), (12, b"\x3c")], b"\xa1\x05\xa0")
+
+# What a generator keeps per agent for OSCORE: (kid, sender key, recipient key, nonce base);
+# no context objects (a million of them would not fit).
+AgentKeys = tuple[bytes, bytes, bytes, int]
+
+
+def agent_keys(secret: bytes, agent_id: int) -> AgentKeys:
+    ctx = agent_context(secret, agent_id)
+    return kid_of(agent_id), ctx.sender_key, ctx.recipient_key, ctx.sender_base
+
+
+def protected_heartbeat(mid: int, token: bytes, keys: AgentKeys, seq: int) -> bytes:
+    """CON POST, TKL 4 | OSCORE option (flags|PIV|kid) | 0xFF ciphertext: a steady heartbeat."""
+    kid, skey, _, base = keys
+    piv = piv_bytes(seq)
+    option = bytes((0x08 | len(piv),)) + piv + kid
+    ct = AESCCM(skey, 8).encrypt((base ^ seq).to_bytes(13, "big"), HEARTBEAT_PLAINTEXT,
+                                 aad(kid, piv))
+    return (b"\x44\x02" + mid.to_bytes(2, "big") + token + bytes((0x90 | len(option),))
+            + option + b"\xff" + ct)
+
+
+def open_reply(keys: AgentKeys, seq: int, ciphertext: bytes) -> bytes:
+    """The plaintext of the master's answer to heartbeat `seq` (it reuses the request's nonce);
+    raises cryptography's InvalidTag if it does not verify."""
+    kid, _, rkey, base = keys
+    return AESCCM(rkey, 8).decrypt((base ^ seq).to_bytes(13, "big"), ciphertext,
+                                   aad(kid, piv_bytes(seq)))
 
 
 class RegisterTemplate:
@@ -251,13 +290,29 @@ class Generator:
 
     # --- phase 1
 
-    def register(self, window: int, deadline: float, secrets: list[bytes],
+    def send_datagram(self, idx: int, build: Any, now: float, first: float) -> None:
+        """Like `send`, the datagram built by `build(mid, token)`; its latency counts from
+        `first`."""
+        k = idx % len(self.socks)
+        self.mids[k] = mid = (self.mids[k] + 1) & 0xFFFF
+        self.tok = (self.tok + 1) & 0xFFFFFFFF
+        token = self.tok.to_bytes(4, "big")
+        data = build(mid, token)
+        self.inflight[token] = [idx, first, now, 0, k, data]
+        heapq.heappush(self.retry, (now + ACK_TIMEOUT, token))
+        self._send(k, data)
+
+    def register(self, window: int, deadline: float, secrets: list[AgentKeys | None],
                  ids: array.array[int]) -> float:
         tpl = RegisterTemplate()
         ref = tpl._call(b"\x01" * 8)
         assert tpl.payload(b"\x01" * 8) == sign(ref, tpl.key), "register template is stale"
         assert derive_secret(TOKEN, b"a" * 8, b"b" * 8) == hmac.digest(
             tpl.key, _SECRET_LABEL + b"a" * 8 + b"b" * 8, "sha256")[:16]
+        option, ct = seal_request(agent_context(bytes(16), 5), 2, HEARTBEAT_PLAINTEXT)
+        assert protected_heartbeat(1, b"\x00" * 4, agent_keys(bytes(16), 5), 2)[8:] == (
+            bytes((0x90 | len(option),)) + option + b"\xff" + ct), "stale OSCORE encoder"
+        confirming: dict[int, int] = {}   # agent index -> its id, until confirmed
         key = tpl.key
         nonces: dict[int, bytes] = {}
         nxt = 0
@@ -275,10 +330,22 @@ class Generator:
                 nxt += 1
             for entry, t, code, payload in self.receive(0.05):
                 idx = entry[0]
-                self.rtts.append(t - entry[1])
                 if code != 0x44:
                     self.bad_code += 1
                     self.codes[code] = self.codes.get(code, 0) + 1
+                    confirming.pop(idx, None)
+                    continue
+                if idx in confirming:   # the confirming heartbeat answered: registered
+                    ids[idx] = confirming.pop(idx)
+                    keys = secrets[idx]
+                    assert keys is not None
+                    try:
+                        open_reply(keys, 2, payload)
+                    except Exception:
+                        self.bad_mac += 1
+                        continue
+                    self.rtts.append(t - entry[1])
+                    done += 1
                     continue
                 reply = decode(pb.AgentReply, payload)
                 r = reply.registered
@@ -287,9 +354,11 @@ class Generator:
                 if r.agent_id <= 0 or not verify(reply, secret):
                     self.bad_mac += 1
                     continue
-                ids[idx] = r.agent_id
-                secrets[idx] = secret
-                done += 1
+                keys = secrets[idx] = agent_keys(secret, r.agent_id)
+                confirming[idx] = r.agent_id
+                # (The latency counts from the registration's first send.)
+                self.send_datagram(idx, lambda m, tk, k=keys: protected_heartbeat(m, tk, k, 2),
+                                   t, entry[1])
             self.retransmit(clock())
             if clock() - last >= 1.0:
                 last = clock()
@@ -301,10 +370,11 @@ class Generator:
     # --- phase 2
 
     def heartbeats(self, t0: float, interval: float, seconds: float, verify_every: int,
-                   secrets: list[bytes], ids: array.array[int]) -> tuple[int, float, float]:
+                   secrets: list[AgentKeys | None], ids: array.array[int]
+                   ) -> tuple[int, float, float]:
         """Open loop: agent i heartbeats at t0 + i / count * interval + k * interval."""
         n = self.count
-        seqs = array.array("I", [1]) * n
+        seqs = array.array("I", [2]) * n   # seq 2 confirmed the registration
         live = [i for i in range(n) if ids[i]]
         if not live:
             return 0, 0.0, 0.0
@@ -338,8 +408,9 @@ class Generator:
                 mids[k] = mid = (mids[k] + 1) & 0xFFFF
                 self.tok = tok = (self.tok + 1) & 0xFFFFFFFF
                 token = tok.to_bytes(4, "big")
-                data = (b"\x44\x02" + mid.to_bytes(2, "big") + token + b"\xb1a\x11\x3c\xff"
-                        + heartbeat(ids[idx], seq, secrets[idx]))
+                keys = secrets[idx]
+                assert keys is not None
+                data = protected_heartbeat(mid, token, keys, seq)
                 inflight[token] = [idx, now, now, 0, k, data]
                 heapq.heappush(retry, (now + ACK_TIMEOUT, token))
                 try:
@@ -356,8 +427,14 @@ class Generator:
                     self.codes[code] = self.codes.get(code, 0) + 1
                 elif answered % verify_every == 0:
                     idx = entry[0]
-                    reply = decode(pb.AgentReply, payload)
-                    if not verify(reply, secrets[idx]) or reply.seq != seqs[idx]:
+                    keys = secrets[idx]
+                    assert keys is not None
+                    try:
+                        # (the answer to the newest heartbeat of that agent: one in flight)
+                        plain = open_reply(keys, seqs[idx], payload)
+                        if plain[0] != 0x44:
+                            self.bad_mac += 1
+                    except Exception:
                         self.bad_mac += 1
             self.retransmit(clock())
             if clock() - last >= 1.0:
@@ -368,7 +445,7 @@ class Generator:
 
     def run(self, reg_window: int, reg_timeout: float, interval: float, hb_seconds: float,
             verify_every: int) -> None:
-        secrets: list[bytes] = [b""] * self.count
+        secrets: list[AgentKeys | None] = [None] * self.count
         ids = array.array("I", [0]) * self.count
         reg_elapsed = self.register(reg_window, time.perf_counter() + reg_timeout, secrets, ids)
         reg = {"registered": sum(1 for i in ids if i), "reg_elapsed": reg_elapsed,

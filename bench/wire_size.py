@@ -1,9 +1,14 @@
 """Encoded sizes of the messages that cross the smallest links, against their budgets.
 
 Prints JSON lines {"metric", "value", "unit", "goal", "ok"} and exits 1 when a budget is missed.
-Payloads come from edgerm.wire; whole CoAP datagrams (header, token, Uri-Path, Content-Format,
-payload marker, payload) are encoded by aiocoap, an independent CoAP implementation, with the
-1-byte token our small agents use. An 802.15.4 frame leaves about 81 bytes for the application.
+Payloads come from edgerm.wire. Every call after the first registration crosses CoAP
+OSCORE-protected (issue 16, docs/protocol.md): the `AgentCall` without agent_id, seq and mac,
+inside a plaintext (inner POST, Uri-Path `a`, Content-Format 60) that edgerm.oscore seals
+(AES-CCM-16-64-128: 8-byte tag) with the agent id as kid and the seq as Partial IV; the outer
+datagram (header, token, the OSCORE option, payload marker, ciphertext) is encoded by aiocoap,
+an independent CoAP implementation, with the 1-byte token our small agents use. The first
+registration stays plain (Uri-Path, Content-Format, the signed payload). An 802.15.4 frame
+leaves about 81 bytes for the application.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import sys
 import warnings
 
+from edgerm.oscore import agent_context, master_context, protect_request, protect_response
 from edgerm.wire import CONTENT_FORMAT_CBOR, NONCE_LEN, encode, pb, sign, token_key
 
 SECRET = bytes(range(16))
@@ -19,6 +25,7 @@ SHA = bytes(32)
 
 
 def coap_datagram(payload: bytes, token: bytes = b"\x01") -> int:
+    """A plain CON POST `a` (a first registration)."""
     from aiocoap import CON, POST, Message
 
     with warnings.catch_warnings():
@@ -27,6 +34,45 @@ def coap_datagram(payload: bytes, token: bytes = b"\x01") -> int:
         msg = Message(mtype=CON, code=POST, mid=0x1234, token=token, uri_path=["a"],
                       content_format=CONTENT_FORMAT_CBOR, payload=payload)
         return len(msg.encode())
+
+
+def oscore_datagram(call: pb.AgentCall, agent_id: int, seq: int, token: bytes = b"\x01") -> int:
+    """`call` (bare: no agent_id, seq or mac) as the CON POST the agent sends under OSCORE."""
+    from aiocoap import CON, POST, Message
+
+    option, ciphertext = protect_request(agent_context(SECRET, agent_id), seq, POST,
+                                         [(11, b"a"), (12, bytes((CONTENT_FORMAT_CBOR,)))],
+                                         encode(call))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        msg = Message(mtype=CON, code=POST, mid=0x1234, token=token, payload=ciphertext)
+        msg.opt.oscore = option
+        return len(msg.encode())
+
+
+def oscore_reply_datagram(reply: bytes, agent_id: int, seq: int,
+                          token: bytes = b"\x01") -> int:
+    """The encoded AgentReply `reply` (no seq or mac) as the master's piggybacked ACK 2.04,
+    reusing the request's nonce."""
+    from aiocoap import ACK, CHANGED, Message
+
+    option, ciphertext = protect_response(
+        master_context(SECRET, agent_id), bytes((agent_id,)), seq, 0x44,
+        [(12, bytes((CONTENT_FORMAT_CBOR,)))], reply)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        msg = Message(mtype=ACK, code=CHANGED, mid=0x1234, token=token, payload=ciphertext)
+        msg.opt.oscore = option
+        return len(msg.encode())
+
+
+def bare_heartbeat() -> pb.AgentCall:
+    # Two tasks are running and nothing changed: the heartbeat says so by saying nothing.
+    return pb.AgentCall(heartbeat=pb.Heartbeat())
+
+
+def bare_status(update_id: int) -> pb.AgentCall:
+    return pb.AgentCall(status=pb.StatusUpdate(update_id=update_id, task=2, state=pb.FINISHED))
 
 
 def reference_registration() -> pb.AgentCall:
@@ -66,6 +112,16 @@ def launch() -> bytes:
             wasm=pb.WasmTask(sha256=SHA, size=812, args=["10", "500"]))))]), SECRET)
 
 
+def decode_launch() -> pb.AgentReply:
+    """The launch reply without seq and mac (as OSCORE carries it)."""
+    from edgerm.wire import decode
+
+    reply = decode(pb.AgentReply, launch())
+    reply.ClearField("seq")
+    reply.ClearField("mac")
+    return reply
+
+
 def main() -> int:
     rows = []
 
@@ -74,21 +130,29 @@ def main() -> int:
                      "goal": f"<= {goal}" if goal is not None else None,
                      "ok": None if goal is None else value <= goal})
 
-    hb = heartbeat(1, 1000)
-    st = status(1, 1001)
+    hb = bare_heartbeat()
+    st = bare_status(500)
     row("registration_payload", len(encode(reference_registration())), 128)
-    row("heartbeat_payload", len(hb), None)
-    row("status_update_payload", len(st), None)
+    row("registration_datagram", coap_datagram(encode(reference_registration())), None)
+    row("heartbeat_payload", len(encode(hb)), None)
+    row("status_update_payload", len(encode(st)), None)
     row("launch_wasm_payload", len(launch()), None)
-    row("heartbeat_datagram", coap_datagram(hb), 32)
-    row("status_update_datagram", coap_datagram(st), 40)
+    row("heartbeat_datagram", oscore_datagram(hb, 1, 1000), 32)
+    row("status_update_datagram", oscore_datagram(st, 1, 1001), 40)
     # The same budgets at the edge of what docs/protocol.md allows a constrained agent: agent id
-    # 255, seq at its largest (2**32 - 1: seq never restarts, not even across a reboot), update
-    # id 65535, its 1-byte token.
-    row("heartbeat_datagram_worst", coap_datagram(heartbeat(255, 2**32 - 1)), 32)
-    row("status_update_datagram_worst", coap_datagram(status(255, 2**32 - 1, 65_535)), 40)
+    # 255, seq at its largest (2**32 - 1: seq never restarts, not even across a reboot; a
+    # 4-byte Partial IV), update id 65535, its 1-byte token.
+    row("heartbeat_datagram_worst", oscore_datagram(hb, 255, 2**32 - 1), 32)
+    row("status_update_datagram_worst", oscore_datagram(bare_status(65_535), 255, 2**32 - 1),
+        40)
+    # What the mac cost on the same calls before OSCORE (signed, agent_id and seq inside).
+    row("heartbeat_datagram_worst_mac", coap_datagram(heartbeat(255, 2**32 - 1)), None)
+    row("status_update_datagram_worst_mac", coap_datagram(status(255, 2**32 - 1, 65_535)),
+        None)
+    # The master's answer to a steady heartbeat when it has nothing to say: `{}`.
+    row("heartbeat_reply_datagram", oscore_reply_datagram(b"\xa0", 1, 1000), None)
     # No budget: a launch is 6LoWPAN-fragmented; it is reported to watch its growth.
-    row("launch_wasm_datagram", coap_datagram(launch()), None)
+    row("launch_wasm_datagram", oscore_reply_datagram(encode(decode_launch()), 1, 1000), None)
     for r in rows:
         print(json.dumps(r))
     return 0 if all(r["ok"] is not False for r in rows) else 1

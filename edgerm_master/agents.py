@@ -48,6 +48,10 @@ E = pb.ErrorCode
 
 # First registrations' nonces remembered against replays (`MasterState.reg_nonces`).
 REG_NONCES_KEPT = 4096
+# First registrations on CoAP waiting for their key confirmation (`MasterState.pending`): at
+# most this many (the oldest dropped: ~1 KB each), each for `unreachable_after_s` at most;
+# sized for a fleet registering afresh at ~1,000/s that confirms within a heartbeat interval.
+PENDING_KEPT = 65_536
 
 
 def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: str,
@@ -76,7 +80,8 @@ def agent_call(st: MasterState, data: bytes, now: float, transport: str, peer: s
         if call.agent_id == 0:
             check.check_first_call(kind)
             token = check.registration_token(call, st.token_keys)
-            return _first_registration(st, call.register, token, call.seq, now, transport)
+            return _first_registration(st, call.register, token, call.seq, now, transport,
+                                       pending=not mac_calls)
         if not mac_calls:
             # On CoAP only the first registration is signed; everything after it is
             # OSCORE-protected (agent_call_protected): no downgrade to the mac.
@@ -100,6 +105,8 @@ def agent_call_protected(st: MasterState, agent: Agent, seq: int, data: bytes, n
     st.peer = peer
     st.oscore_call = True
     try:
+        if st.pending and st.pending.get(agent.agent_id, (None, 0.0))[0] is agent:
+            _admit(st, agent, now, transport)   # its first valid OSCORE request: confirmed
         fast = _protected_heartbeat(st, agent, seq, data, now, transport)
         if fast is not None:
             return fast
@@ -245,7 +252,10 @@ def _registered(st: MasterState, agent: Agent, master_nonce: bytes = b"") -> pb.
 
 
 def _first_registration(st: MasterState, reg: pb.Register, token: str, seq: int, now: float,
-                        transport: str) -> AgentResult:
+                        transport: str, pending: bool = False) -> AgentResult:
+    """A new identity. `pending` (CoAP): kept aside until the agent's first valid OSCORE
+    request proves it derived the secret (only a holder of the token can), so a replayed
+    first registration leaves nothing behind but an entry that expires."""
     check.check_nonce(reg, st.reg_nonces)
     total = check.check_register(reg, st.inventory)
     st.reg_nonces[reg.nonce] = None
@@ -255,21 +265,55 @@ def _first_registration(st: MasterState, reg: pb.Register, token: str, seq: int,
     st.next_agent_id += 1
     master_nonce = st.random_bytes(NONCE_LEN)
     secret = derive_secret(token, reg.nonce, master_nonce)
-    info = _info(reg)
-    agent = Agent(aid, secret, info, reg, total)
+    agent = Agent(aid, secret, _info(reg), reg, total)
     agent.seq = seq
     agent.last_seen = now
     agent.transport = transport
+    if pending:
+        _expire_pending(st, now)
+        st.pending[aid] = (agent, now + st.config.unreachable_after_s)
+        if len(st.pending) > PENDING_KEPT:
+            del st.pending[next(iter(st.pending))]
+    else:
+        _admit(st, agent, now, transport)
+    return commands.reply(st, agent, seq, _registered(st, agent, master_nonce))
+
+
+def _expire_pending(st: MasterState, now: float) -> None:
+    """Forget unconfirmed first registrations past their deadline (oldest first)."""
+    pending = st.pending
+    while pending:
+        aid, (_, deadline) = next(iter(pending.items()))
+        if deadline > now:
+            return
+        del pending[aid]
+
+
+def pending_agent(st: MasterState, agent_id: int, now: float) -> Agent | None:
+    """The unconfirmed first registration `agent_id`, if it has not expired."""
+    entry = st.pending.get(agent_id)
+    if entry is None:
+        return None
+    if entry[1] <= now:
+        del st.pending[agent_id]
+        return None
+    return entry[0]
+
+
+def _admit(st: MasterState, agent: Agent, now: float, transport: str) -> None:
+    """A new agent becomes known: persisted, offered, shown (a confirmed pending one too)."""
+    aid = agent.agent_id
+    st.pending.pop(aid, None)
     st.agents[aid] = agent
-    st.record(rec.AdmitAgent(aid, secret, info, now))
-    st.allocator.add_agent(aid, total)
+    st.record(rec.AdmitAgent(aid, agent.secret, agent.info, now))
+    st.allocator.add_agent(aid, agent.total)
     st.timer(now + st.config.unreachable_after_s, T_AGENT_CHECK, aid)
     st.alloc_soon(now)
-    log_agents.info("agent %d %r registered over %s from %s", aid, reg.name, transport,
+    name = agent_name(agent.info)
+    log_agents.info("agent %d %r registered over %s from %s", aid, name, transport,
                     st.peer or "?",
                     extra={"event": "agent_registered", "agent_id": aid,
-                           "agent_name": reg.name, "transport": transport, "peer": st.peer})
-    return commands.reply(st, agent, seq, _registered(st, agent, master_nonce))
+                           "agent_name": name, "transport": transport, "peer": st.peer})
 
 
 def _reregister(st: MasterState, agent: Agent, reg: pb.Register, seq: int, now: float,

@@ -115,10 +115,13 @@ class Master:
 
     # --- OSCORE on the CoAP agent link (oscore_calls.py; docs/protocol.md)
 
-    def oscore_unprotect(self, option: bytes, ciphertext: bytes) -> Inner | Refusal:
+    def oscore_unprotect(self, option: bytes, ciphertext: bytes, now: float | None = None
+                         ) -> Inner | Refusal:
         """A protected CoAP request (its OSCORE option value and payload): the verified inner
-        request, or the plain refusal to answer (nothing changed)."""
-        return oscore_calls.unprotect_untrusted(self.state, option, ciphertext)
+        request, or the plain refusal to answer (nothing changed). `now` (default: the time
+        of the last input) decides whether a pending first registration has expired."""
+        return oscore_calls.unprotect_untrusted(self.state, option, ciphertext,
+                                                self.state.now if now is None else now)
 
     def agent_call_protected(self, inner: Inner, now: float, transport: str = "coap",
                              peer: str = "") -> AgentResult:

@@ -539,8 +539,9 @@ class MasterService:
         return Response(Code.CONTENT, data, _OCTET_STREAM)
 
     async def _coap_module_protected(self, request: Request, inner: Inner) -> Response:
-        """A module GET inside OSCORE: the block its inner Block2 asks for (1,024 bytes when
-        it asks none), with an inner Block2; the outer response is one datagram."""
+        """A module GET inside OSCORE: the block its inner Block2 asks for (512 bytes when it
+        asks none), with an inner Block2. (Ask 512 or less: a protected 1,024-byte block with
+        its options and tag passes the CoAP block size, and goes out block-wise outside.)"""
         self.core.oscore_accept_seq(inner)
         if len(request.path) != 2:
             return Response(Code.NOT_FOUND, b"use m/<sha256 hex>")
@@ -554,7 +555,8 @@ class MasterService:
             except (OSError, StoreUnavailable):
                 return Response(Code.SERVICE_UNAVAILABLE, b"module file unreadable")
         value = inner.option(23)
-        block = decode_block(value) if value is not None else BlockValue(0, False, 6)
+        # (No Block2 asked: 512-byte blocks, so that a protected block fits one datagram.)
+        block = decode_block(value) if value is not None else BlockValue(0, False, 5)
         piece = slice_block(data, block.num, block.szx) if block is not None else None
         if block is None or piece is None:
             return Response(Code.BAD_OPTION, b"Block2 past the end of the module")

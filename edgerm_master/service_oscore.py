@@ -50,7 +50,7 @@ def oscore_request(svc: MasterService, request: Request) -> Request | Response:
             option = value
             break
     core = svc.core
-    found = core.oscore_unprotect(option, request.payload)
+    found = core.oscore_unprotect(option, request.payload, svc.clock())
     if isinstance(found, Refusal):
         core.state.refusal_log.log(
             log_agents, logging.WARNING, svc.clock(),
@@ -72,7 +72,10 @@ def _protector(svc: MasterService, found: Inner) -> Callable[[Response], Respons
     def protect(response: Response) -> Response:
         code, options, ciphertext = core.oscore_protect(
             found, response.code, response.payload, response.content_format,
-            list(response.options), notification=response.observe)
+            list(response.options) if response.options else None,
+            notification=response.observe)
+        if core.records_emitted > svc._durable:
+            svc._after_core()   # a new bound of the master's sequence number to commit
         return Response(code, ciphertext, None, options, observe=response.observe,
                         remember=response.remember)
     return protect

@@ -299,6 +299,10 @@ class MasterState:
     reg_nonces: dict[bytes, None] = field(default_factory=dict)
     agent_limits: Limits = field(init=False)
     framework_limits: Limits = field(init=False)
+    # First registrations on CoAP not yet confirmed by a valid OSCORE request (key
+    # confirmation: agents.promote_pending), oldest first, each with its deadline: not
+    # persisted, not offered, not shown (docs/protocol.md "The first registration ...").
+    pending: dict[int, tuple[Agent, float]] = field(default_factory=dict)
     # True while an OSCORE-protected agent call is handled: its replies carry no seq and no
     # mac (OSCORE protects them; commands.reply, error_reply, uploads.module_chunk).
     oscore_call: bool = False

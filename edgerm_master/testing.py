@@ -447,7 +447,11 @@ class Cluster:
         self._next_conn = 1
         self.committed = 0
         if store is not None:
+            # As MasterService.lead(): what recovery emits (the master's next OSCORE sequence
+            # bound, pruning) is committed before anything is served, and not counted.
             self.master.recover(store.recover(), now)
+            store.apply(self.master.take_records())
+            self.master.take_outbox()
 
     # --- plumbing
 

@@ -29,9 +29,9 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
 
 from edgerm.masters import MasterList
-from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb
+from edgerm.wire import decode, encode, pb
 from edgerm_master.testing import ScriptedAgent, ScriptedFramework, wasm_module, wasm_spec
-from edgerm_master.testing_io import MasterProcess
+from edgerm_master.testing_io import MasterProcess, coap_agent_call
 
 __all__ = ["MasterSet", "HaAgent", "HaFramework", "check_no_loss", "NOT_LEADER", "TASK_MODULE",
            "task_spec"]
@@ -208,15 +208,15 @@ class HaAgent:
             # new nonce): give it longer than a commit on an etcd electing a new leader takes.
             timeout = self.call_timeout_s if a.agent_id else 5.0
             with trio.move_on_after(timeout):
-                resp = await self.coap.post(self.masters[self.current], "a", data,
-                                            content_format=CONTENT_FORMAT_CBOR, token_length=2)
+                # (Plain for a first registration, else OSCORE-protected.)
+                resp = await coap_agent_call(self.coap, self.masters[self.current], a, data)
             self.calls += 1
             if resp is None:
                 self.timeouts += 1
                 self._move("")
                 continue
             before = set(a.starts)
-            reply = a.handle_reply(resp.payload)
+            reply = a.handle_reply(resp[1])
             if reply.HasField("error") and reply.error.code in (NOT_LEADER,
                                                                 pb.ErrorCode.UNAVAILABLE):
                 self.refusals += 1

@@ -33,7 +33,8 @@ from edgerm_master.testing import ScriptedAgent, ScriptedFramework
 
 __all__ = [
     "MasterProcess", "CoapAgentClient", "WsAgentClient", "WsFrameworkClient", "Framework",
-    "open_framework", "UdpRelay", "free_ports", "standby_process",
+    "open_framework", "UdpRelay", "free_ports", "standby_process", "coap_agent_call",
+    "open_protected",
 ]
 
 TS = pb.TaskState
@@ -198,6 +199,31 @@ class _AgentClient:
         raise AssertionError("agent did not settle")
 
 
+async def coap_agent_call(coap: Any, remote: tuple[str, int], agent: ScriptedAgent,
+                          data: bytes, path: str = "a", **kw: Any) -> tuple[int, bytes]:
+    """Send `agent`'s signed call `data` over CoAP as the agent link wants it: plain if it is
+    a first registration, else OSCORE-protected (`ScriptedAgent.protect`); (the CoAP code,
+    inner for a protected answer, and the AgentReply bytes). `kw` goes to `coap.post`."""
+    protected = agent.protect(data, path)
+    if protected is None:
+        resp = await coap.post(remote, path, data, content_format=CONTENT_FORMAT_CBOR,
+                               token_length=2, **kw)
+        return resp.code, bytes(resp.payload)
+    seq, option, ciphertext = protected
+    resp = await coap.post(remote, (), ciphertext, options=[(9, option)], token_length=2, **kw)
+    return open_protected(agent, seq, resp)
+
+
+def open_protected(agent: ScriptedAgent, seq: int, resp: Any) -> tuple[int, bytes]:
+    """(code, AgentReply) of the response `resp` to `agent`'s protected request `seq`: the
+    inner code and payload, or a plain one (a refusal) as it came."""
+    option = next((v for n, v in resp.options if n == 9), None)
+    if option is None:
+        return resp.code, bytes(resp.payload)
+    _piv, code, payload = agent.unprotect(seq, option, resp.payload)
+    return code, payload
+
+
 class CoapAgentClient(_AgentClient):
     """Drives a `ScriptedAgent` over real CoAP: `await client.exchange()` sends its next call
     (POST `a`) and applies the reply. Use inside `open_coap_client()`:
@@ -215,25 +241,14 @@ class CoapAgentClient(_AgentClient):
     async def send(self, data: bytes, path: str = "a") -> pb.AgentReply:
         """Send the signed call `data`: plain if it is a first registration, else
         OSCORE-protected (`ScriptedAgent.protect`). `codes` gets the (inner) CoAP code."""
-        protected = self.agent.protect(data, path)
-        if protected is None:
-            resp = await self.coap.post(self.remote, path, data,
-                                        content_format=CONTENT_FORMAT_CBOR, token_length=2)
-            self.codes.append(resp.code)
-            return self.agent.handle_reply(resp.payload)
-        seq, option, ciphertext = protected
-        resp = await self.coap.post(self.remote, (), ciphertext, options=[(9, option)],
-                                    token_length=2)
-        return self.agent.handle_reply(self.open(seq, resp))
+        code, reply = await coap_agent_call(self.coap, self.remote, self.agent, data, path)
+        self.codes.append(code)
+        return self.agent.handle_reply(reply)
 
     def open(self, seq: int, resp: Any) -> bytes:
         """The AgentReply in the response `resp` to our protected request `seq` (a plain one
         as it came: a refusal); records the inner code in `codes`."""
-        option = next((v for n, v in resp.options if n == 9), None)
-        if option is None:
-            self.codes.append(resp.code)
-            return bytes(resp.payload)
-        _piv, code, payload = self.agent.unprotect(seq, option, resp.payload)
+        code, payload = open_protected(self.agent, seq, resp)
         self.codes.append(code)
         return payload
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import trio
 
 from edgerm.coap.codes import Code
 from edgerm.coap.message import decode_message_untrusted
+from edgerm.oscore import parse_request_option
 from edgerm.transport.coap import open_coap_client
-from edgerm.wire import CONTENT_FORMAT_CBOR, decode, pb
+from edgerm.wire import pb
 from edgerm_agent.testing import AgentProcess
 from edgerm_master.testing import wasm_spec
 from edgerm_master.testing_io import MasterProcess, UdpRelay, open_framework
@@ -74,31 +76,40 @@ async def test_master_restart_keeps_tasks_running(
         agent.stop()
 
 
+class _Recorded(NamedTuple):
+    """One OSCORE-protected request the agent sent: what an attacker on the path sees."""
+    kid: bytes
+    piv: int
+    option: bytes
+    ciphertext: bytes
+
+
 class _RecordingRelay(UdpRelay):
-    """A relay that also keeps every AgentCall the agent sent (an attacker on the path)."""
+    """A relay that also keeps every protected POST the agent sent (an attacker on the path:
+    it cannot read them, only replay them)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         super().__init__(target)
-        self.calls: list[pb.AgentCall] = []
-        self.raw: list[bytes] = []
+        self.calls: list[_Recorded] = []
 
     async def _up(self) -> None:
         while True:
             data, self.client = await self.front.recvfrom(65536)
             try:
-                payload = decode_message_untrusted(data).payload
-                call = decode(pb.AgentCall, payload)
+                msg = decode_message_untrusted(data)
+                option = msg.opt(9)
+                kid, piv = parse_request_option(option) if option is not None else (b"", 0)
             except Exception:
-                call = None
-            if call is not None and payload not in self.raw:
-                self.calls.append(call)
-                self.raw.append(payload)
+                option = None
+            if option is not None and msg.code == Code.POST:
+                rec = _Recorded(kid, piv, option, msg.payload)
+                if rec not in self.calls:
+                    self.calls.append(rec)
             if self.forwarding:
                 await self.back.sendto(data, self.target)
 
-    def recorded(self, kind: str, since: int = 0) -> list[tuple[pb.AgentCall, bytes]]:
-        return [(c, r) for c, r in zip(self.calls[since:], self.raw[since:], strict=True)
-                if c.WhichOneof("call") == kind and c.agent_id]
+    def recorded(self, since: int = 0) -> list[_Recorded]:
+        return self.calls[since:]
 
 
 async def test_calls_recorded_before_an_agent_restart_stay_refused(
@@ -113,9 +124,8 @@ async def test_calls_recorded_before_an_agent_restart_stay_refused(
     async with trio.open_nursery() as nursery, open_coap_client() as coap:
         nursery.start_soon(relay.run)
 
-        async def replay(payload: bytes) -> int:
-            resp = await coap.post(master.coap, "a", payload,
-                                   content_format=CONTENT_FORMAT_CBOR)
+        async def replay(rec: _Recorded) -> int:
+            resp = await coap.post(master.coap, (), rec.ciphertext, options=[(9, rec.option)])
             return int(resp.code)
 
         async def wait_for(predicate: Callable[[], object], what: str) -> None:
@@ -127,25 +137,27 @@ async def test_calls_recorded_before_an_agent_restart_stay_refused(
 
         try:
             agent.start()
-            await wait_for(lambda: len(relay.recorded("heartbeat")) >= 10, "heartbeats")
-            old_heartbeat = relay.recorded("heartbeat")[-1]
-            agent_id = old_heartbeat[0].agent_id
+            # Protected POSTs: heartbeats, after the first registration (which is plain).
+            await wait_for(lambda: len(relay.recorded()) >= 10, "heartbeats")
+            old_heartbeat = relay.recorded()[-1]
             agent.kill()
             mark = len(relay.calls)
             agent.start()
-            await wait_for(lambda: relay.recorded("heartbeat", mark), "the restarted agent")
-            rereg = relay.recorded("register", mark)[0]
-            assert rereg[0].agent_id == agent_id and not rereg[0].register.tasks  # same identity
-            assert rereg[0].seq > old_heartbeat[0].seq
+            await wait_for(lambda: len(relay.recorded(mark)) >= 2, "the restarted agent")
+            # After a restart the first call is the re-registration (same identity: same kid;
+            # it lists no tasks), past every seq used before (the Partial IV).
+            rereg = relay.recorded(mark)[0]
+            assert rereg.kid == old_heartbeat.kid
+            assert rereg.piv > old_heartbeat.piv
             # (a) the old heartbeat, replayed after the restart.
-            assert await replay(old_heartbeat[1]) == Code.UNAUTHORIZED
+            assert await replay(old_heartbeat) == Code.UNAUTHORIZED
 
             f = await open_framework(nursery, master.ws)
             sha = await f.upload(wasm_modules["spin"])
             await f.launch("spin", wasm_spec(sha, len(wasm_modules["spin"])))
             await f.wait_state("spin", TS.RUNNING)
             # (b) the re-registration listing no tasks, replayed while the task runs.
-            assert await replay(rereg[1]) == Code.UNAUTHORIZED
+            assert await replay(rereg) == Code.UNAUTHORIZED
             await f.send(f.fw.kill("spin"))
             st = await f.wait_state("spin", TS.KILLED, TS.FAILED)
             assert st.state == TS.KILLED and st.reason == pb.KILL_REQUESTED, f.states("spin")

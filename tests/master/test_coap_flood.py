@@ -24,9 +24,8 @@ from trio_websocket import open_websocket_url
 
 from edgerm.coap.codes import CON, Code
 from edgerm.coap.message import decode_message_untrusted, encode_message
-from edgerm.coap.options import CONTENT_FORMAT, URI_PATH
 from edgerm.transport.coap import CoapRequestError, open_coap_client
-from edgerm.wire import CONTENT_FORMAT_CBOR, decode, encode, pb
+from edgerm.wire import decode, encode, pb
 from edgerm_master.testing import ScriptedAgent, ScriptedFramework, task_info
 from edgerm_master.testing_io import CoapAgentClient, MasterProcess, WsFrameworkClient
 
@@ -139,16 +138,22 @@ async def test_flood_from_ten_ports_locks_no_agent_out(tmp_path: Any) -> None:
 
             async def heartbeat(ac: CoapAgentClient, codes: list[int]) -> None:
                 while True:
+                    protected = ac.agent.protect(ac.agent.next_call())
+                    assert protected is not None
+                    seq, option, ciphertext = protected
                     try:
-                        resp = await coap.post(master.coap, "a", ac.agent.next_call(),
-                                               content_format=CONTENT_FORMAT_CBOR,
-                                               token_length=2, timeout=5)
+                        resp = await coap.post(master.coap, (), ciphertext,
+                                               options=[(9, option)], token_length=2, timeout=5)
                     except CoapRequestError:
                         codes.append(0)
                     else:
-                        codes.append(resp.code)
-                        if resp.code == Code.CHANGED:
-                            ac.agent.handle_reply(resp.payload)
+                        if any(n == 9 for n, _ in resp.options):
+                            _, code, reply = ac.agent.unprotect(seq, dict(resp.options)[9],
+                                                                resp.payload)
+                            codes.append(code)
+                            ac.agent.handle_reply(reply)
+                        else:
+                            codes.append(resp.code)
                     await trio.sleep(HEARTBEAT_MS / 1000)
 
             async def watch_framework() -> None:
@@ -216,9 +221,12 @@ async def test_retransmitted_call_that_failed_after_authentication_gets_the_same
         async with open_coap_client() as coap:
             ac = CoapAgentClient(coap, master.coap, ScriptedAgent("pi"))
             await ac.settle()
-        call = ac.agent._call(module=pb.ModuleRequest(sha256=b"\x01" * 32))
-        datagram = encode_message(CON, Code.POST, 4242, b"\x07\x07",
-                                  [(URI_PATH, b"a"), (CONTENT_FORMAT, b"\x3c")], call)
+        protected = ac.agent.protect(ac.agent._call(module=pb.ModuleRequest(
+            sha256=b"\x01" * 32)))
+        assert protected is not None
+        seq, option, ciphertext = protected
+        datagram = encode_message(CON, Code.POST, 4242, b"\x07\x07", [(9, option)],
+                                  ciphertext)
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         with sock:
             await sock.bind(("127.0.0.1", 0))
@@ -226,6 +234,8 @@ async def test_retransmitted_call_that_failed_after_authentication_gets_the_same
             for _ in range(2):  # the first answer counts as lost: the agent sends it again
                 await sock.sendto(datagram, master.coap)
                 answers.append(decode_message_untrusted(await sock.recv(2048)))
-        assert [m.code for m in answers] == [Code.NOT_FOUND, Code.NOT_FOUND]
+        assert [m.code for m in answers] == [Code.CHANGED, Code.CHANGED]   # (outer codes)
         assert answers[0].payload == answers[1].payload
-        assert ac.agent.handle_reply(answers[1].payload).error.code == pb.NOT_FOUND
+        _, code, reply = ac.agent.unprotect(seq, answers[1].opt(9) or b"", answers[1].payload)
+        assert code == Code.NOT_FOUND
+        assert ac.agent.handle_reply(reply).error.code == pb.NOT_FOUND

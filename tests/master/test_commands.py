@@ -60,9 +60,16 @@ def test_push_only_on_an_open_channel_of_an_active_synced_agent() -> None:
     (push,) = st.outbox
     assert isinstance(push, ToAgent) and push.agent_id == agent.agent_id
     reply = decode(pb.AgentReply, push.data)
-    assert reply.seq == 0 and verify(reply, agent.secret)
+    # Registered over CoAP: the push is an Observe notification, which OSCORE protects
+    # (the shell), so it is not signed; over a WebSocket it is.
+    assert agent.transport == "coap" and reply.seq == 0 and not reply.mac
     assert [c.id for c in reply.commands] == [1, 2, 3, 4]
     assert not st.push
+    agent.transport = "websocket"
+    commands.enqueue(st, agent, kill(5))
+    commands.take_pushes(st)
+    reply = decode(pb.AgentReply, st.outbox[-1].data)  # type: ignore[union-attr]
+    assert reply.seq == 0 and verify(reply, agent.secret)
 
 
 def test_ack_drops_up_to_it_and_never_past_the_last_queued() -> None:

@@ -37,12 +37,15 @@ async def test_steady_heartbeats_skip_the_worker_and_the_rest_do_not(tmp_path: P
         async with open_coap_client() as coap:
             agent = ScriptedAgent("pi")
             client = CoapAgentClient(coap, coap_addr, agent)
-            await client.exchange()                  # the registration waits for its commit
+            await client.exchange()                  # the first registration: pending
+            assert not service.core.agents and agent.agent_id in service.core.state.pending
+            await client.exchange()                  # its first OSCORE call confirms it (a
+            assert list(service.core.agents) == [agent.agent_id]   # commit: not inline)
             for _ in range(5):
                 reply = await client.exchange()      # steady protected heartbeats: inline
                 assert reply.seq == 0 and not reply.HasField("error") and not reply.mac
-            assert queued == ["register"]
-            assert client.codes == [Code.CHANGED] * 6 and agent.bad_macs == 0
+            assert queued == ["register", "heartbeat"]
+            assert client.codes == [Code.CHANGED] * 7 and agent.bad_macs == 0
             # A replayed protected heartbeat (old Partial IV) is refused in the receive loop
             # before the core sees it: a plain 4.01, nothing changed.
             stale = agent.protect(agent.heartbeat_call())
@@ -62,6 +65,6 @@ async def test_steady_heartbeats_skip_the_worker_and_the_rest_do_not(tmp_path: P
             # Not CBOR: declined inline, answered 4.15 by the handler.
             resp = await coap.post(coap_addr, "a", agent.heartbeat_call(), content_format=0)
             assert resp.code == Code.UNSUPPORTED_CONTENT_FORMAT
-            assert queued == ["register", "heartbeat", "heartbeat"]
+            assert queued == ["register", "heartbeat", "heartbeat", "heartbeat"]
             assert not (await client.exchange()).HasField("error")
         nursery.cancel_scope.cancel()

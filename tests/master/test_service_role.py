@@ -59,10 +59,17 @@ async def test_a_standby_refuses_every_call_naming_the_leader(tmp_path: Path) ->
             resp = await coap.get(coap_addr, ("m", "00" * 32))
             assert resp.code == Code.SERVICE_UNAVAILABLE
             assert decode(pb.Error, resp.payload).code == pb.NOT_LEADER
-            resp = await coap.post(coap_addr, "s", encode(pb.StateRequest(
-                token="operator-token")), content_format=CONTENT_FORMAT_CBOR)
+            # An OSCORE-protected call: a plain refusal (the standby holds no context).
+            known = ScriptedAgent("known")
+            known.agent_id, known.secret = 7, bytes(16)
+            protected = known.protect(known.heartbeat_call())
+            assert protected is not None
+            resp = await coap.post(coap_addr, (), protected[2], options=[(9, protected[1])])
             assert resp.code == Code.SERVICE_UNAVAILABLE
-            assert decode(pb.Error, resp.payload).leader == "coap://10.1.1.2:5683"
+            assert not any(n == 9 for n, _ in resp.options)
+            reply = decode(pb.AgentReply, resp.payload)
+            assert (reply.error.code, reply.error.leader) == (pb.NOT_LEADER,
+                                                              "coap://10.1.1.2:5683")
         async with open_websocket_url(ws_url(ws_addr, "/agent")) as ws:
             await ws.send_message(agent.register_call())
             reply = decode(pb.AgentReply, await ws.get_message())

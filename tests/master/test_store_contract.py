@@ -91,6 +91,14 @@ async def test_agents(open_store: Opener) -> None:
     assert (await restart(open_store)).agents[0].state == AGENT_LOST
 
 
+async def test_the_master_oscore_seq_bound_only_moves_forward(open_store: Opener) -> None:
+    store = await open_store()
+    assert (await store.recover()).oscore_seq_bound == 0
+    await store.apply([R.SetOscoreSeqBound(65_537)])
+    await store.apply([R.SetOscoreSeqBound(131_073), R.SetOscoreSeqBound(100)])
+    assert (await restart(open_store)).oscore_seq_bound == 131_073
+
+
 async def test_commands(open_store: Opener) -> None:
     store = await open_store()
     await store.recover()

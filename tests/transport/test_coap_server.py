@@ -147,3 +147,52 @@ async def test_observation_handle_lives_until_the_observer_is_gone(
         assert await obs.wait_gone() == "ended" and server.observer_count == 0
         with pytest.raises(ObservationGone):
             await obs.notify(b"v2")
+
+
+async def test_a_request_with_an_oscore_option_goes_through_the_site_hook(
+        nursery: trio.Nursery) -> None:
+    """`Site.oscore` sees every request carrying an OSCORE option before routing: it refuses
+    (its Response goes out as is) or returns the inner request, routed by its own path, whose
+    `protect` turns every answer into the outer one (inline, queued, or no route at all). A
+    toy "protection" here: the first byte names the inner path, the answer's code goes in
+    its payload, reversed."""
+    site = Site()
+    inline_seen: list[bytes] = []
+
+    def inline(req: Request) -> Response | None:
+        inline_seen.append(req.payload)
+        return Response(Code.CHANGED, b"inline:" + req.payload) if req.payload == b"hb" else None
+
+    async def handler(req: Request) -> Response:
+        return Response(Code.CONTENT, b"queued:" + req.payload)
+
+    site.add("x", handler, methods=(Code.POST,), inline=inline)
+
+    def hook(req: Request) -> Request | Response:
+        if req.payload == b"bad":
+            return Response(Code.UNAUTHORIZED, b"refused")
+        inner = req.inner(Code.POST, (req.payload[:1].decode(),), req.payload[1:], None, [])
+        inner.protect = lambda r: Response(Code.CHANGED, bytes((r.code,)) + r.payload[::-1],
+                                           None, [(9, b"")], remember=r.remember)
+        return inner
+
+    site.oscore = hook
+    addr = await nursery.start(CoapServer(site).serve, "127.0.0.1", 0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+
+        def ask(payload: bytes, mid: int) -> tuple[int, list[tuple[int, bytes]], bytes]:
+            sock.sendto(encode_message(CON, Code.POST, mid, b"\x01", [(9, b"\x09\x01\x05")],
+                                       payload), addr)
+            msg = decode_message_untrusted(sock.recv(2048))
+            return msg.code, msg.options, msg.payload
+
+        assert await trio.to_thread.run_sync(ask, b"xhb", 1) == (
+            Code.CHANGED, [(9, b"")], bytes((Code.CHANGED,)) + b"inline:hb"[::-1])
+        assert await trio.to_thread.run_sync(ask, b"xyi", 2) == (
+            Code.CHANGED, [(9, b"")], bytes((Code.CONTENT,)) + b"queued:yi"[::-1])
+        assert await trio.to_thread.run_sync(ask, b"zab", 3) == (
+            Code.CHANGED, [(9, b"")], bytes((Code.NOT_FOUND,)))
+        assert await trio.to_thread.run_sync(ask, b"bad", 4) == (
+            Code.UNAUTHORIZED, [], b"refused")
+    assert inline_seen == [b"hb", b"yi"]
