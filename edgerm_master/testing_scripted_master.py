@@ -5,19 +5,23 @@ UDP on loopback, Trio). Not the real master (`edgerm_master.core`, run as a proc
 It speaks the agent half of docs/protocol.md over real UDP on loopback, with the real wire codec
 (`edgerm.wire`) and the real CoAP message codec (`edgerm.coap.message`): first registration
 signed with the token's key and a nonce, the secret derived from both nonces (docs/protocol.md,
-"Authentication"), re-registration with agent_id + mac, seq checks, heartbeats with command_ack,
-commands re-sent until acknowledged, status/publish applied exactly once in update_id order,
-modules by GET m/<hex> with Block2, heartbeats as FETCH `c` with Observe 0 and commands pushed
-at once as CON notifications (AgentReply, seq 0, signed). Tests queue commands, read what was
-applied, make it deaf for a while (a master outage), refuse chosen updates with an error
-(`refuse`), inject datagrams at the agent from the master's own address, and glue a notification
-to an answer (`glue`: both sent while the agent is stopped, so they wait in its socket
-together).
+"Authentication"); after it every call OSCORE-protected (RFC 8613, the issue 16 contract: the
+secret as Master Secret, kid = agent_id, the master's Sender ID empty; the AEAD is the
+`cryptography` package's AES-CCM, an implementation independent of the agents'), the Partial IV
+as seq (a stale one, an unknown kid or a wrong tag: an unprotected 4.01), heartbeats with
+command_ack, commands re-sent until acknowledged, status/publish applied exactly once in
+update_id order, modules by GET m/<hex> with Block2, heartbeats as FETCH `c` with Observe 0 and
+commands pushed at once as CON notifications protected with the master's own Partial IV.
+Tests queue commands, read what was applied, make it deaf for a while (a master outage), refuse
+chosen updates with an error (`refuse`), inject datagrams at the agent from the master's own
+address, and glue a notification to an answer (`glue`: both sent while the agent is stopped, so
+they wait in its socket together).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +29,7 @@ from typing import Any
 
 import trio
 
-from edgerm.coap.message import decode_message_untrusted, encode_message
+from edgerm.coap.message import decode_message_untrusted, encode_message, encode_options
 from edgerm.wire import (
     NONCE_LEN,
     DecodeError,
@@ -44,6 +48,59 @@ _OBSERVE = 6
 _URI_PATH = 11
 _BLOCK2 = 23
 _CF = 12
+_OSCORE = 9
+
+
+def _minimal(v: int) -> bytes:
+    return v.to_bytes(max(1, (v.bit_length() + 7) // 8), "big")
+
+
+def _bstr(b: bytes) -> bytes:
+    assert len(b) < 24
+    return bytes((0x40 | len(b),)) + b
+
+
+class OscoreContext:
+    """The master's side of one agent's OSCORE context (RFC 8613 3.2): Sender ID b"",
+    Recipient ID the agent's kid, Master Secret its secret, no salt, no ID context."""
+
+    def __init__(self, secret: bytes, kid: bytes) -> None:
+        self.kid = kid
+        prk = hmac.new(b"", secret, hashlib.sha256).digest()
+
+        def expand(id_: bytes, kind: bytes, n: int) -> bytes:
+            info = b"\x85" + _bstr(id_) + b"\xf6\x0a" + bytes((0x60 | len(kind),)) + kind \
+                + bytes((n,))
+            return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()[:n]
+
+        self.sender_key = expand(b"", b"Key", 16)
+        self.recipient_key = expand(kid, b"Key", 16)
+        self.common_iv = expand(b"", b"IV", 13)
+
+    def nonce(self, id_: bytes, piv: bytes) -> bytes:
+        n = bytes((len(id_),)) + bytes(7 - len(id_)) + id_ + bytes(5 - len(piv)) + piv
+        return bytes(a ^ b for a, b in zip(n, self.common_iv, strict=True))
+
+    def aad(self, piv: bytes) -> bytes:
+        arr = b"\x85\x01\x81\x0a" + _bstr(self.kid) + _bstr(piv) + b"\x40"
+        return b"\x83\x68Encrypt0\x40" + _bstr(arr)
+
+    def open(self, piv: bytes, ciphertext: bytes) -> bytes | None:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+        try:
+            return AESCCM(self.recipient_key, tag_length=8).decrypt(
+                self.nonce(self.kid, piv), ciphertext, self.aad(piv))
+        except InvalidTag:
+            return None
+
+    def seal(self, request_piv: bytes, plaintext: bytes, own_piv: bytes | None = None) -> bytes:
+        from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+        nonce = self.nonce(self.kid, request_piv) if own_piv is None else self.nonce(b"", own_piv)
+        return AESCCM(self.sender_key, tag_length=8).encrypt(nonce, plaintext,
+                                                             self.aad(request_piv))
 
 
 @dataclass
@@ -60,9 +117,11 @@ class AgentRecord:
     publishes: list[pb.Publish] = field(default_factory=list)
     registrations: list[pb.Register] = field(default_factory=list)
     reg_seqs: list[int] = field(default_factory=list)  # the seq of each registration taken
-    calls: list[bytes] = field(default_factory=list)  # every authentic call, as received
+    calls: list[bytes] = field(default_factory=list)  # every authentic call, the datagram
     heartbeats: int = 0
-    observer: tuple[object, bytes] | None = None  # (address, token) of the observation on c
+    # (address, token, Partial IV of the request) of the observation on c
+    observer: tuple[object, bytes, bytes] | None = None
+    oscore: OscoreContext | None = None
     pushes: int = 0
     refused: list[int] = field(default_factory=list)  # update ids answered with an error
 
@@ -81,6 +140,8 @@ class ScriptedMaster:
         self._push_event = trio.Event()
         self._push_mid = 0x8000
         self._observe_seq = 1
+        self.master_piv = 0  # the master's own sender sequence number (notifications)
+        self.unprotected_refused = 0  # calls after the first registration without OSCORE
         self.agents: dict[int, AgentRecord] = {}
         self.modules: dict[bytes, bytes] = {}
         self.sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
@@ -98,6 +159,10 @@ class ScriptedMaster:
         self.glue: Callable[[list[str], bytes], bool] | None = None
         self.hold: Callable[[bool], Awaitable[None]] | None = None
         self._last_path: list[str] = []
+        self.last_block2 = -1  # the Block2 value of the last module block served
+        # message id of each module block's answer -> its block number (the Block2 option is
+        # inside OSCORE: a relay cannot read it)
+        self.block_answers: dict[int, int] = {}
 
     async def bind(self, port: int = 0) -> None:
         await self.sock.bind(("127.0.0.1", port))
@@ -155,15 +220,19 @@ class ScriptedMaster:
 
     def _notification(self, rec: AgentRecord) -> tuple[bytes, Any]:
         """A CON notification to rec's observer with the commands it has not acknowledged."""
-        assert rec.observer is not None
-        addr, token = rec.observer
-        reply = pb.AgentReply(seq=0, update_ack=rec.update_ack)
+        assert rec.observer is not None and rec.oscore is not None
+        addr, token, piv = rec.observer
+        reply = pb.AgentReply(update_ack=rec.update_ack)
         reply.commands.extend(c for c in rec.commands if c.id > rec.command_ack)
         self._push_mid += 1
         self._observe_seq += 1
+        self.master_piv += 1
+        own = _minimal(self.master_piv)
+        plain = bytes((0x45,)) + bytes(encode_options([(_CF, b"\x3c")])) + b"\xff" + encode(reply)
         out = encode_message(_CON, 0x45, self._push_mid & 0xFFFF, token,
                              [(_OBSERVE, self._observe_seq.to_bytes(3, "big")),
-                              (_CF, b"\x3c")], sign(reply, rec.secret))
+                              (_OSCORE, bytes((len(own),)) + own)],
+                             rec.oscore.seal(piv, plain, own))
         rec.pushes += 1
         return out, addr
 
@@ -200,26 +269,69 @@ class ScriptedMaster:
         if key in self._cache:  # a retransmission: the same answer, not a second execution
             self.retransmissions += 1
             return self._cache[key]
-        path = [v.decode() for n, v in req.options if n == _URI_PATH]
-        self._last_path = path
-        if path == ["a"] and req.code == 2:
-            code, payload = self._agent_call(req.payload)
-            opts = [(_CF, b"\x3c")]
-        elif path == ["c"] and req.code == 5 and self.observable:
-            code, payload = self._agent_call(req.payload, observer=(addr, req.token)
-                                             if req.opt(_OBSERVE) == b"" else None)
-            opts = [(_CF, b"\x3c")]
-            if code == 0x44:
-                code = 0x45
-                self._observe_seq += 1
-                opts.insert(0, (_OBSERVE, self._observe_seq.to_bytes(3, "big")))
-        elif len(path) == 2 and path[0] == "m" and req.code == 1:
-            code, payload, opts = self._module(path[1], req.opt(_BLOCK2))
+        osc = req.opt(_OSCORE)
+        if osc is None:
+            # Only a first registration goes in clear (POST a, no agent_id, the token's mac).
+            path = [v.decode() for n, v in req.options if n == _URI_PATH]
+            self._last_path = path
+            if path == ["a"] and req.code == 2:
+                code, payload = self._agent_call(req.payload)
+            else:
+                code, payload = self._error(0x81, pb.UNAUTHENTICATED, "not protected")
+            if code == 0x81:
+                self.unprotected_refused += 1
+            out = encode_message(_ACK, code, req.mid, req.token, [(_CF, b"\x3c")], payload)
         else:
-            code, payload, opts = 0x84, b"", []
-        out = encode_message(_ACK, code, req.mid, req.token, opts, payload)
+            out = self._protected(req, osc, addr, data)
         self._cache[key] = out
         return out
+
+    def _protected(self, req: Any, osc: bytes, addr: object, data: bytes) -> bytes:
+        """An OSCORE request (RFC 8613 8.2): the kid names the agent, the Partial IV is its seq.
+        A malformed option: an unprotected 4.02; an unknown kid, a wrong tag or a stale Partial
+        IV: an unprotected 4.01 (changing nothing)."""
+        flags = osc[0] if osc else 0
+        n = flags & 7
+        if not osc or flags & 0xF0 or not flags & 8 or not 0 < n < 6 or len(osc) < 1 + n:
+            return encode_message(_ACK, 0x82, req.mid, req.token)
+        piv, kid = osc[1:1 + n], osc[1 + n:]
+        rec = self.agents.get(int.from_bytes(kid, "big")) if kid else None
+        plain = rec.oscore.open(piv, req.payload) if rec is not None and rec.oscore else None
+        seq = int.from_bytes(piv, "big")
+        if rec is None or plain is None or seq <= rec.last_seq or not plain:
+            code, payload = self._error(0x81, pb.UNAUTHENTICATED,
+                                        "unknown kid, wrong tag or stale Partial IV")
+            return encode_message(_ACK, code, req.mid, req.token, [(_CF, b"\x3c")], payload)
+        assert rec.oscore is not None
+        rec.calls.append(data)
+        inner = decode_message_untrusted(bytes((0x40, plain[0], 0, 0)) + plain[1:])
+        path = [v.decode() for n, v in inner.options if n == _URI_PATH]
+        self._last_path = path
+        outer = 0x44
+        outer_opts: list[tuple[int, bytes]] = []
+        if path == ["a"] and inner.code == 2:
+            code, payload = self._agent_call(inner.payload, protected=(rec, seq))
+            opts = [(_CF, b"\x3c")]
+        elif path == ["c"] and inner.code == 5 and self.observable:
+            code, payload = self._agent_call(
+                inner.payload, observer=(addr, req.token, piv)
+                if req.opt(_OBSERVE) == b"" else None, protected=(rec, seq))
+            opts = [(_CF, b"\x3c")]
+            if code == 0x44:
+                code = outer = 0x45
+                self._observe_seq += 1
+                outer_opts.append((_OBSERVE, self._observe_seq.to_bytes(3, "big")))
+        elif len(path) == 2 and path[0] == "m" and inner.code == 1:
+            rec.last_seq = seq
+            code, payload, opts = self._module(path[1], inner.opt(_BLOCK2))
+            self.block_answers[req.mid] = self.last_block2 >> 4
+        else:
+            rec.last_seq = seq
+            code, payload, opts = 0x84, b"", []
+        plaintext = bytes((code,)) + bytes(encode_options(opts)) \
+            + (b"\xff" + payload if payload else b"")
+        return encode_message(_ACK, outer, req.mid, req.token, [*outer_opts, (_OSCORE, b"")],
+                              rec.oscore.seal(piv, plaintext))
 
     def _module(self, hexname: str, block: bytes | None) -> tuple[int, bytes, list]:  # type: ignore[type-arg]
         data = self.modules.get(bytes.fromhex(hexname)) if len(hexname) == 64 else None
@@ -232,21 +344,27 @@ class ScriptedMaster:
         more = (num + 1) * size < len(data)
         b2 = (num << 4 | (8 if more else 0) | szx)
         b2b = b2.to_bytes((b2.bit_length() + 7) // 8, "big") if b2 else b""
+        self.last_block2 = b2  # inside OSCORE: a glue() cannot read it from the answer
         return 0x45, chunk, [(_BLOCK2, b2b)]
 
     def _error(self, code: int, err: int, text: str) -> tuple[int, bytes]:
         error = pb.Error(code=pb.ErrorCode.Name(err), message=text)
         return code, encode(pb.AgentReply(error=error))
 
-    def _agent_call(self, payload: bytes, observer: tuple[object, bytes] | None = None
-                    ) -> tuple[int, bytes]:
+    def _agent_call(self, payload: bytes, observer: tuple[object, bytes, bytes] | None = None,
+                    protected: tuple[AgentRecord, int] | None = None) -> tuple[int, bytes]:
+        """AgentCall `payload`: in clear (only a first registration is taken), or `protected`
+        (the agent and seq OSCORE gave: no agent_id, seq or mac in the call, none in the
+        reply)."""
         try:
             call = decode(pb.AgentCall, payload)
         except DecodeError as e:
             self.malformed_calls += 1
             return self._error(0x80, pb.BAD_REQUEST, str(e))
         which = call.WhichOneof("call")
-        if which == "register" and not call.agent_id:
+        if protected is None and (which != "register" or call.agent_id):
+            return self._error(0x81, pb.UNAUTHENTICATED, "only a first registration in clear")
+        if protected is None:
             # Signed with the key of our token, with a nonce never seen before; the token is
             # not on the wire (and must not be: the field that held it is the nonce now).
             nonce = call.register.nonce
@@ -260,22 +378,22 @@ class ScriptedMaster:
             aid = max(self.agents, default=0) + 1
             rec = self.agents[aid] = AgentRecord(aid, derive_secret(self.token, nonce, ours),
                                                  call.register.name)
+            rec.oscore = OscoreContext(rec.secret, _minimal(aid))
             rec.last_seq = call.seq
             rec.registrations.append(call.register)
             rec.reg_seqs.append(call.seq)
             reply = pb.AgentReply(seq=call.seq, registered=pb.Registered(
                 agent_id=aid, nonce=ours, heartbeat_ms=self.heartbeat_ms))
             return 0x44, sign(reply, rec.secret)
-        found = self.agents.get(call.agent_id)
-        if found is None or not verify(call, found.secret):
-            return self._error(0x81, pb.UNAUTHENTICATED, "unknown agent or bad mac")
-        rec = found
-        rec.calls.append(payload)
-        if call.seq <= rec.last_seq:
-            # A re-registration too (docs/protocol.md): a recorded one must not be taken again.
-            return self._error(0x81, pb.UNAUTHENTICATED, "stale seq")
+        rec, seq = protected
+        if call.agent_id or call.seq or call.mac:
+            return 0x80, encode(pb.AgentReply(error=pb.Error(
+                code=pb.BAD_REQUEST, message="agent_id, seq or mac inside OSCORE")))
+        call.agent_id, call.seq = rec.agent_id, seq
+        # A re-registration too (docs/protocol.md): a recorded one must not be taken again
+        # (_protected refused a Partial IV not past the last one).
         rec.last_seq = call.seq
-        reply = pb.AgentReply(seq=call.seq)
+        reply = pb.AgentReply()
         upd = getattr(call, which) if which in ("status", "publish") else None
         if upd is not None and upd.update_id in self.refuse:
             err, times = self.refuse[upd.update_id]
@@ -285,7 +403,7 @@ class ScriptedMaster:
                 reply.update_ack = rec.update_ack
                 reply.error.CopyFrom(pb.Error(code=pb.ErrorCode.Name(err), message="refused"))
                 codes: dict[int, int] = {pb.BAD_REQUEST: 0x80, pb.NOT_FOUND: 0x84}
-                return codes.get(err, 0xA3), sign(reply, rec.secret)
+                return codes.get(err, 0xA3), encode(reply)
         if which == "register":
             rec.registrations.append(call.register)
             rec.reg_seqs.append(call.seq)
@@ -302,4 +420,4 @@ class ScriptedMaster:
                 (rec.statuses if which == "status" else rec.publishes).append(upd)
         reply.update_ack = rec.update_ack
         reply.commands.extend(c for c in rec.commands if c.id > rec.command_ack)
-        return 0x44, sign(reply, rec.secret)
+        return 0x44, encode(reply)

@@ -5,22 +5,25 @@ master's nonce) -> keep agent_id + secret in the state file -> heartbeat every h
 (+ jitter), carrying command_ack when it moved -> apply commands in id order (launch and kill
 idempotent by task number) -> send status updates and publishes oldest first, one per call,
 until update_ack covers them. After a reboot, or when the master asks (ReRegister, or
-UNAUTHENTICATED on a call), re-register with agent_id, seq and mac; an unknown agent_id sends it
-back to a fresh registration. Every call carries seq (one more per call) and an 8-byte
-HMAC-SHA256 mac, keyed by the secret (by the token's key on a first registration: neither the
-token nor the secret ever crosses the link); replies with a wrong mac or seq are dropped. A call
+UNAUTHENTICATED on a call), re-register; an unknown agent_id sends it back to a fresh
+registration. The first registration carries seq and an 8-byte HMAC-SHA256 mac keyed by the
+token's key (neither the token nor the secret ever crosses the link), and its reply a mac keyed
+by the derived secret. Every call after it is OSCORE-protected by coap.py (RFC 8613; oscore.py:
+the secret as Master Secret, the agent_id as kid, seq as the Partial IV, one more per request,
+module blocks included), with no agent_id, seq or mac inside; replies that do not verify are
+dropped, and only an unprotected 4.01 or NOT_LEADER is believed without protection. A call
 that gets no answer is retried as a new exchange after 1 s, 2 s, 4 s ... up to 60 s, forever: the
 master takes a new exchange as a sign of life (a retransmission it answers from its cache is
 not), so on a lossy link the agent must not sit out a heartbeat interval before trying again
 (docs/agent.md, "Liveness on a lossy link").
 
 With `observe` on, each heartbeat is a FETCH of `c` with Observe 0, so it also (re)registers
-the observation through which the master pushes commands (AgentReply, seq 0, signed) at once;
-an observation the master lost lapses for at most one heartbeat interval. An update the master
-refuses for good (BAD_REQUEST, FORBIDDEN, NOT_FOUND, TOO_LARGE in a signed reply) is dropped and
-the ones after it renumbered; other errors and silence are retried. An unsigned 4.01 (anyone
-can forge one) makes the agent re-register at most once per _REG_GAP_MIN..._REG_GAP_MAX ms,
-backing off while they keep coming.
+the observation through which the master pushes commands (AgentReply, protected with the
+master's own Partial IV) at once; an observation the master lost lapses for at most one
+heartbeat interval. An update the master refuses for good (BAD_REQUEST, FORBIDDEN, NOT_FOUND,
+TOO_LARGE in a protected reply) is dropped and the ones after it renumbered; other errors and
+silence are retried. An unprotected 4.01 (anyone can forge one) makes the agent re-register at
+most once per _REG_GAP_MIN..._REG_GAP_MAX ms, backing off while they keep coming.
 
 Several masters (config "master" a list, docs/ha.md): a standby's NOT_LEADER refusal names the
 leader ("coap://host:port"); the agent moves there if that is one of its masters, else to the
@@ -42,7 +45,7 @@ from time import ticks_ms, ticks_diff, ticks_add
 
 import cbor
 import coap
-import mac
+import oscore
 import sensors
 
 try:
@@ -56,7 +59,6 @@ except ImportError:
     def getrandbits(n):
         return ticks_ms() & ((1 << n) - 1)
 
-_CALL_AGENT_ID = const(1)  # pb: AgentCall.agent_id
 _CALL_SEQ = const(2)  # pb: AgentCall.seq
 _CALL_MAC = const(3)  # pb: AgentCall.mac
 _CALL_REGISTER = const(4)  # pb: AgentCall.register
@@ -145,8 +147,9 @@ _FETCH = const(5)
 _MAX_PAYLOAD = const(512)  # what fits a datagram coap takes (640 B) after the header and options
 _MAX_QUEUE = const(12)  # unacknowledged updates kept; publish() answers -5 beyond it
 # data + topic of one publish: what always fits the 576-byte send buffer next to the CoAP header
-# (11 B) and the signed AgentCall envelope with 32-bit ids (45 B). A bigger one could never be
-# sent and would block every update queued behind it, so publish() refuses it (-4).
+# and OSCORE option (21 B with a 7-byte kid and a 5-byte Partial IV), the inner code and options
+# (6 B), the AgentCall envelope with 32-bit ids (≤ 22 B) and the tag (8 B). A bigger one could
+# never be sent and would block every update queued behind it, so publish() refuses it (-4).
 _MAX_PUBLISH = const(512)
 _MAX_TASKS = const(16)  # task numbers remembered (terminal ones are forgotten oldest first)
 _BACKOFF_MIN_MS = const(1000)  # the first pause after a failed call (the Linux agent's too)
@@ -182,7 +185,7 @@ _S_CMD_ACKED = const(14)  # command_ack the master has acknowledged receiving
 _S_FAILS = const(15)
 _S_INVENTORY = const(16)
 _S_LOG_LEVEL = const(17)
-_S_REG_OK = const(18)  # ticks_ms before which an unsigned 4.01 does not trigger a re-registration
+_S_REG_OK = const(18)  # ticks_ms before which an unprotected 4.01 does not re-register
 _S_REG_GAP = const(19)
 _S_REFUSALS = const(20)  # re-registrations refused in a row
 _S_SEQ_BOUND = const(21)  # every seq below it may have been sent: the state file holds it
@@ -222,32 +225,40 @@ def _put(dest, key, v):
     return dest
 
 
-async def _call(key, value):
-    """Send AgentCall{key: value} (key: the call's field number; 0: value is a queued update,
-    {field: update} encoded); return the decoded, authenticated AgentReply or None."""
+def _seq():
+    # The next sender sequence number: a first registration's seq, else the OSCORE Partial IV
+    # (coap.begin asks for it through coap._c[14] for every protected request, module blocks
+    # too). It never goes back, across reboots too, or recorded calls would be valid again:
+    # the state file holds a bound ahead of it, written before the seq reaches it (RFC 8613
+    # 7.5.1), and a reboot goes on from there. Without an identity no seq matters yet:
+    # _register writes the bound with the identity.
     _s[_S_SEQ] += 1
-    seq = _s[_S_SEQ]
-    if seq >= _s[_S_SEQ_BOUND]:
-        # seq never goes back, across reboots too, or recorded calls would be valid again: the
-        # state file holds a bound ahead of it, written before the seq reaches it (RFC 8613
-        # 7.5.1), and a reboot goes on from there. Without an identity no seq matters yet:
-        # _register writes the bound with the identity.
-        _s[_S_SEQ_BOUND] = seq + _SEQ_RESERVE
+    if _s[_S_SEQ] >= _s[_S_SEQ_BOUND]:
+        _s[_S_SEQ_BOUND] = _s[_S_SEQ] + _SEQ_RESERVE
         if _s[_S_ID]:
             _save()
+    return _s[_S_SEQ]
+
+
+async def _call(key, value):
+    """Send AgentCall{key: value} (key: the call's field number; 0: value is a queued update,
+    {field: update} encoded); return the decoded, authenticated AgentReply or None. Once the
+    agent has an identity, the call is OSCORE-protected by coap (no agent_id, seq or mac in
+    it: the master takes them from the kid and the Partial IV) and only a verified reply, or
+    an unprotected refusal (4.01, NOT_LEADER), is taken. A first registration goes in clear
+    with seq and a mac keyed by the token's key."""
     await coap.take()
     try:
         if key:
-            msg = {_CALL_SEQ: seq, key: value}
+            msg = {key: value}
         else:  # decoded only while the call is built: the queue keeps the bytes
             msg = cbor.decode(value)
-            msg[_CALL_SEQ] = seq
-        k = _s[_S_SECRET]
         nonce = value.get(_REG_NONCE) if key == _CALL_REGISTER else None
-        if nonce:  # a first registration: no agent_id, signed with the token's key
+        k = None
+        if nonce:  # a first registration: seq, no agent_id, signed with the token's key
+            seq = _seq()
+            msg[_CALL_SEQ] = seq
             k = _s[_S_REG][1]
-        elif _s[_S_ID]:
-            msg[_CALL_AGENT_ID] = _s[_S_ID]
         obs = _s[_S_OBSERVE] and key == _CALL_HEARTBEAT
         if obs:
             i = coap.begin(_FETCH, "c", cbor=True, observe=0)
@@ -256,7 +267,7 @@ async def _call(key, value):
         coap.TX[i] = 0xFF
         j = cbor.enc(coap.TX, i + 1, msg)
         if k:
-            msg[_CALL_MAC] = mac.hmac(k, coap.TX[i + 1:j])
+            msg[_CALL_MAC] = oscore.hmac(k, coap.TX[i + 1:j])
             j = cbor.enc(coap.TX, i + 1, msg)
         # Sent: nothing reads the message again. Emptied, not just dropped, as the caller's
         # message is: stale slots of this coroutine's stack (and the caller's) still point to
@@ -270,15 +281,13 @@ async def _call(key, value):
         rep = None
         if r is None:
             _switch(None)
-        elif obs and (r[0] == 0x84 or r[0] == 0x85):
+        elif obs and r[0] & 0xFF in (0x84, 0x85):
             _s[_S_OBSERVE] = False  # a master without `c`: heartbeats go to `a`
             _log(0, "no observable c; observe off")
         else:
-            code = r[0]  # r: (code, payload start, end, block2); few locals, a slot each
-            if obs:
-                coap.obs_tok = (coap.TX[4] << 8 | coap.TX[5]) if coap.observed else -1
+            code = r[0]  # r: (code, payload start, end, block2) in TX; few locals, a slot each
             try:
-                rep = cbor.decode(memoryview(coap.RX)[r[1]:r[2]])
+                rep = cbor.decode(memoryview(coap.TX)[r[1]:r[2]])
             except ValueError:
                 _log(1, "malformed reply dropped")
     finally:
@@ -292,23 +301,24 @@ async def _call(key, value):
         # reply from someone without the token fails here.
         r = rep.get(_REPLY_REGISTERED)
         r = r.get(_RGD_NONCE) if type(r) is dict else None  # the master's nonce
-        k = mac.secret(k, nonce, r) if type(r) is bytes else b""
+        # the secret: the first 16 bytes of HMAC-SHA256(the token's key, "edgerm secret" ||
+        # agent nonce || master nonce)
+        k = oscore.hmac(k, b"edgerm secret" + nonce + r, 16) if type(r) is bytes else b""
         r = None
-    if not _authentic(rep, k):
-        c = err.get(_ERR_CODE) if type(err) is dict else 0
-        if c == _UNAUTHENTICATED and code == 0x81:
-            return rep  # an unsigned refusal: the master does not (or no longer) know us
-        if c == _NOT_LEADER:
-            _switch(err.get(_ERR_LEADER))  # a standby: unsigned as well
-        else:
-            _log(1, "reply with a wrong mac dropped")
-    elif rep.get(_REPLY_SEQ, 0) != seq:
-        _log(1, "reply for another seq dropped")
-    else:
-        _s[_S_FAILS] = 0
-        if nonce:
+        if _authentic(rep, k) and rep.get(_REPLY_SEQ, 0) == seq:
+            _s[_S_FAILS] = 0
             _s[_S_SECRET] = k  # a Registered it is: _register keeps it with the agent_id
+            return rep
+    elif not code & 0x100:  # coap's _PLAIN unset: OSCORE verified it answers this very call
+        _s[_S_FAILS] = 0
         return rep
+    c = err.get(_ERR_CODE) if type(err) is dict else 0
+    if c == _UNAUTHENTICATED and code & 0xFF == 0x81:
+        return rep  # an unprotected refusal: the master does not (or no longer) know us
+    if c == _NOT_LEADER:
+        _switch(err.get(_ERR_LEADER))  # a standby: unprotected as well
+    else:
+        _log(1, "unauthenticated reply dropped")
     _s[_S_FAILS] += 1
     return None
 
@@ -326,7 +336,7 @@ def _switch(to):
     _s[_S_MI] = j
     _log(0, "master", m[j])
     coap._c[5] = _addr(m[j])  # coap's _C_ADDR: where requests go
-    coap.obs_tok = -1  # the observation was the old master's
+    coap._c[22] = -1  # coap's _C_OBS_TOK: the observation was the old master's
     _s[_S_REGISTERED] = False
 
 
@@ -344,7 +354,13 @@ def _authentic(r, key):
         n = cbor.enc(coap.TX, 0, r)
     except (IndexError, TypeError):
         return False
-    return mac.equal(given, mac.hmac(key, coap.TX[:n]))
+    n = oscore.hmac(key, coap.TX[:n])
+    if len(given) != len(n):
+        return False
+    r = 0
+    for i in range(len(n)):  # no early exit: a forger learns nothing from the time it takes
+        r |= given[i] ^ n[i]
+    return r == 0
 
 
 async def _register():
@@ -366,7 +382,7 @@ async def _register():
         _s[_S_REG_OK] = ticks_add(ticks_ms(), _s[_S_REG_GAP])
         _s[_S_REG_GAP] = min(2 * _s[_S_REG_GAP], _REG_GAP_MAX)
     else:
-        m[_REG_NONCE] = mac.urandom(8)  # fresh each attempt: the master refuses one it has seen
+        m[_REG_NONCE] = oscore.urandom(8)  # fresh each attempt: the master refuses one it has seen
     rep = await _call(_CALL_REGISTER, m)
     if rep is None:
         return False
@@ -386,6 +402,7 @@ async def _register():
                 _s[_S_TASKS].clear()
                 _s[_S_ID] = 0
                 _s[_S_SECRET] = b""
+                coap._c[13] = b""  # coap's _C_KEYS: the next registration goes in clear
                 _s[_S_NEXT] = 1
                 _s[_S_CMD] = 0
                 _s[_S_QUEUE] = []
@@ -401,6 +418,10 @@ async def _register():
         _s[_S_NEXT] = ack + 1
     _s[_S_CMD_ACKED] = -1  # tell the master our command_ack in the next heartbeat
     _s[_S_REGISTERED] = True
+    # The OSCORE security context from the secret and agent_id (the kid), into coap's
+    # _C_KEYS: from now on every call is protected.
+    coap._c[13] = oscore.setup(_s[_S_SECRET], _s[_S_ID])
+    coap._c[19] = -1  # coap's _C_NOTE_PIV: a new context, the master's Partial IVs afresh
     _save()
     _log(0, "registered %d" % _s[_S_ID])
     return True
@@ -543,15 +564,16 @@ async def _step():
     now = ticks_ms()
     if not coap.busy:  # nothing in flight (and no await below until done): read pushes
         coap.poll()
-        p = coap.pushed
+        p = coap.pushed  # a view of coap.TX, decoded before anything writes there
+        coap.pushed = None
         if p is not None and _s[_S_REGISTERED]:
-            # The latest notification of the observation: an AgentReply, seq 0, our mac.
-            coap.pushed = None
+            # The latest notification of the observation, verified by coap (OSCORE): an
+            # AgentReply.
             try:
                 rep = cbor.decode(p)
             except ValueError:
                 rep = None
-            if rep is None or not _authentic(rep, _s[_S_SECRET]) or rep.get(_REPLY_SEQ, 0) != 0:
+            if rep is None:
                 _log(1, "notification dropped")
             else:
                 _log(2, "pushed %d commands" % len(rep.get(_REPLY_COMMANDS, ())))
@@ -579,7 +601,7 @@ async def _step():
     if _s[_S_FAILS]:
         back = _BACKOFF_MIN_MS << min(_s[_S_FAILS] - 1, 6)
         _s[_S_DUE] = ticks_add(ticks_ms(), back if back < _BACKOFF_MAX_MS else _BACKOFF_MAX_MS)
-    elif ok:
+    elif ok is not None:  # a reply may be {} (an AgentReply with nothing in it)
         jit = getrandbits(16) % (_s[_S_JITTER_MS] + 1) if _s[_S_JITTER_MS] else 0
         _s[_S_DUE] = ticks_add(ticks_ms(), _s[_S_HB_MS] + jit)
 
@@ -592,7 +614,9 @@ def _setup(path):
     with open(path) as f:
         cfg = json.load(f)
     _s[_S_STATE] = cfg.get("state", "state.cbor")
-    _s[_S_REG] = [cfg.get("name", "micro"), mac.key(cfg.get("token", "")),
+    # the token's key, which signs a first registration: SHA-256 of its UTF-8 bytes
+    _s[_S_REG] = [cfg.get("name", "micro"),
+                  oscore.hashlib.sha256(cfg.get("token", "").encode()).digest(),
                   float(cfg.get("cpus", 1.0)), float(cfg.get("mem_mb", 0)),
                   cfg.get("attributes", {})]
     _s[_S_OBSERVE] = cfg.get("observe", True)
@@ -607,6 +631,7 @@ def _setup(path):
     s.bind(socket.getaddrinfo("0.0.0.0", cfg.get("port", 0))[0][-1])
     s.setblocking(False)
     coap.setup(s, addr, cfg.get("ack_timeout_ms", 1000), cfg.get("max_retransmit", 2))
+    coap._c[14] = _seq  # coap's _C_SEQ: the Partial IV of every protected request
     try:
         with open(_s[_S_STATE], "rb") as f:
             st = cbor.decode(f.read())
@@ -625,6 +650,8 @@ def _setup(path):
         b = st.get(7, 65536)
         _s[_S_SEQ] = b - 1
         _s[_S_SEQ_BOUND] = b
+        if _s[_S_ID]:
+            coap._c[13] = oscore.setup(_s[_S_SECRET], _s[_S_ID])  # coap's _C_KEYS
     except (OSError, ValueError, TypeError, AttributeError):
         pass  # no state, or a corrupt one: register afresh
     _s[_S_INVENTORY] = sensors.setup(cfg.get("sensors", ()))

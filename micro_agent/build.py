@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODULES = ("cbor", "coap", "mac", "sensors", "executor", "agent")
+MODULES = ("cbor", "oscore", "coap", "sensors", "executor", "agent")
 
 
 def build(out: Path, mpy_cross: str = "mpy-cross") -> list[Path]:

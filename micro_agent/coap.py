@@ -11,18 +11,35 @@ holds the buffers (`await take()` ... `give()`) from `begin` until it has read t
 download take turns with it. `busy` tells the agent loop, without awaiting, that nothing is in
 flight, so it may read the socket itself (`poll`).
 
-Notifications of the observation with token `obs_tok` can arrive at any time: while a request
-waits for its response, or while nothing is in flight (`poll`). A CON one is ACKed; the latest
-payload is copied to `pushed` for the agent, which checks its MAC.
+OSCORE (RFC 8613, `oscore.py`): once the agent has a security context (`_c[_C_KEYS]`, set
+after its first registration), `begin` writes a protected request: outer code POST (FETCH for
+an Observe registration), outer Observe, the OSCORE option (flags | Partial IV | kid, the
+Partial IV a fresh sender sequence number from the agent's `_c[_C_SEQ]()`), then the
+plaintext: the real code, the inner options (Observe, Uri-Path, Content-Format, Block2) and
+the caller's payload; `request` encrypts it in place and appends the tag. A response must be
+protected with the request's nonce (empty OSCORE option) or the master's own Partial IV; it is
+verified before a byte of it is written, then decrypted into TX, so `request` hands back the
+inner code and the plaintext payload's place in TX. A response without the OSCORE option comes
+back with its code | 0x100 (only an unprotected 4.01 or NOT_LEADER means anything to the
+agent); one that fails verification is dropped as if never received.
 
-Datagrams are read from any source: the token and message id select a response, and the
-agent's MAC decides whether to believe it. Anything unparsable is dropped.
+Notifications of the observation with token `_c[_C_OBS_TOK]` can arrive at any time: while a request
+waits for its response, or while nothing is in flight (`poll`). A CON one is ACKed; the latest
+is kept (the datagram) and `poll` verifies it (the master's Partial IV, higher than any before;
+the AAD of the FETCH that registered the observation) and decrypts it into TX: `pushed` is then
+its payload, a view of TX for the agent to decode at once.
+
+Datagrams are read from any source: the token and message id select a response, and OSCORE (the
+MAC on a first registration's reply) decides whether to believe it. Anything unparsable is
+dropped.
 """
 
 import asyncio
 import select
 from micropython import const
 from time import ticks_ms, ticks_diff
+
+import oscore
 
 try:
     from random import getrandbits
@@ -35,6 +52,7 @@ _NON = const(1)
 _ACK = const(2)
 _RST = const(3)
 _OPT_OBSERVE = const(6)
+_OPT_OSCORE = const(9)
 _OPT_URI_PATH = const(11)
 _OPT_CONTENT_FORMAT = const(12)
 _OPT_BLOCK2 = const(23)
@@ -45,13 +63,14 @@ _BLOCK_TRIES = const(3)  # exchanges per Block2 block before a download gives up
 _RX_SIZE = const(640)
 
 _GET = const(1)
+_POST = const(2)
+_FETCH = const(5)
+_PLAIN = const(0x100)  # or-ed into the code of a response without the OSCORE option
 _CONTENT = const(0x45)
 
 TX = memoryview(bytearray(_TX_SIZE))
 RX = b""  # the last datagram read, while its reader holds the buffers
 busy = False  # someone holds TX/RX (see take/give)
-obs_tok = -1  # the token of our observation, -1 for none
-observed = False  # the last parsed datagram carried an Observe option
 pushed = None  # the payload of the latest notification, until the agent takes it
 # The module's private state, in one list indexed by the _C_* consts rather than a dozen
 # globals (each global name is a qstr and a module dict slot on the heap; a const is folded).
@@ -71,7 +90,19 @@ _C_RETRIES = const(9)
 _C_SENT = const(10)  # datagrams sent, received, dropped as malformed or unmatched
 _C_RECEIVED = const(11)
 _C_DROPPED = const(12)
-_c = [0, 0, [], None, None, None, getrandbits(16), getrandbits(16), 1000, 2, 0, 0, 0]
+_C_KEYS = const(13)  # the OSCORE security context (oscore.setup), b"": requests go unprotected
+_C_SEQ = const(14)  # the agent's function that returns the next sender sequence number
+_C_PIV = const(15)  # the Partial IV (sender sequence number) of the request in TX
+_C_PLAIN = const(16)  # where the plaintext of the request in TX begins, 0: not protected
+_C_OBS = const(17)  # the request in TX registers the observation (FETCH c, Observe 0)
+_C_OBS_PIV = const(18)  # the Partial IV of the request that registered the observation
+_C_NOTE_PIV = const(19)  # the master's highest Partial IV accepted (notifications, answers)
+_C_OPT = const(20)  # where the last parsed options' OSCORE option value lies, -1: none
+_C_OPT_LEN = const(21)
+_C_OBS_TOK = const(22)  # the token of our observation, -1 for none
+_C_OBSERVED = const(23)  # the last parsed datagram carried an Observe option
+_c = [0, 0, [], None, None, None, getrandbits(16), getrandbits(16), 1000, 2, 0, 0, 0, b"", None,
+      0, 0, False, 0, -1, -1, 0, -1, False]
 
 
 def setup(sock, dest, timeout=1000, count=2):
@@ -144,20 +175,43 @@ def _opt(pos, start, n, val):
 
 def begin(code, path, name=None, cbor=False, block2=-1, observe=-1):
     """Write a CON request's header and options into TX; returns the index after them. A
-    caller with a payload writes 0xFF at that index and the payload after it."""
+    caller with a payload writes 0xFF at that index and the payload after it. With a security
+    context, the request is protected (the options from Uri-Path on, and the payload, are the
+    plaintext that `request` encrypts)."""
     _c[_C_MID] = (_c[_C_MID] + 1) & 0xFFFF
-    _c[_C_TOK] = (_c[_C_TOK] + 1) & 0xFFFF
-    TX[0] = 0x42  # version 1, CON, token length 2
+    # One token byte (the wire budget's; with one request in flight and the observation
+    # re-registered every heartbeat, 256 values never meet a live one again).
+    _c[_C_TOK] = (_c[_C_TOK] + 1) & 0xFF
+    TX[0] = 0x41  # version 1, CON, token length 1
     TX[1] = code
     TX[2] = _c[_C_MID] >> 8
     TX[3] = _c[_C_MID] & 0xFF
-    TX[4] = _c[_C_TOK] >> 8
-    TX[5] = _c[_C_TOK] & 0xFF
-    i = 6
+    TX[4] = _c[_C_TOK]
+    i = 5
     prev = 0
+    key = _c[_C_KEYS]
+    _c[_C_PLAIN] = 0
+    _c[_C_OBS] = observe >= 0
     if observe >= 0:
         i = _opt(i, prev, _OPT_OBSERVE, observe)
         prev = _OPT_OBSERVE
+    if key:
+        # RFC 8613 4.2: outer code POST, FETCH for an Observe registration; the outer Observe
+        # above; the OSCORE option (flags: k bit | len(PIV); the Partial IV; kid); no other outer
+        # option. The plaintext: the real code, then the inner options (Observe again).
+        v = _c[_C_SEQ]()
+        _c[_C_PIV] = v
+        v = oscore._b(v)
+        TX[1] = _FETCH if observe >= 0 else _POST
+        i = _opt(i, prev, _OPT_OSCORE, bytes((8 | len(v),)) + v + key[46:46 + key[45]])
+        TX[i] = 0xFF
+        TX[i + 1] = code
+        i += 2
+        _c[_C_PLAIN] = i - 1
+        prev = 0
+        if observe >= 0:
+            i = _opt(i, prev, _OPT_OBSERVE, observe)
+            prev = _OPT_OBSERVE
     i = _opt(i, prev, _OPT_URI_PATH, path)
     if name is not None:
         i = _opt(i, _OPT_URI_PATH, _OPT_URI_PATH, name)
@@ -170,38 +224,43 @@ def begin(code, path, name=None, cbor=False, block2=-1, observe=-1):
     return i
 
 
-def parse(n):
-    """(type, code, mid, token or -1, payload start, block2 or -1) of the datagram RX[:n].
-    Raises ValueError when it is not a well-formed CoAP message."""
-    global observed
-    observed = False
-    if n < 4 or RX[0] >> 6 != 1:
-        raise ValueError
-    tkl = RX[0] & 15
-    if tkl > 8 or 4 + tkl > n:
-        raise ValueError
-    tok = (RX[4] << 8 | RX[5]) if tkl == 2 else -1
-    i = 4 + tkl
+def parse(n, buf=None):
+    """(type, code, mid, token or -1, payload start, block2 or -1) of the datagram RX[:n];
+    with `buf`, (payload start, block2 or -1) of the plaintext buf[:n] (a code byte, then
+    options). Raises ValueError when it is not a well-formed CoAP message."""
+    if buf is None:
+        _c[_C_OBSERVED] = False
+        buf = RX
+        if n < 4 or buf[0] >> 6 != 1:
+            raise ValueError
+        tkl = buf[0] & 15
+        if tkl > 8 or 4 + tkl > n:
+            raise ValueError
+        i = 4 + tkl
+    else:
+        tkl = -1
+        i = 1
     num = 0
     blk = -1
-    while i < n and RX[i] != 0xFF:
-        b = RX[i]
+    _c[_C_OPT] = -1
+    while i < n and buf[i] != 0xFF:
+        b = buf[i]
         i += 1
         d = b >> 4
         ln = b & 15
         if d == 13:
-            d = 13 + RX[i]
+            d = 13 + buf[i]
             i += 1
         elif d == 14:
-            d = 269 + (RX[i] << 8 | RX[i + 1])
+            d = 269 + (buf[i] << 8 | buf[i + 1])
             i += 2
         elif d == 15:
             raise ValueError
         if ln == 13:
-            ln = 13 + RX[i]
+            ln = 13 + buf[i]
             i += 1
         elif ln == 14:
-            ln = 269 + (RX[i] << 8 | RX[i + 1])
+            ln = 269 + (buf[i] << 8 | buf[i + 1])
             i += 2
         elif ln == 15:
             raise ValueError
@@ -209,23 +268,61 @@ def parse(n):
         if i + ln > n:
             raise ValueError
         if num == _OPT_OBSERVE:
-            observed = True
-        if num == _OPT_BLOCK2:
+            _c[_C_OBSERVED] = True
+        elif num == _OPT_OSCORE:
+            _c[_C_OPT] = i
+            _c[_C_OPT_LEN] = ln
+        elif num == _OPT_BLOCK2:
             blk = 0
             for k in range(ln):
-                blk = blk << 8 | RX[i + k]
+                blk = blk << 8 | buf[i + k]
         i += ln
     if i < n:
         i += 1  # the payload marker
         if i == n:
             raise ValueError  # a marker with no payload is a format error
-    return RX[0] >> 4 & 3, RX[1], RX[2] << 8 | RX[3], tok, i, blk
+    if tkl < 0:
+        return i, blk
+    return buf[0] >> 4 & 3, buf[1], buf[2] << 8 | buf[3], buf[4] if tkl == 1 else -1, i, blk
 
 
-def _send_empty(t, n):
-    # Built when sent, not kept in TX (a request there may still be retransmitted) nor in a
-    # buffer of its own: that one was 64 B of heap for good, for a datagram sent now and then.
-    _c[_C_SOCK].sendto(bytes((0x40 | t << 4, 0, n >> 8, n & 0xFF)), _c[_C_ADDR])
+def _open(value, code, start, end, mode=False):
+    # The response in RX[start:end] (code: its outer code) to a request with Partial IV value
+    # (mode: a notification of the observation that request registered), as
+    # (code, payload start, payload end, block2 or -1) in TX: verified and decrypted when it
+    # carries the OSCORE option; else (code | _PLAIN) and its payload copied. None: drop it (a
+    # wrong tag, a malformed option, a notification not newer than the last one, too big).
+    o = _c[_C_OPT]
+    if o < 0:
+        if end - start > _TX_SIZE:
+            return None
+        TX[:end - start] = memoryview(RX)[start:end]
+        return code | _PLAIN, 0, end - start, -1
+    v = -1
+    if _c[_C_OPT_LEN]:
+        # flags | Partial IV: the master's own nonce (an Observe notification, or an answer
+        # whose freshness it could not check). No kid, no kid context in a response.
+        n = RX[o] & 7
+        if RX[o] & 0xF8 or not 0 < n < 6 or _c[_C_OPT_LEN] != n + 1:
+            return None
+        v = 0
+        for k in range(n):
+            v = v << 8 | RX[o + 1 + k]
+    if (mode or v >= 0) and v <= _c[_C_NOTE_PIV]:
+        # A notification must carry the master's Partial IV, and any answer with one must
+        # carry a newer one than the last: the master's counter never repeats (it is one for
+        # all agents, kept bound-ahead in its store), so an older one is a replay.
+        return None
+    n = oscore.ccm(_c[_C_KEYS], 1, value, v, RX, start, end, TX, 0)
+    if n <= 0:
+        return None
+    if v >= 0:
+        _c[_C_NOTE_PIV] = v
+    try:
+        start, b = parse(n, TX)
+    except (ValueError, IndexError):
+        return None
+    return TX[0], start, n, b
 
 
 def _recv():
@@ -255,24 +352,36 @@ def _recv():
 
 
 def _notification(t, code, token, start, end):
-    # True when RX[:end] is a notification of our observation (kept in `pushed`).
-    global pushed, obs_tok
-    if token != obs_tok or obs_tok < 0 or t > _NON:
+    # True when RX[:end] is a notification of our observation (the datagram kept in `pushed`
+    # for poll() to verify and decrypt when TX is free).
+    global pushed
+    if token != _c[_C_OBS_TOK] or token < 0 or t > _NON:
         return False
     if code >> 5 != 2:
-        obs_tok = -1  # an error notification ends the observation (RFC 7641 3.2)
+        _c[_C_OBS_TOK] = -1  # an error notification ends the observation (RFC 7641 3.2)
     elif start < end:
-        pushed = RX[start:end]  # a copy: RX goes with the next datagram
+        pushed = RX  # the datagram itself (recv's bytes, not a copy): RX moves on, it stays
     return True
 
 
 def poll():
     """Read what arrived while no request was in flight (the caller holds the buffer): ACK
-    CON messages, keep notifications, drop the rest."""
-    global RX
+    CON messages, keep notifications, drop the rest. Then the latest notification is verified
+    and decrypted: `pushed` is its payload (a view of TX, valid until TX is written again) or
+    None."""
+    global RX, pushed
     while True:
         k = _recv()
         if not k:
+            RX = pushed
+            pushed = None
+            if type(RX) is bytes:
+                try:
+                    r = _open(_c[_C_OBS_PIV], 0, parse(len(RX))[4], len(RX), True)
+                    if r is not None and r[0] >> 5 == 2:
+                        pushed = memoryview(TX)[r[1]:r[2]]
+                except (ValueError, IndexError):
+                    pass
             RX = b""  # read and handled: let the datagram go
             return
         try:
@@ -281,18 +390,24 @@ def poll():
             _c[_C_DROPPED] += 1
             continue
         if mtype == _CON:
-            _send_empty(_ACK, rmid)
+            # The ACK is built when sent, not kept in TX (a request there may still be
+            # retransmitted) nor in a buffer of its own (64 B of heap for good).
+            _c[_C_SOCK].sendto(bytes((0x60, 0, rmid >> 8, rmid & 0xFF)), _c[_C_ADDR])
         if not _notification(mtype, code, rtok, a, k):
             _c[_C_DROPPED] += 1
 
 
 async def request(n):
-    """Send the CON request TX[:n]; return (code, payload start, payload end, block2) of its
-    response in RX, or None when the peer did not answer within the retransmission budget.
-    The caller holds the buffer."""
+    """Send the CON request TX[:n] (protected first when `begin` made it so); return (code,
+    payload start, payload end, block2) of its response, the payload in TX (decrypted, or
+    copied from an unprotected answer, whose code then has _PLAIN set), or None when the peer
+    did not answer within the retransmission budget. The caller holds the buffer."""
     if True:
         mid = TX[2] << 8 | TX[3]
-        tok = TX[4] << 8 | TX[5]
+        tok = TX[4]
+        p = _c[_C_PLAIN]
+        if p:
+            n = oscore.ccm(_c[_C_KEYS], 0, _c[_C_PIV], -1, TX, p, n, TX, p)
         timeout = _c[_C_ACK_MS] + getrandbits(8) * _c[_C_ACK_MS] // 512  # ACK_TIMEOUT * [1, 1.5)
         tries = 0
         acked = False
@@ -318,7 +433,8 @@ async def request(n):
                 _c[_C_DROPPED] += 1
                 continue
             if mtype == _CON:
-                _send_empty(_ACK, rmid)  # a separate response or a notification
+                # a separate response or a notification: an empty ACK (as in poll)
+                _c[_C_SOCK].sendto(bytes((0x60, 0, rmid >> 8, rmid & 0xFF)), _c[_C_ADDR])
             if rtok != tok and _notification(mtype, code, rtok, a, k):
                 continue
             if mtype == _RST and rmid == mid:
@@ -332,7 +448,17 @@ async def request(n):
             if rtok != tok or (mtype == _ACK and rmid != mid) or mtype == _RST:
                 _c[_C_DROPPED] += 1
                 continue
-            return code, a, k, blk
+            if not p:
+                _c[_C_OPT] = -1  # an unprotected request's answer is taken as it is
+            r = _open(_c[_C_PIV], code, a, k)
+            if r is None:  # a wrong tag or option: not the answer (maybe forged); wait on
+                _c[_C_DROPPED] += 1
+                continue
+            if _c[_C_OBS]:
+                # the observation is now this request's
+                _c[_C_OBS_TOK] = tok if _c[_C_OBSERVED] else -1
+                _c[_C_OBS_PIV] = _c[_C_PIV]
+            return r
 
 
 async def get_blocks(path, name, n, cb):
@@ -359,7 +485,7 @@ async def get_blocks(path, name, n, cb):
             size = 16 << (blk & 7)
             if blk >= 0 and (b - a > size or (blk & 8 and b - a != size)):
                 return 0  # a block of the wrong size: asking again would get it again
-            cb(memoryview(RX)[a:b])
+            cb(memoryview(TX)[a:b])
         finally:
             give()
         if blk < 0 or not blk & 8:

@@ -4,7 +4,7 @@ metadata(version="0.1.0", description="EdgeRM agent for MicroPython boards")
 
 module("cbor.py")
 module("coap.py")
-module("mac.py")
+module("oscore.py")
 module("sensors.py")
 module("executor.py")
 module("agent.py")
