@@ -312,10 +312,13 @@ class OnPathRelay:
         """How many planned actions still wait for their datagram."""
         return len(self._plans[direction])
 
-    async def release(self, direction: str, reverse: bool = False) -> list[Datagram]:
-        """Send the datagrams held back in `direction` (in arrival order, or reversed)."""
+    async def release(self, direction: str, reverse: bool = False,
+                      which: Callable[[Datagram], bool] | None = None) -> list[Datagram]:
+        """Send the datagrams held back in `direction` (in arrival order, or reversed); with
+        `which`, only those it selects (the others stay held)."""
         self._check(direction)
-        held, self.held[direction] = self.held[direction], []
+        held = [d for d in self.held[direction] if which is None or which(d)]
+        self.held[direction] = [d for d in self.held[direction] if d not in held]
         for d in reversed(held) if reverse else held:
             await self._send(direction, d.data)
         return held

@@ -154,6 +154,16 @@ async def test_hold_and_release_reversed_reorders(net) -> None:  # type: ignore[
     assert [decode_message_untrusted(d.data).mid for d in released] == [1, 2, 3]
     mids = [decode_message_untrusted((await client.receive()) or b"").mid for _ in range(3)]
     assert mids == [3, 2, 1]
+    # Only some: the rest stay held.
+    relay.plan("up", HOLD, HOLD)
+    for mid in (4, 5):
+        await client.send(request(mid))
+    await relay.wait_for(lambda: len(relay.held["up"]) == 2)
+    first = await relay.release("up", which=lambda d: decode_message_untrusted(d.data).mid == 5)
+    assert len(first) == 1 and len(relay.held["up"]) == 1
+    assert decode_message_untrusted((await client.receive()) or b"").mid == 5
+    await relay.release("up")
+    assert decode_message_untrusted((await client.receive()) or b"").mid == 4
 
 
 async def test_duplicate_flip_and_replace(net) -> None:  # type: ignore[no-untyped-def]
