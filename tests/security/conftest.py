@@ -11,8 +11,8 @@ module bytes that `test_confidentiality.py` then looks for in clear."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
-import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,58 +25,35 @@ from edgerm.coap.codes import RST, Code
 from edgerm.coap.options import OSCORE, URI_PATH
 from edgerm.testing_onpath import Datagram, OnPathRelay
 from edgerm.wire import DecodeError, decode, pb
-from edgerm_agent.testing import AgentProcess
 from edgerm_cli.listing import fetch_state
-from edgerm_master.testing import wasm_spec
 from edgerm_master.testing_io import Framework, MasterProcess, open_framework
 
+from .agents import (
+    AGENT_TOKEN,
+    KINDS,
+    SECRET_ARG,
+    AgentHandle,
+    Kind,
+    micropython_kind,
+    python_kind,
+)
 from .peek import Opened, Peek
 
 TS = pb.TaskState
-REPO = Path(__file__).resolve().parents[2]
 OPERATOR_TOKEN = "operator-token"
-
-# What the workload sends, chosen so that none of it can occur in a datagram by chance.
-SECRET_ARG = "zebra-quokka-argument-8c1f37"
-SECRET_READING = 31415.926535          # the probe sensor's constant value
-SECRET_READING_BYTES = struct.pack("<d", SECRET_READING)
-SECRET_MODULE_PATTERN = bytes.fromhex("5eC12e7B10b5c0de") * 12   # in a custom section
 
 # Agents heartbeat every 200 ms; an attack holds the agent's datagrams back for a few seconds
 # at most, so 100 missed intervals (20 s) keep it from going UNREACHABLE meanwhile (a test
 # that cuts it on purpose checks that it comes back).
-PROBE_DEVICE = f"""
-[[devices]]
-name = "probe"
-kind = "sensor"
-unit = "Cel"
-constant = {SECRET_READING!r}
-"""
 MASTER_FLAGS = ("--unreachable-after-missed", "100", "--lost-after-s", "120")
 
 
-def custom_section(name: bytes, content: bytes) -> bytes:
-    """A WASM custom section (id 0): any module stays valid with it appended."""
-    body = bytes([len(name)]) + name + content
-    size, leb = len(body), bytearray()
-    while True:
-        byte, size = size & 0x7F, size >> 7
-        leb.append(byte | (0x80 if size else 0))
-        if not size:
-            return b"\x00" + bytes(leb) + body
-
-
-@pytest.fixture(scope="session")
-def wasm_modules() -> dict[str, bytes]:
-    """The example tasks, built by their Makefile; hello and sampler carry the secret pattern."""
-    import subprocess
-
-    wasm_dir = REPO / "examples" / "wasm"
-    subprocess.run(["make", "-s", "-C", str(wasm_dir)], check=True)
-    mods = {p.stem: p.read_bytes() for p in (wasm_dir / "build").glob("*.wasm")}
-    for name in ("hello", "sampler"):
-        mods[name] += custom_section(b"edgerm-test", SECRET_MODULE_PATTERN)
-    return mods
+@pytest.fixture(scope="session", params=KINDS)
+def kind(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Kind:
+    """Each kind of agent in turn (agents.py), its task modules built once."""
+    if request.param == "python":
+        return python_kind()
+    return micropython_kind(tmp_path_factory.mktemp("micropython"))
 
 
 def request_kind(opened: Opened) -> str:
@@ -112,8 +89,8 @@ class Scene:
     tmp: Path
     master: MasterProcess
     relay: OnPathRelay
-    agent: AgentProcess
-    wasm: dict[str, bytes]
+    agent: AgentHandle
+    kind: Kind
     nursery: trio.Nursery
     sha: dict[str, bytes] = field(default_factory=dict)
     launched: list[str] = field(default_factory=list)
@@ -171,15 +148,18 @@ class Scene:
         finally:
             db.close()
 
-    async def settled(self, timeout: float = 10.0) -> None:
+    async def settled(self, timeout: float = 20.0) -> None:
         """Wait until the store holds no update the framework has yet to acknowledge and no
         command the agent has yet to acknowledge: nothing legitimate is under way."""
-        with trio.fail_after(timeout):
+        rows: dict[str, list[dict[str, Any]]] = {}
+        with trio.move_on_after(timeout):
             while True:
                 rows = self.store_rows()
                 if not rows.get("updates") and not rows.get("commands"):
                     return
                 await trio.sleep(0.05)
+        raise AssertionError(f"still under way after {timeout} s: updates {rows.get('updates')}"
+                             f", commands {rows.get('commands')}\n{self.agent.log()}")
 
     async def snapshot(self, settle: bool = True) -> dict[str, Any]:
         """What must not change under an attack: the ClusterState without clocks and offer
@@ -193,7 +173,10 @@ class Scene:
                               a.used.SerializeToString(), a.transport) for a in st.agents),
             "tasks": sorted((t.task_id, t.framework_id, t.agent_id, t.state, t.reason,
                              t.message) for t in st.tasks),
-            "offers": sorted((o.agent_id, o.resources.SerializeToString()) for o in st.offers),
+            # (Offers come and go as the allocator runs; that none names an agent the master
+            # does not show is what an attack must not change.)
+            "offers_of_unknown_agents": sorted({o.agent_id for o in st.offers}
+                                               - {a.agent_id for a in st.agents}),
             "frameworks": sorted((f.framework_id, f.tasks) for f in st.frameworks),
             "store": self.store_rows(),
         }
@@ -288,40 +271,46 @@ class Scene:
         restarts (SIGKILL) and re-registers, and a task that spins is left RUNNING."""
         await self.registered()
         for name in ("hello", "sampler", "spin"):
-            self.sha[name] = await self.fw.upload(self.wasm[name])
+            self.sha[name] = await self.upload(name)
 
         await self.launch("hello", "hello", SECRET_ARG)
         st = await self.fw.wait_state("hello", TS.FINISHED, TS.FAILED, TS.ERROR)
         assert st.state == TS.FINISHED, (st, self.agent.log())
-        await self.launch("sampler", "sampler", "probe", "3", devices=["probe"])
+        await self.launch("sampler", "sampler", *self.kind.sampler_args, devices=("probe",))
         st = await self.fw.wait_state("sampler", TS.FINISHED, TS.FAILED, TS.ERROR)
         assert st.state == TS.FINISHED, (st, self.agent.log())
         await self.fw.wait_for(lambda: [o.data for o in self.fw.fw.outputs
-                                        if o.task_id == "sampler"] == [SECRET_READING_BYTES] * 3)
+                                        if o.task_id == "sampler"] == [self.kind.reading] * 3)
         assert [o.data for o in self.fw.fw.outputs if o.task_id == "hello"] == \
             [SECRET_ARG.encode()]
         await self.restart_agent()
         await self.start_spin()
 
     async def start_spin(self) -> str:
-        """Launch a task that runs until killed (a new one: a WASM task does not survive its
-        agent's restart, it ends FAILED AGENT_RESTARTED); wait until it runs and the master
-        has every update of the previous one."""
-        old = self.spin_id
-        if old and self.fw.states(old)[-1:] == [TS.RUNNING]:
-            await self.fw.wait_state(old, TS.FAILED, TS.KILLED, TS.FINISHED)
+        """Launch a task that runs until killed; wait until it runs."""
         self.spin_id = f"spin{len(self.launched)}"
         await self.launch(self.spin_id, "spin")
         await self.fw.wait_state(self.spin_id, TS.RUNNING)
         return self.spin_id
 
-    async def launch(self, task_id: str, module: str, *args: str, **kw: Any) -> None:
+    async def upload(self, module: str) -> bytes:
+        """Upload one of the kind's task modules; its sha256."""
+        data = self.kind.modules[module]
+        await self.fw.send(self.fw.fw.upload(data, self.kind.module_format))
+        sha = hashlib.sha256(data).digest()
+        await self.fw.wait_for(lambda: any(e.WhichOneof("event") == "module_stored"
+                                           and e.module_stored.sha256 == sha
+                                           for e in self.fw.fw.events))
+        return sha
+
+    async def launch(self, task_id: str, module: str, *args: str,
+                     devices: tuple[str, ...] = ()) -> None:
         """Launch `task_id` running `module`; accepted by the master (an offer that was being
         rescinded as the framework took it is refused: then again with a fresh one)."""
         if module not in self.sha:
-            self.sha[module] = await self.fw.upload(self.wasm[module])
+            self.sha[module] = await self.upload(module)
         self.launched.append(task_id)
-        spec = wasm_spec(self.sha[module], len(self.wasm[module]), *args, **kw)
+        spec = self.kind.spec(module, self.sha[module], *args, devices=devices)
         for _ in range(5):
             seen = len(self.fw.fw.events)
 
@@ -341,7 +330,12 @@ class Scene:
 
     async def restart_agent(self) -> None:
         """SIGKILL the agent and start it again from its state; wait until it re-registered
-        (a protected `register` answered without error) and called again after it."""
+        (a protected `register` answered without error) and called again after it. (A
+        running spin task is killed first: a WASM task does not survive its agent, and its
+        end arriving later would be a change no attack made.)"""
+        if self.spin_running():
+            await self.fw.send(self.fw.fw.kill(self.spin_id))
+            await self.fw.wait_state(self.spin_id, TS.KILLED, TS.FAILED)
         mark = len(self.relay.recorded)
         self.agent.kill()
         self.agent.start()
@@ -370,30 +364,31 @@ class Scene:
 
 
 def is_plain_refusal(answer: Datagram | None) -> bool:
-    """A plain (unprotected) 4.01 or 4.02 answer, a Reset (a message the master could not
-    parse, RFC 7252 §4.2), or none at all."""
+    """A plain (unprotected) error answer — 4.01 or 4.02 from OSCORE, or another 4.xx/5.xx
+    when the flip turned the request into a plain one that the master routes and refuses
+    (no OSCORE option: 4.04) —, a Reset (a message the master could not parse, RFC 7252
+    §4.2), or none at all."""
     if answer is None:
         return True
     m = answer.message
     if m is not None and m.mtype == RST and m.code == 0:
         return True
-    return m is not None and m.opt(OSCORE) is None and m.code in (Code.UNAUTHORIZED,
-                                                                   Code.BAD_OPTION)
+    return m is not None and m.opt(OSCORE) is None and m.code >= 0x80
 
 
 @pytest.fixture
-async def scene(tmp_path: Path, wasm_modules: dict[str, bytes]) -> AsyncIterator[Scene]:
-    master = MasterProcess(str(tmp_path / "master"), heartbeat_ms=200, extra=MASTER_FLAGS)
+async def scene(tmp_path: Path, kind: Kind) -> AsyncIterator[Scene]:
+    master = MasterProcess(str(tmp_path / "master"), agent_token=AGENT_TOKEN, heartbeat_ms=200,
+                           extra=MASTER_FLAGS)
     master.start()
-    agent: AgentProcess | None = None
+    agent: AgentHandle | None = None
     try:
         async with trio.open_nursery() as nursery:
             relay = OnPathRelay(master.coap)
             port = await nursery.start(relay.run)
-            agent = AgentProcess(tmp_path / "agent", f"coap://127.0.0.1:{port}",
-                                 extra=PROBE_DEVICE)
+            agent = kind.make_agent(tmp_path / "agent", port)
             agent.start()
-            scene = Scene(tmp_path, master, relay, agent, wasm_modules, nursery)
+            scene = Scene(tmp_path, master, relay, agent, kind, nursery)
             await scene.open_framework()
             yield scene
             nursery.cancel_scope.cancel()
@@ -404,4 +399,3 @@ async def scene(tmp_path: Path, wasm_modules: dict[str, bytes]) -> AsyncIterator
         master.stop()
         with open(master.log_path, "rb") as f:
             print(f"--- master log ---\n{f.read()[-4000:].decode(errors='replace')}")
-

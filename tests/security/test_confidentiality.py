@@ -9,12 +9,8 @@ from __future__ import annotations
 from edgerm.coap.codes import ACK
 from edgerm.testing_onpath import Datagram
 
-from .conftest import (
-    SECRET_ARG,
-    SECRET_MODULE_PATTERN,
-    SECRET_READING_BYTES,
-    Scene,
-)
+from .agents import SECRET_ARG
+from .conftest import Scene
 
 
 def module_chunks(module: bytes, size: int = 16) -> list[bytes]:
@@ -49,12 +45,13 @@ def plaintexts(scene: Scene) -> list[bytes]:
 async def test_a_recorded_run_shows_no_secret_in_clear(scene: Scene) -> None:
     await scene.workload()
     wire = [d.data for d in scene.relay.recorded]
+    pattern = scene.kind.pattern
     needles = {
         "task argument": [SECRET_ARG.encode()],
-        "sensor reading": [SECRET_READING_BYTES],
-        "module pattern": [SECRET_MODULE_PATTERN[i:i + 16] for i in range(8)],
+        "sensor reading": [scene.kind.reading],
+        "module pattern": [pattern[i:i + 16] for i in range(len(pattern) - 16)],
         "module bytes": [c for name in ("hello", "sampler", "spin")
-                         for c in module_chunks(scene.wasm[name])],
+                         for c in module_chunks(scene.kind.modules[name])],
     }
     found = {what: sum(1 for n in ns for w in wire if n in w) for what, ns in needles.items()}
     assert not any(found.values()), f"in clear on the wire: {found}"
