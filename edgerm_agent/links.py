@@ -254,9 +254,13 @@ class CoapLink(Link):
         last_piv = -1   # the master's Partial IV of the newest notification taken
         try:
             async with first:
+                # (Under OSCORE a deregistration would be a new request with a new Partial
+                # IV, which only the core hands out: leaving answers the next notification
+                # with RST instead.)
                 async with self._client.observe(self.remote, path, payload, method=Code.FETCH,
                                                 content_format=cf, options=options,
-                                                token_length=2) as obs:
+                                                token_length=2,
+                                                deregister=oscore is None) as obs:
                     async for resp in obs:
                         try:
                             reply, piv = _verify(resp, oscore)

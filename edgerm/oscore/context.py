@@ -51,6 +51,12 @@ def _hkdf(secret: bytes, salt: bytes, info: bytes, length: int) -> bytes:
     return HKDF(algorithm=SHA256(), length=length, salt=salt or None, info=info).derive(secret)
 
 
+def aad_prefixes(kid: bytes) -> tuple[bytes, ...]:
+    """``aad(kid, piv)`` without its last ``len(piv) + 1`` bytes, indexed by ``len(piv)``."""
+    from edgerm.oscore.aad import aad
+    return tuple(aad(kid, bytes(n))[:-(n + 1)] for n in range(MAX_PIV_LEN + 1))
+
+
 def kid_of(agent_id: int) -> bytes:
     """An agent's OSCORE Sender ID: its id as minimal big-endian bytes (1..255 -> 1 byte)."""
     if not 0 < agent_id < (1 << (8 * MAX_ID_LEN)):
@@ -85,7 +91,8 @@ class SecurityContext:
 
     __slots__ = ("sender_id", "recipient_id", "id_context", "sender_key", "recipient_key",
                  "common_iv", "sender_aead", "recipient_aead", "sender_base", "recipient_base",
-                 "_sender_kid_bstr", "_recipient_kid_bstr")
+                 "_sender_kid_bstr", "_recipient_kid_bstr", "sender_aad_prefix",
+                 "recipient_aad_prefix")
 
     def __init__(self, sender_id: bytes, recipient_id: bytes, sender_key: bytes,
                  recipient_key: bytes, common_iv: bytes, id_context: bytes | None = None) -> None:
@@ -107,9 +114,13 @@ class SecurityContext:
         self.recipient_aead = AESCCM(recipient_key, tag_length=TAG_LEN)
         self.sender_base = nonce_base(common_iv, sender_id)
         self.recipient_base = nonce_base(common_iv, recipient_id)
-        # The kid as it appears, CBOR bstr-wrapped, in the external AAD (aad.py).
+        # The kid as it appears, CBOR bstr-wrapped, in the external AAD (aad.py), and the
+        # whole AAD up to the Partial IV for each PIV length: requests by this id (and their
+        # responses) then cost one concatenation, ``prefix[len(piv)] + piv + b"\x40"``.
         self._sender_kid_bstr = _bstr(sender_id)
         self._recipient_kid_bstr = _bstr(recipient_id)
+        self.sender_aad_prefix = aad_prefixes(sender_id)
+        self.recipient_aad_prefix = aad_prefixes(recipient_id)
 
     @classmethod
     def derive(cls, secret: bytes, sender_id: bytes, recipient_id: bytes, salt: bytes = b"",

@@ -13,6 +13,7 @@ answer with anyway).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import itemgetter
 
 from edgerm.coap.codes import Code
 from edgerm.coap.errors import CoapWireError
@@ -36,6 +37,8 @@ from edgerm.oscore.protect import (
     unprotect_response,
 )
 
+# Stable sort by option number only: repeated options (Uri-Path segments) keep their order.
+_number = itemgetter(0)
 OUTER_ONLY = frozenset((URI_HOST, URI_PORT, PROXY_URI, PROXY_SCHEME, HOP_LIMIT, OSCORE))
 
 
@@ -73,7 +76,8 @@ def protect_request_message(ctx: SecurityContext, seq: int, msg: Message) -> Mes
     outer, inner = split_options(msg.options)
     value, ct = protect_request(ctx, seq, msg.code, inner, msg.payload)
     code = Code.FETCH if _observe_copy(inner) else Code.POST
-    return Message(msg.mtype, code, msg.mid, msg.token, sorted(outer + [(OSCORE, value)]), ct)
+    return Message(msg.mtype, code, msg.mid, msg.token,
+                   sorted(outer + [(OSCORE, value)], key=_number), ct)
 
 
 def unprotect_request_message(ctx_lookup: ContextLookup, msg: Message
@@ -83,8 +87,8 @@ def unprotect_request_message(ctx_lookup: ContextLookup, msg: Message
     kid, piv, code, inner, payload = unprotect_request(ctx_lookup, _one_oscore(msg),
                                                        msg.payload)
     outer = [o for o in msg.options if o[0] in OUTER_ONLY and o[0] != OSCORE]
-    return kid, piv, Message(msg.mtype, code, msg.mid, msg.token, sorted(outer + inner),
-                             payload)
+    return kid, piv, Message(msg.mtype, code, msg.mid, msg.token,
+                             sorted(outer + inner, key=_number), payload)
 
 
 def protect_response_message(ctx: SecurityContext, request_kid: bytes, request_piv: int,
@@ -93,7 +97,8 @@ def protect_response_message(ctx: SecurityContext, request_kid: bytes, request_p
     value, ct = protect_response(ctx, request_kid, request_piv, msg.code, inner, msg.payload,
                                  own_piv)
     code = Code.CONTENT if _observe_copy(inner) else Code.CHANGED
-    return Message(msg.mtype, code, msg.mid, msg.token, sorted(outer + [(OSCORE, value)]), ct)
+    return Message(msg.mtype, code, msg.mid, msg.token,
+                   sorted(outer + [(OSCORE, value)], key=_number), ct)
 
 
 def unprotect_response_message(ctx: SecurityContext, request_piv: int, msg: Message,
@@ -101,7 +106,8 @@ def unprotect_response_message(ctx: SecurityContext, request_piv: int, msg: Mess
     piv, code, inner, payload = unprotect_response(ctx, request_piv, _one_oscore(msg),
                                                    msg.payload, request_kid)
     outer = [o for o in msg.options if o[0] in OUTER_ONLY and o[0] != OSCORE]
-    return piv, Message(msg.mtype, code, msg.mid, msg.token, sorted(outer + inner), payload)
+    return piv, Message(msg.mtype, code, msg.mid, msg.token, sorted(outer + inner, key=_number),
+                        payload)
 
 
 # --- datagrams ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from cryptography.exceptions import InvalidTag
 
 from edgerm.coap.message import Option
-from edgerm.oscore.aad import aad, aad_from_bstr
+from edgerm.oscore.aad import aad
 from edgerm.oscore.context import NONCE_LEN, TAG_LEN, SecurityContext, nonce_base, piv_bytes
 from edgerm.oscore.errors import BadOption, BadPlaintext, DecryptFailed, Replay, UnknownKid
 from edgerm.oscore.option import FLAG_K, decode_option
@@ -38,14 +38,18 @@ def _decrypt(ctx: SecurityContext, nonce: bytes, ciphertext: bytes, a: bytes) ->
         raise DecryptFailed("OSCORE tag does not verify") from None
 
 
+def _piv_bytes(piv: int) -> bytes:
+    return bytes((piv,)) if 0 <= piv < 256 else piv_bytes(piv)
+
+
 # --- requests ----------------------------------------------------------------------------
 
 def seal_request(ctx: SecurityContext, seq: int, plaintext: bytes) -> tuple[bytes, bytes]:
     """``(option_value, ciphertext)`` of a request from this context's sender at ``seq``."""
-    piv = piv_bytes(seq)
+    piv = _piv_bytes(seq)
     option_value = bytes((FLAG_K | len(piv),)) + piv + ctx.sender_id
-    ct = ctx.sender_aead.encrypt(ctx.sender_nonce(seq), plaintext,
-                                 aad_from_bstr(ctx._sender_kid_bstr, piv))
+    ct = ctx.sender_aead.encrypt((ctx.sender_base ^ seq).to_bytes(NONCE_LEN, "big"), plaintext,
+                                 ctx.sender_aad_prefix[len(piv)] + piv + b"\x40")
     return option_value, ct
 
 
@@ -55,24 +59,30 @@ def protect_request(ctx: SecurityContext, seq: int, inner_code: int,
     return seal_request(ctx, seq, encode_plaintext(inner_code, inner_options, payload))
 
 
-def parse_request_option(option_value: bytes) -> tuple[bytes, int]:
-    """``(kid, piv)`` of a request's OSCORE option; :class:`BadOption` if either is missing.
-
-    A kid context (h flag) is refused: EdgeRM contexts have no ID Context.
-    """
-    # The common case (flags 0x08|n, n in 1..5) parsed inline; anything else takes the full
-    # strict decoder so that every malformed value is refused the same way.
+def _parse_request_option(option_value: bytes) -> tuple[bytes, int, bytes]:
+    """``(kid, piv, piv_bytes)``; see :func:`parse_request_option`."""
+    # The common case (flags 0x08|n, n in 1..5, minimal PIV) parsed inline; anything else
+    # takes the full strict decoder so that every malformed value is refused the same way.
     if option_value:
-        flags = option_value[0]
-        n = flags ^ FLAG_K
+        n = option_value[0] ^ FLAG_K
         if 0 < n <= 5 and len(option_value) > n and (n == 1 or option_value[1]):
-            return option_value[1 + n:], int.from_bytes(option_value[1:1 + n], "big")
+            pivb = option_value[1:1 + n]
+            return option_value[1 + n:], int.from_bytes(pivb, "big"), pivb
     piv, kid, kid_context = decode_option(option_value)
     if kid_context is not None:
         raise UnknownKid("OSCORE request names a kid context; none is known")
     if piv is None or kid is None:
         raise BadOption("OSCORE request without Partial IV or kid")
-    return kid, int.from_bytes(piv, "big")
+    return kid, int.from_bytes(piv, "big"), piv
+
+
+def parse_request_option(option_value: bytes) -> tuple[bytes, int]:
+    """``(kid, piv)`` of a request's OSCORE option; :class:`BadOption` if either is missing.
+
+    A kid context (h flag) is refused (:class:`UnknownKid`): EdgeRM contexts have none.
+    """
+    kid, piv, _ = _parse_request_option(option_value)
+    return kid, piv
 
 
 def open_request(ctx: SecurityContext, option_value: bytes,
@@ -82,11 +92,17 @@ def open_request(ctx: SecurityContext, option_value: bytes,
     Raises :class:`BadOption`, :class:`UnknownKid` (kid is not ``ctx.recipient_id``) or
     :class:`DecryptFailed`. Replay is the caller's check (``piv`` against its highest).
     """
-    kid, piv = parse_request_option(option_value)
+    kid, piv, pivb = _parse_request_option(option_value)
     if kid != ctx.recipient_id:
         raise UnknownKid("OSCORE request kid does not match the context")
-    pt = _decrypt(ctx, (ctx.recipient_base ^ piv).to_bytes(NONCE_LEN, "big"), ciphertext,
-                  aad_from_bstr(ctx._recipient_kid_bstr, piv_bytes(piv)))
+    if len(ciphertext) <= TAG_LEN:  # at least the code byte, then the tag
+        raise DecryptFailed("OSCORE ciphertext shorter than a code byte and its tag")
+    try:
+        pt = ctx.recipient_aead.decrypt((ctx.recipient_base ^ piv).to_bytes(NONCE_LEN, "big"),
+                                        ciphertext,
+                                        ctx.recipient_aad_prefix[len(pivb)] + pivb + b"\x40")
+    except InvalidTag:
+        raise DecryptFailed("OSCORE tag does not verify") from None
     return piv, pt
 
 
@@ -115,18 +131,19 @@ def seal_response(ctx: SecurityContext, request_kid: bytes, request_piv: int, pl
     """``(option_value, ciphertext)`` of a response to the request ``(request_kid,
     request_piv)``: with ``own_piv=None`` it reuses the request's nonce (empty option value),
     else it carries ``own_piv`` (the sender's fresh sequence number, no kid)."""
-    rp = piv_bytes(request_piv)
-    a = aad(request_kid, rp)
-    if own_piv is None:
-        base = (ctx.recipient_base if request_kid == ctx.recipient_id
-                else nonce_base(ctx.common_iv, request_kid))
-        option_value = b""
-        n = (base ^ request_piv).to_bytes(NONCE_LEN, "big")
+    rp = _piv_bytes(request_piv)
+    if request_kid == ctx.recipient_id:  # always, on the master: the cached prefix and base
+        a = ctx.recipient_aad_prefix[len(rp)] + rp + b"\x40"
+        base = ctx.recipient_base
     else:
-        p = piv_bytes(own_piv)
-        option_value = bytes((len(p),)) + p
-        n = ctx.sender_nonce(own_piv)
-    return option_value, ctx.sender_aead.encrypt(n, plaintext, a)
+        a = aad(request_kid, rp)
+        base = nonce_base(ctx.common_iv, request_kid)
+    if own_piv is None:
+        return b"", ctx.sender_aead.encrypt((base ^ request_piv).to_bytes(NONCE_LEN, "big"),
+                                            plaintext, a)
+    p = _piv_bytes(own_piv)
+    return (bytes((len(p),)) + p,
+            ctx.sender_aead.encrypt(ctx.sender_nonce(own_piv), plaintext, a))
 
 
 def protect_response(ctx: SecurityContext, request_kid: bytes, request_piv: int,
@@ -157,13 +174,16 @@ def open_response(ctx: SecurityContext, request_piv: int, option_value: bytes,
             raise UnknownKid("OSCORE response kid does not name the responder")
         if pivb is not None:
             piv = int.from_bytes(pivb, "big")
-    if piv is None:
-        base = (ctx.sender_base if request_kid == ctx.sender_id
-                else nonce_base(ctx.common_iv, request_kid))
-        n = (base ^ request_piv).to_bytes(NONCE_LEN, "big")
+    rp = _piv_bytes(request_piv)
+    if request_kid == ctx.sender_id:  # always, on an agent: the cached prefix and base
+        a = ctx.sender_aad_prefix[len(rp)] + rp + b"\x40"
+        base = ctx.sender_base
     else:
-        n = ctx.recipient_nonce(piv)
-    return piv, _decrypt(ctx, n, ciphertext, aad(request_kid, piv_bytes(request_piv)))
+        a = aad(request_kid, rp)
+        base = nonce_base(ctx.common_iv, request_kid)
+    n = (base ^ request_piv if piv is None else ctx.recipient_base ^ piv).to_bytes(NONCE_LEN,
+                                                                                   "big")
+    return piv, _decrypt(ctx, n, ciphertext, a)
 
 
 def unprotect_response(ctx: SecurityContext, request_piv: int, option_value: bytes,

@@ -12,8 +12,12 @@ themselves against this file. Sections:
 - `edgerm`: the EdgeRM link (docs/protocol.md "OSCORE"): secret 00..0f, agent_id 5, the agent's
   context (sender kid 05, recipient empty) and the master's (reverse). `requests`: whole datagrams
   (CON, MID 0x1234, token 42) of protected agent calls, the payload being the `AgentCall` without
-  agent_id/seq/mac as edgerm.wire encodes it; `responses`: piggybacked ACKs (same MID and token),
-  reusing the request nonce or with the master's own Partial IV; `must_refuse`: datagrams a
+  agent_id/seq/mac as edgerm.wire encodes it (all POST `a`); `responses`: piggybacked ACKs (same
+  MID and token), reusing the request nonce or with the master's own Partial IV;
+  `extra_requests`/`extra_responses`: the same for an Observe registration on `c` (FETCH) with
+  its answer and a notification, and a module block GET `m/<sha>` (Block2) with its answer.
+  Every entry names its `mtype`, `mid`, `outer_code` and `outer_options` (besides OSCORE);
+  `must_refuse`: datagrams a
   receiver refuses, with the error class and the CoAP code of the plain refusal. Computed by
   edgerm.oscore; the tests check them against aiocoap's independent OSCORE as well.
 
@@ -34,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from google.protobuf import json_format  # noqa: E402
 
 from edgerm import oscore  # noqa: E402
-from edgerm.coap.message import decode_message_untrusted  # noqa: E402
+from edgerm.coap.message import decode_message_untrusted, encode_message  # noqa: E402
 from edgerm.oscore.aad import aad  # noqa: E402
 from edgerm.oscore.option import encode_option  # noqa: E402
 from edgerm.wire import encode, pb  # noqa: E402
@@ -179,8 +183,8 @@ AGENT_ID = 5
 TOKEN = b"\x42"
 MID = 0x1234
 CON, ACK = 0, 2
-POST, CHANGED = 0x02, 0x44
-URI_PATH, CONTENT_FORMAT = 11, 12
+GET, POST, FETCH, CHANGED, CONTENT = 0x01, 0x02, 0x05, 0x44, 0x45
+OBSERVE, URI_PATH, CONTENT_FORMAT, BLOCK2 = 6, 11, 12, 23
 CF_CBOR = b"\x3c"
 
 
@@ -199,57 +203,97 @@ def opts_json(options: list[tuple[int, bytes]]) -> list[list[Any]]:
 def edgerm_section() -> dict[str, Any]:
     agent = oscore.agent_context(SECRET, AGENT_ID)
     master = oscore.master_context(SECRET, AGENT_ID)
-    calls = [
-        ("heartbeat_seq1", 1, pb.AgentCall(heartbeat=pb.Heartbeat())),
-        ("heartbeat_seq70000", 70000, pb.AgentCall(heartbeat=pb.Heartbeat())),
-        ("status_update_seq2", 2, pb.AgentCall(status=pb.StatusUpdate(
-            update_id=7, task=3, state=pb.FINISHED))),
-        ("reregister_seq3", 3, pb.AgentCall(register=pb.Register(
+    sha = bytes(range(32))
+    heartbeat = pb.AgentCall(heartbeat=pb.Heartbeat())
+    # (name, seq, inner code, inner options, payload message or None)
+    calls: list[tuple[str, int, int, list[tuple[int, bytes]], Any]] = [
+        ("heartbeat_seq1", 1, POST, call_options("a"), heartbeat),
+        ("heartbeat_seq70000", 70000, POST, call_options("a"), heartbeat),
+        ("status_update_seq2", 2, POST, call_options("a"), pb.AgentCall(
+            status=pb.StatusUpdate(update_id=7, task=3, state=pb.FINISHED))),
+        ("reregister_seq3", 3, POST, call_options("a"), pb.AgentCall(register=pb.Register(
             name="permamote-02", protocol_version=1, max_payload=256, update_next=8,
             resources=pb.Resources(cpus=1.0, mem_mb=0.0625, devices=[
                 pb.Device(name="temp", kind=pb.SENSOR, shares=4)]),
             executors=[pb.WASM], tasks=[pb.TaskReport(task=3, state=pb.RUNNING)]))),
+        # An Observe registration on `c`: inner FETCH with Observe 0, outer FETCH with its copy.
+        ("observe_c_seq4", 4, FETCH, [(OBSERVE, b"")] + call_options("c"), heartbeat),
+        # A module block: inner GET m/<sha256 hex> with Block2 (block 1, 64 bytes), no payload.
+        ("module_get_seq5", 5, GET, [(URI_PATH, b"m"), (URI_PATH, sha.hex().encode()),
+                                     (BLOCK2, b"\x12")], None),
     ]
+    # The first four calls (POST a) and their five replies are `requests`/`responses`; the
+    # Observe and module cases came later and live in `extra_requests`/`extra_responses`, so
+    # that a consumer written for POST `a` reads the first lists unchanged.
+    extra_calls = {"observe_c_seq4", "module_get_seq5"}
     requests = []
+    extra_requests = []
     by_name = {}
-    for name, seq, call in calls:
-        payload = encode(call)
-        options = call_options("a")
-        pt = oscore.encode_plaintext(POST, options, payload)
+    for name, seq, code, options, call in calls:
+        payload = encode(call) if call is not None else b""
+        pt = oscore.encode_plaintext(code, options, payload)
         value, ct = oscore.seal_request(agent, seq, pt)
-        dgram = oscore.request_datagram(agent, seq, CON, MID, TOKEN, POST, options, payload)
-        entry = {"name": name, "seq": seq, "inner_code": POST, "inner_options": opts_json(options),
-                 "payload_json": as_json(call), "payload": payload.hex(), "plaintext": pt.hex(),
+        dgram = oscore.request_datagram(agent, seq, CON, MID, TOKEN, code, options, payload)
+        outer = decode_message_untrusted(dgram)
+        entry = {"name": name, "seq": seq, "mtype": CON, "mid": MID,
+                 "outer_code": outer.code,
+                 "outer_options": opts_json([o for o in outer.options if o[0] != 9]),
+                 "inner_code": code, "inner_options": opts_json(options),
+                 "payload_json": None if call is None else as_json(call),
+                 "payload": payload.hex(), "plaintext": pt.hex(),
                  "aad": aad(agent.sender_id, oscore.piv_bytes(seq)).hex(),
                  "nonce": agent.sender_nonce(seq).hex(), "option_value": value.hex(),
                  "ciphertext": ct.hex(), "datagram": dgram.hex(), "datagram_len": len(dgram)}
-        requests.append(entry)
+        (extra_requests if name in extra_calls else requests).append(entry)
         by_name[name] = entry
-    replies = [
-        ("heartbeat_seq1_reply", "heartbeat_seq1", None, pb.AgentReply()),
-        ("heartbeat_seq70000_reply", "heartbeat_seq70000", None, pb.AgentReply()),
-        ("status_update_seq2_reply", "status_update_seq2", None, pb.AgentReply(update_ack=7)),
-        ("reregister_seq3_reply", "reregister_seq3", None, pb.AgentReply(update_ack=7)),
+    cf = [(CONTENT_FORMAT, CF_CBOR)]
+    # (name, request, own PIV, mtype, mid, outer code, outer options besides OSCORE,
+    #  inner code, inner options, payload message or raw bytes)
+    replies: list[tuple[str, str, int | None, int, int, int, list[tuple[int, bytes]], int,
+                        list[tuple[int, bytes]], Any]] = [
+        ("heartbeat_seq1_reply", "heartbeat_seq1", None, ACK, MID, CHANGED, [], CHANGED, cf,
+         pb.AgentReply()),
+        ("heartbeat_seq70000_reply", "heartbeat_seq70000", None, ACK, MID, CHANGED, [], CHANGED,
+         cf, pb.AgentReply()),
+        ("status_update_seq2_reply", "status_update_seq2", None, ACK, MID, CHANGED, [], CHANGED,
+         cf, pb.AgentReply(update_ack=7)),
+        ("reregister_seq3_reply", "reregister_seq3", None, ACK, MID, CHANGED, [], CHANGED, cf,
+         pb.AgentReply(update_ack=7)),
         # After a master restart the master cannot vouch for the request's freshness: it answers
         # with its own Partial IV (its master-wide counter, here 1), asking to re-register.
-        ("heartbeat_seq70000_reregister_master_piv1", "heartbeat_seq70000", 1, pb.AgentReply(
-            commands=[pb.Command(id=1, reregister=pb.ReRegister())])),
+        ("heartbeat_seq70000_reregister_master_piv1", "heartbeat_seq70000", 1, ACK, MID,
+         CHANGED, [], CHANGED, cf, pb.AgentReply(
+             commands=[pb.Command(id=1, reregister=pb.ReRegister())])),
+        # The registration's answer and a later notification (a CON of its own, MID 0x1235):
+        # both with the master's Partial IV, outer 2.05 with the outer Observe the CoAP layer
+        # sets, inner 2.05 without Observe.
+        ("observe_c_seq4_reply_master_piv2", "observe_c_seq4", 2, ACK, MID, CONTENT,
+         [(OBSERVE, b"")], CONTENT, cf, pb.AgentReply()),
+        ("observe_c_seq4_notification_master_piv3", "observe_c_seq4", 3, CON, MID + 1, CONTENT,
+         [(OBSERVE, b"\x01")], CONTENT, cf, pb.AgentReply(commands=[pb.Command(
+             id=2, kill=pb.Kill(task=3))])),
+        # A module block answer: inner 2.05 with Block2 (block 1, more, 64 bytes), raw bytes.
+        ("module_get_seq5_reply", "module_get_seq5", None, ACK, MID, CHANGED, [], CONTENT,
+         [(BLOCK2, b"\x1a")], bytes(range(64, 128))),
     ]
     responses = []
-    for name, req_name, own_piv, reply in replies:
+    extra_responses = []
+    for (name, req_name, own_piv, mtype, mid, outer_code, outer_opts, code, options,
+         reply) in replies:
         req = by_name[req_name]
-        payload = encode(reply)
-        options = [(CONTENT_FORMAT, CF_CBOR)] if payload else []
-        pt = oscore.encode_plaintext(CHANGED, options, payload)
+        payload = reply if isinstance(reply, bytes) else encode(reply)
+        pt = oscore.encode_plaintext(code, options, payload)
         value, ct = oscore.seal_response(master, agent.sender_id, req["seq"], pt, own_piv)
-        dgram = oscore.response_datagram(master, agent.sender_id, req["seq"], ACK, MID, TOKEN,
-                                         CHANGED, options, payload, own_piv)
+        dgram = encode_message(mtype, outer_code, mid, TOKEN, outer_opts + [(9, value)], ct)
         n = (master.sender_nonce(own_piv) if own_piv is not None
              else master.recipient_nonce(req["seq"]))
-        responses.append({
+        (extra_responses if req_name in extra_calls else responses).append({
             "name": name, "request": req_name, "request_piv": req["seq"], "own_piv": own_piv,
-            "inner_code": CHANGED, "inner_options": opts_json(options),
-            "payload_json": as_json(reply), "payload": payload.hex(), "plaintext": pt.hex(),
+            "mtype": mtype, "mid": mid, "outer_code": outer_code,
+            "outer_options": opts_json(outer_opts), "inner_code": code,
+            "inner_options": opts_json(options),
+            "payload_json": None if isinstance(reply, bytes) else as_json(reply),
+            "payload": payload.hex(), "plaintext": pt.hex(),
             "aad": aad(agent.sender_id, oscore.piv_bytes(req["seq"])).hex(), "nonce": n.hex(),
             "option_value": value.hex(), "ciphertext": ct.hex(), "datagram": dgram.hex(),
             "datagram_len": len(dgram)})
@@ -268,7 +312,9 @@ def edgerm_section() -> dict[str, Any]:
                                                           2**32 - 1)],
         "requests": requests,
         "responses": responses,
-        "must_refuse": must_refuse(by_name, responses),
+        "extra_requests": extra_requests,
+        "extra_responses": extra_responses,
+        "must_refuse": must_refuse(by_name, {r["name"]: r for r in responses}),
     }
 
 
@@ -280,11 +326,10 @@ def _flip(hexstr: str, index: int, mask: int = 0x01) -> str:
 
 def _request_with_option(value: bytes, ciphertext: str) -> str:
     """A CON POST datagram (MID 0x1234, token 42) with the given OSCORE option value."""
-    from edgerm.coap.message import encode_message
     return encode_message(CON, POST, MID, TOKEN, [(9, value)], h(ciphertext)).hex()
 
 
-def must_refuse(reqs: dict[str, dict[str, Any]], resps: list[dict[str, Any]]
+def must_refuse(reqs: dict[str, dict[str, Any]], resps: dict[str, dict[str, Any]]
                 ) -> list[dict[str, Any]]:
     """Datagrams the receiver refuses. `receiver` "master" holds the master context for agent
     5 (and no other); `highest` is the highest Partial IV it already accepted from the agent.
@@ -296,8 +341,8 @@ def must_refuse(reqs: dict[str, dict[str, Any]], resps: list[dict[str, Any]]
     n = len(h(dg))
     ct = hb["ciphertext"]
     opt_at = 6  # header 4, token 1, option header 1: the OSCORE option value starts here
-    rep = resps[0]
-    rep_piv = resps[-1]
+    rep = resps["heartbeat_seq1_reply"]
+    rep_piv = resps["heartbeat_seq70000_reregister_master_piv1"]
     out: list[dict[str, Any]] = []
 
     def add(name: str, receiver: str, datagram: str, error: str, code: str, highest: int = 0,

@@ -36,19 +36,28 @@ def test_fleet_bench_tiny_fleet(tmp_path: Path) -> None:
 
 
 def test_fleet_bench_encoders_match_the_wire_module() -> None:
-    """The generator's hand-made payloads are what edgerm.wire would send."""
+    """The generator's hand-made payloads are what edgerm.wire and edgerm.oscore would send."""
     import importlib.util
 
-    from edgerm.wire import pb, sign, token_key
+    from edgerm.oscore import agent_context, master_context, seal_request, seal_response
+    from edgerm.wire import sign, token_key
 
     spec = importlib.util.spec_from_file_location("fleet", BENCH)
     assert spec and spec.loader
     fleet = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fleet)
+
     secret = bytes(range(16))
     for aid, seq in ((1, 1), (23, 24), (255, 256), (70_000, 2**32 - 1)):
-        call = pb.AgentCall(agent_id=aid, seq=seq, heartbeat=pb.Heartbeat())
-        assert fleet.heartbeat(aid, seq, secret) == sign(call, secret)
+        # The OSCORE-protected steady heartbeat: option and ciphertext as edgerm.oscore makes
+        # them, after the 8-byte header and token.
+        option, ct = seal_request(agent_context(secret, aid), seq, fleet.HEARTBEAT_PLAINTEXT)
+        data = fleet.protected_heartbeat(7, b"\x01\x02\x03\x04", fleet.agent_keys(secret, aid),
+                                         seq)
+        assert data[8:] == bytes((0x90 | len(option),)) + option + b"\xff" + ct
+        keys = fleet.agent_keys(secret, aid)
+        _, reply = seal_response(master_context(secret, aid), keys[0], seq, b"\x44")
+        assert fleet.open_reply(keys, seq, reply) == b"\x44"
     tpl = fleet.RegisterTemplate()
     nonce = b"\x00\x01\x02\x03\x04\x05\x06\x07"
     assert tpl.payload(nonce) == sign(tpl._call(nonce), token_key(fleet.TOKEN))

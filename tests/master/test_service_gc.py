@@ -30,15 +30,15 @@ async def test_heap_frozen_each_time_the_fleet_grew(tmp_path: Path,
             async with open_coap_client() as coap:
                 agents = [ScriptedAgent(f"pi-{i}") for i in range(7)]
                 for agent in agents[:2]:
-                    await CoapAgentClient(coap, coap_addr, agent).exchange()
+                    await CoapAgentClient(coap, coap_addr, agent).settle()
                 assert gc.get_freeze_count() == 0  # 2 agents: not yet
-                await CoapAgentClient(coap, coap_addr, agents[2]).exchange()
+                await CoapAgentClient(coap, coap_addr, agents[2]).settle()
                 assert gc.get_freeze_count() > 0 and service._gc_frozen_at == 3
                 for agent in agents[3:5]:
-                    await CoapAgentClient(coap, coap_addr, agent).exchange()
+                    await CoapAgentClient(coap, coap_addr, agent).settle()
                 assert service._gc_frozen_at == 3
                 for agent in agents[5:]:
-                    await CoapAgentClient(coap, coap_addr, agent).exchange()
+                    await CoapAgentClient(coap, coap_addr, agent).settle()
                 assert service._gc_frozen_at == 6 and gc.get_freeze_count() > 0
             nursery.cancel_scope.cancel()
     finally:

@@ -16,6 +16,7 @@ from edgerm.coap.codes import Code
 from edgerm.coap.options import BlockValue, decode_block
 from edgerm.oscore import protect_request, unprotect_response
 from edgerm.transport.coap import open_coap_client
+from edgerm.wire import pb
 from edgerm_master.testing import ScriptedAgent, ScriptedFramework, wasm_module
 from edgerm_master.testing_io import (
     CoapAgentClient,
@@ -87,3 +88,26 @@ async def test_a_module_fetched_block_by_block_inside_oscore(master: MasterProce
         resp = await coap.post(master.coap, (), ciphertext, options=[(9, option)])
         assert open_protected(agent, seq, resp)[0] == Code.NOT_FOUND
         assert not (await ac.exchange()).HasField("error")
+
+
+async def test_a_module_request_call_inside_oscore_comes_back_whole(
+        master: MasterProcess) -> None:
+    """The Linux agent's way: `AgentCall.module` on POST `a`, protected; the reply (a chunk of
+    up to 64 KiB) goes out block-wise outside OSCORE (outer Block2), reassembled by the
+    client before it is verified."""
+    mod = wasm_module(os.urandom(5000))
+    sha = hashlib.sha256(mod).digest()
+    url = f"ws://{master.ws[0]}:{master.ws[1]}/framework"
+    async with open_websocket_url(url) as ws, open_coap_client() as coap:
+        fc = WsFrameworkClient(ws, ScriptedFramework())
+        await fc.send(fc.fw.subscribe())
+        await fc.until_kind("subscribed")
+        await fc.send(fc.fw.upload(mod))
+        await fc.until_kind("module_stored")
+        agent = ScriptedAgent("linux")
+        ac = CoapAgentClient(coap, master.coap, agent)
+        await ac.settle()
+        reply = await ac.send(agent._call(module=pb.ModuleRequest(sha256=sha)))
+        assert ac.codes[-1] == Code.CHANGED
+        assert reply.module.total == len(mod) and reply.module.data == mod
+        assert not (await ac.exchange()).HasField("error")   # the seq went on in order

@@ -63,6 +63,17 @@ def test_plain_post_request_and_piggybacked_reply() -> None:
     assert piv2 is None and inner2.payload == b"\xa0"
 
 
+def test_repeated_options_keep_their_order() -> None:
+    # m/<sha>: the Uri-Path segments must come back in order (a sort by value would swap them).
+    req = Message(CON, Code.GET, 1, b"", [(URI_HOST, b"z"), (URI_PATH, b"m"),
+                                          (URI_PATH, b"0a0b"), (BLOCK2, b"\x12")])
+    out = oscore.protect_request_message(AGENT, 1, req)
+    assert oscore.unprotect_request_message(LOOKUP, out)[2] == req
+    reply = Message(ACK, Code.CONTENT, 1, b"", [(URI_PATH, b"y"), (URI_PATH, b"x")], b"p")
+    prot = oscore.protect_response_message(MASTER, AGENT.sender_id, 1, reply)
+    assert oscore.unprotect_response_message(AGENT, 1, prot)[1] == reply
+
+
 def test_class_u_options_stay_outside() -> None:
     req = Message(CON, Code.GET, 1, b"", [(URI_HOST, b"master"), (URI_PATH, b"m")])
     out = oscore.protect_request_message(AGENT, 1, req)
