@@ -37,11 +37,27 @@ def _agent_vector_total() -> tuple[int, int]:
             sum(v["type"] in types for v in doc["negative"]))
 
 
+def _oscore_vectors_checked(out: str) -> None:
+    """The C tests ran proto/vectors/oscore.json whole: every must-refuse case, per receiver."""
+    doc = json.loads((ROOT / "proto" / "vectors" / "oscore.json").read_text())
+    refuse = doc["edgerm"]["must_refuse"]
+    want = (sum(r["receiver"] == "master" for r in refuse),
+            sum(r["receiver"] == "agent" for r in refuse))
+    counts = re.findall(r"oscore vectors: (\d+) must-refuse cases for the master, (\d+) for", out)
+    assert counts and all((int(m), int(a)) == want for m, a in counts), (counts, want)
+    extra = re.findall(r"oscore vectors: (\d+) extra requests, (\d+) extra answers", out)
+    want_extra = (len(doc["edgerm"].get("extra_requests", [])),
+                  len(doc["edgerm"].get("extra_responses", [])))
+    assert extra and all((int(q), int(a)) == want_extra for q, a in extra), (extra, want_extra)
+    assert "oscore vectors: RFC 8613 C.1-C.8 and the EdgeRM link checked" in out
+
+
 def test_unit_and_vectors_under_asan_ubsan() -> None:
     out = must(make("test"))
     checks, failures = _summary(out)
     assert failures == 0 and checks > 1500
     assert _vector_counts(out) == _agent_vector_total()
+    _oscore_vectors_checked(out)
 
 
 def test_unit_and_vectors_on_cortex_m4_in_qemu() -> None:
@@ -49,6 +65,7 @@ def test_unit_and_vectors_on_cortex_m4_in_qemu() -> None:
     checks, failures = _summary(out)
     assert failures == 0 and checks > 1500
     assert _vector_counts(out) == _agent_vector_total()
+    _oscore_vectors_checked(out)
     # The test ELF really is code for an ARMv7E-M (Cortex-M4) core.
     header = subprocess.run(["arm-none-eabi-readelf", "-A", str(FIRMWARE / "build-host" /
                                                                  "unit-m4.elf")],
@@ -67,7 +84,7 @@ def test_size_report_is_json_lines() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     metrics = {r["metric"] for r in rows}
-    assert {"firmware_core_flash", "firmware_core_static_ram"} <= metrics
+    assert {"firmware_core_flash", "firmware_core_static_ram", "firmware_aes_flash"} <= metrics
     for r in rows:
         assert set(r) >= {"metric", "value", "unit", "goal"} and r["value"] >= 0
     by_name = {r["metric"]: r["value"] for r in rows}

@@ -21,9 +21,8 @@ from typing import Any
 import trio
 from trio_websocket import open_websocket_url
 
-from edgerm.transport.coap import open_coap_client
+from edgerm import oscore
 from edgerm.wire import (
-    CONTENT_FORMAT_CBOR,
     DecodeError,
     decode,
     derive_secret,
@@ -97,26 +96,34 @@ def _messages(datagrams: list[bytes], cls: Any) -> list[Any]:
     return out
 
 
-def _calls(datagrams: list[bytes], agent_id: int) -> list[tuple[pb.AgentCall, bytes]]:
-    """The agent's authenticated calls (AgentCall, payload) among the datagrams, in order."""
+def _protected(datagrams: list[bytes], secret: bytes, agent_id: int
+               ) -> list[tuple[pb.AgentCall, int, bytes]]:
+    """The agent's OSCORE calls among the datagrams, each verified with the master's context
+    for (secret, agent_id): (AgentCall, seq = Partial IV, datagram), in order."""
+    ctx = oscore.master_context(secret, agent_id)
     out = []
     for d in datagrams:
-        payload = _coap_payload(d)
         try:
-            call = decode(pb.AgentCall, payload) if payload else None
-        except DecodeError:
-            call = None
-        if call is not None and call.agent_id == agent_id:
-            out.append((call, payload))
+            _, piv, msg = oscore.unprotect_request_datagram(
+                lambda kid: ctx if kid == ctx.recipient_id else None, d)
+            call = decode(pb.AgentCall, msg.payload) if msg.payload else None
+        except (oscore.OscoreError, DecodeError, ValueError):
+            continue
+        if call is not None:
+            out.append((call, piv, d))
     return out
 
 
-async def _replay(remote: tuple[str, int], payload: bytes) -> int:
-    """Send a recorded AgentCall to the master afresh (another socket, so not a CoAP
-    retransmission); its response code."""
-    async with open_coap_client() as coap:
-        resp = await coap.post(remote, "a", payload, content_format=CONTENT_FORMAT_CBOR)
-        return int(resp.code)
+async def _replay(remote: tuple[str, int], datagram: bytes) -> int:
+    """Send a recorded datagram to the master afresh (another socket, so not a CoAP
+    retransmission it answers from its cache); the code of its answer."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(("127.0.0.1", 0))
+        await sock.sendto(datagram, remote)
+        with trio.fail_after(5):
+            data, _ = await sock.recvfrom(2048)
+    return data[1]
 
 
 def _state_secret(path: Path) -> tuple[int, bytes]:
@@ -319,9 +326,16 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             readings = [struct.unpack("<d", o.data)[0] for o in fw.outputs if o.task_id == "s1"]
             assert readings == [21.5, 21.5, 21.5]
             assert fw.states("s1")[-2:] == [pb.RUNNING, pb.FINISHED]
-            # Every later call is signed with the derived secret.
-            later = [m for m in _messages(relay.up, pb.AgentCall) if m.agent_id == agent_id]
-            assert len(later) >= 5 and all(verify(m, secret) for m in later)
+            # Every later call is OSCORE with the context of that secret (kid = agent id, seq
+            # = Partial IV: no agent_id, seq or mac inside), the module download included; no
+            # reading and no module byte crosses the link in clear.
+            later = _protected(relay.up, secret, agent_id)
+            assert len(later) >= 5
+            assert all(not (m.agent_id or m.seq or m.mac) for m, _, _ in later)
+            assert not _messages(relay.up, pb.AgentCall)[1:], "a plain call after registering"
+            assert not any(struct.pack("<d", 21.5) in d for d in relay.up + relay.down)
+            assert not any(sampler[i:i + 16] in d for d in relay.down
+                           for i in range(0, len(sampler) - 16, 16))
 
             # hello publishes its arguments in order; the cached module needs no download.
             hello = _wasm("hello")
@@ -392,10 +406,10 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
             assert offer.agent_id == agent_id
             states = [e["state"] for e in agent.events() if e.get("event") == "state"]
             assert states.count("reregistering") == 1 and states[-1] == "active", states
-            # Re-registration: signed with the kept secret, no nonce either way, secret kept.
-            rereg = [m for m in _messages(relay.up, pb.AgentCall)
-                     if m.HasField("register") and m.agent_id == agent_id]
-            assert rereg and all(not m.register.nonce and verify(m, secret) for m in rereg)
+            # Re-registration: OSCORE with the kept secret, no nonce either way, secret kept.
+            rereg_calls = [m for m, _, _ in _protected(relay.up, secret, agent_id)
+                           if m.HasField("register")]
+            assert rereg_calls and all(not m.register.nonce for m in rereg_calls)
             assert not [m for m in _messages(relay.down, pb.AgentReply)
                         if m.HasField("registered") and m.registered.nonce
                         and m is not reply and m.seq != first.seq]
@@ -404,10 +418,11 @@ async def test_posix_agent_against_the_real_master(posix_agent: Path, tmp_path: 
 
             # seq never goes back (issue 10): the re-registration is past every seq sent before
             # the restart, so a heartbeat recorded before it, replayed, is refused (4.01).
-            before, after = _calls(relay.up[:mark], agent_id), _calls(relay.up[mark:], agent_id)
-            old_beat = [p for m, p in before if m.HasField("heartbeat")][-1]
-            rereg_call, rereg = next((m, p) for m, p in after if m.HasField("register"))
-            assert rereg_call.seq > max(m.seq for m, _ in before)
+            before = _protected(relay.up[:mark], secret, agent_id)
+            after = _protected(relay.up[mark:], secret, agent_id)
+            old_beat = [d for m, _, d in before if m.HasField("heartbeat")][-1]
+            rereg_call, rereg_seq, rereg = next(c for c in after if c[0].HasField("register"))
+            assert rereg_seq > max(seq for _, seq, _ in before)
             assert pb.RUNNING not in [t.state for t in rereg_call.register.tasks]
             assert await _replay(master.coap, old_beat) == 0x81
 

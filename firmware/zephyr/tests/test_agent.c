@@ -9,6 +9,7 @@
 
 #include "edgerm/agent.h"
 #include "edgerm/coap.h"
+#include "edgerm/oscore.h"
 #include "edgerm/sha256.h"
 #include "edgerm/wire.h"
 #include "unit.h"
@@ -192,19 +193,157 @@ static void init_agent(const edgerm_persist_t *persisted)
 	init_agent_token(persisted, TOKEN);
 }
 
-/* Decode the most recent datagram the agent sent as a CoAP POST "a" carrying an AgentCall. */
+/* ---- the test master's OSCORE (RFC 8613, server side, as edgerm/oscore/ in Python) ------- */
+
+static edgerm_oscore_ctx_t mctx;  /* master context: sender "", recipient = the request's kid */
+static bool last_sealed;          /* the last request was OSCORE */
+static const uint8_t *last_secret; /* the secret it verified under (NULL: none) */
+static uint8_t last_kid[8], last_piv[5];
+static size_t last_kid_len, last_piv_len;
+static uint8_t last_pt[CONFIG_EDGERM_TX_BUF_SIZE]; /* its plaintext */
+/* How the next answer is protected: bound to another request's Partial IV (a replayed
+ * answer), and/or with the master's own Partial IV (0: the request's nonce). */
+static int answer_piv_delta;
+static uint32_t answer_master_piv;
+
+static void master_ctx(const uint8_t *secret)
+{
+	CHECK_EQ_INT(edgerm_oscore_init(&mctx, secret, EDGERM_SECRET_LEN, NULL, 0, NULL, 0, NULL, 0,
+					last_kid, last_kid_len),
+		     0);
+}
+
+/* Verify and decrypt the protected request in `m` with `secret`; on success m holds the inner
+ * message (code, options, payload in last_pt). */
+static bool master_open(edgerm_coap_msg_t *m, const uint8_t *secret)
+{
+	edgerm_oscore_opt_t o;
+	uint8_t nonce[13], aad[EDGERM_OSCORE_AAD_MAX];
+
+	if (edgerm_oscore_option_parse_untrusted(m->oscore, m->oscore_len, &o) < 0 || !o.has_kid ||
+	    o.piv_len == 0 || m->payload_len > sizeof(last_pt)) {
+		return false;
+	}
+	memcpy(last_kid, o.kid, o.kid_len), last_kid_len = o.kid_len;
+	memcpy(last_piv, o.piv, o.piv_len), last_piv_len = o.piv_len;
+	master_ctx(secret);
+	edgerm_oscore_nonce(mctx.common_iv, last_kid, last_kid_len, last_piv, last_piv_len, nonce);
+	int al = edgerm_oscore_aad(aad, last_kid, last_kid_len, last_piv, last_piv_len);
+
+	memcpy(last_pt, m->payload, m->payload_len);
+	int n = edgerm_ccm_open(&mctx.recipient_key, nonce, aad, (size_t)al, last_pt,
+				m->payload_len);
+
+	if (n < 1) {
+		return false;
+	}
+	edgerm_coap_msg_t in;
+
+	memset(&in, 0, sizeof(in));
+	if (edgerm_coap_parse_options_untrusted(last_pt, (size_t)n, 1, &in) < 0) {
+		return false;
+	}
+	m->code = last_pt[0];
+	m->has_cf = in.has_cf, m->cf = in.cf;
+	m->has_block2 = in.has_block2, m->block2 = in.block2;
+	m->payload = in.payload, m->payload_len = in.payload_len;
+	return true;
+}
+
+static uint32_t be_value(const uint8_t *v, size_t n)
+{
+	uint32_t x = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		x = x << 8 | v[i];
+	}
+	return x;
+}
+
+/* Parse the most recent datagram the agent sent into `last`, opening it when protected (with
+ * SECRET, or the auth vectors' secret). */
+static void parse_last(void)
+{
+	CHECK_EQ_INT(edgerm_coap_parse_untrusted(SENT(n_sent - 1), SENT_LEN(n_sent - 1), &last), 0);
+	CHECK_EQ_INT(last.type, EDGERM_COAP_CON);
+	last_sealed = last.has_oscore;
+	last_secret = NULL;
+	if (last_sealed) {
+		/* RFC 8613 4.2: the outer code of a request is POST; nothing but OSCORE outside. */
+		CHECK_EQ_INT(last.code, EDGERM_COAP_POST);
+		CHECK(!last.has_cf && !last.has_block2);
+		edgerm_coap_msg_t outer = last;
+
+		if (master_open(&last, SECRET)) {
+			last_secret = SECRET;
+		} else if ((last = outer, master_open(&last, auth_secret))) {
+			last_secret = auth_secret;
+		}
+		CHECK(last_secret != NULL);
+	}
+}
+
+/* Decode the most recent datagram the agent sent as a POST "a" carrying an AgentCall. Inside
+ * OSCORE the call has no agent_id, seq or mac: they are taken from kid and Partial IV, as the
+ * master does. */
 static int last_call(void)
 {
 	CHECK(n_sent > 0);
 	if (n_sent == 0) {
 		return -1;
 	}
-	CHECK_EQ_INT(edgerm_coap_parse_untrusted(SENT(n_sent - 1), SENT_LEN(n_sent - 1), &last), 0);
-	CHECK_EQ_INT(last.type, EDGERM_COAP_CON);
+	parse_last();
 	if (last.code != EDGERM_COAP_POST) {
 		return -1;
 	}
-	return edgerm_wire_decode_agent_call_untrusted(last.payload, last.payload_len, &call);
+	int r = edgerm_wire_decode_agent_call_untrusted(last.payload, last.payload_len, &call);
+
+	if (r == 0 && last_sealed) {
+		CHECK(call.agent_id == 0 && call.seq == 0 && call.mac.len == 0);
+		call.agent_id = be_value(last_kid, last_kid_len);
+		call.seq = be_value(last_piv, last_piv_len);
+	}
+	return r;
+}
+
+/* The protected answer to the last request: inner plaintext pt (code, options, payload),
+ * sealed with the context of `secret`, in a datagram of `type`/`mid` with outer code 2.04. */
+static int seal_answer(uint8_t *dgram, size_t cap, uint8_t type, uint16_t mid, uint8_t *pt,
+		       size_t pt_len, const uint8_t *secret)
+{
+	uint8_t piv[5], mpiv[5], nonce[13], aad[EDGERM_OSCORE_AAD_MAX], opt[6];
+	size_t pl = last_piv_len, ol = 0;
+	edgerm_coap_builder_t b;
+
+	memcpy(piv, last_piv, pl);
+	if (answer_piv_delta) {
+		pl = edgerm_oscore_piv(be_value(last_piv, last_piv_len) + (uint32_t)answer_piv_delta,
+				       piv);
+	}
+	master_ctx(secret);
+	int al = edgerm_oscore_aad(aad, last_kid, last_kid_len, piv, pl);
+
+	if (answer_master_piv) {
+		size_t ml = edgerm_oscore_piv(answer_master_piv, mpiv);
+
+		opt[0] = (uint8_t)ml, memcpy(opt + 1, mpiv, ml), ol = 1 + ml;
+		edgerm_oscore_nonce(mctx.common_iv, NULL, 0, mpiv, ml, nonce);
+	} else {
+		edgerm_oscore_nonce(mctx.common_iv, last_kid, last_kid_len, piv, pl, nonce);
+	}
+	CHECK_EQ_INT(edgerm_ccm_seal(&mctx.sender_key, nonce, aad, (size_t)al, pt, pt_len), 0);
+	edgerm_coap_begin(&b, dgram, cap, type, EDGERM_COAP_CHANGED, mid, last.token, last.tkl);
+	edgerm_coap_option(&b, EDGERM_COAP_OPT_OSCORE, opt, ol);
+	edgerm_coap_payload(&b, pt, pt_len + 8);
+	return edgerm_coap_end(&b);
+}
+
+/* Plaintext of an answer: inner code, Content-Format 60 and the body. */
+static size_t reply_pt(uint8_t *pt, uint8_t code, const uint8_t *body, size_t n)
+{
+	pt[0] = code, pt[1] = 0xc1, pt[2] = EDGERM_COAP_CF_CBOR, pt[3] = 0xff;
+	memcpy(pt + 4, body, n);
+	return 4 + n;
 }
 
 struct hsink {
@@ -233,8 +372,13 @@ static bool call_mac_ok_len(const uint8_t *key, size_t key_len)
 	return memcmp(full, call.mac.ptr, 8) == 0;
 }
 
+/* The call is authenticated with `secret`: protected with its OSCORE context, or (a plain
+ * call) signed with it. */
 static bool call_mac_ok(const uint8_t *secret)
 {
+	if (last_sealed) {
+		return last_secret == secret;
+	}
 	return call_mac_ok_len(secret, EDGERM_SECRET_LEN);
 }
 
@@ -284,11 +428,23 @@ static int answer_len(edgerm_agent_reply_t *r, const uint8_t *key, size_t key_le
 
 	r->mac.len = 0;
 	r->mac.ptr = full;
+	if (last_sealed && key) {
+		/* Inside OSCORE an AgentReply has no seq or mac. */
+		r->seq = 0;
+	}
 	int n = edgerm_wire_encode_agent_reply(r, body, sizeof(body));
 
 	CHECK(n > 0);
 	if (n <= 0) {
 		return -99;
+	}
+	if (last_sealed && key) {
+		static uint8_t pt[620];
+		size_t pl = reply_pt(pt, code, body, (size_t)n);
+		int len = seal_answer(dgram, sizeof(dgram), EDGERM_COAP_ACK, last.mid, pt, pl, key);
+
+		CHECK(len > 0);
+		return edgerm_agent_on_datagram(&agent, dgram, (size_t)len, now);
 	}
 	if (key) {
 		edgerm_hmac_init(&h, key, key_len);
@@ -487,8 +643,9 @@ static void test_bad_replies(void)
 	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
 	CHECK_EQ_INT(last_call(), 0);
 	memset(&r, 0, sizeof(r));
-	r.seq = call.seq - 1;
+	answer_piv_delta = -1; /* protected for the previous request */
 	answer(&r, SECRET, EDGERM_COAP_CHANGED, 7000);
+	answer_piv_delta = 0;
 	CHECK_EQ_INT(agent.stats.replies_bad_mac, 2);
 	/* Garbage of every length: counted, nothing changes. */
 	uint8_t junk[64];
@@ -505,15 +662,15 @@ static void test_bad_replies(void)
  * not a GET. */
 static bool serve_block(uint64_t now, bool corrupt)
 {
-	edgerm_coap_msg_t m;
-	uint8_t dgram[600];
-	edgerm_coap_builder_t b;
+	uint8_t dgram[600], pt[600];
 
-	CHECK_EQ_INT(edgerm_coap_parse_untrusted(SENT(n_sent - 1), SENT_LEN(n_sent - 1), &m), 0);
+	parse_last();
+	edgerm_coap_msg_t m = last;
+
 	if (m.code != EDGERM_COAP_GET) {
 		return false;
 	}
-	CHECK(m.has_block2);
+	CHECK(last_sealed && m.has_block2);
 	uint32_t szx = m.block2 & 7, num = m.block2 >> 4, size = 16u << szx;
 	uint32_t off = num * size;
 	uint32_t n = sizeof(module) - off < size ? (uint32_t)sizeof(module) - off : size;
@@ -524,11 +681,21 @@ static bool serve_block(uint64_t now, bool corrupt)
 	if (corrupt && !more) {
 		block[0] ^= 1;
 	}
-	edgerm_coap_begin(&b, dgram, sizeof(dgram), EDGERM_COAP_ACK, EDGERM_COAP_CONTENT, m.mid,
-			  m.token, m.tkl);
-	edgerm_coap_option_uint(&b, EDGERM_COAP_OPT_BLOCK2, num << 4 | (more ? 8u : 0u) | szx);
-	edgerm_coap_payload(&b, block, n);
-	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)edgerm_coap_end(&b), now), 0);
+	/* Inner 2.05 with Block2 (NUM << 4 | M << 3 | SZX, at most 2 bytes here) and the block. */
+	uint32_t b2 = num << 4 | (more ? 8u : 0u) | szx;
+	size_t k = 0;
+
+	pt[k++] = EDGERM_COAP_CONTENT;
+	if (b2 > 0xff) {
+		pt[k++] = 0xd2, pt[k++] = 23 - 13, pt[k++] = (uint8_t)(b2 >> 8), pt[k++] = (uint8_t)b2;
+	} else {
+		pt[k++] = 0xd1, pt[k++] = 23 - 13, pt[k++] = (uint8_t)b2;
+	}
+	pt[k++] = 0xff;
+	memcpy(pt + k, block, n);
+	int len = seal_answer(dgram, sizeof(dgram), EDGERM_COAP_ACK, m.mid, pt, k + n, SECRET);
+
+	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)len, now), 0);
 	return true;
 }
 
@@ -1044,33 +1211,24 @@ static void test_separate_response(void)
 	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, ack, 4, 5011), 0);
 	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 5011 + CONFIG_EDGERM_COAP_RESPONSE_TIMEOUT_MS);
 	edgerm_agent_reply_t r;
-	uint8_t body[128], dgram[160], full[32];
-	edgerm_hmac_t h;
-	edgerm_coap_builder_t b;
+	uint8_t body[128], dgram[160], copy[160], pt[160];
 
 	memset(&r, 0, sizeof(r));
-	r.seq = call.seq;
-	r.mac.ptr = full;
 	int n = edgerm_wire_encode_agent_reply(&r, body, sizeof(body));
-
-	edgerm_hmac_init(&h, SECRET, 16);
-	edgerm_hmac_update(&h, body, (size_t)n);
-	edgerm_hmac_final(&h, full);
-	r.mac.len = 8;
-	n = edgerm_wire_encode_agent_reply(&r, body, sizeof(body));
-	edgerm_coap_begin(&b, dgram, sizeof(dgram), EDGERM_COAP_CON, EDGERM_COAP_CHANGED, 0x1234,
-			  last.token, last.tkl);
-	edgerm_coap_payload(&b, body, (size_t)n);
+	int len = seal_answer(dgram, sizeof(dgram), EDGERM_COAP_CON, 0x1234, pt,
+			      reply_pt(pt, EDGERM_COAP_CHANGED, body, (size_t)n), SECRET);
 	int before = n_sent;
 
-	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)edgerm_coap_end(&b), 5100), 0);
+	/* The agent decrypts in place: keep the datagram for its retransmission. */
+	memcpy(copy, dgram, (size_t)len);
+	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)len, 5100), 0);
 	/* It was acknowledged with its own message id. */
 	CHECK_EQ_INT(n_sent, before + 1);
 	CHECK(SENT_LEN(before) == 4 && SENT(before)[0] == 0x60 && SENT(before)[2] == 0x12 &&
 	      SENT(before)[3] == 0x34);
 	CHECK_EQ_INT(edgerm_agent_next_deadline_ms(&agent), 5100 + 5000);
 	/* Its retransmission (our ACK was lost) is acknowledged again, and changes nothing. */
-	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)edgerm_coap_end(&b), 5200), 0);
+	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, copy, (size_t)len, 5200), 0);
 	CHECK_EQ_INT(n_sent, before + 2);
 	CHECK_EQ_INT(SENT(before + 1)[0], 0x60);
 }
@@ -1279,8 +1437,167 @@ static void test_seq_never_goes_back(void)
 	CHECK(call.seq < stored.seq_reserved);
 }
 
+/* OSCORE on the link (RFC 8613, docs/protocol.md "OSCORE"): nothing but the OSCORE option in
+ * clear; an answer carrying the master's own Partial IV verifies; an unprotected success answer,
+ * an OSCORE answer to a plain first registration, a bit flipped anywhere are dropped; a plain
+ * 4.02 (bad option) changes nothing but the back-off. */
+static void test_oscore_link(void)
+{
+	edgerm_agent_reply_t r;
+	uint8_t dgram[200];
+	edgerm_coap_builder_t b;
+
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK(last_sealed && call.which == 5);
+	/* Outer: header, 1-byte token, OSCORE {flags 0x09, PIV, kid 0x07}, 0xFF, ciphertext. */
+	const uint8_t *d = SENT(n_sent - 1);
+
+	CHECK_EQ_INT(d[0], 0x41);
+	CHECK_EQ_INT(d[1], EDGERM_COAP_POST);
+	CHECK_EQ_INT(d[5] >> 4, EDGERM_COAP_OPT_OSCORE);
+	CHECK_EQ_INT(d[6], 0x08 | last_piv_len);
+	CHECK_EQ_INT(d[7 + last_piv_len], 7);
+	CHECK_EQ_INT(d[8 + last_piv_len], 0xff);
+
+	/* An unprotected 2.04 (even one signed with the secret) is not the master's answer. */
+	last_sealed = false;
+	memset(&r, 0, sizeof(r));
+	r.seq = call.seq;
+	CHECK(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020) < 0);
+	CHECK_EQ_INT(agent.stats.replies_bad_mac, 1);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
+
+	/* The next one is answered with the master's own Partial IV (after a failover, say): a
+	 * ReRegister command in it is applied. */
+	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+	CHECK_EQ_INT(last_call(), 0);
+	static const uint8_t rereg[] = {0xa2, 0x01, 0x01, 0x05, 0xa0}; /* Command{1, reregister} */
+
+	memset(&r, 0, sizeof(r));
+	r.commands[0].ptr = rereg;
+	r.commands[0].len = sizeof(rereg);
+	r.commands_count = 1;
+	answer_master_piv = 70000;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 7000), 0);
+	answer_master_piv = 0;
+	CHECK_EQ_INT(agent.stats.replies_bad_mac, 1);
+	CHECK_EQ_INT(agent.persist.command_ack, 1);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REREGISTERING);
+	/* The protected re-registration; its answer with one bit flipped is dropped. */
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK(last_sealed && call.which == 4 && call.agent_id == 7);
+	memset(&r, 0, sizeof(r));
+	r.has_registered = true;
+	r.registered.agent_id = 7;
+	{
+		uint8_t body[64], pt[80];
+		int n = edgerm_wire_encode_agent_reply(&r, body, sizeof(body));
+		int len = seal_answer(dgram, sizeof(dgram), EDGERM_COAP_ACK, last.mid, pt,
+				      reply_pt(pt, EDGERM_COAP_CHANGED, body, (size_t)n), SECRET);
+
+		dgram[len - 3] ^= 0x10;
+		CHECK(edgerm_agent_on_datagram(&agent, dgram, (size_t)len, 7010) < 0);
+		CHECK_EQ_INT(agent.stats.replies_bad_mac, 2);
+		CHECK_EQ_INT(agent.state, EDGERM_AGENT_REREGISTERING);
+	}
+	/* A plain 4.02 Bad Option (the master could not parse our option): back off only. */
+	edgerm_agent_on_timer(&agent, edgerm_agent_next_deadline_ms(&agent));
+	CHECK_EQ_INT(last_call(), 0);
+	edgerm_coap_begin(&b, dgram, sizeof(dgram), EDGERM_COAP_ACK, EDGERM_COAP_CODE(4, 2),
+			  last.mid, last.token, last.tkl);
+	uint64_t now = 9000;
+
+	CHECK_EQ_INT(edgerm_agent_on_datagram(&agent, dgram, (size_t)edgerm_coap_end(&b), now), 0);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REREGISTERING);
+	now = edgerm_agent_next_deadline_ms(&agent);
+	edgerm_agent_on_timer(&agent, now);
+	CHECK_EQ_INT(last_call(), 0);
+	r.registered.update_ack = 0;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, now), 0);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_ACTIVE);
+
+	/* The identity forgotten (edgerm forget) while a protected heartbeat is in flight: its
+	 * answer, valid under the old context, is dropped; the agent registers afresh. */
+	register_fresh();
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK(last_sealed);
+	edgerm_agent_reset_identity(&agent, 5011);
+	memset(&r, 0, sizeof(r));
+	r.commands[0].ptr = rereg;
+	r.commands[0].len = sizeof(rereg);
+	r.commands_count = 1;
+	CHECK(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020) < 0);
+	CHECK_EQ_INT(agent.persist.command_ack, 0);
+	CHECK_EQ_INT(agent.state, EDGERM_AGENT_REGISTERING);
+
+	/* A first registration is plain: an OSCORE answer to it is dropped. */
+	register_fresh();
+	edgerm_agent_reset_identity(&agent, 5010);
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK(!last_sealed && call.which == 4 && call.agent_id == 0);
+	{
+		uint8_t pt[16] = {EDGERM_COAP_CHANGED};
+
+		last_kid[0] = 7, last_kid_len = 1, last_piv[0] = 1, last_piv_len = 1;
+		int len = seal_answer(dgram, sizeof(dgram), EDGERM_COAP_ACK, last.mid, pt, 1, SECRET);
+
+		CHECK(edgerm_agent_on_datagram(&agent, dgram, (size_t)len, 5020) < 0);
+		CHECK_EQ_INT(agent.state, EDGERM_AGENT_REGISTERING);
+	}
+}
+
+/* docs/protocol.md budgets: a steady heartbeat <= 32 bytes and a status update <= 40 bytes on
+ * the wire, for any seq below 2^32 (a 4-byte Partial IV). */
+static void test_oscore_sizes(void)
+{
+	register_fresh();
+	agent.seq = 0xfffffff0u;
+	agent.persist.seq_reserved = 0xfffffff0u;
+	edgerm_agent_on_timer(&agent, 5010);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(last_piv_len, 4);
+	CHECK(SENT_LEN(n_sent - 1) <= 32);
+	printf("oscore: steady heartbeat %d bytes at a 4-byte Partial IV\n", (int)SENT_LEN(n_sent - 1));
+	/* A launch: its STARTING status update goes out at once. */
+	edgerm_agent_reply_t r;
+
+	memset(&r, 0, sizeof(r));
+	r.commands[0] = launch_cmd(0, 1, 4, true);
+	r.commands_count = 1;
+	CHECK_EQ_INT(answer(&r, SECRET, EDGERM_COAP_CHANGED, 5020), 0);
+	CHECK_EQ_INT(last_call(), 0);
+	CHECK_EQ_INT(call.which, 6);
+	CHECK_EQ_INT(call.call.status.state, EDGERM_STARTING);
+	CHECK(SENT_LEN(n_sent - 1) <= 40);
+	printf("oscore: status update %d bytes\n", (int)SENT_LEN(n_sent - 1));
+}
+
+edgerm_agent_t *test_agent_active(const edgerm_persist_t *p)
+{
+	init_agent(p);
+	agent.state = EDGERM_AGENT_ACTIVE;
+	return &agent;
+}
+
+edgerm_agent_t *test_agent_current(void)
+{
+	return &agent;
+}
+
+size_t test_agent_sent(const uint8_t **d)
+{
+	*d = SENT(n_sent - 1);
+	return n_sent ? SENT_LEN(n_sent - 1) : 0;
+}
+
 void suite_agent(void)
 {
+	test_oscore_link();
+	test_oscore_sizes();
 	test_registration_and_heartbeat();
 	test_retransmission();
 	test_bad_replies();

@@ -14,6 +14,8 @@ int main(void)
 	suite_agent();
 	suite_abi();
 	suite_masters();
+	suite_oscore();
+	suite_oscore_vectors();
 	printf("edgerm core unit tests: %d checks, %d failures\n", unit_checks, unit_failures);
 	return unit_failures > 255 ? 255 : unit_failures;
 }

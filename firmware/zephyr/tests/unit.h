@@ -43,5 +43,15 @@ void suite_agent(void);
 void suite_abi(void);
 /* The ports' list of masters (port/common/masters.c). */
 void suite_masters(void);
+/* OSCORE and the AES-128 block cipher under it; proto/vectors/oscore.json. */
+void suite_oscore(void);
+void suite_oscore_vectors(void);
+
+/* test_agent.c's agent and fake port, for the vector tests: the agent booted with identity p
+ * and made ACTIVE (as after its registration), the agent, the last datagram it sent. */
+#include "edgerm/agent.h"
+edgerm_agent_t *test_agent_active(const edgerm_persist_t *p);
+edgerm_agent_t *test_agent_current(void);
+size_t test_agent_sent(const uint8_t **d);
 
 #endif

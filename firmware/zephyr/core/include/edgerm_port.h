@@ -43,6 +43,21 @@ typedef struct {
 #define EDGERM_PORT_E_MEMORY (-102)    /* the module's initial memory exceeds mem_mb: ERROR
 					* MEMORY_LIMIT */
 
+/* AES-128 encryption of one block (FIPS 197): the block cipher under OSCORE's AES-CCM
+ * (core/src/oscore.c). The platform provides it: Zephyr's PSA Crypto API on the device
+ * (port/zephyr/aes_psa.c), a small table implementation elsewhere (port/common/aes128.c).
+ * edgerm_aes128_t is the port's key handle, EDGERM_AES128_CTX_WORDS words (the expanded key
+ * schedule by default; a PSA key id on Zephyr). setkey replaces any key held before (the Zephyr
+ * port destroys it). encrypt_block allows in == out. Both return 0 or a negative errno. */
+#ifndef EDGERM_AES128_CTX_WORDS
+#define EDGERM_AES128_CTX_WORDS 44
+#endif
+typedef struct {
+	uint32_t w[EDGERM_AES128_CTX_WORDS];
+} edgerm_aes128_t;
+int edgerm_aes128_setkey(edgerm_aes128_t *ctx, const uint8_t key[16]);
+int edgerm_aes128_encrypt_block(const edgerm_aes128_t *ctx, const uint8_t in[16], uint8_t out[16]);
+
 /* Monotonic milliseconds since boot. */
 uint64_t edgerm_port_now_ms(void);
 

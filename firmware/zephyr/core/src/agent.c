@@ -6,12 +6,17 @@
  *   exchange when none is in flight, by priority: (re-)registration, the oldest unacknowledged
  *   update, the next block of a module download, a heartbeat (when due, or at once when
  *   command_ack moved so the master stops re-sending applied commands).
- * - Every call carries agent_id, a fresh seq and the mac; every reply must echo the seq and
- *   carry a valid mac over the received bytes, else it is dropped (counted) and the call is
- *   retried after a back-off. A first registration has no agent_id: it carries a fresh random
- *   nonce and is signed with token_key = SHA-256(token); its reply carries the master's nonce
- *   and is signed with the secret derived from both (edgerm_auth_secret), which the agent then
- *   keeps. The token and the secret never cross the link.
+ * - A first registration has no agent_id: it carries a fresh seq and random nonce and is
+ *   signed with token_key = SHA-256(token); its reply must echo the seq, carry the master's
+ *   nonce and be signed with the secret derived from both (edgerm_auth_secret), which the
+ *   agent then keeps. The token and the secret never cross the link.
+ * - Every later request (re-registration, heartbeat, update, module block) is OSCORE (RFC 8613,
+ *   oscore.c): the secret is the master secret, agent_id the kid, the seq the Partial IV; the
+ *   AgentCall inside has no agent_id, seq or mac, the AgentReply no seq or mac. An answer that
+ *   does not verify against this request (or a success answer without OSCORE) is dropped
+ *   (counted) and the call retried after a back-off. Plain errors (4.01 from a master that does
+ *   not know us or refused the Partial IV, 4.02, NOT_LEADER) need no protection: they can only
+ *   make us register again or move to another configured master.
  * - Commands apply in id order, exactly once (command_ack, persisted). Launch and Kill are
  *   idempotent by task number as well.
  * - Status updates and publishes share one queue and one update_id sequence; each is re-sent
@@ -324,12 +329,62 @@ static void hmac_sink(void *ctx, const uint8_t *d, size_t n)
 	edgerm_hmac_update(&((struct hmac_ctx *)ctx)->h, d, n);
 }
 
-/* Encode `call` as a CON POST "a", signed with the secret, or with token_key when there is no
- * identity yet (a first registration). */
+/* OSCORE requests: the plaintext (inner code, options, payload) is built at a->tx + OUTER_MAX,
+ * sealed in place, then moved behind the outer header: CoAP header, 1-byte token, the OSCORE
+ * option (one header byte: its value, flags | PIV (<= 4) | kid (<= 4), is below 13 bytes) and
+ * the payload marker. Written by hand (with either CoAP builder the same bytes). */
+#define OUTER_MAX 24
+#define PT_CAP (sizeof(((edgerm_agent_t *)0)->tx) - OUTER_MAX - EDGERM_OSCORE_TAG_LEN)
+#if CONFIG_EDGERM_TX_BUF_SIZE < OUTER_MAX + 80 + EDGERM_OSCORE_TAG_LEN
+#error "CONFIG_EDGERM_TX_BUF_SIZE cannot hold a protected module request"
+#endif
+
+/* Seal the plaintext at a->tx + OUTER_MAX under the next seq and send it as a CON POST. */
+static int send_protected(edgerm_agent_t *a, size_t pt_len, uint8_t kind, uint64_t now)
+{
+	uint8_t *o = a->tx;
+	uint32_t seq = next_seq(a);
+	int ol = edgerm_oscore_protect_request(&a->osc, seq, a->tx + OUTER_MAX, pt_len, o + 6);
+
+	if (ol < 0) {
+		return ol;
+	}
+	a->x_mid++;
+	a->x_token++;
+	o[0] = 0x40 | EDGERM_COAP_CON << 4 | 1;
+	o[1] = EDGERM_COAP_POST;
+	o[2] = (uint8_t)(a->x_mid >> 8);
+	o[3] = (uint8_t)a->x_mid;
+	o[4] = a->x_token;
+	o[5] = (uint8_t)(EDGERM_COAP_OPT_OSCORE << 4 | ol);
+	o[6 + ol] = 0xff;
+	memmove(o + 7 + ol, a->tx + OUTER_MAX, pt_len + EDGERM_OSCORE_TAG_LEN);
+	a->tx_len = (uint16_t)(7u + (size_t)ol + pt_len + EDGERM_OSCORE_TAG_LEN);
+	a->x_seq = seq;
+	a->x_osc = true;
+	start_exchange(a, kind, now);
+	return 0;
+}
+
+/* Send `call` to "a": protected with OSCORE once we have an identity, else (a first
+ * registration) as a plain CON POST signed with token_key. */
 static int send_call(edgerm_agent_t *a, edgerm_agent_call_t *call, uint8_t kind, uint64_t now)
 {
-	edgerm_coap_builder_t b;
 	static const uint8_t path[] = "a";
+
+	if (a->persist.agent_id != 0) {
+		/* Inner POST, Uri-Path "a", Content-Format 60, payload marker. */
+		static const uint8_t inner[] = {EDGERM_COAP_POST, 0xb1, 'a', 0x11,
+						EDGERM_COAP_CF_CBOR, 0xff};
+		uint8_t *p = a->tx + OUTER_MAX;
+
+		memcpy(p, inner, sizeof(inner));
+		int n = edgerm_wire_encode_agent_call(call, p + sizeof(inner),
+						      PT_CAP - sizeof(inner));
+
+		return n < 0 ? n : send_protected(a, sizeof(inner) + (size_t)n, kind, now);
+	}
+	edgerm_coap_builder_t b;
 
 	begin_request(a, &b, EDGERM_COAP_POST);
 	edgerm_coap_option(&b, EDGERM_COAP_OPT_URI_PATH, path, 1);
@@ -344,13 +399,11 @@ static int send_call(edgerm_agent_t *a, edgerm_agent_call_t *call, uint8_t kind,
 	size_t cap = sizeof(a->tx) - (size_t)hdr - 1;
 
 	edgerm_hmac_t h;
-	/* token_key (when needed), then the mac: the mac slice points here until the second
-	 * encode. */
+	/* token_key, then the mac: the mac slice points here until the second encode. */
 	uint8_t full[EDGERM_SHA256_LEN];
 
 	call->seq = next_seq(a);
 	a->x_seq = call->seq;
-	call->agent_id = a->persist.agent_id;
 	call->mac.ptr = full;
 	call->mac.len = 0;
 	int n = edgerm_wire_encode_agent_call(call, body, cap);
@@ -358,12 +411,8 @@ static int send_call(edgerm_agent_t *a, edgerm_agent_call_t *call, uint8_t kind,
 	if (n < 0) {
 		return n;
 	}
-	if (a->persist.agent_id != 0) {
-		edgerm_hmac_init(&h, a->persist.secret, sizeof(a->persist.secret));
-	} else {
-		edgerm_auth_token_key(a->cfg.token, full);
-		edgerm_hmac_init(&h, full, EDGERM_SHA256_LEN);
-	}
+	edgerm_auth_token_key(a->cfg.token, full);
+	edgerm_hmac_init(&h, full, EDGERM_SHA256_LEN);
 	edgerm_hmac_update(&h, body, (size_t)n);
 	edgerm_hmac_final(&h, full);
 	call->mac.len = EDGERM_MAC_LEN;
@@ -373,6 +422,7 @@ static int send_call(edgerm_agent_t *a, edgerm_agent_call_t *call, uint8_t kind,
 		return n;
 	}
 	a->tx_len = (uint16_t)(hdr + 1 + n);
+	a->x_osc = false;
 	start_exchange(a, kind, now);
 	return 0;
 }
@@ -484,30 +534,30 @@ static void send_heartbeat(edgerm_agent_t *a, uint64_t now)
 
 static const char hexdig[] = "0123456789abcdef";
 
+/* GET m/<hash> with Block2, protected: the master sees which module only inside OSCORE. */
 static void send_fetch(edgerm_agent_t *a, uint64_t now)
 {
 	edgerm_module_slot_t *m = &a->modules[a->fetch_slot];
-	edgerm_coap_builder_t b;
-	uint8_t hex[64];
-	static const uint8_t path[] = "m";
+	/* Inner GET, Uri-Path "m", Uri-Path of 64 bytes (13 + 51): the hash in hex. */
+	static const uint8_t inner[] = {EDGERM_COAP_GET, 0xb1, 'm', 0x0d, 64 - 13};
+	uint8_t *pt = a->tx + OUTER_MAX, *p = pt + sizeof(inner);
 
+	memcpy(pt, inner, sizeof(inner));
 	for (int i = 0; i < 32; i++) {
-		hex[2 * i] = (uint8_t)hexdig[m->sha256[i] >> 4];
-		hex[2 * i + 1] = (uint8_t)hexdig[m->sha256[i] & 15];
+		*p++ = (uint8_t)hexdig[m->sha256[i] >> 4];
+		*p++ = (uint8_t)hexdig[m->sha256[i] & 15];
 	}
-	begin_request(a, &b, EDGERM_COAP_GET);
-	edgerm_coap_option(&b, EDGERM_COAP_OPT_URI_PATH, path, 1);
-	edgerm_coap_option(&b, EDGERM_COAP_OPT_URI_PATH, hex, sizeof(hex));
-	uint32_t num = m->have >> (4 + a->fetch_szx);
+	/* Block2 (23 = 11 + 12): NUM << 4 | SZX in its shortest form, empty for 0. */
+	uint32_t b2 = (m->have >> (4 + a->fetch_szx)) << 4 | a->fetch_szx;
+	size_t n = b2 ? edgerm_oscore_piv(b2, p + 1) : 0;
 
-	edgerm_coap_option_uint(&b, EDGERM_COAP_OPT_BLOCK2, num << 4 | a->fetch_szx);
-	int n = edgerm_coap_end(&b);
-
-	if (n < 0) {
-		return;
+	*p = (uint8_t)(12 << 4 | n);
+	p += 1 + n;
+	if (send_protected(a, (size_t)(p - pt), K_FETCH, now) < 0) {
+		/* Nothing was sent: back off as after a lost exchange. */
+		a->x_kind = K_FETCH;
+		exchange_failed(a, now);
 	}
-	a->tx_len = (uint16_t)n;
-	start_exchange(a, K_FETCH, now);
 }
 
 static void pump(edgerm_agent_t *a, uint64_t now)
@@ -907,6 +957,17 @@ static void ack_updates(edgerm_agent_t *a, uint32_t ack, bool registration)
 	}
 }
 
+/* The OSCORE context of our identity (docs/protocol.md, "OSCORE"): master secret = the secret,
+ * no salt, no ID Context, sender id = agent_id in minimal big-endian bytes, recipient id empty.
+ * A failure of the platform's cipher shows later as requests that cannot be sealed. */
+static void oscore_setup(edgerm_agent_t *a)
+{
+	uint8_t kid[EDGERM_OSCORE_PIV_MAX];
+
+	(void)edgerm_oscore_init(&a->osc, a->persist.secret, EDGERM_SECRET_LEN, NULL, 0, NULL, 0,
+				 kid, edgerm_oscore_piv(a->persist.agent_id, kid), NULL, 0);
+}
+
 /* `secret`: the one derived for a first registration (a re-registration keeps ours). */
 static void on_registered(edgerm_agent_t *a, const edgerm_agent_reply_t *r,
 			  const uint8_t *secret, uint64_t now)
@@ -917,6 +978,7 @@ static void on_registered(edgerm_agent_t *a, const edgerm_agent_reply_t *r,
 		a->persist.agent_id = g->agent_id;
 		memcpy(a->persist.secret, secret, EDGERM_SECRET_LEN);
 		a->persist.command_ack = 0;
+		oscore_setup(a);
 	}
 	save(a);
 	a->heartbeat_ms = g->heartbeat_ms ? g->heartbeat_ms : CONFIG_EDGERM_HEARTBEAT_DEFAULT_MS;
@@ -928,8 +990,10 @@ static void on_registered(edgerm_agent_t *a, const edgerm_agent_reply_t *r,
 	schedule_heartbeat(a, now);
 }
 
-/* A response to a call (register, heartbeat, update). */
-static void on_call_response(edgerm_agent_t *a, const edgerm_coap_msg_t *m, uint64_t now)
+/* A response to a call (register, heartbeat, update), or a plain error answer to any request.
+ * `sealed`: it came inside OSCORE and verified against our request. */
+static void on_call_response(edgerm_agent_t *a, const edgerm_coap_msg_t *m, bool sealed,
+			     uint64_t now)
 {
 	edgerm_agent_reply_t r;
 	uint8_t cls = m->code >> 5;
@@ -959,9 +1023,10 @@ static void on_call_response(edgerm_agent_t *a, const edgerm_coap_msg_t *m, uint
 				 * seen): wait long before the next attempt. */
 				a->retry_at = now + CONFIG_EDGERM_RETRY_MAX_MS;
 			}
-		} else if (a->x_kind == K_UPDATE && a->q_count > 0 && cls == 4 &&
+		} else if (sealed && a->x_kind == K_UPDATE && a->q_count > 0 && cls == 4 &&
 			   m->code != EDGERM_COAP_CODE(4, 29)) {
-			/* The master refuses this update for good (4.00, 4.13...): resending cannot
+			/* The master refuses this update for good (4.00, 4.13... inside OSCORE; a
+			 * plain error is about the protection, not the update): resending cannot
 			 * help. Drop it; the next one takes its id. */
 			a->stats.updates_dropped++;
 			q_drop_first(a, 1);
@@ -981,12 +1046,14 @@ static void on_call_response(edgerm_agent_t *a, const edgerm_coap_msg_t *m, uint
 		edgerm_auth_token_key(a->cfg.token, derived);
 		edgerm_auth_secret(derived, a->nonce, r.registered.nonce.ptr, derived);
 		key = derived;
+		if (r.seq != a->x_seq || !mac_ok(m->payload, m->payload_len, r.mac, key)) {
+			a->stats.replies_bad_mac++;
+			exchange_failed(a, now);
+			return;
+		}
 	}
-	if (r.seq != a->x_seq || !mac_ok(m->payload, m->payload_len, r.mac, key)) {
-		a->stats.replies_bad_mac++;
-		exchange_failed(a, now);
-		return;
-	}
+	/* Otherwise OSCORE verified it (edgerm_agent_on_datagram lets no unprotected success
+	 * answer to a protected request through). */
 	exchange_ok(a, now);
 	if (a->x_kind == K_REGISTER) {
 		if (!r.has_registered) {
@@ -1062,7 +1129,7 @@ static void on_fetch_response(edgerm_agent_t *a, const edgerm_coap_msg_t *m, uin
 	fetch_done(a, ok, EDGERM_MODULE_HASH_MISMATCH);
 }
 
-int edgerm_agent_on_datagram(edgerm_agent_t *a, const uint8_t *buf, size_t len, uint64_t now)
+int edgerm_agent_on_datagram(edgerm_agent_t *a, uint8_t *buf, size_t len, uint64_t now)
 {
 	edgerm_coap_msg_t m;
 	uint8_t reply[4];
@@ -1118,10 +1185,40 @@ int edgerm_agent_on_datagram(edgerm_agent_t *a, const uint8_t *buf, size_t len, 
 		pump(a, now);
 		return -1;
 	}
-	if (a->x_kind == K_FETCH) {
+	bool sealed = false;
+
+	if (a->x_osc && m.has_oscore && a->persist.agent_id != 0) {
+		/* Verify against our request and decrypt in place; then the inner message (real
+		 * code, Content-Format, Block2, payload) stands for the whole answer. (An identity
+		 * forgotten meanwhile takes its context with it: the answer is dropped below.) */
+		uint8_t *ct = m.payload_len ? buf + (m.payload - buf) : buf;
+		int n = edgerm_oscore_unprotect_response(&a->osc, a->x_seq, m.oscore, m.oscore_len,
+							 ct, m.payload_len);
+
+		memset(&m, 0, sizeof(m));
+		if (n >= 1) {
+			m.code = ct[0];
+		}
+		if (n < 1 || edgerm_coap_parse_options_untrusted(ct, (size_t)n, 1, &m) < 0 ||
+		    m.has_oscore || m.bad_critical) {
+			a->stats.replies_bad_mac++;
+			exchange_failed(a, now);
+			pump(a, now);
+			return -1;
+		}
+		sealed = true;
+	} else if (m.has_oscore || (a->x_osc && (m.code >> 5) == 2)) {
+		/* OSCORE to a plain request, or a success answer to a protected one without it:
+		 * not from the master. */
+		a->stats.replies_bad_mac++;
+		exchange_failed(a, now);
+		pump(a, now);
+		return -1;
+	}
+	if (a->x_kind == K_FETCH && sealed) {
 		on_fetch_response(a, &m, now);
 	} else {
-		on_call_response(a, &m, now);
+		on_call_response(a, &m, sealed, now);
 	}
 	pump(a, now);
 	return 0;
@@ -1237,6 +1334,7 @@ void edgerm_agent_init(edgerm_agent_t *a, const edgerm_agent_config_t *cfg,
 	a->persist.seq_reserved = a->seq;
 	if (a->persist.agent_id != 0) {
 		q_restore(a);
+		oscore_setup(a);
 	}
 	/* After a reboot an agent always re-registers first (docs/protocol.md). */
 	a->state = a->persist.agent_id ? EDGERM_AGENT_REREGISTERING : EDGERM_AGENT_REGISTERING;

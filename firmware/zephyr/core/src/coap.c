@@ -1,6 +1,8 @@
 /*
  * CoAP message codec (RFC 7252 section 3, Block2 of RFC 7959): header, token, options as
- * delta/length nibbles with their 13/14 extensions, payload after 0xFF.
+ * delta/length nibbles with their 13/14 extensions, payload after 0xFF. With
+ * CONFIG_EDGERM_COAP_ZEPHYR the builder is Zephyr's library (port/zephyr/coap_zephyr.c) and
+ * only the parser is compiled here (it also reads OSCORE's decrypted inner messages).
  */
 #include <string.h>
 
@@ -10,7 +12,8 @@
 static bool known_option(uint32_t n)
 {
 	return n == EDGERM_COAP_OPT_OBSERVE || n == EDGERM_COAP_OPT_CONTENT_FORMAT ||
-	       n == EDGERM_COAP_OPT_BLOCK2 || n == EDGERM_COAP_OPT_URI_PATH;
+	       n == EDGERM_COAP_OPT_BLOCK2 || n == EDGERM_COAP_OPT_URI_PATH ||
+	       n == EDGERM_COAP_OPT_OSCORE;
 }
 
 /* Extended delta or length (RFC 7252 section 3.1). */
@@ -49,7 +52,6 @@ static uint32_t uint_value(const uint8_t *v, size_t n)
 int edgerm_coap_parse_untrusted(const uint8_t *buf, size_t len, edgerm_coap_msg_t *m)
 {
 	size_t pos = 4;
-	uint32_t number = 0;
 
 	memset(m, 0, sizeof(*m));
 	if (len < 4 || (buf[0] >> 6) != 1) {
@@ -67,6 +69,14 @@ int edgerm_coap_parse_untrusted(const uint8_t *buf, size_t len, edgerm_coap_msg_
 	if (m->code == 0 && (len > pos || m->tkl != 0)) {
 		return EDGERM_COAP_E_MALFORMED; /* an empty message is exactly 4 bytes */
 	}
+	return edgerm_coap_parse_options_untrusted(buf, len, pos, m);
+}
+
+int edgerm_coap_parse_options_untrusted(const uint8_t *buf, size_t len, size_t pos,
+					edgerm_coap_msg_t *m)
+{
+	uint32_t number = 0;
+
 	while (pos < len) {
 		uint8_t b = buf[pos++];
 		uint32_t delta, olen;
@@ -96,6 +106,12 @@ int edgerm_coap_parse_untrusted(const uint8_t *buf, size_t len, edgerm_coap_msg_
 		} else if (number == EDGERM_COAP_OPT_BLOCK2 && olen <= 3) {
 			m->has_block2 = true;
 			m->block2 = uint_value(v, olen);
+		} else if (number == EDGERM_COAP_OPT_OSCORE) {
+			/* Not repeatable (RFC 8613 2): a second one makes the message unusable. */
+			m->bad_critical |= m->has_oscore;
+			m->has_oscore = true;
+			m->oscore = v;
+			m->oscore_len = (uint16_t)olen;
 		} else if ((number & 1) && !known_option(number)) {
 			m->bad_critical = true;
 		}
@@ -103,6 +119,7 @@ int edgerm_coap_parse_untrusted(const uint8_t *buf, size_t len, edgerm_coap_msg_
 	return 0;
 }
 
+#ifndef CONFIG_EDGERM_COAP_ZEPHYR
 void edgerm_coap_begin(edgerm_coap_builder_t *b, uint8_t *buf, size_t cap, uint8_t type,
 		       uint8_t code, uint16_t mid, const uint8_t *token, uint8_t tkl)
 {
@@ -205,3 +222,4 @@ size_t edgerm_coap_empty(uint8_t out[4], uint8_t type, uint16_t mid)
 	out[3] = (uint8_t)mid;
 	return 4;
 }
+#endif /* !CONFIG_EDGERM_COAP_ZEPHYR */

@@ -1,9 +1,10 @@
 /*
- * edgerm/coap.h on Zephyr's CoAP library (subsys/net/lib/coap): the agent core builds and
- * parses its datagrams with coap_packet_init/coap_packet_parse instead of core/src/coap.c.
- * Selected by CONFIG_EDGERM_COAP_ZEPHYR. The semantics are those of the portable codec, which
- * the host tests pin down: an unknown critical option sets bad_critical, an empty message must be
- * exactly 4 bytes, a payload marker needs a payload.
+ * edgerm/coap.h's builder on Zephyr's CoAP library (subsys/net/lib/coap): the agent core builds
+ * its datagrams with coap_packet_init/coap_packet_append_* instead of core/src/coap.c's builder.
+ * Selected by CONFIG_EDGERM_COAP_ZEPHYR. Parsing stays core/src/coap.c's (compiled in either
+ * case): it also reads OSCORE's decrypted inner messages, which are not datagrams, and it hands
+ * back the OSCORE option's value in place. The semantics are those of the portable builder,
+ * which the host tests pin down.
  */
 #include <errno.h>
 #include <string.h>
@@ -19,62 +20,6 @@ BUILD_ASSERT(sizeof(struct coap_packet) <= CONFIG_EDGERM_COAP_BUILDER_IMPL_SIZE,
 static struct coap_packet *pkt(edgerm_coap_builder_t *b)
 {
 	return (struct coap_packet *)(void *)b->impl.bytes;
-}
-
-static bool known_option(uint16_t n)
-{
-	return n == COAP_OPTION_OBSERVE || n == COAP_OPTION_CONTENT_FORMAT ||
-	       n == COAP_OPTION_BLOCK2 || n == COAP_OPTION_URI_PATH;
-}
-
-int edgerm_coap_parse_untrusted(const uint8_t *buf, size_t len, edgerm_coap_msg_t *m)
-{
-	struct coap_packet cpkt;
-	struct coap_option opts[8];
-	uint16_t plen = 0;
-
-	memset(m, 0, sizeof(*m));
-	if (len < 4 || len > UINT16_MAX) {
-		return EDGERM_COAP_E_MALFORMED;
-	}
-	/* coap_packet_parse does not write to the data; its signature is not const. */
-	int r = coap_packet_parse(&cpkt, (uint8_t *)buf, (uint16_t)len, opts, ARRAY_SIZE(opts));
-
-	if (r < 0 || coap_header_get_version(&cpkt) != COAP_VERSION_1) {
-		return EDGERM_COAP_E_MALFORMED;
-	}
-	m->type = coap_header_get_type(&cpkt);
-	m->code = coap_header_get_code(&cpkt);
-	m->mid = coap_header_get_id(&cpkt);
-	m->tkl = coap_header_get_token(&cpkt, m->token);
-	if (m->code == 0 && len != 4) {
-		return EDGERM_COAP_E_MALFORMED;
-	}
-	/* opts[] holds the first options in order (unused entries stay zeroed: option number 0
-	 * is reserved, so delta 0 marks the end). An unknown critical one makes the message
-	 * unusable for us (RFC 7252 section 5.4.1). */
-	for (size_t i = 0; i < ARRAY_SIZE(opts) && opts[i].delta != 0; i++) {
-		if ((opts[i].delta & 1) && !known_option(opts[i].delta)) {
-			m->bad_critical = true;
-		}
-	}
-	/* The two options we read, wherever they are. */
-	struct coap_option o;
-
-	if (coap_find_options(&cpkt, COAP_OPTION_BLOCK2, &o, 1) == 1 && o.len <= 3) {
-		m->has_block2 = true;
-		m->block2 = (uint32_t)coap_option_value_to_int(&o);
-	}
-	if (coap_find_options(&cpkt, COAP_OPTION_CONTENT_FORMAT, &o, 1) == 1 && o.len <= 2) {
-		m->has_cf = true;
-		m->cf = (uint16_t)coap_option_value_to_int(&o);
-	}
-	m->payload = coap_packet_get_payload(&cpkt, &plen);
-	m->payload_len = m->payload ? plen : 0;
-	if (m->payload_len == 0) {
-		m->payload = NULL;
-	}
-	return 0;
 }
 
 void edgerm_coap_begin(edgerm_coap_builder_t *b, uint8_t *buf, size_t cap, uint8_t type,

@@ -8,7 +8,8 @@
  *
  * Lifecycle (one table, see agent.c): REGISTERING (no identity: Register with a fresh nonce,
  * signed with the token's key; the secret is derived from both nonces) -> ACTIVE;
- * REREGISTERING (identity kept: Register with agent_id, signed with the secret) -> ACTIVE;
+ * REREGISTERING (identity kept: Register protected with OSCORE, the secret as its master
+ * secret and agent_id as its kid) -> ACTIVE;
  * ACTIVE -> REREGISTERING on a ReRegister command or an UNAUTHENTICATED answer;
  * REREGISTERING -> REGISTERING when the master does not know the identity.
  *
@@ -23,6 +24,7 @@
 #include <stdint.h>
 
 #include "edgerm/config.h"
+#include "edgerm/oscore.h"
 #include "edgerm/sha256.h"
 #include "edgerm/wire.h"
 #include "edgerm_port.h"
@@ -64,6 +66,9 @@ typedef struct {
 /* Counters for the shell's log and the tests. */
 typedef struct {
 	uint32_t datagrams_bad, replies_bad, replies_bad_mac, exchanges_failed;
+	/* replies_bad_mac counts every answer refused as not from the master: a bad MAC on the
+	 * first registration's Registered, an OSCORE answer that does not verify, and an
+	 * unprotected success answer to a protected request. */
 	uint32_t commands_applied, updates_dropped, retransmissions;
 } edgerm_agent_stats_t;
 
@@ -95,9 +100,13 @@ typedef struct {
 	uint32_t rng;
 	uint32_t lru;
 	uint8_t nonce[EDGERM_NONCE_LEN]; /* of the first registration in flight */
+	/* OSCORE (RFC 8613) with the master, derived from the identity: sender id = agent_id in
+	 * minimal bytes, recipient id empty, master secret = the secret. */
+	edgerm_oscore_ctx_t osc;
 
 	/* The one exchange in flight (NSTART = 1). */
 	uint8_t x_state, x_kind, x_token, x_retries;
+	bool x_osc; /* the request is OSCORE-protected, its Partial IV is x_seq */
 	uint16_t x_mid, last_sep_mid;
 	uint32_t x_seq, x_timeout_ms, x_hb_ack;
 	uint64_t x_deadline;
@@ -126,8 +135,9 @@ typedef struct {
 void edgerm_agent_init(edgerm_agent_t *a, const edgerm_agent_config_t *cfg,
 		       const edgerm_persist_t *persisted, uint64_t now_ms);
 
-/* A datagram from the master. 0, or a negative code when it was dropped (counted). */
-int edgerm_agent_on_datagram(edgerm_agent_t *a, const uint8_t *buf, size_t len, uint64_t now_ms);
+/* A datagram from the master. 0, or a negative code when it was dropped (counted). The core
+ * decrypts an OSCORE answer in place: buf is overwritten. */
+int edgerm_agent_on_datagram(edgerm_agent_t *a, uint8_t *buf, size_t len, uint64_t now_ms);
 
 /* When edgerm_agent_on_timer wants to run next (absolute ms), or EDGERM_NO_DEADLINE. */
 uint64_t edgerm_agent_next_deadline_ms(const edgerm_agent_t *a);

@@ -23,6 +23,7 @@
 #define EDGERM_COAP_CHANGED EDGERM_COAP_CODE(2, 4)
 
 #define EDGERM_COAP_OPT_OBSERVE 6
+#define EDGERM_COAP_OPT_OSCORE 9
 #define EDGERM_COAP_OPT_URI_PATH 11
 #define EDGERM_COAP_OPT_CONTENT_FORMAT 12
 #define EDGERM_COAP_OPT_BLOCK2 23
@@ -35,16 +36,25 @@ typedef struct {
 	uint8_t type, code, tkl;
 	uint16_t mid;
 	uint8_t token[8];
-	bool has_cf, has_block2, bad_critical;
+	bool has_cf, has_block2, has_oscore, bad_critical;
 	uint16_t cf;
+	uint16_t oscore_len; /* the OSCORE option's value (RFC 8613 6.1), when has_oscore */
+	const uint8_t *oscore;
 	uint32_t block2; /* NUM << 4 | M << 3 | SZX */
 	const uint8_t *payload;
 	size_t payload_len;
 } edgerm_coap_msg_t;
 
 /* Parse one datagram. Unknown elective options are skipped; an unknown critical option sets
- * bad_critical (RFC 7252 section 5.4.1: the caller rejects the message). */
+ * bad_critical (RFC 7252 section 5.4.1: the caller rejects the message), as does a second OSCORE
+ * option. */
 int edgerm_coap_parse_untrusted(const uint8_t *buf, size_t len, edgerm_coap_msg_t *out);
+
+/* Options and payload from buf[pos..len) into m (the part of a datagram after its token, and the
+ * plaintext of an OSCORE message after its inner code). Always core/src/coap.c, also where
+ * Zephyr's library frames the datagrams: OSCORE's inner messages are not datagrams. */
+int edgerm_coap_parse_options_untrusted(const uint8_t *buf, size_t len, size_t pos,
+					edgerm_coap_msg_t *m);
 
 /* Room an implementation of this header may keep in the builder (the Zephyr port keeps its
  * struct coap_packet there, see port/zephyr/coap_zephyr.c). */

@@ -17,6 +17,7 @@
 
 #define ARG_UNUSED(x) (void)(x)
 #define ARRAY_SIZE(array) (sizeof(array) / sizeof((array)[0]))
+#define BUILD_ASSERT(cond, msg) _Static_assert(cond, msg)
 /* sys/util_macro.h: 1 when the option is defined to 1, else 0. */
 #define Z_IS_ENABLED_PROBE_1 0,
 #define Z_IS_ENABLED_SECOND(ignored, val, ...) val
