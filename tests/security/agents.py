@@ -46,6 +46,7 @@ class Kind:
     sampler_args: tuple[str, ...]                 # "sampler" reading the probe three times
     make_agent: Callable[[Path, int], AgentHandle]   # (work dir, relay port) -> not started
     make_spec: Callable[[bytes, int, tuple[str, ...], tuple[str, ...]], pb.TaskSpec]
+    observes: bool = True                         # keeps an Observe on `c`
 
     def spec(self, module: str, sha: bytes, *args: str, devices: tuple[str, ...] = ()
              ) -> pb.TaskSpec:
@@ -202,4 +203,63 @@ def micropython_kind(tmp: Path) -> Kind:
                 MPY_PATTERN, ("3",), make_agent, make_spec)
 
 
-KINDS = ("python", "micropython")
+# --------------------------------------------------------------------------------------------
+# The C agent: the core's POSIX build (firmware/zephyr, `make agent`), WASM tasks as the Linux
+# agent's
+
+
+class CAgent:
+    """`edgerm-agent-posix --master 127.0.0.1:PORT ...` on a state file, restartable."""
+
+    def __init__(self, binary: Path, work: Path, port: int) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.args = [str(binary), "--master", f"127.0.0.1:{port}", "--token", AGENT_TOKEN,
+                     "--state", str(work / "agent.state"), "--name", "c-attack",
+                     "--sensor", f"probe={SECRET_READING!r}:Cel"]
+        self.log_path = work / "agent.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CAgent:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] \
+            if self.log_path.exists() else ""
+
+
+def c_kind() -> Kind:
+    firmware = REPO / "firmware" / "zephyr"
+    proc = subprocess.run(["make", "-j2", "agent"], cwd=firmware, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    binary = firmware / "build-host" / "edgerm-agent-posix"
+    wasm = python_kind()
+
+    def make_agent(work: Path, port: int) -> AgentHandle:
+        return CAgent(binary, work, port)
+
+    def make_spec(sha: bytes, size: int, args: tuple[str, ...], devices: tuple[str, ...]
+                  ) -> pb.TaskSpec:
+        # One 64 KiB page per task: what the C agent offers per task slot.
+        return wasm_spec(sha, size, *args, mem_mb=0.0625, devices=devices)
+    return Kind("c", wasm.modules, wasm.module_format, wasm.reading, wasm.pattern,
+                wasm.sampler_args, make_agent, make_spec, observes=False)
+
+
+KINDS = ("python", "micropython", "c")

@@ -34,6 +34,7 @@ from .agents import (
     SECRET_ARG,
     AgentHandle,
     Kind,
+    c_kind,
     micropython_kind,
     python_kind,
 )
@@ -53,6 +54,8 @@ def kind(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     """Each kind of agent in turn (agents.py), its task modules built once."""
     if request.param == "python":
         return python_kind()
+    if request.param == "c":
+        return c_kind()
     return micropython_kind(tmp_path_factory.mktemp("micropython"))
 
 
@@ -257,12 +260,14 @@ class Scene:
     async def registered(self, timeout: float = 15.0) -> int:
         """Wait until the master shows the agent (and the relay saw it confirm its key with
         a protected call that was answered); its id."""
-        with trio.fail_after(timeout):
+        with trio.move_on_after(timeout):
             while True:
                 st = await self.cluster_state()
                 if st.agents and st.agents[0].state == "active":
                     return int(st.agents[0].agent_id)
                 await trio.sleep(0.1)
+        raise AssertionError(f"the agent is not shown active after {timeout} s:\n"
+                             f"{self.describe()}\n{self.agent.log()}")
 
     async def workload(self) -> None:
         """Every kind of agent call, with the secret values: modules (hello and sampler, with
