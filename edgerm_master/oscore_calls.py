@@ -6,8 +6,10 @@ of a CoAP request: kid -> agent id -> the agent's context (derived from its secr
 use and kept on the `Agent`; a re-registration afresh makes a new Agent, so a new context),
 the replay rule (Partial IV > the agent's last accepted `seq`: NSTART 1 makes a window
 pointless), the tag check, the plaintext's inner code, options and payload. What it refuses
-comes back as a `Refusal` (plain 4.01 with `AgentReply{error UNAUTHENTICATED}`, or 4.02 for
-a malformed option) and changed nothing.
+comes back as a `Refusal` (plain 4.01 with `AgentReply{error UNAUTHENTICATED}`, 4.02 for
+a malformed option, 4.00 for a plaintext that verified but does not parse: the agent's own
+bug) and changed nothing. A kid may also name a pending first registration (agents.py): its
+first valid request confirms it.
 
 `protect(st, inner, code, payload)` protects the answer: reusing the request's nonce when
 the master could verify the request was fresh (the agent was synced: its seq baseline is
