@@ -171,10 +171,11 @@ async def test_replays_after_a_master_restart_are_refused(scene: Scene) -> None:
     # (test_first_registration.py): the contract keeps the agent it makes pending.
     recorded = {k: v for k, v in recorded_calls(scene).items() if k != "first_register"}
     agent_id = scene.agent_secret()[0]
+    await scene.settled()    # (the agent's acks arrive before it is cut off)
     scene.relay.rule["up"] = drop
     await scene.restart_master()
     await scene.fw.wait_state(scene.spin_id, TS.RUNNING)
-    before = await scene.snapshot()
+    before = await scene.snapshot(settle=False)
     # Not synced yet: a protected call may be answered with a ReRegister (nothing applied).
     allowed = {k: {"refused", "reregister"} for k in KINDS}
     # (The master serves a module block to an unsynced agent's GET rather than a ReRegister:
