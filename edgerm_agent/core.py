@@ -581,7 +581,10 @@ class AgentCore:
             self.heartbeat_s = reg.heartbeat_ms / 1000.0
         self.jitter_s = reg.jitter_ms / 1000.0
         self.registered = True
-        self._acked_command_ack = self.command_ack if not fresh else 0
+        # The master may never have got our last command_ack (it restarted, or the heartbeat
+        # carrying it was lost just before a ReRegister): send it again with the next
+        # heartbeat, or it re-sends those commands forever (we skip ids we applied).
+        self._acked_command_ack = 0
         self._drop_acked(reg.update_ack)
         self._updates.next_id = max(self._updates.next_id, reg.update_ack + 1)
         head = self._updates.head()

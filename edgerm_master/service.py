@@ -506,9 +506,11 @@ class MasterService:
         observe = False
         inner = inner_of(request)
         if (result.error == 0 and result.agent_id and request.observation is not None
-                and inner is not None):
+                and inner is not None and inner.fresh):
             # (Only a protected registration: notifications are protected with its kid and
-            # Partial IV, and the master's own sequence numbers.)
+            # Partial IV, and the master's own sequence numbers. And only a fresh one: before
+            # the agent re-registered after a master restart, its Partial IV could not be
+            # checked, so a recorded FETCH replayed then must not become its push channel.)
             obs = request.observation
             self.push.set_agent(result.agent_id, obs, inner.seq)
             observe = True

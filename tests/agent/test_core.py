@@ -491,3 +491,24 @@ def test_checkpoint_without_a_seq_bound_starts_far_past_its_seq() -> None:
     core = AgentCore(core_config(), rng=random.Random(2), snapshot=snap)
     assert core.seq >= snap["seq"] + 65_535 and core.dirty
     assert core.snapshot()["seq_bound"] > core.seq
+
+
+def test_command_ack_goes_again_after_a_reregistration() -> None:
+    """A master that restarted may never have made the agent's last command_ack durable: it
+    re-sends those commands, which the agent skips (applied already). So after re-registering
+    the agent sends its command_ack again with the next heartbeat (found by
+    tests/security: a launch re-sent forever after a master restart)."""
+    p = registered_pair()
+    launch_one(p)
+    p.deliver_pushes()
+    p.drain()
+    p.core.task_changed(1, TS.RUNNING)
+    p.settle()
+    assert p.core.command_ack == 1 and p.core._acked_command_ack == 1
+    core2 = AgentCore(core_config(), rng=random.Random(2), snapshot=p.core.snapshot())
+    p2 = Pair(core=core2, cluster=p.cluster)
+    p2.start()
+    assert p2.exchange() and p2.sent == ["register"] and core2.registered
+    out = core2.next_call(p.now + 60)
+    assert out is not None and out.kind == "heartbeat"
+    assert decode(pb.AgentCall, out.data).heartbeat.command_ack == 1
