@@ -111,8 +111,9 @@ async def test_principals_and_sighup_against_a_real_master(tmp_path: Path) -> No
             await agent.settle()
             owner = await subscribed(owner_ws, ScriptedFramework(
                 "mine", token="a-token-1", failover_timeout_s=600))
-            ops = await subscribed(ops_ws, ScriptedFramework("theirs", token="o-token-1"))
+            # The agent's only offer must reach the owner: the other principal subscribes after.
             await launch_one(agent, owner, "t1")
+            ops = await subscribed(ops_ws, ScriptedFramework("theirs", token="o-token-1"))
 
             # --- another principal cannot subscribe as it, even with its secret ...
             error = await refused_subscribe(m, taker(owner, "o-token-1"))
