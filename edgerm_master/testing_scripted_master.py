@@ -163,6 +163,9 @@ class ScriptedMaster:
         # message id of each module block's answer -> its block number (the Block2 option is
         # inside OSCORE: a relay cannot read it)
         self.block_answers: dict[int, int] = {}
+        # module block requests still to be answered with a plain 5.03, as a gateway answers
+        # while its uplink is being retried
+        self.unavailable_blocks = 0
 
     async def bind(self, port: int = 0) -> None:
         await self.sock.bind(("127.0.0.1", port))
@@ -323,6 +326,11 @@ class ScriptedMaster:
                 outer_opts.append((_OBSERVE, self._observe_seq.to_bytes(3, "big")))
         elif len(path) == 2 and path[0] == "m" and inner.code == 1:
             rec.last_seq = seq
+            if self.unavailable_blocks > 0:
+                self.unavailable_blocks -= 1
+                code, payload = self._error(0xA3, pb.UNAVAILABLE, "uplink down; try again")
+                return encode_message(_ACK, code, req.mid, req.token, [(_CF, b"\x3c")],
+                                      payload)
             code, payload, opts = self._module(path[1], inner.opt(_BLOCK2))
             self.block_answers[req.mid] = self.last_block2 >> 4
         else:

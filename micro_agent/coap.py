@@ -59,7 +59,7 @@ _OPT_BLOCK2 = const(23)
 _CF_CBOR = const(60)
 _POLL_MS = const(5)
 _TX_SIZE = const(576)
-_BLOCK_TRIES = const(3)  # exchanges per Block2 block before a download gives up (as the Linux agent's 3 fetches)
+_BLOCK_TRIES = const(5)  # exchanges per Block2 block before a download gives up
 _RX_SIZE = const(640)
 
 _GET = const(1)
@@ -67,6 +67,7 @@ _POST = const(2)
 _FETCH = const(5)
 _PLAIN = const(0x100)  # or-ed into the code of a response without the OSCORE option
 _CONTENT = const(0x45)
+_UNAVAILABLE = const(0xA3)  # 5.03
 
 TX = memoryview(bytearray(_TX_SIZE))
 RX = b""  # the last datagram read, while its reader holds the buffers
@@ -463,21 +464,25 @@ async def request(n):
 
 async def get_blocks(path, name, n, cb):
     """GET a resource block by block, handing each block's payload (a memoryview) to `cb`.
-    A block whose exchange gets no answer is asked for again, up to _BLOCK_TRIES exchanges in a
-    row (the download goes on from that block, never from the start): on a lossy link one
-    exchange of a long module's many is likely to fail. Returns the final response code, or 0
+    A block whose exchange gets no answer or a 5.03 is asked for again after a pause, up to
+    _BLOCK_TRIES exchanges in a row (the download goes on from that block, never from the
+    start): on a lossy link one exchange of a long module's many is likely to fail, and a
+    gateway answers 5.03 while its uplink is being retried. Returns the final response code, or 0
     when the peer stayed silent that long or sent a block of the wrong size."""
     num = 0
     tries = 0
     while True:
+        if tries:  # a pause before asking again: 1 s, 2 s, ... (a gateway's retry to come)
+            await asyncio.sleep_ms(500 << tries)
         await take()
         try:
             r = await request(begin(_GET, path, name, block2=num << 4 | n))
-            if r is None:
+            # 5.03, plain or not, is a gateway's or master's "try again": as no answer
+            if r is None or r[0] & 0xFF == _UNAVAILABLE:
                 tries += 1
                 if tries < _BLOCK_TRIES:
                     continue  # the same block again (the buffer is given back meanwhile)
-                return 0
+                return 0 if r is None else r[0]
             tries = 0
             code, a, b, blk = r
             if code != _CONTENT:
