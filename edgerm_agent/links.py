@@ -25,6 +25,7 @@ CoAP stack is imported only by `CoapLink`, so a WebSocket agent does not carry i
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable
@@ -40,7 +41,10 @@ if TYPE_CHECKING:
     from edgerm.transport.coap import ClientResponse, CoapClient
     from edgerm.transport.websocket import WsConnection
 
-__all__ = ["Link", "LinkError", "Reply", "WebSocketLink", "CoapLink", "open_link"]
+log = logging.getLogger("edgerm_agent")
+
+__all__ = ["Link", "LinkError", "Reply", "WebSocketLink", "CoapLink", "open_link",
+           "run_replaceable"]
 
 _REPLY_LIMITS = Limits(max_bytes=1024 * 1024)
 # WebSocket frames from the master: one reply with module chunks at most.
@@ -83,6 +87,23 @@ class Link:
     async def run(self, on_push: PushHandler, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         raise NotImplementedError
+
+
+async def run_replaceable(link: Link, on_push: PushHandler, scope: trio.CancelScope, *,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                          ) -> None:
+    """Run `link` in `scope`, which the agent cancels to move to another master. What the
+    link raises once that cancel was called is the move's own noise and ends here: a standby
+    closes the connection as it tells the agent to move, so the link's session can fail with
+    the closed connection in the same step as its reader task is cancelled (a group of both,
+    which the scope alone would strip to the connection error and raise)."""
+    with scope:
+        try:
+            await link.run(on_push, task_status=task_status)
+        except BaseException as e:
+            if not scope.cancel_called or isinstance(e, trio.Cancelled):
+                raise
+            log.debug("the replaced link ended with %r", e)
 
 
 class WebSocketLink(Link):

@@ -53,7 +53,7 @@ from edgerm_agent.events import (
 )
 from edgerm_agent.executors.base import MAX_MESSAGE, TaskContext, tail_text
 from edgerm_agent.inventory import EXECUTOR_NAMES, detect_attributes, detect_resources
-from edgerm_agent.links import Link, LinkError, open_link
+from edgerm_agent.links import Link, LinkError, open_link, run_replaceable
 from edgerm_agent.modules import ModuleStore, ModuleUnavailable
 
 if TYPE_CHECKING:
@@ -185,9 +185,8 @@ class Agent:
     async def _run_link(self, link: Link, *,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The link's task, in a scope of its own so a move to another master can end it."""
-        with trio.CancelScope() as scope:
-            self._link_scope = scope
-            await link.run(self._on_push, task_status=task_status)
+        scope = self._link_scope = trio.CancelScope()
+        await run_replaceable(link, self._on_push, scope, task_status=task_status)
 
     async def _switch_master(self, leader: str) -> None:
         """Act on a SwitchMaster advice: move to the named leader (if configured) or the next

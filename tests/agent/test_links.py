@@ -3,12 +3,13 @@ than the agent's patience."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from edgerm.coap.codes import Code
 from edgerm.transport.coap import CoapServer, Request, Response, Site
 from edgerm.wire import CONTENT_FORMAT_CBOR, encode, pb
-from edgerm_agent.links import CoapLink
+from edgerm_agent.links import CoapLink, Link, PushHandler, run_replaceable
 
 
 async def test_first_observe_response_after_the_caller_gave_up_does_not_crash_the_link(
@@ -49,3 +50,38 @@ async def test_first_observe_response_after_the_caller_gave_up_does_not_crash_th
         assert first.data == b"first 2" and not first.protected
         assert link.observation_alive and pushes == []
         nursery.cancel_scope.cancel()
+
+
+class _ClosingLink(Link):
+    """A link whose connection fails in the same step as its cancellation: the group a Trio
+    nursery raises when the session's receive sees the close while the reader is cancelled."""
+
+    async def run(self, on_push: PushHandler, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled as cancelled:
+            raise BaseExceptionGroup("closed while cancelled",
+                                     [cancelled, OSError("connection closed")]) from None
+
+
+async def test_a_link_failing_as_it_is_replaced_does_not_end_the_agent() -> None:
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_replaceable, _ClosingLink(), lambda *_: None, scope)
+        scope.cancel()  # the move: the nursery must close without an error
+    assert scope.cancel_called
+
+
+async def test_a_link_failing_on_its_own_still_fails() -> None:
+    class Broken(Link):
+        async def run(self, on_push: PushHandler, *,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            task_status.started()
+            raise OSError("no route")
+
+    with pytest.raises(BaseExceptionGroup) as caught:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_replaceable, Broken(), lambda *_: None, trio.CancelScope())
+    assert caught.group_contains(OSError, match="no route")
