@@ -321,10 +321,7 @@ class AgentCore:
             self.call_failed(now)
             return
         if reply.HasField("error"):
-            self._in_flight = None
-            self._on_error(flight, reply, now)
-            self._events.append(Refused(flight.kind, reply.error.code, reply.error.message,
-                                        flight.fresh, self._retry_at))
+            self._refused(flight, reply, now)
             return
         key = self.secret
         if flight.kind == "register" and flight.fresh and reply.HasField("registered"):
@@ -336,15 +333,19 @@ class AgentCore:
             return
         self._accept_reply(flight, reply, key, now)
 
+    def _refused(self, flight: _InFlight, reply: pb.AgentReply, now: float) -> None:
+        """The master refused the call in flight (`reply.error`)."""
+        self._in_flight = None
+        self._on_error(flight, reply, now)
+        self._events.append(Refused(flight.kind, reply.error.code, reply.error.message,
+                                    flight.fresh, self._retry_at))
+
     def _accept_reply(self, flight: _InFlight, reply: pb.AgentReply, key: bytes,
                       now: float) -> None:
         """An authentic reply to the call in flight (`key`: the secret it was verified with,
         or this identity's for an OSCORE reply)."""
         if reply.HasField("error"):
-            self._in_flight = None
-            self._on_error(flight, reply, now)
-            self._events.append(Refused(flight.kind, reply.error.code, reply.error.message,
-                                        flight.fresh, self._retry_at))
+            self._refused(flight, reply, now)
             return
         self._in_flight = None
         self._failures = 0

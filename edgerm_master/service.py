@@ -542,9 +542,16 @@ class MasterService:
         inner = inner_of(request)
         if inner is not None:
             return await self._coap_module_protected(request, inner)
-        if len(request.path) != 2:
+        data = await self._module_bytes(request.path)
+        if isinstance(data, Response):
+            return data
+        return Response(Code.CONTENT, data, _OCTET_STREAM)
+
+    async def _module_bytes(self, path: list[str] | tuple[str, ...]) -> bytes | Response:
+        """The bytes of the module `m/<sha256 hex>` names, or the refusal to answer."""
+        if len(path) != 2:
             return Response(Code.NOT_FOUND, b"use m/<sha256 hex>")
-        sha = parse_hex(request.path[1])
+        sha = parse_hex(path[1])
         if sha is None or self.core.module_size(sha) is None or self.modules is None:
             return Response(Code.NOT_FOUND, b"no such module")
         data = self.modules.cached(sha)
@@ -553,24 +560,16 @@ class MasterService:
                 data = await self.modules.read(sha)
             except (OSError, StoreUnavailable):
                 return Response(Code.SERVICE_UNAVAILABLE, b"module file unreadable")
-        return Response(Code.CONTENT, data, _OCTET_STREAM)
+        return data
 
     async def _coap_module_protected(self, request: Request, inner: Inner) -> Response:
         """A module GET inside OSCORE: the block its inner Block2 asks for (512 bytes when it
         asks none), with an inner Block2. (Ask 512 or less: a protected 1,024-byte block with
         its options and tag passes the CoAP block size, and goes out block-wise outside.)"""
         self.core.oscore_accept_seq(inner)
-        if len(request.path) != 2:
-            return Response(Code.NOT_FOUND, b"use m/<sha256 hex>")
-        sha = parse_hex(request.path[1])
-        if sha is None or self.core.module_size(sha) is None or self.modules is None:
-            return Response(Code.NOT_FOUND, b"no such module")
-        data = self.modules.cached(sha)
-        if data is None:
-            try:
-                data = await self.modules.read(sha)
-            except (OSError, StoreUnavailable):
-                return Response(Code.SERVICE_UNAVAILABLE, b"module file unreadable")
+        data = await self._module_bytes(request.path)
+        if isinstance(data, Response):
+            return data
         value = inner.option(23)
         # (No Block2 asked: 512-byte blocks, so that a protected block fits one datagram.)
         block = decode_block(value) if value is not None else BlockValue(0, False, 5)
