@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import trio
 
 __all__ = ["TlsError", "CA_FILE_ENV", "ca_file_setting", "client_context", "explain_failure",
-           "speaks_tls", "is_tls_url"]
+           "explain_server_failure", "speaks_tls", "is_tls_url"]
 
 # The environment variable every client reads when its configuration names no CA file.
 CA_FILE_ENV = "EDGERM_CA_FILE"
@@ -149,6 +149,30 @@ def explain_failure(exc: BaseException, url: str, ca_file: str | None) -> str | 
         return (f"TLS: {where} does not speak TLS (it serves plain connections): use "
                 f"{_origin(plain)} or give the master a [tls] certificate")
     return f"TLS: the connection to {where} failed ({_reason(error)})"
+
+
+def explain_server_failure(exc: BaseException) -> str | None:
+    """What a failed TLS handshake on the server side means for its operator, in words, or
+    None when there is nothing to tell (the peer left mid-handshake, as a plain client's probe
+    whether this server speaks TLS does)."""
+    error = _find_ssl_error(exc)
+    if error is None or isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return None
+    reason = (error.reason or "").upper()
+    if reason in ("TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE",
+                  "SSLV3_ALERT_CERTIFICATE_UNKNOWN"):
+        return ("the client does not trust this server's certificate (give the client the CA "
+                f"file that signed it: ca_file / --ca-file / {CA_FILE_ENV}; or check the "
+                "name or address it connects with is in the certificate)")
+    if reason == "SSLV3_ALERT_CERTIFICATE_EXPIRED":
+        return ("the client finds this server's certificate expired or not yet valid (renew "
+                "[tls] cert; a development certificate is renewed by restarting the master)")
+    if reason == "HTTP_REQUEST":
+        return "a plain ws:// or http:// client (it must use wss:// or https://)"
+    if reason in ("WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL", "NO_SHARED_CIPHER",
+                  "VERSION_TOO_LOW", "TLSV1_ALERT_PROTOCOL_VERSION"):
+        return f"no TLS version or cipher in common with the client ({_reason(error)})"
+    return f"TLS handshake failed ({_reason(error)})"
 
 
 async def speaks_tls(host: str, port: int, timeout: float = 3.0) -> bool:

@@ -18,7 +18,9 @@ Design:
 * TLS (wss://): the server takes an `ssl.SSLContext`; a client connecting to a wss:// URL
   verifies the server against its `ca_file` (else `EDGERM_CA_FILE`, else the system's trust
   store) and turns a TLS failure into :class:`edgerm.tls.TlsError`, one line saying what was
-  wrong (wrong CA, expired, wrong host, plain ws:// to a TLS server and the reverse).
+  wrong (wrong CA, expired, wrong host, plain ws:// to a TLS server and the reverse), and
+  sends the server its TLS alert; the server does the handshake before trio-websocket sees
+  the connection and logs why one failed (`_TlsServer`).
 * A handler failing is logged and closes its connection (1011); it never stops the server.
 * Bounded by the server, not by the peers: a connection must send its first message within
   ``first_message_timeout`` (else 1008 "no message within N s"); beyond
@@ -47,7 +49,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from edgerm.service_nursery import open_service_nursery
-from edgerm.tls import TlsError, client_context, explain_failure, speaks_tls
+from edgerm.tls import TlsError, client_context, explain_failure, explain_server_failure, speaks_tls
 
 log = logging.getLogger(__name__)
 
@@ -307,16 +309,72 @@ async def serve_websocket(
                 nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            lambda task_status: trio_websocket.serve_websocket(
-                on_request, host, port, ssl_context=ssl_context,
-                max_message_size=cfg.max_message_size,
-                message_queue_size=cfg.message_queue_size,
-                connect_timeout=cfg.connect_timeout,
-                disconnect_timeout=cfg.disconnect_timeout,
-                task_status=task_status))
+        if ssl_context is None:
+            server = await nursery.start(
+                lambda task_status: trio_websocket.serve_websocket(
+                    on_request, host, port, ssl_context=None,
+                    max_message_size=cfg.max_message_size,
+                    message_queue_size=cfg.message_queue_size,
+                    connect_timeout=cfg.connect_timeout,
+                    disconnect_timeout=cfg.disconnect_timeout, task_status=task_status))
+        else:
+            listeners = await trio.open_ssl_over_tcp_listeners(
+                port, ssl_context, host=host, https_compatible=True)
+            server = _TlsServer(on_request, listeners, cfg)
+            await nursery.start(server.run)
         task_status.started((host, server.port))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _TlsServer(trio_websocket.WebSocketServer):
+    """trio-websocket's server with the TLS handshake done first, on its own: trio-websocket
+    lets a failed handshake end the connection without a word, and the operator then cannot
+    tell why agents or frameworks stay away. Each kind of failure is logged as a warning
+    saying what to fix, at most once a minute (a scan must not flood the log)."""
+
+    def __init__(self, on_request: Callable[[trio_websocket.WebSocketRequest], Awaitable[None]],
+                 listeners: list[trio.SSLListener[trio.SocketStream]],
+                 cfg: WebSocketConfig) -> None:
+        super().__init__(on_request, listeners, max_message_size=cfg.max_message_size,
+                         message_queue_size=cfg.message_queue_size,
+                         connect_timeout=cfg.connect_timeout,
+                         disconnect_timeout=cfg.disconnect_timeout)
+        self._handshake_timeout = cfg.connect_timeout
+        self.tls_failures = 0
+        self._warned_at: dict[str, float] = {}
+
+    async def _handle_connection(self, stream: trio.abc.Stream) -> None:
+        if isinstance(stream, trio.SSLStream):
+            failure: BaseException | None = None
+            with trio.move_on_after(self._handshake_timeout) as scope:
+                try:
+                    await stream.do_handshake()
+                except (trio.BrokenResourceError, OSError) as e:
+                    failure = e
+            if failure is not None or scope.cancelled_caught:
+                if failure is not None:
+                    self._tell(stream, failure)
+                await trio.aclose_forcefully(stream)
+                return
+        await super()._handle_connection(stream)
+
+    def _tell(self, stream: trio.SSLStream[Any], failure: BaseException) -> None:
+        why = explain_server_failure(failure)
+        if why is None:
+            return
+        self.tls_failures += 1
+        now = trio.current_time()
+        if now - self._warned_at.get(why, -math.inf) < 60.0:
+            return
+        self._warned_at[why] = now
+        try:
+            peer = stream.transport_stream.socket.getpeername()  # type: ignore[attr-defined]
+            source = f"{peer[0]}:{peer[1]}"
+        except (AttributeError, OSError):
+            source = "a client"
+        log.warning("websocket: TLS handshake from %s failed: %s (%d failed handshakes so "
+                    "far; at most one line a minute for each reason)", source, why,
+                    self.tls_failures)
 
 
 class _WatchedStream(trio.abc.Stream):
@@ -358,6 +416,20 @@ async def _close_now(stream: trio.abc.AsyncResource) -> None:
         await stream.aclose()
 
 
+async def _send_alert(tls: trio.SSLStream[trio.SocketStream], tcp: trio.SocketStream) -> None:
+    """Send the TLS alert OpenSSL wrote when our side refused the handshake (unknown CA,
+    expired certificate, ...): trio drops it, and without it the server sees a bare close and
+    cannot tell its operator why this client left. Best effort, within a second."""
+    outgoing = getattr(tls, "_outgoing", None)  # trio's pending bytes (private: may go away)
+    alert = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
+    if alert:
+        with trio.move_on_after(1.0):
+            try:
+                await tcp.send_all(alert)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the server is gone: nobody to tell
+
+
 async def _open_stream(url: str, context: ssl.SSLContext | None, ca_file: str | None,
                        timeout: float) -> trio.abc.Stream:
     """TCP to the URL's host and port, then the TLS handshake when `context` is given: done
@@ -374,6 +446,7 @@ async def _open_stream(url: str, context: ssl.SSLContext | None, ca_file: str | 
             try:
                 await tls.do_handshake()
             except trio.BrokenResourceError as e:
+                await _send_alert(tls, tcp)
                 await _close_now(tcp)
                 raise TlsError(explain_failure(e, url, ca_file)
                                or f"TLS: the handshake with {url} failed ({e!r})") from None
@@ -436,11 +509,13 @@ async def connect_websocket(url: str, *, config: WebSocketConfig | None = None,
             await _close_now(stream)
             raise
         if opening.cancelled_caught:
-            nursery.cancel_scope.cancel()
             await _close_now(stream)
             closed_early = trio.current_time() < opening.deadline
             if not serves_tls and closed_early and context is None:
+                # (Before the nursery is cancelled: in its cancelled scope the probe could
+                # not connect, and this block would end without a word.)
                 serves_tls = await speaks_tls(parts.hostname or "", parts.port or 80)
+            nursery.cancel_scope.cancel()
             if serves_tls:
                 raise TlsError(f"TLS: the master at ws://{parts.netloc} serves TLS: use "
                                f"wss://{parts.netloc} (and ca_file / --ca-file for its CA)")

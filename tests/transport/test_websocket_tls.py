@@ -5,6 +5,7 @@ the server keeps serving other clients after each refused handshake."""
 from __future__ import annotations
 
 import datetime
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -152,6 +153,50 @@ async def test_plain_ws_to_a_tls_server_says_use_wss(pki: Pki) -> None:
             f"TLS: the master at ws://127.0.0.1:{port} serves TLS: use wss://127.0.0.1:{port} "
             "(and ca_file / --ca-file for its CA)")
         assert await roundtrip(f"wss://127.0.0.1:{port}/e", pki.ca_file) == b"ping"
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
+    """The server's handshake warnings, once there are `count` (it logs when its side of the
+    handshake ends, which can be after the client's)."""
+    with trio.fail_after(10):
+        while True:
+            lines = [r.getMessage() for r in caplog.records
+                     if "TLS handshake from" in r.getMessage()]
+            if len(lines) >= count:
+                return lines
+            await trio.sleep(0.02)
+
+
+async def test_the_server_tells_its_operator_why_a_handshake_failed(
+        pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="edgerm.transport.websocket")
+    async with server(server_context(pki.cert, pki.key)) as port:
+        url = f"wss://127.0.0.1:{port}/e"
+        await refused(url, pki.other_ca_file)
+        [line] = await _logged(caplog, 1)
+        assert line.startswith("websocket: TLS handshake from 127.0.0.1:"), line
+        assert "the client does not trust this server's certificate (give the client the CA " \
+            "file that signed it" in line and "(1 failed handshakes so far" in line
+        # The same reason again within the minute: counted, not logged again.
+        await refused(url, pki.other_ca_file)
+        await refused(f"ws://127.0.0.1:{port}/e", None)
+        lines = await _logged(caplog, 2)
+        assert len(lines) == 2 and "a plain ws:// or http:// client (it must use wss://" \
+            in lines[1], lines
+        assert await roundtrip(url, pki.ca_file) == b"ping"
+    async with server(server_context(pki.expired, pki.expired_key)) as port:
+        await refused(f"wss://127.0.0.1:{port}/e", pki.ca_file)
+        lines = await _logged(caplog, 3)
+        assert "finds this server's certificate expired or not yet valid (renew [tls] cert" \
+            in lines[2], lines
+    # A plain client's probe (does it speak TLS?) and a bare connect are no failures to tell.
+    caplog.clear()
+    async with server(server_context(pki.cert, pki.key)) as port:
+        assert await speaks_tls("127.0.0.1", port)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.aclose()
+        assert await roundtrip(f"wss://127.0.0.1:{port}/e", pki.ca_file) == b"ping"
+    assert not [r for r in caplog.records if "TLS handshake from" in r.getMessage()]
 
 
 async def test_wss_to_a_plain_server_says_it_does_not_speak_tls(pki: Pki) -> None:
