@@ -313,12 +313,12 @@ class CoapLink(Link):
 def _protect(oscore: tuple[SecurityContext, int], code: int, options: list[tuple[int, bytes]],
              data: bytes) -> tuple[bytes, bytes]:
     """(OSCORE option value, ciphertext) of a request: inner `code`, `options` and the
-    AgentCall `data` (Content-Format 60)."""
+    AgentCall `data`, with no inner Content-Format: the resource (`a`, `c`) implies a CBOR
+    AgentCall, and the 2 bytes count in every datagram (docs/protocol.md)."""
     from edgerm.oscore import protect_request
 
     ctx, seq = oscore
-    return protect_request(ctx, seq, code, options + [(12, bytes((CONTENT_FORMAT_CBOR,)))],
-                           data)
+    return protect_request(ctx, seq, code, options, data)
 
 
 def _reply(resp: ClientResponse, oscore: tuple[SecurityContext, int] | None) -> Reply:

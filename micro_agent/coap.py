@@ -217,7 +217,9 @@ def begin(code, path, name=None, cbor=False, block2=-1, observe=-1):
     if name is not None:
         i = _opt(i, _OPT_URI_PATH, _OPT_URI_PATH, name)
     prev = _OPT_URI_PATH
-    if cbor:
+    if cbor and not key:
+        # (Only plain, i.e. a first registration: a protected request's resource implies a
+        # CBOR AgentCall, so its inner Content-Format would be 2 bytes wasted every time.)
         i = _opt(i, prev, _OPT_CONTENT_FORMAT, _CF_CBOR)
         prev = _OPT_CONTENT_FORMAT
     if block2 >= 0:
