@@ -184,9 +184,9 @@ class WebSocketLink(Link):
 class CoapLink(Link):
     """CoAP over UDP: POST `a` per call, FETCH `c` + Observe for pushed commands. After the
     first registration every request is OSCORE-protected (outer POST, or FETCH + Observe for
-    `c`; the inner Uri-Path, Content-Format and Observe are encrypted) and every response
-    verified; a plain response (no OSCORE option) is passed on unprotected, for the core to
-    take as an unauthenticated error at most."""
+    `c`; the inner Uri-Path and Observe are encrypted, with no inner Content-Format) and
+    every response verified; a plain response (no OSCORE option) is passed on unprotected,
+    for the core to take as an unauthenticated error at most."""
 
     observe_wanted = True
     protects = True

@@ -15,8 +15,8 @@ OSCORE (RFC 8613, `oscore.py`): once the agent has a security context (`_c[_C_KE
 after its first registration), `begin` writes a protected request: outer code POST (FETCH for
 an Observe registration), outer Observe, the OSCORE option (flags | Partial IV | kid, the
 Partial IV a fresh sender sequence number from the agent's `_c[_C_SEQ]()`), then the
-plaintext: the real code, the inner options (Observe, Uri-Path, Content-Format, Block2) and
-the caller's payload; `request` encrypts it in place and appends the tag. A response must be
+plaintext: the real code, the inner options (Observe, Uri-Path, Block2: no Content-Format,
+the resource implies CBOR) and the caller's payload; `request` encrypts it in place and appends the tag. A response must be
 protected with the request's nonce (empty OSCORE option) or the master's own Partial IV; it is
 verified before a byte of it is written, then decrypted into TX, so `request` hands back the
 inner code and the plaintext payload's place in TX. A response without the OSCORE option comes
