@@ -89,8 +89,8 @@ def _uint(v: int) -> bytes:
     return b"\x1a" + v.to_bytes(4, "big")
 
 
-# A steady heartbeat's plaintext: inner POST, Uri-Path "a", Content-Format 60, {5: {}}.
-HEARTBEAT_PLAINTEXT = encode_plaintext(0x02, [(11, b"a"), (12, b"\x3c")], b"\xa1\x05\xa0")
+# A steady heartbeat's plaintext: inner POST, Uri-Path "a" (no Content-Format), {5: {}}.
+HEARTBEAT_PLAINTEXT = encode_plaintext(0x02, [(11, b"a")], b"\xa1\x05\xa0")
 
 # What a generator keeps per agent for OSCORE: (kid, sender key, recipient key, nonce base);
 # no context objects (a million of them would not fit).

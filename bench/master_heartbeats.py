@@ -65,9 +65,10 @@ def coap_post(mid: int, token: bytes, payload: bytes) -> bytes:
             + payload)
 
 
-# The plaintext of every steady heartbeat: inner POST, Uri-Path "a", Content-Format 60,
-# AgentCall{heartbeat{}} (no agent_id, seq or mac: OSCORE's kid, Partial IV and tag).
-HEARTBEAT_PLAINTEXT = encode_plaintext(Code.POST, [(11, b"a"), (12, b"\x3c")], b"\xa1\x05\xa0")
+# The plaintext of every steady heartbeat: inner POST, Uri-Path "a" (no Content-Format: the
+# resource implies CBOR), AgentCall{heartbeat{}} (no agent_id, seq or mac: OSCORE's kid,
+# Partial IV and tag).
+HEARTBEAT_PLAINTEXT = encode_plaintext(Code.POST, [(11, b"a")], b"\xa1\x05\xa0")
 
 
 def coap_protected(mid: int, token: bytes, option: bytes, ciphertext: bytes) -> bytes:

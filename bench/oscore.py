@@ -38,7 +38,7 @@ from edgerm.wire import compute_mac, encode, pb  # noqa: E402
 SECRET = bytes(range(16))
 AGENT_ID = 5
 PAYLOAD = encode(pb.AgentCall(heartbeat=pb.Heartbeat()))
-OPTS = [(11, b"a"), (12, b"<")]
+OPTS = [(11, b"a")]   # a protected request: no inner Content-Format (the resource says CBOR)
 REPLY = encode(pb.AgentReply())
 
 
@@ -106,8 +106,7 @@ def aiocoap_side(n: int) -> dict[str, float]:
     master = context(b"", oscore.kid_of(AGENT_ID))
 
     def request() -> Any:
-        m = aiocoap.Message(code=aiocoap.POST, uri_path=["a"], content_format=60,
-                            payload=PAYLOAD)
+        m = aiocoap.Message(code=aiocoap.POST, uri_path=["a"], payload=PAYLOAD)
         m.direction = Direction.OUTGOING
         return m
 

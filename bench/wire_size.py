@@ -3,12 +3,13 @@
 Prints JSON lines {"metric", "value", "unit", "goal", "ok"} and exits 1 when a budget is missed.
 Payloads come from edgerm.wire. Every call after the first registration crosses CoAP
 OSCORE-protected (issue 16, docs/protocol.md): the `AgentCall` without agent_id, seq and mac,
-inside a plaintext (inner POST, Uri-Path `a`, Content-Format 60) that edgerm.oscore seals
-(AES-CCM-16-64-128: 8-byte tag) with the agent id as kid and the seq as Partial IV; the outer
-datagram (header, token, the OSCORE option, payload marker, ciphertext) is encoded by aiocoap,
-an independent CoAP implementation, with the 1-byte token our small agents use. The first
-registration stays plain (Uri-Path, Content-Format, the signed payload). An 802.15.4 frame
-leaves about 81 bytes for the application.
+inside a plaintext (inner POST, Uri-Path `a`; no Content-Format: the resource implies CBOR;
+the small agents' default heartbeat is FETCH `c` with an inner and outer Observe) that
+edgerm.oscore seals (AES-CCM-16-64-128: 8-byte tag) with the agent id as kid and the seq as
+Partial IV; the outer datagram (header, token, the OSCORE option, payload marker, ciphertext)
+is encoded by aiocoap, an independent CoAP implementation, with the 1-byte token our small
+agents use. The first registration stays plain (Uri-Path, Content-Format, the signed
+payload). An 802.15.4 frame leaves about 81 bytes for the application.
 """
 
 from __future__ import annotations
@@ -36,16 +37,24 @@ def coap_datagram(payload: bytes, token: bytes = b"\x01") -> int:
         return len(msg.encode())
 
 
-def oscore_datagram(call: pb.AgentCall, agent_id: int, seq: int, token: bytes = b"\x01") -> int:
-    """`call` (bare: no agent_id, seq or mac) as the CON POST the agent sends under OSCORE."""
-    from aiocoap import CON, POST, Message
+def oscore_datagram(call: pb.AgentCall, agent_id: int, seq: int, token: bytes = b"\x01",
+                    observe: bool = False, inner_cf: bool = False) -> int:
+    """`call` (bare: no agent_id, seq or mac) as the CON POST `a` the agent sends under OSCORE,
+    or with `observe` its Observe registration (FETCH `c`, Observe 0 inside and out);
+    `inner_cf`: with the inner Content-Format 60 agents sent before it was dropped."""
+    from aiocoap import CON, FETCH, POST, Message
 
-    option, ciphertext = protect_request(agent_context(SECRET, agent_id), seq, POST,
-                                         [(11, b"a"), (12, bytes((CONTENT_FORMAT_CBOR,)))],
+    inner = [(6, b""), (11, b"c")] if observe else [(11, b"a")]
+    if inner_cf:
+        inner.append((12, bytes((CONTENT_FORMAT_CBOR,))))
+    code = FETCH if observe else POST
+    option, ciphertext = protect_request(agent_context(SECRET, agent_id), seq, code, inner,
                                          encode(call))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        msg = Message(mtype=CON, code=POST, mid=0x1234, token=token, payload=ciphertext)
+        msg = Message(mtype=CON, code=code, mid=0x1234, token=token, payload=ciphertext)
+        if observe:
+            msg.opt.observe = 0
         msg.opt.oscore = option
         return len(msg.encode())
 
@@ -145,6 +154,14 @@ def main() -> int:
     row("heartbeat_datagram_worst", oscore_datagram(hb, 255, 2**32 - 1), 32)
     row("status_update_datagram_worst", oscore_datagram(bare_status(65_535), 255, 2**32 - 1),
         40)
+    # The small agents' default steady heartbeat: FETCH `c` with Observe (inside and out),
+    # acknowledging a command (command_ack <= 23: one CBOR byte), at the same worst case; and
+    # what it was with the inner Content-Format 60 (the 2 bytes dropped).
+    hb_ack = pb.AgentCall(heartbeat=pb.Heartbeat(command_ack=23))
+    row("heartbeat_observe_datagram_worst", oscore_datagram(hb_ack, 255, 2**32 - 1,
+                                                            observe=True), 32)
+    row("heartbeat_observe_datagram_worst_inner_cf", oscore_datagram(
+        hb_ack, 255, 2**32 - 1, observe=True, inner_cf=True), None)
     # What the mac cost on the same calls before OSCORE (signed, agent_id and seq inside).
     row("heartbeat_datagram_worst_mac", coap_datagram(heartbeat(255, 2**32 - 1)), None)
     row("status_update_datagram_worst_mac", coap_datagram(status(255, 2**32 - 1, 65_535)),

@@ -78,8 +78,6 @@ log = logging.getLogger("edgerm.gateway")
 _OCTET_STREAM = 42
 _OSCORE = 9
 _URI_PATH = 11
-_CONTENT_FORMAT = 12
-_CF_CBOR = bytes((CONTENT_FORMAT_CBOR,))
 # A module a device asks for: the uplink's whole CoAP budget, blocks retransmitted inside it.
 _MODULE_TIMEOUT_S = 120.0
 
@@ -319,10 +317,11 @@ class Gateway:
 
     async def _post_g(self, uplink: tuple[str, int], ctx: SecurityContext, seq: int,
                       payload: bytes) -> tuple[ClientResponse, SecurityContext, int]:
-        """The protected POST `g` (inner: POST, Uri-Path g, Content-Format 60, the batch)."""
+        """The protected POST `g` (inner: POST, Uri-Path g, the batch; no Content-Format: the
+        resource implies CBOR, as on every protected request)."""
         assert self.client is not None
         option, ciphertext = seal_request(ctx, seq, encode_plaintext(
-            Code.POST, [(_URI_PATH, b"g"), (_CONTENT_FORMAT, _CF_CBOR)], payload))
+            Code.POST, [(_URI_PATH, b"g")], payload))
         resp = await self.client.post(uplink, (), ciphertext, options=[(_OSCORE, option)],
                                       timeout=self.config.uplink_timeout_s)
         return resp, ctx, seq

@@ -205,9 +205,9 @@ class WebSocketLink(Link):
 class CoapLink(Link):
     """CoAP over UDP: POST `a` per call, FETCH `c` + Observe for pushed commands. After the
     first registration every request is OSCORE-protected (outer POST, or FETCH + Observe for
-    `c`; the inner Uri-Path, Content-Format and Observe are encrypted) and every response
-    verified; a plain response (no OSCORE option) is passed on unprotected, for the core to
-    take as an unauthenticated error at most."""
+    `c`; the inner Uri-Path and Observe are encrypted, with no inner Content-Format) and
+    every response verified; a plain response (no OSCORE option) is passed on unprotected,
+    for the core to take as an unauthenticated error at most."""
 
     observe_wanted = True
     protects = True
@@ -334,12 +334,12 @@ class CoapLink(Link):
 def _protect(oscore: tuple[SecurityContext, int], code: int, options: list[tuple[int, bytes]],
              data: bytes) -> tuple[bytes, bytes]:
     """(OSCORE option value, ciphertext) of a request: inner `code`, `options` and the
-    AgentCall `data` (Content-Format 60)."""
+    AgentCall `data`, with no inner Content-Format: the resource (`a`, `c`) implies a CBOR
+    AgentCall, and the 2 bytes count in every datagram (docs/protocol.md)."""
     from edgerm.oscore import protect_request
 
     ctx, seq = oscore
-    return protect_request(ctx, seq, code, options + [(12, bytes((CONTENT_FORMAT_CBOR,)))],
-                           data)
+    return protect_request(ctx, seq, code, options, data)
 
 
 def _reply(resp: ClientResponse, oscore: tuple[SecurityContext, int] | None) -> Reply:

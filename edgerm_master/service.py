@@ -422,10 +422,13 @@ class MasterService:
         return result.data
 
     def _check_format(self, request: Request) -> Response | None:
+        """4.15 for a call whose (inner, if protected) Content-Format is neither absent (the
+        protected form: the resource implies a CBOR AgentCall) nor 60; it changes nothing
+        (the core never sees it), and a protected one is answered protected."""
         if request.content_format not in (None, CONTENT_FORMAT_CBOR):
             return Response(Code.UNSUPPORTED_CONTENT_FORMAT, encode(pb.AgentReply(
-                error=pb.Error(code=E.UNSUPPORTED, message="Content-Format must be 60 (CBOR)"))),
-                CONTENT_FORMAT_CBOR)
+                error=pb.Error(code=E.UNSUPPORTED, message="Content-Format must be 60 (CBOR) "
+                               "or absent"))), CONTENT_FORMAT_CBOR)
         return None
 
     def _coap_agent_inline(self, request: Request) -> Response | None:

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from edgerm.coap.codes import Code
+from edgerm.coap.options import encode_uint
 from edgerm.oscore import SecurityContext, agent_context, protect_request, unprotect_response
 from edgerm.wire import (
     PROTOCOL_VERSION,
@@ -166,11 +167,13 @@ class ScriptedAgent:
             self._oscore = (self.agent_id, agent_context(self.secret, self.agent_id))
         return self._oscore[1]
 
-    def protect(self, data: bytes, path: str = "a") -> tuple[int, bytes, bytes] | None:
+    def protect(self, data: bytes, path: str = "a", content_format: int | None = None
+                ) -> tuple[int, bytes, bytes] | None:
         """A signed call of this agent as an OSCORE request on CoAP `path` ("a", or "c": a
         FETCH with an inner Observe): (seq, OSCORE option value, ciphertext); None for a
         first registration, which goes plain. The call loses agent_id, seq and mac: OSCORE's
-        kid, Partial IV and tag stand for them."""
+        kid, Partial IV and tag stand for them. No inner Content-Format (the resource implies
+        CBOR) unless `content_format` (60: the form of agents before that; others: refused)."""
         call = decode(pb.AgentCall, data)
         if not call.agent_id:
             return None
@@ -180,7 +183,9 @@ class ScriptedAgent:
         call.ClearField("mac")
         code = Code.FETCH if path == "c" else Code.POST
         options = [(6, b"")] if path == "c" else []
-        options += [(11, path.encode()), (12, b"\x3c")]
+        options += [(11, path.encode())]
+        if content_format is not None:
+            options.append((12, encode_uint(content_format)))
         option, ciphertext = protect_request(self.oscore_context(), seq, code, options,
                                              encode(call))
         return seq, option, ciphertext

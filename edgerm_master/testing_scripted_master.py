@@ -166,6 +166,9 @@ class ScriptedMaster:
         # module block requests still to be answered with a plain 5.03, as a gateway answers
         # while its uplink is being retried
         self.unavailable_blocks = 0
+        # The inner Content-Format of each protected call to `a`/`c` (None: absent, the
+        # agents' form; 60 from older agents; anything else is refused 4.15, not applied)
+        self.inner_formats: list[int | None] = []
 
     async def bind(self, port: int = 0) -> None:
         await self.sock.bind(("127.0.0.1", port))
@@ -306,10 +309,21 @@ class ScriptedMaster:
                                         "unknown kid, wrong tag or stale Partial IV")
             return encode_message(_ACK, code, req.mid, req.token, [(_CF, b"\x3c")], payload)
         assert rec.oscore is not None
-        rec.calls.append(data)
         inner = decode_message_untrusted(bytes((0x40, plain[0], 0, 0)) + plain[1:])
         path = [v.decode() for n, v in inner.options if n == _URI_PATH]
         self._last_path = path
+        if path in (["a"], ["c"]):
+            cf = inner.opt(_CF)
+            fmt = None if cf is None else int.from_bytes(cf, "big")
+            self.inner_formats.append(fmt)
+            if fmt not in (None, 60):
+                # As the real master: a protected 4.15, nothing applied (the seq not used up).
+                code, payload = self._error(0x8F, pb.UNSUPPORTED,
+                                            "Content-Format must be 60 (CBOR) or absent")
+                return encode_message(_ACK, 0x44, req.mid, req.token, [(_OSCORE, b"")],
+                                      rec.oscore.seal(piv, bytes((code, 0xC1, 0x3C, 0xFF))
+                                                      + payload))
+        rec.calls.append(data)
         outer = 0x44
         outer_opts: list[tuple[int, bytes]] = []
         if path == ["a"] and inner.code == 2:

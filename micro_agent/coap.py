@@ -15,8 +15,8 @@ OSCORE (RFC 8613, `oscore.py`): once the agent has a security context (`_c[_C_KE
 after its first registration), `begin` writes a protected request: outer code POST (FETCH for
 an Observe registration), outer Observe, the OSCORE option (flags | Partial IV | kid, the
 Partial IV a fresh sender sequence number from the agent's `_c[_C_SEQ]()`), then the
-plaintext: the real code, the inner options (Observe, Uri-Path, Content-Format, Block2) and
-the caller's payload; `request` encrypts it in place and appends the tag. A response must be
+plaintext: the real code, the inner options (Observe, Uri-Path, Block2: no Content-Format,
+the resource implies CBOR) and the caller's payload; `request` encrypts it in place and appends the tag. A response must be
 protected with the request's nonce (empty OSCORE option) or the master's own Partial IV; it is
 verified before a byte of it is written, then decrypted into TX, so `request` hands back the
 inner code and the plaintext payload's place in TX. A response without the OSCORE option comes
@@ -217,7 +217,9 @@ def begin(code, path, name=None, cbor=False, block2=-1, observe=-1):
     if name is not None:
         i = _opt(i, _OPT_URI_PATH, _OPT_URI_PATH, name)
     prev = _OPT_URI_PATH
-    if cbor:
+    if cbor and not key:
+        # (Only plain, i.e. a first registration: a protected request's resource implies a
+        # CBOR AgentCall, so its inner Content-Format would be 2 bytes wasted every time.)
         i = _opt(i, prev, _OPT_CONTENT_FORMAT, _CF_CBOR)
         prev = _OPT_CONTENT_FORMAT
     if block2 >= 0:

@@ -189,7 +189,9 @@ CF_CBOR = b"\x3c"
 
 
 def call_options(path: str) -> list[tuple[int, bytes]]:
-    return [(URI_PATH, path.encode()), (CONTENT_FORMAT, CF_CBOR)]
+    # No inner Content-Format: a protected request's resource implies a CBOR AgentCall (the
+    # replies keep theirs). The master still accepts 60 from agents before that.
+    return [(URI_PATH, path.encode())]
 
 
 def as_json(msg: Any) -> Any:

@@ -52,6 +52,28 @@ def test_a_protected_heartbeat_is_answered_protected_with_the_request_nonce() ->
     assert c.master.agents[a.agent_id].seq == seq
 
 
+def test_the_steady_heartbeat_fast_path_takes_both_forms_and_reads_any_other_format(
+        ) -> None:
+    """The plaintext compare (no option parsing) takes a steady heartbeat without an inner
+    Content-Format (the agents' form) and with 60 (older agents'); anything else is parsed,
+    its Content-Format read for the handler to refuse (4.15: test_service_coap_inline)."""
+    from edgerm_master import oscore_calls
+
+    c = Cluster()
+    a = registered(c)
+    got = []
+    for cf in (None, 60, 0):
+        p = a.protect(a.heartbeat_call(), content_format=cf)
+        assert p is not None
+        inner = c.master.oscore_unprotect(p[1], p[2])
+        assert isinstance(inner, Inner) and inner.path == ("a",)
+        assert inner.payload == b"\xa1\x05\xa0"
+        got.append((inner.content_format, inner.options))
+    assert got[0] == (None, [(11, b"a")]) and got[0][1] is oscore_calls._STEADY_OPTIONS
+    assert got[1][0] == 60 and got[1][1] is oscore_calls._STEADY_OPTIONS_CF
+    assert got[2] == (0, [(11, b"a"), (12, b"")])
+
+
 def test_refused_requests_change_nothing() -> None:
     c = Cluster()
     a = registered(c)

@@ -68,3 +68,59 @@ async def test_steady_heartbeats_skip_the_worker_and_the_rest_do_not(tmp_path: P
             assert queued == ["register", "heartbeat", "heartbeat", "heartbeat"]
             assert not (await client.exchange()).HasField("error")
         nursery.cancel_scope.cancel()
+
+
+async def test_inner_content_format_absent_or_60_is_served_any_other_refused(
+        tmp_path: Path) -> None:
+    """A protected call carries no inner Content-Format (the resource implies a CBOR
+    AgentCall); one with 60 (agents before that) is served alike; any other is answered with a
+    protected 4.15 and changes nothing (the core never sees it: its seq is not used up)."""
+    service = MasterService(MasterConfig(
+        coap_port=0, ws_port=0, data_dir=str(tmp_path), heartbeat_ms=60_000,
+        agent_tokens=["agent-token"], framework_tokens=["framework-token"],
+        operator_tokens=["operator-token"]))
+    async with trio.open_nursery() as nursery:
+        coap_addr, _ = await nursery.start(service.run)
+        async with open_coap_client() as coap:
+            agent = ScriptedAgent("pi")
+            client = CoapAgentClient(coap, coap_addr, agent)
+            await client.settle()
+            state = service.core.state
+            record = state.agents[agent.agent_id]
+            # Served: no inner Content-Format and 60, each as a steady heartbeat (the inline
+            # fast path) and as one carrying resources (not steady: the queued handler).
+            for cf, steady in ((None, True), (60, True), (None, False), (60, False)):
+                call = agent.heartbeat_call(None if steady else agent.resources)
+                protected = agent.protect(call, content_format=cf)
+                assert protected is not None
+                seq, option, ciphertext = protected
+                resp = await coap.post(coap_addr, (), ciphertext, options=[(9, option)])
+                assert resp.code == Code.CHANGED
+                _, code, payload = agent.unprotect(seq, dict(resp.options)[9], resp.payload)
+                assert code == Code.CHANGED, (cf, code)
+                assert not decode(pb.AgentReply, payload).HasField("error")
+                assert record.seq == seq
+            # Refused: text/plain (0) and application/json (50) on `a`, 0 on FETCH `c`.
+            for cf, path in ((0, "a"), (50, "a"), (0, "c")):
+                seq_before, emitted = record.seq, service.core.records_emitted
+                protected = agent.protect(agent.heartbeat_call(), path, content_format=cf)
+                assert protected is not None
+                seq, option, ciphertext = protected
+                if path == "c":
+                    resp = await coap.fetch(coap_addr, (), ciphertext,
+                                            options=[(6, b""), (9, option)])
+                else:
+                    resp = await coap.post(coap_addr, (), ciphertext, options=[(9, option)])
+                value = dict(resp.options).get(9)
+                assert value is not None, "the refusal is protected"
+                _, code, payload = agent.unprotect(seq, value, resp.payload)
+                assert code == Code.UNSUPPORTED_CONTENT_FORMAT
+                error = decode(pb.AgentReply, payload).error
+                assert error.code == pb.UNSUPPORTED and "Content-Format" in error.message
+                assert record.seq == seq_before and seq > seq_before
+                assert service.core.records_emitted == emitted
+                assert state.agents[agent.agent_id] is record
+            # The agent goes on (its later Partial IVs are above the refused ones).
+            assert not (await client.exchange()).HasField("error")
+            assert record.seq == agent.seq
+        nursery.cancel_scope.cancel()

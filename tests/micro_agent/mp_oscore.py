@@ -58,7 +58,7 @@ def check(c):
 
         coap._c[13] = k  # coap's _C_KEYS
         coap._c[14] = lambda: c["seq"]  # coap's _C_SEQ
-        i = coap.begin(c["code"], c["path"], cbor=True)
+        i = coap.begin(c["code"], c["path"], cbor=True, observe=c.get("observe", -1))
         p = h(c["payload"])
         coap.TX[i] = 0xFF
         coap.TX[i + 1:i + 1 + len(p)] = p

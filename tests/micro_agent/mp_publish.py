@@ -22,7 +22,7 @@ import oscore
 
 coap._c[13] = oscore.setup(b"k" * 16, 2**56 - 1)  # coap's _C_KEYS
 coap._c[14] = lambda: 2**40 - 1  # coap's _C_SEQ
-i = coap.begin(2, "a", cbor=True)                       # POST a, Content-Format 60 inside
+i = coap.begin(2, "a", cbor=True)                       # POST a (no Content-Format inside)
 coap.TX[i] = 0xFF
 j = cbor.enc(coap.TX, i + 1, {field: body})             # no agent_id, seq or mac inside
 j = oscore.ccm(coap._c[13], 0, coap._c[15], -1, coap.TX, coap._c[16], j, coap.TX, coap._c[16])

@@ -102,10 +102,16 @@ def _edgerm_file_cases() -> list[dict]:  # type: ignore[type-arg]
                 **{k: e["agent_context"][k] for k in ("sender_key", "recipient_key",
                                                         "common_iv")}})
     for r in e["requests"]:
-        assert r["inner_options"] == [[11, "61"], [12, "3c"]]  # POST a, CBOR: what we build
+        assert r["inner_options"] == [[11, "61"]]  # POST a, no inner Content-Format
         out.append({"name": "edgerm " + r["name"], "kind": "agent_request", **agent,
                     "seq": r["seq"], "code": r["inner_code"], "path": "a",
                     "payload": r["payload"], "datagram": r["datagram"]})
+    # The default steady heartbeat: FETCH `c` with Observe 0 (inner and outer), no CF.
+    obs = {q["name"]: q for q in e["extra_requests"]}["observe_c_seq4"]
+    assert obs["inner_options"] == [[6, ""], [11, "63"]]
+    out.append({"name": "edgerm " + obs["name"], "kind": "agent_request", **agent,
+                "seq": obs["seq"], "code": obs["inner_code"], "path": "c", "observe": 0,
+                "payload": obs["payload"], "datagram": obs["datagram"]})
     for r in e["responses"]:
         out.append({"name": "edgerm " + r["name"], "kind": "agent_response", **agent,
                     "request_piv": r["request_piv"], "highest": 0,

@@ -142,3 +142,21 @@ def test_queued_updates_of_an_older_state_file_are_loaded_encoded(tmp_path: Path
     assert lines[0] == "bytes " + cbor2.dumps({6: status}, canonical=True).hex(), r.stdout
     assert lines[1] == "bytes " + cbor2.dumps({7: pub}, canonical=True).hex(), r.stdout
     assert lines[2] == "after ack 1: 1", r.stdout
+
+
+@needs_micropython
+def test_protected_datagrams_fit_the_wire_budgets_and_carry_no_inner_content_format() -> None:
+    # Built as the agent builds them (tests/micro_agent/mp_wire_size.py), agent id 255 and a
+    # 4-byte Partial IV at worst: the steady heartbeat (FETCH `c` with Observe, the default,
+    # acknowledging a command) <= 32 B, a status update <= 40 B. Inside OSCORE the resource
+    # implies CBOR: no Content-Format; the plain first registration keeps its 60.
+    r = run_mp(HERE / "mp_wire_size.py", heap="128k")
+    assert r.returncode == 0, r.stderr
+    rows = {name: (int(n), opts) for name, n, opts in
+            (line.split() for line in r.stdout.splitlines())}
+    assert rows["heartbeat_observe_worst"][0] <= 32 and rows["heartbeat_post_worst"][0] <= 32
+    assert rows["status_update_worst"][0] <= 40
+    assert rows["heartbeat_observe_worst"][1] == "05605163"   # FETCH, Observe 0, Uri-Path c
+    assert all(opts == "02b161" for name, (_, opts) in rows.items()
+               if name.startswith(("heartbeat_post", "status")))   # POST, Uri-Path a
+    assert rows["registration_header"][1] == "b161113c"       # Uri-Path a, Content-Format 60

@@ -4,8 +4,9 @@ Runs in its own process (aiocoap owns an asyncio loop; our code is sans-IO or Tr
 JSON lines on stdout. The security context is an aiocoap ``FilesystemSecurityContext`` in
 ``--dir`` (settings written here from the arguments), so aiocoap does its own key derivation.
 
-    client: send each request of --requests (JSON list of {"path", "payload" hex}) as a POST
-            with Content-Format 60 to coap://127.0.0.1:--port/<path>, OSCORE-protected from
+    client: send each request of --requests (JSON list of {"path", "payload" hex, "cf"}) as a
+            POST with Content-Format "cf" (none when null or missing: EdgeRM's protected form;
+            60: the form of older agents) to coap://127.0.0.1:--port/<path>, OSCORE-protected from
             sender sequence number --seq on; print {"code", "payload"} or {"error", and for
             an unprotected answer "plain_code", "plain_payload"} per request.
     server: serve POST "a" (echo: "echo:" + payload, 2.04) behind OscoreSiteWrapper on
@@ -50,8 +51,9 @@ async def client(args: argparse.Namespace) -> None:
     try:
         for req in json.loads(args.requests):
             msg = aiocoap.Message(code=aiocoap.POST, uri=f"coap://127.0.0.1:{args.port}/"
-                                  f"{req['path']}", content_format=60,
-                                  payload=bytes.fromhex(req["payload"]))
+                                  f"{req['path']}", payload=bytes.fromhex(req["payload"]))
+            if req.get("cf") is not None:
+                msg.opt.content_format = req["cf"]
             try:
                 resp = await asyncio.wait_for(ctx.request(msg).response, 10)
             except Exception as e:  # reported, the test decides

@@ -160,8 +160,9 @@ class OurClient:
 
     def request(self, seq: int, payload: bytes) -> bytes:
         self.mid += 1
+        # The agents' protected form: no inner Content-Format (the resource implies CBOR).
         return oscore.request_datagram(self.ctx, seq, CON, self.mid, b"\x42", Code.POST,
-                                       [(11, b"a"), CF_CBOR], payload)
+                                       [(11, b"a")], payload)
 
     def close(self) -> None:
         self.sock.close()

@@ -3,7 +3,9 @@
 The agent registers with our code (first registration, plain and token-signed; then protected
 calls confirm its key); aiocoap's client, given that agent's id and secret, sends protected
 heartbeats to `python -m edgerm_master` over UDP and gets protected replies it verifies with
-its own implementation. A replayed sequence number is refused, and the agent keeps working.
+its own implementation. The inner Content-Format may be absent (the agents' protected form) or
+60 (older agents'); any other is refused with a protected 4.15. A replayed sequence number is
+refused, and the agent keeps working.
 """
 
 from __future__ import annotations
@@ -48,14 +50,21 @@ async def test_aiocoap_client_heartbeats_to_our_master(master: MasterProcess,
         kid = oscore.kid_of(agent.agent_id)
         first = agent.seq + 1
 
+        # Inner Content-Format: none (the agents' protected form), 60 (older agents'), and
+        # 0 (text/plain): refused with a protected 4.15 that aiocoap verifies.
         got = await trio.to_thread.run_sync(
-            run_aiocoap_client, master.coap[1], tmp_path / "ctx", agent.secret, kid, first,
-            [heartbeat(agent.applied), heartbeat(agent.applied)])
-        for g in got:
+            lambda: run_aiocoap_client(
+                master.coap[1], tmp_path / "ctx", agent.secret, kid, first,
+                [heartbeat(agent.applied)] * 3, content_formats=[None, 60, 0]))
+        for g in got[:2]:
             assert g.get("code") == "2.04", got
             reply = decode(pb.AgentReply, bytes.fromhex(g["payload"]))
             assert not reply.HasField("error"), reply
             assert not reply.mac and not reply.seq  # OSCORE stands for them
+        assert got[2].get("code") == "4.15", got
+        refused = decode(pb.AgentReply, bytes.fromhex(got[2]["payload"]))
+        assert refused.error.code == pb.UNSUPPORTED and "Content-Format" in \
+            refused.error.message
 
         # The same sequence numbers again, from a second copy of the context: refused.
         replayed = await trio.to_thread.run_sync(
@@ -66,6 +75,6 @@ async def test_aiocoap_client_heartbeats_to_our_master(master: MasterProcess,
         assert refusal.error.code == pb.UNAUTHENTICATED
 
         # Our agent continues past the numbers aiocoap used.
-        agent.seq = first + 1
+        agent.seq = first + 2
         reply = await client.exchange()
         assert not reply.HasField("error") and client.codes[-1] == Code.CHANGED

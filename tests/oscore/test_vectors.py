@@ -220,8 +220,12 @@ def test_edgerm_must_refuse(case: dict[str, Any]) -> None:
 
 def test_edgerm_first_lists_are_post_a() -> None:
     # MicroPython and C tests read `requests`/`responses` as POST `a` calls and their replies.
+    # A protected request has no inner Content-Format (the resource implies CBOR); the
+    # replies keep theirs.
     for r in EDGERM["requests"]:
-        assert r["inner_code"] == 2 and r["inner_options"] == [[11, "61"], [12, "3c"]]
+        assert r["inner_code"] == 2 and r["inner_options"] == [[11, "61"]]
+    for q in EDGERM["extra_requests"]:
+        assert all(n != 12 for n, _ in q["inner_options"])
     for r in EDGERM["responses"]:
         assert r["request"] in {q["name"] for q in EDGERM["requests"]}
 
@@ -230,6 +234,9 @@ def test_edgerm_budgets() -> None:
     # docs/protocol.md budgets: steady heartbeat <= 32 B, status update <= 40 B on the wire.
     assert REQUESTS["heartbeat_seq1"]["datagram_len"] <= 32
     assert REQUESTS["heartbeat_seq70000"]["datagram_len"] <= 32
+    # The default steady heartbeat of the small agents: FETCH `c` with Observe (2 B more).
+    assert {q["name"]: q for q in EDGERM["extra_requests"]}["observe_c_seq4"][
+        "datagram_len"] <= 32
     assert REQUESTS["status_update_seq2"]["datagram_len"] <= 40
 
 

@@ -21,11 +21,15 @@ def _env() -> dict[str, str]:
 
 
 def run_aiocoap_client(port: int, ctxdir: Path, secret: bytes, sender: bytes, seq: int,
-                       payloads: list[bytes], path: str = "a") -> list[dict[str, Any]]:
+                       payloads: list[bytes], path: str = "a",
+                       content_formats: list[int | None] | None = None) -> list[dict[str, Any]]:
     """aiocoap's OSCORE client (Sender ID `sender`, Recipient ID empty) POSTs each payload to
-    127.0.0.1:`port`/`path` from sequence number `seq` on; one result dict per request:
+    127.0.0.1:`port`/`path` from sequence number `seq` on, with the inner Content-Format of
+    `content_formats` (default none: EdgeRM's protected form); one result dict per request:
     {"code", "payload"} (inner, after aiocoap's unprotect) or {"error"}."""
-    reqs = json.dumps([{"path": path, "payload": p.hex()} for p in payloads])
+    cfs = content_formats or [None] * len(payloads)
+    reqs = json.dumps([{"path": path, "payload": p.hex(), "cf": cf}
+                       for p, cf in zip(payloads, cfs, strict=True)])
     proc = subprocess.run(
         [sys.executable, str(PEER), "client", "--port", str(port), "--dir", str(ctxdir),
          "--secret", secret.hex(), "--sender", sender.hex(), "--recipient", "",

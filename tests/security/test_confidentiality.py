@@ -2,7 +2,8 @@
 argument, a sensor with a secret value published three times, modules with a secret byte
 pattern fetched block by block, an agent restart and re-registration) shows none of those
 secrets in clear; the same recording opened with the agent's secret shows every one of them,
-so the search looks where they travel."""
+so the search looks where they travel; and the agent's protected requests carry no inner
+Content-Format."""
 
 from __future__ import annotations
 
@@ -59,3 +60,12 @@ async def test_a_recorded_run_shows_no_secret_in_clear(scene: Scene) -> None:
     inner = plaintexts(scene)
     seen = {what: any(n in p for n in ns for p in inner) for what, ns in needles.items()}
     assert all(seen.values()), f"not even inside the protected messages: {seen}"
+
+    # Every protected request of this agent carries no inner Content-Format (the resource
+    # implies a CBOR AgentCall: 2 bytes less per call); only the plain first registration has
+    # one on the wire.
+    peek = scene.peek()
+    opened = [o for d in scene.relay.recorded if d.direction == "up"
+              and (o := peek.request(d.data)) is not None]
+    assert opened and all(o.inner.opt(12) is None for o in opened), \
+        [(o.inner.code, o.inner.options) for o in opened if o.inner.opt(12) is not None][:3]
