@@ -245,8 +245,10 @@ class CAgent:
 
 def c_kind() -> Kind:
     firmware = REPO / "firmware" / "zephyr"
-    proc = subprocess.run(["make", "-j2", "agent"], cwd=firmware, capture_output=True,
-                          text=True, timeout=600)
+    # The build lock tests/firmware and tests/system take too: two makes in one build
+    # directory at once (other xdist workers) corrupt each other's objects.
+    proc = subprocess.run(["flock", str(firmware / "build-host.lock"), "make", "-j2", "agent"],
+                          cwd=firmware, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     binary = firmware / "build-host" / "edgerm-agent-posix"
     wasm = python_kind()
