@@ -106,7 +106,7 @@ _c = [0, 0, [], None, None, None, getrandbits(16), getrandbits(16), 1000, 2, 0, 
       0, 0, False, 0, -1, -1, 0, -1, False]
 
 
-def setup(sock, dest, timeout=1000, count=2):
+def setup(sock, dest, timeout, count):
     _c[_C_SOCK] = sock
     _c[_C_POLL] = select.poll()
     _c[_C_POLL].register(sock, select.POLLIN)
@@ -247,25 +247,19 @@ def parse(n, buf=None):
     while i < n and buf[i] != 0xFF:
         b = buf[i]
         i += 1
-        d = b >> 4
-        ln = b & 15
-        if d == 13:
-            d = 13 + buf[i]
-            i += 1
-        elif d == 14:
-            d = 269 + (buf[i] << 8 | buf[i + 1])
-            i += 2
-        elif d == 15:
-            raise ValueError
-        if ln == 13:
-            ln = 13 + buf[i]
-            i += 1
-        elif ln == 14:
-            ln = 269 + (buf[i] << 8 | buf[i + 1])
-            i += 2
-        elif ln == 15:
-            raise ValueError
-        num += d
+        for k in range(4, -1, -4):  # the delta nibble, then the length nibble (one code for both)
+            d = b >> k & 15
+            if d == 13:
+                d = 13 + buf[i]
+                i += 1
+            elif d == 14:
+                d = 269 + (buf[i] << 8 | buf[i + 1])
+                i += 2
+            elif d == 15:
+                raise ValueError
+            if k:
+                num += d
+        ln = d
         if i + ln > n:
             raise ValueError
         if num == _OPT_OBSERVE:
@@ -326,43 +320,46 @@ def _open(value, code, start, end, mode=False):
     return TX[0], start, n, b
 
 
-def _recv():
-    global RX
-    # One datagram as RX; its length, 0 when none waits. Exactly one: MicroPython sockets have
-    # no recv_into, and readinto reads on until its buffer is full, so two datagrams queued
-    # together (a reply and a notification) would come out glued. recv is asked only when poll
-    # says one waits (on an empty socket it raises, and the unix port leaks its buffer then);
-    # the bytes it returns become RX until the next datagram, give() or the end of poll().
-    # When a task has eaten the heap, recv cannot allocate and the datagram stays queued until
-    # it can (the task fails and its memory comes back).
+def _recv(tok):
+    global RX, pushed
+    # The next datagram that is not a notification of our observation (unless it answers
+    # `tok`), parsed as (type, code, mid, token, payload start, block2), its bytes in RX; None
+    # when none waits. A CON one is ACKed (an empty ACK built when sent: not kept in TX, where
+    # a request may still be retransmitted, nor in a buffer of its own, 64 B of heap for
+    # good). A notification is kept in `pushed` (the datagram itself, recv's bytes, not a
+    # copy: RX moves on, it stays) for poll() to verify and decrypt when TX is free; an error
+    # one ends the observation (RFC 7641 3.2). Malformed ones are dropped.
+    # Exactly one datagram per recv: MicroPython sockets have no recv_into, and readinto reads
+    # on until its buffer is full, so two datagrams queued together (a reply and a
+    # notification) would come out glued. recv is asked only when poll says one waits (on an
+    # empty socket it raises, and the unix port leaks its buffer then). When a task has eaten
+    # the heap, recv cannot allocate and the datagram stays queued until it can (the task
+    # fails and its memory comes back). RX is dropped by give() or the end of poll().
     while True:
         for _ in _c[_C_POLL].ipoll(0):
             break
         else:
-            return 0
+            return None
         try:
-            d = _c[_C_SOCK].recv(_RX_SIZE + 1)
+            RX = _c[_C_SOCK].recv(_RX_SIZE + 1)
         except (OSError, MemoryError):
-            return 0
-        n = len(d)
+            return None
         _c[_C_RECEIVED] += 1
-        if 0 < n <= _RX_SIZE:
-            RX = d
-            return n
-        _c[_C_DROPPED] += 1  # empty, or longer than any answer we can take: dropped
-
-
-def _notification(t, code, token, start, end):
-    # True when RX[:end] is a notification of our observation (the datagram kept in `pushed`
-    # for poll() to verify and decrypt when TX is free).
-    global pushed
-    if token != _c[_C_OBS_TOK] or token < 0 or t > _NON:
-        return False
-    if code >> 5 != 2:
-        _c[_C_OBS_TOK] = -1  # an error notification ends the observation (RFC 7641 3.2)
-    elif start < end:
-        pushed = RX  # the datagram itself (recv's bytes, not a copy): RX moves on, it stays
-    return True
+        try:
+            if not 0 < len(RX) <= _RX_SIZE:  # empty, or longer than any answer we can take
+                raise ValueError
+            r = parse(len(RX))
+        except (ValueError, IndexError):
+            _c[_C_DROPPED] += 1
+            continue
+        if r[0] == _CON:
+            _c[_C_SOCK].sendto(bytes((0x60, 0, r[2] >> 8, r[2] & 0xFF)), _c[_C_ADDR])
+        if r[3] == tok or r[3] != _c[_C_OBS_TOK] or r[3] < 0 or r[0] > _NON:
+            return r
+        if r[1] >> 5 != 2:
+            _c[_C_OBS_TOK] = -1
+        elif r[4] < len(RX):
+            pushed = RX
 
 
 def poll():
@@ -371,31 +368,18 @@ def poll():
     and decrypted: `pushed` is its payload (a view of TX, valid until TX is written again) or
     None."""
     global RX, pushed
-    while True:
-        k = _recv()
-        if not k:
-            RX = pushed
-            pushed = None
-            if type(RX) is bytes:
-                try:
-                    r = _open(_c[_C_OBS_PIV], 0, parse(len(RX))[4], len(RX), True)
-                    if r is not None and r[0] >> 5 == 2:
-                        pushed = memoryview(TX)[r[1]:r[2]]
-                except (ValueError, IndexError):
-                    pass
-            RX = b""  # read and handled: let the datagram go
-            return
+    while _recv(-1) is not None:
+        _c[_C_DROPPED] += 1
+    RX = pushed
+    pushed = None
+    if type(RX) is bytes:
         try:
-            mtype, code, rmid, rtok, a, blk = parse(k)
+            r = _open(_c[_C_OBS_PIV], 0, parse(len(RX))[4], len(RX), True)
+            if r is not None and r[0] >> 5 == 2:
+                pushed = memoryview(TX)[r[1]:r[2]]
         except (ValueError, IndexError):
-            _c[_C_DROPPED] += 1
-            continue
-        if mtype == _CON:
-            # The ACK is built when sent, not kept in TX (a request there may still be
-            # retransmitted) nor in a buffer of its own (64 B of heap for good).
-            _c[_C_SOCK].sendto(bytes((0x60, 0, rmid >> 8, rmid & 0xFF)), _c[_C_ADDR])
-        if not _notification(mtype, code, rtok, a, k):
-            _c[_C_DROPPED] += 1
+            pass
+    RX = b""  # read and handled: let the datagram go
 
 
 async def request(n):
@@ -416,8 +400,8 @@ async def request(n):
         _c[_C_SENT] += 1
         t0 = ticks_ms()
         while True:
-            k = _recv()
-            if not k:
+            r = _recv(tok)
+            if r is None:
                 if ticks_diff(ticks_ms(), t0) >= timeout:
                     if acked or tries >= _c[_C_RETRIES]:
                         return None
@@ -428,16 +412,7 @@ async def request(n):
                     _c[_C_SENT] += 1
                 await asyncio.sleep_ms(_POLL_MS)
                 continue
-            try:
-                mtype, code, rmid, rtok, a, blk = parse(k)
-            except (ValueError, IndexError):
-                _c[_C_DROPPED] += 1
-                continue
-            if mtype == _CON:
-                # a separate response or a notification: an empty ACK (as in poll)
-                _c[_C_SOCK].sendto(bytes((0x60, 0, rmid >> 8, rmid & 0xFF)), _c[_C_ADDR])
-            if rtok != tok and _notification(mtype, code, rtok, a, k):
-                continue
+            mtype, code, rmid, rtok, a, blk = r
             if mtype == _RST and rmid == mid:
                 return None
             if code == 0:
@@ -451,7 +426,7 @@ async def request(n):
                 continue
             if not p:
                 _c[_C_OPT] = -1  # an unprotected request's answer is taken as it is
-            r = _open(_c[_C_PIV], code, a, k)
+            r = _open(_c[_C_PIV], code, a, len(RX))
             if r is None:  # a wrong tag or option: not the answer (maybe forged); wait on
                 _c[_C_DROPPED] += 1
                 continue

@@ -70,7 +70,7 @@ _X_FETCHING = const(8)
 _x = [{}, set(), None, None, "cache", 5, 16384, ticks_ms(), []]
 
 
-def setup(report, publish, cache="cache", block_szx=5, max_module=16384):
+def setup(report, publish, cache, block_szx, max_module):
     _x[_X_REPORT] = report
     _x[_X_PUBLISH] = publish
     _x[_X_CACHE] = cache
@@ -188,14 +188,10 @@ async def _main(task, data, items):
         name = await fetch(name, data.get(_MP_SIZE, 0))
         # A fresh module object per run, so two runs of one module keep separate globals.
         sys.modules.pop(name, None)
-        try:
+        try:  # an exception ends the task as any other of its own (TRAPPED, MEMORY_LIMIT)
             g = __import__(name).__dict__
-        except Exception as e:  # (no `finally`: each handler is more of this frame)
+        finally:
             sys.modules.pop(name, None)
-            if type(e) is MemoryError:
-                raise
-            raise _Refused(_FAILED, _TRAPPED, "%s: %s" % (type(e).__name__, e))
-        sys.modules.pop(name, None)
         g.update(_api(task, data, items, tail))
         rc = g.get("main")
         if rc is None:

@@ -65,8 +65,9 @@ def setup(items):
     inv = []
     for e in items:
         name = e["name"]
+        act = e.get("kind") == "actuator"
         try:
-            if e.get("kind") == "actuator":
+            if act:
                 # Inline, and a lambda rather than a named function: every new name is a qstr,
                 # and the agent's pool has room for only a few more (bench/README.md).
                 if "sim" in e:
@@ -83,7 +84,7 @@ def setup(items):
             print("edgerm: device", name, "unavailable:", x)
             continue
         d = {_DEVICE_NAME: name,
-             _DEVICE_KIND: _ACTUATOR if e.get("kind") == "actuator" else _SENSOR}
+             _DEVICE_KIND: _ACTUATOR if act else _SENSOR}
         if e.get("shares"):
             d[_DEVICE_SHARES] = e["shares"]
         if e.get("unit"):
