@@ -275,7 +275,7 @@ async def _call(key, value):
         rep = None
         if r is None:
             _switch(None)
-        elif obs and r[0] & 0xFF in (0x84, 0x85):
+        elif obs and r[0] & 0xFE == 0x84:  # 4.04 or 4.05 (and not a tuple constant)
             _s[_S_OBSERVE] = False  # a master without `c`: heartbeats go to `a`
             _log(0, "no observable c; observe off")
         else:
@@ -340,17 +340,15 @@ def _addr(hp):
 
 def _authentic(r, key):
     given = r.pop(_REPLY_MAC, None)
-    if type(given) is not bytes or not key:
+    if type(given) is not bytes or len(given) != 8 or not key:  # oscore.hmac's 8 bytes
         return False
     try:
         n = cbor.enc(coap.TX, 0, r)
     except (IndexError, TypeError):
         return False
     n = oscore.hmac(key, coap.TX[:n])
-    if len(given) != len(n):
-        return False
     r = 0
-    for i in range(len(n)):  # no early exit: a forger learns nothing from the time it takes
+    for i in range(8):  # no early exit: a forger learns nothing from the time it takes
         r |= given[i] ^ n[i]
     return r == 0
 
@@ -392,12 +390,8 @@ async def _register():
                     for t in _s[_S_TASKS]:  # (kill only cancels: the dict stays as it is)
                         executor.kill(t, True)
                 _s[_S_TASKS].clear()
-                _s[_S_ID] = 0
-                _s[_S_SECRET] = b""
+                _s[:5] = [0, b"", 1, 0, []]  # _S_ID, _S_SECRET, _S_NEXT, _S_CMD, _S_QUEUE
                 coap._c[13] = b""  # coap's _C_KEYS: the next registration goes in clear
-                _s[_S_NEXT] = 1
-                _s[_S_CMD] = 0
-                _s[_S_QUEUE] = []
         _s[_S_FAILS] += 1
         return False
     _s[_S_REFUSALS] = 0
@@ -406,8 +400,7 @@ async def _register():
     _s[_S_JITTER_MS] = reg.get(_RGD_JITTER_MS, 0)
     ack = reg.get(_RGD_UPDATE_ACK, 0)
     _acked(ack)
-    if _s[_S_NEXT] <= ack:
-        _s[_S_NEXT] = ack + 1
+    _s[_S_NEXT] = max(_s[_S_NEXT], ack + 1)
     _s[_S_CMD_ACKED] = -1  # tell the master our command_ack in the next heartbeat
     _s[_S_REGISTERED] = True
     # The OSCORE security context from the secret and agent_id (the kid), into coap's
@@ -434,9 +427,11 @@ def _on_reply(r, head):
     # _step: a coroutine's frame holds a slot for every local and stack entry it ever uses.)
     changed = _acked(r.get(_REPLY_UPDATE_ACK, 0))
     err = r.get(_REPLY_ERROR)
+    ec = 0  # its error code
     if type(err) is dict:
-        _log(1, "error %s %s" % (err.get(_ERR_CODE), err.get(_ERR_MESSAGE)))
-        if err.get(_ERR_CODE) == _UNAUTHENTICATED:
+        ec = err.get(_ERR_CODE)
+        _log(1, "error %s %s" % (ec, err.get(_ERR_MESSAGE)))
+        if ec == _UNAUTHENTICATED:
             # Re-register, but not more than once per re-registration gap: the 4.01 may be forged.
             late = ticks_diff(ticks_ms(), _s[_S_REG_OK])
             if late < 0:
@@ -452,8 +447,7 @@ def _on_reply(r, head):
     q = _s[_S_QUEUE]
     if head is not None and q and q[0] is head:  # answered, but not acknowledged
         c, u = cbor.decode(head).popitem()
-        if type(err) is dict and err.get(_ERR_CODE) in (_BAD_REQUEST, _FORBIDDEN, _NOT_FOUND,
-                                                        _TOO_LARGE):
+        if ec in (_BAD_REQUEST, _FORBIDDEN, _NOT_FOUND, _TOO_LARGE):
             # Refused for good: forget it and renumber the rest (the master applies update
             # ids without gaps and has not applied this one).
             _log(0, "update", u.get(_SU_UPDATE_ID), "refused for good; dropped")
@@ -564,9 +558,8 @@ async def _step():
                 rep = cbor.decode(p)
             except ValueError:
                 rep = None
-            if rep is None:
                 _log(1, "notification dropped")
-            else:
+            if rep is not None:
                 _log(2, "pushed %d commands" % len(rep.get(_REPLY_COMMANDS, ())))
                 _on_reply(rep, None)
             p = rep = None
@@ -591,10 +584,11 @@ async def _step():
         return
     if _s[_S_FAILS]:
         back = _BACKOFF_MIN_MS << min(_s[_S_FAILS] - 1, 6)
-        _s[_S_DUE] = ticks_add(ticks_ms(), back if back < _BACKOFF_MAX_MS else _BACKOFF_MAX_MS)
+        _s[_S_DUE] = ticks_add(ticks_ms(), min(back, _BACKOFF_MAX_MS))
     elif ok is not None:  # a reply may be {} (an AgentReply with nothing in it)
         # coap's getrandbits: random's, or ticks on a port without it
-        jit = coap.getrandbits(16) % (_s[_S_JITTER_MS] + 1) if _s[_S_JITTER_MS] else 0
+        # (a jitter of 0: % 1, no jitter)
+        jit = coap.getrandbits(16) % (_s[_S_JITTER_MS] + 1)
         _s[_S_DUE] = ticks_add(ticks_ms(), _s[_S_HB_MS] + jit)
 
 
@@ -633,8 +627,7 @@ def _setup(path):
         for i in range(len(q)):
             if type(q[i]) is not bytes:  # from an agent that kept them as [field, update]
                 q[i] = cbor.enc(None, 0, {q[i][0]: q[i][1]})
-        for t, v in st.get(6, []):
-            _s[_S_TASKS][t] = v
+        _s[_S_TASKS].update(st.get(6, []))  # [task, state] pairs
         # A state file from before the bound: its agent started at seq 1 each boot; go past.
         b = st.get(7, 65536)
         _s[_S_SEQ] = b - 1

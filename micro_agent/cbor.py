@@ -149,9 +149,7 @@ def _head_in():
 
 def _at_break():
     global _p
-    if _p >= len(_b):
-        raise ValueError
-    if _b[_p] == 0xFF:
+    if _b[_p] == 0xFF:  # (past the end: IndexError, which decode turns into its ValueError)
         _p += 1
         return True
     return False
@@ -183,23 +181,20 @@ def _item(depth):
         return _string(2, n)
     if major == 3:
         return str(_string(3, n), "utf-8")
-    if major == 4:
-        if n != _INDEF and n > len(_b) - _p:  # a count no larger than the bytes left
+    if major == 4 or major == 5:  # an array, or a map (one loop for both)
+        # a count no larger than the bytes left (a map's items are two each)
+        if n != _INDEF and (major - 3) * n > len(_b) - _p:
             raise ValueError
-        out = []
-        while (n == _INDEF and not _at_break()) or (n != _INDEF and len(out) < n):
-            out.append(_item(depth + 1))
-        return out
-    if major == 5:
-        if n != _INDEF and 2 * n > len(_b) - _p:
-            raise ValueError
-        out = {}
+        out = [] if major == 4 else {}
         k = 0
         while (n == _INDEF and not _at_break()) or (n != _INDEF and k < n):
-            km, _, key = _head_in()
-            if km != 0 or key in out:
-                raise ValueError
-            out[key] = _item(depth + 1)
+            if major == 4:
+                out.append(_item(depth + 1))
+            else:
+                km, _, key = _head_in()
+                if km != 0 or key in out:  # map keys: unsigned integers, each once
+                    raise ValueError
+                out[key] = _item(depth + 1)
             k += 1
         return out
     if major == 7:
@@ -216,10 +211,8 @@ def _item(depth):
             else:
                 v = math.ldexp(f, -24)
             return -v if n & 0x8000 else v
-        if info == 26:
-            return struct.unpack(">f", _b[j - 4:j])[0]
-        if info == 27:
-            return struct.unpack(">d", _b[j - 8:j])[0]
+        if info > 25:  # 26 single, 27 double (28.. were refused by _head_in)
+            return struct.unpack(">f" if info == 26 else ">d", _b[j - (1 << info - 24):j])[0]
     raise ValueError
 
 

@@ -107,19 +107,17 @@ _c = [0, 0, [], None, None, None, getrandbits(16), getrandbits(16), 1000, 2, 0, 
 
 
 def setup(sock, dest, timeout, count):
-    _c[_C_SOCK] = sock
-    _c[_C_POLL] = select.poll()
-    _c[_C_POLL].register(sock, select.POLLIN)
-    _c[_C_ADDR] = dest
-    _c[_C_ACK_MS] = timeout
-    _c[_C_RETRIES] = count
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    _c[_C_SOCK:_C_MID] = [sock, p, dest]
+    _c[_C_ACK_MS:_C_SENT] = [timeout, count]
 
 
 async def take():
     """Wait for the buffer and hold it; `give()` hands it back."""
     global busy
     t = _c[_C_TICKET]
-    _c[_C_TICKET] = (_c[_C_TICKET] + 1) & 0xFFFF
+    _c[_C_TICKET] = (t + 1) & 0xFFFF
     try:
         while t != _c[_C_SERVING]:
             await asyncio.sleep_ms(_POLL_MS)
@@ -140,20 +138,21 @@ def give():
 
 
 def _turn():
-    _c[_C_SERVING] = (_c[_C_SERVING] + 1) & 0xFFFF
-    while _c[_C_SERVING] in _c[_C_GONE]:
-        _c[_C_GONE].remove(_c[_C_SERVING])
+    while True:
         _c[_C_SERVING] = (_c[_C_SERVING] + 1) & 0xFFFF
+        if _c[_C_SERVING] not in _c[_C_GONE]:
+            return
+        _c[_C_GONE].remove(_c[_C_SERVING])
 
 
 def _opt(pos, start, n, val):
-    # One option after option number `start`; val is bytes, str or a non-negative int.
+    # One option after option number `start`; val is bytes, str or a non-negative int (in
+    # the fewest bytes: none for 0).
     if type(val) is int:
-        ln = 0 if val == 0 else 1 if val < 0x100 else 2 if val < 0x10000 else 3
-        v = val
-        val = None
-    else:
-        ln = len(val)
+        val = val.to_bytes(0 if val == 0 else 1 if val < 0x100 else 2 if val < 0x10000 else 3, "big")
+    elif type(val) is str:
+        val = val.encode()
+    ln = len(val)
     d = n - start
     hd = d if d < 13 else 13
     hn = ln if ln < 13 else 13
@@ -165,12 +164,7 @@ def _opt(pos, start, n, val):
     if hn == 13:
         TX[pos] = ln - 13
         pos += 1
-    if val is None:
-        for k in range(ln - 1, -1, -1):
-            TX[pos + k] = v & 0xFF
-            v >>= 8
-    else:
-        TX[pos:pos + ln] = val if type(val) is not str else val.encode()
+    TX[pos:pos + ln] = val
     return pos + ln
 
 
@@ -268,9 +262,7 @@ def parse(n, buf=None):
             _c[_C_OPT] = i
             _c[_C_OPT_LEN] = ln
         elif num == _OPT_BLOCK2:
-            blk = 0
-            for k in range(ln):
-                blk = blk << 8 | buf[i + k]
+            blk = int.from_bytes(buf[i:i + ln], "big")
         i += ln
     if i < n:
         i += 1  # the payload marker
@@ -300,9 +292,7 @@ def _open(value, code, start, end, mode=False):
         n = RX[o] & 7
         if RX[o] & 0xF8 or not 0 < n < 6 or _c[_C_OPT_LEN] != n + 1:
             return None
-        v = 0
-        for k in range(n):
-            v = v << 8 | RX[o + 1 + k]
+        v = int.from_bytes(RX[o + 1:o + 1 + n], "big")
     if (mode or v >= 0) and v <= _c[_C_NOTE_PIV]:
         # A notification must carry the master's Partial IV, and any answer with one must
         # carry a newer one than the last: the master's counter never repeats (it is one for

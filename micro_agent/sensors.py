@@ -39,19 +39,17 @@ def _reader(e):
         v = e["sim"]
         if type(v) is not list:
             return lambda: v
-        st = [0]
 
-        def step():
-            st[0] += 1
-            return v[(st[0] - 1) % len(v)]
+        def step():  # the first value, moved to the end
+            v.append(v.pop(0))
+            return v[-1]
         return step
     if machine is None:
         raise OSError(-3)
     if "adc" in e:
         return machine.ADC(e["adc"]).read_u16
-    if "pin" in e:
-        out = e.get("kind") == "actuator"
-        return machine.Pin(e["pin"], machine.Pin.OUT if out else machine.Pin.IN).value
+    if "pin" in e:  # (an actuator's pin is opened by setup)
+        return machine.Pin(e["pin"], machine.Pin.IN).value
     if "i2c" in e:
         bus, addr, reg, n = e["i2c"]
         i2c = machine.I2C(bus)
