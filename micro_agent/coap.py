@@ -149,7 +149,8 @@ def _opt(pos, start, n, val):
     # One option after option number `start`; val is bytes, str or a non-negative int (in
     # the fewest bytes: none for 0).
     if type(val) is int:
-        val = val.to_bytes(0 if val == 0 else 1 if val < 0x100 else 2 if val < 0x10000 else 3, "big")
+        val = val.to_bytes(0 if val == 0 else 1 if val < 0x100 else 2 if val < 0x10000 else 3,
+                           "big")
     elif type(val) is str:
         val = val.encode()
     ln = len(val)
@@ -310,11 +311,12 @@ def _open(value, code, start, end, mode=False):
     return TX[0], start, n, b
 
 
-def _recv(tok):
+def _recv(token):
     global RX, pushed
     # The next datagram that is not a notification of our observation (unless it answers
-    # `tok`), parsed as (type, code, mid, token, payload start, block2), its bytes in RX; None
-    # when none waits. A CON one is ACKed (an empty ACK built when sent: not kept in TX, where
+    # the request with `token`: an argument's name is a qstr, and "token" is one already),
+    # parsed as (type, code, mid, token, payload start, block2), its bytes in RX; None when
+    # none waits. A CON one is ACKed (an empty ACK built when sent: not kept in TX, where
     # a request may still be retransmitted, nor in a buffer of its own, 64 B of heap for
     # good). A notification is kept in `pushed` (the datagram itself, recv's bytes, not a
     # copy: RX moves on, it stays) for poll() to verify and decrypt when TX is free; an error
@@ -344,7 +346,7 @@ def _recv(tok):
             continue
         if r[0] == _CON:
             _c[_C_SOCK].sendto(bytes((0x60, 0, r[2] >> 8, r[2] & 0xFF)), _c[_C_ADDR])
-        if r[3] == tok or r[3] != _c[_C_OBS_TOK] or r[3] < 0 or r[0] > _NON:
+        if r[3] == token or r[3] != _c[_C_OBS_TOK] or r[3] < 0 or r[0] > _NON:
             return r
         if r[1] >> 5 != 2:
             _c[_C_OBS_TOK] = -1
