@@ -53,12 +53,6 @@ try:
 except ImportError:  # left off the device: launches end in ERROR UNSUPPORTED_EXECUTOR
     executor = None
 
-try:
-    from random import getrandbits
-except ImportError:
-    def getrandbits(n):
-        return ticks_ms() & ((1 << n) - 1)
-
 _CALL_SEQ = const(2)  # pb: AgentCall.seq
 _CALL_MAC = const(3)  # pb: AgentCall.mac
 _CALL_REGISTER = const(4)  # pb: AgentCall.register
@@ -281,7 +275,7 @@ async def _call(key, value):
         rep = None
         if r is None:
             _switch(None)
-        elif obs and r[0] & 0xFF in (0x84, 0x85):
+        elif obs and r[0] & 0xFE == 0x84:  # 4.04 or 4.05 (and not a tuple constant)
             _s[_S_OBSERVE] = False  # a master without `c`: heartbeats go to `a`
             _log(0, "no observable c; observe off")
         else:
@@ -292,33 +286,31 @@ async def _call(key, value):
                 _log(1, "malformed reply dropped")
     finally:
         coap.give()
-    if rep is None:
-        _s[_S_FAILS] += 1
-        return None
-    err = rep.get(_REPLY_ERROR)
-    if nonce:
-        # Signed with the secret both sides derive from the token's key and the two nonces: a
-        # reply from someone without the token fails here.
-        r = rep.get(_REPLY_REGISTERED)
-        r = r.get(_RGD_NONCE) if type(r) is dict else None  # the master's nonce
-        # the secret: the first 16 bytes of HMAC-SHA256(the token's key, "edgerm secret" ||
-        # agent nonce || master nonce)
-        k = oscore.hmac(k, b"edgerm secret" + nonce + r, 16) if type(r) is bytes else b""
-        r = None
-        if _authentic(rep, k) and rep.get(_REPLY_SEQ, 0) == seq:
+    if rep is not None:
+        err = rep.get(_REPLY_ERROR)
+        if nonce:
+            # Signed with the secret both sides derive from the token's key and the two
+            # nonces: a reply from someone without the token fails here.
+            r = rep.get(_REPLY_REGISTERED)
+            r = r.get(_RGD_NONCE) if type(r) is dict else None  # the master's nonce
+            # the secret: the first 16 bytes of HMAC-SHA256(the token's key, "edgerm secret"
+            # || agent nonce || master nonce)
+            k = oscore.hmac(k, b"edgerm secret" + nonce + r, 16) if type(r) is bytes else b""
+            r = None
+            if _authentic(rep, k) and rep.get(_REPLY_SEQ, 0) == seq:
+                _s[_S_FAILS] = 0
+                _s[_S_SECRET] = k  # a Registered it is: _register keeps it with the agent_id
+                return rep
+        elif not code & 0x100:  # coap's _PLAIN unset: OSCORE verified it answers this call
             _s[_S_FAILS] = 0
-            _s[_S_SECRET] = k  # a Registered it is: _register keeps it with the agent_id
             return rep
-    elif not code & 0x100:  # coap's _PLAIN unset: OSCORE verified it answers this very call
-        _s[_S_FAILS] = 0
-        return rep
-    c = err.get(_ERR_CODE) if type(err) is dict else 0
-    if c == _UNAUTHENTICATED and code & 0xFF == 0x81:
-        return rep  # an unprotected refusal: the master does not (or no longer) know us
-    if c == _NOT_LEADER:
-        _switch(err.get(_ERR_LEADER))  # a standby: unprotected as well
-    else:
-        _log(1, "unauthenticated reply dropped")
+        c = err.get(_ERR_CODE) if type(err) is dict else 0
+        if c == _UNAUTHENTICATED and code & 0xFF == 0x81:
+            return rep  # an unprotected refusal: the master does not (or no longer) know us
+        if c == _NOT_LEADER:
+            _switch(err.get(_ERR_LEADER))  # a standby: unprotected as well
+        else:
+            _log(1, "unauthenticated reply dropped")
     _s[_S_FAILS] += 1
     return None
 
@@ -348,17 +340,15 @@ def _addr(hp):
 
 def _authentic(r, key):
     given = r.pop(_REPLY_MAC, None)
-    if type(given) is not bytes or not key:
+    if type(given) is not bytes or len(given) != 8 or not key:  # oscore.hmac's 8 bytes
         return False
     try:
         n = cbor.enc(coap.TX, 0, r)
     except (IndexError, TypeError):
         return False
     n = oscore.hmac(key, coap.TX[:n])
-    if len(given) != len(n):
-        return False
     r = 0
-    for i in range(len(n)):  # no early exit: a forger learns nothing from the time it takes
+    for i in range(8):  # no early exit: a forger learns nothing from the time it takes
         r |= given[i] ^ n[i]
     return r == 0
 
@@ -396,16 +386,12 @@ async def _register():
                 # The master does not know us (any more): drop the identity and everything
                 # numbered under it (a new agent_id starts update and command ids from 1; the
                 # old identity's tasks are no one's) and register afresh.
-                for t in list(_s[_S_TASKS]):
-                    if executor is not None:
+                if executor is not None:
+                    for t in _s[_S_TASKS]:  # (kill only cancels: the dict stays as it is)
                         executor.kill(t, True)
                 _s[_S_TASKS].clear()
-                _s[_S_ID] = 0
-                _s[_S_SECRET] = b""
+                _s[:5] = [0, b"", 1, 0, []]  # _S_ID, _S_SECRET, _S_NEXT, _S_CMD, _S_QUEUE
                 coap._c[13] = b""  # coap's _C_KEYS: the next registration goes in clear
-                _s[_S_NEXT] = 1
-                _s[_S_CMD] = 0
-                _s[_S_QUEUE] = []
         _s[_S_FAILS] += 1
         return False
     _s[_S_REFUSALS] = 0
@@ -414,8 +400,7 @@ async def _register():
     _s[_S_JITTER_MS] = reg.get(_RGD_JITTER_MS, 0)
     ack = reg.get(_RGD_UPDATE_ACK, 0)
     _acked(ack)
-    if _s[_S_NEXT] <= ack:
-        _s[_S_NEXT] = ack + 1
+    _s[_S_NEXT] = max(_s[_S_NEXT], ack + 1)
     _s[_S_CMD_ACKED] = -1  # tell the master our command_ack in the next heartbeat
     _s[_S_REGISTERED] = True
     # The OSCORE security context from the secret and agent_id (the kid), into coap's
@@ -433,10 +418,8 @@ def _acked(n):
     k = 0
     while k < len(q) and cbor.decode(q[k]).popitem()[1].get(_SU_UPDATE_ID, 0) <= n:  # Publish too
         k += 1
-    if k:
-        del q[:k]
-        return True
-    return False
+    del q[:k]
+    return k > 0
 
 
 def _on_reply(r, head):
@@ -444,9 +427,11 @@ def _on_reply(r, head):
     # _step: a coroutine's frame holds a slot for every local and stack entry it ever uses.)
     changed = _acked(r.get(_REPLY_UPDATE_ACK, 0))
     err = r.get(_REPLY_ERROR)
+    ec = 0  # its error code
     if type(err) is dict:
-        _log(1, "error %s %s" % (err.get(_ERR_CODE), err.get(_ERR_MESSAGE)))
-        if err.get(_ERR_CODE) == _UNAUTHENTICATED:
+        ec = err.get(_ERR_CODE)
+        _log(1, "error %s %s" % (ec, err.get(_ERR_MESSAGE)))
+        if ec == _UNAUTHENTICATED:
             # Re-register, but not more than once per re-registration gap: the 4.01 may be forged.
             late = ticks_diff(ticks_ms(), _s[_S_REG_OK])
             if late < 0:
@@ -462,8 +447,7 @@ def _on_reply(r, head):
     q = _s[_S_QUEUE]
     if head is not None and q and q[0] is head:  # answered, but not acknowledged
         c, u = cbor.decode(head).popitem()
-        if type(err) is dict and err.get(_ERR_CODE) in (_BAD_REQUEST, _FORBIDDEN, _NOT_FOUND,
-                                                        _TOO_LARGE):
+        if ec in (_BAD_REQUEST, _FORBIDDEN, _NOT_FOUND, _TOO_LARGE):
             # Refused for good: forget it and renumber the rest (the master applies update
             # ids without gaps and has not applied this one).
             _log(0, "update", u.get(_SU_UPDATE_ID), "refused for good; dropped")
@@ -501,7 +485,7 @@ def _apply(c):
                 return report(task, _ERROR, _INVALID_TASK, "no task kind in the spec")
             devs = [d.get(_DEVICE_NAME, "") for d in spec.get(_SPEC_RESOURCES, {}).get(_RES_DEVICES, ())]
             for d in devs:
-                if d not in [x[_DEVICE_NAME] for x in _s[_S_INVENTORY]]:
+                if d not in sensors._dev:  # the devices that opened: the inventory's names
                     return report(task, _ERROR, _RESOURCES_UNAVAILABLE, "no device %s" % d)
             report(task, _STARTING)
             executor.launch(task, mp, devs)
@@ -525,11 +509,12 @@ def _apply(c):
 
 def report(task, state, reason=0, message="", code=0):
     """Queue StatusUpdate{task, state, ...} for the master (the executor calls this too)."""
-    _s[_S_TASKS][task] = state
-    if len(_s[_S_TASKS]) > _MAX_TASKS:
-        for t in list(_s[_S_TASKS]):
-            if _s[_S_TASKS][t] >= _FINISHED and len(_s[_S_TASKS]) > _MAX_TASKS:
-                del _s[_S_TASKS][t]
+    ts = _s[_S_TASKS]
+    ts[task] = state
+    if len(ts) > _MAX_TASKS:
+        for t in list(ts):
+            if ts[t] >= _FINISHED and len(ts) > _MAX_TASKS:
+                del ts[t]
     u = {_SU_UPDATE_ID: _s[_S_NEXT], _SU_TASK: task, _SU_STATE: state}
     _put(u, _SU_REASON, reason)
     _put(u, _SU_MESSAGE, message)
@@ -573,9 +558,8 @@ async def _step():
                 rep = cbor.decode(p)
             except ValueError:
                 rep = None
-            if rep is None:
                 _log(1, "notification dropped")
-            else:
+            if rep is not None:
                 _log(2, "pushed %d commands" % len(rep.get(_REPLY_COMMANDS, ())))
                 _on_reply(rep, None)
             p = rep = None
@@ -600,9 +584,11 @@ async def _step():
         return
     if _s[_S_FAILS]:
         back = _BACKOFF_MIN_MS << min(_s[_S_FAILS] - 1, 6)
-        _s[_S_DUE] = ticks_add(ticks_ms(), back if back < _BACKOFF_MAX_MS else _BACKOFF_MAX_MS)
+        _s[_S_DUE] = ticks_add(ticks_ms(), min(back, _BACKOFF_MAX_MS))
     elif ok is not None:  # a reply may be {} (an AgentReply with nothing in it)
-        jit = getrandbits(16) % (_s[_S_JITTER_MS] + 1) if _s[_S_JITTER_MS] else 0
+        # coap's getrandbits: random's, or ticks on a port without it
+        # (a jitter of 0: % 1, no jitter)
+        jit = coap.getrandbits(16) % (_s[_S_JITTER_MS] + 1)
         _s[_S_DUE] = ticks_add(ticks_ms(), _s[_S_HB_MS] + jit)
 
 
@@ -635,17 +621,13 @@ def _setup(path):
     try:
         with open(_s[_S_STATE], "rb") as f:
             st = cbor.decode(f.read())
-        _s[_S_ID] = st.get(1, 0)
-        _s[_S_SECRET] = st.get(2, b"")
-        _s[_S_NEXT] = st.get(3, 1)
-        _s[_S_CMD] = st.get(4, 0)
-        q = st.get(5, [])
+        for i in range(5):  # agent id, secret, next update id, last command, queue: keys 1..5
+            _s[i] = st.get(i + 1, _s[i])  # (_s holds each one's default)
+        q = _s[_S_QUEUE]
         for i in range(len(q)):
             if type(q[i]) is not bytes:  # from an agent that kept them as [field, update]
                 q[i] = cbor.enc(None, 0, {q[i][0]: q[i][1]})
-        _s[_S_QUEUE] = q
-        for t, v in st.get(6, []):
-            _s[_S_TASKS][t] = v
+        _s[_S_TASKS].update(st.get(6, []))  # [task, state] pairs
         # A state file from before the bound: its agent started at seq 1 each boot; go past.
         b = st.get(7, 65536)
         _s[_S_SEQ] = b - 1
@@ -667,13 +649,10 @@ async def run(path):
     while True:
         try:
             await _step()
-        except MemoryError:
-            gc.collect()  # a task ate the heap; what it held is garbage now
-            _log(0, "out of memory in the agent loop; going on")
-            await asyncio.sleep_ms(100)
         except Exception as e:
+            gc.collect()  # MemoryError: a task ate the heap; what it held is garbage now
             _log(0, "agent loop error:", type(e).__name__, e)
-            await asyncio.sleep_ms(1000)
+            await asyncio.sleep_ms(100 if type(e) is MemoryError else 1000)
 
 
 def main(path="config.json"):

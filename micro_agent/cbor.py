@@ -4,9 +4,9 @@ The data model is the wire's: a message is a dict {field number: value}; values 
 bool, str, bytes, list and dict. `enc` writes deterministic CBOR (RFC 8949 §4.2.1: shortest
 heads, shortest float that keeps the value, map keys sorted) straight into a caller's buffer, so
 a datagram is built in place. `decode` distrusts its input: it accepts indefinite-length items
-and raises only ValueError for anything else wrong (truncation, reserved encodings, bad UTF-8,
-tags, simple values other than true/false, map keys that are not unsigned integers, duplicate
-keys, nesting deeper than 16, trailing bytes). The schema (which field holds what) is the
+and raises ValueError("malformed CBOR") for anything else wrong (truncation, reserved encodings,
+bad UTF-8, tags, simple values other than true/false, map keys that are not unsigned integers,
+duplicate keys, nesting deeper than 16, trailing bytes). The schema (which field holds what) is the
 caller's business.
 """
 
@@ -124,7 +124,7 @@ def _take(n):
     global _p
     j = _p + n
     if j > len(_b):
-        raise ValueError("truncated item")
+        raise ValueError
     _p = j
     return j
 
@@ -144,14 +144,12 @@ def _head_in():
         return major, info, int.from_bytes(_b[j - n:j], "big")
     if info == 31 and major in (2, 3, 4, 5):
         return major, info, _INDEF
-    raise ValueError("reserved encoding")
+    raise ValueError
 
 
 def _at_break():
     global _p
-    if _p >= len(_b):
-        raise ValueError("truncated item")
-    if _b[_p] == 0xFF:
+    if _b[_p] == 0xFF:  # (past the end: IndexError, which decode turns into its ValueError)
         _p += 1
         return True
     return False
@@ -165,7 +163,7 @@ def _string(t, n):
     while not _at_break():
         m, _, c = _head_in()
         if m != t or c == _INDEF:
-            raise ValueError("bad string chunk")
+            raise ValueError
         j = _take(c)
         out += _b[j - c:j]
     return bytes(out)
@@ -173,7 +171,7 @@ def _string(t, n):
 
 def _item(depth):
     if depth > _MAX_DEPTH:
-        raise ValueError("nested too deep")
+        raise ValueError
     major, info, n = _head_in()
     if major == 0:
         return n
@@ -183,23 +181,20 @@ def _item(depth):
         return _string(2, n)
     if major == 3:
         return str(_string(3, n), "utf-8")
-    if major == 4:
-        if n != _INDEF and n > len(_b) - _p:  # a count no larger than the bytes left
-            raise ValueError("truncated item")
-        out = []
-        while (n == _INDEF and not _at_break()) or (n != _INDEF and len(out) < n):
-            out.append(_item(depth + 1))
-        return out
-    if major == 5:
-        if n != _INDEF and 2 * n > len(_b) - _p:
-            raise ValueError("truncated item")
-        out = {}
+    if major == 4 or major == 5:  # an array, or a map (one loop for both)
+        # a count no larger than the bytes left (a map's items are two each)
+        if n != _INDEF and (major - 3) * n > len(_b) - _p:
+            raise ValueError
+        out = [] if major == 4 else {}
         k = 0
         while (n == _INDEF and not _at_break()) or (n != _INDEF and k < n):
-            km, _, key = _head_in()
-            if km != 0 or key in out:
-                raise ValueError("bad or repeated map key")
-            out[key] = _item(depth + 1)
+            if major == 4:
+                out.append(_item(depth + 1))
+            else:
+                km, _, key = _head_in()
+                if km != 0 or key in out:  # map keys: unsigned integers, each once
+                    raise ValueError
+                out[key] = _item(depth + 1)
             k += 1
         return out
     if major == 7:
@@ -216,11 +211,9 @@ def _item(depth):
             else:
                 v = math.ldexp(f, -24)
             return -v if n & 0x8000 else v
-        if info == 26:
-            return struct.unpack(">f", _b[j - 4:j])[0]
-        if info == 27:
-            return struct.unpack(">d", _b[j - 8:j])[0]
-    raise ValueError("unsupported item")
+        if info > 25:  # 26 single, 27 double (28.. were refused by _head_in)
+            return struct.unpack(">f" if info == 26 else ">d", _b[j - (1 << info - 24):j])[0]
+    raise ValueError
 
 
 def decode(data):
@@ -231,13 +224,13 @@ def decode(data):
     _p = 0
     try:
         v = _item(1)
-        if type(v) is not dict:
-            raise ValueError("expected map")
-        if _p != len(data):
-            raise ValueError("trailing bytes")
+        if type(v) is not dict or _p != len(data):  # not a map, or trailing bytes
+            raise ValueError
         return v
-    except (IndexError, UnicodeError, RuntimeError):
-        # RuntimeError: MicroPython's "maximum recursion depth exceeded" on a small stack.
+    except (ValueError, IndexError, RuntimeError):
+        # One message for every way it can be wrong: no caller tells them apart, and a text
+        # for each was ~200 B of bytecode. (UnicodeError is a ValueError; RuntimeError is
+        # MicroPython's "maximum recursion depth exceeded" on a small stack.)
         raise ValueError("malformed CBOR")
     finally:
         _b = b""

@@ -106,20 +106,18 @@ _c = [0, 0, [], None, None, None, getrandbits(16), getrandbits(16), 1000, 2, 0, 
       0, 0, False, 0, -1, -1, 0, -1, False]
 
 
-def setup(sock, dest, timeout=1000, count=2):
-    _c[_C_SOCK] = sock
-    _c[_C_POLL] = select.poll()
-    _c[_C_POLL].register(sock, select.POLLIN)
-    _c[_C_ADDR] = dest
-    _c[_C_ACK_MS] = timeout
-    _c[_C_RETRIES] = count
+def setup(sock, dest, timeout, count):
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    _c[_C_SOCK:_C_MID] = [sock, p, dest]
+    _c[_C_ACK_MS:_C_SENT] = [timeout, count]
 
 
 async def take():
     """Wait for the buffer and hold it; `give()` hands it back."""
     global busy
     t = _c[_C_TICKET]
-    _c[_C_TICKET] = (_c[_C_TICKET] + 1) & 0xFFFF
+    _c[_C_TICKET] = (t + 1) & 0xFFFF
     try:
         while t != _c[_C_SERVING]:
             await asyncio.sleep_ms(_POLL_MS)
@@ -140,20 +138,22 @@ def give():
 
 
 def _turn():
-    _c[_C_SERVING] = (_c[_C_SERVING] + 1) & 0xFFFF
-    while _c[_C_SERVING] in _c[_C_GONE]:
-        _c[_C_GONE].remove(_c[_C_SERVING])
+    while True:
         _c[_C_SERVING] = (_c[_C_SERVING] + 1) & 0xFFFF
+        if _c[_C_SERVING] not in _c[_C_GONE]:
+            return
+        _c[_C_GONE].remove(_c[_C_SERVING])
 
 
 def _opt(pos, start, n, val):
-    # One option after option number `start`; val is bytes, str or a non-negative int.
+    # One option after option number `start`; val is bytes, str or a non-negative int (in
+    # the fewest bytes: none for 0).
     if type(val) is int:
-        ln = 0 if val == 0 else 1 if val < 0x100 else 2 if val < 0x10000 else 3
-        v = val
-        val = None
-    else:
-        ln = len(val)
+        val = val.to_bytes(0 if val == 0 else 1 if val < 0x100 else 2 if val < 0x10000 else 3,
+                           "big")
+    elif type(val) is str:
+        val = val.encode()
+    ln = len(val)
     d = n - start
     hd = d if d < 13 else 13
     hn = ln if ln < 13 else 13
@@ -165,12 +165,7 @@ def _opt(pos, start, n, val):
     if hn == 13:
         TX[pos] = ln - 13
         pos += 1
-    if val is None:
-        for k in range(ln - 1, -1, -1):
-            TX[pos + k] = v & 0xFF
-            v >>= 8
-    else:
-        TX[pos:pos + ln] = val if type(val) is not str else val.encode()
+    TX[pos:pos + ln] = val
     return pos + ln
 
 
@@ -249,25 +244,19 @@ def parse(n, buf=None):
     while i < n and buf[i] != 0xFF:
         b = buf[i]
         i += 1
-        d = b >> 4
-        ln = b & 15
-        if d == 13:
-            d = 13 + buf[i]
-            i += 1
-        elif d == 14:
-            d = 269 + (buf[i] << 8 | buf[i + 1])
-            i += 2
-        elif d == 15:
-            raise ValueError
-        if ln == 13:
-            ln = 13 + buf[i]
-            i += 1
-        elif ln == 14:
-            ln = 269 + (buf[i] << 8 | buf[i + 1])
-            i += 2
-        elif ln == 15:
-            raise ValueError
-        num += d
+        for k in range(4, -1, -4):  # the delta nibble, then the length nibble (one code for both)
+            d = b >> k & 15
+            if d == 13:
+                d = 13 + buf[i]
+                i += 1
+            elif d == 14:
+                d = 269 + (buf[i] << 8 | buf[i + 1])
+                i += 2
+            elif d == 15:
+                raise ValueError
+            if k:
+                num += d
+        ln = d
         if i + ln > n:
             raise ValueError
         if num == _OPT_OBSERVE:
@@ -276,9 +265,7 @@ def parse(n, buf=None):
             _c[_C_OPT] = i
             _c[_C_OPT_LEN] = ln
         elif num == _OPT_BLOCK2:
-            blk = 0
-            for k in range(ln):
-                blk = blk << 8 | buf[i + k]
+            blk = int.from_bytes(buf[i:i + ln], "big")
         i += ln
     if i < n:
         i += 1  # the payload marker
@@ -308,9 +295,7 @@ def _open(value, code, start, end, mode=False):
         n = RX[o] & 7
         if RX[o] & 0xF8 or not 0 < n < 6 or _c[_C_OPT_LEN] != n + 1:
             return None
-        v = 0
-        for k in range(n):
-            v = v << 8 | RX[o + 1 + k]
+        v = int.from_bytes(RX[o + 1:o + 1 + n], "big")
     if (mode or v >= 0) and v <= _c[_C_NOTE_PIV]:
         # A notification must carry the master's Partial IV, and any answer with one must
         # carry a newer one than the last: the master's counter never repeats (it is one for
@@ -328,43 +313,47 @@ def _open(value, code, start, end, mode=False):
     return TX[0], start, n, b
 
 
-def _recv():
-    global RX
-    # One datagram as RX; its length, 0 when none waits. Exactly one: MicroPython sockets have
-    # no recv_into, and readinto reads on until its buffer is full, so two datagrams queued
-    # together (a reply and a notification) would come out glued. recv is asked only when poll
-    # says one waits (on an empty socket it raises, and the unix port leaks its buffer then);
-    # the bytes it returns become RX until the next datagram, give() or the end of poll().
-    # When a task has eaten the heap, recv cannot allocate and the datagram stays queued until
-    # it can (the task fails and its memory comes back).
+def _recv(token):
+    global RX, pushed
+    # The next datagram that is not a notification of our observation (unless it answers
+    # the request with `token`: an argument's name is a qstr, and "token" is one already),
+    # parsed as (type, code, mid, token, payload start, block2), its bytes in RX; None when
+    # none waits. A CON one is ACKed (an empty ACK built when sent: not kept in TX, where
+    # a request may still be retransmitted, nor in a buffer of its own, 64 B of heap for
+    # good). A notification is kept in `pushed` (the datagram itself, recv's bytes, not a
+    # copy: RX moves on, it stays) for poll() to verify and decrypt when TX is free; an error
+    # one ends the observation (RFC 7641 3.2). Malformed ones are dropped.
+    # Exactly one datagram per recv: MicroPython sockets have no recv_into, and readinto reads
+    # on until its buffer is full, so two datagrams queued together (a reply and a
+    # notification) would come out glued. recv is asked only when poll says one waits (on an
+    # empty socket it raises, and the unix port leaks its buffer then). When a task has eaten
+    # the heap, recv cannot allocate and the datagram stays queued until it can (the task
+    # fails and its memory comes back). RX is dropped by give() or the end of poll().
     while True:
         for _ in _c[_C_POLL].ipoll(0):
             break
         else:
-            return 0
+            return None
         try:
-            d = _c[_C_SOCK].recv(_RX_SIZE + 1)
+            RX = _c[_C_SOCK].recv(_RX_SIZE + 1)
         except (OSError, MemoryError):
-            return 0
-        n = len(d)
+            return None
         _c[_C_RECEIVED] += 1
-        if 0 < n <= _RX_SIZE:
-            RX = d
-            return n
-        _c[_C_DROPPED] += 1  # empty, or longer than any answer we can take: dropped
-
-
-def _notification(t, code, token, start, end):
-    # True when RX[:end] is a notification of our observation (the datagram kept in `pushed`
-    # for poll() to verify and decrypt when TX is free).
-    global pushed
-    if token != _c[_C_OBS_TOK] or token < 0 or t > _NON:
-        return False
-    if code >> 5 != 2:
-        _c[_C_OBS_TOK] = -1  # an error notification ends the observation (RFC 7641 3.2)
-    elif start < end:
-        pushed = RX  # the datagram itself (recv's bytes, not a copy): RX moves on, it stays
-    return True
+        try:
+            if not 0 < len(RX) <= _RX_SIZE:  # empty, or longer than any answer we can take
+                raise ValueError
+            r = parse(len(RX))
+        except (ValueError, IndexError):
+            _c[_C_DROPPED] += 1
+            continue
+        if r[0] == _CON:
+            _c[_C_SOCK].sendto(bytes((0x60, 0, r[2] >> 8, r[2] & 0xFF)), _c[_C_ADDR])
+        if r[3] == token or r[3] != _c[_C_OBS_TOK] or r[3] < 0 or r[0] > _NON:
+            return r
+        if r[1] >> 5 != 2:
+            _c[_C_OBS_TOK] = -1
+        elif r[4] < len(RX):
+            pushed = RX
 
 
 def poll():
@@ -373,31 +362,18 @@ def poll():
     and decrypted: `pushed` is its payload (a view of TX, valid until TX is written again) or
     None."""
     global RX, pushed
-    while True:
-        k = _recv()
-        if not k:
-            RX = pushed
-            pushed = None
-            if type(RX) is bytes:
-                try:
-                    r = _open(_c[_C_OBS_PIV], 0, parse(len(RX))[4], len(RX), True)
-                    if r is not None and r[0] >> 5 == 2:
-                        pushed = memoryview(TX)[r[1]:r[2]]
-                except (ValueError, IndexError):
-                    pass
-            RX = b""  # read and handled: let the datagram go
-            return
+    while _recv(-1) is not None:
+        _c[_C_DROPPED] += 1
+    RX = pushed
+    pushed = None
+    if type(RX) is bytes:
         try:
-            mtype, code, rmid, rtok, a, blk = parse(k)
+            r = _open(_c[_C_OBS_PIV], 0, parse(len(RX))[4], len(RX), True)
+            if r is not None and r[0] >> 5 == 2:
+                pushed = memoryview(TX)[r[1]:r[2]]
         except (ValueError, IndexError):
-            _c[_C_DROPPED] += 1
-            continue
-        if mtype == _CON:
-            # The ACK is built when sent, not kept in TX (a request there may still be
-            # retransmitted) nor in a buffer of its own (64 B of heap for good).
-            _c[_C_SOCK].sendto(bytes((0x60, 0, rmid >> 8, rmid & 0xFF)), _c[_C_ADDR])
-        if not _notification(mtype, code, rtok, a, k):
-            _c[_C_DROPPED] += 1
+            pass
+    RX = b""  # read and handled: let the datagram go
 
 
 async def request(n):
@@ -418,8 +394,8 @@ async def request(n):
         _c[_C_SENT] += 1
         t0 = ticks_ms()
         while True:
-            k = _recv()
-            if not k:
+            r = _recv(tok)
+            if r is None:
                 if ticks_diff(ticks_ms(), t0) >= timeout:
                     if acked or tries >= _c[_C_RETRIES]:
                         return None
@@ -430,16 +406,7 @@ async def request(n):
                     _c[_C_SENT] += 1
                 await asyncio.sleep_ms(_POLL_MS)
                 continue
-            try:
-                mtype, code, rmid, rtok, a, blk = parse(k)
-            except (ValueError, IndexError):
-                _c[_C_DROPPED] += 1
-                continue
-            if mtype == _CON:
-                # a separate response or a notification: an empty ACK (as in poll)
-                _c[_C_SOCK].sendto(bytes((0x60, 0, rmid >> 8, rmid & 0xFF)), _c[_C_ADDR])
-            if rtok != tok and _notification(mtype, code, rtok, a, k):
-                continue
+            mtype, code, rmid, rtok, a, blk = r
             if mtype == _RST and rmid == mid:
                 return None
             if code == 0:
@@ -453,7 +420,7 @@ async def request(n):
                 continue
             if not p:
                 _c[_C_OPT] = -1  # an unprotected request's answer is taken as it is
-            r = _open(_c[_C_PIV], code, a, k)
+            r = _open(_c[_C_PIV], code, a, len(RX))
             if r is None:  # a wrong tag or option: not the answer (maybe forged); wait on
                 _c[_C_DROPPED] += 1
                 continue

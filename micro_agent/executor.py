@@ -70,12 +70,8 @@ _X_FETCHING = const(8)
 _x = [{}, set(), None, None, "cache", 5, 16384, ticks_ms(), []]
 
 
-def setup(report, publish, cache="cache", block_szx=5, max_module=16384):
-    _x[_X_REPORT] = report
-    _x[_X_PUBLISH] = publish
-    _x[_X_CACHE] = cache
-    _x[_X_SZX] = block_szx
-    _x[_X_MAX_MODULE] = max_module
+def setup(report, publish, cache, block_szx, max_module):
+    _x[_X_REPORT:_X_T0] = [report, publish, cache, block_szx, max_module]
     try:
         os.mkdir(cache)
     except OSError:
@@ -134,11 +130,10 @@ async def fetch(sha256, length):
         got[3].close()
         _x[_X_FETCHING].remove(name)
     tmp = _x[_X_CACHE] + "/" + name  # built again, not held through the download
-    if code != _CONTENT:
+    if code != _CONTENT or got[2].digest() != sha256:
         os.remove(tmp + ".part")
-        raise _Refused(_ERROR, _MODULE_UNAVAILABLE, "module: no usable answer" if code == 0 else "module: code %d.%02d" % (code >> 5, code & 31))
-    if got[2].digest() != sha256:
-        os.remove(tmp + ".part")
+        if code != _CONTENT:
+            raise _Refused(_ERROR, _MODULE_UNAVAILABLE, "module: no usable answer" if code == 0 else "module: code %d.%02d" % (code >> 5, code & 31))
         raise _Refused(_ERROR, _MODULE_HASH_MISMATCH, "module hash mismatch")
     mpy = got[1] >> 8 == 77 and got[1] & 0xFF < 32
     os.rename(tmp + ".part", tmp + (".mpy" if mpy else ".py"))
@@ -188,14 +183,10 @@ async def _main(task, data, items):
         name = await fetch(name, data.get(_MP_SIZE, 0))
         # A fresh module object per run, so two runs of one module keep separate globals.
         sys.modules.pop(name, None)
-        try:
+        try:  # an exception ends the task as any other of its own (TRAPPED, MEMORY_LIMIT)
             g = __import__(name).__dict__
-        except Exception as e:  # (no `finally`: each handler is more of this frame)
+        finally:
             sys.modules.pop(name, None)
-            if type(e) is MemoryError:
-                raise
-            raise _Refused(_FAILED, _TRAPPED, "%s: %s" % (type(e).__name__, e))
-        sys.modules.pop(name, None)
         g.update(_api(task, data, items, tail))
         rc = g.get("main")
         if rc is None:
@@ -209,10 +200,9 @@ async def _main(task, data, items):
         if rc is None or rc == 0:
             _say(task, _FINISHED, 0, tail[0], 0)
         else:
-            rc = rc if type(rc) is int else 1
-            _say(task, _FAILED, _EXITED_NONZERO, tail[0], rc)
+            _say(task, _FAILED, _EXITED_NONZERO, tail[0], rc if type(rc) is int else 1)
     except _Refused as e:
-        _say(task, e.args[0], e.args[1], clip(e.args[2]), 0)
+        _say(task, *e.args, 0)  # (state, reason, text: each text well under _MSG_MAX)
     except asyncio.CancelledError:
         _say(task, _KILLED, _KILL_REQUESTED, tail[0], 0)
     except asyncio.TimeoutError:

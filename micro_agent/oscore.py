@@ -49,8 +49,9 @@ def hmac(key, data, n=8):
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     k = bytearray(64)  # the pad (garbage after the call: a module-level one was 96 B for good)
+    k[:len(key)] = key
     for i in range(64):
-        k[i] = (key[i] if i < len(key) else 0) ^ 0x36
+        k[i] ^= 0x36
     h = hashlib.sha256(k)
     h.update(data)
     inner = h.digest()
@@ -85,7 +86,7 @@ def setup(key, id, dest=b"", data=b"", context=None):
     if len(id) > 7 or len(dest) > 7:
         raise ValueError  # a nonce holds 7 bytes of id (an agent_id under 2^56)
     # HKDF-Extract with salt `data`; an empty salt is HashLen zeros, the same HMAC key.
-    prk = hmac(data or b"", key, 32)
+    prk = hmac(data, key, 32)
     out = b""
     for v in (id, dest, b""):
         # info = [id, id_context, alg 10, "Key" / "IV", L]; HKDF-Expand of one block, T(1).
@@ -128,7 +129,7 @@ def ccm(c, mode, v, value, src, start, end, buf, pos):
     t[1] = len(n)
     t[9 - len(n):9] = n
     n = value if value >= 0 else v
-    for k in range(13, 8, -1):
+    for k in range(13, 8, -1):  # (not to_bytes: a Partial IV past 5 bytes must not raise)
         t[k] = n & 0xFF
         n >>= 8
     for k in range(1, 14):
@@ -136,8 +137,7 @@ def ccm(c, mode, v, value, src, start, end, buf, pos):
     n = end - start
     x[0] = 0x59  # Adata, M = 8, L = 2
     x[1:14] = t[1:14]
-    x[14] = n >> 8
-    x[15] = n & 0xFF
+    x[14:] = n.to_bytes(2, "big")
     a.encrypt(x, x)
     # AAD = l(a) || Enc_structure ["Encrypt0", h'', bstr .cbor aad_array], aad_array = [1,
     # [10], kid, piv, h''] (one bytes constant: each is an object on the heap for good)
@@ -160,18 +160,15 @@ def ccm(c, mode, v, value, src, start, end, buf, pos):
     while True:
         k = 0
         while k < n:
-            t[14] = (k >> 4) + 1 >> 8
-            t[15] = (k >> 4) + 1 & 0xFF
+            t[14:] = ((k >> 4) + 1).to_bytes(2, "big")
             a.encrypt(t, s)
             j = 0
             while j < 16 and k + j < n:
                 v = src[start + k + j]
+                if w:  # (read first: src and buf may be one buffer)
+                    buf[pos + k + j] = v ^ s[j]
                 if mode:
                     v ^= s[j]  # the plaintext byte
-                    if w:
-                        buf[pos + k + j] = v
-                elif w:
-                    buf[pos + k + j] = v ^ s[j]
                 x[j] ^= v
                 j += 1
             if not w or not mode:

@@ -39,19 +39,17 @@ def _reader(e):
         v = e["sim"]
         if type(v) is not list:
             return lambda: v
-        st = [0]
 
-        def step():
-            st[0] += 1
-            return v[(st[0] - 1) % len(v)]
+        def step():  # the first value, moved to the end
+            v.append(v.pop(0))
+            return v[-1]
         return step
     if machine is None:
         raise OSError(-3)
     if "adc" in e:
         return machine.ADC(e["adc"]).read_u16
-    if "pin" in e:
-        out = e.get("kind") == "actuator"
-        return machine.Pin(e["pin"], machine.Pin.OUT if out else machine.Pin.IN).value
+    if "pin" in e:  # (an actuator's pin is opened by setup)
+        return machine.Pin(e["pin"], machine.Pin.IN).value
     if "i2c" in e:
         bus, addr, reg, n = e["i2c"]
         i2c = machine.I2C(bus)
@@ -65,8 +63,9 @@ def setup(items):
     inv = []
     for e in items:
         name = e["name"]
+        act = e.get("kind") == "actuator"
         try:
-            if e.get("kind") == "actuator":
+            if act:
                 # Inline, and a lambda rather than a named function: every new name is a qstr,
                 # and the agent's pool has room for only a few more (bench/README.md).
                 if "sim" in e:
@@ -83,7 +82,7 @@ def setup(items):
             print("edgerm: device", name, "unavailable:", x)
             continue
         d = {_DEVICE_NAME: name,
-             _DEVICE_KIND: _ACTUATOR if e.get("kind") == "actuator" else _SENSOR}
+             _DEVICE_KIND: _ACTUATOR if act else _SENSOR}
         if e.get("shares"):
             d[_DEVICE_SHARES] = e["shares"]
         if e.get("unit"):
