@@ -184,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.gateway and args.no_linux_agent:
         parser.error("--gateway makes the Linux agent the gateway: drop --no-linux-agent")
+    if not 0 < args.gateway_port < 65536:
+        parser.error("--gateway-port must be a port number (1-65535): the MicroPython agent "
+                     "is told it before the gateway binds, so 0 (any) cannot work")
     settings = ClusterSettings(
         data_dir=args.data_dir, host=args.host, ws_port=args.ws_port, coap_port=args.coap_port,
         http_port=args.http_port,

@@ -40,6 +40,7 @@ import trio
 
 from edgerm.devca import DevCertificates, ensure_dev_certificates
 from edgerm_cli.listing import StateError, fetch_state
+from edgerm_master.config import AGENT_SILENT_CALL_S, MasterConfig
 
 # The repository root, when running from a clone (the demo needs examples/ and micro_agent/).
 REPO = Path(__file__).resolve().parents[1]
@@ -365,6 +366,7 @@ async def start_cluster(settings: ClusterSettings, nursery: trio.Nursery,
         "--data-dir", str(data_dir / "master"),
         "--host", settings.host, "--ws-port", str(settings.ws_port),
         "--coap-port", str(settings.coap_port), "--heartbeat-ms", str(settings.heartbeat_ms),
+        "--unreachable-after-missed", str(_unreachable_after_missed(settings.heartbeat_ms)),
         *(["--http-listen", f"{settings.host}:{settings.http_port}"]
           if settings.http_port is not None else [])],
         logs / "master.log")
@@ -450,3 +452,12 @@ def shown_path(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _unreachable_after_missed(heartbeat_ms: int) -> int:
+    """Missed heartbeats before UNREACHABLE for the cluster's short heartbeat: the master's
+    default (12) unless that window is too short for an agent's call that gets no answer
+    (edgerm_master.config.liveness_problem, which would warn at every start)."""
+    interval = heartbeat_ms / 1000
+    needed = interval * (1 + MasterConfig.jitter_fraction) + AGENT_SILENT_CALL_S
+    return max(MasterConfig.unreachable_after_missed, int(needed // interval) + 1)

@@ -25,3 +25,11 @@ def test_the_cli_hint_says_how_to_reach_the_cluster(tmp_path: Path,
     hint = cluster.cli_hint(tmp_path / "data", None)
     assert f"first `export EDGERM_HOME={tmp_path / 'data'}`" in hint
     assert f"`{sys.executable} -m edgerm_cli agents`" in hint and "run --wasm" not in hint
+
+
+def test_a_gateway_port_of_0_is_refused_with_why(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cluster.main(["--gateway", "--gateway-port", "0"])
+    assert exited.value.code == 2
+    assert "--gateway-port must be a port number (1-65535): the MicroPython agent is told it " \
+        "before the gateway binds" in capsys.readouterr().err
