@@ -99,7 +99,41 @@ def private_docker_engine(start_timeout_s: float = 30.0) -> Iterator[str]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-class AgentProcess:
+class ChildProcess:
+    """A process a test runs: its output appended to `log_path`; `stop()` sends `STOP_SIGNAL`
+    and kills it after `STOP_WAIT_S`."""
+
+    STOP_SIGNAL = signal.SIGINT
+    STOP_WAIT_S = 10.0
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, args: list[str], cwd: Path | None = None) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+        log.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(self.STOP_SIGNAL)
+            try:
+                self.proc.wait(self.STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] \
+            if self.log_path.exists() else ""
+
+
+class AgentProcess(ChildProcess):
     """`python -m edgerm_agent CONFIG` with a generated config."""
 
     def __init__(self, work_dir: Path, master_url: str, *, name: str = "agent-1",
@@ -136,28 +170,8 @@ unit = "Cel"
 constant = 21.5
 {extra}
 """)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = work_dir.parent / f"{work_dir.name}.log"
+        super().__init__(work_dir.parent / f"{work_dir.name}.log")
 
     def start(self) -> AgentProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgerm_agent", "-v",
-                                      str(self.config_path)], stdout=log, stderr=log)
-        log.close()
+        self.spawn([sys.executable, "-m", "edgerm_agent", "-v", str(self.config_path)])
         return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]

