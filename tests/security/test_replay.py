@@ -137,9 +137,10 @@ def without_reregister(snap: dict[str, Any]) -> dict[str, Any]:
     return {**snap, "store": store}
 
 
-async def test_replays_immediately_are_refused(scene: Scene) -> None:
-    await scene.workload()
-    recorded = recorded_calls(scene)
+async def refused_with_nothing_changed(scene: Scene, recorded: dict[str, list[Datagram]]
+                                       ) -> None:
+    """Replay everything `recorded`: each refused, the master's state as it was, the agent
+    and its spinning task working on."""
     before = await scene.snapshot()
     mark = len(scene.relay.recorded)
     bad = await replay_all(scene, recorded, {})
@@ -147,6 +148,11 @@ async def test_replays_immediately_are_refused(scene: Scene) -> None:
     await check_unchanged(scene, before)
     await scene.agent_keeps_working(mark)
     assert scene.spin_running()
+
+
+async def test_replays_immediately_are_refused(scene: Scene) -> None:
+    await scene.workload()
+    await refused_with_nothing_changed(scene, recorded_calls(scene))
 
 
 async def test_replays_after_an_agent_reboot_are_refused(scene: Scene) -> None:
@@ -154,13 +160,7 @@ async def test_replays_after_an_agent_reboot_are_refused(scene: Scene) -> None:
     recorded = recorded_calls(scene)
     await scene.restart_agent()      # it goes on from its persisted bound
     await scene.start_spin()
-    before = await scene.snapshot()
-    mark = len(scene.relay.recorded)
-    bad = await replay_all(scene, recorded, {})
-    assert not bad, "\n".join(bad)
-    await check_unchanged(scene, before)
-    await scene.agent_keeps_working(mark)
-    assert scene.spin_running()
+    await refused_with_nothing_changed(scene, recorded)
 
 
 async def test_replays_after_a_master_restart_are_refused(scene: Scene) -> None:
@@ -193,12 +193,7 @@ async def test_replays_after_a_master_restart_are_refused(scene: Scene) -> None:
     await scene.agent_keeps_working(mark)
     st = await scene.cluster_state()
     assert [a.agent_id for a in st.agents] == [agent_id]
-    before = await scene.snapshot()
-    mark = len(scene.relay.recorded)
-    bad = await replay_all(scene, recorded, {})
-    assert not bad, "\n".join(bad)
-    await check_unchanged(scene, before)
-    await scene.agent_keeps_working(mark)
+    await refused_with_nothing_changed(scene, recorded)
     await scene.fw.send(scene.fw.fw.kill(scene.spin_id))
     st_spin = await scene.fw.wait_state(scene.spin_id, TS.KILLED)
     assert st_spin.reason == pb.KILL_REQUESTED
