@@ -217,9 +217,9 @@ async def test_devices_behind_a_gateway_over_a_lossy_uplink(
                          lambda: f"3 outputs each, have { {t: len(f.data(t)) for t in every} }")
         for task in every:
             await f.fw.kill(task)
-        # A KILLED goes behind the outputs queued before it, one call each, and a device backs
-        # off after each failed exchange, a gateway's 5.03 included (the C agent doubles its
-        # pause up to 60 s): a few failed batches in a row on this uplink cost minutes.
+        # A KILLED goes behind the outputs queued before it (the C agent's 1 KB queue holds
+        # about 50), one exchange each through the gateway over this uplink, with its losses
+        # and back-offs (a gateway's 5.03 included): 85-125 s measured on a quiet machine.
         for task in every:
             await f.wait_state(task, [TS.KILLED], 240)
         f.print_timeline()
