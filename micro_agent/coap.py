@@ -16,12 +16,13 @@ after its first registration), `begin` writes a protected request: outer code PO
 an Observe registration), outer Observe, the OSCORE option (flags | Partial IV | kid, the
 Partial IV a fresh sender sequence number from the agent's `_c[_C_SEQ]()`), then the
 plaintext: the real code, the inner options (Observe, Uri-Path, Block2: no Content-Format,
-the resource implies CBOR) and the caller's payload; `request` encrypts it in place and appends the tag. A response must be
-protected with the request's nonce (empty OSCORE option) or the master's own Partial IV; it is
-verified before a byte of it is written, then decrypted into TX, so `request` hands back the
-inner code and the plaintext payload's place in TX. A response without the OSCORE option comes
-back with its code | 0x100 (only an unprotected 4.01 or NOT_LEADER means anything to the
-agent); one that fails verification is dropped as if never received.
+the resource implies CBOR) and the caller's payload; `request` encrypts it in place and
+appends the tag. A response must be protected with the request's nonce (empty OSCORE option)
+or the master's own Partial IV; it is verified before a byte of it is written, then decrypted
+into TX, so `request` hands back the inner code and the plaintext payload's place in TX. A
+response without the OSCORE option comes back with its code | 0x100 (only an unprotected 4.01
+or NOT_LEADER means anything to the agent); one that fails verification is dropped as if never
+received.
 
 Notifications of the observation with token `_c[_C_OBS_TOK]` can arrive at any time: while a request
 waits for its response, or while nothing is in flight (`poll`). A CON one is ACKed; the latest
