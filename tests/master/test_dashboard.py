@@ -51,20 +51,26 @@ def artefacts_dir() -> Path:
     return path
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
+def chromium(*extra: str) -> Any:
+    """A headless Chromium under chromedriver, its console log kept; `extra` switches."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.path.exists(path):
             pytest.fail(f"{path} missing: apt-get install chromium chromium-driver "
                         "(scripts/test.sh installs them)")
     options = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                "--disable-dev-shm-usage"):
+                "--disable-dev-shm-usage", *extra):
         options.add_argument(arg)
     options.binary_location = CHROMIUM
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    driver = chromium()
     try:
         yield driver
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ import pytest
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from edgerm.devca import ensure_dev_certificates
@@ -28,7 +25,7 @@ from edgerm_master.http_server import HttpApp, HttpRequest, HttpResponse, json_r
 from edgerm_master.members import MasterRow, masters_json
 
 from ..framework.conftest import OPERATOR_TOKEN
-from .test_dashboard import CHROMEDRIVER, CHROMIUM, CoreSource, enter_token, fleet, rows, severe
+from .test_dashboard import CoreSource, chromium, enter_token, fleet, rows, severe
 from .test_dashboard import wait as wait_for
 
 
@@ -36,22 +33,6 @@ def spki_hash(cert_file: Path) -> str:
     cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
     der = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
-
-
-def chromium(*extra: str) -> Any:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not os.path.exists(path):
-            pytest.fail(f"{path} missing: apt-get install chromium chromium-driver "
-                        "(scripts/test.sh installs them)")
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                "--disable-dev-shm-usage", *extra):
-        options.add_argument(arg)
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    return driver
 
 
 @pytest.fixture

@@ -87,6 +87,18 @@ async def subscribed(ws: WebSocketConnection, fw: ScriptedFramework | None = Non
     return client
 
 
+async def launch_one(agent: CoapAgentClient, owner: WsFrameworkClient, task_id: str) -> None:
+    """`owner` takes its first offer for task `task_id` and sees it RUNNING (acknowledged)."""
+    [offer, *_] = await owner.offers()
+    await owner.send(owner.fw.accept([offer.offer_id], [task_info(task_id)]))
+    await owner.until_kind("accepted")
+    await agent.settle()
+    for want in (TS.STARTING, TS.RUNNING):
+        update = await owner.until_kind("update")
+        assert update.state == want
+        await owner.send(owner.fw.acknowledge(update))
+
+
 # --- item 7: idle and hostile connections
 
 
@@ -189,14 +201,7 @@ async def test_another_token_cannot_take_a_framework_over(tmp_path: Any) -> None
             await agent.settle()
             owner = await subscribed(owner_ws)
             assert len(owner.fw.framework_secret) == 16
-            [offer, *_] = await owner.offers()
-            await owner.send(owner.fw.accept([offer.offer_id], [task_info("t1")]))
-            await owner.until_kind("accepted")
-            await agent.settle()
-            for want in (TS.STARTING, TS.RUNNING):
-                update = await owner.until_kind("update")
-                assert update.state == want
-                await owner.send(owner.fw.acknowledge(update))
+            await launch_one(agent, owner, "t1")
             attempts = [("other-token", b""), ("other-token", b"\0" * 16),
                         ("framework-token", b""),
                         ("framework-token", owner.fw.framework_secret[::-1])]

@@ -20,11 +20,11 @@ from trio_websocket import open_websocket_url
 from edgerm.framework import ErrorEvent, Framework, FrameworkError
 from edgerm.transport.coap import open_coap_client
 from edgerm.wire import decode, pb
-from edgerm_master.testing import ScriptedAgent, ScriptedFramework, task_info
+from edgerm_master.testing import ScriptedAgent, ScriptedFramework
 from edgerm_master.testing_etcd import EtcdCluster, unique_prefix
 from edgerm_master.testing_io import CoapAgentClient, MasterProcess, WsFrameworkClient
 
-from .test_e2e_ws_guard import closed_with, subscribed, url
+from .test_e2e_ws_guard import closed_with, launch_one, subscribed, url
 
 TS = pb.TaskState
 TOKENS = ("a-token-1", "a-token-2", "o-token-1", "l-token-1")
@@ -66,17 +66,6 @@ async def refused_subscribe(m: MasterProcess, fw: ScriptedFramework) -> pb.Error
     [event] = [decode(pb.FrameworkEvent, d) for d in closed.messages]
     assert closed.code == 1008 or event.error.code == pb.NOT_LEADER
     return event.error
-
-
-async def launch_one(agent: CoapAgentClient, owner: WsFrameworkClient, task_id: str) -> None:
-    [offer, *_] = await owner.offers()
-    await owner.send(owner.fw.accept([offer.offer_id], [task_info(task_id)]))
-    await owner.until_kind("accepted")
-    await agent.settle()
-    for want in (TS.STARTING, TS.RUNNING):
-        update = await owner.until_kind("update")
-        assert update.state == want
-        await owner.send(owner.fw.acknowledge(update))
 
 
 async def frameworks_listing(m: MasterProcess) -> list[list[str]]:
