@@ -319,6 +319,12 @@ class ScriptedFramework:
         self.errors: list[pb.Error] = []
         self.closed = False
 
+    def posing_as(self, other: ScriptedFramework) -> ScriptedFramework:
+        """This framework, with `other`'s framework id and secret (another process of it, or
+        a thief that learnt both): subscribing then claims `other`'s framework."""
+        self.framework_id, self.framework_secret = other.framework_id, other.framework_secret
+        return self
+
     def _call(self, **kw: Any) -> bytes:
         self.call_id += 1
         return encode(pb.FrameworkCall(framework_id=self.framework_id, call_id=self.call_id,

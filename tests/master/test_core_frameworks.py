@@ -83,8 +83,7 @@ def test_a_framework_id_is_taken_over_only_with_its_secret(new_cluster: Any) -> 
     cluster.settle(a)
     assert task_state(cluster, f, "t1") == TS.RUNNING and a.tasks[1] == TS.RUNNING
     # The secret is what counts, not the token: the owner's process restarted with it takes over.
-    heir = ScriptedFramework(token="other-token")
-    heir.framework_id, heir.framework_secret = f.framework_id, f.framework_secret
+    heir = ScriptedFramework(token="other-token").posing_as(f)
     cluster.subscribe(heir)
     assert heir.errors == [] and heir.framework_id == f.framework_id and f.closed
     assert heir.events[0].subscribed.framework_secret == b""  # handed out once only

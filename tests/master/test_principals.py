@@ -64,8 +64,7 @@ def test_a_framework_is_bound_to_the_principal_that_created_it(new_cluster: NewC
     updates, committed = len(mine.updates), c.committed
     # ops holding the secret too (leaked): still not theirs to take over.
     for token in ("o-token", "o-token-2"):
-        thief = ScriptedFramework(token=token)
-        thief.framework_id, thief.framework_secret = mine.framework_id, mine.framework_secret
+        thief = ScriptedFramework(token=token).posing_as(mine)
         c.subscribe(thief)
         assert thief.errors[-1].code == E.FORBIDDEN and thief.closed
         assert "bound to another principal" in thief.errors[-1].message
@@ -73,8 +72,7 @@ def test_a_framework_is_bound_to_the_principal_that_created_it(new_cluster: NewC
     assert not mine.closed and fw.conn == c.fw_conn[id(mine)]
     assert c.committed == committed and len(mine.updates) == updates
     # The owner's principal with the secret may (a framework restarted elsewhere).
-    heir = ScriptedFramework("mine", token="a-token")
-    heir.framework_id, heir.framework_secret = mine.framework_id, mine.framework_secret
+    heir = ScriptedFramework("mine", token="a-token").posing_as(mine)
     c.subscribe(heir)
     assert heir.errors == [] and mine.closed and fw.conn == c.fw_conn[id(heir)]
 
@@ -122,12 +120,10 @@ def test_the_binding_survives_a_restart(new_cluster: NewCluster, tmp_path: Path)
             bytes(str(row), "utf-8") for row in db.execute("SELECT * FROM frameworks"))
     c = new_cluster()   # kill -9 and start again on the same store
     assert c.master.frameworks[mine.framework_id].principal == "analytics"
-    thief = ScriptedFramework(token="o-token")
-    thief.framework_id, thief.framework_secret = mine.framework_id, mine.framework_secret
+    thief = ScriptedFramework(token="o-token").posing_as(mine)
     c.subscribe(thief)
     assert thief.errors[-1].code == E.FORBIDDEN
-    again = ScriptedFramework("mine", token="a-token")
-    again.framework_id, again.framework_secret = mine.framework_id, mine.framework_secret
+    again = ScriptedFramework("mine", token="a-token").posing_as(mine)
     c.subscribe(again)
     assert again.errors == []
 
@@ -172,12 +168,10 @@ def test_a_revoked_token_closes_its_connections_and_the_tasks_run_on(
         c.exchange(agent)
     assert task_state(c, mine, "t1") == TS.RUNNING and agent.tasks[1] == TS.RUNNING
     # ... the old token is refused, the new one (same principal) takes it back.
-    old = ScriptedFramework("mine", token="a-token")
-    old.framework_id, old.framework_secret = mine.framework_id, mine.framework_secret
+    old = ScriptedFramework("mine", token="a-token").posing_as(mine)
     c.subscribe(old)
     assert old.errors[-1].code == E.UNAUTHENTICATED
-    back = ScriptedFramework("mine", token="a-token-new")
-    back.framework_id, back.framework_secret = mine.framework_id, mine.framework_secret
+    back = ScriptedFramework("mine", token="a-token-new").posing_as(mine)
     c.subscribe(back)
     assert back.errors == [] and task_state(c, mine, "t1") == TS.RUNNING
 

@@ -53,9 +53,7 @@ def sighup(m: MasterProcess) -> None:
 
 def taker(of: WsFrameworkClient, token: str) -> ScriptedFramework:
     """A framework that tries to subscribe as `of`'s framework, with its secret."""
-    fw = ScriptedFramework(token=token)
-    fw.framework_id, fw.framework_secret = of.fw.framework_id, of.fw.framework_secret
-    return fw
+    return ScriptedFramework(token=token).posing_as(of.fw)
 
 
 async def refused_subscribe(m: MasterProcess, fw: ScriptedFramework) -> pb.Error:

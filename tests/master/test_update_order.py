@@ -144,8 +144,7 @@ def test_failover_reconciliation_does_not_repeat_a_pending_end(cluster: Cluster)
     cluster.disconnect(fw)
     a.finish(number_of(cluster, fw, "t1"))
     cluster.settle(a)
-    fw2 = ScriptedFramework(failover_timeout_s=60)
-    fw2.framework_id, fw2.framework_secret = fw.framework_id, fw.framework_secret
+    fw2 = ScriptedFramework(failover_timeout_s=60).posing_as(fw)
     cluster.subscribe(fw2)
     cluster.call(fw2, fw2.reconcile())   # what the SDK does after every failover
     assert [u.state for u in fw2.updates] == [TS.FINISHED, TS.FINISHED]
