@@ -60,7 +60,7 @@ _OPT_BLOCK2 = const(23)
 _CF_CBOR = const(60)
 _POLL_MS = const(5)
 _TX_SIZE = const(576)
-_BLOCK_TRIES = const(5)  # exchanges per Block2 block before a download gives up
+_BLOCK_TRIES = const(8)  # exchanges per Block2 block before a download gives up
 _RX_SIZE = const(640)
 
 _GET = const(1)
@@ -437,13 +437,14 @@ async def get_blocks(path, name, n, cb):
     A block whose exchange gets no answer or a 5.03 is asked for again after a pause, up to
     _BLOCK_TRIES exchanges in a row (the download goes on from that block, never from the
     start): on a lossy link one exchange of a long module's many is likely to fail, and a
-    gateway answers 5.03 while its uplink is being retried. Returns the final response code, or 0
-    when the peer stayed silent that long or sent a block of the wrong size."""
+    gateway answers 5.03 until a retry of its uplink gets through, which on such a link can
+    take half a minute (the pauses add up to 39 s). Returns the final response code, or 0 when
+    the peer stayed silent that long or sent a block of the wrong size."""
     num = 0
     tries = 0
     while True:
-        if tries:  # a pause before asking again: 1 s, 2 s, ... (a gateway's retry to come)
-            await asyncio.sleep_ms(500 << tries)
+        if tries:  # a pause before asking again: 1, 2, 4, then 8 s (a gateway's retry to come)
+            await asyncio.sleep_ms(500 << min(tries, 4))
         await take()
         try:
             r = await request(begin(_GET, path, name, block2=num << 4 | n))

@@ -333,15 +333,16 @@ async def test_a_final_block_queued_with_a_notification_is_read_alone(agent_fact
 
 
 async def test_a_module_block_answered_5_03_is_asked_for_again(agent_factory) -> None:  # type: ignore[no-untyped-def]
-    # A gateway answers a plain 5.03 while its uplink is being retried: the download pauses
-    # and goes on from that block; the task runs.
+    # A gateway answers a plain 5.03 while its uplink is being retried, here five times in a
+    # row (23 s: a lossy uplink's retries take that long): the download pauses and goes on
+    # from that block; the task runs.
     async with trio.open_nursery() as n:
         m, a = await _start(n, agent_factory)
         module = SAMPLER + b"#" * (64 * 3 - len(SAMPLER))  # three blocks of 64
         sha = m.add_module(module)
-        m.unavailable_blocks = 2
+        m.unavailable_blocks = 5
         m.command(1, launch=pb.Launch(task=1, spec=_mp_task(sha, len(module), "2")))
-        await m.wait_for(lambda: m.states(1, 1)[-1:] == [pb.FINISHED], timeout=20)
+        await m.wait_for(lambda: m.states(1, 1)[-1:] == [pb.FINISHED], timeout=60)
         assert m.states(1, 1) == [pb.STARTING, pb.RUNNING, pb.FINISHED]
         assert m.unavailable_blocks == 0
         n.cancel_scope.cancel()
