@@ -90,8 +90,12 @@ class MasterProcess:
 
     def start(self, timeout: float = 20.0) -> MasterProcess:
         os.makedirs(self.data_dir, exist_ok=True)
+        # HTTP on a port of its own choosing (the one it had, on a restart): its default, the
+        # WebSocket port + 1, is not known to be free when `ws_port` was given.
+        http = [] if "--http-listen" in self.args else [
+            "--http-listen", f"{self.host}:{self.http[1] if self.http else 0}"]
         args = [sys.executable, "-m", self.module, *self.args,
-                "--coap-port", str(self.coap_port), "--ws-port", str(self.ws_port)]
+                "--coap-port", str(self.coap_port), "--ws-port", str(self.ws_port), *http]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its life
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)
         log.close()
