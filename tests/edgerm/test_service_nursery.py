@@ -44,3 +44,21 @@ async def test_cancellation_passes_through() -> None:
             nursery.start_soon(trio.sleep_forever)
             await trio.sleep_forever()
     assert scope.cancelled_caught
+
+
+async def test_error_of_the_block_leaves_unwrapped_while_an_outer_scope_cancels() -> None:
+    # The block fails just as an enclosing scope is cancelled (a framework's connection
+    # closed by the master while the user leaves `Framework.connect`): the background task's
+    # Cancelled belongs to the outer scope, so this nursery's group holds it beside the error.
+    # The error must still leave as itself, or callers that catch it (reconnect loops) miss it.
+    outer = trio.CancelScope()
+    with pytest.raises(KeyError):
+        with outer:
+            async with open_service_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever)
+                await trio.sleep(0)   # the task is asleep in the nursery
+                try:
+                    outer.cancel()
+                    await trio.sleep(0)  # cancelled: the background task gets Cancelled
+                finally:
+                    raise KeyError("mine")
