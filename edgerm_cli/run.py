@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import secrets
 import signal
-import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +46,7 @@ from edgerm.framework import (
     state_name,
     wasm_task,
 )
+from edgerm.outputs import format_output
 from edgerm.wire import pb
 from edgerm_cli import (
     EXIT_FINISHED,
@@ -81,45 +81,6 @@ def parse_env(items: Sequence[str]) -> dict[str, str]:
 
 def parse_attributes(items: Sequence[str]) -> dict[str, str | float]:
     return dict(_name_values(items, "--attribute"))
-
-
-def format_output(data: bytes, how: str = "auto") -> str:
-    """Published bytes for a terminal. `text`: UTF-8; `hex`; `f64`: a little-endian double
-    (what the example sampler publishes); `auto`: 8 bytes holding a double of everyday size
-    (or any 8 bytes that are not printable text) as an f64, other printable UTF-8 as text, the
-    rest as hex.
-
-    The size test comes first because a double's six low bytes are noise that is printable
-    UTF-8 often enough (21.3 can be the bytes of "ֱP#k$5@"); the two high bytes of an everyday
-    double are "?", "@" or "A" followed by little else, so 8-character text is rarely taken
-    for a number. Pass `--output` when the task's format is known."""
-    if how == "hex":
-        return data.hex()
-    if how == "f64" or (how == "auto" and len(data) == 8
-                        and (_everyday_double(data) or not _printable(data))):
-        if len(data) == 8:
-            return f"{struct.unpack('<d', data)[0]:g}"
-        return data.hex()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.hex()
-    if how == "auto" and not _printable(data):
-        return data.hex()
-    return text.rstrip("\n")
-
-
-def _everyday_double(data: bytes) -> bool:
-    value = abs(struct.unpack("<d", data)[0])
-    return value == 0.0 or 1e-6 <= value < 1e9
-
-
-def _printable(data: bytes) -> bool:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def _clock(timestamp: float) -> str:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import trio
 from google.protobuf.message import Message
 
+from edgerm.outputs import format_output
 from edgerm.state_json import LISTINGS, item_json, state_json
 from edgerm.wire import pb
 from edgerm_master.agent_states import STATE_NAMES
@@ -321,16 +322,18 @@ def _find_task(st: MasterState, task_id: str, framework: str) -> Task:
 
 
 def _output_json(when: float, seq: int, topic: str, data: bytes) -> dict[str, Any]:
-    """An output as JSON: `text` if it is printable UTF-8, else `base64`."""
-    out: dict[str, Any] = {"time": when, "seq": seq, "topic": topic, "size": len(data)}
+    """An output as JSON: its bytes (`base64`), `text` too if they are printable UTF-8, and
+    `shown`, what `edgerm run --output auto` prints for them (an 8-byte reading as a number
+    even when its bytes happen to be printable)."""
+    out: dict[str, Any] = {"time": when, "seq": seq, "topic": topic, "size": len(data),
+                           "base64": base64.b64encode(data).decode(),
+                           "shown": format_output(data)}
     try:
         text = data.decode("utf-8")
-        if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
-            out["text"] = text
-            return out
     except UnicodeDecodeError:
-        pass
-    out["base64"] = base64.b64encode(data).decode()
+        return out
+    if all(c.isprintable() or c.isspace() for c in text):
+        out["text"] = text
     return out
 
 

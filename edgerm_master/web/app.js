@@ -382,20 +382,6 @@ const TABLES = {
 
 function shortState(s) { return s || "?"; }
 
-// An output as the CLI's `--output auto` shows it: text; 8 bytes holding a number of everyday
-// size as that number (a sensor reading, an f64); else its size and base64.
-function outputText(o) {
-  if (o.text !== undefined) return o.text;
-  if (o.size === 8) {
-    const bytes = Uint8Array.from(atob(o.base64), (c) => c.charCodeAt(0));
-    const v = new DataView(bytes.buffer).getFloat64(0, true);
-    if (Number.isFinite(v) && (v === 0 || (Math.abs(v) >= 1e-6 && Math.abs(v) < 1e12))) {
-      return String(Math.round(v * 1000) / 1000);
-    }
-  }
-  return `(${o.size} bytes) ${o.base64}`;
-}
-
 function when(t) { return new Date(t * 1000).toLocaleTimeString(); }
 
 function renderTask(d) {
@@ -417,7 +403,7 @@ function renderTask(d) {
     ...["Time", "#", "Topic", "Data"].map((h) => el("th", {}, h))),
     ...d.outputs.map((o) => el("tr", {}, el("td", {}, when(o.time)),
       el("td", { class: "num" }, o.seq), el("td", {}, o.topic || "–"),
-      el("td", {}, outputText(o)))))
+      el("td", {}, o.shown))))
     : el("p", { class: "muted" }, "no outputs");
   $("detail-body").replaceChildren(
     el("p", {}, `framework ${t.framework_id}, agent ${num(t.agent_id)}, `,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import struct
 import subprocess
 import sys
 import threading
@@ -226,7 +227,7 @@ async def test_a_task_has_its_state_history_and_last_outputs(real_cluster, wasm_
     # Seven readings published; the last five are kept, in order.
     assert body["outputs_total"] == 7
     assert [o["seq"] for o in body["outputs"]] == [3, 4, 5, 6, 7]
-    assert all(o["size"] == 8 and ("base64" in o or "text" in o) for o in body["outputs"])
+    assert all(o["size"] == 8 and 15 < float(o["shown"]) < 30 for o in body["outputs"])
 
 
 async def test_the_event_stream_pushes_a_new_task(real_cluster, wasm_modules) -> None:
@@ -333,8 +334,13 @@ def test_task_detail_keeps_the_last_states_and_outputs(cluster) -> None:
     f = cluster.subscribe(ScriptedFramework())
     launch(cluster, f, a, "t1")
     n = number_of(cluster, f, "t1")
-    for i in range(JOURNAL_OUTPUTS + 2):
+    for i in range(JOURNAL_OUTPUTS + 1):
         a.publish(n, f"reading {i}".encode(), "temp")
+    # An f64 reading whose bytes happen to be printable UTF-8 (the dashboard once showed one
+    # as text in CI): shown as the number, as the CLI prints it.
+    noisy = struct.pack("<d", 21.47003669365782)
+    assert noisy == b").#STx5@"
+    a.publish(n, noisy, "temp")
     a.publish(n, b"\xff\x00", "raw")
     a.finish(n, exit_code=0)
     cluster.settle(a)
@@ -347,8 +353,9 @@ def test_task_detail_keeps_the_last_states_and_outputs(cluster) -> None:
     outs = d["outputs"]
     assert len(outs) == JOURNAL_OUTPUTS
     assert outs[-1] == {"time": outs[-1]["time"], "seq": JOURNAL_OUTPUTS + 3, "topic": "raw",
-                        "size": 2, "base64": "/wA="}
-    assert outs[-2]["text"] == f"reading {JOURNAL_OUTPUTS + 1}"
+                        "size": 2, "base64": "/wA=", "shown": "ff00"}
+    assert outs[-2]["shown"] == "21.47" and outs[-2]["text"] == ").#STx5@"
+    assert outs[-3]["text"] == outs[-3]["shown"] == f"reading {JOURNAL_OUTPUTS}"
     # Only the last JOURNAL_STATES state changes are kept.
     task = cluster.master.frameworks[f.framework_id].completed["t1"]
     for i in range(JOURNAL_STATES + 3):
