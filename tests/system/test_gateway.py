@@ -39,7 +39,7 @@ from .edge import (
     posix_agent,
     wasm_spec,
 )
-from .gateway_net import GW_DEV_IP, GatewayTopology
+from .gateway_net import GW_DEV_IP, LARGE_DATAGRAM, GatewayTopology
 from .netns import entered
 
 TS = pb.TaskState
@@ -190,23 +190,25 @@ async def test_devices_behind_a_gateway_over_a_lossy_uplink(
             await _offer(f, p, 90)      # every device registered
         py = await f.fw.upload(big_counter, pb.MICROPYTHON_MPY)
         wasm = await f.fw.upload(counter_wasm)
-
-        # The heartbeats' own rate on the uplink, to tell the module's bytes from theirs.
-        b0, t0 = net.uplink_bytes_down(), trio.current_time()
-        await trio.sleep(3)
-        idle_rate = (net.uplink_bytes_down() - b0) / (trio.current_time() - t0)
-        b1, t1 = net.uplink_bytes_down(), trio.current_time()
+        # The module's bytes on the uplink: the datagrams large enough to carry a block (all of
+        # them but each download's short last one), losses and retransmissions included.
+        # (Subtracting a heartbeat rate measured beforehand read 0 B/s in CI: a lost batch had
+        # stalled the uplink for its 8 s timeout.)
+        b1 = net.uplink_bytes_down(large_only=True)
         for i, p in enumerate(mps):
             await f.fw.launch(await _offer(f, p, 30), mp_tasks[i], micropython_spec(py, "300"))
+        # Each 512 B block is one exchange through the gateway's single in-flight batch over
+        # this uplink: 13 blocks took 56 s here on a quiet machine and 96 s in CI.
         for task in mp_tasks:
-            await f.wait_state(task, [TS.RUNNING], 120)
-        module_bytes = (net.uplink_bytes_down() - b1) - idle_rate * (trio.current_time() - t1)
-        print(f"module {len(big_counter)} B to {MICROS} devices: {module_bytes:.0f} B down the "
-              f"uplink beyond the heartbeats ({idle_rate:.0f} B/s)")
+            await f.wait_state(task, [TS.RUNNING], 180)
+        module_bytes = net.uplink_bytes_down(large_only=True) - b1
+        print(f"module {len(big_counter)} B to {MICROS} devices: {module_bytes} B down the "
+              f"uplink in datagrams of {LARGE_DATAGRAM} B or more")
         # OSCORE: each device's protected download crosses the uplink (the gateway cannot read
-        # nor cache it): about 3x the module, with 20 % loss, the launch and its status
-        # updates well under 2x per device.
-        assert module_bytes < 2 * MICROS * len(big_counter), module_bytes
+        # nor cache it): the module once per device, plus framing, and the blocks whose answer
+        # the loss took sent again: well under 2x per device. (At least once per device, but
+        # for the short last blocks: the counter does see the blocks.)
+        assert MICROS * (len(big_counter) - 512) <= module_bytes < 2 * MICROS * len(big_counter)
 
         await f.fw.launch(await _offer(f, c, 30), "c-counter", _device_wasm_spec(wasm, "300"))
         await f.fw.launch(await f.offer("gw", 30), "gw-counter", wasm_spec(wasm, "300"))
