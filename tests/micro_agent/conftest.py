@@ -32,6 +32,18 @@ def run_mp(script: str | Path, *args: str, heap: str = "256k", path: Path = MICR
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def precompiled(source: bytes, tmp: Path) -> bytes:
+    """A task precompiled with mpy-cross, as micro_agent/README.md ("Tasks") says to send to a
+    board with a small heap: compiling source needs large contiguous blocks, which a 64 KB heap
+    that has run tasks before, or lived through a master crash and a reconnect, may no longer
+    have (MEMORY_LIMIT at import)."""
+    src = tmp / "task.py"
+    src.write_bytes(source)
+    subprocess.run(["mpy-cross", "-O2", "-s", "task.py", "-o", str(tmp / "task.mpy"), str(src)],
+                   check=True)
+    return (tmp / "task.mpy").read_bytes()
+
+
 @pytest.fixture(scope="session")
 def mpy_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The agent precompiled by micro_agent/build.py, as it goes onto a board."""

@@ -23,7 +23,7 @@ from edgerm.wire import pb
 from edgerm_agent.testing import AgentProcess as LinuxAgent
 from edgerm_master.testing_io import Framework, MasterProcess, UdpRelay, open_framework
 
-from .conftest import needs_micropython
+from .conftest import needs_micropython, precompiled
 from .lossy_relay import LossyRelay
 
 pytestmark = needs_micropython
@@ -84,20 +84,23 @@ def _outputs(f: Framework, task_id: str) -> list[bytes]:
     return [o.data for o in f.fw.outputs if o.task_id == task_id]
 
 
-async def _upload_mp(f: Framework, source: bytes) -> bytes:
+async def _upload_mp(f: Framework, tmp: Path) -> tuple[bytes, int]:
+    """The sampler, precompiled (`precompiled`: this device's heap has run a task before the
+    next launch), uploaded: its sha256 and size."""
     import hashlib
 
-    await f.send(f.fw.upload(source, pb.MICROPYTHON_SOURCE))
-    sha = hashlib.sha256(source).digest()
+    module = precompiled(SAMPLER, tmp)
+    await f.send(f.fw.upload(module, pb.MICROPYTHON_MPY))
+    sha = hashlib.sha256(module).digest()
     await f.wait_for(lambda: any(e.WhichOneof("event") == "module_stored"
                                  and e.module_stored.sha256 == sha for e in f.fw.events))
-    return sha
+    return sha, len(module)
 
 
-def _spec(sha: bytes, size: int, n: int, period_ms: int) -> pb.TaskSpec:
+def _spec(module: tuple[bytes, int], n: int, period_ms: int) -> pb.TaskSpec:
     return pb.TaskSpec(name="mp", resources=pb.Resources(cpus=0.1, devices=[pb.Device(
         name="temp")]), micropython=pb.MicroPythonTask(
-            sha256=sha, size=size, args=[str(n)],
+            sha256=module[0], size=module[1], mpy=True, args=[str(n)],
             env=[pb.EnvVar(name="PERIOD_MS", value=str(period_ms))]))
 
 
@@ -148,8 +151,8 @@ async def test_device_behind_a_gateway_through_an_outage_and_a_gateway_crash(
             await _offer_on(f, "mp-gw")     # the device, through the gateway
 
             # a task on the device: status and readings reach the framework through the relay
-            sha = await _upload_mp(f, SAMPLER)
-            await _launch_on(f, "mp-gw", "s1", _spec(sha, len(SAMPLER), 3, 10))
+            sampler = await _upload_mp(f, tmp_path)
+            await _launch_on(f, "mp-gw", "s1", _spec(sampler, 3, 10))
             await f.wait_state("s1", pb.FINISHED, timeout=30)
             assert _outputs(f, "s1") == [b"1.0", b"2.0", b"3.0"]
             # the gateway cannot read the device's readings: none on its disk
@@ -157,11 +160,12 @@ async def test_device_behind_a_gateway_through_an_outage_and_a_gateway_crash(
                 p.is_file() for p in (tmp_path / "gw" / "gateway" / "readings").rglob("*"))
 
             # an uplink cut while the device samples: updates wait on the gateway's disk
-            await _launch_on(f, "mp-gw", "s2", _spec(sha, len(SAMPLER), N, 150))
+            await _launch_on(f, "mp-gw", "s2", _spec(sampler, N, 150))
             try:
                 await f.wait_for(lambda: len(_outputs(f, "s2")) >= 3, timeout=30)
             except trio.TooSlowError:
-                raise AssertionError(f"{f.fw.errors} {f.states('s2')} {[e for e in f.fw.events if e.WhichOneof('event') != 'offers'][-5:]}") from None
+                last = [e for e in f.fw.events if e.WhichOneof("event") != "offers"][-5:]
+                raise AssertionError(f"{f.fw.errors} {f.states('s2')} {last}") from None
             relay.forwarding = False
             with trio.fail_after(20):
                 while kept_rows(queue) == 0:
@@ -203,8 +207,8 @@ async def test_a_lossy_uplink_every_reading_once_and_in_order(agent_factory: Any
             device = agent_factory(_device_config(port, readings=20))
             await device.start()
             f = await open_framework(n, master.ws)
-            sha = await _upload_mp(f, SAMPLER)
-            await _launch_on(f, "mp-gw", "l1", _spec(sha, len(SAMPLER), 10, 50))
+            sampler = await _upload_mp(f, tmp_path)
+            await _launch_on(f, "mp-gw", "l1", _spec(sampler, 10, 50))
             await f.wait_state("l1", pb.FINISHED, timeout=90)
             assert _outputs(f, "l1") == [f"{float(i)}".encode() for i in range(1, 11)]
             assert relay.lost["up"] > 0 and relay.lost["down"] > 0  # the loss was real

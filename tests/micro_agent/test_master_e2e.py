@@ -8,7 +8,6 @@ agent from the master's own address (the agent reads datagrams from any source a
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from edgerm.wire import pb
 from edgerm_master.testing import ScriptedFramework
 from edgerm_master.testing_io import MasterProcess, UdpRelay, WsFrameworkClient
 
-from .conftest import needs_micropython
+from .conftest import needs_micropython, precompiled
 
 pytestmark = needs_micropython
 
@@ -48,17 +47,6 @@ def _spec(sha: bytes, size: int, *args: str, devices: tuple[str, ...] = (),
     return pb.TaskSpec(name="mp", resources=pb.Resources(
         cpus=0.1, devices=[pb.Device(name=d) for d in devices]),
         micropython=pb.MicroPythonTask(sha256=sha, size=size, mpy=mpy, args=list(args)))
-
-
-def _mpy(source: bytes, tmp: Path) -> bytes:
-    """A task precompiled with mpy-cross, as micro_agent/README.md says to send to a board with a
-    small heap: compiling source needs large contiguous blocks, which a 64 KB heap that has lived
-    through a master crash and a reconnect may no longer have (MEMORY_LIMIT at import)."""
-    src = tmp / "task.py"
-    src.write_bytes(source)
-    subprocess.run(["mpy-cross", "-O2", "-s", "task.py", "-o", str(tmp / "task.mpy"), str(src)],
-                   check=True)
-    return (tmp / "task.mpy").read_bytes()
 
 
 async def _upload(c: WsFrameworkClient, data: bytes, fmt: int = pb.MICROPYTHON_SOURCE) -> bytes:
@@ -162,8 +150,8 @@ async def test_against_the_real_master(agent_factory, tmp_path: Path) -> None:  
                 assert next(o for o in fw.offers.values()
                             if o.agent_name == "mp-e2e").agent_id == agent_id
                 # from here on the tasks go as .mpy (see _mpy); the source path is covered above
-                sampler_mpy = _mpy(SAMPLER, tmp_path)
-                sleeper_mpy = _mpy(SLEEPER, tmp_path)
+                sampler_mpy = precompiled(SAMPLER, tmp_path)
+                sleeper_mpy = precompiled(SLEEPER, tmp_path)
                 sampler = await _upload(c, sampler_mpy, pb.MICROPYTHON_MPY)
                 await _launch(c, "s2", _spec(sampler, len(sampler_mpy), "2", devices=("temp",),
                                              mpy=True))
