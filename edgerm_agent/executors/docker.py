@@ -5,7 +5,8 @@ labels `edgerm.agent` (this agent's key) and `edgerm.task` (the task number): th
 containers after a restart by label, and it only ever touches, kills or removes containers that
 carry its own key. It never prunes anything.
 
-Outcomes: exit 0 → FINISHED; OOM kill → FAILED MEMORY_LIMIT; kill → KILLED; still running
+Outcomes: exit 0 → FINISHED; OOM kill (the engine's `OOMKilled`, or its "oom" event for an exit by
+a SIGKILL nobody sent) → FAILED MEMORY_LIMIT; kill → KILLED; still running
 `timeout_s` after it started → killed, FAILED TIMEOUT (as a WASM task); other exits →
 FAILED EXITED_NONZERO with the tail of the logs; an image that is not there → ERROR
 LAUNCH_FAILED; any other Docker error → FAILED EXECUTOR_ERROR for that task only.
@@ -39,6 +40,8 @@ LABEL_TASK = "edgerm.task"
 # One wait request covers this long; between them kills and cancellation get through.
 _WAIT_SLICE_S = 2
 _LOG_LINES = 200
+# How long an exit by SIGKILL nobody sent waits for the engine's "oom" event (_oom_logged).
+_OOM_EVENT_WAIT_S = 2.0
 _NETWORK = {pb.NETWORK_MODE_UNSPECIFIED: "none", pb.NONE: "none", pb.HOST: "host",
             pb.BRIDGE: "bridge"}
 
@@ -285,7 +288,7 @@ class DockerExecutor:
             ctx.report(pb.FAILED, reason=pb.TIMEOUT, exit_code=code, message=tail_text(
                 raw_logs + f"\ntimeout after {ctx.spec.docker.timeout_s} s".encode(),
                 MAX_MESSAGE))
-        elif state.get("OOMKilled"):
+        elif state.get("OOMKilled") or (code == 137 and await self._oom_logged(container)):
             ctx.report(pb.FAILED, reason=pb.MEMORY_LIMIT, exit_code=code,
                        message=tail_text((raw_logs + b"\nOOM: killed at its memory limit"),
                                          MAX_MESSAGE))
@@ -295,19 +298,55 @@ class DockerExecutor:
             ctx.report(pb.FAILED, reason=pb.EXITED_NONZERO, exit_code=code, message=logs)
 
 
-def _ran_for_s(attrs: dict[str, Any]) -> float:
-    """How long a running container has been running (its engine's `State.StartedAt`), 0 when
-    unknown or not started (a fresh container's attributes date from before its start)."""
-    state = attrs.get("State") or {}
+    async def _oom_logged(self, container: Any) -> bool:
+        """Whether the engine logged an OOM kill of `container`, which exited by SIGKILL that
+        nobody here sent. Its `State.OOMKilled` misses a kill the engine heard of only after
+        the exit (containerd sent the two events in either order before containerd#12714);
+        the engine's "oom" event is logged either way, so it is looked for, for up to
+        _OOM_EVENT_WAIT_S."""
+        client = await self._client_async()
+        since = int(_started_at(container.attrs.get("State") or {}) or time.time() - 3600)
+        deadline = trio.current_time() + _OOM_EVENT_WAIT_S
+        while True:
+            found = await self._call(_oom_events, client, container.id, since, time.time())
+            if found or trio.current_time() >= deadline:
+                return found
+            await trio.sleep(0.2)
+
+
+def _oom_events(client: Any, container_id: str, since: int, until: float) -> bool:
+    """Any "oom" event of the container between `since` and `until` in the engine's event log.
+    (`until` to the nanosecond, as the engine parses it: an integer one in the future would
+    hold the request open until then.)"""
+    events = client.events(since=since, until=f"{until:.9f}", decode=True,
+                           filters={"container": container_id, "event": "oom"})
+    try:
+        return any(True for _ in events)
+    finally:
+        events.close()
+
+
+def _started_at(state: dict[str, Any]) -> float | None:
+    """A container's `State.StartedAt` as a Unix time, None when unknown or not started (a
+    fresh container's attributes date from before its start)."""
     started = str(state.get("StartedAt") or "")
-    if not state.get("Running") or not started or started.startswith("0001-"):
-        return 0.0
+    if not started or started.startswith("0001-"):
+        return None
     # RFC 3339 with nanoseconds ("2026-01-02T03:04:05.123456789Z"): keep microseconds.
     head, _, frac = started.rstrip("Z").partition(".")
     try:
         when = datetime.fromisoformat(head + "+00:00").timestamp()
     except ValueError:
-        return 0.0
+        return None
     digits = "".join(c for c in frac if c.isdigit())[:6]
-    when += int(digits.ljust(6, "0")) / 1e6 if digits else 0.0
+    return when + (int(digits.ljust(6, "0")) / 1e6 if digits else 0.0)
+
+
+def _ran_for_s(attrs: dict[str, Any]) -> float:
+    """How long a running container has been running (its engine's `State.StartedAt`), 0 when
+    unknown or not started."""
+    state = attrs.get("State") or {}
+    when = _started_at(state)
+    if not state.get("Running") or when is None:
+        return 0.0
     return max(0.0, time.time() - when)

@@ -46,6 +46,8 @@ async def test_docker_tasks_finish_fail_oom_and_kill(dagent: AgentProcess, maste
             await f.launch("ok", docker_spec(IMAGE, "sh", "-c", "echo done; exit 0"))
             await f.launch("bad", docker_spec(IMAGE, "sh", "-c", "echo oops >&2; exit 3"))
             await f.launch("oom", docker_spec(IMAGE, "tail", "/dev/zero", mem_mb=16))
+            # 137 as an OOM kill's, but no OOM: the engine's event log has none for it.
+            await f.launch("137", docker_spec(IMAGE, "sh", "-c", "exit 137", mem_mb=16))
             await f.launch("sleepy", docker_spec(IMAGE, "sleep", "600"))
             await f.launch("slow", docker_spec(IMAGE, "sh", "-c", "echo started; sleep 600",
                                                timeout_s=1))
@@ -56,6 +58,8 @@ async def test_docker_tasks_finish_fail_oom_and_kill(dagent: AgentProcess, maste
             assert (st.reason, st.exit_code) == (pb.EXITED_NONZERO, 3) and "oops" in st.message
             st = await f.wait_state("oom", TS.FAILED, TS.FINISHED)
             assert st.reason == pb.MEMORY_LIMIT, st
+            st = await f.wait_state("137", TS.FAILED, TS.FINISHED)
+            assert (st.reason, st.exit_code) == (pb.EXITED_NONZERO, 137), st
             st = await f.wait_state("noimage", TS.ERROR, TS.FAILED)
             assert st.reason == pb.LAUNCH_FAILED and "absent" in st.message
             # The time limit holds as for a WASM task: killed, FAILED TIMEOUT, with its logs.
