@@ -1,7 +1,8 @@
 """The Docker executor's OOM verdict when the engine's `State.OOMKilled` says no: a container that
 exited by a SIGKILL nobody sent is an OOM kill if the engine logged an "oom" event for it, even
 one logged a moment after the exit (containerd sent the two events in either order before
-containerd#12714; CI saw a 16 MB `tail /dev/zero` reported EXITED_NONZERO 137).
+containerd#12714; a run of the suite here saw a 16 MB `tail /dev/zero` reported EXITED_NONZERO
+137).
 
 The race cannot be provoked on a real engine, so a stand-in client plays the engine's event log;
 test_e2e_docker.py checks both verdicts against a real one."""
