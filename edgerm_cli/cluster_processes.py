@@ -40,7 +40,7 @@ import trio
 
 from edgerm.devca import DevCertificates, ensure_dev_certificates
 from edgerm_cli.listing import StateError, fetch_state
-from edgerm_master.config import AGENT_SILENT_CALL_S, MasterConfig
+from edgerm_master.config import MasterConfig, least_unreachable_after_missed
 
 # The repository root, when running from a clone (the demo needs examples/ and micro_agent/).
 REPO = Path(__file__).resolve().parents[1]
@@ -458,6 +458,5 @@ def _unreachable_after_missed(heartbeat_ms: int) -> int:
     """Missed heartbeats before UNREACHABLE for the cluster's short heartbeat: the master's
     default (12) unless that window is too short for an agent's call that gets no answer
     (edgerm_master.config.liveness_problem, which would warn at every start)."""
-    interval = heartbeat_ms / 1000
-    needed = interval * (1 + MasterConfig.jitter_fraction) + AGENT_SILENT_CALL_S
-    return max(MasterConfig.unreachable_after_missed, int(needed // interval) + 1)
+    return max(MasterConfig.unreachable_after_missed, least_unreachable_after_missed(
+        heartbeat_ms / 1000, MasterConfig.jitter_fraction))

@@ -518,6 +518,15 @@ def _check_store(cfg: MasterConfig) -> None:
                           f"modules up to {MODULE_MAX_BYTES} bytes; lower module_max_bytes")
 
 
+def _window_needed(heartbeat_s: float, jitter_fraction: float) -> float:
+    return heartbeat_s * (1 + jitter_fraction) + AGENT_SILENT_CALL_S
+
+
+def least_unreachable_after_missed(heartbeat_s: float, jitter_fraction: float) -> int:
+    """The fewest missed heartbeats whose window passes `liveness_problem`'s rule."""
+    return int(_window_needed(heartbeat_s, jitter_fraction) // heartbeat_s) + 1
+
+
 def liveness_problem(cfg: MasterConfig) -> str | None:
     """Why agents with their default timing could be marked UNREACHABLE on a lossy link that
     loses nothing but a few datagrams, or None. The rule (docs/agent.md, "Liveness on a lossy
@@ -525,10 +534,9 @@ def liveness_problem(cfg: MasterConfig) -> str | None:
     than an interval with its jitter plus what an agent spends on a call that gets no answer
     before it starts a new one -- several times longer, for a lossy link."""
     window = cfg.unreachable_after_s
-    needed = cfg.heartbeat_s * (1 + cfg.jitter_fraction) + AGENT_SILENT_CALL_S
-    if window > needed:
+    missed = least_unreachable_after_missed(cfg.heartbeat_s, cfg.jitter_fraction)
+    if window > _window_needed(cfg.heartbeat_s, cfg.jitter_fraction):
         return None
-    missed = int(needed // cfg.heartbeat_s) + 1
     return (f"agents go UNREACHABLE after {window:g} s of silence (heartbeat_ms "
             f"{cfg.heartbeat_ms} x unreachable_after_missed {cfg.unreachable_after_missed}), "
             f"not longer than one interval with its jitter plus the {AGENT_SILENT_CALL_S:g} s an "
