@@ -12,9 +12,9 @@ constrained devices one hop further, on a link of their own behind the gateway:
 
 Namespace names carry the test run's pid (`edgerm-sys-PID-g…`), so the stale-namespace sweep of
 netns.py removes them after a killed run too, and they never clash with the base topology.
-`uplink_bytes_down()` counts what the master sent towards the gateway (accounting rules on the
-router, before the loss): all of it, or only datagrams of `LARGE_DATAGRAM` bytes or more, which
-are the ones carrying module blocks (a block is 512 B; a batch of heartbeat and status answers
+`uplink_block_bytes_down()` counts what the master sent towards the gateway in datagrams of
+`LARGE_DATAGRAM` bytes or more (an accounting rule on the router, before the loss): the ones
+carrying module blocks (a block is 512 B; a batch of heartbeat and status answers
 for a handful of devices is under 250 B).
 """
 
@@ -64,14 +64,13 @@ class GatewayTopology(Topology):
         self.sh(self.router, "iptables", "-N", "uplink_down")
         self.sh(self.router, "iptables", "-I", "FORWARD", "1", "-i", self.router_core_if,
                 "-o", self.router_edge_if, "-j", "uplink_down")
-        self.sh(self.router, "iptables", "-A", "uplink_down")
         self.sh(self.router, "iptables", "-A", "uplink_down", "-m", "length", "--length",
                 f"{LARGE_DATAGRAM}:65535")
         return self
 
-    def uplink_bytes_down(self, *, large_only: bool = False) -> int:
-        """Bytes (IP packets) the master's side sent towards the gateway so far: all, or in
-        datagrams of LARGE_DATAGRAM bytes or more."""
+    def uplink_block_bytes_down(self) -> int:
+        """Bytes (IP packets) the master's side sent towards the gateway so far in datagrams of
+        LARGE_DATAGRAM bytes or more."""
         out = self.sh(self.router, "iptables", "-L", "uplink_down", "-v", "-n", "-x").stdout
-        rules = [line.split() for line in out.splitlines()[2:] if line.strip()]
-        return int(rules[1 if large_only else 0][1])
+        [rule] = [line.split() for line in out.splitlines()[2:] if line.strip()]
+        return int(rule[1])

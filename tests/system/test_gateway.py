@@ -200,14 +200,14 @@ async def test_devices_behind_a_gateway_over_a_lossy_uplink(
         # them but each download's short last one), losses and retransmissions included.
         # (Subtracting a heartbeat rate measured beforehand read 0 B/s in CI: a lost batch had
         # stalled the uplink for its 8 s timeout.)
-        b1 = net.uplink_bytes_down(large_only=True)
+        b1 = net.uplink_block_bytes_down()
         for i, p in enumerate(mps):
             await f.fw.launch(await _offer(f, p, 30), mp_tasks[i], micropython_spec(py, PERIOD))
         # Each 512 B block is one exchange through the gateway's single in-flight batch over
         # this uplink: 13 blocks took 56 s here on a quiet machine and 96 s in CI.
         for task in mp_tasks:
             await f.wait_state(task, [TS.RUNNING], 180)
-        module_bytes = net.uplink_bytes_down(large_only=True) - b1
+        module_bytes = net.uplink_block_bytes_down() - b1
         print(f"module {len(big_counter)} B to {MICROS} devices: {module_bytes} B down the "
               f"uplink in datagrams of {LARGE_DATAGRAM} B or more")
         # OSCORE: each device's protected download crosses the uplink (the gateway cannot read
